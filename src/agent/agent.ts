@@ -1,0 +1,111 @@
+/** Agent runs cells on this host for the control plane: warm pool, assignment, streaming, wipe. */
+import type { Config } from '../shared/config.js';
+import type { AgentToControl, ControlToAgent, JobSpec } from '../shared/wire.js';
+import { MIB } from '../shared/units.js';
+import type { ControlChannel } from './channel.js';
+import type { Cell } from './cells/cell.js';
+import type { CellPool } from './cells/pool.js';
+import { pickSizeClass, type SizeClass } from './cells/size-class.js';
+
+/** Logger is the small logging surface the agent needs. */
+export type Logger = (msg: string, extra?: object) => void;
+
+/** Agent wires the pool to the control channel. */
+export class Agent {
+  private readonly running = new Map<string, Cell>();
+  private readonly classes: SizeClass[];
+  private stopping = false;
+
+  constructor(
+    readonly agentId: string,
+    config: Config,
+    private readonly pool: CellPool,
+    private readonly channel: ControlChannel,
+    private readonly log: Logger,
+  ) {
+    this.classes = config.agent.classes.map((c) => ({ name: c.name, cpu: c.cpu, memoryBytes: c.memoryMiB * MIB, pids: c.pids }));
+    channel.on('message', (m: ControlToAgent) => this.onMessage(m));
+  }
+
+  /** hello is what the agent says on every (re)connect: who it is and which jobs still run here. */
+  hello(): AgentToControl {
+    return { type: 'hello', agentId: this.agentId, liveJobIds: [...this.running.keys()] };
+  }
+
+  private onMessage(m: ControlToAgent): void {
+    switch (m.type) {
+      case 'assign':
+        void this.assign(m.job);
+        return;
+      case 'cancel':
+        void this.running.get(m.jobId)?.stop('cancelled');
+        return;
+      case 'pool.get':
+        this.channel.send({ type: 'pool.status', requestId: m.requestId, pool: this.pool.status() });
+        return;
+      default:
+        assertNever(m);
+    }
+  }
+
+  private async assign(job: JobSpec): Promise<void> {
+    const t0 = performance.now();
+    if (this.stopping) return this.fail(job, 'agent is shutting down');
+    if (this.running.has(job.jobId)) return;
+    const sizeClass = pickSizeClass(this.classes, job.cpu, job.memoryBytes);
+    if (!sizeClass) return this.fail(job, `no size class fits cpu=${job.cpu} memory=${job.memoryBytes}`);
+    let cell: Cell;
+    let cold: boolean;
+    try {
+      ({ cell, cold } = await this.pool.take(job.runtime, sizeClass));
+    } catch (e) {
+      return this.fail(job, `could not prepare a cell: ${(e as Error).message}`);
+    }
+    const tTaken = performance.now();
+    this.running.set(job.jobId, cell);
+    try {
+      cell.assign(job, {
+        output: (stream, data) => this.channel.send({ type: 'job.output', jobId: job.jobId, stream, data: data.toString('base64') }),
+        ended: (end, timings) => {
+          this.running.delete(job.jobId);
+          this.pool.release(cell);
+          this.channel.send({ type: 'job.ended', jobId: job.jobId, end, timings: rounded(timings) });
+        },
+      });
+    } catch (e) {
+      this.running.delete(job.jobId);
+      await cell.wipe().catch(() => {});
+      this.pool.release(cell);
+      return this.fail(job, `assignment failed: ${(e as Error).message}`);
+    }
+    this.channel.send({
+      type: 'job.started',
+      jobId: job.jobId,
+      cellId: cell.id,
+      timings: rounded({ take_ms: tTaken - t0, assign_ms: performance.now() - tTaken, cold: cold ? 1 : 0 }),
+    });
+  }
+
+  private fail(job: JobSpec, message: string): void {
+    this.log('job failed to start', { job: job.jobId, message });
+    this.channel.send({ type: 'job.ended', jobId: job.jobId, end: { reason: 'error', exitCode: null, signal: null, message }, timings: {} });
+  }
+
+  /** shutdown ends running jobs as errors, wipes every cell and reports before returning. */
+  async shutdown(): Promise<void> {
+    this.stopping = true;
+    await Promise.all([...this.running.values()].map((c) => c.stop('shutdown')));
+    await this.pool.drain();
+    const deadline = Date.now() + 5000;
+    while (this.running.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    await this.channel.flushed(2000);
+  }
+}
+
+function rounded(t: Record<string, number>): Record<string, number> {
+  return Object.fromEntries(Object.entries(t).map(([k, v]) => [k, Math.round(v * 1000) / 1000]));
+}
+
+function assertNever(x: never): never {
+  throw new Error(`unhandled message ${JSON.stringify(x)}`);
+}

@@ -1,0 +1,205 @@
+/** Cell is one single-use confined container: prepared without tenant data, assigned once, then wiped. */
+import { closeSync, constants, mkdirSync, openSync, rmSync, writeFileSync, chownSync, chmodSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import type { JobEnd, JobSpec } from '../../shared/wire.js';
+import type { CellRuntime, CreatedContainer } from '../runtime/cell-runtime.js';
+import { cellSpec, WORKLOAD_UID } from '../runtime/spec.js';
+import { run } from '../runtime/exec.js';
+import { CellCgroup } from './cgroup.js';
+import { encodeAssignment, FrameDecoder, type CellFrame } from './frames.js';
+import type { SizeClass } from './size-class.js';
+
+/** CellState is where a cell is in its life. */
+export type CellState = 'preparing' | 'warm' | 'assigned' | 'exited' | 'wiping' | 'wiped';
+
+/** CellEnvironment is what every cell of one agent shares. */
+export interface CellEnvironment {
+  agentId: string;
+  cellsDir: string;
+  rootfs: string;
+  nofile: number;
+  /** How long a workload may linger after its exit frame before the cell is force-deleted. */
+  exitGraceMs: number;
+}
+
+/** CellEvents receive what a running workload produces. */
+export interface CellEvents {
+  output(stream: 'stdout' | 'stderr', data: Buffer): void;
+  ended(end: JobEnd, timings: Record<string, number>): void;
+}
+
+/** Cell owns a container, its cgroup, its directories and its uid range, and destroys them all at the end. */
+export class Cell {
+  readonly id = randomBytes(5).toString('hex');
+  readonly name: string;
+  state: CellState = 'preparing';
+  readonly timings: Record<string, number> = {};
+  private readonly dir: string;
+  private readonly cgroup: CellCgroup;
+  private container: CreatedContainer | null = null;
+  private controlFd: number | null = null;
+  private job: JobSpec | null = null;
+  private events: CellEvents | null = null;
+  private exitFrame: CellFrame | null = null;
+  private stopReason: 'cancelled' | 'timeout' | 'shutdown' | null = null;
+  private protocolError: string | null = null;
+  private timers: NodeJS.Timeout[] = [];
+  private wiped: Promise<void> | null = null;
+  private readonly decoder = new FrameDecoder();
+
+  constructor(
+    private readonly env: CellEnvironment,
+    private readonly runtime: CellRuntime,
+    readonly sizeClass: SizeClass,
+    readonly hostUidBase: number,
+  ) {
+    this.name = `cr-${env.agentId}-${this.id}`;
+    this.dir = join(env.cellsDir, this.id);
+    this.cgroup = new CellCgroup(this.name);
+  }
+
+  /** runtimeName is the OCI runtime this cell runs under. */
+  get runtimeName(): string {
+    return this.runtime.name;
+  }
+
+  /** prepare creates the container with cell init waiting; nothing of any tenant is involved. */
+  async prepare(): Promise<void> {
+    const t0 = performance.now();
+    const hostUid = this.hostUidBase + WORKLOAD_UID;
+    const workDir = join(this.dir, 'work');
+    const tmpDir = join(this.dir, 'tmp');
+    mkdirSync(workDir, { recursive: true, mode: 0o700 });
+    mkdirSync(tmpDir, { recursive: true });
+    chownSync(workDir, hostUid, hostUid);
+    chownSync(tmpDir, hostUid, hostUid);
+    chmodSync(tmpDir, 0o1777);
+    const fifo = join(this.dir, 'control');
+    await run(['mkfifo', '-m', '0600', fifo]);
+    // We hold the FIFO read-write so it never reports EOF to init while we live; init gets a read-only end.
+    this.controlFd = openSync(fifo, constants.O_RDWR);
+    const initFd = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
+    const c = this.sizeClass;
+    writeFileSync(
+      join(this.dir, 'config.json'),
+      JSON.stringify(
+        cellSpec({
+          rootfs: this.env.rootfs,
+          workDir,
+          tmpDir,
+          hostUidBase: this.hostUidBase,
+          cgroupsPath: this.cgroup.path,
+          netnsPath: null,
+          memoryBytes: c.memoryBytes,
+          cpuMillis: Math.round(c.cpu * 1000),
+          pids: this.runtime.name === 'runsc' ? Math.max(c.pids, 1024) : c.pids,
+          nofile: this.env.nofile,
+        }),
+      ),
+    );
+    this.timings.prepare_fs_ms = performance.now() - t0;
+    try {
+      this.container = await this.runtime.create(this.name, this.dir, initFd);
+    } finally {
+      closeSync(initFd);
+    }
+    this.container.stdio.stdout.on('data', (chunk: Buffer) => this.onCellBytes(chunk));
+    this.container.stdio.stdout.on('close', () => void this.onCellClosed());
+    this.container.stdio.stderr.on('data', () => {}); // runtime diagnostics; the workload's stderr is framed on stdout
+    this.timings.prepare_ms = performance.now() - t0;
+    this.state = 'warm';
+  }
+
+  /** assign hands the job to cell init: cgroup limits, one FIFO write. Precondition: state is warm. */
+  assign(job: JobSpec, events: CellEvents): void {
+    if (this.state !== 'warm' || this.controlFd === null) throw new Error(`cell ${this.id} is ${this.state}, not warm`);
+    const t0 = performance.now();
+    this.state = 'assigned';
+    this.job = job;
+    this.events = events;
+    this.cgroup.limit(job.memoryBytes, job.cpu);
+    const env = { PATH: '/usr/local/bin:/usr/bin:/bin', HOME: '/work', USER: 'workload', ...job.env };
+    writeSync(this.controlFd, encodeAssignment(job.command, env, job.cwd));
+    closeSync(this.controlFd);
+    this.controlFd = null;
+    this.timers.push(setTimeout(() => void this.stop('timeout'), job.timeoutSeconds * 1000));
+    this.timings.assign_ms = performance.now() - t0;
+  }
+
+  /** stop ends the workload early; the end is reported once the cell's output closes. */
+  async stop(reason: 'cancelled' | 'timeout' | 'shutdown'): Promise<void> {
+    if (this.state !== 'assigned') return;
+    this.stopReason ??= reason;
+    await this.runtime.delete(this.name).catch(() => {});
+  }
+
+  private onCellBytes(chunk: Buffer): void {
+    let frames: CellFrame[];
+    try {
+      frames = this.decoder.push(chunk);
+    } catch (e) {
+      // A cell speaking garbage is hostile or broken: stop listening and kill it.
+      this.protocolError = (e as Error).message;
+      this.container?.stdio.stdout.destroy();
+      return;
+    }
+    for (const f of frames) {
+      if (f.type === 'stdout' || f.type === 'stderr') {
+        if (this.events && !this.exitFrame) this.events.output(f.type, f.data);
+      } else if (f.type === 'started') {
+        this.timings.started_at = performance.now();
+      } else if (!this.exitFrame) {
+        this.exitFrame = f;
+        // Init exits right after its exit frame; if anything holds the cell open, force it down.
+        this.timers.push(setTimeout(() => void this.runtime.delete(this.name).catch(() => {}), this.env.exitGraceMs));
+      }
+    }
+  }
+
+  private async onCellClosed(): Promise<void> {
+    const wasAssigned = this.state === 'assigned';
+    this.state = 'exited';
+    const end = this.judgeEnd(wasAssigned);
+    const t0 = performance.now();
+    await this.wipe();
+    this.timings.wipe_ms = performance.now() - t0;
+    if (wasAssigned && this.events) this.events.ended(end, this.timings);
+  }
+
+  private judgeEnd(wasAssigned: boolean): JobEnd {
+    const base = { exitCode: null, signal: null, message: null };
+    if (!wasAssigned) return { ...base, reason: 'error', message: 'cell ended before assignment' };
+    if (this.stopReason === 'cancelled') return { ...base, reason: 'cancelled' };
+    if (this.stopReason === 'timeout') return { ...base, reason: 'timeout', message: `exceeded ${this.job?.timeoutSeconds}s` };
+    if (this.stopReason === 'shutdown') return { ...base, reason: 'error', message: 'agent shut down while the job ran' };
+    if (this.cgroup.oomKills() > 0) return { ...base, reason: 'oom', message: 'memory limit exceeded' };
+    if (this.protocolError) return { ...base, reason: 'error', message: `cell protocol violation: ${this.protocolError}` };
+    const f = this.exitFrame;
+    if (f?.type === 'exit') {
+      if (f.code === 0) return { ...base, reason: 'succeeded', exitCode: 0 };
+      return { ...base, reason: 'failed', exitCode: f.code, signal: f.signal };
+    }
+    if (f?.type === 'error') return { ...base, reason: 'error', message: f.message };
+    return { ...base, reason: 'error', message: 'cell init ended without reporting an exit' };
+  }
+
+  /** wipe destroys the container, cgroup, directories and FIFO; safe to call more than once. */
+  wipe(): Promise<void> {
+    this.wiped ??= this.doWipe();
+    return this.wiped;
+  }
+
+  private async doWipe(): Promise<void> {
+    this.state = 'wiping';
+    for (const t of this.timers) clearTimeout(t);
+    if (this.controlFd !== null) closeSync(this.controlFd);
+    this.controlFd = null;
+    await this.runtime.delete(this.name);
+    this.container?.stdio.stdout.destroy();
+    this.container?.stdio.stderr.destroy();
+    this.cgroup.remove();
+    rmSync(this.dir, { recursive: true, force: true });
+    this.state = 'wiped';
+  }
+}

@@ -1,0 +1,78 @@
+/** The byte protocol between the agent and cell init (see native/cell-init/cell-init.c). */
+
+/** MAX_FRAME_BYTES bounds one frame from a cell: anything larger is a protocol violation. */
+export const MAX_FRAME_BYTES = 1 << 20;
+
+/** CellFrame is one decoded message from cell init. */
+export type CellFrame =
+  | { type: 'started'; pid: number }
+  | { type: 'stdout' | 'stderr'; data: Buffer }
+  | { type: 'exit'; code: number | null; signal: number | null }
+  | { type: 'error'; message: string };
+
+/** encodeAssignment serialises the workload's argv, env and cwd for cell init. */
+export function encodeAssignment(argv: string[], env: Record<string, string>, cwd: string): Buffer {
+  const envList = Object.entries(env).map(([k, v]) => `${k}=${v}`);
+  for (const s of [cwd, ...argv, ...envList]) {
+    if (s.includes('\0')) throw new Error('NUL byte in command, env or cwd');
+  }
+  const strings = Buffer.from([cwd, ...argv, ...envList].map((s) => s + '\0').join(''), 'utf8');
+  const header = Buffer.alloc(16);
+  header.write('CRA1', 0, 'latin1');
+  header.writeUInt32LE(8 + strings.length, 4);
+  header.writeUInt32LE(argv.length, 8);
+  header.writeUInt32LE(envList.length, 12);
+  return Buffer.concat([header, strings]);
+}
+
+/** FrameDecoder turns the untrusted byte stream from a cell into frames, refusing malformed input. */
+export class FrameDecoder {
+  private buffered: Buffer = Buffer.alloc(0);
+
+  /** push adds bytes and returns every complete frame; throws on a protocol violation. */
+  push(chunk: Buffer): CellFrame[] {
+    this.buffered = this.buffered.length ? Buffer.concat([this.buffered, chunk]) : chunk;
+    const frames: CellFrame[] = [];
+    while (this.buffered.length >= 5) {
+      const len = this.buffered.readUInt32LE(1);
+      if (len > MAX_FRAME_BYTES) throw new Error(`cell frame too large: ${len} bytes`);
+      if (this.buffered.length < 5 + len) break;
+      const type = String.fromCharCode(this.buffered[0] ?? 0);
+      const data = Buffer.from(this.buffered.subarray(5, 5 + len));
+      this.buffered = this.buffered.subarray(5 + len);
+      frames.push(decodeFrame(type, data));
+    }
+    return frames;
+  }
+
+  /** pending reports whether a partial frame is buffered. */
+  get pending(): boolean {
+    return this.buffered.length > 0;
+  }
+}
+
+function decodeFrame(type: string, data: Buffer): CellFrame {
+  switch (type) {
+    case 'o':
+      return { type: 'stdout', data };
+    case 'e':
+      return { type: 'stderr', data };
+    case 's':
+      return { type: 'started', pid: parseIntStrict(data.toString('latin1')) };
+    case 'x': {
+      const m = /^(code|signal) (\d{1,3})$/.exec(data.toString('latin1'));
+      if (!m) throw new Error('malformed exit frame');
+      const n = Number(m[2]);
+      return m[1] === 'code' ? { type: 'exit', code: n, signal: null } : { type: 'exit', code: null, signal: n };
+    }
+    case 'E':
+      return { type: 'error', message: data.toString('utf8').slice(0, 500) };
+    default:
+      throw new Error(`unknown cell frame type ${JSON.stringify(type)}`);
+  }
+}
+
+function parseIntStrict(s: string): number {
+  if (!/^\d{1,10}$/.test(s)) throw new Error('malformed started frame');
+  return Number(s);
+}

@@ -1,0 +1,134 @@
+/** CellPool keeps warm cells per (runtime, size class) and refills them in the background. */
+import type { PoolStatus, Runtime } from '../../shared/wire.js';
+import type { CellRuntime } from '../runtime/cell-runtime.js';
+import { Cell, type CellEnvironment } from './cell.js';
+import type { SizeClass } from './size-class.js';
+import type { UidRanges } from './uid-ranges.js';
+
+/** PoolTarget is how many warm cells to keep for one runtime and class. */
+export interface PoolTarget {
+  runtime: Runtime;
+  sizeClass: SizeClass;
+  warm: number;
+}
+
+interface PoolEntry {
+  target: PoolTarget;
+  warm: Cell[];
+  preparing: number;
+}
+
+/** CellPool owns every cell that has not been assigned yet. */
+export class CellPool {
+  private readonly entries = new Map<string, PoolEntry>();
+  private readonly busy = new Set<Cell>();
+  private refilling = false;
+  private closed = false;
+
+  constructor(
+    private readonly env: CellEnvironment,
+    private readonly runtimes: ReadonlyMap<Runtime, CellRuntime>,
+    private readonly uids: UidRanges,
+    targets: readonly PoolTarget[],
+    private readonly log: (msg: string, extra?: object) => void,
+  ) {
+    for (const t of targets) this.entries.set(key(t.runtime, t.sizeClass), { target: t, warm: [], preparing: 0 });
+  }
+
+  /** take returns a warm cell (or prepares one now: the cold path) and schedules a refill. */
+  async take(runtime: Runtime, sizeClass: SizeClass): Promise<{ cell: Cell; cold: boolean }> {
+    const entry = this.entry(runtime, sizeClass);
+    let cell: Cell | undefined;
+    while ((cell = entry.warm.shift())) if (cell.state === 'warm') break;
+    const cold = !cell || cell.state !== 'warm';
+    if (!cell || cold) cell = await this.prepare(runtime, sizeClass);
+    this.busy.add(cell);
+    this.refill();
+    return { cell, cold };
+  }
+
+  /** release forgets a cell that its owner has wiped. */
+  release(cell: Cell): void {
+    this.busy.delete(cell);
+    this.uids.release(cell.hostUidBase);
+  }
+
+  /** refill prepares cells one at a time until every target is met; never on the request path. */
+  refill(): void {
+    if (this.refilling || this.closed) return;
+    this.refilling = true;
+    setImmediate(() => void this.refillLoop());
+  }
+
+  private async refillLoop(): Promise<void> {
+    try {
+      for (;;) {
+        if (this.closed) return;
+        const short = [...this.entries.values()].find((e) => e.warm.filter((c) => c.state === 'warm').length + e.preparing < e.target.warm);
+        if (!short) return;
+        short.preparing++;
+        try {
+          const cell = await this.prepare(short.target.runtime, short.target.sizeClass);
+          if (this.closed) await this.discard(cell);
+          else short.warm.push(cell);
+        } catch (e) {
+          this.log('cell prepare failed', { error: (e as Error).message });
+          await new Promise((r) => setTimeout(r, 1000));
+        } finally {
+          short.preparing--;
+        }
+      }
+    } finally {
+      this.refilling = false;
+    }
+  }
+
+  private async prepare(runtime: Runtime, sizeClass: SizeClass): Promise<Cell> {
+    const rt = this.runtimes.get(runtime);
+    if (!rt) throw new Error(`runtime ${runtime} is not enabled on this agent`);
+    const cell = new Cell(this.env, rt, sizeClass, this.uids.acquire());
+    try {
+      await cell.prepare();
+    } catch (e) {
+      await this.discard(cell);
+      throw e;
+    }
+    return cell;
+  }
+
+  private async discard(cell: Cell): Promise<void> {
+    await cell.wipe().catch((e: Error) => this.log('cell wipe failed', { cell: cell.id, error: e.message }));
+    this.uids.release(cell.hostUidBase);
+  }
+
+  private entry(runtime: Runtime, sizeClass: SizeClass): PoolEntry {
+    const k = key(runtime, sizeClass);
+    let e = this.entries.get(k);
+    if (!e) {
+      e = { target: { runtime, sizeClass, warm: 0 }, warm: [], preparing: 0 };
+      this.entries.set(k, e);
+    }
+    return e;
+  }
+
+  /** status counts cells per pool key. */
+  status(): PoolStatus {
+    const out: PoolStatus = {};
+    for (const [k, e] of this.entries) {
+      const busy = [...this.busy].filter((c) => key(c.runtimeName as Runtime, c.sizeClass) === k).length;
+      out[k] = { target: e.target.warm, warm: e.warm.filter((c) => c.state === 'warm').length, preparing: e.preparing, busy };
+    }
+    return out;
+  }
+
+  /** drain stops refilling and wipes every warm cell. */
+  async drain(): Promise<void> {
+    this.closed = true;
+    const cells = [...this.entries.values()].flatMap((e) => e.warm.splice(0));
+    await Promise.all(cells.map((c) => this.discard(c)));
+  }
+}
+
+function key(runtime: Runtime, c: SizeClass): string {
+  return `${runtime}/${c.name}`;
+}

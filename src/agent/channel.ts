@@ -1,0 +1,81 @@
+/** ControlChannel is the agent's mutual-TLS WebSocket to the control plane; it redials on loss. */
+import { EventEmitter } from 'node:events';
+import WebSocket from 'ws';
+import type { AgentToControl, ControlToAgent } from '../shared/wire.js';
+
+/** ChannelTls is the agent's client certificate and the CA it trusts. */
+export interface ChannelTls {
+  ca: string;
+  cert: string;
+  key: string;
+}
+
+const MAX_BACKOFF_MS = 5000;
+/** OUTBOX_LIMIT bounds what is queued while disconnected; job ends are always kept. */
+const OUTBOX_LIMIT = 10_000;
+
+/** ControlChannel emits 'message' (ControlToAgent), 'open' and 'close'. */
+export class ControlChannel extends EventEmitter {
+  private ws: WebSocket | null = null;
+  private outbox: AgentToControl[] = [];
+  private backoffMs = 100;
+  private closed = false;
+
+  constructor(
+    private readonly url: string,
+    private readonly tls: ChannelTls,
+    private readonly hello: () => AgentToControl,
+  ) {
+    super();
+  }
+
+  /** connect dials now and keeps redialing until close(). */
+  connect(): void {
+    if (this.closed) return;
+    const ws = new WebSocket(this.url, { ...this.tls, minVersion: 'TLSv1.2', perMessageDeflate: false });
+    this.ws = ws;
+    ws.on('open', () => {
+      this.backoffMs = 100;
+      ws.send(JSON.stringify(this.hello()));
+      const queued = this.outbox.splice(0);
+      for (const m of queued) ws.send(JSON.stringify(m));
+      this.emit('open');
+    });
+    ws.on('message', (data) => {
+      try {
+        this.emit('message', JSON.parse(data.toString()) as ControlToAgent);
+      } catch {
+        this.emit('error-message', 'unparseable message from control plane');
+      }
+    });
+    ws.on('error', (e) => this.emit('dial-error', e));
+    ws.on('close', () => {
+      this.ws = null;
+      this.emit('close');
+      if (this.closed) return;
+      setTimeout(() => this.connect(), this.backoffMs);
+      this.backoffMs = Math.min(this.backoffMs * 2, MAX_BACKOFF_MS);
+    });
+  }
+
+  /** send delivers now or queues until the channel is back. */
+  send(msg: AgentToControl): void {
+    if (this.ws?.readyState === WebSocket.OPEN) {
+      this.ws.send(JSON.stringify(msg));
+      return;
+    }
+    if (this.outbox.length < OUTBOX_LIMIT || msg.type === 'job.ended') this.outbox.push(msg);
+  }
+
+  /** flushed resolves once everything sent so far has left the socket (or after timeoutMs). */
+  async flushed(timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (this.ws && this.ws.bufferedAmount > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+  }
+
+  /** close stops redialing and closes the socket. */
+  close(): void {
+    this.closed = true;
+    this.ws?.close();
+  }
+}

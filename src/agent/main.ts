@@ -1,0 +1,85 @@
+/** The agent process: privileged, one per host; dials the control plane and runs cells. */
+import { parseArgs } from 'node:util';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import pino from 'pino';
+import { loadConfig } from '../shared/config.js';
+import { dataPaths, DEFAULT_DATA_DIR } from '../shared/paths.js';
+import type { Runtime } from '../shared/wire.js';
+import { MIB } from '../shared/units.js';
+import { OciRuntime } from './runtime/oci-runtime.js';
+import type { CellRuntime } from './runtime/cell-runtime.js';
+import { buildRootfs } from './runtime/rootfs.js';
+import { CellPool } from './cells/pool.js';
+import { UidRanges } from './cells/uid-ranges.js';
+import { reconcileHost } from './reconcile/reconcile.js';
+import { ControlChannel } from './channel.js';
+import { Agent } from './agent.js';
+
+const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), '../../..');
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({ options: { 'data-dir': { type: 'string' } } });
+  const paths = dataPaths(values['data-dir'] ?? process.env.CLEANROOM_DATA_DIR ?? DEFAULT_DATA_DIR);
+  const config = loadConfig(paths.config);
+  const logger = pino({ base: { proc: 'agent' } });
+  const log = (msg: string, extra?: object) => logger.info(extra ?? {}, msg);
+
+  mkdirSync(paths.agent.dir, { recursive: true, mode: 0o700 });
+  if (!existsSync(paths.agent.id)) writeFileSync(paths.agent.id, randomBytes(3).toString('hex'));
+  const agentId = readFileSync(paths.agent.id, 'utf8').trim();
+
+  const runtimes = new Map<Runtime, CellRuntime>();
+  for (const name of config.agent.runtimes) {
+    runtimes.set(name, new OciRuntime({ name, stateRoot: name === 'runc' ? paths.agent.runcRoot : paths.agent.runscRoot }));
+  }
+  const report = await reconcileHost({ agentId, runtimes: runtimes.values(), cellsDir: paths.agent.cells });
+  log('reconciled host', report);
+  buildRootfs(paths.agent.rootfs, join(REPO_ROOT, 'build/cell-init'));
+
+  const classes = new Map(config.agent.classes.map((c) => [c.name, { name: c.name, cpu: c.cpu, memoryBytes: c.memoryMiB * MIB, pids: c.pids }]));
+  const targets = config.agent.pool
+    .filter((p) => runtimes.has(p.runtime))
+    .map((p) => ({ runtime: p.runtime, sizeClass: classes.get(p.class)!, warm: p.warm }));
+  const pool = new CellPool(
+    { agentId, cellsDir: paths.agent.cells, rootfs: paths.agent.rootfs, nofile: config.agent.nofile, exitGraceMs: config.agent.exitGraceMs },
+    runtimes,
+    new UidRanges(parseInt(agentId, 16)),
+    targets,
+    log,
+  );
+
+  const url = `wss://${config.control.host}:${config.control.agentPort}/v1/agent`;
+  const tls = {
+    ca: readFileSync(paths.pki.caCert, 'utf8'),
+    cert: readFileSync(paths.pki.agentCert, 'utf8'),
+    key: readFileSync(paths.pki.agentKey, 'utf8'),
+  };
+  let agent: Agent | null = null;
+  const channel = new ControlChannel(url, tls, () => agent!.hello());
+  agent = new Agent(agentId, config, pool, channel, log);
+  channel.on('open', () => log('connected to control plane', { url }));
+  channel.on('dial-error', (e: Error) => log('control plane unreachable', { error: e.message }));
+  pool.refill();
+  channel.connect();
+
+  let shuttingDown = false;
+  const shutdown = async (signal: string) => {
+    if (shuttingDown) return;
+    shuttingDown = true;
+    log('shutting down: wiping every cell', { signal });
+    await agent!.shutdown();
+    channel.close();
+    log('stopped');
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void shutdown('SIGTERM'));
+  process.on('SIGINT', () => void shutdown('SIGINT'));
+}
+
+main().catch((e: Error) => {
+  process.stderr.write(`cleanroom agent: ${e.message}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,130 @@
+// The agent's nftables table (one per agent, `inet <prefix>`) and the per-cell element commands.
+// Everything per cell is an element of a set or map, so attach/destroy never rebuild the table:
+//   src_ok      ifname . mac . addr          anti-spoofing binding, checked at prerouting -300 (before conntrack)
+//   gw_allow    addr . gateway . proto . port  the only host sockets a cell may reach
+//   cell_egress addr : jump eg_<hash>        the cell's egress policy chain (content-addressed, shared by equal policies)
+//   cell_mark   ifname : mark / cell_flow mark . ifname   tag each cell's conntrack entries so a later cell reusing the
+//               address never inherits them (no leftover "established" flow crosses tenants)
+// Traffic from interfaces without elements (prepared, unattached cells) matches nothing and is dropped.
+// Denials are logged to the kernel log, rate limited per source, with prefix "<prefix> D " (denied) or "<prefix> W " (dry run).
+import { createHash } from 'node:crypto';
+import type { EgressPolicy, EgressRule } from './egress-policy.js';
+import { formatCidr, FORBIDDEN_DESTINATIONS, type Cidr } from './ipv4.js';
+
+/** GatewayPort is a host service on the workspace gateway a cell may reach. */
+export interface GatewayPort {
+  readonly protocol: 'tcp' | 'udp';
+  readonly port: number;
+}
+
+/** CellElements is what attach adds for one cell and destroy removes again. */
+export interface CellElements {
+  readonly hostIf: string;
+  readonly cellMac: string;
+  readonly address: string;
+  readonly gateway: string;
+  readonly ctMark: number;
+  readonly gatewayPorts: readonly GatewayPort[];
+  readonly policyChain: string;
+}
+
+/** agentTableScript returns the `nft -f` script that (re)creates the agent's table from scratch. */
+export function agentTableScript(prefix: string, pool: Cidr, masquerade: boolean): string {
+  const t = `inet ${prefix}`;
+  const cells = `"${prefix}*"`;
+  const forbidden = [formatCidr(pool), ...FORBIDDEN_DESTINATIONS.map(formatCidr)].join(', ');
+  const logRule = (set: string, tag: string): string =>
+    `update @${set} { ip saddr limit rate 20/second burst 50 packets } log prefix "${prefix} ${tag} " level debug`;
+  return `table ${t}
+delete table ${t}
+table ${t} {
+  set src_ok { type ifname . ether_addr . ipv4_addr; }
+  set gw_allow { type ipv4_addr . ipv4_addr . inet_proto . inet_service; }
+  map cell_egress { type ipv4_addr : verdict; }
+  map cell_mark { type ifname : mark; }
+  set cell_flow { type mark . ifname; }
+  set forbidden { type ipv4_addr; flags interval; elements = { ${forbidden} }; }
+  set deny_rl { type ipv4_addr; size 65536; flags dynamic,timeout; timeout 1m; }
+  set dry_rl { type ipv4_addr; size 65536; flags dynamic,timeout; timeout 1m; }
+  chain deny { ${logRule('deny_rl', 'D')}; drop; }
+  chain would_deny { ${logRule('dry_rl', 'W')}; accept; }
+  chain from_cell {
+    meta nfproto ipv4 iifname . ether saddr . ip saddr @src_ok return
+    counter drop
+  }
+  chain pre { type filter hook prerouting priority -300; policy accept; iifname ${cells} jump from_cell; }
+  chain cell_to_host {
+    ip saddr . ip daddr . meta l4proto . th dport @gw_allow accept
+    jump deny
+  }
+  chain input {
+    type filter hook input priority 0; policy accept;
+    iifname ${cells} jump cell_to_host
+    ip daddr ${formatCidr(pool)} iifname != "lo" drop
+  }
+  chain cell_out {
+    oifname ${cells} jump deny
+    ip daddr @forbidden jump deny
+    ct state established,related ct mark . iifname @cell_flow accept
+    ct state new ct mark set iifname map @cell_mark
+    ip saddr vmap @cell_egress
+    jump deny
+  }
+  chain cell_in {
+    ct state established,related ct mark . oifname @cell_flow accept
+    counter drop
+  }
+  chain forward {
+    type filter hook forward priority 0; policy accept;
+    iifname ${cells} jump cell_out
+    oifname ${cells} jump cell_in
+  }
+  chain post {
+    type nat hook postrouting priority 100; policy accept;
+    ${masquerade ? `ip saddr ${formatCidr(pool)} oifname != ${cells} masquerade` : ''}
+  }
+}
+`;
+}
+
+/** policyChainName returns the content-addressed chain name of an egress policy. */
+export function policyChainName(policy: EgressPolicy): string {
+  return `eg_${createHash('sha256').update(JSON.stringify(policy)).digest('hex').slice(0, 16)}`;
+}
+
+/** policyChainCommands returns the commands that (re)create a policy chain idempotently: add, flush, fill. */
+export function policyChainCommands(prefix: string, policy: EgressPolicy): string[] {
+  const name = policyChainName(policy);
+  const t = `inet ${prefix} ${name}`;
+  return [
+    `add chain ${t}`,
+    `flush chain ${t}`,
+    ...policy.allow.map((rule) => `add rule ${t} ${ruleMatch(rule)} accept`),
+    `add rule ${t} jump ${policy.dryRun ? 'would_deny' : 'deny'}`,
+  ];
+}
+
+function ruleMatch(rule: EgressRule): string {
+  const dst = rule.cidr === '0.0.0.0/0' ? '' : `ip daddr ${rule.cidr} `;
+  if (rule.protocol === 'any') return dst || 'meta nfproto ipv4';
+  if (!rule.ports) return `${dst}meta l4proto ${rule.protocol}`;
+  const ports = rule.ports.from === rule.ports.to ? `${rule.ports.from}` : `${rule.ports.from}-${rule.ports.to}`;
+  return `${dst}${rule.protocol} dport ${ports}`;
+}
+
+/** cellElementCommands returns the `add element` (or `delete element`) commands for one cell, to run as one transaction. */
+export function cellElementCommands(prefix: string, verb: 'add' | 'delete', e: CellElements): string[] {
+  const t = `inet ${prefix}`;
+  const mark = `0x${e.ctMark.toString(16)}`;
+  const commands = [
+    `${verb} element ${t} src_ok { "${e.hostIf}" . ${e.cellMac} . ${e.address} }`,
+    `${verb} element ${t} cell_mark { "${e.hostIf}" : ${mark} }`,
+    `${verb} element ${t} cell_flow { ${mark} . "${e.hostIf}" }`,
+    verb === 'add' ? `add element ${t} cell_egress { ${e.address} : jump ${e.policyChain} }` : `delete element ${t} cell_egress { ${e.address} }`,
+  ];
+  if (e.gatewayPorts.length > 0) {
+    const ports = e.gatewayPorts.map((p) => `${e.address} . ${e.gateway} . ${p.protocol} . ${p.port}`).join(', ');
+    commands.push(`${verb} element ${t} gw_allow { ${ports} }`);
+  }
+  return commands;
+}

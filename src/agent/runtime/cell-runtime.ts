@@ -1,0 +1,23 @@
+/** CellRuntime is the port through which the agent drives an OCI runtime; runc and runsc adapt it. */
+import type { ChildProcessByStdio } from 'node:child_process';
+import type { Readable } from 'node:stream';
+import type { Runtime } from '../../shared/wire.js';
+
+/** CreatedContainer is a container whose init has started and waits for its assignment. */
+export interface CreatedContainer {
+  /** The `<runtime> create` process; its stdout/stderr are the container's, held open by cell init. */
+  stdio: ChildProcessByStdio<null, Readable, Readable>;
+  /** Host pid of the container's init (runc) or sandbox (runsc). */
+  pid: number;
+}
+
+/** CellRuntime creates, starts, kills and deletes cell containers. */
+export interface CellRuntime {
+  readonly name: Runtime;
+  /** create makes the container from `bundle` with `stdinFd` as its fd 0 and starts cell init. */
+  create(id: string, bundle: string, stdinFd: number): Promise<CreatedContainer>;
+  /** delete force-removes the container, killing whatever runs in it; a missing container is fine. */
+  delete(id: string): Promise<void>;
+  /** list returns the ids of every container this agent's runtime root holds. */
+  list(): Promise<string[]>;
+}

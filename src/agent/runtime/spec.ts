@@ -1,0 +1,91 @@
+/** Builds the OCI runtime spec (config.json) of a cell. */
+import { cellSeccompProfile } from './seccomp.js';
+
+/** WORKLOAD_UID is the uid (and gid) the workload runs as inside every cell. */
+export const WORKLOAD_UID = 1000;
+
+/** UID_RANGE_SIZE is how many host uids each cell's user namespace maps. */
+export const UID_RANGE_SIZE = 65536;
+
+/** CellSpecInput is everything the spec depends on; none of it is tenant data. */
+export interface CellSpecInput {
+  /** Read-only root filesystem directory shared by all cells (synthetic /etc, mount points). */
+  rootfs: string;
+  /** Host directory mounted read-write at /work. */
+  workDir: string;
+  /** Host directory mounted read-write at /tmp. */
+  tmpDir: string;
+  /** First host uid/gid of this cell's private range; container root maps here. */
+  hostUidBase: number;
+  /** cgroup path (flat, under each controller's root). */
+  cgroupsPath: string;
+  /** Path of a network namespace prepared by the agent, or null for a fresh empty one. */
+  netnsPath: string | null;
+  /** Upper bounds of the cell's size class; tightened to the job's request at assignment. */
+  memoryBytes: number;
+  cpuMillis: number;
+  pids: number;
+  nofile: number;
+}
+
+const CPU_PERIOD_US = 100_000;
+
+/** cellSpec returns the OCI spec of a cell whose init waits for an assignment. */
+export function cellSpec(i: CellSpecInput): Record<string, unknown> {
+  const ro = ['bind', 'ro', 'nosuid', 'nodev'];
+  const rw = ['bind', 'rw', 'nosuid', 'nodev'];
+  return {
+    ociVersion: '1.0.2',
+    process: {
+      terminal: false,
+      user: { uid: WORKLOAD_UID, gid: WORKLOAD_UID, additionalGids: [] },
+      args: ['/.cr/init'],
+      env: ['PATH=/usr/local/bin:/usr/bin:/bin'],
+      cwd: '/',
+      capabilities: { bounding: [], effective: [], inheritable: [], permitted: [], ambient: [] },
+      rlimits: [
+        { type: 'RLIMIT_NOFILE', hard: i.nofile, soft: i.nofile },
+        { type: 'RLIMIT_CORE', hard: 0, soft: 0 },
+      ],
+      noNewPrivileges: true,
+    },
+    root: { path: i.rootfs, readonly: true },
+    hostname: 'cell',
+    mounts: [
+      { destination: '/proc', type: 'proc', source: 'proc', options: ['nosuid', 'noexec', 'nodev'] },
+      { destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'strictatime', 'mode=755', 'size=1024k'] },
+      { destination: '/dev/shm', type: 'tmpfs', source: 'shm', options: ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=65536k'] },
+      // No sysfs: an empty read-only tmpfs hides host devices and lets the cell join a netns the agent made.
+      { destination: '/sys', type: 'tmpfs', source: 'sysfs-empty', options: ['ro', 'nosuid', 'noexec', 'nodev', 'size=4k'] },
+      { destination: '/usr', type: 'bind', source: '/usr', options: ro },
+      { destination: '/work', type: 'bind', source: i.workDir, options: rw },
+      { destination: '/tmp', type: 'bind', source: i.tmpDir, options: rw },
+    ],
+    linux: {
+      uidMappings: [{ containerID: 0, hostID: i.hostUidBase, size: UID_RANGE_SIZE }],
+      gidMappings: [{ containerID: 0, hostID: i.hostUidBase, size: UID_RANGE_SIZE }],
+      namespaces: [
+        { type: 'pid' },
+        { type: 'ipc' },
+        { type: 'uts' },
+        { type: 'mount' },
+        { type: 'user' },
+        { type: 'cgroup' },
+        i.netnsPath ? { type: 'network', path: i.netnsPath } : { type: 'network' },
+      ],
+      cgroupsPath: i.cgroupsPath,
+      resources: {
+        devices: [{ allow: false, access: 'rwm' }],
+        memory: { limit: i.memoryBytes, swap: i.memoryBytes },
+        cpu: { quota: Math.round((i.cpuMillis / 1000) * CPU_PERIOD_US), period: CPU_PERIOD_US },
+        pids: { limit: i.pids },
+      },
+      seccomp: cellSeccompProfile(),
+      maskedPaths: [
+        '/proc/acpi', '/proc/asound', '/proc/kcore', '/proc/keys', '/proc/latency_stats',
+        '/proc/timer_list', '/proc/timer_stats', '/proc/sched_debug', '/proc/scsi', '/sys/firmware',
+      ],
+      readonlyPaths: ['/proc/bus', '/proc/fs', '/proc/irq', '/proc/sys', '/proc/sysrq-trigger'],
+    },
+  };
+}

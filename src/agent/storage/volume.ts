@@ -1,0 +1,450 @@
+// Per-cell encrypted volume: a sparse backing file on a loop device, ext4 with the encrypt
+// feature, and a directory under a kernel fscrypt v2 policy (AES-256-XTS / AES-256-CTS) keyed
+// by a fresh random 64-byte key that lives only in the kernel keyring of that filesystem.
+//
+// Layout under the agent's volumes root (all names derive from the volume id):
+//   <root>/<id>.cell   marker: JSON {volumeId, cellId, createdAt[, wipedAt]}; created first with
+//                      O_EXCL (the claim) and kept after wipe as a tombstone, so an id is used once.
+//   <root>/<id>.img    sparse backing file (0600), deleted by wipe.
+//   <root>/<id>.mnt/   mount point of the ext4 filesystem, removed by wipe.
+//     data/            encrypted directory (ext4 refuses a policy on the fs root), owner uid:gid, 0711
+//       work/          the cell's /work (0700), encrypted
+//       tmp/           the cell's /tmp (1777), encrypted
+import { execFile } from 'node:child_process';
+import { randomBytes, randomFillSync } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import {
+  addEncryptionKey,
+  attachLoop,
+  detachLoop,
+  discardDevice,
+  getKeyStatus,
+  getPolicy,
+  mountExt4,
+  POLICY_V2_AES256,
+  removeEncryptionKey,
+  setPolicy,
+  unmount,
+  type KeyState,
+} from './fscrypt.js';
+
+const execFileAsync = promisify(execFile);
+
+// DEFAULT_VOLUME_SIZE is the size of a volume when none is given: 256 MiB.
+export const DEFAULT_VOLUME_SIZE = 256 * 1024 * 1024;
+
+const MIN_VOLUME_SIZE = 16 * 1024 * 1024;
+const BLOCK_SIZE = 4096;
+const KEY_SIZE = 64;
+const BUSY_RETRIES = 5;
+const BUSY_RETRY_MS = 20;
+const TOOL_PATH = '/usr/sbin:/usr/bin:/sbin:/bin';
+// The backing file is fresh and sparse (reads as zeros), so mkfs need not zero anything,
+// and discarding it would only punch holes that are already there.
+const MKFS_ARGS = ['-q', '-F', '-b', String(BLOCK_SIZE), '-m', '0', '-O', 'encrypt', '-E', 'nodiscard,assume_storage_prezeroed=1'];
+
+// VOLUME_ID_PATTERN matches a volume id: "v-" and 16 lowercase hex digits.
+export const VOLUME_ID_PATTERN = /^v-[0-9a-f]{16}$/;
+
+// Step is one timed action of a prepare or a wipe.
+export interface Step {
+  readonly step: string;
+  readonly at: string;
+  readonly ms: number;
+  readonly detail?: string;
+}
+
+// Volume is a prepared volume, bound for life to the cell it was created for.
+export interface Volume {
+  readonly id: string;
+  readonly cellId: string;
+  readonly root: string;
+  readonly backingFile: string;
+  readonly loopDevice: string;
+  readonly mountPoint: string;
+  readonly dataDir: string;
+  readonly workDir: string;
+  readonly tmpDir: string;
+  readonly keyIdentifier: string;
+  readonly sizeBytes: number;
+  readonly uid: number;
+  readonly gid: number;
+  readonly createdAt: string;
+  readonly steps: readonly Step[];
+}
+
+// VolumeRef names a volume to wipe: a full Volume or just its root and id (crash recovery).
+export interface VolumeRef {
+  readonly root: string;
+  readonly id: string;
+  readonly loopDevice?: string;
+}
+
+// PrepareOptions says where to create a volume, for which cell, and who owns its files.
+export interface PrepareOptions {
+  readonly root: string;
+  readonly cellId: string;
+  readonly uid: number;
+  readonly gid: number;
+  readonly sizeBytes?: number;
+  readonly volumeId?: string;
+}
+
+// WipeReceipt records what a wipe found and did; it never contains key material.
+export interface WipeReceipt {
+  readonly volumeId: string;
+  readonly cellId: string | null;
+  readonly keyIdentifier: string | null;
+  readonly keyStateAfterRemoval: KeyState | null;
+  readonly loopDevices: readonly string[];
+  readonly startedAt: string;
+  readonly finishedAt: string;
+  readonly totalMs: number;
+  readonly steps: readonly Step[];
+}
+
+// VolumeAlreadyUsedError is thrown when a volume id has been claimed before (it may never be attached again).
+export class VolumeAlreadyUsedError extends Error {
+  readonly code = 'VOLUME_ALREADY_USED';
+  constructor(readonly volumeId: string) {
+    super(`volume ${volumeId} was already used; volume ids are single-use`);
+    this.name = 'VolumeAlreadyUsedError';
+  }
+}
+
+// VolumeBusyError is thrown when a wipe cannot finish because files or mounts of the volume are still in use;
+// the volume is left in place (key removed as far as the kernel allowed) for a later retry.
+export class VolumeBusyError extends Error {
+  readonly code = 'VOLUME_BUSY';
+  constructor(readonly volumeId: string, reason: string, readonly steps: readonly Step[]) {
+    super(`volume ${volumeId} is busy: ${reason}`);
+    this.name = 'VolumeBusyError';
+  }
+}
+
+// VolumePaths are the host paths of a volume, all derived from root and id.
+export interface VolumePaths {
+  readonly marker: string;
+  readonly backingFile: string;
+  readonly mountPoint: string;
+  readonly dataDir: string;
+}
+
+// volumePaths derives a volume's host paths from the (canonical) root and its id.
+export function volumePaths(root: string, id: string): VolumePaths {
+  if (!VOLUME_ID_PATTERN.test(id)) throw new TypeError(`invalid volume id ${JSON.stringify(id)}`);
+  const mountPoint = join(root, `${id}.mnt`);
+  return {
+    marker: join(root, `${id}.cell`),
+    backingFile: join(root, `${id}.img`),
+    mountPoint,
+    dataDir: join(mountPoint, 'data'),
+  };
+}
+
+// newVolumeId returns a fresh random volume id.
+export function newVolumeId(): string {
+  return `v-${randomBytes(8).toString('hex')}`;
+}
+
+// Records timed steps for a prepare or wipe.
+class StepLog {
+  readonly steps: Step[] = [];
+
+  // Runs fn as a named step and records its start time and duration.
+  async run<T>(step: string, fn: () => T | Promise<T>, detail?: (result: T) => string): Promise<T> {
+    const at = new Date().toISOString();
+    const t0 = performance.now();
+    const result = await fn();
+    const ms = Math.round((performance.now() - t0) * 1000) / 1000;
+    this.steps.push(detail === undefined ? { step, at, ms } : { step, at, ms, detail: detail(result) });
+    return result;
+  }
+}
+
+// Returns true if err is a Node/addon error with the given errno code.
+function hasCode(err: unknown, code: string): boolean {
+  return typeof err === 'object' && err !== null && (err as { code?: unknown }).code === code;
+}
+
+// Validates a uid/gid value.
+function assertId(name: string, value: number): void {
+  if (!Number.isInteger(value) || value < 0 || value > 0xfffffffe) throw new TypeError(`${name} must be an integer id`);
+}
+
+// prepareVolume creates, formats, mounts and encrypts a fresh volume bound to `cellId`; throws
+// VolumeAlreadyUsedError if `volumeId` was ever claimed. On failure everything created is wiped
+// (the id stays burned) and the error is rethrown.
+export async function prepareVolume(options: PrepareOptions): Promise<Volume> {
+  const id = options.volumeId ?? newVolumeId();
+  const sizeBytes = options.sizeBytes ?? DEFAULT_VOLUME_SIZE;
+  if (!VOLUME_ID_PATTERN.test(id)) throw new TypeError(`invalid volume id ${JSON.stringify(id)}`);
+  if (options.cellId.length === 0) throw new TypeError('cellId must not be empty');
+  if (!Number.isSafeInteger(sizeBytes) || sizeBytes < MIN_VOLUME_SIZE || sizeBytes % BLOCK_SIZE !== 0) {
+    throw new TypeError(`sizeBytes must be a multiple of ${BLOCK_SIZE} and at least ${MIN_VOLUME_SIZE}`);
+  }
+  assertId('uid', options.uid);
+  assertId('gid', options.gid);
+
+  await fsp.mkdir(options.root, { recursive: true, mode: 0o711 });
+  const root = await fsp.realpath(options.root);
+  const paths = volumePaths(root, id);
+  const log = new StepLog();
+  const createdAt = new Date().toISOString();
+
+  await log.run('claim', async () => {
+    const marker = { volumeId: id, cellId: options.cellId, createdAt };
+    try {
+      await fsp.writeFile(paths.marker, `${JSON.stringify(marker)}\n`, { flag: 'wx', mode: 0o600 });
+    } catch (err) {
+      if (hasCode(err, 'EEXIST')) throw new VolumeAlreadyUsedError(id);
+      throw err;
+    }
+  });
+
+  try {
+    await log.run('create-backing-file', async () => {
+      const handle = await fsp.open(paths.backingFile, 'wx', 0o600);
+      try {
+        await handle.truncate(sizeBytes);
+      } finally {
+        await handle.close();
+      }
+    });
+    await log.run('mkfs', async () => {
+      await execFileAsync('mkfs.ext4', [...MKFS_ARGS, paths.backingFile], { env: { PATH: TOOL_PATH } });
+    });
+    const loopDevice = await log.run('attach-loop', () => attachLoop(paths.backingFile, BLOCK_SIZE, false), (d) => d);
+    await log.run('mount', async () => {
+      await fsp.mkdir(paths.mountPoint, { mode: 0o700 });
+      mountExt4(loopDevice, paths.mountPoint);
+    });
+    const keyIdentifier = await log.run('add-key', () => {
+      const key = Buffer.alloc(KEY_SIZE);
+      try {
+        randomFillSync(key);
+        return addEncryptionKey(paths.mountPoint, key);
+      } finally {
+        key.fill(0);
+      }
+    }, (k) => k);
+    const workDir = join(paths.dataDir, 'work');
+    const tmpDir = join(paths.dataDir, 'tmp');
+    await log.run('set-policy', async () => {
+      await fsp.mkdir(paths.dataDir, { mode: 0o711 });
+      setPolicy(paths.dataDir, keyIdentifier);
+      const policy = getPolicy(paths.dataDir);
+      if (policy === null || policy.version !== POLICY_V2_AES256.version || policy.contentsMode !== POLICY_V2_AES256.contentsMode ||
+          policy.filenamesMode !== POLICY_V2_AES256.filenamesMode || policy.flags !== POLICY_V2_AES256.flags ||
+          policy.keyIdentifier !== keyIdentifier) {
+        throw new Error(`encryption policy read back from ${paths.dataDir} does not match what was set`);
+      }
+    });
+    await log.run('populate', async () => {
+      await fsp.mkdir(workDir, { mode: 0o700 });
+      await fsp.mkdir(tmpDir);
+      await fsp.chmod(paths.dataDir, 0o711);
+      await fsp.chmod(tmpDir, 0o1777);
+      for (const dir of [paths.dataDir, workDir, tmpDir]) await fsp.chown(dir, options.uid, options.gid);
+    });
+    return Object.freeze({
+      id,
+      cellId: options.cellId,
+      root,
+      backingFile: paths.backingFile,
+      loopDevice,
+      mountPoint: paths.mountPoint,
+      dataDir: paths.dataDir,
+      workDir,
+      tmpDir,
+      keyIdentifier,
+      sizeBytes,
+      uid: options.uid,
+      gid: options.gid,
+      createdAt,
+      steps: Object.freeze(log.steps),
+    });
+  } catch (err) {
+    await wipeVolume({ root, id }).catch(() => undefined);
+    throw err;
+  }
+}
+
+// What the host shows of a volume: mount points in this mount namespace and loop devices.
+interface HostFootprint {
+  readonly mounts: readonly string[];
+  readonly loopDevices: readonly string[];
+}
+
+// unescapeMountPath decodes the octal escapes (\040 etc.) the kernel uses in /proc/self/mountinfo paths.
+export function unescapeMountPath(path: string): string {
+  return path.replace(/\\([0-7]{3})/g, (_, oct: string) => String.fromCharCode(parseInt(oct, 8)));
+}
+
+// parseMountPoints returns the mount point (5th field) of every line of a mountinfo text, in order.
+export function parseMountPoints(mountinfo: string): string[] {
+  const points: string[] = [];
+  for (const line of mountinfo.split('\n')) {
+    const field = line.split(' ')[4];
+    if (field !== undefined) points.push(unescapeMountPath(field));
+  }
+  return points;
+}
+
+// mountPointsWithin lists this namespace's mount points at or under `dir`, latest (innermost) first.
+export async function mountPointsWithin(dir: string): Promise<string[]> {
+  const points = parseMountPoints(await fsp.readFile('/proc/self/mountinfo', 'utf8'));
+  return points.filter((p) => p === dir || p.startsWith(`${dir}/`)).reverse();
+}
+
+// Reads a loop device's backing file path from sysfs (without the " (deleted)" suffix), or null if unbound.
+async function loopBackingFile(name: string): Promise<string | null> {
+  try {
+    const text = (await fsp.readFile(`/sys/block/${name}/loop/backing_file`, 'utf8')).replace(/\n$/, '');
+    return text.replace(/ \(deleted\)$/, '');
+  } catch (err) {
+    if (hasCode(err, 'ENOENT')) return null;
+    throw err;
+  }
+}
+
+// loopDevicesByBackingFile maps every bound loop device's backing file to its /dev paths.
+export async function loopDevicesByBackingFile(): Promise<Map<string, string[]>> {
+  const byFile = new Map<string, string[]>();
+  for (const name of await fsp.readdir('/sys/block')) {
+    if (!/^loop\d+$/.test(name)) continue;
+    const file = await loopBackingFile(name);
+    if (file === null) continue;
+    byFile.set(file, [...(byFile.get(file) ?? []), `/dev/${name}`]);
+  }
+  return byFile;
+}
+
+// Finds a volume's current host footprint, trusting a loop device hint only if sysfs confirms it.
+async function findFootprint(paths: VolumePaths, loopHint: string | undefined): Promise<HostFootprint> {
+  const mounts = await mountPointsWithin(paths.mountPoint);
+  if (loopHint !== undefined) {
+    const name = loopHint.replace(/^\/dev\//, '');
+    if ((await loopBackingFile(name)) === paths.backingFile) return { mounts, loopDevices: [loopHint] };
+  }
+  const loopDevices = (await loopDevicesByBackingFile()).get(paths.backingFile) ?? [];
+  return { mounts, loopDevices };
+}
+
+// Reads a volume's marker, or null if it is missing or unreadable.
+async function readMarker(path: string): Promise<Record<string, unknown> | null> {
+  try {
+    const parsed: unknown = JSON.parse(await fsp.readFile(path, 'utf8'));
+    return typeof parsed === 'object' && parsed !== null ? (parsed as Record<string, unknown>) : null;
+  } catch {
+    return null;
+  }
+}
+
+// Removes the volume's key from its filesystem keyring, retrying briefly while files are busy; returns the final state.
+async function removeKey(id: string, mountPoint: string, keyIdentifier: string, log: StepLog): Promise<KeyState> {
+  for (let attempt = 1; ; attempt++) {
+    const removal = await log.run('remove-key', async () => {
+      try {
+        return await removeEncryptionKey(mountPoint, keyIdentifier);
+      } catch (err) {
+        if (hasCode(err, 'ENOKEY')) return null;
+        throw err;
+      }
+    }, (r) => (r === null ? 'not present' : `filesBusy=${r.filesBusy} otherUsers=${r.otherUsers}`));
+    const status = await log.run('key-status', () => getKeyStatus(mountPoint, keyIdentifier), (s) => s.state);
+    if (status.state === 'absent') return status.state;
+    if (attempt >= BUSY_RETRIES) {
+      throw new VolumeBusyError(id, `key ${keyIdentifier} is ${status.state} after ${attempt} removals (files still open)`, log.steps);
+    }
+    await new Promise((resolve) => setTimeout(resolve, BUSY_RETRY_MS));
+  }
+}
+
+// Runs fn, converting EBUSY into a VolumeBusyError.
+async function busyAs<T>(id: string, what: string, log: StepLog, fn: () => T | Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    if (hasCode(err, 'EBUSY')) throw new VolumeBusyError(id, what, log.steps);
+    throw err;
+  }
+}
+
+// Removes a path if present.
+async function removeIfPresent(fn: () => Promise<void>): Promise<void> {
+  try {
+    await fn();
+  } catch (err) {
+    if (!hasCode(err, 'ENOENT')) throw err;
+  }
+}
+
+// wipeVolume crypto-shreds and deletes a volume: removes its key (must end ABSENT), unmounts, discards and
+// detaches the loop device, deletes the backing file and mount point, and turns the marker into a tombstone.
+// It works from whatever the host shows, so it also finishes half-prepared or half-wiped volumes.
+export async function wipeVolume(ref: VolumeRef): Promise<WipeReceipt> {
+  const startedAt = new Date().toISOString();
+  const t0 = performance.now();
+  const root = await fsp.realpath(ref.root);
+  const paths = volumePaths(root, ref.id);
+  const log = new StepLog();
+  const marker = await log.run('read-marker', () => readMarker(paths.marker));
+  const footprint = await log.run('find-footprint', () => findFootprint(paths, ref.loopDevice),
+    (f) => `mounts=${f.mounts.length} loops=${f.loopDevices.join(',') || 'none'}`);
+
+  let keyIdentifier: string | null = null;
+  let keyState: KeyState | null = null;
+  if (footprint.mounts.includes(paths.mountPoint)) {
+    const policy = await log.run('read-policy', () => {
+      try {
+        return getPolicy(paths.dataDir);
+      } catch (err) {
+        if (hasCode(err, 'ENOENT')) return null;
+        throw err;
+      }
+    }, (p) => (p === null ? 'none' : `v${p.version}`));
+    // Key removal syncs the filesystem first (the kernel cannot evict dirty inodes), so its cost grows with the
+    // dirty data; it runs off the event loop. (EXT4_IOC_SHUTDOWN would skip that writeback but makes the removal
+    // fail with EIO, losing the proof that the key is ABSENT.)
+    if (policy !== null) {
+      keyIdentifier = policy.keyIdentifier;
+      keyState = await removeKey(ref.id, paths.mountPoint, policy.keyIdentifier, log);
+    }
+  }
+  for (const mount of footprint.mounts) {
+    await log.run('unmount', () => busyAs(ref.id, `${mount} is still in use`, log, () => unmount(mount)), () => mount);
+  }
+  for (const device of footprint.loopDevices) {
+    await log.run('discard', async () => {
+      const bytes = await busyAs(ref.id, `${device} is still mounted (another mount namespace?)`, log, () => discardDevice(device));
+      const { blocks } = await fsp.stat(paths.backingFile);
+      return `${device} ${bytes} bytes; backing file now holds ${blocks * 512} bytes`;
+    }, (d) => d);
+    await log.run('detach-loop', async () => {
+      await busyAs(ref.id, `${device} is still open`, log, () => detachLoop(device));
+      if ((await loopBackingFile(device.replace(/^\/dev\//, ''))) === paths.backingFile) {
+        throw new Error(`${device} still bound to ${paths.backingFile} after LOOP_CLR_FD`);
+      }
+    }, () => device);
+  }
+  await log.run('delete-backing-file', () => removeIfPresent(() => fsp.unlink(paths.backingFile)));
+  await log.run('remove-mount-point', () => removeIfPresent(() => fsp.rmdir(paths.mountPoint)));
+  const finishedAt = new Date().toISOString();
+  const cellId = typeof marker?.['cellId'] === 'string' ? marker['cellId'] : null;
+  await log.run('tombstone', () =>
+    fsp.writeFile(paths.marker, `${JSON.stringify({ ...marker, volumeId: ref.id, cellId, wipedAt: finishedAt })}\n`, { mode: 0o600 }));
+  return {
+    volumeId: ref.id,
+    cellId,
+    keyIdentifier,
+    keyStateAfterRemoval: keyState,
+    loopDevices: footprint.loopDevices,
+    startedAt,
+    finishedAt,
+    totalMs: Math.round((performance.now() - t0) * 1000) / 1000,
+    steps: log.steps,
+  };
+}

@@ -1,0 +1,22 @@
+/** `cleanroom pool`: warm cells per agent, runtime and class. */
+import type { Command } from 'commander';
+import { connect, printJson } from '../context.js';
+import { printTable } from './jobs.js';
+
+/** registerPool adds `pool`. */
+export function registerPool(program: Command): void {
+  program
+    .command('pool')
+    .description('show the warm pool: target, warm, preparing and busy cells')
+    .option('--json', 'JSON output')
+    .action(async (opts: { json?: boolean }) => {
+      const client = connect();
+      const p = await client.pool();
+      client.close();
+      if (opts.json) return printJson(p);
+      const rows = Object.entries(p.agents).flatMap(([agent, entries]) =>
+        Object.entries(entries).map(([key, e]) => [agent, key, String(e.target), String(e.warm), String(e.preparing), String(e.busy)]),
+      );
+      printTable(['AGENT', 'POOL', 'TARGET', 'WARM', 'PREPARING', 'BUSY'], rows);
+    });
+}

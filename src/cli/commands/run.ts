@@ -1,0 +1,95 @@
+/** `cleanroom run -- CMD ARGS…`: run a job, stream its output live, exit with its exit code. */
+import type { Command } from 'commander';
+import type { Job } from '../../sdk/client.js';
+import { parseDurationSeconds, parseSize, MIB } from '../../shared/units.js';
+import { connect, printJson, UsageError } from '../context.js';
+
+/** exitCodeOf maps a job's end to a process exit code (as `docker run` and `timeout` do). */
+export function exitCodeOf(job: Job): number {
+  switch (job.status) {
+    case 'succeeded':
+      return 0;
+    case 'failed':
+      return job.exitCode ?? (job.signal !== null ? 128 + job.signal : 1);
+    case 'timeout':
+      return 124;
+    case 'oom':
+      return 137;
+    case 'cancelled':
+      return 130;
+    default:
+      return 125;
+  }
+}
+
+interface RunOptions {
+  cpu?: string;
+  memory?: string;
+  timeout?: string;
+  runtime?: string;
+  env: string[];
+  cwd?: string;
+  detach?: boolean;
+  json?: boolean;
+}
+
+/** registerRun adds `run`. */
+export function registerRun(program: Command): void {
+  program
+    .command('run')
+    .description('run a command in a fresh cell and stream its output; exits with its exit code')
+    .argument('<command...>', 'program and arguments (put them after --)')
+    .option('--cpu <cores>', 'CPU cores, e.g. 0.5')
+    .option('--memory <size>', 'memory limit, e.g. 256M or 1G')
+    .option('--timeout <duration>', 'time limit, e.g. 30s, 5m')
+    .option('--runtime <name>', 'runc (default) or runsc (gVisor)')
+    .option('-e, --env <KEY=VALUE>', 'environment variable (repeatable)', (v: string, acc: string[]) => [...acc, v], [])
+    .option('--cwd <dir>', 'working directory inside the cell (default /work)')
+    .option('-d, --detach', 'print the job id and return without waiting')
+    .option('--json', 'print the final job as JSON on stdout after the output')
+    .action(async (command: string[], opts: RunOptions) => {
+      const client = connect();
+      const env: Record<string, string> = {};
+      for (const kv of opts.env) {
+        const i = kv.indexOf('=');
+        if (i <= 0) throw new UsageError(`--env wants KEY=VALUE, got "${kv}"`);
+        env[kv.slice(0, i)] = kv.slice(i + 1);
+      }
+      const memoryBytes = opts.memory === undefined ? undefined : parseSize(opts.memory);
+      if (memoryBytes === null) throw new UsageError(`--memory: cannot read "${opts.memory}" (try 256M or 1G)`);
+      const timeout = opts.timeout === undefined ? undefined : parseDurationSeconds(opts.timeout);
+      if (timeout === null) throw new UsageError(`--timeout: cannot read "${opts.timeout}" (try 30s or 5m)`);
+      const cpu = opts.cpu === undefined ? undefined : Number(opts.cpu);
+      if (cpu !== undefined && !Number.isFinite(cpu)) throw new UsageError(`--cpu: "${opts.cpu}" is not a number`);
+      const job = await client.createJob({
+        command,
+        ...(Object.keys(env).length ? { env } : {}),
+        ...(opts.cwd ? { cwd: opts.cwd } : {}),
+        ...(cpu !== undefined ? { cpu } : {}),
+        ...(memoryBytes !== undefined ? { memoryMiB: Math.ceil(memoryBytes / MIB) } : {}),
+        ...(timeout !== undefined ? { timeoutSeconds: timeout } : {}),
+        ...(opts.runtime ? { runtime: opts.runtime } : {}),
+      });
+      if (opts.detach) {
+        process.stdout.write(job.id + '\n');
+        client.close();
+        return;
+      }
+      let cancelling = false;
+      const onInt = () => {
+        if (cancelling) process.exit(130);
+        cancelling = true;
+        process.stderr.write(`\ncancelling ${job.id} (Ctrl-C again to stop waiting)\n`);
+        void client.cancelJob(job.id).catch(() => {});
+      };
+      process.on('SIGINT', onInt);
+      const ended = await client.followLogs(job.id, (c) => (c.stream === 'stdout' ? process.stdout : process.stderr).write(c.data));
+      process.off('SIGINT', onInt);
+      client.close();
+      if (opts.json) printJson(ended);
+      if (ended.status !== 'succeeded' && ended.status !== 'failed') {
+        process.stderr.write(`cleanroom: job ${ended.id} ended: ${ended.status}${ended.message ? ` (${ended.message})` : ''}\n`);
+      }
+      process.exitCode = exitCodeOf(ended);
+    });
+}

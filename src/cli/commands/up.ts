@@ -1,0 +1,153 @@
+/** `cleanroom up`: first-start set-up, then the control plane and a local agent as separate processes. */
+import type { Command } from 'commander';
+import { execFileSync, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { loadConfig } from '../../shared/config.js';
+import { dataPaths } from '../../shared/paths.js';
+import { bootstrapDataDir } from '../../supervisor/bootstrap.js';
+import { logFile, runningPid, startProcesses, stopProcess, type ProcessName } from '../../supervisor/processes.js';
+import { CleanroomClient } from '../../sdk/client.js';
+import { readClientConfig, writeClientConfig } from '../client-config.js';
+import { defaultDataDir, UsageError } from '../context.js';
+import { Progress } from '../progress.js';
+
+const READY_TIMEOUT_MS = 180_000;
+
+/** registerUp adds `up`. */
+export function registerUp(program: Command): void {
+  program
+    .command('up')
+    .description('start the control plane and a local agent (foreground; Ctrl-C stops and wipes every cell)')
+    .option('--data-dir <dir>', 'state directory', defaultDataDir())
+    .option('-d, --detach', 'run in the background; stop with `cleanroom down`')
+    .action(async (opts: { dataDir: string; detach?: boolean }) => {
+      if (process.getuid?.() !== 0) throw new UsageError('cleanroom up must run as root (the agent creates containers, cgroups and namespaces)');
+      const paths = dataPaths(opts.dataDir);
+      for (const name of ['control', 'agent'] as const) {
+        const pid = runningPid(paths, name);
+        if (pid) throw new UsageError(`already running (${name} pid ${pid}); stop it with: cleanroom down --data-dir ${paths.dataDir}`);
+      }
+      const config = loadConfig(paths.config);
+      for (const rt of config.agent.runtimes) requireBinary(rt);
+
+      const setup = new Progress('set-up');
+      setup.update('data directory, local CA, certificates, admin key');
+      const { adminKey, account } = await bootstrapDataDir(paths, config, ['127.0.0.1', 'localhost', config.control.host]);
+      const url = `https://${config.control.host === '0.0.0.0' ? '127.0.0.1' : config.control.host}:${config.control.apiPort}`;
+      if (adminKey) {
+        const where = writeClientConfig({ url, apiKey: adminKey, caPath: paths.pki.caCert });
+        setup.done(`ready; client config written to ${where}`);
+        process.stdout.write(`Admin API key (shown once; saved in ${where}):\n  ${adminKey}\n`);
+      } else {
+        setup.done(`using existing state in ${paths.dataDir}`);
+      }
+
+      const children = startProcesses(paths, account, opts.detach === true);
+      const apiKey = adminKey ?? existingKey(url);
+      const client = new CleanroomClient({ url, apiKey: apiKey ?? undefined, ca: readFileSync(paths.pki.caCert, 'utf8') });
+      const exited = watchExits(children);
+      try {
+        await waitReady(client, exited, apiKey !== null);
+      } catch (e) {
+        await stopAll(paths);
+        throw new Error(`${(e as Error).message}; see ${logFile(paths, 'control')} and ${logFile(paths, 'agent')}`);
+      } finally {
+        client.close();
+      }
+      process.stdout.write(`Cleanroom is up: ${url}  (data: ${paths.dataDir})\n`);
+      if (opts.detach) {
+        process.stdout.write('Running in the background; stop with: cleanroom down' + (paths.dataDir === defaultDataDir() ? '' : ` --data-dir ${paths.dataDir}`) + '\n');
+        return;
+      }
+      process.stdout.write('Press Ctrl-C to stop (every cell is wiped).\n');
+      await new Promise<void>((resolve, reject) => {
+        let stopping = false;
+        const stop = () => {
+          if (stopping) return;
+          stopping = true;
+          process.stderr.write('\nstopping: wiping cells…\n');
+          void stopAll(paths).then(resolve, reject);
+        };
+        process.on('SIGINT', stop);
+        process.on('SIGTERM', stop);
+        void exited.then((name) => {
+          if (stopping) return;
+          stopping = true;
+          void stopAll(paths).then(() => reject(new Error(`the ${name} process exited unexpectedly; see ${logFile(paths, name)}`)));
+        });
+      });
+      process.stdout.write('stopped\n');
+    });
+}
+
+async function stopAll(paths: ReturnType<typeof dataPaths>): Promise<void> {
+  // The agent first: it wipes its cells and reports their jobs' ends to the control plane.
+  await stopProcess(paths, 'agent', 30_000);
+  await stopProcess(paths, 'control', 10_000);
+}
+
+function watchExits(children: Record<ProcessName, ChildProcess>): Promise<ProcessName> {
+  return new Promise((resolve) => {
+    for (const [name, child] of Object.entries(children) as Array<[ProcessName, ChildProcess]>) child.once('exit', () => resolve(name));
+  });
+}
+
+async function waitReady(client: CleanroomClient, exited: Promise<ProcessName>, withPool: boolean): Promise<void> {
+  let dead: ProcessName | null = null;
+  void exited.then((n) => (dead = n));
+  const deadline = Date.now() + READY_TIMEOUT_MS;
+  const p = new Progress('starting');
+  for (;;) {
+    if (dead) throw new Error(`the ${dead} process exited during start-up`);
+    if (Date.now() > deadline) throw new Error('timed out waiting for the control plane and agent');
+    try {
+      const h = await client.health();
+      if (h.agents > 0) break;
+      p.update('waiting for the agent to connect');
+    } catch {
+      p.update('waiting for the control plane');
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  p.done('control plane and agent connected');
+  if (!withPool) return;
+  const warm = new Progress('warm pool');
+  for (;;) {
+    if (dead) throw new Error(`the ${dead} process exited during start-up`);
+    let ready = 0;
+    let total = 0;
+    try {
+      const pool = await client.pool();
+      for (const entries of Object.values(pool.agents)) {
+        for (const e of Object.values(entries)) {
+          ready += Math.min(e.warm, e.target);
+          total += e.target;
+        }
+      }
+    } catch {
+      return; // the saved key is not valid here: skip the progress display
+    }
+    warm.update(`${ready}/${total} cells ready`, total ? ready / total : 1);
+    if (ready >= total) break;
+    if (Date.now() > deadline) throw new Error('timed out warming the pool');
+    await new Promise((r) => setTimeout(r, 150));
+  }
+  warm.done('ready');
+}
+
+function requireBinary(name: string): void {
+  try {
+    execFileSync(name, ['--version'], { stdio: 'ignore' });
+  } catch {
+    throw new UsageError(`${name} is not installed; install it (apt-get install ${name}) or remove it from agent.runtimes in config.json`);
+  }
+}
+
+function existingKey(url: string): string | null {
+  try {
+    const c = readClientConfig();
+    return c.url === url ? c.apiKey : null;
+  } catch {
+    return null;
+  }
+}

@@ -1,0 +1,27 @@
+/** The `cleanroom` command line. Every command but up/down goes through the public SDK. */
+import { Command, CommanderError } from 'commander';
+import { registerUp } from './commands/up.js';
+import { registerDown } from './commands/down.js';
+import { registerRun } from './commands/run.js';
+import { registerJobs } from './commands/jobs.js';
+import { registerPool } from './commands/pool.js';
+import { registerAdmin } from './commands/admin.js';
+import { reportError } from './context.js';
+
+const program = new Command('cleanroom')
+  .description('Cleanroom: run untrusted workloads in pre-warmed, confined, single-use cells')
+  .showHelpAfterError()
+  .exitOverride();
+registerUp(program);
+registerDown(program);
+registerRun(program);
+registerJobs(program);
+registerPool(program);
+registerAdmin(program);
+
+try {
+  await program.parseAsync(process.argv);
+} catch (e) {
+  if (e instanceof CommanderError) process.exitCode = e.exitCode;
+  else process.exitCode = reportError(e);
+}

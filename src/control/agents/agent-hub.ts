@@ -1,0 +1,171 @@
+/** AgentHub accepts agents on the mutual-TLS channel, dispatches jobs to them and relays their reports. */
+import { createServer, type Server } from 'node:https';
+import type { TLSSocket } from 'node:tls';
+import { randomUUID } from 'node:crypto';
+import { WebSocketServer, type WebSocket } from 'ws';
+import { AGENT_CERT_CN, type AgentToControl, type ControlToAgent, type JobSpec, type PoolStatus } from '../../shared/wire.js';
+import type { Dispatcher, JobService } from '../jobs/job-service.js';
+
+/** AgentHubTls is the listener's certificate and the CA whose agents it accepts. */
+export interface AgentHubTls {
+  ca: string;
+  cert: string;
+  key: string;
+}
+
+interface Connection {
+  agentId: string;
+  ws: WebSocket;
+  running: Set<string>;
+  /** Reports are applied strictly in arrival order: output before the end, seq numbers in order. */
+  queue: Promise<void>;
+}
+
+/** AgentHub is the Dispatcher backed by connected agents. */
+export class AgentHub implements Dispatcher {
+  private readonly agents = new Map<string, Connection>();
+  private readonly server: Server;
+  private readonly pending = new Map<string, (p: PoolStatus) => void>();
+  private readonly lostTimers = new Map<string, NodeJS.Timeout>();
+
+  constructor(
+    tls: AgentHubTls,
+    private readonly jobs: JobService,
+    private readonly graceMs: number,
+    private readonly log: (msg: string, extra?: object) => void,
+  ) {
+    // A separate listener that completes a handshake only with a client certificate from our CA.
+    this.server = createServer({ ...tls, requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.2' }, (_req, res) => {
+      res.writeHead(404).end();
+    });
+    const wss = new WebSocketServer({ server: this.server, path: '/v1/agent', maxPayload: 8 * 1024 * 1024 });
+    wss.on('connection', (ws, req) => {
+      const cert = (req.socket as TLSSocket).getPeerCertificate();
+      if (!(req.socket as TLSSocket).authorized || cert.subject?.CN !== AGENT_CERT_CN) {
+        ws.close(4003, 'not an agent certificate');
+        return;
+      }
+      this.onConnection(ws);
+    });
+  }
+
+  /** listen binds the channel; resolves with the bound port. */
+  listen(host: string, port: number): Promise<number> {
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(port, host, () => {
+        const addr = this.server.address();
+        resolve(typeof addr === 'object' && addr ? addr.port : port);
+      });
+    });
+  }
+
+  private onConnection(ws: WebSocket): void {
+    let conn: Connection | null = null;
+    ws.on('message', (raw) => {
+      let msg: AgentToControl;
+      try {
+        msg = JSON.parse(raw.toString()) as AgentToControl;
+      } catch {
+        ws.close(4000, 'bad message');
+        return;
+      }
+      if (msg.type === 'hello') {
+        conn = { agentId: msg.agentId, ws, running: new Set(msg.liveJobIds), queue: Promise.resolve() };
+        this.agents.get(msg.agentId)?.ws.terminate();
+        this.agents.set(msg.agentId, conn);
+        clearTimeout(this.lostTimers.get(msg.agentId));
+        this.log('agent connected', { agentId: msg.agentId, live: msg.liveJobIds.length });
+        void this.jobs
+          .onAgentLost(msg.agentId, msg.liveJobIds, 'the agent restarted and the job\'s cell was lost')
+          .then(() => this.jobs.dispatchQueued());
+        return;
+      }
+      const c = conn;
+      if (c) c.queue = c.queue.then(() => this.onReport(c, msg)).catch((e: Error) => this.log('agent report failed', { error: e.message }));
+    });
+    ws.on('close', () => {
+      if (!conn || this.agents.get(conn.agentId) !== conn) return;
+      const agentId = conn.agentId;
+      this.agents.delete(agentId);
+      this.log('agent disconnected', { agentId });
+      this.lostTimers.set(agentId, setTimeout(() => void this.jobs.onAgentLost(agentId, [], 'the agent disconnected and did not come back'), this.graceMs));
+    });
+  }
+
+  private async onReport(conn: Connection, msg: AgentToControl): Promise<void> {
+    switch (msg.type) {
+      case 'job.started':
+        return this.jobs.onStarted(msg.jobId, msg.cellId, msg.timings);
+      case 'job.output':
+        return this.jobs.onOutput(msg.jobId, msg.stream, Buffer.from(msg.data, 'base64'));
+      case 'job.ended':
+        conn.running.delete(msg.jobId);
+        return this.jobs.end(msg.jobId, msg.end, msg.timings);
+      case 'pool.status':
+        if (msg.requestId) this.pending.get(msg.requestId)?.(msg.pool);
+        return;
+      case 'hello':
+        return;
+      default: {
+        const never: never = msg;
+        this.log('unknown agent message', { msg: never });
+      }
+    }
+  }
+
+  dispatch(spec: JobSpec): string | null {
+    const conns = [...this.agents.values()].sort((a, b) => a.running.size - b.running.size);
+    const conn = conns[0];
+    if (!conn) return null;
+    conn.running.add(spec.jobId);
+    send(conn.ws, { type: 'assign', job: spec });
+    return conn.agentId;
+  }
+
+  cancel(agentId: string, jobId: string): void {
+    const conn = this.agents.get(agentId);
+    if (conn) send(conn.ws, { type: 'cancel', jobId });
+  }
+
+  /** pool asks every agent for its pool status. */
+  async pool(timeoutMs = 2000): Promise<Record<string, PoolStatus>> {
+    const out: Record<string, PoolStatus> = {};
+    await Promise.all(
+      [...this.agents.values()].map(
+        (conn) =>
+          new Promise<void>((resolve) => {
+            const requestId = randomUUID();
+            const timer = setTimeout(() => {
+              this.pending.delete(requestId);
+              resolve();
+            }, timeoutMs);
+            this.pending.set(requestId, (p) => {
+              clearTimeout(timer);
+              this.pending.delete(requestId);
+              out[conn.agentId] = p;
+              resolve();
+            });
+            send(conn.ws, { type: 'pool.get', requestId });
+          }),
+      ),
+    );
+    return out;
+  }
+
+  /** connectedAgents lists agent ids currently connected. */
+  connectedAgents(): string[] {
+    return [...this.agents.keys()];
+  }
+
+  /** close stops accepting agents. */
+  close(): Promise<void> {
+    for (const t of this.lostTimers.values()) clearTimeout(t);
+    for (const c of this.agents.values()) c.ws.terminate();
+    return new Promise((resolve) => this.server.close(() => resolve()));
+  }
+}
+
+function send(ws: WebSocket, msg: ControlToAgent): void {
+  ws.send(JSON.stringify(msg));
+}

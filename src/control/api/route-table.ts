@@ -1,0 +1,131 @@
+/** RouteTable registers each route with fastify and with the OpenAPI document at once, so they cannot drift. */
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { z } from 'zod';
+import { ApiError, ERROR_CODES } from '../../shared/errors.js';
+import type { ApiKeyRecord, Workspace } from '../model.js';
+
+/** Principal is who made a request: an API key and its workspace. */
+export interface Principal {
+  key: ApiKeyRecord;
+  workspace: Workspace;
+}
+
+/** RouteContext is what a handler sees: parsed input, never the raw request. */
+export interface RouteContext<B, Q> {
+  principal: Principal;
+  body: B;
+  query: Q;
+  params: Record<string, string>;
+  /** reply is given only to streaming routes, which own the response. */
+  reply: FastifyReply;
+  request: FastifyRequest;
+}
+
+/** RouteDef declares one API operation. */
+export interface RouteDef<B = unknown, Q = unknown> {
+  method: 'GET' | 'POST' | 'DELETE';
+  path: string;
+  operationId: string;
+  summary: string;
+  /** none: public; key: any valid API key; admin: an admin key. */
+  auth: 'none' | 'key' | 'admin';
+  body?: z.ZodType<B>;
+  query?: z.ZodType<Q>;
+  status?: number;
+  /** response documents the success body. */
+  response: z.ZodType | { contentType: string; description: string };
+  /** errors lists the codes this route may answer with (beyond auth and validation). */
+  errors?: Array<keyof typeof ERROR_CODES>;
+  handler(ctx: RouteContext<B, Q>): Promise<unknown>;
+}
+
+/** Authenticator turns an Authorization header into a Principal or throws 401/403. */
+export type Authenticator = (header: string | undefined, adminOnly: boolean) => Promise<Principal>;
+
+/** RouteTable collects routes and renders the OpenAPI document. */
+export class RouteTable {
+  private readonly routes: RouteDef<any, any>[] = [];
+
+  constructor(
+    private readonly app: FastifyInstance,
+    private readonly authenticate: Authenticator,
+  ) {}
+
+  /** add registers a route. */
+  add<B, Q>(def: RouteDef<B, Q>): void {
+    this.routes.push(def);
+    this.app.route({
+      method: def.method,
+      url: def.path,
+      handler: async (request, reply) => {
+        const principal = def.auth === 'none' ? (null as unknown as Principal) : await this.authenticate(request.headers.authorization, def.auth === 'admin');
+        const body = parse(def.body, request.body ?? {}, 'body') as B;
+        const query = parse(def.query, request.query ?? {}, 'query') as Q;
+        const result = await def.handler({ principal, body, query, params: request.params as Record<string, string>, reply, request });
+        if (reply.sent) return reply;
+        reply.code(def.status ?? 200);
+        return result;
+      },
+    });
+  }
+
+  /** openapi renders the OpenAPI 3.1 document of every registered route. */
+  openapi(): Record<string, unknown> {
+    const paths: Record<string, Record<string, unknown>> = {};
+    for (const r of this.routes) {
+      const path = r.path.replace(/:([A-Za-z]+)/g, '{$1}');
+      const params = [...r.path.matchAll(/:([A-Za-z]+)/g)].map((m) => ({ name: m[1], in: 'path', required: true, schema: { type: 'string' } }));
+      const queryParams = r.query ? Object.entries((toSchema(r.query).properties ?? {}) as Record<string, unknown>).map(([name, schema]) => ({ name, in: 'query', required: false, schema })) : [];
+      const success =
+        r.response instanceof z.ZodType
+          ? { description: 'OK', content: { 'application/json': { schema: toSchema(r.response) } } }
+          : { description: r.response.description, content: { [r.response.contentType]: {} } };
+      const errorCodes = new Set<string>([...(r.auth === 'none' ? [] : ['unauthenticated']), ...(r.auth === 'admin' ? ['forbidden'] : []), ...(r.body || r.query ? ['invalid_request'] : []), ...(r.body ? ['invalid_json'] : []), ...(r.errors ?? [])]);
+      const responses: Record<string, unknown> = { [String(r.status ?? 200)]: success };
+      for (const code of errorCodes) {
+        const status = String(ERROR_CODES[code as keyof typeof ERROR_CODES].status);
+        responses[status] ??= { description: '', content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } };
+        (responses[status] as { description: string }).description += `${code}: ${ERROR_CODES[code as keyof typeof ERROR_CODES].doc} `;
+      }
+      paths[path] ??= {};
+      paths[path]![r.method.toLowerCase()] = {
+        operationId: r.operationId,
+        summary: r.summary,
+        ...(r.auth === 'none' ? { security: [] } : {}),
+        parameters: [...params, ...queryParams],
+        ...(r.body ? { requestBody: { required: true, content: { 'application/json': { schema: toSchema(r.body) } } } } : {}),
+        responses,
+      };
+    }
+    return {
+      openapi: '3.1.0',
+      info: { title: 'Cleanroom API', version: '1' },
+      security: [{ apiKey: [] }],
+      paths,
+      components: {
+        securitySchemes: { apiKey: { type: 'http', scheme: 'bearer', description: 'An API key: crk_<id>_<secret>' } },
+        schemas: {
+          Error: {
+            type: 'object',
+            required: ['error'],
+            properties: { error: { type: 'object', required: ['code', 'message'], properties: { code: { enum: Object.keys(ERROR_CODES) }, message: { type: 'string' }, details: {} } } },
+          },
+        },
+      },
+    };
+  }
+}
+
+function toSchema(s: z.ZodType): Record<string, unknown> {
+  const { $schema: _ignored, ...rest } = z.toJSONSchema(s, { io: 'input', unrepresentable: 'any' }) as Record<string, unknown>;
+  return rest;
+}
+
+function parse(schema: z.ZodType | undefined, value: unknown, where: string): unknown {
+  if (!schema) return value;
+  const r = schema.safeParse(value);
+  if (r.success) return r.data;
+  const issues = r.error.issues.map((i) => ({ path: [where, ...i.path.map(String)].join('.'), message: i.message }));
+  const first = issues[0]!;
+  throw new ApiError('invalid_request', `${first.path}: ${first.message}`, { issues });
+}

@@ -1,0 +1,37 @@
+/** System routes: health, the OpenAPI document, and the warm pool. */
+import { z } from 'zod';
+import type { AgentHub } from '../../agents/agent-hub.js';
+import type { RouteTable } from '../route-table.js';
+
+const PoolEntry = z.object({ target: z.number(), warm: z.number(), preparing: z.number(), busy: z.number() });
+
+/** registerSystemRoutes adds health, openapi and pool. */
+export function registerSystemRoutes(t: RouteTable, agents: AgentHub): void {
+  t.add({
+    method: 'GET',
+    path: '/v1/health',
+    operationId: 'health',
+    summary: 'Liveness, and how many agents are connected',
+    auth: 'none',
+    response: z.object({ ok: z.boolean(), agents: z.number() }),
+    handler: async () => ({ ok: true, agents: agents.connectedAgents().length }),
+  });
+  t.add({
+    method: 'GET',
+    path: '/openapi.json',
+    operationId: 'openapi',
+    summary: 'This document',
+    auth: 'none',
+    response: { contentType: 'application/json', description: 'OpenAPI 3.1 document' },
+    handler: async () => t.openapi(),
+  });
+  t.add({
+    method: 'GET',
+    path: '/v1/pool',
+    operationId: 'getPool',
+    summary: 'Warm pool per agent: target, warm, preparing and busy cells per runtime/class',
+    auth: 'key',
+    response: z.object({ agents: z.record(z.string(), z.record(z.string(), PoolEntry)) }),
+    handler: async () => ({ agents: await agents.pool() }),
+  });
+}

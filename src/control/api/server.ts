@@ -1,0 +1,64 @@
+/** The user-facing HTTPS API server: fastify, TLS ≥ 1.2, one error shape. */
+import Fastify, { type FastifyInstance } from 'fastify';
+import { ApiError, ERROR_CODES, type ErrorBody } from '../../shared/errors.js';
+import type { AgentHub } from '../agents/agent-hub.js';
+import type { JobService } from '../jobs/job-service.js';
+import type { OutputHub } from '../jobs/output-hub.js';
+import type { TenancyService } from '../tenancy/tenancy-service.js';
+import { RouteTable } from './route-table.js';
+import { registerJobRoutes } from './routes/jobs.js';
+import { registerSystemRoutes } from './routes/system.js';
+import { registerTenancyRoutes } from './routes/tenancy.js';
+
+/** ApiServerDeps are the services the routes call. */
+export interface ApiServerDeps {
+  tls: { cert: string; key: string };
+  tenancy: TenancyService;
+  jobs: JobService;
+  hub: OutputHub;
+  agents: AgentHub;
+  log: (msg: string, extra?: object) => void;
+}
+
+/** BODY_LIMIT_BYTES caps request bodies (a job's argv and env fit easily). */
+const BODY_LIMIT_BYTES = 1024 * 1024;
+
+/** buildApiServer creates the fastify app with every route registered. */
+export function buildApiServer(d: ApiServerDeps): { app: FastifyInstance; routes: RouteTable } {
+  const app = Fastify({
+    https: { ...d.tls, minVersion: 'TLSv1.2' },
+    bodyLimit: BODY_LIMIT_BYTES,
+    logger: false,
+    return503OnClosing: true,
+  });
+  app.setErrorHandler((err, request, reply) => {
+    const body = toErrorBody(err);
+    if (body.error.code === 'internal') d.log('internal error', { url: request.url, error: (err as Error).stack });
+    void reply.code(statusOf(body)).send(body);
+  });
+  app.setNotFoundHandler((request, reply) => {
+    void reply.code(404).send({ error: { code: 'not_found', message: `no route ${request.method} ${request.url.split('?')[0]}` } } satisfies ErrorBody);
+  });
+  const routes = new RouteTable(app, (h, admin) => d.tenancy.authenticate(h, admin));
+  registerSystemRoutes(routes, d.agents);
+  registerTenancyRoutes(routes, d.tenancy);
+  registerJobRoutes(routes, d.jobs, d.hub);
+  return { app, routes };
+}
+
+function toErrorBody(err: unknown): ErrorBody {
+  if (err instanceof ApiError) return { error: { code: err.code, message: err.message, ...(err.details ? { details: err.details } : {}) } };
+  const e = err as { code?: string; statusCode?: number; message?: string };
+  if (e.code === 'FST_ERR_CTP_INVALID_JSON_BODY' || (e.statusCode === 400 && err instanceof SyntaxError)) {
+    return { error: { code: 'invalid_json', message: `the body is not valid JSON: ${e.message ?? ''}` } };
+  }
+  if (e.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return { error: { code: 'payload_too_large', message: `the body is larger than ${BODY_LIMIT_BYTES} bytes` } };
+  if (e.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') return { error: { code: 'invalid_request', message: 'send the body as application/json' } };
+  if (e.code === 'FST_ERR_CTP_EMPTY_JSON_BODY') return { error: { code: 'invalid_json', message: 'the body is empty; send a JSON object' } };
+  if (e.statusCode && e.statusCode >= 400 && e.statusCode < 500) return { error: { code: 'invalid_request', message: e.message ?? 'bad request' } };
+  return { error: { code: 'internal', message: 'internal error; the operator can find details in the control plane log' } };
+}
+
+function statusOf(b: ErrorBody): number {
+  return ERROR_CODES[b.error.code].status;
+}

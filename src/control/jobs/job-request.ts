@@ -1,0 +1,84 @@
+/** The validated shape of a job request, and the checks against a workspace's limits. */
+import { posix } from 'node:path';
+import { z } from 'zod';
+import { ApiError } from '../../shared/errors.js';
+import { RUNTIMES, type Runtime } from '../../shared/wire.js';
+import type { Workspace } from '../model.js';
+
+const NO_NUL = (s: string) => !s.includes('\0');
+
+/** JobRequestSchema is the body of `POST /v1/jobs`. Unknown fields are refused. */
+export const JobRequestSchema = z
+  .object({
+    command: z
+      .array(z.string().max(65536).refine(NO_NUL, 'must not contain NUL bytes'))
+      .min(1, 'command must have at least one element (the program to run)')
+      .max(4096)
+      .refine((c) => (c[0] ?? '').length > 0, 'command[0] (the program) must not be empty')
+      .describe('argv of the workload; run directly, never through a shell'),
+    env: z
+      .record(
+        z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,255}$/, 'env names are letters, digits and _').refine((k) => !k.startsWith('CLEANROOM_'), 'CLEANROOM_* is reserved for the platform'),
+        z.string().max(65536).refine(NO_NUL, 'must not contain NUL bytes'),
+      )
+      .optional()
+      .describe('environment variables of the workload'),
+    cwd: z.string().max(4096).optional().describe('working directory: /work (default) or a path under /work or /tmp'),
+    cpu: z.number().optional().describe('CPU cores (fractions allowed)'),
+    memoryMiB: z.number().int().optional().describe('memory limit in MiB'),
+    timeoutSeconds: z.number().optional().describe('wall-clock limit; the job ends as `timeout` after it'),
+    runtime: z.string().optional().describe('OCI runtime: runc (default) or runsc (gVisor)'),
+  })
+  .strict();
+
+/** JobRequest is a parsed request body. */
+export type JobRequest = z.infer<typeof JobRequestSchema>;
+
+/** JobDefaults are what a job gets for fields it leaves out. */
+export interface JobDefaults {
+  cpu: number;
+  memoryMiB: number;
+  timeoutSeconds: number;
+}
+
+/** ResolvedJob is a request with defaults applied and limits checked. */
+export interface ResolvedJob {
+  command: string[];
+  env: Record<string, string>;
+  cwd: string;
+  cpu: number;
+  memoryBytes: number;
+  timeoutSeconds: number;
+  runtime: Runtime;
+}
+
+/** resolveJobRequest applies defaults and refuses anything outside the workspace's limits (422). */
+export function resolveJobRequest(req: JobRequest, ws: Workspace, d: JobDefaults): ResolvedJob {
+  const cpu = req.cpu ?? d.cpu;
+  const memoryBytes = (req.memoryMiB ?? d.memoryMiB) * 1024 * 1024;
+  const timeoutSeconds = req.timeoutSeconds ?? d.timeoutSeconds;
+  const runtime = req.runtime ?? 'runc';
+  if (!(RUNTIMES as readonly string[]).includes(runtime)) {
+    throw new ApiError('unsupported_runtime', `runtime "${runtime}" is not supported; use one of: ${RUNTIMES.join(', ')}`);
+  }
+  if (!(cpu >= 0.01 && cpu <= ws.maxCpu)) throw new ApiError('limit_exceeded', `cpu must be between 0.01 and ${ws.maxCpu} (workspace limit); got ${cpu}`);
+  const maxMiB = ws.maxMemoryBytes / 1024 / 1024;
+  if (!(memoryBytes >= 16 * 1024 * 1024 && memoryBytes <= ws.maxMemoryBytes)) {
+    throw new ApiError('limit_exceeded', `memoryMiB must be between 16 and ${maxMiB} (workspace limit); got ${memoryBytes / 1024 / 1024}`);
+  }
+  if (!(timeoutSeconds >= 1 && timeoutSeconds <= ws.maxTimeoutSeconds)) {
+    throw new ApiError('limit_exceeded', `timeoutSeconds must be between 1 and ${ws.maxTimeoutSeconds} (workspace limit); got ${timeoutSeconds}`);
+  }
+  return { command: req.command, env: req.env ?? {}, cwd: resolveCwd(req.cwd), cpu, memoryBytes, timeoutSeconds, runtime: runtime as Runtime };
+}
+
+function resolveCwd(cwd: string | undefined): string {
+  if (cwd === undefined) return '/work';
+  const normal = posix.normalize(cwd);
+  if (!cwd.startsWith('/') || cwd.includes('\0') || cwd.split('/').includes('..')) {
+    throw new ApiError('invalid_request', `cwd must be an absolute path without "..": got ${JSON.stringify(cwd)}`);
+  }
+  const ok = ['/work', '/tmp'].some((root) => normal === root || normal.startsWith(root + '/'));
+  if (!ok) throw new ApiError('invalid_request', `cwd must be /work, /tmp or a directory under them: got ${JSON.stringify(cwd)}`);
+  return normal;
+}

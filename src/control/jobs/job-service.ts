@@ -1,0 +1,164 @@
+/** JobService owns the life of job records: create, read, cancel, and the agents' reports. */
+import { randomBytes } from 'node:crypto';
+import { ApiError } from '../../shared/errors.js';
+import type { JobEnd, JobSpec } from '../../shared/wire.js';
+import { TERMINAL_STATUSES, type Job, type OutputChunk, type Workspace } from '../model.js';
+import type { Store } from '../store/store.js';
+import type { OutputHub } from './output-hub.js';
+import { resolveJobRequest, type JobDefaults, type JobRequest } from './job-request.js';
+
+/** Dispatcher places jobs on agents; the agent hub implements it. */
+export interface Dispatcher {
+  /** dispatch sends the job to an agent and returns its id, or null if no agent is connected. */
+  dispatch(spec: JobSpec): string | null;
+  /** cancel asks the job's agent to stop it. */
+  cancel(agentId: string, jobId: string): void;
+}
+
+/** isTerminal reports whether a job has ended. */
+export function isTerminal(job: Job): boolean {
+  return TERMINAL_STATUSES.includes(job.status);
+}
+
+/** JobService is the only writer of job state. */
+export class JobService {
+  private readonly nextSeq = new Map<string, number>();
+  private dispatcher: Dispatcher | null = null;
+
+  constructor(
+    private readonly store: Store,
+    private readonly hub: OutputHub,
+    private readonly defaults: JobDefaults,
+  ) {}
+
+  /** attach connects the dispatcher (the agent hub), which is built after the service. */
+  attach(dispatcher: Dispatcher): void {
+    this.dispatcher = dispatcher;
+  }
+
+  /** create validates, records and dispatches a job. */
+  async create(ws: Workspace, req: JobRequest): Promise<Job> {
+    const r = resolveJobRequest(req, ws, this.defaults);
+    const job: Job = {
+      id: `job_${randomBytes(10).toString('hex')}`,
+      workspaceId: ws.id,
+      status: 'queued',
+      ...r,
+      createdAt: new Date().toISOString(),
+      startedAt: null,
+      endedAt: null,
+      exitCode: null,
+      signal: null,
+      message: null,
+      cancelRequested: false,
+      agentId: null,
+      cellId: null,
+      timings: {},
+    };
+    await this.store.createJob(job);
+    return this.place(job, performance.now());
+  }
+
+  private async place(job: Job, t0: number): Promise<Job> {
+    const agentId = this.dispatcher?.dispatch(specOf(job)) ?? null;
+    if (!agentId) return job;
+    const patch = { status: 'assigned' as const, agentId, timings: { ...job.timings, control_dispatch_ms: round(performance.now() - t0) } };
+    await this.store.updateJob(job.id, patch);
+    return { ...job, ...patch };
+  }
+
+  /** get returns a job of the workspace, or 404 — also for another workspace's job. */
+  async get(ws: Workspace, id: string): Promise<Job> {
+    const job = await this.store.getJob(id);
+    if (!job || job.workspaceId !== ws.id) throw new ApiError('not_found', `no job ${id} in this workspace`);
+    return job;
+  }
+
+  /** list returns the workspace's newest jobs. */
+  list(ws: Workspace, limit: number): Promise<Job[]> {
+    return this.store.listJobs(ws.id, limit);
+  }
+
+  /** cancel stops a job; a finished job cannot be cancelled (409). */
+  async cancel(ws: Workspace, id: string): Promise<Job> {
+    const job = await this.get(ws, id);
+    if (isTerminal(job)) throw new ApiError('conflict', `job ${id} already ended as ${job.status}`);
+    if (job.status === 'queued' || !job.agentId) {
+      await this.end(job.id, { reason: 'cancelled', exitCode: null, signal: null, message: 'cancelled before it started' }, {});
+    } else {
+      await this.store.updateJob(job.id, { cancelRequested: true });
+      this.dispatcher?.cancel(job.agentId, job.id);
+    }
+    return this.get(ws, id);
+  }
+
+  /** output returns stored chunks after `afterSeq`. */
+  output(job: Job, afterSeq: number): Promise<OutputChunk[]> {
+    return this.store.output(job.id, afterSeq);
+  }
+
+  /** dispatchQueued places every queued job (called when an agent connects). */
+  async dispatchQueued(): Promise<void> {
+    for (const job of await this.store.jobsWithStatus(['queued'])) await this.place(job, performance.now());
+  }
+
+  /** onStarted records that the agent handed the job to a cell. */
+  async onStarted(jobId: string, cellId: string, timings: Record<string, number>): Promise<void> {
+    const job = await this.store.getJob(jobId);
+    if (!job || isTerminal(job)) return;
+    await this.store.updateJob(jobId, { status: 'running', cellId, startedAt: new Date().toISOString(), timings: { ...job.timings, ...prefixed('agent_', timings) } });
+  }
+
+  /** onOutput stores and publishes a chunk of output. */
+  async onOutput(jobId: string, stream: 'stdout' | 'stderr', data: Buffer): Promise<void> {
+    let seq = this.nextSeq.get(jobId);
+    if (seq === undefined) {
+      const existing = await this.store.output(jobId, 0);
+      seq = (existing.at(-1)?.seq ?? 0) + 1;
+    }
+    this.nextSeq.set(jobId, seq + 1);
+    const chunk = { seq, stream, data };
+    await this.store.appendOutput(jobId, chunk);
+    this.hub.publish(jobId, { type: 'output', chunk });
+  }
+
+  /** end records a terminal state once; later reports for the same job are ignored. */
+  async end(jobId: string, end: JobEnd, timings: Record<string, number>): Promise<void> {
+    const job = await this.store.getJob(jobId);
+    if (!job || isTerminal(job)) return;
+    const patch: Partial<Job> = {
+      status: end.reason,
+      exitCode: end.exitCode,
+      signal: end.signal,
+      message: end.message,
+      endedAt: new Date().toISOString(),
+      timings: { ...job.timings, ...prefixed('agent_', timings) },
+    };
+    await this.store.updateJob(jobId, patch);
+    this.nextSeq.delete(jobId);
+    this.hub.publish(jobId, { type: 'end', job: { ...job, ...patch } });
+  }
+
+  /** onAgentLost ends the agent's unfinished jobs that it no longer reports as live. */
+  async onAgentLost(agentId: string, liveJobIds: readonly string[], why: string): Promise<void> {
+    for (const job of await this.store.jobsWithStatus(['assigned', 'running'])) {
+      if (job.agentId === agentId && !liveJobIds.includes(job.id)) {
+        await this.end(job.id, { reason: 'error', exitCode: null, signal: null, message: why }, {});
+      }
+    }
+  }
+}
+
+/** specOf is what the agent is told about a job: no key, no tenant secret beyond the job's own env. */
+function specOf(job: Job): JobSpec {
+  const { id: jobId, workspaceId, command, env, cwd, cpu, memoryBytes, timeoutSeconds, runtime } = job;
+  return { jobId, workspaceId, command, env, cwd, cpu, memoryBytes, timeoutSeconds, runtime };
+}
+
+function prefixed(p: string, t: Record<string, number>): Record<string, number> {
+  return Object.fromEntries(Object.entries(t).map(([k, v]) => [p + k, v]));
+}
+
+function round(ms: number): number {
+  return Math.round(ms * 1000) / 1000;
+}

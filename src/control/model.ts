@@ -1,0 +1,60 @@
+/** The control plane's domain records, independent of storage and transport. */
+import type { Runtime, TerminalReason } from '../shared/wire.js';
+
+/** Workspace is a tenant: its jobs, keys and limits. */
+export interface Workspace {
+  id: string;
+  name: string;
+  createdAt: string;
+  maxCpu: number;
+  maxMemoryBytes: number;
+  maxTimeoutSeconds: number;
+}
+
+/** ApiKeyRecord is a stored API key: only the hash of its secret is kept. */
+export interface ApiKeyRecord {
+  id: string;
+  workspaceId: string;
+  name: string;
+  admin: boolean;
+  secretHash: string;
+  createdAt: string;
+  revokedAt: string | null;
+}
+
+/** JobStatus is where a job is; the last six are terminal. */
+export type JobStatus = 'queued' | 'assigned' | 'running' | TerminalReason;
+
+/** TERMINAL_STATUSES are the statuses a job never leaves. */
+export const TERMINAL_STATUSES: readonly JobStatus[] = ['succeeded', 'failed', 'timeout', 'oom', 'cancelled', 'error'];
+
+/** Job is one run-to-completion workload. */
+export interface Job {
+  id: string;
+  workspaceId: string;
+  status: JobStatus;
+  command: string[];
+  env: Record<string, string>;
+  cwd: string;
+  cpu: number;
+  memoryBytes: number;
+  timeoutSeconds: number;
+  runtime: Runtime;
+  createdAt: string;
+  startedAt: string | null;
+  endedAt: string | null;
+  exitCode: number | null;
+  signal: number | null;
+  message: string | null;
+  cancelRequested: boolean;
+  agentId: string | null;
+  cellId: string | null;
+  timings: Record<string, number>;
+}
+
+/** OutputChunk is a piece of a job's stdout or stderr, in order. */
+export interface OutputChunk {
+  seq: number;
+  stream: 'stdout' | 'stderr';
+  data: Buffer;
+}

@@ -1,0 +1,233 @@
+/** The Cleanroom TypeScript SDK: a typed client of the public HTTPS API. The CLI is built on it. */
+import { Agent, request } from 'node:https';
+import type { IncomingMessage } from 'node:http';
+
+/** ClientOptions says where the API is and how to authenticate. */
+export interface ClientOptions {
+  url: string;
+  apiKey?: string;
+  /** PEM of the CA that signed the server certificate (the local CA by default). */
+  ca?: string;
+}
+
+/** Job is a job as the API returns it. */
+export interface Job {
+  id: string;
+  workspaceId: string;
+  status: 'queued' | 'assigned' | 'running' | 'succeeded' | 'failed' | 'timeout' | 'oom' | 'cancelled' | 'error';
+  command: string[];
+  cwd: string;
+  cpu: number;
+  memoryMiB: number;
+  timeoutSeconds: number;
+  runtime: 'runc' | 'runsc';
+  createdAt: string;
+  startedAt: string | null;
+  endedAt: string | null;
+  exitCode: number | null;
+  signal: number | null;
+  message: string | null;
+  cellId: string | null;
+  timings: Record<string, number>;
+}
+
+/** JobRequest is the body of a new job. */
+export interface JobRequest {
+  command: string[];
+  env?: Record<string, string>;
+  cwd?: string;
+  cpu?: number;
+  memoryMiB?: number;
+  timeoutSeconds?: number;
+  runtime?: string;
+}
+
+/** OutputChunk is a decoded piece of output. */
+export interface OutputChunk {
+  seq: number;
+  stream: 'stdout' | 'stderr';
+  data: Buffer;
+}
+
+/** Workspace is a workspace as the API returns it. */
+export interface Workspace {
+  id: string;
+  name: string;
+  createdAt: string;
+  maxCpu: number;
+  maxMemoryMiB: number;
+  maxTimeoutSeconds: number;
+}
+
+/** PoolEntry counts cells of one runtime/class on one agent. */
+export interface PoolEntry {
+  target: number;
+  warm: number;
+  preparing: number;
+  busy: number;
+}
+
+/** CleanroomError is an API error; match on `code`, never on the message. */
+export class CleanroomError extends Error {
+  constructor(
+    readonly code: string,
+    readonly status: number,
+    message: string,
+    readonly details?: unknown,
+  ) {
+    super(message);
+  }
+}
+
+/** TERMINAL lists the statuses a job ends in. */
+export const TERMINAL = ['succeeded', 'failed', 'timeout', 'oom', 'cancelled', 'error'] as const;
+
+/** CleanroomClient calls the API over one keep-alive TLS connection pool. */
+export class CleanroomClient {
+  private readonly agent: Agent;
+  private readonly base: URL;
+
+  constructor(private readonly opts: ClientOptions) {
+    this.base = new URL(opts.url);
+    this.agent = new Agent({ keepAlive: true, ca: opts.ca, minVersion: 'TLSv1.2' });
+  }
+
+  /** health reports liveness and connected agents. */
+  health(): Promise<{ ok: boolean; agents: number }> {
+    return this.call('GET', '/v1/health');
+  }
+
+  /** whoami returns the workspace of the key in use. */
+  whoami(): Promise<{ keyId: string; admin: boolean; workspace: Workspace }> {
+    return this.call('GET', '/v1/whoami');
+  }
+
+  /** createJob submits a job. */
+  createJob(req: JobRequest): Promise<Job> {
+    return this.call('POST', '/v1/jobs', req);
+  }
+
+  /** getJob fetches one job. */
+  getJob(id: string): Promise<Job> {
+    return this.call('GET', `/v1/jobs/${encodeURIComponent(id)}`);
+  }
+
+  /** listJobs lists the newest jobs. */
+  async listJobs(limit = 100): Promise<Job[]> {
+    return (await this.call<{ jobs: Job[] }>('GET', `/v1/jobs?limit=${limit}`)).jobs;
+  }
+
+  /** cancelJob asks for a job to be stopped. */
+  cancelJob(id: string): Promise<Job> {
+    return this.call('POST', `/v1/jobs/${encodeURIComponent(id)}/cancel`);
+  }
+
+  /** logs returns the output stored so far. */
+  async logs(id: string): Promise<{ chunks: OutputChunk[]; complete: boolean }> {
+    const r = await this.call<{ chunks: Array<{ seq: number; stream: 'stdout' | 'stderr'; data: string }>; complete: boolean }>('GET', `/v1/jobs/${encodeURIComponent(id)}/logs`);
+    return { complete: r.complete, chunks: r.chunks.map((c) => ({ ...c, data: Buffer.from(c.data, 'base64') })) };
+  }
+
+  /** followLogs streams output live (SSE) and resolves with the ended job. */
+  followLogs(id: string, onChunk: (c: OutputChunk) => void): Promise<Job> {
+    return new Promise((resolve, reject) => {
+      const req = request(new URL(`/v1/jobs/${encodeURIComponent(id)}/logs?follow=true`, this.base), { method: 'GET', agent: this.agent, headers: this.headers() }, (res) => {
+        if ((res.statusCode ?? 500) >= 400) return void readError(res).then(reject, reject);
+        let buf = '';
+        let ended: Job | null = null;
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => {
+          buf += d;
+          let i: number;
+          while ((i = buf.indexOf('\n\n')) >= 0) {
+            const block = buf.slice(0, i);
+            buf = buf.slice(i + 2);
+            const event = /^event: (.*)$/m.exec(block)?.[1];
+            const data = /^data: (.*)$/m.exec(block)?.[1];
+            if (!data) continue;
+            if (event === 'output') {
+              const c = JSON.parse(data) as { seq: number; stream: 'stdout' | 'stderr'; data: string };
+              onChunk({ ...c, data: Buffer.from(c.data, 'base64') });
+            } else if (event === 'end') ended = JSON.parse(data) as Job;
+          }
+        });
+        res.on('end', () => (ended ? resolve(ended) : reject(new CleanroomError('stream_closed', 0, 'the log stream closed before the job ended'))));
+        res.on('error', reject);
+      });
+      req.on('error', reject);
+      req.end();
+    });
+  }
+
+  /** pool returns the warm pool of every agent. */
+  pool(): Promise<{ agents: Record<string, Record<string, PoolEntry>> }> {
+    return this.call('GET', '/v1/pool');
+  }
+
+  /** listWorkspaces lists workspaces (admin). */
+  async listWorkspaces(): Promise<Workspace[]> {
+    return (await this.call<{ workspaces: Workspace[] }>('GET', '/v1/workspaces')).workspaces;
+  }
+
+  /** createWorkspace makes a workspace (admin). */
+  createWorkspace(body: { name: string; maxCpu?: number; maxMemoryMiB?: number; maxTimeoutSeconds?: number }): Promise<Workspace> {
+    return this.call('POST', '/v1/workspaces', body);
+  }
+
+  /** createApiKey mints a key (admin); the key is only in this response. */
+  createApiKey(body: { workspace: string; name: string; admin?: boolean }): Promise<{ id: string; key: string; workspaceId: string; admin: boolean }> {
+    return this.call('POST', '/v1/api-keys', body);
+  }
+
+  /** raw sends any request and returns status and parsed body (for tools and tests of the API itself). */
+  raw(method: string, path: string, body?: string, headers: Record<string, string> = {}): Promise<{ status: number; body: unknown }> {
+    return new Promise((resolve, reject) => {
+      const req = request(new URL(path, this.base), { method, agent: this.agent, headers: { ...this.headers(), ...headers } }, (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => (text += d));
+        res.on('end', () => {
+          let parsed: unknown = text;
+          try {
+            parsed = JSON.parse(text);
+          } catch {
+            /* not JSON: keep the text */
+          }
+          resolve({ status: res.statusCode ?? 0, body: parsed });
+        });
+      });
+      req.on('error', reject);
+      req.end(body);
+    });
+  }
+
+  /** close drops kept-alive connections. */
+  close(): void {
+    this.agent.destroy();
+  }
+
+  private headers(): Record<string, string> {
+    return this.opts.apiKey ? { authorization: `Bearer ${this.opts.apiKey}` } : {};
+  }
+
+  private async call<T>(method: string, path: string, body?: unknown): Promise<T> {
+    const r = await this.raw(method, path, body === undefined ? undefined : JSON.stringify(body), body === undefined ? {} : { 'content-type': 'application/json' });
+    if (r.status >= 400) throw toError(r.status, r.body);
+    return r.body as T;
+  }
+}
+
+function toError(status: number, body: unknown): CleanroomError {
+  const e = (body as { error?: { code?: string; message?: string; details?: unknown } })?.error;
+  return new CleanroomError(e?.code ?? 'http_error', status, e?.message ?? `HTTP ${status}`, e?.details);
+}
+
+async function readError(res: IncomingMessage): Promise<CleanroomError> {
+  let text = '';
+  for await (const d of res) text += d;
+  try {
+    return toError(res.statusCode ?? 0, JSON.parse(text));
+  } catch {
+    return new CleanroomError('http_error', res.statusCode ?? 0, text);
+  }
+}

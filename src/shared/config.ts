@@ -1,0 +1,99 @@
+/** The one validated configuration of a Cleanroom installation, read once per process and frozen. */
+import { readFileSync, existsSync } from 'node:fs';
+import { z } from 'zod';
+
+const SizeClassSchema = z.object({
+  name: z.string().regex(/^[a-z][a-z0-9-]{0,15}$/),
+  cpu: z.number().positive().max(64),
+  memoryMiB: z.number().int().min(16),
+  /** Ceiling on processes; runsc cells get at least 1024 because gVisor's own threads count. */
+  pids: z.number().int().min(16).default(256),
+});
+
+/** ConfigSchema describes `<data dir>/config.json`; every field has a default. */
+export const ConfigSchema = z
+  .object({
+    control: z
+      .object({
+        /** Address both listeners bind to; loopback by default. */
+        host: z.string().default('127.0.0.1'),
+        /** Port of the user-facing HTTPS API. */
+        apiPort: z.number().int().min(0).max(65535).default(7443),
+        /** Port of the mutual-TLS agent channel (a separate listener: only our CA's clients get in). */
+        agentPort: z.number().int().min(0).max(65535).default(7444),
+        /** Unprivileged account the control plane runs as when started by root. */
+        user: z.string().default('cleanroom'),
+        /** How long jobs of a disconnected agent wait for it to come back before they end as `error`. */
+        agentGraceMs: z.number().int().min(0).default(30_000),
+      })
+      .strict()
+      .prefault({}),
+    limits: z
+      .object({
+        /** Workspace ceilings, used when a workspace is created without its own. */
+        maxCpu: z.number().positive().default(2),
+        maxMemoryMiB: z.number().int().positive().default(2048),
+        maxTimeoutSeconds: z.number().int().positive().default(3600),
+        /** What a job gets when it does not ask. */
+        defaultCpu: z.number().positive().default(1),
+        defaultMemoryMiB: z.number().int().positive().default(256),
+        defaultTimeoutSeconds: z.number().int().positive().default(600),
+      })
+      .strict()
+      .prefault({}),
+    agent: z
+      .object({
+        runtimes: z.array(z.enum(['runc', 'runsc'])).min(1).default(['runc', 'runsc']),
+        classes: z
+          .array(SizeClassSchema)
+          .min(1)
+          .default([
+            { name: 'small', cpu: 1, memoryMiB: 512, pids: 256 },
+            { name: 'large', cpu: 2, memoryMiB: 2048, pids: 512 },
+          ]),
+        /** Warm cells to keep per runtime and class. */
+        pool: z
+          .array(z.object({ runtime: z.enum(['runc', 'runsc']), class: z.string(), warm: z.number().int().min(0).max(500) }))
+          .default([
+            { runtime: 'runc', class: 'small', warm: 2 },
+            { runtime: 'runsc', class: 'small', warm: 1 },
+          ]),
+        /** RLIMIT_NOFILE of every cell process. */
+        nofile: z.number().int().min(64).default(1024),
+        /** How long a cell may linger after its workload's exit before it is force-deleted. */
+        exitGraceMs: z.number().int().min(0).default(2000),
+      })
+      .strict()
+      .prefault({}),
+  })
+  .strict()
+  .superRefine((c, ctx) => {
+    const names = new Set(c.agent.classes.map((k) => k.name));
+    for (const p of c.agent.pool) {
+      if (!names.has(p.class)) ctx.addIssue({ code: 'custom', message: `agent.pool names unknown class "${p.class}"` });
+    }
+    if (c.limits.defaultCpu > c.limits.maxCpu) ctx.addIssue({ code: 'custom', message: 'limits.defaultCpu exceeds maxCpu' });
+    if (c.limits.defaultMemoryMiB > c.limits.maxMemoryMiB) ctx.addIssue({ code: 'custom', message: 'limits.defaultMemoryMiB exceeds maxMemoryMiB' });
+  });
+
+/** Config is the parsed, frozen configuration. */
+export type Config = Readonly<z.infer<typeof ConfigSchema>>;
+
+/** loadConfig reads and validates the config file (absent means all defaults); throws with every problem listed. */
+export function loadConfig(path: string): Config {
+  const raw: unknown = existsSync(path) ? JSON.parse(readFileSync(path, 'utf8')) : {};
+  const parsed = ConfigSchema.safeParse(raw);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ');
+    throw new Error(`invalid config ${path}: ${problems}`);
+  }
+  return deepFreeze(parsed.data);
+}
+
+function deepFreeze<T>(o: T): T {
+  if (o && typeof o === 'object') {
+    for (const v of Object.values(o)) deepFreeze(v);
+    Object.freeze(o);
+  }
+  return o;
+}

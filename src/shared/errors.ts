@@ -1,0 +1,34 @@
+/** The one registry of stable error codes the API returns; clients match on `code`, never on text. */
+
+/** ERROR_CODES maps each code to its HTTP status and what it means. */
+export const ERROR_CODES = {
+  invalid_json: { status: 400, doc: 'The request body is not valid JSON.' },
+  invalid_request: { status: 400, doc: 'The request is malformed: a field has the wrong type, is missing, or is unknown.' },
+  unauthenticated: { status: 401, doc: 'No API key was given, or it is not valid.' },
+  forbidden: { status: 403, doc: 'The API key is valid but may not do this.' },
+  not_found: { status: 404, doc: 'No such resource in this workspace.' },
+  conflict: { status: 409, doc: 'The resource is in a state that does not allow this (e.g. cancelling a finished job).' },
+  already_exists: { status: 409, doc: 'A resource with that name already exists.' },
+  limit_exceeded: { status: 422, doc: "A requested resource (cpu, memory, timeout) is outside the workspace's limits." },
+  unsupported_runtime: { status: 422, doc: 'The requested runtime is not one of runc, runsc.' },
+  payload_too_large: { status: 413, doc: 'The request body is larger than allowed.' },
+  no_capacity: { status: 503, doc: 'No compute agent is connected to run the job.' },
+  internal: { status: 500, doc: 'A platform fault; the message carries a reference for the operator.' },
+} as const;
+
+/** ErrorCode is one of the registered codes. */
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+/** ApiError is an error that maps to a stable code and an HTTP status. */
+export class ApiError extends Error {
+  readonly status: number;
+  constructor(readonly code: ErrorCode, message: string, readonly details?: unknown) {
+    super(message);
+    this.status = ERROR_CODES[code].status;
+  }
+}
+
+/** ErrorBody is the JSON shape of every error response. */
+export interface ErrorBody {
+  error: { code: ErrorCode; message: string; details?: unknown };
+}

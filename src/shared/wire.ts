@@ -1,0 +1,51 @@
+/** Messages exchanged between the control plane and agents over the mutual-TLS channel. */
+
+/** AGENT_CERT_CN is the subject every agent certificate carries; other certificates of our CA are refused. */
+export const AGENT_CERT_CN = 'cleanroom-agent';
+
+/** JobSpec is what an agent needs to run one job; it carries no API key and no tenant secret. */
+export interface JobSpec {
+  jobId: string;
+  workspaceId: string;
+  command: string[];
+  env: Record<string, string>;
+  cwd: string;
+  cpu: number;
+  memoryBytes: number;
+  timeoutSeconds: number;
+  runtime: Runtime;
+}
+
+/** Runtime names an OCI runtime a cell can run under. */
+export type Runtime = 'runc' | 'runsc';
+
+/** RUNTIMES lists every supported runtime. */
+export const RUNTIMES: readonly Runtime[] = ['runc', 'runsc'];
+
+/** TerminalReason is how a job ended. */
+export type TerminalReason = 'succeeded' | 'failed' | 'timeout' | 'oom' | 'cancelled' | 'error';
+
+/** JobEnd is the final report of a job. */
+export interface JobEnd {
+  reason: TerminalReason;
+  exitCode: number | null;
+  signal: number | null;
+  message: string | null;
+}
+
+/** PoolStatus counts cells per pool key (runtime/class) and state. */
+export type PoolStatus = Record<string, { target: number; warm: number; preparing: number; busy: number }>;
+
+/** ControlToAgent are the messages the control plane sends. */
+export type ControlToAgent =
+  | { type: 'assign'; job: JobSpec }
+  | { type: 'cancel'; jobId: string }
+  | { type: 'pool.get'; requestId: string };
+
+/** AgentToControl are the messages an agent sends. */
+export type AgentToControl =
+  | { type: 'hello'; agentId: string; liveJobIds: string[] }
+  | { type: 'job.started'; jobId: string; cellId: string; timings: Record<string, number> }
+  | { type: 'job.output'; jobId: string; stream: 'stdout' | 'stderr'; data: string }
+  | { type: 'job.ended'; jobId: string; end: JobEnd; timings: Record<string, number> }
+  | { type: 'pool.status'; requestId: string | null; pool: PoolStatus };

@@ -1,0 +1,55 @@
+/** First-start set-up of a data directory: the control plane's account, directories, PKI, admin key. */
+import { execFileSync } from 'node:child_process';
+import { chmodSync, chownSync, existsSync, mkdirSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Config } from '../shared/config.js';
+import type { DataPathSet } from '../shared/paths.js';
+import { SqliteStore } from '../control/store/sqlite-store.js';
+import { TenancyService } from '../control/tenancy/tenancy-service.js';
+import { ensurePki } from './pki.js';
+
+/** Account is a uid/gid pair. */
+export interface Account {
+  uid: number;
+  gid: number;
+}
+
+/** ensureAccount returns the unprivileged system account the control plane runs as, creating it if needed. */
+export function ensureAccount(name: string): Account {
+  const lookup = (): Account | null => {
+    try {
+      return { uid: Number(execFileSync('id', ['-u', name]).toString()), gid: Number(execFileSync('id', ['-g', name]).toString()) };
+    } catch {
+      return null;
+    }
+  };
+  const found = lookup();
+  if (found) return found;
+  execFileSync('useradd', ['--system', '--no-create-home', '--home-dir', '/nonexistent', '--shell', '/usr/sbin/nologin', name], { stdio: 'ignore' });
+  const created = lookup();
+  if (!created) throw new Error(`could not create the system account "${name}"`);
+  return created;
+}
+
+/** bootstrapDataDir prepares everything the processes need; returns the admin key if it was just created. */
+export async function bootstrapDataDir(paths: DataPathSet, config: Config, serverNames: string[]): Promise<{ adminKey: string | null; account: Account }> {
+  const account = ensureAccount(config.control.user);
+  mkdirSync(paths.dataDir, { recursive: true });
+  chmodSync(paths.dataDir, 0o711);
+  mkdirSync(paths.run.dir, { recursive: true, mode: 0o700 });
+  mkdirSync(paths.control.dir, { recursive: true, mode: 0o700 });
+  await ensurePki(paths, account.uid, account.gid, serverNames);
+  const store = new SqliteStore(paths.control.db);
+  let adminKey: string | null;
+  try {
+    const tenancy = new TenancyService(store, { maxCpu: config.limits.maxCpu, maxMemoryMiB: config.limits.maxMemoryMiB, maxTimeoutSeconds: config.limits.maxTimeoutSeconds });
+    adminKey = await tenancy.bootstrap();
+  } finally {
+    await store.close();
+  }
+  // The control plane is unprivileged: it owns its own directory and nothing else.
+  chownSync(paths.control.dir, account.uid, account.gid);
+  for (const f of readdirSync(paths.control.dir)) chownSync(join(paths.control.dir, f), account.uid, account.gid);
+  if (!existsSync(paths.pki.serverKey)) throw new Error('PKI is incomplete: server key missing');
+  return { adminKey, account };
+}

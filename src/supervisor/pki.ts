@@ -1,0 +1,78 @@
+/** The local CA and the certificates signed by it: the control plane's server cert and the agent's client cert. */
+import { webcrypto } from 'node:crypto';
+import { existsSync, mkdirSync, writeFileSync, chownSync } from 'node:fs';
+import * as x509 from '@peculiar/x509';
+import type { DataPathSet } from '../shared/paths.js';
+import { AGENT_CERT_CN } from '../shared/wire.js';
+
+x509.cryptoProvider.set(webcrypto as unknown as Crypto);
+
+const ALG = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;
+const YEAR_MS = 365 * 24 * 3600 * 1000;
+
+/** ensurePki creates the CA and both leaf certificates on first start; existing files are kept. */
+export async function ensurePki(paths: DataPathSet, controlUid: number, controlGid: number, serverNames: string[]): Promise<boolean> {
+  if (existsSync(paths.pki.caCert)) return false;
+  mkdirSync(paths.pki.dir, { recursive: true, mode: 0o755 });
+  const now = new Date(Date.now() - 60_000);
+  const caKeys = (await webcrypto.subtle.generateKey(ALG, true, ['sign', 'verify'])) as CryptoKeyPair;
+  const ca = await x509.X509CertificateGenerator.createSelfSigned({
+    serialNumber: serial(),
+    name: 'CN=Cleanroom local CA',
+    notBefore: now,
+    notAfter: new Date(now.getTime() + 10 * YEAR_MS),
+    signingAlgorithm: ALG,
+    keys: caKeys,
+    extensions: [
+      new x509.BasicConstraintsExtension(true, 0, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
+      await x509.SubjectKeyIdentifierExtension.create(caKeys.publicKey),
+    ],
+  });
+  const leaf = async (cn: string, usage: string, sans: x509.JsonGeneralNames) => {
+    const keys = (await webcrypto.subtle.generateKey(ALG, true, ['sign', 'verify'])) as CryptoKeyPair;
+    const cert = await x509.X509CertificateGenerator.create({
+      serialNumber: serial(),
+      subject: `CN=${cn}`,
+      issuer: ca.subject,
+      notBefore: now,
+      notAfter: new Date(now.getTime() + 2 * YEAR_MS),
+      signingAlgorithm: ALG,
+      publicKey: keys.publicKey,
+      signingKey: caKeys.privateKey,
+      extensions: [
+        new x509.BasicConstraintsExtension(false, undefined, true),
+        new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+        new x509.ExtendedKeyUsageExtension([usage]),
+        ...(sans.length ? [new x509.SubjectAlternativeNameExtension(sans)] : []),
+        await x509.AuthorityKeyIdentifierExtension.create(ca),
+      ],
+    });
+    return { cert: cert.toString('pem'), key: await pemKey(keys.privateKey) };
+  };
+  const sans: x509.JsonGeneralNames = serverNames.map((n) => (/^[\d.]+$|:/.test(n) ? { type: 'ip', value: n } : { type: 'dns', value: n }));
+  const server = await leaf('cleanroom-control', x509.ExtendedKeyUsage.serverAuth, sans);
+  const agent = await leaf(AGENT_CERT_CN, x509.ExtendedKeyUsage.clientAuth, []);
+
+  writeFileSync(paths.pki.caKey, await pemKey(caKeys.privateKey), { mode: 0o600 });
+  writeFileSync(paths.pki.serverCert, server.cert, { mode: 0o644 });
+  writeFileSync(paths.pki.serverKey, server.key, { mode: 0o600 });
+  chownSync(paths.pki.serverKey, controlUid, controlGid);
+  writeFileSync(paths.pki.agentCert, agent.cert, { mode: 0o644 });
+  writeFileSync(paths.pki.agentKey, agent.key, { mode: 0o600 });
+  // The CA certificate last: its presence marks the set complete.
+  writeFileSync(paths.pki.caCert, ca.toString('pem'), { mode: 0o644 });
+  return true;
+}
+
+async function pemKey(k: CryptoKey): Promise<string> {
+  const der = Buffer.from(await webcrypto.subtle.exportKey('pkcs8', k));
+  const b64 = der.toString('base64').replace(/(.{64})/g, '$1\n').trim();
+  return `-----BEGIN PRIVATE KEY-----\n${b64}\n-----END PRIVATE KEY-----\n`;
+}
+
+function serial(): string {
+  const b = webcrypto.getRandomValues(new Uint8Array(16));
+  b[0]! &= 0x7f;
+  return Buffer.from(b).toString('hex');
+}

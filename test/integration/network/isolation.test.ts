@@ -1,0 +1,297 @@
+// Integration test (root): 3 workspaces x 3 cells on real netns/veth/nft; every pair probed over TCP, UDP and ICMP.
+// Safety: all probe targets are cells, gateway addresses, or an "internet" netns this test creates; policy routing sends
+// every packet from the test pool into that netns (or nowhere), so nothing a cell sends can leave the machine.
+import assert from 'node:assert/strict';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { createSocket, type Socket } from 'node:dgram';
+import { existsSync, readdirSync } from 'node:fs';
+import { connect, createServer, type Server } from 'node:net';
+import { after, before, test } from 'node:test';
+import { promisify } from 'node:util';
+import { CellNetworkHost, type CellNetwork } from '../../../src/agent/network/cell-network.js';
+import type { DeniedRecord } from '../../../src/agent/network/denied-log.js';
+import type { EgressPolicy } from '../../../src/agent/network/egress-policy.js';
+import { Ipam, type CellAddress } from '../../../src/agent/network/ipam.js';
+import { isCellHostIf } from '../../../src/agent/network/names.js';
+import { reconcileNetworks } from '../../../src/agent/network/reconcile.js';
+
+const sh = promisify(execFile);
+const isRoot = process.getuid?.() === 0;
+const tag = randomBytes(2).toString('hex');
+const prefix = `cr${randomBytes(3).toString('hex')}`;
+const pool = `10.${200 + (randomBytes(1)[0] ?? 0) % 50}.0.0/16`;
+const inetNs = `crt${tag}-inet`;
+const inetIf = `crt${tag}inet`;
+const table = 7700 + (randomBytes(1)[0] ?? 0);
+const GW_TCP = 9443;
+const GW_TCP_DENIED = 9444;
+const GW_UDP = 9053;
+
+const CELL_SERVER = `
+import socket,threading,sys
+u=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);u.bind(('0.0.0.0',7001))
+def udp():
+  while True:
+    d,a=u.recvfrom(64);u.sendto(b'cell',a)
+threading.Thread(target=udp,daemon=True).start()
+t=socket.socket();t.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);t.bind(('0.0.0.0',7000));t.listen(64)
+while True:
+  c,_=t.accept();c.sendall(b'cell');c.close()
+`;
+const INET_SERVER = `
+import socket,threading
+def tcp(p):
+  t=socket.socket();t.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);t.bind(('0.0.0.0',p));t.listen(64)
+  while True:
+    c,_=t.accept();c.sendall(b'inet');c.close()
+for p in (80,8080,8081): threading.Thread(target=tcp,args=(p,),daemon=True).start()
+u=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);u.bind(('0.0.0.0',5353))
+while True:
+  d,a=u.recvfrom(64);u.sendto(b'inet',a)
+`;
+// Probes run concurrently in one process per source cell; results: open:<reply> | refused | timeout | sent | error:<x>.
+const PROBE = `
+import json,socket,sys,threading,struct,os,time
+T=json.loads(sys.argv[1]);R=[None]*len(T)
+def ck(b):
+  if len(b)%2:b+=b'\\0'
+  s=sum(struct.unpack('!%dH'%(len(b)//2),b));s=(s>>16)+(s&0xffff);s+=s>>16;return ~s&0xffff
+def iphdr(src,dst,plen):
+  h=struct.pack('!BBHHHBBH4s4s',0x45,0,20+plen,0,0,64,17,0,socket.inet_aton(src),socket.inet_aton(dst));return h[:10]+struct.pack('!H',ck(h))+h[12:]
+def udp(src,dst,port,data):
+  u=struct.pack('!HHHH',40000,port,8+len(data),0)+data;return iphdr(src,dst,len(u))+u
+def probe(i,t):
+  k=t['kind'];h=t['host'];to=1.5
+  try:
+    if k=='tcp':
+      s=socket.socket();s.settimeout(to);s.connect((h,t['port']));R[i]='open:'+s.recv(64).decode()
+    elif k=='udp':
+      s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.settimeout(to);s.sendto(b'ping',(h,t['port']));R[i]='open:'+s.recvfrom(64)[0].decode()
+    elif k=='icmp':
+      s=socket.socket(socket.AF_INET,socket.SOCK_RAW,socket.IPPROTO_ICMP);s.settimeout(to);ident=(os.getpid()*64+i)&0xffff
+      p=struct.pack('!BBHHH',8,0,0,ident,1)+b'probe';p=p[:2]+struct.pack('!H',ck(p))+p[4:];s.sendto(p,(h,0));end=time.time()+to
+      while R[i] is None:
+        s.settimeout(max(0.01,end-time.time()));d,a=s.recvfrom(256);l=(d[0]&15)*4
+        if a[0]==h and d[l]==0 and struct.unpack('!H',d[l+4:l+6])[0]==ident:R[i]='open:echo'
+    elif k=='spoofip':
+      s=socket.socket(socket.AF_INET,socket.SOCK_RAW,socket.IPPROTO_RAW);s.sendto(udp(t['src'],h,t['port'],t['data'].encode()),(h,0));R[i]='sent'
+    elif k=='spoofmac':
+      s=socket.socket(socket.AF_PACKET,socket.SOCK_RAW);s.bind(('eth0',0))
+      f=bytes.fromhex(t['dmac'].replace(':',''))+bytes.fromhex(t['smac'].replace(':',''))+b'\\x08\\x00'+udp(t['src'],h,t['port'],t['data'].encode())
+      s.send(f);R[i]='sent'
+  except ConnectionRefusedError:R[i]='refused'
+  except (socket.timeout,TimeoutError):R[i]='timeout'
+  except OSError as e:R[i]='error:%s'%e.errno
+ts=[threading.Thread(target=probe,args=(i,t)) for i,t in enumerate(T)]
+[x.start() for x in ts];[x.join() for x in ts];print(json.dumps(R))
+`;
+
+interface Probe { kind: 'tcp' | 'udp' | 'icmp' | 'spoofip' | 'spoofmac'; host: string; port?: number; src?: string; smac?: string; dmac?: string; data?: string; expect: 'open' | 'blocked' | 'sent'; what: string }
+interface Cell { net: CellNetwork; ws: string; addr: CellAddress }
+
+const WORKSPACES: Record<string, EgressPolicy> = {
+  wsa: { allow: [{ cidr: '203.0.113.10/32', protocol: 'tcp', ports: { from: 8080, to: 8080 } }], dryRun: false },
+  wsb: { allow: [{ cidr: '203.0.113.0/24', protocol: 'udp', ports: { from: 5353, to: 5353 } }, { cidr: '203.0.113.10/32', protocol: 'icmp' }], dryRun: false },
+  wsc: { allow: [], dryRun: true },
+};
+const EGRESS: Array<{ kind: 'tcp' | 'udp' | 'icmp'; host: string; port?: number; open: string[] }> = [
+  { kind: 'tcp', host: '203.0.113.10', port: 8080, open: ['wsa', 'wsc'] },
+  { kind: 'tcp', host: '203.0.113.10', port: 8081, open: ['wsc'] },
+  { kind: 'tcp', host: '203.0.113.20', port: 8080, open: ['wsc'] },
+  { kind: 'udp', host: '203.0.113.20', port: 5353, open: ['wsb', 'wsc'] },
+  { kind: 'icmp', host: '203.0.113.10', open: ['wsb', 'wsc'] },
+  { kind: 'tcp', host: '169.254.169.254', port: 80, open: [] },
+];
+
+let host: CellNetworkHost | undefined;
+const children: ChildProcess[] = [];
+const servers: Server[] = [];
+const udpSeen: string[] = [];
+const udpServers: Socket[] = [];
+const denied: DeniedRecord[] = [];
+const cells: Cell[] = [];
+
+async function ipBatch(lines: string[], allowFailure = false): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    const child = spawn('ip', ['-force', '-batch', '-'], { stdio: ['pipe', 'ignore', 'pipe'] });
+    let err = '';
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    child.on('close', (code) => (code === 0 || allowFailure ? resolve() : reject(new Error(err))));
+    child.stdin.end(lines.join('\n') + '\n');
+  });
+}
+
+function startIn(netns: string, script: string): void {
+  children.push(spawn('ip', ['netns', 'exec', netns, '/usr/bin/python3', '-c', script], { stdio: 'ignore' }));
+}
+
+async function runProbes(netns: string, probes: Probe[]): Promise<string[]> {
+  const { stdout } = await sh('ip', ['netns', 'exec', netns, '/usr/bin/python3', '-c', PROBE, JSON.stringify(probes)], { timeout: 20000 });
+  return JSON.parse(stdout) as string[];
+}
+
+function tcpListen(address: string, port: number, reply: string): Promise<void> {
+  const server = createServer((s) => s.end(reply));
+  servers.push(server);
+  return new Promise((resolve, reject) => server.once('error', reject).listen(port, address, resolve));
+}
+
+async function cleanup(): Promise<void> {
+  for (const c of children) c.kill('SIGKILL');
+  for (const s of servers) s.close();
+  for (const u of udpServers) u.close();
+  await host?.close();
+  await reconcileNetworks(prefix, []);
+  await ipBatch([`link del ${inetIf}`, `netns del ${inetNs}`, ...[0, 1, 2].map((i) => `rule del pref ${table + i}`), `route flush table ${table}`], true);
+}
+
+before(async () => {
+  if (!isRoot) return;
+  await ipBatch([
+    `netns add ${inetNs}`,
+    `link add ${inetIf} type veth peer name eth0 netns ${inetNs}`,
+    `address add 198.51.100.1/30 dev ${inetIf}`,
+    `link set ${inetIf} up`,
+    `rule add from ${pool} lookup ${table} pref ${table}`,
+    `rule add from ${pool} lookup main suppress_prefixlength 0 pref ${table + 1}`,
+    `rule add from ${pool} unreachable pref ${table + 2}`,
+    `route add 203.0.113.0/24 via 198.51.100.2 dev ${inetIf} table ${table}`,
+    `route add 169.254.0.0/16 via 198.51.100.2 dev ${inetIf} table ${table}`,
+  ]);
+  await sh('sysctl', ['-q', '-w', `net.ipv4.conf.${inetIf}.forwarding=1`]);
+  await ipBatch(['link set lo up', 'link set eth0 up', 'address add 198.51.100.2/30 dev eth0', 'address add 203.0.113.10/32 dev lo', 'address add 203.0.113.20/32 dev lo', 'address add 169.254.169.254/32 dev lo'].map((l) => `netns exec ${inetNs} ip ${l}`));
+  startIn(inetNs, INET_SERVER);
+  host = await CellNetworkHost.open({ prefix, pool });
+  host.onDenied((r) => denied.push(r));
+});
+
+after(async () => {
+  if (isRoot) await cleanup();
+});
+
+test('3 workspaces x 3 cells: isolation, gateway, anti-spoof, metadata, egress allow-list, dry run', { skip: !isRoot && 'needs root' }, async () => {
+  const h = host!;
+  const ipam = new Ipam({ pool });
+  const prepared = await Promise.all(Array.from({ length: 9 }, (_, i) => h.prepareCellNetwork(`${tag}${i.toString(16).padStart(4, '0')}`)));
+  for (const [i, net] of prepared.entries()) {
+    const ws = Object.keys(WORKSPACES)[Math.floor(i / 3)]!;
+    const addr = ipam.allocate(ws);
+    await h.attachCellNetwork(net, { workspaceId: ws, address: addr.address, gateway: addr.gateway, gatewayPorts: [{ protocol: 'tcp', port: GW_TCP }, { protocol: 'udp', port: GW_UDP }], egress: WORKSPACES[ws]! });
+    cells.push({ net, ws, addr });
+    startIn(net.names.netns, CELL_SERVER);
+  }
+  const gateways = [...new Set(cells.map((c) => c.addr.gateway))];
+  for (const gw of gateways) {
+    await tcpListen(gw, GW_TCP, 'gw');
+    await tcpListen(gw, GW_TCP_DENIED, 'gw-denied');
+  }
+  await tcpListen('198.51.100.1', GW_TCP, 'host');
+  for (const gw of gateways) {
+    const u = createSocket('udp4');
+    udpServers.push(u);
+    u.on('message', (msg, rinfo) => {
+      udpSeen.push(msg.toString());
+      u.send('gw', rinfo.port, rinfo.address);
+    });
+    await new Promise<void>((resolve) => u.bind(GW_UDP, gw, resolve));
+  }
+  await new Promise((r) => setTimeout(r, 300)); // python listeners start
+  for (const c of cells) {
+    // Positive control: the host (not a cell) reaches each cell's listener, so a "blocked" below is the firewall.
+    const reply = await new Promise<string>((resolve, reject) => {
+      const s = connect(7000, c.addr.address);
+      s.setTimeout(2000, () => reject(new Error('control timeout')));
+      s.once('error', reject).on('data', (d) => resolve(d.toString()));
+    });
+    assert.equal(reply, 'cell');
+  }
+
+  const plans = cells.map((src) => {
+    const probes: Probe[] = [];
+    const other = cells.find((c) => c.ws !== src.ws)!;
+    for (const dst of cells.filter((c) => c !== src)) {
+      const d = dst.addr.address;
+      probes.push({ kind: 'tcp', host: d, port: 7000, expect: 'blocked', what: `tcp ${dst.ws}` }, { kind: 'udp', host: d, port: 7001, expect: 'blocked', what: `udp ${dst.ws}` }, { kind: 'icmp', host: d, expect: 'blocked', what: `icmp ${dst.ws}` });
+    }
+    const gw = src.addr.gateway;
+    probes.push(
+      { kind: 'tcp', host: gw, port: GW_TCP, expect: 'open', what: 'own gateway tcp' },
+      { kind: 'udp', host: gw, port: GW_UDP, expect: 'open', what: 'own gateway udp' },
+      { kind: 'tcp', host: gw, port: GW_TCP_DENIED, expect: 'blocked', what: 'own gateway, port not allowed' },
+      { kind: 'icmp', host: gw, expect: 'blocked', what: 'own gateway icmp' },
+      { kind: 'tcp', host: other.addr.gateway, port: GW_TCP, expect: 'blocked', what: 'other workspace gateway' },
+      { kind: 'tcp', host: '198.51.100.1', port: GW_TCP, expect: 'blocked', what: 'other host address' },
+      { kind: 'spoofip', host: gw, port: GW_UDP, src: other.addr.address, data: `spoofip-${src.net.cellId}`, expect: 'sent', what: 'spoofed source address' },
+      { kind: 'spoofmac', host: gw, port: GW_UDP, src: src.addr.address, smac: '02:de:ad:be:ef:01', dmac: src.net.names.hostMac, data: `spoofmac-${src.net.cellId}`, expect: 'sent', what: 'spoofed source MAC' },
+      { kind: 'spoofmac', host: gw, port: GW_UDP, src: src.addr.address, smac: src.net.names.cellMac, dmac: src.net.names.hostMac, data: `raw-${src.net.cellId}`, expect: 'sent', what: 'raw frame, genuine addresses (control)' },
+      ...EGRESS.map((e): Probe => ({ kind: e.kind, host: e.host, ...(e.port ? { port: e.port } : {}), expect: e.open.includes(src.ws) ? 'open' : 'blocked', what: `egress ${e.kind} ${e.host}:${e.port ?? ''}` })),
+    );
+    return { src, probes };
+  });
+  const results = await Promise.all(plans.map((p) => runProbes(p.src.net.names.netns, p.probes)));
+  const failures: string[] = [];
+  let total = 0;
+  for (const [i, plan] of plans.entries()) {
+    for (const [j, probe] of plan.probes.entries()) {
+      total++;
+      const got = results[i]?.[j] ?? 'missing';
+      const ok = probe.expect === 'open' ? got.startsWith('open:') : probe.expect === 'sent' ? got === 'sent' : got === 'timeout';
+      if (!ok) failures.push(`${plan.src.ws}/${plan.src.net.cellId} ${probe.what} ${probe.host}:${probe.port ?? ''}: expected ${probe.expect}, got ${got}`);
+    }
+  }
+  await new Promise((r) => setTimeout(r, 300));
+  for (const c of cells) {
+    if (!udpSeen.includes(`raw-${c.net.cellId}`)) failures.push(`${c.net.cellId}: raw control frame not received`);
+    if (udpSeen.includes(`spoofip-${c.net.cellId}`)) failures.push(`${c.net.cellId}: spoofed source address accepted`);
+    if (udpSeen.includes(`spoofmac-${c.net.cellId}`)) failures.push(`${c.net.cellId}: spoofed MAC accepted`);
+  }
+  h.flushDenied();
+  for (const c of cells.filter((x) => x.ws !== 'wsb')) {
+    const action = c.ws === 'wsc' ? 'dry-run' : 'denied';
+    const rec = denied.find((r) => r.cellId === c.net.cellId && r.action === action && r.destination === '203.0.113.20' && r.port === 8080 && r.protocol === 'tcp');
+    if (!rec) failures.push(`${c.net.cellId}: no ${action} record for 203.0.113.20:8080/tcp`);
+    else if (Math.abs(rec.time.getTime() - Date.now()) > 30000) failures.push(`${c.net.cellId}: record time off: ${rec.time.toISOString()}`);
+  }
+  for (const c of cells) {
+    if (!denied.some((r) => r.cellId === c.net.cellId && r.action === 'denied' && r.destination === '169.254.169.254')) failures.push(`${c.net.cellId}: metadata probe not recorded`);
+  }
+  console.log(`probes: ${total}, failures: ${failures.length}, denial records: ${denied.length}`);
+  assert.deepEqual(failures, []);
+
+  await Promise.all(cells.map((c) => h.destroyCellNetwork(c.net)));
+  assertNothingOf(cells.map((c) => c.net));
+  const listing = (await sh('nft', ['list', 'table', 'inet', prefix])).stdout;
+  assert.doesNotMatch(listing, /elements = |eg_/, 'no per-cell element or policy chain after destroy');
+});
+
+test('reconcile removes every network object of cells that are not live', { skip: !isRoot && 'needs root' }, async () => {
+  const h = host!;
+  const ipam = new Ipam({ pool });
+  const nets = await Promise.all(['r1', 'r2', 'r3'].map((id) => h.prepareCellNetwork(`${tag}${id}`)));
+  for (const net of nets.slice(1)) {
+    const a = ipam.allocate('wsr');
+    await h.attachCellNetwork(net, { workspaceId: 'wsr', address: a.address, gateway: a.gateway, gatewayPorts: [{ protocol: 'tcp', port: GW_TCP }], egress: WORKSPACES.wsa! });
+  }
+  const [dead1, dead2, live] = nets as [CellNetwork, CellNetwork, CellNetwork];
+  const report = await reconcileNetworks(prefix, [live.cellId]);
+  assert.deepEqual(report.netns.sort(), [dead1.names.netns, dead2.names.netns].sort());
+  assertNothingOf([dead1, dead2]);
+  assert.ok(existsSync(live.netnsPath) && existsSync(`/sys/class/net/${live.names.hostIf}`), 'live cell kept');
+  const listing = (await sh('nft', ['list', 'table', 'inet', prefix])).stdout;
+  assert.ok(!listing.includes(dead2.names.hostIf) && !listing.includes(dead2.attached!.address), 'dead elements removed');
+  assert.ok(listing.includes(live.names.hostIf) && listing.includes(live.attached!.address), 'live elements kept');
+  const all = await reconcileNetworks(prefix, []);
+  assert.ok(all.tableRemoved);
+  assertNothingOf([live]);
+  assert.deepEqual(readdirSync('/sys/class/net').filter((n) => n.startsWith(prefix)), []);
+  assert.deepEqual(readdirSync('/run/netns').filter((n) => n.startsWith(prefix)), []);
+});
+
+function assertNothingOf(nets: CellNetwork[]): void {
+  for (const net of nets) {
+    assert.ok(!existsSync(net.netnsPath), `netns ${net.names.netns} removed`);
+    assert.ok(!existsSync(`/sys/class/net/${net.names.hostIf}`), `veth ${net.names.hostIf} removed`);
+  }
+  assert.deepEqual(readdirSync('/sys/class/net').filter((n) => isCellHostIf(prefix, n) && nets.some((x) => x.names.hostIf === n)), []);
+}

@@ -1,0 +1,66 @@
+// Integration test of start-up reconciliation: leftovers in every crash state are wiped, live volumes are not.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { detachLoop, getKeyStatus, unmount } from '../../../src/agent/storage/fscrypt.js';
+import { reconcileVolumes } from '../../../src/agent/storage/reconcile.js';
+import { loopDevicesByBackingFile, mountPointsWithin, prepareVolume, wipeVolume } from '../../../src/agent/storage/volume.js';
+
+const MiB = 1024 * 1024;
+
+// cleanupScratchRoot wipes every volume left under root, then deletes root only if nothing is mounted or attached there.
+async function cleanupScratchRoot(root: string): Promise<void> {
+  const { failed } = await reconcileVolumes(root, []);
+  const mounts = await mountPointsWithin(root);
+  const loops = [...(await loopDevicesByBackingFile()).keys()].filter((f) => f.startsWith(`${root}/`));
+  assert.deepEqual({ failed: failed.map((f) => `${f.volumeId}: ${f.error.message}`), mounts, loops },
+    { failed: [], mounts: [], loops: [] }, `scratch root ${root} could not be cleaned up; left in place`);
+  rmSync(root, { recursive: true, force: true });
+}
+
+// Returns the sysfs backing file of /dev/loopN, or null if unbound.
+function loopBacking(device: string): string | null {
+  const path = `/sys/block/${device.replace('/dev/', '')}/loop/backing_file`;
+  return existsSync(path) ? readFileSync(path, 'utf8').trim() : null;
+}
+
+test('reconcile wipes every leftover volume not in the live set and spares the live one', async (t) => {
+  const root = mkdtempSync('/var/tmp/cleanroom-reconcile-test-');
+  t.after(() => cleanupScratchRoot(root));
+  const prepare = (cellId: string) => prepareVolume({ root, cellId, uid: 100_000, gid: 100_000, sizeBytes: 16 * MiB });
+  const live = await prepare('live');
+  const mounted = await prepare('crashed-running');
+  const unmounted = await prepare('crashed-mid-wipe');
+  const fileOnly = await prepare('crashed-after-detach');
+  const wiped = await prepare('already-wiped');
+  await wipeVolume(wiped);
+  // Simulate the states a crash can leave behind.
+  await unmount(unmounted.mountPoint);
+  await unmount(fileOnly.mountPoint);
+  detachLoop(fileOnly.loopDevice);
+
+  const result = await reconcileVolumes(root, [live.id]);
+  assert.deepEqual(result.failed, []);
+  const byId = new Map(result.wiped.map((r) => [r.volumeId, r]));
+  assert.deepEqual([...byId.keys()].sort(), [mounted.id, unmounted.id, fileOnly.id].sort(), 'exactly the leftovers, no tombstones');
+  assert.equal(byId.get(mounted.id)?.keyStateAfterRemoval, 'absent', 'a mounted leftover has its key removed before unmount');
+  assert.equal(byId.get(mounted.id)?.keyIdentifier, mounted.keyIdentifier);
+  assert.deepEqual(byId.get(unmounted.id)?.loopDevices, [unmounted.loopDevice]);
+  assert.equal(byId.get(fileOnly.id)?.cellId, 'crashed-after-detach');
+  for (const v of [mounted, unmounted, fileOnly]) {
+    assert.equal(existsSync(v.backingFile), false, `${v.id} backing file gone`);
+    assert.notEqual(loopBacking(v.loopDevice), v.backingFile, `${v.id} loop detached`);
+  }
+
+  assert.equal(getKeyStatus(live.mountPoint, live.keyIdentifier).state, 'present', 'live volume untouched');
+  assert.equal(loopBacking(live.loopDevice), live.backingFile);
+  assert.deepEqual((await reconcileVolumes(root, [live.id])).wiped, [], 'a second pass finds nothing');
+  assert.deepEqual(readdirSync(root).filter((n) => n.endsWith('.img')), [`${live.id}.img`]);
+
+  await wipeVolume(live);
+  assert.deepEqual(await mountPointsWithin(root), []);
+});
+
+test('reconcile of a missing root is a no-op', async () => {
+  assert.deepEqual(await reconcileVolumes('/var/tmp/cleanroom-does-not-exist-7f3a', []), { wiped: [], failed: [] });
+});
