@@ -1,6 +1,6 @@
 /** The agent process: privileged, one per host; dials the control plane and runs cells. */
 import { parseArgs } from 'node:util';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -27,7 +27,9 @@ async function main(): Promise<void> {
   const logger = pino({ base: { proc: 'agent' } });
   const log = (msg: string, extra?: object) => logger.info(extra ?? {}, msg);
 
-  mkdirSync(paths.agent.dir, { recursive: true, mode: 0o700 });
+  // 0711 on the way down to every cell: runc resolves bind-mount sources as the cell's (unmapped) root.
+  mkdirSync(paths.agent.dir, { recursive: true });
+  chmodSync(paths.agent.dir, 0o711);
   if (!existsSync(paths.agent.id)) writeFileSync(paths.agent.id, randomBytes(3).toString('hex'));
   const agentId = readFileSync(paths.agent.id, 'utf8').trim();
 

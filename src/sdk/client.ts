@@ -65,6 +65,7 @@ export interface PoolEntry {
   warm: number;
   preparing: number;
   busy: number;
+  lastError: string | null;
 }
 
 /** CleanroomError is an API error; match on `code`, never on the message. */

@@ -34,7 +34,7 @@ export interface JobEnd {
 }
 
 /** PoolStatus counts cells per pool key (runtime/class) and state. */
-export type PoolStatus = Record<string, { target: number; warm: number; preparing: number; busy: number }>;
+export type PoolStatus = Record<string, { target: number; warm: number; preparing: number; busy: number; lastError: string | null }>;
 
 /** ControlToAgent are the messages the control plane sends. */
 export type ControlToAgent =

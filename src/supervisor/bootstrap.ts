@@ -18,7 +18,7 @@ export interface Account {
 export function ensureAccount(name: string): Account {
   const lookup = (): Account | null => {
     try {
-      return { uid: Number(execFileSync('id', ['-u', name]).toString()), gid: Number(execFileSync('id', ['-g', name]).toString()) };
+      return { uid: Number(execFileSync('id', ['-u', name], { stdio: ['ignore', 'pipe', 'ignore'] }).toString()), gid: Number(execFileSync('id', ['-g', name], { stdio: ['ignore', 'pipe', 'ignore'] }).toString()) };
     } catch {
       return null;
     }

@@ -70,8 +70,9 @@ export class Cell {
     const hostUid = this.hostUidBase + WORKLOAD_UID;
     const workDir = join(this.dir, 'work');
     const tmpDir = join(this.dir, 'tmp');
-    mkdirSync(workDir, { recursive: true, mode: 0o700 });
-    mkdirSync(tmpDir, { recursive: true });
+    mkdirSync(this.dir, { mode: 0o711 });
+    mkdirSync(workDir, { mode: 0o700 });
+    mkdirSync(tmpDir);
     chownSync(workDir, hostUid, hostUid);
     chownSync(tmpDir, hostUid, hostUid);
     chmodSync(tmpDir, 0o1777);
@@ -97,6 +98,7 @@ export class Cell {
           nofile: this.env.nofile,
         }),
       ),
+      { mode: 0o600 },
     );
     this.timings.prepare_fs_ms = performance.now() - t0;
     try {

@@ -16,6 +16,8 @@ interface PoolEntry {
   target: PoolTarget;
   warm: Cell[];
   preparing: number;
+  /** Why the last prepare failed; cleared by the next success. */
+  lastError: string | null;
 }
 
 /** CellPool owns every cell that has not been assigned yet. */
@@ -32,7 +34,7 @@ export class CellPool {
     targets: readonly PoolTarget[],
     private readonly log: (msg: string, extra?: object) => void,
   ) {
-    for (const t of targets) this.entries.set(key(t.runtime, t.sizeClass), { target: t, warm: [], preparing: 0 });
+    for (const t of targets) this.entries.set(key(t.runtime, t.sizeClass), { target: t, warm: [], preparing: 0, lastError: null });
   }
 
   /** take returns a warm cell (or prepares one now: the cold path) and schedules a refill. */
@@ -69,10 +71,12 @@ export class CellPool {
         short.preparing++;
         try {
           const cell = await this.prepare(short.target.runtime, short.target.sizeClass);
+          short.lastError = null;
           if (this.closed) await this.discard(cell);
           else short.warm.push(cell);
         } catch (e) {
-          this.log('cell prepare failed', { error: (e as Error).message });
+          short.lastError = (e as Error).message;
+          this.log('cell prepare failed', { error: short.lastError });
           await new Promise((r) => setTimeout(r, 1000));
         } finally {
           short.preparing--;
@@ -105,7 +109,7 @@ export class CellPool {
     const k = key(runtime, sizeClass);
     let e = this.entries.get(k);
     if (!e) {
-      e = { target: { runtime, sizeClass, warm: 0 }, warm: [], preparing: 0 };
+      e = { target: { runtime, sizeClass, warm: 0 }, warm: [], preparing: 0, lastError: null };
       this.entries.set(k, e);
     }
     return e;
@@ -116,7 +120,7 @@ export class CellPool {
     const out: PoolStatus = {};
     for (const [k, e] of this.entries) {
       const busy = [...this.busy].filter((c) => key(c.runtimeName as Runtime, c.sizeClass) === k).length;
-      out[k] = { target: e.target.warm, warm: e.warm.filter((c) => c.state === 'warm').length, preparing: e.preparing, busy };
+      out[k] = { target: e.target.warm, warm: e.warm.filter((c) => c.state === 'warm').length, preparing: e.preparing, busy, lastError: e.lastError };
     }
     return out;
   }

@@ -54,6 +54,7 @@ table ${t} {
   }
   chain pre { type filter hook prerouting priority -300; policy accept; iifname ${cells} jump from_cell; }
   chain cell_to_host {
+    ct state established,related accept
     ip saddr . ip daddr . meta l4proto . th dport @gw_allow accept
     jump deny
   }

@@ -26,7 +26,7 @@ export async function reconcileHost(opts: { agentId: string; runtimes: Iterable<
     new CellCgroup(name).remove();
     report.cgroups.push(name);
   }
-  mkdirSync(opts.cellsDir, { recursive: true });
+  mkdirSync(opts.cellsDir, { recursive: true, mode: 0o711 });
   for (const entry of readdirSync(opts.cellsDir)) {
     rmSync(join(opts.cellsDir, entry), { recursive: true, force: true });
     report.directories.push(entry);

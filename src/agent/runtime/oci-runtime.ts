@@ -23,10 +23,10 @@ export class OciRuntime implements CellRuntime {
     this.name = opts.name;
     this.globalFlags =
       opts.name === 'runsc'
-        ? // ptrace: no KVM here. network=host + the spec's netns path: the sandbox uses that netns's
-          // kernel stack (sandbox networking is broken on this kernel, see HOST-NOTES). oci-seccomp:
-          // enforce the spec's seccomp profile inside the sandbox too.
-          ['--root', opts.stateRoot, '--platform=ptrace', '--network=host', '--oci-seccomp']
+        ? // ptrace: no KVM here. network=none: gVisor's own stack is broken on this kernel and
+          // network=host fails with a user namespace ("error converting mounts"); see docs/runtime-notes.md.
+          // oci-seccomp: enforce the spec's seccomp profile inside the sandbox too.
+          ['--root', opts.stateRoot, '--platform=ptrace', '--network=none', '--oci-seccomp']
         : ['--root', opts.stateRoot];
   }
 

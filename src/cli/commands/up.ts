@@ -116,17 +116,20 @@ async function waitReady(client: CleanroomClient, exited: Promise<ProcessName>, 
     if (dead) throw new Error(`the ${dead} process exited during start-up`);
     let ready = 0;
     let total = 0;
+    let failure: string | null = null;
     try {
       const pool = await client.pool();
       for (const entries of Object.values(pool.agents)) {
         for (const e of Object.values(entries)) {
           ready += Math.min(e.warm, e.target);
           total += e.target;
+          failure ??= e.lastError;
         }
       }
     } catch {
       return; // the saved key is not valid here: skip the progress display
     }
+    if (failure && ready === 0) throw new Error(`cells cannot be prepared: ${failure}`);
     warm.update(`${ready}/${total} cells ready`, total ? ready / total : 1);
     if (ready >= total) break;
     if (Date.now() > deadline) throw new Error('timed out warming the pool');

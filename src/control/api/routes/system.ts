@@ -3,7 +3,7 @@ import { z } from 'zod';
 import type { AgentHub } from '../../agents/agent-hub.js';
 import type { RouteTable } from '../route-table.js';
 
-const PoolEntry = z.object({ target: z.number(), warm: z.number(), preparing: z.number(), busy: z.number() });
+const PoolEntry = z.object({ target: z.number(), warm: z.number(), preparing: z.number(), busy: z.number(), lastError: z.string().nullable().describe('why the last prepare failed') });
 
 /** registerSystemRoutes adds health, openapi and pool. */
 export function registerSystemRoutes(t: RouteTable, agents: AgentHub): void {
