@@ -34,8 +34,8 @@ export function runningPid(paths: DataPathSet, name: ProcessName): number | null
   }
 }
 
-/** startProcesses spawns the control plane (as `account`) and the agent (as root, under a subreaper). */
-export function startProcesses(paths: DataPathSet, account: Account, detach: boolean): Record<ProcessName, ChildProcess> {
+/** startProcesses spawns those of the control plane (as `account`) and the agent (as root, under a subreaper) that are not running. */
+export function startProcesses(paths: DataPathSet, account: Account, detach: boolean): Partial<Record<ProcessName, ChildProcess>> {
   const launch = (name: ProcessName, argv: string[], extra: { uid?: number; gid?: number }) => {
     const log = openSync(logFile(paths, name), 'a', 0o600);
     const child = spawn(argv[0]!, argv.slice(1), { ...extra, detached: detach, stdio: ['ignore', log, log] });
@@ -45,11 +45,16 @@ export function startProcesses(paths: DataPathSet, account: Account, detach: boo
     return child;
   };
   const node = process.execPath;
-  const control = launch('control', [node, join(DIST_SRC, 'control/main.js'), '--data-dir', paths.dataDir], { uid: account.uid, gid: account.gid });
-  // tini -s: the agent's orphans (container inits after `runc create` exits) are reaped at once.
-  const agentArgv = [node, join(DIST_SRC, 'agent/main.js'), '--data-dir', paths.dataDir];
-  const agent = launch('agent', hasTini() ? ['tini', '-s', '--', ...agentArgv] : agentArgv, {});
-  return { control, agent };
+  const started: Partial<Record<ProcessName, ChildProcess>> = {};
+  if (runningPid(paths, 'control') === null) {
+    started.control = launch('control', [node, join(DIST_SRC, 'control/main.js'), '--data-dir', paths.dataDir], { uid: account.uid, gid: account.gid });
+  }
+  if (runningPid(paths, 'agent') === null) {
+    // tini -s: the agent's orphans (container inits after `runc create` exits) are reaped at once.
+    const agentArgv = [node, join(DIST_SRC, 'agent/main.js'), '--data-dir', paths.dataDir];
+    started.agent = launch('agent', hasTini() ? ['tini', '-s', '--', ...agentArgv] : agentArgv, {});
+  }
+  return started;
 }
 
 /** stopProcess sends SIGTERM, waits up to `timeoutMs`, then SIGKILL; returns whether it had to kill. */

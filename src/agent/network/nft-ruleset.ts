@@ -7,6 +7,9 @@
 //               address never inherits them (no leftover "established" flow crosses tenants)
 // Traffic from interfaces without elements (prepared, unattached cells) matches nothing and is dropped.
 // Denials are logged to the kernel log, rate limited per source, with prefix "<prefix> D " (denied) or "<prefix> W " (dry run).
+// DNS (not built yet): a resolver listening on each gateway address, port 53, is two more gw_allow elements per cell and a
+// synthetic resolv.conf naming the gateway; name-based allow rules become per-policy address sets that the resolver fills
+// with `add element ... timeout <ttl>` as it answers, referenced by the policy chain (`ip daddr @<set> accept`).
 import { createHash } from 'node:crypto';
 import type { EgressPolicy, EgressRule } from './egress-policy.js';
 import { formatCidr, FORBIDDEN_DESTINATIONS, type Cidr } from './ipv4.js';

@@ -23,10 +23,10 @@ export function registerUp(program: Command): void {
     .action(async (opts: { dataDir: string; detach?: boolean }) => {
       if (process.getuid?.() !== 0) throw new UsageError('cleanroom up must run as root (the agent creates containers, cgroups and namespaces)');
       const paths = dataPaths(opts.dataDir);
-      for (const name of ['control', 'agent'] as const) {
-        const pid = runningPid(paths, name);
-        if (pid) throw new UsageError(`already running (${name} pid ${pid}); stop it with: cleanroom down --data-dir ${paths.dataDir}`);
-      }
+      const control = runningPid(paths, 'control');
+      const agent = runningPid(paths, 'agent');
+      if (control && agent) throw new UsageError(`already running (control pid ${control}, agent pid ${agent}); stop it with: cleanroom down --data-dir ${paths.dataDir}`);
+      if ((control || agent) && !opts.detach) throw new UsageError('part of Cleanroom is running in the background; use `cleanroom up --detach` to start the rest, or `cleanroom down` first');
       const config = loadConfig(paths.config);
       for (const rt of config.agent.runtimes) requireBinary(rt);
 
@@ -86,7 +86,7 @@ async function stopAll(paths: ReturnType<typeof dataPaths>): Promise<void> {
   await stopProcess(paths, 'control', 10_000);
 }
 
-function watchExits(children: Record<ProcessName, ChildProcess>): Promise<ProcessName> {
+function watchExits(children: Partial<Record<ProcessName, ChildProcess>>): Promise<ProcessName> {
   return new Promise((resolve) => {
     for (const [name, child] of Object.entries(children) as Array<[ProcessName, ChildProcess]>) child.once('exit', () => resolve(name));
   });

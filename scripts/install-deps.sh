@@ -1,0 +1,35 @@
+#!/bin/sh
+# install-deps.sh: installs what Cleanroom needs on Debian 12 (as root), then builds. Idempotent and quick when done.
+set -eu
+cd "$(dirname "$0")/.."
+
+missing=""
+want() { # want COMMAND-OR-PATH PACKAGE
+  case "$1" in
+    /*) [ -e "$1" ] || missing="$missing $2" ;;
+    *) command -v "$1" >/dev/null 2>&1 || missing="$missing $2" ;;
+  esac
+}
+want runc runc
+want runsc runsc
+want nft nftables
+want ip iproute2
+want mkfs.ext4 e2fsprogs
+want losetup mount
+want tini tini
+want gcc gcc
+want /usr/include/stdio.h libc6-dev
+want /usr/bin/python3 python3
+want openssl openssl
+want useradd passwd
+if [ -n "$missing" ]; then
+  echo "installing Debian packages:$missing"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
+
+if [ ! -f node_modules/better-sqlite3/build/Release/better_sqlite3.node ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "installing npm packages"
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+npm run --silent build

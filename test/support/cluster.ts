@@ -1,0 +1,136 @@
+/** TestCluster starts a real Cleanroom (control plane + agent) in a temporary data directory, as `up --detach` does. */
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { CleanroomClient, type Job, type JobRequest, type OutputChunk } from '../../src/sdk/client.js';
+
+const run = promisify(execFile);
+
+/** REPO_ROOT is the repository checkout (tests run from dist/test/support). */
+export const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), '../../..');
+/** CLI is the command-line entry point. */
+export const CLI = join(REPO_ROOT, 'bin/cleanroom.js');
+
+/** ClusterOptions adjusts the config written for the cluster. */
+export interface ClusterOptions {
+  /** Extra config merged over the defaults (agent pool sizes, limits…). */
+  config?: Record<string, unknown>;
+}
+
+/** JobResult is a finished job with its output split by stream. */
+export interface JobResult {
+  job: Job;
+  stdout: string;
+  stderr: string;
+  chunks: OutputChunk[];
+}
+
+/** TestCluster is one running Cleanroom; stop() tears it down and removes its data directory. */
+export class TestCluster {
+  readonly client: CleanroomClient;
+
+  private constructor(
+    readonly dataDir: string,
+    readonly env: NodeJS.ProcessEnv,
+    readonly url: string,
+    readonly apiKey: string,
+    readonly ca: string,
+  ) {
+    this.client = new CleanroomClient({ url, apiKey, ca });
+  }
+
+  /** start brings a cluster up on free ports and waits for a warm pool. */
+  static async start(opts: ClusterOptions = {}): Promise<TestCluster> {
+    const dataDir = mkdtempSync('/var/tmp/cleanroom-test-');
+    const [apiPort, agentPort] = [await freePort(), await freePort()];
+    const base = { control: { apiPort, agentPort, agentGraceMs: 3000 }, agent: { pool: [{ runtime: 'runc', class: 'small', warm: 2 }, { runtime: 'runsc', class: 'small', warm: 1 }] } };
+    writeFileSync(join(dataDir, 'config.json'), JSON.stringify(merge(base, opts.config ?? {})));
+    const env: NodeJS.ProcessEnv = { ...process.env, CLEANROOM_CONFIG: join(dataDir, 'client.json'), CLEANROOM_DATA_DIR: dataDir };
+    delete env.CLEANROOM_URL;
+    delete env.CLEANROOM_API_KEY;
+    delete env.CLEANROOM_CA;
+    try {
+      await run(process.execPath, [CLI, 'up', '--detach', '--data-dir', dataDir], { env, timeout: 180_000 });
+    } catch (e) {
+      const logs = ['control', 'agent'].map((n) => join(dataDir, 'run', `${n}.log`)).filter(existsSync).map((f) => readFileSync(f, 'utf8').slice(-3000));
+      await run(process.execPath, [CLI, 'down', '--data-dir', dataDir], { env }).catch(() => {});
+      rmSync(dataDir, { recursive: true, force: true });
+      throw new Error(`cleanroom up failed: ${(e as Error).message}\n${logs.join('\n')}`);
+    }
+    const client = JSON.parse(readFileSync(join(dataDir, 'client.json'), 'utf8')) as { url: string; apiKey: string; caPath: string };
+    return new TestCluster(dataDir, env, client.url, client.apiKey, readFileSync(client.caPath, 'utf8'));
+  }
+
+  /** cli runs the command line against this cluster; never throws on a non-zero exit. */
+  async cli(args: string[], extraEnv: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+    try {
+      const r = await run(process.execPath, [CLI, ...args], { env: { ...this.env, ...extraEnv }, timeout: 120_000, maxBuffer: 64 * 1024 * 1024 });
+      return { code: 0, stdout: r.stdout, stderr: r.stderr };
+    } catch (e) {
+      const err = e as { code?: number; stdout?: string; stderr?: string };
+      return { code: typeof err.code === 'number' ? err.code : -1, stdout: err.stdout ?? '', stderr: err.stderr ?? '' };
+    }
+  }
+
+  /** runJob submits a job, follows its output and returns when it has ended. */
+  async runJob(req: JobRequest, client: CleanroomClient = this.client): Promise<JobResult> {
+    const created = await client.createJob(req);
+    const chunks: OutputChunk[] = [];
+    const job = await client.followLogs(created.id, (c) => chunks.push(c));
+    const text = (s: 'stdout' | 'stderr') => Buffer.concat(chunks.filter((c) => c.stream === s).map((c) => c.data)).toString('utf8');
+    return { job, stdout: text('stdout'), stderr: text('stderr'), chunks };
+  }
+
+  /** waitWarm waits until every pool target is met. */
+  async waitWarm(timeoutMs = 60_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const p = await this.client.pool();
+      const entries = Object.values(p.agents).flatMap((a) => Object.values(a));
+      if (entries.length > 0 && entries.every((e) => e.warm >= e.target)) return;
+      if (Date.now() > deadline) throw new Error(`pool not warm: ${JSON.stringify(p)}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
+  /** agentId is the id under which this cluster's agent names host objects (`cr-<agentId>-…`). */
+  get agentId(): string {
+    return readFileSync(join(this.dataDir, 'agent', 'agent-id'), 'utf8').trim();
+  }
+
+  /** agentPid is the pid of the agent's process (the subreaper wrapping it). */
+  agentPid(): number {
+    return Number(readFileSync(join(this.dataDir, 'run', 'agent.pid'), 'utf8'));
+  }
+
+  /** stop runs `cleanroom down` and removes the data directory. */
+  async stop(): Promise<void> {
+    this.client.close();
+    await run(process.execPath, [CLI, 'down', '--data-dir', this.dataDir], { env: this.env, timeout: 60_000 }).catch(() => {});
+    rmSync(this.dataDir, { recursive: true, force: true });
+  }
+}
+
+/** freePort asks the kernel for an unused loopback port. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const addr = s.address();
+      s.close(() => resolve(typeof addr === 'object' && addr ? addr.port : 0));
+    });
+  });
+}
+
+function merge(a: Record<string, unknown>, b: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...a };
+  for (const [k, v] of Object.entries(b)) {
+    const prev = out[k];
+    out[k] = prev && typeof prev === 'object' && !Array.isArray(prev) && v && typeof v === 'object' && !Array.isArray(v) ? merge(prev as Record<string, unknown>, v as Record<string, unknown>) : v;
+  }
+  return out;
+}
