@@ -18,6 +18,8 @@ export interface ApiServerDeps {
   hub: OutputHub;
   agents: AgentHub;
   log: (msg: string, extra?: object) => void;
+  /** onRoute observes every route fastify registers (the OpenAPI test compares them with the document). */
+  onRoute?: (method: string, url: string) => void;
 }
 
 /** BODY_LIMIT_BYTES caps request bodies (a job's argv and env fit easily). */
@@ -38,6 +40,9 @@ export function buildApiServer(d: ApiServerDeps): { app: FastifyInstance; routes
   });
   app.setNotFoundHandler((request, reply) => {
     void reply.code(404).send({ error: { code: 'not_found', message: `no route ${request.method} ${request.url.split('?')[0]}` } } satisfies ErrorBody);
+  });
+  app.addHook('onRoute', (r) => {
+    for (const m of [r.method].flat()) d.onRoute?.(m, r.url);
   });
   const routes = new RouteTable(app, (h, admin) => d.tenancy.authenticate(h, admin));
   registerSystemRoutes(routes, d.agents);

@@ -17,10 +17,13 @@ export const JobRequestSchema = z
       .refine((c) => (c[0] ?? '').length > 0, 'command[0] (the program) must not be empty')
       .describe('argv of the workload; run directly, never through a shell'),
     env: z
-      .record(
-        z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,255}$/, 'env names are letters, digits and _').refine((k) => !k.startsWith('CLEANROOM_'), 'CLEANROOM_* is reserved for the platform'),
-        z.string().max(65536).refine(NO_NUL, 'must not contain NUL bytes'),
-      )
+      .record(z.string(), z.string().max(65536).refine(NO_NUL, 'must not contain NUL bytes'))
+      .superRefine((env, ctx) => {
+        for (const k of Object.keys(env)) {
+          if (!/^[A-Za-z_][A-Za-z0-9_]{0,255}$/.test(k)) ctx.addIssue({ code: 'custom', path: [k], message: `env name "${k}" must be letters, digits and _ (not starting with a digit)` });
+          else if (k.startsWith('CLEANROOM_')) ctx.addIssue({ code: 'custom', path: [k], message: `env name "${k}": CLEANROOM_* is reserved for the platform` });
+        }
+      })
       .optional()
       .describe('environment variables of the workload'),
     cwd: z.string().max(4096).optional().describe('working directory: /work (default) or a path under /work or /tmp'),

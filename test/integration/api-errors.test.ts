@@ -1,0 +1,129 @@
+// Bad input gets a stable error code, a fitting status and a message that says what to fix — never a 500.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { connect } from 'node:tls';
+import { CleanroomClient } from '../../src/sdk/client.js';
+import { ERROR_CODES } from '../../src/shared/errors.js';
+import { TestCluster } from '../support/cluster.js';
+
+let cluster: TestCluster;
+before(async () => {
+  cluster = await TestCluster.start({ config: { agent: { pool: [{ runtime: 'runc', class: 'small', warm: 1 }] } } });
+});
+after(async () => {
+  await cluster?.stop();
+});
+
+const json = { 'content-type': 'application/json' };
+
+async function expectError(r: Promise<{ status: number; body: unknown }>, status: number, code: string, messagePattern?: RegExp): Promise<void> {
+  const res = await r;
+  assert.equal(res.status, status, JSON.stringify(res.body));
+  const err = (res.body as { error: { code: string; message: string } }).error;
+  assert.equal(err.code, code);
+  assert.ok(err.message.length > 10, 'message should say what to fix');
+  assert.doesNotMatch(err.message, /\n\s+at /, 'no stack traces to users');
+  if (messagePattern) assert.match(err.message, messagePattern);
+}
+
+test('invalid JSON is 400 invalid_json', async () => {
+  await expectError(cluster.client.raw('POST', '/v1/jobs', '{"command": [', json), 400, 'invalid_json');
+});
+
+test('unknown fields are 400 invalid_request naming the field', async () => {
+  await expectError(cluster.client.raw('POST', '/v1/jobs', JSON.stringify({ command: ['true'], privileged: true }), json), 400, 'invalid_request', /privileged/);
+});
+
+test('wrong types and an empty command are 400', async () => {
+  await expectError(cluster.client.raw('POST', '/v1/jobs', JSON.stringify({ command: 'echo hi' }), json), 400, 'invalid_request', /command/);
+  await expectError(cluster.client.raw('POST', '/v1/jobs', JSON.stringify({ command: [] }), json), 400, 'invalid_request', /at least one/);
+  await expectError(cluster.client.raw('POST', '/v1/jobs', JSON.stringify({ command: ['a\u0000b'] }), json), 400, 'invalid_request', /NUL/);
+  await expectError(cluster.client.raw('POST', '/v1/jobs', JSON.stringify({ command: ['true'], env: { CLEANROOM_TOKEN_FILE: 'x' } }), json), 400, 'invalid_request', /reserved/);
+  await expectError(cluster.client.raw('POST', '/v1/jobs', JSON.stringify({ command: ['true'], cwd: '/proc/self' }), json), 400, 'invalid_request', /cwd/);
+  await expectError(cluster.client.raw('POST', '/v1/jobs', JSON.stringify({ command: ['true'], cwd: '/work/../proc' }), json), 400, 'invalid_request', /cwd/);
+});
+
+test('out-of-range resources are 422 limit_exceeded; an unknown runtime is 422 unsupported_runtime', async () => {
+  await expectError(cluster.client.raw('POST', '/v1/jobs', JSON.stringify({ command: ['true'], cpu: 64 }), json), 422, 'limit_exceeded', /cpu/);
+  await expectError(cluster.client.raw('POST', '/v1/jobs', JSON.stringify({ command: ['true'], memoryMiB: 999999 }), json), 422, 'limit_exceeded', /memory/);
+  await expectError(cluster.client.raw('POST', '/v1/jobs', JSON.stringify({ command: ['true'], timeoutSeconds: 0 }), json), 422, 'limit_exceeded', /timeout/);
+  await expectError(cluster.client.raw('POST', '/v1/jobs', JSON.stringify({ command: ['true'], runtime: 'kata' }), json), 422, 'unsupported_runtime', /runc/);
+});
+
+test('a missing or wrong API key is 401; a non-admin key on admin routes is 403', async () => {
+  const anon = new CleanroomClient({ url: cluster.url, ca: cluster.ca });
+  await expectError(anon.raw('GET', '/v1/jobs'), 401, 'unauthenticated');
+  const wrong = new CleanroomClient({ url: cluster.url, ca: cluster.ca, apiKey: 'crk_0123456789abcdef_' + 'A'.repeat(43) });
+  await expectError(wrong.raw('GET', '/v1/jobs'), 401, 'unauthenticated');
+  const garbage = new CleanroomClient({ url: cluster.url, ca: cluster.ca, apiKey: 'hello' });
+  await expectError(garbage.raw('GET', '/v1/jobs'), 401, 'unauthenticated');
+  const ws = await cluster.client.createWorkspace({ name: 'tenant-b' });
+  const key = await cluster.client.createApiKey({ workspace: ws.name, name: 'b' });
+  const tenant = new CleanroomClient({ url: cluster.url, ca: cluster.ca, apiKey: key.key });
+  await expectError(tenant.raw('GET', '/v1/workspaces'), 403, 'forbidden');
+  await expectError(tenant.raw('POST', '/v1/workspaces', JSON.stringify({ name: 'x' }), json), 403, 'forbidden');
+  for (const c of [anon, wrong, garbage, tenant]) c.close();
+});
+
+test("another workspace's job is 404, never visible or cancellable", async () => {
+  const mine = await cluster.client.createJob({ command: ['sleep', '5'] });
+  const ws = await cluster.client.createWorkspace({ name: 'tenant-c' });
+  const key = await cluster.client.createApiKey({ workspace: ws.id, name: 'c' });
+  const other = new CleanroomClient({ url: cluster.url, ca: cluster.ca, apiKey: key.key });
+  await expectError(other.raw('GET', `/v1/jobs/${mine.id}`), 404, 'not_found');
+  await expectError(other.raw('POST', `/v1/jobs/${mine.id}/cancel`), 404, 'not_found');
+  await expectError(other.raw('GET', `/v1/jobs/${mine.id}/logs`), 404, 'not_found');
+  assert.equal((await other.listJobs()).length, 0);
+  other.close();
+  await cluster.client.cancelJob(mine.id);
+});
+
+test('workspace limits apply to its jobs; duplicate names are 409', async () => {
+  const ws = await cluster.client.createWorkspace({ name: 'small-one', maxCpu: 0.5, maxMemoryMiB: 128, maxTimeoutSeconds: 10 });
+  await expectError(cluster.client.raw('POST', '/v1/workspaces', JSON.stringify({ name: 'small-one' }), json), 409, 'already_exists');
+  const key = await cluster.client.createApiKey({ workspace: ws.id, name: 's' });
+  const c = new CleanroomClient({ url: cluster.url, ca: cluster.ca, apiKey: key.key });
+  await expectError(c.raw('POST', '/v1/jobs', JSON.stringify({ command: ['true'], cpu: 1 }), json), 422, 'limit_exceeded', /0\.5/);
+  const ok = await cluster.runJob({ command: ['echo', 'within limits'], cpu: 0.5, memoryMiB: 64, timeoutSeconds: 5 }, c);
+  assert.equal(ok.job.status, 'succeeded');
+  c.close();
+});
+
+test('unknown routes and unknown job ids are 404 with the error shape', async () => {
+  await expectError(cluster.client.raw('GET', '/v1/nope'), 404, 'not_found');
+  await expectError(cluster.client.raw('GET', '/v1/jobs/job_doesnotexist'), 404, 'not_found');
+});
+
+test('oversize bodies are 413, answered from the declared length before the body is read', async () => {
+  const u = new URL(cluster.url);
+  const response = await new Promise<string>((resolve, reject) => {
+    const s = connect({ host: u.hostname, port: Number(u.port), ca: cluster.ca, servername: 'localhost' }, () => {
+      s.write(`POST /v1/jobs HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer ${cluster.apiKey}\r\ncontent-type: application/json\r\ncontent-length: ${8 * 1024 * 1024}\r\n\r\n{"command":["`);
+    });
+    let text = '';
+    s.setEncoding('utf8');
+    s.on('data', (d: string) => (text += d));
+    s.on('end', () => resolve(text));
+    s.on('error', (e) => (text ? resolve(text) : reject(e)));
+    setTimeout(() => s.destroy(), 5000);
+  });
+  assert.match(response, /^HTTP\/1\.1 413/);
+  assert.match(response, /"code":"payload_too_large"/);
+});
+
+test('the CLI reports API errors by code, without a stack trace', async () => {
+  const r = await cluster.cli(['run', '--runtime', 'kata', '--', 'true']);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /unsupported_runtime/);
+  assert.doesNotMatch(r.stderr, /\n\s+at /);
+  const usage = await cluster.cli(['run', '--memory', 'lots', '--', 'true']);
+  assert.equal(usage.code, 2);
+  assert.match(usage.stderr, /--memory/);
+});
+
+test('every error code is documented', () => {
+  for (const [code, def] of Object.entries(ERROR_CODES)) {
+    assert.ok(def.doc.length > 10, `${code} needs a doc line`);
+    assert.ok(def.status >= 400 && def.status < 600);
+  }
+});

@@ -1,0 +1,418 @@
+// Proves cell confinement from inside real cells of both runtimes (creds, userns, namespaces, ro root, masks, forbidden syscalls) and of runsc's host processes.
+import assert from 'node:assert/strict';
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { after, before, test } from 'node:test';
+import { FORBIDDEN_SYSCALLS } from '../../src/agent/runtime/seccomp.js';
+import { WORKLOAD_UID } from '../../src/agent/runtime/spec.js';
+import type { Job } from '../../src/sdk/client.js';
+import { TestCluster, type JobResult } from '../support/cluster.js';
+
+type Runtime = 'runc' | 'runsc';
+const RUNTIMES: readonly Runtime[] = ['runc', 'runsc'];
+const NAMESPACES = ['pid', 'mnt', 'net', 'ipc', 'uts', 'user', 'cgroup'] as const;
+/** Sensitive /proc entries an attacker would read; each must be absent, unreadable or empty inside a cell. */
+const MASKED = ['/proc/kcore', '/proc/keys', '/proc/timer_list', '/proc/sched_debug', '/proc/latency_stats', '/proc/timer_stats', '/proc/acpi', '/proc/scsi', '/proc/asound'];
+
+/** An unmapped user address: with it, a syscall the filter let through would fail with EFAULT (never EPERM) and do nothing. */
+const BAD = 1;
+/**
+ * x86_64 number and harmless arguments of each forbidden syscall. Where the kernel validates arguments before
+ * checking privilege, the arguments are chosen so that a call the filter let through would answer something
+ * other than EPERM/ENOSYS (EFAULT, EBADF, ESRCH, EINVAL or success); the rest are privilege-checked first.
+ */
+const SYSCALL_PROBES: Record<string, [number, ...number[]]> = {
+  mount: [165, 0, BAD, 0, 0, 0],
+  umount2: [166, BAD, 0],
+  unshare: [272, 0], // unshare(0) is a successful no-op when allowed
+  setns: [308, -1, 0],
+  keyctl: [250, 0, -3, 0], // KEYCTL_GET_KEYRING_ID(session keyring, create=0)
+  add_key: [248, BAD, BAD, 0, 0, -3],
+  request_key: [249, BAD, BAD, 0, -3],
+  bpf: [321, 0xffff, 0, 0],
+  ptrace: [101, 12, 0x3fffffff, 0, 0], // PTRACE_GETREGS of a pid that cannot exist
+  init_module: [175, 0, 0, BAD],
+  finit_module: [313, -1, BAD, 0],
+  kexec_load: [246, 0, 0, 0, 0],
+  perf_event_open: [298, BAD, 0, -1, -1, 0],
+  userfaultfd: [323, 0x7fffffff],
+  io_uring_setup: [425, 0, BAD],
+  open_by_handle_at: [304, -1, BAD, 0],
+  pivot_root: [155, BAD, BAD],
+  swapon: [167, BAD, 0],
+  reboot: [169, 0, 0, 0, 0], // bad magic numbers
+};
+const CLONE_NEWUSER = 0x10000000;
+const CLONE_NEWNS = 0x00020000;
+const CLONE_NEWNET = 0x40000000;
+const SIGCHLD = 17;
+/** Extra attempts at the same powers through other doors; each must fail like the forbidden list. */
+const EXTRA_PROBES: Record<string, [number, ...number[]]> = {
+  'clone(CLONE_NEWUSER)': [56, CLONE_NEWUSER | SIGCHLD, 0, 0, 0, 0],
+  'clone(CLONE_NEWNS)': [56, CLONE_NEWNS | SIGCHLD, 0, 0, 0, 0],
+  'clone(CLONE_NEWNET)': [56, CLONE_NEWNET | SIGCHLD, 0, 0, 0, 0],
+  clone3: [435, BAD, 88],
+  'mount (x32 ABI)': [0x40000000 + 165, 0, BAD, 0, 0, 0],
+};
+/** Controls: allowed calls that must succeed, proving the probe harness itself works. */
+const CONTROL_PROBES: Record<string, [number, ...number[]]> = {
+  getpid: [39],
+  'clone(SIGCHLD) (fork)': [56, SIGCHLD, 0, 0, 0, 0],
+};
+
+/** Raw syscalls through ctypes; a clone that succeeds exits its child at once. Prints one JSON line. */
+const SYSCALL_SCRIPT = `
+import ctypes, errno, json, os, subprocess, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+P = json.loads(sys.argv[1])
+R = {}
+for name, spec in P.items():
+    nr, args = spec[0], spec[1:]
+    ctypes.set_errno(0)
+    r = libc.syscall(*[ctypes.c_long(x) for x in [nr] + args])
+    e = ctypes.get_errno()
+    if nr == 56 and r == 0:
+        os._exit(0)
+    if nr == 56 and r > 0:
+        os.waitpid(r, 0)
+    R[name] = {'ret': r, 'errno': errno.errorcode.get(e, str(e)) if r < 0 else None}
+u = '/usr/bin/unshare'
+if os.path.exists(u):
+    p = subprocess.run([u, '-U', 'true'], capture_output=True, text=True)
+    R['unshare -U'] = {'ret': p.returncode, 'errno': p.stderr.strip()[-200:] or None}
+print('PROBE ' + json.dumps(R))
+`;
+
+/** Reads the cell's view of its credentials, namespaces and filesystems. Prints one JSON line. */
+const POSTURE_SCRIPT = `
+import errno, json, os, sys, threading
+MASKED = json.loads(sys.argv[1])
+def en(e): return errno.errorcode.get(e.errno, str(e.errno))
+R = {}
+fds = {}
+for f in os.listdir('/proc/self/fd'):
+    try: fds[f] = os.readlink('/proc/self/fd/' + f)
+    except OSError as e:
+        if e.errno != errno.ENOENT: fds[f] = 'ERR ' + en(e)
+R['fds'] = fds
+ev = threading.Event(); th = threading.Thread(target=ev.wait); th.start()
+def status(p):
+    kv = dict((l.partition(':')[0], l.partition(':')[2].strip()) for l in open(p).read().splitlines())
+    return {k: kv.get(k) for k in ('Uid', 'Gid', 'CapInh', 'CapPrm', 'CapEff', 'CapBnd', 'CapAmb', 'NoNewPrivs', 'Seccomp')}
+R['status'] = {'self': status('/proc/self/status')}
+for t in os.listdir('/proc/self/task'):
+    R['status']['task/' + t] = status('/proc/self/task/%s/status' % t)
+ev.set(); th.join()
+R['uid_map'] = open('/proc/self/uid_map').read()
+R['gid_map'] = open('/proc/self/gid_map').read()
+R['ids'] = [os.getuid(), os.geteuid(), os.getgid(), os.getegid(), os.getgroups()]
+R['ns'] = {}
+for n in ${JSON.stringify(NAMESPACES)}:
+    try: R['ns'][n] = os.readlink('/proc/self/ns/' + n)
+    except OSError as e: R['ns'][n] = 'ERR ' + en(e)
+def create(p):
+    try:
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        os.write(fd, b'probe'); os.close(fd)
+        ok = open(p, 'rb').read() == b'probe'; os.unlink(p)
+        return 'written' if ok else 'written-but-unreadable'
+    except OSError as e: return en(e)
+def openw(p):
+    try:
+        fd = os.open(p, os.O_WRONLY | os.O_APPEND); os.close(fd); return 'opened-for-write'
+    except OSError as e: return en(e)
+def mkd(p):
+    try: os.mkdir(p); os.rmdir(p); return 'created'
+    except OSError as e: return en(e)
+R['create'] = {p: create(p) for p in ['/probe', '/usr/probe', '/etc/probe', '/.cr/probe', '/work/probe', '/tmp/probe']}
+R['mkdir'] = {p: mkd(p) for p in ['/probedir', '/usr/probedir', '/etc/probedir']}
+R['openw'] = {p: openw(p) for p in ['/etc/passwd', '/.cr/init', '/usr/bin/python3', '/proc/sys/kernel/hostname', '/proc/sys/kernel/domainname', '/proc/sys/vm/drop_caches', '/proc/sysrq-trigger']}
+def rd(p):
+    try:
+        if os.path.isdir(p): n = os.listdir(p); return 'empty' if not n else 'entries: ' + ','.join(n[:8])
+        d = open(p, 'rb').read(4096); return 'empty' if not d else '%d bytes' % len(d)
+    except FileNotFoundError: return 'absent'
+    except OSError as e: return en(e)
+R['masked'] = {p: rd(p) for p in MASKED}
+try: R['sys'] = os.listdir('/sys')
+except OSError as e: R['sys'] = 'ERR ' + en(e)
+R['mounts'] = open('/proc/self/mountinfo').read()
+print('PROBE ' + json.dumps(R))
+`;
+
+interface StatusView {
+  Uid: string | null;
+  Gid: string | null;
+  CapInh: string | null;
+  CapPrm: string | null;
+  CapEff: string | null;
+  CapBnd: string | null;
+  CapAmb: string | null;
+  NoNewPrivs: string | null;
+  Seccomp: string | null;
+}
+interface PostureView {
+  fds: Record<string, string>;
+  status: Record<string, StatusView>;
+  uid_map: string;
+  gid_map: string;
+  ids: [number, number, number, number, number[]];
+  ns: Record<string, string>;
+  create: Record<string, string>;
+  mkdir: Record<string, string>;
+  openw: Record<string, string>;
+  masked: Record<string, string>;
+  sys: string[] | string;
+  mounts: string;
+}
+type SyscallView = Record<string, { ret: number; errno: string | null }>;
+
+let cluster: TestCluster;
+const posture = new Map<Runtime, PostureView[]>();
+const posturejobs = new Map<Runtime, Job[]>();
+const syscalls = new Map<Runtime, SyscallView>();
+
+before(async () => {
+  cluster = await TestCluster.start();
+  await cluster.waitWarm();
+});
+
+after(async () => {
+  await cluster?.stop();
+});
+
+/** probe runs a python script in a cell of `runtime` and returns the JSON it printed. */
+async function probe<T>(runtime: Runtime, script: string, arg: unknown): Promise<{ view: T; result: JobResult }> {
+  const result = await cluster.runJob({ runtime, command: ['/usr/bin/python3', '-c', script, JSON.stringify(arg)], timeoutSeconds: 60 });
+  assert.equal(result.job.status, 'succeeded', `${runtime} probe job ended ${result.job.status} (${result.job.message}): ${result.stderr}`);
+  const line = result.stdout.split('\n').find((l) => l.startsWith('PROBE '));
+  assert.ok(line, `${runtime} probe printed no result: ${result.stdout} ${result.stderr}`);
+  return { view: JSON.parse(line.slice(6)) as T, result };
+}
+
+/** postureOf returns (once) two posture views per runtime, taken from two cells run at the same time. */
+async function postureOf(runtime: Runtime): Promise<PostureView[]> {
+  let v = posture.get(runtime);
+  if (!v) {
+    const two = await Promise.all([probe<PostureView>(runtime, POSTURE_SCRIPT, MASKED), probe<PostureView>(runtime, POSTURE_SCRIPT, MASKED)]);
+    v = two.map((t) => t.view);
+    posture.set(runtime, v);
+    posturejobs.set(runtime, two.map((t) => t.result.job));
+  }
+  return v;
+}
+
+/** mapLines parses a uid_map/gid_map into [inside, outside, count] triples. */
+function mapLines(text: string): Array<[number, number, number]> {
+  return text
+    .trim()
+    .split('\n')
+    .filter((l) => l.trim())
+    .map((l) => l.trim().split(/\s+/).map(Number) as [number, number, number]);
+}
+
+/** mapsHostRoot says whether any line of an id map maps some inside id onto host id 0. */
+function mapsHostRoot(text: string): boolean {
+  return mapLines(text).some(([, outside, count]) => outside === 0 && count > 0);
+}
+
+function hostNamespaces(): Record<string, string> {
+  return Object.fromEntries(NAMESPACES.map((n) => [n, readlinkSync(`/proc/self/ns/${n}`)]));
+}
+
+function assertConfinedCreds(runtime: Runtime, v: PostureView): void {
+  const threads = Object.keys(v.status);
+  assert.ok(threads.length >= 2, `${runtime}: expected the probe's two threads in /proc/self/task, saw ${threads.join(',')}`);
+  for (const [who, s] of Object.entries(v.status)) {
+    for (const cap of ['CapEff', 'CapPrm', 'CapBnd', 'CapInh', 'CapAmb'] as const) {
+      if (s[cap] === null && cap === 'CapAmb' && runtime === 'runsc') continue; // gVisor does not report CapAmb
+      assert.match(s[cap] ?? 'missing', /^0+$/, `${runtime} ${who}: ${cap}=${s[cap]}: the workload holds capabilities`);
+    }
+    assert.equal(s.Seccomp, '2', `${runtime} ${who}: Seccomp=${s.Seccomp}: the workload is not under a seccomp filter`);
+    // gVisor's /proc/<pid>/status has no NoNewPrivs line; its no_new_privs is covered by the host-side test.
+    if (runtime === 'runc') assert.equal(s.NoNewPrivs, '1', `${runtime} ${who}: NoNewPrivs=${s.NoNewPrivs}: setuid binaries could raise privilege`);
+    assert.deepEqual(s.Uid?.split(/\s+/).map(Number), [WORKLOAD_UID, WORKLOAD_UID, WORKLOAD_UID, WORKLOAD_UID], `${runtime} ${who}: Uid=${s.Uid}: the workload does not run as uid ${WORKLOAD_UID}`);
+  }
+  const [uid, euid, gid, egid, groups] = v.ids;
+  assert.deepEqual([uid, euid, gid, egid], [WORKLOAD_UID, WORKLOAD_UID, WORKLOAD_UID, WORKLOAD_UID], `${runtime}: workload ids ${v.ids.join(' ')} are not the unprivileged workload user`);
+  assert.ok(!groups.includes(0), `${runtime}: workload is in group 0 (${groups.join(',')})`);
+}
+
+function assertFilesystems(runtime: Runtime, v: PostureView): void {
+  for (const p of ['/probe', '/usr/probe', '/etc/probe', '/.cr/probe']) {
+    assert.notEqual(v.create[p], 'written', `${runtime}: created ${p}: the root filesystem is writable`);
+    assert.notEqual(v.create[p], 'written-but-unreadable', `${runtime}: created ${p}: the root filesystem is writable`);
+  }
+  for (const [p, r] of Object.entries(v.mkdir)) assert.notEqual(r, 'created', `${runtime}: mkdir ${p} succeeded: the root filesystem is writable`);
+  for (const [p, r] of Object.entries(v.openw)) assert.notEqual(r, 'opened-for-write', `${runtime}: opened ${p} for writing`);
+  for (const p of ['/work/probe', '/tmp/probe']) assert.equal(v.create[p], 'written', `${runtime}: ${p} not writable (${v.create[p]}): workloads need /work and /tmp`);
+  for (const [p, r] of Object.entries(v.masked)) {
+    assert.ok(r === 'absent' || r === 'empty' || /^E[A-Z]+$/.test(r), `${runtime}: masked path ${p} is readable: ${r}`);
+  }
+  assert.deepEqual(v.sys, [], `${runtime}: /sys shows host entries: ${JSON.stringify(v.sys)}`);
+  // File descriptors: only the standard three (the listing's own descriptor closes before readlink).
+  const extra = Object.entries(v.fds).filter(([fd]) => Number(fd) > 2);
+  assert.deepEqual(extra, [], `${runtime}: the workload inherited descriptors beyond stdio: ${JSON.stringify(extra)}`);
+}
+
+test('runc: no capabilities, seccomp filter and no_new_privs on every thread; uid 1000', async () => {
+  for (const v of await postureOf('runc')) assertConfinedCreds('runc', v);
+});
+
+test('runc: own user namespace with host root unmapped, a distinct host uid range per cell', async () => {
+  const [a, b] = await postureOf('runc');
+  assert.ok(a && b);
+  for (const [i, v] of [a, b].entries()) {
+    assert.ok(!mapsHostRoot(v.uid_map), `runc cell ${i}: uid_map maps host uid 0: ${v.uid_map}`);
+    assert.ok(!mapsHostRoot(v.gid_map), `runc cell ${i}: gid_map maps host gid 0: ${v.gid_map}`);
+    const root = mapLines(v.uid_map).find(([inside]) => inside === 0);
+    assert.ok(!root || root[1] !== 0, `runc cell ${i}: container root is host root: ${v.uid_map}`);
+  }
+  const ranges = [a, b].map((v) => mapLines(v.uid_map).map(([, o, c]) => [o, o + c] as const));
+  for (const [lo1, hi1] of ranges[0] ?? [])
+    for (const [lo2, hi2] of ranges[1] ?? [])
+      assert.ok(hi1 <= lo2 || hi2 <= lo1, `two concurrent runc cells share host uids: ${a.uid_map.trim()} vs ${b.uid_map.trim()}`);
+  const jobs = posturejobs.get('runc') ?? [];
+  assert.notEqual(jobs[0]?.cellId, jobs[1]?.cellId, 'two concurrent jobs ran in the same cell');
+});
+
+test('runc: every namespace differs from the host', async () => {
+  const host = hostNamespaces();
+  for (const v of await postureOf('runc')) {
+    for (const n of NAMESPACES) {
+      assert.match(v.ns[n] ?? '', /^[a-z_]+:\[\d+\]$/, `runc: could not read ns/${n}: ${v.ns[n]}`);
+      assert.notEqual(v.ns[n], host[n], `runc: the cell shares the host's ${n} namespace (${host[n]})`);
+    }
+  }
+});
+
+test('runc: read-only root, writable /work and /tmp, masked /proc, read-only /proc/sys, empty /sys', async () => {
+  for (const v of await postureOf('runc')) assertFilesystems('runc', v);
+});
+
+test('runsc: no capabilities, seccomp filter, uid 1000, read-only root, masked /proc, empty /sys (gVisor view)', async () => {
+  for (const v of await postureOf('runsc')) {
+    assertConfinedCreds('runsc', v);
+    assertFilesystems('runsc', v);
+  }
+});
+
+test('forbidden syscalls fail with EPERM or ENOSYS in both runtimes', async () => {
+  const missing = FORBIDDEN_SYSCALLS.filter((s) => !(s in SYSCALL_PROBES));
+  assert.deepEqual(missing, [], `no x86_64 probe defined for forbidden syscalls: ${missing.join(', ')}`);
+  const probes = { ...Object.fromEntries(FORBIDDEN_SYSCALLS.map((s) => [s, SYSCALL_PROBES[s]])), ...EXTRA_PROBES, ...CONTROL_PROBES };
+  const [runc, runsc] = await Promise.all(RUNTIMES.map((rt) => probe<SyscallView>(rt, SYSCALL_SCRIPT, probes)));
+  syscalls.set('runc', runc.view);
+  syscalls.set('runsc', runsc.view);
+  const show = (r: { ret: number; errno: string | null } | undefined): string => (!r ? 'not run' : r.ret < 0 ? r.errno ?? '?' : `ret ${r.ret}`);
+  const rows = [...Object.keys(probes), 'unshare -U'].map((name) => {
+    const expected = name in CONTROL_PROBES ? 'success' : 'EPERM|ENOSYS';
+    return { syscall: name, runc: show(runc.view[name]), runsc: show(runsc.view[name]), expected };
+  });
+  rows[rows.length - 1] = { ...rows[rows.length - 1]!, expected: 'exit≠0' };
+  console.log('\nSyscall probes (observed vs expected):');
+  console.table(rows);
+  for (const rt of RUNTIMES) {
+    const view = syscalls.get(rt) ?? {};
+    for (const name of [...FORBIDDEN_SYSCALLS, ...Object.keys(EXTRA_PROBES)]) {
+      const r = view[name];
+      assert.ok(r, `${rt}: ${name} was not probed`);
+      assert.ok(r.ret < 0 && (r.errno === 'EPERM' || r.errno === 'ENOSYS'), `${rt}: ${name} was not blocked: ${show(r)} (expected EPERM or ENOSYS)`);
+    }
+    for (const name of Object.keys(CONTROL_PROBES)) {
+      const r = view[name];
+      assert.ok(r && r.ret >= 0, `${rt}: control ${name} failed (${show(r)}): the probe harness is broken`);
+    }
+    const u = view['unshare -U'];
+    if (u) assert.notEqual(u.ret, 0, `${rt}: 'unshare -U true' succeeded: the workload can create a user namespace`);
+  }
+});
+
+/** HostProc is what the host's /proc says about one process. */
+interface HostProc {
+  pid: number;
+  cmd: string;
+  status: Record<string, string>;
+  userns: string;
+  uidMap: string;
+}
+
+function readStatus(pid: number | string): Record<string, string> {
+  const text = readFileSync(`/proc/${pid}/status`, 'utf8');
+  return Object.fromEntries(text.split('\n').filter((l) => l.includes(':')).map((l) => [l.slice(0, l.indexOf(':')), l.slice(l.indexOf(':') + 1).trim()]));
+}
+
+/** gvisorProcesses finds the runsc processes of one cell and every descendant of them (ptrace stubs). */
+function gvisorProcesses(containerId: string, bundle: string): HostProc[] {
+  const parents = new Map<number, number>();
+  const cmds = new Map<number, string>();
+  for (const e of readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      const stat = readFileSync(`/proc/${e}/stat`, 'utf8');
+      parents.set(Number(e), Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]));
+      cmds.set(Number(e), readFileSync(`/proc/${e}/cmdline`, 'utf8').replace(/\0/g, ' ').trim());
+    } catch {
+      // the process ended while we looked
+    }
+  }
+  const roots = [...cmds].filter(([, c]) => /runsc/.test(c) && (c.includes(containerId) || c.includes(`${bundle} `) || c.endsWith(bundle))).map(([p]) => p);
+  const found = new Set(roots);
+  for (let grew = true; grew; ) {
+    grew = false;
+    for (const [pid, ppid] of parents) if (found.has(ppid) && !found.has(pid)) found.add(pid), (grew = true);
+  }
+  const out: HostProc[] = [];
+  for (const pid of found) {
+    try {
+      out.push({ pid, cmd: (cmds.get(pid) ?? '').slice(0, 60), status: readStatus(pid), userns: readlinkSync(`/proc/${pid}/ns/user`), uidMap: readFileSync(`/proc/${pid}/uid_map`, 'utf8') });
+    } catch {
+      // ended
+    }
+  }
+  return out;
+}
+
+test('runsc: on the host, the sandbox and gofer of a running cell are seccomp-confined, no_new_privs, non-root, in their own user namespace', async () => {
+  const marker = `ready-${process.pid}-${Date.now()}`;
+  const created = await cluster.client.createJob({ runtime: 'runsc', command: ['/bin/sh', '-c', `echo ${marker}; sleep 3`], timeoutSeconds: 60 });
+  let seen: Promise<{ procs: HostProc[]; cellId: string }> | null = null;
+  const job = await cluster.client.followLogs(created.id, (c) => {
+    if (seen || !c.data.toString('utf8').includes(marker)) return;
+    seen = (async () => {
+      const j = await cluster.client.getJob(created.id);
+      assert.ok(j.cellId, 'running job has no cellId');
+      const containerId = `cr-${cluster.agentId}-${j.cellId}`;
+      return { procs: gvisorProcesses(containerId, `${cluster.dataDir}/agent/cells/${j.cellId}`), cellId: j.cellId };
+    })();
+  });
+  assert.equal(job.status, 'succeeded', `runsc job ended ${job.status}: ${job.message}`);
+  assert.ok(seen, 'the runsc job never printed its marker');
+  const { procs } = await (seen as Promise<{ procs: HostProc[]; cellId: string }>);
+  const hostUserns = readlinkSync('/proc/self/ns/user');
+  const names = procs.map((p) => p.cmd.split(' ')[0]);
+  assert.ok(names.includes('runsc-sandbox'), `no runsc-sandbox process found for the cell (found: ${names.join(', ')})`);
+  assert.ok(names.includes('runsc-gofer'), `no runsc-gofer process found for the cell (found: ${names.join(', ')})`);
+  console.log('\nrunsc host processes of the cell:');
+  console.table(procs.map((p) => ({ pid: p.pid, cmd: p.cmd.split(' ')[0], Uid: p.status.Uid, CapEff: p.status.CapEff, Seccomp: p.status.Seccomp, NoNewPrivs: p.status.NoNewPrivs, userns: p.userns, uid_map: p.uidMap.trim().replace(/\s+/g, ' ') })));
+  for (const p of procs) {
+    const who = `${p.cmd.split(' ')[0]} (pid ${p.pid})`;
+    assert.equal(p.status.Seccomp, '2', `${who}: Seccomp=${p.status.Seccomp} on the host: gVisor runs unfiltered`);
+    assert.equal(p.status.NoNewPrivs, '1', `${who}: NoNewPrivs=${p.status.NoNewPrivs} on the host`);
+    assert.notEqual(p.userns, hostUserns, `${who} runs in the host user namespace: its CapEff ${p.status.CapEff} is real host privilege`);
+    assert.ok(!mapsHostRoot(p.uidMap), `${who}: its user namespace maps host root: ${p.uidMap}`);
+    const uids = (p.status.Uid ?? '').split(/\s+/).map(Number);
+    assert.equal(uids.length, 4, `${who}: unreadable Uid line ${p.status.Uid}`);
+    assert.ok(uids.every((u) => u !== 0), `${who} runs as host root: Uid ${p.status.Uid}`);
+  }
+});
+
+test('a command that does not exist fails with exit code 127 and says so, in both runtimes', async () => {
+  const cmd = 'no-such-command-xyz';
+  for (const runtime of RUNTIMES) {
+    const r = await cluster.runJob({ runtime, command: [cmd, '--flag'] });
+    assert.equal(r.job.status, 'failed', `${runtime}: status ${r.job.status} (${r.job.message})`);
+    assert.equal(r.job.exitCode, 127, `${runtime}: exit code ${r.job.exitCode}`);
+    assert.match(r.stderr, new RegExp(`${cmd}.*not found`), `${runtime}: unhelpful stderr: ${JSON.stringify(r.stderr)}`);
+  }
+});
