@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -83,6 +84,24 @@ static void on_sigchld(int sig) {
   char c = 0;
   (void)!write(sigchld_pipe[1], &c, 1);
   errno = saved;
+}
+
+/* Create the working directory if missing, like a Dockerfile WORKDIR. */
+static int enter_dir(const char *dir) {
+  if (chdir(dir) == 0) return 0;
+  if (errno != ENOENT) return -1;
+  char path[4096];
+  size_t n = strnlen(dir, sizeof path);
+  if (n >= sizeof path) { errno = ENAMETOOLONG; return -1; }
+  memcpy(path, dir, n + 1);
+  for (char *p = path + 1; *p; p++) {
+    if (*p != '/') continue;
+    *p = '\0';
+    if (mkdir(path, 0755) != 0 && errno != EEXIST) return -1;
+    *p = '/';
+  }
+  if (mkdir(path, 0755) != 0 && errno != EEXIST) return -1;
+  return chdir(dir);
 }
 
 /* Resolve argv[0] against PATH from the workload env, like execvp would. */
@@ -149,9 +168,9 @@ int main(void) {
     p += strnlen(p, (size_t)(end - p)) + 1;
   }
 
-  int out[2], err[2], execerr[2];
+  int out[2], err[2];
   if (pipe2(sigchld_pipe, O_CLOEXEC | O_NONBLOCK) || pipe2(out, O_CLOEXEC) ||
-      pipe2(err, O_CLOEXEC) || pipe2(execerr, O_CLOEXEC))
+      pipe2(err, O_CLOEXEC))
     fail("pipe");
   struct sigaction sa = {0};
   sa.sa_handler = on_sigchld;
@@ -166,16 +185,18 @@ int main(void) {
     dup2(out[1], 1);
     dup2(err[1], 2);
     signal(SIGCHLD, SIG_DFL);
-    if (chdir(cwd) == 0) exec_workload(argv, envp);
+    if (enter_dir(cwd) != 0) {
+      dprintf(2, "cleanroom: cannot use working directory %s: %s\n", cwd, strerror(errno));
+      _exit(126);
+    }
+    exec_workload(argv, envp);
     int e = errno;
-    (void)!write(execerr[1], &e, sizeof e);
     const char *what = (e == ENOENT) ? "command not found" : strerror(e);
     dprintf(2, "cleanroom: cannot run %s: %s\n", argv[0], what);
     _exit(e == ENOENT ? 127 : 126);
   }
   close(out[1]);
   close(err[1]);
-  close(execerr[1]);
   close(0);
   char started[32];
   send_frame('s', started, (uint32_t)snprintf(started, sizeof started, "%d", child));

@@ -71,3 +71,9 @@ test('a missing program fails with 127 and says why', async () => {
   assert.equal(r.job.exitCode, 127);
   assert.match(r.stderr, /no-such-program-xyz.*not found/);
 });
+
+test('a missing working directory under /work is created, like a Dockerfile WORKDIR', async () => {
+  const r = await cluster.runJob({ command: ['pwd'], cwd: '/work/a/b' });
+  assert.equal(r.job.status, 'succeeded', r.stderr);
+  assert.equal(r.stdout, '/work/a/b\n');
+});

@@ -1,0 +1,44 @@
+// bench/stages.ts: where the time of a start goes, from the platform's own timings plus what the client measured.
+import type { TimedJob } from './timed-job.js';
+import { summarize, type Stats } from './stats.js';
+
+/**
+ * STAGES names each stage in path order and says where its number comes from.
+ * `agent_*` and `control_*` are the product's own timings (job.timings); `client_*` are measured in the bench process;
+ * `wall_*` place the control plane's ISO timestamps (createdAt, startedAt: 1 ms resolution) on the client's clock.
+ */
+export const STAGES: Record<string, string> = {
+  client_create_rtt_ms: 'POST /v1/jobs round trip at the client (TLS, auth, validation, insert, dispatch, update)',
+  wall_sent_to_created_ms: 'client sends create → control plane stamps createdAt (transport, parse, auth, validation)',
+  control_dispatch_ms: 'control plane: dispatch to an agent + record the assignment (after the insert)',
+  wall_created_to_started_ms: 'createdAt → startedAt: dispatch, agent take+assign, job.started back, record',
+  agent_take_ms: 'agent: take a cell from the pool (a full prepare when cold)',
+  agent_assign_ms: 'agent: cgroup limits + write the command to cell init',
+  wall_started_to_first_byte_ms: 'startedAt → first byte at the client (exec in the cell, output relay, store, SSE)',
+  client_after_create_to_first_byte_ms: 'create response → first output byte at the client (second round trip: SSE)',
+  client_first_byte_ms: 'total: create sent → first output byte (the start latency)',
+  agent_wipe_ms: 'agent: workload exit → container, cgroup and directories gone (after first byte)',
+  client_end_ms: 'create sent → end event at the client (includes the wipe)',
+  agent_prepare_ms: 'agent: preparing the cell (in the background, before the job, when warm)',
+};
+
+/** stageBreakdown summarises every stage over the samples; a stage no sample carries is left out. */
+export function stageBreakdown(samples: readonly TimedJob[]): Record<string, Stats> {
+  const series = (f: (s: TimedJob) => number | undefined): number[] => samples.map(f).filter((x): x is number => x !== undefined && Number.isFinite(x));
+  const wall = (iso: string | null): number => (iso ? Date.parse(iso) : Number.NaN);
+  const values: Record<string, number[]> = {
+    client_create_rtt_ms: series((s) => s.createMs),
+    wall_sent_to_created_ms: series((s) => wall(s.job.createdAt) - s.sentAtEpochMs),
+    control_dispatch_ms: series((s) => s.job.timings.control_dispatch_ms),
+    wall_created_to_started_ms: series((s) => wall(s.job.startedAt) - wall(s.job.createdAt)),
+    agent_take_ms: series((s) => s.job.timings.agent_take_ms),
+    agent_assign_ms: series((s) => s.job.timings.agent_assign_ms),
+    wall_started_to_first_byte_ms: series((s) => s.firstByteAtEpochMs - wall(s.job.startedAt)),
+    client_after_create_to_first_byte_ms: series((s) => s.firstByteMs - s.createMs),
+    client_first_byte_ms: series((s) => s.firstByteMs),
+    agent_wipe_ms: series((s) => s.job.timings.agent_wipe_ms),
+    client_end_ms: series((s) => s.endMs),
+    agent_prepare_ms: series((s) => s.job.timings.agent_prepare_ms),
+  };
+  return Object.fromEntries(Object.entries(values).filter(([, v]) => v.length > 0).map(([k, v]) => [k, summarize(v)]));
+}

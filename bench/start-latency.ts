@@ -1,0 +1,29 @@
+// bench/start-latency.ts: a series of sequential starts (warm or cold), each on a quiet host.
+// Before every sample the bench waits until the pool is back at its target (the refill is background work), so no
+// sample finds an empty pool and no refill competes with it; the throughput stage measures the loaded case.
+import type { TestCluster } from '../test/support/cluster.js';
+import { COMMAND } from './baselines.js';
+import { runTimedJob, type TimedJob } from './timed-job.js';
+
+/** StartSeries is the samples of one series, split by whether the agent found a warm cell. */
+export interface StartSeries {
+  /** Samples in the state asked for (warm: agent_cold 0; cold: agent_cold 1). */
+  samples: TimedJob[];
+  /** Samples that were not in that state; excluded from `samples` and reported. */
+  mismatched: number;
+}
+
+/** measureStarts runs `warmup` unrecorded jobs, then `n` recorded ones of `runtime`, one at a time. */
+export async function measureStarts(cluster: TestCluster, runtime: 'runc' | 'runsc', n: number, want: 'warm' | 'cold', warmup = 2): Promise<StartSeries> {
+  const samples: TimedJob[] = [];
+  let mismatched = 0;
+  for (let i = 0; i < warmup + n; i++) {
+    await cluster.waitWarm(120_000);
+    const s = await runTimedJob(cluster.client, { command: COMMAND, runtime }, 'hi\n');
+    if (i < warmup) continue;
+    const found = { 0: 'warm', 1: 'cold' }[s.job.timings.agent_cold ?? -1];
+    if (found === want) samples.push(s);
+    else mismatched++;
+  }
+  return { samples, mismatched };
+}

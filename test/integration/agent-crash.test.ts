@@ -1,0 +1,58 @@
+// An agent killed with SIGKILL mid-job and started again reconciles: its jobs end as `error`, nothing is left behind.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { TestCluster } from '../support/cluster.js';
+import { leftovers, waitFor } from '../support/host.js';
+
+let cluster: TestCluster;
+before(async () => {
+  cluster = await TestCluster.start();
+});
+after(async () => {
+  await cluster?.stop();
+});
+
+test('SIGKILL the agent while jobs run, start it again: jobs end as error and nothing remains', async () => {
+  const jobs = await Promise.all(['runc', 'runsc'].map((runtime) => cluster.client.createJob({ command: ['sh', '-c', 'echo up; sleep 120'], runtime })));
+  await waitFor(async () => (await Promise.all(jobs.map((j) => cluster.client.getJob(j.id)))).every((j) => j.status === 'running'));
+  const running = await Promise.all(jobs.map((j) => cluster.client.getJob(j.id)));
+  const cellIds = running.map((j) => j.cellId!);
+  const pool = await cluster.client.pool();
+  assert.ok(Object.keys(pool.agents).length === 1);
+
+  const wrapper = cluster.agentPid();
+  const agentNode = Number(readFileSync(`/proc/${wrapper}/task/${wrapper}/children`, 'utf8').trim().split(/\s+/)[0]);
+  assert.ok(agentNode > 0, 'found the agent process under its subreaper');
+  process.kill(agentNode, 'SIGKILL');
+  await waitFor(() => !alive(agentNode));
+
+  const restarted = await cluster.cli(['up', '--detach', '--data-dir', cluster.dataDir]);
+  assert.equal(restarted.code, 0, restarted.stderr);
+  const ended = await Promise.all(jobs.map((j) => waitForEnd(j.id)));
+  for (const j of ended) {
+    assert.equal(j.status, 'error');
+    assert.match(j.message ?? '', /agent/);
+  }
+  assert.deepEqual(leftovers(cluster, cellIds), []);
+  // And the restarted agent serves new jobs.
+  const next = await cluster.runJob({ command: ['echo', 'after restart'] });
+  assert.equal(next.stdout, 'after restart\n');
+});
+
+function alive(pid: number): boolean {
+  try {
+    return !/\) Z /.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return false;
+  }
+}
+
+async function waitForEnd(id: string) {
+  let job = await cluster.client.getJob(id);
+  await waitFor(async () => {
+    job = await cluster.client.getJob(id);
+    return !['queued', 'assigned', 'running'].includes(job.status);
+  }, 30_000);
+  return job;
+}

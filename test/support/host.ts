@@ -1,0 +1,35 @@
+/** Host inspection helpers for tests: what a cell left behind, and polling. */
+import { readdirSync, readFileSync, existsSync } from 'node:fs';
+import { join } from 'node:path';
+import type { TestCluster } from './cluster.js';
+
+/** leftovers lists host objects that still mention any of the cells. */
+export function leftovers(c: TestCluster, cellIds: string[]): string[] {
+  const names = cellIds.map((id) => `cr-${c.agentId}-${id}`);
+  const found: string[] = [];
+  for (const ctrl of readdirSync('/sys/fs/cgroup')) {
+    for (const n of names) if (existsSync(join('/sys/fs/cgroup', ctrl, n))) found.push(`cgroup ${ctrl}/${n}`);
+  }
+  for (const id of cellIds) if (existsSync(join(c.dataDir, 'agent', 'cells', id))) found.push(`dir cells/${id}`);
+  for (const rt of ['runc', 'runsc']) for (const n of names) if (existsSync(join(c.dataDir, 'agent', rt, n))) found.push(`${rt} state ${n}`);
+  const mounts = readFileSync('/proc/self/mountinfo', 'utf8');
+  for (const id of cellIds) if (mounts.includes(id)) found.push(`mount of ${id}`);
+  for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
+    try {
+      const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+      for (const n of names) if (cmd.includes(n)) found.push(`process ${pid}`);
+    } catch {
+      /* exited meanwhile */
+    }
+  }
+  return found;
+}
+
+/** waitFor polls until cond is true or throws after timeoutMs. */
+export async function waitFor(cond: () => Promise<boolean> | boolean, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await cond())) {
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}

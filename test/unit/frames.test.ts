@@ -1,0 +1,51 @@
+// The agent's decoder of cell output refuses malformed or oversized frames and survives arbitrary chunking.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { encodeAssignment, FrameDecoder, MAX_FRAME_BYTES } from '../../src/agent/cells/frames.js';
+
+function frame(type: string, data: string | Buffer): Buffer {
+  const body = Buffer.from(data);
+  const h = Buffer.alloc(5);
+  h.write(type, 0, 'latin1');
+  h.writeUInt32LE(body.length, 1);
+  return Buffer.concat([h, body]);
+}
+
+test('frames decode across arbitrary chunk boundaries', () => {
+  const stream = Buffer.concat([frame('s', '7'), frame('o', 'hello'), frame('e', 'oops'), frame('x', 'code 3')]);
+  for (let step = 1; step <= stream.length; step++) {
+    const d = new FrameDecoder();
+    const out = [];
+    for (let i = 0; i < stream.length; i += step) out.push(...d.push(stream.subarray(i, i + step)));
+    assert.deepEqual(
+      out.map((f) => f.type),
+      ['started', 'stdout', 'stderr', 'exit'],
+    );
+    assert.deepEqual(out[3], { type: 'exit', code: 3, signal: null });
+    assert.equal(d.pending, false);
+  }
+});
+
+test('exit by signal decodes as a signal', () => {
+  assert.deepEqual(new FrameDecoder().push(frame('x', 'signal 9')), [{ type: 'exit', code: null, signal: 9 }]);
+});
+
+test('hostile frames are refused', () => {
+  assert.throws(() => new FrameDecoder().push(frame('?', 'x')), /unknown cell frame/);
+  assert.throws(() => new FrameDecoder().push(frame('x', 'code -1')), /malformed exit/);
+  assert.throws(() => new FrameDecoder().push(frame('s', '12abc')), /malformed started/);
+  const huge = Buffer.alloc(5);
+  huge.write('o', 0, 'latin1');
+  huge.writeUInt32LE(MAX_FRAME_BYTES + 1, 1);
+  assert.throws(() => new FrameDecoder().push(huge), /too large/);
+});
+
+test('an assignment carries argv, env and cwd as NUL-separated strings', () => {
+  const b = encodeAssignment(['echo', 'a b'], { A: '1' }, '/work');
+  assert.equal(b.subarray(0, 4).toString(), 'CRA1');
+  assert.equal(b.readUInt32LE(4), b.length - 8);
+  assert.equal(b.readUInt32LE(8), 2);
+  assert.equal(b.readUInt32LE(12), 1);
+  assert.equal(b.subarray(16).toString(), '/work\0echo\0a b\0A=1\0');
+  assert.throws(() => encodeAssignment(['a\0b'], {}, '/work'), /NUL/);
+});
