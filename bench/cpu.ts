@@ -73,5 +73,6 @@ function procTimes(pid: number): { self: number; children: number } {
 function hostBusySeconds(): number {
   const cpu = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
   const idle = (cpu[3] ?? 0) + (cpu[4] ?? 0);
-  return (cpu.reduce((a, b) => a + b, 0) - idle) / TICKS_PER_S;
+  // user nice system idle iowait irq softirq steal (guest time is already inside user).
+  return (cpu.slice(0, 8).reduce((a, b) => a + b, 0) - idle) / TICKS_PER_S;
 }

@@ -1,11 +1,10 @@
 /** Agent runs cells on this host for the control plane: warm pool, assignment, streaming, wipe. */
 import type { Config } from '../shared/config.js';
 import type { AgentToControl, ControlToAgent, JobSpec } from '../shared/wire.js';
-import { MIB } from '../shared/units.js';
 import type { ControlChannel } from './channel.js';
 import type { Cell } from './cells/cell.js';
 import type { CellPool } from './cells/pool.js';
-import { pickSizeClass, type SizeClass } from './cells/size-class.js';
+import { pickSizeClass, sizeClassesFromConfig, type SizeClass } from './cells/size-class.js';
 
 /** Logger is the small logging surface the agent needs. */
 export type Logger = (msg: string, extra?: object) => void;
@@ -13,6 +12,8 @@ export type Logger = (msg: string, extra?: object) => void;
 /** Agent wires the pool to the control channel. */
 export class Agent {
   private readonly running = new Map<string, Cell>();
+  /** Cells whose job ended but whose volume is not wiped yet. */
+  private unwiped = 0;
   private readonly classes: SizeClass[];
   private stopping = false;
 
@@ -23,7 +24,7 @@ export class Agent {
     private readonly channel: ControlChannel,
     private readonly log: Logger,
   ) {
-    this.classes = config.agent.classes.map((c) => ({ name: c.name, cpu: c.cpu, memoryBytes: c.memoryMiB * MIB, pids: c.pids }));
+    this.classes = sizeClassesFromConfig(config.agent.classes);
     channel.on('message', (m: ControlToAgent) => this.onMessage(m));
   }
 
@@ -41,7 +42,7 @@ export class Agent {
         void this.running.get(m.jobId)?.stop('cancelled');
         return;
       case 'pool.get':
-        this.channel.send({ type: 'pool.status', requestId: m.requestId, pool: this.pool.status() });
+        this.channel.send({ type: 'pool.status', requestId: m.requestId, pool: this.pool.status(), volumes: this.pool.volumeCounts() });
         return;
       default:
         assertNever(m);
@@ -52,8 +53,8 @@ export class Agent {
     const t0 = performance.now();
     if (this.stopping) return this.fail(job, 'agent is shutting down');
     if (this.running.has(job.jobId)) return;
-    const sizeClass = pickSizeClass(this.classes, job.cpu, job.memoryBytes);
-    if (!sizeClass) return this.fail(job, `no size class fits cpu=${job.cpu} memory=${job.memoryBytes}`);
+    const sizeClass = pickSizeClass(this.classes, job.cpu, job.memoryBytes, job.diskBytes);
+    if (!sizeClass) return this.fail(job, `no size class fits cpu=${job.cpu} memory=${job.memoryBytes} disk=${job.diskBytes}`);
     let cell: Cell;
     let cold: boolean;
     try {
@@ -63,17 +64,24 @@ export class Agent {
     }
     const tTaken = performance.now();
     this.running.set(job.jobId, cell);
+    this.unwiped++;
     try {
       cell.assign(job, {
         output: (stream, data) => this.channel.send({ type: 'job.output', jobId: job.jobId, stream, data: data.toString('base64') }),
         ended: (end, timings) => {
           this.running.delete(job.jobId);
-          this.pool.release(cell);
           this.channel.send({ type: 'job.ended', jobId: job.jobId, end, timings: rounded(timings) });
+        },
+        wiped: (receipt, error) => {
+          this.unwiped--;
+          this.pool.release(cell);
+          if (receipt) this.channel.send({ type: 'job.wiped', jobId: job.jobId, receipt });
+          else if (error) this.log('wipe failed; the volume is left for reconcile', { job: job.jobId, cell: cell.id, error });
         },
       });
     } catch (e) {
       this.running.delete(job.jobId);
+      this.unwiped--;
       await cell.wipe().catch(() => {});
       this.pool.release(cell);
       return this.fail(job, `assignment failed: ${(e as Error).message}`);
@@ -96,8 +104,8 @@ export class Agent {
     this.stopping = true;
     await Promise.all([...this.running.values()].map((c) => c.stop('shutdown')));
     await this.pool.drain();
-    const deadline = Date.now() + 5000;
-    while (this.running.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    const deadline = Date.now() + 15_000;
+    while ((this.running.size > 0 || this.unwiped > 0) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     await this.channel.flushed(2000);
   }
 }

@@ -8,13 +8,14 @@ import pino from 'pino';
 import { loadConfig } from '../shared/config.js';
 import { dataPaths, DEFAULT_DATA_DIR } from '../shared/paths.js';
 import type { Runtime } from '../shared/wire.js';
-import { MIB } from '../shared/units.js';
 import { OciRuntime } from './runtime/oci-runtime.js';
 import type { CellRuntime } from './runtime/cell-runtime.js';
 import { buildRootfs } from './runtime/rootfs.js';
 import { CellPool } from './cells/pool.js';
 import { UidRanges } from './cells/uid-ranges.js';
+import { sizeClassesFromConfig } from './cells/size-class.js';
 import { reconcileHost } from './reconcile/reconcile.js';
+import { checkStorageSupport } from './storage/doctor.js';
 import { ControlChannel } from './channel.js';
 import { Agent } from './agent.js';
 
@@ -37,16 +38,30 @@ async function main(): Promise<void> {
   for (const name of config.agent.runtimes) {
     runtimes.set(name, new OciRuntime({ name, stateRoot: name === 'runc' ? paths.agent.runcRoot : paths.agent.runscRoot }));
   }
-  const report = await reconcileHost({ agentId, runtimes: runtimes.values(), cellsDir: paths.agent.cells });
-  log('reconciled host', report);
+  // Never a silent fallback to unencrypted storage: no cells at all if the host cannot encrypt them.
+  const support = await checkStorageSupport();
+  if (!support.ok) {
+    const failed = support.checks.filter((c) => !c.ok).map((c) => `${c.name}: ${c.detail}`);
+    throw new Error(`this host cannot give cells encrypted storage; refusing to start cells (${failed.join('; ')}). Run: cleanroom doctor`);
+  }
+  const report = await reconcileHost({ agentId, runtimes: runtimes.values(), cellsDir: paths.agent.cells, volumesDir: paths.agent.volumes });
+  log('reconciled host', { containers: report.containers, cgroups: report.cgroups, directories: report.directories, wiped: report.wipes.length, wipeFailures: report.wipeFailures });
   buildRootfs(paths.agent.rootfs, join(REPO_ROOT, 'build/cell-init'));
 
-  const classes = new Map(config.agent.classes.map((c) => [c.name, { name: c.name, cpu: c.cpu, memoryBytes: c.memoryMiB * MIB, pids: c.pids }]));
+  const classes = new Map(sizeClassesFromConfig(config.agent.classes).map((c) => [c.name, c]));
   const targets = config.agent.pool
     .filter((p) => runtimes.has(p.runtime))
     .map((p) => ({ runtime: p.runtime, sizeClass: classes.get(p.class)!, warm: p.warm }));
   const pool = new CellPool(
-    { agentId, cellsDir: paths.agent.cells, rootfs: paths.agent.rootfs, nofile: config.agent.nofile, exitGraceMs: config.agent.exitGraceMs },
+    {
+      agentId,
+      cellsDir: paths.agent.cells,
+      volumesDir: paths.agent.volumes,
+      wipeStats: { wiping: 0, wiped: report.wipes.length, wipeFailed: report.wipeFailures.length },
+      rootfs: paths.agent.rootfs,
+      nofile: config.agent.nofile,
+      exitGraceMs: config.agent.exitGraceMs,
+    },
     runtimes,
     new UidRanges(parseInt(agentId, 16)),
     targets,
@@ -64,6 +79,8 @@ async function main(): Promise<void> {
   agent = new Agent(agentId, config, pool, channel, log);
   channel.on('open', () => log('connected to control plane', { url }));
   channel.on('dial-error', (e: Error) => log('control plane unreachable', { error: e.message }));
+  // Receipts of crash-recovery wipes reach the control plane once the channel is up (queued until then).
+  for (const w of report.wipes) channel.send({ type: 'job.wiped', jobId: w.jobId, receipt: w.receipt });
   pool.refill();
   channel.connect();
 

@@ -1,5 +1,5 @@
 /** The control plane's domain records, independent of storage and transport. */
-import type { Runtime, TerminalReason } from '../shared/wire.js';
+import type { Runtime, TerminalReason, WipeReceipt } from '../shared/wire.js';
 
 /** Workspace is a tenant: its jobs, keys and limits. */
 export interface Workspace {
@@ -9,6 +9,7 @@ export interface Workspace {
   maxCpu: number;
   maxMemoryBytes: number;
   maxTimeoutSeconds: number;
+  maxDiskBytes: number;
 }
 
 /** ApiKeyRecord is a stored API key: only the hash of its secret is kept. */
@@ -39,6 +40,7 @@ export interface Job {
   cpu: number;
   memoryBytes: number;
   timeoutSeconds: number;
+  diskBytes: number;
   runtime: Runtime;
   createdAt: string;
   startedAt: string | null;
@@ -50,6 +52,8 @@ export interface Job {
   agentId: string | null;
   cellId: string | null;
   timings: Record<string, number>;
+  /** How the job's volume was crypto-shredded, once the agent reports it. */
+  wipe: WipeReceipt | null;
 }
 
 /** OutputChunk is a piece of a job's stdout or stderr, in order. */

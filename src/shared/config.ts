@@ -8,6 +8,8 @@ const SizeClassSchema = z.object({
   memoryMiB: z.number().int().min(16),
   /** Ceiling on processes; runsc cells get at least 1024 because gVisor's own threads count. */
   pids: z.number().int().min(16).default(256),
+  /** Size of the cell's encrypted volume (its /work and /tmp): the disk limit of jobs in this class. */
+  diskMiB: z.number().int().min(16).default(256),
 });
 
 /** ConfigSchema describes `<data dir>/config.json`; every field has a default. */
@@ -34,10 +36,12 @@ export const ConfigSchema = z
         maxCpu: z.number().positive().default(2),
         maxMemoryMiB: z.number().int().positive().default(2048),
         maxTimeoutSeconds: z.number().int().positive().default(3600),
+        maxDiskMiB: z.number().int().positive().default(1024),
         /** What a job gets when it does not ask. */
         defaultCpu: z.number().positive().default(1),
         defaultMemoryMiB: z.number().int().positive().default(256),
         defaultTimeoutSeconds: z.number().int().positive().default(600),
+        defaultDiskMiB: z.number().int().positive().default(256),
       })
       .strict()
       .prefault({}),
@@ -48,8 +52,8 @@ export const ConfigSchema = z
           .array(SizeClassSchema)
           .min(1)
           .default([
-            { name: 'small', cpu: 1, memoryMiB: 512, pids: 256 },
-            { name: 'large', cpu: 2, memoryMiB: 2048, pids: 512 },
+            { name: 'small', cpu: 1, memoryMiB: 512, pids: 256, diskMiB: 256 },
+            { name: 'large', cpu: 2, memoryMiB: 2048, pids: 512, diskMiB: 1024 },
           ]),
         /** Warm cells to keep per runtime and class. */
         pool: z

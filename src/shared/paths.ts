@@ -26,6 +26,7 @@ export function dataPaths(dataDir: string) {
       dir: agent,
       id: join(agent, 'agent-id'),
       cells: join(agent, 'cells'),
+      volumes: join(agent, 'volumes'),
       rootfs: join(agent, 'rootfs'),
       runcRoot: join(agent, 'runc'),
       runscRoot: join(agent, 'runsc'),

@@ -13,6 +13,7 @@ export interface JobSpec {
   cpu: number;
   memoryBytes: number;
   timeoutSeconds: number;
+  diskBytes: number;
   runtime: Runtime;
 }
 
@@ -33,6 +34,28 @@ export interface JobEnd {
   message: string | null;
 }
 
+/** WipeReceipt records how a cell's volume was crypto-shredded; never any key material. */
+export interface WipeReceipt {
+  volumeId: string;
+  cellId: string | null;
+  keyIdentifier: string | null;
+  keyStateAfterRemoval: string | null;
+  loopDevices: readonly string[];
+  startedAt: string;
+  finishedAt: string;
+  totalMs: number;
+  steps: ReadonlyArray<{ step: string; at: string; ms: number; detail?: string }>;
+}
+
+/** VolumeCounts counts an agent's volumes by state. */
+export interface VolumeCounts {
+  warm: number;
+  inUse: number;
+  wiping: number;
+  wiped: number;
+  wipeFailed: number;
+}
+
 /** PoolStatus counts cells per pool key (runtime/class) and state. */
 export type PoolStatus = Record<string, { target: number; warm: number; preparing: number; busy: number; lastError: string | null }>;
 
@@ -48,4 +71,5 @@ export type AgentToControl =
   | { type: 'job.started'; jobId: string; cellId: string; timings: Record<string, number> }
   | { type: 'job.output'; jobId: string; stream: 'stdout' | 'stderr'; data: string }
   | { type: 'job.ended'; jobId: string; end: JobEnd; timings: Record<string, number> }
-  | { type: 'pool.status'; requestId: string | null; pool: PoolStatus };
+  | { type: 'job.wiped'; jobId: string | null; receipt: WipeReceipt }
+  | { type: 'pool.status'; requestId: string | null; pool: PoolStatus; volumes: VolumeCounts };

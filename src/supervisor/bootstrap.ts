@@ -42,7 +42,7 @@ export async function bootstrapDataDir(paths: DataPathSet, config: Config, serve
   const store = new SqliteStore(paths.control.db);
   let adminKey: string | null;
   try {
-    const tenancy = new TenancyService(store, { maxCpu: config.limits.maxCpu, maxMemoryMiB: config.limits.maxMemoryMiB, maxTimeoutSeconds: config.limits.maxTimeoutSeconds });
+    const tenancy = new TenancyService(store, { maxCpu: config.limits.maxCpu, maxMemoryMiB: config.limits.maxMemoryMiB, maxTimeoutSeconds: config.limits.maxTimeoutSeconds, maxDiskMiB: config.limits.maxDiskMiB });
     adminKey = await tenancy.bootstrap();
   } finally {
     await store.close();

@@ -17,8 +17,8 @@ test('OpenAPI paths and fastify routes are the same set', async () => {
   const store = new SqliteStore(join(dir, 'db'));
   try {
     const hub = new OutputHub();
-    const jobs = new JobService(store, hub, { cpu: 1, memoryMiB: 256, timeoutSeconds: 60 });
-    const tenancy = new TenancyService(store, { maxCpu: 2, maxMemoryMiB: 1024, maxTimeoutSeconds: 60 });
+    const jobs = new JobService(store, hub, { cpu: 1, memoryMiB: 256, timeoutSeconds: 60, diskMiB: 256 });
+    const tenancy = new TenancyService(store, { maxCpu: 2, maxMemoryMiB: 1024, maxTimeoutSeconds: 60, maxDiskMiB: 1024 });
     const paths = dataPaths(dir);
     await ensurePki(paths, 0, 0, ['127.0.0.1']);
     const tls = { ca: readFileSync(paths.pki.caCert, 'utf8'), cert: readFileSync(paths.pki.serverCert, 'utf8'), key: readFileSync(paths.pki.serverKey, 'utf8') };

@@ -174,7 +174,6 @@ type SyscallView = Record<string, { ret: number; errno: string | null }>;
 let cluster: TestCluster;
 const posture = new Map<Runtime, PostureView[]>();
 const posturejobs = new Map<Runtime, Job[]>();
-const syscalls = new Map<Runtime, SyscallView>();
 
 before(async () => {
   cluster = await TestCluster.start();
@@ -241,6 +240,7 @@ function assertConfinedCreds(runtime: Runtime, v: PostureView): void {
 }
 
 function assertFilesystems(runtime: Runtime, v: PostureView): void {
+  console.log(`${runtime} filesystem probe: ${JSON.stringify({ create: v.create, mkdir: v.mkdir, openForWrite: v.openw, masked: v.masked, sys: v.sys })}`);
   for (const p of ['/probe', '/usr/probe', '/etc/probe', '/.cr/probe']) {
     assert.notEqual(v.create[p], 'written', `${runtime}: created ${p}: the root filesystem is writable`);
     assert.notEqual(v.create[p], 'written-but-unreadable', `${runtime}: created ${p}: the root filesystem is writable`);
@@ -252,11 +252,27 @@ function assertFilesystems(runtime: Runtime, v: PostureView): void {
     assert.ok(r === 'absent' || r === 'empty' || /^E[A-Z]+$/.test(r), `${runtime}: masked path ${p} is readable: ${r}`);
   }
   assert.deepEqual(v.sys, [], `${runtime}: /sys shows host entries: ${JSON.stringify(v.sys)}`);
+  // Permission checks can answer EACCES before the read-only flag is consulted: the mount table must say ro as well.
+  const mounts = mountOptions(v.mounts);
+  const roMounts = runtime === 'runc' ? ['/', '/usr', '/sys', '/proc/sys', '/proc/bus', '/proc/fs', '/proc/irq'] : ['/', '/usr', '/sys'];
+  for (const m of roMounts) assert.ok(mounts.get(m)?.includes('ro'), `${runtime}: ${m} is not mounted read-only (options ${mounts.get(m)?.join(',') ?? 'not mounted'})`);
+  for (const m of ['/work', '/tmp']) assert.ok(mounts.get(m)?.includes('rw'), `${runtime}: ${m} is not mounted read-write`);
+  for (const m of ['/work', '/tmp', '/dev/shm', '/usr']) assert.ok(runtime === 'runsc' || mounts.get(m)?.includes('nosuid'), `${runtime}: ${m} is not mounted nosuid`);
   // Inherited descriptors: nothing that reaches a host object (the control FIFO, a socket, a host file).
   // The listing's own descriptor is closed before readlink, so it does not show here.
   const leaked = Object.entries(v.fds).filter(([fd, target]) => Number(fd) > 2 && target !== '/dev/null');
   assert.deepEqual(leaked, [], `${runtime}: the workload inherited descriptors to host objects: ${JSON.stringify(leaked)}`);
   assert.equal(v.fds['0'], '/dev/null', `${runtime}: stdin is ${v.fds['0']}, not /dev/null`);
+}
+
+/** mountOptions maps each mount point in a mountinfo text to its per-mount options (the last mount wins). */
+function mountOptions(mountinfo: string): Map<string, string[]> {
+  const out = new Map<string, string[]>();
+  for (const line of mountinfo.split('\n')) {
+    const f = line.split(' ');
+    if (f.length > 5 && f[4] && f[5]) out.set(f[4], f[5].split(','));
+  }
+  return out;
 }
 
 /** extraDescriptors lists inherited descriptors beyond stdio. */
@@ -329,8 +345,7 @@ test('forbidden syscalls fail with EPERM or ENOSYS in both runtimes', async () =
   const probes = { ...Object.fromEntries(FORBIDDEN_SYSCALLS.map((s) => [s, SYSCALL_PROBES[s]])), ...EXTRA_PROBES, ...CONTROL_PROBES };
   const [runc, runsc] = await Promise.all(RUNTIMES.map((rt) => probe<SyscallView>(rt, SYSCALL_SCRIPT, probes)));
   assert.ok(runc && runsc);
-  syscalls.set('runc', runc.view);
-  syscalls.set('runsc', runsc.view);
+  const views: Record<Runtime, SyscallView> = { runc: runc.view, runsc: runsc.view };
   const show = (r: { ret: number; errno: string | null } | undefined): string => (!r ? 'not run' : r.ret < 0 ? r.errno ?? '?' : `ret ${r.ret}`);
   const rows = [...Object.keys(probes), 'unshare -U'].map((name) => {
     const expected = name in CONTROL_PROBES ? 'success' : 'EPERM|ENOSYS';
@@ -340,7 +355,7 @@ test('forbidden syscalls fail with EPERM or ENOSYS in both runtimes', async () =
   console.log('\nSyscall probes (observed vs expected):');
   console.table(rows);
   for (const rt of RUNTIMES) {
-    const view = syscalls.get(rt) ?? {};
+    const view = views[rt];
     for (const name of [...FORBIDDEN_SYSCALLS, ...Object.keys(EXTRA_PROBES)]) {
       const r = view[name];
       assert.ok(r, `${rt}: ${name} was not probed`);

@@ -5,8 +5,8 @@ import { JobRequestSchema, resolveJobRequest } from '../../src/control/jobs/job-
 import { ApiError } from '../../src/shared/errors.js';
 import type { Workspace } from '../../src/control/model.js';
 
-const ws: Workspace = { id: 'ws_1', name: 'w', createdAt: '', maxCpu: 2, maxMemoryBytes: 1024 * 1024 * 1024, maxTimeoutSeconds: 60 };
-const defaults = { cpu: 1, memoryMiB: 256, timeoutSeconds: 30 };
+const ws: Workspace = { id: 'ws_1', name: 'w', createdAt: '', maxCpu: 2, maxMemoryBytes: 1024 * 1024 * 1024, maxTimeoutSeconds: 60, maxDiskBytes: 512 * 1024 * 1024 };
+const defaults = { cpu: 1, memoryMiB: 256, timeoutSeconds: 30, diskMiB: 256 };
 const code = (f: () => unknown) => {
   try {
     f();
@@ -18,7 +18,7 @@ const code = (f: () => unknown) => {
 
 test('defaults apply', () => {
   const r = resolveJobRequest(JobRequestSchema.parse({ command: ['true'] }), ws, defaults);
-  assert.deepEqual(r, { command: ['true'], env: {}, cwd: '/work', cpu: 1, memoryBytes: 256 * 1024 * 1024, timeoutSeconds: 30, runtime: 'runc' });
+  assert.deepEqual(r, { command: ['true'], env: {}, cwd: '/work', cpu: 1, memoryBytes: 256 * 1024 * 1024, timeoutSeconds: 30, diskBytes: 256 * 1024 * 1024, runtime: 'runc' });
 });
 
 test('limits and runtimes are checked', () => {
@@ -27,6 +27,7 @@ test('limits and runtimes are checked', () => {
   assert.equal(code(() => resolveJobRequest(parse({ cpu: 0 }), ws, defaults)), 'limit_exceeded');
   assert.equal(code(() => resolveJobRequest(parse({ memoryMiB: 2048 }), ws, defaults)), 'limit_exceeded');
   assert.equal(code(() => resolveJobRequest(parse({ timeoutSeconds: 61 }), ws, defaults)), 'limit_exceeded');
+  assert.equal(code(() => resolveJobRequest(parse({ diskMiB: 1024 }), ws, defaults)), 'limit_exceeded');
   assert.equal(code(() => resolveJobRequest(parse({ runtime: 'docker' }), ws, defaults)), 'unsupported_runtime');
   assert.equal(code(() => resolveJobRequest(parse({ runtime: 'runsc' }), ws, defaults)), 'none');
 });

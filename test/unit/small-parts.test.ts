@@ -25,13 +25,14 @@ test('sizes and durations', () => {
 
 test('the smallest fitting size class is picked', () => {
   const classes = [
-    { name: 'large', cpu: 2, memoryBytes: 2048, pids: 1 },
-    { name: 'small', cpu: 1, memoryBytes: 512, pids: 1 },
+    { name: 'large', cpu: 2, memoryBytes: 2048, pids: 1, diskBytes: 1024 },
+    { name: 'small', cpu: 1, memoryBytes: 512, pids: 1, diskBytes: 256 },
   ];
-  assert.equal(pickSizeClass(classes, 1, 256)?.name, 'small');
-  assert.equal(pickSizeClass(classes, 1.5, 256)?.name, 'large');
-  assert.equal(pickSizeClass(classes, 1, 1024)?.name, 'large');
-  assert.equal(pickSizeClass(classes, 4, 1), null);
+  assert.equal(pickSizeClass(classes, 1, 256, 1)?.name, 'small');
+  assert.equal(pickSizeClass(classes, 1.5, 256, 1)?.name, 'large');
+  assert.equal(pickSizeClass(classes, 1, 1024, 1)?.name, 'large');
+  assert.equal(pickSizeClass(classes, 1, 256, 512)?.name, 'large');
+  assert.equal(pickSizeClass(classes, 4, 1, 1), null);
 });
 
 test('API keys: only a hash is stored, and only the right secret matches', () => {

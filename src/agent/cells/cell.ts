@@ -1,8 +1,9 @@
 /** Cell is one single-use confined container: prepared without tenant data, assigned once, then wiped. */
-import { closeSync, constants, mkdirSync, openSync, rmSync, writeFileSync, chownSync, chmodSync, writeSync } from 'node:fs';
+import { closeSync, constants, mkdirSync, openSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import type { JobEnd, JobSpec } from '../../shared/wire.js';
+import type { JobEnd, JobSpec, WipeReceipt } from '../../shared/wire.js';
+import { prepareVolume, VolumeBusyError, wipeVolume, type Volume } from '../storage/volume.js';
 import type { CellRuntime, CreatedContainer } from '../runtime/cell-runtime.js';
 import { cellSpec, WORKLOAD_UID } from '../runtime/spec.js';
 import { run } from '../runtime/exec.js';
@@ -17,17 +18,32 @@ export type CellState = 'preparing' | 'warm' | 'assigned' | 'exited' | 'wiping' 
 export interface CellEnvironment {
   agentId: string;
   cellsDir: string;
+  /** Where encrypted volumes live (backing files, mount points, single-use markers). */
+  volumesDir: string;
+  /** Shared counters of volume wipes, for `cleanroom pool`. */
+  wipeStats: WipeStats;
   rootfs: string;
   nofile: number;
   /** How long a workload may linger after its exit frame before the cell is force-deleted. */
   exitGraceMs: number;
 }
 
-/** CellEvents receive what a running workload produces. */
+/** WipeStats counts volumes being wiped, wiped, and whose wipe failed. */
+export interface WipeStats {
+  wiping: number;
+  wiped: number;
+  wipeFailed: number;
+}
+
+/** CellEvents receive what a running workload produces, then the end, then the wipe receipt. */
 export interface CellEvents {
   output(stream: 'stdout' | 'stderr', data: Buffer): void;
   ended(end: JobEnd, timings: Record<string, number>): void;
+  wiped(receipt: WipeReceipt | null, error: string | null): void;
 }
+
+const WIPE_BUSY_RETRIES = 10;
+const WIPE_BUSY_DELAY_MS = 100;
 
 /** Cell owns a container, its cgroup, its directories and its uid range, and destroys them all at the end. */
 export class Cell {
@@ -45,7 +61,8 @@ export class Cell {
   private stopReason: 'cancelled' | 'timeout' | 'shutdown' | null = null;
   private protocolError: string | null = null;
   private timers: NodeJS.Timeout[] = [];
-  private wiped: Promise<void> | null = null;
+  private wiped: Promise<WipeReceipt | null> | null = null;
+  private volume: Volume | null = null;
   private readonly decoder = new FrameDecoder();
 
   constructor(
@@ -68,14 +85,11 @@ export class Cell {
   async prepare(): Promise<void> {
     const t0 = performance.now();
     const hostUid = this.hostUidBase + WORKLOAD_UID;
-    const workDir = join(this.dir, 'work');
-    const tmpDir = join(this.dir, 'tmp');
     mkdirSync(this.dir, { mode: 0o711 });
-    mkdirSync(workDir, { mode: 0o700 });
-    mkdirSync(tmpDir);
-    chownSync(workDir, hostUid, hostUid);
-    chownSync(tmpDir, hostUid, hostUid);
-    chmodSync(tmpDir, 0o1777);
+    // Every writable path of the cell (/work, /tmp) is on its own fscrypt-encrypted volume.
+    this.volume = await prepareVolume({ root: this.env.volumesDir, cellId: this.id, uid: hostUid, gid: hostUid, sizeBytes: this.sizeClass.diskBytes });
+    this.timings.prepare_volume_ms = performance.now() - t0;
+    const { workDir, tmpDir } = this.volume;
     const fifo = join(this.dir, 'control');
     await run(['mkfifo', '-m', '0600', fifo]);
     // We hold the FIFO read-write so it never reports EOF to init while we live; init gets a read-only end.
@@ -120,6 +134,8 @@ export class Cell {
     this.state = 'assigned';
     this.job = job;
     this.events = events;
+    // Only the job id, so that a crash-recovery wipe can be credited to the right job.
+    writeFileSync(join(this.dir, 'job'), job.jobId, { mode: 0o600 });
     this.cgroup.limit(job.memoryBytes, job.cpu);
     const env = { PATH: '/usr/local/bin:/usr/bin:/bin', HOME: '/work', USER: 'workload', ...job.env };
     writeSync(this.controlFd, encodeAssignment(job.command, env, job.cwd));
@@ -150,7 +166,7 @@ export class Cell {
       if (f.type === 'stdout' || f.type === 'stderr') {
         if (this.events && !this.exitFrame) this.events.output(f.type, f.data);
       } else if (f.type === 'started') {
-        this.timings.started_at = performance.now();
+        continue;
       } else if (!this.exitFrame) {
         this.exitFrame = f;
         // Init exits right after its exit frame; if anything holds the cell open, force it down.
@@ -163,10 +179,15 @@ export class Cell {
     const wasAssigned = this.state === 'assigned';
     this.state = 'exited';
     const end = this.judgeEnd(wasAssigned);
-    const t0 = performance.now();
-    await this.wipe();
-    this.timings.wipe_ms = performance.now() - t0;
-    if (wasAssigned && this.events) this.events.ended(end, this.timings);
+    if (wasAssigned) this.events?.ended(end, this.timings);
+    let receipt: WipeReceipt | null = null;
+    let error: string | null = null;
+    try {
+      receipt = await this.wipe();
+    } catch (e) {
+      error = (e as Error).message;
+    }
+    if (wasAssigned) this.events?.wiped(receipt, error);
   }
 
   private judgeEnd(wasAssigned: boolean): JobEnd {
@@ -186,13 +207,14 @@ export class Cell {
     return { ...base, reason: 'error', message: 'cell init ended without reporting an exit' };
   }
 
-  /** wipe destroys the container, cgroup, directories and FIFO; safe to call more than once. */
-  wipe(): Promise<void> {
+  /** wipe kills every process, then crypto-shreds the volume and removes cgroup and directories; idempotent. */
+  wipe(): Promise<WipeReceipt | null> {
     this.wiped ??= this.doWipe();
     return this.wiped;
   }
 
-  private async doWipe(): Promise<void> {
+  private async doWipe(): Promise<WipeReceipt | null> {
+    const t0 = performance.now();
     this.state = 'wiping';
     for (const t of this.timers) clearTimeout(t);
     if (this.controlFd !== null) closeSync(this.controlFd);
@@ -200,8 +222,35 @@ export class Cell {
     await this.runtime.delete(this.name);
     this.container?.stdio.stdout.destroy();
     this.container?.stdio.stderr.destroy();
+    this.timings.wipe_container_ms = performance.now() - t0;
+    const receipt = this.volume ? await this.wipeVolumeWithRetry(this.volume) : null;
     this.cgroup.remove();
     rmSync(this.dir, { recursive: true, force: true });
+    this.timings.wipe_ms = performance.now() - t0;
     this.state = 'wiped';
+    return receipt;
+  }
+
+  private async wipeVolumeWithRetry(volume: Volume): Promise<WipeReceipt> {
+    const stats = this.env.wipeStats;
+    stats.wiping++;
+    try {
+      for (let attempt = 0; ; attempt++) {
+        try {
+          const receipt = await wipeVolume(volume);
+          stats.wiped++;
+          return receipt;
+        } catch (e) {
+          // A process that outlived `delete` for a moment can still hold a file: retry briefly.
+          if (!(e instanceof VolumeBusyError) || attempt >= WIPE_BUSY_RETRIES) {
+            stats.wipeFailed++;
+            throw e;
+          }
+          await new Promise((r) => setTimeout(r, WIPE_BUSY_DELAY_MS));
+        }
+      }
+    } finally {
+      stats.wiping--;
+    }
   }
 }

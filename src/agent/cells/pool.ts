@@ -1,5 +1,5 @@
 /** CellPool keeps warm cells per (runtime, size class) and refills them in the background. */
-import type { PoolStatus, Runtime } from '../../shared/wire.js';
+import type { PoolStatus, Runtime, VolumeCounts } from '../../shared/wire.js';
 import type { CellRuntime } from '../runtime/cell-runtime.js';
 import { Cell, type CellEnvironment } from './cell.js';
 import type { SizeClass } from './size-class.js';
@@ -113,6 +113,14 @@ export class CellPool {
       this.entries.set(k, e);
     }
     return e;
+  }
+
+  /** volumeCounts counts this agent's volumes by state (one per live cell). */
+  volumeCounts(): VolumeCounts {
+    const warm = [...this.entries.values()].reduce((n, e) => n + e.warm.filter((c) => c.state === 'warm').length, 0);
+    const inUse = [...this.busy].filter((c) => c.state === 'assigned' || c.state === 'exited').length;
+    const s = this.env.wipeStats;
+    return { warm, inUse, wiping: s.wiping, wiped: s.wiped, wipeFailed: s.wipeFailed };
   }
 
   /** status counts cells per pool key. */

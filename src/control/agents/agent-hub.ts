@@ -3,7 +3,7 @@ import { createServer, type Server } from 'node:https';
 import type { TLSSocket } from 'node:tls';
 import { randomUUID } from 'node:crypto';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { AGENT_CERT_CN, type AgentToControl, type ControlToAgent, type JobSpec, type PoolStatus } from '../../shared/wire.js';
+import { AGENT_CERT_CN, type AgentToControl, type ControlToAgent, type JobSpec, type PoolStatus, type VolumeCounts } from '../../shared/wire.js';
 import type { Dispatcher, JobService } from '../jobs/job-service.js';
 
 /** AgentHubTls is the listener's certificate and the CA whose agents it accepts. */
@@ -11,6 +11,12 @@ export interface AgentHubTls {
   ca: string;
   cert: string;
   key: string;
+}
+
+/** AgentPool is one agent's warm pool and volume counts. */
+export interface AgentPool {
+  pool: PoolStatus;
+  volumes: VolumeCounts;
 }
 
 interface Connection {
@@ -25,7 +31,7 @@ interface Connection {
 export class AgentHub implements Dispatcher {
   private readonly agents = new Map<string, Connection>();
   private readonly server: Server;
-  private readonly pending = new Map<string, (p: PoolStatus) => void>();
+  private readonly pending = new Map<string, (p: AgentPool) => void>();
   private readonly lostTimers = new Map<string, NodeJS.Timeout>();
 
   constructor(
@@ -102,8 +108,11 @@ export class AgentHub implements Dispatcher {
       case 'job.ended':
         conn.running.delete(msg.jobId);
         return this.jobs.end(msg.jobId, msg.end, msg.timings);
+      case 'job.wiped':
+        if (msg.jobId) await this.jobs.onWiped(msg.jobId, msg.receipt);
+        return;
       case 'pool.status':
-        if (msg.requestId) this.pending.get(msg.requestId)?.(msg.pool);
+        if (msg.requestId) this.pending.get(msg.requestId)?.({ pool: msg.pool, volumes: msg.volumes });
         return;
       case 'hello':
         return;
@@ -129,8 +138,8 @@ export class AgentHub implements Dispatcher {
   }
 
   /** pool asks every agent for its pool status. */
-  async pool(timeoutMs = 2000): Promise<Record<string, PoolStatus>> {
-    const out: Record<string, PoolStatus> = {};
+  async pool(timeoutMs = 2000): Promise<Record<string, AgentPool>> {
+    const out: Record<string, AgentPool> = {};
     await Promise.all(
       [...this.agents.values()].map(
         (conn) =>

@@ -30,6 +30,7 @@ export const JobRequestSchema = z
     cpu: z.number().optional().describe('CPU cores (fractions allowed)'),
     memoryMiB: z.number().int().optional().describe('memory limit in MiB'),
     timeoutSeconds: z.number().optional().describe('wall-clock limit; the job ends as `timeout` after it'),
+    diskMiB: z.number().int().optional().describe('size of the encrypted volume holding /work and /tmp (rounded up to a size class)'),
     runtime: z.string().optional().describe('OCI runtime: runc (default) or runsc (gVisor)'),
   })
   .strict();
@@ -42,6 +43,7 @@ export interface JobDefaults {
   cpu: number;
   memoryMiB: number;
   timeoutSeconds: number;
+  diskMiB: number;
 }
 
 /** ResolvedJob is a request with defaults applied and limits checked. */
@@ -52,6 +54,7 @@ export interface ResolvedJob {
   cpu: number;
   memoryBytes: number;
   timeoutSeconds: number;
+  diskBytes: number;
   runtime: Runtime;
 }
 
@@ -60,6 +63,7 @@ export function resolveJobRequest(req: JobRequest, ws: Workspace, d: JobDefaults
   const cpu = req.cpu ?? d.cpu;
   const memoryBytes = (req.memoryMiB ?? d.memoryMiB) * 1024 * 1024;
   const timeoutSeconds = req.timeoutSeconds ?? d.timeoutSeconds;
+  const diskBytes = (req.diskMiB ?? d.diskMiB) * 1024 * 1024;
   const runtime = req.runtime ?? 'runc';
   if (!(RUNTIMES as readonly string[]).includes(runtime)) {
     throw new ApiError('unsupported_runtime', `runtime "${runtime}" is not supported; use one of: ${RUNTIMES.join(', ')}`);
@@ -72,7 +76,10 @@ export function resolveJobRequest(req: JobRequest, ws: Workspace, d: JobDefaults
   if (!(timeoutSeconds >= 1 && timeoutSeconds <= ws.maxTimeoutSeconds)) {
     throw new ApiError('limit_exceeded', `timeoutSeconds must be between 1 and ${ws.maxTimeoutSeconds} (workspace limit); got ${timeoutSeconds}`);
   }
-  return { command: req.command, env: req.env ?? {}, cwd: resolveCwd(req.cwd), cpu, memoryBytes, timeoutSeconds, runtime: runtime as Runtime };
+  if (!(diskBytes >= 16 * 1024 * 1024 && diskBytes <= ws.maxDiskBytes)) {
+    throw new ApiError('limit_exceeded', `diskMiB must be between 16 and ${ws.maxDiskBytes / 1024 / 1024} (workspace limit); got ${diskBytes / 1024 / 1024}`);
+  }
+  return { command: req.command, env: req.env ?? {}, cwd: resolveCwd(req.cwd), cpu, memoryBytes, timeoutSeconds, diskBytes, runtime: runtime as Runtime };
 }
 
 function resolveCwd(cwd: string | undefined): string {

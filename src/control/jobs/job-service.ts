@@ -1,7 +1,7 @@
 /** JobService owns the life of job records: create, read, cancel, and the agents' reports. */
 import { randomBytes } from 'node:crypto';
 import { ApiError } from '../../shared/errors.js';
-import type { JobEnd, JobSpec } from '../../shared/wire.js';
+import type { JobEnd, JobSpec, WipeReceipt } from '../../shared/wire.js';
 import { TERMINAL_STATUSES, type Job, type OutputChunk, type Workspace } from '../model.js';
 import type { Store } from '../store/store.js';
 import type { OutputHub } from './output-hub.js';
@@ -54,6 +54,7 @@ export class JobService {
       agentId: null,
       cellId: null,
       timings: {},
+      wipe: null,
     };
     await this.store.createJob(job);
     return this.place(job, performance.now());
@@ -139,6 +140,11 @@ export class JobService {
     this.hub.publish(jobId, { type: 'end', job: { ...job, ...patch } });
   }
 
+  /** onWiped attaches the wipe receipt of the job's volume. */
+  async onWiped(jobId: string, receipt: WipeReceipt): Promise<void> {
+    if (await this.store.getJob(jobId)) await this.store.updateJob(jobId, { wipe: receipt });
+  }
+
   /** onAgentLost ends the agent's unfinished jobs that it no longer reports as live. */
   async onAgentLost(agentId: string, liveJobIds: readonly string[], why: string): Promise<void> {
     for (const job of await this.store.jobsWithStatus(['assigned', 'running'])) {
@@ -151,8 +157,8 @@ export class JobService {
 
 /** specOf is what the agent is told about a job: no key, no tenant secret beyond the job's own env. */
 function specOf(job: Job): JobSpec {
-  const { id: jobId, workspaceId, command, env, cwd, cpu, memoryBytes, timeoutSeconds, runtime } = job;
-  return { jobId, workspaceId, command, env, cwd, cpu, memoryBytes, timeoutSeconds, runtime };
+  const { id: jobId, workspaceId, command, env, cwd, cpu, memoryBytes, timeoutSeconds, diskBytes, runtime } = job;
+  return { jobId, workspaceId, command, env, cwd, cpu, memoryBytes, timeoutSeconds, diskBytes, runtime };
 }
 
 function prefixed(p: string, t: Record<string, number>): Record<string, number> {

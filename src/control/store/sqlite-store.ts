@@ -6,7 +6,8 @@ import type { Store } from './store.js';
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS workspaces (
   id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, created_at TEXT NOT NULL,
-  max_cpu REAL NOT NULL, max_memory_bytes INTEGER NOT NULL, max_timeout_seconds INTEGER NOT NULL);
+  max_cpu REAL NOT NULL, max_memory_bytes INTEGER NOT NULL, max_timeout_seconds INTEGER NOT NULL,
+  max_disk_bytes INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS api_keys (
   id TEXT PRIMARY KEY, workspace_id TEXT NOT NULL REFERENCES workspaces(id), name TEXT NOT NULL,
   admin INTEGER NOT NULL, secret_hash TEXT NOT NULL, created_at TEXT NOT NULL, revoked_at TEXT);
@@ -20,7 +21,7 @@ CREATE TABLE IF NOT EXISTS job_output (
   PRIMARY KEY (job_id, seq)) WITHOUT ROWID;
 `;
 
-interface WorkspaceRow { id: string; name: string; created_at: string; max_cpu: number; max_memory_bytes: number; max_timeout_seconds: number }
+interface WorkspaceRow { id: string; name: string; created_at: string; max_cpu: number; max_memory_bytes: number; max_timeout_seconds: number; max_disk_bytes: number }
 interface KeyRow { id: string; workspace_id: string; name: string; admin: number; secret_hash: string; created_at: string; revoked_at: string | null }
 
 /** SqliteStore keeps state in one SQLite file; a job is one row plus its output chunks. */
@@ -37,7 +38,7 @@ export class SqliteStore implements Store {
     this.db.exec(SCHEMA);
     const d = this.db;
     this.stmts = {
-      insertWorkspace: d.prepare('INSERT INTO workspaces VALUES (@id, @name, @createdAt, @maxCpu, @maxMemoryBytes, @maxTimeoutSeconds)'),
+      insertWorkspace: d.prepare('INSERT INTO workspaces VALUES (@id, @name, @createdAt, @maxCpu, @maxMemoryBytes, @maxTimeoutSeconds, @maxDiskBytes)'),
       workspace: d.prepare<[string], WorkspaceRow>('SELECT * FROM workspaces WHERE id = ?'),
       workspaceByName: d.prepare<[string], WorkspaceRow>('SELECT * FROM workspaces WHERE name = ?'),
       workspaces: d.prepare<[], WorkspaceRow>('SELECT * FROM workspaces ORDER BY created_at'),
@@ -131,5 +132,5 @@ export class SqliteStore implements Store {
 
 function workspaceFrom(r: WorkspaceRow | undefined): Workspace | null {
   if (!r) return null;
-  return { id: r.id, name: r.name, createdAt: r.created_at, maxCpu: r.max_cpu, maxMemoryBytes: r.max_memory_bytes, maxTimeoutSeconds: r.max_timeout_seconds };
+  return { id: r.id, name: r.name, createdAt: r.created_at, maxCpu: r.max_cpu, maxMemoryBytes: r.max_memory_bytes, maxTimeoutSeconds: r.max_timeout_seconds, maxDiskBytes: r.max_disk_bytes };
 }

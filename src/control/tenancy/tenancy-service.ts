@@ -11,6 +11,7 @@ export interface WorkspaceLimits {
   maxCpu: number;
   maxMemoryMiB: number;
   maxTimeoutSeconds: number;
+  maxDiskMiB: number;
 }
 
 /** TenancyService is the only writer of workspaces and keys. */
@@ -46,6 +47,7 @@ export class TenancyService {
       maxCpu: l.maxCpu,
       maxMemoryBytes: l.maxMemoryMiB * 1024 * 1024,
       maxTimeoutSeconds: l.maxTimeoutSeconds,
+      maxDiskBytes: l.maxDiskMiB * 1024 * 1024,
     };
     await this.store.createWorkspace(w);
     return w;

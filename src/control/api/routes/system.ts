@@ -3,6 +3,7 @@ import { z } from 'zod';
 import type { AgentHub } from '../../agents/agent-hub.js';
 import type { RouteTable } from '../route-table.js';
 
+const VolumeCounts = z.object({ warm: z.number(), inUse: z.number(), wiping: z.number(), wiped: z.number(), wipeFailed: z.number() });
 const PoolEntry = z.object({ target: z.number(), warm: z.number(), preparing: z.number(), busy: z.number(), lastError: z.string().nullable().describe('why the last prepare failed') });
 
 /** registerSystemRoutes adds health, openapi and pool. */
@@ -31,7 +32,16 @@ export function registerSystemRoutes(t: RouteTable, agents: AgentHub): void {
     operationId: 'getPool',
     summary: 'Warm pool per agent: target, warm, preparing and busy cells per runtime/class',
     auth: 'key',
-    response: z.object({ agents: z.record(z.string(), z.record(z.string(), PoolEntry)) }),
-    handler: async () => ({ agents: await agents.pool() }),
+    response: z.object({
+      agents: z.record(z.string(), z.record(z.string(), PoolEntry)).describe('per agent: pool entries keyed runtime/class'),
+      volumes: z.record(z.string(), VolumeCounts).describe('per agent: encrypted volumes by state'),
+    }),
+    handler: async () => {
+      const all = await agents.pool();
+      return {
+        agents: Object.fromEntries(Object.entries(all).map(([id, a]) => [id, a.pool])),
+        volumes: Object.fromEntries(Object.entries(all).map(([id, a]) => [id, a.volumes])),
+      };
+    },
   });
 }
