@@ -1,5 +1,5 @@
 // bench/stages.ts: where the time of a start goes, from the platform's own timings plus what the client measured.
-import type { TimedJob } from './timed-job.js';
+import { wipeMs, type TimedJob } from './timed-job.js';
 import { summarize, type Stats } from './stats.js';
 
 /**
@@ -17,9 +17,11 @@ export const STAGES: Record<string, string> = {
   wall_started_to_first_byte_ms: 'startedAt → first byte at the client (exec in the cell, output relay, store, SSE)',
   client_after_create_to_first_byte_ms: 'create response → first output byte at the client (second round trip: SSE)',
   client_first_byte_ms: 'total: create sent → first output byte (the start latency)',
-  agent_wipe_ms: 'agent: workload exit → container, cgroup and directories gone (after first byte)',
-  client_end_ms: 'create sent → end event at the client (includes the wipe)',
+  client_end_ms: 'create sent → end event at the client (sent at exit, before the wipe)',
+  wipe_ms: 'after the end: endedAt → volume wipe finished (container deleted, key removed, storage gone)',
+  wipe_volume_ms: 'the volume part of the wipe (wipe receipt totalMs)',
   agent_prepare_ms: 'agent: preparing the cell (in the background, before the job, when warm)',
+  agent_prepare_volume_ms: 'agent: the encrypted volume part of the prepare',
 };
 
 /** stageBreakdown summarises every stage over the samples; a stage no sample carries is left out. */
@@ -36,9 +38,11 @@ export function stageBreakdown(samples: readonly TimedJob[]): Record<string, Sta
     wall_started_to_first_byte_ms: series((s) => s.firstByteAtEpochMs - wall(s.job.startedAt)),
     client_after_create_to_first_byte_ms: series((s) => s.firstByteMs - s.createMs),
     client_first_byte_ms: series((s) => s.firstByteMs),
-    agent_wipe_ms: series((s) => s.job.timings.agent_wipe_ms),
     client_end_ms: series((s) => s.endMs),
+    wipe_ms: series((s) => wipeMs(s.job)),
+    wipe_volume_ms: series((s) => s.job.wipe?.totalMs),
     agent_prepare_ms: series((s) => s.job.timings.agent_prepare_ms),
+    agent_prepare_volume_ms: series((s) => s.job.timings.agent_prepare_volume_ms),
   };
   return Object.fromEntries(Object.entries(values).filter(([, v]) => v.length > 0).map(([k, v]) => [k, summarize(v)]));
 }

@@ -10,7 +10,7 @@ export interface TimedJob {
   createMs: number;
   /** Create request sent → first output chunk delivered to onChunk. */
   firstByteMs: number;
-  /** Create request sent → the end event (the agent reports the end after the cell is wiped). */
+  /** Create request sent → the end event (the agent reports the end at exit; the wipe follows). */
   endMs: number;
   /** Wall clock (Date.now) when the create request was sent, to place the control plane's ISO timestamps. */
   sentAtEpochMs: number;
@@ -39,4 +39,23 @@ export async function runTimedJob(client: CleanroomClient, req: JobRequest, expe
     throw new Error(`job ${job.id} ended ${job.status} (${job.message ?? 'no message'}) with stdout ${JSON.stringify(output)}`);
   }
   return { job, createMs, firstByteMs, endMs, sentAtEpochMs, firstByteAtEpochMs };
+}
+
+/** WIPE_WAIT_MS bounds how long a wipe receipt may take to reach the job record. */
+const WIPE_WAIT_MS = 60_000;
+
+/** awaitWipe re-reads the job until its wipe receipt is recorded, and returns the sample with that job. */
+export async function awaitWipe(client: CleanroomClient, s: TimedJob): Promise<TimedJob> {
+  const deadline = Date.now() + WIPE_WAIT_MS;
+  for (;;) {
+    const job = await client.getJob(s.job.id);
+    if (job.wipe) return { ...s, job };
+    if (Date.now() > deadline) throw new Error(`job ${job.id}: no wipe receipt ${WIPE_WAIT_MS / 1000} s after it ended`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+/** wipeMs is workload exit (the job's endedAt) → volume wipe finished (key removed, storage gone), 1 ms resolution. */
+export function wipeMs(job: Job): number {
+  return job.wipe && job.endedAt ? Date.parse(job.wipe.finishedAt) - Date.parse(job.endedAt) : Number.NaN;
 }

@@ -6,6 +6,7 @@ import { registerRun } from './commands/run.js';
 import { registerJobs } from './commands/jobs.js';
 import { registerPool } from './commands/pool.js';
 import { registerAdmin } from './commands/admin.js';
+import { registerDoctor } from './commands/doctor.js';
 import { reportError } from './context.js';
 
 const program = new Command('cleanroom')
@@ -18,6 +19,7 @@ registerRun(program);
 registerJobs(program);
 registerPool(program);
 registerAdmin(program);
+registerDoctor(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -28,7 +28,9 @@ export interface Job {
   signal: number | null;
   message: string | null;
   cellId: string | null;
+  diskMiB: number;
   timings: Record<string, number>;
+  wipe: WipeReceipt | null;
 }
 
 /** JobRequest is the body of a new job. */
@@ -39,6 +41,7 @@ export interface JobRequest {
   cpu?: number;
   memoryMiB?: number;
   timeoutSeconds?: number;
+  diskMiB?: number;
   runtime?: string;
 }
 
@@ -66,6 +69,27 @@ export interface PoolEntry {
   preparing: number;
   busy: number;
   lastError: string | null;
+}
+
+/** VolumeCounts counts one agent's encrypted volumes by state. */
+export interface VolumeCounts {
+  warm: number;
+  inUse: number;
+  wiping: number;
+  wiped: number;
+  wipeFailed: number;
+}
+
+/** WipeReceipt records how a job's volume was crypto-shredded. */
+export interface WipeReceipt {
+  volumeId: string;
+  cellId: string | null;
+  keyIdentifier: string | null;
+  keyStateAfterRemoval: string | null;
+  startedAt: string;
+  finishedAt: string;
+  totalMs: number;
+  steps: Array<{ step: string; at: string; ms: number; detail?: string }>;
 }
 
 /** CleanroomError is an API error; match on `code`, never on the message. */
@@ -161,7 +185,7 @@ export class CleanroomClient {
   }
 
   /** pool returns the warm pool of every agent. */
-  pool(): Promise<{ agents: Record<string, Record<string, PoolEntry>> }> {
+  pool(): Promise<{ agents: Record<string, Record<string, PoolEntry>>; volumes: Record<string, VolumeCounts> }> {
     return this.call('GET', '/v1/pool');
   }
 

@@ -1,4 +1,4 @@
-// An agent killed with SIGKILL mid-job and started again reconciles: its jobs end as `error`, nothing is left behind.
+// An agent killed with SIGKILL mid-job and started again reconciles: its jobs end as `error`, volumes are shredded with receipts, nothing is left behind.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -35,6 +35,12 @@ test('SIGKILL the agent while jobs run, start it again: jobs end as error and no
     assert.match(j.message ?? '', /agent/);
   }
   assert.deepEqual(leftovers(cluster, cellIds), []);
+  // Every volume of those jobs was crypto-shredded by the restarted agent's reconcile, with a receipt.
+  await waitFor(async () => (await Promise.all(jobs.map((j) => cluster.client.getJob(j.id)))).every((j) => j.wipe !== null), 20_000);
+  for (const j of await Promise.all(jobs.map((x) => cluster.client.getJob(x.id)))) {
+    assert.equal(j.wipe!.cellId, j.cellId);
+    assert.equal(j.wipe!.keyStateAfterRemoval, 'absent', JSON.stringify(j.wipe));
+  }
   // And the restarted agent serves new jobs.
   const next = await cluster.runJob({ command: ['echo', 'after restart'] });
   assert.equal(next.stdout, 'after restart\n');

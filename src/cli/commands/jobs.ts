@@ -36,10 +36,11 @@ export function registerJobs(program: Command): void {
         ['message', j.message ?? '-'],
         ['command', JSON.stringify(j.command)],
         ['runtime', j.runtime],
-        ['resources', `cpu=${j.cpu} memory=${j.memoryMiB}MiB timeout=${j.timeoutSeconds}s`],
+        ['resources', `cpu=${j.cpu} memory=${j.memoryMiB}MiB disk=${j.diskMiB}MiB timeout=${j.timeoutSeconds}s`],
         ['created', j.createdAt],
         ['started', j.startedAt ?? '-'],
         ['ended', j.endedAt ?? '-'],
+        ['wipe', j.wipe ? `volume ${j.wipe.volumeId} shredded in ${j.wipe.totalMs.toFixed(0)} ms (key ${j.wipe.keyIdentifier}: ${j.wipe.keyStateAfterRemoval})` : '-'],
       ];
       for (const [k, v] of lines) process.stdout.write(`${String(k).padEnd(10)} ${v}\n`);
     });

@@ -18,5 +18,11 @@ export function registerPool(program: Command): void {
         Object.entries(entries).map(([key, e]) => [agent, key, String(e.target), String(e.warm), String(e.preparing), String(e.busy)]),
       );
       printTable(['AGENT', 'POOL', 'TARGET', 'WARM', 'PREPARING', 'BUSY'], rows);
+      process.stdout.write('\n');
+      const vols = Object.entries(p.volumes).map(([agent, v]) => [agent, String(v.warm), String(v.inUse), String(v.wiping), String(v.wiped), String(v.wipeFailed)]);
+      printTable(['AGENT', 'VOLUMES WARM', 'IN USE', 'WIPING', 'WIPED', 'WIPE FAILED'], vols);
+      for (const [agent, entries] of Object.entries(p.agents)) {
+        for (const [key, e] of Object.entries(entries)) if (e.lastError) process.stdout.write(`\n${agent} ${key}: last prepare failed: ${e.lastError}\n`);
+      }
     });
 }

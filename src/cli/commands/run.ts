@@ -26,6 +26,7 @@ interface RunOptions {
   cpu?: string;
   memory?: string;
   timeout?: string;
+  disk?: string;
   runtime?: string;
   env: string[];
   cwd?: string;
@@ -42,6 +43,7 @@ export function registerRun(program: Command): void {
     .option('--cpu <cores>', 'CPU cores, e.g. 0.5')
     .option('--memory <size>', 'memory limit, e.g. 256M or 1G')
     .option('--timeout <duration>', 'time limit, e.g. 30s, 5m')
+    .option('--disk <size>', 'size of the encrypted /work + /tmp volume, e.g. 512M')
     .option('--runtime <name>', 'runc (default) or runsc (gVisor)')
     .option('-e, --env <KEY=VALUE>', 'environment variable (repeatable)', (v: string, acc: string[]) => [...acc, v], [])
     .option('--cwd <dir>', 'working directory inside the cell (default /work)')
@@ -59,6 +61,8 @@ export function registerRun(program: Command): void {
       if (memoryBytes === null) throw new UsageError(`--memory: cannot read "${opts.memory}" (try 256M or 1G)`);
       const timeout = opts.timeout === undefined ? undefined : parseDurationSeconds(opts.timeout);
       if (timeout === null) throw new UsageError(`--timeout: cannot read "${opts.timeout}" (try 30s or 5m)`);
+      const diskBytes = opts.disk === undefined ? undefined : parseSize(opts.disk);
+      if (diskBytes === null) throw new UsageError(`--disk: cannot read "${opts.disk}" (try 512M or 1G)`);
       const cpu = opts.cpu === undefined ? undefined : Number(opts.cpu);
       if (cpu !== undefined && !Number.isFinite(cpu)) throw new UsageError(`--cpu: "${opts.cpu}" is not a number`);
       const job = await client.createJob({
@@ -68,6 +72,7 @@ export function registerRun(program: Command): void {
         ...(cpu !== undefined ? { cpu } : {}),
         ...(memoryBytes !== undefined ? { memoryMiB: Math.ceil(memoryBytes / MIB) } : {}),
         ...(timeout !== undefined ? { timeoutSeconds: timeout } : {}),
+        ...(diskBytes !== undefined ? { diskMiB: Math.ceil(diskBytes / MIB) } : {}),
         ...(opts.runtime ? { runtime: opts.runtime } : {}),
       });
       if (opts.detach) {

@@ -1,0 +1,65 @@
+// bench/report.ts: the human-readable table printed at the end of a run.
+import type { BenchResults } from './results.js';
+import { STAGES } from './stages.js';
+import type { Stats } from './stats.js';
+
+/** formatReport renders the results as plain-text tables with ratios to the bare baselines. */
+export function formatReport(r: BenchResults): string {
+  const m = r.machine;
+  const lines: string[] = [
+    `Cleanroom benchmark ${r.date}${r.notes.smoke ? '  (SMOKE: a handful of samples, not a measurement)' : ''}`,
+    `${m.cores} cores (${m.cpu_model}), ${m.memory_mib} MiB, Linux ${m.kernel}, ${m.runc}, ${m.runsc}, node ${m.node}; load ${m.load_avg_1m_at_start} → ${m.load_avg_1m_at_end}`,
+    '',
+    row(['latency (ms)', 'p50', 'p95', 'p99', 'min', 'max', 'n', '÷runc run', '÷runsc run', '÷fork+exec']),
+  ];
+  const base = { runc: r.baseline_runc_run_ms.p50, runsc: r.baseline_runsc_run_ms.p50, fork: r.baseline_fork_exec_ms.p50 };
+  const latency = (label: string, s: Stats, ratios = true) =>
+    row([label, ...[s.p50, s.p95, s.p99, s.min, s.max].map(f1), String(s.n), ...(ratios ? [base.runc, base.runsc, base.fork].map((b) => f2(s.p50 / b)) : ['', '', ''])]);
+  lines.push(
+    latency('warm start runc (API)', r.warm_start_ms),
+    latency('warm start runsc (API)', r.warm_start_runsc_ms),
+    latency('cold start runc (API)', r.cold_start_ms),
+    latency('wipe (exit → storage gone)', r.wipe_ms),
+    latency('bare runc run, 1st byte', r.baseline_runc_run_ms, false),
+    latency('bare runsc run, 1st byte', r.baseline_runsc_run_ms, false),
+    latency('host fork+exec, 1st byte', r.baseline_fork_exec_ms, false),
+    latency('bare runc run, exit', r.notes.baseline_exit_ms.runc_run, false),
+    latency('bare runsc run, exit', r.notes.baseline_exit_ms.runsc_run, false),
+    latency('host fork+exec, exit', r.notes.baseline_exit_ms.fork_exec, false),
+    '',
+    `ratio warm start / bare runc run (p50, both to first byte): ${f2(r.ratio_warm_to_runc_run)}`,
+    `warm samples that found no warm cell: runc ${r.notes.warm_runc_samples_found_cold}, runsc ${r.notes.warm_runsc_samples_found_cold}; cold samples that found a warm cell: ${r.notes.cold_samples_found_warm}`,
+    '',
+    'stage breakdown (ms, p50 / p95)   warm runc        warm runsc       cold runc',
+  );
+  for (const k of Object.keys(STAGES)) {
+    const cell = (s: Record<string, Stats>) => (s[k] ? `${f1(s[k].p50)} / ${f1(s[k].p95)}` : '-').padStart(16);
+    lines.push(`  ${k.padEnd(38)}${cell(r.stages_ms.warm_runc)} ${cell(r.stages_ms.warm_runsc)} ${cell(r.stages_ms.cold_runc)}`);
+  }
+  lines.push('', row(['throughput', 'jobs/s', 'done', 'failed', 'cold', 'end ms', 'prep ms', 'wipe ms', 'api+run', 'bottleneck']));
+  for (const t of r.throughput_jobs_per_s.levels) {
+    const s = t.mean_stage_ms;
+    lines.push(row([`${t.clients} client(s), ${t.duration_s} s`, f2(t.jobs_per_s), String(t.completed), String(t.failed), `${Math.round(t.cold_fraction * 100)}%`, f1(s.client_end), f1(s.agent_prepare), f1(s.wipe), f1(s.api_run_relay), t.bottleneck_stage]));
+    const c = t.cpu_cores;
+    lines.push(`    cores used: host ${c.host}, control ${c.control}, agent ${c.agent}, runtime CLIs ${c.agent_children}, cells ${c.cells}, bench clients ${c.bench_clients}`);
+  }
+  lines.push(`  peak ${f2(r.throughput_jobs_per_s.peak)} jobs/s; bottleneck: ${r.throughput_jobs_per_s.bottleneck_stage}`, '');
+  lines.push(row(['density (runc)', 'fill s', 'ΔMemAvail', 'cgroups', 'warm p50', 'warm p95', 'n']));
+  for (const d of r.idle_cell_memory_mib.levels) {
+    lines.push(row([`${d.cells} idle cells`, f1(d.fill_s), `${f1(d.mem_available_delta_mib)} MiB`, `${f1(d.cgroup_usage_mib)} MiB`, f1(d.warm_start_ms.p50), f1(d.warm_start_ms.p95), String(d.warm_start_ms.n)]));
+  }
+  lines.push(`  memory per idle warm cell (slope of ΔMemAvailable over cells): ${f2(r.idle_cell_memory_mib.per_cell)} MiB`);
+  return lines.join('\n');
+}
+
+function row(cells: string[]): string {
+  return cells.map((c, i) => (i === 0 ? c.padEnd(28) : c.padStart(i === cells.length - 1 ? 11 : 9))).join(' ');
+}
+
+function f1(x: number): string {
+  return Number.isFinite(x) ? x.toFixed(1) : '-';
+}
+
+function f2(x: number): string {
+  return Number.isFinite(x) ? x.toFixed(2) : '-';
+}

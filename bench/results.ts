@@ -1,0 +1,41 @@
+// bench/results.ts: the shape of bench/results/latest.json (the fields issue 6 names, plus `notes` on method).
+import type { DensityLevel } from './density.js';
+import type { Machine } from './machine.js';
+import type { Stats } from './stats.js';
+import type { ThroughputLevel } from './throughput.js';
+
+/** LATENCY_FIELDS are the top-level figures that are latency distributions ({p50,p95,p99,min,max,n}, ms). */
+export const LATENCY_FIELDS = [
+  'warm_start_ms',
+  'warm_start_runsc_ms',
+  'cold_start_ms',
+  'baseline_runc_run_ms',
+  'baseline_runsc_run_ms',
+  'baseline_fork_exec_ms',
+  'wipe_ms',
+] as const;
+
+/** BenchResults is one run of the benchmark. */
+export type BenchResults = Record<(typeof LATENCY_FIELDS)[number], Stats> & {
+  /** ISO time the run started. */
+  date: string;
+  /** warm_start_ms.p50 / baseline_runc_run_ms.p50 (both to the first output byte). */
+  ratio_warm_to_runc_run: number;
+  throughput_jobs_per_s: { peak: number; bottleneck_stage: string; levels: ThroughputLevel[] };
+  idle_cell_memory_mib: { per_cell: number; levels: DensityLevel[] };
+  /** Stage breakdowns per series, from the platform's timings and the client's clock (see notes.stages). */
+  stages_ms: { warm_runc: Record<string, Stats>; warm_runsc: Record<string, Stats>; cold_runc: Record<string, Stats> };
+  machine: Machine & { load_avg_1m_at_start: number; load_avg_1m_at_end: number };
+  notes: {
+    smoke: boolean;
+    duration_s: number;
+    /** Samples that were not in the state their series asks for (excluded from it). */
+    warm_runc_samples_found_cold: number;
+    warm_runsc_samples_found_cold: number;
+    cold_samples_found_warm: number;
+    /** The baselines to process exit (the figures above are to the first output byte, as warm start is). */
+    baseline_exit_ms: { runc_run: Stats; runsc_run: Stats; fork_exec: Stats };
+    stages: Record<string, string>;
+    method: string[];
+  };
+};

@@ -1,0 +1,38 @@
+// Smoke test of the benchmark (root): runs `bench/run` with a handful of samples into a temp directory and checks that
+// every figure of issue 6 is in the JSON with samples behind it. It asserts nothing about speed.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { REPO_ROOT } from '../support/cluster.js';
+import { LATENCY_FIELDS, type BenchResults } from '../../bench/results.js';
+
+const run = promisify(execFile);
+
+test('the benchmark runs end to end in smoke mode and reports every field', { timeout: 180_000 }, async (t) => {
+  const out = mkdtempSync('/var/tmp/cleanroom-bench-smoke-test-');
+  t.after(() => rmSync(out, { recursive: true, force: true }));
+  await run(process.execPath, [join(REPO_ROOT, 'dist/bench/run.js')], { env: { ...process.env, BENCH_SMOKE: '1', BENCH_OUT: out }, timeout: 170_000, maxBuffer: 16 * 1024 * 1024 });
+  const r = JSON.parse(readFileSync(join(out, 'latest.json'), 'utf8')) as BenchResults;
+  for (const f of LATENCY_FIELDS) {
+    const s = r[f];
+    assert.ok(s && s.n > 0, `${f} has samples: ${JSON.stringify(s)}`);
+    for (const k of ['p50', 'p95', 'p99', 'min', 'max'] as const) assert.ok(Number.isFinite(s[k]) && s[k] > 0, `${f}.${k} = ${s[k]}`);
+  }
+  assert.ok(Number.isFinite(r.ratio_warm_to_runc_run) && r.ratio_warm_to_runc_run > 0);
+  assert.ok(r.throughput_jobs_per_s.peak > 0 && r.throughput_jobs_per_s.levels.length > 0);
+  assert.ok(r.throughput_jobs_per_s.levels.every((l) => l.failed === 0 && l.completed > 0));
+  assert.ok(Number.isFinite(r.idle_cell_memory_mib.per_cell));
+  assert.ok(r.idle_cell_memory_mib.levels.some((l) => l.cells > 0 && l.warm_start_ms.n > 0));
+  for (const series of ['warm_runc', 'warm_runsc', 'cold_runc'] as const) {
+    for (const stage of ['client_first_byte_ms', 'control_dispatch_ms', 'agent_take_ms', 'agent_assign_ms', 'wipe_ms']) {
+      assert.ok((r.stages_ms[series][stage]?.n ?? 0) > 0, `stages_ms.${series}.${stage}`);
+    }
+  }
+  for (const k of ['cores', 'memory_mib', 'kernel', 'runc', 'runsc', 'node'] as const) assert.ok(r.machine[k], `machine.${k}`);
+  assert.ok(!Number.isNaN(Date.parse(r.date)));
+  assert.equal(r.notes.smoke, true);
+  assert.match(readFileSync(join(out, 'latest.svg'), 'utf8'), /^<svg [^]*<\/svg>\n$/);
+});
