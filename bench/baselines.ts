@@ -53,6 +53,7 @@ export class BareBundles {
     const name = `crbench-${this.tag}-${this.seq++}`;
     const cgroup = new CellCgroup(name);
     const spec = cellSpec({
+      runtime,
       rootfs: join(this.dir, 'rootfs'),
       workDir: join(bundle, 'work'),
       tmpDir: join(bundle, 'tmp'),

@@ -12,7 +12,7 @@ export interface Series {
 const WIDTH = 980;
 const LEFT = 230;
 const RIGHT = 250;
-const TOP = 64;
+const TOP = 84;
 const ROW = 46;
 const BOTTOM = 44;
 
@@ -60,7 +60,7 @@ export function renderChart(title: string, subtitle: string, series: readonly Se
     out.push(`<line x1="${x(st.p99).toFixed(1)}" y1="${cy - h / 3}" x2="${x(st.p99).toFixed(1)}" y2="${cy + h / 3}" stroke="${s.color}" stroke-width="1.5" stroke-dasharray="2 2"/>`);
     out.push(`<text x="${WIDTH - RIGHT + 12}" y="${cy + 4}" fill="#333">p50 ${fmtMs(st.p50)} · p99 ${fmtMs(st.p99)} · n ${st.n}</text>`);
   });
-  out.push(`<text x="${WIDTH - RIGHT + 12}" y="${TOP - 12}" fill="#777">box p50–p95 · dashed p99 · line min–max</text>`);
+  out.push(`<text x="${LEFT}" y="${TOP - 16}" fill="#777">dots: samples · thick bar: p50 · box: p50–p95 · dashed: p99 · line: min–max</text>`);
   out.push('</svg>\n');
   return out.join('\n');
 }

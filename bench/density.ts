@@ -12,8 +12,8 @@ import { round, summarize, type Stats } from './stats.js';
 /** DensityLevel is the measurement at one number of idle cells. */
 export interface DensityLevel {
   cells: number;
-  /** Seconds from `up` returning to the pool being full. */
-  fill_s: number;
+  /** Seconds from starting `up` to the pool being full. */
+  up_and_fill_s: number;
   /** Host MemAvailable drop with the cluster up and `cells` idle cells (MiB). */
   mem_available_delta_mib: number;
   /** Sum of the cells' memory cgroup usage (MiB). */
@@ -28,9 +28,9 @@ const SETTLE_MS = 2000;
 /** measureDensityLevel starts a cluster holding `cells` idle runc cells, measures memory, then `samples` warm starts. */
 export async function measureDensityLevel(cells: number, samples: number): Promise<DensityLevel> {
   const before = memAvailableMiB();
+  const t0 = performance.now();
   const cluster = await TestCluster.start({ config: { agent: { pool: [{ runtime: 'runc', class: 'small', warm: cells }] } } });
   try {
-    const t0 = performance.now();
     await cluster.waitWarm(600_000);
     const fill = (performance.now() - t0) / 1000;
     await new Promise((r) => setTimeout(r, SETTLE_MS));
@@ -38,7 +38,7 @@ export async function measureDensityLevel(cells: number, samples: number): Promi
     const cgroup = cellCgroupUsageMiB(cluster.agentId);
     const series = samples > 0 ? await measureStarts(cluster, 'runc', samples, 'warm', 1) : { samples: [], mismatched: 0 };
     if (series.mismatched > 0) throw new Error(`density ${cells}: ${series.mismatched} of the warm samples found no warm cell`);
-    return { cells, fill_s: round(fill), mem_available_delta_mib: round(delta), cgroup_usage_mib: round(cgroup), warm_start_ms: summarize(series.samples.map((s) => s.firstByteMs)) };
+    return { cells, up_and_fill_s: round(fill), mem_available_delta_mib: round(delta), cgroup_usage_mib: round(cgroup), warm_start_ms: summarize(series.samples.map((s) => s.firstByteMs)) };
   } finally {
     await cluster.stop();
   }

@@ -44,9 +44,9 @@ export function formatReport(r: BenchResults): string {
     lines.push(`    cores used: host ${c.host}, control ${c.control}, agent ${c.agent}, runtime CLIs ${c.agent_children}, cells ${c.cells}, bench clients ${c.bench_clients}`);
   }
   lines.push(`  peak ${f2(r.throughput_jobs_per_s.peak)} jobs/s; bottleneck: ${r.throughput_jobs_per_s.bottleneck_stage}`, '');
-  lines.push(row(['density (runc)', 'fill s', 'ΔMemAvail', 'cgroups', 'warm p50', 'warm p95', 'n']));
+  lines.push(row(['density (runc)', 'up+fill s', 'ΔMemAvail', 'cgroups', 'warm p50', 'warm p95', 'n']));
   for (const d of r.idle_cell_memory_mib.levels) {
-    lines.push(row([`${d.cells} idle cells`, f1(d.fill_s), `${f1(d.mem_available_delta_mib)} MiB`, `${f1(d.cgroup_usage_mib)} MiB`, f1(d.warm_start_ms.p50), f1(d.warm_start_ms.p95), String(d.warm_start_ms.n)]));
+    lines.push(row([`${d.cells} idle cells`, f1(d.up_and_fill_s), `${f1(d.mem_available_delta_mib)} MiB`, `${f1(d.cgroup_usage_mib)} MiB`, f1(d.warm_start_ms.p50), f1(d.warm_start_ms.p95), String(d.warm_start_ms.n)]));
   }
   lines.push(`  memory per idle warm cell (slope of ΔMemAvailable over cells): ${f2(r.idle_cell_memory_mib.per_cell)} MiB`);
   return lines.join('\n');

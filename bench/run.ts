@@ -175,7 +175,7 @@ async function main(): Promise<number> {
   const ms = (xs: readonly { firstByteMs: number }[]) => xs.map((x) => x.firstByteMs);
   writeFileSync(
     join(outDir, 'latest.svg'),
-    renderChart('Cleanroom: time to first output byte of /bin/echo', subtitle, [
+    renderChart('Cleanroom: start latency of /bin/echo (to its first output byte), against the bare runtimes; and wipe', subtitle, [
       { label: 'host fork+exec', samples: ms(fork), color: '#777' },
       { label: 'bare runc run', samples: ms(runcRun), color: '#b35c00' },
       { label: 'bare runsc run', samples: ms(runscRun), color: '#8a2be2' },

@@ -181,7 +181,10 @@ int main(void) {
   if (child < 0) fail("fork");
   if (child == 0) {
     int devnull = open("/dev/null", O_RDONLY);
-    if (devnull >= 0) dup2(devnull, 0);
+    if (devnull > 0) {
+      dup2(devnull, 0);
+      close(devnull);
+    }
     dup2(out[1], 1);
     dup2(err[1], 2);
     signal(SIGCHLD, SIG_DFL);

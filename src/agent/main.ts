@@ -19,6 +19,9 @@ import { checkStorageSupport } from './storage/doctor.js';
 import { ControlChannel } from './channel.js';
 import { Agent } from './agent.js';
 
+/** SHUTDOWN_DEADLINE_MS bounds a graceful stop; `cleanroom down` waits a little longer before SIGKILL. */
+const SHUTDOWN_DEADLINE_MS = 25_000;
+
 const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), '../../..');
 
 async function main(): Promise<void> {
@@ -89,9 +92,18 @@ async function main(): Promise<void> {
     if (shuttingDown) return;
     shuttingDown = true;
     log('shutting down: wiping every cell', { signal });
-    await agent!.shutdown();
+    const force = setTimeout(() => {
+      log('shutdown took too long; exiting (reconcile at next start cleans up)');
+      process.exit(1);
+    }, SHUTDOWN_DEADLINE_MS);
+    try {
+      await agent!.shutdown();
+      log('stopped');
+    } catch (e) {
+      log('shutdown failed; reconcile at next start cleans up', { error: (e as Error).message });
+    }
+    clearTimeout(force);
     channel.close();
-    log('stopped');
     process.exit(0);
   };
   process.on('SIGTERM', () => void shutdown('SIGTERM'));

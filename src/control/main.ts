@@ -37,6 +37,8 @@ async function main(): Promise<void> {
   const stop = async () => {
     if (stopping) return;
     stopping = true;
+    // Live log streams (SSE) keep connections open; do not wait for them forever.
+    setTimeout(() => process.exit(0), 3000).unref();
     await app.close();
     await agents.close();
     await store.close();

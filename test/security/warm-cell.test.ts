@@ -4,14 +4,11 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, lstatSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { execFile } from 'node:child_process';
-import { promisify } from 'node:util';
 import { TestCluster } from '../support/cluster.js';
 
 type Runtime = 'runc' | 'runsc';
 const RUNTIMES: readonly Runtime[] = ['runc', 'runsc'];
 
-const execFileP = promisify(execFile);
 let cluster: TestCluster;
 
 before(async () => {
@@ -20,39 +17,8 @@ before(async () => {
 });
 
 after(async () => {
-  if (!cluster) return;
-  // `down` has been seen to report "stopped" while the agent still ran (and prepared cells); wait for every process
-  // of the data directory to end before TestCluster.stop removes it, or the removal races the agent's own wipe.
-  await cluster.cli(['down', '--data-dir', cluster.dataDir]);
-  const left = await waitProcessesGone(cluster.dataDir, 30_000);
-  if (left.length) console.log(`warning: processes of ${cluster.dataDir} still alive after down: ${left.join(', ')}`);
-  // Known product bug (reported): the agent can exit with a cell volume still mounted. Say so, and release it,
-  // so that the data directory can be removed and no loop device leaks from the test run.
-  const mounted = readFileSync('/proc/mounts', 'utf8').split('\n').map((l) => l.split(' ')).filter((f) => f[1]?.startsWith(`${cluster.dataDir}/`));
-  for (const [dev, mnt] of mounted) {
-    console.log(`warning: ${dev} still mounted at ${mnt} after the agent stopped; unmounting it`);
-    await execFileP('umount', [mnt!]).catch((e: Error) => console.log(`warning: umount ${mnt}: ${e.message}`));
-    if (dev?.startsWith('/dev/loop')) await execFileP('losetup', ['-d', dev]).catch(() => {});
-  }
-  await cluster.stop();
+  await cluster?.stop();
 });
-
-/** waitProcessesGone polls /proc until no process's command line mentions `dir`; returns the pids still alive at the deadline. */
-async function waitProcessesGone(dir: string, timeoutMs: number): Promise<number[]> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const alive = readdirSync('/proc').filter((e) => {
-      if (!/^\d+$/.test(e) || Number(e) === process.pid) return false;
-      try {
-        return readFileSync(`/proc/${e}/cmdline`, 'utf8').includes(dir);
-      } catch {
-        return false;
-      }
-    });
-    if (alive.length === 0 || Date.now() > deadline) return alive.map(Number);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 /** waitIdle waits until every pool target is met, nothing is busy or preparing, and the used cells are gone. */
 async function waitIdle(goneCells: string[], cellsDir: string, timeoutMs = 60_000): Promise<void> {

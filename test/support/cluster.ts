@@ -1,6 +1,6 @@
 /** TestCluster starts a real Cleanroom (control plane + agent) in a temporary data directory, as `up --detach` does. */
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -106,11 +106,49 @@ export class TestCluster {
     return Number(readFileSync(join(this.dataDir, 'run', 'agent.pid'), 'utf8'));
   }
 
-  /** stop runs `cleanroom down` and removes the data directory. */
+  /** stop runs `cleanroom down`, checks that nothing of the cluster outlived it, and removes the data directory. */
   async stop(): Promise<void> {
     this.client.close();
     await run(process.execPath, [CLI, 'down', '--data-dir', this.dataDir], { env: this.env, timeout: 60_000 }).catch(() => {});
-    rmSync(this.dataDir, { recursive: true, force: true });
+    const problems: string[] = [];
+    const alive = await processesMentioning(this.dataDir, 30_000);
+    if (alive.length) problems.push(`processes still alive after down: ${alive.join(', ')}`);
+    // Never remove a tree with something mounted in it: the removal would go into the mount.
+    for (const [dev, mnt] of mountsUnder(this.dataDir)) {
+      problems.push(`${dev} still mounted at ${mnt} after down`);
+      await run('umount', ['-l', mnt]).catch(() => {});
+      if (dev.startsWith('/dev/loop')) await run('losetup', ['-d', dev]).catch(() => {});
+    }
+    if (mountsUnder(this.dataDir).length === 0) rmSync(this.dataDir, { recursive: true, force: true });
+    if (problems.length) throw new Error(`the cluster leaked: ${problems.join('; ')}`);
+  }
+}
+
+/** mountsUnder lists [device, mount point] of mounts inside dir. */
+export function mountsUnder(dir: string): Array<[string, string]> {
+  return readFileSync('/proc/mounts', 'utf8')
+    .split('\n')
+    .map((l) => l.split(' '))
+    .filter((f) => f[1]?.startsWith(`${dir}/`))
+    .map((f) => [f[0]!, f[1]!]);
+}
+
+/** processesMentioning waits up to timeoutMs for every process whose command line mentions dir to end; returns those left. */
+export async function processesMentioning(dir: string, timeoutMs: number): Promise<number[]> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const alive = readdirSync('/proc')
+      .filter((e) => /^\d+$/.test(e) && Number(e) !== process.pid)
+      .filter((e) => {
+        try {
+          return readFileSync(`/proc/${e}/cmdline`, 'utf8').includes(dir) && !/\) Z /.test(readFileSync(`/proc/${e}/stat`, 'utf8'));
+        } catch {
+          return false;
+        }
+      })
+      .map(Number);
+    if (alive.length === 0 || Date.now() > deadline) return alive;
+    await new Promise((r) => setTimeout(r, 100));
   }
 }
 

@@ -72,12 +72,14 @@ test('config: defaults, then unknown keys and bad cross-references are refused w
 });
 
 test('the seccomp profile is default-deny and allows none of the forbidden calls', () => {
-  const p = cellSeccompProfile();
-  assert.equal(p.defaultAction, 'SCMP_ACT_ERRNO');
-  const allowed = new Set(p.syscalls.filter((s) => s.action === 'SCMP_ACT_ALLOW' && !s.args).flatMap((s) => s.names));
-  for (const name of FORBIDDEN_SYSCALLS) assert.equal(allowed.has(name), false, name);
-  const clone = p.syscalls.find((s) => s.names.includes('clone'));
-  assert.ok(clone?.args?.length, 'clone is allowed only without namespace flags');
+  for (const runtime of ['runc', 'runsc'] as const) {
+    const p = cellSeccompProfile(runtime);
+    assert.equal(p.defaultAction, 'SCMP_ACT_ERRNO');
+    const allowed = new Set(p.syscalls.filter((s) => s.action === 'SCMP_ACT_ALLOW' && !s.args).flatMap((s) => s.names));
+    for (const name of FORBIDDEN_SYSCALLS) assert.equal(allowed.has(name), false, name);
+    const clone = p.syscalls.find((s) => s.names.includes('clone'));
+    assert.ok(clone?.args?.length, 'clone is allowed only without namespace flags');
+  }
 });
 
 test('job ends map to process exit codes', () => {

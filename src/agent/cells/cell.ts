@@ -100,6 +100,7 @@ export class Cell {
       join(this.dir, 'config.json'),
       JSON.stringify(
         cellSpec({
+          runtime: this.runtime.name,
           rootfs: this.env.rootfs,
           workDir,
           tmpDir,

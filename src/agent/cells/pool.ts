@@ -24,6 +24,8 @@ interface PoolEntry {
 export class CellPool {
   private readonly entries = new Map<string, PoolEntry>();
   private readonly busy = new Set<Cell>();
+  /** Prepares in flight: drain waits for them so that no cell is half-made at exit. */
+  private readonly inflight = new Set<Promise<unknown>>();
   private refilling = false;
   private closed = false;
 
@@ -87,17 +89,20 @@ export class CellPool {
     }
   }
 
-  private async prepare(runtime: Runtime, sizeClass: SizeClass): Promise<Cell> {
+  private prepare(runtime: Runtime, sizeClass: SizeClass): Promise<Cell> {
     const rt = this.runtimes.get(runtime);
-    if (!rt) throw new Error(`runtime ${runtime} is not enabled on this agent`);
+    if (!rt) return Promise.reject(new Error(`runtime ${runtime} is not enabled on this agent`));
     const cell = new Cell(this.env, rt, sizeClass, this.uids.acquire());
-    try {
-      await cell.prepare();
-    } catch (e) {
-      await this.discard(cell);
-      throw e;
-    }
-    return cell;
+    const done = cell.prepare().then(
+      () => cell,
+      async (e: unknown) => {
+        await this.discard(cell);
+        throw e;
+      },
+    );
+    this.inflight.add(done);
+    void done.catch(() => {}).finally(() => this.inflight.delete(done));
+    return done;
   }
 
   private async discard(cell: Cell): Promise<void> {
@@ -133,9 +138,13 @@ export class CellPool {
     return out;
   }
 
-  /** drain stops refilling and wipes every warm cell. */
+  /** drain stops refilling, lets prepares in flight finish, and wipes every warm cell. */
   async drain(): Promise<void> {
     this.closed = true;
+    while (this.inflight.size > 0 || this.refilling) {
+      await Promise.allSettled([...this.inflight]);
+      await new Promise((r) => setImmediate(r));
+    }
     const cells = [...this.entries.values()].flatMap((e) => e.warm.splice(0));
     await Promise.all(cells.map((c) => this.discard(c)));
   }

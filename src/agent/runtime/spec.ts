@@ -9,6 +9,7 @@ export const UID_RANGE_SIZE = 65536;
 
 /** CellSpecInput is everything the spec depends on; none of it is tenant data. */
 export interface CellSpecInput {
+  runtime: 'runc' | 'runsc';
   /** Read-only root filesystem directory shared by all cells (synthetic /etc, mount points). */
   rootfs: string;
   /** Host directory mounted read-write at /work. */
@@ -80,7 +81,7 @@ export function cellSpec(i: CellSpecInput): Record<string, unknown> {
         cpu: { quota: Math.round((i.cpuMillis / 1000) * CPU_PERIOD_US), period: CPU_PERIOD_US },
         pids: { limit: i.pids },
       },
-      seccomp: cellSeccompProfile(),
+      seccomp: cellSeccompProfile(i.runtime),
       maskedPaths: [
         '/proc/acpi', '/proc/asound', '/proc/kcore', '/proc/keys', '/proc/latency_stats',
         '/proc/timer_list', '/proc/timer_stats', '/proc/sched_debug', '/proc/scsi', '/sys/firmware',

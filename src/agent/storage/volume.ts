@@ -346,7 +346,7 @@ async function readMarker(path: string): Promise<Record<string, unknown> | null>
 // Removes the volume's key from its filesystem keyring, retrying briefly while files are busy; returns the final state.
 async function removeKey(id: string, mountPoint: string, keyIdentifier: string, log: StepLog): Promise<KeyState> {
   for (let attempt = 1; ; attempt++) {
-    const removal = await log.run('remove-key', async () => {
+    await log.run('remove-key', async () => {
       try {
         return await removeEncryptionKey(mountPoint, keyIdentifier);
       } catch (err) {
