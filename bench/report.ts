@@ -30,11 +30,12 @@ export function formatReport(r: BenchResults): string {
     `ratio warm start / bare runc run (p50, both to first byte): ${f2(r.ratio_warm_to_runc_run)}`,
     `warm samples that found no warm cell: runc ${r.notes.warm_runc_samples_found_cold}, runsc ${r.notes.warm_runsc_samples_found_cold}; cold samples that found a warm cell: ${r.notes.cold_samples_found_warm}`,
     '',
-    'stage breakdown (ms, p50 / p95)   warm runc        warm runsc       cold runc',
+    'stage breakdown (ms, p50 / p95)   warm runc        warm runsc       cold runc       cold runsc',
   );
-  for (const k of Object.keys(STAGES)) {
+  const st = r.stages_ms;
+  for (const k of new Set([...Object.keys(STAGES), ...Object.keys(st.warm_runc), ...Object.keys(st.warm_runsc), ...Object.keys(st.cold_runc), ...Object.keys(st.cold_runsc)])) {
     const cell = (s: Record<string, Stats>) => (s[k] ? `${f1(s[k].p50)} / ${f1(s[k].p95)}` : '-').padStart(16);
-    lines.push(`  ${k.padEnd(38)}${cell(r.stages_ms.warm_runc)} ${cell(r.stages_ms.warm_runsc)} ${cell(r.stages_ms.cold_runc)}`);
+    lines.push(`  ${k.padEnd(38)}${cell(st.warm_runc)} ${cell(st.warm_runsc)} ${cell(st.cold_runc)} ${cell(st.cold_runsc)}`);
   }
   lines.push('', row(['throughput', 'jobs/s', 'done', 'failed', 'cold', 'end ms', 'prep ms', 'wipe ms', 'api+run', 'bottleneck']));
   for (const t of r.throughput_jobs_per_s.levels) {
@@ -49,6 +50,7 @@ export function formatReport(r: BenchResults): string {
     lines.push(row([`${d.cells} idle cells`, f1(d.up_and_fill_s), `${f1(d.mem_available_delta_mib)} MiB`, `${f1(d.cgroup_usage_mib)} MiB`, f1(d.warm_start_ms.p50), f1(d.warm_start_ms.p95), String(d.warm_start_ms.n)]));
   }
   lines.push(`  memory per idle warm cell (slope of ΔMemAvailable over cells): ${f2(r.idle_cell_memory_mib.per_cell)} MiB`);
+  lines.push('', `left behind by stopped clusters: ${r.notes.leftovers.length === 0 ? 'nothing' : r.notes.leftovers.join('; ')}`);
   return lines.join('\n');
 }
 

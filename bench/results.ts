@@ -24,7 +24,7 @@ export type BenchResults = Record<(typeof LATENCY_FIELDS)[number], Stats> & {
   throughput_jobs_per_s: { peak: number; bottleneck_stage: string; levels: ThroughputLevel[] };
   idle_cell_memory_mib: { per_cell: number; levels: DensityLevel[] };
   /** Stage breakdowns per series, from the platform's timings and the client's clock (see notes.stages). */
-  stages_ms: { warm_runc: Record<string, Stats>; warm_runsc: Record<string, Stats>; cold_runc: Record<string, Stats> };
+  stages_ms: { warm_runc: Record<string, Stats>; warm_runsc: Record<string, Stats>; cold_runc: Record<string, Stats>; cold_runsc: Record<string, Stats> };
   machine: Machine & { load_avg_1m_at_start: number; load_avg_1m_at_end: number };
   notes: {
     smoke: boolean;
@@ -33,6 +33,8 @@ export type BenchResults = Record<(typeof LATENCY_FIELDS)[number], Stats> & {
     warm_runc_samples_found_cold: number;
     warm_runsc_samples_found_cold: number;
     cold_samples_found_warm: number;
+    /** Host objects (cgroups, loop devices, mounts, processes) a stopped cluster left behind; should be empty. */
+    leftovers: string[];
     /** The baselines to process exit (the figures above are to the first output byte, as warm start is). */
     baseline_exit_ms: { runc_run: Stats; runsc_run: Stats; fork_exec: Stats };
     stages: Record<string, string>;

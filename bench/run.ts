@@ -7,9 +7,10 @@
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
-import { REPO_ROOT, TestCluster } from '../test/support/cluster.js';
+import { REPO_ROOT } from '../test/support/cluster.js';
 import { BareBundles, forkExec, type ProcessTiming } from './baselines.js';
 import { renderChart } from './chart.js';
+import { Clusters, type PoolTarget } from './clusters.js';
 import { measureDensityLevel, perCellMiB, type DensityLevel } from './density.js';
 import { describeMachine } from './machine.js';
 import { formatReport } from './report.js';
@@ -28,6 +29,7 @@ interface Plan {
   warmRunc: number;
   warmRunsc: number;
   cold: number;
+  coldRunsc: number;
   throughputClients: number[];
   throughputMs: number;
   densityLevels: number[];
@@ -41,9 +43,10 @@ const FULL: Plan = {
   warmRunc: 100,
   warmRunsc: 30,
   cold: 20,
+  coldRunsc: 10,
   throughputClients: [1, 2, 4],
   throughputMs: 15_000,
-  densityLevels: [0, 50, 100],
+  densityLevels: [0, 50, 100, 200],
   densitySamples: 10,
 };
 
@@ -54,14 +57,15 @@ const SMOKE: Plan = {
   warmRunc: 5,
   warmRunsc: 2,
   cold: 3,
+  coldRunsc: 1,
   throughputClients: [1, 2],
   throughputMs: 2_000,
   densityLevels: [0, 3],
   densitySamples: 2,
 };
 
-const MAIN_POOL = [{ runtime: 'runc', class: 'small', warm: 4 }, { runtime: 'runsc', class: 'small', warm: 2 }];
-const EMPTY_POOL = [{ runtime: 'runc', class: 'small', warm: 0 }, { runtime: 'runsc', class: 'small', warm: 0 }];
+const MAIN_POOL: PoolTarget[] = [{ runtime: 'runc', class: 'small', warm: 4 }, { runtime: 'runsc', class: 'small', warm: 2 }];
+const EMPTY_POOL: PoolTarget[] = [{ runtime: 'runc', class: 'small', warm: 0 }, { runtime: 'runsc', class: 'small', warm: 0 }];
 
 const smoke = process.env.BENCH_SMOKE === '1';
 const plan = smoke ? SMOKE : FULL;
@@ -80,21 +84,13 @@ async function repeat(n: number, warmup: number, fn: () => Promise<ProcessTiming
   return out;
 }
 
-async function withCluster<T>(pool: object[], fn: (c: TestCluster) => Promise<T>): Promise<T> {
-  const cluster = await TestCluster.start({ config: { agent: { pool } } });
-  try {
-    await cluster.waitWarm(120_000);
-    return await fn(cluster);
-  } finally {
-    await cluster.stop();
-  }
-}
-
 async function main(): Promise<number> {
   const started = performance.now();
   const date = new Date().toISOString();
   const load0 = round(loadavg()[0] ?? Number.NaN);
+  if (load0 > 1) log(`warning: the host is not idle (1-minute load ${load0}); other activity will be in the figures`);
 
+  const clusters = new Clusters(log);
   log('baselines: host fork+exec, bare runc run, bare runsc run (no cluster running)');
   const fork = await repeat(plan.forkExec, 3, forkExec);
   const bundles = BareBundles.create();
@@ -108,7 +104,7 @@ async function main(): Promise<number> {
   }
 
   log(`warm starts (runc ×${plan.warmRunc}, runsc ×${plan.warmRunsc}) and throughput (${plan.throughputClients.join('/')} clients × ${plan.throughputMs / 1000} s)`);
-  const { warmRunc, warmRunsc, throughput } = await withCluster(MAIN_POOL, async (c) => {
+  const { warmRunc, warmRunsc, throughput } = await clusters.with(MAIN_POOL, async (c) => {
     const runc = await measureStarts(c, 'runc', plan.warmRunc, 'warm');
     const runsc = await measureStarts(c, 'runsc', plan.warmRunsc, 'warm');
     const levels: ThroughputLevel[] = [];
@@ -119,13 +115,16 @@ async function main(): Promise<number> {
     return { warmRunc: runc, warmRunsc: runsc, throughput: levels };
   });
 
-  log(`cold starts (pool target 0) ×${plan.cold}`);
-  const cold = await withCluster(EMPTY_POOL, (c) => measureStarts(c, 'runc', plan.cold, 'cold', 1));
+  log(`cold starts (pool target 0): runc ×${plan.cold}, runsc ×${plan.coldRunsc}`);
+  const { cold, coldRunsc } = await clusters.with(EMPTY_POOL, async (c) => ({
+    cold: await measureStarts(c, 'runc', plan.cold, 'cold', 1),
+    coldRunsc: await measureStarts(c, 'runsc', plan.coldRunsc, 'cold', 1),
+  }));
 
   const density: DensityLevel[] = [];
   for (const cells of plan.densityLevels) {
     log(`density: ${cells} idle runc cells`);
-    density.push(await measureDensityLevel(cells, cells > 0 ? plan.densitySamples : 0));
+    density.push(await measureDensityLevel(clusters, cells, cells > 0 ? plan.densitySamples : 0));
   }
 
   const firstByte = (t: ProcessTiming[]) => summarize(t.map((x) => x.firstByteMs));
@@ -145,26 +144,28 @@ async function main(): Promise<number> {
     throughput_jobs_per_s: { peak: peak.jobs_per_s, bottleneck_stage: peak.bottleneck_stage, levels: throughput },
     wipe_ms: summarize([...warmRunc.samples, ...cold.samples].map((s) => wipeMs(s.job))),
     idle_cell_memory_mib: { per_cell: perCellMiB(density), levels: density },
-    stages_ms: { warm_runc: stageBreakdown(warmRunc.samples), warm_runsc: stageBreakdown(warmRunsc.samples), cold_runc: stageBreakdown(cold.samples) },
+    stages_ms: { warm_runc: stageBreakdown(warmRunc.samples), warm_runsc: stageBreakdown(warmRunsc.samples), cold_runc: stageBreakdown(cold.samples), cold_runsc: stageBreakdown(coldRunsc.samples) },
     machine: { ...describeMachine(), load_avg_1m_at_start: load0, load_avg_1m_at_end: round(loadavg()[0] ?? Number.NaN) },
     notes: {
       smoke,
       duration_s: round((performance.now() - started) / 1000),
       warm_runc_samples_found_cold: warmRunc.mismatched,
       warm_runsc_samples_found_cold: warmRunsc.mismatched,
-      cold_samples_found_warm: cold.mismatched,
+      cold_samples_found_warm: cold.mismatched + coldRunsc.mismatched,
+      leftovers: clusters.leftovers,
       baseline_exit_ms: { runc_run: exit(runcRun), runsc_run: exit(runscRun), fork_exec: exit(fork) },
       stages: STAGES,
       method: [
         'Every job runs ["/bin/echo","hi"] through the SDK from this process; the control plane and agent are separate processes (cleanroom up --detach).',
         'Start latency = createJob sent → first onChunk of followLogs: two HTTPS round trips (POST, then GET …/logs?follow=true SSE) on kept-alive TLS connections, as the SDK does it.',
         'Warm and cold series are sequential; before each sample the pool is back at its target and the previous cell is wiped. The refill started by the sample\'s own take runs alongside it (product behaviour). 1–2 unrecorded warm-up jobs per series.',
+        'stages_ms: the stages described in notes.stages, then every other duration the product puts in job.timings, as it reports them.',
         'Warm samples must report agent_cold 0 and cold samples agent_cold 1; the others are excluded and counted above.',
         'Cold = a cluster whose pool target is 0: the cell is prepared on the request path.',
         'Baselines use a bundle built with the agent\'s own buildRootfs and cellSpec (same mounts, user namespace, seccomp, cgroup limits, runtime flags) with the command as the container process; times are to the first stdout byte (comparable to start latency) and to exit.',
-        'Wipe = the job\'s endedAt (stamped when the agent reports the exit) → its wipe receipt\'s finishedAt (container deleted, fscrypt key removed, volume unmounted, discarded, detached, deleted), warm and cold runc samples, 1 ms resolution. Cells have no network of their own yet, so no network teardown is in it.',
+        'Wipe = the job\'s endedAt (stamped when the agent reports the exit) → its wipe receipt\'s finishedAt, warm and cold runc samples, 1 ms resolution. The agent wipes in this order: container, cell network, volume (key removed, unmounted, discarded, detached, deleted), then cgroup and directory; the receipt ends after the volume.',
         'Throughput = runc jobs ended within the window / (window, or until the last of their wipes finished if later), each client a separate SDK client running jobs back to back; the pool (target 4 runc) refills in the background.',
-        'Density = MemAvailable drop with N idle runc cells minus the drop with 0 (a cluster per level); per_cell is the least-squares slope over the levels.',
+        'Density = MemAvailable drop with N idle runc cells (a cluster per level; reference = mean of before start and after stop); per_cell is the least-squares slope over the levels (0 = the cluster alone).',
       ],
     },
   };
@@ -188,11 +189,9 @@ async function main(): Promise<number> {
   process.stdout.write(formatReport(results) + '\n');
   log(`wrote ${join(outDir, 'latest.json')} and latest.svg in ${results.notes.duration_s} s`);
   const failed = throughput.reduce((n, t) => n + t.failed, 0);
-  if (failed > 0) {
-    log(`BROKEN: ${failed} throughput job(s) failed: ${throughput.flatMap((t) => t.errors).join(' | ')}`);
-    return 1;
-  }
-  return 0;
+  if (failed > 0) log(`BROKEN: ${failed} throughput job(s) failed: ${throughput.flatMap((t) => t.errors).join(' | ')}`);
+  if (clusters.leftovers.length > 0) log(`BROKEN: stopped clusters left ${clusters.leftovers.length} host object(s) behind (notes.leftovers)`);
+  return failed > 0 || clusters.leftovers.length > 0 ? 1 : 0;
 }
 
 main().then(

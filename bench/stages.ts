@@ -18,13 +18,16 @@ export const STAGES: Record<string, string> = {
   client_after_create_to_first_byte_ms: 'create response → first output byte at the client (second round trip: SSE)',
   client_first_byte_ms: 'total: create sent → first output byte (the start latency)',
   client_end_ms: 'create sent → end event at the client (sent at exit, before the wipe)',
-  wipe_ms: 'after the end: endedAt → volume wipe finished (container deleted, key removed, storage gone)',
+  wipe_ms: 'after the end: endedAt → wipe receipt finishedAt (container, network, then volume: key removed, storage gone)',
   wipe_volume_ms: 'the volume part of the wipe (wipe receipt totalMs)',
   agent_prepare_ms: 'agent: preparing the cell (in the background, before the job, when warm)',
   agent_prepare_volume_ms: 'agent: the encrypted volume part of the prepare',
 };
 
-/** stageBreakdown summarises every stage over the samples; a stage no sample carries is left out. */
+/** NOT_DURATIONS are job timings that are not durations. */
+const NOT_DURATIONS = new Set(['agent_cold', 'agent_started_at']);
+
+/** stageBreakdown summarises every stage of STAGES, then every other duration in job.timings; absent stages are left out. */
 export function stageBreakdown(samples: readonly TimedJob[]): Record<string, Stats> {
   const series = (f: (s: TimedJob) => number | undefined): number[] => samples.map(f).filter((x): x is number => x !== undefined && Number.isFinite(x));
   const wall = (iso: string | null): number => (iso ? Date.parse(iso) : Number.NaN);
@@ -44,5 +47,8 @@ export function stageBreakdown(samples: readonly TimedJob[]): Record<string, Sta
     agent_prepare_ms: series((s) => s.job.timings.agent_prepare_ms),
     agent_prepare_volume_ms: series((s) => s.job.timings.agent_prepare_volume_ms),
   };
+  for (const k of new Set(samples.flatMap((s) => Object.keys(s.job.timings)))) {
+    if (!(k in values) && !NOT_DURATIONS.has(k)) values[k] = series((s) => s.job.timings[k]);
+  }
   return Object.fromEntries(Object.entries(values).filter(([, v]) => v.length > 0).map(([k, v]) => [k, summarize(v)]));
 }

@@ -12,6 +12,8 @@ export type Logger = (msg: string, extra?: object) => void;
 /** Agent wires the pool to the control channel. */
 export class Agent {
   private readonly running = new Map<string, Cell>();
+  /** Jobs of recently ended cells: denial records can arrive after the end. */
+  private readonly recentCells = new Map<string, string>();
   /** Cells whose job ended but whose volume is not wiped yet. */
   private unwiped = 0;
   private readonly classes: SizeClass[];
@@ -26,6 +28,12 @@ export class Agent {
   ) {
     this.classes = sizeClassesFromConfig(config.agent.classes);
     channel.on('message', (m: ControlToAgent) => this.onMessage(m));
+  }
+
+  /** jobOfCell names the job a cell runs, for denied-connection records. */
+  jobOfCell(cellId: string): string | null {
+    for (const [jobId, cell] of this.running) if (cell.id === cellId) return jobId;
+    return this.recentCells.get(cellId) ?? null;
   }
 
   /** hello is what the agent says on every (re)connect: who it is and which jobs still run here. */
@@ -66,10 +74,12 @@ export class Agent {
     this.running.set(job.jobId, cell);
     this.unwiped++;
     try {
-      cell.assign(job, {
+      await cell.assign(job, {
         output: (stream, data) => this.channel.send({ type: 'job.output', jobId: job.jobId, stream, data: data.toString('base64') }),
         ended: (end, timings) => {
           this.running.delete(job.jobId);
+          this.recentCells.set(cell.id, job.jobId);
+          if (this.recentCells.size > 1000) this.recentCells.delete(this.recentCells.keys().next().value!);
           this.channel.send({ type: 'job.ended', jobId: job.jobId, end, timings: rounded(timings) });
         },
         wiped: (receipt, error) => {

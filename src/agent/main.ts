@@ -7,14 +7,17 @@ import { fileURLToPath } from 'node:url';
 import pino from 'pino';
 import { loadConfig } from '../shared/config.js';
 import { dataPaths, DEFAULT_DATA_DIR } from '../shared/paths.js';
-import type { Runtime } from '../shared/wire.js';
+import type { DeniedConnection, Runtime } from '../shared/wire.js';
 import { OciRuntime } from './runtime/oci-runtime.js';
 import type { CellRuntime } from './runtime/cell-runtime.js';
 import { buildRootfs } from './runtime/rootfs.js';
 import { CellPool } from './cells/pool.js';
 import { UidRanges } from './cells/uid-ranges.js';
 import { sizeClassesFromConfig } from './cells/size-class.js';
-import { reconcileHost } from './reconcile/reconcile.js';
+import { networkPrefix, reconcileHost } from './reconcile/reconcile.js';
+import { reconcileNetworks } from './network/reconcile.js';
+import { CellNetworkHost } from './network/cell-network.js';
+import { Ipam } from './network/ipam.js';
 import { checkStorageSupport } from './storage/doctor.js';
 import { ControlChannel } from './channel.js';
 import { Agent } from './agent.js';
@@ -51,6 +54,7 @@ async function main(): Promise<void> {
   log('reconciled host', { containers: report.containers, cgroups: report.cgroups, directories: report.directories, wiped: report.wipes.length, wipeFailures: report.wipeFailures });
   buildRootfs(paths.agent.rootfs, join(REPO_ROOT, 'build/cell-init'));
 
+  const networkHost = await CellNetworkHost.open({ prefix: networkPrefix(agentId), pool: config.network.pool });
   const classes = new Map(sizeClassesFromConfig(config.agent.classes).map((c) => [c.name, c]));
   const targets = config.agent.pool
     .filter((p) => runtimes.has(p.runtime))
@@ -61,6 +65,8 @@ async function main(): Promise<void> {
       cellsDir: paths.agent.cells,
       volumesDir: paths.agent.volumes,
       wipeStats: { wiping: 0, wiped: report.wipes.length, wipeFailed: report.wipeFailures.length },
+      // No platform service is reachable from cells yet (the data gateway comes with workload tokens).
+      networking: { host: networkHost, ipam: new Ipam({ pool: config.network.pool }), gatewayPorts: [] },
       rootfs: paths.agent.rootfs,
       nofile: config.agent.nofile,
       exitGraceMs: config.agent.exitGraceMs,
@@ -81,6 +87,7 @@ async function main(): Promise<void> {
   const channel = new ControlChannel(url, tls, () => agent!.hello());
   agent = new Agent(agentId, config, pool, channel, log);
   channel.on('open', () => log('connected to control plane', { url }));
+  forwardDenied(networkHost, agent, channel);
   channel.on('dial-error', (e: Error) => log('control plane unreachable', { error: e.message }));
   // Receipts of crash-recovery wipes reach the control plane once the channel is up (queued until then).
   for (const w of report.wipes) channel.send({ type: 'job.wiped', jobId: w.jobId, receipt: w.receipt });
@@ -98,6 +105,9 @@ async function main(): Promise<void> {
     }, SHUTDOWN_DEADLINE_MS);
     try {
       await agent!.shutdown();
+      await networkHost.close();
+      // With every cell gone, the agent's table and gateway interface go too: nothing is left on the host.
+      await reconcileNetworks(networkPrefix(agentId), []);
       log('stopped');
     } catch (e) {
       log('shutdown failed; reconcile at next start cleans up', { error: (e as Error).message });
@@ -108,6 +118,24 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', () => void shutdown('SIGTERM'));
   process.on('SIGINT', () => void shutdown('SIGINT'));
+}
+
+/** DENIED_FLUSH_MS batches denied-connection records on their way to the control plane. */
+const DENIED_FLUSH_MS = 500;
+
+function forwardDenied(host: CellNetworkHost, agent: Agent, channel: ControlChannel): void {
+  let batch: DeniedConnection[] = [];
+  host.onDenied((r) => {
+    if (batch.length === 0) {
+      setTimeout(() => {
+        channel.send({ type: 'network.denied', records: batch });
+        batch = [];
+      }, DENIED_FLUSH_MS);
+    }
+    if (batch.length < 1000 && r.cellId) {
+      batch.push({ jobId: agent.jobOfCell(r.cellId), cellId: r.cellId, action: r.action, destination: r.destination, protocol: r.protocol, port: r.port ?? null, time: r.time.toISOString() });
+    }
+  });
 }
 
 main().catch((e: Error) => {

@@ -5,6 +5,7 @@ import { registerDown } from './commands/down.js';
 import { registerRun } from './commands/run.js';
 import { registerJobs } from './commands/jobs.js';
 import { registerPool } from './commands/pool.js';
+import { registerNetwork } from './commands/network.js';
 import { registerAdmin } from './commands/admin.js';
 import { registerDoctor } from './commands/doctor.js';
 import { reportError } from './context.js';
@@ -18,6 +19,7 @@ registerDown(program);
 registerRun(program);
 registerJobs(program);
 registerPool(program);
+registerNetwork(program);
 registerAdmin(program);
 registerDoctor(program);
 

@@ -8,6 +8,7 @@ import { SqliteStore } from './store/sqlite-store.js';
 import { OutputHub } from './jobs/output-hub.js';
 import { JobService } from './jobs/job-service.js';
 import { TenancyService } from './tenancy/tenancy-service.js';
+import { NetworkPolicyService } from './network/network-policy-service.js';
 import { AgentHub } from './agents/agent-hub.js';
 import { buildApiServer } from './api/server.js';
 
@@ -21,12 +22,13 @@ async function main(): Promise<void> {
   const store = new SqliteStore(paths.control.db);
   const hub = new OutputHub();
   const l = config.limits;
-  const jobs = new JobService(store, hub, { cpu: l.defaultCpu, memoryMiB: l.defaultMemoryMiB, timeoutSeconds: l.defaultTimeoutSeconds, diskMiB: l.defaultDiskMiB });
+  const network = new NetworkPolicyService(store);
+  const jobs = new JobService(store, hub, { cpu: l.defaultCpu, memoryMiB: l.defaultMemoryMiB, timeoutSeconds: l.defaultTimeoutSeconds, diskMiB: l.defaultDiskMiB }, network);
   const tenancy = new TenancyService(store, { maxCpu: l.maxCpu, maxMemoryMiB: l.maxMemoryMiB, maxTimeoutSeconds: l.maxTimeoutSeconds, maxDiskMiB: l.maxDiskMiB });
   const tls = { ca: readFileSync(paths.pki.caCert, 'utf8'), cert: readFileSync(paths.pki.serverCert, 'utf8'), key: readFileSync(paths.pki.serverKey, 'utf8') };
-  const agents = new AgentHub(tls, jobs, config.control.agentGraceMs, log);
+  const agents = new AgentHub(tls, jobs, network, config.control.agentGraceMs, log);
   jobs.attach(agents);
-  const { app } = buildApiServer({ tls, tenancy, jobs, hub, agents, log });
+  const { app } = buildApiServer({ tls, tenancy, jobs, network, hub, agents, log });
 
   // Jobs that were in flight when the control plane stopped wait for their agent's hello to be judged.
   const agentPort = await agents.listen(config.control.host, config.control.agentPort);

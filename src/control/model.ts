@@ -1,5 +1,6 @@
 /** The control plane's domain records, independent of storage and transport. */
-import type { Runtime, TerminalReason, WipeReceipt } from '../shared/wire.js';
+import type { EgressPolicy } from '../shared/net/egress-policy.js';
+import type { DeniedConnection, Runtime, TerminalReason, WipeReceipt } from '../shared/wire.js';
 
 /** Workspace is a tenant: its jobs, keys and limits. */
 export interface Workspace {
@@ -54,6 +55,17 @@ export interface Job {
   timings: Record<string, number>;
   /** How the job's volume was crypto-shredded, once the agent reports it. */
   wipe: WipeReceipt | null;
+  /** The workspace's egress policy when the job was created; the job's cell runs under it. */
+  egress: EgressPolicy;
+}
+
+/** DEFAULT_EGRESS_POLICY is a workspace's policy until it sets one: no egress at all. */
+export const DEFAULT_EGRESS_POLICY: EgressPolicy = Object.freeze({ allow: Object.freeze([]), dryRun: false });
+
+/** DeniedConnectionRecord is a denied (or, in dry-run, would-be denied) connection of a job, as stored. */
+export interface DeniedConnectionRecord extends DeniedConnection {
+  workspaceId: string;
+  jobId: string;
 }
 
 /** OutputChunk is a piece of a job's stdout or stderr, in order. */

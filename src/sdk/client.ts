@@ -31,6 +31,32 @@ export interface Job {
   diskMiB: number;
   timings: Record<string, number>;
   wipe: WipeReceipt | null;
+  /** The workspace's egress policy when the job was created; its cell runs under it. */
+  egress: EgressPolicy;
+}
+
+/** EgressRule allows one destination: a CIDR, optionally narrowed to a protocol and a port or range "from-to" (tcp/udp only). */
+export interface EgressRule {
+  cidr: string;
+  protocol?: 'tcp' | 'udp' | 'icmp' | 'any';
+  port?: number | string;
+}
+
+/** EgressPolicy is a workspace's egress allow-list; everything else is denied (or, with dryRun, allowed and recorded). */
+export interface EgressPolicy {
+  allow: EgressRule[];
+  dryRun?: boolean;
+}
+
+/** DeniedConnection is one egress attempt the policy denied, or in dry-run would have denied. */
+export interface DeniedConnection {
+  jobId: string;
+  cellId: string;
+  action: 'denied' | 'dry-run';
+  destination: string;
+  protocol: string;
+  port: number | null;
+  time: string;
 }
 
 /** JobRequest is the body of a new job. */
@@ -187,6 +213,25 @@ export class CleanroomClient {
   /** pool returns the warm pool of every agent. */
   pool(): Promise<{ agents: Record<string, Record<string, PoolEntry>>; volumes: Record<string, VolumeCounts> }> {
     return this.call('GET', '/v1/pool');
+  }
+
+  /** getNetworkPolicy returns the workspace's egress policy (normalised; every rule has its protocol). */
+  getNetworkPolicy(): Promise<Required<EgressPolicy>> {
+    return this.call('GET', '/v1/network/policy');
+  }
+
+  /** setNetworkPolicy replaces the workspace's egress policy for workloads created from now on; bad input throws `invalid_policy`. */
+  setNetworkPolicy(policy: EgressPolicy): Promise<Required<EgressPolicy>> {
+    return this.call('PUT', '/v1/network/policy', policy);
+  }
+
+  /** listDeniedConnections lists the workspace's denied connections, newest first. */
+  async listDeniedConnections(opts: { limit?: number; jobId?: string } = {}): Promise<DeniedConnection[]> {
+    const q = new URLSearchParams();
+    if (opts.limit !== undefined) q.set('limit', String(opts.limit));
+    if (opts.jobId !== undefined) q.set('jobId', opts.jobId);
+    const qs = q.size ? `?${q.toString()}` : '';
+    return (await this.call<{ denied: DeniedConnection[] }>('GET', `/v1/network/denied${qs}`)).denied;
   }
 
   /** listWorkspaces lists workspaces (admin). */

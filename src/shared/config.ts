@@ -1,6 +1,7 @@
 /** The one validated configuration of a Cleanroom installation, read once per process and frozen. */
 import { readFileSync, existsSync } from 'node:fs';
 import { z } from 'zod';
+import { CELL_POOL_CIDR } from './net/pool.js';
 
 const SizeClassSchema = z.object({
   name: z.string().regex(/^[a-z][a-z0-9-]{0,15}$/),
@@ -42,6 +43,13 @@ export const ConfigSchema = z
         defaultMemoryMiB: z.number().int().positive().default(256),
         defaultTimeoutSeconds: z.number().int().positive().default(600),
         defaultDiskMiB: z.number().int().positive().default(256),
+      })
+      .strict()
+      .prefault({}),
+    network: z
+      .object({
+        /** Private range cell addresses come from (a /24 per workspace per host); no egress rule may point into it. */
+        pool: z.string().default(CELL_POOL_CIDR),
       })
       .strict()
       .prefault({}),

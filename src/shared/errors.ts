@@ -11,6 +11,7 @@ export const ERROR_CODES = {
   already_exists: { status: 409, doc: 'A resource with that name already exists.' },
   limit_exceeded: { status: 422, doc: "A requested resource (cpu, memory, timeout) is outside the workspace's limits." },
   unsupported_runtime: { status: 422, doc: 'The requested runtime is not one of runc, runsc.' },
+  invalid_policy: { status: 422, doc: "The egress policy is not valid (bad CIDR, port, protocol, or a forbidden destination); details.code and details.path say which rule and why. The previous policy stays in force." },
   payload_too_large: { status: 413, doc: 'The request body is larger than allowed.' },
   no_capacity: { status: 503, doc: 'No compute agent is connected to run the job.' },
   internal: { status: 500, doc: 'A platform fault; the message carries a reference for the operator.' },

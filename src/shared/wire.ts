@@ -1,5 +1,7 @@
 /** Messages exchanged between the control plane and agents over the mutual-TLS channel. */
 
+import type { EgressPolicy } from './net/egress-policy.js';
+
 /** AGENT_CERT_CN is the subject every agent certificate carries; other certificates of our CA are refused. */
 export const AGENT_CERT_CN = 'cleanroom-agent';
 
@@ -15,6 +17,19 @@ export interface JobSpec {
   timeoutSeconds: number;
   diskBytes: number;
   runtime: Runtime;
+  /** The workspace's egress policy at the time the job was created (validated by the control plane). */
+  egress: EgressPolicy;
+}
+
+/** DeniedConnection is one egress attempt the policy denied (or, in dry-run, would have denied). */
+export interface DeniedConnection {
+  jobId: string | null;
+  cellId: string;
+  action: 'denied' | 'dry-run';
+  destination: string;
+  protocol: string;
+  port: number | null;
+  time: string;
 }
 
 /** Runtime names an OCI runtime a cell can run under. */
@@ -72,4 +87,5 @@ export type AgentToControl =
   | { type: 'job.output'; jobId: string; stream: 'stdout' | 'stderr'; data: string }
   | { type: 'job.ended'; jobId: string; end: JobEnd; timings: Record<string, number> }
   | { type: 'job.wiped'; jobId: string | null; receipt: WipeReceipt }
+  | { type: 'network.denied'; records: DeniedConnection[] }
   | { type: 'pool.status'; requestId: string | null; pool: PoolStatus; volumes: VolumeCounts };

@@ -26,7 +26,7 @@ test('the benchmark runs end to end in smoke mode and reports every field', { ti
   assert.ok(r.throughput_jobs_per_s.levels.every((l) => l.failed === 0 && l.completed > 0));
   assert.ok(Number.isFinite(r.idle_cell_memory_mib.per_cell));
   assert.ok(r.idle_cell_memory_mib.levels.some((l) => l.cells > 0 && l.warm_start_ms.n > 0));
-  for (const series of ['warm_runc', 'warm_runsc', 'cold_runc'] as const) {
+  for (const series of ['warm_runc', 'warm_runsc', 'cold_runc', 'cold_runsc'] as const) {
     for (const stage of ['client_first_byte_ms', 'control_dispatch_ms', 'agent_take_ms', 'agent_assign_ms', 'wipe_ms']) {
       assert.ok((r.stages_ms[series][stage]?.n ?? 0) > 0, `stages_ms.${series}.${stage}`);
     }

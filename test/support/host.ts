@@ -2,6 +2,7 @@
 import { readdirSync, readFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { TestCluster } from './cluster.js';
+import { cellNames } from '../../src/agent/network/names.js';
 
 /** leftovers lists host objects that still mention any of the cells. */
 export function leftovers(c: TestCluster, cellIds: string[]): string[] {
@@ -11,6 +12,11 @@ export function leftovers(c: TestCluster, cellIds: string[]): string[] {
     for (const n of names) if (existsSync(join('/sys/fs/cgroup', ctrl, n))) found.push(`cgroup ${ctrl}/${n}`);
   }
   for (const id of cellIds) if (existsSync(join(c.dataDir, 'agent', 'cells', id))) found.push(`dir cells/${id}`);
+  for (const id of cellIds) {
+    const n = cellNames(`cr${c.agentId}`, id);
+    if (existsSync(`/run/netns/${n.netns}`)) found.push(`netns ${n.netns}`);
+    if (existsSync(`/sys/class/net/${n.hostIf}`)) found.push(`veth ${n.hostIf}`);
+  }
   for (const rt of ['runc', 'runsc']) for (const n of names) if (existsSync(join(c.dataDir, 'agent', rt, n))) found.push(`${rt} state ${n}`);
   const mounts = readFileSync('/proc/self/mountinfo', 'utf8');
   for (const id of cellIds) if (mounts.includes(id)) found.push(`mount of ${id}`);

@@ -10,6 +10,9 @@ import { run } from '../runtime/exec.js';
 import { CellCgroup } from './cgroup.js';
 import { encodeAssignment, FrameDecoder, type CellFrame } from './frames.js';
 import type { SizeClass } from './size-class.js';
+import type { CellNetwork, CellNetworkHost } from '../network/cell-network.js';
+import type { CellAddress, Ipam } from '../network/ipam.js';
+import type { GatewayPort } from '../network/nft-ruleset.js';
 
 /** CellState is where a cell is in its life. */
 export type CellState = 'preparing' | 'warm' | 'assigned' | 'exited' | 'wiping' | 'wiped';
@@ -22,10 +25,19 @@ export interface CellEnvironment {
   volumesDir: string;
   /** Shared counters of volume wipes, for `cleanroom pool`. */
   wipeStats: WipeStats;
+  /** The agent's network layer; runc cells get a private network from it (runsc cells have none yet). */
+  networking: CellNetworking;
   rootfs: string;
   nofile: number;
   /** How long a workload may linger after its exit frame before the cell is force-deleted. */
   exitGraceMs: number;
+}
+
+/** CellNetworking is the agent's network host, its address allocator and the gateway services cells may reach. */
+export interface CellNetworking {
+  host: CellNetworkHost;
+  ipam: Ipam;
+  gatewayPorts: readonly GatewayPort[];
 }
 
 /** WipeStats counts volumes being wiped, wiped, and whose wipe failed. */
@@ -63,6 +75,8 @@ export class Cell {
   private timers: NodeJS.Timeout[] = [];
   private wiped: Promise<WipeReceipt | null> | null = null;
   private volume: Volume | null = null;
+  private network: CellNetwork | null = null;
+  private address: CellAddress | null = null;
   private readonly decoder = new FrameDecoder();
 
   constructor(
@@ -89,6 +103,10 @@ export class Cell {
     // Every writable path of the cell (/work, /tmp) is on its own fscrypt-encrypted volume.
     this.volume = await prepareVolume({ root: this.env.volumesDir, cellId: this.id, uid: hostUid, gid: hostUid, sizeBytes: this.sizeClass.diskBytes });
     this.timings.prepare_volume_ms = performance.now() - t0;
+    // A private network namespace with its veth, attached to nothing until assignment. runsc cannot use
+    // it with a user namespace on this host (see README), so gVisor cells run with no network at all.
+    if (this.runtime.name === 'runc') this.network = await this.env.networking.host.prepareCellNetwork(this.id);
+    this.timings.prepare_network_ms = performance.now() - t0 - this.timings.prepare_volume_ms;
     const { workDir, tmpDir } = this.volume;
     const fifo = join(this.dir, 'control');
     await run(['mkfifo', '-m', '0600', fifo]);
@@ -106,7 +124,7 @@ export class Cell {
           tmpDir,
           hostUidBase: this.hostUidBase,
           cgroupsPath: this.cgroup.path,
-          netnsPath: null,
+          netnsPath: this.network?.netnsPath ?? null,
           memoryBytes: c.memoryBytes,
           cpuMillis: Math.round(c.cpu * 1000),
           pids: this.runtime.name === 'runsc' ? Math.max(c.pids, 1024) : c.pids,
@@ -128,13 +146,19 @@ export class Cell {
     this.state = 'warm';
   }
 
-  /** assign hands the job to cell init: cgroup limits, one FIFO write. Precondition: state is warm. */
-  assign(job: JobSpec, events: CellEvents): void {
+  /** assign attaches the workspace network, sets cgroup limits and hands the job to cell init. Precondition: warm. */
+  async assign(job: JobSpec, events: CellEvents): Promise<void> {
     if (this.state !== 'warm' || this.controlFd === null) throw new Error(`cell ${this.id} is ${this.state}, not warm`);
     const t0 = performance.now();
     this.state = 'assigned';
     this.job = job;
     this.events = events;
+    if (this.network) {
+      const { host, ipam, gatewayPorts } = this.env.networking;
+      this.address = ipam.allocate(job.workspaceId);
+      await host.attachCellNetwork(this.network, { workspaceId: job.workspaceId, address: this.address.address, gateway: this.address.gateway, gatewayPorts, egress: job.egress });
+      this.timings.assign_network_ms = performance.now() - t0;
+    }
     // Only the job id, so that a crash-recovery wipe can be credited to the right job.
     writeFileSync(join(this.dir, 'job'), job.jobId, { mode: 0o600 });
     this.cgroup.limit(job.memoryBytes, job.cpu);
@@ -224,6 +248,9 @@ export class Cell {
     this.container?.stdio.stdout.destroy();
     this.container?.stdio.stderr.destroy();
     this.timings.wipe_container_ms = performance.now() - t0;
+    if (this.network) await this.env.networking.host.destroyCellNetwork(this.network);
+    if (this.address) this.env.networking.ipam.release(this.address.workspaceId, this.address.address);
+    this.timings.wipe_network_ms = performance.now() - t0 - this.timings.wipe_container_ms;
     const receipt = this.volume ? await this.wipeVolumeWithRetry(this.volume) : null;
     this.cgroup.remove();
     rmSync(this.dir, { recursive: true, force: true });

@@ -6,8 +6,8 @@
 // A prepared cell holds one parked `ip -n <netns> -batch -` (started off the hot path), which attach feeds and closes.
 import { existsSync, writeFileSync } from 'node:fs';
 import { Coprocess, IP_DIALECT, NFT_DIALECT } from './coprocess.js';
-import type { EgressPolicy } from './egress-policy.js';
-import { addressIn, cidrOf, parseIpv4, type Cidr } from './ipv4.js';
+import type { EgressPolicy } from '../../shared/net/egress-policy.js';
+import { addressIn, cidrOf, parseIpv4, type Cidr } from '../../shared/net/ipv4.js';
 import { cellNames, gatewayIfName, type CellNames } from './names.js';
 import { agentTableScript, cellElementCommands, policyChainCommands, policyChainName, type CellElements, type GatewayPort } from './nft-ruleset.js';
 import { DeniedLog, type DeniedRecord } from './denied-log.js';

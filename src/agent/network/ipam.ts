@@ -1,7 +1,7 @@
 // Cell address allocator: the pool (default 10.88.0.0/16, private ranges only) is carved into one subnet per workspace
 // (default /24); in each, .1 is the workspace gateway and the rest (minus network and broadcast) are cell addresses.
 // Pure logic: the agent keeps one instance and restores it from live cells with claim() after a restart.
-import { cidrContains, cidrLast, formatCidr, formatIpv4, parseCidr, PRIVATE_RANGES, type Cidr } from './ipv4.js';
+import { cidrContains, cidrLast, formatCidr, formatIpv4, parseCidr, PRIVATE_RANGES, type Cidr } from '../../shared/net/ipv4.js';
 
 /** IpamErrorCode lists the allocator's stable failure codes. */
 export type IpamErrorCode = 'INVALID_POOL' | 'PUBLIC_POOL' | 'POOL_EXHAUSTED' | 'SUBNET_EXHAUSTED' | 'ADDRESS_NOT_IN_SUBNET' | 'ADDRESS_IN_USE';

@@ -11,8 +11,8 @@
 // synthetic resolv.conf naming the gateway; name-based allow rules become per-policy address sets that the resolver fills
 // with `add element ... timeout <ttl>` as it answers, referenced by the policy chain (`ip daddr @<set> accept`).
 import { createHash } from 'node:crypto';
-import type { EgressPolicy, EgressRule } from './egress-policy.js';
-import { formatCidr, FORBIDDEN_DESTINATIONS, type Cidr } from './ipv4.js';
+import type { EgressPolicy, EgressRule } from '../../shared/net/egress-policy.js';
+import { formatCidr, FORBIDDEN_DESTINATIONS, type Cidr } from '../../shared/net/ipv4.js';
 
 /** GatewayPort is a host service on the workspace gateway a cell may reach. */
 export interface GatewayPort {

@@ -1,6 +1,7 @@
 /** `cleanroom jobs ls|get|logs|cancel`. */
 import type { Command } from 'commander';
 import { connect, printJson } from '../context.js';
+import { policySummary } from '../policy-summary.js';
 
 /** registerJobs adds the `jobs` command group. */
 export function registerJobs(program: Command): void {
@@ -40,6 +41,7 @@ export function registerJobs(program: Command): void {
         ['created', j.createdAt],
         ['started', j.startedAt ?? '-'],
         ['ended', j.endedAt ?? '-'],
+        ['egress', policySummary(j.egress)],
         ['wipe', j.wipe ? `volume ${j.wipe.volumeId} shredded in ${j.wipe.totalMs.toFixed(0)} ms (key ${j.wipe.keyIdentifier}: ${j.wipe.keyStateAfterRemoval})` : '-'],
       ];
       for (const [k, v] of lines) process.stdout.write(`${String(k).padEnd(10)} ${v}\n`);

@@ -5,6 +5,7 @@ import { randomUUID } from 'node:crypto';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { AGENT_CERT_CN, type AgentToControl, type ControlToAgent, type JobSpec, type PoolStatus, type VolumeCounts } from '../../shared/wire.js';
 import type { Dispatcher, JobService } from '../jobs/job-service.js';
+import type { NetworkPolicyService } from '../network/network-policy-service.js';
 
 /** AgentHubTls is the listener's certificate and the CA whose agents it accepts. */
 export interface AgentHubTls {
@@ -37,6 +38,7 @@ export class AgentHub implements Dispatcher {
   constructor(
     tls: AgentHubTls,
     private readonly jobs: JobService,
+    private readonly network: NetworkPolicyService,
     private readonly graceMs: number,
     private readonly log: (msg: string, extra?: object) => void,
   ) {
@@ -110,6 +112,9 @@ export class AgentHub implements Dispatcher {
         return this.jobs.end(msg.jobId, msg.end, msg.timings);
       case 'job.wiped':
         if (msg.jobId) await this.jobs.onWiped(msg.jobId, msg.receipt);
+        return;
+      case 'network.denied':
+        await this.network.recordDenied(Array.isArray(msg.records) ? msg.records : []);
         return;
       case 'pool.status':
         if (msg.requestId) this.pending.get(msg.requestId)?.({ pool: msg.pool, volumes: msg.volumes });

@@ -23,7 +23,7 @@ export interface RouteContext<B, Q> {
 
 /** RouteDef declares one API operation. */
 export interface RouteDef<B = unknown, Q = unknown> {
-  method: 'GET' | 'POST' | 'DELETE';
+  method: 'GET' | 'POST' | 'PUT' | 'DELETE';
   path: string;
   operationId: string;
   summary: string;

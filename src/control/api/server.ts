@@ -4,9 +4,11 @@ import { ApiError, ERROR_CODES, type ErrorBody } from '../../shared/errors.js';
 import type { AgentHub } from '../agents/agent-hub.js';
 import type { JobService } from '../jobs/job-service.js';
 import type { OutputHub } from '../jobs/output-hub.js';
+import type { NetworkPolicyService } from '../network/network-policy-service.js';
 import type { TenancyService } from '../tenancy/tenancy-service.js';
 import { RouteTable } from './route-table.js';
 import { registerJobRoutes } from './routes/jobs.js';
+import { registerNetworkRoutes } from './routes/network.js';
 import { registerSystemRoutes } from './routes/system.js';
 import { registerTenancyRoutes } from './routes/tenancy.js';
 
@@ -15,6 +17,7 @@ export interface ApiServerDeps {
   tls: { cert: string; key: string };
   tenancy: TenancyService;
   jobs: JobService;
+  network: NetworkPolicyService;
   hub: OutputHub;
   agents: AgentHub;
   log: (msg: string, extra?: object) => void;
@@ -48,6 +51,7 @@ export function buildApiServer(d: ApiServerDeps): { app: FastifyInstance; routes
   registerSystemRoutes(routes, d.agents);
   registerTenancyRoutes(routes, d.tenancy);
   registerJobRoutes(routes, d.jobs, d.hub);
+  registerNetworkRoutes(routes, d.network);
   return { app, routes };
 }
 

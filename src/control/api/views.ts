@@ -1,6 +1,27 @@
 /** The JSON shapes the API returns, as zod schemas (documented in OpenAPI) plus mappers from the model. */
 import { z } from 'zod';
-import type { Job, Workspace } from '../model.js';
+import type { EgressPolicy } from '../../shared/net/egress-policy.js';
+import type { DeniedConnectionRecord, Job, Workspace } from '../model.js';
+
+/** EgressPolicyView is a policy as the API shows it: normalised, in the same shape PUT accepts, so it can be edited and sent back. */
+export const EgressPolicyView = z.object({
+  allow: z.array(
+    z.object({
+      cidr: z.string().describe('canonical IPv4 CIDR'),
+      protocol: z.enum(['tcp', 'udp', 'icmp', 'any']),
+      port: z.union([z.number(), z.string()]).optional().describe('a port, or a range "from-to"; only for tcp and udp'),
+    }),
+  ),
+  dryRun: z.boolean().describe('allow everything but record what the allow-list would have denied'),
+});
+
+/** egressPolicyView maps a normalised policy to its API shape. */
+export function egressPolicyView(p: EgressPolicy): z.infer<typeof EgressPolicyView> {
+  return {
+    allow: p.allow.map((r) => ({ cidr: r.cidr, protocol: r.protocol, ...(r.ports ? { port: r.ports.from === r.ports.to ? r.ports.from : `${r.ports.from}-${r.ports.to}` } : {}) })),
+    dryRun: p.dryRun,
+  };
+}
 
 /** JobView is a job as the API shows it. */
 export const JobView = z.object({
@@ -35,6 +56,7 @@ export const JobView = z.object({
     })
     .nullable()
     .describe("receipt of the crypto-shred of the job's volume, once done"),
+  egress: EgressPolicyView.describe("the workspace's egress policy when the job was created; its cell runs under it"),
 });
 
 /** jobView maps a job record to its API shape (env values are never echoed back). */
@@ -58,6 +80,7 @@ export function jobView(j: Job): z.infer<typeof JobView> {
     cellId: j.cellId,
     diskMiB: j.diskBytes / 1024 / 1024,
     timings: j.timings,
+    egress: egressPolicyView(j.egress),
     wipe: j.wipe ? { volumeId: j.wipe.volumeId, cellId: j.wipe.cellId, keyIdentifier: j.wipe.keyIdentifier, keyStateAfterRemoval: j.wipe.keyStateAfterRemoval, startedAt: j.wipe.startedAt, finishedAt: j.wipe.finishedAt, totalMs: j.wipe.totalMs, steps: [...j.wipe.steps] } : null,
   };
 }
@@ -80,3 +103,19 @@ export function workspaceView(w: Workspace): z.infer<typeof WorkspaceView> {
 
 /** OutputChunkView is one piece of output; data is base64 because output may not be UTF-8. */
 export const OutputChunkView = z.object({ seq: z.number(), stream: z.enum(['stdout', 'stderr']), data: z.string().describe('base64') });
+
+/** DeniedConnectionView is one egress attempt the policy denied (or, in dry-run, would have denied). */
+export const DeniedConnectionView = z.object({
+  jobId: z.string(),
+  cellId: z.string(),
+  action: z.enum(['denied', 'dry-run']).describe('dry-run: allowed, but the allow-list would have denied it'),
+  destination: z.string().describe('destination IPv4 address'),
+  protocol: z.string(),
+  port: z.number().nullable().describe('destination port, for tcp and udp'),
+  time: z.string(),
+});
+
+/** deniedConnectionView maps a stored record to its API shape. */
+export function deniedConnectionView(r: DeniedConnectionRecord): z.infer<typeof DeniedConnectionView> {
+  return { jobId: r.jobId, cellId: r.cellId, action: r.action, destination: r.destination, protocol: r.protocol, port: r.port, time: r.time };
+}

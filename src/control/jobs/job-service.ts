@@ -4,6 +4,7 @@ import { ApiError } from '../../shared/errors.js';
 import type { JobEnd, JobSpec, WipeReceipt } from '../../shared/wire.js';
 import { TERMINAL_STATUSES, type Job, type OutputChunk, type Workspace } from '../model.js';
 import type { Store } from '../store/store.js';
+import type { NetworkPolicyService } from '../network/network-policy-service.js';
 import type { OutputHub } from './output-hub.js';
 import { resolveJobRequest, type JobDefaults, type JobRequest } from './job-request.js';
 
@@ -29,6 +30,7 @@ export class JobService {
     private readonly store: Store,
     private readonly hub: OutputHub,
     private readonly defaults: JobDefaults,
+    private readonly network: NetworkPolicyService,
   ) {}
 
   /** attach connects the dispatcher (the agent hub), which is built after the service. */
@@ -36,9 +38,10 @@ export class JobService {
     this.dispatcher = dispatcher;
   }
 
-  /** create validates, records and dispatches a job. */
+  /** create validates, records and dispatches a job; the job keeps the workspace's egress policy of this moment. */
   async create(ws: Workspace, req: JobRequest): Promise<Job> {
     const r = resolveJobRequest(req, ws, this.defaults);
+    const egress = await this.network.policyOf(ws.id);
     const job: Job = {
       id: `job_${randomBytes(10).toString('hex')}`,
       workspaceId: ws.id,
@@ -55,6 +58,7 @@ export class JobService {
       cellId: null,
       timings: {},
       wipe: null,
+      egress,
     };
     await this.store.createJob(job);
     return this.place(job, performance.now());
@@ -157,8 +161,8 @@ export class JobService {
 
 /** specOf is what the agent is told about a job: no key, no tenant secret beyond the job's own env. */
 function specOf(job: Job): JobSpec {
-  const { id: jobId, workspaceId, command, env, cwd, cpu, memoryBytes, timeoutSeconds, diskBytes, runtime } = job;
-  return { jobId, workspaceId, command, env, cwd, cpu, memoryBytes, timeoutSeconds, diskBytes, runtime };
+  const { id: jobId, workspaceId, command, env, cwd, cpu, memoryBytes, timeoutSeconds, diskBytes, runtime, egress } = job;
+  return { jobId, workspaceId, command, env, cwd, cpu, memoryBytes, timeoutSeconds, diskBytes, runtime, egress };
 }
 
 function prefixed(p: string, t: Record<string, number>): Record<string, number> {

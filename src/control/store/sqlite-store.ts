@@ -1,7 +1,8 @@
 /** SqliteStore is the embedded Store adapter (better-sqlite3, WAL). */
 import Database from 'better-sqlite3';
-import type { ApiKeyRecord, Job, OutputChunk, Workspace } from '../model.js';
-import type { Store } from './store.js';
+import type { EgressPolicy } from '../../shared/net/egress-policy.js';
+import { DEFAULT_EGRESS_POLICY, type ApiKeyRecord, type DeniedConnectionRecord, type Job, type OutputChunk, type Workspace } from '../model.js';
+import type { DeniedQuery, Store } from './store.js';
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS workspaces (
@@ -19,9 +20,17 @@ CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs(status);
 CREATE TABLE IF NOT EXISTS job_output (
   job_id TEXT NOT NULL, seq INTEGER NOT NULL, stream TEXT NOT NULL, data BLOB NOT NULL,
   PRIMARY KEY (job_id, seq)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS egress_policies (
+  workspace_id TEXT PRIMARY KEY REFERENCES workspaces(id), doc TEXT NOT NULL, updated_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS denied_connections (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, workspace_id TEXT NOT NULL REFERENCES workspaces(id), job_id TEXT NOT NULL,
+  cell_id TEXT NOT NULL, action TEXT NOT NULL, destination TEXT NOT NULL, protocol TEXT NOT NULL, port INTEGER, time TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS denied_by_workspace ON denied_connections(workspace_id, time DESC, id DESC);
+CREATE INDEX IF NOT EXISTS denied_by_job ON denied_connections(job_id, time DESC, id DESC);
 `;
 
 interface WorkspaceRow { id: string; name: string; created_at: string; max_cpu: number; max_memory_bytes: number; max_timeout_seconds: number; max_disk_bytes: number }
+interface DeniedRow { workspace_id: string; job_id: string; cell_id: string; action: 'denied' | 'dry-run'; destination: string; protocol: string; port: number | null; time: string }
 interface KeyRow { id: string; workspace_id: string; name: string; admin: number; secret_hash: string; created_at: string; revoked_at: string | null }
 
 /** SqliteStore keeps state in one SQLite file; a job is one row plus its output chunks. */
@@ -52,6 +61,17 @@ export class SqliteStore implements Store {
       insertOutput: d.prepare('INSERT INTO job_output VALUES (?, ?, ?, ?)'),
       output: d.prepare<[string, number], { seq: number; stream: 'stdout' | 'stderr'; data: Buffer }>(
         'SELECT seq, stream, data FROM job_output WHERE job_id = ? AND seq > ? ORDER BY seq',
+      ),
+      policy: d.prepare<[string], { doc: string }>('SELECT doc FROM egress_policies WHERE workspace_id = ?'),
+      upsertPolicy: d.prepare(
+        'INSERT INTO egress_policies VALUES (?, ?, ?) ON CONFLICT(workspace_id) DO UPDATE SET doc = excluded.doc, updated_at = excluded.updated_at',
+      ),
+      insertDenied: d.prepare(
+        'INSERT INTO denied_connections (workspace_id, job_id, cell_id, action, destination, protocol, port, time) VALUES (@workspaceId, @jobId, @cellId, @action, @destination, @protocol, @port, @time)',
+      ),
+      denied: d.prepare<[string, number], DeniedRow>('SELECT * FROM denied_connections WHERE workspace_id = ? ORDER BY time DESC, id DESC LIMIT ?'),
+      deniedOfJob: d.prepare<[string, string, number], DeniedRow>(
+        'SELECT * FROM denied_connections WHERE workspace_id = ? AND job_id = ? ORDER BY time DESC, id DESC LIMIT ?',
       ),
     };
   }
@@ -92,11 +112,11 @@ export class SqliteStore implements Store {
 
   async getJob(id: string): Promise<Job | null> {
     const r = this.stmts.job.get(id);
-    return r ? (JSON.parse(r.doc) as Job) : null;
+    return r ? jobFrom(r.doc) : null;
   }
 
   async listJobs(workspaceId: string, limit: number): Promise<Job[]> {
-    return this.stmts.jobs.all(workspaceId, limit).map((r) => JSON.parse(r.doc) as Job);
+    return this.stmts.jobs.all(workspaceId, limit).map((r) => jobFrom(r.doc));
   }
 
   async jobsWithStatus(statuses: readonly string[]): Promise<Job[]> {
@@ -104,14 +124,14 @@ export class SqliteStore implements Store {
     return this.db
       .prepare<string[], { doc: string }>(`SELECT doc FROM jobs WHERE status IN (${marks}) ORDER BY created_at`)
       .all(...statuses)
-      .map((r) => JSON.parse(r.doc) as Job);
+      .map((r) => jobFrom(r.doc));
   }
 
   async updateJob(id: string, patch: Partial<Job>): Promise<void> {
     const tx = this.db.transaction(() => {
       const r = this.stmts.job.get(id);
       if (!r) return;
-      const job = { ...(JSON.parse(r.doc) as Job), ...patch };
+      const job = { ...jobFrom(r.doc), ...patch };
       this.stmts.updateJob.run(job.status, JSON.stringify(job), id);
     });
     tx();
@@ -125,9 +145,35 @@ export class SqliteStore implements Store {
     return this.stmts.output.all(jobId, afterSeq);
   }
 
+  async getEgressPolicy(workspaceId: string): Promise<EgressPolicy | null> {
+    const r = this.stmts.policy.get(workspaceId);
+    return r ? (JSON.parse(r.doc) as EgressPolicy) : null;
+  }
+
+  async setEgressPolicy(workspaceId: string, policy: EgressPolicy): Promise<void> {
+    this.stmts.upsertPolicy.run(workspaceId, JSON.stringify(policy), new Date().toISOString());
+  }
+
+  async addDeniedConnections(records: readonly DeniedConnectionRecord[]): Promise<void> {
+    const tx = this.db.transaction(() => {
+      for (const r of records) this.stmts.insertDenied.run(r);
+    });
+    tx();
+  }
+
+  async listDeniedConnections(workspaceId: string, q: DeniedQuery): Promise<DeniedConnectionRecord[]> {
+    const rows = q.jobId === undefined ? this.stmts.denied.all(workspaceId, q.limit) : this.stmts.deniedOfJob.all(workspaceId, q.jobId, q.limit);
+    return rows.map((r) => ({ workspaceId: r.workspace_id, jobId: r.job_id, cellId: r.cell_id, action: r.action, destination: r.destination, protocol: r.protocol, port: r.port, time: r.time }));
+  }
+
   async close(): Promise<void> {
     this.db.close();
   }
+}
+
+/** jobFrom parses a stored job; jobs recorded before egress policies existed ran, and run, with no egress. */
+function jobFrom(doc: string): Job {
+  return { egress: DEFAULT_EGRESS_POLICY, ...(JSON.parse(doc) as Partial<Job>) } as Job;
 }
 
 function workspaceFrom(r: WorkspaceRow | undefined): Workspace | null {

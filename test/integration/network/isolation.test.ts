@@ -11,7 +11,7 @@ import { after, before, test } from 'node:test';
 import { promisify } from 'node:util';
 import { CellNetworkHost, type CellNetwork } from '../../../src/agent/network/cell-network.js';
 import type { DeniedRecord } from '../../../src/agent/network/denied-log.js';
-import type { EgressPolicy } from '../../../src/agent/network/egress-policy.js';
+import type { EgressPolicy } from '../../../src/shared/net/egress-policy.js';
 import { Ipam, type CellAddress } from '../../../src/agent/network/ipam.js';
 import { isCellHostIf } from '../../../src/agent/network/names.js';
 import { reconcileNetworks } from '../../../src/agent/network/reconcile.js';

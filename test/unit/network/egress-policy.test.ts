@@ -1,8 +1,8 @@
 // Unit tests for egress policy validation and its nft rendering.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { validateEgressPolicy, type EgressPolicy } from '../../../src/agent/network/egress-policy.js';
-import { cidrOf } from '../../../src/agent/network/ipv4.js';
+import { validateEgressPolicy, type EgressPolicy } from '../../../src/shared/net/egress-policy.js';
+import { cidrOf } from '../../../src/shared/net/ipv4.js';
 import { policyChainCommands, policyChainName } from '../../../src/agent/network/nft-ruleset.js';
 
 const errorOf = (input: unknown): string => {

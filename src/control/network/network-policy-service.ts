@@ -1,0 +1,72 @@
+/** NetworkPolicyService owns each workspace's egress policy and the record of connections it denied. */
+import { ApiError } from '../../shared/errors.js';
+import { validateEgressPolicy, type EgressPolicy } from '../../shared/net/egress-policy.js';
+import { cidrOf } from '../../shared/net/ipv4.js';
+import { CELL_POOL_CIDR } from '../../shared/net/pool.js';
+import type { DeniedConnection } from '../../shared/wire.js';
+import { DEFAULT_EGRESS_POLICY, type DeniedConnectionRecord, type Workspace } from '../model.js';
+import type { DeniedQuery, Store } from '../store/store.js';
+
+const POOL = cidrOf(CELL_POOL_CIDR);
+
+/** NetworkPolicyService is the only writer of egress policies and denied-connection records. */
+export class NetworkPolicyService {
+  constructor(private readonly store: Store) {}
+
+  /** policyOf returns the policy in force for a workspace: its own, or deny-all if it never set one. */
+  async policyOf(workspaceId: string): Promise<EgressPolicy> {
+    return (await this.store.getEgressPolicy(workspaceId)) ?? DEFAULT_EGRESS_POLICY;
+  }
+
+  /** set validates and stores a new policy for the workspace; on bad input (422 invalid_policy) the previous one stays. */
+  async set(ws: Workspace, input: unknown): Promise<EgressPolicy> {
+    const r = validateEgressPolicy(input, { poolCidr: POOL });
+    if (!r.ok) {
+      const { code, path, message } = r.error;
+      throw new ApiError('invalid_policy', `${path || 'policy'}: ${message} (the previous policy stays in force)`, { code, path });
+    }
+    await this.store.setEgressPolicy(ws.id, r.policy);
+    return r.policy;
+  }
+
+  /** recordDenied stores an agent's records under their job's workspace; records of unknown jobs are dropped. Returns how many were kept. */
+  async recordDenied(records: readonly DeniedConnection[]): Promise<number> {
+    const workspaceOf = new Map<string, string | null>();
+    const kept: DeniedConnectionRecord[] = [];
+    for (const r of records) {
+      if (!isDeniedConnection(r) || r.jobId === null) continue;
+      if (!workspaceOf.has(r.jobId)) workspaceOf.set(r.jobId, (await this.store.getJob(r.jobId))?.workspaceId ?? null);
+      const workspaceId = workspaceOf.get(r.jobId);
+      if (!workspaceId) continue;
+      kept.push({ workspaceId, jobId: r.jobId, cellId: r.cellId, action: r.action, destination: r.destination, protocol: r.protocol, port: r.port, time: r.time });
+    }
+    if (kept.length) await this.store.addDeniedConnections(kept);
+    return kept.length;
+  }
+
+  /** listDenied returns the workspace's denied connections, newest first; naming another workspace's job is 404. */
+  async listDenied(ws: Workspace, q: DeniedQuery): Promise<DeniedConnectionRecord[]> {
+    if (q.jobId !== undefined) {
+      const job = await this.store.getJob(q.jobId);
+      if (!job || job.workspaceId !== ws.id) throw new ApiError('not_found', `no job ${q.jobId} in this workspace`);
+    }
+    return this.store.listDeniedConnections(ws.id, q);
+  }
+}
+
+// The agent is trusted, but what it reports was observed from hostile cells: a malformed record is dropped, not stored.
+function isDeniedConnection(r: DeniedConnection): boolean {
+  const s = (v: unknown, max: number) => typeof v === 'string' && v.length > 0 && v.length <= max;
+  return (
+    typeof r === 'object' &&
+    r !== null &&
+    (r.jobId === null || s(r.jobId, 100)) &&
+    s(r.cellId, 100) &&
+    (r.action === 'denied' || r.action === 'dry-run') &&
+    s(r.destination, 64) &&
+    s(r.protocol, 16) &&
+    (r.port === null || (Number.isInteger(r.port) && r.port >= 0 && r.port <= 65535)) &&
+    s(r.time, 40) &&
+    !Number.isNaN(Date.parse(r.time))
+  );
+}
