@@ -1,6 +1,7 @@
 // bench/clusters.ts: starts and stops the bench's clusters, and checks that a stopped cluster left nothing behind
 // (cgroups, loop devices, mounts, processes): every cell is wiped on `down`, so a leftover means something is broken.
 import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { listCgroups } from '../src/agent/cells/cgroup.js';
 import { TestCluster } from '../test/support/cluster.js';
 
@@ -23,15 +24,23 @@ export class Clusters {
     const cluster = await TestCluster.start({ config: { agent: { pool } } });
     const agentId = cluster.agentId;
     this.log(`cluster up: agent ${agentId}, data ${cluster.dataDir}, pool ${pool.map((p) => `${p.runtime}×${p.warm}`).join(' ')}`);
+    let outcome: { ok: true; value: T } | { ok: false; error: unknown };
     try {
       await cluster.waitWarm(600_000);
-      return await fn(cluster);
-    } finally {
-      await cluster.stop();
-      const left = leftovers(agentId, cluster.dataDir);
-      if (left.length > 0) this.log(`cluster ${agentId} left behind: ${left.join('; ')}`);
-      this.leftovers.push(...left);
+      outcome = { ok: true, value: await fn(cluster) };
+    } catch (error) {
+      outcome = { ok: false, error };
     }
+    // A failing stop (TestCluster reports leaked processes and mounts) must not hide why the measurement failed;
+    // if `down` left the control plane or agent running, they get SIGTERM by pid (the agent wipes its cells on it).
+    const pids = [Number(readOr(join(cluster.dataDir, 'run', 'control.pid'))), cluster.agentPid()];
+    const left: string[] = await cluster.stop().then(() => [], (e: Error) => [`stop: ${e.message}`]);
+    for (const pid of pids) if (readOr(`/proc/${pid}/cmdline`).includes(cluster.dataDir)) process.kill(pid, 'SIGTERM');
+    left.push(...leftovers(agentId, cluster.dataDir));
+    if (left.length > 0) this.log(`cluster ${agentId} left behind: ${left.join('; ')}`);
+    this.leftovers.push(...left);
+    if (!outcome.ok) throw outcome.error;
+    return outcome.value;
   }
 }
 

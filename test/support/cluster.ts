@@ -121,7 +121,8 @@ export class TestCluster {
       await run('umount', ['-l', mnt]).catch(() => {});
       if (dev.startsWith('/dev/loop')) await run('losetup', ['-d', dev]).catch(() => {});
     }
-    if (mountsUnder(this.dataDir).length === 0) rmSync(this.dataDir, { recursive: true, force: true });
+    // CLEANROOM_TEST_KEEP=1 keeps the data directory (logs, database) for a post-mortem.
+    if (mountsUnder(this.dataDir).length === 0 && !process.env.CLEANROOM_TEST_KEEP) rmSync(this.dataDir, { recursive: true, force: true });
     if (problems.length) throw new Error(`the cluster leaked: ${problems.join('; ')}`);
   }
 }

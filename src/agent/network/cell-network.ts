@@ -42,7 +42,7 @@ export interface AttachOptions {
 const CELL_SYSCTLS = [
   'net.ipv6.conf.all.disable_ipv6=1',
   'net.ipv6.conf.default.disable_ipv6=1',
-  '"net.ipv4.ping_group_range=0 2147483647"',
+  'net.ipv4.ping_group_range=0 2147483647',
 ];
 const HOST_IF_SYSCTLS: ReadonlyArray<[string, string]> = [
   ['ipv6/conf/%/disable_ipv6', '1'],
@@ -86,11 +86,15 @@ export class CellNetworkHost {
       `netns add ${names.netns}`,
       `link add ${names.hostIf} address ${names.hostMac} type veth peer name eth0 address ${names.cellMac} netns ${names.netns}`,
       `link set ${names.hostIf} addrgenmode none`,
-      `netns exec ${names.netns} /usr/sbin/sysctl -q -w ${CELL_SYSCTLS.join(' ')}`,
     ].join('\n') + '\n');
+    // nsenter joins only the netns. `ip -n` / `ip netns exec` also unshare a mount namespace, and a long-lived
+    // process there pins a copy of every mount of that moment — other cells' volumes — so their loop devices
+    // could not be detached at wipe.
+    const netnsPath = `/run/netns/${names.netns}`;
+    await runCommand(['nsenter', `--net=${netnsPath}`, '/usr/sbin/sysctl', '-q', '-w', ...CELL_SYSCTLS]);
     for (const [path, value] of HOST_IF_SYSCTLS) writeFileSync(`/proc/sys/net/${path.replace('%', names.hostIf)}`, value);
-    const net: CellNetwork = { cellId, names, netnsPath: `/run/netns/${names.netns}`, state: 'prepared' };
-    net.parked = new Coprocess(['ip', '-n', names.netns, '-force', '-batch', '-'], IP_DIALECT);
+    const net: CellNetwork = { cellId, names, netnsPath, state: 'prepared' };
+    net.parked = new Coprocess(['nsenter', `--net=${netnsPath}`, 'ip', '-force', '-batch', '-'], IP_DIALECT);
     this.parked.add(net.parked);
     await Promise.all([this.hostIp.run([`link set ${names.hostIf} up`]), net.parked.run(['link set lo up', 'link set eth0 up'])]);
     return net;

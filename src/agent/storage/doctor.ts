@@ -1,6 +1,6 @@
 // Host check for encrypted volumes: can this machine create, encrypt and wipe a per-cell volume?
 import { execFile } from 'node:child_process';
-import { promises as fsp } from 'node:fs';
+import { existsSync, promises as fsp } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -34,7 +34,8 @@ async function check(name: string, fn: () => Promise<string> | string): Promise<
 
 // Deletes the probe's scratch root, refusing (rather than recursing into a live filesystem) if anything is still attached.
 async function removeScratchRoot(root: string): Promise<void> {
-  const loops = [...(await loopDevicesByBackingFile()).keys()].filter((f) => f.startsWith(`${root}/`));
+  // A loop device whose backing file is already unlinked (autoclear armed) holds nothing of this tree.
+  const loops = [...(await loopDevicesByBackingFile()).keys()].filter((f) => f.startsWith(`${root}/`) && existsSync(f));
   if ((await mountPointsWithin(root)).length > 0 || loops.length > 0) {
     throw new Error(`the probe volume is still mounted or attached under ${root}; left in place`);
   }
