@@ -37,8 +37,8 @@ test('the smallest fitting size class is picked', () => {
 
 test('API keys: only a hash is stored, and only the right secret matches', () => {
   const k = mintApiKey('ws_1', 'n', false);
-  assert.doesNotMatch(JSON.stringify(k.record), new RegExp(k.plaintext.split('_')[2]!.replace(/[-]/g, '\\-')));
   const p = parseApiKey(k.plaintext)!;
+  assert.equal(JSON.stringify(k.record).includes(p.secret), false, 'the secret is stored');
   assert.equal(p.id, k.record.id);
   assert.equal(secretMatches(p.secret, k.record.secretHash), true);
   assert.equal(secretMatches(p.secret.replace(/.$/, (c) => (c === 'A' ? 'B' : 'A')), k.record.secretHash), false);
