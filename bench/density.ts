@@ -21,6 +21,8 @@ export interface DensityLevel {
   cgroup_usage_mib: number;
   /** Warm start at this level (sequential samples, pool refilled before each). */
   warm_start_ms: Stats;
+  /** Samples whose wipe receipt never came. */
+  wipe_failures: string[];
 }
 
 /** SETTLE_MS lets the agent's allocations and the page cache settle before memory is read. */
@@ -35,9 +37,9 @@ export async function measureDensityLevel(clusters: Clusters, cells: number, sam
     await settle();
     const full = memAvailableMiB();
     const cgroup = cellCgroupUsageMiB(cluster.agentId);
-    const series = samples > 0 ? await measureStarts(cluster, 'runc', samples, 'warm', 1) : { samples: [], mismatched: 0 };
+    const series = samples > 0 ? await measureStarts(cluster, 'runc', samples, 'warm', 1) : { samples: [], mismatched: 0, wipeFailures: [] };
     if (series.mismatched > 0) throw new Error(`density ${cells}: ${series.mismatched} of the warm samples found no warm cell`);
-    return { cells, up_and_fill_s: round(fill), full, cgroup_usage_mib: round(cgroup), warm_start_ms: summarize(series.samples.map((s) => s.firstByteMs)) };
+    return { cells, up_and_fill_s: round(fill), full, cgroup_usage_mib: round(cgroup), warm_start_ms: summarize(series.samples.map((s) => s.firstByteMs)), wipe_failures: series.wipeFailures };
   });
   await settle();
   return { ...level, mem_available_delta_mib: round((before + memAvailableMiB()) / 2 - full) };

@@ -51,6 +51,7 @@ export function formatReport(r: BenchResults): string {
   }
   lines.push(`  memory per idle warm cell (slope of ΔMemAvailable over cells): ${f2(r.idle_cell_memory_mib.per_cell)} MiB`);
   lines.push('', `left behind by stopped clusters: ${r.notes.leftovers.length === 0 ? 'nothing' : r.notes.leftovers.join('; ')}`);
+  lines.push(`wipe receipts that never came: ${r.notes.wipe_failures.length === 0 ? 'none' : r.notes.wipe_failures.join('; ')}`);
   return lines.join('\n');
 }
 

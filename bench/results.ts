@@ -35,6 +35,8 @@ export type BenchResults = Record<(typeof LATENCY_FIELDS)[number], Stats> & {
     cold_samples_found_warm: number;
     /** Host objects (cgroups, loop devices, mounts, processes) a stopped cluster left behind; should be empty. */
     leftovers: string[];
+    /** Jobs whose wipe receipt never reached the job record (start latency kept, wipe missing). */
+    wipe_failures: string[];
     /** The baselines to process exit (the figures above are to the first output byte, as warm start is). */
     baseline_exit_ms: { runc_run: Stats; runsc_run: Stats; fork_exec: Stats };
     stages: Record<string, string>;

@@ -127,6 +127,7 @@ async function main(): Promise<number> {
     density.push(await measureDensityLevel(clusters, cells, cells > 0 ? plan.densitySamples : 0));
   }
 
+  const wipeFailures = [...warmRunc.wipeFailures, ...warmRunsc.wipeFailures, ...cold.wipeFailures, ...coldRunsc.wipeFailures, ...density.flatMap((d) => d.wipe_failures)];
   const firstByte = (t: ProcessTiming[]) => summarize(t.map((x) => x.firstByteMs));
   const exit = (t: ProcessTiming[]) => summarize(t.map((x) => x.exitMs));
   const warmStart = summarize(warmRunc.samples.map((s) => s.firstByteMs));
@@ -153,6 +154,7 @@ async function main(): Promise<number> {
       warm_runsc_samples_found_cold: warmRunsc.mismatched,
       cold_samples_found_warm: cold.mismatched + coldRunsc.mismatched,
       leftovers: clusters.leftovers,
+      wipe_failures: wipeFailures,
       baseline_exit_ms: { runc_run: exit(runcRun), runsc_run: exit(runscRun), fork_exec: exit(fork) },
       stages: STAGES,
       method: [
@@ -191,7 +193,8 @@ async function main(): Promise<number> {
   const failed = throughput.reduce((n, t) => n + t.failed, 0);
   if (failed > 0) log(`BROKEN: ${failed} throughput job(s) failed: ${throughput.flatMap((t) => t.errors).join(' | ')}`);
   if (clusters.leftovers.length > 0) log(`BROKEN: stopped clusters left ${clusters.leftovers.length} host object(s) behind (notes.leftovers)`);
-  return failed > 0 || clusters.leftovers.length > 0 ? 1 : 0;
+  if (wipeFailures.length > 0) log(`BROKEN: ${wipeFailures.length} wipe receipt(s) never came (notes.wipe_failures)`);
+  return failed > 0 || clusters.leftovers.length > 0 || wipeFailures.length > 0 ? 1 : 0;
 }
 
 main().then(

@@ -12,19 +12,23 @@ export interface StartSeries {
   samples: TimedJob[];
   /** Samples that were not in that state; excluded from `samples` and reported. */
   mismatched: number;
+  /** Samples whose wipe receipt never came (kept for their start latency; the run is reported broken). */
+  wipeFailures: string[];
 }
 
 /** measureStarts runs `warmup` unrecorded jobs, then `n` recorded ones of `runtime`, one at a time. */
 export async function measureStarts(cluster: TestCluster, runtime: 'runc' | 'runsc', n: number, want: 'warm' | 'cold', warmup = 2): Promise<StartSeries> {
   const samples: TimedJob[] = [];
   let mismatched = 0;
+  const wipeFailures: string[] = [];
   for (let i = 0; i < warmup + n; i++) {
     await cluster.waitWarm(120_000);
-    const s = await awaitWipe(cluster.client, await runTimedJob(cluster.client, { command: COMMAND, runtime }, 'hi\n'));
+    const ran = await runTimedJob(cluster.client, { command: COMMAND, runtime }, 'hi\n');
+    const s = await awaitWipe(cluster.client, ran).catch((e: Error) => (wipeFailures.push(e.message), ran));
     if (i < warmup) continue;
     const found = { 0: 'warm', 1: 'cold' }[s.job.timings.agent_cold ?? -1];
     if (found === want) samples.push(s);
     else mismatched++;
   }
-  return { samples, mismatched };
+  return { samples, mismatched, wipeFailures };
 }

@@ -64,8 +64,17 @@ export async function measureThroughput(cluster: TestCluster, clients: number, d
   const cpu = coresUsed(cpuBefore, atWindowEnd.cpu ?? meter.read(), durationMs / 1000);
   // Every job's wipe must finish: the counted ones stretch the window, the later ones keep the next level clean.
   const done: TimedJob[] = [];
-  for (const s of inWindow) done.push(await awaitWipe(cluster.client, s));
-  for (const s of after) await awaitWipe(cluster.client, s);
+  const wiped = (s: TimedJob) =>
+    awaitWipe(cluster.client, s).catch((e: Error) => {
+      failed++;
+      if (errors.length < 5) errors.push(e.message);
+      return null;
+    });
+  for (const s of inWindow) {
+    const w = await wiped(s);
+    if (w) done.push(w);
+  }
+  for (const s of after) await wiped(s);
   const lastWipeEpochMs = Math.max(startEpochMs + durationMs, ...done.map((s) => Date.parse(s.job.wipe!.finishedAt)));
   const seconds = (lastWipeEpochMs - startEpochMs) / 1000;
   const t = (f: (s: TimedJob) => number | undefined) => round(mean(done.map((s) => f(s) ?? Number.NaN)));

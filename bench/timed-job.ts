@@ -42,7 +42,7 @@ export async function runTimedJob(client: CleanroomClient, req: JobRequest, expe
 }
 
 /** WIPE_WAIT_MS bounds how long a wipe receipt may take to reach the job record. */
-const WIPE_WAIT_MS = 30_000;
+const WIPE_WAIT_MS = 10_000;
 
 /** awaitWipe re-reads the job until its wipe receipt is recorded, and returns the sample with that job. */
 export async function awaitWipe(client: CleanroomClient, s: TimedJob): Promise<TimedJob> {
