@@ -85,7 +85,7 @@ export class Agent {
         wiped: (receipt, error) => {
           this.unwiped--;
           this.pool.release(cell);
-          if (receipt) this.channel.send({ type: 'job.wiped', jobId: job.jobId, receipt });
+          if (receipt) this.channel.send({ type: 'job.wiped', jobId: job.jobId, receipt, timings: rounded(pick(cell.timings, /^wipe_/)) });
           else if (error) this.log('wipe failed; the volume is left for reconcile', { job: job.jobId, cell: cell.id, error });
         },
       });
@@ -118,6 +118,10 @@ export class Agent {
     while ((this.running.size > 0 || this.unwiped > 0) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     await this.channel.flushed(2000);
   }
+}
+
+function pick(t: Record<string, number>, pattern: RegExp): Record<string, number> {
+  return Object.fromEntries(Object.entries(t).filter(([k]) => pattern.test(k)));
 }
 
 function rounded(t: Record<string, number>): Record<string, number> {

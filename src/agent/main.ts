@@ -19,6 +19,7 @@ import { reconcileNetworks } from './network/reconcile.js';
 import { CellNetworkHost } from './network/cell-network.js';
 import { Ipam } from './network/ipam.js';
 import { checkStorageSupport } from './storage/doctor.js';
+import { ensureSharedRoot, releaseSharedRoot } from './storage/shared-root.js';
 import { ControlChannel } from './channel.js';
 import { Agent } from './agent.js';
 
@@ -50,6 +51,8 @@ async function main(): Promise<void> {
     const failed = support.checks.filter((c) => !c.ok).map((c) => `${c.name}: ${c.detail}`);
     throw new Error(`this host cannot give cells encrypted storage; refusing to start cells (${failed.join('; ')}). Run: cleanroom doctor`);
   }
+  mkdirSync(paths.agent.volumes, { recursive: true, mode: 0o711 });
+  await ensureSharedRoot(paths.agent.volumes);
   const report = await reconcileHost({ agentId, runtimes: runtimes.values(), cellsDir: paths.agent.cells, volumesDir: paths.agent.volumes });
   log('reconciled host', { containers: report.containers, cgroups: report.cgroups, directories: report.directories, wiped: report.wipes.length, wipeFailures: report.wipeFailures });
   buildRootfs(paths.agent.rootfs, join(REPO_ROOT, 'build/cell-init'));
@@ -108,6 +111,7 @@ async function main(): Promise<void> {
       await networkHost.close();
       // With every cell gone, the agent's table and gateway interface go too: nothing is left on the host.
       await reconcileNetworks(networkPrefix(agentId), []);
+      await releaseSharedRoot(paths.agent.volumes);
       log('stopped');
     } catch (e) {
       log('shutdown failed; reconcile at next start cleans up', { error: (e as Error).message });

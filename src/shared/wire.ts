@@ -86,6 +86,6 @@ export type AgentToControl =
   | { type: 'job.started'; jobId: string; cellId: string; timings: Record<string, number> }
   | { type: 'job.output'; jobId: string; stream: 'stdout' | 'stderr'; data: string }
   | { type: 'job.ended'; jobId: string; end: JobEnd; timings: Record<string, number> }
-  | { type: 'job.wiped'; jobId: string | null; receipt: WipeReceipt }
+  | { type: 'job.wiped'; jobId: string | null; receipt: WipeReceipt; timings?: Record<string, number> }
   | { type: 'network.denied'; records: DeniedConnection[] }
   | { type: 'pool.status'; requestId: string | null; pool: PoolStatus; volumes: VolumeCounts };

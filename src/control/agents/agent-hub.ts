@@ -111,7 +111,7 @@ export class AgentHub implements Dispatcher {
         conn.running.delete(msg.jobId);
         return this.jobs.end(msg.jobId, msg.end, msg.timings);
       case 'job.wiped':
-        if (msg.jobId) await this.jobs.onWiped(msg.jobId, msg.receipt);
+        if (msg.jobId) await this.jobs.onWiped(msg.jobId, msg.receipt, msg.timings ?? {});
         return;
       case 'network.denied':
         await this.network.recordDenied(Array.isArray(msg.records) ? msg.records : []);

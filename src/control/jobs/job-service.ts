@@ -145,8 +145,9 @@ export class JobService {
   }
 
   /** onWiped attaches the wipe receipt of the job's volume. */
-  async onWiped(jobId: string, receipt: WipeReceipt): Promise<void> {
-    if (await this.store.getJob(jobId)) await this.store.updateJob(jobId, { wipe: receipt });
+  async onWiped(jobId: string, receipt: WipeReceipt, timings: Record<string, number>): Promise<void> {
+    const job = await this.store.getJob(jobId);
+    if (job) await this.store.updateJob(jobId, { wipe: receipt, timings: { ...job.timings, ...prefixed('agent_', timings) } });
   }
 
   /** onAgentLost ends the agent's unfinished jobs that it no longer reports as live. */
