@@ -78,6 +78,7 @@ async function main(): Promise<void> {
     new UidRanges(parseInt(agentId, 16)),
     targets,
     log,
+    config.agent.refillDelayMs,
   );
 
   const url = `wss://${config.control.host}:${config.control.agentPort}/v1/agent`;

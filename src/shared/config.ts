@@ -72,6 +72,9 @@ export const ConfigSchema = z
           ]),
         /** RLIMIT_NOFILE of every cell process. */
         nofile: z.number().int().min(64).default(1024),
+        /** Pause between handing out a warm cell and preparing its replacement, so that the refill's
+         *  process spawns do not compete with the new workload's first milliseconds on a small host. */
+        refillDelayMs: z.number().int().min(0).max(10_000).default(150),
         /** How long a cell may linger after its workload's exit before it is force-deleted. */
         exitGraceMs: z.number().int().min(0).default(2000),
       })

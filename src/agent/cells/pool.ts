@@ -35,6 +35,7 @@ export class CellPool {
     private readonly uids: UidRanges,
     targets: readonly PoolTarget[],
     private readonly log: (msg: string, extra?: object) => void,
+    private readonly refillDelayMs = 0,
   ) {
     for (const t of targets) this.entries.set(key(t.runtime, t.sizeClass), { target: t, warm: [], preparing: 0, lastError: null });
   }
@@ -47,7 +48,7 @@ export class CellPool {
     const cold = !cell || cell.state !== 'warm';
     if (!cell || cold) cell = await this.prepare(runtime, sizeClass);
     this.busy.add(cell);
-    this.refill();
+    setTimeout(() => this.refill(), this.refillDelayMs).unref();
     return { cell, cold };
   }
 
