@@ -6,7 +6,7 @@ import type { JobEnd, JobSpec, WipeReceipt } from '../../shared/wire.js';
 import { prepareVolume, VolumeBusyError, wipeVolume, type Volume } from '../storage/volume.js';
 import type { CellRuntime, CreatedContainer } from '../runtime/cell-runtime.js';
 import { cellSpec, WORKLOAD_UID } from '../runtime/spec.js';
-import { run } from '../runtime/exec.js';
+import { run } from '../exec.js';
 import { CellCgroup } from './cgroup.js';
 import { encodeAssignment, FrameDecoder, type CellFrame } from './frames.js';
 import type { SizeClass } from './size-class.js';

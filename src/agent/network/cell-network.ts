@@ -11,7 +11,7 @@ import { addressIn, cidrOf, parseIpv4, type Cidr } from '../../shared/net/ipv4.j
 import { cellNames, gatewayIfName, type CellNames } from './names.js';
 import { agentTableScript, cellElementCommands, policyChainCommands, policyChainName, type CellElements, type GatewayPort } from './nft-ruleset.js';
 import { DeniedLog, type DeniedRecord } from './denied-log.js';
-import { runCommand } from './run.js';
+import { run } from '../exec.js';
 
 /** CellNetworkHostOptions: the agent prefix `cr<agent6>`, the cell address pool and whether egress is masqueraded. */
 export interface CellNetworkHostOptions {
@@ -67,13 +67,13 @@ export class CellNetworkHost {
   static async open(options: CellNetworkHostOptions): Promise<CellNetworkHost> {
     cellNames(options.prefix, 'probe');
     const pool = cidrOf(options.pool ?? '10.88.0.0/16');
-    const listed = await runCommand(['nft', 'list', 'table', 'inet', options.prefix], '', { allowFailure: true });
-    if (!listed.includes('chain forward')) await runCommand(['nft', '-f', '-'], agentTableScript(options.prefix, pool, options.masquerade ?? true));
+    const listed = await run(['nft', 'list', 'table', 'inet', options.prefix], '', { allowFailure: true });
+    if (!listed.includes('chain forward')) await run(['nft', '-f', '-'], agentTableScript(options.prefix, pool, options.masquerade ?? true));
     const gw = gatewayIfName(options.prefix);
     if (!existsSync(`/sys/class/net/${gw}`)) {
       // A dummy if the kernel has it, else an ifb (this host's kernel lacks dummy); the second add fails when the first worked.
       const lines = `link add ${gw} type dummy\nlink add ${gw} type ifb\nlink set ${gw} addrgenmode none\nlink set ${gw} up\n`;
-      await runCommand(['ip', '-force', '-batch', '-'], lines, { allowFailure: true });
+      await run(['ip', '-force', '-batch', '-'], lines, { allowFailure: true });
       if (!existsSync(`/sys/class/net/${gw}`)) throw new Error(`cannot create the gateway interface ${gw}`);
     }
     return new CellNetworkHost(options.prefix, pool);
@@ -82,7 +82,7 @@ export class CellNetworkHost {
   /** prepareCellNetwork creates the netns, the veth pair and the parked in-netns `ip`; nothing tenant-specific. */
   async prepareCellNetwork(cellId: string): Promise<CellNetwork> {
     const names = cellNames(this.prefix, cellId);
-    await runCommand(['ip', '-batch', '-'], [
+    await run(['ip', '-batch', '-'], [
       `netns add ${names.netns}`,
       `link add ${names.hostIf} address ${names.hostMac} type veth peer name eth0 address ${names.cellMac} netns ${names.netns}`,
       `link set ${names.hostIf} addrgenmode none`,
@@ -91,7 +91,7 @@ export class CellNetworkHost {
     // process there pins a copy of every mount of that moment — other cells' volumes — so their loop devices
     // could not be detached at wipe.
     const netnsPath = `/run/netns/${names.netns}`;
-    await runCommand(['nsenter', `--net=${netnsPath}`, '/usr/sbin/sysctl', '-q', '-w', ...CELL_SYSCTLS]);
+    await run(['nsenter', `--net=${netnsPath}`, '/usr/sbin/sysctl', '-q', '-w', ...CELL_SYSCTLS]);
     for (const [path, value] of HOST_IF_SYSCTLS) writeFileSync(`/proc/sys/net/${path.replace('%', names.hostIf)}`, value);
     const net: CellNetwork = { cellId, names, netnsPath, state: 'prepared' };
     net.parked = new Coprocess(['nsenter', `--net=${netnsPath}`, 'ip', '-force', '-batch', '-'], IP_DIALECT);
@@ -159,7 +159,7 @@ export class CellNetworkHost {
       }
     }
     net.state = 'destroyed';
-    await runCommand(['ip', '-force', '-batch', '-'], `link del ${net.names.hostIf}\nnetns del ${net.names.netns}\n`, { allowFailure: true });
+    await run(['ip', '-force', '-batch', '-'], `link del ${net.names.hostIf}\nnetns del ${net.names.netns}\n`, { allowFailure: true });
     if (existsSync(net.netnsPath) || existsSync(`/sys/class/net/${net.names.hostIf}`)) throw new Error(`cell ${net.cellId}: network still present after destroy`);
   }
 

@@ -3,7 +3,7 @@
 // gateway dummy go too. Off the hot path, so it spawns `ip`/`nft` freely; it reads state from /run/netns, /sys and `nft -j`.
 import { readdirSync } from 'node:fs';
 import { assertAgentPrefix, cellIdFromNetns, gatewayIfName, hostIfName, isCellHostIf } from './names.js';
-import { runCommand } from './run.js';
+import { run } from '../exec.js';
 
 /** ReconcileReport lists what reconcileNetworks removed. */
 export interface ReconcileReport {
@@ -32,12 +32,12 @@ export async function reconcileNetworks(prefix: string, liveCellIds: readonly st
   const everything = live.size === 0;
   if (everything && listDir('/sys/class/net').includes(gatewayIfName(prefix))) links.push(gatewayIfName(prefix));
   const ipLines = [...links.map((l) => `link del ${l}`), ...netns.map((n) => `netns del ${n}`)];
-  if (ipLines.length > 0) await runCommand(['ip', '-force', '-batch', '-'], ipLines.join('\n') + '\n', { allowFailure: true });
+  if (ipLines.length > 0) await run(['ip', '-force', '-batch', '-'], ipLines.join('\n') + '\n', { allowFailure: true });
 
-  const listing = await runCommand(['nft', '-j', 'list', 'table', 'inet', prefix], '', { allowFailure: true });
+  const listing = await run(['nft', '-j', 'list', 'table', 'inet', prefix], '', { allowFailure: true });
   if (!listing.trim().startsWith('{')) return { netns, links, nftElements: 0, tableRemoved: false };
   if (everything) {
-    await runCommand(['nft', 'delete', 'table', 'inet', prefix]);
+    await run(['nft', 'delete', 'table', 'inet', prefix]);
     return { netns, links, nftElements: 0, tableRemoved: true };
   }
   const sets = new Map<string, NftValue[]>();
@@ -77,9 +77,9 @@ export async function reconcileNetworks(prefix: string, liveCellIds: readonly st
     const parts = fields(e).map(text);
     if (!liveAddrs.has(parts[0] ?? '')) del('gw_allow', parts.join(' . '));
   }
-  if (commands.length > 0) await runCommand(['nft', '-f', '-'], commands.join('\n') + '\n');
+  if (commands.length > 0) await run(['nft', '-f', '-'], commands.join('\n') + '\n');
   const unused = chains.filter((c) => !usedChains.has(c));
-  if (unused.length > 0) await runCommand(['nft', '-f', '-'], unused.map((c) => `delete chain inet ${prefix} ${c}`).join('\n') + '\n');
+  if (unused.length > 0) await run(['nft', '-f', '-'], unused.map((c) => `delete chain inet ${prefix} ${c}`).join('\n') + '\n');
   return { netns, links, nftElements: commands.length, tableRemoved: false };
 }
 

@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Runtime } from '../../shared/wire.js';
 import type { CellRuntime, CreatedContainer } from './cell-runtime.js';
-import { CommandError, run } from './exec.js';
+import { CommandError, run } from '../exec.js';
 
 /** OciRuntimeOptions says which binary to use and where it keeps container state. */
 export interface OciRuntimeOptions {

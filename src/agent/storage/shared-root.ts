@@ -1,6 +1,6 @@
 /** The volumes directory as a shared mount point, so that unmounting a volume reaches every copy of it. */
 import { readFileSync } from 'node:fs';
-import { run } from '../runtime/exec.js';
+import { run } from '../exec.js';
 
 /**
  * ensureSharedRoot makes `dir` a mount point with shared propagation. A process that creates its own mount

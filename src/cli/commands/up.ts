@@ -25,7 +25,11 @@ export function registerUp(program: Command): void {
       const paths = dataPaths(opts.dataDir);
       const control = runningPid(paths, 'control');
       const agent = runningPid(paths, 'agent');
-      if (control && agent) throw new UsageError(`already running (control pid ${control}, agent pid ${agent}); stop it with: cleanroom down --data-dir ${paths.dataDir}`);
+      if (control && agent) {
+        if (!opts.detach) throw new UsageError(`already running in the background (control pid ${control}, agent pid ${agent}); stop it with: cleanroom down --data-dir ${paths.dataDir}`);
+        process.stdout.write(`Cleanroom is already running (control pid ${control}, agent pid ${agent}).\n`);
+        return;
+      }
       if ((control || agent) && !opts.detach) throw new UsageError('part of Cleanroom is running in the background; use `cleanroom up --detach` to start the rest, or `cleanroom down` first');
       const config = loadConfig(paths.config);
       for (const rt of config.agent.runtimes) requireBinary(rt);
