@@ -51,6 +51,7 @@ async function main(): Promise<void> {
     const failed = support.checks.filter((c) => !c.ok).map((c) => `${c.name}: ${c.detail}`);
     throw new Error(`this host cannot give cells encrypted storage; refusing to start cells (${failed.join('; ')}). Run: cleanroom doctor`);
   }
+  const ipam = new Ipam({ pool: config.network.pool }); // validates the pool before anything is touched
   mkdirSync(paths.agent.volumes, { recursive: true, mode: 0o711 });
   await ensureSharedRoot(paths.agent.volumes);
   const report = await reconcileHost({ agentId, runtimes: runtimes.values(), cellsDir: paths.agent.cells, volumesDir: paths.agent.volumes });
@@ -69,7 +70,7 @@ async function main(): Promise<void> {
       volumesDir: paths.agent.volumes,
       wipeStats: { wiping: 0, wiped: report.wipes.length, wipeFailed: report.wipeFailures.length },
       // No platform service is reachable from cells yet (the data gateway comes with workload tokens).
-      networking: { host: networkHost, ipam: new Ipam({ pool: config.network.pool }), gatewayPorts: [] },
+      networking: { host: networkHost, ipam, gatewayPorts: [] },
       rootfs: paths.agent.rootfs,
       nofile: config.agent.nofile,
       exitGraceMs: config.agent.exitGraceMs,

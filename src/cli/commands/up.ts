@@ -1,7 +1,7 @@
 /** `cleanroom up`: first-start set-up, then the control plane and a local agent as separate processes. */
 import type { Command } from 'commander';
 import { execFileSync, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { loadConfig } from '../../shared/config.js';
 import { dataPaths } from '../../shared/paths.js';
 import { bootstrapDataDir } from '../../supervisor/bootstrap.js';
@@ -46,6 +46,7 @@ export function registerUp(program: Command): void {
         setup.done(`using existing state in ${paths.dataDir}`);
       }
 
+      const logStart = { agent: sizeOf(logFile(paths, 'agent')), control: sizeOf(logFile(paths, 'control')) };
       const children = startProcesses(paths, account, opts.detach === true);
       const apiKey = adminKey ?? existingKey(url);
       const client = new CleanroomClient({ url, apiKey: apiKey ?? undefined, ca: readFileSync(paths.pki.caCert, 'utf8') });
@@ -54,7 +55,9 @@ export function registerUp(program: Command): void {
         await waitReady(client, exited, apiKey !== null);
       } catch (e) {
         await stopAll(paths);
-        throw new Error(`${(e as Error).message}; see ${logFile(paths, 'control')} and ${logFile(paths, 'agent')}`);
+        // A process that refuses to start says why on its last stderr line (e.g. no encrypted storage on this host).
+        const why = (['agent', 'control'] as const).map((n) => lastPlainLine(logFile(paths, n), logStart[n])).filter(Boolean).join('; ');
+        throw new Error(`${(e as Error).message}${why ? `: ${why}` : ''}; see ${logFile(paths, 'control')} and ${logFile(paths, 'agent')}`);
       } finally {
         client.close();
       }
@@ -156,5 +159,23 @@ function existingKey(url: string): string | null {
     return c.url === url ? c.apiKey : null;
   } catch {
     return null;
+  }
+}
+
+/** lastPlainLine returns the last non-JSON line written to a log after `from` (a fatal message, not a log record). */
+function lastPlainLine(path: string, from: number): string {
+  try {
+    const lines = readFileSync(path).subarray(from).toString('utf8').split('\n').filter((l) => l.trim() && !l.startsWith('{'));
+    return lines.at(-1)?.trim() ?? '';
+  } catch {
+    return '';
+  }
+}
+
+function sizeOf(path: string): number {
+  try {
+    return statSync(path).size;
+  } catch {
+    return 0;
   }
 }
