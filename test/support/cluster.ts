@@ -115,6 +115,11 @@ export class TestCluster {
     const problems: string[] = [];
     const alive = await processesMentioning(this.dataDir, 30_000);
     if (alive.length) problems.push(`processes still alive after down: ${alive.join(', ')}`);
+    // The agent's own network objects (nft table, gateway interface) go with it at a clean stop.
+    const prefix = `cr${this.agentId}`;
+    if (existsSync(`/sys/class/net/${prefix}gw`)) problems.push(`gateway interface ${prefix}gw left after down`);
+    const tables = await run('nft', ['list', 'tables']).then((r) => r.stdout, () => '');
+    if (tables.includes(`inet ${prefix}\n`) || tables.trimEnd().endsWith(`inet ${prefix}`)) problems.push(`nft table inet ${prefix} left after down`);
     // Never remove a tree with something mounted in it: the removal would go into the mount.
     for (const [dev, mnt] of mountsUnder(this.dataDir)) {
       problems.push(`${dev} still mounted at ${mnt} after down`);
