@@ -1,6 +1,6 @@
 /** The control plane's domain records, independent of storage and transport. */
 import type { EgressPolicy } from '../shared/net/egress-policy.js';
-import type { DeniedConnection, Runtime, TerminalReason, WipeReceipt } from '../shared/wire.js';
+import type { DeniedConnection, TerminalReason, WipeReceipt, WorkloadSpec } from '../shared/wire.js';
 
 /** Workspace is a tenant: its jobs, keys and limits. */
 export interface Workspace {
@@ -31,18 +31,10 @@ export type JobStatus = 'queued' | 'assigned' | 'running' | TerminalReason;
 export const TERMINAL_STATUSES: readonly JobStatus[] = ['succeeded', 'failed', 'timeout', 'oom', 'cancelled', 'error'];
 
 /** Job is one run-to-completion workload. */
-export interface Job {
+export interface Job extends WorkloadSpec {
   id: string;
   workspaceId: string;
   status: JobStatus;
-  command: string[];
-  env: Record<string, string>;
-  cwd: string;
-  cpu: number;
-  memoryBytes: number;
-  timeoutSeconds: number;
-  diskBytes: number;
-  runtime: Runtime;
   createdAt: string;
   startedAt: string | null;
   endedAt: string | null;

@@ -5,10 +5,8 @@ import type { EgressPolicy } from './net/egress-policy.js';
 /** AGENT_CERT_CN is the subject every agent certificate carries; other certificates of our CA are refused. */
 export const AGENT_CERT_CN = 'cleanroom-agent';
 
-/** JobSpec is what an agent needs to run one job; it carries no API key and no tenant secret. */
-export interface JobSpec {
-  jobId: string;
-  workspaceId: string;
+/** WorkloadSpec is what runs and within which limits: the resolved request, defaults applied. */
+export interface WorkloadSpec {
   command: string[];
   env: Record<string, string>;
   cwd: string;
@@ -17,6 +15,12 @@ export interface JobSpec {
   timeoutSeconds: number;
   diskBytes: number;
   runtime: Runtime;
+}
+
+/** JobSpec is what an agent needs to run one job; it carries no API key and no tenant secret. */
+export interface JobSpec extends WorkloadSpec {
+  jobId: string;
+  workspaceId: string;
   /** The workspace's egress policy at the time the job was created (validated by the control plane). */
   egress: EgressPolicy;
 }

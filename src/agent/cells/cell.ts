@@ -159,13 +159,14 @@ export class Cell {
       await host.attachCellNetwork(this.network, { workspaceId: job.workspaceId, address: this.address.address, gateway: this.address.gateway, gatewayPorts, egress: job.egress });
       this.timings.assign_network_ms = performance.now() - t0;
     }
-    // Only the job id, so that a crash-recovery wipe can be credited to the right job.
-    writeFileSync(join(this.dir, 'job'), job.jobId, { mode: 0o600 });
     this.cgroup.limit(job.memoryBytes, job.cpu);
     const env = { PATH: '/usr/local/bin:/usr/bin:/bin', HOME: '/work', USER: 'workload', ...job.env };
     writeSync(this.controlFd, encodeAssignment(job.command, env, job.cwd));
     closeSync(this.controlFd);
     this.controlFd = null;
+    // Only the job id, so that a crash-recovery wipe can be credited to the right job; written after the
+    // hand-off, so the workload does not wait for it.
+    writeFileSync(join(this.dir, 'job'), job.jobId, { mode: 0o600 });
     this.timers.push(setTimeout(() => void this.stop('timeout'), job.timeoutSeconds * 1000));
     this.timings.assign_ms = performance.now() - t0;
   }

@@ -2,7 +2,7 @@
 import { posix } from 'node:path';
 import { z } from 'zod';
 import { ApiError } from '../../shared/errors.js';
-import { RUNTIMES, type Runtime } from '../../shared/wire.js';
+import { RUNTIMES, type Runtime, type WorkloadSpec } from '../../shared/wire.js';
 import type { Workspace } from '../model.js';
 
 const NO_NUL = (s: string) => !s.includes('\0');
@@ -47,16 +47,7 @@ export interface JobDefaults {
 }
 
 /** ResolvedJob is a request with defaults applied and limits checked. */
-export interface ResolvedJob {
-  command: string[];
-  env: Record<string, string>;
-  cwd: string;
-  cpu: number;
-  memoryBytes: number;
-  timeoutSeconds: number;
-  diskBytes: number;
-  runtime: Runtime;
-}
+export type ResolvedJob = WorkloadSpec;
 
 /** resolveJobRequest applies defaults and refuses anything outside the workspace's limits (422). */
 export function resolveJobRequest(req: JobRequest, ws: Workspace, d: JobDefaults): ResolvedJob {
