@@ -35,7 +35,7 @@ export class BareBundles {
     const dir = mkdtempSync('/var/tmp/cleanroom-bench-bare-');
     // 0711 on the way down: the runtime resolves bind-mount sources as the cell's unmapped root.
     chmodSync(dir, 0o711);
-    buildRootfs(join(dir, 'rootfs'), join(REPO_ROOT, 'build/cell-init'));
+    buildRootfs(join(dir, 'rootfs'), join(REPO_ROOT, 'build/cell-init'), '');
     const hostUid = BENCH_UID_BASE + WORKLOAD_UID;
     for (const runtime of ['runc', 'runsc'] as const) {
       const bundle = join(dir, runtime);

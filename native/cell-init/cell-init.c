@@ -9,7 +9,14 @@
  * exits itself, which (as PID 1 of the cell's pid namespace) ends every
  * other process of the cell.
  *
+ * Before the assignment, and at any time while the workload runs (token
+ * refresh), the agent may send files for the cell's private tmpfs
+ * (/run/cleanroom): init writes each one to a temporary name with its mode
+ * and renames it into place, so a reader sees either the old or the new file.
+ *
  * Wire format (all integers little-endian u32):
+ *   file (agent -> init, fd 0): "CRF1" len payload
+ *     payload = mode name\0 content   (name: [A-Za-z0-9._-], no leading dot)
  *   assignment (agent -> init, fd 0): "CRA1" len payload
  *     payload = argc envc cwd\0 argv[0]\0 ... env[0]\0 ...
  *   frames (init -> agent, fd 1): type(u8) len(u32) data
@@ -32,6 +39,8 @@
 #include <unistd.h>
 
 #define MAX_ASSIGNMENT (1u << 20)
+#define MAX_FILE (64u * 1024)
+#define FILES_DIR "/run/cleanroom"
 
 static int sigchld_pipe[2];
 
@@ -76,6 +85,53 @@ static int read_exact(int fd, void *buf, size_t len) {
     len -= (size_t)n;
   }
   return 0;
+}
+
+/* Write one file into FILES_DIR atomically; a bad name or failed write is reported, not fatal. */
+static void place_file(const char *payload, uint32_t len) {
+  if (len < 6) return;
+  uint32_t mode;
+  memcpy(&mode, payload, 4);
+  const char *name = payload + 4;
+  size_t nlen = strnlen(name, len - 4);
+  if (nlen == 0 || nlen > 64 || nlen == len - 4 || name[0] == '.') return;
+  for (size_t i = 0; i < nlen; i++) {
+    char c = name[i];
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-')) return;
+  }
+  const char *content = name + nlen + 1;
+  size_t clen = len - 4 - nlen - 1;
+  char tmp[128], dst[128];
+  snprintf(tmp, sizeof tmp, FILES_DIR "/.%s.new", name);
+  snprintf(dst, sizeof dst, FILES_DIR "/%s", name);
+  unlink(tmp);
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd < 0) return;
+  const char *p = content;
+  while (clen > 0) {
+    ssize_t n = write(fd, p, clen);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    p += n;
+    clen -= (size_t)n;
+  }
+  int ok = clen == 0 && fchmod(fd, mode & 0444) == 0;
+  close(fd);
+  if (!ok || rename(tmp, dst) != 0) unlink(tmp);
+}
+
+/* Read one message header from fd 0; returns its payload (malloc'd, NUL-terminated) or NULL at EOF. */
+static char *read_message(char magic[4], uint32_t *len, uint32_t max) {
+  unsigned char hdr[8];
+  if (read_exact(0, hdr, 8) != 0) return NULL;
+  memcpy(magic, hdr, 4);
+  memcpy(len, hdr + 4, 4);
+  if (*len > max) { errno = EMSGSIZE; fail("message too long"); }
+  char *payload = malloc(*len + 1);
+  if (!payload) fail("malloc");
+  if (read_exact(0, payload, *len) != 0) { errno = EPIPE; fail("short message"); }
+  payload[*len] = '\0';
+  return payload;
 }
 
 static void on_sigchld(int sig) {
@@ -136,16 +192,18 @@ int main(void) {
   /* fd 0 is the read end of a FIFO the agent holds; it may arrive non-blocking. */
   int fl = fcntl(0, F_GETFL);
   if (fl >= 0) fcntl(0, F_SETFL, fl & ~O_NONBLOCK);
-  unsigned char hdr[8];
-  if (read_exact(0, hdr, 8) != 0) return 0; /* pool drained: never assigned */
-  if (memcmp(hdr, "CRA1", 4) != 0) { errno = EPROTO; fail("bad assignment magic"); }
+  char magic[4];
   uint32_t len;
-  memcpy(&len, hdr + 4, 4);
-  if (len < 9 || len > MAX_ASSIGNMENT) { errno = EMSGSIZE; fail("bad assignment length"); }
-  char *payload = malloc(len + 1);
-  if (!payload) fail("malloc");
-  if (read_exact(0, payload, len) != 0) { errno = EPIPE; fail("short assignment"); }
-  payload[len] = '\0';
+  char *payload;
+  for (;;) {
+    payload = read_message(magic, &len, MAX_ASSIGNMENT);
+    if (!payload) return 0; /* pool drained: never assigned */
+    if (memcmp(magic, "CRA1", 4) == 0) break;
+    if (memcmp(magic, "CRF1", 4) != 0 || len > MAX_FILE) { errno = EPROTO; fail("bad message before assignment"); }
+    place_file(payload, len);
+    free(payload);
+  }
+  if (len < 9) { errno = EMSGSIZE; fail("bad assignment length"); }
 
   uint32_t argc, envc;
   memcpy(&argc, payload, 4);
@@ -200,18 +258,18 @@ int main(void) {
   }
   close(out[1]);
   close(err[1]);
-  close(0);
   char started[32];
   send_frame('s', started, (uint32_t)snprintf(started, sizeof started, "%d", child));
 
-  struct pollfd fds[3] = {{out[0], POLLIN, 0}, {err[0], POLLIN, 0}, {sigchld_pipe[0], POLLIN, 0}};
+  /* fd 0 stays open for file updates (a refreshed token) until the agent closes it. */
+  struct pollfd fds[4] = {{out[0], POLLIN, 0}, {err[0], POLLIN, 0}, {sigchld_pipe[0], POLLIN, 0}, {0, POLLIN, 0}};
   char buf[65536];
   int status = 0, exited = 0, drains = 0;
   while ((!exited || fds[0].fd >= 0 || fds[1].fd >= 0) && drains < 256) {
     if (exited) drains++;
     /* After the workload exits, drain what is already buffered, then stop:
        a daemonised grandchild holding the pipe open must not keep us alive. */
-    int r = poll(fds, 3, exited ? 0 : -1);
+    int r = poll(fds, exited ? 3 : 4, exited ? 0 : -1);
     if (r < 0 && errno == EINTR) continue;
     if (r <= 0 && exited) break;
     for (int i = 0; i < 2; i++) {
@@ -219,6 +277,16 @@ int main(void) {
       ssize_t n = read(fds[i].fd, buf, sizeof buf);
       if (n > 0) send_frame(i == 0 ? 'o' : 'e', buf, (uint32_t)n);
       else if (n == 0 || errno != EINTR) { close(fds[i].fd); fds[i].fd = -1; }
+    }
+    if (fds[3].fd >= 0 && (fds[3].revents & (POLLIN | POLLHUP | POLLERR))) {
+      char m[4];
+      uint32_t flen;
+      char *f = read_message(m, &flen, MAX_FILE);
+      if (!f) fds[3].fd = -1;
+      else {
+        if (memcmp(m, "CRF1", 4) == 0) place_file(f, flen);
+        free(f);
+      }
     }
     if (fds[2].revents & POLLIN) {
       while (read(sigchld_pipe[0], buf, sizeof buf) > 0) {}

@@ -1,6 +1,6 @@
 /** Agent runs cells on this host for the control plane: warm pool, assignment, streaming, wipe. */
 import type { Config } from '../shared/config.js';
-import type { AgentToControl, ControlToAgent, JobSpec } from '../shared/wire.js';
+import type { AgentToControl, ControlToAgent, JobSpec, WorkloadCredentials } from '../shared/wire.js';
 import type { ControlChannel } from './channel.js';
 import type { Cell } from './cells/cell.js';
 import type { CellPool } from './cells/pool.js';
@@ -44,7 +44,10 @@ export class Agent {
   private onMessage(m: ControlToAgent): void {
     switch (m.type) {
       case 'assign':
-        void this.assign(m.job);
+        void this.assign(m.job, m.credentials);
+        return;
+      case 'token.refresh':
+        this.running.get(m.jobId)?.refreshCredentials(m.credentials);
         return;
       case 'cancel':
         void this.running.get(m.jobId)?.stop('cancelled');
@@ -57,7 +60,7 @@ export class Agent {
     }
   }
 
-  private async assign(job: JobSpec): Promise<void> {
+  private async assign(job: JobSpec, credentials: WorkloadCredentials): Promise<void> {
     const t0 = performance.now();
     if (this.stopping) return this.fail(job, 'agent is shutting down');
     if (this.running.has(job.jobId)) return;
@@ -74,7 +77,7 @@ export class Agent {
     this.running.set(job.jobId, cell);
     this.unwiped++;
     try {
-      await cell.assign(job, {
+      await cell.assign(job, credentials, {
         output: (stream, data) => this.channel.send({ type: 'job.output', jobId: job.jobId, stream, data: data.toString('base64') }),
         ended: (end, timings) => {
           this.running.delete(job.jobId);

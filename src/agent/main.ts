@@ -21,6 +21,7 @@ import { Ipam } from './network/ipam.js';
 import { checkStorageSupport } from './storage/doctor.js';
 import { ensureSharedRoot, releaseSharedRoot } from './storage/shared-root.js';
 import { ControlChannel } from './channel.js';
+import { GatewayServices } from './gateway/gateway-services.js';
 import { Agent } from './agent.js';
 
 /** SHUTDOWN_DEADLINE_MS bounds a graceful stop; `cleanroom down` waits a little longer before SIGKILL. */
@@ -56,9 +57,21 @@ async function main(): Promise<void> {
   await ensureSharedRoot(paths.agent.volumes);
   const report = await reconcileHost({ agentId, runtimes: runtimes.values(), cellsDir: paths.agent.cells, volumesDir: paths.agent.volumes });
   log('reconciled host', { containers: report.containers, cgroups: report.cgroups, directories: report.directories, wiped: report.wipes.length, wipeFailures: report.wipeFailures });
-  buildRootfs(paths.agent.rootfs, join(REPO_ROOT, 'build/cell-init'));
+  const tls = {
+    ca: readFileSync(paths.pki.caCert, 'utf8'),
+    cert: readFileSync(paths.pki.agentCert, 'utf8'),
+    key: readFileSync(paths.pki.agentKey, 'utf8'),
+  };
+  buildRootfs(paths.agent.rootfs, join(REPO_ROOT, 'build/cell-init'), tls.ca);
 
-  const networkHost = await CellNetworkHost.open({ prefix: networkPrefix(agentId), pool: config.network.pool });
+  const gateway = new GatewayServices({
+    dataService: { host: config.control.host === '0.0.0.0' ? '127.0.0.1' : config.control.host, port: config.control.dataPort },
+    dataPort: config.network.dataGatewayPort,
+    dnsPort: config.network.dnsPort,
+    dnsUpstream: hostPort(config.network.dnsUpstream),
+    log,
+  });
+  const networkHost = await CellNetworkHost.open({ prefix: networkPrefix(agentId), pool: config.network.pool, onGateway: (address) => gateway.openOn(address) });
   const classes = new Map(sizeClassesFromConfig(config.agent.classes).map((c) => [c.name, c]));
   const targets = config.agent.pool
     .filter((p) => runtimes.has(p.runtime))
@@ -69,8 +82,7 @@ async function main(): Promise<void> {
       cellsDir: paths.agent.cells,
       volumesDir: paths.agent.volumes,
       wipeStats: { wiping: 0, wiped: report.wipes.length, wipeFailed: report.wipeFailures.length },
-      // No platform service is reachable from cells yet (the data gateway comes with workload tokens).
-      networking: { host: networkHost, ipam, gatewayPorts: [] },
+      networking: { host: networkHost, ipam, gateway },
       rootfs: paths.agent.rootfs,
       nofile: config.agent.nofile,
       exitGraceMs: config.agent.exitGraceMs,
@@ -83,11 +95,6 @@ async function main(): Promise<void> {
   );
 
   const url = `wss://${config.control.host}:${config.control.agentPort}/v1/agent`;
-  const tls = {
-    ca: readFileSync(paths.pki.caCert, 'utf8'),
-    cert: readFileSync(paths.pki.agentCert, 'utf8'),
-    key: readFileSync(paths.pki.agentKey, 'utf8'),
-  };
   let agent: Agent | null = null;
   const channel = new ControlChannel(url, tls, () => agent!.hello());
   agent = new Agent(agentId, config, pool, channel, log);
@@ -110,6 +117,7 @@ async function main(): Promise<void> {
     }, SHUTDOWN_DEADLINE_MS);
     try {
       await agent!.shutdown();
+      await gateway.close();
       await networkHost.close();
       // With every cell gone, the agent's table and gateway interface go too: nothing is left on the host.
       await reconcileNetworks(networkPrefix(agentId), []);
@@ -124,6 +132,13 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', () => void shutdown('SIGTERM'));
   process.on('SIGINT', () => void shutdown('SIGINT'));
+}
+
+// The config schema has checked the shape: "IPv4[:port]".
+function hostPort(s: string | null): { host: string; port: number } | null {
+  if (s === null) return null;
+  const [host, port] = s.split(':');
+  return { host: host!, port: port ? Number(port) : 53 };
 }
 
 /** DENIED_FLUSH_MS batches denied-connection records on their way to the control plane. */

@@ -49,6 +49,44 @@ export interface Job extends WorkloadSpec {
   wipe: WipeReceipt | null;
   /** The workspace's egress policy when the job was created; the job's cell runs under it. */
   egress: EgressPolicy;
+  /** What the job's token lets it do in the workspace's data store (nothing unless asked). */
+  dataGrants: DataGrant[];
+}
+
+/** DataGrant lets a workload read (or read and write) the objects under one key prefix of its workspace. */
+export interface DataGrant {
+  prefix: string;
+  access: 'read' | 'read-write';
+}
+
+/** ObjectMeta is a stored object's record: the ciphertext lives in a file named by `objectId`. */
+export interface ObjectMeta {
+  workspaceId: string;
+  key: string;
+  objectId: string;
+  size: number;
+  sha256: string;
+  /** The object's data key, wrapped under the workspace key. */
+  wrappedKey: Buffer;
+  createdAt: string;
+}
+
+/** SigningKeyRecord is a token signing key; the private half is stored wrapped under the KEK. */
+export interface SigningKeyRecord {
+  kid: string;
+  publicJwk: string;
+  wrappedPrivate: Buffer;
+  createdAt: string;
+}
+
+/** TokenRecord is a minted workload token's identity (never the token itself). */
+export interface TokenRecord {
+  jti: string;
+  jobId: string;
+  workspaceId: string;
+  issuedAt: string;
+  expiresAt: string;
+  revokedAt: string | null;
 }
 
 /** DEFAULT_EGRESS_POLICY is a workspace's policy until it sets one: no egress at all. */

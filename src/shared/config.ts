@@ -24,6 +24,8 @@ export const ConfigSchema = z
         apiPort: z.number().int().min(0).max(65535).default(7443),
         /** Port of the mutual-TLS agent channel (a separate listener: only our CA's clients get in). */
         agentPort: z.number().int().min(0).max(65535).default(7444),
+        /** Port of the data service (object API for users and, through their cell's gateway, workloads). */
+        dataPort: z.number().int().min(0).max(65535).default(7445),
         /** Unprivileged account the control plane runs as when started by root. */
         user: z.string().default('cleanroom'),
         /** How long jobs of a disconnected agent wait for it to come back before they end as `error`. */
@@ -50,6 +52,32 @@ export const ConfigSchema = z
       .object({
         /** Private range cell addresses come from (a /24 per workspace per host); no egress rule may point into it. */
         pool: z.string().default(CELL_POOL_CIDR),
+        /** Port on each cell's gateway that forwards (TLS untouched) to the data service. */
+        dataGatewayPort: z.number().int().min(1).max(65535).default(443),
+        /** Port of the gateway's DNS resolver. */
+        dnsPort: z.number().int().min(1).max(65535).default(53),
+        /** Resolver the gateway asks for names outside the platform's own ("host:port"); null answers only platform names. */
+        dnsUpstream: z.string().regex(/^\d{1,3}(\.\d{1,3}){3}(:\d{1,5})?$/, 'an IPv4 address with an optional :port').nullable().default(null),
+      })
+      .strict()
+      .prefault({}),
+    tokens: z
+      .object({
+        /** Lifetime of a workload token; at most one hour. */
+        ttlSeconds: z.number().int().min(5).max(3600).default(3600),
+        /** Fraction of the lifetime after which a running workload gets a fresh token. */
+        refreshAt: z.number().min(0.1).max(0.95).default(0.8),
+        /** How often the token signing key is replaced (old keys stay published until their tokens expire). */
+        signingKeyRotationHours: z.number().min(0.01).max(24 * 90).default(24),
+      })
+      .strict()
+      .prefault({}),
+    data: z
+      .object({
+        /** File holding the 32-byte key-encryption key; generated (mode 0600) under the data directory when absent. */
+        kekFile: z.string().nullable().default(null),
+        /** Largest object the data service accepts. */
+        maxObjectMiB: z.number().int().min(1).default(5120),
       })
       .strict()
       .prefault({}),

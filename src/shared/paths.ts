@@ -21,7 +21,7 @@ export function dataPaths(dataDir: string) {
       agentCert: join(pki, 'agent.pem'),
       agentKey: join(pki, 'agent-key.pem'),
     },
-    control: { dir: join(dataDir, 'control'), db: join(dataDir, 'control', 'cleanroom.db') },
+    control: { dir: join(dataDir, 'control'), db: join(dataDir, 'control', 'cleanroom.db'), kek: join(dataDir, 'control', 'kek'), objects: join(dataDir, 'control', 'objects') },
     agent: {
       dir: agent,
       id: join(agent, 'agent-id'),

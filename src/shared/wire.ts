@@ -25,6 +25,17 @@ export interface JobSpec extends WorkloadSpec {
   egress: EgressPolicy;
 }
 
+/** WorkloadCredentials is what a workload gets to reach the data service; the agent places it in the cell's private tmpfs only. */
+export interface WorkloadCredentials {
+  /** The workload's signed access token (a JWT), never logged. */
+  token: string;
+  /** When the token expires (ISO 8601). */
+  expiresAt: string;
+}
+
+/** DATA_SERVICE_NAME is the name cells use for the data service; it resolves to their gateway, which forwards to it. */
+export const DATA_SERVICE_NAME = 'data.cleanroom.internal';
+
 /** DeniedConnection is one egress attempt the policy denied (or, in dry-run, would have denied). */
 export interface DeniedConnection {
   jobId: string | null;
@@ -80,7 +91,8 @@ export type PoolStatus = Record<string, { target: number; warm: number; preparin
 
 /** ControlToAgent are the messages the control plane sends. */
 export type ControlToAgent =
-  | { type: 'assign'; job: JobSpec }
+  | { type: 'assign'; job: JobSpec; credentials: WorkloadCredentials }
+  | { type: 'token.refresh'; jobId: string; credentials: WorkloadCredentials }
   | { type: 'cancel'; jobId: string }
   | { type: 'pool.get'; requestId: string };
 

@@ -6,6 +6,8 @@ import type { Config } from '../shared/config.js';
 import type { DataPathSet } from '../shared/paths.js';
 import { SqliteStore } from '../control/store/sqlite-store.js';
 import { TenancyService } from '../control/tenancy/tenancy-service.js';
+import { AuditLog } from '../control/audit/audit-log.js';
+import { ensureKek } from '../control/data/keyring.js';
 import { ensurePki } from './pki.js';
 
 /** Account is a uid/gid pair. */
@@ -42,11 +44,13 @@ export async function bootstrapDataDir(paths: DataPathSet, config: Config, serve
   const store = new SqliteStore(paths.control.db);
   let adminKey: string | null;
   try {
-    const tenancy = new TenancyService(store, { maxCpu: config.limits.maxCpu, maxMemoryMiB: config.limits.maxMemoryMiB, maxTimeoutSeconds: config.limits.maxTimeoutSeconds, maxDiskMiB: config.limits.maxDiskMiB });
+    const tenancy = new TenancyService(store, { maxCpu: config.limits.maxCpu, maxMemoryMiB: config.limits.maxMemoryMiB, maxTimeoutSeconds: config.limits.maxTimeoutSeconds, maxDiskMiB: config.limits.maxDiskMiB }, new AuditLog(store));
     adminKey = await tenancy.bootstrap();
   } finally {
     await store.close();
   }
+  // The envelope key-encryption key: the operator's file if configured, else one generated here on first start.
+  if (!config.data.kekFile) ensureKek(paths.control.kek, account.uid, account.gid);
   // The control plane is unprivileged: it owns its own directory and nothing else.
   chownSync(paths.control.dir, account.uid, account.gid);
   for (const f of readdirSync(paths.control.dir)) chownSync(join(paths.control.dir, f), account.uid, account.gid);

@@ -7,29 +7,25 @@ import { ensurePki } from '../../src/supervisor/pki.js';
 import { join } from 'node:path';
 import { buildApiServer } from '../../src/control/api/server.js';
 import { SqliteStore } from '../../src/control/store/sqlite-store.js';
-import { OutputHub } from '../../src/control/jobs/output-hub.js';
-import { JobService } from '../../src/control/jobs/job-service.js';
-import { TenancyService } from '../../src/control/tenancy/tenancy-service.js';
+import { randomBytes } from 'node:crypto';
 import { AgentHub } from '../../src/control/agents/agent-hub.js';
-import { NetworkPolicyService } from '../../src/control/network/network-policy-service.js';
+import { createServices } from '../../src/control/services.js';
+import { loadConfig } from '../../src/shared/config.js';
 
 test('OpenAPI paths and fastify routes are the same set', async () => {
   const dir = mkdtempSync('/tmp/cleanroom-openapi-');
   const store = new SqliteStore(join(dir, 'db'));
   try {
-    const hub = new OutputHub();
-    const network = new NetworkPolicyService(store);
-    const jobs = new JobService(store, hub, { cpu: 1, memoryMiB: 256, timeoutSeconds: 60, diskMiB: 256 }, network);
-    const tenancy = new TenancyService(store, { maxCpu: 2, maxMemoryMiB: 1024, maxTimeoutSeconds: 60, maxDiskMiB: 1024 });
+    const services = createServices({ store, config: loadConfig(join(dir, 'no-config.json')), kek: randomBytes(32), objectsDir: join(dir, 'objects') });
     const paths = dataPaths(dir);
     await ensurePki(paths, 0, 0, ['127.0.0.1']);
     const tls = { ca: readFileSync(paths.pki.caCert, 'utf8'), cert: readFileSync(paths.pki.serverCert, 'utf8'), key: readFileSync(paths.pki.serverKey, 'utf8') };
-    const agents = new AgentHub(tls, jobs, network, 1000, () => {});
+    const agents = new AgentHub(tls, services.jobs, services.network, 1000, () => {});
     const served: string[] = [];
-    const { app, routes } = buildApiServer({ tls, tenancy, jobs, network, hub, agents, log: () => {}, onRoute: (method, url) => served.push(`${method} ${url}`) });
+    const { app, routes } = buildApiServer({ tls, services, agents, log: () => {}, onRoute: (method, url) => served.push(`${method} ${url}`) });
     await app.ready();
     const doc = routes.openapi() as { paths: Record<string, Record<string, { operationId: string; responses: Record<string, unknown> }>> };
-    const documented = Object.entries(doc.paths).flatMap(([p, ops]) => Object.keys(ops).map((m) => `${m.toUpperCase()} ${p.replace(/\{(\w+)\}/g, ':$1')}`));
+    const documented = Object.entries(doc.paths).flatMap(([p, ops]) => Object.keys(ops).map((m) => `${m.toUpperCase()} ${p.replace(/\{key\}$/, '*').replace(/\{(\w+)\}/g, ':$1')}`));
     const actual = served.filter((r) => !r.startsWith('HEAD '));
     assert.deepEqual([...documented].sort(), [...actual].sort());
     const ids = Object.values(doc.paths).flatMap((ops) => Object.values(ops).map((o) => o.operationId));

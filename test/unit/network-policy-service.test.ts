@@ -6,9 +6,11 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { SqliteStore } from '../../src/control/store/sqlite-store.js';
-import { NetworkPolicyService } from '../../src/control/network/network-policy-service.js';
-import { JobService } from '../../src/control/jobs/job-service.js';
-import { OutputHub } from '../../src/control/jobs/output-hub.js';
+import { randomBytes } from 'node:crypto';
+import type { NetworkPolicyService } from '../../src/control/network/network-policy-service.js';
+import type { JobService } from '../../src/control/jobs/job-service.js';
+import { createServices } from '../../src/control/services.js';
+import { loadConfig } from '../../src/shared/config.js';
 import type { Workspace } from '../../src/control/model.js';
 import { ApiError } from '../../src/shared/errors.js';
 import type { DeniedConnection, JobSpec } from '../../src/shared/wire.js';
@@ -25,9 +27,9 @@ const b = ws('ws_b');
 before(async () => {
   dir = mkdtempSync('/tmp/cleanroom-netpolicy-');
   store = new SqliteStore(join(dir, 'db'));
-  network = new NetworkPolicyService(store);
-  jobs = new JobService(store, new OutputHub(), { cpu: 1, memoryMiB: 64, timeoutSeconds: 10, diskMiB: 64 }, network);
-  jobs.attach({ dispatch: (spec) => (dispatched.push(spec), 'agent-1'), cancel: () => {} });
+  const services = createServices({ store, config: loadConfig(join(dir, 'no-config.json')), kek: randomBytes(32), objectsDir: join(dir, 'objects') });
+  ({ network, jobs } = services);
+  jobs.attach({ canDispatch: () => true, dispatch: (spec) => (dispatched.push(spec), 'agent-1'), refreshCredentials: () => {}, cancel: () => {} });
   await store.createWorkspace(a);
   await store.createWorkspace(b);
 });
@@ -51,7 +53,7 @@ test('a workspace that never set a policy denies all egress', async () => {
 });
 
 test('set stores the normalised policy; bad input is invalid_policy with the validator code and the old policy stays', async () => {
-  const set = await network.set(a, { allow: [{ cidr: '203.0.113.0/24', port: 443 }, { cidr: '198.51.100.7' }] });
+  const set = await network.set(a, { allow: [{ cidr: '203.0.113.0/24', port: 443 }, { cidr: '198.51.100.7' }] }, 'test');
   const expected = { allow: [{ cidr: '203.0.113.0/24', protocol: 'tcp', ports: { from: 443, to: 443 } }, { cidr: '198.51.100.7/32', protocol: 'any' }], dryRun: false };
   assert.deepEqual(set, expected);
   assert.deepEqual(await network.policyOf(a.id), expected);
@@ -63,7 +65,7 @@ test('set stores the normalised policy; bad input is invalid_policy with the val
     [{ allow: [{ cidr: '10.88.3.0/24' }] }, 'FORBIDDEN_DESTINATION', 'allow[0].cidr'],
   ];
   for (const [input, code, path] of cases) {
-    const e = await apiError(network.set(a, input));
+    const e = await apiError(network.set(a, input, 'test'));
     assert.equal(e.code, 'invalid_policy');
     assert.equal(e.status, 422);
     assert.deepEqual(e.details, { code, path });
@@ -75,21 +77,21 @@ test('set stores the normalised policy; bad input is invalid_policy with the val
 });
 
 test('a job keeps the policy in force when it was created and sends it to its agent', async () => {
-  await network.set(a, { allow: [{ cidr: '192.0.2.0/24', protocol: 'udp', port: '53-54' }], dryRun: true });
-  const job = await jobs.create(a, { command: ['true'] });
+  await network.set(a, { allow: [{ cidr: '192.0.2.0/24', protocol: 'udp', port: '53-54' }], dryRun: true }, 'test');
+  const job = await jobs.create(a, { command: ['true'] }, 'test');
   const snapshot = { allow: [{ cidr: '192.0.2.0/24', protocol: 'udp', ports: { from: 53, to: 54 } }], dryRun: true };
   assert.deepEqual(job.egress, snapshot);
   assert.deepEqual(dispatched.at(-1)?.egress, snapshot);
-  await network.set(a, { allow: [] });
+  await network.set(a, { allow: [] }, 'test');
   assert.deepEqual((await store.getJob(job.id))?.egress, snapshot, 'a later policy change does not alter an existing job');
-  const later = await jobs.create(a, { command: ['true'] });
+  const later = await jobs.create(a, { command: ['true'] }, 'test');
   assert.deepEqual(later.egress, { allow: [], dryRun: false });
-  assert.deepEqual((await jobs.create(b, { command: ['true'] })).egress, { allow: [], dryRun: false });
+  assert.deepEqual((await jobs.create(b, { command: ['true'] }, 'test')).egress, { allow: [], dryRun: false });
 });
 
 test('denied records go to their job\'s workspace; unknown jobs and malformed records are dropped', async () => {
-  const jobA = await jobs.create(a, { command: ['true'] });
-  const jobB = await jobs.create(b, { command: ['true'] });
+  const jobA = await jobs.create(a, { command: ['true'] }, 'test');
+  const jobB = await jobs.create(b, { command: ['true'] }, 'test');
   const rec = (jobId: string | null, time: string, extra: Partial<DeniedConnection> = {}): DeniedConnection => ({ jobId, cellId: 'cell-1', action: 'denied', destination: '203.0.113.9', protocol: 'tcp', port: 443, time, ...extra });
   const kept = await network.recordDenied([
     rec(jobA.id, '2030-01-01T00:00:01.000Z'),

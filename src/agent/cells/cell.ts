@@ -2,17 +2,18 @@
 import { closeSync, constants, mkdirSync, openSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import type { JobEnd, JobSpec, WipeReceipt } from '../../shared/wire.js';
+import type { JobEnd, JobSpec, WipeReceipt, WorkloadCredentials } from '../../shared/wire.js';
 import { prepareVolume, VolumeBusyError, wipeVolume, type Volume } from '../storage/volume.js';
 import type { CellRuntime, CreatedContainer } from '../runtime/cell-runtime.js';
-import { cellSpec, WORKLOAD_UID } from '../runtime/spec.js';
+import { CELL_CA_FILE, CELL_FILES_DIR, cellSpec, WORKLOAD_UID } from '../runtime/spec.js';
 import { run } from '../exec.js';
 import { CellCgroup } from './cgroup.js';
-import { encodeAssignment, FrameDecoder, type CellFrame } from './frames.js';
+import { encodeAssignment, encodeFile, FrameDecoder, type CellFrame } from './frames.js';
 import type { SizeClass } from './size-class.js';
 import type { CellNetwork, CellNetworkHost } from '../network/cell-network.js';
 import type { CellAddress, Ipam } from '../network/ipam.js';
-import type { GatewayPort } from '../network/nft-ruleset.js';
+import type { GatewayServices } from '../gateway/gateway-services.js';
+import { DATA_SERVICE_NAME } from '../../shared/wire.js';
 
 /** CellState is where a cell is in its life. */
 export type CellState = 'preparing' | 'warm' | 'assigned' | 'exited' | 'wiping' | 'wiped';
@@ -37,7 +38,7 @@ export interface CellEnvironment {
 export interface CellNetworking {
   host: CellNetworkHost;
   ipam: Ipam;
-  gatewayPorts: readonly GatewayPort[];
+  gateway: GatewayServices;
 }
 
 /** WipeStats counts volumes being wiped, wiped, and whose wipe failed. */
@@ -146,29 +147,57 @@ export class Cell {
     this.state = 'warm';
   }
 
-  /** assign attaches the workspace network, sets cgroup limits and hands the job to cell init. Precondition: warm. */
-  async assign(job: JobSpec, events: CellEvents): Promise<void> {
+  /** assign attaches the workspace network, sets cgroup limits, places the token and hands the job to cell init. Precondition: warm. */
+  async assign(job: JobSpec, credentials: WorkloadCredentials, events: CellEvents): Promise<void> {
     if (this.state !== 'warm' || this.controlFd === null) throw new Error(`cell ${this.id} is ${this.state}, not warm`);
     const t0 = performance.now();
     this.state = 'assigned';
     this.job = job;
     this.events = events;
+    const { host, ipam, gateway } = this.env.networking;
     if (this.network) {
-      const { host, ipam, gatewayPorts } = this.env.networking;
       this.address = ipam.allocate(job.workspaceId);
-      await host.attachCellNetwork(this.network, { workspaceId: job.workspaceId, address: this.address.address, gateway: this.address.gateway, gatewayPorts, egress: job.egress });
+      await host.attachCellNetwork(this.network, { workspaceId: job.workspaceId, address: this.address.address, gateway: this.address.gateway, gatewayPorts: gateway.ports, egress: job.egress });
+      gateway.addClient(this.address.address, this.address.gateway, job.egress);
       this.timings.assign_network_ms = performance.now() - t0;
     }
     this.cgroup.limit(job.memoryBytes, job.cpu);
-    const env = { PATH: '/usr/local/bin:/usr/bin:/bin', HOME: '/work', USER: 'workload', ...job.env };
-    writeSync(this.controlFd, encodeAssignment(job.command, env, job.cwd));
-    closeSync(this.controlFd);
-    this.controlFd = null;
+    const gw = this.address?.gateway;
+    // The token travels only over the cell's control FIFO into its private tmpfs: never argv, env or disk.
+    const env = {
+      PATH: '/usr/local/bin:/usr/bin:/bin',
+      HOME: '/work',
+      USER: 'workload',
+      ...job.env,
+      CLEANROOM_JOB_ID: job.jobId,
+      CLEANROOM_TOKEN_FILE: `${CELL_FILES_DIR}/token`,
+      CLEANROOM_DATA_URL: gateway.dataUrl,
+      CLEANROOM_CA_FILE: CELL_CA_FILE,
+    };
+    writeSync(
+      this.controlFd,
+      Buffer.concat([
+        encodeFile('token', 0o400, credentials.token),
+        encodeFile('hosts', 0o444, `127.0.0.1 localhost cell\n${gw ? `${gw} ${DATA_SERVICE_NAME}\n` : ''}`),
+        encodeFile('resolv.conf', 0o444, gw ? `nameserver ${gw}\noptions timeout:2 attempts:2\n` : ''),
+        encodeAssignment(job.command, env, job.cwd),
+      ]),
+    );
     // Only the job id, so that a crash-recovery wipe can be credited to the right job; written after the
     // hand-off, so the workload does not wait for it.
     writeFileSync(join(this.dir, 'job'), job.jobId, { mode: 0o600 });
     this.timers.push(setTimeout(() => void this.stop('timeout'), job.timeoutSeconds * 1000));
     this.timings.assign_ms = performance.now() - t0;
+  }
+
+  /** refreshCredentials replaces the workload's token file (atomically, by cell init) with a fresh token. */
+  refreshCredentials(credentials: WorkloadCredentials): void {
+    if (this.state !== 'assigned' || this.controlFd === null) return;
+    try {
+      writeSync(this.controlFd, encodeFile('token', 0o400, credentials.token));
+    } catch {
+      // The cell is ending; its token is revoked with it.
+    }
   }
 
   /** stop ends the workload early; the end is reported once the cell's output closes. */
@@ -250,7 +279,10 @@ export class Cell {
     this.container?.stdio.stderr.destroy();
     this.timings.wipe_container_ms = performance.now() - t0;
     if (this.network) await this.env.networking.host.destroyCellNetwork(this.network);
-    if (this.address) this.env.networking.ipam.release(this.address.workspaceId, this.address.address);
+    if (this.address) {
+      this.env.networking.gateway.removeClient(this.address.address);
+      this.env.networking.ipam.release(this.address.workspaceId, this.address.address);
+    }
     this.timings.wipe_network_ms = performance.now() - t0 - this.timings.wipe_container_ms;
     const receipt = this.volume ? await this.wipeVolumeWithRetry(this.volume) : null;
     this.cgroup.remove();

@@ -25,6 +25,17 @@ export function encodeAssignment(argv: string[], env: Record<string, string>, cw
   return Buffer.concat([header, strings]);
 }
 
+/** encodeFile serialises a file for the cell's private tmpfs (/run/cleanroom/<name>), written atomically by cell init. */
+export function encodeFile(name: string, mode: number, content: string | Buffer): Buffer {
+  if (!/^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$/.test(name)) throw new Error(`bad cell file name ${JSON.stringify(name)}`);
+  const body = Buffer.concat([Buffer.alloc(4), Buffer.from(`${name}\0`, 'latin1'), Buffer.from(content)]);
+  body.writeUInt32LE(mode, 0);
+  const header = Buffer.alloc(8);
+  header.write('CRF1', 0, 'latin1');
+  header.writeUInt32LE(body.length, 4);
+  return Buffer.concat([header, body]);
+}
+
 /** FrameDecoder turns the untrusted byte stream from a cell into frames, refusing malformed input. */
 export class FrameDecoder {
   private buffered: Buffer = Buffer.alloc(0);

@@ -18,6 +18,8 @@ export interface CellNetworkHostOptions {
   readonly prefix: string;
   readonly pool?: string;
   readonly masquerade?: boolean;
+  /** Called once a new gateway address is on the host (before the attach that added it completes), to start services on it. */
+  readonly onGateway?: (address: string) => Promise<void>;
 }
 
 /** CellNetwork is one cell's network; `netnsPath` goes into the OCI spec as the `network` namespace path. */
@@ -61,7 +63,11 @@ export class CellNetworkHost {
   private readonly parked = new Set<Coprocess>();
   private deniedLog: DeniedLog | undefined;
 
-  private constructor(readonly prefix: string, readonly pool: Cidr) {}
+  private constructor(
+    readonly prefix: string,
+    readonly pool: Cidr,
+    private readonly onGateway: (address: string) => Promise<void>,
+  ) {}
 
   /** open installs the agent table (unless present: live cells keep their elements across restarts) and the gateway dummy. */
   static async open(options: CellNetworkHostOptions): Promise<CellNetworkHost> {
@@ -76,7 +82,7 @@ export class CellNetworkHost {
       await run(['ip', '-force', '-batch', '-'], lines, { allowFailure: true });
       if (!existsSync(`/sys/class/net/${gw}`)) throw new Error(`cannot create the gateway interface ${gw}`);
     }
-    return new CellNetworkHost(options.prefix, pool);
+    return new CellNetworkHost(options.prefix, pool, options.onGateway ?? (async () => {}));
   }
 
   /** prepareCellNetwork creates the netns, the veth pair and the parked in-netns `ip`; nothing tenant-specific. */
@@ -131,9 +137,13 @@ export class CellNetworkHost {
     net.attached = { ...elements, workspaceId: options.workspaceId };
     this.chains.set(policyChain, (this.chains.get(policyChain) ?? 0) + 1);
     this.rememberCell(names.hostIf, net.cellId);
+    const newGateway = !this.gateways.has(options.gateway);
     try {
       await Promise.all([this.nft.run([nftCommands.join('; ')]), this.hostIp.run(hostLines), parked.run(cellLines)]);
-      this.gateways.add(options.gateway);
+      if (newGateway) {
+        await this.onGateway(options.gateway);
+        this.gateways.add(options.gateway);
+      }
     } finally {
       void parked.close();
     }

@@ -4,6 +4,12 @@ import { cellSeccompProfile } from './seccomp.js';
 /** WORKLOAD_UID is the uid (and gid) the workload runs as inside every cell. */
 export const WORKLOAD_UID = 1000;
 
+/** CELL_FILES_DIR is the cell's private tmpfs; /etc/hosts and /etc/resolv.conf link into it. */
+export const CELL_FILES_DIR = '/run/cleanroom';
+
+/** CELL_CA_FILE is where cells find the CA that signs the platform's TLS certificates. */
+export const CELL_CA_FILE = '/etc/cleanroom/ca.pem';
+
 /** UID_RANGE_SIZE is how many host uids each cell's user namespace maps. */
 export const UID_RANGE_SIZE = 65536;
 
@@ -61,6 +67,8 @@ export function cellSpec(i: CellSpecInput): Record<string, unknown> {
       { destination: '/usr', type: 'bind', source: '/usr', options: ro },
       { destination: '/work', type: 'bind', source: i.workDir, options: rw },
       { destination: '/tmp', type: 'bind', source: i.tmpDir, options: rw },
+      // The cell's private RAM-backed files: its token, hosts and resolv.conf, written by cell init at assignment.
+      { destination: CELL_FILES_DIR, type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'nodev', 'noexec', 'mode=0700', `uid=${WORKLOAD_UID}`, `gid=${WORKLOAD_UID}`, 'size=1m'] },
     ],
     linux: {
       uidMappings: [{ containerID: 0, hostID: i.hostUidBase, size: UID_RANGE_SIZE }],

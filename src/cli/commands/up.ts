@@ -5,6 +5,7 @@ import { readFileSync, statSync } from 'node:fs';
 import { loadConfig } from '../../shared/config.js';
 import { dataPaths } from '../../shared/paths.js';
 import { bootstrapDataDir } from '../../supervisor/bootstrap.js';
+import { DATA_SERVICE_NAME } from '../../shared/wire.js';
 import { logFile, runningPid, startProcesses, stopProcess, type ProcessName } from '../../supervisor/processes.js';
 import { CleanroomClient } from '../../sdk/client.js';
 import { readClientConfig, writeClientConfig } from '../client-config.js';
@@ -36,7 +37,7 @@ export function registerUp(program: Command): void {
 
       const setup = new Progress('set-up');
       setup.update('data directory, local CA, certificates, admin key');
-      const { adminKey, account } = await bootstrapDataDir(paths, config, ['127.0.0.1', 'localhost', config.control.host]);
+      const { adminKey, account } = await bootstrapDataDir(paths, config, ['127.0.0.1', 'localhost', config.control.host, DATA_SERVICE_NAME]);
       const url = `https://${config.control.host === '0.0.0.0' ? '127.0.0.1' : config.control.host}:${config.control.apiPort}`;
       if (adminKey) {
         const where = writeClientConfig({ url, apiKey: adminKey, caPath: paths.pki.caCert });

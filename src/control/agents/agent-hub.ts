@@ -3,7 +3,7 @@ import { createServer, type Server } from 'node:https';
 import type { TLSSocket } from 'node:tls';
 import { randomUUID } from 'node:crypto';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { AGENT_CERT_CN, type AgentToControl, type ControlToAgent, type JobSpec, type PoolStatus, type VolumeCounts } from '../../shared/wire.js';
+import { AGENT_CERT_CN, type AgentToControl, type ControlToAgent, type JobSpec, type PoolStatus, type VolumeCounts, type WorkloadCredentials } from '../../shared/wire.js';
 import type { Dispatcher, JobService } from '../jobs/job-service.js';
 import type { NetworkPolicyService } from '../network/network-policy-service.js';
 
@@ -86,6 +86,7 @@ export class AgentHub implements Dispatcher {
         this.log('agent connected', { agentId: msg.agentId, live: msg.liveJobIds.length });
         void this.jobs
           .onAgentLost(msg.agentId, msg.liveJobIds, 'the agent restarted and the job\'s cell was lost')
+          .then(() => this.jobs.resumeCredentials(msg.agentId, msg.liveJobIds))
           .then(() => this.jobs.dispatchQueued());
         return;
       }
@@ -128,13 +129,22 @@ export class AgentHub implements Dispatcher {
     }
   }
 
-  dispatch(spec: JobSpec): string | null {
+  canDispatch(): boolean {
+    return this.agents.size > 0;
+  }
+
+  dispatch(spec: JobSpec, credentials: WorkloadCredentials): string | null {
     const conns = [...this.agents.values()].sort((a, b) => a.running.size - b.running.size);
     const conn = conns[0];
     if (!conn) return null;
     conn.running.add(spec.jobId);
-    send(conn.ws, { type: 'assign', job: spec });
+    send(conn.ws, { type: 'assign', job: spec, credentials });
     return conn.agentId;
+  }
+
+  refreshCredentials(agentId: string, jobId: string, credentials: WorkloadCredentials): void {
+    const conn = this.agents.get(agentId);
+    if (conn) send(conn.ws, { type: 'token.refresh', jobId, credentials });
   }
 
   cancel(agentId: string, jobId: string): void {

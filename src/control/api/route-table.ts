@@ -3,11 +3,21 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import { ApiError, ERROR_CODES } from '../../shared/errors.js';
 import type { ApiKeyRecord, Workspace } from '../model.js';
+import type { WorkloadIdentity } from '../tokens/token-service.js';
 
-/** Principal is who made a request: an API key and its workspace. */
+/** Principal is who made a request: an API key, or (on data routes) a workload token, and its workspace. */
 export interface Principal {
-  key: ApiKeyRecord;
+  key: ApiKeyRecord | null;
+  workload: WorkloadIdentity | null;
   workspace: Workspace;
+}
+
+/** AuthMode says who may call a route: anyone, any API key, an admin key, or an API key or workload token (data routes). */
+export type AuthMode = 'none' | 'key' | 'admin' | 'data';
+
+/** actorOf names a principal in the audit log. */
+export function actorOf(p: Principal): string {
+  return p.key ? `key:${p.key.id}` : `workload:${p.workload?.jobId ?? '?'}`;
 }
 
 /** RouteContext is what a handler sees: parsed input, never the raw request. */
@@ -27,8 +37,8 @@ export interface RouteDef<B = unknown, Q = unknown> {
   path: string;
   operationId: string;
   summary: string;
-  /** none: public; key: any valid API key; admin: an admin key. */
-  auth: 'none' | 'key' | 'admin';
+  /** none: public; key: any valid API key; admin: an admin key; data: an API key or a workload token. */
+  auth: AuthMode;
   body?: z.ZodType<B>;
   query?: z.ZodType<Q>;
   status?: number;
@@ -40,16 +50,20 @@ export interface RouteDef<B = unknown, Q = unknown> {
 }
 
 /** Authenticator turns an Authorization header into a Principal or throws 401/403. */
-export type Authenticator = (header: string | undefined, adminOnly: boolean) => Promise<Principal>;
+export type Authenticator = (header: string | undefined, mode: Exclude<AuthMode, 'none'>) => Promise<Principal>;
 
 /** RouteTable collects routes and renders the OpenAPI document. */
 export class RouteTable {
-  private readonly routes: RouteDef<any, any>[] = [];
-
   constructor(
     private readonly app: FastifyInstance,
     private readonly authenticate: Authenticator,
+    private readonly routes: RouteDef<any, any>[] = [],
   ) {}
+
+  /** within returns a table that registers on a child fastify context (own body parsers) but documents into this one. */
+  within(instance: FastifyInstance): RouteTable {
+    return new RouteTable(instance, this.authenticate, this.routes);
+  }
 
   /** add registers a route. */
   add<B, Q>(def: RouteDef<B, Q>): void {
@@ -58,7 +72,7 @@ export class RouteTable {
       method: def.method,
       url: def.path,
       handler: async (request, reply) => {
-        const principal = def.auth === 'none' ? (null as unknown as Principal) : await this.authenticate(request.headers.authorization, def.auth === 'admin');
+        const principal = def.auth === 'none' ? (null as unknown as Principal) : await this.authenticate(request.headers.authorization, def.auth);
         const body = parse(def.body, request.body ?? {}, 'body') as B;
         const query = parse(def.query, request.query ?? {}, 'query') as Q;
         const result = await def.handler({ principal, body, query, params: request.params as Record<string, string>, reply, request });
@@ -73,14 +87,16 @@ export class RouteTable {
   openapi(): Record<string, unknown> {
     const paths: Record<string, Record<string, unknown>> = {};
     for (const r of this.routes) {
-      const path = r.path.replace(/:([A-Za-z]+)/g, '{$1}');
-      const params = [...r.path.matchAll(/:([A-Za-z]+)/g)].map((m) => ({ name: m[1], in: 'path', required: true, schema: { type: 'string' } }));
+      // A trailing wildcard (`/*`) is documented as a `{key}` parameter that may contain slashes.
+      const path = r.path.replace(/:([A-Za-z]+)/g, '{$1}').replace(/\*$/, '{key}');
+      const names = [...r.path.matchAll(/:([A-Za-z]+)/g)].map((m) => m[1]!).concat(r.path.endsWith('*') ? ['key'] : []);
+      const params = names.map((name) => ({ name, in: 'path', required: true, schema: { type: 'string' } }));
       const queryParams = r.query ? Object.entries((toSchema(r.query).properties ?? {}) as Record<string, unknown>).map(([name, schema]) => ({ name, in: 'query', required: false, schema })) : [];
       const success =
         r.response instanceof z.ZodType
           ? { description: 'OK', content: { 'application/json': { schema: toSchema(r.response) } } }
           : { description: r.response.description, content: { [r.response.contentType]: {} } };
-      const errorCodes = new Set<string>([...(r.auth === 'none' ? [] : ['unauthenticated']), ...(r.auth === 'admin' ? ['forbidden'] : []), ...(r.body || r.query ? ['invalid_request'] : []), ...(r.body ? ['invalid_json'] : []), ...(r.errors ?? [])]);
+      const errorCodes = new Set<string>([...(r.auth === 'none' ? [] : ['unauthenticated']), ...(r.auth === 'admin' ? ['forbidden'] : []), ...(r.auth === 'data' ? ['invalid_token', 'token_expired', 'token_revoked', 'out_of_scope'] : []), ...(r.body || r.query ? ['invalid_request'] : []), ...(r.body ? ['invalid_json'] : []), ...(r.errors ?? [])]);
       const responses: Record<string, unknown> = { [String(r.status ?? 200)]: success };
       for (const code of errorCodes) {
         const status = String(ERROR_CODES[code as keyof typeof ERROR_CODES].status);
@@ -91,7 +107,7 @@ export class RouteTable {
       paths[path]![r.method.toLowerCase()] = {
         operationId: r.operationId,
         summary: r.summary,
-        ...(r.auth === 'none' ? { security: [] } : {}),
+        ...(r.auth === 'none' ? { security: [] } : r.auth === 'data' ? { security: [{ apiKey: [] }, { workloadToken: [] }] } : {}),
         parameters: [...params, ...queryParams],
         ...(r.body ? { requestBody: { required: true, content: { 'application/json': { schema: toSchema(r.body) } } } } : {}),
         responses,
@@ -103,7 +119,10 @@ export class RouteTable {
       security: [{ apiKey: [] }],
       paths,
       components: {
-        securitySchemes: { apiKey: { type: 'http', scheme: 'bearer', description: 'An API key: crk_<id>_<secret>' } },
+        securitySchemes: {
+          apiKey: { type: 'http', scheme: 'bearer', description: 'An API key: crk_<id>_<secret>' },
+          workloadToken: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT', description: "A workload's token (the file named by CLEANROOM_TOKEN_FILE inside a cell)" },
+        },
         schemas: {
           Error: {
             type: 'object',

@@ -1,35 +1,54 @@
-/** The user-facing HTTPS API server: fastify, TLS ≥ 1.2, one error shape. */
+/** The HTTPS servers: the user-facing API and the data service; fastify, TLS ≥ 1.2, one error shape. */
 import Fastify, { type FastifyInstance } from 'fastify';
 import { ApiError, ERROR_CODES, type ErrorBody } from '../../shared/errors.js';
 import type { AgentHub } from '../agents/agent-hub.js';
-import type { JobService } from '../jobs/job-service.js';
-import type { OutputHub } from '../jobs/output-hub.js';
-import type { NetworkPolicyService } from '../network/network-policy-service.js';
-import type { TenancyService } from '../tenancy/tenancy-service.js';
+import type { ControlServices } from '../services.js';
+import { createAuthenticator } from '../auth/authenticator.js';
 import { RouteTable } from './route-table.js';
+import { registerAuditRoutes } from './routes/audit.js';
+import { registerDataRoutes } from './routes/data.js';
 import { registerJobRoutes } from './routes/jobs.js';
 import { registerNetworkRoutes } from './routes/network.js';
 import { registerSystemRoutes } from './routes/system.js';
 import { registerTenancyRoutes } from './routes/tenancy.js';
+import { registerTokenRoutes } from './routes/tokens.js';
 
 /** ApiServerDeps are the services the routes call. */
 export interface ApiServerDeps {
   tls: { cert: string; key: string };
-  tenancy: TenancyService;
-  jobs: JobService;
-  network: NetworkPolicyService;
-  hub: OutputHub;
+  services: ControlServices;
   agents: AgentHub;
   log: (msg: string, extra?: object) => void;
   /** onRoute observes every route fastify registers (the OpenAPI test compares them with the document). */
   onRoute?: (method: string, url: string) => void;
 }
 
-/** BODY_LIMIT_BYTES caps request bodies (a job's argv and env fit easily). */
+/** BODY_LIMIT_BYTES caps JSON request bodies (a job's argv and env fit easily); object bodies are streamed instead. */
 const BODY_LIMIT_BYTES = 1024 * 1024;
 
-/** buildApiServer creates the fastify app with every route registered. */
+/** buildApiServer creates the user-facing app with every route registered. */
 export function buildApiServer(d: ApiServerDeps): { app: FastifyInstance; routes: RouteTable } {
+  const { app, routes } = baseServer(d);
+  const s = d.services;
+  registerSystemRoutes(routes, d.agents);
+  registerTenancyRoutes(routes, s.tenancy);
+  registerJobRoutes(routes, s.jobs, s.hub);
+  registerNetworkRoutes(routes, s.network);
+  registerAuditRoutes(routes, s.audit);
+  registerTokenRoutes(routes, s.tokens);
+  registerDataRoutes(app, routes, s.objects, s.audit);
+  return { app, routes };
+}
+
+/** buildDataServer creates the data service's own listener: objects and JWKS only, so a cell's gateway can reach nothing else. */
+export function buildDataServer(d: ApiServerDeps): { app: FastifyInstance; routes: RouteTable } {
+  const { app, routes } = baseServer(d);
+  registerTokenRoutes(routes, d.services.tokens);
+  registerDataRoutes(app, routes, d.services.objects, d.services.audit);
+  return { app, routes };
+}
+
+function baseServer(d: ApiServerDeps): { app: FastifyInstance; routes: RouteTable } {
   const app = Fastify({
     https: { ...d.tls, minVersion: 'TLSv1.2' },
     bodyLimit: BODY_LIMIT_BYTES,
@@ -47,12 +66,8 @@ export function buildApiServer(d: ApiServerDeps): { app: FastifyInstance; routes
   app.addHook('onRoute', (r) => {
     for (const m of [r.method].flat()) d.onRoute?.(m, r.url);
   });
-  const routes = new RouteTable(app, (h, admin) => d.tenancy.authenticate(h, admin));
-  registerSystemRoutes(routes, d.agents);
-  registerTenancyRoutes(routes, d.tenancy);
-  registerJobRoutes(routes, d.jobs, d.hub);
-  registerNetworkRoutes(routes, d.network);
-  return { app, routes };
+  const s = d.services;
+  return { app, routes: new RouteTable(app, createAuthenticator(s.tenancy, s.tokens, s.store, s.audit)) };
 }
 
 function toErrorBody(err: unknown): ErrorBody {

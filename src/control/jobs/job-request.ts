@@ -3,7 +3,8 @@ import { posix } from 'node:path';
 import { z } from 'zod';
 import { ApiError } from '../../shared/errors.js';
 import { RUNTIMES, type Runtime, type WorkloadSpec } from '../../shared/wire.js';
-import type { Workspace } from '../model.js';
+import type { DataGrant, Workspace } from '../model.js';
+import { prefixProblem } from '../data/object-key.js';
 
 const NO_NUL = (s: string) => !s.includes('\0');
 
@@ -32,6 +33,18 @@ export const JobRequestSchema = z
     timeoutSeconds: z.number().optional().describe('wall-clock limit; the job ends as `timeout` after it'),
     diskMiB: z.number().int().optional().describe('size of the encrypted volume holding /work and /tmp (rounded up to a size class)'),
     runtime: z.string().optional().describe('OCI runtime: runc (default) or runsc (gVisor)'),
+    data: z
+      .array(
+        z
+          .object({
+            prefix: z.string().max(1024).describe('object key prefix in the workspace data store ("" is the whole store)'),
+            access: z.enum(['read', 'read-write']),
+          })
+          .strict(),
+      )
+      .max(32)
+      .optional()
+      .describe("what the job's token may do in the workspace data store; nothing if absent"),
   })
   .strict();
 
@@ -47,7 +60,7 @@ export interface JobDefaults {
 }
 
 /** ResolvedJob is a request with defaults applied and limits checked. */
-export type ResolvedJob = WorkloadSpec;
+export type ResolvedJob = WorkloadSpec & { dataGrants: DataGrant[] };
 
 /** resolveJobRequest applies defaults and refuses anything outside the workspace's limits (422). */
 export function resolveJobRequest(req: JobRequest, ws: Workspace, d: JobDefaults): ResolvedJob {
@@ -70,7 +83,15 @@ export function resolveJobRequest(req: JobRequest, ws: Workspace, d: JobDefaults
   if (!(diskBytes >= 16 * 1024 * 1024 && diskBytes <= ws.maxDiskBytes)) {
     throw new ApiError('limit_exceeded', `diskMiB must be between 16 and ${ws.maxDiskBytes / 1024 / 1024} (workspace limit); got ${diskBytes / 1024 / 1024}`);
   }
-  return { command: req.command, env: req.env ?? {}, cwd: resolveCwd(req.cwd), cpu, memoryBytes, timeoutSeconds, diskBytes, runtime: runtime as Runtime };
+  return { command: req.command, env: req.env ?? {}, cwd: resolveCwd(req.cwd), cpu, memoryBytes, timeoutSeconds, diskBytes, runtime: runtime as Runtime, dataGrants: resolveGrants(req.data ?? []) };
+}
+
+function resolveGrants(grants: DataGrant[]): DataGrant[] {
+  for (const [i, g] of grants.entries()) {
+    const problem = /\s/.test(g.prefix) ? 'a prefix must not contain whitespace' : prefixProblem(g.prefix);
+    if (problem) throw new ApiError('invalid_request', `data.${i}.prefix: ${problem}`);
+  }
+  return grants.map((g) => ({ prefix: g.prefix, access: g.access }));
 }
 
 function resolveCwd(cwd: string | undefined): string {

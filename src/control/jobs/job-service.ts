@@ -1,7 +1,9 @@
 /** JobService owns the life of job records: create, read, cancel, and the agents' reports. */
 import { randomBytes } from 'node:crypto';
 import { ApiError } from '../../shared/errors.js';
-import type { JobEnd, JobSpec, WipeReceipt } from '../../shared/wire.js';
+import type { JobEnd, JobSpec, WipeReceipt, WorkloadCredentials } from '../../shared/wire.js';
+import type { AuditLog } from '../audit/audit-log.js';
+import type { TokenService } from '../tokens/token-service.js';
 import { TERMINAL_STATUSES, type Job, type OutputChunk, type Workspace } from '../model.js';
 import type { Store } from '../store/store.js';
 import type { NetworkPolicyService } from '../network/network-policy-service.js';
@@ -10,8 +12,12 @@ import { resolveJobRequest, type JobDefaults, type JobRequest } from './job-requ
 
 /** Dispatcher places jobs on agents; the agent hub implements it. */
 export interface Dispatcher {
-  /** dispatch sends the job to an agent and returns its id, or null if no agent is connected. */
-  dispatch(spec: JobSpec): string | null;
+  /** canDispatch reports whether any agent is connected. */
+  canDispatch(): boolean;
+  /** dispatch sends the job and its credentials to an agent and returns its id, or null if no agent is connected. */
+  dispatch(spec: JobSpec, credentials: WorkloadCredentials): string | null;
+  /** refreshCredentials hands a running job a fresh token. */
+  refreshCredentials(agentId: string, jobId: string, credentials: WorkloadCredentials): void;
   /** cancel asks the job's agent to stop it. */
   cancel(agentId: string, jobId: string): void;
 }
@@ -31,6 +37,8 @@ export class JobService {
     private readonly hub: OutputHub,
     private readonly defaults: JobDefaults,
     private readonly network: NetworkPolicyService,
+    private readonly tokens: TokenService,
+    private readonly audit: AuditLog,
   ) {}
 
   /** attach connects the dispatcher (the agent hub), which is built after the service. */
@@ -39,7 +47,7 @@ export class JobService {
   }
 
   /** create validates, records and dispatches a job; the job keeps the workspace's egress policy of this moment. */
-  async create(ws: Workspace, req: JobRequest): Promise<Job> {
+  async create(ws: Workspace, req: JobRequest, actor: string): Promise<Job> {
     const r = resolveJobRequest(req, ws, this.defaults);
     const egress = await this.network.policyOf(ws.id);
     const job: Job = {
@@ -61,15 +69,39 @@ export class JobService {
       egress,
     };
     await this.store.createJob(job);
+    await this.audit.record({ type: 'workload.created', actor, workspaceId: ws.id, subject: job.id, details: { runtime: job.runtime, command: job.command[0], data: job.dataGrants } });
     return this.place(job, performance.now());
   }
 
+  // The token is minted only when an agent can take the job, and lives only as long as the job runs.
   private async place(job: Job, t0: number): Promise<Job> {
-    const agentId = this.dispatcher?.dispatch(specOf(job)) ?? null;
-    if (!agentId) return job;
-    const patch = { status: 'assigned' as const, agentId, timings: { ...job.timings, control_dispatch_ms: round(performance.now() - t0) } };
+    const d = this.dispatcher;
+    if (!d?.canDispatch()) return job;
+    const subject = { jobId: job.id, workspaceId: job.workspaceId, dataGrants: job.dataGrants };
+    const credentials = await this.tokens.mint(subject);
+    const tMinted = performance.now();
+    const agentId = d.dispatch(specOf(job), credentials);
+    if (!agentId) {
+      await this.tokens.revokeJob(job.id, job.workspaceId, 'no agent took the job');
+      return job;
+    }
+    this.tokens.keepFresh(subject, (c) => d.refreshCredentials(agentId, job.id, c));
+    const timings = { ...job.timings, control_token_ms: round(tMinted - t0), control_dispatch_ms: round(performance.now() - t0) };
+    const patch = { status: 'assigned' as const, agentId, timings };
     await this.store.updateJob(job.id, patch);
     return { ...job, ...patch };
+  }
+
+  /** resumeCredentials gives the live jobs of a (re)connected agent fresh tokens and keeps them fresh. */
+  async resumeCredentials(agentId: string, liveJobIds: readonly string[]): Promise<void> {
+    for (const id of liveJobIds) {
+      const job = await this.store.getJob(id);
+      if (!job || isTerminal(job) || job.agentId !== agentId || !this.dispatcher) continue;
+      const d = this.dispatcher;
+      const subject = { jobId: job.id, workspaceId: job.workspaceId, dataGrants: job.dataGrants };
+      d.refreshCredentials(agentId, job.id, await this.tokens.mint(subject, 'refreshed'));
+      this.tokens.keepFresh(subject, (c) => d.refreshCredentials(agentId, job.id, c));
+    }
   }
 
   /** get returns a job of the workspace, or 404 — also for another workspace's job. */
@@ -112,6 +144,7 @@ export class JobService {
     const job = await this.store.getJob(jobId);
     if (!job || isTerminal(job)) return;
     await this.store.updateJob(jobId, { status: 'running', cellId, startedAt: new Date().toISOString(), timings: { ...job.timings, ...prefixed('agent_', timings) } });
+    await this.audit.record({ type: 'cell.assigned', actor: `agent:${job.agentId}`, workspaceId: job.workspaceId, subject: jobId, details: { cellId, runtime: job.runtime } });
   }
 
   /** onOutput stores and publishes a chunk of output. */
@@ -140,6 +173,7 @@ export class JobService {
       timings: { ...job.timings, ...prefixed('agent_', timings) },
     };
     await this.store.updateJob(jobId, patch);
+    await this.tokens.revokeJob(jobId, job.workspaceId, `the job ended (${end.reason})`);
     this.nextSeq.delete(jobId);
     this.hub.publish(jobId, { type: 'end', job: { ...job, ...patch } });
   }
@@ -147,7 +181,10 @@ export class JobService {
   /** onWiped attaches the wipe receipt of the job's volume. */
   async onWiped(jobId: string, receipt: WipeReceipt, timings: Record<string, number>): Promise<void> {
     const job = await this.store.getJob(jobId);
-    if (job) await this.store.updateJob(jobId, { wipe: receipt, timings: { ...job.timings, ...prefixed('agent_', timings) } });
+    if (!job) return;
+    await this.store.updateJob(jobId, { wipe: receipt, timings: { ...job.timings, ...prefixed('agent_', timings) } });
+    const { volumeId, cellId, keyIdentifier, keyStateAfterRemoval, totalMs } = receipt;
+    await this.audit.record({ type: 'wipe.done', actor: `agent:${job.agentId}`, workspaceId: job.workspaceId, subject: jobId, details: { volumeId, cellId, keyIdentifier, keyStateAfterRemoval, totalMs } });
   }
 
   /** onAgentLost ends the agent's unfinished jobs that it no longer reports as live. */

@@ -6,12 +6,16 @@ import { CELL_POOL_CIDR } from '../../shared/net/pool.js';
 import type { DeniedConnection } from '../../shared/wire.js';
 import { DEFAULT_EGRESS_POLICY, type DeniedConnectionRecord, type Workspace } from '../model.js';
 import type { DeniedQuery, Store } from '../store/store.js';
+import type { AuditLog } from '../audit/audit-log.js';
 
 const POOL = cidrOf(CELL_POOL_CIDR);
 
 /** NetworkPolicyService is the only writer of egress policies and denied-connection records. */
 export class NetworkPolicyService {
-  constructor(private readonly store: Store) {}
+  constructor(
+    private readonly store: Store,
+    private readonly audit: AuditLog,
+  ) {}
 
   /** policyOf returns the policy in force for a workspace: its own, or deny-all if it never set one. */
   async policyOf(workspaceId: string): Promise<EgressPolicy> {
@@ -19,13 +23,14 @@ export class NetworkPolicyService {
   }
 
   /** set validates and stores a new policy for the workspace; on bad input (422 invalid_policy) the previous one stays. */
-  async set(ws: Workspace, input: unknown): Promise<EgressPolicy> {
+  async set(ws: Workspace, input: unknown, actor: string): Promise<EgressPolicy> {
     const r = validateEgressPolicy(input, { poolCidr: POOL });
     if (!r.ok) {
       const { code, path, message } = r.error;
       throw new ApiError('invalid_policy', `${path || 'policy'}: ${message} (the previous policy stays in force)`, { code, path });
     }
     await this.store.setEgressPolicy(ws.id, r.policy);
+    await this.audit.record({ type: 'policy.changed', actor, workspaceId: ws.id, subject: 'egress', details: { allow: r.policy.allow.length, dryRun: r.policy.dryRun } });
     return r.policy;
   }
 

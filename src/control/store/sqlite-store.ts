@@ -1,8 +1,9 @@
 /** SqliteStore is the embedded Store adapter (better-sqlite3, WAL). */
 import Database from 'better-sqlite3';
 import type { EgressPolicy } from '../../shared/net/egress-policy.js';
-import { DEFAULT_EGRESS_POLICY, type ApiKeyRecord, type DeniedConnectionRecord, type Job, type OutputChunk, type Workspace } from '../model.js';
-import type { DeniedQuery, Store } from './store.js';
+import type { AuditEvent, AuditEventInput } from '../audit/chain.js';
+import { DEFAULT_EGRESS_POLICY, type ApiKeyRecord, type DeniedConnectionRecord, type Job, type ObjectMeta, type OutputChunk, type SigningKeyRecord, type TokenRecord, type Workspace } from '../model.js';
+import type { AuditQuery, DeniedQuery, ObjectQuery, Store } from './store.js';
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS workspaces (
@@ -27,8 +28,29 @@ CREATE TABLE IF NOT EXISTS denied_connections (
   cell_id TEXT NOT NULL, action TEXT NOT NULL, destination TEXT NOT NULL, protocol TEXT NOT NULL, port INTEGER, time TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS denied_by_workspace ON denied_connections(workspace_id, time DESC, id DESC);
 CREATE INDEX IF NOT EXISTS denied_by_job ON denied_connections(job_id, time DESC, id DESC);
+CREATE TABLE IF NOT EXISTS audit_events (
+  seq INTEGER PRIMARY KEY, time TEXT NOT NULL, type TEXT NOT NULL, actor TEXT NOT NULL, workspace_id TEXT,
+  subject TEXT, details TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS audit_by_workspace ON audit_events(workspace_id, seq);
+-- Append-only: the platform never updates or deletes an event (the hash chain catches anyone who does it behind our back).
+CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit_events BEGIN SELECT RAISE(ABORT, 'audit events are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit_events BEGIN SELECT RAISE(ABORT, 'audit events are append-only'); END;
+CREATE TABLE IF NOT EXISTS workspace_keys (
+  workspace_id TEXT PRIMARY KEY REFERENCES workspaces(id), wrapped BLOB NOT NULL, created_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS objects (
+  workspace_id TEXT NOT NULL REFERENCES workspaces(id), key TEXT NOT NULL, object_id TEXT NOT NULL, size INTEGER NOT NULL,
+  sha256 TEXT NOT NULL, wrapped_key BLOB NOT NULL, created_at TEXT NOT NULL, PRIMARY KEY (workspace_id, key)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS signing_keys (
+  kid TEXT PRIMARY KEY, public_jwk TEXT NOT NULL, wrapped_private BLOB NOT NULL, created_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS tokens (
+  jti TEXT PRIMARY KEY, job_id TEXT NOT NULL, workspace_id TEXT NOT NULL, issued_at TEXT NOT NULL, expires_at TEXT NOT NULL,
+  revoked_at TEXT);
+CREATE INDEX IF NOT EXISTS tokens_by_job ON tokens(job_id);
 `;
 
+interface AuditRow { seq: number; time: string; type: string; actor: string; workspace_id: string | null; subject: string | null; details: string; prev_hash: string; hash: string }
+interface ObjectRow { workspace_id: string; key: string; object_id: string; size: number; sha256: string; wrapped_key: Buffer; created_at: string }
+interface TokenRow { jti: string; job_id: string; workspace_id: string; issued_at: string; expires_at: string; revoked_at: string | null }
 interface WorkspaceRow { id: string; name: string; created_at: string; max_cpu: number; max_memory_bytes: number; max_timeout_seconds: number; max_disk_bytes: number }
 interface DeniedRow { workspace_id: string; job_id: string; cell_id: string; action: 'denied' | 'dry-run'; destination: string; protocol: string; port: number | null; time: string }
 interface KeyRow { id: string; workspace_id: string; name: string; admin: number; secret_hash: string; created_at: string; revoked_at: string | null }
@@ -73,6 +95,30 @@ export class SqliteStore implements Store {
       deniedOfJob: d.prepare<[string, string, number], DeniedRow>(
         'SELECT * FROM denied_connections WHERE workspace_id = ? AND job_id = ? ORDER BY time DESC, id DESC LIMIT ?',
       ),
+      revokeKey: d.prepare('UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL'),
+      lastAudit: d.prepare<[], { seq: number; hash: string }>('SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1'),
+      insertAudit: d.prepare('INSERT INTO audit_events VALUES (@seq, @time, @type, @actor, @workspaceId, @subject, @details, @prevHash, @hash)'),
+      workspaceKey: d.prepare<[string], { wrapped: Buffer }>('SELECT wrapped FROM workspace_keys WHERE workspace_id = ?'),
+      insertWorkspaceKey: d.prepare('INSERT OR IGNORE INTO workspace_keys VALUES (?, ?, ?)'),
+      object: d.prepare<[string, string], ObjectRow>('SELECT * FROM objects WHERE workspace_id = ? AND key = ?'),
+      upsertObject: d.prepare(
+        `INSERT INTO objects VALUES (@workspaceId, @key, @objectId, @size, @sha256, @wrappedKey, @createdAt)
+         ON CONFLICT(workspace_id, key) DO UPDATE SET object_id = excluded.object_id, size = excluded.size, sha256 = excluded.sha256,
+           wrapped_key = excluded.wrapped_key, created_at = excluded.created_at`,
+      ),
+      deleteObject: d.prepare('DELETE FROM objects WHERE workspace_id = ? AND key = ?'),
+      objects: d.prepare<[string, string, string, string, number], ObjectRow>(
+        // key >= prefix AND key < prefix || U+10FFFF: an index range scan, with no LIKE escaping to get wrong.
+        "SELECT * FROM objects WHERE workspace_id = ? AND key >= ? AND key < ? || char(1114111) AND key > ? ORDER BY key LIMIT ?",
+      ),
+      signingKeys: d.prepare<[], { kid: string; public_jwk: string; wrapped_private: Buffer; created_at: string }>('SELECT * FROM signing_keys ORDER BY created_at'),
+      insertSigningKey: d.prepare('INSERT INTO signing_keys VALUES (@kid, @publicJwk, @wrappedPrivate, @createdAt)'),
+      deleteSigningKey: d.prepare('DELETE FROM signing_keys WHERE kid = ?'),
+      insertToken: d.prepare('INSERT INTO tokens VALUES (@jti, @jobId, @workspaceId, @issuedAt, @expiresAt, @revokedAt)'),
+      token: d.prepare<[string], TokenRow>('SELECT * FROM tokens WHERE jti = ?'),
+      liveTokensOfJob: d.prepare<[string], { jti: string }>('SELECT jti FROM tokens WHERE job_id = ? AND revoked_at IS NULL'),
+      revokeTokensOfJob: d.prepare('UPDATE tokens SET revoked_at = ? WHERE job_id = ? AND revoked_at IS NULL'),
+      deleteExpiredTokens: d.prepare('DELETE FROM tokens WHERE expires_at < ?'),
     };
   }
 
@@ -166,14 +212,106 @@ export class SqliteStore implements Store {
     return rows.map((r) => ({ workspaceId: r.workspace_id, jobId: r.job_id, cellId: r.cell_id, action: r.action, destination: r.destination, protocol: r.protocol, port: r.port, time: r.time }));
   }
 
+  async revokeApiKey(id: string, at: string): Promise<boolean> {
+    return this.stmts.revokeKey.run(at, id).changes === 1;
+  }
+
+  async appendAudit(input: AuditEventInput, seal: (input: AuditEventInput, prev: { seq: number; hash: string } | null) => AuditEvent): Promise<AuditEvent> {
+    // better-sqlite3 transactions are synchronous, so reading the last link and appending the next cannot interleave.
+    return this.db.transaction(() => {
+      const e = seal(input, this.stmts.lastAudit.get() ?? null);
+      this.stmts.insertAudit.run({ ...e, details: JSON.stringify(e.details) });
+      return e;
+    })();
+  }
+
+  async listAudit(q: AuditQuery): Promise<AuditEvent[]> {
+    const filters: Array<[string, string | number | undefined]> = [['workspace_id = ?', q.workspaceId], ['type = ?', q.type], ['seq > ?', q.afterSeq], ['seq < ?', q.beforeSeq]];
+    const used = filters.filter((f): f is [string, string | number] => f[1] !== undefined);
+    const where = used.length ? `WHERE ${used.map(([clause]) => clause).join(' AND ')}` : '';
+    return this.db
+      .prepare<Array<string | number>, AuditRow>(`SELECT * FROM audit_events ${where} ORDER BY seq ${q.order === 'asc' ? 'ASC' : 'DESC'} LIMIT ?`)
+      .all(...used.map(([, v]) => v), q.limit)
+      .map((r) => ({ seq: r.seq, time: r.time, type: r.type as AuditEvent['type'], actor: r.actor, workspaceId: r.workspace_id, subject: r.subject, details: JSON.parse(r.details) as Record<string, unknown>, prevHash: r.prev_hash, hash: r.hash }));
+  }
+
+  async workspaceKey(workspaceId: string, candidate: () => Buffer): Promise<Buffer> {
+    const found = this.stmts.workspaceKey.get(workspaceId);
+    if (found) return found.wrapped;
+    this.stmts.insertWorkspaceKey.run(workspaceId, candidate(), new Date().toISOString());
+    return this.stmts.workspaceKey.get(workspaceId)!.wrapped;
+  }
+
+  async getObject(workspaceId: string, key: string): Promise<ObjectMeta | null> {
+    return objectFrom(this.stmts.object.get(workspaceId, key));
+  }
+
+  async putObject(meta: ObjectMeta): Promise<ObjectMeta | null> {
+    return this.db.transaction(() => {
+      const previous = objectFrom(this.stmts.object.get(meta.workspaceId, meta.key));
+      this.stmts.upsertObject.run(meta);
+      return previous;
+    })();
+  }
+
+  async deleteObject(workspaceId: string, key: string): Promise<ObjectMeta | null> {
+    return this.db.transaction(() => {
+      const previous = objectFrom(this.stmts.object.get(workspaceId, key));
+      if (previous) this.stmts.deleteObject.run(workspaceId, key);
+      return previous;
+    })();
+  }
+
+  async listObjects(workspaceId: string, q: ObjectQuery): Promise<ObjectMeta[]> {
+    return this.stmts.objects.all(workspaceId, q.prefix, q.prefix, q.after ?? '', q.limit).map((r) => objectFrom(r)!);
+  }
+
+  async listSigningKeys(): Promise<SigningKeyRecord[]> {
+    return this.stmts.signingKeys.all().map((r) => ({ kid: r.kid, publicJwk: r.public_jwk, wrappedPrivate: r.wrapped_private, createdAt: r.created_at }));
+  }
+
+  async addSigningKey(k: SigningKeyRecord): Promise<void> {
+    this.stmts.insertSigningKey.run(k);
+  }
+
+  async deleteSigningKey(kid: string): Promise<void> {
+    this.stmts.deleteSigningKey.run(kid);
+  }
+
+  async addToken(t: TokenRecord): Promise<void> {
+    this.stmts.insertToken.run(t);
+  }
+
+  async getToken(jti: string): Promise<TokenRecord | null> {
+    const r = this.stmts.token.get(jti);
+    return r ? { jti: r.jti, jobId: r.job_id, workspaceId: r.workspace_id, issuedAt: r.issued_at, expiresAt: r.expires_at, revokedAt: r.revoked_at } : null;
+  }
+
+  async revokeTokensOfJob(jobId: string, at: string): Promise<string[]> {
+    return this.db.transaction(() => {
+      const live = this.stmts.liveTokensOfJob.all(jobId).map((r) => r.jti);
+      if (live.length) this.stmts.revokeTokensOfJob.run(at, jobId);
+      return live;
+    })();
+  }
+
+  async deleteTokensExpiredBefore(at: string): Promise<void> {
+    this.stmts.deleteExpiredTokens.run(at);
+  }
+
   async close(): Promise<void> {
     this.db.close();
   }
 }
 
+function objectFrom(r: ObjectRow | undefined): ObjectMeta | null {
+  if (!r) return null;
+  return { workspaceId: r.workspace_id, key: r.key, objectId: r.object_id, size: r.size, sha256: r.sha256, wrappedKey: r.wrapped_key, createdAt: r.created_at };
+}
+
 /** jobFrom parses a stored job; jobs recorded before egress policies existed ran, and run, with no egress. */
 function jobFrom(doc: string): Job {
-  return { egress: DEFAULT_EGRESS_POLICY, ...(JSON.parse(doc) as Partial<Job>) } as Job;
+  return { egress: DEFAULT_EGRESS_POLICY, dataGrants: [], ...(JSON.parse(doc) as Partial<Job>) } as Job;
 }
 
 function workspaceFrom(r: WorkspaceRow | undefined): Workspace | null {

@@ -1,11 +1,29 @@
 /** Store is the control plane's persistence port; SQLite is the embedded adapter (async so a PostgreSQL adapter fits). */
 import type { EgressPolicy } from '../../shared/net/egress-policy.js';
-import type { ApiKeyRecord, DeniedConnectionRecord, Job, OutputChunk, Workspace } from '../model.js';
+import type { AuditEvent, AuditEventInput } from '../audit/chain.js';
+import type { ApiKeyRecord, DeniedConnectionRecord, Job, ObjectMeta, OutputChunk, SigningKeyRecord, TokenRecord, Workspace } from '../model.js';
 
 /** DeniedQuery selects a workspace's denied connections: newest first, at most `limit`, optionally of one job. */
 export interface DeniedQuery {
   limit: number;
   jobId?: string;
+}
+
+/** AuditQuery selects audit events: by workspace and type, after/before a sequence number, in either order. */
+export interface AuditQuery {
+  limit: number;
+  order: 'asc' | 'desc';
+  workspaceId?: string;
+  type?: string;
+  afterSeq?: number;
+  beforeSeq?: number;
+}
+
+/** ObjectQuery lists a workspace's objects by key prefix, in key order, after a key (for paging). */
+export interface ObjectQuery {
+  prefix: string;
+  after?: string;
+  limit: number;
 }
 
 /** Store keeps workspaces, keys, jobs, job output, egress policies and denied connections. */
@@ -40,6 +58,34 @@ export interface Store {
   addDeniedConnections(records: readonly DeniedConnectionRecord[]): Promise<void>;
   /** listDeniedConnections returns a workspace's records, newest first. */
   listDeniedConnections(workspaceId: string, q: DeniedQuery): Promise<DeniedConnectionRecord[]>;
+
+  /** revokeApiKey marks a key revoked; false if it was unknown or already revoked. */
+  revokeApiKey(id: string, at: string): Promise<boolean>;
+
+  /** appendAudit seals an event after the current last one and stores it, atomically. */
+  appendAudit(input: AuditEventInput, seal: (input: AuditEventInput, prev: { seq: number; hash: string } | null) => AuditEvent): Promise<AuditEvent>;
+  listAudit(q: AuditQuery): Promise<AuditEvent[]>;
+
+  /** workspaceKey returns the workspace's wrapped data key, storing `candidate` first if it has none (first writer wins). */
+  workspaceKey(workspaceId: string, candidate: () => Buffer): Promise<Buffer>;
+
+  getObject(workspaceId: string, key: string): Promise<ObjectMeta | null>;
+  /** putObject stores or replaces an object's record; returns the record it replaced. */
+  putObject(meta: ObjectMeta): Promise<ObjectMeta | null>;
+  /** deleteObject removes an object's record; returns it, or null if there was none. */
+  deleteObject(workspaceId: string, key: string): Promise<ObjectMeta | null>;
+  listObjects(workspaceId: string, q: ObjectQuery): Promise<ObjectMeta[]>;
+
+  listSigningKeys(): Promise<SigningKeyRecord[]>;
+  addSigningKey(k: SigningKeyRecord): Promise<void>;
+  deleteSigningKey(kid: string): Promise<void>;
+
+  addToken(t: TokenRecord): Promise<void>;
+  getToken(jti: string): Promise<TokenRecord | null>;
+  /** revokeTokensOfJob revokes every unrevoked token of a job; returns the ids it revoked. */
+  revokeTokensOfJob(jobId: string, at: string): Promise<string[]>;
+  /** deleteTokensExpiredBefore forgets tokens that can no longer verify anyway. */
+  deleteTokensExpiredBefore(at: string): Promise<void>;
 
   close(): Promise<void>;
 }

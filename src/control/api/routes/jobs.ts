@@ -4,7 +4,7 @@ import type { JobService } from '../../jobs/job-service.js';
 import { isTerminal } from '../../jobs/job-service.js';
 import { JobRequestSchema } from '../../jobs/job-request.js';
 import type { OutputHub } from '../../jobs/output-hub.js';
-import type { RouteTable } from '../route-table.js';
+import { actorOf, type RouteTable } from '../route-table.js';
 import { JobView, jobView, OutputChunkView } from '../views.js';
 
 const LogsQuery = z
@@ -26,7 +26,7 @@ export function registerJobRoutes(t: RouteTable, jobs: JobService, hub: OutputHu
     status: 201,
     response: JobView,
     errors: ['limit_exceeded', 'unsupported_runtime'],
-    handler: async ({ principal, body }) => jobView(await jobs.create(principal.workspace, body)),
+    handler: async ({ principal, body }) => jobView(await jobs.create(principal.workspace, body, actorOf(principal))),
   });
   t.add({
     method: 'GET',

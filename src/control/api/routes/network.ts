@@ -1,7 +1,7 @@
 /** Network routes: the workspace's egress policy, and the connections it denied. */
 import { z } from 'zod';
 import type { NetworkPolicyService } from '../../network/network-policy-service.js';
-import type { RouteTable } from '../route-table.js';
+import { actorOf, type RouteTable } from '../route-table.js';
 import { DeniedConnectionView, deniedConnectionView, EgressPolicyView, egressPolicyView } from '../views.js';
 
 // Only the shape is checked here; validateEgressPolicy (in the service) is the authority on what a rule may say.
@@ -49,7 +49,7 @@ export function registerNetworkRoutes(t: RouteTable, network: NetworkPolicyServi
     body: PolicyBody,
     response: EgressPolicyView,
     errors: ['invalid_policy'],
-    handler: async ({ principal, body }) => egressPolicyView(await network.set(principal.workspace, body)),
+    handler: async ({ principal, body }) => egressPolicyView(await network.set(principal.workspace, body, actorOf(principal))),
   });
   t.add({
     method: 'GET',

@@ -1,7 +1,7 @@
 /** Workspace and API key routes (admin keys), and whoami (any key). */
 import { z } from 'zod';
 import type { TenancyService } from '../../tenancy/tenancy-service.js';
-import type { RouteTable } from '../route-table.js';
+import { actorOf, type RouteTable } from '../route-table.js';
 import { WorkspaceView, workspaceView } from '../views.js';
 
 const CreateWorkspace = z
@@ -54,10 +54,20 @@ export function registerTenancyRoutes(t: RouteTable, tenancy: TenancyService): v
     status: 201,
     response: z.object({ id: z.string(), key: z.string(), workspaceId: z.string(), admin: z.boolean() }),
     errors: ['not_found'],
-    handler: async ({ body }) => {
-      const k = await tenancy.createApiKey(body.workspace, body.name, body.admin ?? false);
+    handler: async ({ body, principal }) => {
+      const k = await tenancy.createApiKey(body.workspace, body.name, body.admin ?? false, actorOf(principal));
       return { id: k.id, key: k.key, workspaceId: k.workspace.id, admin: body.admin ?? false };
     },
+  });
+  t.add({
+    method: 'DELETE',
+    path: '/v1/api-keys/:id',
+    operationId: 'revokeApiKey',
+    summary: 'Revoke an API key (admin); it stops working at once',
+    auth: 'admin',
+    response: z.object({ id: z.string(), revokedAt: z.string() }),
+    errors: ['not_found'],
+    handler: async ({ params, principal }) => tenancy.revokeApiKey(params.id!, actorOf(principal)),
   });
   t.add({
     method: 'GET',
@@ -66,6 +76,6 @@ export function registerTenancyRoutes(t: RouteTable, tenancy: TenancyService): v
     summary: 'The workspace and key this request is made with',
     auth: 'key',
     response: z.object({ keyId: z.string(), admin: z.boolean(), workspace: WorkspaceView }),
-    handler: async ({ principal }) => ({ keyId: principal.key.id, admin: principal.key.admin, workspace: workspaceView(principal.workspace) }),
+    handler: async ({ principal }) => ({ keyId: principal.key!.id, admin: principal.key!.admin, workspace: workspaceView(principal.workspace) }),
   });
 }

@@ -1,0 +1,68 @@
+/** DataGateway forwards TCP connections from cells, on their gateway address, to the data service; TLS passes through untouched. */
+import { createServer, connect, type Server, type Socket } from 'node:net';
+
+/** DataGatewayOptions: where the data service listens, and bounds on what cells may hold open. */
+export interface DataGatewayOptions {
+  target: { host: string; port: number };
+  maxConnections?: number;
+  idleTimeoutMs?: number;
+}
+
+/** DataGateway owns one listener per gateway address; it never sees plaintext (the workload's TLS session ends at the data service). */
+export class DataGateway {
+  private readonly servers = new Map<string, Promise<Server>>();
+  private readonly sockets = new Set<Socket>();
+
+  constructor(private readonly options: DataGatewayOptions) {}
+
+  /** listen opens the gateway on `address:port` (once per address). */
+  listen(address: string, port: number): Promise<Server> {
+    const key = `${address}:${port}`;
+    let s = this.servers.get(key);
+    if (!s) {
+      s = this.open(address, port);
+      s.catch(() => this.servers.delete(key));
+      this.servers.set(key, s);
+    }
+    return s;
+  }
+
+  /** close stops every listener and cuts every forwarded connection. */
+  async close(): Promise<void> {
+    for (const s of this.sockets) s.destroy();
+    const servers = await Promise.allSettled(this.servers.values());
+    this.servers.clear();
+    await Promise.all(servers.map((r) => (r.status === 'fulfilled' ? new Promise((done) => r.value.close(done)) : undefined)));
+  }
+
+  private open(address: string, port: number): Promise<Server> {
+    const server = createServer({ pauseOnConnect: true }, (client) => this.forward(client));
+    server.maxConnections = this.options.maxConnections ?? 4096;
+    return new Promise((resolve, reject) => {
+      server.once('error', reject);
+      server.listen({ host: address, port, exclusive: true }, () => {
+        server.off('error', reject);
+        resolve(server);
+      });
+    });
+  }
+
+  private forward(client: Socket): void {
+    const upstream = connect(this.options.target);
+    const pair = [client, upstream];
+    for (const s of pair) {
+      this.sockets.add(s);
+      s.setTimeout(this.options.idleTimeoutMs ?? 600_000, () => s.destroy());
+      s.on('error', () => pair.forEach((x) => x.destroy()));
+      s.on('close', () => {
+        this.sockets.delete(s);
+        pair.forEach((x) => x.destroy());
+      });
+    }
+    upstream.once('connect', () => {
+      client.pipe(upstream);
+      upstream.pipe(client);
+      client.resume();
+    });
+  }
+}

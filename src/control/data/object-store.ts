@@ -1,0 +1,92 @@
+/** ObjectStore keeps a workspace's objects on local disk, each sealed (AES-256-GCM, chunked) under its own data key. */
+import { createReadStream, createWriteStream, mkdirSync, renameSync, rmSync } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { Transform, type Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { ApiError } from '../../shared/errors.js';
+import type { ObjectMeta } from '../model.js';
+import type { ObjectQuery, Store } from '../store/store.js';
+import { createOpenStream, createSealStream, newDataKey, unwrapKey, wrapKey } from './envelope.js';
+import type { Keyring } from './keyring.js';
+
+/** ObjectStore is the only reader and writer of object files and records. */
+export class ObjectStore {
+  constructor(
+    private readonly store: Store,
+    private readonly keyring: Keyring,
+    private readonly dir: string,
+    readonly maxBytes: number,
+  ) {}
+
+  /** put streams `body` to disk sealed, then swaps the record in; on any failure nothing is left behind. */
+  async put(workspaceId: string, key: string, body: Readable): Promise<ObjectMeta> {
+    const wsKey = await this.keyring.workspaceKey(workspaceId);
+    const objectId = `obj_${randomBytes(12).toString('hex')}`;
+    const wsDir = this.workspaceDir(workspaceId);
+    const final = join(wsDir, objectId);
+    const partial = `${final}.partial`;
+    const dek = newDataKey();
+    const hash = createHash('sha256');
+    let size = 0;
+    const meter = new Transform({
+      transform: (chunk: Buffer, _enc, done) => {
+        size += chunk.length;
+        if (size > this.maxBytes) return done(new ApiError('payload_too_large', `objects are at most ${this.maxBytes} bytes`));
+        hash.update(chunk);
+        done(null, chunk);
+      },
+    });
+    try {
+      await pipeline(body, meter, createSealStream(dek, `${workspaceId}/${objectId}`), createWriteStream(partial, { mode: 0o600, flags: 'wx' }));
+      renameSync(partial, final);
+      const meta: ObjectMeta = { workspaceId, key, objectId, size, sha256: hash.digest('hex'), wrappedKey: wrapKey(wsKey, dek, `object:${workspaceId}/${objectId}`), createdAt: new Date().toISOString() };
+      const replaced = await this.store.putObject(meta);
+      if (replaced) rmSync(join(wsDir, replaced.objectId), { force: true });
+      return meta;
+    } catch (e) {
+      rmSync(partial, { force: true });
+      rmSync(final, { force: true });
+      throw e;
+    } finally {
+      dek.fill(0);
+    }
+  }
+
+  /** open returns an object's record and a stream of its plaintext, authenticated chunk by chunk; 404 if absent. */
+  async open(workspaceId: string, key: string): Promise<{ meta: ObjectMeta; body: Readable }> {
+    const meta = await this.get(workspaceId, key);
+    const wsKey = await this.keyring.workspaceKey(workspaceId);
+    const dek = unwrapKey(wsKey, meta.wrappedKey, `object:${workspaceId}/${meta.objectId}`);
+    const opener = createOpenStream(dek, `${workspaceId}/${meta.objectId}`);
+    opener.on('close', () => dek.fill(0));
+    const file = createReadStream(join(this.workspaceDir(workspaceId), meta.objectId));
+    file.on('error', (e) => opener.destroy(e));
+    return { meta, body: file.pipe(opener) };
+  }
+
+  /** get returns an object's record, or 404. */
+  async get(workspaceId: string, key: string): Promise<ObjectMeta> {
+    const meta = await this.store.getObject(workspaceId, key);
+    if (!meta) throw new ApiError('not_found', `no object "${key}" in this workspace`);
+    return meta;
+  }
+
+  /** list returns records under a prefix in key order. */
+  list(workspaceId: string, q: ObjectQuery): Promise<ObjectMeta[]> {
+    return this.store.listObjects(workspaceId, q);
+  }
+
+  /** delete removes an object's record and its file; 404 if absent. */
+  async delete(workspaceId: string, key: string): Promise<void> {
+    const meta = await this.store.deleteObject(workspaceId, key);
+    if (!meta) throw new ApiError('not_found', `no object "${key}" in this workspace`);
+    rmSync(join(this.workspaceDir(workspaceId), meta.objectId), { force: true });
+  }
+
+  private workspaceDir(workspaceId: string): string {
+    const d = join(this.dir, workspaceId);
+    mkdirSync(d, { recursive: true, mode: 0o700 });
+    return d;
+  }
+}

@@ -1,0 +1,49 @@
+/** createServices wires the control plane's services over one store; main and the tests build them the same way. */
+import type { Config } from '../shared/config.js';
+import { AuditLog } from './audit/audit-log.js';
+import { Keyring } from './data/keyring.js';
+import { ObjectStore } from './data/object-store.js';
+import { JobService } from './jobs/job-service.js';
+import { OutputHub } from './jobs/output-hub.js';
+import { NetworkPolicyService } from './network/network-policy-service.js';
+import type { Store } from './store/store.js';
+import { TenancyService } from './tenancy/tenancy-service.js';
+import { SigningKeys } from './tokens/signing-keys.js';
+import { CLOCK_SKEW_S, TokenService } from './tokens/token-service.js';
+
+/** ControlServices are the control plane's services. */
+export interface ControlServices {
+  store: Store;
+  hub: OutputHub;
+  audit: AuditLog;
+  tenancy: TenancyService;
+  network: NetworkPolicyService;
+  tokens: TokenService;
+  objects: ObjectStore;
+  jobs: JobService;
+}
+
+/** ServicesInput: the store, the configuration, the unwrapped KEK and where objects live. */
+export interface ServicesInput {
+  store: Store;
+  config: Config;
+  kek: Buffer;
+  objectsDir: string;
+  log?: (msg: string, extra?: object) => void;
+}
+
+/** createServices builds every service. */
+export function createServices({ store, config, kek, objectsDir, log }: ServicesInput): ControlServices {
+  const l = config.limits;
+  const audit = new AuditLog(store, log);
+  const keyring = new Keyring(store, kek);
+  const ttlMs = config.tokens.ttlSeconds * 1000;
+  const keys = new SigningKeys(store, keyring, { rotationMs: config.tokens.signingKeyRotationHours * 3600_000, tokenTtlMs: ttlMs, skewMs: CLOCK_SKEW_S * 1000 });
+  const tokens = new TokenService(store, keys, audit, { ttlSeconds: config.tokens.ttlSeconds, refreshAt: config.tokens.refreshAt });
+  const network = new NetworkPolicyService(store, audit);
+  const hub = new OutputHub();
+  const jobs = new JobService(store, hub, { cpu: l.defaultCpu, memoryMiB: l.defaultMemoryMiB, timeoutSeconds: l.defaultTimeoutSeconds, diskMiB: l.defaultDiskMiB }, network, tokens, audit);
+  const tenancy = new TenancyService(store, { maxCpu: l.maxCpu, maxMemoryMiB: l.maxMemoryMiB, maxTimeoutSeconds: l.maxTimeoutSeconds, maxDiskMiB: l.maxDiskMiB }, audit);
+  const objects = new ObjectStore(store, keyring, objectsDir, config.data.maxObjectMiB * 1024 * 1024);
+  return { store, hub, audit, tenancy, network, tokens, objects, jobs };
+}

@@ -1,0 +1,157 @@
+/** TokenService mints, verifies, refreshes and revokes workload tokens (RFC 9068 JWT access tokens, EdDSA). */
+import { randomUUID } from 'node:crypto';
+import { errors as joseErrors, jwtVerify, SignJWT, type JWTPayload } from 'jose';
+import { ApiError } from '../../shared/errors.js';
+import type { WorkloadCredentials } from '../../shared/wire.js';
+import type { AuditLog } from '../audit/audit-log.js';
+import type { DataGrant } from '../model.js';
+import type { Store } from '../store/store.js';
+import { parseScopes, scopeString, type Scope } from './scopes.js';
+import type { SigningKeys } from './signing-keys.js';
+
+/** TOKEN_ISSUER names the control plane in `iss`; TOKEN_AUDIENCE names the data service in `aud`. */
+export const TOKEN_ISSUER = 'cleanroom-control';
+/** TOKEN_AUDIENCE is the only audience the data service accepts. */
+export const TOKEN_AUDIENCE = 'cleanroom-data';
+/** MAX_TOKEN_LIFETIME_S is the ceiling on `exp - iat`; a longer-lived token is refused even if validly signed. */
+export const MAX_TOKEN_LIFETIME_S = 3600;
+/** CLOCK_SKEW_S is the clock difference tolerated when checking `exp` and `iat`. */
+export const CLOCK_SKEW_S = 60;
+
+/** TokenSubject is the workload a token is for. */
+export interface TokenSubject {
+  jobId: string;
+  workspaceId: string;
+  dataGrants: readonly DataGrant[];
+}
+
+/** WorkloadIdentity is what a verified token proves. */
+export interface WorkloadIdentity {
+  jobId: string;
+  workspaceId: string;
+  jti: string;
+  scopes: Scope[];
+}
+
+/** TokenServiceOptions: lifetime and when (fraction of it) running workloads get a fresh token. */
+export interface TokenServiceOptions {
+  ttlSeconds: number;
+  refreshAt: number;
+}
+
+/** TokenService is the only place tokens are made or judged. */
+export class TokenService {
+  private readonly refreshTimers = new Map<string, NodeJS.Timeout>();
+  private readonly sweeper: NodeJS.Timeout;
+
+  constructor(
+    private readonly store: Store,
+    private readonly keys: SigningKeys,
+    private readonly audit: AuditLog,
+    private readonly options: TokenServiceOptions,
+  ) {
+    // Records of expired tokens can go: an expired token fails on `exp` before its record is looked at.
+    this.sweeper = setInterval(() => void this.store.deleteTokensExpiredBefore(new Date(Date.now() - 2 * CLOCK_SKEW_S * 1000).toISOString()), 600_000);
+    this.sweeper.unref();
+  }
+
+  /** mint signs a fresh token for a workload and records its id (not the token). */
+  async mint(s: TokenSubject, kind: 'minted' | 'refreshed' = 'minted'): Promise<WorkloadCredentials> {
+    const key = await this.keys.current();
+    const iat = Math.floor(Date.now() / 1000);
+    const exp = iat + Math.min(this.options.ttlSeconds, MAX_TOKEN_LIFETIME_S);
+    const jti = randomUUID();
+    const scope = scopeString(s.dataGrants);
+    const token = await new SignJWT({ ws: s.workspaceId, scope, client_id: 'cleanroom-workload' })
+      .setProtectedHeader({ alg: 'EdDSA', typ: 'at+jwt', kid: key.kid })
+      .setIssuer(TOKEN_ISSUER)
+      .setSubject(s.jobId)
+      .setAudience(TOKEN_AUDIENCE)
+      .setIssuedAt(iat)
+      .setExpirationTime(exp)
+      .setJti(jti)
+      .sign(key.privateKey);
+    const expiresAt = new Date(exp * 1000).toISOString();
+    await this.store.addToken({ jti, jobId: s.jobId, workspaceId: s.workspaceId, issuedAt: new Date(iat * 1000).toISOString(), expiresAt, revokedAt: null });
+    await this.audit.record({ type: kind === 'minted' ? 'token.minted' : 'token.refreshed', actor: 'system', workspaceId: s.workspaceId, subject: s.jobId, details: { jti, kid: key.kid, expiresAt, scope } });
+    return { token, expiresAt };
+  }
+
+  /** verify checks signature, type, issuer, audience, lifetime, expiry (with skew) and revocation; throws a 401 ApiError. */
+  async verify(token: string): Promise<WorkloadIdentity> {
+    let payload: JWTPayload;
+    try {
+      ({ payload } = await jwtVerify(
+        token,
+        async (header) => {
+          const k = header.kid ? await this.keys.verificationKey(header.kid) : null;
+          if (!k) throw new ApiError('invalid_token', 'the token is signed by a key this service does not know');
+          return k;
+        },
+        { issuer: TOKEN_ISSUER, audience: TOKEN_AUDIENCE, typ: 'at+jwt', algorithms: ['EdDSA'], clockTolerance: CLOCK_SKEW_S, requiredClaims: ['exp', 'iat', 'jti', 'sub'] },
+      ));
+    } catch (e) {
+      throw tokenError(e);
+    }
+    const { sub, jti, exp, iat, ws, scope } = payload as JWTPayload & { ws?: unknown; scope?: unknown };
+    if (typeof ws !== 'string' || typeof scope !== 'string' || typeof jti !== 'string' || typeof sub !== 'string') {
+      throw new ApiError('invalid_token', 'the token lacks its workspace or scope claims');
+    }
+    if (exp! - iat! > MAX_TOKEN_LIFETIME_S) throw new ApiError('invalid_token', 'the token claims a lifetime longer than one hour');
+    if (iat! > Date.now() / 1000 + CLOCK_SKEW_S) throw new ApiError('invalid_token', 'the token was issued in the future');
+    const record = await this.store.getToken(jti);
+    if (!record || record.jobId !== sub || record.workspaceId !== ws) throw new ApiError('invalid_token', 'this service never issued that token');
+    if (record.revokedAt) throw new ApiError('token_revoked', `the token was revoked at ${record.revokedAt}: its workload has ended`);
+    return { jobId: sub, workspaceId: ws, jti, scopes: parseScopes(scope) };
+  }
+
+  /** keepFresh re-mints the workload's token at `refreshAt` of its lifetime, and hands each new one to `deliver`. */
+  keepFresh(s: TokenSubject, deliver: (c: WorkloadCredentials) => void): void {
+    this.stopRefresh(s.jobId);
+    const delayMs = Math.min(this.options.ttlSeconds, MAX_TOKEN_LIFETIME_S) * this.options.refreshAt * 1000;
+    const timer = setTimeout(() => {
+      void this.mint(s, 'refreshed').then((c) => {
+        if (this.refreshTimers.get(s.jobId) !== timer) return; // the workload ended meanwhile
+        deliver(c);
+        this.keepFresh(s, deliver);
+      });
+    }, delayMs);
+    timer.unref();
+    this.refreshTimers.set(s.jobId, timer);
+  }
+
+  /** revokeJob kills every token of a workload at once; each revocation is audited. */
+  async revokeJob(jobId: string, workspaceId: string, why: string): Promise<void> {
+    this.stopRefresh(jobId);
+    const at = new Date().toISOString();
+    for (const jti of await this.store.revokeTokensOfJob(jobId, at)) {
+      await this.audit.record({ type: 'token.revoked', actor: 'system', workspaceId, subject: jobId, details: { jti, why } });
+    }
+  }
+
+  /** jwks returns the public keys tokens are checked against. */
+  jwks(): ReturnType<SigningKeys['jwks']> {
+    return this.keys.jwks();
+  }
+
+  /** close stops timers. */
+  close(): void {
+    clearInterval(this.sweeper);
+    for (const t of this.refreshTimers.values()) clearTimeout(t);
+    this.refreshTimers.clear();
+  }
+
+  private stopRefresh(jobId: string): void {
+    clearTimeout(this.refreshTimers.get(jobId));
+    this.refreshTimers.delete(jobId);
+  }
+}
+
+function tokenError(e: unknown): ApiError {
+  if (e instanceof ApiError) return e;
+  if (e instanceof joseErrors.JWTExpired) return new ApiError('token_expired', 'the token has expired; read the token file again for the refreshed one');
+  if (e instanceof joseErrors.JWTClaimValidationFailed) return new ApiError('invalid_token', `the token's "${e.claim}" claim is not acceptable here (${e.reason})`);
+  if (e instanceof joseErrors.JWSSignatureVerificationFailed) return new ApiError('invalid_token', 'the token signature does not verify');
+  if (e instanceof joseErrors.JOSEAlgNotAllowed) return new ApiError('invalid_token', 'the token is not signed with EdDSA');
+  return new ApiError('invalid_token', 'the token is malformed (expected a signed JWT access token)');
+}
