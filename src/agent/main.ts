@@ -67,7 +67,6 @@ async function main(): Promise<void> {
   const gateway = new GatewayServices({
     dataService: { host: config.control.host === '0.0.0.0' ? '127.0.0.1' : config.control.host, port: config.control.dataPort },
     dataPort: config.network.dataGatewayPort,
-    dnsPort: config.network.dnsPort,
     dnsUpstream: hostPort(config.network.dnsUpstream),
     log,
   });

@@ -8,6 +8,8 @@ import { registerPool } from './commands/pool.js';
 import { registerNetwork } from './commands/network.js';
 import { registerAdmin } from './commands/admin.js';
 import { registerDoctor } from './commands/doctor.js';
+import { registerData } from './commands/data.js';
+import { registerAudit } from './commands/audit.js';
 import { reportError } from './context.js';
 
 const program = new Command('cleanroom')
@@ -22,6 +24,8 @@ registerPool(program);
 registerNetwork(program);
 registerAdmin(program);
 registerDoctor(program);
+registerData(program);
+registerAudit(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -1,6 +1,7 @@
 /** The Cleanroom TypeScript SDK: a typed client of the public HTTPS API. The CLI is built on it. */
 import { Agent, request } from 'node:https';
 import type { IncomingMessage } from 'node:http';
+import type { Readable } from 'node:stream';
 
 /** ClientOptions says where the API is and how to authenticate. */
 export interface ClientOptions {
@@ -69,6 +70,38 @@ export interface JobRequest {
   timeoutSeconds?: number;
   diskMiB?: number;
   runtime?: string;
+  /** What the job's token may do in the workspace data store. */
+  data?: Array<{ prefix: string; access: 'read' | 'read-write' }>;
+}
+
+/** StoredObject is an object's record in the workspace data store. */
+export interface StoredObject {
+  key: string;
+  size: number;
+  sha256: string;
+  createdAt: string;
+}
+
+/** AuditEvent is one entry of the hash-chained audit log. */
+export interface AuditEvent {
+  seq: number;
+  time: string;
+  type: string;
+  actor: string;
+  workspaceId: string | null;
+  subject: string | null;
+  details: Record<string, unknown>;
+  prevHash: string;
+  hash: string;
+}
+
+/** AuditVerdict is the result of checking the audit chain. */
+export interface AuditVerdict {
+  ok: boolean;
+  events: number;
+  lastHash?: string;
+  brokenAt?: number;
+  reason?: string;
 }
 
 /** OutputChunk is a decoded piece of output. */
@@ -249,6 +282,75 @@ export class CleanroomClient {
     return this.call('POST', '/v1/api-keys', body);
   }
 
+  /** revokeApiKey stops a key from working (admin). */
+  revokeApiKey(id: string): Promise<{ id: string; revokedAt: string }> {
+    return this.call('DELETE', `/v1/api-keys/${encodeURIComponent(id)}`);
+  }
+
+  /** putObject streams `body` into the workspace data store under `key`. */
+  putObject(key: string, body: Readable | Buffer | string, size?: number): Promise<StoredObject> {
+    return new Promise((resolve, reject) => {
+      const headers: Record<string, string> = { ...this.headers(), 'content-type': 'application/octet-stream' };
+      if (size !== undefined) headers['content-length'] = String(size);
+      const req = request(this.objectUrl(key), { method: 'PUT', agent: this.agent, headers }, (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => (text += d));
+        res.on('end', () => {
+          try {
+            const parsed: unknown = JSON.parse(text);
+            if ((res.statusCode ?? 500) >= 400) reject(toError(res.statusCode ?? 500, parsed));
+            else resolve(parsed as StoredObject);
+          } catch {
+            reject(new CleanroomError('http_error', res.statusCode ?? 0, text));
+          }
+        });
+      });
+      req.on('error', reject);
+      if (typeof body === 'string' || Buffer.isBuffer(body)) req.end(body);
+      else {
+        body.on('error', (e) => req.destroy(e));
+        body.pipe(req);
+      }
+    });
+  }
+
+  /** getObject opens an object's bytes as a stream (each chunk authenticated by the service before it is sent). */
+  getObject(key: string): Promise<IncomingMessage> {
+    return new Promise((resolve, reject) => {
+      const req = request(this.objectUrl(key), { method: 'GET', agent: this.agent, headers: this.headers() }, (res) => {
+        if ((res.statusCode ?? 500) >= 400) return void readError(res).then(reject, reject);
+        resolve(res);
+      });
+      req.on('error', reject);
+      req.end();
+    });
+  }
+
+  /** listObjects lists objects under a prefix, in key order (one page; pass `next` back as `after`). */
+  listObjects(opts: { prefix?: string; after?: string; limit?: number } = {}): Promise<{ objects: StoredObject[]; next: string | null }> {
+    const q = new URLSearchParams();
+    for (const [k, v] of Object.entries(opts)) if (v !== undefined) q.set(k, String(v));
+    return this.call('GET', `/v1/data/objects${q.size ? `?${q.toString()}` : ''}`);
+  }
+
+  /** deleteObject removes an object. */
+  async deleteObject(key: string): Promise<void> {
+    await this.call('DELETE', `/v1/data/objects/${encodeKey(key)}`);
+  }
+
+  /** listAuditEvents returns audit events, newest first. */
+  async listAuditEvents(opts: { limit?: number; before?: number; type?: string } = {}): Promise<AuditEvent[]> {
+    const q = new URLSearchParams();
+    for (const [k, v] of Object.entries(opts)) if (v !== undefined) q.set(k, String(v));
+    return (await this.call<{ events: AuditEvent[] }>('GET', `/v1/audit${q.size ? `?${q.toString()}` : ''}`)).events;
+  }
+
+  /** verifyAudit checks the whole audit chain (admin). */
+  verifyAudit(): Promise<AuditVerdict> {
+    return this.call('GET', '/v1/audit/verify');
+  }
+
   /** raw sends any request and returns status and parsed body (for tools and tests of the API itself). */
   raw(method: string, path: string, body?: string, headers: Record<string, string> = {}): Promise<{ status: number; body: unknown }> {
     return new Promise((resolve, reject) => {
@@ -276,6 +378,10 @@ export class CleanroomClient {
     this.agent.destroy();
   }
 
+  private objectUrl(key: string): URL {
+    return new URL(`/v1/data/objects/${encodeKey(key)}`, this.base);
+  }
+
   private headers(): Record<string, string> {
     return this.opts.apiKey ? { authorization: `Bearer ${this.opts.apiKey}` } : {};
   }
@@ -285,6 +391,14 @@ export class CleanroomClient {
     if (r.status >= 400) throw toError(r.status, r.body);
     return r.body as T;
   }
+}
+
+// Each segment is percent-encoded; the slashes between them stay (the service takes the rest of the path as the key).
+// URLs resolve "." and ".." segments (even encoded) before sending, which would silently store "a/../b" as "b": refuse them here.
+function encodeKey(key: string): string {
+  const segments = key.split('/');
+  if (segments.some((s) => s === '.' || s === '..')) throw new CleanroomError('invalid_object_key', 400, 'an object key must not contain "." or ".." segments');
+  return segments.map(encodeURIComponent).join('/');
 }
 
 function toError(status: number, body: unknown): CleanroomError {

@@ -54,8 +54,6 @@ export const ConfigSchema = z
         pool: z.string().default(CELL_POOL_CIDR),
         /** Port on each cell's gateway that forwards (TLS untouched) to the data service. */
         dataGatewayPort: z.number().int().min(1).max(65535).default(443),
-        /** Port of the gateway's DNS resolver. */
-        dnsPort: z.number().int().min(1).max(65535).default(53),
         /** Resolver the gateway asks for names outside the platform's own ("host:port"); null answers only platform names. */
         dnsUpstream: z.string().regex(/^\d{1,3}(\.\d{1,3}){3}(:\d{1,5})?$/, 'an IPv4 address with an optional :port').nullable().default(null),
       })

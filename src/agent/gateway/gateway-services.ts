@@ -9,10 +9,12 @@ import { GatewayResolver, type ResolverClient } from './dns-resolver.js';
 export interface GatewayServicesOptions {
   dataService: { host: string; port: number };
   dataPort: number;
-  dnsPort: number;
   dnsUpstream: { host: string; port: number } | null;
   log: (msg: string, extra?: object) => void;
 }
+
+/** DNS_PORT is where cells' resolv.conf points; resolv.conf cannot name another port. */
+const DNS_PORT = 53;
 
 /** GatewayServices opens its listeners on each gateway address as it appears and knows which cell is behind each source. */
 export class GatewayServices {
@@ -25,7 +27,7 @@ export class GatewayServices {
   constructor(private readonly options: GatewayServicesOptions) {
     this.ports = [
       { protocol: 'tcp', port: options.dataPort },
-      { protocol: 'udp', port: options.dnsPort },
+      { protocol: 'udp', port: DNS_PORT },
     ];
     this.data = new DataGateway({ target: options.dataService });
     this.dns = new GatewayResolver({ clientOf: (source) => this.clients.get(source), upstream: options.dnsUpstream, log: options.log });
@@ -33,7 +35,7 @@ export class GatewayServices {
 
   /** openOn starts the services on a gateway address (idempotent); the address must already be on the host. */
   async openOn(gateway: string): Promise<void> {
-    await Promise.all([this.data.listen(gateway, this.options.dataPort), this.dns.listen(gateway, this.options.dnsPort)]);
+    await Promise.all([this.data.listen(gateway, this.options.dataPort), this.dns.listen(gateway, DNS_PORT)]);
   }
 
   /** addClient tells the resolver about a newly attached cell. */

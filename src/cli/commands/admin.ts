@@ -1,4 +1,4 @@
-/** `cleanroom workspaces ls|create` and `cleanroom keys create` (admin keys only). */
+/** `cleanroom workspaces ls|create` and `cleanroom keys create|revoke` (admin keys only). */
 import type { Command } from 'commander';
 import { connect, printJson, UsageError } from '../context.js';
 import { printTable } from './jobs.js';
@@ -33,9 +33,8 @@ export function registerAdmin(program: Command): void {
       if (opts.json) return printJson(w);
       process.stdout.write(`${w.id} ${w.name}\n`);
     });
-  program
-    .command('keys')
-    .description('manage API keys (admin)')
+  const keys = program.command('keys').description('manage API keys (admin)');
+  keys
     .command('create')
     .requiredOption('--workspace <id-or-name>')
     .requiredOption('--name <name>')
@@ -47,6 +46,16 @@ export function registerAdmin(program: Command): void {
       client.close();
       if (opts.json) return printJson(k);
       process.stdout.write(`${k.key}\n`);
+    });
+  keys
+    .command('revoke')
+    .description('revoke an API key; it stops working at once')
+    .argument('<id>', 'key id (the part after crk_ and before the next _)')
+    .action(async (id: string) => {
+      const client = connect();
+      const r = await client.revokeApiKey(id);
+      client.close();
+      process.stdout.write(`revoked ${r.id} at ${r.revokedAt}\n`);
     });
 }
 

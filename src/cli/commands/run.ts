@@ -29,6 +29,8 @@ interface RunOptions {
   disk?: string;
   runtime?: string;
   env: string[];
+  read: string[];
+  write: string[];
   cwd?: string;
   detach?: boolean;
   json?: boolean;
@@ -46,6 +48,8 @@ export function registerRun(program: Command): void {
     .option('--disk <size>', 'size of the encrypted /work + /tmp volume, e.g. 512M')
     .option('--runtime <name>', 'runc (default) or runsc (gVisor)')
     .option('-e, --env <KEY=VALUE>', 'environment variable (repeatable)', (v: string, acc: string[]) => [...acc, v], [])
+    .option('--read <prefix>', "the job's token may read objects under this key prefix of the data store (repeatable)", (v: string, acc: string[]) => [...acc, v], [])
+    .option('--write <prefix>', "the job's token may read and write objects under this prefix (repeatable)", (v: string, acc: string[]) => [...acc, v], [])
     .option('--cwd <dir>', 'working directory inside the cell (default /work)')
     .option('-d, --detach', 'print the job id and return without waiting')
     .option('--json', 'print the final job as JSON on stdout after the output')
@@ -65,8 +69,10 @@ export function registerRun(program: Command): void {
       if (diskBytes === null) throw new UsageError(`--disk: cannot read "${opts.disk}" (try 512M or 1G)`);
       const cpu = opts.cpu === undefined ? undefined : Number(opts.cpu);
       if (cpu !== undefined && !Number.isFinite(cpu)) throw new UsageError(`--cpu: "${opts.cpu}" is not a number`);
+      const data = [...opts.read.map((prefix) => ({ prefix, access: 'read' as const })), ...opts.write.map((prefix) => ({ prefix, access: 'read-write' as const }))];
       const job = await client.createJob({
         command,
+        ...(data.length ? { data } : {}),
         ...(Object.keys(env).length ? { env } : {}),
         ...(opts.cwd ? { cwd: opts.cwd } : {}),
         ...(cpu !== undefined ? { cpu } : {}),

@@ -47,8 +47,8 @@ export function sealEvent(input: AuditEventInput, prev: { seq: number; hash: str
 }
 
 /** eventHash is SHA-256 over the previous hash and the canonical JSON of every other field. */
-export function eventHash(e: Omit<AuditEvent, 'hash'>): string {
-  const { prevHash, ...content } = e;
+export function eventHash(e: Omit<AuditEvent, 'hash'> & { hash?: string }): string {
+  const { prevHash, hash: _own, ...content } = e;
   return createHash('sha256').update(prevHash).update('\n').update(canonicalJson(content)).digest('hex');
 }
 
