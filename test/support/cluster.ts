@@ -45,10 +45,10 @@ export class TestCluster {
   /** start brings a cluster up on free ports and waits for a warm pool. */
   static async start(opts: ClusterOptions = {}): Promise<TestCluster> {
     const dataDir = mkdtempSync('/var/tmp/cleanroom-test-');
-    const [apiPort, agentPort] = [await freePort(), await freePort()];
+    const [apiPort, agentPort, dataPort] = [await freePort(), await freePort(), await freePort()];
     // A private /16 of its own, so that clusters (and a production agent) on one host never share addresses.
     const pool = `10.${200 + Math.floor(Math.random() * 50)}.0.0/16`;
-    const base = { control: { apiPort, agentPort, agentGraceMs: 3000 }, network: { pool }, agent: { pool: [{ runtime: 'runc', class: 'small', warm: 2 }, { runtime: 'runsc', class: 'small', warm: 1 }] } };
+    const base = { control: { apiPort, agentPort, dataPort, agentGraceMs: 3000 }, network: { pool }, agent: { pool: [{ runtime: 'runc', class: 'small', warm: 2 }, { runtime: 'runsc', class: 'small', warm: 1 }] } };
     writeFileSync(join(dataDir, 'config.json'), JSON.stringify(merge(base, opts.config ?? {})));
     const env: NodeJS.ProcessEnv = { ...process.env, CLEANROOM_CONFIG: join(dataDir, 'client.json'), CLEANROOM_DATA_DIR: dataDir };
     delete env.CLEANROOM_URL;

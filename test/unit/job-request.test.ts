@@ -18,7 +18,14 @@ const code = (f: () => unknown) => {
 
 test('defaults apply', () => {
   const r = resolveJobRequest(JobRequestSchema.parse({ command: ['true'] }), ws, defaults);
-  assert.deepEqual(r, { command: ['true'], env: {}, cwd: '/work', cpu: 1, memoryBytes: 256 * 1024 * 1024, timeoutSeconds: 30, diskBytes: 256 * 1024 * 1024, runtime: 'runc' });
+  assert.deepEqual(r, { command: ['true'], env: {}, cwd: '/work', cpu: 1, memoryBytes: 256 * 1024 * 1024, timeoutSeconds: 30, diskBytes: 256 * 1024 * 1024, runtime: 'runc', dataGrants: [] });
+});
+
+test('data grants: prefixes are checked like object keys and may not hold whitespace', () => {
+  const parse = (data: unknown) => JobRequestSchema.parse({ command: ['true'], data });
+  assert.deepEqual(resolveJobRequest(parse([{ prefix: 'in/', access: 'read' }]), ws, defaults).dataGrants, [{ prefix: 'in/', access: 'read' }]);
+  for (const prefix of ['../', 'a b/', '/abs', 'a//b/']) assert.equal(code(() => resolveJobRequest(parse([{ prefix, access: 'read' }]), ws, defaults)), 'invalid_request', prefix);
+  assert.throws(() => parse([{ prefix: 'x', access: 'admin' }]));
 });
 
 test('limits and runtimes are checked', () => {

@@ -2,7 +2,7 @@
 // the snapshot a job takes at creation (and sends to its agent), and denied-connection records.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { SqliteStore } from '../../src/control/store/sqlite-store.js';
@@ -27,7 +27,8 @@ const b = ws('ws_b');
 before(async () => {
   dir = mkdtempSync('/tmp/cleanroom-netpolicy-');
   store = new SqliteStore(join(dir, 'db'));
-  const services = createServices({ store, config: loadConfig(join(dir, 'no-config.json')), kek: randomBytes(32), objectsDir: join(dir, 'objects') });
+  writeFileSync(join(dir, 'config.json'), JSON.stringify({ limits: { defaultTimeoutSeconds: 10, defaultMemoryMiB: 64, defaultDiskMiB: 64 } }));
+  const services = createServices({ store, config: loadConfig(join(dir, 'config.json')), kek: randomBytes(32), objectsDir: join(dir, 'objects') });
   ({ network, jobs } = services);
   jobs.attach({ canDispatch: () => true, dispatch: (spec) => (dispatched.push(spec), 'agent-1'), refreshCredentials: () => {}, cancel: () => {} });
   await store.createWorkspace(a);

@@ -37,8 +37,15 @@ export class ObjectStore {
         done(null, chunk);
       },
     });
+    // `pipe`, not pipeline, from the body: a refused upload must leave the request readable so the caller can drain it and
+    // still answer (destroying it would reset the connection before the client reads the refusal).
+    body.once('close', () => {
+      if (!body.readableEnded) meter.destroy(new Error('the client went away mid-upload'));
+    });
+    body.once('error', (e) => meter.destroy(e));
+    body.pipe(meter);
     try {
-      await pipeline(body, meter, createSealStream(dek, `${workspaceId}/${objectId}`), createWriteStream(partial, { mode: 0o600, flags: 'wx' }));
+      await pipeline(meter, createSealStream(dek, `${workspaceId}/${objectId}`), createWriteStream(partial, { mode: 0o600, flags: 'wx' }));
       renameSync(partial, final);
       const meta: ObjectMeta = { workspaceId, key, objectId, size, sha256: hash.digest('hex'), wrappedKey: wrapKey(wsKey, dek, `object:${workspaceId}/${objectId}`), createdAt: new Date().toISOString() };
       const replaced = await this.store.putObject(meta);

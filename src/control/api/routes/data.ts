@@ -1,4 +1,5 @@
 /** Data routes: the workspace's object store (put, get, list, delete), for API keys and workload tokens alike. */
+import type { Readable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import { ApiError } from '../../../shared/errors.js';
@@ -45,12 +46,21 @@ export function registerDataRoutes(app: FastifyInstance, table: RouteTable, obje
       status: 201,
       response: ObjectView,
       errors: ['invalid_object_key', 'payload_too_large'],
-      handler: async ({ principal, params, request }) => {
-        const key = objectKey(params);
-        await authorize(principal, 'write', key, 'PUT');
-        const declared = Number(request.headers['content-length'] ?? NaN);
-        if (declared > objects.maxBytes) throw new ApiError('payload_too_large', `objects are at most ${objects.maxBytes} bytes; this one declares ${declared}`);
-        return objectView(await objects.put(principal.workspace.id, key, request.raw));
+      handler: async ({ principal, params, request, reply }) => {
+        try {
+          const key = objectKey(params);
+          await authorize(principal, 'write', key, 'PUT');
+          const declared = Number(request.headers['content-length'] ?? NaN);
+          if (declared > objects.maxBytes) throw new ApiError('payload_too_large', `objects are at most ${objects.maxBytes} bytes; this one declares ${declared}`);
+          return objectView(await objects.put(principal.workspace.id, key, request.raw));
+        } catch (e) {
+          // Read (and discard) what the client is still sending, so that it gets the refusal rather than a reset.
+          if (!request.raw.readableEnded) {
+            void reply.header('connection', 'close');
+            await drain(request.raw, DRAIN_LIMIT_BYTES);
+          }
+          throw e;
+        }
       },
     });
     t.add({
@@ -104,6 +114,22 @@ export function registerDataRoutes(app: FastifyInstance, table: RouteTable, obje
         return { objects: found.map(objectView), next: found.length === limit ? found.at(-1)!.key : null };
       },
     });
+  });
+}
+
+/** DRAIN_LIMIT_BYTES bounds what a refused upload is read for; beyond it the connection is simply closed. */
+const DRAIN_LIMIT_BYTES = 64 * 1024 * 1024;
+
+function drain(body: Readable, limit: number): Promise<void> {
+  return new Promise((resolve) => {
+    let seen = 0;
+    body.on('data', (c: Buffer) => {
+      seen += c.length;
+      if (seen > limit) resolve();
+    });
+    body.once('end', resolve);
+    body.once('close', resolve);
+    body.resume();
   });
 }
 
