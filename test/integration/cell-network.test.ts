@@ -201,6 +201,9 @@ test('3 workspaces × 3 cells: no cell reaches another, the host or metadata; eg
       add('icmp', other.info.ip, undefined, 'blocked');
     }
     for (const port of [apiPort, agentPort, 22]) add('tcp', c.info.gw, port, 'blocked');
+    // The one platform service on the gateway (the data service forwarder) is reachable; another workspace's gateway is not.
+    add('tcp', c.info.gw, 443, 'open');
+    for (const gw of new Set(cells.filter((o) => o.ws !== c.ws).map((o) => o.info.gw))) add('tcp', gw, 443, 'blocked');
     add('icmp', c.info.gw, undefined, 'blocked');
     for (const h of hostAddrs) for (const port of [apiPort, agentPort]) add('tcp', h, port, 'blocked');
     add('tcp', '169.254.169.254', 80, 'blocked');
@@ -249,7 +252,7 @@ test('3 workspaces × 3 cells: no cell reaches another, the host or metadata; eg
   const c = await denied('net-c');
   assert.equal(c.filter((r) => r.action === 'denied' && r.destination.startsWith('203.0.113.')).length, 0, 'net-c is in dry-run: egress must not be denied');
   assert.ok(c.every((r) => cells.some((x) => x.job.id === r.jobId && x.ws === 'net-c')), 'records of another workspace are visible');
-  const cli = await cluster.cli(['network', 'denied', '--json'], { CLEANROOM_API_KEY: keys['net-b']! });
+  const cli = await cluster.cli(['network', 'denied', '--json', '--limit', '1000'], { CLEANROOM_API_KEY: keys['net-b']! });
   assert.equal(cli.code, 0, cli.stderr);
   assert.match(cli.stdout, /203\.0\.113/);
 
