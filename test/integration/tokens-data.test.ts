@@ -163,6 +163,9 @@ test('the token dies with its job: refused at once after the end, and never vali
   const token = first.r.token;
   assert.deepEqual(await hostCall(token, '/v1/data/objects/in/data.txt'), { status: 401, code: 'token_revoked' });
   assert.equal((await hostCall(token, '/v1/jobs', Number(new URL(cluster.url).port))).status, 401);
+  // Nor is it in the platform's logs.
+  const sig = token.split('.')[2]!;
+  for (const f of ['control.log', 'agent.log']) assert.ok(!readFileSync(join(cluster.dataDir, 'run', f), 'utf8').includes(sig), `the token is in ${f}`);
   const revoked = await cluster.client.listAuditEvents({ type: 'token.revoked', limit: 50 });
   assert.ok(revoked.some((e) => e.subject === first.jobId), 'no token.revoked audit event for the job');
 });
