@@ -177,7 +177,7 @@ test("one job's token cannot reach another job's prefix", async () => {
   assert.deepEqual(list.objects.map((o) => o.key), ['jobs/a/x']);
 });
 
-test('forged tokens are refused: another signing key (even with a real kid), no signature, garbage, wrong audience', async () => {
+test('forged tokens are refused: another signing key (even with a real kid), no signature, a foreign signature, garbage', async () => {
   const real = first.r.token;
   const kid = decodeProtectedHeader(real).kid!;
   const claims = decodeJwt(real);

@@ -26,7 +26,7 @@ export interface CellEnvironment {
   volumesDir: string;
   /** Shared counters of volume wipes, for `cleanroom pool`. */
   wipeStats: WipeStats;
-  /** The agent's network layer; runc cells get a private network from it (runsc cells have none yet). */
+  /** The agent's network layer: every cell gets a private network from it. */
   networking: CellNetworking;
   rootfs: string;
   nofile: number;
@@ -54,6 +54,9 @@ export interface CellEvents {
   ended(end: JobEnd, timings: Record<string, number>): void;
   wiped(receipt: WipeReceipt | null, error: string | null): void;
 }
+
+/** SANDBOX_SUBNET is the address allocator's key for the subnet gVisor cells share (workspace ids never look like it). */
+const SANDBOX_SUBNET = 'shared:runsc';
 
 const WIPE_BUSY_RETRIES = 10;
 const WIPE_BUSY_DELAY_MS = 100;
@@ -104,9 +107,12 @@ export class Cell {
     // Every writable path of the cell (/work, /tmp) is on its own fscrypt-encrypted volume.
     this.volume = await prepareVolume({ root: this.env.volumesDir, cellId: this.id, uid: hostUid, gid: hostUid, sizeBytes: this.sizeClass.diskBytes });
     this.timings.prepare_volume_ms = performance.now() - t0;
-    // A private network namespace with its veth, attached to nothing until assignment. runsc cannot use
-    // it with a user namespace on this host (see README), so gVisor cells run with no network at all.
-    if (this.runtime.name === 'runc') this.network = await this.env.networking.host.prepareCellNetwork(this.id);
+    // A private network namespace with its veth, attached to nothing until assignment. gVisor reads its network once,
+    // when the sandbox starts (now, before any tenant is known), so a runsc cell takes its address here from a subnet
+    // shared by all gVisor cells; what it may reach is still bound per cell at assignment.
+    const { host, ipam } = this.env.networking;
+    if (this.runtime.name === 'runsc') this.address = ipam.allocate(SANDBOX_SUBNET);
+    this.network = await host.prepareCellNetwork(this.id, this.address ?? undefined);
     this.timings.prepare_network_ms = performance.now() - t0 - this.timings.prepare_volume_ms;
     const { workDir, tmpDir } = this.volume;
     const fifo = join(this.dir, 'control');
@@ -156,7 +162,7 @@ export class Cell {
     this.events = events;
     const { host, ipam, gateway } = this.env.networking;
     if (this.network) {
-      this.address = ipam.allocate(job.workspaceId);
+      this.address ??= ipam.allocate(job.workspaceId);
       await host.attachCellNetwork(this.network, { workspaceId: job.workspaceId, address: this.address.address, gateway: this.address.gateway, gatewayPorts: gateway.ports, egress: job.egress });
       gateway.addClient(this.address.address, this.address.gateway, job.egress);
       this.timings.assign_network_ms = performance.now() - t0;

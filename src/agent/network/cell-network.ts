@@ -30,6 +30,8 @@ export interface CellNetwork {
   state: 'prepared' | 'attached' | 'destroyed';
   attached?: CellElements & { readonly workspaceId: string };
   parked?: Coprocess;
+  /** Set when the cell got its address at prepare (gVisor reads its network once, at start); attach then only binds policy. */
+  preAddressed?: { readonly address: string; readonly gateway: string };
 }
 
 /** AttachOptions is what the assignment decides: workspace, address and gateway (from Ipam), gateway services, egress policy. */
@@ -52,6 +54,11 @@ const HOST_IF_SYSCTLS: ReadonlyArray<[string, string]> = [
   ['ipv4/conf/%/rp_filter', '1'],
   ['ipv4/conf/%/arp_ignore', '8'],
 ];
+
+// The cell side of its address: a /32 on eth0, the gateway as a static neighbour, and the default route through it.
+function cellAddressLines(names: CellNames, address: string, gateway: string): string[] {
+  return [`address add ${address}/32 dev eth0`, `neigh replace ${gateway} lladdr ${names.hostMac} dev eth0 nud permanent`, `route replace default via ${gateway} dev eth0 onlink`];
+}
 
 /** CellNetworkHost creates, attaches and destroys cell networks for one agent prefix. */
 export class CellNetworkHost {
@@ -85,8 +92,12 @@ export class CellNetworkHost {
     return new CellNetworkHost(options.prefix, pool, options.onGateway ?? (async () => {}));
   }
 
-  /** prepareCellNetwork creates the netns, the veth pair and the parked in-netns `ip`; nothing tenant-specific. */
-  async prepareCellNetwork(cellId: string): Promise<CellNetwork> {
+  /**
+   * prepareCellNetwork creates the netns, the veth pair and the parked in-netns `ip`; nothing tenant-specific.
+   * With `preAddress` (gVisor cells) the address, routes and gateway are configured now instead of at attach: the
+   * cell still reaches nothing until attach adds its nft elements (an interface without them is dropped at prerouting).
+   */
+  async prepareCellNetwork(cellId: string, preAddress?: { address: string; gateway: string }): Promise<CellNetwork> {
     const names = cellNames(this.prefix, cellId);
     await run(['ip', '-batch', '-'], [
       `netns add ${names.netns}`,
@@ -103,17 +114,25 @@ export class CellNetworkHost {
     net.parked = new Coprocess(['nsenter', `--net=${netnsPath}`, 'ip', '-force', '-batch', '-'], IP_DIALECT);
     this.parked.add(net.parked);
     await Promise.all([this.hostIp.run([`link set ${names.hostIf} up`]), net.parked.run(['link set lo up', 'link set eth0 up'])]);
+    if (preAddress) {
+      this.checkInPool(preAddress.address, preAddress.gateway);
+      const parked = net.parked;
+      net.parked = undefined;
+      this.parked.delete(parked);
+      await Promise.all([this.addressHost(names, preAddress.address, preAddress.gateway), parked.run(cellAddressLines(names, preAddress.address, preAddress.gateway))]);
+      await parked.close();
+      net.preAddressed = preAddress;
+    }
     return net;
   }
 
   /** attachCellNetwork is the assignment hot path: address, routes and nft elements, with no process spawned. */
   async attachCellNetwork(net: CellNetwork, options: AttachOptions): Promise<void> {
     const parked = net.parked;
-    if (net.state !== 'prepared' || !parked) throw new Error(`cell ${net.cellId} is ${net.state}, not prepared`);
-    for (const ip of [options.address, options.gateway]) {
-      const value = parseIpv4(ip);
-      if (value === undefined || !addressIn(this.pool, value)) throw new Error(`address ${ip} is not inside the cell pool`);
-    }
+    const pre = net.preAddressed;
+    if (net.state !== 'prepared' || !(parked || pre)) throw new Error(`cell ${net.cellId} is ${net.state}, not prepared`);
+    if (pre && (pre.address !== options.address || pre.gateway !== options.gateway)) throw new Error(`cell ${net.cellId} was prepared with ${pre.address}, not ${options.address}`);
+    this.checkInPool(options.address, options.gateway);
     for (const p of options.gatewayPorts) {
       if (!Number.isInteger(p.port) || p.port < 1 || p.port > 65535 || (p.protocol !== 'tcp' && p.protocol !== 'udp')) throw new Error(`bad gateway port ${JSON.stringify(p)}`);
     }
@@ -121,31 +140,41 @@ export class CellNetworkHost {
     const policyChain = policyChainName(options.egress);
     const elements: CellElements = { hostIf: names.hostIf, cellMac: names.cellMac, address: options.address, gateway: options.gateway, ctMark: names.ctMark, gatewayPorts: options.gatewayPorts, policyChain };
     const nftCommands = [...(this.chains.has(policyChain) ? [] : policyChainCommands(this.prefix, options.egress)), ...cellElementCommands(this.prefix, 'add', elements)];
-    const hostLines = [
-      ...(this.gateways.has(options.gateway) ? [] : [`address replace ${options.gateway}/32 dev ${gatewayIfName(this.prefix)}`]),
-      `route replace ${options.address}/32 dev ${names.hostIf} src ${options.gateway}`,
-      `neigh replace ${options.address} lladdr ${names.cellMac} dev ${names.hostIf} nud permanent`,
-    ];
-    const cellLines = [
-      `address add ${options.address}/32 dev eth0`,
-      `neigh replace ${options.gateway} lladdr ${names.hostMac} dev eth0 nud permanent`,
-      `route replace default via ${options.gateway} dev eth0 onlink`,
-    ];
     net.parked = undefined;
-    this.parked.delete(parked);
+    if (parked) this.parked.delete(parked);
     net.state = 'attached';
     net.attached = { ...elements, workspaceId: options.workspaceId };
     this.chains.set(policyChain, (this.chains.get(policyChain) ?? 0) + 1);
     this.rememberCell(names.hostIf, net.cellId);
-    const newGateway = !this.gateways.has(options.gateway);
     try {
-      await Promise.all([this.nft.run([nftCommands.join('; ')]), this.hostIp.run(hostLines), parked.run(cellLines)]);
-      if (newGateway) {
-        await this.onGateway(options.gateway);
-        this.gateways.add(options.gateway);
-      }
+      await Promise.all([
+        this.nft.run([nftCommands.join('; ')]),
+        pre ? undefined : this.addressHost(names, options.address, options.gateway),
+        parked?.run(cellAddressLines(names, options.address, options.gateway)),
+      ]);
     } finally {
-      void parked.close();
+      void parked?.close();
+    }
+  }
+
+  private checkInPool(...ips: string[]): void {
+    for (const ip of ips) {
+      const value = parseIpv4(ip);
+      if (value === undefined || !addressIn(this.pool, value)) throw new Error(`address ${ip} is not inside the cell pool`);
+    }
+  }
+
+  // The host side of a cell's address: the gateway /32 (first use starts the gateway services on it), a /32 route, a static neighbour.
+  private async addressHost(names: CellNames, address: string, gateway: string): Promise<void> {
+    const newGateway = !this.gateways.has(gateway);
+    await this.hostIp.run([
+      ...(newGateway ? [`address replace ${gateway}/32 dev ${gatewayIfName(this.prefix)}`] : []),
+      `route replace ${address}/32 dev ${names.hostIf} src ${gateway}`,
+      `neigh replace ${address} lladdr ${names.cellMac} dev ${names.hostIf} nud permanent`,
+    ]);
+    if (newGateway) {
+      await this.onGateway(gateway);
+      this.gateways.add(gateway);
     }
   }
 

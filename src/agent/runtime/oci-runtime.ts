@@ -23,11 +23,22 @@ export class OciRuntime implements CellRuntime {
     this.name = opts.name;
     this.globalFlags =
       opts.name === 'runsc'
-        ? // ptrace: no KVM here. network=none: gVisor's own stack is broken on this kernel and
-          // network=host fails with a user namespace ("error converting mounts"); see docs/runtime-notes.md.
+        ? // ptrace: no KVM here. network=sandbox: gVisor's own network stack runs in the sandbox and takes over the
+          // cell's prepared netns (network=host fails with a user namespace: "error converting mounts").
           // oci-seccomp: enforce the spec's seccomp profile inside the sandbox too.
-          ['--root', opts.stateRoot, '--platform=ptrace', '--network=none', '--oci-seccomp']
+          ['--root', opts.stateRoot, '--platform=ptrace', '--network=sandbox', '--oci-seccomp']
         : ['--root', opts.stateRoot];
+  }
+
+  // runsc 20221219 decides it is in the host's network namespace when /proc/sys/net/core/rmem_default exists, which on
+  // newer kernels it does in every netns (gVisor issue 10704), and then refuses to start. `start` is where it reads the
+  // cell's netns, so only `start` runs in a private mount namespace with /proc/sys/net hidden; the sandbox itself was
+  // made by `create`. Cells always name a netns the agent made, never the host's.
+  private startCommand(id: string): string[] {
+    const start = [this.name, ...this.globalFlags, 'start', id];
+    if (this.name !== 'runsc') return start;
+    const script = 'mount -t tmpfs -o ro,size=4k,mode=555 cleanroom-no-net-sysctl /proc/sys/net && exec "$@"';
+    return ['unshare', '--mount', '--propagation', 'private', 'sh', '-c', script, 'runsc-start', ...start];
   }
 
   async create(id: string, bundle: string, stdinFd: number): Promise<CreatedContainer> {
@@ -47,7 +58,7 @@ export class OciRuntime implements CellRuntime {
       child.stderr.destroy();
       throw new CommandError([this.name, ...argv], code, stderr);
     }
-    await run([this.name, ...this.globalFlags, 'start', id]);
+    await run(this.startCommand(id));
     const pid = Number(readFileSync(pidFile, 'utf8').trim());
     return { stdio: child, pid };
   }
