@@ -44,8 +44,9 @@ const FULL: Plan = {
   warmRunsc: 30,
   cold: 20,
   coldRunsc: 10,
-  throughputClients: [1, 2, 4],
-  throughputMs: 15_000,
+  // Two levels of 30 s (the issue asks for windows of at least 30 s) keep the whole run near 5 minutes.
+  throughputClients: [1, 3],
+  throughputMs: 30_000,
   densityLevels: [0, 50, 100, 200],
   densitySamples: 10,
 };

@@ -20,6 +20,7 @@ import { CellNetworkHost } from './network/cell-network.js';
 import { Ipam } from './network/ipam.js';
 import { checkStorageSupport } from './storage/doctor.js';
 import { ensureSharedRoot, releaseSharedRoot } from './storage/shared-root.js';
+import { reconcileVolumes } from './storage/reconcile.js';
 import { ControlChannel } from './channel.js';
 import { GatewayServices } from './gateway/gateway-services.js';
 import { Agent } from './agent.js';
@@ -116,6 +117,11 @@ async function main(): Promise<void> {
     }, SHUTDOWN_DEADLINE_MS);
     try {
       await agent!.shutdown();
+      // Every cell is wiped by now; a volume still bound to a loop device here is a leak the cells' own wipes missed.
+      const swept = await reconcileVolumes(paths.agent.volumes, []);
+      if (swept.wiped.some((r) => r.loopDevices.length > 0) || swept.failed.length) {
+        log('swept leftover volumes at shutdown', { loopDevices: swept.wiped.flatMap((r) => r.loopDevices), failed: swept.failed.map((f) => `${f.volumeId}: ${f.error.message}`) });
+      }
       await gateway.close();
       await networkHost.close();
       // With every cell gone, the agent's table and gateway interface go too: nothing is left on the host.

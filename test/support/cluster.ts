@@ -120,6 +120,17 @@ export class TestCluster {
     if (existsSync(`/sys/class/net/${prefix}gw`)) problems.push(`gateway interface ${prefix}gw left after down`);
     const tables = await run('nft', ['list', 'tables']).then((r) => r.stdout, () => '');
     if (tables.includes(`inet ${prefix}\n`) || tables.trimEnd().endsWith(`inet ${prefix}`)) problems.push(`nft table inet ${prefix} left after down`);
+    for (const dev of readdirSync('/sys/block').filter((d) => d.startsWith('loop'))) {
+      let backing = '';
+      try {
+        backing = readFileSync(`/sys/block/${dev}/loop/backing_file`, 'utf8').trim();
+      } catch {
+        continue;
+      }
+      if (!backing.startsWith(`${this.dataDir}/`)) continue;
+      problems.push(`/dev/${dev} still bound to ${backing} after down`);
+      await run('losetup', ['-d', `/dev/${dev}`]).catch(() => {});
+    }
     // Never remove a tree with something mounted in it: the removal would go into the mount.
     for (const [dev, mnt] of mountsUnder(this.dataDir)) {
       problems.push(`${dev} still mounted at ${mnt} after down`);
