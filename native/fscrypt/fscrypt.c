@@ -305,27 +305,26 @@ static napi_value loop_attach(napi_env env, napi_callback_info info) {
   return throw_errno(env, EBUSY, "ioctl(LOOP_CONFIGURE)", "no free loop device after 16 attempts");
 }
 
-// Opens a block device read-write and exclusively: fails with EBUSY while any
-// filesystem (in any mount namespace) still holds it.
-static int open_exclusive(napi_env env, const char *dev) {
-  int fd = open(dev, O_RDWR | O_CLOEXEC | O_EXCL);
-  if (fd < 0) throw_errno(env, errno, "open(O_EXCL)", dev);
-  return fd;
-}
-
-// loopDetach(dev) -> undefined. Exclusive open first, so a device still mounted anywhere
-// is refused (EBUSY) rather than left for deferred auto-clear.
+// loopDetach(dev, deferIfBusy) -> boolean (true: detached now). Exclusive open first, so a device still mounted
+// anywhere is refused (EBUSY) — unless deferIfBusy: then LOOP_CLR_FD on a shared open arms autoclear, and the kernel
+// detaches the device when its last holder (a mount in another namespace) lets go; returns false.
 static napi_value loop_detach(napi_env env, napi_callback_info info) {
   napi_value argv[MAX_ARGS];
   char dev[PATH_MAX_LEN];
-  if (get_args(env, info, 1, argv) || get_string(env, argv[0], dev, sizeof dev)) return NULL;
-  int fd = open_exclusive(env, dev);
-  if (fd < 0) return NULL;
+  bool defer = false;
+  if (get_args(env, info, 2, argv) || get_string(env, argv[0], dev, sizeof dev)) return NULL;
+  if (napi_get_value_bool(env, argv[1], &defer) != napi_ok) return throw_type(env, "expected a boolean");
+  int fd = open(dev, O_RDWR | O_CLOEXEC | O_EXCL);
+  bool now = fd >= 0;
+  if (fd < 0 && errno == EBUSY && defer) fd = open(dev, O_RDWR | O_CLOEXEC);
+  if (fd < 0) return throw_errno(env, errno, "open(O_EXCL)", dev);
   int rc = ioctl(fd, LOOP_CLR_FD, 0);
   int err = errno;
   close(fd);
   if (rc != 0) return throw_errno(env, err, "ioctl(LOOP_CLR_FD)", dev);
-  return NULL;
+  napi_value result;
+  napi_get_boolean(env, now, &result);
+  return result;
 }
 
 // mount(source, target, fstype, flags, data) -> undefined.

@@ -28,7 +28,7 @@ interface Addon {
   keyStatus(path: string, identifier: Buffer): RawKeyStatus;
   removeKey(path: string, identifier: Buffer, allUsers: boolean): Promise<number>;
   loopAttach(backingFile: string, blockSize: number, directIo: boolean): string;
-  loopDetach(device: string): void;
+  loopDetach(device: string, deferIfBusy: boolean): boolean;
   discardDevice(device: string): Promise<number>;
   mount(source: string, target: string, fstype: string, flags: number, data: string): void;
   umount(target: string, flags: number): Promise<number>;
@@ -166,9 +166,10 @@ export function attachLoop(backingFile: string, blockSize: number, directIo: boo
   return loadAddon().loopAttach(backingFile, blockSize, directIo);
 }
 
-// detachLoop clears a loop device (LOOP_CLR_FD); refuses with EBUSY while it is mounted anywhere.
-export function detachLoop(device: string): void {
-  loadAddon().loopDetach(device);
+// detachLoop clears a loop device (LOOP_CLR_FD); while it is mounted anywhere it refuses with EBUSY, or, with
+// deferIfBusy, arms autoclear (detach at last release) and returns false.
+export function detachLoop(device: string, deferIfBusy = false): boolean {
+  return loadAddon().loopDetach(device, deferIfBusy);
 }
 
 // discardDevice discards every block of `device` (BLKDISCARD; punches holes in a loop device's backing file);

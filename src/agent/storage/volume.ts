@@ -412,7 +412,12 @@ export async function wipeVolume(ref: VolumeRef): Promise<WipeReceipt> {
     if (policy !== null) {
       keyIdentifier = policy.keyIdentifier;
       keyState = await removeKey(ref.id, paths.mountPoint, policy.keyIdentifier, log);
+      // Remembered on disk: a retry (after a busy unmount or detach) no longer sees the mount to prove it again.
+      await fsp.writeFile(paths.marker, `${JSON.stringify({ ...marker, keyAbsentAt: new Date().toISOString(), keyIdentifier })}\n`, { mode: 0o600 });
     }
+  } else if (typeof marker?.['keyAbsentAt'] === 'string') {
+    keyState = 'absent';
+    keyIdentifier = typeof marker['keyIdentifier'] === 'string' ? marker['keyIdentifier'] : null;
   }
   for (const mount of footprint.mounts) {
     await log.run('unmount', () => busyAs(ref.id, `${mount} is still in use`, log, () => unmount(mount)), () => mount);
@@ -433,7 +438,7 @@ export async function wipeVolume(ref: VolumeRef): Promise<WipeReceipt> {
       }
     }, (d) => d);
     await log.run('detach-loop', async () => {
-      await busyAs(ref.id, `${device} is still open`, log, () => detachLoop(device));
+      await busyAs(ref.id, `${device} is still open`, log, () => detachLoop(device, keyState === 'absent'));
       if ((await loopBackingFile(device.replace(/^\/dev\//, ''))) !== paths.backingFile) return device;
       if (keyState !== 'absent') throw new VolumeBusyError(ref.id, `${device} still bound to ${paths.backingFile} after LOOP_CLR_FD`, log.steps);
       return `${device} autoclear armed: detaches when its last holder releases it`;
