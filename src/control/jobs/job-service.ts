@@ -78,16 +78,21 @@ export class JobService {
     const d = this.dispatcher;
     if (!d?.canDispatch()) return job;
     const subject = { jobId: job.id, workspaceId: job.workspaceId, dataGrants: job.dataGrants };
-    const credentials = await this.tokens.mint(subject);
-    const tMinted = performance.now();
-    const agentId = d.dispatch(specOf(job), credentials);
-    if (!agentId) {
+    let agentId: string | null = null;
+    let tMinted = 0;
+    await this.tokens.mint(subject, 'minted', (credentials) => {
+      tMinted = performance.now();
+      agentId = d.dispatch(specOf(job), credentials);
+    });
+    // Assigned inside the callback, which TypeScript's flow analysis does not follow.
+    const placedOn = agentId as string | null;
+    if (!placedOn) {
       await this.tokens.revokeJob(job.id, job.workspaceId, 'no agent took the job');
       return job;
     }
-    this.tokens.keepFresh(subject, (c) => d.refreshCredentials(agentId, job.id, c));
+    this.tokens.keepFresh(subject, (c) => d.refreshCredentials(placedOn, job.id, c));
     const timings = { ...job.timings, control_token_ms: round(tMinted - t0), control_dispatch_ms: round(performance.now() - t0) };
-    const patch = { status: 'assigned' as const, agentId, timings };
+    const patch = { status: 'assigned' as const, agentId: placedOn, timings };
     await this.store.updateJob(job.id, patch);
     return { ...job, ...patch };
   }

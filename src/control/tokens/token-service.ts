@@ -18,6 +18,8 @@ export const MAX_TOKEN_LIFETIME_S = 3600;
 /** CLOCK_SKEW_S is the clock difference tolerated when checking `exp` and `iat`. */
 export const CLOCK_SKEW_S = 60;
 
+const REFRESH_RETRY_MS = 5000;
+
 /** TokenSubject is the workload a token is for. */
 export interface TokenSubject {
   jobId: string;
@@ -55,8 +57,12 @@ export class TokenService {
     this.sweeper.unref();
   }
 
-  /** mint signs a fresh token for a workload and records its id (not the token). */
-  async mint(s: TokenSubject, kind: 'minted' | 'refreshed' = 'minted'): Promise<WorkloadCredentials> {
+  /**
+   * mint signs a fresh token for a workload and records its id (not the token). `handOver`, if given, receives the
+   * credentials before the record is written, to take them off the start path; the write still completes before any
+   * request can reach this process's verifier (better-sqlite3 writes synchronously, in the same turn).
+   */
+  async mint(s: TokenSubject, kind: 'minted' | 'refreshed' = 'minted', handOver?: (c: WorkloadCredentials) => void): Promise<WorkloadCredentials> {
     const key = await this.keys.current();
     const iat = Math.floor(Date.now() / 1000);
     const exp = iat + Math.min(this.options.ttlSeconds, MAX_TOKEN_LIFETIME_S);
@@ -72,6 +78,7 @@ export class TokenService {
       .setJti(jti)
       .sign(key.privateKey);
     const expiresAt = new Date(exp * 1000).toISOString();
+    handOver?.({ token, expiresAt });
     await this.store.addToken({ jti, jobId: s.jobId, workspaceId: s.workspaceId, issuedAt: new Date(iat * 1000).toISOString(), expiresAt, revokedAt: null });
     await this.audit.record({ type: kind === 'minted' ? 'token.minted' : 'token.refreshed', actor: 'system', workspaceId: s.workspaceId, subject: s.jobId, details: { jti, kid: key.kid, expiresAt, scope } });
     return { token, expiresAt };
@@ -105,16 +112,19 @@ export class TokenService {
     return { jobId: sub, workspaceId: ws, jti, scopes: parseScopes(scope) };
   }
 
-  /** keepFresh re-mints the workload's token at `refreshAt` of its lifetime, and hands each new one to `deliver`. */
-  keepFresh(s: TokenSubject, deliver: (c: WorkloadCredentials) => void): void {
+  /** keepFresh re-mints the workload's token at `refreshAt` of its lifetime (or after `delayMs`), and hands each new one to `deliver`. */
+  keepFresh(s: TokenSubject, deliver: (c: WorkloadCredentials) => void, delayMs = Math.min(this.options.ttlSeconds, MAX_TOKEN_LIFETIME_S) * this.options.refreshAt * 1000): void {
     this.stopRefresh(s.jobId);
-    const delayMs = Math.min(this.options.ttlSeconds, MAX_TOKEN_LIFETIME_S) * this.options.refreshAt * 1000;
     const timer = setTimeout(() => {
-      void this.mint(s, 'refreshed').then((c) => {
-        if (this.refreshTimers.get(s.jobId) !== timer) return; // the workload ended meanwhile
-        deliver(c);
-        this.keepFresh(s, deliver);
-      });
+      this.mint(s, 'refreshed').then(
+        (c) => {
+          if (this.refreshTimers.get(s.jobId) !== timer) return; // the workload ended meanwhile
+          deliver(c);
+          this.keepFresh(s, deliver);
+        },
+        // The store was busy or closing: try again soon, well before the current token expires.
+        () => this.refreshTimers.get(s.jobId) === timer && this.keepFresh(s, deliver, REFRESH_RETRY_MS),
+      );
     }, delayMs);
     timer.unref();
     this.refreshTimers.set(s.jobId, timer);
