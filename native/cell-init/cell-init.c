@@ -269,6 +269,7 @@ int main(void) {
     if (exited) drains++;
     /* After the workload exits, drain what is already buffered, then stop:
        a daemonised grandchild holding the pipe open must not keep us alive. */
+    fds[3].revents = 0; /* not polled once the workload exited: never act on a stale event */
     int r = poll(fds, exited ? 3 : 4, exited ? 0 : -1);
     if (r < 0 && errno == EINTR) continue;
     if (r <= 0 && exited) break;
@@ -278,7 +279,7 @@ int main(void) {
       if (n > 0) send_frame(i == 0 ? 'o' : 'e', buf, (uint32_t)n);
       else if (n == 0 || errno != EINTR) { close(fds[i].fd); fds[i].fd = -1; }
     }
-    if (fds[3].fd >= 0 && (fds[3].revents & (POLLIN | POLLHUP | POLLERR))) {
+    if (!exited && fds[3].fd >= 0 && (fds[3].revents & (POLLIN | POLLHUP | POLLERR))) {
       char m[4];
       uint32_t flen;
       char *f = read_message(m, &flen, MAX_FILE);

@@ -71,6 +71,9 @@ export class Cell {
   private readonly cgroup: CellCgroup;
   private container: CreatedContainer | null = null;
   private controlFd: number | null = null;
+  /** Whether cell init has its assignment; until then a refreshed token is kept here. */
+  private handedOver = false;
+  private pendingToken: WorkloadCredentials | null = null;
   private job: JobSpec | null = null;
   private events: CellEvents | null = null;
   private exitFrame: CellFrame | null = null;
@@ -183,12 +186,14 @@ export class Cell {
     writeSync(
       this.controlFd,
       Buffer.concat([
-        encodeFile('token', 0o400, credentials.token),
+        encodeFile('token', 0o400, (this.pendingToken ?? credentials).token),
         encodeFile('hosts', 0o444, `127.0.0.1 localhost cell\n${gw ? `${gw} ${DATA_SERVICE_NAME}\n` : ''}`),
         encodeFile('resolv.conf', 0o444, gw ? `nameserver ${gw}\noptions timeout:2 attempts:2\n` : ''),
         encodeAssignment(job.command, env, job.cwd),
       ]),
     );
+    this.handedOver = true;
+    this.pendingToken = null;
     // Only the job id, so that a crash-recovery wipe can be credited to the right job; written after the
     // hand-off, so the workload does not wait for it.
     writeFileSync(join(this.dir, 'job'), job.jobId, { mode: 0o600 });
@@ -199,6 +204,10 @@ export class Cell {
   /** refreshCredentials replaces the workload's token file (atomically, by cell init) with a fresh token. */
   refreshCredentials(credentials: WorkloadCredentials): void {
     if (this.state !== 'assigned' || this.controlFd === null) return;
+    if (!this.handedOver) {
+      this.pendingToken = credentials; // assign() is still attaching the network; it writes the newest token
+      return;
+    }
     try {
       writeSync(this.controlFd, encodeFile('token', 0o400, credentials.token));
     } catch {

@@ -5,6 +5,8 @@ import { createServer, connect, type Server, type Socket } from 'node:net';
 export interface DataGatewayOptions {
   target: { host: string; port: number };
   maxConnections?: number;
+  /** Connections one cell (source address) may hold open, so that no tenant can starve the others on a shared gateway. */
+  maxPerSource?: number;
   idleTimeoutMs?: number;
 }
 
@@ -12,6 +14,7 @@ export interface DataGatewayOptions {
 export class DataGateway {
   private readonly servers = new Map<string, Promise<Server>>();
   private readonly sockets = new Set<Socket>();
+  private readonly perSource = new Map<string, number>();
 
   constructor(private readonly options: DataGatewayOptions) {}
 
@@ -48,6 +51,15 @@ export class DataGateway {
   }
 
   private forward(client: Socket): void {
+    const source = client.remoteAddress ?? '';
+    const open = this.perSource.get(source) ?? 0;
+    if (open >= (this.options.maxPerSource ?? 256)) return void client.destroy();
+    this.perSource.set(source, open + 1);
+    client.once('close', () => {
+      const n = (this.perSource.get(source) ?? 1) - 1;
+      if (n > 0) this.perSource.set(source, n);
+      else this.perSource.delete(source);
+    });
     const upstream = connect(this.options.target);
     const pair = [client, upstream];
     for (const s of pair) {

@@ -115,11 +115,16 @@ export class CellNetworkHost {
     this.parked.add(net.parked);
     await Promise.all([this.hostIp.run([`link set ${names.hostIf} up`]), net.parked.run(['link set lo up', 'link set eth0 up'])]);
     if (preAddress) {
-      this.checkInPool(preAddress.address, preAddress.gateway);
+      try {
+        this.checkInPool(preAddress.address, preAddress.gateway);
+        await Promise.all([this.addressHost(names, preAddress.address, preAddress.gateway), net.parked.run(cellAddressLines(names, preAddress.address, preAddress.gateway))]);
+      } catch (e) {
+        await this.destroyCellNetwork(net).catch(() => undefined);
+        throw e;
+      }
       const parked = net.parked;
       net.parked = undefined;
       this.parked.delete(parked);
-      await Promise.all([this.addressHost(names, preAddress.address, preAddress.gateway), parked.run(cellAddressLines(names, preAddress.address, preAddress.gateway))]);
       await parked.close();
       net.preAddressed = preAddress;
     }

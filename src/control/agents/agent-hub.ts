@@ -87,7 +87,8 @@ export class AgentHub implements Dispatcher {
         void this.jobs
           .onAgentLost(msg.agentId, msg.liveJobIds, 'the agent restarted and the job\'s cell was lost')
           .then(() => this.jobs.resumeCredentials(msg.agentId, msg.liveJobIds))
-          .then(() => this.jobs.dispatchQueued());
+          .then(() => this.jobs.dispatchQueued())
+          .catch((e: Error) => this.log('agent hello handling failed', { agentId: msg.agentId, error: e.message }));
         return;
       }
       const c = conn;

@@ -6,8 +6,31 @@ import type { Store } from '../store/store.js';
 import type { TenancyService } from '../tenancy/tenancy-service.js';
 import type { TokenService } from '../tokens/token-service.js';
 
+/** DENIALS_PER_MINUTE bounds how many refused credentials are written to the (never pruned) audit log per minute. */
+const DENIALS_PER_MINUTE = 120;
+
 /** createAuthenticator combines API-key and workload-token authentication. */
 export function createAuthenticator(tenancy: TenancyService, tokens: TokenService, store: Store, audit: AuditLog): Authenticator {
+  // A flood of bad credentials must not fill the disk: beyond the budget, refusals are counted and the count is
+  // recorded with the next refusal that fits.
+  let windowStart = 0;
+  let recorded = 0;
+  let suppressed = 0;
+  const recordDenial = async (e: ApiError, mode: string): Promise<void> => {
+    const now = Date.now();
+    if (now - windowStart >= 60_000) {
+      windowStart = now;
+      recorded = 0;
+    }
+    if (recorded >= DENIALS_PER_MINUTE) {
+      suppressed++;
+      return;
+    }
+    recorded++;
+    const details = { reason: e.code, message: e.message, mode, ...(suppressed ? { notRecordedBefore: suppressed } : {}) };
+    suppressed = 0;
+    await audit.record({ type: 'access.denied', actor: 'anonymous', workspaceId: null, subject: null, details });
+  };
   return async (header, mode) => {
     try {
       const bearer = /^Bearer (\S+)$/.exec(header ?? '')?.[1];
@@ -19,7 +42,7 @@ export function createAuthenticator(tenancy: TenancyService, tokens: TokenServic
       }
       return await tenancy.authenticate(header, mode === 'admin');
     } catch (e) {
-      if (e instanceof ApiError) await audit.record({ type: 'access.denied', actor: 'anonymous', workspaceId: null, subject: null, details: { reason: e.code, message: e.message, mode } });
+      if (e instanceof ApiError) await recordDenial(e, mode);
       throw e;
     }
   };

@@ -27,11 +27,16 @@ export function loadKek(path: string): Buffer {
 /** Keyring wraps and unwraps keys under the KEK; workspace keys are created on first use and cached unwrapped. */
 export class Keyring {
   private readonly workspaceKeys = new Map<string, Buffer>();
+  private readonly kek: Buffer;
 
+  /** The keyring keeps its own copy of `kek`: the caller may (and should) zero its buffer afterwards. */
   constructor(
     private readonly store: Store,
-    private readonly kek: Buffer,
-  ) {}
+    kek: Buffer,
+  ) {
+    if (kek.length !== 32) throw new Error('the key-encryption key must be 32 bytes');
+    this.kek = Buffer.from(kek);
+  }
 
   /** wrap protects a 32-byte key under the KEK, bound to `context`. */
   wrap(key: Buffer, context: string): Buffer {

@@ -66,9 +66,13 @@ export class ObjectStore {
     const wsKey = await this.keyring.workspaceKey(workspaceId);
     const dek = unwrapKey(wsKey, meta.wrappedKey, `object:${workspaceId}/${meta.objectId}`);
     const opener = createOpenStream(dek, `${workspaceId}/${meta.objectId}`);
-    opener.on('close', () => dek.fill(0));
     const file = createReadStream(join(this.workspaceDir(workspaceId), meta.objectId));
     file.on('error', (e) => opener.destroy(e));
+    // An aborted download or a chunk failing its check destroys the opener; the file (and its fd) must go with it.
+    opener.once('close', () => {
+      dek.fill(0);
+      file.destroy();
+    });
     return { meta, body: file.pipe(opener) };
   }
 

@@ -30,6 +30,8 @@ export function isTerminal(job: Job): boolean {
 /** JobService is the only writer of job state. */
 export class JobService {
   private readonly nextSeq = new Map<string, number>();
+  /** Jobs being placed right now (minting their token, sending them to an agent). */
+  private readonly placing = new Set<string>();
   private dispatcher: Dispatcher | null = null;
 
   constructor(
@@ -74,27 +76,36 @@ export class JobService {
   }
 
   // The token is minted only when an agent can take the job, and lives only as long as the job runs.
+  // Signing yields to other I/O, so a job is claimed while it is being placed (two agents saying hello at once must not
+  // both get it), and judged again afterwards (it may have been cancelled meanwhile).
   private async place(job: Job, t0: number): Promise<Job> {
     const d = this.dispatcher;
-    if (!d?.canDispatch()) return job;
-    const subject = { jobId: job.id, workspaceId: job.workspaceId, dataGrants: job.dataGrants };
-    let agentId: string | null = null;
-    let tMinted = 0;
-    await this.tokens.mint(subject, 'minted', (credentials) => {
-      tMinted = performance.now();
-      agentId = d.dispatch(specOf(job), credentials);
-    });
-    // Assigned inside the callback, which TypeScript's flow analysis does not follow.
-    const placedOn = agentId as string | null;
-    if (!placedOn) {
-      await this.tokens.revokeJob(job.id, job.workspaceId, 'no agent took the job');
-      return job;
+    if (!d?.canDispatch() || this.placing.has(job.id)) return job;
+    this.placing.add(job.id);
+    try {
+      const subject = { jobId: job.id, workspaceId: job.workspaceId, dataGrants: job.dataGrants };
+      let agentId: string | null = null;
+      let tMinted = 0;
+      await this.tokens.mint(subject, 'minted', (credentials) => {
+        tMinted = performance.now();
+        agentId = d.dispatch(specOf(job), credentials);
+      });
+      // Assigned inside the callback, which TypeScript's flow analysis does not follow.
+      const placedOn = agentId as string | null;
+      const current = await this.store.getJob(job.id);
+      if (!placedOn || !current || isTerminal(current)) {
+        if (placedOn) d.cancel(placedOn, job.id);
+        await this.tokens.revokeJob(job.id, job.workspaceId, placedOn ? 'the job ended while it was being placed' : 'no agent took the job');
+        return current ?? job;
+      }
+      this.tokens.keepFresh(subject, (c) => d.refreshCredentials(placedOn, job.id, c));
+      const timings = { ...current.timings, control_token_ms: round(tMinted - t0), control_dispatch_ms: round(performance.now() - t0) };
+      const patch = { status: 'assigned' as const, agentId: placedOn, timings };
+      await this.store.updateJob(job.id, patch);
+      return { ...current, ...patch };
+    } finally {
+      this.placing.delete(job.id);
     }
-    this.tokens.keepFresh(subject, (c) => d.refreshCredentials(placedOn, job.id, c));
-    const timings = { ...job.timings, control_token_ms: round(tMinted - t0), control_dispatch_ms: round(performance.now() - t0) };
-    const patch = { status: 'assigned' as const, agentId: placedOn, timings };
-    await this.store.updateJob(job.id, patch);
-    return { ...job, ...patch };
   }
 
   /** resumeCredentials gives the live jobs of a (re)connected agent fresh tokens and keeps them fresh. */
@@ -104,7 +115,13 @@ export class JobService {
       if (!job || isTerminal(job) || job.agentId !== agentId || !this.dispatcher) continue;
       const d = this.dispatcher;
       const subject = { jobId: job.id, workspaceId: job.workspaceId, dataGrants: job.dataGrants };
-      d.refreshCredentials(agentId, job.id, await this.tokens.mint(subject, 'refreshed'));
+      const credentials = await this.tokens.mint(subject, 'refreshed');
+      const current = await this.store.getJob(id);
+      if (!current || isTerminal(current)) {
+        await this.tokens.revokeJob(id, job.workspaceId, 'the job ended while its token was refreshed');
+        continue;
+      }
+      d.refreshCredentials(agentId, job.id, credentials);
       this.tokens.keepFresh(subject, (c) => d.refreshCredentials(agentId, job.id, c));
     }
   }

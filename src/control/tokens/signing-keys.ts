@@ -3,6 +3,8 @@ import { createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, ty
 import type { Store } from '../store/store.js';
 import type { Keyring } from '../data/keyring.js';
 
+const UNKNOWN_KID_RELOAD_MS = 5000;
+
 /** SigningKey is a usable key pair. */
 export interface SigningKey {
   kid: string;
@@ -22,6 +24,7 @@ export interface SigningKeysOptions {
 /** SigningKeys signs with the newest key and verifies with any key whose tokens may still be alive. */
 export class SigningKeys {
   private keys: SigningKey[] = [];
+  private reloadedAt = 0;
 
   constructor(
     private readonly store: Store,
@@ -48,7 +51,8 @@ export class SigningKeys {
   /** verificationKey returns the public key with this id, reloading once for keys another replica made. */
   async verificationKey(kid: string): Promise<KeyObject | null> {
     let k = this.keys.find((x) => x.kid === kid);
-    if (!k) {
+    // Unknown ids come from forged tokens too: look in the store again at most every few seconds.
+    if (!k && Date.now() - this.reloadedAt >= UNKNOWN_KID_RELOAD_MS) {
       await this.reload();
       k = this.keys.find((x) => x.kid === kid);
     }
@@ -62,6 +66,7 @@ export class SigningKeys {
   }
 
   private async reload(): Promise<void> {
+    this.reloadedAt = Date.now();
     this.keys = (await this.store.listSigningKeys()).map((r) => {
       const publicJwk = JSON.parse(r.publicJwk) as JsonWebKey;
       const d = this.keyring.unwrap(r.wrappedPrivate, `signing:${r.kid}`);

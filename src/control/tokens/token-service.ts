@@ -53,7 +53,7 @@ export class TokenService {
     private readonly options: TokenServiceOptions,
   ) {
     // Records of expired tokens can go: an expired token fails on `exp` before its record is looked at.
-    this.sweeper = setInterval(() => void this.store.deleteTokensExpiredBefore(new Date(Date.now() - 2 * CLOCK_SKEW_S * 1000).toISOString()), 600_000);
+    this.sweeper = setInterval(() => this.store.deleteTokensExpiredBefore(new Date(Date.now() - 2 * CLOCK_SKEW_S * 1000).toISOString()).catch(() => {}), 600_000); // a failed sweep is retried at the next
     this.sweeper.unref();
   }
 

@@ -110,3 +110,14 @@ test('rotation: a new key signs, the old one still verifies its tokens, JWKS lis
   for (const k of jwks.keys) assert.equal((k as { d?: string }).d, undefined, 'a private key part is published');
   assert.equal((await tokens.verify(before.token)).jobId, 'job_1', 'a token of the previous key stopped verifying');
 });
+
+test("the keyring keeps its own copy of the KEK: zeroing the caller's buffer does not weaken what it wraps", () => {
+  const kek = randomBytes(32);
+  const same = Buffer.from(kek);
+  const ring = new Keyring(store, kek);
+  kek.fill(0); // what the control plane does right after start-up
+  const secret = randomBytes(32);
+  const wrapped = ring.wrap(secret, 'ctx');
+  assert.deepEqual(new Keyring(store, same).unwrap(wrapped, 'ctx'), secret);
+  assert.throws(() => new Keyring(store, Buffer.alloc(32)).unwrap(wrapped, 'ctx'), 'wrapped under an all-zero key');
+});

@@ -122,6 +122,7 @@ const DRAIN_LIMIT_BYTES = 64 * 1024 * 1024;
 
 function drain(body: Readable, limit: number): Promise<void> {
   return new Promise((resolve) => {
+    if (body.readableEnded || body.destroyed) return resolve(); // the client already went away
     let seen = 0;
     body.on('data', (c: Buffer) => {
       seen += c.length;
