@@ -74,6 +74,7 @@ export class Cell {
   /** Whether cell init has its assignment; until then a refreshed token is kept here. */
   private handedOver = false;
   private pendingToken: WorkloadCredentials | null = null;
+  private handedOverAt = 0;
   private job: JobSpec | null = null;
   private events: CellEvents | null = null;
   private exitFrame: CellFrame | null = null;
@@ -169,6 +170,7 @@ export class Cell {
       await host.attachCellNetwork(this.network, { workspaceId: job.workspaceId, address: this.address.address, gateway: this.address.gateway, gatewayPorts: gateway.ports, egress: job.egress });
       gateway.addClient(this.address.address, this.address.gateway, job.egress);
       this.timings.assign_network_ms = performance.now() - t0;
+      Object.assign(this.timings, this.network.attachTimings);
     }
     this.cgroup.limit(job.memoryBytes, job.cpu);
     const gw = this.address?.gateway;
@@ -193,6 +195,7 @@ export class Cell {
       ]),
     );
     this.handedOver = true;
+    this.handedOverAt = performance.now();
     this.pendingToken = null;
     // Only the job id, so that a crash-recovery wipe can be credited to the right job; written after the
     // hand-off, so the workload does not wait for it.
@@ -234,8 +237,10 @@ export class Cell {
     }
     for (const f of frames) {
       if (f.type === 'stdout' || f.type === 'stderr') {
+        this.timings.first_output_ms ??= performance.now() - this.handedOverAt; // hand-off → first output at the agent
         if (this.events && !this.exitFrame) this.events.output(f.type, f.data);
       } else if (f.type === 'started') {
+        this.timings.init_started_ms ??= performance.now() - this.handedOverAt;
         continue;
       } else if (!this.exitFrame) {
         this.exitFrame = f;

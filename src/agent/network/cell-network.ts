@@ -30,6 +30,8 @@ export interface CellNetwork {
   state: 'prepared' | 'attached' | 'destroyed';
   attached?: CellElements & { readonly workspaceId: string };
   parked?: Coprocess;
+  /** How long each part of the attach took (nft elements, host routes, cell address), for the stage breakdown. */
+  readonly attachTimings: Record<string, number>;
   /** Set when the cell got its address at prepare (gVisor reads its network once, at start); attach then only binds policy. */
   preAddressed?: { readonly address: string; readonly gateway: string };
 }
@@ -110,7 +112,7 @@ export class CellNetworkHost {
     const netnsPath = `/run/netns/${names.netns}`;
     await run(['nsenter', `--net=${netnsPath}`, '/usr/sbin/sysctl', '-q', '-w', ...CELL_SYSCTLS]);
     for (const [path, value] of HOST_IF_SYSCTLS) writeFileSync(`/proc/sys/net/${path.replace('%', names.hostIf)}`, value);
-    const net: CellNetwork = { cellId, names, netnsPath, state: 'prepared' };
+    const net: CellNetwork = { cellId, names, netnsPath, state: 'prepared', attachTimings: {} };
     net.parked = new Coprocess(['nsenter', `--net=${netnsPath}`, 'ip', '-force', '-batch', '-'], IP_DIALECT);
     this.parked.add(net.parked);
     await Promise.all([this.hostIp.run([`link set ${names.hostIf} up`]), net.parked.run(['link set lo up', 'link set eth0 up'])]);
@@ -151,11 +153,16 @@ export class CellNetworkHost {
     net.attached = { ...elements, workspaceId: options.workspaceId };
     this.chains.set(policyChain, (this.chains.get(policyChain) ?? 0) + 1);
     this.rememberCell(names.hostIf, net.cellId);
+    const t0 = performance.now();
+    const timed = async (part: string, p: Promise<unknown> | undefined) => {
+      await p;
+      net.attachTimings[part] = performance.now() - t0;
+    };
     try {
       await Promise.all([
-        this.nft.run([nftCommands.join('; ')]),
-        pre ? undefined : this.addressHost(names, options.address, options.gateway),
-        parked?.run(cellAddressLines(names, options.address, options.gateway)),
+        timed('attach_nft_ms', this.nft.run([nftCommands.join('; ')])),
+        timed('attach_host_ms', pre ? undefined : this.addressHost(names, options.address, options.gateway)),
+        timed('attach_cell_ms', parked?.run(cellAddressLines(names, options.address, options.gateway))),
       ]);
     } finally {
       void parked?.close();

@@ -23,13 +23,16 @@ export const IP_DIALECT: CoprocessDialect = {
   isError: (output) => /Command failed|Error:|RTNETLINK answers/.test(output),
 };
 
-/** NFT_DIALECT drives `nft -i`: the sentinel lists a table that cannot exist; its error echo ends with a caret line. */
+/**
+ * NFT_DIALECT drives `nft -i`: the sentinel is a line that fails to parse, so nft answers it without reading the
+ * kernel's ruleset (a failing `list` would fetch a cache first); its error echoes the line, then a caret line.
+ */
 export const NFT_DIALECT: CoprocessDialect = {
-  sentinel: (nonce) => `list table inet ${nonce}`,
+  sentinel: (nonce) => `zz${nonce}`,
   endOf: (buffer, nonce) => {
-    const at = buffer.indexOf(`list table inet ${nonce}\n`);
+    const at = buffer.indexOf(`\nzz${nonce}\n`);
     const start = at < 0 ? -1 : buffer.lastIndexOf('Error:', at);
-    const end = at < 0 ? -1 : buffer.indexOf('\n', at + nonce.length + 17);
+    const end = at < 0 ? -1 : buffer.indexOf('\n', at + nonce.length + 4);
     return start < 0 || end < 0 ? undefined : { start, end: end + 1 };
   },
   isError: (output) => output.includes('Error:'),
