@@ -1,6 +1,6 @@
 /** The local CA and the certificates signed by it: the control plane's server cert and the agent's client cert. */
 import { webcrypto } from 'node:crypto';
-import { existsSync, mkdirSync, writeFileSync, chownSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync, chownSync } from 'node:fs';
 import * as x509 from '@peculiar/x509';
 import type { DataPathSet } from '../shared/paths.js';
 import { AGENT_CERT_CN } from '../shared/wire.js';
@@ -10,9 +10,20 @@ x509.cryptoProvider.set(webcrypto as unknown as Crypto);
 const ALG = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;
 const YEAR_MS = 365 * 24 * 3600 * 1000;
 
-/** ensurePki creates the CA and both leaf certificates on first start; existing files are kept. */
+/**
+ * ensurePki creates the CA and both leaf certificates on first start; existing files are kept — except that a server
+ * certificate from our own CA that lacks one of `serverNames` (an older version did not name the data service) is
+ * reissued, so cells can verify the data service. Operator certificates (no CA key here) are never touched.
+ */
 export async function ensurePki(paths: DataPathSet, controlUid: number, controlGid: number, serverNames: string[]): Promise<boolean> {
-  if (existsSync(paths.pki.caCert)) return false;
+  if (existsSync(paths.pki.caCert)) {
+    if (existsSync(paths.pki.caKey) && missingNames(readFileSync(paths.pki.serverCert, 'utf8'), serverNames).length > 0) {
+      const ca = new x509.X509Certificate(readFileSync(paths.pki.caCert, 'utf8'));
+      const caKey = await webcrypto.subtle.importKey('pkcs8', pemBody(readFileSync(paths.pki.caKey, 'utf8')), ALG, false, ['sign']);
+      await writeServerCert(paths, ca, caKey, serverNames, controlUid, controlGid);
+    }
+    return false;
+  }
   mkdirSync(paths.pki.dir, { recursive: true, mode: 0o755 });
   const now = new Date(Date.now() - 60_000);
   const caKeys = (await webcrypto.subtle.generateKey(ALG, true, ['sign', 'verify'])) as CryptoKeyPair;
@@ -29,40 +40,56 @@ export async function ensurePki(paths: DataPathSet, controlUid: number, controlG
       await x509.SubjectKeyIdentifierExtension.create(caKeys.publicKey),
     ],
   });
-  const leaf = async (cn: string, usage: string, sans: x509.JsonGeneralNames) => {
-    const keys = (await webcrypto.subtle.generateKey(ALG, true, ['sign', 'verify'])) as CryptoKeyPair;
-    const cert = await x509.X509CertificateGenerator.create({
-      serialNumber: serial(),
-      subject: `CN=${cn}`,
-      issuer: ca.subject,
-      notBefore: now,
-      notAfter: new Date(now.getTime() + 2 * YEAR_MS),
-      signingAlgorithm: ALG,
-      publicKey: keys.publicKey,
-      signingKey: caKeys.privateKey,
-      extensions: [
-        new x509.BasicConstraintsExtension(false, undefined, true),
-        new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
-        new x509.ExtendedKeyUsageExtension([usage]),
-        ...(sans.length ? [new x509.SubjectAlternativeNameExtension(sans)] : []),
-        await x509.AuthorityKeyIdentifierExtension.create(ca),
-      ],
-    });
-    return { cert: cert.toString('pem'), key: await pemKey(keys.privateKey) };
-  };
-  const sans: x509.JsonGeneralNames = serverNames.map((n) => (/^[\d.]+$|:/.test(n) ? { type: 'ip', value: n } : { type: 'dns', value: n }));
-  const server = await leaf('cleanroom-control', x509.ExtendedKeyUsage.serverAuth, sans);
-  const agent = await leaf(AGENT_CERT_CN, x509.ExtendedKeyUsage.clientAuth, []);
-
+  const agent = await leaf(ca, caKeys.privateKey, AGENT_CERT_CN, x509.ExtendedKeyUsage.clientAuth, []);
   writeFileSync(paths.pki.caKey, await pemKey(caKeys.privateKey), { mode: 0o600 });
-  writeFileSync(paths.pki.serverCert, server.cert, { mode: 0o644 });
-  writeFileSync(paths.pki.serverKey, server.key, { mode: 0o600 });
-  chownSync(paths.pki.serverKey, controlUid, controlGid);
+  await writeServerCert(paths, ca, caKeys.privateKey, serverNames, controlUid, controlGid);
   writeFileSync(paths.pki.agentCert, agent.cert, { mode: 0o644 });
   writeFileSync(paths.pki.agentKey, agent.key, { mode: 0o600 });
   // The CA certificate last: its presence marks the set complete.
   writeFileSync(paths.pki.caCert, ca.toString('pem'), { mode: 0o644 });
   return true;
+}
+
+async function writeServerCert(paths: DataPathSet, ca: x509.X509Certificate, caKey: CryptoKey, serverNames: string[], uid: number, gid: number): Promise<void> {
+  const sans: x509.JsonGeneralNames = [...new Set(serverNames)].map((n) => (/^[\d.]+$|:/.test(n) ? { type: 'ip', value: n } : { type: 'dns', value: n }));
+  const server = await leaf(ca, caKey, 'cleanroom-control', x509.ExtendedKeyUsage.serverAuth, sans);
+  writeFileSync(paths.pki.serverCert, server.cert, { mode: 0o644 });
+  writeFileSync(paths.pki.serverKey, server.key, { mode: 0o600 });
+  chownSync(paths.pki.serverKey, uid, gid);
+}
+
+async function leaf(ca: x509.X509Certificate, caKey: CryptoKey, cn: string, usage: string, sans: x509.JsonGeneralNames): Promise<{ cert: string; key: string }> {
+  const now = new Date(Date.now() - 60_000);
+  const keys = (await webcrypto.subtle.generateKey(ALG, true, ['sign', 'verify'])) as CryptoKeyPair;
+  const cert = await x509.X509CertificateGenerator.create({
+    serialNumber: serial(),
+    subject: `CN=${cn}`,
+    issuer: ca.subject,
+    notBefore: now,
+    notAfter: new Date(now.getTime() + 2 * YEAR_MS),
+    signingAlgorithm: ALG,
+    publicKey: keys.publicKey,
+    signingKey: caKey,
+    extensions: [
+      new x509.BasicConstraintsExtension(false, undefined, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+      new x509.ExtendedKeyUsageExtension([usage]),
+      ...(sans.length ? [new x509.SubjectAlternativeNameExtension(sans)] : []),
+      await x509.AuthorityKeyIdentifierExtension.create(ca),
+    ],
+  });
+  return { cert: cert.toString('pem'), key: await pemKey(keys.privateKey) };
+}
+
+/** missingNames lists the names (DNS or IP) a PEM certificate does not carry in its subject alternative names. */
+export function missingNames(certPem: string, names: readonly string[]): string[] {
+  const ext = new x509.X509Certificate(certPem).getExtension(x509.SubjectAlternativeNameExtension);
+  const have = new Set((ext?.names.toJSON() ?? []).map((n) => n.value));
+  return names.filter((n) => !have.has(n));
+}
+
+function pemBody(pem: string): Buffer {
+  return Buffer.from(pem.replace(/-----[^-]+-----/g, '').replace(/\s+/g, ''), 'base64');
 }
 
 async function pemKey(k: CryptoKey): Promise<string> {
