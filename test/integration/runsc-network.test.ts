@@ -1,5 +1,6 @@
 // gVisor cells get a private network too: probed from inside runsc cells (with node, which runs in gVisor) — only a
-// private address, the gateway's data service reachable and nothing else of the host, no path to a runc cell and back.
+// private address, the gateway's resolver and data service (with the job's token) and nothing else of the host, no path
+// to a runc cell and back.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { networkInterfaces } from 'node:os';
@@ -28,9 +29,9 @@ net.createServer((c) => c.end('hi')).listen(8080, '0.0.0.0', () => console.log('
 setTimeout(() => process.exit(0), Number(process.env.LIFE_MS));
 `;
 
-/** PROBE connects to each target (TCP) and prints open/blocked per target. */
+/** PROBE connects to each target (TCP), resolves the data service's name and stores an object with its token; prints the results. */
 const PROBE = String.raw`
-const net = require('net');
+const net = require('net'), fs = require('fs'), https = require('https'), dns = require('dns').promises;
 const targets = JSON.parse(process.env.TARGETS);
 const one = ([host, port]) => new Promise((res) => {
   const s = net.connect({ host, port, timeout: 2000 });
@@ -38,7 +39,19 @@ const one = ([host, port]) => new Promise((res) => {
   s.on('timeout', () => { s.destroy(); res('blocked'); });
   s.on('error', (e) => res('blocked:' + e.code));
 });
-Promise.all(targets.map(one)).then((r) => console.log('RESULT ' + JSON.stringify(Object.fromEntries(targets.map((t, i) => [t.join(':'), r[i]])))));
+const put = () => new Promise((res) => {
+  const headers = { authorization: 'Bearer ' + fs.readFileSync(process.env.CLEANROOM_TOKEN_FILE, 'utf8') };
+  const r = https.request(process.env.CLEANROOM_DATA_URL + '/v1/data/objects/out/' + process.env.CLEANROOM_JOB_ID, { method: 'PUT', ca: fs.readFileSync(process.env.CLEANROOM_CA_FILE), headers }, (s) => { s.resume(); s.on('end', () => res(s.statusCode)); });
+  r.on('error', (e) => res(e.code));
+  r.end('from ' + process.env.CLEANROOM_JOB_ID);
+});
+(async () => {
+  const r = await Promise.all(targets.map(one));
+  const out = Object.fromEntries(targets.map((t, i) => [t.join(':'), r[i]]));
+  out.dns = await dns.resolve4('data.cleanroom.internal').then((a) => a.join(','), (e) => e.code);
+  out.put = await put();
+  console.log('RESULT ' + JSON.stringify(out));
+})();
 `;
 
 async function listener(runtime: 'runc' | 'runsc', lifeMs: number): Promise<{ info: { addrs: string[]; gw: string }; ended: Promise<Job> }> {
@@ -53,10 +66,11 @@ async function listener(runtime: 'runc' | 'runsc', lifeMs: number): Promise<{ in
   return { info: JSON.parse(/INFO (.*)/.exec(out)![1]!) as { addrs: string[]; gw: string }, ended };
 }
 
-async function probe(runtime: 'runc' | 'runsc', targets: Array<[string, number]>): Promise<Record<string, string>> {
-  const r = await cluster.runJob({ command: ['node', '-e', PROBE], env: { TARGETS: JSON.stringify(targets) }, runtime, memoryMiB: 256, timeoutSeconds: 60 });
+async function probe(runtime: 'runc' | 'runsc', targets: Array<[string, number]>): Promise<{ jobId: string; reach: Record<string, string>; dns: string; put: number | string }> {
+  const r = await cluster.runJob({ command: ['node', '-e', PROBE], env: { TARGETS: JSON.stringify(targets) }, runtime, memoryMiB: 256, timeoutSeconds: 60, data: [{ prefix: 'out/', access: 'read-write' }] });
   assert.equal(r.job.status, 'succeeded', r.stderr);
-  return JSON.parse(/RESULT (.*)/.exec(r.stdout)![1]!) as Record<string, string>;
+  const { dns, put, ...reach } = JSON.parse(/RESULT (.*)/.exec(r.stdout)![1]!) as { dns: string; put: number | string; [target: string]: string | number };
+  return { jobId: r.job.id, reach: reach as Record<string, string>, dns, put };
 }
 
 test('a gVisor cell has only a private address; it reaches its gateway data service and no other host socket, cell or metadata', async () => {
@@ -75,7 +89,7 @@ test('a gVisor cell has only a private address; it reaches its gateway data serv
   const gvisorIp = gvisor.info.addrs.find((a) => a !== '127.0.0.1')!;
   const runcIp = runc.info.addrs.find((a) => a !== '127.0.0.1')!;
 
-  const fromGvisor = await probe('runsc', [
+  const { reach: fromGvisor, dns, put, jobId } = await probe('runsc', [
     [gvisor.info.gw, 443],
     [gvisor.info.gw, control.apiPort],
     [gvisor.info.gw, control.agentPort],
@@ -89,7 +103,14 @@ test('a gVisor cell has only a private address; it reaches its gateway data serv
     if (expectOpen.has(target)) assert.equal(got, 'open', `gVisor cell → ${target}: ${got}`);
     else assert.ok(got.startsWith('blocked'), `gVisor cell reached ${target}`);
   }
-  const fromRunc = await probe('runc', [[gvisorIp, 8080], [runcIp, 8080]]);
+  // Its resolver and its data service are its gateway's, reached with its token.
+  assert.equal(dns, gvisor.info.gw);
+  assert.equal(put, 201);
+  const stored = await cluster.client.getObject(`out/${jobId}`);
+  let text = '';
+  for await (const c of stored) text += c;
+  assert.equal(text, `from ${jobId}`);
+  const { reach: fromRunc } = await probe('runc', [[gvisorIp, 8080], [runcIp, 8080]]);
   for (const [target, got] of Object.entries(fromRunc)) assert.ok(got.startsWith('blocked'), `runc cell reached ${target}`);
   await Promise.all([runc.ended, gvisor.ended]);
 });
