@@ -79,7 +79,6 @@ export interface Volume {
 export interface VolumeRef {
   readonly root: string;
   readonly id: string;
-  readonly loopDevice?: string;
 }
 
 // PrepareOptions says where to create a volume, for which cell, and who owns its files.
@@ -322,13 +321,10 @@ export async function loopDevicesByBackingFile(): Promise<Map<string, string[]>>
   return byFile;
 }
 
-// Finds a volume's current host footprint, trusting a loop device hint only if sysfs confirms it.
-async function findFootprint(paths: VolumePaths, loopHint: string | undefined): Promise<HostFootprint> {
+// Finds a volume's current host footprint: every loop device sysfs shows bound to its backing file (the hint from
+// prepare is not enough — a device bound a second time would outlive the file otherwise).
+async function findFootprint(paths: VolumePaths): Promise<HostFootprint> {
   const mounts = await mountPointsWithin(paths.mountPoint);
-  if (loopHint !== undefined) {
-    const name = loopHint.replace(/^\/dev\//, '');
-    if ((await loopBackingFile(name)) === paths.backingFile) return { mounts, loopDevices: [loopHint] };
-  }
   const loopDevices = (await loopDevicesByBackingFile()).get(paths.backingFile) ?? [];
   return { mounts, loopDevices };
 }
@@ -392,7 +388,7 @@ export async function wipeVolume(ref: VolumeRef): Promise<WipeReceipt> {
   const paths = volumePaths(root, ref.id);
   const log = new StepLog();
   const marker = await log.run('read-marker', () => readMarker(paths.marker));
-  const footprint = await log.run('find-footprint', () => findFootprint(paths, ref.loopDevice),
+  const footprint = await log.run('find-footprint', () => findFootprint(paths),
     (f) => `mounts=${f.mounts.length} loops=${f.loopDevices.join(',') || 'none'}`);
 
   let keyIdentifier: string | null = null;
@@ -448,8 +444,9 @@ export async function wipeVolume(ref: VolumeRef): Promise<WipeReceipt> {
   await log.run('remove-mount-point', () => removeIfPresent(() => fsp.rmdir(paths.mountPoint)));
   const finishedAt = new Date().toISOString();
   const cellId = typeof marker?.['cellId'] === 'string' ? marker['cellId'] : null;
+  const keyAbsent = keyState === 'absent' ? { keyAbsentAt: marker?.['keyAbsentAt'] ?? finishedAt, keyIdentifier } : {};
   await log.run('tombstone', () =>
-    fsp.writeFile(paths.marker, `${JSON.stringify({ ...marker, volumeId: ref.id, cellId, wipedAt: finishedAt })}\n`, { mode: 0o600 }));
+    fsp.writeFile(paths.marker, `${JSON.stringify({ ...marker, ...keyAbsent, volumeId: ref.id, cellId, wipedAt: finishedAt })}\n`, { mode: 0o600 }));
   return {
     volumeId: ref.id,
     cellId,
