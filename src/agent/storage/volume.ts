@@ -304,7 +304,8 @@ async function loopBackingFile(name: string): Promise<string | null> {
     const text = (await fsp.readFile(`/sys/block/${name}/loop/backing_file`, 'utf8')).replace(/\n$/, '');
     return text.replace(/ \(deleted\)$/, '');
   } catch (err) {
-    if (hasCode(err, 'ENOENT')) return null;
+    // ENOENT: not bound; ENODEV/ENXIO: being unbound (or removed) right now by another wipe.
+    if (hasCode(err, 'ENOENT') || hasCode(err, 'ENODEV') || hasCode(err, 'ENXIO')) return null;
     throw err;
   }
 }
