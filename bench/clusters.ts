@@ -1,8 +1,8 @@
-// bench/clusters.ts: starts and stops the bench's clusters, and checks that a stopped cluster left nothing behind
-// (cgroups, loop devices, mounts, processes): every cell is wiped on `down`, so a leftover means something is broken.
-import { readdirSync, readFileSync } from 'node:fs';
+// bench/clusters.ts: starts and stops the bench's clusters and collects what a stopped cluster left behind (the checks
+// are TestCluster.stop's: processes, nft, cgroups, loop devices, mounts): every cell is wiped on `down`, so a leftover
+// means something is broken.
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { listCgroups } from '../src/agent/cells/cgroup.js';
 import { TestCluster } from '../test/support/cluster.js';
 
 /** PoolTarget is one entry of the agent's `pool` config. */
@@ -36,26 +36,11 @@ export class Clusters {
     const pids = [Number(readOr(join(cluster.dataDir, 'run', 'control.pid'))), cluster.agentPid()];
     const left: string[] = await cluster.stop().then(() => [], (e: Error) => [`stop: ${e.message}`]);
     for (const pid of pids) if (readOr(`/proc/${pid}/cmdline`).includes(cluster.dataDir)) process.kill(pid, 'SIGTERM');
-    left.push(...leftovers(agentId, cluster.dataDir));
     if (left.length > 0) this.log(`cluster ${agentId} left behind: ${left.join('; ')}`);
     this.leftovers.push(...left);
     if (!outcome.ok) throw outcome.error;
     return outcome.value;
   }
-}
-
-function leftovers(agentId: string, dataDir: string): string[] {
-  const out = listCgroups(`cr-${agentId}-`).map((n) => `cgroup ${n}`);
-  for (const dev of readdirSync('/sys/block').filter((d) => d.startsWith('loop'))) {
-    const backing = readOr(`/sys/block/${dev}/loop/backing_file`);
-    if (backing.startsWith(dataDir)) out.push(`/dev/${dev} → ${backing.trim()}`);
-  }
-  for (const line of readOr('/proc/mounts').split('\n')) if (line.includes(dataDir)) out.push(`mount ${line.split(' ')[1]}`);
-  for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
-    const cmdline = readOr(`/proc/${pid}/cmdline`).replace(/\0/g, ' ');
-    if (cmdline.includes(dataDir)) out.push(`process ${pid}: ${cmdline.slice(0, 120)}`);
-  }
-  return out;
 }
 
 function readOr(path: string): string {

@@ -68,7 +68,7 @@ async function main(): Promise<void> {
   const gateway = new GatewayServices({
     dataService: { host: config.control.host === '0.0.0.0' ? '127.0.0.1' : config.control.host, port: config.control.dataPort },
     dataPort: config.network.dataGatewayPort,
-    dnsUpstream: hostPort(config.network.dnsUpstream),
+    dnsUpstream: config.network.dnsUpstream,
     log,
   });
   const networkHost = await CellNetworkHost.open({ prefix: networkPrefix(agentId), pool: config.network.pool, onGateway: (address) => gateway.openOn(address) });
@@ -137,13 +137,6 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', () => void shutdown('SIGTERM'));
   process.on('SIGINT', () => void shutdown('SIGINT'));
-}
-
-// The config schema has checked the shape: "IPv4[:port]".
-function hostPort(s: string | null): { host: string; port: number } | null {
-  if (s === null) return null;
-  const [host, port] = s.split(':');
-  return { host: host!, port: port ? Number(port) : 53 };
 }
 
 /** DENIED_FLUSH_MS batches denied-connection records on their way to the control plane. */

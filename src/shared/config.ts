@@ -55,7 +55,15 @@ export const ConfigSchema = z
         /** Port on each cell's gateway that forwards (TLS untouched) to the data service. */
         dataGatewayPort: z.number().int().min(1).max(65535).default(443),
         /** Resolver the gateway asks for names outside the platform's own ("host:port"); null answers only platform names. */
-        dnsUpstream: z.string().regex(/^\d{1,3}(\.\d{1,3}){3}(:\d{1,5})?$/, 'an IPv4 address with an optional :port').nullable().default(null),
+        dnsUpstream: z
+          .string()
+          .regex(/^\d{1,3}(\.\d{1,3}){3}(:\d{1,5})?$/, 'an IPv4 address with an optional :port')
+          .transform((s) => {
+            const [host, port] = s.split(':');
+            return { host: host!, port: port ? Number(port) : 53 };
+          })
+          .nullable()
+          .default(null),
       })
       .strict()
       .prefault({}),

@@ -6,6 +6,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { CleanroomClient, type Job, type JobRequest, type OutputChunk } from '../../src/sdk/client.js';
+import { listCgroups } from '../../src/agent/cells/cgroup.js';
 
 const run = promisify(execFile);
 
@@ -108,7 +109,8 @@ export class TestCluster {
     return Number(readFileSync(join(this.dataDir, 'run', 'agent.pid'), 'utf8'));
   }
 
-  /** stop runs `cleanroom down`, checks that nothing of the cluster outlived it, and removes the data directory. */
+  /** stop runs `cleanroom down`, checks that nothing of the cluster outlived it (processes, nft table, gateway, cgroups,
+   *  loop devices, mounts), and removes the data directory. */
   async stop(): Promise<void> {
     this.client.close();
     await run(process.execPath, [CLI, 'down', '--data-dir', this.dataDir], { env: this.env, timeout: 60_000 }).catch(() => {});
@@ -120,6 +122,7 @@ export class TestCluster {
     if (existsSync(`/sys/class/net/${prefix}gw`)) problems.push(`gateway interface ${prefix}gw left after down`);
     const tables = await run('nft', ['list', 'tables']).then((r) => r.stdout, () => '');
     if (tables.includes(`inet ${prefix}\n`) || tables.trimEnd().endsWith(`inet ${prefix}`)) problems.push(`nft table inet ${prefix} left after down`);
+    for (const name of listCgroups(`cr-${this.agentId}-`)) problems.push(`cgroup ${name} left after down`);
     for (const dev of readdirSync('/sys/block').filter((d) => d.startsWith('loop'))) {
       let backing = '';
       try {

@@ -1,7 +1,8 @@
 /** The JSON shapes the API returns, as zod schemas (documented in OpenAPI) plus mappers from the model. */
 import { z } from 'zod';
 import type { EgressPolicy } from '../../shared/net/egress-policy.js';
-import type { DeniedConnectionRecord, Job, Workspace } from '../model.js';
+import { AUDIT_EVENT_TYPES } from '../audit/chain.js';
+import type { DeniedConnectionRecord, Job, ObjectMeta, Workspace } from '../model.js';
 
 /** EgressPolicyView is a policy as the API shows it: normalised, in the same shape PUT accepts, so it can be edited and sent back. */
 export const EgressPolicyView = z.object({
@@ -119,3 +120,24 @@ export const DeniedConnectionView = z.object({
 export function deniedConnectionView(r: DeniedConnectionRecord): z.infer<typeof DeniedConnectionView> {
   return { jobId: r.jobId, cellId: r.cellId, action: r.action, destination: r.destination, protocol: r.protocol, port: r.port, time: r.time };
 }
+
+/** ObjectView is a stored object's record as the API shows it (never its keys or file name). */
+export const ObjectView = z.object({ key: z.string(), size: z.number(), sha256: z.string().describe('SHA-256 of the plaintext'), createdAt: z.string() });
+
+/** objectView maps an object's record to its API shape. */
+export function objectView(m: ObjectMeta): z.infer<typeof ObjectView> {
+  return { key: m.key, size: m.size, sha256: m.sha256, createdAt: m.createdAt };
+}
+
+/** AuditEventView is one chained audit event, with the hashes a reader can re-check. */
+export const AuditEventView = z.object({
+  seq: z.number(),
+  time: z.string(),
+  type: z.enum(AUDIT_EVENT_TYPES),
+  actor: z.string(),
+  workspaceId: z.string().nullable(),
+  subject: z.string().nullable(),
+  details: z.record(z.string(), z.unknown()),
+  prevHash: z.string(),
+  hash: z.string(),
+});

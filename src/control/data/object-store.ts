@@ -24,6 +24,7 @@ export class ObjectStore {
     const wsKey = await this.keyring.workspaceKey(workspaceId);
     const objectId = `obj_${randomBytes(12).toString('hex')}`;
     const wsDir = this.workspaceDir(workspaceId);
+    mkdirSync(wsDir, { recursive: true, mode: 0o700 });
     const final = join(wsDir, objectId);
     const partial = `${final}.partial`;
     const dek = newDataKey();
@@ -96,8 +97,6 @@ export class ObjectStore {
   }
 
   private workspaceDir(workspaceId: string): string {
-    const d = join(this.dir, workspaceId);
-    mkdirSync(d, { recursive: true, mode: 0o700 });
-    return d;
+    return join(this.dir, workspaceId);
   }
 }

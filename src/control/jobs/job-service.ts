@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { ApiError } from '../../shared/errors.js';
 import type { JobEnd, JobSpec, WipeReceipt, WorkloadCredentials } from '../../shared/wire.js';
 import type { AuditLog } from '../audit/audit-log.js';
-import type { TokenService } from '../tokens/token-service.js';
+import type { TokenService, TokenSubject } from '../tokens/token-service.js';
 import { TERMINAL_STATUSES, type Job, type OutputChunk, type Workspace } from '../model.js';
 import type { Store } from '../store/store.js';
 import type { NetworkPolicyService } from '../network/network-policy-service.js';
@@ -83,7 +83,7 @@ export class JobService {
     if (!d?.canDispatch() || this.placing.has(job.id)) return job;
     this.placing.add(job.id);
     try {
-      const subject = { jobId: job.id, workspaceId: job.workspaceId, dataGrants: job.dataGrants };
+      const subject = subjectOf(job);
       let agentId: string | null = null;
       let tMinted = 0;
       await this.tokens.mint(subject, 'minted', (credentials) => {
@@ -114,7 +114,7 @@ export class JobService {
       const job = await this.store.getJob(id);
       if (!job || isTerminal(job) || job.agentId !== agentId || !this.dispatcher) continue;
       const d = this.dispatcher;
-      const subject = { jobId: job.id, workspaceId: job.workspaceId, dataGrants: job.dataGrants };
+      const subject = subjectOf(job);
       const credentials = await this.tokens.mint(subject, 'refreshed');
       const current = await this.store.getJob(id);
       if (!current || isTerminal(current)) {
@@ -217,6 +217,11 @@ export class JobService {
       }
     }
   }
+}
+
+/** subjectOf is what a job's token is about: the job, its workspace and its data grants. */
+function subjectOf(job: Job): TokenSubject {
+  return { jobId: job.id, workspaceId: job.workspaceId, dataGrants: job.dataGrants };
 }
 
 /** specOf is what the agent is told about a job: no key, no tenant secret beyond the job's own env. */

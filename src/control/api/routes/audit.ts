@@ -3,18 +3,7 @@ import { z } from 'zod';
 import { AUDIT_EVENT_TYPES } from '../../audit/chain.js';
 import type { AuditLog } from '../../audit/audit-log.js';
 import type { RouteTable } from '../route-table.js';
-
-const AuditEventView = z.object({
-  seq: z.number(),
-  time: z.string(),
-  type: z.enum(AUDIT_EVENT_TYPES),
-  actor: z.string(),
-  workspaceId: z.string().nullable(),
-  subject: z.string().nullable(),
-  details: z.record(z.string(), z.unknown()),
-  prevHash: z.string(),
-  hash: z.string(),
-});
+import { AuditEventView } from '../views.js';
 
 const AuditQuery = z
   .object({

@@ -6,16 +6,9 @@ import { ApiError } from '../../../shared/errors.js';
 import type { AuditLog } from '../../audit/audit-log.js';
 import { keyProblem, prefixProblem } from '../../data/object-key.js';
 import type { ObjectStore } from '../../data/object-store.js';
-import type { ObjectMeta } from '../../model.js';
 import { allows, type DataAction } from '../../tokens/scopes.js';
 import { actorOf, type Principal, type RouteTable } from '../route-table.js';
-
-/** ObjectView is an object's record as the API shows it. */
-const ObjectView = z.object({ key: z.string(), size: z.number(), sha256: z.string().describe('SHA-256 of the plaintext'), createdAt: z.string() });
-
-function objectView(m: ObjectMeta): z.infer<typeof ObjectView> {
-  return { key: m.key, size: m.size, sha256: m.sha256, createdAt: m.createdAt };
-}
+import { ObjectView, objectView } from '../views.js';
 
 const ListQuery = z
   .object({
