@@ -1,15 +1,24 @@
-// The agent-side network layer: one CellNetworkHost per agent owns the nft table, the gateway dummy and two persistent
-// co-processes (`ip -batch -` on the host, `nft -i`), so attaching a cell spawns no process. Topology, per cell:
+// The agent-side network layer: one CellNetworkHost per agent owns the nft table, the gateway dummy, netlink sockets
+// (rtnetlink, nfnetlink) and two persistent co-processes (`ip -batch -` on the host, `nft -i`), so no cell operation
+// spawns a process. Topology, per cell:
 //   routed point-to-point, no bridge: veth pair, `eth0` inside the cell netns with a /32, default route via the workspace
 //   gateway (onlink, static neighbour, no ARP); host side has a /32 route and a static neighbour to the cell. Gateways live
 //   on the agent's gateway interface (dummy, or ifb where the kernel has no dummy), one /32 per workspace. No L2 is shared, so every cell-to-cell packet meets nft.
-// A prepared cell holds one parked `ip -n <netns> -batch -` (started off the hot path), which attach feeds and closes.
+// Attaching a cell is netlink only, on the agent's own thread: nft set elements in one nfnetlink batch, the host's route
+// and neighbour, and the cell's address and routes through an rtnetlink socket opened inside the cell's netns when it
+// was prepared. (Feeding `nft -i` and a parked `ip` cost 5–8 ms here: waking an idle helper and nft's parser and cache.)
+// The co-processes do what is rare or off the hot path: creating and deleting netns and veths, gateway addresses, and
+// policy chains (written in nft's own language, once per distinct policy; a chain no cell uses is kept for the next cell
+// of that policy, up to MAX_IDLE_CHAINS of them, since creating one costs as much as the rest of an attach).
 import { existsSync, writeFileSync } from 'node:fs';
 import { Coprocess, IP_DIALECT, NFT_DIALECT } from './coprocess.js';
+import { NftSocket } from './netlink/nftables.js';
+import { RouteSocket, type RouteChange } from './netlink/rtnetlink.js';
+import { NetlinkError, writeNetSysctls } from './netlink/socket.js';
 import type { EgressPolicy } from '../../shared/net/egress-policy.js';
 import { addressIn, cidrOf, parseIpv4, type Cidr } from '../../shared/net/ipv4.js';
 import { cellNames, gatewayIfName, type CellNames } from './names.js';
-import { agentTableScript, cellElementCommands, policyChainCommands, policyChainName, type CellElements, type GatewayPort } from './nft-ruleset.js';
+import { agentTableScript, cellSetElements, policyChainCommands, policyChainName, type CellElements, type GatewayPort } from './nft-ruleset.js';
 import { DeniedLog, type DeniedRecord } from './denied-log.js';
 import { run } from '../exec.js';
 
@@ -29,7 +38,10 @@ export interface CellNetwork {
   readonly netnsPath: string;
   state: 'prepared' | 'attached' | 'destroyed';
   attached?: CellElements & { readonly workspaceId: string };
-  parked?: Coprocess;
+  /** An rtnetlink socket inside the cell's netns and the index of its eth0, held from prepare until attach. */
+  inside?: { readonly socket: RouteSocket; readonly eth0: number };
+  /** The index of the host-side veth. */
+  readonly hostIndex: number;
   /** How long each part of the attach took (nft elements, host routes, cell address), for the stage breakdown. */
   readonly attachTimings: Record<string, number>;
   /** Set when the cell got its address at prepare (gVisor reads its network once, at start); attach then only binds policy. */
@@ -45,11 +57,14 @@ export interface AttachOptions {
   readonly egress: EgressPolicy;
 }
 
-const CELL_SYSCTLS = [
-  'net.ipv6.conf.all.disable_ipv6=1',
-  'net.ipv6.conf.default.disable_ipv6=1',
-  'net.ipv4.ping_group_range=0 2147483647',
+const CELL_SYSCTLS: ReadonlyArray<[string, string]> = [
+  ['ipv6/conf/all/disable_ipv6', '1'],
+  ['ipv6/conf/default/disable_ipv6', '1'],
+  ['ipv4/ping_group_range', '0 2147483647'],
 ];
+/** How many policy chains that no cell uses stay in the table for the next cell of their policy. */
+const MAX_IDLE_CHAINS = 32;
+
 const HOST_IF_SYSCTLS: ReadonlyArray<[string, string]> = [
   ['ipv6/conf/%/disable_ipv6', '1'],
   ['ipv4/conf/%/forwarding', '1'],
@@ -58,25 +73,34 @@ const HOST_IF_SYSCTLS: ReadonlyArray<[string, string]> = [
 ];
 
 // The cell side of its address: a /32 on eth0, the gateway as a static neighbour, and the default route through it.
-function cellAddressLines(names: CellNames, address: string, gateway: string): string[] {
-  return [`address add ${address}/32 dev eth0`, `neigh replace ${gateway} lladdr ${names.hostMac} dev eth0 nud permanent`, `route replace default via ${gateway} dev eth0 onlink`];
+function cellAddress(names: CellNames, eth0: number, address: string, gateway: string): RouteChange[] {
+  return [
+    { kind: 'address', index: eth0, address, prefix: 32 },
+    { kind: 'neighbour', index: eth0, address: gateway, mac: names.hostMac },
+    { kind: 'route', dst: '0.0.0.0', prefix: 0, oif: eth0, gateway, onlink: true },
+  ];
 }
 
 /** CellNetworkHost creates, attaches and destroys cell networks for one agent prefix. */
 export class CellNetworkHost {
   private readonly hostIp = new Coprocess(['ip', '-force', '-batch', '-'], IP_DIALECT);
   private readonly nft = new Coprocess(['nft', '-i'], NFT_DIALECT);
-  private readonly chains = new Map<string, number>();
+  private readonly routes = new RouteSocket();
+  private readonly sets: NftSocket;
+  /** Policy chains: how many attached cells jump to each and its creation (awaited by every attach); idle ones in use order. */
+  private readonly chains = new Map<string, { users: number; ready?: Promise<void> }>();
   private readonly gateways = new Set<string>();
   private readonly cellsByIf = new Map<string, string>();
-  private readonly parked = new Set<Coprocess>();
+  private readonly insideSockets = new Set<RouteSocket>();
   private deniedLog: DeniedLog | undefined;
 
   private constructor(
     readonly prefix: string,
     readonly pool: Cidr,
     private readonly onGateway: (address: string) => Promise<void>,
-  ) {}
+  ) {
+    this.sets = new NftSocket(prefix);
+  }
 
   /** open installs the agent table (unless present: live cells keep their elements across restarts) and the gateway dummy. */
   static async open(options: CellNetworkHostOptions): Promise<CellNetworkHost> {
@@ -101,43 +125,41 @@ export class CellNetworkHost {
    */
   async prepareCellNetwork(cellId: string, preAddress?: { address: string; gateway: string }): Promise<CellNetwork> {
     const names = cellNames(this.prefix, cellId);
-    await run(['ip', '-batch', '-'], [
-      `netns add ${names.netns}`,
-      `link add ${names.hostIf} address ${names.hostMac} type veth peer name eth0 address ${names.cellMac} netns ${names.netns}`,
-      `link set ${names.hostIf} addrgenmode none`,
-    ].join('\n') + '\n');
-    // nsenter joins only the netns. `ip -n` / `ip netns exec` also unshare a mount namespace, and a long-lived
-    // process there pins a copy of every mount of that moment — other cells' volumes — so their loop devices
-    // could not be detached at wipe.
     const netnsPath = `/run/netns/${names.netns}`;
-    await run(['nsenter', `--net=${netnsPath}`, '/usr/sbin/sysctl', '-q', '-w', ...CELL_SYSCTLS]);
-    for (const [path, value] of HOST_IF_SYSCTLS) writeFileSync(`/proc/sys/net/${path.replace('%', names.hostIf)}`, value);
-    const net: CellNetwork = { cellId, names, netnsPath, state: 'prepared', attachTimings: {} };
-    net.parked = new Coprocess(['nsenter', `--net=${netnsPath}`, 'ip', '-force', '-batch', '-'], IP_DIALECT);
-    this.parked.add(net.parked);
-    await Promise.all([this.hostIp.run([`link set ${names.hostIf} up`]), net.parked.run(['link set lo up', 'link set eth0 up'])]);
-    if (preAddress) {
-      try {
+    let net: CellNetwork | undefined;
+    try {
+      await this.hostIp.run([
+        `netns add ${names.netns}`,
+        `link add ${names.hostIf} address ${names.hostMac} type veth peer name eth0 address ${names.cellMac} netns ${names.netns}`,
+        `link set ${names.hostIf} addrgenmode none`,
+        `link set ${names.hostIf} up`,
+      ]);
+      net = { cellId, names, netnsPath, state: 'prepared', attachTimings: {}, hostIndex: this.routes.linkIndex(names.hostIf) };
+      writeNetSysctls(netnsPath, CELL_SYSCTLS);
+      for (const [path, value] of HOST_IF_SYSCTLS) writeFileSync(`/proc/sys/net/${path.replace('%', names.hostIf)}`, value);
+      const socket = new RouteSocket(netnsPath);
+      this.insideSockets.add(socket);
+      net.inside = { socket, eth0: socket.linkIndex('eth0') };
+      socket.setUp(['lo', 'eth0']);
+      if (preAddress) {
         this.checkInPool(preAddress.address, preAddress.gateway);
-        await Promise.all([this.addressHost(names, preAddress.address, preAddress.gateway), net.parked.run(cellAddressLines(names, preAddress.address, preAddress.gateway))]);
-      } catch (e) {
-        await this.destroyCellNetwork(net).catch(() => undefined);
-        throw e;
+        await this.addressHost(net, preAddress.address, preAddress.gateway);
+        socket.apply(`address cell ${cellId}`, cellAddress(names, net.inside.eth0, preAddress.address, preAddress.gateway));
+        this.closeInside(net);
+        net.preAddressed = preAddress;
       }
-      const parked = net.parked;
-      net.parked = undefined;
-      this.parked.delete(parked);
-      await parked.close();
-      net.preAddressed = preAddress;
+      return net;
+    } catch (e) {
+      await this.destroyCellNetwork(net ?? { cellId, names, netnsPath, state: 'prepared', attachTimings: {}, hostIndex: 0 }).catch(() => undefined);
+      throw e;
     }
-    return net;
   }
 
-  /** attachCellNetwork is the assignment hot path: address, routes and nft elements, with no process spawned. */
+  /** attachCellNetwork is the assignment hot path: nft elements, host route and cell address over netlink, nothing spawned. */
   async attachCellNetwork(net: CellNetwork, options: AttachOptions): Promise<void> {
-    const parked = net.parked;
+    const inside = net.inside;
     const pre = net.preAddressed;
-    if (net.state !== 'prepared' || !(parked || pre)) throw new Error(`cell ${net.cellId} is ${net.state}, not prepared`);
+    if (net.state !== 'prepared' || !(inside || pre)) throw new Error(`cell ${net.cellId} is ${net.state}, not prepared`);
     if (pre && (pre.address !== options.address || pre.gateway !== options.gateway)) throw new Error(`cell ${net.cellId} was prepared with ${pre.address}, not ${options.address}`);
     this.checkInPool(options.address, options.gateway);
     for (const p of options.gatewayPorts) {
@@ -146,27 +168,56 @@ export class CellNetworkHost {
     const { names } = net;
     const policyChain = policyChainName(options.egress);
     const elements: CellElements = { hostIf: names.hostIf, cellMac: names.cellMac, address: options.address, gateway: options.gateway, ctMark: names.ctMark, gatewayPorts: options.gatewayPorts, policyChain };
-    const nftCommands = [...(this.chains.has(policyChain) ? [] : policyChainCommands(this.prefix, options.egress)), ...cellElementCommands(this.prefix, 'add', elements)];
-    net.parked = undefined;
-    if (parked) this.parked.delete(parked);
     net.state = 'attached';
     net.attached = { ...elements, workspaceId: options.workspaceId };
-    this.chains.set(policyChain, (this.chains.get(policyChain) ?? 0) + 1);
+    const chainReady = this.usePolicyChain(policyChain, options.egress);
     this.rememberCell(names.hostIf, net.cellId);
     const t0 = performance.now();
-    const timed = async (part: string, p: Promise<unknown> | undefined) => {
-      await p;
-      net.attachTimings[part] = performance.now() - t0;
-    };
     try {
-      await Promise.all([
-        timed('attach_nft_ms', this.nft.run([nftCommands.join('; ')])),
-        timed('attach_host_ms', pre ? undefined : this.addressHost(names, options.address, options.gateway)),
-        timed('attach_cell_ms', parked?.run(cellAddressLines(names, options.address, options.gateway))),
-      ]);
+      await chainReady;
+      this.sets.change('add', cellSetElements(elements));
+      net.attachTimings.attach_nft_ms = performance.now() - t0;
+      if (!pre) await this.addressHost(net, options.address, options.gateway);
+      net.attachTimings.attach_host_ms = performance.now() - t0;
+      if (inside) inside.socket.apply(`address cell ${net.cellId}`, cellAddress(names, inside.eth0, options.address, options.gateway));
+      net.attachTimings.attach_cell_ms = performance.now() - t0;
     } finally {
-      void parked?.close();
+      this.closeInside(net);
     }
+  }
+
+  // A policy seen for the first time gets its chain, written in nft's language once; every attach is then one batch of elements.
+  private usePolicyChain(name: string, policy: EgressPolicy): Promise<void> {
+    let chain = this.chains.get(name);
+    if (!chain) chain = { users: 0 };
+    this.chains.delete(name);
+    this.chains.set(name, chain); // most recently used last
+    chain.users++;
+    if (!chain.ready) {
+      const ready = this.nft.run([policyChainCommands(this.prefix, policy).join('; ')]).then(() => undefined);
+      chain.ready = ready;
+      const c = chain;
+      ready.catch(() => {
+        if (c.ready === ready) c.ready = undefined; // the next attach tries again
+      });
+    }
+    return chain.ready;
+  }
+
+  // Deletes the least recently used chains that no cell uses, beyond MAX_IDLE_CHAINS.
+  private async pruneIdleChains(): Promise<void> {
+    const idle = [...this.chains].filter(([, c]) => c.users === 0);
+    for (const [name] of idle.slice(0, Math.max(0, idle.length - MAX_IDLE_CHAINS))) {
+      this.chains.delete(name);
+      await this.nft.run([`delete chain inet ${this.prefix} ${name}`]).catch(() => undefined); // busy: still used by a cell from before a restart
+    }
+  }
+
+  private closeInside(net: CellNetwork): void {
+    if (!net.inside) return;
+    net.inside.socket.close();
+    this.insideSockets.delete(net.inside.socket);
+    net.inside = undefined;
   }
 
   private checkInPool(...ips: string[]): void {
@@ -177,12 +228,12 @@ export class CellNetworkHost {
   }
 
   // The host side of a cell's address: the gateway /32 (first use starts the gateway services on it), a /32 route, a static neighbour.
-  private async addressHost(names: CellNames, address: string, gateway: string): Promise<void> {
+  private async addressHost(net: CellNetwork, address: string, gateway: string): Promise<void> {
     const newGateway = !this.gateways.has(gateway);
-    await this.hostIp.run([
-      ...(newGateway ? [`address replace ${gateway}/32 dev ${gatewayIfName(this.prefix)}`] : []),
-      `route replace ${address}/32 dev ${names.hostIf} src ${gateway}`,
-      `neigh replace ${address} lladdr ${names.cellMac} dev ${names.hostIf} nud permanent`,
+    if (newGateway) await this.hostIp.run([`address replace ${gateway}/32 dev ${gatewayIfName(this.prefix)}`]);
+    this.routes.apply(`address host ${net.names.hostIf}`, [
+      { kind: 'route', dst: address, prefix: 32, oif: net.hostIndex, prefsrc: gateway },
+      { kind: 'neighbour', index: net.hostIndex, address, mac: net.names.cellMac },
     ]);
     if (newGateway) {
       await this.onGateway(gateway);
@@ -192,25 +243,29 @@ export class CellNetworkHost {
 
   /** destroyCellNetwork removes the nft elements, the veth pair (with its routes and neighbours) and the netns; idempotent. */
   async destroyCellNetwork(net: CellNetwork): Promise<void> {
-    if (net.parked) {
-      this.parked.delete(net.parked);
-      await net.parked.close();
-      net.parked = undefined;
-    }
+    this.closeInside(net);
     const attached = net.attached;
     if (attached && net.state === 'attached') {
-      const commands = cellElementCommands(this.prefix, 'delete', attached);
-      // One transaction normally; after a failed attach some elements may be missing, so fall back to one by one.
-      await this.nft.run([commands.join('; ')]).catch(() => Promise.all(commands.map((c) => this.nft.run([c]).catch(() => undefined))));
-      const left = (this.chains.get(attached.policyChain) ?? 1) - 1;
-      if (left > 0) this.chains.set(attached.policyChain, left);
-      else {
-        this.chains.delete(attached.policyChain);
-        await this.nft.run([`delete chain inet ${this.prefix} ${attached.policyChain}`]).catch(() => undefined); // busy: still used by a cell from before a restart
+      const elements = cellSetElements(attached);
+      try {
+        this.sets.change('delete', elements);
+      } catch {
+        // After a failed attach some elements may be missing (the batch is all or nothing): delete one by one.
+        for (const e of elements) {
+          try {
+            this.sets.change('delete', [e]);
+          } catch (err) {
+            if (!(err instanceof NetlinkError && err.code === 'ENOENT')) throw err;
+          }
+        }
       }
+      const chain = this.chains.get(attached.policyChain);
+      if (chain) chain.users--;
+      await this.pruneIdleChains();
     }
     net.state = 'destroyed';
-    await run(['ip', '-force', '-batch', '-'], `link del ${net.names.hostIf}\nnetns del ${net.names.netns}\n`, { allowFailure: true });
+    // -force: each line runs even if the other fails (a half-prepared cell may lack one); the checks below decide.
+    await this.hostIp.run([`link del ${net.names.hostIf}`, `netns del ${net.names.netns}`]).catch(() => undefined);
     if (existsSync(net.netnsPath) || existsSync(`/sys/class/net/${net.names.hostIf}`)) throw new Error(`cell ${net.cellId}: network still present after destroy`);
   }
 
@@ -231,7 +286,11 @@ export class CellNetworkHost {
   /** close stops the denial reader and the co-processes; cells and the table stay (reconcile owns removal). */
   async close(): Promise<void> {
     this.deniedLog?.stop();
-    await Promise.all([this.hostIp.close(), this.nft.close(), ...[...this.parked].map((p) => p.close())]);
+    for (const socket of this.insideSockets) socket.close();
+    this.insideSockets.clear();
+    this.routes.close();
+    this.sets.close();
+    await Promise.all([this.hostIp.close(), this.nft.close()]);
   }
 
   // Denial records may arrive after a cell is gone; keep the last few thousand interface → cell mappings.

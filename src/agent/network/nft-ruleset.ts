@@ -7,12 +7,10 @@
 //               address never inherits them (no leftover "established" flow crosses tenants)
 // Traffic from interfaces without elements (prepared, unattached cells) matches nothing and is dropped.
 // Denials are logged to the kernel log, rate limited per source, with prefix "<prefix> D " (denied) or "<prefix> W " (dry run).
-// DNS (not built yet): a resolver listening on each gateway address, port 53, is two more gw_allow elements per cell and a
-// synthetic resolv.conf naming the gateway; name-based allow rules become per-policy address sets that the resolver fills
-// with `add element ... timeout <ttl>` as it answers, referenced by the policy chain (`ip daddr @<set> accept`).
 import { createHash } from 'node:crypto';
 import type { EgressPolicy, EgressRule } from '../../shared/net/egress-policy.js';
 import { formatCidr, FORBIDDEN_DESTINATIONS, type Cidr } from '../../shared/net/ipv4.js';
+import type { SetElement } from './netlink/nftables.js';
 
 /** GatewayPort is a host service on the workspace gateway a cell may reach. */
 export interface GatewayPort {
@@ -116,19 +114,13 @@ function ruleMatch(rule: EgressRule): string {
   return `${dst}${rule.protocol} dport ${ports}`;
 }
 
-/** cellElementCommands returns the `add element` (or `delete element`) commands for one cell, to run as one transaction. */
-export function cellElementCommands(prefix: string, verb: 'add' | 'delete', e: CellElements): string[] {
-  const t = `inet ${prefix}`;
-  const mark = `0x${e.ctMark.toString(16)}`;
-  const commands = [
-    `${verb} element ${t} src_ok { "${e.hostIf}" . ${e.cellMac} . ${e.address} }`,
-    `${verb} element ${t} cell_mark { "${e.hostIf}" : ${mark} }`,
-    `${verb} element ${t} cell_flow { ${mark} . "${e.hostIf}" }`,
-    verb === 'add' ? `add element ${t} cell_egress { ${e.address} : jump ${e.policyChain} }` : `delete element ${t} cell_egress { ${e.address} }`,
+/** cellSetElements returns the set and map elements of one cell, which attach adds and destroy deletes as one transaction. */
+export function cellSetElements(e: CellElements): SetElement[] {
+  return [
+    { set: 'src_ok', key: [{ ifname: e.hostIf }, { ether: e.cellMac }, { ipv4: e.address }] },
+    { set: 'cell_mark', key: [{ ifname: e.hostIf }], value: [{ mark: e.ctMark }] },
+    { set: 'cell_flow', key: [{ mark: e.ctMark }, { ifname: e.hostIf }] },
+    { set: 'cell_egress', key: [{ ipv4: e.address }], jump: e.policyChain },
+    ...e.gatewayPorts.map((p): SetElement => ({ set: 'gw_allow', key: [{ ipv4: e.address }, { ipv4: e.gateway }, { proto: p.protocol }, { port: p.port }] })),
   ];
-  if (e.gatewayPorts.length > 0) {
-    const ports = e.gatewayPorts.map((p) => `${e.address} . ${e.gateway} . ${p.protocol} . ${p.port}`).join(', ');
-    commands.push(`${verb} element ${t} gw_allow { ${ports} }`);
-  }
-  return commands;
 }

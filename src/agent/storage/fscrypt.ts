@@ -2,10 +2,7 @@
 // Short calls are synchronous (a few syscalls, microseconds to ~3 ms); key removal, unmount and
 // discard run on the libuv thread pool because their cost grows with the volume's contents.
 // Failures carry `code` set to the errno name (EBUSY, ENOKEY, ...).
-import { existsSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { loadNativeAddon } from '../native-addon.js';
 
 interface RawPolicy {
   version: number;
@@ -36,31 +33,9 @@ interface Addon {
   constants: Record<string, number>;
 }
 
-const ADDON_RELATIVE = join('build', 'fscrypt.node');
-
-let cached: Addon | undefined;
-
-// Finds build/fscrypt.node by walking up from this module (src/ or dist/src/) to the repo root.
-function addonPath(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (;;) {
-    const candidate = join(dir, ADDON_RELATIVE);
-    if (existsSync(candidate)) return candidate;
-    const parent = dirname(dir);
-    if (parent === dir) {
-      throw new Error(`fscrypt addon not found (${ADDON_RELATIVE} above ${fileURLToPath(import.meta.url)}); run sh scripts/build-native.sh`);
-    }
-    dir = parent;
-  }
-}
-
 // loadAddon loads the native addon once and returns it; throws if it is missing or fails to load.
 export function loadAddon(): Addon {
-  if (cached === undefined) {
-    const require = createRequire(import.meta.url);
-    cached = require(addonPath()) as Addon;
-  }
-  return cached;
+  return loadNativeAddon<Addon>('fscrypt');
 }
 
 // Returns a named constant from the addon (values come from the kernel headers it was built with).

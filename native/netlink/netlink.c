@@ -1,0 +1,277 @@
+// netlink.c: N-API addon that gives the agent raw netlink sockets (rtnetlink, nfnetlink), optionally bound to another
+// network namespace, and sysctl writes inside a network namespace. The messages themselves are built and parsed in
+// TypeScript (src/agent/network/netlink/); this file only moves bytes, so attaching a cell's network costs a few
+// syscalls on the agent's own thread instead of waking a helper process.
+//
+// Namespace switching: a netlink socket belongs to the network namespace its creator was in when it was created, and
+// /proc/sys/net resolves against the opener's namespace. Both calls below enter the target namespace on the calling
+// (main) thread with setns(2), do their one thing, and return to the thread's original namespace before returning to
+// JavaScript, so no JavaScript ever runs in a cell's namespace. Failures throw an Error whose `code` is the errno name.
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/netlink.h>
+#include <node_api.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#define MAX_ARGS 4
+#define PATH_LEN 512
+#define VALUE_LEN 256
+#define RECV_BUF (64 * 1024)
+#define MAX_REPLY (1024 * 1024)
+
+// Throws an Error for errno `err` with code/errno/syscall properties; returns NULL.
+static napi_value throw_errno(napi_env env, int err, const char *syscall, const char *what) {
+  const char *name = strerrorname_np(err);
+  char msg[PATH_LEN + 256];
+  snprintf(msg, sizeof msg, "%s %s: %s%s%s", name ? name : "EUNKNOWN", syscall, strerror(err), what ? " " : "", what ? what : "");
+  napi_value code, message, error, num, sc;
+  napi_create_string_utf8(env, name ? name : "EUNKNOWN", NAPI_AUTO_LENGTH, &code);
+  napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &message);
+  napi_create_error(env, code, message, &error);
+  napi_create_int32(env, -err, &num);
+  napi_set_named_property(env, error, "errno", num);
+  napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &sc);
+  napi_set_named_property(env, error, "syscall", sc);
+  napi_throw(env, error);
+  return NULL;
+}
+
+// Throws a TypeError with `msg`; returns NULL.
+static napi_value throw_type(napi_env env, const char *msg) {
+  napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", msg);
+  return NULL;
+}
+
+// Reads at least `want` arguments into argv (missing ones are undefined); returns 0 on success.
+static int get_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
+  size_t argc = MAX_ARGS;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < want) {
+    throw_type(env, "missing arguments");
+    return -1;
+  }
+  return 0;
+}
+
+// Copies a string argument into buf; returns 0 on success.
+static int get_string(napi_env env, napi_value v, char *buf, size_t size) {
+  size_t len = 0;
+  if (napi_get_value_string_utf8(env, v, buf, size, &len) != napi_ok || len == 0 || len >= size - 1) {
+    throw_type(env, "expected a non-empty string argument");
+    return -1;
+  }
+  return 0;
+}
+
+// Whether v is null or undefined.
+static int is_nullish(napi_env env, napi_value v) {
+  napi_valuetype t;
+  return napi_typeof(env, v, &t) == napi_ok && (t == napi_null || t == napi_undefined);
+}
+
+// A saved network namespace of the calling thread, to return to after entering another one.
+struct netns_switch {
+  int self;
+};
+
+// Enters the network namespace at `path`; returns 0, or an errno with `*syscall` set (nothing to undo then).
+static int netns_enter(struct netns_switch *sw, const char *path, const char **syscall) {
+  sw->self = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+  if (sw->self < 0) return *syscall = "open", errno;
+  int target = open(path, O_RDONLY | O_CLOEXEC);
+  if (target < 0) {
+    int err = errno;
+    close(sw->self);
+    return *syscall = "open", err;
+  }
+  int rc = setns(target, CLONE_NEWNET);
+  int err = errno;
+  close(target);
+  if (rc < 0) {
+    close(sw->self);
+    return *syscall = "setns", err;
+  }
+  return 0;
+}
+
+// Returns to the saved namespace. Failing to would leave the agent's main thread in a cell's namespace: abort instead.
+static void netns_leave(struct netns_switch *sw) {
+  if (setns(sw->self, CLONE_NEWNET) < 0) {
+    perror("netlink addon: cannot return to the agent's network namespace");
+    abort();
+  }
+  close(sw->self);
+}
+
+// open(protocol, netnsPath | null) -> fd: a bound netlink socket, in the namespace at netnsPath if given.
+static napi_value nl_open(napi_env env, napi_callback_info info) {
+  napi_value argv[MAX_ARGS];
+  if (get_args(env, info, 1, argv) != 0) return NULL;
+  int32_t protocol;
+  if (napi_get_value_int32(env, argv[0], &protocol) != napi_ok) return throw_type(env, "protocol must be a number");
+  char path[PATH_LEN] = "";
+  if (!is_nullish(env, argv[1]) && get_string(env, argv[1], path, sizeof path) != 0) return NULL;
+  struct netns_switch sw;
+  const char *syscall = NULL;
+  if (path[0]) {
+    int err = netns_enter(&sw, path, &syscall);
+    if (err) return throw_errno(env, err, syscall, path);
+  }
+  int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, protocol);
+  int err = errno;
+  if (path[0]) netns_leave(&sw);
+  if (fd < 0) return throw_errno(env, err, "socket", path[0] ? path : NULL);
+  struct sockaddr_nl local = {.nl_family = AF_NETLINK};
+  int one = 1;
+  struct timeval timeout = {.tv_sec = 5};
+  if (bind(fd, (struct sockaddr *)&local, sizeof local) < 0 ||
+      setsockopt(fd, SOL_NETLINK, NETLINK_CAP_ACK, &one, sizeof one) < 0 ||
+      setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout) < 0) {
+    err = errno;
+    close(fd);
+    return throw_errno(env, err, "bind", NULL);
+  }
+  napi_value out;
+  napi_create_int32(env, fd, &out);
+  return out;
+}
+
+// Whether buf[0..len) holds an NLMSG_ERROR or NLMSG_DONE answering sequence number `seq`.
+static int has_answer(const char *buf, size_t len, uint32_t seq) {
+  for (const struct nlmsghdr *h = (const struct nlmsghdr *)buf; NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) {
+    if ((h->nlmsg_type == NLMSG_ERROR || h->nlmsg_type == NLMSG_DONE) && h->nlmsg_seq == seq) return 1;
+  }
+  return 0;
+}
+
+// talk(fd, request: Buffer, lastSeq) -> Buffer: sends the request to the kernel, then returns every message received
+// up to and including the answer (ack or error) to sequence number lastSeq, plus whatever else is already queued.
+// The kernel handles rtnetlink and nftables requests while sending, so this normally never waits.
+static napi_value nl_talk(napi_env env, napi_callback_info info) {
+  napi_value argv[MAX_ARGS];
+  if (get_args(env, info, 3, argv) != 0) return NULL;
+  int32_t fd;
+  uint32_t last_seq;
+  void *req;
+  size_t req_len;
+  if (napi_get_value_int32(env, argv[0], &fd) != napi_ok) return throw_type(env, "fd must be a number");
+  if (napi_get_buffer_info(env, argv[1], &req, &req_len) != napi_ok) return throw_type(env, "request must be a Buffer");
+  if (napi_get_value_uint32(env, argv[2], &last_seq) != napi_ok) return throw_type(env, "lastSeq must be a number");
+  struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
+  ssize_t sent;
+  do sent = sendto(fd, req, req_len, 0, (struct sockaddr *)&kernel, sizeof kernel);
+  while (sent < 0 && errno == EINTR);
+  if (sent < 0) return throw_errno(env, errno, "sendto", NULL);
+  char *reply = malloc(MAX_REPLY);
+  if (!reply) return throw_errno(env, ENOMEM, "malloc", NULL);
+  size_t used = 0;
+  int answered = 0;
+  for (;;) {
+    if (MAX_REPLY - used < RECV_BUF) {
+      free(reply);
+      return throw_errno(env, EMSGSIZE, "recv", "reply larger than 1 MiB");
+    }
+    ssize_t n = recv(fd, reply + used, RECV_BUF, answered ? MSG_DONTWAIT : 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && answered && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+    if (n < 0) {
+      int err = errno;
+      free(reply);
+      return throw_errno(env, err, "recv", err == EAGAIN ? "no answer from the kernel within 5 s" : NULL);
+    }
+    if (!answered) answered = has_answer(reply + used, (size_t)n, last_seq);
+    used += (size_t)n;
+  }
+  napi_value out;
+  void *data;
+  napi_create_buffer_copy(env, used, reply, &data, &out);
+  free(reply);
+  return out;
+}
+
+// close(fd): closes a socket made by open.
+static napi_value nl_close(napi_env env, napi_callback_info info) {
+  napi_value argv[MAX_ARGS];
+  if (get_args(env, info, 1, argv) != 0) return NULL;
+  int32_t fd;
+  if (napi_get_value_int32(env, argv[0], &fd) != napi_ok) return throw_type(env, "fd must be a number");
+  if (close(fd) < 0) return throw_errno(env, errno, "close", NULL);
+  return NULL;
+}
+
+// writeSysctls(netnsPath, [[relativePath, value], ...]): writes /proc/sys/net/<relativePath> inside that namespace.
+static napi_value write_sysctls(napi_env env, napi_callback_info info) {
+  napi_value argv[MAX_ARGS];
+  if (get_args(env, info, 2, argv) != 0) return NULL;
+  char ns[PATH_LEN];
+  if (get_string(env, argv[0], ns, sizeof ns) != 0) return NULL;
+  uint32_t count;
+  if (napi_get_array_length(env, argv[1], &count) != napi_ok) return throw_type(env, "expected an array of [path, value]");
+  // Read every argument before entering the namespace, so that nothing can throw in there.
+  char (*paths)[PATH_LEN] = calloc(count ? count : 1, PATH_LEN);
+  char (*values)[VALUE_LEN] = calloc(count ? count : 1, VALUE_LEN);
+  if (!paths || !values) {
+    free(paths);
+    free(values);
+    return throw_errno(env, ENOMEM, "calloc", NULL);
+  }
+  for (uint32_t i = 0; i < count; i++) {
+    napi_value pair, p, v;
+    char rel[PATH_LEN - 32] = "";
+    int ok = napi_get_element(env, argv[1], i, &pair) == napi_ok && napi_get_element(env, pair, 0, &p) == napi_ok &&
+             napi_get_element(env, pair, 1, &v) == napi_ok && get_string(env, p, rel, sizeof rel) == 0 &&
+             get_string(env, v, values[i], sizeof values[i]) == 0;
+    if (!ok || strstr(rel, "..") != NULL) {
+      free(paths);
+      free(values);
+      return ok ? throw_type(env, "sysctl path must not contain ..") : NULL;
+    }
+    snprintf(paths[i], PATH_LEN, "/proc/sys/net/%s", rel);
+  }
+  struct netns_switch sw;
+  const char *syscall = NULL;
+  int err = netns_enter(&sw, ns, &syscall);
+  if (err) {
+    free(paths);
+    free(values);
+    return throw_errno(env, err, syscall, ns);
+  }
+  const char *failed = NULL;
+  for (uint32_t i = 0; i < count && !err; i++) {
+    int fd = open(paths[i], O_WRONLY | O_CLOEXEC);
+    size_t len = strlen(values[i]);
+    if (fd < 0 || write(fd, values[i], len) != (ssize_t)len) err = errno, failed = paths[i];
+    if (fd >= 0) close(fd);
+  }
+  netns_leave(&sw);
+  napi_value result = NULL;
+  if (err) {
+    char what[PATH_LEN];
+    snprintf(what, sizeof what, "%s", failed);
+    result = throw_errno(env, err, "write", what);
+  }
+  free(paths);
+  free(values);
+  return result;
+}
+
+static napi_value init(napi_env env, napi_value exports) {
+  struct {
+    const char *name;
+    napi_callback fn;
+  } fns[] = {{"open", nl_open}, {"talk", nl_talk}, {"close", nl_close}, {"writeSysctls", write_sysctls}};
+  for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
+    napi_value f;
+    napi_create_function(env, fns[i].name, NAPI_AUTO_LENGTH, fns[i].fn, NULL, &f);
+    napi_set_named_property(env, exports, fns[i].name, f);
+  }
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)
