@@ -160,7 +160,7 @@ async function main(): Promise<number> {
       stages: STAGES,
       method: [
         'Every job runs ["/bin/echo","hi"] through the SDK from this process; the control plane and agent are separate processes (cleanroom up --detach).',
-        'Start latency = createJob sent → first onChunk of followLogs: two HTTPS round trips (POST, then GET …/logs?follow=true SSE) on kept-alive TLS connections, as the SDK does it.',
+        'Start latency = runJob sent → its first onChunk: one HTTPS request (POST /v1/jobs?follow=true) on a kept-alive TLS connection whose response streams created, output and end events, as the SDK and `cleanroom run` do it.',
         'Warm and cold series are sequential; before each sample the pool is back at its target and the previous cell is wiped. The refill started by the sample\'s own take runs alongside it (product behaviour). 1–2 unrecorded warm-up jobs per series.',
         'stages_ms: the stages described in notes.stages, then every other duration the product puts in job.timings, as it reports them.',
         'Warm samples must report agent_cold 0 and cold samples agent_cold 1; the others are excluded and counted above.',

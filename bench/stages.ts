@@ -8,14 +8,14 @@ import { summarize, type Stats } from './stats.js';
  * `wall_*` place the control plane's ISO timestamps (createdAt, startedAt: 1 ms resolution) on the client's clock.
  */
 export const STAGES: Record<string, string> = {
-  client_create_rtt_ms: 'POST /v1/jobs round trip at the client (TLS, auth, validation, insert, dispatch, update)',
+  client_create_rtt_ms: 'request sent → `created` event at the client (TLS, auth, validation, insert, dispatch, update)',
   wall_sent_to_created_ms: 'client sends create → control plane stamps createdAt (transport, parse, auth, validation)',
   control_dispatch_ms: 'control plane: dispatch to an agent + record the assignment (after the insert)',
   wall_created_to_started_ms: 'createdAt → startedAt: dispatch, agent take+assign, job.started back, record',
   agent_take_ms: 'agent: take a cell from the pool (a full prepare when cold)',
   agent_assign_ms: 'agent: cgroup limits + write the command to cell init',
   wall_started_to_first_byte_ms: 'startedAt → first byte at the client (exec in the cell, output relay, store, SSE)',
-  client_after_create_to_first_byte_ms: 'create response → first output byte at the client (second round trip: SSE)',
+  client_after_create_to_first_byte_ms: '`created` event → first output byte at the client (same response)',
   client_first_byte_ms: 'total: create sent → first output byte (the start latency)',
   client_end_ms: 'create sent → end event at the client (sent at exit, before the wipe)',
   wipe_ms: 'after the end: endedAt → wipe receipt finishedAt (container, network, then volume: key removed, storage gone)',

@@ -214,8 +214,24 @@ export class CleanroomClient {
 
   /** followLogs streams output live (SSE) and resolves with the ended job. */
   followLogs(id: string, onChunk: (c: OutputChunk) => void): Promise<Job> {
+    return this.stream('GET', `/v1/jobs/${encodeURIComponent(id)}/logs?follow=true`, undefined, { onChunk });
+  }
+
+  /**
+   * runJob submits a job and streams its output in the same round trip (POST /v1/jobs?follow=true): `onCreated` gets
+   * the job record as soon as it exists (for its id, e.g. to cancel), `onChunk` each piece of output; resolves with
+   * the ended job. Invalid requests reject before anything runs, as with createJob.
+   */
+  runJob(req: JobRequest, onChunk: (c: OutputChunk) => void, onCreated?: (job: Job) => void): Promise<Job> {
+    return this.stream('POST', '/v1/jobs?follow=true', req, { onChunk, onCreated });
+  }
+
+  // Sends one request whose answer is a job's event stream (`created`, `output`…, `end`) and resolves with the ended job.
+  private stream(method: string, path: string, body: unknown, on: { onChunk: (c: OutputChunk) => void; onCreated?: (job: Job) => void }): Promise<Job> {
     return new Promise((resolve, reject) => {
-      const req = request(new URL(`/v1/jobs/${encodeURIComponent(id)}/logs?follow=true`, this.base), { method: 'GET', agent: this.agent, headers: this.headers() }, (res) => {
+      const payload = body === undefined ? undefined : JSON.stringify(body);
+      const headers = { ...this.headers(), accept: 'text/event-stream', ...(payload ? { 'content-type': 'application/json' } : {}) };
+      const req = request(new URL(path, this.base), { method, agent: this.agent, headers }, (res) => {
         if ((res.statusCode ?? 500) >= 400) return void readError(res).then(reject, reject);
         let buf = '';
         let ended: Job | null = null;
@@ -231,15 +247,16 @@ export class CleanroomClient {
             if (!data) continue;
             if (event === 'output') {
               const c = JSON.parse(data) as { seq: number; stream: 'stdout' | 'stderr'; data: string };
-              onChunk({ ...c, data: Buffer.from(c.data, 'base64') });
-            } else if (event === 'end') ended = JSON.parse(data) as Job;
+              on.onChunk({ ...c, data: Buffer.from(c.data, 'base64') });
+            } else if (event === 'created') on.onCreated?.(JSON.parse(data) as Job);
+            else if (event === 'end') ended = JSON.parse(data) as Job;
           }
         });
         res.on('end', () => (ended ? resolve(ended) : reject(new CleanroomError('stream_closed', 0, 'the log stream closed before the job ended'))));
         res.on('error', reject);
       });
       req.on('error', reject);
-      req.end();
+      req.end(payload);
     });
   }
 

@@ -172,7 +172,9 @@ export class Cell {
       this.timings.assign_network_ms = performance.now() - t0;
       Object.assign(this.timings, this.network.attachTimings);
     }
+    const tc = performance.now();
     this.cgroup.limit(job.memoryBytes, job.cpu);
+    this.timings.assign_cgroup_ms = performance.now() - tc;
     const gw = this.address?.gateway;
     // The token travels only over the cell's control FIFO into its private tmpfs: never argv, env or disk.
     const env = {
@@ -196,6 +198,7 @@ export class Cell {
     );
     this.handedOver = true;
     this.handedOverAt = performance.now();
+    this.timings.assign_handoff_ms = this.handedOverAt - t0;
     this.pendingToken = null;
     // Only the job id, so that a crash-recovery wipe can be credited to the right job; written after the
     // hand-off, so the workload does not wait for it.

@@ -1,6 +1,6 @@
 /** `cleanroom run -- CMD ARGS…`: run a job, stream its output live, exit with its exit code. */
 import type { Command } from 'commander';
-import type { Job } from '../../sdk/client.js';
+import type { Job, JobRequest } from '../../sdk/client.js';
 import { parseDurationSeconds, parseSize, MIB } from '../../shared/units.js';
 import { connect, printJson, UsageError } from '../context.js';
 
@@ -70,7 +70,7 @@ export function registerRun(program: Command): void {
       const cpu = opts.cpu === undefined ? undefined : Number(opts.cpu);
       if (cpu !== undefined && !Number.isFinite(cpu)) throw new UsageError(`--cpu: "${opts.cpu}" is not a number`);
       const data = [...opts.read.map((prefix) => ({ prefix, access: 'read' as const })), ...opts.write.map((prefix) => ({ prefix, access: 'read-write' as const }))];
-      const job = await client.createJob({
+      const req: JobRequest = {
         command,
         ...(data.length ? { data } : {}),
         ...(Object.keys(env).length ? { env } : {}),
@@ -80,21 +80,27 @@ export function registerRun(program: Command): void {
         ...(timeout !== undefined ? { timeoutSeconds: timeout } : {}),
         ...(diskBytes !== undefined ? { diskMiB: Math.ceil(diskBytes / MIB) } : {}),
         ...(opts.runtime ? { runtime: opts.runtime } : {}),
-      });
+      };
       if (opts.detach) {
-        process.stdout.write(job.id + '\n');
+        process.stdout.write((await client.createJob(req)).id + '\n');
         client.close();
         return;
       }
+      // One round trip: the job is created and its output streams back on the same response.
+      let jobId: string | null = null;
       let cancelling = false;
       const onInt = () => {
-        if (cancelling) process.exit(130);
+        if (cancelling || !jobId) process.exit(130);
         cancelling = true;
-        process.stderr.write(`\ncancelling ${job.id} (Ctrl-C again to stop waiting)\n`);
-        void client.cancelJob(job.id).catch(() => {});
+        process.stderr.write(`\ncancelling ${jobId} (Ctrl-C again to stop waiting)\n`);
+        void client.cancelJob(jobId).catch(() => {});
       };
       process.on('SIGINT', onInt);
-      const ended = await client.followLogs(job.id, (c) => (c.stream === 'stdout' ? process.stdout : process.stderr).write(c.data));
+      const ended = await client.runJob(
+        req,
+        (c) => (c.stream === 'stdout' ? process.stdout : process.stderr).write(c.data),
+        (job) => (jobId = job.id),
+      );
       process.off('SIGINT', onInt);
       client.close();
       if (opts.json) printJson(ended);
