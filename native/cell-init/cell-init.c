@@ -35,6 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -57,12 +58,31 @@ static void write_all(int fd, const void *buf, size_t len) {
   }
 }
 
+/* One frame in one write(v), so the agent wakes once per frame, not once for the header and again for the data. */
 static void send_frame(char type, const void *data, uint32_t len) {
   unsigned char hdr[5];
   hdr[0] = (unsigned char)type;
   memcpy(hdr + 1, &len, 4);
-  write_all(1, hdr, 5);
-  if (len) write_all(1, data, len);
+  struct iovec iov[2] = {{hdr, 5}, {(void *)data, len}};
+  int n_iov = len ? 2 : 1;
+  size_t left = 5 + (size_t)len;
+  while (left > 0) {
+    ssize_t n = writev(1, iov, n_iov);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      _exit(124); /* the agent went away: nothing left to report to */
+    }
+    left -= (size_t)n;
+    if (left == 0) break;
+    /* A short write (pipe full): finish the rest with plain writes. */
+    size_t done = (size_t)n;
+    if (done < 5) {
+      write_all(1, hdr + done, 5 - done);
+      done = 5;
+    }
+    write_all(1, (const char *)data + (done - 5), len - (done - 5));
+    break;
+  }
 }
 
 static void fail(const char *what) {
@@ -235,7 +255,11 @@ int main(void) {
   sa.sa_flags = SA_RESTART | SA_NOCLDSTOP;
   sigaction(SIGCHLD, &sa, NULL);
 
-  pid_t child = fork();
+  /* vfork: the child borrows init's memory until execve, so no page tables are copied and no copy-on-write faults
+     follow; on these VMs that halves the time from assignment to the workload running (fork+exec is slow here).
+     Until execve or _exit the child never returns from main and changes no memory the parent relies on (init is
+     single-threaded, so no lock can be held). */
+  pid_t child = vfork();
   if (child < 0) fail("fork");
   if (child == 0) {
     int devnull = open("/dev/null", O_RDONLY);
