@@ -51,7 +51,7 @@ export function startProcesses(paths: DataPathSet, account: Account, detach: boo
   }
   if (runningPid(paths, 'agent') === null) {
     // tini -s: the agent's orphans (container inits after `runc create` exits) are reaped at once.
-    const agentArgv = [node, join(DIST_SRC, 'agent/main.js'), '--data-dir', paths.dataDir];
+    const agentArgv = [node, ...(process.env.CR_PROF ? ['--cpu-prof', '--cpu-prof-dir=' + process.env.CR_PROF] : []), join(DIST_SRC, 'agent/main.js'), '--data-dir', paths.dataDir];
     started.agent = launch('agent', hasTini() ? ['tini', '-s', '--', ...agentArgv] : agentArgv, {});
   }
   return started;

@@ -6,7 +6,7 @@ import type { JobEnd, JobSpec, WipeReceipt, WorkloadCredentials } from '../../sh
 import { prepareVolume, VolumeBusyError, wipeVolume, type Volume } from '../storage/volume.js';
 import type { CellRuntime, CreatedContainer } from '../runtime/cell-runtime.js';
 import { CELL_CA_FILE, CELL_FILES_DIR, cellSpec, WORKLOAD_UID } from '../runtime/spec.js';
-import { run } from '../exec.js';
+import { makeFifo } from '../storage/fscrypt.js';
 import { CellCgroup } from './cgroup.js';
 import { encodeAssignment, encodeFile, FrameDecoder, type CellFrame } from './frames.js';
 import type { SizeClass } from './size-class.js';
@@ -120,7 +120,7 @@ export class Cell {
     this.timings.prepare_network_ms = performance.now() - t0 - this.timings.prepare_volume_ms;
     const { workDir, tmpDir } = this.volume;
     const fifo = join(this.dir, 'control');
-    await run(['mkfifo', '-m', '0600', fifo]);
+    makeFifo(fifo, 0o600);
     // We hold the FIFO read-write so it never reports EOF to init while we live; init gets a read-only end.
     this.controlFd = openSync(fifo, constants.O_RDWR);
     const initFd = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
