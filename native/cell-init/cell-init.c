@@ -14,11 +14,15 @@
  * (/run/cleanroom): init writes each one to a temporary name with its mode
  * and renames it into place, so a reader sees either the old or the new file.
  *
+ * The assignment arrives before the workload may start: the agent hands it over first, then attaches the
+ * cell's network and sets its limits while init wakes up and places the files, and only then sends "start".
+ *
  * Wire format (all integers little-endian u32):
  *   file (agent -> init, fd 0): "CRF1" len payload
  *     payload = mode name\0 content   (name: [A-Za-z0-9._-], no leading dot)
  *   assignment (agent -> init, fd 0): "CRA1" len payload
  *     payload = argc envc cwd\0 argv[0]\0 ... env[0]\0 ...
+ *   start (agent -> init, fd 0): "CRS1" 0 — the network and limits are in place: run the workload
  *   frames (init -> agent, fd 1): type(u8) len(u32) data
  *     type 'o' stdout bytes, 'e' stderr bytes,
  *     'x' exit: data = "code N" or "signal N",
@@ -254,6 +258,19 @@ int main(void) {
   sa.sa_handler = on_sigchld;
   sa.sa_flags = SA_RESTART | SA_NOCLDSTOP;
   sigaction(SIGCHLD, &sa, NULL);
+
+  /* Files (a refreshed token) may still come; the workload starts on "start". */
+  for (;;) {
+    char m[4];
+    uint32_t flen;
+    char *f = read_message(m, &flen, MAX_FILE);
+    if (!f) return 0; /* the agent gave up on this cell before starting it */
+    int start = memcmp(m, "CRS1", 4) == 0;
+    if (!start && memcmp(m, "CRF1", 4) != 0) { errno = EPROTO; fail("bad message before start"); }
+    if (!start) place_file(f, flen);
+    free(f);
+    if (start) break;
+  }
 
   /* vfork: the child borrows init's memory until execve, so no page tables are copied and no copy-on-write faults
      follow; on these VMs that halves the time from assignment to the workload running (fork+exec is slow here).

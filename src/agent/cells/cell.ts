@@ -8,7 +8,7 @@ import type { CellRuntime, CreatedContainer } from '../runtime/cell-runtime.js';
 import { CELL_CA_FILE, CELL_FILES_DIR, cellSpec, WORKLOAD_UID } from '../runtime/spec.js';
 import { makeFifo } from '../storage/fscrypt.js';
 import { CellCgroup } from './cgroup.js';
-import { encodeAssignment, encodeFile, FrameDecoder, type CellFrame } from './frames.js';
+import { encodeAssignment, encodeFile, encodeStart, FrameDecoder, type CellFrame } from './frames.js';
 import type { SizeClass } from './size-class.js';
 import type { CellNetwork, CellNetworkHost } from '../network/cell-network.js';
 import type { CellAddress, Ipam } from '../network/ipam.js';
@@ -71,9 +71,7 @@ export class Cell {
   private readonly cgroup: CellCgroup;
   private container: CreatedContainer | null = null;
   private controlFd: number | null = null;
-  /** Whether cell init has its assignment; until then a refreshed token is kept here. */
-  private handedOver = false;
-  private pendingToken: WorkloadCredentials | null = null;
+  /** When cell init was told to start the workload. */
   private handedOverAt = 0;
   private job: JobSpec | null = null;
   private events: CellEvents | null = null;
@@ -157,7 +155,10 @@ export class Cell {
     this.state = 'warm';
   }
 
-  /** assign attaches the workspace network, sets cgroup limits, places the token and hands the job to cell init. Precondition: warm. */
+  /**
+   * assign hands the job to cell init, then attaches the workspace network and sets the cgroup limits while init wakes
+   * up and places the files, then tells init to start the workload. Precondition: warm.
+   */
   async assign(job: JobSpec, credentials: WorkloadCredentials, events: CellEvents): Promise<void> {
     if (this.state !== 'warm' || this.controlFd === null) throw new Error(`cell ${this.id} is ${this.state}, not warm`);
     const t0 = performance.now();
@@ -165,16 +166,7 @@ export class Cell {
     this.job = job;
     this.events = events;
     const { host, ipam, gateway } = this.env.networking;
-    if (this.network) {
-      this.address ??= ipam.allocate(job.workspaceId);
-      await host.attachCellNetwork(this.network, { workspaceId: job.workspaceId, address: this.address.address, gateway: this.address.gateway, gatewayPorts: gateway.ports, egress: job.egress });
-      gateway.addClient(this.address.address, this.address.gateway, job.egress);
-      this.timings.assign_network_ms = performance.now() - t0;
-      Object.assign(this.timings, this.network.attachTimings);
-    }
-    const tc = performance.now();
-    this.cgroup.limit(job.memoryBytes, job.cpu);
-    this.timings.assign_cgroup_ms = performance.now() - tc;
+    if (this.network) this.address ??= ipam.allocate(job.workspaceId);
     const gw = this.address?.gateway;
     // The token travels only over the cell's control FIFO into its private tmpfs: never argv, env or disk.
     const env = {
@@ -190,18 +182,24 @@ export class Cell {
     writeSync(
       this.controlFd,
       Buffer.concat([
-        encodeFile('token', 0o400, (this.pendingToken ?? credentials).token),
+        encodeFile('token', 0o400, credentials.token),
         encodeFile('hosts', 0o444, `127.0.0.1 localhost cell\n${gw ? `${gw} ${DATA_SERVICE_NAME}\n` : ''}`),
         encodeFile('resolv.conf', 0o444, gw ? `nameserver ${gw}\noptions timeout:2 attempts:2\n` : ''),
         encodeAssignment(job.command, env, job.cwd),
       ]),
     );
-    this.handedOver = true;
+    if (this.network && this.address) {
+      await host.attachCellNetwork(this.network, { workspaceId: job.workspaceId, address: this.address.address, gateway: this.address.gateway, gatewayPorts: gateway.ports, egress: job.egress });
+      gateway.addClient(this.address.address, this.address.gateway, job.egress);
+      this.timings.assign_network_ms = performance.now() - t0;
+      Object.assign(this.timings, this.network.attachTimings);
+    }
+    this.cgroup.limit(job.memoryBytes, job.cpu);
+    if (this.state !== 'assigned' || this.controlFd === null) throw new Error(`cell ${this.id} ended during assignment`);
+    writeSync(this.controlFd, encodeStart());
     this.handedOverAt = performance.now();
-    this.timings.assign_handoff_ms = this.handedOverAt - t0;
-    this.pendingToken = null;
     // Only the job id, so that a crash-recovery wipe can be credited to the right job; written after the
-    // hand-off, so the workload does not wait for it.
+    // start, so the workload does not wait for it.
     writeFileSync(join(this.dir, 'job'), job.jobId, { mode: 0o600 });
     this.timers.push(setTimeout(() => void this.stop('timeout'), job.timeoutSeconds * 1000));
     this.timings.assign_ms = performance.now() - t0;
@@ -210,10 +208,6 @@ export class Cell {
   /** refreshCredentials replaces the workload's token file (atomically, by cell init) with a fresh token. */
   refreshCredentials(credentials: WorkloadCredentials): void {
     if (this.state !== 'assigned' || this.controlFd === null) return;
-    if (!this.handedOver) {
-      this.pendingToken = credentials; // assign() is still attaching the network; it writes the newest token
-      return;
-    }
     try {
       writeSync(this.controlFd, encodeFile('token', 0o400, credentials.token));
     } catch {

@@ -25,6 +25,13 @@ export function encodeAssignment(argv: string[], env: Record<string, string>, cw
   return Buffer.concat([header, strings]);
 }
 
+/** encodeStart tells cell init that the network and limits are in place: it may run the workload now. */
+export function encodeStart(): Buffer {
+  const header = Buffer.alloc(8);
+  header.write('CRS1', 0, 'latin1');
+  return header;
+}
+
 /** encodeFile serialises a file for the cell's private tmpfs (/run/cleanroom/<name>), written atomically by cell init. */
 export function encodeFile(name: string, mode: number, content: string | Buffer): Buffer {
   if (!/^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$/.test(name)) throw new Error(`bad cell file name ${JSON.stringify(name)}`);
