@@ -1,7 +1,7 @@
 // The agent's decoder of cell output refuses malformed or oversized frames and survives arbitrary chunking.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { encodeAssignment, FrameDecoder, MAX_FRAME_BYTES } from '../../src/agent/cells/frames.js';
+import { encodeAssignment, encodeFile, encodeStart, FrameDecoder, MAX_FRAME_BYTES } from '../../src/agent/cells/frames.js';
 
 function frame(type: string, data: string | Buffer): Buffer {
   const body = Buffer.from(data);
@@ -48,4 +48,14 @@ test('an assignment carries argv, env and cwd as NUL-separated strings', () => {
   assert.equal(b.readUInt32LE(12), 1);
   assert.equal(b.subarray(16).toString(), '/work\0echo\0a b\0A=1\0');
   assert.throws(() => encodeAssignment(['a\0b'], {}, '/work'), /NUL/);
+});
+
+test('the start message is an empty CRS1 message; files are CRF1 with mode and name', () => {
+  assert.deepEqual([...encodeStart()], [...Buffer.from('CRS1'), 0, 0, 0, 0]);
+  const f = encodeFile('token', 0o400, 'abc');
+  assert.equal(f.subarray(0, 4).toString(), 'CRF1');
+  assert.equal(f.readUInt32LE(4), f.length - 8);
+  assert.equal(f.readUInt32LE(8), 0o400);
+  assert.equal(f.subarray(12).toString(), 'token\0abc');
+  assert.throws(() => encodeFile('.hidden', 0o400, ''), /bad cell file name/);
 });
