@@ -1,7 +1,6 @@
 // fscrypt.c: N-API addon for the agent's per-cell encrypted volumes. It calls the
 // kernel's fscrypt, loop, mount and discard interfaces in-process so that preparing
-// and wiping a volume spawns no helper processes (mkfs.ext4 aside); it also makes the
-// cell's control FIFO (mkfifo), for the same reason. Short calls are
+// and wiping a volume spawns no helper processes (mkfs.ext4 aside). Short calls are
 // synchronous; removeKey, umount and discardDevice (whose cost grows with the volume's
 // contents) return Promises. Failures throw/reject with an Error whose `code` is the
 // errno name (e.g. "EBUSY") and whose `syscall` names the failed call.
@@ -345,18 +344,6 @@ static napi_value do_mount(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-// mkfifo(path, mode) -> undefined: the cell's control FIFO, made in-process (a spawned `mkfifo` costs the agent a fork).
-static napi_value do_mkfifo(napi_env env, napi_callback_info info) {
-  napi_value argv[MAX_ARGS];
-  char path[PATH_MAX_LEN];
-  uint32_t mode;
-  if (get_args(env, info, 2, argv) || get_string(env, argv[0], path, sizeof path) || get_u32(env, argv[1], &mode)) return NULL;
-  if (mkfifo(path, (mode_t)(mode & 0777)) != 0) return throw_errno(env, errno, "mkfifo", path);
-  // mkfifo applies the umask: set the mode asked for.
-  if (chmod(path, (mode_t)(mode & 0777)) != 0) return throw_errno(env, errno, "chmod", path);
-  return NULL;
-}
-
 // loopFreeIndex() -> index LOOP_CTL_GET_FREE would hand out (probe for the doctor).
 static napi_value loop_free_index(napi_env env, napi_callback_info info) {
   (void)info;
@@ -551,7 +538,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"addKey", add_key},           {"setPolicyV2", set_policy_v2},   {"getPolicy", get_policy},
       {"keyStatus", key_status},     {"removeKey", remove_key},         {"loopAttach", loop_attach},
       {"loopDetach", loop_detach},   {"discardDevice", discard_device}, {"mount", do_mount},
-      {"umount", do_umount},         {"loopFreeIndex", loop_free_index}, {"mkfifo", do_mkfifo},
+      {"umount", do_umount},         {"loopFreeIndex", loop_free_index},
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value f;

@@ -9,6 +9,7 @@ import { loadConfig } from '../shared/config.js';
 import { dataPaths, DEFAULT_DATA_DIR } from '../shared/paths.js';
 import type { DeniedConnection, Runtime } from '../shared/wire.js';
 import { OciRuntime } from './runtime/oci-runtime.js';
+import { findExecutable, sealedExecutable } from './runtime/host-calls.js';
 import type { CellRuntime } from './runtime/cell-runtime.js';
 import { buildRootfs } from './runtime/rootfs.js';
 import { CellPool } from './cells/pool.js';
@@ -45,7 +46,9 @@ async function main(): Promise<void> {
 
   const runtimes = new Map<Runtime, CellRuntime>();
   for (const name of config.agent.runtimes) {
-    runtimes.set(name, new OciRuntime({ name, stateRoot: name === 'runc' ? paths.agent.runcRoot : paths.agent.runscRoot }));
+    // runc runs from a sealed in-memory copy: it then skips protecting itself anew for every container (runtime.c).
+    const binary = name === 'runc' ? sealedExecutable(findExecutable('runc')) : undefined;
+    runtimes.set(name, new OciRuntime({ name, binary, stateRoot: name === 'runc' ? paths.agent.runcRoot : paths.agent.runscRoot }));
   }
   // Never a silent fallback to unencrypted storage: no cells at all if the host cannot encrypt them.
   const support = await checkStorageSupport();

@@ -6,7 +6,7 @@ import type { JobEnd, JobSpec, WipeReceipt, WorkloadCredentials } from '../../sh
 import { prepareVolume, VolumeBusyError, wipeVolume, type Volume } from '../storage/volume.js';
 import type { CellRuntime, CreatedContainer } from '../runtime/cell-runtime.js';
 import { CELL_CA_FILE, CELL_FILES_DIR, cellSpec, WORKLOAD_UID } from '../runtime/spec.js';
-import { makeFifo } from '../storage/fscrypt.js';
+import { makeFifo } from '../runtime/host-calls.js';
 import { CellCgroup } from './cgroup.js';
 import { encodeAssignment, encodeFile, encodeStart, FrameDecoder, type CellFrame } from './frames.js';
 import type { SizeClass } from './size-class.js';

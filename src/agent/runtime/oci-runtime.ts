@@ -12,15 +12,19 @@ export interface OciRuntimeOptions {
   name: Runtime;
   /** State directory private to this agent: `list` and reconcile see only our containers. */
   stateRoot: string;
+  /** The executable to run (default: the runtime's name, looked up on PATH), e.g. a sealed copy of runc. */
+  binary?: string;
 }
 
 /** OciRuntime is the CellRuntime adapter for runc and runsc. */
 export class OciRuntime implements CellRuntime {
   readonly name: Runtime;
+  private readonly binary: string;
   private readonly globalFlags: string[];
 
   constructor(opts: OciRuntimeOptions) {
     this.name = opts.name;
+    this.binary = opts.binary ?? opts.name;
     this.globalFlags =
       opts.name === 'runsc'
         ? // ptrace: no KVM here. network=sandbox: gVisor's own network stack runs in the sandbox and takes over the
@@ -35,7 +39,7 @@ export class OciRuntime implements CellRuntime {
   // cell's netns, so only `start` runs in a private mount namespace with /proc/sys/net hidden; the sandbox itself was
   // made by `create`. Cells always name a netns the agent made, never the host's.
   private runscStartCommand(id: string): string[] {
-    const start = [this.name, ...this.globalFlags, 'start', id];
+    const start = [this.binary, ...this.globalFlags, 'start', id];
     const script = 'mount -t tmpfs -o ro,size=4k,mode=555 cleanroom-no-net-sysctl /proc/sys/net && exec "$@"';
     return ['unshare', '--mount', '--propagation', 'private', 'sh', '-c', script, 'runsc-start', ...start];
   }
@@ -46,7 +50,7 @@ export class OciRuntime implements CellRuntime {
     // start needs its own wrapper (runscStartCommand), so it keeps the two steps.
     const verb = this.name === 'runsc' ? 'create' : 'run';
     const argv = [...this.globalFlags, verb, ...(verb === 'run' ? ['--detach'] : []), '--bundle', bundle, '--pid-file', pidFile, id];
-    const child = spawn(this.name, argv, { stdio: [stdinFd, 'pipe', 'pipe'] }) as ChildProcessByStdio<null, Readable, Readable>;
+    const child = spawn(this.binary, argv, { stdio: [stdinFd, 'pipe', 'pipe'] }) as ChildProcessByStdio<null, Readable, Readable>;
     let stderr = '';
     const collect = (d: Buffer) => (stderr += d.toString('utf8'));
     child.stderr.on('data', collect);
@@ -58,7 +62,7 @@ export class OciRuntime implements CellRuntime {
     if (code !== 0) {
       child.stdout.destroy();
       child.stderr.destroy();
-      throw new CommandError([this.name, ...argv], code, stderr);
+      throw new CommandError([this.binary, ...argv], code, stderr);
     }
     if (verb === 'create') await run(this.runscStartCommand(id));
     const pid = Number(readFileSync(pidFile, 'utf8').trim());
@@ -67,7 +71,7 @@ export class OciRuntime implements CellRuntime {
 
   async delete(id: string): Promise<void> {
     try {
-      await run([this.name, ...this.globalFlags, 'delete', '--force', id]);
+      await run([this.binary, ...this.globalFlags, 'delete', '--force', id]);
     } catch (e) {
       if (e instanceof CommandError && /does not exist|not exist|cannot find/i.test(e.stderr)) return;
       throw e;
@@ -75,7 +79,7 @@ export class OciRuntime implements CellRuntime {
   }
 
   async list(): Promise<string[]> {
-    const out = await run([this.name, ...this.globalFlags, 'list', '--format', 'json']);
+    const out = await run([this.binary, ...this.globalFlags, 'list', '--format', 'json']);
     const parsed = JSON.parse(out.trim() || 'null') as Array<{ id: string }> | null;
     return (parsed ?? []).map((c) => c.id);
   }

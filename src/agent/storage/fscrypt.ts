@@ -30,7 +30,6 @@ interface Addon {
   mount(source: string, target: string, fstype: string, flags: number, data: string): void;
   umount(target: string, flags: number): Promise<number>;
   loopFreeIndex(): number;
-  mkfifo(path: string, mode: number): void;
   constants: Record<string, number>;
 }
 
@@ -159,11 +158,6 @@ export function discardDevice(device: string): Promise<number> {
 export function mountExt4(device: string, target: string): void {
   const flags = constant('MS_NOSUID') | constant('MS_NODEV') | constant('MS_NOATIME');
   loadAddon().mount(device, target, 'ext4', flags, '');
-}
-
-// makeFifo creates a FIFO with exactly `mode` (the cell's control channel), without spawning `mkfifo`.
-export function makeFifo(path: string, mode: number): void {
-  loadAddon().mkfifo(path, mode);
 }
 
 // unmount unmounts `target` (no lazy detach: EBUSY when files are still in use).

@@ -12,7 +12,7 @@
 //       tmp/           the cell's /tmp (1777), encrypted
 import { execFile } from 'node:child_process';
 import { randomBytes, randomFillSync } from 'node:crypto';
-import { promises as fsp, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, promises as fsp, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import {
@@ -316,7 +316,8 @@ function loopBackingFile(name: string): string | null {
 export async function loopDevicesByBackingFile(): Promise<Map<string, string[]>> {
   const byFile = new Map<string, string[]>();
   for (const name of readdirSync('/sys/block')) {
-    if (!/^loop\d+$/.test(name)) continue;
+    // An unbound device has no loop/ directory: skip it without the cost of a failed read (an exception each).
+    if (!/^loop\d+$/.test(name) || !existsSync(`/sys/block/${name}/loop`)) continue;
     const file = loopBackingFile(name);
     if (file === null) continue;
     byFile.set(file, [...(byFile.get(file) ?? []), `/dev/${name}`]);

@@ -15,6 +15,7 @@ import type { EgressPolicy } from '../../../src/shared/net/egress-policy.js';
 import { Ipam, type CellAddress } from '../../../src/agent/network/ipam.js';
 import { isCellHostIf } from '../../../src/agent/network/names.js';
 import { reconcileNetworks } from '../../../src/agent/network/reconcile.js';
+import { policyChainName } from '../../../src/agent/network/nft-ruleset.js';
 
 const sh = promisify(execFile);
 const isRoot = process.getuid?.() === 0;
@@ -238,14 +239,20 @@ test('3 workspaces x 3 cells: isolation, gateway, anti-spoof, metadata, egress a
     await Promise.all(cells.map((c) => h.destroyCellNetwork(c.net)));
   }
   assertNothingOf(cells.map((c) => c.net));
-  assert.deepEqual(await perCellState(), [], 'no per-cell element or policy chain after destroy');
+  const state = await tableState();
+  assert.deepEqual(state.cellElements, [], 'no per-cell element after destroy');
+  // Idle policy chains stay for the next cell of the same policy (nothing jumps to them any more): one per policy used.
+  assert.deepEqual(state.policyChains.sort(), [...new Set(cells.map((c) => policyChainName(WORKSPACES[c.ws]!)))].sort(), 'one idle chain per policy used, kept for reuse');
 });
 
-// perCellState lists the per-cell sets/maps that still hold elements and the policy chains (the rate-limit sets expire alone).
-async function perCellState(): Promise<unknown[]> {
+// tableState lists the per-cell sets/maps that still hold elements, and the policy chains (rate-limit sets expire alone).
+async function tableState(): Promise<{ cellElements: unknown[]; policyChains: string[] }> {
   const items = (JSON.parse((await sh('nft', ['-j', 'list', 'table', 'inet', prefix])).stdout) as { nftables: Array<Record<string, { name?: string; elem?: unknown[] }>> }).nftables;
   const perCell = ['src_ok', 'gw_allow', 'cell_egress', 'cell_mark', 'cell_flow'];
-  return items.flatMap((i) => [i.set, i.map, i.chain]).filter((x) => x && ((perCell.includes(x.name ?? '') && x.elem?.length) || x.name?.startsWith('eg_')));
+  return {
+    cellElements: items.flatMap((i) => [i.set, i.map]).filter((x) => x && perCell.includes(x.name ?? '') && x.elem?.length),
+    policyChains: items.flatMap((i) => (i.chain?.name?.startsWith('eg_') ? [i.chain.name] : [])),
+  };
 }
 
 async function checkMatrix(plans: Array<{ src: Cell; probes: Probe[] }>): Promise<void> {
@@ -293,7 +300,7 @@ test('reconcile removes every network object of cells that are not live', { skip
   assert.deepEqual(report.netns.sort(), [dead1.names.netns, dead2.names.netns].sort());
   assertNothingOf([dead1, dead2]);
   assert.ok(existsSync(live.netnsPath) && existsSync(`/sys/class/net/${live.names.hostIf}`), 'live cell kept');
-  const state = JSON.stringify(await perCellState());
+  const state = JSON.stringify(await tableState());
   assert.ok(!state.includes(dead2.names.hostIf) && !state.includes(`"${dead2.attached!.address}"`), 'dead elements removed');
   assert.ok(state.includes(live.names.hostIf) && state.includes(`"${live.attached!.address}"`) && state.includes('eg_'), 'live elements and policy chain kept');
   const all = await reconcileNetworks(prefix, []);
