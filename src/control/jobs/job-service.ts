@@ -99,6 +99,7 @@ export class JobService {
         return current ?? job;
       }
       this.tokens.keepFresh(subject, (c) => d.refreshCredentials(placedOn, job.id, c));
+      if (!this.nextSeq.has(job.id)) this.nextSeq.set(job.id, 1); // a fresh job has no output yet: no read at its first chunk
       const timings = { ...current.timings, control_token_ms: round(tMinted - t0), control_dispatch_ms: round(performance.now() - t0) };
       const patch = { status: 'assigned' as const, agentId: placedOn, timings };
       await this.store.updateJob(job.id, patch);
@@ -178,8 +179,10 @@ export class JobService {
     }
     this.nextSeq.set(jobId, seq + 1);
     const chunk = { seq, stream, data };
-    await this.store.appendOutput(jobId, chunk);
+    // Live followers first; the row is written in the same turn (better-sqlite3 is synchronous), so a stream that
+    // subscribes later finds it in its replay.
     this.hub.publish(jobId, { type: 'output', chunk });
+    await this.store.appendOutput(jobId, chunk);
   }
 
   /** end records a terminal state once; later reports for the same job are ignored. */

@@ -1,11 +1,12 @@
 /** TokenService mints, verifies, refreshes and revokes workload tokens (RFC 9068 JWT access tokens, EdDSA). */
 import { randomUUID } from 'node:crypto';
-import { errors as joseErrors, jwtVerify, SignJWT, type JWTPayload } from 'jose';
+import { errors as joseErrors, jwtVerify, type JWTPayload } from 'jose';
 import { ApiError } from '../../shared/errors.js';
 import type { WorkloadCredentials } from '../../shared/wire.js';
 import type { AuditLog } from '../audit/audit-log.js';
 import type { DataGrant } from '../model.js';
 import type { Store } from '../store/store.js';
+import { signEdDsaJwt } from './jws.js';
 import { parseScopes, scopeString, type Scope } from './scopes.js';
 import type { SigningKeys } from './signing-keys.js';
 
@@ -68,15 +69,11 @@ export class TokenService {
     const exp = iat + Math.min(this.options.ttlSeconds, MAX_TOKEN_LIFETIME_S);
     const jti = randomUUID();
     const scope = scopeString(s.dataGrants);
-    const token = await new SignJWT({ ws: s.workspaceId, scope, client_id: 'cleanroom-workload' })
-      .setProtectedHeader({ alg: 'EdDSA', typ: 'at+jwt', kid: key.kid })
-      .setIssuer(TOKEN_ISSUER)
-      .setSubject(s.jobId)
-      .setAudience(TOKEN_AUDIENCE)
-      .setIssuedAt(iat)
-      .setExpirationTime(exp)
-      .setJti(jti)
-      .sign(key.privateKey);
+    const token = signEdDsaJwt(
+      { typ: 'at+jwt', kid: key.kid },
+      { iss: TOKEN_ISSUER, sub: s.jobId, aud: TOKEN_AUDIENCE, iat, exp, jti, ws: s.workspaceId, scope, client_id: 'cleanroom-workload' },
+      key.privateKey,
+    );
     const expiresAt = new Date(exp * 1000).toISOString();
     handOver?.({ token, expiresAt });
     await this.store.addToken({ jti, jobId: s.jobId, workspaceId: s.workspaceId, issuedAt: new Date(iat * 1000).toISOString(), expiresAt, revokedAt: null });
