@@ -60,7 +60,9 @@ test('a minted token verifies to its workload, workspace and scopes', async () =
   assert.deepEqual(id.scopes, [{ action: 'read', prefix: 'in/' }]);
   const claims = decodeJwt(c.token);
   assert.equal(claims.exp! - claims.iat!, 600);
+  assert.deepEqual(Object.keys(decodeProtectedHeader(c.token)).sort(), ['alg', 'kid', 'typ']);
   assert.equal(decodeProtectedHeader(c.token).typ, 'at+jwt');
+  assert.equal(decodeProtectedHeader(c.token).alg, 'EdDSA');
 });
 
 test('revocation kills every token of the job at once', async () => {
