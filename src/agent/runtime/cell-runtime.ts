@@ -1,12 +1,11 @@
 /** CellRuntime is the port through which the agent drives an OCI runtime; runc and runsc adapt it. */
-import type { ChildProcessByStdio } from 'node:child_process';
 import type { Readable } from 'node:stream';
 import type { Runtime } from '../../shared/wire.js';
 
 /** CreatedContainer is a container whose init has started and waits for its assignment. */
 export interface CreatedContainer {
-  /** The `<runtime> create` process; its stdout/stderr are the container's, held open by cell init. */
-  stdio: ChildProcessByStdio<null, Readable, Readable>;
+  /** The container's stdout and stderr (the runtime command's, held open by cell init after it exits). */
+  stdio: { stdout: Readable; stderr: Readable };
   /** Host pid of the container's init (runc) or sandbox (runsc). */
   pid: number;
 }

@@ -1,16 +1,90 @@
-// Typed wrapper over build/runtime.node: the host calls the cell runtime makes in-process (see native/runtime).
+// Typed wrapper over build/runtime.node: starting helper processes without forking the agent, and the other host calls
+// the cell runtime makes in-process (see native/runtime).
 import { accessSync, constants } from 'node:fs';
+import { Socket } from 'node:net';
+import type { Readable } from 'node:stream';
 import { join } from 'node:path';
 import { loadNativeAddon } from '../native-addon.js';
 
 interface Addon {
+  spawn(file: string, argv: readonly string[], fds: readonly [number, number, number]): number;
+  reap(pid: number): ExitStatus | null;
+  pipe(): [number, number];
+  closeFd(fd: number): void;
   mkfifo(path: string, mode: number): void;
   sealedCopy(path: string): number;
 }
 
+/** ExitStatus is how a helper ended: an exit code, or the signal that killed it. */
+export interface ExitStatus {
+  code: number | null;
+  signal: number | null;
+}
+
+/** Helper is a started helper process: its pid, its stdout and stderr, and its end. */
+export interface Helper {
+  readonly pid: number;
+  readonly stdout: Readable;
+  readonly stderr: Readable;
+  readonly exited: Promise<ExitStatus>;
+}
+
+const addon = (): Addon => loadNativeAddon<Addon>('runtime');
+const running = new Map<number, (status: ExitStatus) => void>();
+const resolved = new Map<string, string>();
+
+// While helpers run, this timer keeps the event loop alive (a signal listener does not) and reaps as a fallback.
+let keepAlive: NodeJS.Timeout | null = null;
+
+// Reaps the helpers started here that have ended (waitpid on their pids only: Node's own children stay Node's).
+function reapEnded(): void {
+  for (const [pid, done] of running) {
+    const status = addon().reap(pid);
+    if (status) {
+      running.delete(pid);
+      done(status);
+    }
+  }
+  if (running.size === 0 && keepAlive) {
+    clearInterval(keepAlive);
+    keepAlive = null;
+  }
+}
+
+/**
+ * spawnHelper starts argv[0] (an absolute path, or a name looked up like findExecutable) with posix_spawn, which does
+ * not copy the agent's page tables: Node's spawn forks the whole agent, which cost its event loop 5–20 ms per helper
+ * on these VMs. stdin is `stdinFd` (or /dev/null); stdout and stderr are pipes the caller must read or destroy.
+ */
+export function spawnHelper(argv: readonly string[], stdinFd = -1): Helper {
+  const [cmd] = argv;
+  if (!cmd) throw new Error('spawnHelper: empty argv');
+  let file = cmd.startsWith('/') ? cmd : resolved.get(cmd);
+  if (!file) resolved.set(cmd, (file = findExecutable(cmd)));
+  if (!process.listeners('SIGCHLD').includes(reapEnded)) process.on('SIGCHLD', reapEnded); // before any child can end
+  const a = addon();
+  const [outRead, outWrite] = a.pipe();
+  const [errRead, errWrite] = a.pipe();
+  let pid: number;
+  try {
+    pid = a.spawn(file, argv, [stdinFd, outWrite, errWrite]);
+  } catch (e) {
+    a.closeFd(outRead);
+    a.closeFd(errRead);
+    throw e;
+  } finally {
+    a.closeFd(outWrite);
+    a.closeFd(errWrite);
+  }
+  const exited = new Promise<ExitStatus>((resolve) => running.set(pid, resolve));
+  keepAlive ??= setInterval(reapEnded, 500);
+  setImmediate(reapEnded); // a child that ended before it was registered: its SIGCHLD found nothing to reap
+  return { pid, stdout: new Socket({ fd: outRead, readable: true, writable: false }), stderr: new Socket({ fd: errRead, readable: true, writable: false }), exited };
+}
+
 /** makeFifo creates a FIFO with exactly `mode` (the cell's control channel), without spawning `mkfifo`. */
 export function makeFifo(path: string, mode: number): void {
-  loadNativeAddon<Addon>('runtime').mkfifo(path, mode);
+  addon().mkfifo(path, mode);
 }
 
 /**
@@ -19,7 +93,7 @@ export function makeFifo(path: string, mode: number): void {
  * reach them, and runc, seeing itself sealed, skips cloning itself for every container.
  */
 export function sealedExecutable(path: string): string {
-  const fd = loadNativeAddon<Addon>('runtime').sealedCopy(path);
+  const fd = addon().sealedCopy(path);
   return `/proc/${process.pid}/fd/${fd}`;
 }
 

@@ -1,11 +1,10 @@
 /** OciRuntime drives runc or runsc through their command lines (only off the assignment path). */
-import { spawn, type ChildProcessByStdio } from 'node:child_process';
-import type { Readable } from 'node:stream';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Runtime } from '../../shared/wire.js';
 import type { CellRuntime, CreatedContainer } from './cell-runtime.js';
 import { CommandError, run } from '../exec.js';
+import { spawnHelper } from './host-calls.js';
 
 /** OciRuntimeOptions says which binary to use and where it keeps container state. */
 export interface OciRuntimeOptions {
@@ -50,23 +49,22 @@ export class OciRuntime implements CellRuntime {
     // start needs its own wrapper (runscStartCommand), so it keeps the two steps.
     const verb = this.name === 'runsc' ? 'create' : 'run';
     const argv = [...this.globalFlags, verb, ...(verb === 'run' ? ['--detach'] : []), '--bundle', bundle, '--pid-file', pidFile, id];
-    const child = spawn(this.binary, argv, { stdio: [stdinFd, 'pipe', 'pipe'] }) as ChildProcessByStdio<null, Readable, Readable>;
+    const helper = spawnHelper([this.binary, ...argv], stdinFd);
     let stderr = '';
     const collect = (d: Buffer) => (stderr += d.toString('utf8'));
-    child.stderr.on('data', collect);
-    const code = await new Promise<number | null>((resolve, reject) => {
-      child.once('error', reject);
-      child.once('exit', (c) => resolve(c));
-    });
-    child.stderr.off('data', collect);
-    if (code !== 0) {
-      child.stdout.destroy();
-      child.stderr.destroy();
-      throw new CommandError([this.binary, ...argv], code, stderr);
+    helper.stderr.on('data', collect);
+    const status = await helper.exited;
+    if (status.code !== 0) {
+      // The message may still be in the pipe when the exit is reaped; nothing else holds it open after a failure.
+      await new Promise((resolve) => setTimeout(resolve, 200).unref() && helper.stderr.once('close', resolve));
+      helper.stdout.destroy();
+      helper.stderr.destroy();
+      throw new CommandError([this.binary, ...argv], status.code, stderr);
     }
+    helper.stderr.off('data', collect);
     if (verb === 'create') await run(this.runscStartCommand(id));
     const pid = Number(readFileSync(pidFile, 'utf8').trim());
-    return { stdio: child, pid };
+    return { stdio: { stdout: helper.stdout, stderr: helper.stderr }, pid };
   }
 
   async delete(id: string): Promise<void> {

@@ -10,11 +10,9 @@
 //     data/            encrypted directory (ext4 refuses a policy on the fs root), owner uid:gid, 0711
 //       work/          the cell's /work (0700), encrypted
 //       tmp/           the cell's /tmp (1777), encrypted
-import { execFile } from 'node:child_process';
 import { randomBytes, randomFillSync } from 'node:crypto';
 import { existsSync, promises as fsp, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import {
   addEncryptionKey,
   attachLoop,
@@ -29,8 +27,7 @@ import {
   unmount,
   type KeyState,
 } from './fscrypt.js';
-
-const execFileAsync = promisify(execFile);
+import { run } from '../exec.js';
 
 // DEFAULT_VOLUME_SIZE is the size of a volume when none is given: 256 MiB.
 export const DEFAULT_VOLUME_SIZE = 256 * 1024 * 1024;
@@ -40,7 +37,6 @@ const BLOCK_SIZE = 4096;
 const KEY_SIZE = 64;
 const BUSY_RETRIES = 5;
 const BUSY_RETRY_MS = 20;
-const TOOL_PATH = '/usr/sbin:/usr/bin:/sbin:/bin';
 // The backing file is fresh and sparse (reads as zeros), so mkfs need not zero anything,
 // and discarding it would only punch holes that are already there.
 const MKFS_ARGS = ['-q', '-F', '-b', String(BLOCK_SIZE), '-m', '0', '-O', 'encrypt', '-E', 'nodiscard,assume_storage_prezeroed=1'];
@@ -213,7 +209,7 @@ export async function prepareVolume(options: PrepareOptions): Promise<Volume> {
       }
     });
     await log.run('mkfs', async () => {
-      await execFileAsync('mkfs.ext4', [...MKFS_ARGS, paths.backingFile], { env: { PATH: TOOL_PATH } });
+      await run(['mkfs.ext4', ...MKFS_ARGS, paths.backingFile]);
     });
     const loopDevice = await log.run('attach-loop', () => attachLoop(paths.backingFile, BLOCK_SIZE, false), (d) => d);
     await log.run('mount', async () => {
