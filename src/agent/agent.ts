@@ -4,14 +4,26 @@ import type { AgentToControl, ControlToAgent, JobSpec, WorkloadCredentials } fro
 import type { ControlChannel } from './channel.js';
 import type { Cell } from './cells/cell.js';
 import type { CellPool } from './cells/pool.js';
+import type { ReceiptSpool } from './reconcile/receipt-spool.js';
+import type { WipeReceipt } from '../shared/wire.js';
 import { pickSizeClass, sizeClassesFromConfig, type SizeClass } from './cells/size-class.js';
 
 /** Logger is the small logging surface the agent needs. */
 export type Logger = (msg: string, extra?: object) => void;
 
+/** FINAL_REPORTS_KEPT bounds the final reports kept for replay after a reconnect. */
+const FINAL_REPORTS_KEPT = 1000;
+
 /** Agent wires the pool to the control channel. */
 export class Agent {
   private readonly running = new Map<string, Cell>();
+  /** Jobs between their assign message and their cell being handed the job. */
+  private readonly starting = new Set<string>();
+  /**
+   * The last final reports (job.ended, job.wiped) per job, replayed on every (re)connect: a control plane that died
+   * before it applied them gets them again (applying them is idempotent there).
+   */
+  private readonly finals = new Map<string, AgentToControl[]>();
   /** Jobs of recently ended cells: denial records can arrive after the end. */
   private readonly recentCells = new Map<string, string>();
   /** Cells whose job ended but whose volume is not wiped yet. */
@@ -25,9 +37,28 @@ export class Agent {
     private readonly pool: CellPool,
     private readonly channel: ControlChannel,
     private readonly log: Logger,
+    private readonly spool: ReceiptSpool,
   ) {
     this.classes = sizeClassesFromConfig(config.agent.classes);
     channel.on('message', (m: ControlToAgent) => this.onMessage(m));
+    // Receipts of volumes that reconcile shredded (here or in `cleanroom down`) are reported until acknowledged.
+    for (const { jobId, receipt } of spool.read()) this.keepFinal(jobId, { type: 'job.wiped', jobId, receipt, spooled: true });
+  }
+
+  /** reportReconciledWipe reports a receipt that a later reconcile pass produced (it is already spooled). */
+  reportReconciledWipe(jobId: string | null, receipt: WipeReceipt): void {
+    const msg: AgentToControl = { type: 'job.wiped', jobId, receipt, spooled: true };
+    this.keepFinal(jobId, msg);
+    this.channel.send(msg);
+  }
+
+  private keepFinal(jobId: string | null, msg: AgentToControl): void {
+    const key = jobId ?? `volume:${(msg as { receipt?: WipeReceipt }).receipt?.volumeId ?? ''}`;
+    const list = this.finals.get(key) ?? [];
+    list.push(msg);
+    this.finals.delete(key);
+    this.finals.set(key, list);
+    while (this.finals.size > FINAL_REPORTS_KEPT) this.finals.delete(this.finals.keys().next().value!);
   }
 
   /** jobOfCell names the job a cell runs, for denied-connection records. */
@@ -36,9 +67,14 @@ export class Agent {
     return this.recentCells.get(cellId) ?? null;
   }
 
-  /** hello is what the agent says on every (re)connect: who it is and which jobs still run here. */
-  hello(): AgentToControl {
-    return { type: 'hello', agentId: this.agentId, liveJobIds: [...this.running.keys()] };
+  /**
+   * greeting is what the agent says on every (re)connect: who it is, which jobs still run here and which ended here
+   * (so the control plane does not take them for lost), then the final reports it keeps.
+   */
+  greeting(): AgentToControl[] {
+    const ended = [...this.finals.entries()].filter(([, msgs]) => msgs.some((m) => m.type === 'job.ended')).map(([jobId]) => jobId);
+    const hello: AgentToControl = { type: 'hello', agentId: this.agentId, liveJobIds: [...this.running.keys(), ...this.starting], endedJobIds: ended };
+    return [hello, ...[...this.finals.values()].flat()];
   }
 
   private onMessage(m: ControlToAgent): void {
@@ -52,6 +88,10 @@ export class Agent {
       case 'cancel':
         void this.running.get(m.jobId)?.stop('cancelled');
         return;
+      case 'receipts.stored':
+        this.spool.remove(m.volumeIds);
+        for (const id of m.volumeIds) this.finals.delete(`volume:${id}`);
+        return;
       case 'pool.get':
         this.channel.send({ type: 'pool.status', requestId: m.requestId, pool: this.pool.status(), volumes: this.pool.volumeCounts() });
         return;
@@ -63,7 +103,16 @@ export class Agent {
   private async assign(job: JobSpec, credentials: WorkloadCredentials): Promise<void> {
     const t0 = performance.now();
     if (this.stopping) return this.fail(job, 'agent is shutting down');
-    if (this.running.has(job.jobId)) return;
+    if (this.running.has(job.jobId) || this.starting.has(job.jobId)) return;
+    this.starting.add(job.jobId);
+    try {
+      await this.start(job, credentials, t0);
+    } finally {
+      this.starting.delete(job.jobId);
+    }
+  }
+
+  private async start(job: JobSpec, credentials: WorkloadCredentials, t0: number): Promise<void> {
     const sizeClass = pickSizeClass(this.classes, job.cpu, job.memoryBytes, job.diskBytes);
     if (!sizeClass) return this.fail(job, `no size class fits cpu=${job.cpu} memory=${job.memoryBytes} disk=${job.diskBytes}`);
     let cell: Cell;
@@ -83,12 +132,18 @@ export class Agent {
           this.running.delete(job.jobId);
           this.recentCells.set(cell.id, job.jobId);
           if (this.recentCells.size > 1000) this.recentCells.delete(this.recentCells.keys().next().value!);
-          this.channel.send({ type: 'job.ended', jobId: job.jobId, end, timings: rounded(timings) });
+          const msg: AgentToControl = { type: 'job.ended', jobId: job.jobId, end, timings: rounded(timings) };
+          this.keepFinal(job.jobId, msg);
+          this.channel.send(msg);
         },
         wiped: (receipt, error) => {
           this.unwiped--;
           this.pool.release(cell);
-          if (receipt) this.channel.send({ type: 'job.wiped', jobId: job.jobId, receipt, timings: rounded(pick(cell.timings, /^wipe_/)) });
+          if (receipt) {
+            const msg: AgentToControl = { type: 'job.wiped', jobId: job.jobId, receipt, timings: rounded(pick(cell.timings, /^wipe_/)) };
+            this.keepFinal(job.jobId, msg);
+            this.channel.send(msg);
+          }
           else if (error) this.log('wipe failed; the volume is left for reconcile', { job: job.jobId, cell: cell.id, error });
         },
       });
@@ -109,7 +164,9 @@ export class Agent {
 
   private fail(job: JobSpec, message: string): void {
     this.log('job failed to start', { job: job.jobId, message });
-    this.channel.send({ type: 'job.ended', jobId: job.jobId, end: { reason: 'error', exitCode: null, signal: null, message }, timings: {} });
+    const msg: AgentToControl = { type: 'job.ended', jobId: job.jobId, end: { reason: 'error', exitCode: null, signal: null, message }, timings: {} };
+    this.keepFinal(job.jobId, msg);
+    this.channel.send(msg);
   }
 
   /** shutdown ends running jobs as errors, wipes every cell and reports before returning. */

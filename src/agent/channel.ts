@@ -24,7 +24,8 @@ export class ControlChannel extends EventEmitter {
   constructor(
     private readonly url: string,
     private readonly tls: ChannelTls,
-    private readonly hello: () => AgentToControl,
+    /** What to say first on every connect: the hello, then anything to replay. */
+    private readonly greeting: () => AgentToControl[],
   ) {
     super();
   }
@@ -36,7 +37,7 @@ export class ControlChannel extends EventEmitter {
     this.ws = ws;
     ws.on('open', () => {
       this.backoffMs = 100;
-      ws.send(JSON.stringify(this.hello()));
+      for (const m of this.greeting()) ws.send(JSON.stringify(m));
       const queued = this.outbox.splice(0);
       for (const m of queued) ws.send(JSON.stringify(m));
       this.emit('open');

@@ -1,6 +1,6 @@
 /** The agent process: privileged, one per host; dials the control plane and runs cells. */
 import { parseArgs } from 'node:util';
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -15,13 +15,12 @@ import { buildRootfs } from './runtime/rootfs.js';
 import { CellPool } from './cells/pool.js';
 import { UidRanges } from './cells/uid-ranges.js';
 import { sizeClassesFromConfig } from './cells/size-class.js';
-import { networkPrefix, reconcileHost } from './reconcile/reconcile.js';
-import { reconcileNetworks } from './network/reconcile.js';
+import { networkPrefix, reconcileHost, retryLeftovers, type Leftover, type ReconcileOptions } from './reconcile/reconcile.js';
+import { ReceiptSpool } from './reconcile/receipt-spool.js';
 import { CellNetworkHost } from './network/cell-network.js';
 import { Ipam } from './network/ipam.js';
 import { checkStorageSupport } from './storage/doctor.js';
 import { ensureSharedRoot, releaseSharedRoot } from './storage/shared-root.js';
-import { reconcileVolumes } from './storage/reconcile.js';
 import { ControlChannel } from './channel.js';
 import { GatewayServices } from './gateway/gateway-services.js';
 import { Agent } from './agent.js';
@@ -31,8 +30,11 @@ const SHUTDOWN_DEADLINE_MS = 25_000;
 
 const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), '../../..');
 
+/** LEFTOVER_RETRY_MS is how often what reconcile could not remove is tried again. */
+const LEFTOVER_RETRY_MS = 10_000;
+
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { 'data-dir': { type: 'string' } } });
+  const { values } = parseArgs({ options: { 'data-dir': { type: 'string' }, reconcile: { type: 'boolean' } } });
   const paths = dataPaths(values['data-dir'] ?? process.env.CLEANROOM_DATA_DIR ?? DEFAULT_DATA_DIR);
   const config = loadConfig(paths.config);
   const logger = pino({ base: { proc: 'agent' } });
@@ -41,8 +43,7 @@ async function main(): Promise<void> {
   // 0711 on the way down to every cell: runc resolves bind-mount sources as the cell's (unmapped) root.
   mkdirSync(paths.agent.dir, { recursive: true });
   chmodSync(paths.agent.dir, 0o711);
-  if (!existsSync(paths.agent.id)) writeFileSync(paths.agent.id, randomBytes(3).toString('hex'));
-  const agentId = readFileSync(paths.agent.id, 'utf8').trim();
+  const agentId = agentIdOf(paths.agent.id);
 
   const runtimes = new Map<Runtime, CellRuntime>();
   for (const name of config.agent.runtimes) {
@@ -50,6 +51,10 @@ async function main(): Promise<void> {
     const binary = name === 'runc' ? sealedExecutable(findExecutable('runc')) : undefined;
     runtimes.set(name, new OciRuntime({ name, binary, stateRoot: name === 'runc' ? paths.agent.runcRoot : paths.agent.runscRoot }));
   }
+  const spool = new ReceiptSpool(paths.agent.receipts);
+  const reconcileOptions: ReconcileOptions = { agentId, runtimes: [...runtimes.values()], cellsDir: paths.agent.cells, volumesDir: paths.agent.volumes, spool };
+  if (values.reconcile) return reconcileOnly(reconcileOptions, paths.agent.volumes);
+
   // Never a silent fallback to unencrypted storage: no cells at all if the host cannot encrypt them.
   const support = await checkStorageSupport();
   if (!support.ok) {
@@ -59,8 +64,9 @@ async function main(): Promise<void> {
   const ipam = new Ipam({ pool: config.network.pool }); // validates the pool before anything is touched
   mkdirSync(paths.agent.volumes, { recursive: true, mode: 0o711 });
   await ensureSharedRoot(paths.agent.volumes);
-  const report = await reconcileHost({ agentId, runtimes: runtimes.values(), cellsDir: paths.agent.cells, volumesDir: paths.agent.volumes });
-  log('reconciled host', { containers: report.containers, cgroups: report.cgroups, directories: report.directories, wiped: report.wipes.length, wipeFailures: report.wipeFailures });
+  // Reconcile never stops the agent: what it cannot remove now is reported and retried in the background.
+  const report = await reconcileHost(reconcileOptions);
+  log('reconciled host', { containers: report.containers, killed: report.killed, cgroups: report.cgroups, directories: report.directories, wiped: report.wipes.length, leftovers: report.leftovers });
   const tls = {
     ca: readFileSync(paths.pki.caCert, 'utf8'),
     cert: readFileSync(paths.pki.agentCert, 'utf8'),
@@ -84,7 +90,7 @@ async function main(): Promise<void> {
       agentId,
       cellsDir: paths.agent.cells,
       volumesDir: paths.agent.volumes,
-      wipeStats: { wiping: 0, wiped: report.wipes.length, wipeFailed: report.wipeFailures.length },
+      wipeStats: { wiping: 0, wiped: report.wipes.length, wipeFailed: report.leftovers.filter((l) => l.kind === 'volume').length },
       networking: { host: networkHost, ipam, gateway },
       rootfs: paths.agent.rootfs,
       nofile: config.agent.nofile,
@@ -99,13 +105,12 @@ async function main(): Promise<void> {
 
   const url = `wss://${config.control.host}:${config.control.agentPort}/v1/agent`;
   let agent: Agent | null = null;
-  const channel = new ControlChannel(url, tls, () => agent!.hello());
-  agent = new Agent(agentId, config, pool, channel, log);
+  const channel = new ControlChannel(url, tls, () => agent!.greeting());
+  agent = new Agent(agentId, config, pool, channel, log, spool);
   channel.on('open', () => log('connected to control plane', { url }));
   forwardDenied(networkHost, agent, channel);
   channel.on('dial-error', (e: Error) => log('control plane unreachable', { error: e.message }));
-  // Receipts of crash-recovery wipes reach the control plane once the channel is up (queued until then).
-  for (const w of report.wipes) channel.send({ type: 'job.wiped', jobId: w.jobId, receipt: w.receipt });
+  retryLeftoversLater(reconcileOptions, report.leftovers, agent, log);
   pool.refill();
   channel.connect();
 
@@ -120,15 +125,14 @@ async function main(): Promise<void> {
     }, SHUTDOWN_DEADLINE_MS);
     try {
       await agent!.shutdown();
-      // Every cell is wiped by now; a volume still bound to a loop device here is a leak the cells' own wipes missed.
-      const swept = await reconcileVolumes(paths.agent.volumes, []);
-      if (swept.wiped.some((r) => r.loopDevices.length > 0) || swept.failed.length) {
-        log('swept leftover volumes at shutdown', { loopDevices: swept.wiped.flatMap((r) => r.loopDevices), failed: swept.failed.map((f) => `${f.volumeId}: ${f.error.message}`) });
-      }
       await gateway.close();
       await networkHost.close();
-      // With every cell gone, the agent's table and gateway interface go too: nothing is left on the host.
-      await reconcileNetworks(networkPrefix(agentId), []);
+      // Every cell is wiped by now; the same sweep as at start-up catches what a cell's own wipe missed, and with
+      // every cell gone the agent's table and gateway interface go too: nothing is left on the host.
+      const swept = await reconcileHost(reconcileOptions);
+      if (swept.containers.length || swept.killed.length || swept.wipes.length || swept.leftovers.length) {
+        log('swept leftovers at shutdown', { containers: swept.containers, killed: swept.killed, wiped: swept.wipes.length, leftovers: swept.leftovers });
+      }
       await releaseSharedRoot(paths.agent.volumes);
       log('stopped');
     } catch (e) {
@@ -140,6 +144,51 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', () => void shutdown('SIGTERM'));
   process.on('SIGINT', () => void shutdown('SIGINT'));
+}
+
+/** agentIdOf reads the agent's id, making it on first start (atomically: a crash never leaves half an id). */
+function agentIdOf(file: string): string {
+  if (existsSync(file)) {
+    const id = readFileSync(file, 'utf8').trim();
+    if (/^[0-9a-f]{6}$/.test(id)) return id;
+    throw new Error(`${file} does not hold an agent id (6 hex digits); remove it only if no cell of this agent is left on the host`);
+  }
+  const id = randomBytes(3).toString('hex');
+  writeFileSync(`${file}.tmp`, id);
+  renameSync(`${file}.tmp`, file);
+  return id;
+}
+
+/** reconcileOnly is `cleanroom down`'s clean-up when the agent is gone: the start-up reconcile, then the shared root. */
+async function reconcileOnly(opts: ReconcileOptions, volumesDir: string): Promise<void> {
+  const report = await reconcileHost(opts);
+  if (report.leftovers.length === 0) {
+    try {
+      await releaseSharedRoot(volumesDir);
+    } catch (e) {
+      report.leftovers.push({ kind: 'volume', id: volumesDir, error: `cannot unmount the volumes root: ${(e as Error).message}` });
+    }
+  }
+  const { containers, killed, cgroups, wipes, networks, leftovers } = report;
+  process.stdout.write(JSON.stringify({ containers, killed, cgroups, wiped: wipes.length, netns: networks.netns.length, links: networks.links.length, leftovers }) + '\n');
+  process.exitCode = leftovers.length > 0 ? 2 : 0;
+}
+
+/** retryLeftoversLater tries again, in the background, to remove what reconcile could not; receipts go to the agent. */
+function retryLeftoversLater(opts: ReconcileOptions, initial: Leftover[], agent: Agent, log: (msg: string, extra?: object) => void): void {
+  let leftovers = initial;
+  const tick = async () => {
+    if (leftovers.length === 0) return;
+    const { left, wipes } = await retryLeftovers(opts, leftovers);
+    for (const w of wipes) agent.reportReconciledWipe(w.jobId, w.receipt);
+    if (left.length < leftovers.length) log('removed leftovers on retry', { removed: leftovers.length - left.length, left });
+    leftovers = left;
+    if (left.length > 0) setTimeout(() => void tick().catch((e: Error) => log('leftover retry failed', { error: e.message })), LEFTOVER_RETRY_MS).unref();
+  };
+  if (leftovers.length > 0) {
+    log('reconcile left objects on the host; retrying in the background', { leftovers });
+    setTimeout(() => void tick().catch((e: Error) => log('leftover retry failed', { error: e.message })), LEFTOVER_RETRY_MS).unref();
+  }
 }
 
 /** DENIED_FLUSH_MS batches denied-connection records on their way to the control plane. */

@@ -29,6 +29,7 @@ async function main(): Promise<void> {
 
   // Jobs that were in flight when the control plane stopped wait for their agent's hello to be judged.
   const agentPort = await agents.listen(config.control.host, config.control.agentPort);
+  agents.expectAgents(await services.jobs.agentsWithUnfinishedJobs());
   await app.listen({ host: config.control.host, port: config.control.apiPort });
   await data.listen({ host: config.control.host, port: config.control.dataPort });
   log('control plane listening', { api: app.server.address(), data: data.server.address(), agentPort });

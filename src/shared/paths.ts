@@ -27,6 +27,7 @@ export function dataPaths(dataDir: string) {
       id: join(agent, 'agent-id'),
       cells: join(agent, 'cells'),
       volumes: join(agent, 'volumes'),
+      receipts: join(agent, 'receipts'),
       rootfs: join(agent, 'rootfs'),
       runcRoot: join(agent, 'runc'),
       runscRoot: join(agent, 'runsc'),

@@ -94,14 +94,18 @@ export type ControlToAgent =
   | { type: 'assign'; job: JobSpec; credentials: WorkloadCredentials }
   | { type: 'token.refresh'; jobId: string; credentials: WorkloadCredentials }
   | { type: 'cancel'; jobId: string }
-  | { type: 'pool.get'; requestId: string };
+  | { type: 'pool.get'; requestId: string }
+  /** The control plane stored these spooled receipts: the agent may forget them. */
+  | { type: 'receipts.stored'; volumeIds: string[] };
 
 /** AgentToControl are the messages an agent sends. */
 export type AgentToControl =
-  | { type: 'hello'; agentId: string; liveJobIds: string[] }
+  /** liveJobIds run (or are starting) here; endedJobIds ended here and their final reports follow the hello. */
+  | { type: 'hello'; agentId: string; liveJobIds: string[]; endedJobIds?: string[] }
   | { type: 'job.started'; jobId: string; cellId: string; timings: Record<string, number> }
   | { type: 'job.output'; jobId: string; stream: 'stdout' | 'stderr'; data: string }
   | { type: 'job.ended'; jobId: string; end: JobEnd; timings: Record<string, number> }
-  | { type: 'job.wiped'; jobId: string | null; receipt: WipeReceipt; timings?: Record<string, number> }
+  /** spooled: the receipt of a volume shredded by reconcile, kept on disk until the control plane acknowledges it. */
+  | { type: 'job.wiped'; jobId: string | null; receipt: WipeReceipt; timings?: Record<string, number>; spooled?: boolean }
   | { type: 'network.denied'; records: DeniedConnection[] }
   | { type: 'pool.status'; requestId: string | null; pool: PoolStatus; volumes: VolumeCounts };

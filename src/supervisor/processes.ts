@@ -1,6 +1,6 @@
 /** Starts and stops the control plane and agent processes of one data directory. */
-import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { existsSync, openSync, readFileSync, rmSync, writeFileSync, closeSync } from 'node:fs';
+import { spawn, execFile, execFileSync, type ChildProcess } from 'node:child_process';
+import { existsSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync, closeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { DataPathSet } from '../shared/paths.js';
@@ -57,11 +57,15 @@ export function startProcesses(paths: DataPathSet, account: Account, detach: boo
   return started;
 }
 
-/** stopProcess sends SIGTERM, waits up to `timeoutMs`, then SIGKILL; returns whether it had to kill. */
+/** stopProcess sends SIGTERM, waits up to `timeoutMs`, then SIGKILLs it and every process under it, and waits for
+ *  them to be gone; returns whether it had to kill. */
 export async function stopProcess(paths: DataPathSet, name: ProcessName, timeoutMs: number): Promise<boolean> {
   const pid = runningPid(paths, name);
-  if (pid === null) return false;
-  process.kill(pid, 'SIGTERM');
+  if (pid === null) {
+    rmSync(pidFile(paths, name), { force: true });
+    return false;
+  }
+  signal(pid, 'SIGTERM');
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     if (!isAlive(pid)) {
@@ -70,9 +74,94 @@ export async function stopProcess(paths: DataPathSet, name: ProcessName, timeout
     }
     await new Promise((r) => setTimeout(r, 50));
   }
-  process.kill(pid, 'SIGKILL');
+  // The pid is the agent's subreaper (tini): killing only it would leave the agent itself running.
+  const all = [pid, ...descendants(pid)];
+  for (const p of all) signal(p, 'SIGKILL');
+  const killDeadline = Date.now() + KILL_WAIT_MS;
+  while (all.some(isAlive) && Date.now() < killDeadline) await new Promise((r) => setTimeout(r, 20));
   rmSync(pidFile(paths, name), { force: true });
   return true;
+}
+
+/** KILL_WAIT_MS bounds the wait for SIGKILLed processes to be gone (a process in uninterruptible sleep can linger). */
+const KILL_WAIT_MS = 10_000;
+/** RECONCILE_TIMEOUT_MS bounds `cleanroom down`'s own reconcile. */
+const RECONCILE_TIMEOUT_MS = 120_000;
+
+/** StopResult says which processes had to be killed and what the host still holds afterwards. */
+export interface StopResult {
+  forced: ProcessName[];
+  /** Host objects the final reconcile could not remove (empty when the host is clean). */
+  leftovers: string[];
+  /** What the final reconcile found and removed (a dead or killed agent's cells). */
+  reconciled: { containers: number; killed: number; cgroups: number; wiped: number; netns: number; links: number };
+}
+
+/**
+ * stopAll stops the agent first (it wipes its cells and reports their jobs' ends), then runs the agent's own reconcile
+ * for whatever a dead, killed or crashed agent left on the host, then stops the control plane.
+ */
+export async function stopAll(paths: DataPathSet, timeouts = { agentMs: 30_000, controlMs: 10_000 }): Promise<StopResult> {
+  const forced: ProcessName[] = [];
+  if (await stopProcess(paths, 'agent', timeouts.agentMs)) forced.push('agent');
+  const result = await reconcileHost(paths);
+  if (await stopProcess(paths, 'control', timeouts.controlMs)) forced.push('control');
+  return { forced, ...result };
+}
+
+/** reconcileHost runs `agent --reconcile` for this data directory: the agent's start-up clean-up, with no agent left. */
+async function reconcileHost(paths: DataPathSet): Promise<Omit<StopResult, 'forced'>> {
+  const empty = { containers: 0, killed: 0, cgroups: 0, wiped: 0, netns: 0, links: 0 };
+  if (!existsSync(paths.agent.id)) return { leftovers: [], reconciled: empty };
+  const argv = [join(DIST_SRC, 'agent/main.js'), '--data-dir', paths.dataDir, '--reconcile'];
+  const { code, stdout, stderr } = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+    execFile(process.execPath, argv, { timeout: RECONCILE_TIMEOUT_MS, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
+      resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr });
+    });
+  });
+  const line = stdout.split('\n').find((l) => l.startsWith('{"containers"'));
+  if (!line) return { leftovers: [`reconcile failed (exit ${code}): ${(stderr.trim().split('\n').at(-1) ?? '').slice(0, 500)}`], reconciled: empty };
+  const r = JSON.parse(line) as { containers: string[]; killed: string[]; cgroups: string[]; wiped: number; netns: number; links: number; leftovers: Array<{ kind: string; id: string; error: string }> };
+  return {
+    leftovers: r.leftovers.map((l) => `${l.kind} ${l.id}: ${l.error}`),
+    reconciled: { containers: r.containers.length, killed: r.killed.length, cgroups: r.cgroups.length, wiped: r.wiped, netns: r.netns, links: r.links },
+  };
+}
+
+/** descendants lists every process under pid, children first found breadth-first. */
+function descendants(pid: number): number[] {
+  const out: number[] = [];
+  const queue = [pid];
+  while (queue.length > 0) {
+    const p = queue.shift()!;
+    let tasks: string[] = [];
+    try {
+      tasks = readdirSync(`/proc/${p}/task`);
+    } catch {
+      continue;
+    }
+    for (const t of tasks) {
+      try {
+        for (const c of readFileSync(`/proc/${p}/task/${t}/children`, 'utf8').trim().split(/\s+/)) {
+          if (c) {
+            out.push(Number(c));
+            queue.push(Number(c));
+          }
+        }
+      } catch {
+        /* exited meanwhile */
+      }
+    }
+  }
+  return out;
+}
+
+function signal(pid: number, sig: NodeJS.Signals): void {
+  try {
+    process.kill(pid, sig);
+  } catch {
+    /* already gone */
+  }
 }
 
 function isAlive(pid: number): boolean {

@@ -123,6 +123,12 @@ export class TestCluster {
     const tables = await run('nft', ['list', 'tables']).then((r) => r.stdout, () => '');
     if (tables.includes(`inet ${prefix}\n`) || tables.trimEnd().endsWith(`inet ${prefix}`)) problems.push(`nft table inet ${prefix} left after down`);
     for (const name of listCgroups(`cr-${this.agentId}-`)) problems.push(`cgroup ${name} left after down`);
+    for (const ns of safeList('/run/netns').filter((n) => n.startsWith(`${prefix}-`))) problems.push(`netns ${ns} left after down`);
+    for (const link of safeList('/sys/class/net').filter((n) => n.startsWith(prefix))) problems.push(`interface ${link} left after down`);
+    for (const rt of ['runc', 'runsc']) {
+      const stateDir = join(this.dataDir, 'agent', rt);
+      for (const c of safeList(stateDir).filter((n) => n.startsWith('cr-'))) problems.push(`${rt} container ${c} left after down`);
+    }
     for (const dev of readdirSync('/sys/block').filter((d) => d.startsWith('loop'))) {
       let backing = '';
       try {
@@ -143,6 +149,14 @@ export class TestCluster {
     // CLEANROOM_TEST_KEEP=1 keeps the data directory (logs, database) for a post-mortem.
     if (mountsUnder(this.dataDir).length === 0 && !process.env.CLEANROOM_TEST_KEEP) rmSync(this.dataDir, { recursive: true, force: true });
     if (problems.length) throw new Error(`the cluster leaked: ${problems.join('; ')}`);
+  }
+}
+
+function safeList(dir: string): string[] {
+  try {
+    return readdirSync(dir);
+  } catch {
+    return [];
   }
 }
 

@@ -165,6 +165,9 @@ export class Cell {
     this.state = 'assigned';
     this.job = job;
     this.events = events;
+    // Only the job id, so that a crash-recovery wipe is credited to the right job: written before anything of the
+    // job reaches the cell (a page-cache write), so that no crash leaves a used volume without its job.
+    writeFileSync(join(this.dir, 'job'), job.jobId, { mode: 0o600 });
     const { host, ipam, gateway } = this.env.networking;
     if (this.network) this.address ??= ipam.allocate(job.workspaceId);
     const gw = this.address?.gateway;
@@ -198,9 +201,6 @@ export class Cell {
     if (this.state !== 'assigned' || this.controlFd === null) throw new Error(`cell ${this.id} ended during assignment`);
     writeSync(this.controlFd, encodeStart());
     this.handedOverAt = performance.now();
-    // Only the job id, so that a crash-recovery wipe can be credited to the right job; written after the
-    // start, so the workload does not wait for it.
-    writeFileSync(join(this.dir, 'job'), job.jobId, { mode: 0o600 });
     this.timers.push(setTimeout(() => void this.stop('timeout'), job.timeoutSeconds * 1000));
     this.timings.assign_ms = performance.now() - t0;
   }

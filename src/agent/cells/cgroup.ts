@@ -35,9 +35,42 @@ export class CellCgroup {
     }
   }
 
-  /** remove deletes what the runtime left of this cgroup in every hierarchy. */
+  /** remove deletes what the runtime left of this cgroup in every hierarchy. Throws EBUSY while a task is left in it. */
   remove(): void {
     for (const dir of cgroupDirs(this.name)) removeTree(dir);
+  }
+
+  /** pids lists every process still in this cgroup (and its children) in any hierarchy. */
+  pids(): number[] {
+    const found = new Set<number>();
+    for (const dir of cgroupDirs(this.name)) collectProcs(dir, found);
+    return [...found];
+  }
+
+  /**
+   * kill empties the cgroup of a cell whose runtime is gone or failed to delete it: freeze (so nothing forks while
+   * it is being killed), SIGKILL every task, thaw, then wait until the cgroup is empty. Resolves true when it is
+   * empty, false if tasks were still there after `timeoutMs` (an uninterruptible sleep: the caller retries later).
+   */
+  async kill(timeoutMs: number): Promise<boolean> {
+    const deadline = Date.now() + timeoutMs;
+    if (this.pids().length === 0) return true;
+    const freezer = join(ROOT, 'freezer', this.name, 'freezer.state');
+    const frozen = writeIfExists(freezer, 'FROZEN');
+    while (frozen && readIfExists(freezer) === 'FREEZING' && Date.now() < deadline) await sleep(10);
+    for (const pid of this.pids()) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        /* exited meanwhile */
+      }
+    }
+    if (frozen) writeIfExists(freezer, 'THAWED');
+    while (Date.now() < deadline) {
+      if (this.pids().length === 0) return true;
+      await sleep(20);
+    }
+    return this.pids().length === 0;
   }
 }
 
@@ -61,17 +94,46 @@ function cgroupDirs(name: string): string[] {
 }
 
 function removeTree(dir: string): void {
-  let entries: Dirent[] = [];
-  try {
-    entries = readdirSync(dir, { withFileTypes: true });
-  } catch {
-    return;
-  }
-  for (const entry of entries) if (entry.isDirectory()) removeTree(join(dir, entry.name));
+  for (const entry of safeReaddirEntries(dir)) if (entry.isDirectory()) removeTree(join(dir, entry.name));
   try {
     rmdirSync(dir);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+  }
+}
+
+function collectProcs(dir: string, into: Set<number>): void {
+  const procs = readIfExists(join(dir, 'cgroup.procs'));
+  for (const line of procs?.split('\n') ?? []) if (line) into.add(Number(line));
+  for (const entry of safeReaddirEntries(dir)) if (entry.isDirectory()) collectProcs(join(dir, entry.name), into);
+}
+
+function readIfExists(path: string): string | null {
+  try {
+    return readFileSync(path, 'utf8').trim();
+  } catch {
+    return null;
+  }
+}
+
+function writeIfExists(path: string, value: string): boolean {
+  try {
+    writeFileSync(path, value);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+function safeReaddirEntries(dir: string): Dirent[] {
+  try {
+    return readdirSync(dir, { withFileTypes: true });
+  } catch {
+    return [];
   }
 }
 

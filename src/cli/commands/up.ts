@@ -6,7 +6,7 @@ import { loadConfig } from '../../shared/config.js';
 import { dataPaths } from '../../shared/paths.js';
 import { bootstrapDataDir } from '../../supervisor/bootstrap.js';
 import { DATA_SERVICE_NAME } from '../../shared/wire.js';
-import { logFile, runningPid, startProcesses, stopProcess, type ProcessName } from '../../supervisor/processes.js';
+import { logFile, runningPid, startProcesses, stopAll, type ProcessName } from '../../supervisor/processes.js';
 import { CleanroomClient } from '../../sdk/client.js';
 import { readClientConfig, writeClientConfig } from '../client-config.js';
 import { defaultDataDir, UsageError } from '../context.js';
@@ -74,7 +74,7 @@ export function registerUp(program: Command): void {
           if (stopping) return;
           stopping = true;
           process.stderr.write('\nstopping: wiping cells…\n');
-          void stopAll(paths).then(resolve, reject);
+          void stopAll(paths).then((r) => (r.leftovers.length ? reject(new Error(`stopped, but the host still holds: ${r.leftovers.join('; ')}`)) : resolve()), reject);
         };
         process.on('SIGINT', stop);
         process.on('SIGTERM', stop);
@@ -86,12 +86,6 @@ export function registerUp(program: Command): void {
       });
       process.stdout.write('stopped\n');
     });
-}
-
-async function stopAll(paths: ReturnType<typeof dataPaths>): Promise<void> {
-  // The agent first: it wipes its cells and reports their jobs' ends to the control plane.
-  await stopProcess(paths, 'agent', 30_000);
-  await stopProcess(paths, 'control', 10_000);
 }
 
 function watchExits(children: Partial<Record<ProcessName, ChildProcess>>): Promise<ProcessName> {

@@ -83,9 +83,12 @@ export class AgentHub implements Dispatcher {
         this.agents.get(msg.agentId)?.ws.terminate();
         this.agents.set(msg.agentId, conn);
         clearTimeout(this.lostTimers.get(msg.agentId));
+        this.lostTimers.delete(msg.agentId);
         this.log('agent connected', { agentId: msg.agentId, live: msg.liveJobIds.length });
+        // Jobs that ended on the agent while we could not hear it are not lost: their final reports follow the hello.
+        const accounted = [...msg.liveJobIds, ...(msg.endedJobIds ?? [])];
         void this.jobs
-          .onAgentLost(msg.agentId, msg.liveJobIds, 'the agent restarted and the job\'s cell was lost')
+          .onAgentLost(msg.agentId, accounted, 'the agent restarted and the job\'s cell was lost')
           .then(() => this.jobs.resumeCredentials(msg.agentId, msg.liveJobIds))
           .then(() => this.jobs.dispatchQueued())
           .catch((e: Error) => this.log('agent hello handling failed', { agentId: msg.agentId, error: e.message }));
@@ -99,7 +102,7 @@ export class AgentHub implements Dispatcher {
       const agentId = conn.agentId;
       this.agents.delete(agentId);
       this.log('agent disconnected', { agentId });
-      this.lostTimers.set(agentId, setTimeout(() => void this.jobs.onAgentLost(agentId, [], 'the agent disconnected and did not come back'), this.graceMs));
+      this.lostTimers.set(agentId, setTimeout(() => void this.lostIfAbsent(agentId, 'the agent disconnected and did not come back'), this.graceMs));
     });
   }
 
@@ -114,6 +117,8 @@ export class AgentHub implements Dispatcher {
         return this.jobs.end(msg.jobId, msg.end, msg.timings);
       case 'job.wiped':
         if (msg.jobId) await this.jobs.onWiped(msg.jobId, msg.receipt, msg.timings ?? {});
+        // A receipt from reconcile waits on the agent's disk until it is stored here.
+        if (msg.spooled) send(conn.ws, { type: 'receipts.stored', volumeIds: [msg.receipt.volumeId] });
         return;
       case 'network.denied':
         await this.network.recordDenied(Array.isArray(msg.records) ? msg.records : []);
@@ -128,6 +133,23 @@ export class AgentHub implements Dispatcher {
         this.log('unknown agent message', { msg: never });
       }
     }
+  }
+
+  /**
+   * expectAgents starts the grace period for agents that had unfinished jobs when this control plane started: an agent
+   * that does not connect within it is lost, and its jobs end as errors (a crash must not leave a job running forever).
+   */
+  expectAgents(agentIds: Iterable<string>): void {
+    for (const agentId of agentIds) {
+      if (this.agents.has(agentId) || this.lostTimers.has(agentId)) continue;
+      this.lostTimers.set(agentId, setTimeout(() => void this.lostIfAbsent(agentId, 'the agent did not come back after a control-plane restart'), this.graceMs));
+    }
+  }
+
+  private async lostIfAbsent(agentId: string, why: string): Promise<void> {
+    this.lostTimers.delete(agentId);
+    if (this.agents.has(agentId)) return;
+    await this.jobs.onAgentLost(agentId, [], why).catch((e: Error) => this.log('ending a lost agent\'s jobs failed', { agentId, error: e.message }));
   }
 
   canDispatch(): boolean {

@@ -206,10 +206,17 @@ export class JobService {
   /** onWiped attaches the wipe receipt of the job's volume. */
   async onWiped(jobId: string, receipt: WipeReceipt, timings: Record<string, number>): Promise<void> {
     const job = await this.store.getJob(jobId);
-    if (!job) return;
+    // A receipt may be reported again after a reconnect: record it once.
+    if (!job || job.wipe?.volumeId === receipt.volumeId) return;
     await this.store.updateJob(jobId, { wipe: receipt, timings: { ...job.timings, ...prefixed('agent_', timings) } });
     const { volumeId, cellId, keyIdentifier, keyStateAfterRemoval, totalMs } = receipt;
     await this.audit.record({ type: 'wipe.done', actor: `agent:${job.agentId}`, workspaceId: job.workspaceId, subject: jobId, details: { volumeId, cellId, keyIdentifier, keyStateAfterRemoval, totalMs } });
+  }
+
+  /** agentsWithUnfinishedJobs lists the agents that hold assigned or running jobs. */
+  async agentsWithUnfinishedJobs(): Promise<string[]> {
+    const jobs = await this.store.jobsWithStatus(['assigned', 'running']);
+    return [...new Set(jobs.map((j) => j.agentId).filter((a): a is string => a !== null))];
   }
 
   /** onAgentLost ends the agent's unfinished jobs that it no longer reports as live. */
