@@ -1,15 +1,30 @@
-// bench/baselines.ts: the bare costs our figures are compared with, measured in the same run on the same host.
+// bench/baselines.ts: the bare costs our figures are compared with, measured in the same run on the same host, each
+// launched the way the agent launches the same thing (LAUNCH says how, and goes into the results):
+// - every process starts with posix_spawn from the agent's runtime addon (spawnHelper), not Node's fork-based spawn;
+// - runc is the sealed in-memory copy the agent runs (sealedExecutable), with the agent's global flags;
+// - runsc gets the agent's flags (runtimeFlags: --network=sandbox, ptrace, --oci-seccomp) and, as a cell's sandbox does,
+//   a network namespace made beforehand (outside the timing, as a warm cell's is) and /proc/sys/net hidden.
 // A bare `runc run` / `runsc run` of `/bin/echo hi` uses a bundle equivalent to a cell's: the same shared read-only
 // rootfs (built by the agent's own buildRootfs), and the same spec (cellSpec: mounts, user namespace with a private
 // uid range, seccomp allowlist, cgroup limits, masked paths), with the workload as the container's process.
-import { spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, chownSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { buildRootfs } from '../src/agent/runtime/rootfs.js';
 import { cellSpec, UID_RANGE_SIZE, WORKLOAD_UID } from '../src/agent/runtime/spec.js';
 import { CellCgroup } from '../src/agent/cells/cgroup.js';
+import { findExecutable, sealedExecutable, spawnHelper } from '../src/agent/runtime/host-calls.js';
+import { runtimeFlags, withNetSysctlsHidden } from '../src/agent/runtime/oci-runtime.js';
 import { REPO_ROOT } from '../test/support/cluster.js';
+
+/** LAUNCH describes how each baseline is started (recorded in the results). */
+export const LAUNCH = {
+  spawn: 'posix_spawn from the agent\'s runtime addon (spawnHelper), as the agent starts runc, runsc and mkfs',
+  fork_exec: '/bin/echo hi, posix_spawn (the agent\'s spawn path)',
+  runc: 'runc run of a cell-equivalent bundle: the sealed memfd copy of runc the agent runs, the agent\'s global flags (--root)',
+  runsc: 'runsc run of a cell-equivalent bundle with the agent\'s flags (--platform=ptrace --network=sandbox --oci-seccomp), in a network namespace made beforehand (untimed), with /proc/sys/net hidden as for the agent\'s runsc start',
+};
 
 /** COMMAND is what every baseline and every benchmark job runs. */
 export const COMMAND = ['/bin/echo', 'hi'];
@@ -47,11 +62,16 @@ export class BareBundles {
     return new BareBundles(dir);
   }
 
-  /** run starts `runtime run` of COMMAND in a fresh container (own cgroup) and times it. */
+  /** The sealed copy of runc, as the agent holds it (made once per bench process). */
+  private readonly runc = sealedExecutable(findExecutable('runc'));
+
+  /** run starts `runtime run` of COMMAND in a fresh container (own cgroup; runsc: own netns) and times it. */
   async run(runtime: 'runc' | 'runsc'): Promise<ProcessTiming> {
     const bundle = join(this.dir, runtime);
     const name = `crbench-${this.tag}-${this.seq++}`;
     const cgroup = new CellCgroup(name);
+    const netns = runtime === 'runsc' ? name : null;
+    if (netns) execFileSync('ip', ['netns', 'add', netns]);
     const spec = cellSpec({
       runtime,
       rootfs: join(this.dir, 'rootfs'),
@@ -59,7 +79,7 @@ export class BareBundles {
       tmpDir: join(bundle, 'tmp'),
       hostUidBase: BENCH_UID_BASE,
       cgroupsPath: cgroup.path,
-      netnsPath: null,
+      netnsPath: netns ? `/run/netns/${netns}` : null,
       memoryBytes: 512 * 2 ** 20,
       cpuMillis: 1000,
       pids: runtime === 'runsc' ? 1024 : 256,
@@ -67,12 +87,16 @@ export class BareBundles {
     });
     (spec.process as { args: string[] }).args = COMMAND;
     writeFileSync(join(bundle, 'config.json'), JSON.stringify(spec), { mode: 0o600 });
-    // The same global flags the agent's OciRuntime passes.
-    const flags = ['--root', join(bundle, 'state'), ...(runtime === 'runsc' ? ['--platform=ptrace', '--network=none', '--oci-seccomp'] : [])];
+    const flags = runtimeFlags(runtime, join(bundle, 'state'));
     try {
-      return await timeProcess(runtime, [...flags, 'run', '--bundle', bundle, name]);
+      if (runtime === 'runc') return await timeProcess([this.runc, ...flags, 'run', '--bundle', bundle, name]);
+      // As the agent does it: `create` makes the sandbox (its stdio is create's), then `start` with /proc/sys/net
+      // hidden, where runsc reads the netns; the container's output arrives on the pipe create was given.
+      return await timeProcess(['runsc', ...flags, 'create', '--bundle', bundle, name], withNetSysctlsHidden(['runsc', ...flags, 'start', name]));
     } finally {
+      if (runtime === 'runsc') execFileSync('runsc', [...flags, 'delete', '--force', name], { stdio: 'ignore' });
       cgroup.remove();
+      if (netns) execFileSync('ip', ['netns', 'del', netns]);
     }
   }
 
@@ -82,29 +106,44 @@ export class BareBundles {
   }
 }
 
-/** forkExec times a plain host fork+exec of COMMAND. */
+/** forkExec times a plain host start of COMMAND, spawned as the agent spawns its helpers. */
 export function forkExec(): Promise<ProcessTiming> {
-  return timeProcess(COMMAND[0]!, COMMAND.slice(1));
+  return timeProcess(COMMAND);
 }
 
-/** timeProcess spawns argv and times its first stdout byte and its end; rejects unless it printed "hi" and exited 0. */
-function timeProcess(cmd: string, args: string[]): Promise<ProcessTiming> {
-  return new Promise((resolve, reject) => {
-    const t0 = performance.now();
-    let firstByteMs = Number.NaN;
-    let out = '';
-    let err = '';
-    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    child.stdout.on('data', (d: Buffer) => {
-      if (Number.isNaN(firstByteMs)) firstByteMs = performance.now() - t0;
-      out += d.toString('utf8');
-    });
-    child.stderr.on('data', (d: Buffer) => (err += d.toString('utf8')));
-    child.on('error', reject);
-    child.on('close', (code) => {
-      const exitMs = performance.now() - t0;
-      if (code === 0 && out === 'hi\n') resolve({ firstByteMs, exitMs });
-      else reject(new Error(`${cmd} ${args.join(' ')} exited ${code} with output ${JSON.stringify(out)}: ${err.trim().slice(0, 500)}`));
-    });
+/**
+ * timeProcess starts argv with posix_spawn and times its first stdout byte and the close of its stdout (the container's,
+ * for a runtime); `then` is started once argv has exited 0 (runsc's start after its create). Rejects unless the output
+ * is "hi" and every process exited 0.
+ */
+async function timeProcess(argv: readonly string[], then?: readonly string[]): Promise<ProcessTiming> {
+  const t0 = performance.now();
+  const child = spawnHelper(argv);
+  let firstByteMs = Number.NaN;
+  let out = '';
+  let err = '';
+  const closed = (s: NodeJS.ReadableStream) => new Promise<void>((resolve) => s.once('close', () => resolve()));
+  child.stdout.on('data', (d: Buffer) => {
+    if (Number.isNaN(firstByteMs)) firstByteMs = performance.now() - t0;
+    out += d.toString('utf8');
   });
+  child.stderr.on('data', (d: Buffer) => (err += d.toString('utf8')));
+  const outClosed = closed(child.stdout);
+  const errClosed = closed(child.stderr);
+  const status = await child.exited;
+  const fail = (what: string, code: number | null, signal: number | null, stderr: string) =>
+    new Error(`${what} exited ${code ?? `on signal ${signal}`} with output ${JSON.stringify(out)}: ${stderr.trim().slice(0, 500)}`);
+  if (status.code !== 0) throw fail(argv.join(' '), status.code, status.signal, err);
+  if (then) {
+    const next = spawnHelper(then);
+    let nextErr = '';
+    next.stdout.resume();
+    next.stderr.on('data', (d: Buffer) => (nextErr += d.toString('utf8')));
+    const s = await next.exited;
+    if (s.code !== 0) throw fail(then.join(' '), s.code, s.signal, nextErr);
+  }
+  await Promise.all([outClosed, errClosed]);
+  const exitMs = performance.now() - t0;
+  if (out === 'hi\n') return { firstByteMs, exitMs };
+  throw fail(argv.join(' '), status.code, status.signal, err);
 }

@@ -12,6 +12,7 @@ import { Keyring } from '../src/control/data/keyring.js';
 import { SigningKeys } from '../src/control/tokens/signing-keys.js';
 import { TokenService } from '../src/control/tokens/token-service.js';
 import { REPO_ROOT, TestCluster } from '../test/support/cluster.js';
+import { describeMachine } from './machine.js';
 import { summarize, type Stats } from './stats.js';
 
 const iterations = Number(process.argv[2] ?? 500);
@@ -121,5 +122,5 @@ host = host.sort((a, b) => a.in_mib_s - b.in_mib_s);
 const median = host[1]!;
 console.log(`data service, ${objectMiB} MiB from the host via the API: in ${median.in_mib_s} MiB/s, out ${median.out_mib_s} MiB/s (median of 3)`);
 console.log(`data service, ${objectMiB} MiB from inside a cell via its gateway: in ${cell.in_mib_s} MiB/s, out ${cell.out_mib_s} MiB/s`);
-const out = { date: new Date().toISOString(), tokens, object_mib: objectMiB, host_api: median, cell_gateway: cell };
+const out = { date: new Date().toISOString(), machine: describeMachine(), tokens, object_mib: objectMiB, host_api: median, cell_gateway: cell };
 writeFileSync(join(REPO_ROOT, 'bench/results/data.json'), JSON.stringify(out, null, 2) + '\n');

@@ -1,6 +1,12 @@
 // bench/network.ts: cost of prepare, attach (the assignment hot path) and destroy of cell networks, sequential, as root.
-// Run: npx tsc -p tsconfig.json && node dist/bench/network.js [count]   (default 40; a random agent prefix, cleaned up after)
+// Run: npx tsc -p tsconfig.json && node dist/bench/network.js [count]   (default 40; a random agent prefix, cleaned up
+// after; writes bench/results/network.json)
 import { randomBytes } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describeMachine } from './machine.js';
+import { summarize } from './stats.js';
+import { REPO_ROOT } from '../test/support/cluster.js';
 import { CellNetworkHost, type CellNetwork } from '../src/agent/network/cell-network.js';
 import { Ipam } from '../src/agent/network/ipam.js';
 import { reconcileNetworks } from '../src/agent/network/reconcile.js';
@@ -40,6 +46,8 @@ try {
   console.log(summary('prepare', prepare));
   console.log(summary('attach', attach));
   console.log(summary('destroy', destroy));
+  const out = { date: new Date().toISOString(), machine: describeMachine(), cells: count, prepare_ms: summarize(prepare), attach_ms: summarize(attach), destroy_ms: summarize(destroy) };
+  writeFileSync(join(REPO_ROOT, 'bench/results/network.json'), JSON.stringify(out, null, 2) + '\n');
 } finally {
   await host.close();
   await reconcileNetworks(prefix, []);

@@ -20,6 +20,8 @@ export function formatReport(r: BenchResults): string {
     latency('warm start runsc (API)', r.warm_start_runsc_ms),
     latency('cold start runc (API)', r.cold_start_ms),
     latency('wipe (exit → storage gone)', r.wipe_ms),
+    latency(`under load (${r.start_under_load_ms.clients} cl.), all`, r.start_under_load_ms.all),
+    latency(`under load (${r.start_under_load_ms.clients} cl.), warm`, r.start_under_load_ms.warm_only),
     latency('bare runc run, 1st byte', r.baseline_runc_run_ms, false),
     latency('bare runsc run, 1st byte', r.baseline_runsc_run_ms, false),
     latency('host fork+exec, 1st byte', r.baseline_fork_exec_ms, false),

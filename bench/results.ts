@@ -19,6 +19,13 @@ export const LATENCY_FIELDS = [
 export type BenchResults = Record<(typeof LATENCY_FIELDS)[number], Stats> & {
   /** ISO time the run started. */
   date: string;
+  /**
+   * Start latency while jobs run back to back (the throughput windows), beside the quiet warm_start_ms: every job of
+   * the peak level (most go cold: the pool drains), and the ones of that level that found a warm cell.
+   */
+  start_under_load_ms: { clients: number; all: Stats; warm_only: Stats; cold_fraction: number };
+  /** How each baseline was launched (the agent's spawn path, binary copy and flags). */
+  baseline_launch: Record<string, string>;
   /** warm_start_ms.p50 / baseline_runc_run_ms.p50 (both to the first output byte). */
   ratio_warm_to_runc_run: number;
   throughput_jobs_per_s: { peak: number; bottleneck_stage: string; levels: ThroughputLevel[] };

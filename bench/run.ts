@@ -8,7 +8,7 @@ import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { REPO_ROOT } from '../test/support/cluster.js';
-import { BareBundles, forkExec, type ProcessTiming } from './baselines.js';
+import { BareBundles, forkExec, LAUNCH, type ProcessTiming } from './baselines.js';
 import { renderChart } from './chart.js';
 import { Clusters, type PoolTarget } from './clusters.js';
 import { measureDensityLevel, perCellMiB, type DensityLevel } from './density.js';
@@ -143,6 +143,8 @@ async function main(): Promise<number> {
     baseline_runc_run_ms: baselineRunc,
     baseline_runsc_run_ms: firstByte(runscRun),
     baseline_fork_exec_ms: firstByte(fork),
+    start_under_load_ms: { clients: peak.clients, all: peak.first_byte_ms, warm_only: peak.first_byte_warm_ms, cold_fraction: peak.cold_fraction },
+    baseline_launch: LAUNCH,
     ratio_warm_to_runc_run: round(warmStart.p50 / baselineRunc.p50),
     throughput_jobs_per_s: { peak: peak.jobs_per_s, bottleneck_stage: peak.bottleneck_stage, levels: throughput },
     wipe_ms: summarize([...warmRunc.samples, ...cold.samples].map((s) => wipeMs(s.job))),
@@ -162,11 +164,11 @@ async function main(): Promise<number> {
       method: [
         'Every job runs ["/bin/echo","hi"] through the SDK from this process; the control plane and agent are separate processes (cleanroom up --detach).',
         'Start latency = runJob sent → its first onChunk: one HTTPS request (POST /v1/jobs?follow=true) on a kept-alive TLS connection whose response streams created, output and end events, as the SDK and `cleanroom run` do it.',
-        'Warm and cold series are sequential; before each sample the pool is back at its target and the previous cell is wiped. The refill started by the sample\'s own take runs alongside it (product behaviour). 1–2 unrecorded warm-up jobs per series.',
+        'Warm and cold series are sequential and quiet: before each sample the pool is back at its target and the previous cell is wiped (a best case). The refill started by the sample\'s own take runs alongside it (product behaviour). 1–2 unrecorded warm-up jobs per series. start_under_load_ms is the loaded case: the first-byte latency of every job in the peak throughput window, where jobs run back to back and the pool drains.',
         'stages_ms: the stages described in notes.stages, then every other duration the product puts in job.timings, as it reports them.',
         'Warm samples must report agent_cold 0 and cold samples agent_cold 1; the others are excluded and counted above.',
         'Cold = a cluster whose pool target is 0: the cell is prepared on the request path.',
-        'Baselines use a bundle built with the agent\'s own buildRootfs and cellSpec (same mounts, user namespace, seccomp, cgroup limits, runtime flags) with the command as the container process; times are to the first stdout byte (comparable to start latency) and to exit.',
+        'Baselines use a bundle built with the agent\'s own buildRootfs and cellSpec (same mounts, user namespace, seccomp, cgroup limits) with the command as the container process, launched as the agent launches the runtime (baseline_launch: posix_spawn, the sealed runc copy, the agent\'s runtime flags; runsc with its own network stack in a netns made beforehand); times are to the first stdout byte (comparable to start latency) and to exit.',
         'Wipe = the job\'s endedAt (stamped when the agent reports the exit) → its wipe receipt\'s finishedAt, warm and cold runc samples, 1 ms resolution. The agent wipes in this order: container, cell network, volume (key removed, unmounted, discarded, detached, deleted), then cgroup and directory; the receipt ends after the volume.',
         'Throughput = runc jobs ended within the window / (window, or until the last of their wipes finished if later), each client a separate SDK client running jobs back to back; the pool (target 4 runc) refills in the background.',
         'Density = MemAvailable drop with N idle runc cells (a cluster per level; reference = mean of before start and after stop); per_cell is the least-squares slope over the levels (0 = the cluster alone).',

@@ -7,7 +7,7 @@ import { CleanroomClient } from '../src/sdk/client.js';
 import type { TestCluster } from '../test/support/cluster.js';
 import { COMMAND } from './baselines.js';
 import { CpuMeter, coresUsed, type CpuParts } from './cpu.js';
-import { mean, round } from './stats.js';
+import { mean, round, summarize, type Stats } from './stats.js';
 import { awaitWipe, runTimedJob, wipeMs, type TimedJob } from './timed-job.js';
 
 /** ThroughputLevel is the result for one number of concurrent clients. */
@@ -20,6 +20,10 @@ export interface ThroughputLevel {
   failed: number;
   /** Share of jobs whose cell was prepared on the request path. */
   cold_fraction: number;
+  /** Start latency under this load (create request → first output byte at the client), every counted job. */
+  first_byte_ms: Stats;
+  /** The same, only the jobs that found a warm cell (agent_cold 0). */
+  first_byte_warm_ms: Stats;
   /** Mean per-job time of each lifecycle stage (ms); prepare counts for every job, warm (background) or cold. */
   mean_stage_ms: { client_first_byte: number; client_end: number; agent_prepare: number; agent_assign: number; wipe: number; api_run_relay: number };
   /** Average cores used during the window, by part of the system. */
@@ -92,6 +96,8 @@ export async function measureThroughput(cluster: TestCluster, clients: number, d
     jobs_per_s: round(done.length / seconds),
     failed,
     cold_fraction: round(done.filter((s) => s.job.timings.agent_cold === 1).length / Math.max(1, done.length)),
+    first_byte_ms: summarize(done.map((s) => s.firstByteMs)),
+    first_byte_warm_ms: summarize(done.filter((s) => s.job.timings.agent_cold === 0).map((s) => s.firstByteMs)),
     mean_stage_ms: { client_first_byte: t((s) => s.firstByteMs), client_end: t((s) => s.endMs), ...lifecycle },
     cpu_cores: cpu,
     bottleneck_stage: Object.entries(lifecycle).sort((a, b) => b[1] - a[1])[0]?.[0] ?? 'none',

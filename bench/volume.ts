@@ -1,6 +1,10 @@
 // bench/volume.ts measures prepare and wipe of per-cell encrypted volumes (median and p95 per phase and step).
-// Usage: node dist/bench/volume.js [iterations=50] [sizeMiB=256]   (as root)
-import { mkdtempSync, rmSync } from 'node:fs';
+// Usage: node dist/bench/volume.js [iterations=50] [sizeMiB=256]   (as root; writes bench/results/volume.json)
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describeMachine } from './machine.js';
+import { summarize } from './stats.js';
+import { REPO_ROOT } from '../test/support/cluster.js';
 import { prepareVolume, wipeVolume, type Step } from '../src/agent/storage/volume.js';
 import { reconcileVolumes } from '../src/agent/storage/reconcile.js';
 
@@ -50,6 +54,9 @@ try {
   for (const [step, samples] of prepareSteps) row(`  ${step}`, samples);
   row('wipeVolume', wipeMs);
   for (const [step, samples] of wipeSteps) row(`  ${step}`, samples);
+  const steps = (m: Map<string, number[]>) => Object.fromEntries([...m].map(([k, v]) => [k, summarize(v)]));
+  const out = { date: new Date().toISOString(), machine: describeMachine(), size_mib: sizeBytes / 1024 / 1024, prepare_ms: summarize(prepareMs), wipe_ms: summarize(wipeMs), prepare_steps_ms: steps(prepareSteps), wipe_steps_ms: steps(wipeSteps) };
+  writeFileSync(join(REPO_ROOT, 'bench/results/volume.json'), JSON.stringify(out, null, 2) + '\n');
 } finally {
   await reconcileVolumes(root, []);
   rmSync(root, { recursive: true, force: true });

@@ -3,9 +3,12 @@
 set -eu
 cd "$(dirname "$0")/.."
 mkdir -p build
+# Node-API headers from the npm package (a dev dependency): a fresh machine need not carry Node's own headers.
+NAPI=node_modules/node-api-headers/include
+[ -f "$NAPI/node_api.h" ] || NAPI=/usr/include/node
 gcc -static -Os -s -Wall -Wextra -o build/cell-init native/cell-init/cell-init.c
 if [ -f native/fscrypt/fscrypt.c ]; then
-  gcc -shared -fPIC -O2 -Wall -I/usr/include/node -o build/fscrypt.node native/fscrypt/fscrypt.c
+  gcc -shared -fPIC -O2 -Wall -I"$NAPI" -o build/fscrypt.node native/fscrypt/fscrypt.c
 fi
-gcc -shared -fPIC -O2 -Wall -Wextra -I/usr/include/node -o build/netlink.node native/netlink/netlink.c
-gcc -shared -fPIC -O2 -Wall -Wextra -I/usr/include/node -o build/runtime.node native/runtime/runtime.c
+gcc -shared -fPIC -O2 -Wall -Wextra -I"$NAPI" -o build/netlink.node native/netlink/netlink.c
+gcc -shared -fPIC -O2 -Wall -Wextra -I"$NAPI" -o build/runtime.node native/runtime/runtime.c

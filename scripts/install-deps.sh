@@ -3,6 +3,14 @@
 set -eu
 cd "$(dirname "$0")/.."
 
+# Node.js >= 20 (Debian 12's own is 18): machines of this kind carry it; say so plainly where it is missing.
+node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+if [ "$node_major" -lt 20 ]; then
+  echo "Cleanroom needs Node.js >= 20 (found: $(node --version 2>/dev/null || echo none)); Debian 12's nodejs is 18." >&2
+  echo "Install Node.js 20 (e.g. the nodejs 20 package your distribution channel offers), then run this again." >&2
+  exit 1
+fi
+
 missing=""
 want() { # want COMMAND-OR-PATH PACKAGE
   case "$1" in
@@ -21,6 +29,8 @@ want gcc gcc
 want /usr/include/stdio.h libc6-dev
 want /usr/bin/python3 python3
 want openssl openssl
+want ps procps
+want sysctl procps
 want useradd passwd
 if [ -n "$missing" ]; then
   echo "installing Debian packages:$missing"

@@ -24,6 +24,12 @@ test('the benchmark runs end to end in smoke mode and reports every field', { ti
   assert.ok(Number.isFinite(r.ratio_warm_to_runc_run) && r.ratio_warm_to_runc_run > 0);
   assert.ok(r.throughput_jobs_per_s.peak > 0 && r.throughput_jobs_per_s.levels.length > 0);
   assert.ok(r.throughput_jobs_per_s.levels.every((l) => l.failed === 0 && l.completed > 0));
+  // Start latency under load beside the quiet figure, and how every baseline was launched.
+  assert.ok(r.start_under_load_ms.all.n > 0 && r.start_under_load_ms.all.p50 > 0, `start_under_load_ms: ${JSON.stringify(r.start_under_load_ms)}`);
+  assert.equal(r.start_under_load_ms.clients, r.throughput_jobs_per_s.levels.find((l) => l.jobs_per_s === r.throughput_jobs_per_s.peak)?.clients);
+  assert.deepEqual(Object.keys(r.baseline_launch).sort(), ['fork_exec', 'runc', 'runsc', 'spawn']);
+  assert.match(r.baseline_launch.runc!, /sealed/);
+  assert.match(r.baseline_launch.runsc!, /--network=sandbox/);
   assert.ok(Number.isFinite(r.idle_cell_memory_mib.per_cell));
   assert.ok(r.idle_cell_memory_mib.levels.some((l) => l.cells > 0 && l.warm_start_ms.n > 0));
   for (const series of ['warm_runc', 'warm_runsc', 'cold_runc', 'cold_runsc'] as const) {

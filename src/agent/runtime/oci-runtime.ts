@@ -24,23 +24,13 @@ export class OciRuntime implements CellRuntime {
   constructor(opts: OciRuntimeOptions) {
     this.name = opts.name;
     this.binary = opts.binary ?? opts.name;
-    this.globalFlags =
-      opts.name === 'runsc'
-        ? // ptrace: no KVM here. network=sandbox: gVisor's own network stack runs in the sandbox and takes over the
-          // cell's prepared netns (network=host fails with a user namespace: "error converting mounts").
-          // oci-seccomp: enforce the spec's seccomp profile inside the sandbox too.
-          ['--root', opts.stateRoot, '--platform=ptrace', '--network=sandbox', '--oci-seccomp']
-        : ['--root', opts.stateRoot];
+    this.globalFlags = runtimeFlags(opts.name, opts.stateRoot);
   }
 
-  // runsc 20221219 decides it is in the host's network namespace when /proc/sys/net/core/rmem_default exists, which on
-  // newer kernels it does in every netns (gVisor issue 10704), and then refuses to start. `start` is where it reads the
-  // cell's netns, so only `start` runs in a private mount namespace with /proc/sys/net hidden; the sandbox itself was
-  // made by `create`. Cells always name a netns the agent made, never the host's.
+  // `start` is where runsc reads the cell's netns, so only `start` runs with /proc/sys/net hidden (see
+  // withNetSysctlsHidden); the sandbox itself was made by `create`. Cells always name a netns the agent made.
   private runscStartCommand(id: string): string[] {
-    const start = [this.binary, ...this.globalFlags, 'start', id];
-    const script = 'mount -t tmpfs -o ro,size=4k,mode=555 cleanroom-no-net-sysctl /proc/sys/net && exec "$@"';
-    return ['unshare', '--mount', '--propagation', 'private', 'sh', '-c', script, 'runsc-start', ...start];
+    return withNetSysctlsHidden([this.binary, ...this.globalFlags, 'start', id]);
   }
 
   async create(id: string, bundle: string, stdinFd: number): Promise<CreatedContainer> {
@@ -81,4 +71,24 @@ export class OciRuntime implements CellRuntime {
     const parsed = JSON.parse(out.trim() || 'null') as Array<{ id: string }> | null;
     return (parsed ?? []).map((c) => c.id);
   }
+}
+
+/** runtimeFlags are the global flags every call of a runtime gets (the benchmark's baselines use the same). */
+export function runtimeFlags(name: Runtime, stateRoot: string): string[] {
+  return name === 'runsc'
+    ? // ptrace: no KVM here. network=sandbox: gVisor's own network stack runs in the sandbox and takes over the
+      // cell's prepared netns (network=host fails with a user namespace: "error converting mounts").
+      // oci-seccomp: enforce the spec's seccomp profile inside the sandbox too.
+      ['--root', stateRoot, '--platform=ptrace', '--network=sandbox', '--oci-seccomp']
+    : ['--root', stateRoot];
+}
+
+/**
+ * withNetSysctlsHidden wraps argv to run in a private mount namespace with /proc/sys/net hidden. runsc 20221219 decides
+ * it is in the host's network namespace when /proc/sys/net/core/rmem_default exists, which on newer kernels it does in
+ * every netns (gVisor issue 10704), and then refuses to start with its own network stack.
+ */
+export function withNetSysctlsHidden(argv: readonly string[]): string[] {
+  const script = 'mount -t tmpfs -o ro,size=4k,mode=555 cleanroom-no-net-sysctl /proc/sys/net && exec "$@"';
+  return ['unshare', '--mount', '--propagation', 'private', 'sh', '-c', script, 'runsc-start', ...argv];
 }
