@@ -38,14 +38,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/capability.h>
+#include <grp.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define MAX_ASSIGNMENT (1u << 20)
-#define MAX_FILE (64u * 1024)
+#define MAX_ASSIGNMENT (1u << 20) /* src/shared/wire.ts MAX_ASSIGNMENT_BYTES */
+#define MAX_FILE (64u * 1024) /* src/shared/wire.ts MAX_CELL_FILE_BYTES */
 #define FILES_DIR "/run/cleanroom"
+#define WORKLOAD_ID 1000 /* src/agent/runtime/spec.ts WORKLOAD_UID */
 
 static int sigchld_pipe[2];
 
@@ -212,7 +217,55 @@ static void exec_workload(char **argv, char **envp) {
   errno = saved;
 }
 
+/*
+ * Identity. Init is started as the cell's root (uid and gid 0 of the cell's user namespace, an unprivileged host
+ * uid) holding only CAP_SETUID, CAP_SETGID and CAP_SETPCAP. It acts as the workload user at once (effective ids 1000,
+ * so the files it places belong to the workload) but keeps real and saved uid 0: the workload, uid 1000 with no
+ * capability, then cannot signal, trace or open init (kill and ptrace need a matching real or saved uid, or a
+ * capability). The workload's child drops every capability, from the bounding set too, and all of its ids become
+ * 1000 before execve; init then gives up its own capabilities for good. Raw syscalls: they act on this task only,
+ * which is what the vfork child needs.
+ */
+static void act_as_workload(void) {
+  if (getuid() != 0) return; /* started as the workload user: nothing to separate */
+  if (syscall(SYS_setresgid, -1, WORKLOAD_ID, -1) != 0 || syscall(SYS_setresuid, -1, WORKLOAD_ID, -1) != 0) fail("setresuid");
+}
+
+static int become_workload(void) {
+  if (getuid() != 0) return 0;
+  if (syscall(SYS_setresuid, -1, 0, -1) != 0) return -1; /* effective capabilities back, from the permitted set */
+  for (int cap = 0; cap < 64; cap++) {
+    if (syscall(SYS_prctl, PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EINVAL) return -1;
+  }
+  if (syscall(SYS_setgroups, 0, NULL) != 0) return -1;
+  if (syscall(SYS_setresgid, WORKLOAD_ID, WORKLOAD_ID, WORKLOAD_ID) != 0) return -1;
+  return (int)syscall(SYS_setresuid, WORKLOAD_ID, WORKLOAD_ID, WORKLOAD_ID); /* clears every capability */
+}
+
+static void drop_capabilities(void) {
+  struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
+  struct __user_cap_data_struct data[2] = {{0, 0, 0}, {0, 0, 0}};
+  if (syscall(SYS_capset, &hdr, data) != 0) fail("capset");
+}
+
+/* set_catchable_signals sets every signal but SIGKILL, SIGSTOP and SIGCHLD (init's own) to `disposition`. */
+static void set_catchable_signals(void (*disposition)(int)) {
+  for (int sig = 1; sig < NSIG; sig++) {
+    if (sig == SIGKILL || sig == SIGSTOP || sig == SIGCHLD) continue;
+    signal(sig, disposition);
+  }
+}
+
 int main(void) {
+  /* Init runs as the workload's uid, so without this the workload could open /proc/1/mem read-write, read init's
+     environ and fds, or ptrace it: a non-dumpable process's /proc entries belong to root and ptrace access needs
+     CAP_SYS_PTRACE, which no process of a cell has. (Signals from inside are already ignored: init is PID 1 of the
+     cell's pid namespace and handles only SIGCHLD.) The workload gets its own flag back at execve. */
+  if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) fail("prctl(PR_SET_DUMPABLE)");
+  /* The kernel drops signals sent to a pid namespace's init from inside it unless init handles them; gVisor delivers
+     them, so init ignores every catchable signal itself (the workload gets default dispositions back before execve). */
+  set_catchable_signals(SIG_IGN);
+  act_as_workload();
   /* fd 0 is the read end of a FIFO the agent holds; it may arrive non-blocking. */
   int fl = fcntl(0, F_GETFL);
   if (fl >= 0) fcntl(0, F_SETFL, fl & ~O_NONBLOCK);
@@ -287,6 +340,11 @@ int main(void) {
     dup2(out[1], 1);
     dup2(err[1], 2);
     signal(SIGCHLD, SIG_DFL);
+    set_catchable_signals(SIG_DFL);
+    if (become_workload() != 0) {
+      dprintf(2, "cleanroom: cannot take the workload's identity: %s\n", strerror(errno));
+      _exit(126);
+    }
     if (enter_dir(cwd) != 0) {
       dprintf(2, "cleanroom: cannot use working directory %s: %s\n", cwd, strerror(errno));
       _exit(126);
@@ -297,6 +355,7 @@ int main(void) {
     dprintf(2, "cleanroom: cannot run %s: %s\n", argv[0], what);
     _exit(e == ENOENT ? 127 : 126);
   }
+  if (getuid() == 0) drop_capabilities(); /* the only use of them was the child's change of identity */
   close(out[1]);
   close(err[1]);
   char started[32];

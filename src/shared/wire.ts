@@ -33,6 +33,24 @@ export interface WorkloadCredentials {
   expiresAt: string;
 }
 
+/**
+ * MAX_ASSIGNMENT_BYTES is the largest assignment cell init accepts: its command, env and cwd, each NUL-terminated, plus
+ * 8 bytes of counts (native/cell-init/cell-init.c MAX_ASSIGNMENT; a unit test keeps the two equal).
+ */
+export const MAX_ASSIGNMENT_BYTES = 1 << 20;
+/** MAX_CELL_FILE_BYTES is the largest file (a token, hosts) cell init accepts (cell-init.c MAX_FILE). */
+export const MAX_CELL_FILE_BYTES = 64 * 1024;
+/** PLATFORM_ENV_RESERVE_BYTES is kept in an assignment for the env the platform adds (PATH, CLEANROOM_*…). */
+export const PLATFORM_ENV_RESERVE_BYTES = 4096;
+
+/** assignmentBytes is the size cell init sees of a workload's command, env and cwd (without the platform's env). */
+export function assignmentBytes(command: readonly string[], env: Readonly<Record<string, string>>, cwd: string): number {
+  let n = 8 + Buffer.byteLength(cwd) + 1;
+  for (const a of command) n += Buffer.byteLength(a) + 1;
+  for (const [k, v] of Object.entries(env)) n += Buffer.byteLength(k) + Buffer.byteLength(v) + 2;
+  return n;
+}
+
 /** DATA_SERVICE_NAME is the name cells use for the data service; it resolves to their gateway, which forwards to it. */
 export const DATA_SERVICE_NAME = 'data.cleanroom.internal';
 

@@ -1,7 +1,11 @@
 // The agent's decoder of cell output refuses malformed or oversized frames and survives arbitrary chunking.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { encodeAssignment, encodeFile, encodeStart, FrameDecoder, MAX_FRAME_BYTES } from '../../src/agent/cells/frames.js';
+import { assignmentBytes, MAX_ASSIGNMENT_BYTES, MAX_CELL_FILE_BYTES } from '../../src/shared/wire.js';
+import { REPO_ROOT } from '../support/cluster.js';
 
 function frame(type: string, data: string | Buffer): Buffer {
   const body = Buffer.from(data);
@@ -58,4 +62,19 @@ test('the start message is an empty CRS1 message; files are CRF1 with mode and n
   assert.equal(f.readUInt32LE(8), 0o400);
   assert.equal(f.subarray(12).toString(), 'token\0abc');
   assert.throws(() => encodeFile('.hidden', 0o400, ''), /bad cell file name/);
+});
+
+test('the size limits of the cell protocol are the same on both sides (wire.ts and cell-init.c)', () => {
+  const c = readFileSync(join(REPO_ROOT, 'native/cell-init/cell-init.c'), 'utf8');
+  const define = (name: string) => {
+    const m = new RegExp(`#define ${name} \\((\\d+)u(?: << (\\d+)| \\* (\\d+))\\)`).exec(c);
+    assert.ok(m, `cell-init.c defines ${name}`);
+    return m[2] ? Number(m[1]) << Number(m[2]) : Number(m[1]) * Number(m[3]);
+  };
+  assert.equal(define('MAX_ASSIGNMENT'), MAX_ASSIGNMENT_BYTES);
+  assert.equal(define('MAX_FILE'), MAX_CELL_FILE_BYTES);
+  // What the control plane counts is what the agent encodes.
+  const command = ['sh', '-c', 'echo é'];
+  const env = { A: '1', LONG: 'x'.repeat(1000) };
+  assert.equal(assignmentBytes(command, env, '/work/dir'), encodeAssignment(command, env, '/work/dir').length - 8);
 });

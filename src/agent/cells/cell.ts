@@ -1,5 +1,6 @@
 /** Cell is one single-use confined container: prepared without tenant data, assigned once, then wiped. */
-import { closeSync, constants, mkdirSync, openSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, constants, mkdirSync, openSync, rmSync, writeFileSync } from 'node:fs';
+import { Socket } from 'node:net';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { JobEnd, JobSpec, WipeReceipt, WorkloadCredentials } from '../../shared/wire.js';
@@ -13,7 +14,7 @@ import type { SizeClass } from './size-class.js';
 import type { CellNetwork, CellNetworkHost } from '../network/cell-network.js';
 import type { CellAddress, Ipam } from '../network/ipam.js';
 import type { GatewayServices } from '../gateway/gateway-services.js';
-import { DATA_SERVICE_NAME } from '../../shared/wire.js';
+import { DATA_SERVICE_NAME, MAX_ASSIGNMENT_BYTES, MAX_CELL_FILE_BYTES } from '../../shared/wire.js';
 
 /** CellState is where a cell is in its life. */
 export type CellState = 'preparing' | 'warm' | 'assigned' | 'exited' | 'wiping' | 'wiped';
@@ -58,6 +59,9 @@ export interface CellEvents {
 /** SANDBOX_SUBNET is the address allocator's key for the subnet gVisor cells share (workspace ids never look like it). */
 const SANDBOX_SUBNET = 'shared:runsc';
 
+/** CONTROL_QUEUE_LIMIT bounds what waits for a cell to read its control FIFO: the largest assignment and its files. */
+const CONTROL_QUEUE_LIMIT = MAX_ASSIGNMENT_BYTES + 4 * MAX_CELL_FILE_BYTES;
+
 const WIPE_BUSY_RETRIES = 10;
 const WIPE_BUSY_DELAY_MS = 100;
 
@@ -70,7 +74,8 @@ export class Cell {
   private readonly dir: string;
   private readonly cgroup: CellCgroup;
   private container: CreatedContainer | null = null;
-  private controlFd: number | null = null;
+  /** The agent's end of the cell's control FIFO: non-blocking, so a cell that stops reading never stalls the agent. */
+  private control: Socket | null = null;
   /** When cell init was told to start the workload. */
   private handedOverAt = 0;
   private job: JobSpec | null = null;
@@ -120,7 +125,10 @@ export class Cell {
     const fifo = join(this.dir, 'control');
     makeFifo(fifo, 0o600);
     // We hold the FIFO read-write so it never reports EOF to init while we live; init gets a read-only end.
-    this.controlFd = openSync(fifo, constants.O_RDWR);
+    const controlFd = openSync(fifo, constants.O_RDWR);
+    this.control = new Socket({ fd: controlFd, readable: false, writable: true });
+    // Writes to a cell that refused its input and exited are dropped with the cell; nothing to report here.
+    this.control.on('error', () => {});
     const initFd = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
     const c = this.sizeClass;
     writeFileSync(
@@ -160,7 +168,7 @@ export class Cell {
    * up and places the files, then tells init to start the workload. Precondition: warm.
    */
   async assign(job: JobSpec, credentials: WorkloadCredentials, events: CellEvents): Promise<void> {
-    if (this.state !== 'warm' || this.controlFd === null) throw new Error(`cell ${this.id} is ${this.state}, not warm`);
+    if (this.state !== 'warm' || this.control === null) throw new Error(`cell ${this.id} is ${this.state}, not warm`);
     const t0 = performance.now();
     this.state = 'assigned';
     this.job = job;
@@ -182,13 +190,15 @@ export class Cell {
       CLEANROOM_DATA_URL: gateway.dataUrl,
       CLEANROOM_CA_FILE: CELL_CA_FILE,
     };
-    writeSync(
-      this.controlFd,
+    const assignment = encodeAssignment(job.command, env, job.cwd);
+    // The control plane refuses larger jobs; a cell would refuse this one and end (never block: the write is queued).
+    if (assignment.length - 8 > MAX_ASSIGNMENT_BYTES) throw new Error(`the job's command, env and cwd encode to ${assignment.length - 8} bytes; cells accept at most ${MAX_ASSIGNMENT_BYTES}`);
+    this.sendControl(
       Buffer.concat([
         encodeFile('token', 0o400, credentials.token),
         encodeFile('hosts', 0o444, `127.0.0.1 localhost cell\n${gw ? `${gw} ${DATA_SERVICE_NAME}\n` : ''}`),
         encodeFile('resolv.conf', 0o444, gw ? `nameserver ${gw}\noptions timeout:2 attempts:2\n` : ''),
-        encodeAssignment(job.command, env, job.cwd),
+        assignment,
       ]),
     );
     if (this.network && this.address) {
@@ -198,8 +208,8 @@ export class Cell {
       Object.assign(this.timings, this.network.attachTimings);
     }
     this.cgroup.limit(job.memoryBytes, job.cpu);
-    if (this.state !== 'assigned' || this.controlFd === null) throw new Error(`cell ${this.id} ended during assignment`);
-    writeSync(this.controlFd, encodeStart());
+    if (this.state !== 'assigned' || this.control === null) throw new Error(`cell ${this.id} ended during assignment`);
+    this.sendControl(encodeStart());
     this.handedOverAt = performance.now();
     this.timers.push(setTimeout(() => void this.stop('timeout'), job.timeoutSeconds * 1000));
     this.timings.assign_ms = performance.now() - t0;
@@ -207,12 +217,23 @@ export class Cell {
 
   /** refreshCredentials replaces the workload's token file (atomically, by cell init) with a fresh token. */
   refreshCredentials(credentials: WorkloadCredentials): void {
-    if (this.state !== 'assigned' || this.controlFd === null) return;
-    try {
-      writeSync(this.controlFd, encodeFile('token', 0o400, credentials.token));
-    } catch {
-      // The cell is ending; its token is revoked with it.
+    if (this.state !== 'assigned' || this.control === null) return;
+    this.sendControl(encodeFile('token', 0o400, credentials.token));
+  }
+
+  /**
+   * sendControl queues bytes for cell init. libuv writes at once what the FIFO takes and the rest when init reads, so
+   * the agent's thread never waits on a cell. A cell that leaves more than CONTROL_QUEUE_LIMIT unread is stopped.
+   */
+  private sendControl(bytes: Buffer): void {
+    const control = this.control;
+    if (!control || control.destroyed) return;
+    if (control.writableLength + bytes.length > CONTROL_QUEUE_LIMIT) {
+      this.protocolError = `the cell left ${control.writableLength} bytes of its control channel unread`;
+      void this.runtime.delete(this.name).catch(() => {});
+      return;
     }
+    control.write(bytes);
   }
 
   /** stop ends the workload early; the end is reported once the cell's output closes. */
@@ -289,8 +310,8 @@ export class Cell {
     const t0 = performance.now();
     this.state = 'wiping';
     for (const t of this.timers) clearTimeout(t);
-    if (this.controlFd !== null) closeSync(this.controlFd);
-    this.controlFd = null;
+    this.control?.destroy();
+    this.control = null;
     await this.runtime.delete(this.name);
     this.container?.stdio.stdout.destroy();
     this.container?.stdio.stderr.destroy();

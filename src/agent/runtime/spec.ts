@@ -36,6 +36,8 @@ export interface CellSpecInput {
 }
 
 const CPU_PERIOD_US = 100_000;
+/** INIT_CAPS are cell init's capabilities inside the cell's user namespace until the workload starts. */
+const INIT_CAPS = ['CAP_SETUID', 'CAP_SETGID', 'CAP_SETPCAP'];
 
 /** cellSpec returns the OCI spec of a cell whose init waits for an assignment. */
 export function cellSpec(i: CellSpecInput): Record<string, unknown> {
@@ -45,11 +47,15 @@ export function cellSpec(i: CellSpecInput): Record<string, unknown> {
     ociVersion: '1.0.2',
     process: {
       terminal: false,
-      user: { uid: WORKLOAD_UID, gid: WORKLOAD_UID, additionalGids: [] },
+      // Cell init runs as the cell's root with only the capabilities it needs to start the workload as WORKLOAD_UID
+      // with none at all; then it drops them too. A different real uid is what keeps the workload from signalling,
+      // tracing or opening init (native/cell-init: act_as_workload, become_workload).
+      user: { uid: 0, gid: 0, additionalGids: [] },
       args: ['/.cr/init'],
-      env: ['PATH=/usr/local/bin:/usr/bin:/bin'],
+      // Init needs no environment (the workload's comes with its assignment); gVisor lets a workload read init's.
+      env: [],
       cwd: '/',
-      capabilities: { bounding: [], effective: [], inheritable: [], permitted: [], ambient: [] },
+      capabilities: { bounding: INIT_CAPS, effective: INIT_CAPS, inheritable: [], permitted: INIT_CAPS, ambient: [] },
       rlimits: [
         { type: 'RLIMIT_NOFILE', hard: i.nofile, soft: i.nofile },
         { type: 'RLIMIT_CORE', hard: 0, soft: 0 },

@@ -2,7 +2,7 @@
 import { posix } from 'node:path';
 import { z } from 'zod';
 import { ApiError } from '../../shared/errors.js';
-import { RUNTIMES, type Runtime, type WorkloadSpec } from '../../shared/wire.js';
+import { assignmentBytes, MAX_ASSIGNMENT_BYTES, PLATFORM_ENV_RESERVE_BYTES, RUNTIMES, type Runtime, type WorkloadSpec } from '../../shared/wire.js';
 import type { DataGrant, Workspace } from '../model.js';
 import { prefixProblem } from '../data/object-key.js';
 
@@ -83,7 +83,13 @@ export function resolveJobRequest(req: JobRequest, ws: Workspace, d: JobDefaults
   if (!(diskBytes >= 16 * 1024 * 1024 && diskBytes <= ws.maxDiskBytes)) {
     throw new ApiError('limit_exceeded', `diskMiB must be between 16 and ${ws.maxDiskBytes / 1024 / 1024} (workspace limit); got ${diskBytes / 1024 / 1024}`);
   }
-  return { command: req.command, env: req.env ?? {}, cwd: resolveCwd(req.cwd), cpu, memoryBytes, timeoutSeconds, diskBytes, runtime: runtime as Runtime, dataGrants: resolveGrants(req.data ?? []) };
+  const cwd = resolveCwd(req.cwd);
+  // What a cell accepts in one assignment (with room for the platform's env): checked here, where it can be refused
+  // clearly, rather than in the cell.
+  const bytes = assignmentBytes(req.command, req.env ?? {}, cwd);
+  const most = MAX_ASSIGNMENT_BYTES - PLATFORM_ENV_RESERVE_BYTES;
+  if (bytes > most) throw new ApiError('payload_too_large', `command, env and cwd together take ${bytes} bytes in the cell; at most ${most} are accepted: pass large inputs as a data object instead`);
+  return { command: req.command, env: req.env ?? {}, cwd, cpu, memoryBytes, timeoutSeconds, diskBytes, runtime: runtime as Runtime, dataGrants: resolveGrants(req.data ?? []) };
 }
 
 function resolveGrants(grants: DataGrant[]): DataGrant[] {
