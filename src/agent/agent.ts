@@ -11,6 +11,9 @@ import { pickSizeClass, sizeClassesFromConfig, type SizeClass } from './cells/si
 /** Logger is the small logging surface the agent needs. */
 export type Logger = (msg: string, extra?: object) => void;
 
+/** BACKPRESSURE_POLL_MS is how often a congested channel is checked for room. */
+const BACKPRESSURE_POLL_MS = 20;
+
 /** FINAL_REPORTS_KEPT bounds the final reports kept for replay after a reconnect. */
 const FINAL_REPORTS_KEPT = 1000;
 
@@ -30,6 +33,9 @@ export class Agent {
   private unwiped = 0;
   private readonly classes: SizeClass[];
   private stopping = false;
+  /** Cells whose output is paused until the channel to the control plane drains. */
+  private readonly paused = new Set<Cell>();
+  private drainTimer: NodeJS.Timeout | null = null;
 
   constructor(
     readonly agentId: string,
@@ -125,14 +131,28 @@ export class Agent {
     const tTaken = performance.now();
     this.running.set(job.jobId, cell);
     this.unwiped++;
+    let forwarded = 0;
+    let dropped = 0;
     try {
       await cell.assign(job, credentials, {
-        output: (stream, data) => this.channel.send({ type: 'job.output', jobId: job.jobId, stream, data: data.toString('base64') }),
+        output: (stream, data) => {
+          // Past the job's output limit, output is counted and dropped; the end says how much.
+          const room = Math.max(0, job.outputLimitBytes - forwarded);
+          if (data.length > room) {
+            dropped += data.length - room;
+            data = data.subarray(0, room);
+          }
+          if (data.length === 0) return;
+          forwarded += data.length;
+          this.channel.send({ type: 'job.output', jobId: job.jobId, stream, data: data.toString('base64') });
+          if (this.channel.congested()) this.pause(cell);
+        },
         ended: (end, timings) => {
+          this.paused.delete(cell);
           this.running.delete(job.jobId);
           this.recentCells.set(cell.id, job.jobId);
           if (this.recentCells.size > 1000) this.recentCells.delete(this.recentCells.keys().next().value!);
-          const msg: AgentToControl = { type: 'job.ended', jobId: job.jobId, end, timings: rounded(timings) };
+          const msg: AgentToControl = { type: 'job.ended', jobId: job.jobId, end, timings: rounded(timings), outputDroppedBytes: dropped };
           this.keepFinal(job.jobId, msg);
           this.channel.send(msg);
         },
@@ -160,6 +180,19 @@ export class Agent {
       cellId: cell.id,
       timings: rounded({ take_ms: tTaken - t0, assign_ms: performance.now() - tTaken, cold: cold ? 1 : 0 }),
     });
+  }
+
+  /** pause stops reading a cell's output until the channel drains (checked every BACKPRESSURE_POLL_MS). */
+  private pause(cell: Cell): void {
+    cell.pauseOutput();
+    this.paused.add(cell);
+    this.drainTimer ??= setInterval(() => {
+      if (this.channel.congested() && this.paused.size > 0) return;
+      for (const c of this.paused) c.resumeOutput();
+      this.paused.clear();
+      clearInterval(this.drainTimer!);
+      this.drainTimer = null;
+    }, BACKPRESSURE_POLL_MS);
   }
 
   private fail(job: JobSpec, message: string): void {

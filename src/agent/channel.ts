@@ -13,11 +13,14 @@ export interface ChannelTls {
 const MAX_BACKOFF_MS = 5000;
 /** OUTBOX_LIMIT bounds what is queued while disconnected; job ends are always kept. */
 const OUTBOX_LIMIT = 10_000;
+/** HIGH_WATER_BYTES: past this much unsent (socket buffer or outbox), the channel is congested and cells are paused. */
+const HIGH_WATER_BYTES = 4 * 1024 * 1024;
 
 /** ControlChannel emits 'message' (ControlToAgent), 'open' and 'close'. */
 export class ControlChannel extends EventEmitter {
   private ws: WebSocket | null = null;
   private outbox: AgentToControl[] = [];
+  private outboxBytes = 0;
   private backoffMs = 100;
   private closed = false;
 
@@ -39,6 +42,7 @@ export class ControlChannel extends EventEmitter {
       this.backoffMs = 100;
       for (const m of this.greeting()) ws.send(JSON.stringify(m));
       const queued = this.outbox.splice(0);
+      this.outboxBytes = 0;
       for (const m of queued) ws.send(JSON.stringify(m));
       this.emit('open');
     });
@@ -65,7 +69,16 @@ export class ControlChannel extends EventEmitter {
       this.ws.send(JSON.stringify(msg));
       return;
     }
-    if (this.outbox.length < OUTBOX_LIMIT || msg.type === 'job.ended') this.outbox.push(msg);
+    if (this.outbox.length < OUTBOX_LIMIT || msg.type === 'job.ended' || msg.type === 'job.wiped') {
+      this.outbox.push(msg);
+      if (msg.type === 'job.output') this.outboxBytes += msg.data.length;
+    }
+  }
+
+  /** congested says whether output should wait: too much is unsent, on the socket or queued while disconnected. */
+  congested(): boolean {
+    if (this.ws?.readyState === WebSocket.OPEN) return this.ws.bufferedAmount > HIGH_WATER_BYTES;
+    return this.outboxBytes > HIGH_WATER_BYTES;
   }
 
   /** flushed resolves once everything sent so far has left the socket (or after timeoutMs). */

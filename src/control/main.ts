@@ -8,7 +8,7 @@ import { SqliteStore } from './store/sqlite-store.js';
 import { AgentHub } from './agents/agent-hub.js';
 import { buildApiServer, buildDataServer } from './api/server.js';
 import { loadKek } from './data/keyring.js';
-import { createServices } from './services.js';
+import { createServices, type ControlServices } from './services.js';
 
 async function main(): Promise<void> {
   const { values } = parseArgs({ options: { 'data-dir': { type: 'string' } } });
@@ -33,6 +33,7 @@ async function main(): Promise<void> {
   await app.listen({ host: config.control.host, port: config.control.apiPort });
   await data.listen({ host: config.control.host, port: config.control.dataPort });
   log('control plane listening', { api: app.server.address(), data: data.server.address(), agentPort });
+  startRetention(services.jobs, config.limits.retentionDays * 86_400_000, log);
 
   let stopping = false;
   const stop = async () => {
@@ -54,3 +55,17 @@ main().catch((e: Error) => {
   process.stderr.write(`cleanroom control plane: ${e.message}\n`);
   process.exit(1);
 });
+
+/** RETENTION_SWEEP_MAX_MS bounds how long an expired job's output waits for the sweep that shreds it. */
+const RETENTION_SWEEP_MAX_MS = 3600_000;
+
+/** startRetention crypto-shreds the output and records of jobs past retention, at start and then periodically. */
+function startRetention(jobs: ControlServices['jobs'], retentionMs: number, log: (msg: string, extra?: object) => void): void {
+  const sweep = () =>
+    jobs.expireEnded(retentionMs).then(
+      (n) => n > 0 && log('retention: jobs shredded', { jobs: n }),
+      (e: Error) => log('retention sweep failed', { error: e.message }),
+    );
+  void sweep();
+  setInterval(sweep, Math.max(1000, Math.min(RETENTION_SWEEP_MAX_MS, retentionMs / 4))).unref();
+}

@@ -51,6 +51,10 @@ export interface Job extends WorkloadSpec {
   egress: EgressPolicy;
   /** What the job's token lets it do in the workspace's data store (nothing unless asked). */
   dataGrants: DataGrant[];
+  /** When retention ended: output deleted, command, env, cwd and message shredded with the job's key. */
+  expiredAt?: string | null;
+  /** Output bytes the agent dropped past the job's output limit (0: the output is complete). */
+  outputDroppedBytes?: number;
 }
 
 /** DataGrant lets a workload read (or read and write) the objects under one key prefix of its workspace. */

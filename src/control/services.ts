@@ -4,6 +4,7 @@ import { AuditLog } from './audit/audit-log.js';
 import { Keyring } from './data/keyring.js';
 import { ObjectStore } from './data/object-store.js';
 import { JobService } from './jobs/job-service.js';
+import { sealJobs } from './jobs/sealed-jobs.js';
 import { OutputHub } from './jobs/output-hub.js';
 import { NetworkPolicyService } from './network/network-policy-service.js';
 import type { Store } from './store/store.js';
@@ -33,16 +34,18 @@ export interface ServicesInput {
 }
 
 /** createServices builds every service. */
-export function createServices({ store, config, kek, objectsDir, log }: ServicesInput): ControlServices {
+export function createServices({ store: plainStore, config, kek, objectsDir, log }: ServicesInput): ControlServices {
   const l = config.limits;
+  const keyring = new Keyring(plainStore, kek);
+  // Every service sees jobs through the sealing layer: their tenant data is encrypted at rest.
+  const store = sealJobs(plainStore, keyring);
   const audit = new AuditLog(store, log);
-  const keyring = new Keyring(store, kek);
   const ttlMs = config.tokens.ttlSeconds * 1000;
   const keys = new SigningKeys(store, keyring, { rotationMs: config.tokens.signingKeyRotationHours * 3600_000, tokenTtlMs: ttlMs, skewMs: CLOCK_SKEW_S * 1000 });
   const tokens = new TokenService(store, keys, audit, { ttlSeconds: config.tokens.ttlSeconds, refreshAt: config.tokens.refreshAt });
   const network = new NetworkPolicyService(store, audit);
   const hub = new OutputHub();
-  const jobs = new JobService(store, hub, { cpu: l.defaultCpu, memoryMiB: l.defaultMemoryMiB, timeoutSeconds: l.defaultTimeoutSeconds, diskMiB: l.defaultDiskMiB }, network, tokens, audit);
+  const jobs = new JobService(store, hub, { cpu: l.defaultCpu, memoryMiB: l.defaultMemoryMiB, timeoutSeconds: l.defaultTimeoutSeconds, diskMiB: l.defaultDiskMiB, outputLimitBytes: l.maxOutputMiB * 1024 * 1024 }, network, tokens, audit);
   const tenancy = new TenancyService(store, { maxCpu: l.maxCpu, maxMemoryMiB: l.maxMemoryMiB, maxTimeoutSeconds: l.maxTimeoutSeconds, maxDiskMiB: l.maxDiskMiB }, audit);
   const objects = new ObjectStore(store, keyring, objectsDir, config.data.maxObjectMiB * 1024 * 1024);
   return { store, hub, audit, tenancy, network, tokens, objects, jobs };

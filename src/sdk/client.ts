@@ -34,6 +34,10 @@ export interface Job {
   wipe: WipeReceipt | null;
   /** The workspace's egress policy when the job was created; its cell runs under it. */
   egress: EgressPolicy;
+  /** Output dropped past the output limit; 0 when the output is complete. */
+  outputDroppedBytes: number;
+  /** When retention ended (output deleted, command and env shredded), or null. */
+  expiredAt: string | null;
 }
 
 /** EgressRule allows one destination: a CIDR, optionally narrowed to a protocol and a port or range "from-to" (tcp/udp only). */
@@ -206,10 +210,23 @@ export class CleanroomClient {
     return this.call('POST', `/v1/jobs/${encodeURIComponent(id)}/cancel`);
   }
 
-  /** logs returns the output stored so far. */
+  /** logsPage returns one page of stored output after `after` (the server bounds a page; follow nextAfter for more). */
+  async logsPage(id: string, after = 0, limit?: number): Promise<{ chunks: OutputChunk[]; complete: boolean; nextAfter: number | null }> {
+    const q = new URLSearchParams({ after: String(after), ...(limit ? { limit: String(limit) } : {}) });
+    const r = await this.call<{ chunks: Array<{ seq: number; stream: 'stdout' | 'stderr'; data: string }>; complete: boolean; nextAfter: number | null }>('GET', `/v1/jobs/${encodeURIComponent(id)}/logs?${q}`);
+    return { complete: r.complete, nextAfter: r.nextAfter, chunks: r.chunks.map((c) => ({ ...c, data: Buffer.from(c.data, 'base64') })) };
+  }
+
+  /** logs returns all the output stored so far, page by page. */
   async logs(id: string): Promise<{ chunks: OutputChunk[]; complete: boolean }> {
-    const r = await this.call<{ chunks: Array<{ seq: number; stream: 'stdout' | 'stderr'; data: string }>; complete: boolean }>('GET', `/v1/jobs/${encodeURIComponent(id)}/logs`);
-    return { complete: r.complete, chunks: r.chunks.map((c) => ({ ...c, data: Buffer.from(c.data, 'base64') })) };
+    const chunks: OutputChunk[] = [];
+    let after = 0;
+    for (;;) {
+      const page = await this.logsPage(id, after);
+      chunks.push(...page.chunks);
+      if (page.nextAfter === null) return { chunks, complete: page.complete };
+      after = page.nextAfter;
+    }
   }
 
   /** followLogs streams output live (SSE) and resolves with the ended job. */

@@ -45,6 +45,10 @@ export const ConfigSchema = z
         defaultMemoryMiB: z.number().int().positive().default(256),
         defaultTimeoutSeconds: z.number().int().positive().default(600),
         defaultDiskMiB: z.number().int().positive().default(256),
+        /** Output kept per job (stdout and stderr together); past it output is dropped and the job says so. */
+        maxOutputMiB: z.number().int().min(1).max(10_240).default(64),
+        /** How long a job's output, command, env and message are kept (sealed) after it ends; then crypto-shredded. */
+        retentionDays: z.number().min(1 / 86_400).max(3650).default(7),
       })
       .strict()
       .prefault({}),

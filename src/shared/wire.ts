@@ -23,6 +23,8 @@ export interface JobSpec extends WorkloadSpec {
   workspaceId: string;
   /** The workspace's egress policy at the time the job was created (validated by the control plane). */
   egress: EgressPolicy;
+  /** Output (stdout and stderr together) forwarded at most; the rest is dropped and counted. */
+  outputLimitBytes: number;
 }
 
 /** WorkloadCredentials is what a workload gets to reach the data service; the agent places it in the cell's private tmpfs only. */
@@ -122,7 +124,7 @@ export type AgentToControl =
   | { type: 'hello'; agentId: string; liveJobIds: string[]; endedJobIds?: string[] }
   | { type: 'job.started'; jobId: string; cellId: string; timings: Record<string, number> }
   | { type: 'job.output'; jobId: string; stream: 'stdout' | 'stderr'; data: string }
-  | { type: 'job.ended'; jobId: string; end: JobEnd; timings: Record<string, number> }
+  | { type: 'job.ended'; jobId: string; end: JobEnd; timings: Record<string, number>; outputDroppedBytes?: number }
   /** spooled: the receipt of a volume shredded by reconcile, kept on disk until the control plane acknowledges it. */
   | { type: 'job.wiped'; jobId: string | null; receipt: WipeReceipt; timings?: Record<string, number>; spooled?: boolean }
   | { type: 'network.denied'; records: DeniedConnection[] }

@@ -6,7 +6,7 @@ import { ApiError } from '../../src/shared/errors.js';
 import type { Workspace } from '../../src/control/model.js';
 
 const ws: Workspace = { id: 'ws_1', name: 'w', createdAt: '', maxCpu: 2, maxMemoryBytes: 1024 * 1024 * 1024, maxTimeoutSeconds: 60, maxDiskBytes: 512 * 1024 * 1024 };
-const defaults = { cpu: 1, memoryMiB: 256, timeoutSeconds: 30, diskMiB: 256 };
+const defaults = { cpu: 1, memoryMiB: 256, timeoutSeconds: 30, diskMiB: 256, outputLimitBytes: 64 << 20 };
 const code = (f: () => unknown) => {
   try {
     f();

@@ -240,7 +240,18 @@ export class Cell {
   async stop(reason: 'cancelled' | 'timeout' | 'shutdown'): Promise<void> {
     if (this.state !== 'assigned') return;
     this.stopReason ??= reason;
+    this.resumeOutput(); // a paused cell must still be read to its end
     await this.runtime.delete(this.name).catch(() => {});
+  }
+
+  /** pauseOutput stops reading the cell's output: its pipe fills and the workload blocks on its writes (backpressure). */
+  pauseOutput(): void {
+    if (this.state === 'assigned' && this.stopReason === null) this.container?.stdio.stdout.pause();
+  }
+
+  /** resumeOutput reads the cell's output again. */
+  resumeOutput(): void {
+    this.container?.stdio.stdout.resume();
   }
 
   private onCellBytes(chunk: Buffer): void {
@@ -256,7 +267,8 @@ export class Cell {
     for (const f of frames) {
       if (f.type === 'stdout' || f.type === 'stderr') {
         this.timings.first_output_ms ??= performance.now() - this.handedOverAt; // hand-off → first output at the agent
-        if (this.events && !this.exitFrame) this.events.output(f.type, f.data);
+        // Once the cell is being stopped its output is read only to reach the end, never forwarded.
+        if (this.events && !this.exitFrame && this.stopReason === null) this.events.output(f.type, f.data);
       } else if (f.type === 'started') {
         this.timings.init_started_ms ??= performance.now() - this.handedOverAt;
         continue;

@@ -26,7 +26,13 @@ interface Connection {
   running: Set<string>;
   /** Reports are applied strictly in arrival order: output before the end, seq numbers in order. */
   queue: Promise<void>;
+  /** Reports received and not yet applied; past REPORTS_HIGH_WATER the socket is paused (TCP backpressure to the agent). */
+  pending: number;
 }
+
+/** REPORTS_HIGH_WATER / REPORTS_LOW_WATER bound the reports an agent may have waiting here. */
+const REPORTS_HIGH_WATER = 256;
+const REPORTS_LOW_WATER = 32;
 
 /** AgentHub is the Dispatcher backed by connected agents. */
 export class AgentHub implements Dispatcher {
@@ -79,7 +85,7 @@ export class AgentHub implements Dispatcher {
         return;
       }
       if (msg.type === 'hello') {
-        conn = { agentId: msg.agentId, ws, running: new Set(msg.liveJobIds), queue: Promise.resolve() };
+        conn = { agentId: msg.agentId, ws, running: new Set(msg.liveJobIds), queue: Promise.resolve(), pending: 0 };
         this.agents.get(msg.agentId)?.ws.terminate();
         this.agents.set(msg.agentId, conn);
         clearTimeout(this.lostTimers.get(msg.agentId));
@@ -95,7 +101,14 @@ export class AgentHub implements Dispatcher {
         return;
       }
       const c = conn;
-      if (c) c.queue = c.queue.then(() => this.onReport(c, msg)).catch((e: Error) => this.log('agent report failed', { error: e.message }));
+      if (!c) return;
+      if (++c.pending > REPORTS_HIGH_WATER && !ws.isPaused) ws.pause();
+      c.queue = c.queue
+        .then(() => this.onReport(c, msg))
+        .catch((e: Error) => this.log('agent report failed', { error: e.message }))
+        .finally(() => {
+          if (--c.pending < REPORTS_LOW_WATER && ws.isPaused) ws.resume();
+        });
     });
     ws.on('close', () => {
       if (!conn || this.agents.get(conn.agentId) !== conn) return;
@@ -114,7 +127,7 @@ export class AgentHub implements Dispatcher {
         return this.jobs.onOutput(msg.jobId, msg.stream, Buffer.from(msg.data, 'base64'));
       case 'job.ended':
         conn.running.delete(msg.jobId);
-        return this.jobs.end(msg.jobId, msg.end, msg.timings);
+        return this.jobs.end(msg.jobId, msg.end, msg.timings, msg.outputDroppedBytes ?? 0);
       case 'job.wiped':
         if (msg.jobId) await this.jobs.onWiped(msg.jobId, msg.receipt, msg.timings ?? {});
         // A receipt from reconcile waits on the agent's disk until it is stored here.

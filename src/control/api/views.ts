@@ -58,6 +58,8 @@ export const JobView = z.object({
     .nullable()
     .describe("receipt of the crypto-shred of the job's volume, once done"),
   egress: EgressPolicyView.describe("the workspace's egress policy when the job was created; its cell runs under it"),
+  outputDroppedBytes: z.number().describe('output dropped past the output limit (limits.maxOutputMiB); 0 when the output is complete'),
+  expiredAt: z.string().nullable().describe('when retention ended: output deleted and command, env, cwd and message crypto-shredded'),
 });
 
 /** jobView maps a job record to its API shape (env values are never echoed back). */
@@ -82,6 +84,8 @@ export function jobView(j: Job): z.infer<typeof JobView> {
     diskMiB: j.diskBytes / 1024 / 1024,
     timings: j.timings,
     egress: egressPolicyView(j.egress),
+    outputDroppedBytes: j.outputDroppedBytes ?? 0,
+    expiredAt: j.expiredAt ?? null,
     wipe: j.wipe ? { volumeId: j.wipe.volumeId, cellId: j.wipe.cellId, keyIdentifier: j.wipe.keyIdentifier, keyStateAfterRemoval: j.wipe.keyStateAfterRemoval, startedAt: j.wipe.startedAt, finishedAt: j.wipe.finishedAt, totalMs: j.wipe.totalMs, steps: [...j.wipe.steps] } : null,
   };
 }

@@ -57,6 +57,8 @@ export interface JobDefaults {
   memoryMiB: number;
   timeoutSeconds: number;
   diskMiB: number;
+  /** Output kept per job; the agent drops what comes after it and reports how much. */
+  outputLimitBytes: number;
 }
 
 /** ResolvedJob is a request with defaults applied and limits checked. */

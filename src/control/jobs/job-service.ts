@@ -69,9 +69,12 @@ export class JobService {
       timings: {},
       wipe: null,
       egress,
+      expiredAt: null,
+      outputDroppedBytes: 0,
     };
     await this.store.createJob(job);
-    await this.audit.record({ type: 'workload.created', actor, workspaceId: ws.id, subject: job.id, details: { runtime: job.runtime, command: job.command[0], data: job.dataGrants } });
+    // The audit log is never shredded: nothing of the job's command or env goes into it.
+    await this.audit.record({ type: 'workload.created', actor, workspaceId: ws.id, subject: job.id, details: { runtime: job.runtime, data: job.dataGrants } });
     return this.place(job, performance.now());
   }
 
@@ -88,7 +91,7 @@ export class JobService {
       let tMinted = 0;
       await this.tokens.mint(subject, 'minted', (credentials) => {
         tMinted = performance.now();
-        agentId = d.dispatch(specOf(job), credentials);
+        agentId = d.dispatch(specOf(job, this.defaults.outputLimitBytes), credentials);
       });
       // Assigned inside the callback, which TypeScript's flow analysis does not follow.
       const placedOn = agentId as string | null;
@@ -152,9 +155,21 @@ export class JobService {
     return this.get(ws, id);
   }
 
-  /** output returns stored chunks after `afterSeq`. */
-  output(job: Job, afterSeq: number): Promise<OutputChunk[]> {
-    return this.store.output(job.id, afterSeq);
+  /** output returns up to `limit` stored chunks after `afterSeq`. */
+  output(job: Job, afterSeq: number, limit: number): Promise<OutputChunk[]> {
+    return this.store.output(job.id, afterSeq, limit);
+  }
+
+  /** expireEnded crypto-shreds the jobs that ended more than `retentionMs` ago: output deleted, job key destroyed. */
+  async expireEnded(retentionMs: number, batch = 500): Promise<number> {
+    const before = new Date(Date.now() - retentionMs).toISOString();
+    let n = 0;
+    for (;;) {
+      const ids = await this.store.jobsEndedBefore(before, batch);
+      for (const id of ids) await this.store.expireJob(id, new Date().toISOString());
+      n += ids.length;
+      if (ids.length < batch) return n;
+    }
   }
 
   /** dispatchQueued places every queued job (called when an agent connects). */
@@ -173,10 +188,7 @@ export class JobService {
   /** onOutput stores and publishes a chunk of output. */
   async onOutput(jobId: string, stream: 'stdout' | 'stderr', data: Buffer): Promise<void> {
     let seq = this.nextSeq.get(jobId);
-    if (seq === undefined) {
-      const existing = await this.store.output(jobId, 0);
-      seq = (existing.at(-1)?.seq ?? 0) + 1;
-    }
+    if (seq === undefined) seq = (await this.store.lastOutputSeq(jobId)) + 1;
     this.nextSeq.set(jobId, seq + 1);
     const chunk = { seq, stream, data };
     // Live followers first; the row is written in the same turn (better-sqlite3 is synchronous), so a stream that
@@ -186,10 +198,11 @@ export class JobService {
   }
 
   /** end records a terminal state once; later reports for the same job are ignored. */
-  async end(jobId: string, end: JobEnd, timings: Record<string, number>): Promise<void> {
+  async end(jobId: string, end: JobEnd, timings: Record<string, number>, outputDroppedBytes = 0): Promise<void> {
     const job = await this.store.getJob(jobId);
     if (!job || isTerminal(job)) return;
     const patch: Partial<Job> = {
+      outputDroppedBytes,
       status: end.reason,
       exitCode: end.exitCode,
       signal: end.signal,
@@ -235,9 +248,9 @@ function subjectOf(job: Job): TokenSubject {
 }
 
 /** specOf is what the agent is told about a job: no key, no tenant secret beyond the job's own env. */
-function specOf(job: Job): JobSpec {
+function specOf(job: Job, outputLimitBytes: number): JobSpec {
   const { id: jobId, workspaceId, command, env, cwd, cpu, memoryBytes, timeoutSeconds, diskBytes, runtime, egress } = job;
-  return { jobId, workspaceId, command, env, cwd, cpu, memoryBytes, timeoutSeconds, diskBytes, runtime, egress };
+  return { jobId, workspaceId, command, env, cwd, cpu, memoryBytes, timeoutSeconds, diskBytes, runtime, egress, outputLimitBytes };
 }
 
 function prefixed(p: string, t: Record<string, number>): Record<string, number> {

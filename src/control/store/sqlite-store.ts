@@ -81,9 +81,14 @@ export class SqliteStore implements Store {
       jobs: d.prepare<[string, number], { doc: string }>('SELECT doc FROM jobs WHERE workspace_id = ? ORDER BY created_at DESC, id DESC LIMIT ?'),
       updateJob: d.prepare('UPDATE jobs SET status = ?, doc = ? WHERE id = ?'),
       insertOutput: d.prepare('INSERT INTO job_output VALUES (?, ?, ?, ?)'),
-      output: d.prepare<[string, number], { seq: number; stream: 'stdout' | 'stderr'; data: Buffer }>(
-        'SELECT seq, stream, data FROM job_output WHERE job_id = ? AND seq > ? ORDER BY seq',
+      output: d.prepare<[string, number, number], { seq: number; stream: 'stdout' | 'stderr'; data: Buffer }>(
+        'SELECT seq, stream, data FROM job_output WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?',
       ),
+      endedBefore: d.prepare<[string, number], { id: string }>(
+        "SELECT id FROM jobs WHERE json_extract(doc, '$.endedAt') < ? AND json_extract(doc, '$.expiredAt') IS NULL ORDER BY created_at LIMIT ?",
+      ),
+      deleteOutput: d.prepare('DELETE FROM job_output WHERE job_id = ?'),
+      lastSeq: d.prepare<[string], { seq: number | null }>('SELECT MAX(seq) AS seq FROM job_output WHERE job_id = ?'),
       policy: d.prepare<[string], { doc: string }>('SELECT doc FROM egress_policies WHERE workspace_id = ?'),
       upsertPolicy: d.prepare(
         'INSERT INTO egress_policies VALUES (?, ?, ?) ON CONFLICT(workspace_id) DO UPDATE SET doc = excluded.doc, updated_at = excluded.updated_at',
@@ -187,8 +192,24 @@ export class SqliteStore implements Store {
     this.stmts.insertOutput.run(jobId, chunk.seq, chunk.stream, chunk.data);
   }
 
-  async output(jobId: string, afterSeq: number): Promise<OutputChunk[]> {
-    return this.stmts.output.all(jobId, afterSeq);
+  async output(jobId: string, afterSeq: number, limit = -1): Promise<OutputChunk[]> {
+    return this.stmts.output.all(jobId, afterSeq, limit);
+  }
+
+  async lastOutputSeq(jobId: string): Promise<number> {
+    return this.stmts.lastSeq.get(jobId)?.seq ?? 0;
+  }
+
+  async jobsEndedBefore(before: string, limit: number): Promise<string[]> {
+    return this.stmts.endedBefore.all(before, limit).map((r) => r.id);
+  }
+
+  async expireJob(jobId: string, at: string): Promise<void> {
+    this.db.transaction(() => {
+      this.stmts.deleteOutput.run(jobId);
+      const r = this.stmts.job.get(jobId);
+      if (r) this.stmts.updateJob.run(jobFrom(r.doc).status, JSON.stringify({ ...JSON.parse(r.doc), expiredAt: at }), jobId);
+    })();
   }
 
   async getEgressPolicy(workspaceId: string): Promise<EgressPolicy | null> {

@@ -46,8 +46,14 @@ export interface Store {
   updateJob(id: string, patch: Partial<Job>): Promise<void>;
 
   appendOutput(jobId: string, chunk: OutputChunk): Promise<void>;
-  /** output returns a job's chunks with seq > afterSeq, in order. */
-  output(jobId: string, afterSeq: number): Promise<OutputChunk[]>;
+  /** output returns a job's chunks with seq > afterSeq, in order, at most `limit` of them (all if omitted). */
+  output(jobId: string, afterSeq: number, limit?: number): Promise<OutputChunk[]>;
+  /** lastOutputSeq returns the highest seq stored for a job (0 if none). */
+  lastOutputSeq(jobId: string): Promise<number>;
+  /** jobsEndedBefore returns the ids of ended jobs whose end is before `before` (ISO) and that have not expired. */
+  jobsEndedBefore(before: string, limit: number): Promise<string[]>;
+  /** expireJob deletes a job's output and marks its record expired at `at` (retention ended). */
+  expireJob(jobId: string, at: string): Promise<void>;
 
   /** getEgressPolicy returns the workspace's stored policy, or null if it never set one. */
   getEgressPolicy(workspaceId: string): Promise<EgressPolicy | null>;

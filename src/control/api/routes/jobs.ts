@@ -9,6 +9,13 @@ import type { OutputHub } from '../../jobs/output-hub.js';
 import { actorOf, type RouteTable } from '../route-table.js';
 import { JobView, jobView, OutputChunkView } from '../views.js';
 
+/** LOG_PAGE_MAX bounds one page of stored output (chunks are at most 64 KiB: a page is at most 16 MiB). */
+const LOG_PAGE_MAX = 256;
+/** STREAM_PAGE: chunks a live stream reads from the store at a time when it catches up (≤ 1 MiB of output). */
+const STREAM_PAGE = 16;
+/** STREAM_HIGH_WATER_BYTES: past this much unsent, a live stream stops taking live events and catches up from the store. */
+const STREAM_HIGH_WATER_BYTES = 1024 * 1024;
+
 const FOLLOW = z.enum(['true', 'false', '1', '0']).optional();
 const isOn = (v: z.infer<typeof FOLLOW>): boolean => v === 'true' || v === '1';
 
@@ -20,6 +27,7 @@ const LogsQuery = z
   .object({
     follow: FOLLOW.describe('stream live over SSE until the job ends'),
     after: z.coerce.number().int().min(0).optional().describe('only chunks with a greater seq'),
+    limit: z.coerce.number().int().min(1).max(LOG_PAGE_MAX).optional().describe(`at most this many chunks (default and maximum ${LOG_PAGE_MAX}); page on with after = nextAfter`),
   })
   .strict();
 
@@ -80,14 +88,26 @@ export function registerJobRoutes(t: RouteTable, jobs: JobService, hub: OutputHu
     summary: "A job's output: JSON when complete, or a live SSE stream with follow=true",
     auth: 'key',
     query: LogsQuery,
-    response: z.object({ chunks: z.array(OutputChunkView), complete: z.boolean() }).describe('with follow=true: text/event-stream of `output` events (OutputChunk JSON) and one `end` event (Job JSON)'),
+    response: z
+      .object({
+        chunks: z.array(OutputChunkView),
+        complete: z.boolean().describe('the job has ended and this page holds its last chunk'),
+        nextAfter: z.number().int().nullable().describe('pass as `after` for the next page; null when there is no more output now'),
+      })
+      .describe('with follow=true: text/event-stream of `output` events (OutputChunk JSON) and one `end` event (Job JSON)'),
     errors: ['not_found'],
     handler: async ({ principal, params, query, reply, request }) => {
       const job = await jobs.get(principal.workspace, params.id!);
       const after = query.after ?? 0;
       if (!isOn(query.follow)) {
-        const chunks = await jobs.output(job, after);
-        return { chunks: chunks.map((c) => ({ seq: c.seq, stream: c.stream, data: c.data.toString('base64') })), complete: isTerminal(job) };
+        const limit = query.limit ?? LOG_PAGE_MAX;
+        const chunks = await jobs.output(job, after, limit);
+        const full = chunks.length === limit;
+        return {
+          chunks: chunks.map((c) => ({ seq: c.seq, stream: c.stream, data: c.data.toString('base64') })),
+          complete: isTerminal(job) && !full,
+          nextAfter: full ? chunks.at(-1)!.seq : null,
+        };
       }
       return streamLive({ jobs, hub, workspace: principal.workspace, job, after, reply, request, status: 200, created: false });
     },
@@ -108,44 +128,94 @@ interface LiveStream {
   created: boolean;
 }
 
-// Takes over the response and streams the job's output after `after`, then its end, as server-sent events.
+/**
+ * streamLive takes over the response and streams the job's output after `after`, then its end, as server-sent events.
+ * Live events are only a prompt: the store is the source, so a reader slower than the job never grows this process's
+ * memory. While the socket holds more than STREAM_HIGH_WATER_BYTES unsent, live chunks are skipped; on 'drain' the
+ * stream catches up from the store, a page at a time, and then follows live again.
+ */
 async function streamLive({ jobs, hub, workspace, job, after, reply, request, status, created }: LiveStream): Promise<undefined> {
   reply.hijack();
   const res = reply.raw;
   res.writeHead(status, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive', ...(created ? { location: `/v1/jobs/${job.id}` } : {}) });
   let last = after;
+  let ended: Job | null = null;
+  let catchingUp = false;
+  let closed = false;
+  let lastLive: { seq: number; stream: string; data: Buffer } | null = null;
   const write = (event: string, data: unknown) => res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+  const congested = () => res.writableLength > STREAM_HIGH_WATER_BYTES;
   const sendChunk = (c: { seq: number; stream: string; data: Buffer }) => {
-    if (c.seq <= last) return;
+    if (c.seq <= last) return true;
+    if (c.seq !== last + 1) return false; // a gap: the store has it, catch up from there
     last = c.seq;
     write('output', { seq: c.seq, stream: c.stream, data: c.data.toString('base64') });
+    return true;
   };
-  if (created) write('created', jobView(job));
-  // Subscribe first, then replay what is stored, so nothing falls between the two.
-  const backlog: Parameters<Parameters<OutputHub['subscribe']>[1]>[0][] = [];
-  let replaying = true;
-  const finish = (j: Job) => {
-    write('end', jobView(j));
+  const finish = () => {
+    if (closed) return;
+    closed = true;
+    write('end', jobView(ended!));
     unsubscribe();
     res.end();
   };
+  // catchUp sends stored chunks after `last` until none is left, waiting for 'drain' whenever the socket is full.
+  const catchUp = async (): Promise<void> => {
+    if (catchingUp || closed) return;
+    catchingUp = true;
+    try {
+      for (;;) {
+        if (congested()) {
+          await new Promise<void>((resolve) => {
+            const done = () => {
+              res.off('drain', done).off('close', done);
+              resolve();
+            };
+            res.on('drain', done).on('close', done);
+          });
+        }
+        if (closed || res.destroyed) return;
+        const page = await jobs.output(job, last, STREAM_PAGE);
+        for (const c of page) {
+          if (c.seq > last) {
+            last = c.seq;
+            write('output', { seq: c.seq, stream: c.stream, data: c.data.toString('base64') });
+          }
+        }
+        if (page.length < STREAM_PAGE && !congested()) {
+          // The newest live chunk may not be stored yet (it is published first): send it from the event.
+          if (lastLive && lastLive.seq === last + 1) sendChunk(lastLive);
+          break;
+        }
+      }
+    } finally {
+      catchingUp = false;
+    }
+    if (ended) finish();
+  };
+  if (created) write('created', jobView(job));
+  // Subscribe first, then replay what is stored, so nothing falls between the two.
   const unsubscribe = hub.subscribe(job.id, (e) => {
-    if (replaying) return void backlog.push(e);
-    if (e.type === 'output') sendChunk(e.chunk);
-    else finish(e.job);
+    if (closed) return;
+    if (e.type === 'end') {
+      ended = e.job;
+      if (!catchingUp) void catchUp();
+      return;
+    }
+    lastLive = e.chunk;
+    if (catchingUp) return;
+    if (congested() || !sendChunk(e.chunk)) void catchUp();
   });
-  request.raw.on('close', unsubscribe);
-  for (const c of await jobs.output(job, after)) sendChunk(c);
-  replaying = false;
-  for (const e of backlog) {
-    if (e.type === 'output') sendChunk(e.chunk);
-    else return void finish(e.job);
-  }
+  request.raw.on('close', () => {
+    closed = true;
+    unsubscribe();
+  });
+  await catchUp();
+  if (closed) return undefined;
   const now = await jobs.get(workspace, job.id);
-  if (isTerminal(now)) {
-    for (const c of await jobs.output(job, last)) sendChunk(c);
-    finish(now);
+  if (isTerminal(now) && !ended) {
+    ended = now;
+    await catchUp();
   }
   return undefined;
 }
-
