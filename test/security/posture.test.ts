@@ -1,11 +1,18 @@
-// Proves cell confinement from inside real cells of both runtimes (creds, userns, namespaces, ro root, masks, forbidden syscalls) and of runsc's host processes.
+// Proves cell confinement from inside real cells of both runtimes (creds, userns, namespaces, ro root, masks; forbidden,
+// new-mount-API and default-denied syscalls, i386 and x32 entries, against lists the test owns) and of runsc's host processes.
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { after, before, test } from 'node:test';
-import { FORBIDDEN_SYSCALLS } from '../../src/agent/runtime/seccomp.js';
+import { promisify } from 'node:util';
+import { cellSeccompProfile, FORBIDDEN_SYSCALLS } from '../../src/agent/runtime/seccomp.js';
 import { WORKLOAD_UID } from '../../src/agent/runtime/spec.js';
 import type { Job } from '../../src/sdk/client.js';
 import { TestCluster, type JobResult } from '../support/cluster.js';
+
+const execFileP = promisify(execFile);
+/** NOBODY is the host's unprivileged uid/gid the calibration probes run as. */
+const NOBODY = 65534;
 
 type Runtime = 'runc' | 'runsc';
 const RUNTIMES: readonly Runtime[] = ['runc', 'runsc'];
@@ -15,12 +22,17 @@ const MASKED = ['/proc/kcore', '/proc/keys', '/proc/timer_list', '/proc/sched_de
 
 /** An unmapped user address: with it, a syscall the filter let through would fail with EFAULT (never EPERM) and do nothing. */
 const BAD = 1;
+const AT_FDCWD = -100;
+/** Probe is a syscall's number and harmless arguments. */
+type Probe = [number, ...number[]];
+
 /**
- * x86_64 number and harmless arguments of each forbidden syscall. Where the kernel validates arguments before
- * checking privilege, the arguments are chosen so that a call the filter let through would answer something
- * other than EPERM/ENOSYS (EFAULT, EBADF, ESRCH, EINVAL or success); the rest are privilege-checked first.
+ * FORBIDDEN_PROBES: the calls a cell must never make, with their x86_64 numbers and harmless arguments. This list is
+ * the test's own: it must not be derived from the code under test. Where the kernel validates arguments before
+ * checking privilege, the arguments are chosen so that a call the filter let through would answer something other than
+ * EPERM/ENOSYS (EFAULT, EBADF, ESRCH, EINVAL or success); the rest are privilege-checked first (PRIVILEGE_FIRST).
  */
-const SYSCALL_PROBES: Record<string, [number, ...number[]]> = {
+const FORBIDDEN_PROBES: Record<string, Probe> = {
   mount: [165, 0, BAD, 0, 0, 0],
   umount2: [166, BAD, 0],
   unshare: [272, 0], // unshare(0) is a successful no-op when allowed
@@ -41,45 +53,171 @@ const SYSCALL_PROBES: Record<string, [number, ...number[]]> = {
   swapon: [167, BAD, 0],
   reboot: [169, 0, 0, 0, 0], // bad magic numbers
 };
+/** MOUNT_API_PROBES: the new mount API (Linux 5.2+), a second door to mount(2); numbers are the same on every arch. */
+const MOUNT_API_PROBES: Record<string, Probe> = {
+  open_tree: [428, AT_FDCWD, BAD, 0], // without OPEN_TREE_CLONE it needs no privilege: EFAULT when allowed
+  move_mount: [429, -1, BAD, -1, BAD, 0],
+  fsopen: [430, BAD, 0],
+  fsconfig: [431, -1, 0, 0, 0, 0], // EINVAL (fd < 0) when allowed
+  fsmount: [432, -1, 0, 0],
+  fspick: [433, -1, BAD, 0],
+  mount_setattr: [442, -1, BAD, 0, BAD, 0], // EINVAL (size 0) when allowed
+};
+/**
+ * DEFAULT_DENY_PROBES: real x86_64 syscalls that are neither allowed nor in the forbidden list (a test checks both);
+ * they prove the filter denies by default. Most would succeed or fail otherwise for an unprivileged caller (the
+ * calibration test runs them on the host to show it); the ones in PRIVILEGE_FIRST are refused by the kernel anyway.
+ */
+const DEFAULT_DENY_PROBES: Record<string, Probe> = {
+  acct: [163, BAD],
+  settimeofday: [164, BAD, 0],
+  quotactl: [179, 0, BAD, 0, BAD],
+  lookup_dcookie: [212, 0, BAD, 0],
+  vhangup: [153],
+  syslog: [103, 10, 0, 0], // SYSLOG_ACTION_SIZE_BUFFER
+  name_to_handle_at: [303, AT_FDCWD, BAD, BAD, BAD, 0],
+  fanotify_init: [300, 0xffffffff, 0],
+  process_vm_readv: [310, 0, BAD, 1, BAD, 1, 1], // flags must be 0: EINVAL
+  process_vm_writev: [311, 0, BAD, 1, BAD, 1, 1],
+  kcmp: [312, 0, 0, 0xff, 0, 0],
+  modify_ldt: [154, 0, BAD, 0], // read 0 bytes of the LDT
+  personality: [135, 0xffffffff], // query only
+  vmsplice: [278, -1, BAD, 1, 0],
+  pidfd_getfd: [438, -1, 0, 0],
+  process_madvise: [440, -1, BAD, 1, 0, 0],
+  process_mrelease: [448, -1, 0],
+  io_uring_enter: [426, -1, 0, 0, 0, 0, 0],
+  io_uring_register: [427, -1, 0, 0, 0],
+  get_mempolicy: [239, 0, 0, 0, 0, 0],
+  set_mempolicy: [238, 0, 0, 0], // MPOL_DEFAULT
+  mbind: [237, 0, 0, 0, 0, 0, 0], // empty range
+  move_pages: [279, 0, 0, 0, 0, 0, 0], // no pages
+  migrate_pages: [256, 0, 0, 0, 0],
+  memfd_secret: [447, 0xffffffff],
+  chroot: [161, BAD],
+  swapoff: [168, BAD],
+  delete_module: [176, BAD, 0],
+  kexec_file_load: [320, -1, -1, 0, BAD, 0],
+  clock_settime: [227, 0, BAD],
+  clock_adjtime: [305, 0, BAD],
+  adjtimex: [159, BAD],
+  sethostname: [170, BAD, 0xfffff],
+  setdomainname: [171, BAD, 0xfffff],
+  sysfs: [139, 3], // number of filesystem types
+};
+/** PRIVILEGE_FIRST names probes an unprivileged, unfiltered caller gets EPERM/ENOSYS from too (capability checked first, or not built into this kernel). */
+const PRIVILEGE_FIRST = new Set([
+  'init_module', 'finit_module', 'kexec_load', 'pivot_root', 'swapon', 'reboot',
+  'move_mount', 'fsopen', 'fsmount', 'fspick',
+  'acct', 'lookup_dcookie', 'vhangup', 'syslog', 'fanotify_init', 'swapoff', 'delete_module', 'kexec_file_load', 'sethostname', 'setdomainname',
+]);
 const CLONE_NEWUSER = 0x10000000;
 const CLONE_NEWNS = 0x00020000;
 const CLONE_NEWNET = 0x40000000;
 const SIGCHLD = 17;
-/** Extra attempts at the same powers through other doors; each must fail like the forbidden list. */
-const EXTRA_PROBES: Record<string, [number, ...number[]]> = {
+const SIGSYS = 31;
+/** EXTRA_PROBES: other doors to the same powers; each must fail like the forbidden list. */
+const EXTRA_PROBES: Record<string, Probe> = {
   'clone(CLONE_NEWUSER)': [56, CLONE_NEWUSER | SIGCHLD, 0, 0, 0, 0],
   'clone(CLONE_NEWNS)': [56, CLONE_NEWNS | SIGCHLD, 0, 0, 0, 0],
   'clone(CLONE_NEWNET)': [56, CLONE_NEWNET | SIGCHLD, 0, 0, 0, 0],
   clone3: [435, BAD, 88],
-  'mount (x32 ABI)': [0x40000000 + 165, 0, BAD, 0, 0, 0],
 };
 /** Controls: allowed calls that must succeed, proving the probe harness itself works. */
-const CONTROL_PROBES: Record<string, [number, ...number[]]> = {
+const CONTROL_PROBES: Record<string, Probe> = {
   getpid: [39],
   'clone(SIGCHLD) (fork)': [56, SIGCHLD, 0, 0, 0, 0],
 };
+const X32 = 0x40000000;
+/** X32_PROBES: x86_64 entry with the x32 bit set (a different ABI, same instruction). */
+const X32_PROBES: Record<string, Probe> = {
+  'x32 getpid': [X32 + 39],
+  'x32 mount': [X32 + 165, 0, BAD, 0, 0, 0],
+};
+/**
+ * I386_PROBES: i386 numbers and arguments (ebx, ecx, edx, esi, edi, ebp), called with `int 0x80` from the 64-bit
+ * process. edi (which a sentry reading the call as x86_64 would take as its first argument) is an invalid address or
+ * descriptor, so that no reading of the call can succeed by accident.
+ */
+const I386_PROBES: Record<string, Probe> = {
+  'i386 getpid': [20, 0, 0, 0, 0, 0xffffffff],
+  'i386 mount': [21, 0, BAD, 0, 0, BAD],
+  'i386 unshare': [310, 0, 0, 0, 0, 0xffffffff],
+  'i386 setns': [346, 0xffffffff, 0, 0, 0, 0xffffffff],
+  'i386 open_tree': [428, AT_FDCWD, BAD, 0, 0, 0xffffffff],
+};
 
-/** Raw syscalls through ctypes; a clone that succeeds exits its child at once. Prints one JSON line. */
+/**
+ * Each probe runs in a child of its own (a call that kills its caller is reported, not fatal); a clone that succeeds
+ * exits its child at once. `native` probes use syscall(3); `i386` probes run `int 0x80` from a page of machine code:
+ * push rbx; push rbp; mov eax..ebp, imm32; int 0x80; movsxd rax, eax; pop rbp; pop rbx; ret. Prints one JSON line.
+ */
 const SYSCALL_SCRIPT = `
-import ctypes, errno, json, os, subprocess, sys
+import ctypes, errno, json, mmap, os, signal, struct, subprocess, sys
 libc = ctypes.CDLL(None, use_errno=True)
 libc.syscall.restype = ctypes.c_long
 P = json.loads(sys.argv[1])
-R = {}
-for name, spec in P.items():
-    nr, args = spec[0], spec[1:]
+def native(nr, args):
     ctypes.set_errno(0)
     r = libc.syscall(*[ctypes.c_long(x) for x in [nr] + args])
-    e = ctypes.get_errno()
     if nr == 56 and r == 0:
         os._exit(0)
     if nr == 56 and r > 0:
         os.waitpid(r, 0)
-    R[name] = {'ret': r, 'errno': errno.errorcode.get(e, str(e)) if r < 0 else None}
-u = '/usr/bin/unshare'
-if os.path.exists(u):
-    p = subprocess.run([u, '-U', 'true'], capture_output=True, text=True)
-    R['unshare -U'] = {'ret': p.returncode, 'errno': p.stderr.strip()[-200:] or None}
+    return r, ctypes.get_errno()
+def i386(nr, args):
+    a = (args + [0] * 6)[:6]
+    code = b'\\x53\\x55\\xb8' + struct.pack('<I', nr & 0xffffffff)
+    for op, v in zip(b'\\xbb\\xb9\\xba\\xbe\\xbf\\xbd', a):
+        code += bytes([op]) + struct.pack('<I', v & 0xffffffff)
+    code += b'\\xcd\\x80\\x48\\x63\\xc0\\x5d\\x5b\\xc3'
+    m = mmap.mmap(-1, mmap.PAGESIZE, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+    m.write(code)
+    r = ctypes.CFUNCTYPE(ctypes.c_long)(ctypes.addressof(ctypes.c_char.from_buffer(m)))()
+    return (r, 0) if r >= 0 else (-1, -r)
+def run(fn, nr, args):
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(rfd)
+            signal.alarm(30)
+            r, e = fn(nr, args)
+            os.write(wfd, json.dumps({'r': r, 'e': e}).encode())
+        except BaseException as ex:
+            os.write(wfd, json.dumps({'error': repr(ex)}).encode())
+        finally:
+            os._exit(0)
+    os.close(wfd)
+    data = b''
+    while True:
+        chunk = os.read(rfd, 4096)
+        if not chunk:
+            break
+        data += chunk
+    os.close(rfd)
+    _, st = os.waitpid(pid, 0)
+    out = {'pid': pid, 'ret': None, 'errno': None, 'signal': os.WTERMSIG(st) if os.WIFSIGNALED(st) else None, 'error': None}
+    if data:
+        d = json.loads(data)
+        if 'error' in d:
+            out['error'] = d['error']
+        else:
+            out['ret'] = d['r']
+            out['errno'] = errno.errorcode.get(d['e'], str(d['e'])) if d['r'] < 0 else None
+    return out
+R = {}
+for name, spec in P['native'].items():
+    R[name] = run(native, spec[0], spec[1:])
+for name, spec in P['i386'].items():
+    R[name] = run(i386, spec[0], spec[1:])
+if P.get('unshareCommand'):
+    u = '/usr/bin/unshare'
+    if os.path.exists(u):
+        p = subprocess.run([u, '-U', 'true'], capture_output=True, text=True)
+        R['unshare -U'] = {'pid': None, 'ret': p.returncode, 'errno': p.stderr.strip()[-200:] or None, 'signal': None, 'error': None}
+    else:
+        R['unshare -U'] = {'pid': None, 'ret': None, 'errno': None, 'signal': None, 'error': u + ' is missing'}
 print('PROBE ' + json.dumps(R))
 `;
 
@@ -169,7 +307,15 @@ interface PostureView {
   sys: string[] | string;
   mounts: string;
 }
-type SyscallView = Record<string, { ret: number; errno: string | null }>;
+/** ProbeResult is one probe's outcome: a return value and errno, or the signal that killed its child, or a harness error. */
+interface ProbeResult {
+  pid: number | null;
+  ret: number | null;
+  errno: string | null;
+  signal: number | null;
+  error: string | null;
+}
+type SyscallView = Record<string, ProbeResult>;
 
 let cluster: TestCluster;
 const posture = new Map<Runtime, PostureView[]>();
@@ -339,35 +485,111 @@ test('the workload inherits no descriptor beyond stdin, stdout and stderr', asyn
   for (const rt of RUNTIMES) for (const v of await postureOf(rt)) assert.deepEqual(extraDescriptors(v), [], `${rt}: the workload inherited descriptors beyond stdio: ${JSON.stringify(extraDescriptors(v))}`);
 });
 
-test('forbidden syscalls fail with EPERM or ENOSYS in both runtimes', async () => {
-  const missing = FORBIDDEN_SYSCALLS.filter((s) => !(s in SYSCALL_PROBES));
-  assert.deepEqual(missing, [], `no x86_64 probe defined for forbidden syscalls: ${missing.join(', ')}`);
-  const probes = { ...Object.fromEntries(FORBIDDEN_SYSCALLS.map((s) => [s, SYSCALL_PROBES[s]])), ...EXTRA_PROBES, ...CONTROL_PROBES };
-  const [runc, runsc] = await Promise.all(RUNTIMES.map((rt) => probe<SyscallView>(rt, SYSCALL_SCRIPT, probes)));
+/** DENIED_GROUPS are the probe lists whose every call must fail with EPERM or ENOSYS in both runtimes. */
+const DENIED_GROUPS: Record<string, Record<string, Probe>> = { forbidden: FORBIDDEN_PROBES, 'mount API': MOUNT_API_PROBES, 'default deny': DEFAULT_DENY_PROBES, 'other doors': EXTRA_PROBES };
+const ABI_PROBES = { ...X32_PROBES, ...I386_PROBES };
+const syscallViews = new Map<Runtime, Promise<SyscallView>>();
+
+/** syscallsIn runs (once per runtime) every syscall probe in a cell of `runtime`. */
+function syscallsIn(runtime: Runtime): Promise<SyscallView> {
+  let v = syscallViews.get(runtime);
+  if (!v) {
+    const native = { ...FORBIDDEN_PROBES, ...MOUNT_API_PROBES, ...DEFAULT_DENY_PROBES, ...EXTRA_PROBES, ...CONTROL_PROBES, ...X32_PROBES };
+    v = probe<SyscallView>(runtime, SYSCALL_SCRIPT, { native, i386: I386_PROBES, unshareCommand: true }).then((r) => r.view);
+    syscallViews.set(runtime, v);
+  }
+  return v;
+}
+
+/** show renders one probe's outcome for a table or a message. */
+function show(r: ProbeResult | undefined): string {
+  if (!r) return 'not run';
+  if (r.error) return `harness error: ${r.error}`;
+  if (r.signal !== null) return `killed by signal ${r.signal}`;
+  if (r.ret === null) return 'no result';
+  return r.ret < 0 ? r.errno ?? '?' : `ret ${r.ret}`;
+}
+
+/** refused says whether a probe failed the way a denied call must: -1 with EPERM or ENOSYS, its caller alive. */
+function refused(r: ProbeResult | undefined): boolean {
+  return !!r && r.error === null && r.signal === null && r.ret !== null && r.ret < 0 && (r.errno === 'EPERM' || r.errno === 'ENOSYS');
+}
+
+/** namesIn lists the syscall names of the profile's rules with the given action (any action when omitted). */
+function namesIn(runtime: Runtime, action?: 'SCMP_ACT_ALLOW' | 'SCMP_ACT_ERRNO'): Set<string> {
+  return new Set(cellSeccompProfile(runtime).syscalls.filter((s) => !action || s.action === action).flatMap((s) => s.names));
+}
+
+test("the test's own syscall lists: none is on the seccomp allowlist; the default-deny probes are on no list; every call the code forbids is probed", () => {
+  for (const rt of RUNTIMES) {
+    const allowed = namesIn(rt, 'SCMP_ACT_ALLOW');
+    const named = namesIn(rt);
+    assert.ok(allowed.has('read') && allowed.has('getpid'), `${rt}: the allowlist read from the profile is not the allowlist (${[...allowed].slice(0, 5).join(', ')}…)`);
+    for (const list of [FORBIDDEN_PROBES, MOUNT_API_PROBES]) {
+      const overlap = Object.keys(list).filter((n) => allowed.has(n));
+      assert.deepEqual(overlap, [], `${rt}: the seccomp profile allows calls the test expects to be denied: ${overlap.join(', ')}`);
+    }
+    const listed = Object.keys(DEFAULT_DENY_PROBES).filter((n) => named.has(n) || n in FORBIDDEN_PROBES || n in MOUNT_API_PROBES);
+    assert.deepEqual(listed, [], `${rt}: default-deny probes that are on a list, so they prove nothing about the default: ${listed.join(', ')}`);
+  }
+  const unprobed = FORBIDDEN_SYSCALLS.filter((s) => !(s in FORBIDDEN_PROBES));
+  assert.deepEqual(unprobed, [], `the code declares forbidden syscalls the test does not probe: ${unprobed.join(', ')}`);
+});
+
+test('forbidden syscalls, the new mount API and calls on neither list fail with EPERM or ENOSYS in both runtimes', async () => {
+  const [runc, runsc] = await Promise.all(RUNTIMES.map((rt) => syscallsIn(rt)));
   assert.ok(runc && runsc);
-  const views: Record<Runtime, SyscallView> = { runc: runc.view, runsc: runsc.view };
-  const show = (r: { ret: number; errno: string | null } | undefined): string => (!r ? 'not run' : r.ret < 0 ? r.errno ?? '?' : `ret ${r.ret}`);
-  const rows = [...Object.keys(probes), 'unshare -U'].map((name) => {
-    const expected = name in CONTROL_PROBES ? 'success' : 'EPERM|ENOSYS';
-    return { syscall: name, runc: show(runc.view[name]), runsc: show(runsc.view[name]), expected };
-  });
-  rows[rows.length - 1] = { ...rows[rows.length - 1]!, expected: 'exit≠0' };
+  const views: Record<Runtime, SyscallView> = { runc, runsc };
+  const rows = Object.entries(DENIED_GROUPS).flatMap(([group, list]) => Object.keys(list).map((name) => ({ group, syscall: name, runc: show(runc[name]), runsc: show(runsc[name]), expected: 'EPERM|ENOSYS' })));
+  rows.push(...Object.keys(CONTROL_PROBES).map((name) => ({ group: 'control', syscall: name, runc: show(runc[name]), runsc: show(runsc[name]), expected: 'success' })));
+  rows.push({ group: 'command', syscall: 'unshare -U', runc: show(runc['unshare -U']), runsc: show(runsc['unshare -U']), expected: 'exit≠0' });
   console.log('\nSyscall probes (observed vs expected):');
   console.table(rows);
   for (const rt of RUNTIMES) {
     const view = views[rt];
-    for (const name of [...FORBIDDEN_SYSCALLS, ...Object.keys(EXTRA_PROBES)]) {
-      const r = view[name];
-      assert.ok(r, `${rt}: ${name} was not probed`);
-      assert.ok(r.ret < 0 && (r.errno === 'EPERM' || r.errno === 'ENOSYS'), `${rt}: ${name} was not blocked: ${show(r)} (expected EPERM or ENOSYS)`);
+    for (const [group, list] of Object.entries(DENIED_GROUPS)) {
+      for (const name of Object.keys(list)) assert.ok(refused(view[name]), `${rt}: ${group} ${name} was not refused: ${show(view[name])} (expected -1 with EPERM or ENOSYS)`);
     }
     for (const name of Object.keys(CONTROL_PROBES)) {
       const r = view[name];
-      assert.ok(r && r.ret >= 0, `${rt}: control ${name} failed (${show(r)}): the probe harness is broken`);
+      assert.ok(r && r.error === null && r.signal === null && r.ret !== null && r.ret >= 0, `${rt}: control ${name} failed (${show(r)}): the probe harness is broken`);
     }
+    assert.equal(view.getpid?.ret, view.getpid?.pid, `${rt}: control getpid returned ${show(view.getpid)}, not its own pid ${view.getpid?.pid}: the harness is broken`);
     const u = view['unshare -U'];
-    if (u) assert.notEqual(u.ret, 0, `${rt}: 'unshare -U true' succeeded: the workload can create a user namespace`);
+    assert.ok(u && u.error === null, `${rt}: 'unshare -U true' could not be tried: ${show(u)}`);
+    assert.notEqual(u.ret, 0, `${rt}: 'unshare -U true' succeeded: the workload can create a user namespace`);
   }
+});
+
+test('other syscall ABIs: i386 (int 0x80) and x32 calls kill their caller in runc cells (the filter knows only x86_64) and never succeed in runsc cells', async () => {
+  for (const rt of RUNTIMES) assert.deepEqual(cellSeccompProfile(rt).architectures, ['SCMP_ARCH_X86_64'], `${rt}: the profile admits other architectures than x86_64`);
+  const [runc, runsc] = await Promise.all(RUNTIMES.map((rt) => syscallsIn(rt)));
+  assert.ok(runc && runsc);
+  console.log('\nOther-ABI probes (runc: killed by SIGSYS; runsc: gVisor has no i386/x32 ABI and reads int 0x80 as an x86_64 call):');
+  console.table(Object.keys(ABI_PROBES).map((name) => ({ probe: name, runc: show(runc[name]), runsc: show(runsc[name]) })));
+  for (const name of Object.keys(ABI_PROBES)) {
+    // libseccomp's answer to an architecture the filter does not list is SECCOMP_RET_KILL: the caller dies of SIGSYS.
+    assert.equal(runc[name]?.signal, SIGSYS, `runc: ${name} was not killed by the filter: ${show(runc[name])} (expected killed by signal ${SIGSYS}, SIGSYS)`);
+    const r = runsc[name];
+    assert.ok(r && r.error === null && (r.signal !== null || (r.ret !== null && r.ret < 0)), `runsc: ${name} succeeded or was not run: ${show(r)}`);
+  }
+});
+
+test('calibration: on this host, outside any filter, an unprivileged caller gets other answers than EPERM/ENOSYS (so the cells answer from the filter), and int 0x80 reaches the i386 ABI', async () => {
+  const native = { ...FORBIDDEN_PROBES, ...MOUNT_API_PROBES, ...DEFAULT_DENY_PROBES };
+  const unknown = [...PRIVILEGE_FIRST].filter((n) => !(n in native));
+  assert.deepEqual(unknown, [], `PRIVILEGE_FIRST names unknown probes: ${unknown.join(', ')}`);
+  const { stdout } = await execFileP('/usr/bin/python3', ['-c', SYSCALL_SCRIPT, JSON.stringify({ native, i386: { 'i386 getpid': I386_PROBES['i386 getpid'] } })], { uid: NOBODY, gid: NOBODY, cwd: '/', timeout: 120_000 });
+  const line = stdout.split('\n').find((l) => l.startsWith('PROBE '));
+  assert.ok(line, `the host probe printed no result: ${stdout}`);
+  const host = JSON.parse(line.slice(6)) as SyscallView;
+  const wrong = Object.keys(native)
+    .filter((n) => !PRIVILEGE_FIRST.has(n))
+    .filter((n) => refused(host[n]) || host[n]?.signal !== null || host[n]?.error !== null)
+    .map((n) => `${n}: ${show(host[n])}`);
+  assert.deepEqual(wrong, [], 'probes that an unfiltered, unprivileged caller on this host also sees refused (or that crash): in a cell their EPERM would not prove the filter; choose other arguments or list them in PRIVILEGE_FIRST');
+  const g = host['i386 getpid'];
+  assert.ok(g && g.signal === null && g.ret === g.pid, `int 0x80 getpid on the host answered ${show(g)}, not the caller's pid ${g?.pid}: the i386 probe machine code or the kernel's IA-32 emulation does not work, so the cell's i386 results prove nothing`);
 });
 
 /** HostProc is what the host's /proc says about one process. */

@@ -2,6 +2,7 @@
 import { execFile } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { createServer } from 'node:net';
+import { networkInterfaces } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -48,7 +49,7 @@ export class TestCluster {
     const dataDir = mkdtempSync('/var/tmp/cleanroom-test-');
     const [apiPort, agentPort, dataPort] = [await freePort(), await freePort(), await freePort()];
     // A private /16 of its own, so that clusters (and a production agent) on one host never share addresses.
-    const pool = `10.${200 + Math.floor(Math.random() * 50)}.0.0/16`;
+    const pool = unusedPool();
     const base = { control: { apiPort, agentPort, dataPort, agentGraceMs: 3000 }, network: { pool }, agent: { pool: [{ runtime: 'runc', class: 'small', warm: 2 }, { runtime: 'runsc', class: 'small', warm: 1 }] } };
     writeFileSync(join(dataDir, 'config.json'), JSON.stringify(merge(base, opts.config ?? {})));
     const env: NodeJS.ProcessEnv = { ...process.env, CLEANROOM_CONFIG: join(dataDir, 'client.json'), CLEANROOM_DATA_DIR: dataDir };
@@ -186,6 +187,20 @@ export async function processesMentioning(dir: string, timeoutMs: number): Promi
     if (alive.length === 0 || Date.now() > deadline) return alive;
     await new Promise((r) => setTimeout(r, 100));
   }
+}
+
+/** unusedPool picks one of 10.200-249.0.0/16 in which no interface of this host has an address (other clusters run here too). */
+function unusedPool(): string {
+  const used = new Set(
+    Object.values(networkInterfaces())
+      .flat()
+      .map((a) => a?.address ?? '')
+      .filter((a) => a.startsWith('10.'))
+      .map((a) => Number(a.split('.')[1])),
+  );
+  const free = Array.from({ length: 50 }, (_, i) => 200 + i).filter((n) => !used.has(n));
+  if (free.length === 0) throw new Error('every pool 10.200-249.0.0/16 has addresses on this host: too many clusters running');
+  return `10.${free[Math.floor(Math.random() * free.length)]}.0.0/16`;
 }
 
 /** freePort asks the kernel for an unused loopback port. */

@@ -75,6 +75,7 @@ test('the seccomp profile is default-deny and allows none of the forbidden calls
   for (const runtime of ['runc', 'runsc'] as const) {
     const p = cellSeccompProfile(runtime);
     assert.equal(p.defaultAction, 'SCMP_ACT_ERRNO');
+    assert.deepEqual(p.architectures, ['SCMP_ARCH_X86_64'], 'only the native ABI: i386 and x32 calls must not reach the allowlist');
     const allowed = new Set(p.syscalls.filter((s) => s.action === 'SCMP_ACT_ALLOW' && !s.args).flatMap((s) => s.names));
     for (const name of FORBIDDEN_SYSCALLS) assert.equal(allowed.has(name), false, name);
     const clone = p.syscalls.find((s) => s.names.includes('clone'));

@@ -35,6 +35,8 @@ CREATE INDEX IF NOT EXISTS audit_by_workspace ON audit_events(workspace_id, seq)
 -- Append-only: the platform never updates or deletes an event (the hash chain catches anyone who does it behind our back).
 CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit_events BEGIN SELECT RAISE(ABORT, 'audit events are append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit_events BEGIN SELECT RAISE(ABORT, 'audit events are append-only'); END;
+-- INSERT OR REPLACE deletes the old row without firing delete triggers (unless recursive_triggers is on): refuse reused seqs.
+CREATE TRIGGER IF NOT EXISTS audit_no_replace BEFORE INSERT ON audit_events WHEN EXISTS (SELECT 1 FROM audit_events WHERE seq = NEW.seq) BEGIN SELECT RAISE(ABORT, 'audit events are append-only'); END;
 CREATE TABLE IF NOT EXISTS workspace_keys (
   workspace_id TEXT PRIMARY KEY REFERENCES workspaces(id), wrapped BLOB NOT NULL, created_at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS objects (
