@@ -1,36 +1,33 @@
-// Real cells on private networks: a 3 workspaces × 3 cells reachability matrix probed from inside, host and metadata
-// unreachable, egress by workspace policy (enforced and dry-run) with denied records, nothing left after the cells end.
-// Safety: the only destinations outside cells are addresses of an "internet" netns this test creates; a policy-routing
-// rule sends everything from the cluster's cell pool there or nowhere (unreachable), so no probe can leave the host.
+// Real cells on private networks: a 3 workspaces × 3 cells reachability matrix probed from inside, with egress by workspace
+// policy (enforced and dry-run), denied records, and nothing left after the cells end. Every destination a cell must not
+// reach has a real listener (a host listener on a gateway, on the lab veth's host side or on 0.0.0.0, another cell's, one
+// inside the cell pool, a metadata look-alike), shown to answer from the host or the lab first; a probe counts as blocked
+// only if it times out. Safety: destinations are cells, gateways, this host's own addresses or addresses of the lab
+// namespace this test creates (test/support/net-lab.ts); policy routing sends the pool nowhere else.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { chownSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
-import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { CleanroomClient, type Job } from '../../src/sdk/client.js';
 import { TestCluster } from '../support/cluster.js';
-import { leftovers, waitFor } from '../support/host.js';
+import { leftovers, until, waitFor } from '../support/host.js';
+import { expect, hostAddresses, LAB, NetLab, PROBE_PY, PROBE_TIMEOUT_S, verdictFailures, wireTargets, type Target } from '../support/net-lab.js';
 
 const sh = promisify(execFile);
-const INET_NS = `crtestinet${process.pid % 10000}`;
-const INET_IF = `crti${process.pid % 10000}`;
-const RULE_PREF = 31000 + (process.pid % 1000);
 
 let cluster: TestCluster;
+let lab: NetLab;
 let pool = '';
-const children: ChildProcess[] = [];
+const clients: CleanroomClient[] = [];
 
-/** The in-cell probe: prints its address, listens, waits for a targets file, probes each target, prints results. */
-const PROBE = String.raw`
-import socket, struct, fcntl, os, time, threading, json
+/** The in-cell script: prints its address, listens (TCP 8080, UDP echo 8081), waits for a targets file, probes, prints results. */
+const CELL = `${PROBE_PY}
+import fcntl, os, json
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 ip = socket.inet_ntoa(fcntl.ioctl(s.fileno(), 0x8915, struct.pack('256s', b'eth0'))[20:24])
-gw = None
-for line in open('/proc/net/route').read().splitlines()[1:]:
-    f = line.split()
-    if f[1] == '00000000': gw = socket.inet_ntoa(struct.pack('<L', int(f[2], 16)))
+gw = _gateway()
 trie = open('/proc/net/fib_trie').read().splitlines()
 addrs = [trie[i - 1].split()[-1] for i, l in enumerate(trie) if '/32 host LOCAL' in l]
 v6 = open('/proc/net/if_inet6').read().strip() if os.path.exists('/proc/net/if_inet6') else ''
@@ -38,93 +35,43 @@ try:
     socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW); raw = 'allowed'
 except OSError as e:
     raw = 'refused'
+srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); srv.bind((ip, 8080)); srv.listen(64)
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind((ip, 8081))
 def tcp_server():
-    srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); srv.bind((ip, 8080)); srv.listen(64)
     while True:
         c, _ = srv.accept(); c.close()
 def udp_server():
-    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind((ip, 8081))
     while True:
-        d, a = u.recvfrom(100); u.sendto(b'pong', a)
+        d, a = u.recvfrom(100); u.sendto(d, a)
 threading.Thread(target=tcp_server, daemon=True).start()
 threading.Thread(target=udp_server, daemon=True).start()
-print('INFO ' + json.dumps({'ip': ip, 'gw': gw, 'local': addrs, 'v6': v6, 'raw': raw, 'arp': open('/proc/net/arp').read().splitlines()[1:]}), flush=True)
+print('INFO ' + json.dumps({'ip': ip, 'gw': gw, 'local': addrs, 'v6': v6, 'raw': raw}), flush=True)
 while not os.path.exists('/work/targets'): time.sleep(0.05)
-targets = json.load(open('/work/targets'))
-results = {}
-def probe(t):
-    key = '%s %s %s' % (t['kind'], t['host'], t.get('port', ''))
-    try:
-        if t['kind'] == 'tcp':
-            c = socket.socket(); c.settimeout(2.5); c.connect((t['host'], t['port'])); c.close()
-        elif t['kind'] == 'udp':
-            c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); c.settimeout(1.5); c.sendto(b'ping', (t['host'], t['port'])); c.recvfrom(100)
-        else:
-            c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP); c.settimeout(1.5)
-            c.sendto(struct.pack('!BBHHH', 8, 0, 0, 0, 1) + b'probe', (t['host'], 0)); c.recvfrom(100)
-        results[key] = 'open'
-    except Exception as e:
-        results[key] = 'blocked' if isinstance(e, socket.timeout) else 'blocked:' + type(e).__name__ + ':' + str(getattr(e, 'errno', ''))
-threads = [threading.Thread(target=probe, args=(t,)) for t in targets]
-for t in threads: t.start()
-for t in threads: t.join()
-# One lost packet must not read as "blocked": targets expected open get two more tries (a blocked one stays blocked).
-for t in [t for t in targets if t.get('retry')]:
-    for attempt in range(2):
-        if results['%s %s %s' % (t['kind'], t['host'], t.get('port', ''))] == 'open': break
-        time.sleep(0.3); probe(t)
-print('RESULT ' + json.dumps(results), flush=True)
-`;
-
-/** The "internet": TCP 8080 on two addresses, inside a netns of the test's own. */
-const INTERNET = String.raw`
-const net = require('net');
-for (const h of ['203.0.113.10', '203.0.113.20']) net.createServer((c) => { c.on('error', () => {}); c.end('hi'); }).listen(8080, h);
+print('RESULT ' + json.dumps(probe_all(json.load(open('/work/targets')), ${PROBE_TIMEOUT_S})), flush=True)
 `;
 
 before(async () => {
   cluster = await TestCluster.start({ config: { agent: { pool: [{ runtime: 'runc', class: 'small', warm: 9 }] } } });
   pool = (JSON.parse(readFileSync(join(cluster.dataDir, 'config.json'), 'utf8')) as { network: { pool: string } }).network.pool;
-  await ip(
-    `netns add ${INET_NS}`,
-    `link add ${INET_IF} type veth peer name eth0 netns ${INET_NS}`,
-    `address add 198.51.100.1/30 dev ${INET_IF}`,
-    `link set ${INET_IF} up`,
-    `route add 203.0.113.0/24 via 198.51.100.2 dev ${INET_IF} table ${RULE_PREF}`,
-    `rule add from ${pool} lookup ${RULE_PREF} pref ${RULE_PREF}`,
-    `rule add from ${pool} lookup main suppress_prefixlength 0 pref ${RULE_PREF + 1}`,
-    `rule add from ${pool} unreachable pref ${RULE_PREF + 2}`,
-  );
-  await sh('sysctl', ['-q', '-w', `net.ipv4.conf.${INET_IF}.forwarding=1`]);
-  await ip(...['link set lo up', 'link set eth0 up', 'address add 198.51.100.2/30 dev eth0', 'address add 203.0.113.10/32 dev lo', 'address add 203.0.113.20/32 dev lo', 'route add default via 198.51.100.1'].map((l) => `netns exec ${INET_NS} ip ${l}`));
-  // nsenter --net, not `ip netns exec`: that also unshares a mount namespace, which would pin the cells' volume mounts.
-  const server = spawn('nsenter', [`--net=/run/netns/${INET_NS}`, process.execPath, '-e', INTERNET], { stdio: 'ignore' });
-  children.push(server);
-  await new Promise((r) => setTimeout(r, 300));
+  lab = await NetLab.open(pool);
   await cluster.waitWarm();
 });
 
 after(async () => {
-  for (const c of children) c.kill('SIGKILL');
-  await ip(`link del ${INET_IF}`, `netns del ${INET_NS}`, `rule del pref ${RULE_PREF}`, `rule del pref ${RULE_PREF + 1}`, `rule del pref ${RULE_PREF + 2}`, `route flush table ${RULE_PREF}`).catch(() => {});
-  await cluster?.stop();
+  for (const c of clients) c.close();
+  try {
+    await lab?.close();
+  } finally {
+    await cluster?.stop();
+  }
 });
-
-async function ip(...lines: string[]): Promise<void> {
-  await new Promise<void>((resolve, reject) => {
-    const p = spawn('ip', ['-force', '-batch', '-'], { stdio: ['pipe', 'ignore', 'pipe'] });
-    let err = '';
-    p.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    p.on('close', (code) => (code === 0 ? resolve() : reject(new Error(`ip -batch: ${err}`))));
-    p.stdin.end(lines.join('\n') + '\n');
-  });
-}
 
 interface Cell {
   ws: string;
   client: CleanroomClient;
   job: Job;
-  info: { ip: string; gw: string; local: string[]; v6: string; raw: string; arp: string[] };
+  info: { ip: string; gw: string; local: string[]; v6: string; raw: string };
+  targets: Target[];
   output: string;
   ended: Promise<Job>;
 }
@@ -139,27 +86,28 @@ function workDirOf(cellId: string): string {
   throw new Error(`no volume for cell ${cellId}`);
 }
 
-test('3 workspaces × 3 cells: no cell reaches another, the host or metadata; egress follows each workspace policy', async () => {
+test('3 workspaces × 3 cells: no cell reaches another, the host, the pool or metadata; egress follows each workspace policy', async () => {
   const policies: Record<string, unknown> = {
-    'net-a': { allow: [{ cidr: '203.0.113.10/32', protocol: 'tcp', port: 8080 }] },
+    'net-a': { allow: [{ cidr: `${LAB.allowed}/32`, protocol: 'tcp', port: LAB.tcpPort }, { cidr: `${LAB.allowed}/32`, protocol: 'udp', port: LAB.udpPort }] },
     'net-b': { allow: [] },
     'net-c': { allow: [], dryRun: true },
   };
-  const clients: Record<string, CleanroomClient> = {};
+  const byWs: Record<string, CleanroomClient> = {};
   const keys: Record<string, string> = {};
   for (const [name, policy] of Object.entries(policies)) {
     await cluster.client.createWorkspace({ name });
     const key = await cluster.client.createApiKey({ workspace: name, name: 'net' });
     keys[name] = key.key;
-    clients[name] = new CleanroomClient({ url: cluster.url, ca: cluster.ca, apiKey: key.key });
-    const set = await clients[name]!.raw('PUT', '/v1/network/policy', JSON.stringify(policy), { 'content-type': 'application/json' });
+    byWs[name] = new CleanroomClient({ url: cluster.url, ca: cluster.ca, apiKey: key.key });
+    clients.push(byWs[name]!);
+    const set = await byWs[name]!.raw('PUT', '/v1/network/policy', JSON.stringify(policy), { 'content-type': 'application/json' });
     assert.equal(set.status, 200, JSON.stringify(set.body));
   }
   const cells: Cell[] = await Promise.all(
     Object.keys(policies).flatMap((ws) =>
       [0, 1, 2].map(async () => {
-        const client = clients[ws]!;
-        const job = await client.createJob({ command: ['python3', '-c', PROBE], timeoutSeconds: 60 });
+        const client = byWs[ws]!;
+        const job = await client.createJob({ command: ['python3', '-c', CELL], timeoutSeconds: 60 });
         const cell = { ws, client, job, output: '' } as Cell;
         cell.ended = client.followLogs(job.id, (c) => (cell.output += c.data.toString()));
         return cell;
@@ -183,35 +131,66 @@ test('3 workspaces × 3 cells: no cell reaches another, the host or metadata; eg
   }
   assert.equal(new Set(cells.map((c) => c.info.ip)).size, 9, 'cell addresses are not distinct');
 
-  const hostAddrs = Object.values(networkInterfaces()).flat().filter((a) => a && a.family === 'IPv4' && !a.internal && !a.address.startsWith(poolPrefix)).map((a) => a!.address);
-  const apiPort = Number(new URL(cluster.url).port);
-  const agentPort = configAgentPort();
-  const expected = new Map<string, Map<string, 'open' | 'blocked'>>();
+  // Real listeners on everything of the host a cell could route to.
+  const gateways = [...new Set(cells.map((c) => c.info.gw))];
+  const onGw = new Map<string, { tcp: number; udp: number }>();
+  for (const gw of gateways) onGw.set(gw, { tcp: await lab.listen('tcp', gw), udp: await lab.listen('udp', gw) });
+  const anyTcp = await lab.listen('tcp', '0.0.0.0');
+  const anyUdp = await lab.listen('udp', '0.0.0.0');
+  const sideTcp = await lab.listen('tcp', lab.hostSide);
+  const sideUdp = await lab.listen('udp', lab.hostSide);
+  const hosts = await hostAddresses(lab);
+  const { apiPort, agentPort, dataGatewayPort } = ports();
+  const l = lab.labTargets();
   for (const c of cells) {
-    const targets: Array<{ kind: string; host: string; port?: number; retry?: boolean }> = [];
-    const want = new Map<string, 'open' | 'blocked'>();
-    const add = (kind: string, host: string, port: number | undefined, verdict: 'open' | 'blocked') => {
-      targets.push({ kind, host, ...(port ? { port } : {}), ...(verdict === 'open' ? { retry: true } : {}) });
-      want.set(`${kind} ${host} ${port ?? ''}`, verdict);
-    };
-    for (const other of cells) {
-      if (other === c) continue;
-      add('tcp', other.info.ip, 8080, 'blocked');
-      add('udp', other.info.ip, 8081, 'blocked');
-      add('icmp', other.info.ip, undefined, 'blocked');
+    const t: Target[] = [];
+    const egress = (open: string[]) => (open.includes(c.ws) ? 'open' : 'blocked');
+    // Egress first: denials are logged at a limited rate per source, and these are the ones checked below.
+    t.push(expect(l.allowedTcp, egress(['net-a', 'net-c']), 'egress, allowed in net-a'));
+    t.push(expect(l.allowedUdp, egress(['net-a', 'net-c']), 'egress udp, allowed in net-a'));
+    t.push(expect(l.otherTcp, egress(['net-c']), 'egress, allowed nowhere'));
+    t.push(expect(l.otherUdp, egress(['net-c']), 'egress udp, allowed nowhere'));
+    t.push(expect(l.allowedOtherPort, egress(['net-c']), 'egress, allowed address on another port'));
+    // Positive controls through the same harness: the gateway's data port and resolver answer.
+    t.push({ kind: 'tcp', host: c.info.gw, port: dataGatewayPort, expect: 'open', what: 'own gateway data port' });
+    t.push({ kind: 'dns', host: c.info.gw, port: 53, expect: 'open', what: 'own gateway resolver' });
+    const own = onGw.get(c.info.gw)!;
+    t.push({ kind: 'tcp', host: c.info.gw, port: own.tcp, expect: 'blocked', what: 'own gateway, listener on another TCP port', live: 'host' });
+    t.push({ kind: 'udp', host: c.info.gw, port: own.udp, expect: 'blocked', what: 'own gateway, UDP echo on another port', live: 'host' });
+    t.push({ kind: 'tcp', host: c.info.gw, port: anyTcp, expect: 'blocked', what: 'own gateway, 0.0.0.0 TCP listener', live: 'host' });
+    t.push({ kind: 'udp', host: c.info.gw, port: anyUdp, expect: 'blocked', what: 'own gateway, 0.0.0.0 UDP echo', live: 'host' });
+    t.push({ kind: 'icmp', host: c.info.gw, expect: 'blocked', what: 'own gateway, ICMP echo' });
+    for (const port of [apiPort, agentPort]) t.push({ kind: 'tcp', host: c.info.gw, port, expect: 'blocked', what: 'own gateway, platform port' });
+    for (const gw of gateways.filter((g) => g !== c.info.gw)) {
+      const other = onGw.get(gw)!;
+      t.push({ kind: 'tcp', host: gw, port: dataGatewayPort, expect: 'blocked', what: 'other workspace gateway, data port', live: 'host' });
+      t.push({ kind: 'dns', host: gw, port: 53, expect: 'blocked', what: 'other workspace gateway, resolver', live: 'host' });
+      t.push({ kind: 'tcp', host: gw, port: other.tcp, expect: 'blocked', what: 'other workspace gateway, TCP listener', live: 'host' });
+      t.push({ kind: 'udp', host: gw, port: other.udp, expect: 'blocked', what: 'other workspace gateway, UDP echo', live: 'host' });
     }
-    for (const port of [apiPort, agentPort, 22]) add('tcp', c.info.gw, port, 'blocked');
-    // The one platform service on the gateway (the data service forwarder) is reachable; another workspace's gateway is not.
-    add('tcp', c.info.gw, 443, 'open');
-    for (const gw of new Set(cells.filter((o) => o.ws !== c.ws).map((o) => o.info.gw))) add('tcp', gw, 443, 'blocked');
-    add('icmp', c.info.gw, undefined, 'blocked');
-    for (const h of hostAddrs) for (const port of [apiPort, agentPort]) add('tcp', h, port, 'blocked');
-    add('tcp', '169.254.169.254', 80, 'blocked');
-    add('tcp', '203.0.113.10', 8080, c.ws === 'net-b' ? 'blocked' : 'open');
-    add('tcp', '203.0.113.20', 8080, c.ws === 'net-c' ? 'open' : 'blocked');
-    expected.set(c.job.id, want);
+    for (const h of hosts) {
+      t.push({ kind: 'tcp', host: h, port: anyTcp, expect: 'blocked', what: 'host address, 0.0.0.0 TCP listener', live: 'host' });
+      t.push({ kind: 'udp', host: h, port: anyUdp, expect: 'blocked', what: 'host address, 0.0.0.0 UDP echo', live: 'host' });
+    }
+    t.push({ kind: 'tcp', host: lab.hostSide, port: sideTcp, expect: 'blocked', what: 'host side of the lab veth, TCP listener', live: 'host' });
+    t.push({ kind: 'udp', host: lab.hostSide, port: sideUdp, expect: 'blocked', what: 'host side of the lab veth, UDP echo', live: 'host' });
+    for (const other of cells.filter((o) => o !== c)) {
+      const rel = other.ws === c.ws ? 'same workspace' : 'other workspace';
+      t.push({ kind: 'tcp', host: other.info.ip, port: 8080, expect: 'blocked', what: `cell, ${rel}, TCP listener`, live: 'host' });
+      t.push({ kind: 'udp', host: other.info.ip, port: 8081, expect: 'blocked', what: `cell, ${rel}, UDP echo`, live: 'host' });
+      t.push({ kind: 'icmp', host: other.info.ip, expect: 'blocked', what: `cell, ${rel}, ICMP echo` });
+    }
+    t.push(expect(l.neighbourTcp, 'blocked', 'pool address that is not a cell, TCP listener'));
+    t.push(expect(l.neighbourUdp, 'blocked', 'pool address that is not a cell, UDP echo'));
+    t.push(expect(l.metadata, 'blocked', 'metadata address, TCP listener'));
+    c.targets = t;
+  }
+  // Every blocked target with a listener answers when probed from the host or the lab: a timeout below is the firewall.
+  const controls = await lab.controls(cells.flatMap((c) => c.targets));
+  assert.deepEqual(controls.failures, [], 'a listener the cells are probed against does not answer its control');
+  for (const c of cells) {
     const work = workDirOf(c.job.cellId!);
-    writeFileSync(join(work, 'targets.tmp'), JSON.stringify(targets));
+    writeFileSync(join(work, 'targets.tmp'), JSON.stringify(wireTargets(c.targets)));
     const hostUid = statSync(work).uid;
     chownSync(join(work, 'targets.tmp'), hostUid, hostUid);
     await sh('mv', [join(work, 'targets.tmp'), join(work, 'targets')]);
@@ -219,36 +198,32 @@ test('3 workspaces × 3 cells: no cell reaches another, the host or metadata; eg
   const ended = await Promise.all(cells.map((c) => c.ended));
   for (const j of ended) assert.equal(j.status, 'succeeded', j.message ?? '');
 
-  const falseAllows: string[] = [];
-  const falseBlocks: string[] = [];
+  const failures: string[] = [];
   let probes = 0;
   for (const c of cells) {
-    const results = JSON.parse(/RESULT (.*)/.exec(c.output)![1]!) as Record<string, string>;
-    for (const [key, want] of expected.get(c.job.id)!) {
-      probes++;
-      const got = results[key];
-      if (want === 'blocked' && got !== 'blocked' && !got?.startsWith('blocked:')) falseAllows.push(`${c.ws}/${c.info.ip} → ${key}: ${got}`);
-      if (want === 'open' && got !== 'open') falseBlocks.push(`${c.ws}/${c.info.ip} → ${key}: ${got} (arp ${JSON.stringify(c.info.arp)})`);
-    }
+    const results = JSON.parse(/RESULT (.*)/.exec(c.output)![1]!) as string[];
+    probes += c.targets.length;
+    failures.push(...verdictFailures(`${c.ws}/${c.info.ip}`, c.targets, results));
+    const dns = results[c.targets.findIndex((t) => t.what === 'own gateway resolver')];
+    if (dns !== `open:${c.info.gw}`) failures.push(`${c.ws}/${c.info.ip}: data.cleanroom.internal resolved to ${dns}, not its gateway`);
   }
-  console.log(`reachability: ${probes} probes from 9 cells in 3 workspaces; false allows ${falseAllows.length}, false blocks ${falseBlocks.length}`);
-  assert.deepEqual(falseAllows, [], 'traffic that must be blocked got through');
-  assert.deepEqual(falseBlocks, [], 'traffic the policy allows was blocked');
+  failures.push(...lab.arrivalsFrom(cells.map((c) => c.info.ip)));
+  console.log(`reachability: ${probes} probes from 9 cells in 3 workspaces (${controls.count} listeners checked live first); failures ${failures.length}`);
+  assert.deepEqual(failures, [], 'reachability differs from the policy');
 
   // Denied egress is recorded per workspace: enforced denials in net-a/net-b, would-be denials in net-c (dry run).
-  await waitFor(async () => {
-    const r = await clients['net-b']!.raw('GET', '/v1/network/denied?limit=1000');
-    return JSON.stringify(r.body).includes('203.0.113.20');
-  }, 15_000);
   type Denied = { action: string; destination: string; protocol: string; port: number | null; jobId: string };
-  const denied = async (ws: string) => ((await clients[ws]!.raw('GET', '/v1/network/denied?limit=1000')).body as { denied: Denied[] }).denied;
-  const egress = (rs: Denied[], action: string, dest: string) => rs.filter((r) => r.action === action && r.destination === dest && r.protocol === 'tcp' && r.port === 8080);
+  const denied = async (ws: string) => ((await byWs[ws]!.raw('GET', '/v1/network/denied?limit=1000')).body as { denied: Denied[] }).denied;
+  const egress = (rs: Denied[], action: string, dest: string, protocol = 'tcp', port: number = LAB.tcpPort) =>
+    rs.filter((r) => r.action === action && r.destination === dest && r.protocol === protocol && r.port === port);
+  await waitFor(async () => egress(await denied('net-b'), 'denied', LAB.other).length > 0, 15_000);
   const a = await denied('net-a');
-  assert.ok(egress(a, 'denied', '203.0.113.20').length > 0, 'net-a: denial of 203.0.113.20:8080 not recorded');
-  assert.equal(egress(a, 'denied', '203.0.113.10').length, 0, 'net-a: an allowed connection was recorded as denied');
+  assert.ok(egress(a, 'denied', LAB.other).length > 0, `net-a: denial of ${LAB.other}:${LAB.tcpPort} not recorded`);
+  assert.equal(egress(a, 'denied', LAB.allowed).length + egress(a, 'denied', LAB.allowed, 'udp', LAB.udpPort).length, 0, 'net-a: an allowed connection was recorded as denied');
   const b = await denied('net-b');
-  assert.ok(egress(b, 'denied', '203.0.113.10').length > 0 && egress(b, 'denied', '203.0.113.20').length > 0, 'net-b: denials not recorded');
-  await waitFor(async () => egress(await denied('net-c'), 'dry-run', '203.0.113.20').length > 0, 15_000);
+  assert.ok(egress(b, 'denied', LAB.allowed).length > 0 && egress(b, 'denied', LAB.other).length > 0, 'net-b: TCP denials not recorded');
+  assert.ok(egress(b, 'denied', LAB.allowed, 'udp', LAB.udpPort).length > 0, 'net-b: UDP denial not recorded');
+  await waitFor(async () => egress(await denied('net-c'), 'dry-run', LAB.other).length > 0, 15_000);
   const c = await denied('net-c');
   assert.equal(c.filter((r) => r.action === 'denied' && r.destination.startsWith('203.0.113.')).length, 0, 'net-c is in dry-run: egress must not be denied');
   assert.ok(c.every((r) => cells.some((x) => x.job.id === r.jobId && x.ws === 'net-c')), 'records of another workspace are visible');
@@ -257,11 +232,12 @@ test('3 workspaces × 3 cells: no cell reaches another, the host or metadata; eg
   assert.match(cli.stdout, /203\.0\.113/);
 
   // When the cells are gone, so is every netns, veth and address of theirs.
-  await waitFor(() => leftovers(cluster, cells.map((c) => c.job.cellId!)).length === 0, 15_000).catch(() => {});
-  assert.deepEqual(leftovers(cluster, cells.map((c) => c.job.cellId!)), []);
-  for (const c of Object.values(clients)) c.close();
+  const left = await until(() => leftovers(cluster, cells.map((c) => c.job.cellId!)), (l) => l.length === 0, 15_000);
+  assert.deepEqual(left, []);
 });
 
-function configAgentPort(): number {
-  return (JSON.parse(readFileSync(join(cluster.dataDir, 'config.json'), 'utf8')) as { control: { agentPort: number } }).control.agentPort;
+/** ports are the cluster's platform ports (which listen on loopback only) and the data port cells reach on their gateway. */
+function ports(): { apiPort: number; agentPort: number; dataGatewayPort: number } {
+  const config = JSON.parse(readFileSync(join(cluster.dataDir, 'config.json'), 'utf8')) as { control: { apiPort: number; agentPort: number }; network: { dataGatewayPort?: number } };
+  return { apiPort: config.control.apiPort, agentPort: config.control.agentPort, dataGatewayPort: config.network.dataGatewayPort ?? 443 };
 }

@@ -20,11 +20,19 @@ const DENY_ALL = { allow: [], dryRun: false };
 const put = (body: unknown, client = cluster.client) => client.raw('PUT', '/v1/network/policy', JSON.stringify(body), json);
 
 test('a workspace starts with no egress at all', async () => {
-  assert.deepEqual(await cluster.client.getNetworkPolicy(), DENY_ALL);
-  const r = await cluster.cli(['network', 'policy', 'get']);
-  assert.equal(r.code, 0, r.stderr);
-  assert.match(r.stdout, /all egress denied/);
-  assert.match(r.stdout, /dry-run: off/);
+  // A workspace of its own: the cluster's default workspace is changed by the tests below, whatever order they run in.
+  const ws = await cluster.client.createWorkspace({ name: 'net-fresh' });
+  const key = await cluster.client.createApiKey({ workspace: ws.id, name: 'fresh' });
+  const fresh = new CleanroomClient({ url: cluster.url, ca: cluster.ca, apiKey: key.key });
+  try {
+    assert.deepEqual(await fresh.getNetworkPolicy(), DENY_ALL);
+    const r = await cluster.cli(['network', 'policy', 'get'], { CLEANROOM_API_KEY: key.key });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /all egress denied/);
+    assert.match(r.stdout, /dry-run: off/);
+  } finally {
+    fresh.close();
+  }
 });
 
 test('a valid policy is stored normalised and read back (SDK)', async () => {

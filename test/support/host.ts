@@ -39,3 +39,13 @@ export async function waitFor(cond: () => Promise<boolean> | boolean, timeoutMs 
     await new Promise((r) => setTimeout(r, 50));
   }
 }
+
+/** until polls get() until ok(value) or timeoutMs passes, and returns the last value (the caller asserts on it, with its details). */
+export async function until<T>(get: () => T | Promise<T>, ok: (value: T) => boolean, timeoutMs = 20_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await get();
+    if (ok(value) || Date.now() > deadline) return value;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}

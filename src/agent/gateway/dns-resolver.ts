@@ -36,6 +36,8 @@ export interface GatewayResolverOptions {
   upstream: { host: string; port: number } | null;
   timeoutMs?: number;
   log?: (msg: string, extra?: object) => void;
+  /** The clock of the per-source rate limit, in milliseconds (default `performance.now`); tests pass one they move by hand. */
+  now?: () => number;
 }
 
 /** QUERIES_PER_SECOND is each source address's sustained query rate (and burst); queries beyond it are dropped. */
@@ -59,8 +61,11 @@ export class GatewayResolver {
   private readonly buckets = new Map<string, { tokens: number; at: number }>();
   private readonly inflight = new Set<() => void>();
   private lastSweep = 0;
+  private readonly now: () => number;
 
-  constructor(private readonly options: GatewayResolverOptions) {}
+  constructor(private readonly options: GatewayResolverOptions) {
+    this.now = options.now ?? (() => performance.now());
+  }
 
   /** listen binds a UDP socket to address:port (a gateway address); listening again on the same pair is a no-op. */
   async listen(address: string, port: number): Promise<void> {
@@ -178,7 +183,7 @@ export class GatewayResolver {
 
   // Token bucket per source address; buckets idle for a second are full again, so the periodic sweep forgets nothing.
   private admit(source: string): boolean {
-    const now = performance.now();
+    const now = this.now();
     if (now - this.lastSweep >= 1000) {
       for (const [key, bucket] of this.buckets) if (now - bucket.at >= 1000) this.buckets.delete(key);
       this.lastSweep = now;

@@ -6,6 +6,8 @@
 //   cell_mark   ifname : mark / cell_flow mark . ifname   tag each cell's conntrack entries so a later cell reusing the
 //               address never inherits them (no leftover "established" flow crosses tenants)
 // Traffic from interfaces without elements (prepared, unattached cells) matches nothing and is dropped.
+// Only cells' forwarded egress is masqueraded: the host's own packets from a gateway address (to a gateway, over lo) keep
+// their source, or replies from a socket bound to 0.0.0.0 miss the NAT mapping and never arrive.
 // Denials are logged to the kernel log, rate limited per source, with prefix "<prefix> D " (denied) or "<prefix> W " (dry run).
 import { createHash } from 'node:crypto';
 import type { EgressPolicy, EgressRule } from '../../shared/net/egress-policy.js';
@@ -83,7 +85,7 @@ table ${t} {
   }
   chain post {
     type nat hook postrouting priority 100; policy accept;
-    ${masquerade ? `ip saddr ${formatCidr(pool)} oifname != ${cells} masquerade` : ''}
+    ${masquerade ? `iifname ${cells} ip saddr ${formatCidr(pool)} oifname != ${cells} masquerade` : ''}
   }
 }
 `;
