@@ -18,11 +18,14 @@ test('the benchmark runs end to end in smoke mode and reports every field', { ti
   const r = JSON.parse(readFileSync(join(out, 'latest.json'), 'utf8')) as BenchResults;
   for (const f of LATENCY_FIELDS) {
     const s = r[f];
-    assert.ok(s && s.n > 0, `${f} has samples: ${JSON.stringify(s)}`);
+    assert.equal(typeof s, 'object', `${f} is missing`);
+    assert.ok(s.n > 0, `${f} has samples: ${JSON.stringify(s)}`);
     for (const k of ['p50', 'p95', 'p99', 'min', 'max'] as const) assert.ok(Number.isFinite(s[k]) && s[k] > 0, `${f}.${k} = ${s[k]}`);
   }
-  assert.ok(Number.isFinite(r.ratio_warm_to_runc_run) && r.ratio_warm_to_runc_run > 0);
-  assert.ok(r.throughput_jobs_per_s.peak > 0 && r.throughput_jobs_per_s.levels.length > 0);
+  assert.ok(Number.isFinite(r.ratio_warm_to_runc_run), `ratio_warm_to_runc_run = ${r.ratio_warm_to_runc_run}`);
+  assert.ok(r.ratio_warm_to_runc_run > 0, `ratio_warm_to_runc_run = ${r.ratio_warm_to_runc_run}`);
+  assert.ok(r.throughput_jobs_per_s.peak > 0, `peak throughput ${r.throughput_jobs_per_s.peak}`);
+  assert.notEqual(r.throughput_jobs_per_s.levels.length, 0, 'no throughput levels');
   assert.ok(r.throughput_jobs_per_s.levels.every((l) => l.failed === 0 && l.completed > 0));
   assert.ok(Number.isFinite(r.idle_cell_memory_mib.per_cell));
   assert.ok(r.idle_cell_memory_mib.levels.some((l) => l.cells > 0 && l.warm_start_ms.n > 0));
