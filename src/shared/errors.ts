@@ -18,7 +18,6 @@ export const ERROR_CODES = {
   unsupported_runtime: { status: 422, doc: 'The requested runtime is not one of runc, runsc.' },
   invalid_policy: { status: 422, doc: "The egress policy is not valid (bad CIDR, port, protocol, or a forbidden destination); details.code and details.path say which rule and why. The previous policy stays in force." },
   payload_too_large: { status: 413, doc: 'The request body (or object) is larger than allowed.' },
-  no_capacity: { status: 503, doc: 'No compute agent is connected to run the job.' },
   internal: { status: 500, doc: 'A platform fault; the message carries a reference for the operator.' },
 } as const;
 

@@ -18,11 +18,14 @@ test('the benchmark runs end to end in smoke mode and reports every field', { ti
   const r = JSON.parse(readFileSync(join(out, 'latest.json'), 'utf8')) as BenchResults;
   for (const f of LATENCY_FIELDS) {
     const s = r[f];
-    assert.ok(s && s.n > 0, `${f} has samples: ${JSON.stringify(s)}`);
+    assert.equal(typeof s, 'object', `${f} is missing`);
+    assert.ok(s.n > 0, `${f} has samples: ${JSON.stringify(s)}`);
     for (const k of ['p50', 'p95', 'p99', 'min', 'max'] as const) assert.ok(Number.isFinite(s[k]) && s[k] > 0, `${f}.${k} = ${s[k]}`);
   }
-  assert.ok(Number.isFinite(r.ratio_warm_to_runc_run) && r.ratio_warm_to_runc_run > 0);
-  assert.ok(r.throughput_jobs_per_s.peak > 0 && r.throughput_jobs_per_s.levels.length > 0);
+  assert.ok(Number.isFinite(r.ratio_warm_to_runc_run), `ratio_warm_to_runc_run = ${r.ratio_warm_to_runc_run}`);
+  assert.ok(r.ratio_warm_to_runc_run > 0, `ratio_warm_to_runc_run = ${r.ratio_warm_to_runc_run}`);
+  assert.ok(r.throughput_jobs_per_s.peak > 0, `peak throughput ${r.throughput_jobs_per_s.peak}`);
+  assert.notEqual(r.throughput_jobs_per_s.levels.length, 0, 'no throughput levels');
   assert.ok(r.throughput_jobs_per_s.levels.every((l) => l.failed === 0 && l.completed > 0));
   // Start latency under load beside the quiet figure, and how every baseline was launched.
   assert.ok(r.start_under_load_ms.all.n > 0 && r.start_under_load_ms.all.p50 > 0, `start_under_load_ms: ${JSON.stringify(r.start_under_load_ms)}`);

@@ -42,7 +42,8 @@ test(`${ROUNDS} rounds of SIGKILL under load (runc and gVisor jobs): up --detach
     const up = await cluster.cli(['up', '--detach', '--data-dir', cluster.dataDir]);
     assert.equal(up.code, 0, `round ${round}: up --detach after killing the ${victim} failed: ${up.stderr}\n${tail(cluster, 'agent')}`);
   }
-  assert.ok(kills.agent > 0 && kills.control > 0, `both processes were killed (${JSON.stringify(kills)})`);
+  assert.ok(kills.agent > 0, `the agent was never killed (${JSON.stringify(kills)})`);
+  assert.ok(kills.control > 0, `the control plane was never killed (${JSON.stringify(kills)})`);
 
   // The last kill is followed by `down` while a process is dead: it must still leave nothing on the host.
   const down = await cluster.cli(['down', '--data-dir', cluster.dataDir]);
@@ -63,7 +64,7 @@ test(`${ROUNDS} rounds of SIGKILL under load (runc and gVisor jobs): up --detach
   });
   const elapsed = Date.now() - t0;
   for (const j of jobs) {
-    if (j.status === 'error') assert.ok(j.message && j.message.length > 0, `job ${j.id} ended as error without a reason`);
+    if (j.status === 'error') assert.match(j.message ?? '', /\S/, `job ${j.id} ended as error without a reason`);
     if (j.wipe) assert.equal(j.wipe.keyStateAfterRemoval, 'absent', `job ${j.id}: ${JSON.stringify(j.wipe)}`);
   }
   const byStatus: Record<string, number> = {};

@@ -4,8 +4,9 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { CleanroomClient, type EgressPolicy } from '../../src/sdk/client.js';
+import { CleanroomClient, type DeniedConnection, type EgressPolicy } from '../../src/sdk/client.js';
 import { TestCluster } from '../support/cluster.js';
+import { waitFor } from '../support/host.js';
 
 let cluster: TestCluster;
 before(async () => {
@@ -152,14 +153,36 @@ test('a job created after a change carries the new policy; earlier jobs keep the
   assert.match(shown.stdout, /egress\s+deny all \(dry-run/);
 });
 
+// KNOCK tries a port of the cell's own gateway that no cell may reach: the host drops (and records) it whatever the policy,
+// so nothing leaves the machine. Prints the gateway's address.
+const KNOCK = String.raw`
+import socket
+gw = socket.gethostbyname('data.cleanroom.internal')
+s = socket.socket()
+s.settimeout(3)
+try:
+    s.connect((gw, 9))
+    print('connected')
+except OSError as e:
+    print(gw)
+`;
+
 test('denied connections are listed per workspace (SDK and CLI), with limits checked', async () => {
-  assert.ok(Array.isArray(await cluster.client.listDeniedConnections({ limit: 5 })));
+  const knock = await cluster.runJob({ command: ['python3', '-c', KNOCK] });
+  assert.equal(knock.job.status, 'succeeded', knock.stderr);
+  const gateway = knock.stdout.trim();
+  assert.match(gateway, /^\d+\.\d+\.\d+\.1$/, 'the knock on a closed gateway port got through');
+  let denied: DeniedConnection[] = [];
+  await waitFor(async () => (denied = await cluster.client.listDeniedConnections({ jobId: knock.job.id, limit: 5 })).length > 0, 20_000, () => 'no denial recorded');
+  const distinct = new Set(denied.map(({ jobId, cellId, action, destination, protocol, port }) => JSON.stringify({ jobId, cellId, action, destination, protocol, port })));
+  assert.deepEqual([...distinct].map((d) => JSON.parse(d) as unknown), [{ jobId: knock.job.id, cellId: knock.job.cellId, action: 'denied', destination: gateway, protocol: 'tcp', port: 9 }]);
   const bad = await cluster.client.raw('GET', '/v1/network/denied?limit=0');
   assert.equal(bad.status, 400);
   assert.equal((bad.body as { error: { code: string } }).error.code, 'invalid_request');
   const r = await cluster.cli(['network', 'denied', '--limit', '5']);
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, /^TIME\s+JOB\s+ACTION\s+DESTINATION\s+PROTO\s+PORT/);
+  assert.match(r.stdout, new RegExp(`\\s${knock.job.id}\\s+denied\\s+${gateway.replace(/\./g, '\\.')}\\s+tcp\\s+9\\n`));
   const missing = await cluster.cli(['network', 'denied', '--job', 'job_nope']);
   assert.equal(missing.code, 1);
   assert.match(missing.stderr, /\[not_found\]/);

@@ -69,8 +69,8 @@ test('a warm cell holds no tenant data: config, runtime state, init environment,
   for (const runtime of RUNTIMES) {
     const r = await cluster.runJob({ runtime, command: ['/bin/sh', '-c', script], env: { CR_MARKER: marker } });
     assert.equal(r.job.status, 'succeeded', `${runtime} seeding job ended ${r.job.status}: ${r.stderr}`);
-    assert.ok(r.job.cellId, `${runtime} job has no cellId`);
-    usedCells.push(r.job.cellId);
+    assert.match(r.job.cellId ?? '', /^[0-9a-f]{10}$/, `${runtime} job has no cellId`);
+    usedCells.push(r.job.cellId!);
     tenant[`job id ${r.job.id}`] = r.job.id;
   }
 
@@ -92,8 +92,9 @@ test('a warm cell holds no tenant data: config, runtime state, init environment,
     // The host directories behind the cell's writable paths (wherever the agent keeps them) must be empty.
     for (const dest of ['/work', '/tmp']) {
       const source = config.mounts.find((m) => m.destination === dest)?.source;
-      assert.ok(source && existsSync(source), `warm cell ${id}: no host directory behind ${dest} (${source})`);
-      assert.deepEqual(readdirSync(source), [], `warm cell ${id}: ${dest} (${source}) is not empty`);
+      assert.equal(typeof source, 'string', `warm cell ${id}: no mount at ${dest}`);
+      assert.ok(existsSync(source!), `warm cell ${id}: no host directory behind ${dest} (${source})`);
+      assert.deepEqual(readdirSync(source!), [], `warm cell ${id}: ${dest} (${source}) is not empty`);
     }
 
     const pid = Number(readFileSync(join(dir, 'init.pid'), 'utf8').trim());

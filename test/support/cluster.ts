@@ -110,6 +110,45 @@ export class TestCluster {
     return Number(readFileSync(join(this.dataDir, 'run', 'agent.pid'), 'utf8'));
   }
 
+  /** killAgent SIGKILLs the agent's node process under its subreaper (whose other children are orphaned cell processes) and
+   *  waits until it is gone; `up --detach` starts it again. */
+  async killAgent(): Promise<void> {
+    const wrapper = this.agentPid();
+    const children = readFileSync(`/proc/${wrapper}/task/${wrapper}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+    const agents = children.filter((pid) => {
+      try {
+        return readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').some((arg) => arg.endsWith('/agent/main.js'));
+      } catch {
+        return false;
+      }
+    });
+    const agentNode = agents[0];
+    if (agents.length !== 1 || agentNode === undefined) throw new Error(`expected one agent process under the subreaper ${wrapper}, found ${JSON.stringify(agents)} among ${JSON.stringify(children)}`);
+    process.kill(agentNode, 'SIGKILL');
+    const deadline = Date.now() + 20_000;
+    while (isAlive(agentNode)) {
+      if (Date.now() > deadline) throw new Error(`agent process ${agentNode} still alive 20 s after SIGKILL`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
+  /** dataPort is the port of the data service (the listener workloads reach through their gateway). */
+  get dataPort(): number {
+    return (JSON.parse(readFileSync(join(this.dataDir, 'config.json'), 'utf8')) as { control: { dataPort: number } }).control.dataPort;
+  }
+
+  /** tokenCall sends GET `path` to the data service (or another port) with a bearer token from the host, as anyone holding
+   *  the token could, and returns the status and error code. */
+  async tokenCall(token: string, path: string, port = this.dataPort): Promise<{ status: number; code?: string }> {
+    const c = new CleanroomClient({ url: `https://127.0.0.1:${port}`, ca: this.ca });
+    try {
+      const r = await c.raw('GET', path, undefined, { authorization: `Bearer ${token}` });
+      return { status: r.status, code: (r.body as { error?: { code?: string } }).error?.code };
+    } finally {
+      c.close();
+    }
+  }
+
   /** stop runs `cleanroom down`, checks that nothing of the cluster outlived it (processes, nft table, gateway, cgroups,
    *  loop devices, mounts), and removes the data directory. */
   async stop(): Promise<void> {
@@ -150,6 +189,15 @@ export class TestCluster {
     // CLEANROOM_TEST_KEEP=1 keeps the data directory (logs, database) for a post-mortem.
     if (mountsUnder(this.dataDir).length === 0 && !process.env.CLEANROOM_TEST_KEEP) rmSync(this.dataDir, { recursive: true, force: true });
     if (problems.length) throw new Error(`the cluster leaked: ${problems.join('; ')}`);
+  }
+}
+
+/** isAlive reports whether a process exists and is not a zombie. */
+export function isAlive(pid: number): boolean {
+  try {
+    return !/\) Z /.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return false;
   }
 }
 

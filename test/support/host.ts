@@ -31,11 +31,11 @@ export function leftovers(c: TestCluster, cellIds: string[]): string[] {
   return found;
 }
 
-/** waitFor polls until cond is true or throws after timeoutMs. */
-export async function waitFor(cond: () => Promise<boolean> | boolean, timeoutMs = 20_000): Promise<void> {
+/** waitFor polls until cond is true or throws after timeoutMs, with describe()'s account of what is wrong if given. */
+export async function waitFor(cond: () => Promise<boolean> | boolean, timeoutMs = 20_000, describe?: () => string): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
+    if (Date.now() > deadline) throw new Error(`condition not met in ${timeoutMs} ms${describe ? `: ${describe()}` : ''}`);
     await new Promise((r) => setTimeout(r, 50));
   }
 }

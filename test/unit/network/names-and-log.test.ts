@@ -14,7 +14,9 @@ test('cell names fit IFNAMSIZ, carry the prefix and are deterministic', () => {
   assert.notEqual(cellNames('cr0a1b2c', 'deadbeee').hostIf, n.hostIf);
   assert.match(n.hostMac, /^02(:[0-9a-f]{2}){5}$/);
   assert.match(n.cellMac, /^06(:[0-9a-f]{2}){5}$/);
-  assert.ok(n.ctMark > 0 && n.ctMark <= 0xffffffff);
+  assert.ok(Number.isInteger(n.ctMark), `ctMark ${n.ctMark}`);
+  assert.ok(n.ctMark > 0, `ctMark ${n.ctMark} is 0: untagged`);
+  assert.ok(n.ctMark <= 0xffffffff, `ctMark ${n.ctMark} does not fit 32 bits`);
   assert.equal(cellIdFromNetns('cr0a1b2c', n.netns), 'deadbeef');
   assert.equal(cellIdFromNetns('cr0a1b2c', 'cr999999-deadbeef'), undefined);
   assert.throws(() => cellNames('cr0A1b2c', 'x'));
