@@ -32,6 +32,8 @@ export class Agent {
   /** Cells whose job ended but whose volume is not wiped yet. */
   private unwiped = 0;
   private readonly classes: SizeClass[];
+  /** Jobs this agent runs at once (told to the control plane, which queues the rest). */
+  private readonly capacity: number;
   private stopping = false;
   /** Cells whose output is paused until the channel to the control plane drains. */
   private readonly paused = new Set<Cell>();
@@ -46,6 +48,7 @@ export class Agent {
     private readonly spool: ReceiptSpool,
   ) {
     this.classes = sizeClassesFromConfig(config.agent.classes);
+    this.capacity = config.agent.maxRunningJobs;
     channel.on('message', (m: ControlToAgent) => this.onMessage(m));
     // Receipts of volumes that reconcile shredded (here or in `cleanroom down`) are reported until acknowledged.
     for (const { jobId, receipt } of spool.read()) this.keepFinal(jobId, { type: 'job.wiped', jobId, receipt, spooled: true });
@@ -79,7 +82,7 @@ export class Agent {
    */
   greeting(): AgentToControl[] {
     const ended = [...this.finals.entries()].filter(([, msgs]) => msgs.some((m) => m.type === 'job.ended')).map(([jobId]) => jobId);
-    const hello: AgentToControl = { type: 'hello', agentId: this.agentId, liveJobIds: [...this.running.keys(), ...this.starting], endedJobIds: ended };
+    const hello: AgentToControl = { type: 'hello', agentId: this.agentId, liveJobIds: [...this.running.keys(), ...this.starting], endedJobIds: ended, capacity: this.capacity };
     return [hello, ...[...this.finals.values()].flat()];
   }
 

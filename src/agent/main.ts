@@ -101,6 +101,7 @@ async function main(): Promise<void> {
     targets,
     log,
     config.agent.refillDelayMs,
+    config.agent.maxConcurrentPrepares,
   );
 
   const url = `wss://${config.control.host}:${config.control.agentPort}/v1/agent`;

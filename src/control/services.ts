@@ -9,6 +9,7 @@ import { OutputHub } from './jobs/output-hub.js';
 import { NetworkPolicyService } from './network/network-policy-service.js';
 import type { Store } from './store/store.js';
 import { TenancyService } from './tenancy/tenancy-service.js';
+import { Quotas } from './quotas/quotas.js';
 import { SigningKeys } from './tokens/signing-keys.js';
 import { CLOCK_SKEW_S, TokenService } from './tokens/token-service.js';
 
@@ -22,6 +23,7 @@ export interface ControlServices {
   tokens: TokenService;
   objects: ObjectStore;
   jobs: JobService;
+  quotas: Quotas;
 }
 
 /** ServicesInput: the store, the configuration, the unwrapped KEK and where objects live. */
@@ -45,8 +47,9 @@ export function createServices({ store: plainStore, config, kek, objectsDir, log
   const tokens = new TokenService(store, keys, audit, { ttlSeconds: config.tokens.ttlSeconds, refreshAt: config.tokens.refreshAt });
   const network = new NetworkPolicyService(store, audit);
   const hub = new OutputHub();
-  const jobs = new JobService(store, hub, { cpu: l.defaultCpu, memoryMiB: l.defaultMemoryMiB, timeoutSeconds: l.defaultTimeoutSeconds, diskMiB: l.defaultDiskMiB, outputLimitBytes: l.maxOutputMiB * 1024 * 1024 }, network, tokens, audit);
+  const quotas = new Quotas(config.quotas);
+  const jobs = new JobService(store, hub, quotas, { cpu: l.defaultCpu, memoryMiB: l.defaultMemoryMiB, timeoutSeconds: l.defaultTimeoutSeconds, diskMiB: l.defaultDiskMiB, outputLimitBytes: l.maxOutputMiB * 1024 * 1024 }, network, tokens, audit);
   const tenancy = new TenancyService(store, { maxCpu: l.maxCpu, maxMemoryMiB: l.maxMemoryMiB, maxTimeoutSeconds: l.maxTimeoutSeconds, maxDiskMiB: l.maxDiskMiB }, audit);
-  const objects = new ObjectStore(store, keyring, objectsDir, config.data.maxObjectMiB * 1024 * 1024);
-  return { store, hub, audit, tenancy, network, tokens, objects, jobs };
+  const objects = new ObjectStore(store, keyring, objectsDir, config.data.maxObjectMiB * 1024 * 1024, quotas);
+  return { store, hub, audit, tenancy, network, tokens, objects, jobs, quotas };
 }

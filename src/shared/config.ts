@@ -3,6 +3,25 @@ import { readFileSync, existsSync } from 'node:fs';
 import { z } from 'zod';
 import { CELL_POOL_CIDR } from './net/pool.js';
 
+/** QUOTA_FIELDS are a workspace's quotas; work beyond the running quota waits in a fair queue. */
+const QUOTA_FIELDS = {
+  /** Jobs running (or being placed) at once; more wait in the queue. */
+  maxRunningJobs: z.number().int().min(1).max(10_000).default(32),
+  /** Jobs waiting in the queue; more are refused (429 quota_exceeded). */
+  maxQueuedJobs: z.number().int().min(0).max(100_000).default(256),
+  /** Objects in the data store, and their bytes. */
+  maxObjects: z.number().int().min(0).default(100_000),
+  maxObjectBytesMiB: z.number().int().min(0).default(10_240),
+  /** Live output streams (SSE) open at once. */
+  maxStreams: z.number().int().min(1).default(64),
+  /** API requests per second (token bucket) and the burst above it (429 rate_limited with Retry-After). */
+  requestsPerSecond: z.number().positive().default(200),
+  requestBurst: z.number().int().min(1).default(400),
+};
+const QUOTA_FIELDS_OPTIONAL = Object.fromEntries(Object.entries(QUOTA_FIELDS).map(([k, v]) => [k, v.unwrap().optional()])) as {
+  [K in keyof typeof QUOTA_FIELDS]: z.ZodOptional<ReturnType<(typeof QUOTA_FIELDS)[K]['unwrap']>>;
+};
+
 const SizeClassSchema = z.object({
   name: z.string().regex(/^[a-z][a-z0-9-]{0,15}$/),
   cpu: z.number().positive().max(64),
@@ -49,6 +68,14 @@ export const ConfigSchema = z
         maxOutputMiB: z.number().int().min(1).max(10_240).default(64),
         /** How long a job's output, command, env and message are kept (sealed) after it ends; then crypto-shredded. */
         retentionDays: z.number().min(1 / 86_400).max(3650).default(7),
+      })
+      .strict()
+      .prefault({}),
+    /** Per-workspace quotas: every workspace gets these unless `workspaces` names it with its own. */
+    quotas: z
+      .object({
+        ...QUOTA_FIELDS,
+        workspaces: z.record(z.string(), z.object(QUOTA_FIELDS_OPTIONAL).strict()).default({}),
       })
       .strict()
       .prefault({}),
@@ -115,6 +142,10 @@ export const ConfigSchema = z
         refillDelayMs: z.number().int().min(0).max(10_000).default(150),
         /** How long a cell may linger after its workload's exit before it is force-deleted. */
         exitGraceMs: z.number().int().min(0).default(2000),
+        /** Jobs this agent runs at once; the control plane queues the rest (fairly across workspaces). */
+        maxRunningJobs: z.number().int().min(1).max(1000).default(64),
+        /** Cells this agent prepares at once (pool refills and cold starts together). */
+        maxConcurrentPrepares: z.number().int().min(1).max(64).default(4),
       })
       .strict()
       .prefault({}),

@@ -18,6 +18,8 @@ export const ERROR_CODES = {
   unsupported_runtime: { status: 422, doc: 'The requested runtime is not one of runc, runsc.' },
   invalid_policy: { status: 422, doc: "The egress policy is not valid (bad CIDR, port, protocol, or a forbidden destination); details.code and details.path say which rule and why. The previous policy stays in force." },
   payload_too_large: { status: 413, doc: 'The request body (or object) is larger than allowed.' },
+  quota_exceeded: { status: 429, doc: "A workspace quota is used up (queued jobs, live streams, objects or their bytes); details.quota names it and details.limit its size; Retry-After says when to try again where waiting helps." },
+  rate_limited: { status: 429, doc: "The workspace sent more requests per second than its quota allows; Retry-After says when to try again." },
   internal: { status: 500, doc: 'A platform fault; the message carries a reference for the operator.' },
 } as const;
 

@@ -121,7 +121,7 @@ export type ControlToAgent =
 /** AgentToControl are the messages an agent sends. */
 export type AgentToControl =
   /** liveJobIds run (or are starting) here; endedJobIds ended here and their final reports follow the hello. */
-  | { type: 'hello'; agentId: string; liveJobIds: string[]; endedJobIds?: string[] }
+  | { type: 'hello'; agentId: string; liveJobIds: string[]; endedJobIds?: string[]; capacity?: number }
   | { type: 'job.started'; jobId: string; cellId: string; timings: Record<string, number> }
   | { type: 'job.output'; jobId: string; stream: 'stdout' | 'stderr'; data: string }
   | { type: 'job.ended'; jobId: string; end: JobEnd; timings: Record<string, number>; outputDroppedBytes?: number }

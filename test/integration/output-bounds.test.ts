@@ -59,7 +59,8 @@ test('a firehose followed by a slow client does not grow the control plane or th
       }
     };
     const base = { control: rss(control), agent: rss(agent) };
-    const total = 160 * 1024 * 1024;
+    // Large enough that holding it would show (its base64 alone is 427 MiB), beside what garbage collection lets float.
+    const total = 320 * 1024 * 1024;
     const job = await slow.client.createJob({ command: ['sh', '-c', `head -c ${total} /dev/zero; echo end`], timeoutSeconds: 300 });
     // Follow the live stream but read nothing for 8 s: the job must be held back, not buffered.
     let received = 0;
@@ -96,8 +97,8 @@ test('a firehose followed by a slow client does not grow the control plane or th
     // SSE carries base64: the client received all of it (about 4/3 of the bytes), in order (checked by seq in the SDK tests).
     assert.ok(received > (total * 4) / 3, `received ${received} bytes of events for ${total} bytes of output`);
     const growth = { control: peak.control - base.control, agent: peak.agent - base.agent };
-    assert.ok(growth.control < 128, `control plane RSS grew by ${growth.control.toFixed(0)} MiB for a ${total >> 20} MiB firehose`);
-    assert.ok(growth.agent < 128, `agent RSS grew by ${growth.agent.toFixed(0)} MiB for a ${total >> 20} MiB firehose`);
+    assert.ok(growth.control < 256, `control plane RSS grew by ${growth.control.toFixed(0)} MiB for a ${total >> 20} MiB firehose`);
+    assert.ok(growth.agent < 256, `agent RSS grew by ${growth.agent.toFixed(0)} MiB for a ${total >> 20} MiB firehose`);
     process.stdout.write(`# firehose ${total >> 20} MiB, slow reader: RSS growth control ${growth.control.toFixed(0)} MiB, agent ${growth.agent.toFixed(0)} MiB\n`);
   } finally {
     await slow.stop();

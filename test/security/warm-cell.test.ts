@@ -103,12 +103,11 @@ test('a warm cell holds no tenant data: config, runtime state, init environment,
     const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean);
     assert.deepEqual(leaksIn(env.join('\n'), tenant), [], `warm cell ${id}: init (pid ${pid}) environment holds tenant data`);
     assert.deepEqual(leaksIn(cmd.join(' '), tenant), [], `warm cell ${id}: init (pid ${pid}) command line holds tenant data`);
-    // The spec gives init PATH only; runc adds HOME from the cell's synthetic /etc/passwd (workload's home, /work).
-    // For runsc, init.pid is the sandbox process, whose environment is empty.
-    const allowed = new Set([...config.process.env, 'HOME=/work']);
+    // The spec gives init no environment; runc adds HOME from the cell's synthetic /etc/passwd for init's user (the
+    // cell's root, /root). For runsc, init.pid is the sandbox process, whose environment is empty.
+    const allowed = new Set([...config.process.env, 'HOME=/root']);
     const extra = env.filter((e) => !allowed.has(e));
-    assert.deepEqual(extra, [], `warm cell ${id}: init (pid ${pid}) environment has more than PATH: ${JSON.stringify(env)}`);
-    assert.ok(env.every((e) => e.startsWith('PATH=') || e === 'HOME=/work'), `warm cell ${id}: unexpected init env ${JSON.stringify(env)}`);
+    assert.deepEqual(extra, [], `warm cell ${id}: init (pid ${pid}) environment has more than the platform's HOME: ${JSON.stringify(env)}`);
     observed.push({ cell: id, initPid: pid, init: cmd[0], environ: env.join(' '), work: 0, tmp: 0 });
   }
   console.log('\nwarm cells after two tenant jobs:');

@@ -50,7 +50,14 @@ export class TestCluster {
     const [apiPort, agentPort, dataPort] = [await freePort(), await freePort(), await freePort()];
     // A private /16 of its own, so that clusters (and a production agent) on one host never share addresses.
     const pool = unusedPool();
-    const base = { control: { apiPort, agentPort, dataPort, agentGraceMs: 3000 }, network: { pool }, agent: { pool: [{ runtime: 'runc', class: 'small', warm: 2 }, { runtime: 'runsc', class: 'small', warm: 1 }] } };
+    // Tests poll the API far faster than a client should: the request-rate quota is raised for them (quotas.test sets
+    // its own per workspace).
+    const base = {
+      control: { apiPort, agentPort, dataPort, agentGraceMs: 3000 },
+      network: { pool },
+      agent: { pool: [{ runtime: 'runc', class: 'small', warm: 2 }, { runtime: 'runsc', class: 'small', warm: 1 }] },
+      quotas: { requestsPerSecond: 100_000, requestBurst: 100_000 },
+    };
     writeFileSync(join(dataDir, 'config.json'), JSON.stringify(merge(base, opts.config ?? {})));
     const env: NodeJS.ProcessEnv = { ...process.env, CLEANROOM_CONFIG: join(dataDir, 'client.json'), CLEANROOM_DATA_DIR: dataDir };
     delete env.CLEANROOM_URL;

@@ -28,6 +28,9 @@ export class CellPool {
   private readonly inflight = new Set<Promise<unknown>>();
   private refilling = false;
   private closed = false;
+  /** Prepares running now, and those waiting for a slot (at most maxConcurrentPrepares run at once). */
+  private preparing = 0;
+  private readonly waitingToPrepare: Array<() => void> = [];
 
   constructor(
     private readonly env: CellEnvironment,
@@ -36,6 +39,7 @@ export class CellPool {
     targets: readonly PoolTarget[],
     private readonly log: (msg: string, extra?: object) => void,
     private readonly refillDelayMs = 0,
+    private readonly maxConcurrentPrepares = 4,
   ) {
     for (const t of targets) this.entries.set(key(t.runtime, t.sizeClass), { target: t, warm: [], preparing: 0, lastError: null });
   }
@@ -94,7 +98,7 @@ export class CellPool {
     const rt = this.runtimes.get(runtime);
     if (!rt) return Promise.reject(new Error(`runtime ${runtime} is not enabled on this agent`));
     const cell = new Cell(this.env, rt, sizeClass, this.uids.acquire());
-    const done = cell.prepare().then(
+    const done = this.prepareSlot(() => cell.prepare()).then(
       () => cell,
       async (e: unknown) => {
         await this.discard(cell);
@@ -104,6 +108,20 @@ export class CellPool {
     this.inflight.add(done);
     void done.catch(() => {}).finally(() => this.inflight.delete(done));
     return done;
+  }
+
+  /** prepareSlot runs fn when fewer than maxConcurrentPrepares prepares are running (a burst never forks them all at once). */
+  private async prepareSlot<T>(fn: () => Promise<T>): Promise<T> {
+    // A finishing prepare hands its slot straight to the next waiter, so the count never overshoots.
+    if (this.preparing >= this.maxConcurrentPrepares) await new Promise<void>((resolve) => this.waitingToPrepare.push(resolve));
+    else this.preparing++;
+    try {
+      return await fn();
+    } finally {
+      const next = this.waitingToPrepare.shift();
+      if (next) next();
+      else this.preparing--;
+    }
   }
 
   private async discard(cell: Cell): Promise<void> {

@@ -24,11 +24,16 @@ interface Connection {
   agentId: string;
   ws: WebSocket;
   running: Set<string>;
+  /** Jobs the agent runs at once (its hello says); the control plane queues the rest. */
+  capacity: number;
   /** Reports are applied strictly in arrival order: output before the end, seq numbers in order. */
   queue: Promise<void>;
   /** Reports received and not yet applied; past REPORTS_HIGH_WATER the socket is paused (TCP backpressure to the agent). */
   pending: number;
 }
+
+/** DEFAULT_AGENT_CAPACITY is assumed for an agent whose hello does not say. */
+const DEFAULT_AGENT_CAPACITY = 64;
 
 /** REPORTS_HIGH_WATER / REPORTS_LOW_WATER bound the reports an agent may have waiting here. */
 const REPORTS_HIGH_WATER = 256;
@@ -85,7 +90,7 @@ export class AgentHub implements Dispatcher {
         return;
       }
       if (msg.type === 'hello') {
-        conn = { agentId: msg.agentId, ws, running: new Set(msg.liveJobIds), queue: Promise.resolve(), pending: 0 };
+        conn = { agentId: msg.agentId, ws, running: new Set(msg.liveJobIds), capacity: msg.capacity ?? DEFAULT_AGENT_CAPACITY, queue: Promise.resolve(), pending: 0 };
         this.agents.get(msg.agentId)?.ws.terminate();
         this.agents.set(msg.agentId, conn);
         clearTimeout(this.lostTimers.get(msg.agentId));
@@ -166,11 +171,12 @@ export class AgentHub implements Dispatcher {
   }
 
   canDispatch(): boolean {
-    return this.agents.size > 0;
+    for (const c of this.agents.values()) if (c.running.size < c.capacity) return true;
+    return false;
   }
 
   dispatch(spec: JobSpec, credentials: WorkloadCredentials): string | null {
-    const conns = [...this.agents.values()].sort((a, b) => a.running.size - b.running.size);
+    const conns = [...this.agents.values()].filter((c) => c.running.size < c.capacity).sort((a, b) => a.running.size / a.capacity - b.running.size / b.capacity);
     const conn = conns[0];
     if (!conn) return null;
     conn.running.add(spec.jobId);

@@ -32,7 +32,7 @@ export function buildApiServer(d: ApiServerDeps): { app: FastifyInstance; routes
   const s = d.services;
   registerSystemRoutes(routes, d.agents);
   registerTenancyRoutes(routes, s.tenancy);
-  registerJobRoutes(routes, s.jobs, s.hub);
+  registerJobRoutes(routes, s.jobs, s.hub, s.quotas);
   registerNetworkRoutes(routes, s.network);
   registerAuditRoutes(routes, s.audit);
   registerTokenRoutes(routes, s.tokens);
@@ -58,6 +58,8 @@ function baseServer(d: ApiServerDeps): { app: FastifyInstance; routes: RouteTabl
   app.setErrorHandler((err, request, reply) => {
     const body = toErrorBody(err);
     if (body.error.code === 'internal') d.log('internal error', { url: request.url, error: (err as Error).stack });
+    const retryAfter = (body.error.details as { retryAfterSeconds?: unknown } | undefined)?.retryAfterSeconds;
+    if (typeof retryAfter === 'number') void reply.header('retry-after', String(retryAfter));
     void reply.code(statusOf(body)).send(body);
   });
   app.setNotFoundHandler((request, reply) => {
@@ -67,7 +69,14 @@ function baseServer(d: ApiServerDeps): { app: FastifyInstance; routes: RouteTabl
     for (const m of [r.method].flat()) d.onRoute?.(m, r.url);
   });
   const s = d.services;
-  return { app, routes: new RouteTable(app, createAuthenticator(s.tenancy, s.tokens, s.store, s.audit)) };
+  const authenticate = createAuthenticator(s.tenancy, s.tokens, s.store, s.audit);
+  // Every authenticated request spends one token of its workspace's request budget (429 rate_limited past it).
+  const limited: typeof authenticate = async (header, mode) => {
+    const principal = await authenticate(header, mode);
+    s.quotas.takeRequest(principal.workspace);
+    return principal;
+  };
+  return { app, routes: new RouteTable(app, limited) };
 }
 
 function toErrorBody(err: unknown): ErrorBody {

@@ -9,6 +9,7 @@ import type { ObjectMeta } from '../model.js';
 import type { ObjectQuery, Store } from '../store/store.js';
 import { createOpenStream, createSealStream, newDataKey, unwrapKey, wrapKey } from './envelope.js';
 import type { Keyring } from './keyring.js';
+import type { Quotas } from '../quotas/quotas.js';
 
 /** ObjectStore is the only reader and writer of object files and records. */
 export class ObjectStore {
@@ -17,10 +18,20 @@ export class ObjectStore {
     private readonly keyring: Keyring,
     private readonly dir: string,
     readonly maxBytes: number,
+    private readonly quotas: Quotas,
   ) {}
 
   /** put streams `body` to disk sealed, then swaps the record in; on any failure nothing is left behind. */
   async put(workspaceId: string, key: string, body: Readable): Promise<ObjectMeta> {
+    // The workspace's object quota: count (a replaced key does not add one) and bytes (the replaced object's are freed).
+    const ws = await this.store.getWorkspace(workspaceId);
+    if (!ws) throw new ApiError('not_found', 'no such workspace');
+    const quota = this.quotas.of(ws);
+    const [usage, existing] = await Promise.all([this.store.objectUsage(workspaceId), this.store.getObject(workspaceId, key)]);
+    if (!existing && usage.count >= quota.maxObjects) {
+      throw new ApiError('quota_exceeded', `this workspace holds ${usage.count} objects; at most ${quota.maxObjects}`, { quota: 'maxObjects', limit: quota.maxObjects });
+    }
+    const room = quota.maxObjectBytes - (usage.bytes - (existing?.size ?? 0));
     const wsKey = await this.keyring.workspaceKey(workspaceId);
     const objectId = `obj_${randomBytes(12).toString('hex')}`;
     const wsDir = this.workspaceDir(workspaceId);
@@ -34,6 +45,7 @@ export class ObjectStore {
       transform: (chunk: Buffer, _enc, done) => {
         size += chunk.length;
         if (size > this.maxBytes) return done(new ApiError('payload_too_large', `objects are at most ${this.maxBytes} bytes`));
+        if (size > room) return done(new ApiError('quota_exceeded', `this workspace's objects may take ${quota.maxObjectBytes} bytes in all; this one does not fit`, { quota: 'maxObjectBytesMiB', limit: quota.maxObjectBytes }));
         hash.update(chunk);
         done(null, chunk);
       },

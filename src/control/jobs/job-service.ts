@@ -8,11 +8,12 @@ import { TERMINAL_STATUSES, type Job, type OutputChunk, type Workspace } from '.
 import type { Store } from '../store/store.js';
 import type { NetworkPolicyService } from '../network/network-policy-service.js';
 import type { OutputHub } from './output-hub.js';
+import type { Quotas } from '../quotas/quotas.js';
 import { resolveJobRequest, type JobDefaults, type JobRequest } from './job-request.js';
 
 /** Dispatcher places jobs on agents; the agent hub implements it. */
 export interface Dispatcher {
-  /** canDispatch reports whether any agent is connected. */
+  /** canDispatch reports whether any agent is connected and has room for another job. */
   canDispatch(): boolean;
   /** dispatch sends the job and its credentials to an agent and returns its id, or null if no agent is connected. */
   dispatch(spec: JobSpec, credentials: WorkloadCredentials): string | null;
@@ -33,10 +34,17 @@ export class JobService {
   /** Jobs being placed right now (minting their token, sending them to an agent). */
   private readonly placing = new Set<string>();
   private dispatcher: Dispatcher | null = null;
+  /** The fair queue: per workspace, its queued jobs in arrival order; workspaces take turns (round robin). */
+  private readonly queued = new Map<string, string[]>();
+  /** Jobs placed on an agent and not ended, per workspace (the running quota counts these). */
+  private readonly active = new Map<string, Set<string>>();
+  private turn = 0;
+  private restored: Promise<void> | null = null;
 
   constructor(
     private readonly store: Store,
     private readonly hub: OutputHub,
+    private readonly quotas: Quotas,
     private readonly defaults: JobDefaults,
     private readonly network: NetworkPolicyService,
     private readonly tokens: TokenService,
@@ -48,9 +56,18 @@ export class JobService {
     this.dispatcher = dispatcher;
   }
 
-  /** create validates, records and dispatches a job; the job keeps the workspace's egress policy of this moment. */
+  /**
+   * create validates and records a job, and queues it: it starts at once when its workspace is under its running
+   * quota and an agent has room, else it waits its turn. A full queue is refused (429 quota_exceeded).
+   */
   async create(ws: Workspace, req: JobRequest, actor: string): Promise<Job> {
     const r = resolveJobRequest(req, ws, this.defaults);
+    await this.restore();
+    const quota = this.quotas.of(ws);
+    const waiting = this.queued.get(ws.id)?.length ?? 0;
+    if (waiting >= quota.maxQueuedJobs && (this.active.get(ws.id)?.size ?? 0) >= quota.maxRunningJobs) {
+      throw new ApiError('quota_exceeded', `this workspace has ${waiting} jobs waiting; at most ${quota.maxQueuedJobs} may wait`, { quota: 'maxQueuedJobs', limit: quota.maxQueuedJobs, retryAfterSeconds: 5 });
+    }
     const egress = await this.network.policyOf(ws.id);
     const job: Job = {
       id: `job_${randomBytes(10).toString('hex')}`,
@@ -75,7 +92,112 @@ export class JobService {
     await this.store.createJob(job);
     // The audit log is never shredded: nothing of the job's command or env goes into it.
     await this.audit.record({ type: 'workload.created', actor, workspaceId: ws.id, subject: job.id, details: { runtime: job.runtime, data: job.dataGrants } });
-    return this.place(job, performance.now());
+    // The common case (room for it now) is placed in this call, so the client's created event says where it went.
+    if (this.hasRoom(ws) && !this.queued.get(ws.id)?.length && this.dispatcher?.canDispatch()) {
+      this.activate(job);
+      const placed = await this.place(job, performance.now());
+      if (placed.status === 'queued') {
+        this.deactivate(job);
+        this.enqueue(job);
+      }
+      return placed;
+    }
+    this.enqueue(job);
+    this.pump();
+    return (await this.store.getJob(job.id)) ?? job;
+  }
+
+  /** restore rebuilds the queue and the running counts from the store (once, at start). */
+  restore(): Promise<void> {
+    this.restored ??= (async () => {
+      for (const j of await this.store.jobsWithStatus(['assigned', 'running'])) this.activate(j);
+      for (const j of await this.store.jobsWithStatus(['queued'])) this.enqueue(j);
+    })();
+    return this.restored;
+  }
+
+  private hasRoom(ws: Workspace | string): boolean {
+    const id = typeof ws === 'string' ? ws : ws.id;
+    const max = typeof ws === 'string' ? null : this.quotas.of(ws).maxRunningJobs;
+    return (this.active.get(id)?.size ?? 0) < (max ?? this.maxRunningOf.get(id) ?? Infinity);
+  }
+
+  /** The running quota of each workspace with queued jobs (the pump has no Workspace at hand). */
+  private readonly maxRunningOf = new Map<string, number>();
+
+  private enqueue(job: Job): void {
+    const q = this.queued.get(job.workspaceId) ?? [];
+    q.push(job.id);
+    this.queued.set(job.workspaceId, q);
+  }
+
+  private activate(job: Job): void {
+    const set = this.active.get(job.workspaceId) ?? new Set<string>();
+    set.add(job.id);
+    this.active.set(job.workspaceId, set);
+  }
+
+  private deactivate(job: Job): void {
+    const set = this.active.get(job.workspaceId);
+    set?.delete(job.id);
+    if (set && set.size === 0) this.active.delete(job.workspaceId);
+  }
+
+  /** pump places queued jobs while agents have room, taking workspaces in turn; each within its running quota. */
+  private pump(): void {
+    if (this.pumping) {
+      this.pumpAgain = true;
+      return;
+    }
+    this.pumping = true;
+    void (async () => {
+      try {
+        do {
+          this.pumpAgain = false;
+          while (this.dispatcher?.canDispatch()) {
+            const job = await this.nextQueued();
+            if (!job) break;
+            this.activate(job);
+            const placed = await this.place(job, performance.now());
+            if (placed.status === 'queued') {
+              // No agent took it after all: back to the head of its queue, and wait for the next prompt.
+              this.deactivate(job);
+              this.queued.set(job.workspaceId, [job.id, ...(this.queued.get(job.workspaceId) ?? [])]);
+              break;
+            }
+          }
+        } while (this.pumpAgain);
+      } finally {
+        this.pumping = false;
+      }
+    })();
+  }
+
+  private pumping = false;
+  private pumpAgain = false;
+
+  /** nextQueued takes the oldest queued job of the next workspace (round robin) that is under its running quota. */
+  private async nextQueued(): Promise<Job | null> {
+    const wsIds = [...this.queued.keys()];
+    for (let i = 0; i < wsIds.length; i++) {
+      const wsId = wsIds[(this.turn + i) % wsIds.length]!;
+      if (!this.maxRunningOf.has(wsId)) {
+        const ws = await this.store.getWorkspace(wsId);
+        this.maxRunningOf.set(wsId, ws ? this.quotas.of(ws).maxRunningJobs : 0);
+      }
+      if (!this.hasRoom(wsId)) continue;
+      const q = this.queued.get(wsId) ?? [];
+      let job: Job | null = null;
+      while (!job && q.length > 0) {
+        const candidate = await this.store.getJob(q.shift()!);
+        if (candidate?.status === 'queued') job = candidate; // others were cancelled while they waited
+      }
+      if (q.length === 0) this.queued.delete(wsId);
+      if (!job) continue;
+      this.turn = (this.turn + i + 1) % wsIds.length;
+      return job;
+    }
+    return null;
   }
 
   // The token is minted only when an agent can take the job, and lives only as long as the job runs.
@@ -172,9 +294,10 @@ export class JobService {
     }
   }
 
-  /** dispatchQueued places every queued job (called when an agent connects). */
+  /** dispatchQueued places queued jobs (called when an agent connects and so has room). */
   async dispatchQueued(): Promise<void> {
-    for (const job of await this.store.jobsWithStatus(['queued'])) await this.place(job, performance.now());
+    await this.restore();
+    this.pump();
   }
 
   /** onStarted records that the agent handed the job to a cell. */
@@ -214,6 +337,9 @@ export class JobService {
     await this.tokens.revokeJob(jobId, job.workspaceId, `the job ended (${end.reason})`);
     this.nextSeq.delete(jobId);
     this.hub.publish(jobId, { type: 'end', job: { ...job, ...patch } });
+    // Its place (in the workspace's running quota and on its agent) goes to the next job in turn.
+    this.deactivate(job);
+    this.pump();
   }
 
   /** onWiped attaches the wipe receipt of the job's volume. */

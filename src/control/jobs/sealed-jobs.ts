@@ -11,6 +11,9 @@ import type { Keyring } from '../data/keyring.js';
 import { newDataKey, unwrapKey, wrapKey } from '../data/envelope.js';
 import type { Store } from '../store/store.js';
 
+const encrypt = (key: Buffer, plain: Buffer, context: string): string => seal(key, plain, context).toString('base64');
+const decrypt = (key: Buffer, sealed: string, context: string): Buffer => unseal(key, Buffer.from(sealed, 'base64'), context);
+
 /** SealedFields is the sealed part of a job as stored in its record. */
 interface SealedFields {
   /** The job's data key, wrapped under its workspace key (base64); absent once retention destroyed it. */
@@ -102,13 +105,13 @@ export function sealJobs(store: Store, keyring: Keyring): Store {
     async appendOutput(jobId: string, chunk: OutputChunk): Promise<void> {
       const key = await keyOfId(jobId);
       if (!key) return; // no such job, or its retention ended
-      await store.appendOutput(jobId, { ...chunk, data: Buffer.from(encrypt(key, chunk.data, `${jobId}:${chunk.seq}:${chunk.stream}`), 'base64') });
+      await store.appendOutput(jobId, { ...chunk, data: seal(key, chunk.data, `${jobId}:${chunk.seq}:${chunk.stream}`) });
     },
     async output(jobId: string, afterSeq: number, limit?: number): Promise<OutputChunk[]> {
       const key = await keyOfId(jobId);
       if (!key) return [];
       const chunks = await store.output(jobId, afterSeq, limit);
-      return chunks.map((c) => ({ ...c, data: decrypt(key, c.data.toString('base64'), `${jobId}:${c.seq}:${c.stream}`) }));
+      return chunks.map((c) => ({ ...c, data: unseal(key, c.data, `${jobId}:${c.seq}:${c.stream}`) }));
     },
     async expireJob(jobId: string, at: string): Promise<void> {
       keys.get(jobId)?.fill(0);
@@ -127,16 +130,15 @@ export function sealJobs(store: Store, keyring: Keyring): Store {
   });
 }
 
-/** encrypt seals bytes with AES-256-GCM under `key`, bound to `context`; returns base64(nonce | ciphertext | tag). */
-function encrypt(key: Buffer, plain: Buffer, context: string): string {
+/** seal encrypts bytes with AES-256-GCM under `key`, bound to `context`: nonce | ciphertext | tag. */
+function seal(key: Buffer, plain: Buffer, context: string): Buffer {
   const nonce = randomBytes(NONCE_BYTES);
   const c = createCipheriv('aes-256-gcm', key, nonce);
   c.setAAD(Buffer.from(context));
-  return Buffer.concat([nonce, c.update(plain), c.final(), c.getAuthTag()]).toString('base64');
+  return Buffer.concat([nonce, c.update(plain), c.final(), c.getAuthTag()]);
 }
 
-function decrypt(key: Buffer, sealed: string, context: string): Buffer {
-  const raw = Buffer.from(sealed, 'base64');
+function unseal(key: Buffer, raw: Buffer, context: string): Buffer {
   const d = createDecipheriv('aes-256-gcm', key, raw.subarray(0, NONCE_BYTES));
   d.setAAD(Buffer.from(context));
   d.setAuthTag(raw.subarray(raw.length - TAG_BYTES));

@@ -285,6 +285,10 @@ export class SqliteStore implements Store {
     })();
   }
 
+  async objectUsage(workspaceId: string): Promise<{ count: number; bytes: number }> {
+    return this.db.prepare<[string], { count: number; bytes: number }>('SELECT COUNT(*) AS count, COALESCE(SUM(size), 0) AS bytes FROM objects WHERE workspace_id = ?').get(workspaceId)!;
+  }
+
   async listObjects(workspaceId: string, q: ObjectQuery): Promise<ObjectMeta[]> {
     return this.stmts.objects.all(workspaceId, q.prefix, q.prefix, q.after ?? '', q.limit).map((r) => objectFrom(r)!);
   }

@@ -81,6 +81,8 @@ export interface Store {
   /** deleteObject removes an object's record; returns it, or null if there was none. */
   deleteObject(workspaceId: string, key: string): Promise<ObjectMeta | null>;
   listObjects(workspaceId: string, q: ObjectQuery): Promise<ObjectMeta[]>;
+  /** objectUsage counts a workspace's objects and their bytes. */
+  objectUsage(workspaceId: string): Promise<{ count: number; bytes: number }>;
 
   listSigningKeys(): Promise<SigningKeyRecord[]>;
   addSigningKey(k: SigningKeyRecord): Promise<void>;

@@ -6,6 +6,7 @@ import type { JobService } from '../../jobs/job-service.js';
 import { isTerminal } from '../../jobs/job-service.js';
 import { JobRequestSchema } from '../../jobs/job-request.js';
 import type { OutputHub } from '../../jobs/output-hub.js';
+import type { Quotas } from '../../quotas/quotas.js';
 import { actorOf, type RouteTable } from '../route-table.js';
 import { JobView, jobView, OutputChunkView } from '../views.js';
 
@@ -32,7 +33,7 @@ const LogsQuery = z
   .strict();
 
 /** registerJobRoutes adds the job operations. */
-export function registerJobRoutes(t: RouteTable, jobs: JobService, hub: OutputHub): void {
+export function registerJobRoutes(t: RouteTable, jobs: JobService, hub: OutputHub, quotas: Quotas): void {
   t.add({
     method: 'POST',
     path: '/v1/jobs',
@@ -43,11 +44,11 @@ export function registerJobRoutes(t: RouteTable, jobs: JobService, hub: OutputHu
     query: CreateQuery,
     status: 201,
     response: JobView.describe('with follow=true: text/event-stream of one `created` event (Job), `output` events (OutputChunk) and one `end` event (Job)'),
-    errors: ['limit_exceeded', 'unsupported_runtime'],
+    errors: ['limit_exceeded', 'unsupported_runtime', 'quota_exceeded', 'rate_limited'],
     handler: async ({ principal, body, query, reply, request }) => {
       const job = await jobs.create(principal.workspace, body, actorOf(principal));
       if (!isOn(query.follow)) return jobView(job);
-      return streamLive({ jobs, hub, workspace: principal.workspace, job, after: 0, reply, request, status: 201, created: true });
+      return streamLive({ jobs, hub, quotas, workspace: principal.workspace, job, after: 0, reply, request, status: 201, created: true });
     },
   });
   t.add({
@@ -109,7 +110,7 @@ export function registerJobRoutes(t: RouteTable, jobs: JobService, hub: OutputHu
           nextAfter: full ? chunks.at(-1)!.seq : null,
         };
       }
-      return streamLive({ jobs, hub, workspace: principal.workspace, job, after, reply, request, status: 200, created: false });
+      return streamLive({ jobs, hub, quotas, workspace: principal.workspace, job, after, reply, request, status: 200, created: false });
     },
   });
 }
@@ -118,6 +119,7 @@ export function registerJobRoutes(t: RouteTable, jobs: JobService, hub: OutputHu
 interface LiveStream {
   jobs: JobService;
   hub: OutputHub;
+  quotas: Quotas;
   workspace: Workspace;
   job: Job;
   after: number;
@@ -134,10 +136,14 @@ interface LiveStream {
  * memory. While the socket holds more than STREAM_HIGH_WATER_BYTES unsent, live chunks are skipped; on 'drain' the
  * stream catches up from the store, a page at a time, and then follows live again.
  */
-async function streamLive({ jobs, hub, workspace, job, after, reply, request, status, created }: LiveStream): Promise<undefined> {
+async function streamLive({ jobs, hub, quotas, workspace, job, after, reply, request, status, created }: LiveStream): Promise<undefined> {
+  // Counted against the workspace's live-stream quota (429 before the response starts), released when it closes.
+  const release = quotas.openStream(workspace);
+  reply.raw.once('close', release);
   reply.hijack();
   const res = reply.raw;
   res.writeHead(status, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive', ...(created ? { location: `/v1/jobs/${job.id}` } : {}) });
+  res.flushHeaders(); // the client knows its stream is open before the job says anything
   let last = after;
   let ended: Job | null = null;
   let catchingUp = false;

@@ -1,0 +1,68 @@
+/** Per-workspace quotas: what each workspace may hold or do at once, and its request rate. */
+import { ApiError } from '../../shared/errors.js';
+import type { Config } from '../../shared/config.js';
+import type { Workspace } from '../model.js';
+
+/** Quota is one workspace's resolved quotas. */
+export interface Quota {
+  maxRunningJobs: number;
+  maxQueuedJobs: number;
+  maxObjects: number;
+  maxObjectBytes: number;
+  maxStreams: number;
+  requestsPerSecond: number;
+  requestBurst: number;
+}
+
+/** Quotas resolves a workspace's quotas (config defaults, overridden by name) and keeps its counters and buckets. */
+export class Quotas {
+  private readonly buckets = new Map<string, { tokens: number; at: number }>();
+  private readonly streams = new Map<string, number>();
+
+  constructor(
+    private readonly config: Config['quotas'],
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /** of returns the quotas of a workspace. */
+  of(ws: Workspace): Quota {
+    const { workspaces, maxObjectBytesMiB, ...defaults } = this.config;
+    const own = workspaces[ws.name] ?? {};
+    return { ...defaults, maxObjectBytes: (own.maxObjectBytesMiB ?? maxObjectBytesMiB) * 1024 * 1024, ...withoutUndefined({ ...own, maxObjectBytesMiB: undefined }) };
+  }
+
+  /** takeRequest spends one request of the workspace's bucket, or throws 429 rate_limited with when to retry. */
+  takeRequest(ws: Workspace): void {
+    const q = this.of(ws);
+    const now = this.now();
+    const b = this.buckets.get(ws.id) ?? { tokens: q.requestBurst, at: now };
+    b.tokens = Math.min(q.requestBurst, b.tokens + ((now - b.at) / 1000) * q.requestsPerSecond);
+    b.at = now;
+    this.buckets.set(ws.id, b);
+    if (b.tokens < 1) {
+      const retryAfterSeconds = Math.max(1, Math.ceil((1 - b.tokens) / q.requestsPerSecond));
+      throw new ApiError('rate_limited', `more than ${q.requestsPerSecond} requests per second (burst ${q.requestBurst}) from this workspace; retry after ${retryAfterSeconds} s`, { retryAfterSeconds });
+    }
+    b.tokens -= 1;
+  }
+
+  /** openStream counts a live stream of the workspace; returns its release, or throws 429 quota_exceeded. */
+  openStream(ws: Workspace): () => void {
+    const n = this.streams.get(ws.id) ?? 0;
+    const max = this.of(ws).maxStreams;
+    if (n >= max) throw new ApiError('quota_exceeded', `this workspace has ${n} live streams open; at most ${max} at once`, { quota: 'maxStreams', limit: max, retryAfterSeconds: 1 });
+    this.streams.set(ws.id, n + 1);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const left = (this.streams.get(ws.id) ?? 1) - 1;
+      if (left > 0) this.streams.set(ws.id, left);
+      else this.streams.delete(ws.id);
+    };
+  }
+}
+
+function withoutUndefined<T extends Record<string, unknown>>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
