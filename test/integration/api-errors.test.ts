@@ -139,6 +139,8 @@ const EXPECTED_CODES: Record<string, number> = {
   limit_exceeded: 422,
   unsupported_runtime: 422,
   invalid_policy: 422,
+  quota_exceeded: 429,
+  rate_limited: 429,
   internal: 500,
 };
 

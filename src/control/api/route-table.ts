@@ -96,8 +96,9 @@ export class RouteTable {
         r.response instanceof z.ZodType
           ? { description: 'OK', content: { 'application/json': { schema: toSchema(r.response) } } }
           : { description: r.response.description, content: { [r.response.contentType]: {} } };
-      // Any route may fail (internal); a JSON body over the size limit is refused before parsing (payload_too_large).
-      const errorCodes = new Set<string>([...(r.auth === 'none' ? [] : ['unauthenticated']), ...(r.auth === 'admin' ? ['forbidden'] : []), ...(r.auth === 'data' ? ['invalid_token', 'token_expired', 'token_revoked', 'out_of_scope'] : []), ...(r.body || r.query ? ['invalid_request'] : []), ...(r.body ? ['invalid_json', 'payload_too_large'] : []), ...(r.errors ?? []), 'internal']);
+      // Any route may fail (internal); a JSON body over the size limit is refused before parsing (payload_too_large);
+      // every authenticated request spends its workspace's request budget (rate_limited).
+      const errorCodes = new Set<string>([...(r.auth === 'none' ? [] : ['unauthenticated', 'rate_limited']), ...(r.auth === 'admin' ? ['forbidden'] : []), ...(r.auth === 'data' ? ['invalid_token', 'token_expired', 'token_revoked', 'out_of_scope'] : []), ...(r.body || r.query ? ['invalid_request'] : []), ...(r.body ? ['invalid_json', 'payload_too_large'] : []), ...(r.errors ?? []), 'internal']);
       const responses: Record<string, unknown> = { [String(r.status ?? 200)]: success };
       for (const code of errorCodes) {
         const status = String(ERROR_CODES[code as keyof typeof ERROR_CODES].status);

@@ -38,7 +38,7 @@ export function registerDataRoutes(app: FastifyInstance, table: RouteTable, obje
       auth: 'data',
       status: 201,
       response: ObjectView,
-      errors: ['invalid_object_key', 'payload_too_large'],
+      errors: ['invalid_object_key', 'payload_too_large', 'quota_exceeded'],
       handler: async ({ principal, params, request, reply }) => {
         try {
           const key = objectKey(params);

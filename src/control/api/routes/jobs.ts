@@ -44,7 +44,7 @@ export function registerJobRoutes(t: RouteTable, jobs: JobService, hub: OutputHu
     query: CreateQuery,
     status: 201,
     response: JobView.describe('with follow=true: text/event-stream of one `created` event (Job), `output` events (OutputChunk) and one `end` event (Job)'),
-    errors: ['limit_exceeded', 'unsupported_runtime', 'quota_exceeded', 'rate_limited'],
+    errors: ['limit_exceeded', 'unsupported_runtime', 'quota_exceeded'],
     handler: async ({ principal, body, query, reply, request }) => {
       const job = await jobs.create(principal.workspace, body, actorOf(principal));
       if (!isOn(query.follow)) return jobView(job);
@@ -89,6 +89,7 @@ export function registerJobRoutes(t: RouteTable, jobs: JobService, hub: OutputHu
     summary: "A job's output: JSON when complete, or a live SSE stream with follow=true",
     auth: 'key',
     query: LogsQuery,
+    errors: ['not_found', 'quota_exceeded'],
     response: z
       .object({
         chunks: z.array(OutputChunkView),
@@ -96,7 +97,6 @@ export function registerJobRoutes(t: RouteTable, jobs: JobService, hub: OutputHu
         nextAfter: z.number().int().nullable().describe('pass as `after` for the next page; null when there is no more output now'),
       })
       .describe('with follow=true: text/event-stream of `output` events (OutputChunk JSON) and one `end` event (Job JSON)'),
-    errors: ['not_found'],
     handler: async ({ principal, params, query, reply, request }) => {
       const job = await jobs.get(principal.workspace, params.id!);
       const after = query.after ?? 0;
