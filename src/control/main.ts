@@ -44,6 +44,7 @@ async function main(): Promise<void> {
     services.tokens.close();
     await Promise.all([app.close(), data.close()]);
     await agents.close();
+    await services.denials.flush();
     await store.close();
     process.exit(0);
   };

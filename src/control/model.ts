@@ -13,12 +13,27 @@ export interface Workspace {
   maxDiskBytes: number;
 }
 
+/**
+ * API_KEY_ROLES are what a key may do, most powerful first. platform-admin: every workspace, every key, all audit
+ * events and the chain check; workspace-admin: its own workspace's keys and audit events; member: its workspace's jobs,
+ * data, network policy and audit events. Every role also does what a member does in its own workspace.
+ */
+export const API_KEY_ROLES = ['platform-admin', 'workspace-admin', 'member'] as const;
+
+/** ApiKeyRole is one of API_KEY_ROLES. */
+export type ApiKeyRole = (typeof API_KEY_ROLES)[number];
+
+/** roleAtLeast says whether `role` includes the rights of `needed` (platform-admin ⊃ workspace-admin ⊃ member). */
+export function roleAtLeast(role: ApiKeyRole, needed: ApiKeyRole): boolean {
+  return API_KEY_ROLES.indexOf(role) <= API_KEY_ROLES.indexOf(needed);
+}
+
 /** ApiKeyRecord is a stored API key: only the hash of its secret is kept. */
 export interface ApiKeyRecord {
   id: string;
   workspaceId: string;
   name: string;
-  admin: boolean;
+  role: ApiKeyRole;
   secretHash: string;
   createdAt: string;
   revokedAt: string | null;

@@ -1,5 +1,6 @@
 /** createServices wires the control plane's services over one store; main and the tests build them the same way. */
 import type { Config } from '../shared/config.js';
+import { AccessDenials } from './audit/access-denials.js';
 import { AuditLog } from './audit/audit-log.js';
 import { Keyring } from './data/keyring.js';
 import { ObjectStore } from './data/object-store.js';
@@ -18,6 +19,8 @@ export interface ControlServices {
   store: Store;
   hub: OutputHub;
   audit: AuditLog;
+  /** denials records refused requests within a budget per workspace; flush it at shutdown. */
+  denials: AccessDenials;
   tenancy: TenancyService;
   network: NetworkPolicyService;
   tokens: TokenService;
@@ -42,6 +45,7 @@ export function createServices({ store: plainStore, config, kek, objectsDir, log
   // Every service sees jobs through the sealing layer: their tenant data is encrypted at rest.
   const store = sealJobs(plainStore, keyring);
   const audit = new AuditLog(store, log);
+  const denials = new AccessDenials(audit);
   const ttlMs = config.tokens.ttlSeconds * 1000;
   const keys = new SigningKeys(store, keyring, { rotationMs: config.tokens.signingKeyRotationHours * 3600_000, tokenTtlMs: ttlMs, skewMs: CLOCK_SKEW_S * 1000 });
   const tokens = new TokenService(store, keys, audit, { ttlSeconds: config.tokens.ttlSeconds, refreshAt: config.tokens.refreshAt });
@@ -49,7 +53,7 @@ export function createServices({ store: plainStore, config, kek, objectsDir, log
   const hub = new OutputHub();
   const quotas = new Quotas(config.quotas);
   const jobs = new JobService(store, hub, quotas, { cpu: l.defaultCpu, memoryMiB: l.defaultMemoryMiB, timeoutSeconds: l.defaultTimeoutSeconds, diskMiB: l.defaultDiskMiB, outputLimitBytes: l.maxOutputMiB * 1024 * 1024 }, network, tokens, audit);
-  const tenancy = new TenancyService(store, { maxCpu: l.maxCpu, maxMemoryMiB: l.maxMemoryMiB, maxTimeoutSeconds: l.maxTimeoutSeconds, maxDiskMiB: l.maxDiskMiB }, audit);
+  const tenancy = new TenancyService(store, { maxCpu: l.maxCpu, maxMemoryMiB: l.maxMemoryMiB, maxTimeoutSeconds: l.maxTimeoutSeconds, maxDiskMiB: l.maxDiskMiB }, audit, denials);
   const objects = new ObjectStore(store, keyring, objectsDir, config.data.maxObjectMiB * 1024 * 1024, quotas);
-  return { store, hub, audit, tenancy, network, tokens, objects, jobs, quotas };
+  return { store, hub, audit, denials, tenancy, network, tokens, objects, jobs, quotas };
 }

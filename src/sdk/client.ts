@@ -125,6 +125,23 @@ export interface Workspace {
   maxTimeoutSeconds: number;
 }
 
+/**
+ * ApiKeyRole is what a key may do. platform-admin: every workspace, every key, all audit events, the chain check;
+ * workspace-admin: its own workspace's keys and audit events; member: its workspace's jobs, data, network policy and
+ * audit events. Each role can do what a member does in its own workspace.
+ */
+export type ApiKeyRole = 'platform-admin' | 'workspace-admin' | 'member';
+
+/** ApiKey is a key as the API lists it (never its secret). */
+export interface ApiKey {
+  id: string;
+  workspaceId: string;
+  name: string;
+  role: ApiKeyRole;
+  createdAt: string;
+  revokedAt: string | null;
+}
+
 /** PoolEntry counts cells of one runtime/class on one agent. */
 export interface PoolEntry {
   target: number;
@@ -185,8 +202,8 @@ export class CleanroomClient {
     return this.call('GET', '/v1/health');
   }
 
-  /** whoami returns the workspace of the key in use. */
-  whoami(): Promise<{ keyId: string; admin: boolean; workspace: Workspace }> {
+  /** whoami returns the key in use, its role and its workspace. */
+  whoami(): Promise<{ keyId: string; role: ApiKeyRole; workspace: Workspace }> {
     return this.call('GET', '/v1/whoami');
   }
 
@@ -301,22 +318,31 @@ export class CleanroomClient {
     return (await this.call<{ denied: DeniedConnection[] }>('GET', `/v1/network/denied${qs}`)).denied;
   }
 
-  /** listWorkspaces lists workspaces (admin). */
+  /** listWorkspaces lists workspaces (platform admin). */
   async listWorkspaces(): Promise<Workspace[]> {
     return (await this.call<{ workspaces: Workspace[] }>('GET', '/v1/workspaces')).workspaces;
   }
 
-  /** createWorkspace makes a workspace (admin). */
+  /** createWorkspace makes a workspace (platform admin). */
   createWorkspace(body: { name: string; maxCpu?: number; maxMemoryMiB?: number; maxTimeoutSeconds?: number }): Promise<Workspace> {
     return this.call('POST', '/v1/workspaces', body);
   }
 
-  /** createApiKey mints a key (admin); the key is only in this response. */
-  createApiKey(body: { workspace: string; name: string; admin?: boolean }): Promise<{ id: string; key: string; workspaceId: string; admin: boolean }> {
+  /**
+   * createApiKey mints a key (default role member); the key is only in this response. A workspace admin may mint
+   * keys of its own workspace up to workspace-admin; another workspace is `not_found`, a higher role `forbidden`.
+   */
+  createApiKey(body: { workspace: string; name: string; role?: ApiKeyRole }): Promise<{ id: string; key: string; workspaceId: string; role: ApiKeyRole }> {
     return this.call('POST', '/v1/api-keys', body);
   }
 
-  /** revokeApiKey stops a key from working (admin). */
+  /** listApiKeys lists keys, revoked ones included: of one workspace, or every one the caller may see (workspace admin). */
+  async listApiKeys(opts: { workspace?: string } = {}): Promise<ApiKey[]> {
+    const q = opts.workspace === undefined ? '' : `?${new URLSearchParams({ workspace: opts.workspace }).toString()}`;
+    return (await this.call<{ keys: ApiKey[] }>('GET', `/v1/api-keys${q}`)).keys;
+  }
+
+  /** revokeApiKey stops a key from working (workspace admin: its own workspace's keys). */
   revokeApiKey(id: string): Promise<{ id: string; revokedAt: string }> {
     return this.call('DELETE', `/v1/api-keys/${encodeURIComponent(id)}`);
   }
@@ -373,14 +399,14 @@ export class CleanroomClient {
     await this.call('DELETE', `/v1/data/objects/${encodeKey(key)}`);
   }
 
-  /** listAuditEvents returns audit events, newest first. */
-  async listAuditEvents(opts: { limit?: number; before?: number; type?: string } = {}): Promise<AuditEvent[]> {
+  /** listAuditEvents returns audit events, newest first: every workspace's for a platform admin, else the key's own workspace's. */
+  async listAuditEvents(opts: { limit?: number; before?: number; type?: string; workspace?: string } = {}): Promise<AuditEvent[]> {
     const q = new URLSearchParams();
     for (const [k, v] of Object.entries(opts)) if (v !== undefined) q.set(k, String(v));
     return (await this.call<{ events: AuditEvent[] }>('GET', `/v1/audit${q.size ? `?${q.toString()}` : ''}`)).events;
   }
 
-  /** verifyAudit checks the whole audit chain (admin). */
+  /** verifyAudit checks the whole audit chain (platform admin). */
   verifyAudit(): Promise<AuditVerdict> {
     return this.call('GET', '/v1/audit/verify');
   }

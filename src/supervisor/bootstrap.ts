@@ -1,4 +1,4 @@
-/** First-start set-up of a data directory: the control plane's account, directories, PKI, admin key. */
+/** First-start set-up of a data directory: the control plane's account, directories, PKI, the first platform-admin key. */
 import { execFileSync } from 'node:child_process';
 import { chmodSync, chownSync, existsSync, mkdirSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -6,6 +6,7 @@ import type { Config } from '../shared/config.js';
 import type { DataPathSet } from '../shared/paths.js';
 import { SqliteStore } from '../control/store/sqlite-store.js';
 import { TenancyService } from '../control/tenancy/tenancy-service.js';
+import { AccessDenials } from '../control/audit/access-denials.js';
 import { AuditLog } from '../control/audit/audit-log.js';
 import { ensureKek } from '../control/data/keyring.js';
 import { ensurePki } from './pki.js';
@@ -33,7 +34,7 @@ export function ensureAccount(name: string): Account {
   return created;
 }
 
-/** bootstrapDataDir prepares everything the processes need; returns the admin key if it was just created. */
+/** bootstrapDataDir prepares everything the processes need; returns a platform-admin key if it was just created (see TenancyService.bootstrap). */
 export async function bootstrapDataDir(paths: DataPathSet, config: Config, serverNames: string[]): Promise<{ adminKey: string | null; account: Account }> {
   const account = ensureAccount(config.control.user);
   mkdirSync(paths.dataDir, { recursive: true });
@@ -44,7 +45,8 @@ export async function bootstrapDataDir(paths: DataPathSet, config: Config, serve
   const store = new SqliteStore(paths.control.db);
   let adminKey: string | null;
   try {
-    const tenancy = new TenancyService(store, { maxCpu: config.limits.maxCpu, maxMemoryMiB: config.limits.maxMemoryMiB, maxTimeoutSeconds: config.limits.maxTimeoutSeconds, maxDiskMiB: config.limits.maxDiskMiB }, new AuditLog(store));
+    const audit = new AuditLog(store);
+    const tenancy = new TenancyService(store, { maxCpu: config.limits.maxCpu, maxMemoryMiB: config.limits.maxMemoryMiB, maxTimeoutSeconds: config.limits.maxTimeoutSeconds, maxDiskMiB: config.limits.maxDiskMiB }, audit, new AccessDenials(audit));
     adminKey = await tenancy.bootstrap();
   } finally {
     await store.close();

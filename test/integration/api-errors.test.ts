@@ -50,7 +50,7 @@ test('out-of-range resources are 422 limit_exceeded; an unknown runtime is 422 u
   await expectError(cluster.client.raw('POST', '/v1/jobs', JSON.stringify({ command: ['true'], runtime: 'kata' }), json), 422, 'unsupported_runtime', /runc/);
 });
 
-test('a missing or wrong API key is 401; a non-admin key on admin routes is 403', async () => {
+test('a missing or wrong API key is 401; a member key on platform-admin routes is 403', async () => {
   const anon = new CleanroomClient({ url: cluster.url, ca: cluster.ca });
   await expectError(anon.raw('GET', '/v1/jobs'), 401, 'unauthenticated');
   const wrong = new CleanroomClient({ url: cluster.url, ca: cluster.ca, apiKey: 'crk_0123456789abcdef_' + 'A'.repeat(43) });

@@ -246,7 +246,7 @@ test('the audit chain verifies, and altering one stored event makes verify fail 
     // The platform refuses to edit history; an attacker with the file drops the guard first.
     assert.throws(() => db.prepare("UPDATE audit_events SET actor = 'x' WHERE seq = 3").run(), /append-only/);
     db.exec('DROP TRIGGER audit_no_update');
-    db.prepare("UPDATE audit_events SET details = json_set(details, '$.admin', 0) WHERE seq = 1").run();
+    db.prepare("UPDATE audit_events SET details = json_set(details, '$.role', 'member') WHERE seq = 1").run();
   } finally {
     db.close();
   }

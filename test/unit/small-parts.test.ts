@@ -36,7 +36,7 @@ test('the smallest fitting size class is picked', () => {
 });
 
 test('API keys: only a hash is stored, and only the right secret matches', () => {
-  const k = mintApiKey('ws_1', 'n', false);
+  const k = mintApiKey('ws_1', 'n', 'member');
   const p = parseApiKey(k.plaintext)!;
   assert.equal(JSON.stringify(k.record).includes(p.secret), false, 'the secret is stored');
   assert.equal(p.id, k.record.id);

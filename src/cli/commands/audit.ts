@@ -8,18 +8,19 @@ export function registerAudit(program: Command): void {
   const audit = program.command('audit').description('the append-only, hash-chained log of security events');
   audit
     .command('ls')
-    .description('list events, newest first (admin keys see every workspace)')
+    .description("list events, newest first (your workspace's; a platform admin sees every workspace's)")
     .option('--type <type>', 'only this event type, e.g. token.revoked')
     .option('--limit <n>', 'how many', '50')
     .option('--before <seq>', 'only events older than this sequence number')
+    .option('--workspace <id-or-name>', "only this workspace's events (a platform admin: any workspace)")
     .option('--json', 'JSON output')
-    .action(async (opts: { type?: string; limit: string; before?: string; json?: boolean }) => {
+    .action(async (opts: { type?: string; limit: string; before?: string; workspace?: string; json?: boolean }) => {
       const limit = Number(opts.limit);
       if (!Number.isInteger(limit) || limit < 1) throw new UsageError(`--limit: "${opts.limit}" is not a positive whole number`);
       const before = opts.before === undefined ? undefined : Number(opts.before);
       if (before !== undefined && !(Number.isInteger(before) && before > 0)) throw new UsageError(`--before: "${opts.before}" is not a sequence number`);
       const client = connect();
-      const events = await client.listAuditEvents({ limit, ...(before !== undefined ? { before } : {}), ...(opts.type ? { type: opts.type } : {}) });
+      const events = await client.listAuditEvents({ limit, ...(before !== undefined ? { before } : {}), ...(opts.type ? { type: opts.type } : {}), ...(opts.workspace ? { workspace: opts.workspace } : {}) });
       client.close();
       if (opts.json) return printJson(events);
       printTable(
@@ -29,7 +30,7 @@ export function registerAudit(program: Command): void {
     });
   audit
     .command('verify')
-    .description('check the whole hash chain; exits 1 and names the first broken event if it was altered (admin)')
+    .description('check the whole hash chain; exits 1 and names the first broken event if it was altered (platform admin)')
     .option('--json', 'JSON output')
     .action(async (opts: { json?: boolean }) => {
       const client = connect();

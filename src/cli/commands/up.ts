@@ -36,13 +36,13 @@ export function registerUp(program: Command): void {
       for (const rt of config.agent.runtimes) requireBinary(rt);
 
       const setup = new Progress('set-up');
-      setup.update('data directory, local CA, certificates, admin key');
+      setup.update('data directory, local CA, certificates, platform-admin key');
       const { adminKey, account } = await bootstrapDataDir(paths, config, ['127.0.0.1', 'localhost', config.control.host, DATA_SERVICE_NAME]);
       const url = `https://${config.control.host === '0.0.0.0' ? '127.0.0.1' : config.control.host}:${config.control.apiPort}`;
       if (adminKey) {
         const where = writeClientConfig({ url, apiKey: adminKey, caPath: paths.pki.caCert });
         setup.done(`ready; client config written to ${where}`);
-        process.stdout.write(`Admin API key (shown once; saved in ${where}):\n  ${adminKey}\n`);
+        process.stdout.write(`Platform-admin API key (shown once; saved in ${where}):\n  ${adminKey}\n`);
       } else {
         setup.done(`using existing state in ${paths.dataDir}`);
       }

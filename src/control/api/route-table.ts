@@ -12,8 +12,11 @@ export interface Principal {
   workspace: Workspace;
 }
 
-/** AuthMode says who may call a route: anyone, any API key, an admin key, or an API key or workload token (data routes). */
-export type AuthMode = 'none' | 'key' | 'admin' | 'data';
+/**
+ * AuthMode says who may call a route: anyone, any API key, a key of at least that role (see API_KEY_ROLES; which
+ * workspaces it reaches is the service's business), or an API key or workload token (data routes).
+ */
+export type AuthMode = 'none' | 'key' | 'workspace-admin' | 'platform-admin' | 'data';
 
 /** actorOf names a principal in the audit log. */
 export function actorOf(p: Principal): string {
@@ -37,7 +40,7 @@ export interface RouteDef<B = unknown, Q = unknown> {
   path: string;
   operationId: string;
   summary: string;
-  /** none: public; key: any valid API key; admin: an admin key; data: an API key or a workload token. */
+  /** none: public; key: any valid API key; workspace-admin, platform-admin: a key of at least that role; data: an API key or a workload token. */
   auth: AuthMode;
   body?: z.ZodType<B>;
   query?: z.ZodType<Q>;
@@ -98,7 +101,7 @@ export class RouteTable {
           : { description: r.response.description, content: { [r.response.contentType]: {} } };
       // Any route may fail (internal); a JSON body over the size limit is refused before parsing (payload_too_large);
       // every authenticated request spends its workspace's request budget (rate_limited).
-      const errorCodes = new Set<string>([...(r.auth === 'none' ? [] : ['unauthenticated', 'rate_limited']), ...(r.auth === 'admin' ? ['forbidden'] : []), ...(r.auth === 'data' ? ['invalid_token', 'token_expired', 'token_revoked', 'out_of_scope'] : []), ...(r.body || r.query ? ['invalid_request'] : []), ...(r.body ? ['invalid_json', 'payload_too_large'] : []), ...(r.errors ?? []), 'internal']);
+      const errorCodes = new Set<string>([...(r.auth === 'none' ? [] : ['unauthenticated', 'rate_limited']), ...(r.auth === 'workspace-admin' || r.auth === 'platform-admin' ? ['forbidden'] : []), ...(r.auth === 'data' ? ['invalid_token', 'token_expired', 'token_revoked', 'out_of_scope'] : []), ...(r.body || r.query ? ['invalid_request'] : []), ...(r.body ? ['invalid_json', 'payload_too_large'] : []), ...(r.errors ?? []), 'internal']);
       const responses: Record<string, unknown> = { [String(r.status ?? 200)]: success };
       for (const code of errorCodes) {
         const status = String(ERROR_CODES[code as keyof typeof ERROR_CODES].status);

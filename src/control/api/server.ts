@@ -34,9 +34,9 @@ export function buildApiServer(d: ApiServerDeps): { app: FastifyInstance; routes
   registerTenancyRoutes(routes, s.tenancy);
   registerJobRoutes(routes, s.jobs, s.hub, s.quotas);
   registerNetworkRoutes(routes, s.network);
-  registerAuditRoutes(routes, s.audit);
+  registerAuditRoutes(routes, s.audit, s.tenancy);
   registerTokenRoutes(routes, s.tokens);
-  registerDataRoutes(app, routes, s.objects, s.audit);
+  registerDataRoutes(app, routes, s.objects, s.denials);
   return { app, routes };
 }
 
@@ -44,7 +44,7 @@ export function buildApiServer(d: ApiServerDeps): { app: FastifyInstance; routes
 export function buildDataServer(d: ApiServerDeps): { app: FastifyInstance; routes: RouteTable } {
   const { app, routes } = baseServer(d);
   registerTokenRoutes(routes, d.services.tokens);
-  registerDataRoutes(app, routes, d.services.objects, d.services.audit);
+  registerDataRoutes(app, routes, d.services.objects, d.services.denials);
   return { app, routes };
 }
 
@@ -69,7 +69,7 @@ function baseServer(d: ApiServerDeps): { app: FastifyInstance; routes: RouteTabl
     for (const m of [r.method].flat()) d.onRoute?.(m, r.url);
   });
   const s = d.services;
-  const authenticate = createAuthenticator(s.tenancy, s.tokens, s.store, s.audit);
+  const authenticate = createAuthenticator(s.tenancy, s.tokens, s.store, s.denials);
   // Every authenticated request spends one token of its workspace's request budget (429 rate_limited past it).
   const limited: typeof authenticate = async (header, mode) => {
     const principal = await authenticate(header, mode);

@@ -2,7 +2,7 @@
 import { z } from 'zod';
 import type { EgressPolicy } from '../../shared/net/egress-policy.js';
 import { AUDIT_EVENT_TYPES } from '../audit/chain.js';
-import type { DeniedConnectionRecord, Job, ObjectMeta, Workspace } from '../model.js';
+import { API_KEY_ROLES, type ApiKeyRecord, type DeniedConnectionRecord, type Job, type ObjectMeta, type Workspace } from '../model.js';
 
 /** EgressPolicyView is a policy as the API shows it: normalised, in the same shape PUT accepts, so it can be edited and sent back. */
 export const EgressPolicyView = z.object({
@@ -104,6 +104,26 @@ export const WorkspaceView = z.object({
 /** workspaceView maps a workspace record to its API shape. */
 export function workspaceView(w: Workspace): z.infer<typeof WorkspaceView> {
   return { id: w.id, name: w.name, createdAt: w.createdAt, maxCpu: w.maxCpu, maxMemoryMiB: w.maxMemoryBytes / 1024 / 1024, maxTimeoutSeconds: w.maxTimeoutSeconds, maxDiskMiB: w.maxDiskBytes / 1024 / 1024 };
+}
+
+/** ApiKeyRoleView documents the roles a key can have. */
+export const ApiKeyRoleView = z
+  .enum(API_KEY_ROLES)
+  .describe("platform-admin: every workspace, every key, all audit events, the chain check; workspace-admin: its own workspace's keys and audit events; member: its workspace's jobs, data, network policy and audit events");
+
+/** ApiKeyView is a key as the API lists it: never its secret or the secret's hash. */
+export const ApiKeyView = z.object({
+  id: z.string(),
+  workspaceId: z.string(),
+  name: z.string(),
+  role: ApiKeyRoleView,
+  createdAt: z.string(),
+  revokedAt: z.string().nullable(),
+});
+
+/** apiKeyView maps a stored key to its API shape. */
+export function apiKeyView(k: ApiKeyRecord): z.infer<typeof ApiKeyView> {
+  return { id: k.id, workspaceId: k.workspaceId, name: k.name, role: k.role, createdAt: k.createdAt, revokedAt: k.revokedAt };
 }
 
 /** OutputChunkView is one piece of output; data is base64 because output may not be UTF-8. */

@@ -12,6 +12,7 @@ export const AUDIT_EVENT_TYPES = [
   'token.revoked',
   'policy.changed',
   'access.denied',
+  'access.denied.suppressed',
   'wipe.done',
 ] as const;
 

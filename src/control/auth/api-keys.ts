@@ -1,6 +1,6 @@
 /** API keys: `crk_<id>_<secret>`; only a SHA-256 of the 256-bit secret is stored. */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
-import type { ApiKeyRecord } from '../model.js';
+import type { ApiKeyRecord, ApiKeyRole } from '../model.js';
 
 const KEY_PATTERN = /^crk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$/;
 
@@ -10,13 +10,13 @@ export interface NewApiKey {
   record: ApiKeyRecord;
 }
 
-/** mintApiKey creates a key for a workspace. */
-export function mintApiKey(workspaceId: string, name: string, admin: boolean): NewApiKey {
+/** mintApiKey creates a key for a workspace, with a role. */
+export function mintApiKey(workspaceId: string, name: string, role: ApiKeyRole): NewApiKey {
   const id = randomBytes(8).toString('hex');
   const secret = randomBytes(32).toString('base64url');
   return {
     plaintext: `crk_${id}_${secret}`,
-    record: { id, workspaceId, name, admin, secretHash: hashSecret(secret), createdAt: new Date().toISOString(), revokedAt: null },
+    record: { id, workspaceId, name, role, secretHash: hashSecret(secret), createdAt: new Date().toISOString(), revokedAt: null },
   };
 }
 

@@ -1,37 +1,16 @@
-/** The request authenticator: API keys everywhere, workload tokens on data routes; every refusal is audited. */
+/** The request authenticator: API keys everywhere, workload tokens on data routes; every refusal is audited, within a budget. */
 import { ApiError } from '../../shared/errors.js';
-import type { AuditLog } from '../audit/audit-log.js';
-import type { Authenticator } from '../api/route-table.js';
+import type { AccessDenials } from '../audit/access-denials.js';
+import type { Authenticator, Principal } from '../api/route-table.js';
+import { roleAtLeast } from '../model.js';
 import type { Store } from '../store/store.js';
 import type { TenancyService } from '../tenancy/tenancy-service.js';
-import type { TokenService } from '../tokens/token-service.js';
+import { TokenRefused, type TokenService } from '../tokens/token-service.js';
 
-/** DENIALS_PER_MINUTE bounds how many refused credentials are written to the (never pruned) audit log per minute. */
-const DENIALS_PER_MINUTE = 120;
-
-/** createAuthenticator combines API-key and workload-token authentication. */
-export function createAuthenticator(tenancy: TenancyService, tokens: TokenService, store: Store, audit: AuditLog): Authenticator {
-  // A flood of bad credentials must not fill the disk: beyond the budget, refusals are counted and the count is
-  // recorded with the next refusal that fits.
-  let windowStart = 0;
-  let recorded = 0;
-  let suppressed = 0;
-  const recordDenial = async (e: ApiError, mode: string): Promise<void> => {
-    const now = Date.now();
-    if (now - windowStart >= 60_000) {
-      windowStart = now;
-      recorded = 0;
-    }
-    if (recorded >= DENIALS_PER_MINUTE) {
-      suppressed++;
-      return;
-    }
-    recorded++;
-    const details = { reason: e.code, message: e.message, mode, ...(suppressed ? { notRecordedBefore: suppressed } : {}) };
-    suppressed = 0;
-    await audit.record({ type: 'access.denied', actor: 'anonymous', workspaceId: null, subject: null, details });
-  };
+/** createAuthenticator combines API-key and workload-token authentication with the role a route needs. */
+export function createAuthenticator(tenancy: TenancyService, tokens: TokenService, store: Store, denials: AccessDenials): Authenticator {
   return async (header, mode) => {
+    let principal: Principal | null = null;
     try {
       const bearer = /^Bearer (\S+)$/.exec(header ?? '')?.[1];
       if (mode === 'data' && bearer && !bearer.startsWith('crk_')) {
@@ -40,9 +19,22 @@ export function createAuthenticator(tenancy: TenancyService, tokens: TokenServic
         if (!workspace) throw new ApiError('invalid_token', 'the token names a workspace that does not exist');
         return { key: null, workload, workspace };
       }
-      return await tenancy.authenticate(header, mode === 'admin');
+      principal = await tenancy.authenticate(header);
+      if ((mode === 'platform-admin' || mode === 'workspace-admin') && !roleAtLeast(principal.key!.role, mode)) {
+        throw new ApiError('forbidden', `this needs a ${mode} API key; this one is a ${principal.key!.role} key`);
+      }
+      return principal;
     } catch (e) {
-      if (e instanceof ApiError) await recordDenial(e, mode);
+      if (e instanceof ApiError) {
+        // Charged to a workspace only when the credential proved it: a valid key, or a token whose signature verified.
+        const who =
+          e instanceof TokenRefused
+            ? { actor: `workload:${e.workload.jobId}`, workspaceId: e.workload.workspaceId }
+            : principal
+              ? { actor: `key:${principal.key!.id}`, workspaceId: principal.workspace.id }
+              : { actor: 'anonymous', workspaceId: null };
+        await denials.record({ ...who, subject: null, reason: e.code, details: { message: e.message, mode } });
+      }
       throw e;
     }
   };

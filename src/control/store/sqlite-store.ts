@@ -2,17 +2,27 @@
 import Database from 'better-sqlite3';
 import type { EgressPolicy } from '../../shared/net/egress-policy.js';
 import type { AuditEvent, AuditEventInput } from '../audit/chain.js';
-import { DEFAULT_EGRESS_POLICY, type ApiKeyRecord, type DeniedConnectionRecord, type Job, type ObjectMeta, type OutputChunk, type SigningKeyRecord, type TokenRecord, type Workspace } from '../model.js';
+import { API_KEY_ROLES, DEFAULT_EGRESS_POLICY, type ApiKeyRecord, type ApiKeyRole, type DeniedConnectionRecord, type Job, type ObjectMeta, type OutputChunk, type SigningKeyRecord, type TokenRecord, type Workspace } from '../model.js';
 import type { AuditQuery, DeniedQuery, ObjectQuery, Store } from './store.js';
 
+/**
+ * apiKeysTable is the DDL of the api_keys table as of schema version 2, under a given name so that migration 2 can
+ * rebuild the table. A later change to this table needs a migration of its own, and migration 2 a copy of this text.
+ */
+function apiKeysTable(name: string): string {
+  return `CREATE TABLE IF NOT EXISTS ${name} (
+  id TEXT PRIMARY KEY, workspace_id TEXT NOT NULL REFERENCES workspaces(id), name TEXT NOT NULL,
+  role TEXT NOT NULL CHECK (role IN (${API_KEY_ROLES.map((r) => `'${r}'`).join(', ')})), secret_hash TEXT NOT NULL, created_at TEXT NOT NULL, revoked_at TEXT);`;
+}
+
+/** SCHEMA is the current schema; every statement is idempotent, so it also adds tables new to an older database. */
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS workspaces (
   id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, created_at TEXT NOT NULL,
   max_cpu REAL NOT NULL, max_memory_bytes INTEGER NOT NULL, max_timeout_seconds INTEGER NOT NULL,
   max_disk_bytes INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS api_keys (
-  id TEXT PRIMARY KEY, workspace_id TEXT NOT NULL REFERENCES workspaces(id), name TEXT NOT NULL,
-  admin INTEGER NOT NULL, secret_hash TEXT NOT NULL, created_at TEXT NOT NULL, revoked_at TEXT);
+${apiKeysTable('api_keys')}
+CREATE INDEX IF NOT EXISTS api_keys_by_workspace ON api_keys(workspace_id, created_at);
 CREATE TABLE IF NOT EXISTS jobs (
   id TEXT PRIMARY KEY, workspace_id TEXT NOT NULL REFERENCES workspaces(id), status TEXT NOT NULL,
   created_at TEXT NOT NULL, doc TEXT NOT NULL);
@@ -50,12 +60,65 @@ CREATE TABLE IF NOT EXISTS tokens (
 CREATE INDEX IF NOT EXISTS tokens_by_job ON tokens(job_id);
 `;
 
+/**
+ * SCHEMA_VERSION is the database layout this code reads and writes, kept in `PRAGMA user_version`. A database made
+ * before versioning existed reads 0 and is version 1; each MIGRATIONS entry takes the database from the version before
+ * it to its own. All of them and the version bump run in one transaction, so a crash leaves the old layout or the new.
+ */
+export const SCHEMA_VERSION = 2;
+
+/** Migration takes a database from `version - 1` to `version`. */
+interface Migration {
+  version: number;
+  why: string;
+  up(db: Database.Database): void;
+}
+
+const MIGRATIONS: readonly Migration[] = [
+  {
+    version: 2,
+    why: 'api_keys.admin (one platform-wide flag) becomes api_keys.role: platform-admin, workspace-admin or member',
+    up(db) {
+      // The bootstrap key is the first key ever stored (bootstrap mints it only into an empty table) and stays the
+      // platform admin. Any other admin key becomes an admin of its own workspace only: the old flag could not say
+      // whether a key was meant to reach other workspaces, so it keeps what it surely needed and loses the rest (a
+      // platform admin can mint a platform-admin key for whoever really needs one).
+      db.exec(`${apiKeysTable('api_keys_v2')}
+        INSERT INTO api_keys_v2 (id, workspace_id, name, role, secret_hash, created_at, revoked_at)
+          SELECT id, workspace_id, name,
+            CASE WHEN admin = 0 THEN 'member'
+                 WHEN id = (SELECT id FROM api_keys ORDER BY created_at, rowid LIMIT 1) THEN 'platform-admin'
+                 ELSE 'workspace-admin' END,
+            secret_hash, created_at, revoked_at
+          FROM api_keys;
+        DROP TABLE api_keys;
+        ALTER TABLE api_keys_v2 RENAME TO api_keys;`);
+    },
+  },
+];
+
+/** migrate brings an existing database to SCHEMA_VERSION, or lays out a new one; refuses a database newer than this code. */
+function migrate(db: Database.Database): void {
+  // One IMMEDIATE transaction: a second process opening the same file waits, then finds the work done.
+  db.transaction(() => {
+    let version = db.pragma('user_version', { simple: true }) as number;
+    if (version === 0) {
+      const legacy = db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'api_keys'").get();
+      version = legacy ? 1 : SCHEMA_VERSION; // a new file gets the current layout from SCHEMA below
+    }
+    if (version > SCHEMA_VERSION) throw new Error(`the database has schema version ${version}, newer than this Cleanroom (${SCHEMA_VERSION}); run the newer version`);
+    for (const m of MIGRATIONS) if (m.version > version) m.up(db);
+    db.exec(SCHEMA);
+    db.pragma(`user_version = ${SCHEMA_VERSION}`);
+  }).immediate();
+}
+
 interface AuditRow { seq: number; time: string; type: string; actor: string; workspace_id: string | null; subject: string | null; details: string; prev_hash: string; hash: string }
 interface ObjectRow { workspace_id: string; key: string; object_id: string; size: number; sha256: string; wrapped_key: Buffer; created_at: string }
 interface TokenRow { jti: string; job_id: string; workspace_id: string; issued_at: string; expires_at: string; revoked_at: string | null }
 interface WorkspaceRow { id: string; name: string; created_at: string; max_cpu: number; max_memory_bytes: number; max_timeout_seconds: number; max_disk_bytes: number }
 interface DeniedRow { workspace_id: string; job_id: string; cell_id: string; action: 'denied' | 'dry-run'; destination: string; protocol: string; port: number | null; time: string }
-interface KeyRow { id: string; workspace_id: string; name: string; admin: number; secret_hash: string; created_at: string; revoked_at: string | null }
+interface KeyRow { id: string; workspace_id: string; name: string; role: ApiKeyRole; secret_hash: string; created_at: string; revoked_at: string | null }
 
 /** SqliteStore keeps state in one SQLite file; a job is one row plus its output chunks. */
 export class SqliteStore implements Store {
@@ -68,14 +131,17 @@ export class SqliteStore implements Store {
     // NORMAL in WAL mode: commits are durable across a process crash; an OS crash may lose the last few.
     this.db.pragma('synchronous = NORMAL');
     this.db.pragma('foreign_keys = ON');
-    this.db.exec(SCHEMA);
+    migrate(this.db);
     const d = this.db;
     this.stmts = {
       insertWorkspace: d.prepare('INSERT INTO workspaces VALUES (@id, @name, @createdAt, @maxCpu, @maxMemoryBytes, @maxTimeoutSeconds, @maxDiskBytes)'),
       workspace: d.prepare<[string], WorkspaceRow>('SELECT * FROM workspaces WHERE id = ?'),
       workspaceByName: d.prepare<[string], WorkspaceRow>('SELECT * FROM workspaces WHERE name = ?'),
       workspaces: d.prepare<[], WorkspaceRow>('SELECT * FROM workspaces ORDER BY created_at'),
-      insertKey: d.prepare('INSERT INTO api_keys VALUES (@id, @workspaceId, @name, @admin, @secretHash, @createdAt, @revokedAt)'),
+      insertKey: d.prepare('INSERT INTO api_keys (id, workspace_id, name, role, secret_hash, created_at, revoked_at) VALUES (@id, @workspaceId, @name, @role, @secretHash, @createdAt, @revokedAt)'),
+      keysOfWorkspace: d.prepare<[string], KeyRow>('SELECT * FROM api_keys WHERE workspace_id = ? ORDER BY created_at, id'),
+      allKeys: d.prepare<[], KeyRow>('SELECT * FROM api_keys ORDER BY created_at, id'),
+      activeKeysWithRole: d.prepare<[string], { n: number }>('SELECT count(*) AS n FROM api_keys WHERE role = ? AND revoked_at IS NULL'),
       key: d.prepare<[string], KeyRow>('SELECT * FROM api_keys WHERE id = ?'),
       countKeys: d.prepare<[], { n: number }>('SELECT count(*) AS n FROM api_keys'),
       insertJob: d.prepare('INSERT INTO jobs VALUES (?, ?, ?, ?, ?)'),
@@ -146,13 +212,20 @@ export class SqliteStore implements Store {
   }
 
   async createApiKey(k: ApiKeyRecord): Promise<void> {
-    this.stmts.insertKey.run({ ...k, admin: k.admin ? 1 : 0 });
+    this.stmts.insertKey.run(k);
   }
 
   async getApiKey(id: string): Promise<ApiKeyRecord | null> {
-    const r = this.stmts.key.get(id);
-    if (!r) return null;
-    return { id: r.id, workspaceId: r.workspace_id, name: r.name, admin: r.admin === 1, secretHash: r.secret_hash, createdAt: r.created_at, revokedAt: r.revoked_at };
+    return keyFrom(this.stmts.key.get(id));
+  }
+
+  async listApiKeys(workspaceId?: string): Promise<ApiKeyRecord[]> {
+    const rows = workspaceId === undefined ? this.stmts.allKeys.all() : this.stmts.keysOfWorkspace.all(workspaceId);
+    return rows.map((r) => keyFrom(r)!);
+  }
+
+  async countActiveApiKeys(role: ApiKeyRole): Promise<number> {
+    return this.stmts.activeKeysWithRole.get(role)!.n;
   }
 
   async countApiKeys(): Promise<number> {
@@ -339,6 +412,11 @@ function objectFrom(r: ObjectRow | undefined): ObjectMeta | null {
 /** jobFrom parses a stored job; jobs recorded before egress policies existed ran, and run, with no egress. */
 function jobFrom(doc: string): Job {
   return { egress: DEFAULT_EGRESS_POLICY, dataGrants: [], ...(JSON.parse(doc) as Partial<Job>) } as Job;
+}
+
+function keyFrom(r: KeyRow | undefined): ApiKeyRecord | null {
+  if (!r) return null;
+  return { id: r.id, workspaceId: r.workspace_id, name: r.name, role: r.role, secretHash: r.secret_hash, createdAt: r.created_at, revokedAt: r.revoked_at };
 }
 
 function workspaceFrom(r: WorkspaceRow | undefined): Workspace | null {

@@ -1,7 +1,7 @@
 /** Store is the control plane's persistence port; SQLite is the embedded adapter (async so a PostgreSQL adapter fits). */
 import type { EgressPolicy } from '../../shared/net/egress-policy.js';
 import type { AuditEvent, AuditEventInput } from '../audit/chain.js';
-import type { ApiKeyRecord, DeniedConnectionRecord, Job, ObjectMeta, OutputChunk, SigningKeyRecord, TokenRecord, Workspace } from '../model.js';
+import type { ApiKeyRecord, ApiKeyRole, DeniedConnectionRecord, Job, ObjectMeta, OutputChunk, SigningKeyRecord, TokenRecord, Workspace } from '../model.js';
 
 /** DeniedQuery selects a workspace's denied connections: newest first, at most `limit`, optionally of one job. */
 export interface DeniedQuery {
@@ -35,7 +35,11 @@ export interface Store {
 
   createApiKey(k: ApiKeyRecord): Promise<void>;
   getApiKey(id: string): Promise<ApiKeyRecord | null>;
+  /** listApiKeys returns the keys of one workspace (or of all), revoked ones included, oldest first. */
+  listApiKeys(workspaceId?: string): Promise<ApiKeyRecord[]>;
   countApiKeys(): Promise<number>;
+  /** countActiveApiKeys counts the unrevoked keys with a role. */
+  countActiveApiKeys(role: ApiKeyRole): Promise<number>;
 
   createJob(j: Job): Promise<void>;
   getJob(id: string): Promise<Job | null>;

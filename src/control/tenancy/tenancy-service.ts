@@ -1,11 +1,12 @@
 /** TenancyService manages workspaces and API keys, and authenticates requests. */
 import { randomBytes } from 'node:crypto';
 import { ApiError } from '../../shared/errors.js';
-import type { Workspace } from '../model.js';
+import { roleAtLeast, type ApiKeyRecord, type ApiKeyRole, type Workspace } from '../model.js';
 import type { Store } from '../store/store.js';
 import { mintApiKey, parseApiKey, secretMatches } from '../auth/api-keys.js';
 import type { Principal } from '../api/route-table.js';
 import type { AuditLog } from '../audit/audit-log.js';
+import type { AccessDenials } from '../audit/access-denials.js';
 
 /** WorkspaceLimits are a workspace's ceilings. */
 export interface WorkspaceLimits {
@@ -21,10 +22,11 @@ export class TenancyService {
     private readonly store: Store,
     private readonly defaultLimits: WorkspaceLimits,
     private readonly audit: AuditLog,
+    private readonly denials: AccessDenials,
   ) {}
 
-  /** authenticate resolves `Authorization: Bearer <key>`; 401 if absent or wrong, 403 if not admin when required. */
-  async authenticate(header: string | undefined, adminOnly: boolean): Promise<Principal> {
+  /** authenticate resolves `Authorization: Bearer <key>` to its key and workspace; 401 if absent, wrong or revoked. */
+  async authenticate(header: string | undefined): Promise<Principal> {
     const m = /^Bearer (\S+)$/.exec(header ?? '');
     if (!m) throw new ApiError('unauthenticated', 'send an API key as "Authorization: Bearer crk_…"');
     const parsed = parseApiKey(m[1]!);
@@ -34,8 +36,17 @@ export class TenancyService {
     }
     const workspace = await this.store.getWorkspace(key.workspaceId);
     if (!workspace) throw new ApiError('unauthenticated', 'the API key belongs to no workspace');
-    if (adminOnly && !key.admin) throw new ApiError('forbidden', 'this needs an admin API key');
     return { key, workload: null, workspace };
+  }
+
+  /**
+   * workspaceFor resolves a workspace id or name as `by` may see it: a platform admin any workspace, other keys only
+   * their own. Any other is 404, worded as for one that does not exist, so that its existence is not revealed.
+   */
+  async workspaceFor(by: ApiKeyRecord, ref: string): Promise<Workspace> {
+    const ws = (await this.store.getWorkspace(ref)) ?? (await this.store.getWorkspaceByName(ref));
+    if (!ws || (by.role !== 'platform-admin' && ws.id !== by.workspaceId)) throw new ApiError('not_found', `no workspace "${ref}"`);
+    return ws;
   }
 
   /** createWorkspace makes a workspace; names are unique. */
@@ -60,29 +71,57 @@ export class TenancyService {
     return this.store.listWorkspaces();
   }
 
-  /** createApiKey mints a key for a workspace given by id or name; the plaintext is returned once. */
-  async createApiKey(workspaceRef: string, name: string, admin: boolean, actor: string): Promise<{ key: string; id: string; workspace: Workspace }> {
-    const ws = (await this.store.getWorkspace(workspaceRef)) ?? (await this.store.getWorkspaceByName(workspaceRef));
-    if (!ws) throw new ApiError('not_found', `no workspace "${workspaceRef}"`);
-    const k = mintApiKey(ws.id, name, admin);
-    await this.store.createApiKey(k.record);
-    await this.audit.record({ type: 'api_key.created', actor, workspaceId: ws.id, subject: k.record.id, details: { name, admin } });
-    return { key: k.plaintext, id: k.record.id, workspace: ws };
+  /**
+   * createApiKey mints a key for a workspace given by id or name; the plaintext is returned once. A workspace admin
+   * may mint workspace-admin and member keys of its own workspace; only a platform admin may mint a platform admin
+   * (403, audited) or reach another workspace (404, see workspaceFor).
+   */
+  async createApiKey(by: ApiKeyRecord, workspaceRef: string, name: string, role: ApiKeyRole): Promise<{ key: string; record: ApiKeyRecord }> {
+    if (!roleAtLeast(by.role, role)) await this.refuse(by, null, `only a ${role} key may create a ${role} key`);
+    return this.mint(await this.workspaceFor(by, workspaceRef), name, role, `key:${by.id}`);
   }
 
-  /** revokeApiKey stops a key from working; 404 if it is unknown or already revoked. */
-  async revokeApiKey(id: string, actor: string): Promise<{ id: string; revokedAt: string }> {
+  /** listApiKeys returns the keys (never their secrets) of one workspace, or of every workspace `by` may see. */
+  async listApiKeys(by: ApiKeyRecord, workspaceRef?: string): Promise<ApiKeyRecord[]> {
+    if (workspaceRef !== undefined) return this.store.listApiKeys((await this.workspaceFor(by, workspaceRef)).id);
+    return this.store.listApiKeys(by.role === 'platform-admin' ? undefined : by.workspaceId);
+  }
+
+  /**
+   * revokeApiKey stops a key from working; 404 if it is unknown, already revoked, or in a workspace `by` may not see.
+   * A workspace admin may not revoke a platform admin's key, even in its own workspace (403, audited).
+   */
+  async revokeApiKey(by: ApiKeyRecord, id: string): Promise<{ id: string; revokedAt: string }> {
     const key = await this.store.getApiKey(id);
+    if (!key || key.revokedAt || (by.role !== 'platform-admin' && key.workspaceId !== by.workspaceId)) throw new ApiError('not_found', `no active API key ${id}`);
+    if (!roleAtLeast(by.role, key.role)) await this.refuse(by, id, `only a ${key.role} key may revoke a ${key.role} key`);
     const revokedAt = new Date().toISOString();
-    if (!key || !(await this.store.revokeApiKey(id, revokedAt))) throw new ApiError('not_found', `no active API key ${id}`);
-    await this.audit.record({ type: 'api_key.revoked', actor, workspaceId: key.workspaceId, subject: id, details: { name: key.name } });
+    if (!(await this.store.revokeApiKey(id, revokedAt))) throw new ApiError('not_found', `no active API key ${id}`);
+    await this.audit.record({ type: 'api_key.revoked', actor: `key:${by.id}`, workspaceId: key.workspaceId, subject: id, details: { name: key.name, role: key.role } });
     return { id, revokedAt };
   }
 
-  /** bootstrap creates the `default` workspace and an admin key if no key exists yet; returns the key once. */
+  /**
+   * bootstrap creates the `default` workspace and a platform-admin key if no key exists yet, or a new platform-admin
+   * key if none is left active (every one revoked: the operator who can start Cleanroom on this host gets back in).
+   * Returns the key once, or null if there was nothing to do.
+   */
   async bootstrap(): Promise<string | null> {
-    if ((await this.store.countApiKeys()) > 0) return null;
+    const first = (await this.store.countApiKeys()) === 0;
+    if (!first && (await this.store.countActiveApiKeys('platform-admin')) > 0) return null;
     const ws = (await this.store.getWorkspaceByName('default')) ?? (await this.createWorkspace('default', {}));
-    return (await this.createApiKey(ws.id, 'bootstrap-admin', true, 'system')).key;
+    return (await this.mint(ws, first ? 'bootstrap-admin' : 'recovery-admin', 'platform-admin', 'system')).key;
+  }
+
+  private async mint(ws: Workspace, name: string, role: ApiKeyRole, actor: string): Promise<{ key: string; record: ApiKeyRecord }> {
+    const k = mintApiKey(ws.id, name, role);
+    await this.store.createApiKey(k.record);
+    await this.audit.record({ type: 'api_key.created', actor, workspaceId: ws.id, subject: k.record.id, details: { name, role } });
+    return { key: k.plaintext, record: k.record };
+  }
+
+  private async refuse(by: ApiKeyRecord, subject: string | null, message: string): Promise<never> {
+    await this.denials.record({ actor: `key:${by.id}`, workspaceId: by.workspaceId, subject, reason: 'forbidden', details: { message } });
+    throw new ApiError('forbidden', message);
   }
 }

@@ -36,6 +36,20 @@ export interface WorkloadIdentity {
   scopes: Scope[];
 }
 
+/**
+ * TokenRefused is a refusal of a token whose signature verified: its workspace and job claims are ours, so the refusal
+ * can be charged to that workspace (its audit events, its denial budget). Clients see only the code and message.
+ */
+export class TokenRefused extends ApiError {
+  constructor(
+    code: 'invalid_token' | 'token_expired' | 'token_revoked',
+    message: string,
+    readonly workload: { jobId: string; workspaceId: string },
+  ) {
+    super(code, message);
+  }
+}
+
 /** TokenServiceOptions: lifetime and when (fraction of it) running workloads get a fresh token. */
 export interface TokenServiceOptions {
   ttlSeconds: number;
@@ -101,11 +115,12 @@ export class TokenService {
     if (typeof ws !== 'string' || typeof scope !== 'string' || typeof jti !== 'string' || typeof sub !== 'string') {
       throw new ApiError('invalid_token', 'the token lacks its workspace or scope claims');
     }
-    if (exp! - iat! > MAX_TOKEN_LIFETIME_S) throw new ApiError('invalid_token', 'the token claims a lifetime longer than one hour');
-    if (iat! > Date.now() / 1000 + CLOCK_SKEW_S) throw new ApiError('invalid_token', 'the token was issued in the future');
+    const workload = { jobId: sub, workspaceId: ws };
+    if (exp! - iat! > MAX_TOKEN_LIFETIME_S) throw new TokenRefused('invalid_token', 'the token claims a lifetime longer than one hour', workload);
+    if (iat! > Date.now() / 1000 + CLOCK_SKEW_S) throw new TokenRefused('invalid_token', 'the token was issued in the future', workload);
     const record = await this.store.getToken(jti);
-    if (!record || record.jobId !== sub || record.workspaceId !== ws) throw new ApiError('invalid_token', 'this service never issued that token');
-    if (record.revokedAt) throw new ApiError('token_revoked', `the token was revoked at ${record.revokedAt}: its workload has ended`);
+    if (!record || record.jobId !== sub || record.workspaceId !== ws) throw new TokenRefused('invalid_token', 'this service never issued that token', workload);
+    if (record.revokedAt) throw new TokenRefused('token_revoked', `the token was revoked at ${record.revokedAt}: its workload has ended`, workload);
     return { jobId: sub, workspaceId: ws, jti, scopes: parseScopes(scope) };
   }
 
@@ -156,8 +171,12 @@ export class TokenService {
 
 function tokenError(e: unknown): ApiError {
   if (e instanceof ApiError) return e;
-  if (e instanceof joseErrors.JWTExpired) return new ApiError('token_expired', 'the token has expired; read the token file again for the refreshed one');
-  if (e instanceof joseErrors.JWTClaimValidationFailed) return new ApiError('invalid_token', `the token's "${e.claim}" claim is not acceptable here (${e.reason})`);
+  // jose checks the signature before the claims: a claim failure carries a payload we signed.
+  const claims = e instanceof joseErrors.JWTClaimValidationFailed || e instanceof joseErrors.JWTExpired ? (e.payload as { sub?: unknown; ws?: unknown }) : null;
+  const workload = typeof claims?.sub === 'string' && typeof claims.ws === 'string' ? { jobId: claims.sub, workspaceId: claims.ws } : null;
+  const refuse = (code: 'invalid_token' | 'token_expired', message: string) => (workload ? new TokenRefused(code, message, workload) : new ApiError(code, message));
+  if (e instanceof joseErrors.JWTExpired) return refuse('token_expired', 'the token has expired; read the token file again for the refreshed one');
+  if (e instanceof joseErrors.JWTClaimValidationFailed) return refuse('invalid_token', `the token's "${e.claim}" claim is not acceptable here (${e.reason})`);
   if (e instanceof joseErrors.JWSSignatureVerificationFailed) return new ApiError('invalid_token', 'the token signature does not verify');
   if (e instanceof joseErrors.JOSEAlgNotAllowed) return new ApiError('invalid_token', 'the token is not signed with EdDSA');
   return new ApiError('invalid_token', 'the token is malformed (expected a signed JWT access token)');

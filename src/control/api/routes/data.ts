@@ -3,7 +3,7 @@ import type { Readable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import { ApiError } from '../../../shared/errors.js';
-import type { AuditLog } from '../../audit/audit-log.js';
+import type { AccessDenials } from '../../audit/access-denials.js';
 import { keyProblem, prefixProblem } from '../../data/object-key.js';
 import type { ObjectStore } from '../../data/object-store.js';
 import { allows, type DataAction } from '../../tokens/scopes.js';
@@ -19,7 +19,7 @@ const ListQuery = z
   .strict();
 
 /** registerDataRoutes adds the object operations to a fastify context whose bodies are passed through as streams. */
-export function registerDataRoutes(app: FastifyInstance, table: RouteTable, objects: ObjectStore, audit: AuditLog): void {
+export function registerDataRoutes(app: FastifyInstance, table: RouteTable, objects: ObjectStore, denials: AccessDenials): void {
   void app.register(async (scope) => {
     // Object bodies stream straight to the sealing pipeline: no parsing, no buffering, no generic body limit.
     scope.removeAllContentTypeParsers();
@@ -27,7 +27,7 @@ export function registerDataRoutes(app: FastifyInstance, table: RouteTable, obje
     const t = table.within(scope);
     const authorize = async (p: Principal, action: DataAction, key: string, method: string) => {
       if (!p.workload || allows(p.workload.scopes, action, key)) return;
-      await audit.record({ type: 'access.denied', actor: actorOf(p), workspaceId: p.workspace.id, subject: key, details: { reason: 'out_of_scope', action, method } });
+      await denials.record({ actor: actorOf(p), workspaceId: p.workspace.id, subject: key, reason: 'out_of_scope', details: { action, method } });
       throw new ApiError('out_of_scope', `this workload's token does not allow ${action} on "${key}"`);
     };
     t.add({
