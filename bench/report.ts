@@ -52,6 +52,8 @@ export function formatReport(r: BenchResults): string {
     lines.push(row([`${d.cells} idle cells`, f1(d.up_and_fill_s), `${f1(d.mem_available_delta_mib)} MiB`, `${f1(d.cgroup_usage_mib)} MiB`, f1(d.warm_start_ms.p50), f1(d.warm_start_ms.p95), String(d.warm_start_ms.n)]));
   }
   lines.push(`  memory per idle warm cell (slope of ΔMemAvailable over cells): ${f2(r.idle_cell_memory_mib.per_cell)} MiB`);
+  const n = r.noisy_neighbour;
+  lines.push('', `noisy neighbour: calm warm start quiet p50 ${f1(n.quiet_ms.p50)} / p99 ${f1(n.quiet_ms.p99)} ms; during the flood p50 ${f1(n.flooded_ms.p50)} / p99 ${f1(n.flooded_ms.p99)} ms (p99 ×${f2(n.ratio_p99)}, goal ≤ 2); calm failures ${n.calm_failures.length}; flood ${n.flood.requests} requests ${JSON.stringify(n.flood.answers)}`);
   lines.push('', `left behind by stopped clusters: ${r.notes.leftovers.length === 0 ? 'nothing' : r.notes.leftovers.join('; ')}`);
   lines.push(`wipe receipts that never came: ${r.notes.wipe_failures.length === 0 ? 'none' : r.notes.wipe_failures.join('; ')}`);
   return lines.join('\n');

@@ -1,5 +1,6 @@
 // bench/results.ts: the shape of bench/results/latest.json (the fields issue 6 names, plus `notes` on method).
 import type { DensityLevel } from './density.js';
+import type { NoisyNeighbour } from './noisy-neighbour.js';
 import type { Machine } from './machine.js';
 import type { Stats } from './stats.js';
 import type { ThroughputLevel } from './throughput.js';
@@ -24,6 +25,8 @@ export type BenchResults = Record<(typeof LATENCY_FIELDS)[number], Stats> & {
    * the peak level (most go cold: the pool drains), and the ones of that level that found a warm cell.
    */
   start_under_load_ms: { clients: number; all: Stats; warm_only: Stats; cold_fraction: number };
+  /** A calm workspace's warm starts, quiet and while another workspace floods the plane (bench/noisy-neighbour.ts). */
+  noisy_neighbour: NoisyNeighbour;
   /** How each baseline was launched (the agent's spawn path, binary copy and flags). */
   baseline_launch: Record<string, string>;
   /** warm_start_ms.p50 / baseline_runc_run_ms.p50 (both to the first output byte). */

@@ -17,6 +17,7 @@ import { formatReport } from './report.js';
 import type { BenchResults } from './results.js';
 import { stageBreakdown, STAGES } from './stages.js';
 import { measureStarts } from './start-latency.js';
+import { measureNoisyNeighbour, NOISY_QUOTAS } from './noisy-neighbour.js';
 import { round, summarize } from './stats.js';
 import { measureThroughput, type ThroughputLevel } from './throughput.js';
 import { wipeMs } from './timed-job.js';
@@ -34,6 +35,7 @@ interface Plan {
   throughputMs: number;
   densityLevels: number[];
   densitySamples: number;
+  noisySamples: number;
 }
 
 const FULL: Plan = {
@@ -50,6 +52,7 @@ const FULL: Plan = {
   throughputMs: 30_000,
   densityLevels: [0, 100, 200],
   densitySamples: 10,
+  noisySamples: 40,
 };
 
 const SMOKE: Plan = {
@@ -64,6 +67,7 @@ const SMOKE: Plan = {
   throughputMs: 2_000,
   densityLevels: [0, 3],
   densitySamples: 2,
+  noisySamples: 3,
 };
 
 const MAIN_POOL: PoolTarget[] = [{ runtime: 'runc', class: 'small', warm: 4 }, { runtime: 'runsc', class: 'small', warm: 2 }];
@@ -123,6 +127,10 @@ async function main(): Promise<number> {
     coldRunsc: await measureStarts(c, 'runsc', plan.coldRunsc, 'cold', 1),
   }));
 
+  log(`noisy neighbour: ${plan.noisySamples} calm warm starts quiet, then as many while another workspace floods`);
+  const noisyName = 'noisy';
+  const noisy = await clusters.with(MAIN_POOL, (c) => measureNoisyNeighbour(c, plan.noisySamples, noisyName, smoke ? { gvisorJobs: 10, firehoseMiB: 16 } : { gvisorJobs: 200, firehoseMiB: 256 }), { quotas: { workspaces: { [noisyName]: NOISY_QUOTAS } } });
+
   const density: DensityLevel[] = [];
   for (const cells of plan.densityLevels) {
     log(`density: ${cells} idle runc cells`);
@@ -145,6 +153,7 @@ async function main(): Promise<number> {
     baseline_fork_exec_ms: firstByte(fork),
     start_under_load_ms: { clients: peak.clients, all: peak.first_byte_ms, warm_only: peak.first_byte_warm_ms, cold_fraction: peak.cold_fraction },
     baseline_launch: LAUNCH,
+    noisy_neighbour: noisy,
     ratio_warm_to_runc_run: round(warmStart.p50 / baselineRunc.p50),
     throughput_jobs_per_s: { peak: peak.jobs_per_s, bottleneck_stage: peak.bottleneck_stage, levels: throughput },
     wipe_ms: summarize([...warmRunc.samples, ...cold.samples].map((s) => wipeMs(s.job))),
@@ -198,7 +207,8 @@ async function main(): Promise<number> {
   if (failed > 0) log(`BROKEN: ${failed} throughput job(s) failed: ${throughput.flatMap((t) => t.errors).join(' | ')}`);
   if (clusters.leftovers.length > 0) log(`BROKEN: stopped clusters left ${clusters.leftovers.length} host object(s) behind (notes.leftovers)`);
   if (wipeFailures.length > 0) log(`BROKEN: ${wipeFailures.length} wipe receipt(s) never came (notes.wipe_failures)`);
-  return failed > 0 || clusters.leftovers.length > 0 || wipeFailures.length > 0 ? 1 : 0;
+  if (noisy.calm_failures.length > 0) log(`BROKEN: ${noisy.calm_failures.length} job(s) of the calm workspace failed during the flood: ${noisy.calm_failures.slice(0, 3).join(' | ')}`);
+  return failed > 0 || clusters.leftovers.length > 0 || wipeFailures.length > 0 || noisy.calm_failures.length > 0 ? 1 : 0;
 }
 
 main().then(

@@ -33,6 +33,9 @@ test('the benchmark runs end to end in smoke mode and reports every field', { ti
   assert.deepEqual(Object.keys(r.baseline_launch).sort(), ['fork_exec', 'runc', 'runsc', 'spawn']);
   assert.match(r.baseline_launch.runc!, /sealed/);
   assert.match(r.baseline_launch.runsc!, /--network=sandbox/);
+  assert.deepEqual(r.noisy_neighbour.calm_failures, []);
+  assert.ok(r.noisy_neighbour.quiet_ms.n > 0 && r.noisy_neighbour.flooded_ms.n > 0, JSON.stringify(r.noisy_neighbour));
+  assert.ok(r.noisy_neighbour.flood.requests > 0);
   assert.ok(Number.isFinite(r.idle_cell_memory_mib.per_cell));
   assert.ok(r.idle_cell_memory_mib.levels.some((l) => l.cells > 0 && l.warm_start_ms.n > 0));
   for (const series of ['warm_runc', 'warm_runsc', 'cold_runc', 'cold_runsc'] as const) {
