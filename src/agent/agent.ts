@@ -1,7 +1,7 @@
 /** Agent runs cells on this host for the control plane: warm pool, assignment, streaming, wipe. */
 import type { Config } from '../shared/config.js';
-import type { AgentToControl, ControlToAgent, JobSpec, WorkloadCredentials } from '../shared/wire.js';
-import type { ControlChannel } from './channel.js';
+import { MAX_END_MESSAGE_CHARS, MAX_POOL_ERROR_CHARS, PROTOCOL_VERSION, type AgentToControl, type ControlToAgent, type JobEnd, type JobSpec, type PoolStatus, type WorkloadCredentials } from '../shared/wire.js';
+import type { ControlChannel, Greeting } from './channel.js';
 import type { Cell } from './cells/cell.js';
 import type { CellPool } from './cells/pool.js';
 import type { ReceiptSpool } from './reconcile/receipt-spool.js';
@@ -50,6 +50,7 @@ export class Agent {
     this.classes = sizeClassesFromConfig(config.agent.classes);
     this.capacity = config.agent.maxRunningJobs;
     channel.on('message', (m: ControlToAgent) => this.onMessage(m));
+    channel.on('bad-message', (problem: string, value: unknown) => this.onBadMessage(problem, value));
     // Receipts of volumes that reconcile shredded (here or in `cleanroom down`) are reported until acknowledged.
     for (const { jobId, receipt } of spool.read()) this.keepFinal(jobId, { type: 'job.wiped', jobId, receipt, spooled: true });
   }
@@ -80,14 +81,29 @@ export class Agent {
    * greeting is what the agent says on every (re)connect: who it is, which jobs still run here and which ended here
    * (so the control plane does not take them for lost), then the final reports it keeps.
    */
-  greeting(): AgentToControl[] {
+  greeting(): Greeting {
     const ended = [...this.finals.entries()].filter(([, msgs]) => msgs.some((m) => m.type === 'job.ended')).map(([jobId]) => jobId);
-    const hello: AgentToControl = { type: 'hello', agentId: this.agentId, liveJobIds: [...this.running.keys(), ...this.starting], endedJobIds: ended, capacity: this.capacity };
-    return [hello, ...[...this.finals.values()].flat()];
+    const liveJobIds = [...this.running.keys(), ...this.starting];
+    return { hello: { type: 'hello', protocol: PROTOCOL_VERSION, agentId: this.agentId, liveJobIds, endedJobIds: ended, capacity: this.capacity }, replay: [...this.finals.values()].flat() };
+  }
+
+  /**
+   * onBadMessage logs a message from the control plane that failed its schema (it is dropped); an assignment that cannot
+   * be read is failed, if its job id can be, so that the job does not wait forever for a start that will not come.
+   */
+  private onBadMessage(problem: string, value: unknown): void {
+    const v = value as { type?: unknown; job?: { jobId?: unknown } } | null | undefined;
+    const jobId = v?.type === 'assign' && typeof v.job?.jobId === 'string' ? v.job.jobId : null;
+    this.log('dropped a message from the control plane', { problem, type: typeof v?.type === 'string' ? v.type.slice(0, 40) : null, job: jobId?.slice(0, 64) ?? null });
+    if (jobId !== null && !this.running.has(jobId) && !this.starting.has(jobId)) {
+      this.report(jobId, { type: 'job.ended', jobId, end: endOf('error', `the agent could not read the assignment: ${problem}`), timings: {} });
+    }
   }
 
   private onMessage(m: ControlToAgent): void {
     switch (m.type) {
+      case 'welcome':
+        return; // the channel's own business
       case 'assign':
         void this.assign(m.job, m.credentials);
         return;
@@ -102,7 +118,7 @@ export class Agent {
         for (const id of m.volumeIds) this.finals.delete(`volume:${id}`);
         return;
       case 'pool.get':
-        this.channel.send({ type: 'pool.status', requestId: m.requestId, pool: this.pool.status(), volumes: this.pool.volumeCounts() });
+        this.channel.send({ type: 'pool.status', requestId: m.requestId, pool: clipErrors(this.pool.status()), volumes: this.pool.volumeCounts() });
         return;
       default:
         assertNever(m);
@@ -155,18 +171,13 @@ export class Agent {
           this.running.delete(job.jobId);
           this.recentCells.set(cell.id, job.jobId);
           if (this.recentCells.size > 1000) this.recentCells.delete(this.recentCells.keys().next().value!);
-          const msg: AgentToControl = { type: 'job.ended', jobId: job.jobId, end, timings: rounded(timings), outputDroppedBytes: dropped };
-          this.keepFinal(job.jobId, msg);
-          this.channel.send(msg);
+          const cut = end.message === null ? end : { ...end, message: end.message.slice(0, MAX_END_MESSAGE_CHARS) };
+          this.report(job.jobId, { type: 'job.ended', jobId: job.jobId, end: cut, timings: rounded(timings), outputDroppedBytes: dropped });
         },
         wiped: (receipt, error) => {
           this.unwiped--;
           this.pool.release(cell);
-          if (receipt) {
-            const msg: AgentToControl = { type: 'job.wiped', jobId: job.jobId, receipt, timings: rounded(pick(cell.timings, /^wipe_/)) };
-            this.keepFinal(job.jobId, msg);
-            this.channel.send(msg);
-          }
+          if (receipt) this.report(job.jobId, { type: 'job.wiped', jobId: job.jobId, receipt, timings: rounded(pick(cell.timings, /^wipe_/)) });
           else if (error) this.log('wipe failed; the volume is left for reconcile', { job: job.jobId, cell: cell.id, error });
         },
       });
@@ -200,8 +211,12 @@ export class Agent {
 
   private fail(job: JobSpec, message: string): void {
     this.log('job failed to start', { job: job.jobId, message });
-    const msg: AgentToControl = { type: 'job.ended', jobId: job.jobId, end: { reason: 'error', exitCode: null, signal: null, message }, timings: {} };
-    this.keepFinal(job.jobId, msg);
+    this.report(job.jobId, { type: 'job.ended', jobId: job.jobId, end: endOf('error', message), timings: {} });
+  }
+
+  /** report sends a final report, kept for replay after a reconnect. */
+  private report(jobId: string, msg: AgentToControl): void {
+    this.keepFinal(jobId, msg);
     this.channel.send(msg);
   }
 
@@ -214,6 +229,15 @@ export class Agent {
     while ((this.running.size > 0 || this.unwiped > 0) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     await this.channel.flushed(2000);
   }
+}
+
+/** endOf is an end with no exit code or signal, its message cut to what the control plane accepts. */
+function endOf(reason: JobEnd['reason'], message: string): JobEnd {
+  return { reason, exitCode: null, signal: null, message: message.slice(0, MAX_END_MESSAGE_CHARS) };
+}
+
+function clipErrors(pool: PoolStatus): PoolStatus {
+  return Object.fromEntries(Object.entries(pool).map(([k, e]) => [k, { ...e, lastError: e.lastError?.slice(0, MAX_POOL_ERROR_CHARS) ?? null }]));
 }
 
 function pick(t: Record<string, number>, pattern: RegExp): Record<string, number> {

@@ -1,7 +1,16 @@
 /** ControlChannel is the agent's mutual-TLS WebSocket to the control plane; it redials on loss. */
 import { EventEmitter } from 'node:events';
 import WebSocket from 'ws';
-import type { AgentToControl, ControlToAgent } from '../shared/wire.js';
+import {
+  AgentToControlSchema,
+  CHANNEL_CLOSE,
+  describeProblem,
+  MAX_CONTROL_MESSAGE_BYTES,
+  parseControlMessage,
+  PROTOCOL_VERSION,
+  type AgentHello,
+  type AgentToControl,
+} from '../shared/wire.js';
 
 /** ChannelTls is the agent's client certificate and the CA it trusts. */
 export interface ChannelTls {
@@ -10,25 +19,48 @@ export interface ChannelTls {
   key: string;
 }
 
+/** Greeting is what the agent says on every connect: its hello, then (once welcomed) the reports it replays. */
+export interface Greeting {
+  hello: AgentHello;
+  replay: AgentToControl[];
+}
+
 const MAX_BACKOFF_MS = 5000;
+/** REFUSED_BACKOFF_MS is the wait before dialing again a control plane that refused our protocol version. */
+const REFUSED_BACKOFF_MS = 30_000;
+/** WELCOME_TIMEOUT_MS bounds the wait for the control plane's welcome after the hello. */
+const WELCOME_TIMEOUT_MS = 10_000;
 /** OUTBOX_LIMIT bounds what is queued while disconnected; job ends are always kept. */
 const OUTBOX_LIMIT = 10_000;
 /** HIGH_WATER_BYTES: past this much unsent (socket buffer or outbox), the channel is congested and cells are paused. */
 const HIGH_WATER_BYTES = 4 * 1024 * 1024;
 
-/** ControlChannel emits 'message' (ControlToAgent), 'open' and 'close'. */
+/**
+ * ControlChannel emits 'message' (a checked ControlToAgent), 'open' (welcomed), 'close' (code, reason), 'dial-error'
+ * (Error), 'bad-message' (problem, the parsed JSON or undefined), 'protocol-error' (problem) and 'bad-outgoing' (type,
+ * problem).
+ *
+ * On every connect it sends the hello alone and waits for the welcome: only then does it replay and send what was
+ * queued, so a control plane that refuses the hello (another protocol version) never receives, and the agent never
+ * loses, anything else. A message from the control plane that fails its schema is dropped and reported (the agent
+ * fails a job whose assignment it cannot read): the control plane is authenticated, so a bad message is a bug or a
+ * version skew affecting that one message, and closing the channel would only interrupt every other job's reports.
+ */
 export class ControlChannel extends EventEmitter {
   private ws: WebSocket | null = null;
+  /** The control plane welcomed our hello on the current socket; until then everything waits in the outbox. */
+  private welcomed = false;
   private outbox: AgentToControl[] = [];
   private outboxBytes = 0;
   private backoffMs = 100;
+  private redialTimer: NodeJS.Timeout | undefined;
   private closed = false;
 
   constructor(
     private readonly url: string,
     private readonly tls: ChannelTls,
-    /** What to say first on every connect: the hello, then anything to replay. */
-    private readonly greeting: () => AgentToControl[],
+    /** What to say on every connect. */
+    private readonly greeting: () => Greeting,
   ) {
     super();
   }
@@ -36,37 +68,64 @@ export class ControlChannel extends EventEmitter {
   /** connect dials now and keeps redialing until close(). */
   connect(): void {
     if (this.closed) return;
-    const ws = new WebSocket(this.url, { ...this.tls, minVersion: 'TLSv1.2', perMessageDeflate: false });
+    const ws = new WebSocket(this.url, { ...this.tls, minVersion: 'TLSv1.2', perMessageDeflate: false, maxPayload: MAX_CONTROL_MESSAGE_BYTES });
     this.ws = ws;
+    this.welcomed = false;
+    let replay: AgentToControl[] = [];
+    let welcomeTimer: NodeJS.Timeout | undefined;
     ws.on('open', () => {
-      this.backoffMs = 100;
-      for (const m of this.greeting()) ws.send(JSON.stringify(m));
-      const queued = this.outbox.splice(0);
-      this.outboxBytes = 0;
-      for (const m of queued) ws.send(JSON.stringify(m));
-      this.emit('open');
+      const g = this.greeting();
+      replay = g.replay;
+      this.write(ws, g.hello);
+      welcomeTimer = setTimeout(() => {
+        this.emit('protocol-error', `no welcome within ${WELCOME_TIMEOUT_MS} ms of the hello (does the control plane speak protocol ${PROTOCOL_VERSION}?)`);
+        ws.terminate();
+      }, WELCOME_TIMEOUT_MS);
     });
     ws.on('message', (data) => {
-      try {
-        this.emit('message', JSON.parse(data.toString()) as ControlToAgent);
-      } catch {
-        this.emit('error-message', 'unparseable message from control plane');
+      const r = parseControlMessage(data.toString());
+      if (!r.ok) {
+        this.emit('bad-message', r.problem, r.value);
+        return;
       }
+      const msg = r.msg;
+      if (msg.type === 'welcome') {
+        if (this.welcomed) return;
+        clearTimeout(welcomeTimer);
+        this.welcomed = true;
+        this.backoffMs = 100;
+        for (const m of replay) this.write(ws, m);
+        replay = [];
+        const queued = this.outbox.splice(0);
+        this.outboxBytes = 0;
+        for (const m of queued) this.write(ws, m);
+        this.emit('open');
+        return;
+      }
+      if (!this.welcomed) {
+        this.emit('protocol-error', `${msg.type} before the welcome (dropped)`);
+        return;
+      }
+      this.emit('message', msg);
     });
     ws.on('error', (e) => this.emit('dial-error', e));
-    ws.on('close', () => {
+    ws.on('close', (code, reason) => {
+      clearTimeout(welcomeTimer);
       this.ws = null;
-      this.emit('close');
+      this.welcomed = false;
+      this.emit('close', code, reason.toString());
       if (this.closed) return;
-      setTimeout(() => this.connect(), this.backoffMs);
+      // A refusal of our version will not change until one side is upgraded: no need to knock every few seconds.
+      const wait = code === CHANNEL_CLOSE.protocolMismatch ? REFUSED_BACKOFF_MS : this.backoffMs;
+      this.redialTimer = setTimeout(() => this.connect(), wait);
       this.backoffMs = Math.min(this.backoffMs * 2, MAX_BACKOFF_MS);
     });
   }
 
-  /** send delivers now or queues until the channel is back. */
+  /** send delivers now or queues until the channel is back (and welcomed). */
   send(msg: AgentToControl): void {
-    if (this.ws?.readyState === WebSocket.OPEN) {
-      this.ws.send(JSON.stringify(msg));
+    if (this.ws && this.welcomed && this.ws.readyState === WebSocket.OPEN) {
+      this.write(this.ws, msg);
       return;
     }
     if (this.outbox.length < OUTBOX_LIMIT || msg.type === 'job.ended' || msg.type === 'job.wiped') {
@@ -75,9 +134,25 @@ export class ControlChannel extends EventEmitter {
     }
   }
 
+  /**
+   * write sends one message after checking it against the schema the control plane checks it with: a message it would
+   * refuse closes the channel, and a refused final report replayed on every connect would close it every time. So a
+   * bad one is dropped here and reported. Output is exempt (it is base64 of at most one cell frame, by construction).
+   */
+  private write(ws: WebSocket, msg: AgentToControl): void {
+    if (msg.type !== 'job.output') {
+      const r = AgentToControlSchema.safeParse(msg);
+      if (!r.success) {
+        this.emit('bad-outgoing', msg.type, describeProblem(r.error));
+        return;
+      }
+    }
+    ws.send(JSON.stringify(msg));
+  }
+
   /** congested says whether output should wait: too much is unsent, on the socket or queued while disconnected. */
   congested(): boolean {
-    if (this.ws?.readyState === WebSocket.OPEN) return this.ws.bufferedAmount > HIGH_WATER_BYTES;
+    if (this.ws && this.welcomed && this.ws.readyState === WebSocket.OPEN) return this.ws.bufferedAmount > HIGH_WATER_BYTES;
     return this.outboxBytes > HIGH_WATER_BYTES;
   }
 
@@ -90,6 +165,7 @@ export class ControlChannel extends EventEmitter {
   /** close stops redialing and closes the socket. */
   close(): void {
     this.closed = true;
+    clearTimeout(this.redialTimer);
     this.ws?.close();
   }
 }

@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import pino from 'pino';
 import { loadConfig } from '../shared/config.js';
 import { dataPaths, DEFAULT_DATA_DIR } from '../shared/paths.js';
-import type { DeniedConnection, Runtime } from '../shared/wire.js';
+import { AGENT_ID_PATTERN, CHANNEL_CLOSE, MAX_DENIED_PER_MESSAGE, PROTOCOL_VERSION, type DeniedConnection, type Runtime } from '../shared/wire.js';
 import { OciRuntime } from './runtime/oci-runtime.js';
 import { findExecutable, sealedExecutable } from './runtime/host-calls.js';
 import type { CellRuntime } from './runtime/cell-runtime.js';
@@ -108,7 +108,14 @@ async function main(): Promise<void> {
   let agent: Agent | null = null;
   const channel = new ControlChannel(url, tls, () => agent!.greeting());
   agent = new Agent(agentId, config, pool, channel, log, spool);
-  channel.on('open', () => log('connected to control plane', { url }));
+  channel.on('open', () => log('connected to control plane', { url, protocol: PROTOCOL_VERSION }));
+  // The control plane says why it closed the channel: a refused protocol version, a message it could not accept…
+  channel.on('close', (code: number, reason: string) => {
+    if (code === CHANNEL_CLOSE.protocolMismatch) log('the control plane refused this agent\'s protocol version', { code, reason, protocol: PROTOCOL_VERSION });
+    else if (code !== 1000 && code !== 1005 && code !== 1006) log('the control plane closed the channel', { code, reason });
+  });
+  channel.on('protocol-error', (problem: string) => log('control channel protocol error', { problem }));
+  channel.on('bad-outgoing', (type: string, problem: string) => log('dropped a report the control plane would refuse', { type, problem }));
   forwardDenied(networkHost, agent, channel);
   channel.on('dial-error', (e: Error) => log('control plane unreachable', { error: e.message }));
   retryLeftoversLater(reconcileOptions, report.leftovers, agent, log);
@@ -151,7 +158,7 @@ async function main(): Promise<void> {
 function agentIdOf(file: string): string {
   if (existsSync(file)) {
     const id = readFileSync(file, 'utf8').trim();
-    if (/^[0-9a-f]{6}$/.test(id)) return id;
+    if (AGENT_ID_PATTERN.test(id)) return id;
     throw new Error(`${file} does not hold an agent id (6 hex digits); remove it only if no cell of this agent is left on the host`);
   }
   const id = randomBytes(3).toString('hex');
@@ -204,7 +211,7 @@ function forwardDenied(host: CellNetworkHost, agent: Agent, channel: ControlChan
         batch = [];
       }, DENIED_FLUSH_MS);
     }
-    if (batch.length < 1000 && r.cellId) {
+    if (batch.length < MAX_DENIED_PER_MESSAGE && r.cellId) {
       batch.push({ jobId: agent.jobOfCell(r.cellId), cellId: r.cellId, action: r.action, destination: r.destination, protocol: r.protocol, port: r.port ?? null, time: r.time.toISOString() });
     }
   });

@@ -1,39 +1,56 @@
-/** Messages exchanged between the control plane and agents over the mutual-TLS channel. */
-
+/**
+ * The contract between the control plane and agents over the mutual-TLS channel: one zod schema per message, the
+ * TypeScript types derived from them. Each end validates what it receives; every string, array and map is bounded.
+ */
+import { z } from 'zod';
+import { parseCidr } from './net/ipv4.js';
 import type { EgressPolicy } from './net/egress-policy.js';
 
 /** AGENT_CERT_CN is the subject every agent certificate carries; other certificates of our CA are refused. */
 export const AGENT_CERT_CN = 'cleanroom-agent';
 
-/** WorkloadSpec is what runs and within which limits: the resolved request, defaults applied. */
-export interface WorkloadSpec {
-  command: string[];
-  env: Record<string, string>;
-  cwd: string;
-  cpu: number;
-  memoryBytes: number;
-  timeoutSeconds: number;
-  diskBytes: number;
-  runtime: Runtime;
+/**
+ * PROTOCOL_VERSION is the version of this contract; an agent names it in its hello and the control plane refuses any
+ * other. 1: hellos without a version (messages unchecked); 2: schemas at both ends, the version, the welcome.
+ */
+export const PROTOCOL_VERSION = 2;
+
+/** CHANNEL_CLOSE lists the WebSocket close codes the control plane ends an agent's channel with (the reason says more). */
+export const CHANNEL_CLOSE = {
+  /** A message that is not JSON or does not match its schema. */
+  badMessage: 4000,
+  /** The agent's hello names another protocol version. */
+  protocolMismatch: 4001,
+  /** Messages out of order: something before the hello, or a second hello. */
+  protocolViolation: 4002,
+  /** The client certificate is not an agent certificate. */
+  notAnAgent: 4003,
+} as const;
+
+/** MAX_CLOSE_REASON_BYTES is the most a WebSocket close reason can carry (a 125-byte control frame less the code). */
+export const MAX_CLOSE_REASON_BYTES = 123;
+
+/** closeReason cuts a close reason to MAX_CLOSE_REASON_BYTES of UTF-8 without splitting a character. */
+export function closeReason(text: string): string {
+  let out = text.slice(0, MAX_CLOSE_REASON_BYTES);
+  while (Buffer.byteLength(out) > MAX_CLOSE_REASON_BYTES || /[\ud800-\udbff]$/.test(out)) out = out.slice(0, -1);
+  return out;
 }
 
-/** JobSpec is what an agent needs to run one job; it carries no API key and no tenant secret. */
-export interface JobSpec extends WorkloadSpec {
-  jobId: string;
-  workspaceId: string;
-  /** The workspace's egress policy at the time the job was created (validated by the control plane). */
-  egress: EgressPolicy;
-  /** Output (stdout and stderr together) forwarded at most; the rest is dropped and counted. */
-  outputLimitBytes: number;
-}
-
-/** WorkloadCredentials is what a workload gets to reach the data service; the agent places it in the cell's private tmpfs only. */
-export interface WorkloadCredentials {
-  /** The workload's signed access token (a JWT), never logged. */
-  token: string;
-  /** When the token expires (ISO 8601). */
-  expiresAt: string;
-}
+/** MAX_OUTPUT_CHUNK_BYTES is the most output one job.output carries: one cell frame (MAX_FRAME_BYTES in agent/cells/frames.ts; a unit test keeps the two equal). */
+export const MAX_OUTPUT_CHUNK_BYTES = 1 << 20;
+/** MAX_AGENT_MESSAGE_BYTES bounds one message from an agent: the largest is a job.output (its chunk in base64) or a hello. */
+export const MAX_AGENT_MESSAGE_BYTES = 2 * 1024 * 1024;
+/** MAX_CONTROL_MESSAGE_BYTES bounds one message to an agent: an assignment of MAX_ASSIGNMENT_BYTES, JSON-escaped (≤ 6×). */
+export const MAX_CONTROL_MESSAGE_BYTES = 8 * 1024 * 1024;
+/** MAX_DENIED_PER_MESSAGE bounds the denied-connection records of one network.denied message. */
+export const MAX_DENIED_PER_MESSAGE = 1000;
+/** MAX_JOB_IDS bounds the job ids of a hello (live and ended, each). */
+export const MAX_JOB_IDS = 10_000;
+/** MAX_END_MESSAGE_CHARS bounds the message of a job's end; the agent cuts longer ones. */
+export const MAX_END_MESSAGE_CHARS = 4096;
+/** MAX_POOL_ERROR_CHARS bounds a pool entry's last error; the agent cuts longer ones. */
+export const MAX_POOL_ERROR_CHARS = 1024;
 
 /**
  * MAX_ASSIGNMENT_BYTES is the largest assignment cell init accepts: its command, env and cwd, each NUL-terminated, plus
@@ -56,76 +73,246 @@ export function assignmentBytes(command: readonly string[], env: Readonly<Record
 /** DATA_SERVICE_NAME is the name cells use for the data service; it resolves to their gateway, which forwards to it. */
 export const DATA_SERVICE_NAME = 'data.cleanroom.internal';
 
-/** DeniedConnection is one egress attempt the policy denied (or, in dry-run, would have denied). */
-export interface DeniedConnection {
-  jobId: string | null;
-  cellId: string;
-  action: 'denied' | 'dry-run';
-  destination: string;
-  protocol: string;
-  port: number | null;
-  time: string;
-}
+/** AGENT_ID_PATTERN is an agent's id: 6 hex digits, made at its first start (it names the agent's host objects). */
+export const AGENT_ID_PATTERN = /^[0-9a-f]{6}$/;
 
+// ---- Building blocks ----
+
+const noNul = (s: string) => !s.includes('\0');
+/** An id the platform made (job_…, ws_…, a cell's or volume's hex id, a UUID): never free text. */
+const Id = z.string().min(1).max(64).regex(/^[A-Za-z0-9][A-Za-z0-9_.:-]*$/);
+const Time = z.iso.datetime();
+const Count = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
+const Base64 = z
+  .string()
+  .min(4)
+  .max(4 * Math.ceil(MAX_OUTPUT_CHUNK_BYTES / 3))
+  .refine((s) => s.length % 4 === 0 && /^[A-Za-z0-9+/]*={0,2}$/.test(s), 'must be base64');
+
+/** Timings are named durations (ms) and flags: at most 64, lower-case names. */
+const TimingsSchema = z
+  .record(z.string().regex(/^[a-z][a-z0-9_]{0,63}$/), z.number().min(-1e12).max(1e12))
+  .refine((t) => Object.keys(t).length <= 64, 'at most 64 timings');
+
+/** RuntimeSchema names an OCI runtime a cell can run under. */
+const RuntimeSchema = z.enum(['runc', 'runsc']);
 /** Runtime names an OCI runtime a cell can run under. */
-export type Runtime = 'runc' | 'runsc';
-
+export type Runtime = z.infer<typeof RuntimeSchema>;
 /** RUNTIMES lists every supported runtime. */
-export const RUNTIMES: readonly Runtime[] = ['runc', 'runsc'];
+export const RUNTIMES: readonly Runtime[] = RuntimeSchema.options;
 
+/** EgressPolicySchema is a normalised egress policy (as validateEgressPolicy makes it: canonical CIDRs, explicit protocol). */
+const EgressPolicySchema = z.strictObject({
+  allow: z
+    .array(
+      z.strictObject({
+        cidr: z
+          .string()
+          .max(18)
+          .refine((s) => s.includes('/') && parseCidr(s)?.canonical === true, 'must be a canonical IPv4 CIDR'),
+        protocol: z.enum(['tcp', 'udp', 'icmp', 'any']),
+        ports: z
+          .strictObject({ from: z.number().int().min(1).max(65535), to: z.number().int().min(1).max(65535) })
+          .refine((p) => p.from <= p.to, 'from must not exceed to')
+          .optional(),
+      }),
+    )
+    .max(256)
+    .readonly(),
+  dryRun: z.boolean(),
+}) satisfies z.ZodType<EgressPolicy>;
+
+/** WorkloadSpecSchema is what runs and within which limits: the resolved request, defaults applied. */
+const WorkloadSpecSchema = z.strictObject({
+  command: z.array(z.string().max(65536).refine(noNul, 'must not contain NUL bytes')).min(1).max(4096),
+  env: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,255}$/), z.string().max(65536).refine(noNul, 'must not contain NUL bytes')),
+  cwd: z.string().min(1).max(4096).startsWith('/').refine(noNul, 'must not contain NUL bytes'),
+  cpu: z.number().positive().max(1024),
+  memoryBytes: z.number().int().positive().max(Number.MAX_SAFE_INTEGER),
+  timeoutSeconds: z.number().positive().max(1e9),
+  diskBytes: z.number().int().positive().max(Number.MAX_SAFE_INTEGER),
+  runtime: RuntimeSchema,
+});
+/** WorkloadSpec is what runs and within which limits. */
+export type WorkloadSpec = z.infer<typeof WorkloadSpecSchema>;
+
+/** JobSpecSchema is what an agent needs to run one job; it carries no API key and no tenant secret. */
+export const JobSpecSchema = WorkloadSpecSchema
+  .extend({
+    jobId: Id,
+    workspaceId: Id,
+    /** The workspace's egress policy at the time the job was created (validated by the control plane). */
+    egress: EgressPolicySchema,
+    /** Output (stdout and stderr together) forwarded at most; the rest is dropped and counted. */
+    outputLimitBytes: Count,
+  })
+  .refine((j) => assignmentBytes(j.command, j.env, j.cwd) <= MAX_ASSIGNMENT_BYTES - PLATFORM_ENV_RESERVE_BYTES, 'command, env and cwd exceed what a cell accepts');
+/** JobSpec is what an agent needs to run one job. */
+export type JobSpec = z.infer<typeof JobSpecSchema>;
+
+/** WorkloadCredentialsSchema is what a workload gets to reach the data service; the agent places it in the cell's private tmpfs only. */
+const WorkloadCredentialsSchema = z.strictObject({
+  /** The workload's signed access token (a compact JWS), never logged. */
+  token: z.string().max(MAX_CELL_FILE_BYTES).regex(/^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/),
+  /** When the token expires (ISO 8601). */
+  expiresAt: Time,
+});
+/** WorkloadCredentials is a workload's token and its expiry. */
+export type WorkloadCredentials = z.infer<typeof WorkloadCredentialsSchema>;
+
+/** TerminalReasonSchema is how a job ended. */
+const TerminalReasonSchema = z.enum(['succeeded', 'failed', 'timeout', 'oom', 'cancelled', 'error']);
 /** TerminalReason is how a job ended. */
-export type TerminalReason = 'succeeded' | 'failed' | 'timeout' | 'oom' | 'cancelled' | 'error';
+export type TerminalReason = z.infer<typeof TerminalReasonSchema>;
 
 /** JobEnd is the final report of a job. */
-export interface JobEnd {
-  reason: TerminalReason;
-  exitCode: number | null;
-  signal: number | null;
-  message: string | null;
-}
+const JobEndSchema = z.strictObject({
+  reason: TerminalReasonSchema,
+  exitCode: z.number().int().min(0).max(255).nullable(),
+  signal: z.number().int().min(0).max(255).nullable(),
+  message: z.string().max(MAX_END_MESSAGE_CHARS).nullable(),
+});
+/** JobEnd is the final report of a job. */
+export type JobEnd = z.infer<typeof JobEndSchema>;
 
-/** WipeReceipt records how a cell's volume was crypto-shredded; never any key material. */
-export interface WipeReceipt {
-  volumeId: string;
-  cellId: string | null;
-  keyIdentifier: string | null;
-  keyStateAfterRemoval: string | null;
-  loopDevices: readonly string[];
-  startedAt: string;
-  finishedAt: string;
-  totalMs: number;
-  steps: ReadonlyArray<{ step: string; at: string; ms: number; detail?: string }>;
-}
+/** WipeReceiptSchema records how a cell's volume was crypto-shredded; never any key material. */
+const WipeReceiptSchema = z.strictObject({
+  volumeId: Id,
+  cellId: Id.nullable(),
+  keyIdentifier: z.string().max(128).regex(/^[0-9a-f]*$/).nullable(),
+  keyStateAfterRemoval: z.enum(['absent', 'present', 'incompletely-removed']).nullable(),
+  loopDevices: z.array(z.string().max(64).regex(/^\/dev\/loop\d+$/)).max(64).readonly(),
+  startedAt: Time,
+  finishedAt: Time,
+  totalMs: z.number().min(0).max(1e12),
+  steps: z
+    .array(z.strictObject({ step: z.string().max(64), at: Time, ms: z.number().min(0).max(1e12), detail: z.string().max(4096).optional() }))
+    .max(256)
+    .readonly(),
+});
+/** WipeReceipt records how a cell's volume was crypto-shredded. */
+export type WipeReceipt = z.infer<typeof WipeReceiptSchema>;
+
+/** DeniedConnectionSchema is one egress attempt the policy denied (or, in dry-run, would have denied). */
+const DeniedConnectionSchema = z.strictObject({
+  jobId: Id.nullable(),
+  cellId: Id,
+  action: z.enum(['denied', 'dry-run']),
+  destination: z.string().min(1).max(64),
+  protocol: z.string().min(1).max(16),
+  port: z.number().int().min(0).max(65535).nullable(),
+  time: Time,
+});
+/** DeniedConnection is one egress attempt the policy denied. */
+export type DeniedConnection = z.infer<typeof DeniedConnectionSchema>;
 
 /** VolumeCounts counts an agent's volumes by state. */
-export interface VolumeCounts {
-  warm: number;
-  inUse: number;
-  wiping: number;
-  wiped: number;
-  wipeFailed: number;
+const VolumeCountsSchema = z.strictObject({ warm: Count, inUse: Count, wiping: Count, wiped: Count, wipeFailed: Count });
+/** VolumeCounts counts an agent's volumes by state. */
+export type VolumeCounts = z.infer<typeof VolumeCountsSchema>;
+
+/** PoolStatusSchema counts cells per pool key (runtime/class) and state. */
+const PoolStatusSchema = z
+  .record(
+    z.string().regex(/^(runc|runsc)\/[a-z][a-z0-9-]{0,15}$/),
+    z.strictObject({ target: Count, warm: Count, preparing: Count, busy: Count, lastError: z.string().max(MAX_POOL_ERROR_CHARS).nullable() }),
+  )
+  .refine((p) => Object.keys(p).length <= 64, 'at most 64 pools');
+/** PoolStatus counts cells per pool key and state. */
+export type PoolStatus = z.infer<typeof PoolStatusSchema>;
+
+// ---- Messages ----
+
+/** HelloSchema is an agent's first message on every connection. */
+export const HelloSchema = z.strictObject({
+  type: z.literal('hello'),
+  /** The agent's PROTOCOL_VERSION; a hello without one is protocol 1. */
+  protocol: z.literal(PROTOCOL_VERSION),
+  agentId: z.string().regex(AGENT_ID_PATTERN),
+  /** Jobs that run (or are starting) here. */
+  liveJobIds: z.array(Id).max(MAX_JOB_IDS),
+  /** Jobs that ended here; their final reports follow the hello. */
+  endedJobIds: z.array(Id).max(MAX_JOB_IDS),
+  /** Jobs the agent runs at once (agent.maxRunningJobs); the control plane queues the rest. */
+  capacity: z.number().int().min(1).max(1000),
+});
+
+/** AgentHello is an agent's hello. */
+export type AgentHello = z.infer<typeof HelloSchema>;
+
+/** AgentToControlSchema are the messages an agent sends. */
+export const AgentToControlSchema = z.discriminatedUnion('type', [
+  HelloSchema,
+  z.strictObject({ type: z.literal('job.started'), jobId: Id, cellId: Id, timings: TimingsSchema }),
+  z.strictObject({ type: z.literal('job.output'), jobId: Id, stream: z.enum(['stdout', 'stderr']), data: Base64 }),
+  z.strictObject({ type: z.literal('job.ended'), jobId: Id, end: JobEndSchema, timings: TimingsSchema, outputDroppedBytes: Count.optional() }),
+  /** spooled: the receipt of a volume shredded by reconcile, kept on disk until the control plane acknowledges it. */
+  z.strictObject({ type: z.literal('job.wiped'), jobId: Id.nullable(), receipt: WipeReceiptSchema, timings: TimingsSchema.optional(), spooled: z.boolean().optional() }),
+  z.strictObject({ type: z.literal('network.denied'), records: z.array(DeniedConnectionSchema).max(MAX_DENIED_PER_MESSAGE) }),
+  z.strictObject({ type: z.literal('pool.status'), requestId: Id.nullable(), pool: PoolStatusSchema, volumes: VolumeCountsSchema }),
+]);
+/** AgentToControl are the messages an agent sends. */
+export type AgentToControl = z.infer<typeof AgentToControlSchema>;
+
+/** ControlToAgentSchema are the messages the control plane sends. */
+export const ControlToAgentSchema = z.discriminatedUnion('type', [
+  /** The hello is accepted: the agent may replay what it kept. */
+  z.strictObject({ type: z.literal('welcome'), protocol: z.literal(PROTOCOL_VERSION) }),
+  z.strictObject({ type: z.literal('assign'), job: JobSpecSchema, credentials: WorkloadCredentialsSchema }),
+  z.strictObject({ type: z.literal('token.refresh'), jobId: Id, credentials: WorkloadCredentialsSchema }),
+  z.strictObject({ type: z.literal('cancel'), jobId: Id }),
+  z.strictObject({ type: z.literal('pool.get'), requestId: Id }),
+  /** The control plane stored these spooled receipts: the agent may forget them. */
+  z.strictObject({ type: z.literal('receipts.stored'), volumeIds: z.array(Id).max(1000) }),
+]);
+/** ControlToAgent are the messages the control plane sends. */
+export type ControlToAgent = z.infer<typeof ControlToAgentSchema>;
+
+/** WireParse is a received message, checked: the message, or why it was refused (and the parsed JSON, if it was JSON). */
+export type WireParse<T> = { ok: true; msg: T } | { ok: false; problem: string; value: unknown };
+
+/** parseAgentMessage checks a raw message from an agent (never throws). */
+export function parseAgentMessage(raw: string): WireParse<AgentToControl> {
+  return parseWith(AgentToControlSchema, raw);
 }
 
-/** PoolStatus counts cells per pool key (runtime/class) and state. */
-export type PoolStatus = Record<string, { target: number; warm: number; preparing: number; busy: number; lastError: string | null }>;
+/** parseControlMessage checks a raw message from the control plane (never throws). */
+export function parseControlMessage(raw: string): WireParse<ControlToAgent> {
+  return parseWith(ControlToAgentSchema, raw);
+}
 
-/** ControlToAgent are the messages the control plane sends. */
-export type ControlToAgent =
-  | { type: 'assign'; job: JobSpec; credentials: WorkloadCredentials }
-  | { type: 'token.refresh'; jobId: string; credentials: WorkloadCredentials }
-  | { type: 'cancel'; jobId: string }
-  | { type: 'pool.get'; requestId: string }
-  /** The control plane stored these spooled receipts: the agent may forget them. */
-  | { type: 'receipts.stored'; volumeIds: string[] };
+/**
+ * helloProtocol reads the protocol version a would-be hello names, whatever else it holds (another version's hello has
+ * another shape): 1 for a hello without one, 'unreadable' for a version that is not a positive integer, null if the
+ * value is no hello at all.
+ */
+export function helloProtocol(value: unknown): number | 'unreadable' | null {
+  if (typeof value !== 'object' || value === null || (value as { type?: unknown }).type !== 'hello') return null;
+  if (!Object.hasOwn(value, 'protocol')) return 1;
+  const p = (value as { protocol: unknown }).protocol;
+  return typeof p === 'number' && Number.isSafeInteger(p) && p > 0 ? p : 'unreadable';
+}
 
-/** AgentToControl are the messages an agent sends. */
-export type AgentToControl =
-  /** liveJobIds run (or are starting) here; endedJobIds ended here and their final reports follow the hello. */
-  | { type: 'hello'; agentId: string; liveJobIds: string[]; endedJobIds?: string[]; capacity?: number }
-  | { type: 'job.started'; jobId: string; cellId: string; timings: Record<string, number> }
-  | { type: 'job.output'; jobId: string; stream: 'stdout' | 'stderr'; data: string }
-  | { type: 'job.ended'; jobId: string; end: JobEnd; timings: Record<string, number>; outputDroppedBytes?: number }
-  /** spooled: the receipt of a volume shredded by reconcile, kept on disk until the control plane acknowledges it. */
-  | { type: 'job.wiped'; jobId: string | null; receipt: WipeReceipt; timings?: Record<string, number>; spooled?: boolean }
-  | { type: 'network.denied'; records: DeniedConnection[] }
-  | { type: 'pool.status'; requestId: string | null; pool: PoolStatus; volumes: VolumeCounts };
+/** describeProblem renders the first schema issue briefly, without the offending value (it may be huge or secret). */
+export function describeProblem(error: z.ZodError): string {
+  const issue = error.issues[0];
+  if (!issue) return 'invalid message';
+  const path = issue.path.slice(0, 6).map((p) => String(p).slice(0, 40)).join('.');
+  return `${path || 'message'}: ${issue.message.slice(0, 120)}`;
+}
+
+function parseWith<T>(schema: z.ZodType<T>, raw: string): WireParse<T> {
+  let value: unknown;
+  try {
+    value = JSON.parse(raw);
+  } catch {
+    return { ok: false, problem: 'not JSON', value: undefined };
+  }
+  try {
+    const r = schema.safeParse(value);
+    return r.success ? { ok: true, msg: r.data } : { ok: false, problem: describeProblem(r.error), value };
+  } catch (e) {
+    // safeParse reports problems as issues; this guards against the unforeseen (a stack overflow, say).
+    return { ok: false, problem: `unreadable message (${(e as Error).name})`, value };
+  }
+}

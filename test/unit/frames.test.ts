@@ -78,3 +78,91 @@ test('the size limits of the cell protocol are the same on both sides (wire.ts a
   const env = { A: '1', LONG: 'x'.repeat(1000) };
   assert.equal(assignmentBytes(command, env, '/work/dir'), encodeAssignment(command, env, '/work/dir').length - 8);
 });
+
+/** mulberry32 is a small seeded PRNG: a failing fuzz case can be replayed from its seed. */
+function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const DECODER_ERRORS = /^(cell frame too large: \d+ bytes|unknown cell frame type ".*"|malformed (exit|started) frame|cell stream already refused: .*)$/s;
+
+/** fuzzStream makes a byte stream: valid frames, frames with hostile fields, and raw garbage, in a random mix. */
+function fuzzStream(rand: () => number): Buffer {
+  const int = (n: number) => Math.floor(rand() * n);
+  const parts: Buffer[] = [];
+  const count = 1 + int(8);
+  for (let i = 0; i < count; i++) {
+    const pick = int(10);
+    if (pick < 4) {
+      const type = 'oesxE'[int(5)]!;
+      const body = type === 's' ? String(int(1e6)) : type === 'x' ? (rand() < 0.5 ? `code ${int(300)}` : `signal ${int(70)}`) : Buffer.from(Array.from({ length: int(300) }, () => int(256)));
+      parts.push(frame(type, body));
+    } else if (pick < 6) {
+      parts.push(frame(String.fromCharCode(int(256)), Buffer.from(Array.from({ length: int(64) }, () => int(256)))));
+    } else if (pick < 8) {
+      // A header announcing a length near or over the limit, followed by less (or more) than it announces.
+      const h = Buffer.alloc(5);
+      h.write('oesxE?'[int(6)]!, 0, 'latin1');
+      h.writeUInt32LE([MAX_FRAME_BYTES, MAX_FRAME_BYTES + 1, 0xffffffff, int(2 ** 32), MAX_FRAME_BYTES - int(10)][int(5)]!, 1);
+      parts.push(h, Buffer.alloc(int(2000), int(256)));
+    } else {
+      parts.push(Buffer.from(Array.from({ length: int(200) }, () => int(256))));
+    }
+  }
+  return Buffer.concat(parts);
+}
+
+test('fuzz: any byte stream in any chunking yields frames or the decoder\'s own error, and never more than one frame buffered', () => {
+  const seed = Number(process.env.CLEANROOM_FUZZ_SEED ?? 20_240_601);
+  const rand = mulberry32(seed);
+  const int = (n: number) => Math.floor(rand() * n);
+  let streams = 0;
+  let refusedStreams = 0;
+  let frames = 0;
+  for (; streams < 10_000; streams++) {
+    const stream = fuzzStream(rand);
+    const d = new FrameDecoder();
+    let refused = false;
+    for (let i = 0; i < stream.length; ) {
+      const step = [1, 2, 5, 7, 64, 4096][int(6)]! + int(3);
+      const chunk = stream.subarray(i, i + step);
+      i += step;
+      try {
+        frames += d.push(chunk).length;
+      } catch (e) {
+        assert.ok(e instanceof Error && e.constructor === Error, `seed ${seed}, stream ${streams}: threw ${String(e)}`);
+        assert.match(e.message, DECODER_ERRORS, `seed ${seed}, stream ${streams}`);
+        refused = true;
+      }
+      assert.ok(d.bufferedBytes <= MAX_FRAME_BYTES + 5, `seed ${seed}, stream ${streams}: ${d.bufferedBytes} bytes buffered`);
+      if (refused) {
+        // Once refused, it stays refused and holds nothing.
+        assert.throws(() => d.push(Buffer.from('o\x01\x00\x00\x00x', 'latin1')), /already refused/);
+        assert.equal(d.bufferedBytes, 0);
+        break;
+      }
+    }
+    if (refused) refusedStreams++;
+  }
+  // The mix exercised both outcomes.
+  assert.ok(refusedStreams > 1000 && refusedStreams < streams, `${refusedStreams} of ${streams} streams refused`);
+  assert.ok(frames > 1000, `${frames} frames decoded`);
+});
+
+test('a partial frame of the largest size is held whole, and no more', () => {
+  const d = new FrameDecoder();
+  const big = frame('o', Buffer.alloc(MAX_FRAME_BYTES, 1));
+  assert.deepEqual(d.push(big.subarray(0, big.length - 1)), []);
+  assert.equal(d.bufferedBytes, MAX_FRAME_BYTES + 4);
+  const out = d.push(big.subarray(big.length - 1));
+  assert.equal(out.length, 1);
+  assert.equal(d.bufferedBytes, 0);
+  assert.throws(() => new FrameDecoder().push(frame('x', 'code 256')), /malformed exit/);
+});

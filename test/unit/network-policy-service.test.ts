@@ -90,11 +90,12 @@ test('a job keeps the policy in force when it was created and sends it to its ag
   assert.deepEqual((await jobs.create(b, { command: ['true'] }, 'test')).egress, { allow: [], dryRun: false });
 });
 
-test('denied records go to their job\'s workspace; unknown jobs and malformed records are dropped', async () => {
+test('denied records go to their job\'s workspace; unknown jobs, other agents\' jobs and malformed records are dropped', async () => {
   const jobA = await jobs.create(a, { command: ['true'] }, 'test');
   const jobB = await jobs.create(b, { command: ['true'] }, 'test');
   const rec = (jobId: string | null, time: string, extra: Partial<DeniedConnection> = {}): DeniedConnection => ({ jobId, cellId: 'cell-1', action: 'denied', destination: '203.0.113.9', protocol: 'tcp', port: 443, time, ...extra });
-  const kept = await network.recordDenied([
+  assert.equal(await network.recordDenied('agent-2', [rec(jobA.id, '2030-01-01T00:00:00.000Z')]), 0, "another agent's job");
+  const kept = await network.recordDenied('agent-1', [
     rec(jobA.id, '2030-01-01T00:00:01.000Z'),
     rec(jobA.id, '2030-01-01T00:00:03.000Z', { action: 'dry-run', protocol: 'icmp', port: null }),
     rec(jobB.id, '2030-01-01T00:00:02.000Z', { destination: '198.51.100.1' }),

@@ -43,12 +43,28 @@ export function encodeFile(name: string, mode: number, content: string | Buffer)
   return Buffer.concat([header, body]);
 }
 
-/** FrameDecoder turns the untrusted byte stream from a cell into frames, refusing malformed input. */
+/**
+ * FrameDecoder turns the untrusted byte stream from a cell into frames, refusing malformed input. It holds at most one
+ * partial frame (MAX_FRAME_BYTES + 5 bytes) between pushes; after a protocol violation it holds nothing and refuses
+ * every later push.
+ */
 export class FrameDecoder {
   private buffered: Buffer = Buffer.alloc(0);
+  private failure: Error | null = null;
 
-  /** push adds bytes and returns every complete frame; throws on a protocol violation. */
+  /** push adds bytes and returns every complete frame; throws (its own Error) on a protocol violation. */
   push(chunk: Buffer): CellFrame[] {
+    if (this.failure) throw new Error(`cell stream already refused: ${this.failure.message}`);
+    try {
+      return this.decode(chunk);
+    } catch (e) {
+      this.failure = e as Error;
+      this.buffered = Buffer.alloc(0);
+      throw e;
+    }
+  }
+
+  private decode(chunk: Buffer): CellFrame[] {
     this.buffered = this.buffered.length ? Buffer.concat([this.buffered, chunk]) : chunk;
     const frames: CellFrame[] = [];
     while (this.buffered.length >= 5) {
@@ -67,6 +83,11 @@ export class FrameDecoder {
   get pending(): boolean {
     return this.buffered.length > 0;
   }
+
+  /** bufferedBytes is the size of the partial frame held. */
+  get bufferedBytes(): number {
+    return this.buffered.length;
+  }
 }
 
 function decodeFrame(type: string, data: Buffer): CellFrame {
@@ -81,6 +102,7 @@ function decodeFrame(type: string, data: Buffer): CellFrame {
       const m = /^(code|signal) (\d{1,3})$/.exec(data.toString('latin1'));
       if (!m) throw new Error('malformed exit frame');
       const n = Number(m[2]);
+      if (n > 255) throw new Error('malformed exit frame');
       return m[1] === 'code' ? { type: 'exit', code: n, signal: null } : { type: 'exit', code: null, signal: n };
     }
     case 'E':

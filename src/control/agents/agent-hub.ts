@@ -3,7 +3,21 @@ import { createServer, type Server } from 'node:https';
 import type { TLSSocket } from 'node:tls';
 import { randomUUID } from 'node:crypto';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { AGENT_CERT_CN, type AgentToControl, type ControlToAgent, type JobSpec, type PoolStatus, type VolumeCounts, type WorkloadCredentials } from '../../shared/wire.js';
+import {
+  AGENT_CERT_CN,
+  CHANNEL_CLOSE,
+  closeReason,
+  helloProtocol,
+  MAX_AGENT_MESSAGE_BYTES,
+  parseAgentMessage,
+  PROTOCOL_VERSION,
+  type AgentToControl,
+  type ControlToAgent,
+  type JobSpec,
+  type PoolStatus,
+  type VolumeCounts,
+  type WorkloadCredentials,
+} from '../../shared/wire.js';
 import type { Dispatcher, JobService } from '../jobs/job-service.js';
 import type { NetworkPolicyService } from '../network/network-policy-service.js';
 
@@ -32,9 +46,6 @@ interface Connection {
   pending: number;
 }
 
-/** DEFAULT_AGENT_CAPACITY is assumed for an agent whose hello does not say. */
-const DEFAULT_AGENT_CAPACITY = 64;
-
 /** REPORTS_HIGH_WATER / REPORTS_LOW_WATER bound the reports an agent may have waiting here. */
 const REPORTS_HIGH_WATER = 256;
 const REPORTS_LOW_WATER = 32;
@@ -43,7 +54,8 @@ const REPORTS_LOW_WATER = 32;
 export class AgentHub implements Dispatcher {
   private readonly agents = new Map<string, Connection>();
   private readonly server: Server;
-  private readonly pending = new Map<string, (p: AgentPool) => void>();
+  /** Pool requests awaiting an answer, by request id, with the agent asked. */
+  private readonly pending = new Map<string, { agentId: string; answer: (p: AgentPool) => void }>();
   private readonly lostTimers = new Map<string, NodeJS.Timeout>();
 
   constructor(
@@ -57,14 +69,17 @@ export class AgentHub implements Dispatcher {
     this.server = createServer({ ...tls, requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.2' }, (_req, res) => {
       res.writeHead(404).end();
     });
-    const wss = new WebSocketServer({ server: this.server, path: '/v1/agent', maxPayload: 8 * 1024 * 1024 });
+    // A larger message is refused by ws itself (close code 1009) before it is buffered whole.
+    const wss = new WebSocketServer({ server: this.server, path: '/v1/agent', maxPayload: MAX_AGENT_MESSAGE_BYTES });
     wss.on('connection', (ws, req) => {
       const cert = (req.socket as TLSSocket).getPeerCertificate();
+      const peer = `${req.socket.remoteAddress ?? '?'}:${req.socket.remotePort ?? '?'}`;
       if (!(req.socket as TLSSocket).authorized || cert.subject?.CN !== AGENT_CERT_CN) {
-        ws.close(4003, 'not an agent certificate');
+        this.log('agent channel refused a certificate', { peer });
+        ws.close(CHANNEL_CLOSE.notAnAgent, 'not an agent certificate');
         return;
       }
-      this.onConnection(ws);
+      this.onConnection(ws, peer);
     });
   }
 
@@ -79,77 +94,104 @@ export class AgentHub implements Dispatcher {
     });
   }
 
-  private onConnection(ws: WebSocket): void {
+  /**
+   * onConnection serves one agent connection: a hello of our protocol first (answered with a welcome), then reports.
+   * Every message is checked against its schema; a bad one closes the connection with a code and a reason, and is
+   * logged with the agent's id. Nothing an agent sends can throw here.
+   */
+  private onConnection(ws: WebSocket, peer: string): void {
     let conn: Connection | null = null;
+    let refused = false;
+    const refuse = (code: number, reason: string, problem: string) => {
+      refused = true;
+      this.log('agent channel closed: refused a message', { agentId: conn?.agentId ?? null, peer, code, problem });
+      ws.close(code, closeReason(reason));
+    };
     ws.on('message', (raw) => {
-      let msg: AgentToControl;
-      try {
-        msg = JSON.parse(raw.toString()) as AgentToControl;
-      } catch {
-        ws.close(4000, 'bad message');
+      // After a refusal, whatever was already on its way is ignored.
+      if (refused) return;
+      const r = parseAgentMessage(raw.toString());
+      if (!conn) {
+        if (!r.ok) {
+          const p = helloProtocol(r.value);
+          if (p === null || p === PROTOCOL_VERSION) return refuse(CHANNEL_CLOSE.badMessage, `bad message: ${r.problem}`, r.problem);
+          const why =
+            p === 'unreadable'
+              ? `agent's hello has no readable protocol version; this control plane speaks ${PROTOCOL_VERSION}`
+              : `agent speaks protocol ${p}, this control plane speaks ${PROTOCOL_VERSION}: upgrade the ${p < PROTOCOL_VERSION ? 'agent' : 'control plane'}`;
+          return refuse(CHANNEL_CLOSE.protocolMismatch, why, why);
+        }
+        if (r.msg.type !== 'hello') return refuse(CHANNEL_CLOSE.protocolViolation, `the first message must be a hello, not ${r.msg.type}`, `${r.msg.type} before the hello`);
+        conn = this.welcome(ws, r.msg);
         return;
       }
-      if (msg.type === 'hello') {
-        conn = { agentId: msg.agentId, ws, running: new Set(msg.liveJobIds), capacity: msg.capacity ?? DEFAULT_AGENT_CAPACITY, queue: Promise.resolve(), pending: 0 };
-        this.agents.get(msg.agentId)?.ws.terminate();
-        this.agents.set(msg.agentId, conn);
-        clearTimeout(this.lostTimers.get(msg.agentId));
-        this.lostTimers.delete(msg.agentId);
-        this.log('agent connected', { agentId: msg.agentId, live: msg.liveJobIds.length });
-        // Jobs that ended on the agent while we could not hear it are not lost: their final reports follow the hello.
-        const accounted = [...msg.liveJobIds, ...(msg.endedJobIds ?? [])];
-        void this.jobs
-          .onAgentLost(msg.agentId, accounted, 'the agent restarted and the job\'s cell was lost')
-          .then(() => this.jobs.resumeCredentials(msg.agentId, msg.liveJobIds))
-          .then(() => this.jobs.dispatchQueued())
-          .catch((e: Error) => this.log('agent hello handling failed', { agentId: msg.agentId, error: e.message }));
-        return;
-      }
+      if (!r.ok) return refuse(CHANNEL_CLOSE.badMessage, `bad message: ${r.problem}`, r.problem);
+      if (r.msg.type === 'hello') return refuse(CHANNEL_CLOSE.protocolViolation, 'a second hello on one connection', 'a second hello');
       const c = conn;
-      if (!c) return;
+      const msg = r.msg;
       if (++c.pending > REPORTS_HIGH_WATER && !ws.isPaused) ws.pause();
       c.queue = c.queue
         .then(() => this.onReport(c, msg))
-        .catch((e: Error) => this.log('agent report failed', { error: e.message }))
+        .catch((e: Error) => this.log('agent report failed', { agentId: c.agentId, type: msg.type, error: e.message }))
         .finally(() => {
           if (--c.pending < REPORTS_LOW_WATER && ws.isPaused) ws.resume();
         });
     });
-    ws.on('close', () => {
+    ws.on('error', (e) => this.log('agent channel error', { agentId: conn?.agentId ?? null, peer, error: e.message }));
+    ws.on('close', (code, reason) => {
       if (!conn || this.agents.get(conn.agentId) !== conn) return;
       const agentId = conn.agentId;
       this.agents.delete(agentId);
-      this.log('agent disconnected', { agentId });
+      this.log('agent disconnected', { agentId, code, reason: reason.toString() });
       this.lostTimers.set(agentId, setTimeout(() => void this.lostIfAbsent(agentId, 'the agent disconnected and did not come back'), this.graceMs));
     });
   }
 
-  private async onReport(conn: Connection, msg: AgentToControl): Promise<void> {
+  /** welcome accepts a hello: the agent is told it may go on, replaces an earlier connection of its own, and is reconciled. */
+  private welcome(ws: WebSocket, hello: Extract<AgentToControl, { type: 'hello' }>): Connection {
+    const { agentId, liveJobIds, endedJobIds, capacity } = hello;
+    send(ws, { type: 'welcome', protocol: PROTOCOL_VERSION });
+    const conn: Connection = { agentId, ws, running: new Set(liveJobIds), capacity, queue: Promise.resolve(), pending: 0 };
+    this.agents.get(agentId)?.ws.terminate();
+    this.agents.set(agentId, conn);
+    clearTimeout(this.lostTimers.get(agentId));
+    this.lostTimers.delete(agentId);
+    this.log('agent connected', { agentId, live: liveJobIds.length, protocol: hello.protocol });
+    // Jobs that ended on the agent while we could not hear it are not lost: their final reports follow the hello.
+    void this.jobs
+      .onAgentLost(agentId, [...liveJobIds, ...endedJobIds], 'the agent restarted and the job\'s cell was lost')
+      .then(() => this.jobs.resumeCredentials(agentId, liveJobIds))
+      .then(() => this.jobs.dispatchQueued())
+      .catch((e: Error) => this.log('agent hello handling failed', { agentId, error: e.message }));
+    return conn;
+  }
+
+  /** onReport applies one checked report; reports about jobs that are not the agent's own are ignored by the services. */
+  private async onReport(conn: Connection, msg: Exclude<AgentToControl, { type: 'hello' }>): Promise<void> {
+    const { agentId } = conn;
     switch (msg.type) {
       case 'job.started':
-        return this.jobs.onStarted(msg.jobId, msg.cellId, msg.timings);
+        return this.jobs.onStarted(agentId, msg.jobId, msg.cellId, msg.timings);
       case 'job.output':
-        return this.jobs.onOutput(msg.jobId, msg.stream, Buffer.from(msg.data, 'base64'));
+        return this.jobs.onOutput(agentId, msg.jobId, msg.stream, Buffer.from(msg.data, 'base64'));
       case 'job.ended':
         conn.running.delete(msg.jobId);
-        return this.jobs.end(msg.jobId, msg.end, msg.timings, msg.outputDroppedBytes ?? 0);
+        return this.jobs.onEnded(agentId, msg.jobId, msg.end, msg.timings, msg.outputDroppedBytes ?? 0);
       case 'job.wiped':
-        if (msg.jobId) await this.jobs.onWiped(msg.jobId, msg.receipt, msg.timings ?? {});
+        if (msg.jobId) await this.jobs.onWiped(agentId, msg.jobId, msg.receipt, msg.timings ?? {});
         // A receipt from reconcile waits on the agent's disk until it is stored here.
         if (msg.spooled) send(conn.ws, { type: 'receipts.stored', volumeIds: [msg.receipt.volumeId] });
         return;
       case 'network.denied':
-        await this.network.recordDenied(Array.isArray(msg.records) ? msg.records : []);
+        await this.network.recordDenied(agentId, msg.records);
         return;
-      case 'pool.status':
-        if (msg.requestId) this.pending.get(msg.requestId)?.({ pool: msg.pool, volumes: msg.volumes });
+      case 'pool.status': {
+        const asked = msg.requestId === null ? undefined : this.pending.get(msg.requestId);
+        if (asked?.agentId === agentId) asked.answer({ pool: msg.pool, volumes: msg.volumes });
         return;
-      case 'hello':
-        return;
-      default: {
-        const never: never = msg;
-        this.log('unknown agent message', { msg: never });
       }
+      default:
+        assertNever(msg);
     }
   }
 
@@ -206,11 +248,14 @@ export class AgentHub implements Dispatcher {
               this.pending.delete(requestId);
               resolve();
             }, timeoutMs);
-            this.pending.set(requestId, (p) => {
-              clearTimeout(timer);
-              this.pending.delete(requestId);
-              out[conn.agentId] = p;
-              resolve();
+            this.pending.set(requestId, {
+              agentId: conn.agentId,
+              answer: (p) => {
+                clearTimeout(timer);
+                this.pending.delete(requestId);
+                out[conn.agentId] = p;
+                resolve();
+              },
             });
             send(conn.ws, { type: 'pool.get', requestId });
           }),
@@ -234,4 +279,8 @@ export class AgentHub implements Dispatcher {
 
 function send(ws: WebSocket, msg: ControlToAgent): void {
   ws.send(JSON.stringify(msg));
+}
+
+function assertNever(x: never): never {
+  throw new Error(`unhandled agent message ${JSON.stringify(x).slice(0, 200)}`);
 }

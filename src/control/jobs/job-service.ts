@@ -33,6 +33,11 @@ export class JobService {
   private readonly nextSeq = new Map<string, number>();
   /** Jobs being placed right now (minting their token, sending them to an agent). */
   private readonly placing = new Set<string>();
+  /**
+   * The agent each unfinished job was sent to, known from the moment it is sent (before the store says so): an agent's
+   * reports about a job apply only if the job is its own. A cache of the store's agentId, bounded by OWNERS_KEPT.
+   */
+  private readonly owners = new Map<string, string>();
   private dispatcher: Dispatcher | null = null;
   /** The fair queue: per workspace, its queued jobs in arrival order; workspaces take turns (round robin). */
   private readonly queued = new Map<string, string[]>();
@@ -214,6 +219,7 @@ export class JobService {
       await this.tokens.mint(subject, 'minted', (credentials) => {
         tMinted = performance.now();
         agentId = d.dispatch(specOf(job, this.defaults.outputLimitBytes), credentials);
+        if (agentId) this.remember(job.id, agentId);
       });
       // Assigned inside the callback, which TypeScript's flow analysis does not follow.
       const placedOn = agentId as string | null;
@@ -300,16 +306,33 @@ export class JobService {
     this.pump();
   }
 
-  /** onStarted records that the agent handed the job to a cell. */
-  async onStarted(jobId: string, cellId: string, timings: Record<string, number>): Promise<void> {
+  /** remember notes which agent a job was sent to. */
+  private remember(jobId: string, agentId: string): void {
+    if (this.owners.size >= OWNERS_KEPT) this.owners.clear(); // only a cache: the store knows every job's agent
+    this.owners.set(jobId, agentId);
+  }
+
+  /** ownedBy says whether a job is the agent's own and unfinished (reports about any other job are ignored). */
+  private async ownedBy(agentId: string, jobId: string): Promise<boolean> {
+    const owner = this.owners.get(jobId);
+    if (owner !== undefined) return owner === agentId;
     const job = await this.store.getJob(jobId);
-    if (!job || isTerminal(job)) return;
+    if (!job || isTerminal(job) || job.agentId === null) return false;
+    this.remember(jobId, job.agentId);
+    return job.agentId === agentId;
+  }
+
+  /** onStarted records that the agent handed the job to a cell; ignored unless the job is the agent's own. */
+  async onStarted(agentId: string, jobId: string, cellId: string, timings: Record<string, number>): Promise<void> {
+    const job = await this.store.getJob(jobId);
+    if (!job || isTerminal(job) || (this.owners.get(jobId) ?? job.agentId) !== agentId) return;
     await this.store.updateJob(jobId, { status: 'running', cellId, startedAt: new Date().toISOString(), timings: { ...job.timings, ...prefixed('agent_', timings) } });
     await this.audit.record({ type: 'cell.assigned', actor: `agent:${job.agentId}`, workspaceId: job.workspaceId, subject: jobId, details: { cellId, runtime: job.runtime } });
   }
 
-  /** onOutput stores and publishes a chunk of output. */
-  async onOutput(jobId: string, stream: 'stdout' | 'stderr', data: Buffer): Promise<void> {
+  /** onOutput stores and publishes a chunk of output of a running job of the agent; anything else is ignored. */
+  async onOutput(agentId: string, jobId: string, stream: 'stdout' | 'stderr', data: Buffer): Promise<void> {
+    if (!(await this.ownedBy(agentId, jobId))) return;
     let seq = this.nextSeq.get(jobId);
     if (seq === undefined) seq = (await this.store.lastOutputSeq(jobId)) + 1;
     this.nextSeq.set(jobId, seq + 1);
@@ -320,10 +343,22 @@ export class JobService {
     await this.store.appendOutput(jobId, chunk);
   }
 
+  /** onEnded records the end an agent reports of its own job; an end of another agent's job is ignored. */
+  async onEnded(agentId: string, jobId: string, end: JobEnd, timings: Record<string, number>, outputDroppedBytes = 0): Promise<void> {
+    const job = await this.store.getJob(jobId);
+    if (!job || isTerminal(job) || (this.owners.get(jobId) ?? job.agentId) !== agentId) return;
+    await this.finish(job, end, timings, outputDroppedBytes);
+  }
+
   /** end records a terminal state once; later reports for the same job are ignored. */
   async end(jobId: string, end: JobEnd, timings: Record<string, number>, outputDroppedBytes = 0): Promise<void> {
     const job = await this.store.getJob(jobId);
     if (!job || isTerminal(job)) return;
+    await this.finish(job, end, timings, outputDroppedBytes);
+  }
+
+  private async finish(job: Job, end: JobEnd, timings: Record<string, number>, outputDroppedBytes: number): Promise<void> {
+    const jobId = job.id;
     const patch: Partial<Job> = {
       outputDroppedBytes,
       status: end.reason,
@@ -336,17 +371,18 @@ export class JobService {
     await this.store.updateJob(jobId, patch);
     await this.tokens.revokeJob(jobId, job.workspaceId, `the job ended (${end.reason})`);
     this.nextSeq.delete(jobId);
+    this.owners.delete(jobId);
     this.hub.publish(jobId, { type: 'end', job: { ...job, ...patch } });
     // Its place (in the workspace's running quota and on its agent) goes to the next job in turn.
     this.deactivate(job);
     this.pump();
   }
 
-  /** onWiped attaches the wipe receipt of the job's volume. */
-  async onWiped(jobId: string, receipt: WipeReceipt, timings: Record<string, number>): Promise<void> {
+  /** onWiped attaches the wipe receipt of the job's volume; ignored unless the job is the agent's own. */
+  async onWiped(agentId: string, jobId: string, receipt: WipeReceipt, timings: Record<string, number>): Promise<void> {
     const job = await this.store.getJob(jobId);
     // A receipt may be reported again after a reconnect: record it once.
-    if (!job || job.wipe?.volumeId === receipt.volumeId) return;
+    if (!job || job.agentId !== agentId || job.wipe?.volumeId === receipt.volumeId) return;
     await this.store.updateJob(jobId, { wipe: receipt, timings: { ...job.timings, ...prefixed('agent_', timings) } });
     const { volumeId, cellId, keyIdentifier, keyStateAfterRemoval, totalMs } = receipt;
     await this.audit.record({ type: 'wipe.done', actor: `agent:${job.agentId}`, workspaceId: job.workspaceId, subject: jobId, details: { volumeId, cellId, keyIdentifier, keyStateAfterRemoval, totalMs } });
@@ -367,6 +403,9 @@ export class JobService {
     }
   }
 }
+
+/** OWNERS_KEPT bounds the cache of which agent runs which job. */
+const OWNERS_KEPT = 100_000;
 
 /** subjectOf is what a job's token is about: the job, its workspace and its data grants. */
 function subjectOf(job: Job): TokenSubject {

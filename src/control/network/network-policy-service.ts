@@ -34,13 +34,19 @@ export class NetworkPolicyService {
     return r.policy;
   }
 
-  /** recordDenied stores an agent's records under their job's workspace; records of unknown jobs are dropped. Returns how many were kept. */
-  async recordDenied(records: readonly DeniedConnection[]): Promise<number> {
+  /**
+   * recordDenied stores an agent's records under their job's workspace; records of unknown jobs, and of jobs that are not
+   * the agent's own, are dropped. Returns how many were kept.
+   */
+  async recordDenied(agentId: string, records: readonly DeniedConnection[]): Promise<number> {
     const workspaceOf = new Map<string, string | null>();
     const kept: DeniedConnectionRecord[] = [];
     for (const r of records) {
       if (!isDeniedConnection(r) || r.jobId === null) continue;
-      if (!workspaceOf.has(r.jobId)) workspaceOf.set(r.jobId, (await this.store.getJob(r.jobId))?.workspaceId ?? null);
+      if (!workspaceOf.has(r.jobId)) {
+        const job = await this.store.getJob(r.jobId);
+        workspaceOf.set(r.jobId, job && job.agentId === agentId ? job.workspaceId : null);
+      }
       const workspaceId = workspaceOf.get(r.jobId);
       if (!workspaceId) continue;
       kept.push({ workspaceId, jobId: r.jobId, cellId: r.cellId, action: r.action, destination: r.destination, protocol: r.protocol, port: r.port, time: r.time });
