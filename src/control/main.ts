@@ -24,8 +24,9 @@ async function main(): Promise<void> {
   const tls = { ca: readFileSync(paths.pki.caCert, 'utf8'), cert: readFileSync(paths.pki.serverCert, 'utf8'), key: readFileSync(paths.pki.serverKey, 'utf8') };
   const agents = new AgentHub(tls, services.jobs, services.network, config.control.agentGraceMs, log);
   services.jobs.attach(agents);
-  const { app } = buildApiServer({ tls, services, agents, log });
-  const data = buildDataServer({ tls, services, agents, log }).app;
+  const timeouts = config.control.timeouts;
+  const { app } = buildApiServer({ tls, timeouts, services, agents, log });
+  const data = buildDataServer({ tls, timeouts, services, agents, log }).app;
 
   // Jobs that were in flight when the control plane stopped wait for their agent's hello to be judged.
   const agentPort = await agents.listen(config.control.host, config.control.agentPort);

@@ -32,6 +32,33 @@ const SizeClassSchema = z.object({
   diskMiB: z.number().int().min(16).default(256),
 });
 
+/**
+ * ListenerTimeoutsSchema: the deadlines of every connection to the API and data listeners, all bounded (at most 10 min).
+ * None covers sending a response: a followed job's SSE stream stays open (silent while the job prints nothing) and a
+ * download takes as long as the client reads it.
+ */
+const ListenerTimeoutsSchema = z
+  .object({
+    /** A client that has not completed its TLS handshake by then is dropped (Node's own default is 120 s). */
+    tlsHandshakeMs: z.number().int().min(100).max(600_000).default(10_000),
+    /** From a connection's (or a request's) first byte to the end of the request's headers. Real clients send their headers
+     *  in one write; a slow-loris client trickling them, or one that connects and says nothing, is cut off here (408). */
+    headersMs: z.number().int().min(100).max(600_000).default(10_000),
+    /** From a request's first byte to the last byte of its body: JSON bodies are at most 1 MiB, so 60 s asks ≥ 17 KiB/s.
+     *  Node's requestTimeout counts until the whole request is received, which a large object upload may legitimately take
+     *  much longer for (data.maxObjectMiB, GiBs): uploads are exempted once authorized and bounded by uploadIdleMs instead. */
+    requestMs: z.number().int().min(100).max(600_000).default(60_000),
+    /** An authorized object upload during which nothing arrives for this long is dropped. */
+    uploadIdleMs: z.number().int().min(100).max(600_000).default(60_000),
+    /** An idle kept-alive connection is closed this long after its last response (advertised as Keep-Alive: timeout). */
+    keepAliveMs: z.number().int().min(1000).max(600_000).default(10_000),
+  })
+  .strict()
+  .refine((t) => t.headersMs <= t.requestMs, 'headersMs must not exceed requestMs (the headers are part of the request)');
+
+/** ListenerTimeouts are the parsed listener deadlines. */
+export type ListenerTimeouts = Readonly<z.infer<typeof ListenerTimeoutsSchema>>;
+
 /** ConfigSchema describes `<data dir>/config.json`; every field has a default. */
 export const ConfigSchema = z
   .object({
@@ -49,6 +76,8 @@ export const ConfigSchema = z
         user: z.string().default('cleanroom'),
         /** How long jobs of a disconnected agent wait for it to come back before they end as `error`. */
         agentGraceMs: z.number().int().min(0).default(30_000),
+        /** Connection deadlines of the API and data listeners (see ListenerTimeoutsSchema). */
+        timeouts: ListenerTimeoutsSchema.prefault({}),
       })
       .strict()
       .prefault({}),

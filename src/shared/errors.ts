@@ -4,6 +4,7 @@
 export const ERROR_CODES = {
   invalid_json: { status: 400, doc: 'The request body is not valid JSON.' },
   invalid_request: { status: 400, doc: 'The request is malformed: a field has the wrong type, is missing, or is unknown.' },
+  malformed_request: { status: 400, doc: 'The request is not valid HTTP/1.1: a bad request line, method, header or percent-encoding, contradictory body framing (Content-Length, Transfer-Encoding), or no Host header; after a parse error the connection is closed.' },
   unauthenticated: { status: 401, doc: 'No API key was given, or it is not valid.' },
   forbidden: { status: 403, doc: 'The API key is valid but may not do this.' },
   invalid_token: { status: 401, doc: 'The workload token is malformed, signed by an unknown key, or meant for another audience or issuer.' },
@@ -17,10 +18,14 @@ export const ERROR_CODES = {
   limit_exceeded: { status: 422, doc: "A requested resource (cpu, memory, timeout) is outside the workspace's limits." },
   unsupported_runtime: { status: 422, doc: 'The requested runtime is not one of runc, runsc.' },
   invalid_policy: { status: 422, doc: "The egress policy is not valid (bad CIDR, port, protocol, or a forbidden destination); details.code and details.path say which rule and why. The previous policy stays in force." },
+  request_timeout: { status: 408, doc: 'The request did not arrive in time (its headers, its body, or an upload that stalled); the connection is closed.' },
   payload_too_large: { status: 413, doc: 'The request body (or object) is larger than allowed.' },
   quota_exceeded: { status: 429, doc: "A workspace quota is used up (queued jobs, live streams, objects or their bytes); details.quota names it and details.limit its size; Retry-After says when to try again where waiting helps." },
   rate_limited: { status: 429, doc: "The workspace sent more requests per second than its quota allows; Retry-After says when to try again." },
+  uri_too_long: { status: 414, doc: 'A path parameter is longer than any identifier can be (100 characters).' },
+  headers_too_large: { status: 431, doc: 'The request line and headers together are larger than 16 KiB; the connection is closed.' },
   internal: { status: 500, doc: 'A platform fault; the message carries a reference for the operator.' },
+  unavailable: { status: 503, doc: 'The server is shutting down; retry on a new connection.' },
 } as const;
 
 /** ErrorCode is one of the registered codes. */

@@ -5,6 +5,7 @@ import { connect } from 'node:tls';
 import { CleanroomClient } from '../../src/sdk/client.js';
 import { ERROR_CODES } from '../../src/shared/errors.js';
 import { TestCluster } from '../support/cluster.js';
+import { rawExchange } from '../support/raw-http.js';
 
 let cluster: TestCluster;
 before(async () => {
@@ -111,6 +112,40 @@ test('oversize bodies are 413, answered from the declared length before the body
   assert.match(response, /"code":"payload_too_large"/);
 });
 
+test('refusals before any route (the HTTP parser, bad URLs, long ids, CONNECT) have the error shape, on both ports', async () => {
+  const u = new URL(cluster.url);
+  const cases: Array<[request: string, status: number, code: string]> = [
+    ['GET /v1/jobs/%ZZ HTTP/1.1\r\nhost: localhost\r\n\r\n', 400, 'malformed_request'],
+    [`GET /v1/jobs/${'a'.repeat(101)} HTTP/1.1\r\nhost: localhost\r\n\r\n`, 414, 'uri_too_long'],
+    [`GET /${'a'.repeat(20_000)} HTTP/1.1\r\nhost: localhost\r\n\r\n`, 431, 'headers_too_large'],
+    [`GET /v1/health HTTP/1.1\r\nhost: localhost\r\nx-big: ${'a'.repeat(20_000)}\r\n\r\n`, 431, 'headers_too_large'],
+    ['FOO /v1/health HTTP/1.1\r\nhost: localhost\r\n\r\n', 400, 'malformed_request'],
+    ['GET /v1/health HTTP/1.1\r\n\r\n', 400, 'malformed_request'],
+    ['GET /v1/health HTTP/1.1\nhost: localhost\n\n', 400, 'malformed_request'],
+    ['POST /v1/jobs HTTP/1.1\r\nhost: localhost\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\nhello', 400, 'malformed_request'],
+    ['POST /v1/jobs HTTP/1.1\r\nhost: localhost\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n', 400, 'malformed_request'],
+    ['PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 400, 'malformed_request'],
+    ['CONNECT localhost:443 HTTP/1.1\r\nhost: localhost\r\n\r\n', 404, 'not_found'],
+  ];
+  for (const port of [Number(u.port), cluster.dataPort]) {
+    // The data port has no route with an id parameter: a long one there is just an unknown route.
+    for (const [request, status, code] of cases.filter(([, st]) => port === Number(u.port) || st !== 414)) {
+      const x = await rawExchange({ host: u.hostname, port, ca: cluster.ca }, Buffer.from(request), { stopAfter: 1, timeoutMs: 10_000 });
+      const r = x.responses[0];
+      assert.equal(r?.status, status, `${port} ${JSON.stringify(request.slice(0, 40))}: ${r?.body.toString() ?? x.error}`);
+      await expectError(Promise.resolve({ status: r.status, body: JSON.parse(r.body.toString()) as unknown }), status, code);
+    }
+  }
+  // An expectation other than 100-continue is ignored (RFC 9110 allows it), not answered with a bare 417.
+  const expect = await cluster.client.raw('GET', '/v1/whoami', undefined, { expect: 'something-else' });
+  assert.equal(expect.status, 200);
+  // So is an Upgrade; Node reads nothing more on that connection, so it closes after the answer (else a next request waits).
+  const upgrade = await rawExchange({ host: u.hostname, port: Number(u.port), ca: cluster.ca }, Buffer.from('GET /v1/health HTTP/1.1\r\nhost: localhost\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n'), { timeoutMs: 5000 });
+  assert.equal(upgrade.responses[0]?.status, 200);
+  assert.equal(upgrade.responses[0]?.headers.connection?.toLowerCase(), 'close');
+  assert.ok(upgrade.closed && !upgrade.timedOut);
+});
+
 test('the CLI reports API errors by code, without a stack trace', async () => {
   const r = await cluster.cli(['run', '--runtime', 'kata', '--', 'true']);
   assert.equal(r.code, 1);
@@ -126,6 +161,7 @@ const EXPECTED_CODES: Record<string, number> = {
   invalid_json: 400,
   invalid_request: 400,
   invalid_object_key: 400,
+  malformed_request: 400,
   unauthenticated: 401,
   invalid_token: 401,
   token_expired: 401,
@@ -133,15 +169,19 @@ const EXPECTED_CODES: Record<string, number> = {
   forbidden: 403,
   out_of_scope: 403,
   not_found: 404,
+  request_timeout: 408,
   conflict: 409,
   already_exists: 409,
   payload_too_large: 413,
+  uri_too_long: 414,
   limit_exceeded: 422,
   unsupported_runtime: 422,
   invalid_policy: 422,
   quota_exceeded: 429,
   rate_limited: 429,
+  headers_too_large: 431,
   internal: 500,
+  unavailable: 503,
 };
 
 interface OpenApiDoc {

@@ -16,13 +16,14 @@ test('OpenAPI paths and fastify routes are the same set', async () => {
   const dir = mkdtempSync('/tmp/cleanroom-openapi-');
   const store = new SqliteStore(join(dir, 'db'));
   try {
-    const services = createServices({ store, config: loadConfig(join(dir, 'no-config.json')), kek: randomBytes(32), objectsDir: join(dir, 'objects') });
+    const config = loadConfig(join(dir, 'no-config.json'));
+    const services = createServices({ store, config, kek: randomBytes(32), objectsDir: join(dir, 'objects') });
     const paths = dataPaths(dir);
     await ensurePki(paths, 0, 0, ['127.0.0.1']);
     const tls = { ca: readFileSync(paths.pki.caCert, 'utf8'), cert: readFileSync(paths.pki.serverCert, 'utf8'), key: readFileSync(paths.pki.serverKey, 'utf8') };
     const agents = new AgentHub(tls, services.jobs, services.network, 1000, () => {});
     const served: string[] = [];
-    const { app, routes } = buildApiServer({ tls, services, agents, log: () => {}, onRoute: (method, url) => served.push(`${method} ${url}`) });
+    const { app, routes } = buildApiServer({ tls, timeouts: config.control.timeouts, services, agents, log: () => {}, onRoute: (method, url) => served.push(`${method} ${url}`) });
     await app.ready();
     const doc = routes.openapi() as { paths: Record<string, Record<string, { operationId: string; responses: Record<string, unknown> }>> };
     const documented = Object.entries(doc.paths).flatMap(([p, ops]) => Object.keys(ops).map((m) => `${m.toUpperCase()} ${p.replace(/\{key\}$/, '*').replace(/\{(\w+)\}/g, ':$1')}`));

@@ -66,6 +66,12 @@ test('config: defaults, then unknown keys and bad cross-references are refused w
     assert.throws(() => loadConfig(path), /apiPortt/);
     writeFileSync(path, JSON.stringify({ agent: { pool: [{ runtime: 'runc', class: 'huge', warm: 1 }] } }));
     assert.throws(() => loadConfig(path), /unknown class "huge"/);
+    // Every listener deadline is set and bounded; the headers are part of the request.
+    for (const ms of Object.values(c.control.timeouts)) assert.ok(ms > 0 && ms <= 600_000);
+    writeFileSync(path, JSON.stringify({ control: { timeouts: { headersMs: 20_000, requestMs: 10_000 } } }));
+    assert.throws(() => loadConfig(path), /headersMs must not exceed requestMs/);
+    writeFileSync(path, JSON.stringify({ control: { timeouts: { requestMs: 0 } } }));
+    assert.throws(() => loadConfig(path), /control\.timeouts\.requestMs/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

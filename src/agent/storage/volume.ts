@@ -12,7 +12,7 @@
 //       tmp/           the cell's /tmp (1777), encrypted
 import { randomBytes, randomFillSync } from 'node:crypto';
 import { existsSync, promises as fsp, readdirSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import {
   addEncryptionKey,
   attachLoop,
@@ -416,7 +416,8 @@ export async function wipeVolume(ref: VolumeRef): Promise<WipeReceipt> {
     keyIdentifier = typeof marker['keyIdentifier'] === 'string' ? marker['keyIdentifier'] : null;
   }
   for (const mount of footprint.mounts) {
-    await log.run('unmount', () => busyAs(ref.id, `${mount} is still in use`, log, () => unmount(mount)), () => mount);
+    // The receipt reaches the job's owner: it names the mount point, not where on the host it is.
+    await log.run('unmount', () => busyAs(ref.id, `${mount} is still in use`, log, () => unmount(mount)), () => basename(mount));
   }
   for (const device of footprint.loopDevices) {
     // A process in another mount namespace (a gVisor gofer, a runtime mid-create) may still hold a copy of the

@@ -52,6 +52,9 @@ export interface RouteDef<B = unknown, Q = unknown> {
   handler(ctx: RouteContext<B, Q>): Promise<unknown>;
 }
 
+/** LISTENER_ERRORS are the codes any request may get from the listener itself, before it reaches a route. */
+const LISTENER_ERRORS: Array<keyof typeof ERROR_CODES> = ['malformed_request', 'request_timeout', 'headers_too_large'];
+
 /** Authenticator turns an Authorization header into a Principal or throws 401/403. */
 export type Authenticator = (header: string | undefined, mode: Exclude<AuthMode, 'none'>) => Promise<Principal>;
 
@@ -99,9 +102,22 @@ export class RouteTable {
         r.response instanceof z.ZodType
           ? { description: 'OK', content: { 'application/json': { schema: toSchema(r.response) } } }
           : { description: r.response.description, content: { [r.response.contentType]: {} } };
-      // Any route may fail (internal); a JSON body over the size limit is refused before parsing (payload_too_large);
-      // every authenticated request spends its workspace's request budget (rate_limited).
-      const errorCodes = new Set<string>([...(r.auth === 'none' ? [] : ['unauthenticated', 'rate_limited']), ...(r.auth === 'workspace-admin' || r.auth === 'platform-admin' ? ['forbidden'] : []), ...(r.auth === 'data' ? ['invalid_token', 'token_expired', 'token_revoked', 'out_of_scope'] : []), ...(r.body || r.query ? ['invalid_request'] : []), ...(r.body ? ['invalid_json', 'payload_too_large'] : []), ...(r.errors ?? []), 'internal']);
+      // Any request may be refused by the listener before routing (malformed_request, request_timeout, headers_too_large; a
+      // path parameter too long for an id: uri_too_long) or while it shuts down (unavailable), and any route may fail
+      // (internal); a JSON body over the size limit is refused before parsing (payload_too_large); every
+      // authenticated request spends its workspace's request budget (rate_limited).
+      const errorCodes = new Set<string>([
+        ...(r.auth === 'none' ? [] : ['unauthenticated', 'rate_limited']),
+        ...(r.auth === 'workspace-admin' || r.auth === 'platform-admin' ? ['forbidden'] : []),
+        ...(r.auth === 'data' ? ['invalid_token', 'token_expired', 'token_revoked', 'out_of_scope'] : []),
+        ...(r.body || r.query ? ['invalid_request'] : []),
+        ...(r.body ? ['invalid_json', 'payload_too_large'] : []),
+        ...(r.errors ?? []),
+        ...LISTENER_ERRORS,
+        ...(r.path.includes(':') ? ['uri_too_long'] : []),
+        'internal',
+        'unavailable',
+      ]);
       const responses: Record<string, unknown> = { [String(r.status ?? 200)]: success };
       for (const code of errorCodes) {
         const status = String(ERROR_CODES[code as keyof typeof ERROR_CODES].status);

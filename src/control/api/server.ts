@@ -3,7 +3,9 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import { ApiError, ERROR_CODES, type ErrorBody } from '../../shared/errors.js';
 import type { AgentHub } from '../agents/agent-hub.js';
 import type { ControlServices } from '../services.js';
+import type { ListenerTimeouts } from '../../shared/config.js';
 import { createAuthenticator } from '../auth/authenticator.js';
+import { ListenerEdge } from './listener.js';
 import { RouteTable } from './route-table.js';
 import { registerAuditRoutes } from './routes/audit.js';
 import { registerDataRoutes } from './routes/data.js';
@@ -16,6 +18,8 @@ import { registerTokenRoutes } from './routes/tokens.js';
 /** ApiServerDeps are the services the routes call. */
 export interface ApiServerDeps {
   tls: { cert: string; key: string };
+  /** timeouts are the connection deadlines (config control.timeouts). */
+  timeouts: ListenerTimeouts;
   services: ControlServices;
   agents: AgentHub;
   log: (msg: string, extra?: object) => void;
@@ -28,7 +32,7 @@ const BODY_LIMIT_BYTES = 1024 * 1024;
 
 /** buildApiServer creates the user-facing app with every route registered. */
 export function buildApiServer(d: ApiServerDeps): { app: FastifyInstance; routes: RouteTable } {
-  const { app, routes } = baseServer(d);
+  const { app, routes, edge } = baseServer(d);
   const s = d.services;
   registerSystemRoutes(routes, d.agents);
   registerTenancyRoutes(routes, s.tenancy);
@@ -36,27 +40,43 @@ export function buildApiServer(d: ApiServerDeps): { app: FastifyInstance; routes
   registerNetworkRoutes(routes, s.network);
   registerAuditRoutes(routes, s.audit, s.tenancy);
   registerTokenRoutes(routes, s.tokens);
-  registerDataRoutes(app, routes, s.objects, s.denials);
+  registerDataRoutes(app, routes, s.objects, s.denials, edge);
   return { app, routes };
 }
 
 /** buildDataServer creates the data service's own listener: objects and JWKS only, so a cell's gateway can reach nothing else. */
 export function buildDataServer(d: ApiServerDeps): { app: FastifyInstance; routes: RouteTable } {
-  const { app, routes } = baseServer(d);
+  const { app, routes, edge } = baseServer(d);
   registerTokenRoutes(routes, d.services.tokens);
-  registerDataRoutes(app, routes, d.services.objects, d.services.denials);
+  registerDataRoutes(app, routes, d.services.objects, d.services.denials, edge);
   return { app, routes };
 }
 
-function baseServer(d: ApiServerDeps): { app: FastifyInstance; routes: RouteTable } {
+function baseServer(d: ApiServerDeps): { app: FastifyInstance; routes: RouteTable; edge: ListenerEdge } {
+  const edge = new ListenerEdge(d.timeouts);
   const app = Fastify({
-    https: { ...d.tls, minVersion: 'TLSv1.2' },
+    ...edge.options(d.tls),
     bodyLimit: BODY_LIMIT_BYTES,
     logger: false,
-    return503OnClosing: true,
+    // fastify's own 503 while closing is in another shape: the onRequest hook below answers `unavailable` instead.
+    return503OnClosing: false,
+  });
+  edge.guard(app);
+  let closing = false;
+  app.addHook('preClose', (done) => {
+    closing = true;
+    done();
+  });
+  app.addHook('onRequest', async (_request, reply) => {
+    if (closing) {
+      void reply.header('connection', 'close');
+      throw new ApiError('unavailable', 'this server is shutting down; retry on a new connection');
+    }
   });
   app.setErrorHandler((err, request, reply) => {
-    const body = toErrorBody(err);
+    // A client that went away mid-body (an aborted upload) is not a platform fault; the answer most likely goes nowhere.
+    const clientGone = !request.raw.complete && request.raw.destroyed;
+    const body: ErrorBody = clientGone ? { error: { code: 'malformed_request', message: 'the connection closed before the whole body arrived' } } : toErrorBody(err);
     if (body.error.code === 'internal') d.log('internal error', { url: request.url, error: (err as Error).stack });
     const retryAfter = (body.error.details as { retryAfterSeconds?: unknown } | undefined)?.retryAfterSeconds;
     if (typeof retryAfter === 'number') void reply.header('retry-after', String(retryAfter));
@@ -76,7 +96,7 @@ function baseServer(d: ApiServerDeps): { app: FastifyInstance; routes: RouteTabl
     s.quotas.takeRequest(principal.workspace);
     return principal;
   };
-  return { app, routes: new RouteTable(app, limited) };
+  return { app, routes: new RouteTable(app, limited), edge };
 }
 
 function toErrorBody(err: unknown): ErrorBody {

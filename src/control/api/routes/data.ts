@@ -1,5 +1,4 @@
 /** Data routes: the workspace's object store (put, get, list, delete), for API keys and workload tokens alike. */
-import type { Readable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import { ApiError } from '../../../shared/errors.js';
@@ -7,6 +6,7 @@ import type { AccessDenials } from '../../audit/access-denials.js';
 import { keyProblem, prefixProblem } from '../../data/object-key.js';
 import type { ObjectStore } from '../../data/object-store.js';
 import { allows, type DataAction } from '../../tokens/scopes.js';
+import type { LongBodies } from '../listener.js';
 import { actorOf, type Principal, type RouteTable } from '../route-table.js';
 import { ObjectView, objectView } from '../views.js';
 
@@ -18,8 +18,9 @@ const ListQuery = z
   })
   .strict();
 
-/** registerDataRoutes adds the object operations to a fastify context whose bodies are passed through as streams. */
-export function registerDataRoutes(app: FastifyInstance, table: RouteTable, objects: ObjectStore, denials: AccessDenials): void {
+/** registerDataRoutes adds the object operations to a fastify context whose bodies are passed through as streams; an
+ *  authorized upload is exempted from the listener's request deadline (longBodies), since a large one takes long. */
+export function registerDataRoutes(app: FastifyInstance, table: RouteTable, objects: ObjectStore, denials: AccessDenials, longBodies: LongBodies): void {
   void app.register(async (scope) => {
     // Object bodies stream straight to the sealing pipeline: no parsing, no buffering, no generic body limit.
     scope.removeAllContentTypeParsers();
@@ -39,21 +40,14 @@ export function registerDataRoutes(app: FastifyInstance, table: RouteTable, obje
       status: 201,
       response: ObjectView,
       errors: ['invalid_object_key', 'payload_too_large', 'quota_exceeded'],
-      handler: async ({ principal, params, request, reply }) => {
-        try {
-          const key = objectKey(params);
-          await authorize(principal, 'write', key, 'PUT');
-          const declared = Number(request.headers['content-length'] ?? NaN);
-          if (declared > objects.maxBytes) throw new ApiError('payload_too_large', `objects are at most ${objects.maxBytes} bytes; this one declares ${declared}`);
-          return objectView(await objects.put(principal.workspace.id, key, request.raw));
-        } catch (e) {
-          // Read (and discard) what the client is still sending, so that it gets the refusal rather than a reset.
-          if (!request.raw.readableEnded) {
-            void reply.header('connection', 'close');
-            await drain(request.raw, DRAIN_LIMIT_BYTES);
-          }
-          throw e;
-        }
+      // A refusal answered before the body has arrived waits until it is read and discarded (the listener's onSend hook).
+      handler: async ({ principal, params, request }) => {
+        const key = objectKey(params);
+        await authorize(principal, 'write', key, 'PUT');
+        const declared = Number(request.headers['content-length'] ?? NaN);
+        if (declared > objects.maxBytes) throw new ApiError('payload_too_large', `objects are at most ${objects.maxBytes} bytes; this one declares ${declared}`);
+        longBodies.allow(request.raw);
+        return objectView(await objects.put(principal.workspace.id, key, request.raw));
       },
     });
     t.add({
@@ -107,23 +101,6 @@ export function registerDataRoutes(app: FastifyInstance, table: RouteTable, obje
         return { objects: found.map(objectView), next: found.length === limit ? found.at(-1)!.key : null };
       },
     });
-  });
-}
-
-/** DRAIN_LIMIT_BYTES bounds what a refused upload is read for; beyond it the connection is simply closed. */
-const DRAIN_LIMIT_BYTES = 64 * 1024 * 1024;
-
-function drain(body: Readable, limit: number): Promise<void> {
-  return new Promise((resolve) => {
-    if (body.readableEnded || body.destroyed) return resolve(); // the client already went away
-    let seen = 0;
-    body.on('data', (c: Buffer) => {
-      seen += c.length;
-      if (seen > limit) resolve();
-    });
-    body.once('end', resolve);
-    body.once('close', resolve);
-    body.resume();
   });
 }
 
