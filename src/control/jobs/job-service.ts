@@ -181,23 +181,33 @@ export class JobService {
   private pumping = false;
   private pumpAgain = false;
 
-  /** nextQueued takes the oldest queued job of the next workspace (round robin) that is under its running quota. */
+  /**
+   * nextQueued takes the oldest queued job of the next workspace (round robin) that is under its running quota. The
+   * job's place in its workspace's quota is taken before any await, so a concurrent create cannot take it too.
+   */
   private async nextQueued(): Promise<Job | null> {
     const wsIds = [...this.queued.keys()];
-    for (let i = 0; i < wsIds.length; i++) {
-      const wsId = wsIds[(this.turn + i) % wsIds.length]!;
+    for (const wsId of wsIds) {
       if (!this.maxRunningOf.has(wsId)) {
         const ws = await this.store.getWorkspace(wsId);
         this.maxRunningOf.set(wsId, ws ? this.quotas.of(ws).maxRunningJobs : 0);
       }
-      if (!this.hasRoom(wsId)) continue;
-      const q = this.queued.get(wsId) ?? [];
+    }
+    for (let i = 0; i < wsIds.length; i++) {
+      const wsId = wsIds[(this.turn + i) % wsIds.length]!;
+      const q = this.queued.get(wsId);
+      if (!q || !this.hasRoom(wsId)) continue;
       let job: Job | null = null;
       while (!job && q.length > 0) {
-        const candidate = await this.store.getJob(q.shift()!);
-        if (candidate?.status === 'queued') job = candidate; // others were cancelled while they waited
+        const id = q.shift()!;
+        if (q.length === 0) this.queued.delete(wsId);
+        const reserved = this.active.get(wsId) ?? new Set<string>();
+        reserved.add(id);
+        this.active.set(wsId, reserved);
+        const candidate = await this.store.getJob(id);
+        if (candidate?.status === 'queued') job = candidate;
+        else this.deactivate({ id, workspaceId: wsId } as Job); // cancelled while it waited
       }
-      if (q.length === 0) this.queued.delete(wsId);
       if (!job) continue;
       this.turn = (this.turn + i + 1) % wsIds.length;
       return job;

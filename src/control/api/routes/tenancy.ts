@@ -82,7 +82,7 @@ export function registerTenancyRoutes(t: RouteTable, tenancy: TenancyService): v
     method: 'DELETE',
     path: '/v1/api-keys/:id',
     operationId: 'revokeApiKey',
-    summary: "Revoke an API key; it stops working at once (workspace admin: its workspace's keys except platform admins', 403; platform admin: any). Another workspace's key is 404",
+    summary: "Revoke an API key; it stops working immediately (workspace admin: its workspace's keys except platform admins', 403; platform admin: any). Another workspace's key is 404",
     auth: 'workspace-admin',
     response: z.object({ id: z.string(), revokedAt: z.string() }),
     errors: ['not_found'],
