@@ -133,12 +133,7 @@ test('3 workspaces × 3 cells: no cell reaches another, the host, the pool or me
 
   // Real listeners on everything of the host a cell could route to.
   const gateways = [...new Set(cells.map((c) => c.info.gw))];
-  const onGw = new Map<string, { tcp: number; udp: number }>();
-  for (const gw of gateways) onGw.set(gw, { tcp: await lab.listen('tcp', gw), udp: await lab.listen('udp', gw) });
-  const anyTcp = await lab.listen('tcp', '0.0.0.0');
-  const anyUdp = await lab.listen('udp', '0.0.0.0');
-  const sideTcp = await lab.listen('tcp', lab.hostSide);
-  const sideUdp = await lab.listen('udp', lab.hostSide);
+  const { onGw, anyTcp, anyUdp, sideTcp, sideUdp } = await lab.hostListeners(gateways);
   const hosts = await hostAddresses(lab);
   const { apiPort, agentPort, dataGatewayPort } = ports();
   const l = lab.labTargets();

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { TestCluster } from '../support/cluster.js';
 import { waitFor } from '../support/host.js';
 import type { Job } from '../../src/sdk/client.js';
+import { seeded } from '../support/seeded.js';
 
 /** ROUNDS: the issue asks for at least 50 (CLEANROOM_FAULT_ROUNDS changes it for a soak or a quick local run). */
 const ROUNDS = Number(process.env.CLEANROOM_FAULT_ROUNDS ?? 50);
@@ -153,14 +154,3 @@ function tail(c: TestCluster, name: string): string {
   }
 }
 
-/** seeded is a small deterministic PRNG (mulberry32), so a failing round can be replayed with its seed. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}

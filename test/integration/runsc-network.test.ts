@@ -143,12 +143,7 @@ test('gVisor and runc cells reach their gateway data port and resolver and the e
     // runc cells sit behind their workspace's gateway; gVisor cells behind the one their agent shares among them.
     const gateways = [...new Set([runcCell.info.gw, gvisorCell.info.gw])];
     assert.equal(gateways.length, 2, 'a runc and a gVisor cell of one workspace share a gateway');
-    const onGw = new Map<string, { tcp: number; udp: number }>();
-    for (const gw of gateways) onGw.set(gw, { tcp: await lab.listen('tcp', gw), udp: await lab.listen('udp', gw) });
-    const anyTcp = await lab.listen('tcp', '0.0.0.0');
-    const anyUdp = await lab.listen('udp', '0.0.0.0');
-    const sideTcp = await lab.listen('tcp', lab.hostSide);
-    const sideUdp = await lab.listen('udp', lab.hostSide);
+    const { onGw, anyTcp, anyUdp, sideTcp, sideUdp } = await lab.hostListeners(gateways);
     const hosts = await hostAddresses(lab);
     const { apiPort, agentPort, dataGatewayPort } = ports();
     const l = lab.labTargets();

@@ -11,6 +11,7 @@ import WebSocket from 'ws';
 import { isAlive, TestCluster } from '../support/cluster.js';
 import { until, waitFor } from '../support/host.js';
 import { CHANNEL_CLOSE, MAX_AGENT_MESSAGE_BYTES, PROTOCOL_VERSION } from '../../src/shared/wire.js';
+import { seeded } from '../support/seeded.js';
 
 let cluster: TestCluster;
 let agentPort = 0;
@@ -105,7 +106,7 @@ test('well-formed reports about another agent\'s job change nothing of it', asyn
 
 test('fuzz: thousands of malformed messages over fresh connections are each refused, and the control plane keeps serving', async () => {
   const seed = Number(process.env.CLEANROOM_FUZZ_SEED ?? 7_041_977);
-  const rand = mulberry32(seed);
+  const rand = seeded(seed);
   const cases = generateCases(rand, 2200);
   const before = await cluster.client.getJob(victim.id);
   const codes = new Map<number, number>();
@@ -201,16 +202,6 @@ interface FuzzCase {
   expect: number[];
 }
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const BAD = CHANNEL_CLOSE.badMessage;
 const TOO_BIG = 1009; // RFC 6455: message too big (ws enforces maxPayload)

@@ -250,6 +250,13 @@ export class NetLab {
     };
   }
 
+  /** hostListeners opens a TCP listener and a UDP echo on each gateway, on 0.0.0.0 and on the host side of the lab veth. */
+  async hostListeners(gateways: readonly string[]): Promise<{ onGw: Map<string, { tcp: number; udp: number }>; anyTcp: number; anyUdp: number; sideTcp: number; sideUdp: number }> {
+    const onGw = new Map<string, { tcp: number; udp: number }>();
+    for (const gw of gateways) onGw.set(gw, { tcp: await this.listen('tcp', gw), udp: await this.listen('udp', gw) });
+    return { onGw, anyTcp: await this.listen('tcp', '0.0.0.0'), anyUdp: await this.listen('udp', '0.0.0.0'), sideTcp: await this.listen('tcp', this.hostSide), sideUdp: await this.listen('udp', this.hostSide) };
+  }
+
   /** listen opens a host listener (TCP that says "host", or UDP echo) on address and a free port, and returns the port. */
   async listen(kind: 'tcp' | 'udp', address: string): Promise<number> {
     if (kind === 'tcp') {

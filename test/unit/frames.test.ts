@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { encodeAssignment, encodeFile, encodeStart, FrameDecoder, MAX_FRAME_BYTES } from '../../src/agent/cells/frames.js';
 import { assignmentBytes, MAX_ASSIGNMENT_BYTES, MAX_CELL_FILE_BYTES } from '../../src/shared/wire.js';
 import { REPO_ROOT } from '../support/cluster.js';
+import { seeded } from '../support/seeded.js';
 
 function frame(type: string, data: string | Buffer): Buffer {
   const body = Buffer.from(data);
@@ -79,17 +80,6 @@ test('the size limits of the cell protocol are the same on both sides (wire.ts a
   assert.equal(assignmentBytes(command, env, '/work/dir'), encodeAssignment(command, env, '/work/dir').length - 8);
 });
 
-/** mulberry32 is a small seeded PRNG: a failing fuzz case can be replayed from its seed. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const DECODER_ERRORS = /^(cell frame too large: \d+ bytes|unknown cell frame type ".*"|malformed (exit|started) frame|cell stream already refused: .*)$/s;
 
@@ -121,7 +111,7 @@ function fuzzStream(rand: () => number): Buffer {
 
 test('fuzz: any byte stream in any chunking yields frames or the decoder\'s own error, and never more than one frame buffered', () => {
   const seed = Number(process.env.CLEANROOM_FUZZ_SEED ?? 20_240_601);
-  const rand = mulberry32(seed);
+  const rand = seeded(seed);
   const int = (n: number) => Math.floor(rand() * n);
   let streams = 0;
   let refusedStreams = 0;

@@ -98,7 +98,8 @@ export class JobService {
     // The audit log is never shredded: nothing of the job's command or env goes into it.
     await this.audit.record({ type: 'workload.created', actor, workspaceId: ws.id, subject: job.id, details: { runtime: job.runtime, data: job.dataGrants } });
     // The common case (room for it now) is placed in this call, so the client's created event says where it went.
-    if (this.hasRoom(ws) && !this.queued.get(ws.id)?.length && this.dispatcher?.canDispatch()) {
+    this.maxRunningOf.set(ws.id, quota.maxRunningJobs);
+    if (this.hasRoom(ws.id) && !this.queued.get(ws.id)?.length && this.dispatcher?.canDispatch()) {
       this.activate(job);
       const placed = await this.place(job, performance.now());
       if (placed.status === 'queued') {
@@ -121,13 +122,12 @@ export class JobService {
     return this.restored;
   }
 
-  private hasRoom(ws: Workspace | string): boolean {
-    const id = typeof ws === 'string' ? ws : ws.id;
-    const max = typeof ws === 'string' ? null : this.quotas.of(ws).maxRunningJobs;
-    return (this.active.get(id)?.size ?? 0) < (max ?? this.maxRunningOf.get(id) ?? Infinity);
+  /** hasRoom says whether a workspace is under its running quota (create records the quota of each workspace it sees). */
+  private hasRoom(wsId: string): boolean {
+    return (this.active.get(wsId)?.size ?? 0) < (this.maxRunningOf.get(wsId) ?? 0);
   }
 
-  /** The running quota of each workspace with queued jobs (the pump has no Workspace at hand). */
+  /** The running quota of each workspace that has created jobs (the pump has no Workspace at hand). */
   private readonly maxRunningOf = new Map<string, number>();
 
   private enqueue(job: Job): void {
