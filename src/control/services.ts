@@ -11,6 +11,7 @@ import { NetworkPolicyService } from './network/network-policy-service.js';
 import type { Store } from './store/store.js';
 import { TenancyService } from './tenancy/tenancy-service.js';
 import { Quotas } from './quotas/quotas.js';
+import { PlaneMetrics } from './metrics/plane-metrics.js';
 import { SigningKeys } from './tokens/signing-keys.js';
 import { CLOCK_SKEW_S, TokenService } from './tokens/token-service.js';
 
@@ -27,6 +28,7 @@ export interface ControlServices {
   objects: ObjectStore;
   jobs: JobService;
   quotas: Quotas;
+  metrics: PlaneMetrics;
 }
 
 /** ServicesInput: the store, the configuration, the unwrapped KEK and where objects live. */
@@ -44,16 +46,18 @@ export function createServices({ store: plainStore, config, kek, objectsDir, log
   const keyring = new Keyring(plainStore, kek);
   // Every service sees jobs through the sealing layer: their tenant data is encrypted at rest.
   const store = sealJobs(plainStore, keyring);
-  const audit = new AuditLog(store, log);
+  const metrics = new PlaneMetrics(() => jobs.counts());
+  const audit = new AuditLog(store, log, (e) => metrics.onAudit(e));
   const denials = new AccessDenials(audit);
   const ttlMs = config.tokens.ttlSeconds * 1000;
   const keys = new SigningKeys(store, keyring, { rotationMs: config.tokens.signingKeyRotationHours * 3600_000, tokenTtlMs: ttlMs, skewMs: CLOCK_SKEW_S * 1000 });
   const tokens = new TokenService(store, keys, audit, { ttlSeconds: config.tokens.ttlSeconds, refreshAt: config.tokens.refreshAt });
-  const network = new NetworkPolicyService(store, audit);
+  const network = new NetworkPolicyService(store, audit, (ws) => metrics.onDenied(ws, 1));
   const hub = new OutputHub();
+  hub.onEnd((job) => metrics.onJobEnded(job));
   const quotas = new Quotas(config.quotas);
   const jobs = new JobService(store, hub, quotas, { cpu: l.defaultCpu, memoryMiB: l.defaultMemoryMiB, timeoutSeconds: l.defaultTimeoutSeconds, diskMiB: l.defaultDiskMiB, outputLimitBytes: l.maxOutputMiB * 1024 * 1024 }, network, tokens, audit);
   const tenancy = new TenancyService(store, { maxCpu: l.maxCpu, maxMemoryMiB: l.maxMemoryMiB, maxTimeoutSeconds: l.maxTimeoutSeconds, maxDiskMiB: l.maxDiskMiB }, audit, denials);
   const objects = new ObjectStore(store, keyring, objectsDir, config.data.maxObjectMiB * 1024 * 1024, quotas);
-  return { store, hub, audit, denials, tenancy, network, tokens, objects, jobs, quotas };
+  return { store, hub, audit, denials, tenancy, network, tokens, objects, jobs, quotas, metrics };
 }

@@ -61,6 +61,14 @@ export class JobService {
     this.dispatcher = dispatcher;
   }
 
+  /** counts are the jobs queued and running (placed, not ended) per workspace id, as the fair queue holds them. */
+  counts(): { queued: Map<string, number>; running: Map<string, number> } {
+    return {
+      queued: new Map([...this.queued].map(([ws, q]) => [ws, q.length])),
+      running: new Map([...this.active].map(([ws, s]) => [ws, s.size])),
+    };
+  }
+
   /**
    * create validates and records a job, and queues it: it starts at once when its workspace is under its running
    * quota and an agent has room, else it waits its turn. A full queue is refused (429 quota_exceeded).

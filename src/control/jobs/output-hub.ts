@@ -16,6 +16,14 @@ export class OutputHub {
   /** publish sends an event to every subscriber of the job. */
   publish(jobId: string, event: JobStreamEvent): void {
     this.emitter.emit(jobId, event);
+    if (event.type === 'end') for (const l of this.endTaps) l(event.job);
+  }
+
+  private readonly endTaps: Array<(job: Job) => void> = [];
+
+  /** onEnd observes the end of every job (the metrics count them). */
+  onEnd(listener: (job: Job) => void): void {
+    this.endTaps.push(listener);
   }
 
   /** subscribe registers a listener and returns its unsubscribe function. */
