@@ -32,6 +32,7 @@ want openssl openssl
 want ps procps
 want sysctl procps
 want useradd passwd
+want chromium chromium # the console's browser tests
 if [ -n "$missing" ]; then
   echo "installing Debian packages:$missing"
   apt-get update -qq

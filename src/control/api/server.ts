@@ -9,6 +9,7 @@ import { createAuthenticator } from '../auth/authenticator.js';
 import { ListenerEdge } from './listener.js';
 import { callerOf, RouteTable } from './route-table.js';
 import { registerAuditRoutes } from './routes/audit.js';
+import { registerConsoleRoutes } from './routes/console.js';
 import { registerDataRoutes } from './routes/data.js';
 import { registerJobRoutes } from './routes/jobs.js';
 import { registerNetworkRoutes } from './routes/network.js';
@@ -42,6 +43,7 @@ export function buildApiServer(d: ApiServerDeps): { app: FastifyInstance; routes
   registerAuditRoutes(routes, s.audit, s.tenancy);
   registerTokenRoutes(routes, s.tokens);
   registerDataRoutes(app, routes, s.objects, s.denials, edge);
+  registerConsoleRoutes(routes);
   return { app, routes };
 }
 
