@@ -20,6 +20,7 @@ want() { # want COMMAND-OR-PATH PACKAGE
 }
 want runc runc
 want runsc runsc
+want crun crun
 want nft nftables
 want ip iproute2
 want mkfs.ext4 e2fsprogs

@@ -9,6 +9,7 @@ import { loadConfig } from '../shared/config.js';
 import { dataPaths, DEFAULT_DATA_DIR } from '../shared/paths.js';
 import { AGENT_ID_PATTERN, CHANNEL_CLOSE, MAX_DENIED_PER_MESSAGE, PROTOCOL_VERSION, type DeniedConnection, type Runtime } from '../shared/wire.js';
 import { OciRuntime } from './runtime/oci-runtime.js';
+import { prepareCrunHost } from './runtime/crun-host.js';
 import { findExecutable, sealedExecutable } from './runtime/host-calls.js';
 import type { CellRuntime } from './runtime/cell-runtime.js';
 import { buildRootfs } from './runtime/rootfs.js';
@@ -46,10 +47,21 @@ async function main(): Promise<void> {
   const agentId = agentIdOf(paths.agent.id);
 
   const runtimes = new Map<Runtime, CellRuntime>();
+  const stateRoots: Record<Runtime, string> = { runc: paths.agent.runcRoot, runsc: paths.agent.runscRoot, crun: paths.agent.crunRoot };
   for (const name of config.agent.runtimes) {
+    let binary: string | undefined;
     // runc runs from a sealed in-memory copy: it then skips protecting itself anew for every container (runtime.c).
-    const binary = name === 'runc' ? sealedExecutable(findExecutable('runc')) : undefined;
-    runtimes.set(name, new OciRuntime({ name, binary, stateRoot: name === 'runc' ? paths.agent.runcRoot : paths.agent.runscRoot }));
+    if (name === 'runc') binary = sealedExecutable(findExecutable('runc'));
+    if (name === 'crun') {
+      const crun = await prepareCrunHost();
+      if (!crun.ok) {
+        log('crun is not offered on this host', { reason: crun.reason });
+        continue;
+      }
+      if (crun.moved.length) log('moved cgroup controllers out of cgroup v2 for crun', { controllers: crun.moved });
+      binary = crun.binary;
+    }
+    runtimes.set(name, new OciRuntime({ name, binary, stateRoot: stateRoots[name] }));
   }
   const spool = new ReceiptSpool(paths.agent.receipts);
   const reconcileOptions: ReconcileOptions = { agentId, runtimes: [...runtimes.values()], cellsDir: paths.agent.cells, volumesDir: paths.agent.volumes, spool };

@@ -2,6 +2,7 @@
 import { Agent, request } from 'node:https';
 import type { IncomingMessage } from 'node:http';
 import type { Readable } from 'node:stream';
+import type { Runtime } from '../shared/wire.js';
 
 /** ClientOptions says where the API is and how to authenticate. */
 export interface ClientOptions {
@@ -21,7 +22,7 @@ export interface Job {
   cpu: number;
   memoryMiB: number;
   timeoutSeconds: number;
-  runtime: 'runc' | 'runsc';
+  runtime: Runtime;
   createdAt: string;
   startedAt: string | null;
   endedAt: string | null;

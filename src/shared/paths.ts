@@ -31,6 +31,7 @@ export function dataPaths(dataDir: string) {
       rootfs: join(agent, 'rootfs'),
       runcRoot: join(agent, 'runc'),
       runscRoot: join(agent, 'runsc'),
+      crunRoot: join(agent, 'crun'),
     },
     run: { dir: join(dataDir, 'run'), log: join(dataDir, 'run', 'cleanroom.log') },
   };

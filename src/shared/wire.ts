@@ -94,8 +94,11 @@ const TimingsSchema = z
   .record(z.string().regex(/^[a-z][a-z0-9_]{0,63}$/), z.number().min(-1e12).max(1e12))
   .refine((t) => Object.keys(t).length <= 64, 'at most 64 timings');
 
-/** RuntimeSchema names an OCI runtime a cell can run under. */
-const RuntimeSchema = z.enum(['runc', 'runsc']);
+/**
+ * RuntimeSchema names an OCI runtime a cell can run under: runc and crun run the workload on the host kernel (same spec,
+ * same confinement; crun is the C implementation, a fraction of runc's CPU per container), runsc under gVisor's.
+ */
+export const RuntimeSchema = z.enum(['runc', 'runsc', 'crun']);
 /** Runtime names an OCI runtime a cell can run under. */
 export type Runtime = z.infer<typeof RuntimeSchema>;
 /** RUNTIMES lists every supported runtime. */
@@ -214,7 +217,7 @@ export type VolumeCounts = z.infer<typeof VolumeCountsSchema>;
 /** PoolStatusSchema counts cells per pool key (runtime/class) and state. */
 const PoolStatusSchema = z
   .record(
-    z.string().regex(/^(runc|runsc)\/[a-z][a-z0-9-]{0,15}$/),
+    z.string().regex(new RegExp(`^(${RUNTIMES.join('|')})/[a-z][a-z0-9-]{0,15}$`)),
     z.strictObject({ target: Count, warm: Count, preparing: Count, busy: Count, lastError: z.string().max(MAX_POOL_ERROR_CHARS).nullable() }),
   )
   .refine((p) => Object.keys(p).length <= 64, 'at most 64 pools');

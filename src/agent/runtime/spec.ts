@@ -1,5 +1,6 @@
 /** Builds the OCI runtime spec (config.json) of a cell. */
 import { cellSeccompProfile } from './seccomp.js';
+import type { Runtime } from '../../shared/wire.js';
 
 /** WORKLOAD_UID is the uid (and gid) the workload runs as inside every cell. */
 export const WORKLOAD_UID = 1000;
@@ -15,7 +16,7 @@ export const UID_RANGE_SIZE = 65536;
 
 /** CellSpecInput is everything the spec depends on; none of it is tenant data. */
 export interface CellSpecInput {
-  runtime: 'runc' | 'runsc';
+  runtime: Runtime;
   /** Read-only root filesystem directory shared by all cells (synthetic /etc, mount points). */
   rootfs: string;
   /** Host directory mounted read-write at /work. */

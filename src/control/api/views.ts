@@ -1,5 +1,6 @@
 /** The JSON shapes the API returns, as zod schemas (documented in OpenAPI) plus mappers from the model. */
 import { z } from 'zod';
+import { RuntimeSchema } from '../../shared/wire.js';
 import type { EgressPolicy } from '../../shared/net/egress-policy.js';
 import { AUDIT_EVENT_TYPES } from '../audit/chain.js';
 import { API_KEY_ROLES, type ApiKeyRecord, type DeniedConnectionRecord, type Job, type ObjectMeta, type Workspace } from '../model.js';
@@ -34,7 +35,7 @@ export const JobView = z.object({
   cpu: z.number(),
   memoryMiB: z.number(),
   timeoutSeconds: z.number(),
-  runtime: z.enum(['runc', 'runsc']),
+  runtime: RuntimeSchema,
   createdAt: z.string(),
   startedAt: z.string().nullable(),
   endedAt: z.string().nullable(),
