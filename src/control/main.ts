@@ -44,6 +44,7 @@ async function main(): Promise<void> {
     // Live log streams (SSE) keep connections open; do not wait for them forever.
     setTimeout(() => process.exit(0), 3000).unref();
     services.tokens.close();
+    services.metrics.history.stop();
     await Promise.all([app.close(), data.close()]);
     await agents.close();
     await services.denials.flush();

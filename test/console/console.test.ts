@@ -205,14 +205,18 @@ test('a key revoked in the console stops working', async () => {
 
 test('the audit chain verifies, the pool shows the agent, and the charts draw from the metrics', async () => {
   await page.goto(`${cluster.url}/console/#/audit`);
+  await page.waitForSelector('#audit-verify');
   await page.click('#audit-verify');
   await waitText('#audit-verdict', /The chain holds: \d+ events/);
   await shot('audit');
   await page.goto(`${cluster.url}/console/#/pool`);
   await waitText('#pool', new RegExp(`Agent ${cluster.agentId}[\\s\\S]*runc/small`));
   await shot('pool');
+  // The history's intervals close every 10 s: the jobs of the tests above are in it by now or within one interval.
   await page.goto(`${cluster.url}/console/#/charts`);
-  await page.waitForSelector('#chart-throughput', { timeout: 20_000 });
-  await page.waitForSelector('#chart-latency');
+  await page.waitForSelector('#chart-throughput');
+  await waitText('#charts', /[1-9]\d* jobs ended/, 25_000);
+  const drawn = await page.$$eval('#chart-latency polyline.series', (l) => l.map((x) => x.getAttribute('points') ?? ''));
+  assert.ok(drawn.some((p) => p.length > 0), 'the latency chart has points');
   await shot('charts');
 });

@@ -1,85 +1,72 @@
-/** Start latency and throughput over time, from the plane's own Prometheus metrics (sampled while the page is open). */
+/** Start latency and throughput over the last hour, from the plane's own metrics history (platform admins). */
 import { call } from '../api.js';
 import { h, replace } from '../dom.js';
 import type { Page } from '../page.js';
 import { poll } from './jobs.js';
 
-interface Sample {
-  at: number;
-  ended: number;
-  buckets: Array<[number, number]>;
+interface HistoryPoint {
+  at: string;
+  jobsEnded: number;
+  jobsPerSecond: number;
+  startP50Ms: number | null;
+  startP95Ms: number | null;
 }
 
-/** parse reads the counters the charts need from the exposition text. */
-function parse(text: string): Sample {
-  let ended = 0;
-  const buckets = new Map<number, number>();
-  for (const line of text.split('\n')) {
-    const m = /^([a-z_]+)\{([^}]*)\} (\S+)$/.exec(line);
-    if (!m) continue;
-    const value = Number(m[3]);
-    if (m[1] === 'cleanroom_jobs_ended_total') ended += value;
-    if (m[1] === 'cleanroom_job_start_seconds_bucket') {
-      const le = /le="([^"]+)"/.exec(m[2] ?? '')?.[1];
-      if (le && le !== '+Inf') buckets.set(Number(le), (buckets.get(Number(le)) ?? 0) + value);
+const SVG = 'http://www.w3.org/2000/svg';
+
+function svg<K extends keyof SVGElementTagNameMap>(tag: K, attrs: Record<string, string>): SVGElementTagNameMap[K] {
+  const el = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
+  return el;
+}
+
+/** chart draws one or more series over the same x axis (interval index), scaled to the largest value. */
+function chart(id: string, title: string, unit: string, series: Array<{ label: string; color: string; values: Array<number | null> }>): SVGSVGElement {
+  const root = svg('svg', { id, viewBox: '0 0 400 130', role: 'img' });
+  const label = svg('title', {});
+  label.textContent = title;
+  root.appendChild(label);
+  const all = series.flatMap((s) => s.values.filter((v): v is number => v !== null));
+  const max = Math.max(1e-9, ...all);
+  const n = Math.max(1, ...series.map((s) => s.values.length - 1));
+  for (const s of series) {
+    const points = s.values.map((v, i) => (v === null ? null : `${(i / n) * 390 + 5},${120 - (v / max) * 100}`)).filter(Boolean);
+    root.appendChild(svg('polyline', { fill: 'none', stroke: s.color, 'stroke-width': '1.5', points: points.join(' '), class: 'series' }));
+    // A dot per interval: one interval alone is a point, not a line.
+    for (const p of points) {
+      const [cx = '0', cy = '0'] = (p ?? '').split(',');
+      root.appendChild(svg('circle', { cx, cy, r: '1.8', fill: s.color }));
     }
   }
-  return { at: Date.now(), ended, buckets: [...buckets].sort((a, b) => a[0] - b[0]) };
-}
-
-/** p50 of the starts between two samples, from the histogram's bucket deltas (upper bound of the median's bucket). */
-function p50(a: Sample, b: Sample): number | null {
-  const delta = b.buckets.map(([le, n], i) => [le, n - (a.buckets[i]?.[1] ?? 0)] as const);
-  const total = delta.at(-1)?.[1] ?? 0;
-  if (total <= 0) return null;
-  return delta.find(([, n]) => n >= total / 2)?.[0] ?? null;
-}
-
-function chart(id: string, title: string, unit: string, points: Array<number | null>): SVGSVGElement {
-  const ns = 'http://www.w3.org/2000/svg';
-  const svg = document.createElementNS(ns, 'svg');
-  svg.setAttribute('id', id);
-  svg.setAttribute('viewBox', '0 0 400 120');
-  svg.setAttribute('role', 'img');
-  const label = document.createElementNS(ns, 'title');
-  label.textContent = title;
-  svg.appendChild(label);
-  const values = points.filter((p): p is number => p !== null);
-  const max = Math.max(1e-9, ...values);
-  const line = document.createElementNS(ns, 'polyline');
-  line.setAttribute('fill', 'none');
-  line.setAttribute('stroke', 'currentColor');
-  line.setAttribute('points', points.map((p, i) => (p === null ? null : `${(i / Math.max(1, points.length - 1)) * 390 + 5},${110 - (p / max) * 100}`)).filter(Boolean).join(' '));
-  svg.appendChild(line);
-  const text = document.createElementNS(ns, 'text');
-  text.setAttribute('x', '5');
-  text.setAttribute('y', '12');
-  text.textContent = `${title}: last ${values.at(-1)?.toFixed(3) ?? '—'} ${unit}, max ${values.length ? max.toFixed(3) : '—'} ${unit}`;
-  svg.appendChild(text);
-  return svg;
+  const text = svg('text', { x: '5', y: '12' });
+  const last = series.map((s) => `${s.label} ${s.values.filter((v) => v !== null).at(-1)?.toFixed(2) ?? '—'}`).join(', ');
+  text.textContent = `${title} (${unit}): now ${last}; max ${all.length ? max.toFixed(2) : '—'}`;
+  root.appendChild(text);
+  return root;
 }
 
 export const chartsPage: Page = (root, signal) => {
   const body = h('div', { id: 'charts' });
-  replace(root, h('h2', {}, 'Start latency and throughput'), h('p', {}, 'Sampled every 5 s from /metrics while this page is open (platform admins).'), body);
-  const samples: Sample[] = [];
+  replace(root, h('h2', {}, 'Start latency and throughput'), h('p', {}, 'The last hour in 10-second intervals, kept by the control plane (platform admins).'), body);
   poll(
     async () => {
       try {
-        samples.push(parse(await call<string>('GET', '/metrics')));
+        const { points } = await call<{ points: HistoryPoint[] }>('GET', '/v1/metrics/history');
+        replace(
+          body,
+          points.length === 0 ? h('p', { id: 'charts-empty' }, 'No interval has closed yet; the first appears within 10 s.') : null,
+          chart('chart-throughput', 'throughput', 'jobs/s', [{ label: 'jobs/s', color: '#2856b6', values: points.map((p) => p.jobsPerSecond) }]),
+          chart('chart-latency', 'start latency', 'ms', [
+            { label: 'p50', color: '#0a7a32', values: points.map((p) => p.startP50Ms) },
+            { label: 'p95', color: '#b35c00', values: points.map((p) => p.startP95Ms) },
+          ]),
+          h('p', { class: 'hint' }, points.length ? `${points.length} intervals, ${points.reduce((n, p) => n + p.jobsEnded, 0)} jobs ended.` : ''),
+        );
       } catch (e) {
         replace(body, h('p', { class: 'error' }, (e as Error).message));
-        return;
       }
-      if (samples.length > 120) samples.shift();
-      const pairs = samples.slice(1).map((s, i) => [samples[i]!, s] as const);
-      replace(
-        body,
-        chart('chart-throughput', 'throughput', 'jobs/s', pairs.map(([a, b]) => (b.ended - a.ended) / ((b.at - a.at) / 1000))),
-        chart('chart-latency', 'start latency p50', 's', pairs.map(([a, b]) => p50(a, b))),
-      );
     },
-    5000,
+    10_000,
     signal,
   );
 };

@@ -7,6 +7,7 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom
 import type { AuditEventInput } from '../audit/chain.js';
 import type { Job } from '../model.js';
 import type { AgentPool } from '../agents/agent-hub.js';
+import { MetricsHistory } from './metrics-history.js';
 
 /** JobCounts are the jobs queued and running (placed, not ended) per workspace id. */
 export type JobCounts = () => { queued: Map<string, number>; running: Map<string, number> };
@@ -34,6 +35,8 @@ const WIPE_BUCKETS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 /** PlaneMetrics owns one registry (not prom-client's global one: tests build several planes in one process). */
 export class PlaneMetrics {
   readonly registry = new Registry();
+  /** The last hour in 10 s intervals, for the console's charts. */
+  readonly history = new MetricsHistory();
   private readonly jobsEnded: Counter<'status' | 'runtime' | 'workspace'>;
   private readonly startSeconds: Histogram<'runtime'>;
   private readonly wipeSeconds: Histogram<never>;
@@ -133,7 +136,9 @@ export class PlaneMetrics {
   /** onJobEnded counts a job's end and observes its start latency. */
   onJobEnded(job: Job): void {
     this.jobsEnded.inc({ status: job.status, runtime: job.runtime, workspace: job.workspaceId });
-    if (job.startedAt) this.startSeconds.observe({ runtime: job.runtime }, Math.max(0, Date.parse(job.startedAt) - Date.parse(job.createdAt)) / 1000);
+    const startMs = job.startedAt ? Math.max(0, Date.parse(job.startedAt) - Date.parse(job.createdAt)) : null;
+    if (startMs !== null) this.startSeconds.observe({ runtime: job.runtime }, startMs / 1000);
+    this.history.jobEnded(startMs);
   }
 
   /** onDenied counts denied connections of a workspace. */

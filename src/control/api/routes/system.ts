@@ -23,6 +23,18 @@ export function registerSystemRoutes(t: RouteTable, agents: AgentHub, metrics: P
   });
   t.add({
     method: 'GET',
+    path: '/v1/metrics/history',
+    operationId: 'metricsHistory',
+    summary: 'The last hour of throughput and start latency in 10 s intervals (what the console charts); platform admins only',
+    auth: 'platform-admin',
+    response: z.object({
+      intervalSeconds: z.number(),
+      points: z.array(z.object({ at: z.string(), jobsEnded: z.number(), jobsPerSecond: z.number(), startP50Ms: z.number().nullable(), startP95Ms: z.number().nullable() })),
+    }),
+    handler: async () => ({ intervalSeconds: metrics.history.intervalMs / 1000, points: metrics.history.list() }),
+  });
+  t.add({
+    method: 'GET',
     path: '/v1/health',
     operationId: 'health',
     summary: 'Liveness, and how many agents are connected',
