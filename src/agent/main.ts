@@ -10,6 +10,7 @@ import { dataPaths, DEFAULT_DATA_DIR } from '../shared/paths.js';
 import { AGENT_ID_PATTERN, CHANNEL_CLOSE, MAX_DENIED_PER_MESSAGE, PROTOCOL_VERSION, type DeniedConnection, type Runtime } from '../shared/wire.js';
 import { OciRuntime } from './runtime/oci-runtime.js';
 import { prepareCrunHost } from './runtime/crun-host.js';
+import { useBackgroundCgroup } from './runtime/background.js';
 import { findExecutable, sealedExecutable } from './runtime/host-calls.js';
 import type { CellRuntime } from './runtime/cell-runtime.js';
 import { buildRootfs } from './runtime/rootfs.js';
@@ -78,6 +79,8 @@ async function main(): Promise<void> {
   await ensureSharedRoot(paths.agent.volumes);
   // Reconcile never stops the agent: what it cannot remove now is reported and retried in the background.
   const report = await reconcileHost(reconcileOptions);
+  // After reconcile (which removes a dead agent's): pool refills and wipes yield the CPU to starts from here on.
+  useBackgroundCgroup(agentId);
   log('reconciled host', { containers: report.containers, killed: report.killed, cgroups: report.cgroups, directories: report.directories, wiped: report.wipes.length, leftovers: report.leftovers });
   const tls = {
     ca: readFileSync(paths.pki.caCert, 'utf8'),

@@ -8,6 +8,7 @@ import { prepareVolume, VolumeBusyError, wipeVolume, type Volume } from '../stor
 import type { CellRuntime, CreatedContainer } from '../runtime/cell-runtime.js';
 import { CELL_CA_FILE, CELL_FILES_DIR, cellSpec, WORKLOAD_UID } from '../runtime/spec.js';
 import { makeFifo } from '../runtime/host-calls.js';
+import { inBackground } from '../runtime/background.js';
 import { CellCgroup } from './cgroup.js';
 import { encodeAssignment, encodeFile, encodeStart, FrameDecoder, type CellFrame } from './frames.js';
 import type { SizeClass } from './size-class.js';
@@ -314,7 +315,8 @@ export class Cell {
 
   /** wipe kills every process, then crypto-shreds the volume and removes cgroup and directories; idempotent. */
   wipe(): Promise<WipeReceipt | null> {
-    this.wiped ??= this.doWipe();
+    // Wiping is background work (runtime/background.ts): the next job's start goes first.
+    this.wiped ??= inBackground(() => this.doWipe());
     return this.wiped;
   }
 

@@ -37,6 +37,9 @@ export interface CellSpecInput {
 }
 
 const CPU_PERIOD_US = 100_000;
+/** WARM_CPU_SHARES weighs a cell while it is prepared and waits (its init starting): below the start path and running
+ *  workloads, which get the normal weight at assignment (CellCgroup.limit). */
+export const WARM_CPU_SHARES = 64;
 /** INIT_CAPS are cell init's capabilities inside the cell's user namespace until the workload starts. */
 const INIT_CAPS = ['CAP_SETUID', 'CAP_SETGID', 'CAP_SETPCAP'];
 
@@ -93,7 +96,7 @@ export function cellSpec(i: CellSpecInput): Record<string, unknown> {
       resources: {
         devices: [{ allow: false, access: 'rwm' }],
         memory: { limit: i.memoryBytes, swap: i.memoryBytes },
-        cpu: { quota: Math.round((i.cpuMillis / 1000) * CPU_PERIOD_US), period: CPU_PERIOD_US },
+        cpu: { quota: Math.round((i.cpuMillis / 1000) * CPU_PERIOD_US), period: CPU_PERIOD_US, shares: WARM_CPU_SHARES },
         pids: { limit: i.pids },
       },
       seccomp: cellSeccompProfile(i.runtime),
