@@ -5,6 +5,7 @@
 import { z } from 'zod';
 import { parseCidr } from './net/ipv4.js';
 import type { EgressPolicy } from './net/egress-policy.js';
+import { DigestSchema as Digest, ImageManifestSchema } from './images/format.js';
 
 /** AGENT_CERT_CN is the subject every agent certificate carries; other certificates of our CA are refused. */
 export const AGENT_CERT_CN = 'cleanroom-agent';
@@ -87,8 +88,6 @@ const noNul = (s: string) => !s.includes('\0');
 /** An id the platform made (job_…, ws_…, a cell's or volume's hex id, a UUID): never free text. */
 const Id = z.string().min(1).max(64).regex(/^[A-Za-z0-9][A-Za-z0-9_.:-]*$/);
 const Time = z.iso.datetime();
-/** A content digest as OCI writes it; only sha256 is accepted. */
-const Digest = z.string().regex(/^sha256:[0-9a-f]{64}$/, 'must be sha256:<64 lower-case hex digits>');
 /** An error code (snake_case, as in shared/errors.ts and the image codes). */
 const Code = z.string().regex(/^[a-z][a-z0-9_]{0,63}$/);
 const Count = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
@@ -145,36 +144,8 @@ const WorkloadSpecSchema = z.strictObject({
 /** WorkloadSpec is what runs and within which limits. */
 export type WorkloadSpec = z.infer<typeof WorkloadSpecSchema>;
 
-/**
- * ImageManifestSchema is an imported image as both ends use it (Contract A): its manifest digest, its layers in order
- * (compressed blob digest, uncompressed diffId), the parts of its config the platform honours, and its platform. The
- * blobs are in `<images.dir>/blobs/sha256/<hex>`, each verified against its digest when it entered the store.
- */
-export const ImageManifestSchema = z.strictObject({
-  digest: Digest,
-  layers: z
-    .array(
-      z.strictObject({
-        digest: Digest,
-        diffId: Digest,
-        mediaType: z.string().min(1).max(256),
-        size: Count,
-      }),
-    )
-    .max(MAX_IMAGE_LAYERS),
-  config: z.strictObject({
-    env: z.array(z.string().max(65536).refine(noNul, 'must not contain NUL bytes')).max(4096),
-    workingDir: z.string().max(4096).refine(noNul, 'must not contain NUL bytes'),
-    entrypoint: z.array(z.string().max(65536).refine(noNul, 'must not contain NUL bytes')).max(4096).nullable(),
-    cmd: z.array(z.string().max(65536).refine(noNul, 'must not contain NUL bytes')).max(4096).nullable(),
-    /** The image's User ("", "name", "uid", "uid:gid", "name:group"); the agent resolves it against the image's passwd. */
-    user: z.string().max(256).refine(noNul, 'must not contain NUL bytes'),
-  }),
-  architecture: z.string().min(1).max(32),
-  os: z.string().min(1).max(32),
-});
-/** ImageManifest is an imported image as the control plane and agents see it. */
-export type ImageManifest = z.infer<typeof ImageManifestSchema>;
+/** ImageManifestSchema (src/shared/images/format.ts, Contract A) is an imported image as both ends use it. */
+export { ImageManifestSchema, type ImageManifest } from './images/format.js';
 
 /**
  * JobImageSchema is the image a job runs on: null is the host's /usr root (the behaviour before images). uid and gid
