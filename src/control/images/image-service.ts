@@ -284,7 +284,7 @@ export class ImageService implements ImageEvents {
 
   /** get finds an image the workspace may see by name[:tag] or digest: its own first, then a public one; 404 otherwise. */
   async get(ws: Workspace, ref: string): Promise<ImageRecord> {
-    const lookup = parseImageLookup(ref, 'id');
+    const lookup = lookupOrNotFound(ref);
     const found = (await this.store.findImage(ws.id, lookup)) ?? (await this.store.findImage(null, lookup));
     if (!found) throw new ApiError('image_not_found', `no image ${lookupText(lookup)} in this workspace or among public images`);
     return found;
@@ -315,7 +315,7 @@ export class ImageService implements ImageEvents {
    * the digest any more, agents are told to drop it and its blobs no other image uses are deleted.
    */
   async remove(p: Principal, ref: string, actor: string): Promise<ImageRecord[]> {
-    const lookup: ImageLookup = parseImageLookup(ref, 'id');
+    const lookup: ImageLookup = lookupOrNotFound(ref);
     let targets = await this.recordsOf(p.workspace.id, lookup);
     if (targets.length === 0) {
       targets = await this.recordsOf(null, lookup);
@@ -396,6 +396,15 @@ export class ImageService implements ImageEvents {
   /** onRemoved notes that an agent dropped an image. */
   async onRemoved(agentId: string, digest: string): Promise<void> {
     this.log('agent removed an image', { agentId, digest });
+  }
+}
+
+/** lookupOrNotFound reads an id of the image routes; one that cannot name an image is an image that does not exist. */
+function lookupOrNotFound(ref: string): ImageLookup {
+  try {
+    return parseImageLookup(ref, 'id');
+  } catch {
+    throw new ApiError('image_not_found', `no image ${JSON.stringify(ref.slice(0, 140))}: an image id is NAME[:TAG] or sha256:<64 hex>`);
   }
 }
 
