@@ -166,8 +166,8 @@ test('docker save and OCI archives upload as a request body; an OCI layout direc
   assert.equal(o.digest, images.app.digest, 'an OCI archive keeps the digest');
   assert.equal(d.layers, 2);
   assert.deepEqual(d.config?.entrypoint, ['/bin/cat']);
-  const cli = await cluster.cli(['images', 'import', images.busybox.layout, '--name', 'from-layout:1']);
-  assert.equal(cli.code, AGENT_PREPARES_IMAGES ? 0 : cli.code, cli.stderr);
+  const cli = await cluster.cli(['images', 'import', images.busybox.layout, '--name', 'from-layout:1', ...(AGENT_PREPARES_IMAGES ? [] : ['--no-wait'])]);
+  assert.equal(cli.code, 0, cli.stderr);
   const l = await settled(cluster.client, 'from-layout:1');
   assert.equal(l.digest, images.busybox.digest);
   const junk = await cluster.client.importImageArchive('junk:1', Buffer.alloc(4096, 7));
