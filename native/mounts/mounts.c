@@ -8,7 +8,8 @@
 //       no process started beyond the clone; on failure nothing stays mounted.
 //   unmount(path) -> bool  detaches a mount (MNT_DETACH, never following a symlink); false if nothing was mounted.
 //   whiteout(path)         an overlay whiteout: a character device 0:0.
-//   setOpaque(path)        the overlay opaque-directory xattr (trusted.overlay.opaque=y).
+//   setOpaque(path)        the overlay opaque-directory xattr (trusted.overlay.opaque=y);
+//   isOpaque(path) -> bool whether a directory (never followed) carries it.
 // Failures throw an Error whose `code` is the errno name.
 #define _GNU_SOURCE
 #include <errno.h>
@@ -77,6 +78,16 @@ static napi_value do_set_opaque(napi_env env, napi_callback_info info) {
   if (!one_path(env, info, path)) return NULL;
   if (lsetxattr(path, "trusted.overlay.opaque", "y", 1, 0) != 0) return throw_errno(env, errno, "lsetxattr", path);
   return NULL;
+}
+
+static napi_value do_is_opaque(napi_env env, napi_callback_info info) {
+  char path[PATH_LEN], value[8];
+  if (!one_path(env, info, path)) return NULL;
+  ssize_t n = lgetxattr(path, "trusted.overlay.opaque", value, sizeof value);
+  if (n < 0 && errno != ENODATA && errno != ENOTSUP && errno != ENOENT) return throw_errno(env, errno, "lgetxattr", path);
+  napi_value out;
+  napi_get_boolean(env, n == 1 && value[0] == 'y', &out);
+  return out;
 }
 
 static napi_value do_unmount(napi_env env, napi_callback_info info) {
@@ -231,7 +242,7 @@ static napi_value init(napi_env env, napi_value exports) {
   struct {
     const char *name;
     napi_callback fn;
-  } fns[] = {{"cellRoot", do_cell_root}, {"unmount", do_unmount}, {"whiteout", do_whiteout}, {"setOpaque", do_set_opaque}};
+  } fns[] = {{"cellRoot", do_cell_root}, {"unmount", do_unmount}, {"whiteout", do_whiteout}, {"setOpaque", do_set_opaque}, {"isOpaque", do_is_opaque}};
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value f;
     napi_create_function(env, fns[i].name, NAPI_AUTO_LENGTH, fns[i].fn, NULL, &f);

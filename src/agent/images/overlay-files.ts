@@ -7,6 +7,7 @@ interface Addon {
   unmount(path: string): boolean;
   whiteout(path: string): void;
   setOpaque(path: string): void;
+  isOpaque(path: string): boolean;
 }
 
 const addon = (): Addon => loadNativeAddon<Addon>('mounts');
@@ -22,6 +23,10 @@ export const overlayFiles = {
   /** setOpaque marks a directory opaque (trusted.overlay.opaque=y): lower layers' entries under it are hidden. */
   async setOpaque(path: string): Promise<void> {
     addon().setOpaque(path);
+  },
+  /** isOpaque tells whether a directory (not followed if a symlink) is marked opaque. */
+  isOpaque(path: string): boolean {
+    return addon().isOpaque(path);
   },
 };
 
