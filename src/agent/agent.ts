@@ -84,7 +84,7 @@ export class Agent {
   greeting(): Greeting {
     const ended = [...this.finals.entries()].filter(([, msgs]) => msgs.some((m) => m.type === 'job.ended')).map(([jobId]) => jobId);
     const liveJobIds = [...this.running.keys(), ...this.starting];
-    return { hello: { type: 'hello', protocol: PROTOCOL_VERSION, agentId: this.agentId, liveJobIds, endedJobIds: ended, capacity: this.capacity }, replay: [...this.finals.values()].flat() };
+    return { hello: { type: 'hello', protocol: PROTOCOL_VERSION, agentId: this.agentId, liveJobIds, endedJobIds: ended, capacity: this.capacity, images: [] }, replay: [...this.finals.values()].flat() };
   }
 
   /**
@@ -120,6 +120,9 @@ export class Agent {
       case 'pool.get':
         this.channel.send({ type: 'pool.status', requestId: m.requestId, pool: clipErrors(this.pool.status()), volumes: this.pool.volumeCounts() });
         return;
+      case 'image.prepare':
+      case 'image.remove':
+        return; // images: the agent's end is being built on branch h-img-agent
       default:
         assertNever(m);
     }

@@ -1,6 +1,6 @@
 /** The control plane's domain records, independent of storage and transport. */
 import type { EgressPolicy } from '../shared/net/egress-policy.js';
-import type { DeniedConnection, TerminalReason, WipeReceipt, WorkloadSpec } from '../shared/wire.js';
+import type { DeniedConnection, JobImage, TerminalReason, WipeReceipt, WorkloadSpec } from '../shared/wire.js';
 
 /** Workspace is a tenant: its jobs, keys and limits. */
 export interface Workspace {
@@ -70,6 +70,10 @@ export interface Job extends WorkloadSpec {
   expiredAt?: string | null;
   /** Output bytes the agent dropped past the job's output limit (0: the output is complete). */
   outputDroppedBytes?: number;
+  /** The image the job runs on (null or absent: the host's /usr root). */
+  image?: JobImage;
+  /** The image reference the job was created with (name:tag or digest), as the caller wrote it; null for the host root. */
+  imageRef?: string | null;
 }
 
 /** DataGrant lets a workload read (or read and write) the objects under one key prefix of its workspace. */
