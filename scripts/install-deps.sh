@@ -32,6 +32,7 @@ want openssl openssl
 want ps procps
 want sysctl procps
 want useradd passwd
+want /usr/share/doc/busybox-static busybox-static   # the default image's /bin/busybox (scripts/build-base-image.ts)
 if [ -n "$missing" ]; then
   echo "installing Debian packages:$missing"
   apt-get update -qq
@@ -43,3 +44,5 @@ if [ ! -f node_modules/better-sqlite3/build/Release/better_sqlite3.node ] || [ p
   npm ci --no-audit --no-fund --loglevel=error
 fi
 npm run --silent build
+# The default image (build/images/base, an OCI layout) from packages on this machine: quickstart needs no registry.
+node dist/scripts/build-base-image.js build/images/base >/dev/null

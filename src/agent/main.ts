@@ -24,6 +24,8 @@ import { ensureSharedRoot, releaseSharedRoot } from './storage/shared-root.js';
 import { ControlChannel } from './channel.js';
 import { GatewayServices } from './gateway/gateway-services.js';
 import { Agent } from './agent.js';
+import { ImageStore } from './images/image-store.js';
+import { ImageService, type ImagePoolTarget } from './images/image-service.js';
 
 /** SHUTDOWN_DEADLINE_MS bounds a graceful stop; `cleanroom down` waits a little longer before SIGKILL. */
 const SHUTDOWN_DEADLINE_MS = 25_000;
@@ -83,8 +85,14 @@ async function main(): Promise<void> {
   const networkHost = await CellNetworkHost.open({ prefix: networkPrefix(agentId), pool: config.network.pool, onGateway: (address) => gateway.openOn(address) });
   const classes = new Map(sizeClassesFromConfig(config.agent.classes).map((c) => [c.name, c]));
   const targets = config.agent.pool
-    .filter((p) => runtimes.has(p.runtime))
-    .map((p) => ({ runtime: p.runtime, sizeClass: classes.get(p.class)!, warm: p.warm }));
+    .filter((p) => runtimes.has(p.runtime) && !p.image)
+    .map((p) => ({ runtime: p.runtime, sizeClass: classes.get(p.class)!, warm: p.warm, image: null }));
+  // Pools on images start once their image is prepared (from the store's blobs, or when the control plane asks).
+  const imageTargets: ImagePoolTarget[] = config.agent.pool
+    .filter((p) => runtimes.has(p.runtime) && p.image)
+    .map((p) => ({ runtime: p.runtime, sizeClass: classes.get(p.class)!, warm: p.warm, digest: p.image! }));
+  const imageStore = new ImageStore({ root: paths.images, platformCa: tls.ca });
+  await imageStore.open();
   const pool = new CellPool(
     {
       agentId,
@@ -93,6 +101,7 @@ async function main(): Promise<void> {
       wipeStats: { wiping: 0, wiped: report.wipes.length, wipeFailed: report.leftovers.filter((l) => l.kind === 'volume').length },
       networking: { host: networkHost, ipam, gateway },
       rootfs: paths.agent.rootfs,
+      unpackedImagesDir: imageStore.unpackedDir,
       nofile: config.agent.nofile,
       exitGraceMs: config.agent.exitGraceMs,
     },
@@ -107,7 +116,8 @@ async function main(): Promise<void> {
   const url = `wss://${config.control.host}:${config.control.agentPort}/v1/agent`;
   let agent: Agent | null = null;
   const channel = new ControlChannel(url, tls, () => agent!.greeting());
-  agent = new Agent(agentId, config, pool, channel, log, spool);
+  const images = new ImageService(imageStore, pool, imageTargets, (m) => channel.send(m), log);
+  agent = new Agent(agentId, config, pool, channel, log, spool, images);
   channel.on('open', () => log('connected to control plane', { url, protocol: PROTOCOL_VERSION }));
   // The control plane says why it closed the channel: a refused protocol version, a message it could not accept…
   channel.on('close', (code: number, reason: string) => {
@@ -120,6 +130,7 @@ async function main(): Promise<void> {
   channel.on('dial-error', (e: Error) => log('control plane unreachable', { error: e.message }));
   retryLeftoversLater(reconcileOptions, report.leftovers, agent, log);
   pool.refill();
+  void images.prepareConfigured();
   channel.connect();
 
   let shuttingDown = false;

@@ -159,7 +159,15 @@ export const ConfigSchema = z
           ]),
         /** Warm cells to keep per runtime and class. */
         pool: z
-          .array(z.object({ runtime: z.enum(['runc', 'runsc']), class: z.string(), warm: z.number().int().min(0).max(500) }))
+          .array(
+            z.object({
+              runtime: z.enum(['runc', 'runsc']),
+              class: z.string(),
+              warm: z.number().int().min(0).max(500),
+              /** The image (manifest digest) these cells run on; absent: the host's /usr root. */
+              image: z.string().regex(/^sha256:[0-9a-f]{64}$/).optional(),
+            }),
+          )
           .default([
             { runtime: 'runc', class: 'small', warm: 2 },
             { runtime: 'runsc', class: 'small', warm: 1 },

@@ -32,6 +32,8 @@ export function dataPaths(dataDir: string) {
       runcRoot: join(agent, 'runc'),
       runscRoot: join(agent, 'runsc'),
     },
+    /** The image store (Contract A): blobs written by the control plane, unpacked layers by the agent. */
+    images: join(dataDir, 'images'),
     run: { dir: join(dataDir, 'run'), log: join(dataDir, 'run', 'cleanroom.log') },
   };
 }

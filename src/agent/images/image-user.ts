@@ -37,22 +37,25 @@ const validId = (n: number) => Number.isInteger(n) && n > 0 && n < IMAGE_UID_RAN
 
 /**
  * resolveImageUser turns the image config's `User` (`name`, `uid`, `name:group`, `uid:gid`) into a uid and gid found
- * in the image's passwd (and group): a non-root user of the image runs as itself; root, nothing, or a user the image
- * does not know runs as the workload user (WORKLOAD_UID). A gid of 0 is replaced by the user's own or WORKLOAD_UID's.
+ * in the image's passwd (and group): a non-root user of the image (or a numeric uid) runs as itself; root, nothing, or a
+ * name the image does not know runs as the workload user (WORKLOAD_UID). A gid of 0 is replaced by the user's own or WORKLOAD_UID's.
  */
 export function resolveImageUser(user: string, passwd: string, group: string): ImageUser {
   const [u = '', g] = user.trim().split(':', 2);
   if (u === '') return DEFAULT_USER;
   const users = parseAccounts(passwd, 2, 3);
-  const found = /^\d+$/.test(u) ? users.find((e) => e.id === Number(u)) : users.find((e) => e.name === u);
-  if (!found || !validId(found.id)) return DEFAULT_USER;
-  let gid = found.gid;
+  const numeric = /^\d+$/.test(u) ? Number(u) : null;
+  const found = numeric !== null ? users.find((e) => e.id === numeric) : users.find((e) => e.name === u);
+  // A numeric uid runs as that uid even without a passwd entry (as OCI runtimes do); an unknown name cannot.
+  const uid = found?.id ?? numeric;
+  if (uid === null || !validId(uid)) return DEFAULT_USER;
+  let gid = found?.gid ?? uid;
   if (g !== undefined && g !== '') {
     const groups = parseAccounts(group, 2, 2);
     const gg = /^\d+$/.test(g) ? Number(g) : groups.find((e) => e.name === g)?.id;
     if (gg !== undefined && validId(gg)) gid = gg;
   }
-  return { uid: found.id, gid: validId(gid) ? gid : WORKLOAD_UID, name: found.name };
+  return { uid, gid: validId(gid) ? gid : WORKLOAD_UID, name: found?.name ?? String(uid) };
 }
 
 /** withWorkloadUser returns passwd and group with the workload user (and its group) added when the image lacks uid/gid 1000. */
