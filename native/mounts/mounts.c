@@ -1,11 +1,13 @@
 // mounts.c: N-API addon with the mount and file calls a cell whose root is an OCI image needs (Node has none of them):
-//   cellRoot(layersSrc, layersDst, rootDst, lowerNames, fromUid, toUid)
+//   cellRoot(layersSrc, layersDst, rootDst, lowerNames, fromUid, toUid, lockFlags)
 //       makes a user namespace whose uid_map and gid_map are `fromUid toUid 65536` (a short-lived child of this
 //       process in a new user namespace, whose maps root writes; its ns fd outlives it), a detached clone of
 //       layersSrc (open_tree OPEN_TREE_CLONE|AT_RECURSIVE) made idmapped through it, read-only, nosuid, nodev
 //       (mount_setattr), attached at layersDst (move_mount), then a read-only nosuid nodev overlay at rootDst whose
 //       lower layers are layersDst/<name> for each name, first = top (fsopen/fsconfig "lowerdir+"/fsmount). One call,
-//       no process started beyond the clone; on failure nothing stays mounted.
+//       no process started beyond the clone; on failure nothing stays mounted. lockFlags false leaves the overlay
+//       without nosuid/nodev (it stays read-only): runsc's gofer remounts the root read-only from inside a user
+//       namespace, which fails (EPERM) on a mount whose nosuid/nodev it does not repeat.
 //   unmount(path) -> bool  detaches a mount (MNT_DETACH, never following a symlink); false if nothing was mounted.
 //   whiteout(path)         an overlay whiteout: a character device 0:0.
 //   setOpaque(path)        the overlay opaque-directory xattr (trusted.overlay.opaque=y);
@@ -158,16 +160,17 @@ static int make_userns(unsigned from, unsigned to, const char **what) {
 
 // cellRoot(layersSrc, layersDst, rootDst, lowerNames[], fromUid, toUid)
 static napi_value do_cell_root(napi_env env, napi_callback_info info) {
-  napi_value argv[6];
-  size_t argc = 6;
+  napi_value argv[7];
+  size_t argc = 7;
   char src[PATH_LEN], layers[PATH_LEN], root[PATH_LEN], lower[PATH_LEN];
   uint32_t from, to, n = 0;
-  bool is_array = false;
+  bool is_array = false, lock = true;
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 6 || get_string(env, argv[0], src) ||
       get_string(env, argv[1], layers) || get_string(env, argv[2], root) || napi_is_array(env, argv[3], &is_array) != napi_ok ||
       !is_array || napi_get_array_length(env, argv[3], &n) != napi_ok || n < 1 || n > MAX_LOWER ||
-      napi_get_value_uint32(env, argv[4], &from) != napi_ok || napi_get_value_uint32(env, argv[5], &to) != napi_ok) {
-    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "cellRoot(layersSrc, layersDst, rootDst, lowerNames, fromUid, toUid)");
+      napi_get_value_uint32(env, argv[4], &from) != napi_ok || napi_get_value_uint32(env, argv[5], &to) != napi_ok ||
+      napi_get_value_bool(env, argv[6], &lock) != napi_ok) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "cellRoot(layersSrc, layersDst, rootDst, lowerNames, fromUid, toUid, lockFlags)");
     return NULL;
   }
   const char *what = "";
@@ -217,7 +220,7 @@ static napi_value do_cell_root(napi_env env, napi_callback_info info) {
     err = errno, what = "fsconfig create overlay";
     goto undo_fs;
   }
-  int mnt = (int)syscall(SYS_fsmount, fs, FSMOUNT_CLOEXEC, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV);
+  int mnt = (int)syscall(SYS_fsmount, fs, FSMOUNT_CLOEXEC, MOUNT_ATTR_RDONLY | (lock ? MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV : 0));
   if (mnt < 0) {
     err = errno, what = "fsmount overlay";
     goto undo_fs;

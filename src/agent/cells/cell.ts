@@ -121,7 +121,7 @@ export class Cell {
     const user = this.image?.user ?? { uid: WORKLOAD_UID, gid: WORKLOAD_UID };
     mkdirSync(this.dir, { mode: 0o711 });
     if (this.image) {
-      this.root = mountImageRoot(this.dir, this.env.unpackedImagesDir, this.image, this.hostUidBase);
+      this.root = mountImageRoot(this.dir, this.env.unpackedImagesDir, this.image, this.hostUidBase, this.runtime.name);
       this.timings.prepare_root_ms = performance.now() - t0;
     }
     // Every writable path of the cell (/work, /tmp) is on its own fscrypt-encrypted volume, owned by its workload user.

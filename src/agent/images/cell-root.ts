@@ -15,12 +15,18 @@ export interface CellRoot {
   rootfs: string;
 }
 
-/** mountImageRoot mounts `image` as the root of the cell in `cellDir` whose uid range starts at `hostUidBase`. */
-export function mountImageRoot(cellDir: string, unpackedDir: string, image: PreparedImage, hostUidBase: number): CellRoot {
+/**
+ * mountImageRoot mounts `image` as the root of the cell in `cellDir` whose uid range starts at `hostUidBase`. For runsc
+ * the overlay itself is read-only without nosuid/nodev: its gofer remounts the root read-only from inside a user
+ * namespace and fails on flags it does not repeat. That costs nothing there: no layer holds a setuid/setgid bit or a
+ * device node (the unpacker strips and refuses them), gVisor's own kernel decides what a file may do, and the
+ * idmapped layers beneath stay nosuid,nodev.
+ */
+export function mountImageRoot(cellDir: string, unpackedDir: string, image: PreparedImage, hostUidBase: number, runtime: 'runc' | 'runsc'): CellRoot {
   const root = { layers: join(cellDir, 'layers'), rootfs: join(cellDir, 'rootfs') };
   mkdirSync(root.layers, { mode: 0o700 });
   mkdirSync(root.rootfs, { mode: 0o711 });
-  mountCellRoot(unpackedDir, root.layers, root.rootfs, image.lowerNames, IMAGE_UID_BASE, hostUidBase);
+  mountCellRoot(unpackedDir, root.layers, root.rootfs, image.lowerNames, IMAGE_UID_BASE, hostUidBase, runtime === 'runc');
   return root;
 }
 

@@ -3,7 +3,7 @@ import { constants } from 'node:fs';
 import { loadNativeAddon } from '../native-addon.js';
 
 interface Addon {
-  cellRoot(layersSrc: string, layersDst: string, rootDst: string, lowerNames: readonly string[], fromUid: number, toUid: number): void;
+  cellRoot(layersSrc: string, layersDst: string, rootDst: string, lowerNames: readonly string[], fromUid: number, toUid: number, lockFlags: boolean): void;
   unmount(path: string): boolean;
   whiteout(path: string): void;
   setOpaque(path: string): void;
@@ -33,10 +33,11 @@ export const overlayFiles = {
 /**
  * mountCellRoot attaches `layersSrc` (the store's unpacked layers) at `layersDst`, idmapped so that on-disk uid
  * `fromUid + n` appears as `toUid + n`, read-only, nosuid and nodev, and a read-only overlay of `lowerNames` (top
- * first, directories of layersSrc) at `rootDst`. On failure nothing stays mounted.
+ * first, directories of layersSrc) at `rootDst`, also nosuid and nodev unless `nosuidRoot` is false (runsc: see
+ * native/mounts). On failure nothing stays mounted.
  */
-export function mountCellRoot(layersSrc: string, layersDst: string, rootDst: string, lowerNames: readonly string[], fromUid: number, toUid: number): void {
-  addon().cellRoot(layersSrc, layersDst, rootDst, lowerNames, fromUid, toUid);
+export function mountCellRoot(layersSrc: string, layersDst: string, rootDst: string, lowerNames: readonly string[], fromUid: number, toUid: number, nosuidRoot = true): void {
+  addon().cellRoot(layersSrc, layersDst, rootDst, lowerNames, fromUid, toUid, nosuidRoot);
 }
 
 /** unmount detaches the mount at `path` (lazily, never following a symlink); false if nothing was mounted there. */
