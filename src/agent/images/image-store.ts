@@ -102,12 +102,21 @@ export class ImageStore {
     const arch = IMAGE_ARCH[process.arch] ?? process.arch;
     if (manifest.os !== 'linux' || manifest.architecture !== arch) throw invalidLayer(`the image is for ${manifest.os}/${manifest.architecture}; this host runs linux/${arch}`);
     let total = 0;
-    for (const layer of manifest.layers) {
-      const r = await unpackLayer({ blobsDir: this.blobsDir, unpackedDir: this.unpackedDir, layer, maxBytes: maxBytes - total });
-      total += r.bytes;
-      if (total > maxBytes) throw new ImageError('image_too_large', `the image unpacks to more than ${maxBytes} bytes`);
+    const fresh: string[] = [];
+    let user: ImageUser;
+    try {
+      for (const layer of manifest.layers) {
+        const r = await unpackLayer({ blobsDir: this.blobsDir, unpackedDir: this.unpackedDir, layer, maxBytes: maxBytes - total });
+        if (r.fresh) fresh.push(digestHex(layer.diffId));
+        total += r.bytes;
+        if (total > maxBytes) throw new ImageError('image_too_large', `the image unpacks to more than ${maxBytes} bytes`);
+      }
+      user = await buildTopLayer({ unpackedDir: this.unpackedDir, manifest, platformCa: this.o.platformCa });
+    } catch (e) {
+      // A refused image leaves nothing: the layers it unpacked that no prepared image uses go again.
+      await this.deleteUnused(fresh);
+      throw e;
     }
-    const user = await buildTopLayer({ unpackedDir: this.unpackedDir, manifest, platformCa: this.o.platformCa });
     const image: PreparedImage = {
       manifest,
       user,
@@ -131,16 +140,21 @@ export class ImageStore {
       if (!image) return;
       this.images.delete(digest);
       await rm(join(this.recordsDir, `${digestHex(digest)}.json`), { force: true });
-      const used = new Set([...this.images.values()].flatMap((i) => i.lowerNames));
-      for (const name of image.lowerNames) {
-        if (used.has(name)) continue;
-        // Renamed first, then deleted: a crash midway leaves a .tmp- name that open() removes, never half a layer.
-        const gone = join(this.unpackedDir, `.tmp-rm-${name.slice(0, 24)}`);
-        await rename(join(this.unpackedDir, name), gone).catch(() => {});
-        await rm(gone, { recursive: true, force: true });
-        await rm(layerMetaPath(this.unpackedDir, name), { force: true });
-      }
+      await this.deleteUnused(image.lowerNames);
     });
+  }
+
+  /** deleteUnused deletes the named layers that no prepared image uses. */
+  private async deleteUnused(names: readonly string[]): Promise<void> {
+    const used = new Set([...this.images.values()].flatMap((i) => i.lowerNames));
+    for (const name of names) {
+      if (used.has(name)) continue;
+      // Renamed first, then deleted: a crash midway leaves a .tmp- name that open() removes, never half a layer.
+      const gone = join(this.unpackedDir, `.tmp-rm-${name.slice(0, 24)}`);
+      await rename(join(this.unpackedDir, name), gone).catch(() => {});
+      await rm(gone, { recursive: true, force: true });
+      await rm(layerMetaPath(this.unpackedDir, name), { force: true });
+    }
   }
 
   private serial<T>(fn: () => Promise<T>): Promise<T> {
