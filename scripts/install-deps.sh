@@ -32,7 +32,10 @@ want openssl openssl
 want ps procps
 want sysctl procps
 want useradd passwd
-want /usr/share/doc/busybox-static busybox-static   # the default image's /bin/busybox (scripts/build-base-image.ts)
+want skopeo skopeo                       # image imports: registry transport, archive and layout conversion
+want docker-registry docker-registry     # tests: a real registry on 127.0.0.1 (its service is never started)
+want htpasswd apache2-utils              # tests: the registry's bcrypt htpasswd file
+want /bin/busybox busybox-static         # tests (and the default image, scripts/build-base-image.ts): a static busybox
 if [ -n "$missing" ]; then
   echo "installing Debian packages:$missing"
   apt-get update -qq

@@ -57,6 +57,8 @@ export class TestCluster {
       network: { pool },
       agent: { pool: [{ runtime: 'runc', class: 'small', warm: 2 }, { runtime: 'runsc', class: 'small', warm: 1 }] },
       quotas: { requestsPerSecond: 100_000, requestBurst: 100_000 },
+      // Existing suites run on the host's /usr (their tools); image tests name their images or set their own default.
+      images: { default: 'host' },
     };
     writeFileSync(join(dataDir, 'config.json'), JSON.stringify(merge(base, opts.config ?? {})));
     const env: NodeJS.ProcessEnv = { ...process.env, CLEANROOM_CONFIG: join(dataDir, 'client.json'), CLEANROOM_DATA_DIR: dataDir };

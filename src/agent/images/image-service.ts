@@ -8,9 +8,6 @@ import { ImageError } from './image-error.js';
 import type { ImageStore, PreparedImage } from './image-store.js';
 import { manifestFromBlobs } from './oci-manifest.js';
 
-/** DEFAULT_MAX_UNPACKED_BYTES bounds an image the agent prepares for its own config (the control plane sends its limit otherwise). */
-export const DEFAULT_MAX_UNPACKED_BYTES = 8 * 1024 ** 3;
-
 /** ImagePoolTarget is a pool of the agent's config that runs on an image (by digest). */
 export type ImagePoolTarget = Omit<PoolTarget, 'image'> & { digest: string };
 
@@ -23,6 +20,8 @@ export class ImageService {
     private readonly store: ImageStore,
     private readonly pool: CellPool,
     private readonly targets: readonly ImagePoolTarget[],
+    /** images.maxUnpackedMiB in bytes: the bound of images the agent prepares for its own config. */
+    private readonly maxUnpackedBytes: number,
     private readonly send: (msg: AgentToControl) => void,
     private readonly log: (msg: string, extra?: object) => void,
   ) {}
@@ -65,7 +64,7 @@ export class ImageService {
   async prepareConfigured(): Promise<void> {
     for (const digest of new Set(this.targets.map((t) => t.digest))) {
       try {
-        const image = this.store.get(digest) ?? (await this.store.prepare(await manifestFromBlobs(this.store.blobsDirectory, digest), DEFAULT_MAX_UNPACKED_BYTES));
+        const image = this.store.get(digest) ?? (await this.store.prepare(await manifestFromBlobs(this.store.blobsDirectory, digest), this.maxUnpackedBytes));
         this.startPools(image);
       } catch (e) {
         this.log('cannot prepare an image the pool config names; its pools stay empty', { image: digest, error: (e as Error).message });

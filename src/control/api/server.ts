@@ -9,6 +9,7 @@ import { ListenerEdge } from './listener.js';
 import { RouteTable } from './route-table.js';
 import { registerAuditRoutes } from './routes/audit.js';
 import { registerDataRoutes } from './routes/data.js';
+import { registerImageRoutes } from './routes/images.js';
 import { registerJobRoutes } from './routes/jobs.js';
 import { registerNetworkRoutes } from './routes/network.js';
 import { registerSystemRoutes } from './routes/system.js';
@@ -41,6 +42,7 @@ export function buildApiServer(d: ApiServerDeps): { app: FastifyInstance; routes
   registerAuditRoutes(routes, s.audit, s.tenancy);
   registerTokenRoutes(routes, s.tokens);
   registerDataRoutes(app, routes, s.objects, s.denials, edge);
+  registerImageRoutes(app, routes, s.images, edge);
   return { app, routes };
 }
 
