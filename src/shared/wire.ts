@@ -246,7 +246,8 @@ export type VolumeCounts = z.infer<typeof VolumeCountsSchema>;
 /** PoolStatusSchema counts cells per pool key (runtime/class) and state. */
 const PoolStatusSchema = z
   .record(
-    z.string().regex(/^(runc|runsc)\/[a-z][a-z0-9-]{0,15}$/),
+    // runtime/class on the host root; runtime/class@<the first 12 hex digits of the image's digest> on an image.
+    z.string().regex(/^(runc|runsc)\/[a-z][a-z0-9-]{0,15}(@[0-9a-f]{12})?$/),
     z.strictObject({ target: Count, warm: Count, preparing: Count, busy: Count, lastError: z.string().max(MAX_POOL_ERROR_CHARS).nullable() }),
   )
   .refine((p) => Object.keys(p).length <= 64, 'at most 64 pools');

@@ -247,7 +247,7 @@ export async function processesMentioning(dir: string, timeoutMs: number): Promi
 }
 
 /** unusedPool picks one of 10.200-249.0.0/16 in which no interface of this host has an address (other clusters run here too). */
-function unusedPool(): string {
+export function unusedPool(): string {
   const used = new Set(
     Object.values(networkInterfaces())
       .flat()
