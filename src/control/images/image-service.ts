@@ -132,8 +132,8 @@ export class ImageService implements ImageEvents {
         void this.store.updateImage(record.id, { bytesDone: n, updatedAt: now() });
       });
     } catch (e) {
-      await this.fail(record, e);
       await rm(work, { recursive: true, force: true });
+      await this.fail(record, e);
       if (e instanceof ImageImportError && e.code === 'image_too_large') throw new ApiError('payload_too_large', e.message);
       throw e;
     }
@@ -216,19 +216,24 @@ export class ImageService implements ImageEvents {
     return dir;
   }
 
-  /** start runs the import in the background (queued behind maxConcurrentImports); its outcome is the record's state. */
+  /** start runs the import in the background (queued behind maxConcurrentImports); its outcome is the record's state,
+   *  recorded once the staging directory is gone. */
   private start(record: ImageRecord, open: (work: string) => Promise<{ skopeo: Skopeo; source: ImageSource }>, givenWork?: string): void {
     const task = this.queue
       .run(async () => {
         const work = givenWork ?? (await this.workDir(record.id));
+        let stored: ImageManifest | null = null;
+        let failure: unknown = null;
         try {
           const { skopeo, source } = await open(work);
-          await this.transfer(record, skopeo, source, join(work, 'layout'));
+          stored = await this.transfer(record, skopeo, source, join(work, 'layout'));
         } catch (e) {
-          await this.fail(record, e);
+          failure = e;
         } finally {
           await rm(work, { recursive: true, force: true });
         }
+        if (failure !== null || !stored) await this.fail(record, failure);
+        else await this.handToAgents(record, stored);
       })
       .catch((e: Error) => this.log('image import crashed', { id: record.id, error: e.message }))
       .finally(() => this.inFlight.delete(record.id));
@@ -236,7 +241,7 @@ export class ImageService implements ImageEvents {
   }
 
   /** transfer copies the source into the staging layout (recording progress), checks it and admits its blobs. */
-  private async transfer(record: ImageRecord, skopeo: Skopeo, source: ImageSource, layout: string): Promise<void> {
+  private async transfer(record: ImageRecord, skopeo: Skopeo, source: ImageSource, layout: string): Promise<ImageManifest> {
     const poll = setInterval(() => {
       void dirBytes(layout).then((n) => this.store.updateImage(record.id, { bytesDone: n, updatedAt: now() }));
     }, PROGRESS_POLL_MS);
@@ -254,16 +259,22 @@ export class ImageService implements ImageEvents {
     }
     // Recorded before the blobs move in, so a concurrent removal counts them as used (BlobStore serialises the two).
     const total = staged.bytes;
-    await this.store.updateImage(record.id, { digest: staged.manifest.digest, manifest: staged.manifest, blobs: staged.blobs.map((b) => b.digest), bytes: total, bytesDone: total, bytesTotal: total, state: 'unpacking', updatedAt: now() });
+    await this.store.updateImage(record.id, { digest: staged.manifest.digest, manifest: staged.manifest, blobs: staged.blobs.map((b) => b.digest), bytes: total, bytesDone: total, bytesTotal: total, updatedAt: now() });
     await this.blobs.admit(layout, staged.blobs);
-    const ready = (await this.store.imagesWithDigest(staged.manifest.digest)).find((r) => r.state === 'ready');
+    return staged.manifest;
+  }
+
+  /** handToAgents makes a stored image `unpacking` and asks agents to prepare it (ready at once if they have it already). */
+  private async handToAgents(record: ImageRecord, manifest: ImageManifest): Promise<void> {
+    const ready = (await this.store.imagesWithDigest(manifest.digest)).find((r) => r.state === 'ready');
     if (ready) {
       // Agents have this image already (another name or workspace imported it): nothing to unpack.
       await this.store.updateImage(record.id, { state: 'ready', unpackedBytes: ready.unpackedBytes, updatedAt: now() });
       return;
     }
-    const asked = this.agents?.prepareImage(staged.manifest, this.limits.maxUnpackedBytes) ?? [];
-    this.log('image blobs stored; agents asked to prepare it', { id: record.id, digest: staged.manifest.digest, agents: asked.length });
+    await this.store.updateImage(record.id, { state: 'unpacking', updatedAt: now() });
+    const asked = this.agents?.prepareImage(manifest, this.limits.maxUnpackedBytes) ?? [];
+    this.log('image blobs stored; agents asked to prepare it', { id: record.id, digest: manifest.digest, agents: asked.length });
   }
 
   /** fail records an import's failure and removes whatever of it reached the store. */
