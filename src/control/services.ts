@@ -9,6 +9,8 @@ import { sealJobs } from './jobs/sealed-jobs.js';
 import { OutputHub } from './jobs/output-hub.js';
 import { NetworkPolicyService } from './network/network-policy-service.js';
 import type { Store } from './store/store.js';
+import { BlobStore } from './images/blob-store.js';
+import { ImageService } from './images/image-service.js';
 import { TenancyService } from './tenancy/tenancy-service.js';
 import { Quotas } from './quotas/quotas.js';
 import { PlaneMetrics } from './metrics/plane-metrics.js';
@@ -29,6 +31,7 @@ export interface ControlServices {
   jobs: JobService;
   quotas: Quotas;
   metrics: PlaneMetrics;
+  images: ImageService;
 }
 
 /** ServicesInput: the store, the configuration, the unwrapped KEK and where objects live. */
@@ -37,11 +40,15 @@ export interface ServicesInput {
   config: Config;
   kek: Buffer;
   objectsDir: string;
+  /** imagesDir is the image store's root (config images.dir, else <data dir>/images). */
+  imagesDir: string;
+  /** defaultImageSource is the OCI layout the default image comes from (config images.defaultSource, else <repo>/build/images/base). */
+  defaultImageSource: string;
   log?: (msg: string, extra?: object) => void;
 }
 
 /** createServices builds every service. */
-export function createServices({ store: plainStore, config, kek, objectsDir, log }: ServicesInput): ControlServices {
+export function createServices({ store: plainStore, config, kek, objectsDir, imagesDir, defaultImageSource, log }: ServicesInput): ControlServices {
   const l = config.limits;
   const keyring = new Keyring(plainStore, kek);
   // Every service sees jobs through the sealing layer: their tenant data is encrypted at rest.
@@ -56,8 +63,26 @@ export function createServices({ store: plainStore, config, kek, objectsDir, log
   const hub = new OutputHub();
   hub.onEnd((job) => metrics.onJobEnded(job));
   const quotas = new Quotas(config.quotas);
-  const jobs = new JobService(store, hub, quotas, { cpu: l.defaultCpu, memoryMiB: l.defaultMemoryMiB, timeoutSeconds: l.defaultTimeoutSeconds, diskMiB: l.defaultDiskMiB, outputLimitBytes: l.maxOutputMiB * 1024 * 1024 }, network, tokens, audit);
+  const i = config.images;
+  const images = new ImageService(
+    store,
+    new BlobStore(imagesDir),
+    quotas,
+    audit,
+    {
+      maxUnpackedBytes: i.maxUnpackedMiB * 1024 * 1024,
+      maxArchiveBytes: i.maxArchiveMiB * 1024 * 1024,
+      maxConcurrentImports: i.maxConcurrentImports,
+      importTimeoutMs: i.importTimeoutSeconds * 1000,
+      maxLayers: i.maxLayers,
+      maxConfigBytes: i.maxConfigBytes,
+      defaultImage: i.default,
+      defaultSource: defaultImageSource,
+    },
+    log,
+  );
+  const jobs = new JobService(store, hub, quotas, { cpu: l.defaultCpu, memoryMiB: l.defaultMemoryMiB, timeoutSeconds: l.defaultTimeoutSeconds, diskMiB: l.defaultDiskMiB, outputLimitBytes: l.maxOutputMiB * 1024 * 1024 }, network, tokens, audit, images);
   const tenancy = new TenancyService(store, { maxCpu: l.maxCpu, maxMemoryMiB: l.maxMemoryMiB, maxTimeoutSeconds: l.maxTimeoutSeconds, maxDiskMiB: l.maxDiskMiB }, audit, denials);
   const objects = new ObjectStore(store, keyring, objectsDir, config.data.maxObjectMiB * 1024 * 1024, quotas);
-  return { store, hub, audit, denials, tenancy, network, tokens, objects, jobs, quotas, metrics };
+  return { store, hub, audit, denials, tenancy, network, tokens, objects, jobs, quotas, images, metrics };
 }

@@ -58,6 +58,8 @@ export class TestCluster {
       network: { pool },
       agent: { pool: [{ runtime: 'runc', class: 'small', warm: 2 }, { runtime: 'runsc', class: 'small', warm: 1 }, { runtime: 'crun', class: 'small', warm: 1 }] },
       quotas: { requestsPerSecond: 100_000, requestBurst: 100_000 },
+      // Existing suites run on the host's /usr (their tools); image tests name their images or set their own default.
+      images: { default: 'host' },
     };
     writeFileSync(join(dataDir, 'config.json'), JSON.stringify(merge(base, opts.config ?? {})));
     const env: NodeJS.ProcessEnv = { ...process.env, CLEANROOM_CONFIG: join(dataDir, 'client.json'), CLEANROOM_DATA_DIR: dataDir };
@@ -246,7 +248,7 @@ export async function processesMentioning(dir: string, timeoutMs: number): Promi
 }
 
 /** unusedPool picks one of 10.200-249.0.0/16 in which no interface of this host has an address (other clusters run here too). */
-function unusedPool(): string {
+export function unusedPool(): string {
   const used = new Set(
     Object.values(networkInterfaces())
       .flat()

@@ -11,6 +11,7 @@ import { callerOf, RouteTable } from './route-table.js';
 import { registerAuditRoutes } from './routes/audit.js';
 import { registerConsoleRoutes } from './routes/console.js';
 import { registerDataRoutes } from './routes/data.js';
+import { registerImageRoutes } from './routes/images.js';
 import { registerJobRoutes } from './routes/jobs.js';
 import { registerNetworkRoutes } from './routes/network.js';
 import { registerSystemRoutes } from './routes/system.js';
@@ -43,6 +44,7 @@ export function buildApiServer(d: ApiServerDeps): { app: FastifyInstance; routes
   registerAuditRoutes(routes, s.audit, s.tenancy);
   registerTokenRoutes(routes, s.tokens);
   registerDataRoutes(app, routes, s.objects, s.denials, edge);
+  registerImageRoutes(app, routes, s.images, edge);
   registerConsoleRoutes(routes);
   return { app, routes };
 }

@@ -4,12 +4,17 @@ import { ApiError } from '../../shared/errors.js';
 import type { JobEnd, JobSpec, WipeReceipt, WorkloadCredentials } from '../../shared/wire.js';
 import type { AuditLog } from '../audit/audit-log.js';
 import type { TokenService, TokenSubject } from '../tokens/token-service.js';
-import { TERMINAL_STATUSES, type Job, type OutputChunk, type Workspace } from '../model.js';
+import { TERMINAL_STATUSES, type ImageRecord, type Job, type OutputChunk, type Workspace } from '../model.js';
 import type { Store } from '../store/store.js';
 import type { NetworkPolicyService } from '../network/network-policy-service.js';
 import type { OutputHub } from './output-hub.js';
 import type { Quotas } from '../quotas/quotas.js';
 import { resolveJobRequest, type JobDefaults, type JobRequest } from './job-request.js';
+
+/** ImageResolver picks a job's image (the image service implements it): null is the host root. */
+export interface ImageResolver {
+  forJob(ws: Workspace, ref: string | undefined): Promise<{ record: ImageRecord; ref: string } | null>;
+}
 
 /** Dispatcher places jobs on agents; the agent hub implements it. */
 export interface Dispatcher {
@@ -54,6 +59,7 @@ export class JobService {
     private readonly network: NetworkPolicyService,
     private readonly tokens: TokenService,
     private readonly audit: AuditLog,
+    private readonly images: ImageResolver | null = null,
   ) {}
 
   /** attach connects the dispatcher (the agent hub), which is built after the service. */
@@ -74,7 +80,8 @@ export class JobService {
    * quota and an agent has room, else it waits its turn. A full queue is refused (429 quota_exceeded).
    */
   async create(ws: Workspace, req: JobRequest, actor: string): Promise<Job> {
-    const r = resolveJobRequest(req, ws, this.defaults);
+    const chosen = this.images ? await this.images.forJob(ws, req.image) : null;
+    const r = resolveJobRequest(req, ws, this.defaults, chosen?.record ?? null);
     await this.restore();
     const quota = this.quotas.of(ws);
     const waiting = this.queued.get(ws.id)?.length ?? 0;
@@ -101,10 +108,12 @@ export class JobService {
       egress,
       expiredAt: null,
       outputDroppedBytes: 0,
+      image: chosen ? { digest: chosen.record.digest!, ...numericUser(chosen.record.manifest?.config.user ?? '') } : null,
+      imageRef: chosen?.ref ?? null,
     };
     await this.store.createJob(job);
     // The audit log is never shredded: nothing of the job's command or env goes into it.
-    await this.audit.record({ type: 'workload.created', actor, workspaceId: ws.id, subject: job.id, details: { runtime: job.runtime, data: job.dataGrants } });
+    await this.audit.record({ type: 'workload.created', actor, workspaceId: ws.id, subject: job.id, details: { runtime: job.runtime, data: job.dataGrants, image: job.image?.digest ?? null } });
     // The common case (room for it now) is placed in this call, so the client's created event says where it went.
     this.maxRunningOf.set(ws.id, quota.maxRunningJobs);
     if (this.hasRoom(ws.id) && !this.queued.get(ws.id)?.length && this.dispatcher?.canDispatch()) {
@@ -433,7 +442,14 @@ function subjectOf(job: Job): TokenSubject {
 /** specOf is what the agent is told about a job: no key, no tenant secret beyond the job's own env. */
 function specOf(job: Job, outputLimitBytes: number): JobSpec {
   const { id: jobId, workspaceId, command, env, cwd, cpu, memoryBytes, timeoutSeconds, diskBytes, runtime, egress } = job;
-  return { jobId, workspaceId, command, env, cwd, cpu, memoryBytes, timeoutSeconds, diskBytes, runtime, egress, outputLimitBytes };
+  return { jobId, workspaceId, command, env, cwd, cpu, memoryBytes, timeoutSeconds, diskBytes, runtime, egress, outputLimitBytes, image: job.image ?? null };
+}
+
+/** numericUser reads an image's User when it is numeric ("uid" or "uid:gid"); names are the agent's to resolve (null). */
+function numericUser(user: string): { uid: number | null; gid: number | null } {
+  const m = /^(\d{1,5})(?::(\d{1,5}))?$/.exec(user);
+  const id = (s: string | undefined) => (s !== undefined && Number(s) < 65536 ? Number(s) : null);
+  return m ? { uid: id(m[1]), gid: id(m[2]) } : { uid: null, gid: null };
 }
 
 function prefixed(p: string, t: Record<string, number>): Record<string, number> {
