@@ -8,6 +8,7 @@ import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { REPO_ROOT } from '../test/support/cluster.js';
+import { prepareCrunHost } from '../src/agent/runtime/crun-host.js';
 import { BareBundles, bareRate, forkExec, LAUNCH, Podman, type ProcessTiming } from './baselines.js';
 import { renderChart } from './chart.js';
 import { Clusters, type PoolTarget } from './clusters.js';
@@ -103,6 +104,9 @@ async function main(): Promise<number> {
   const load0 = round(loadavg()[0] ?? Number.NaN);
   if (load0 > 1) log(`warning: the host is not idle (1-minute load ${load0}); other activity will be in the figures`);
 
+  // As an agent does at start: crun (bare and in cells) needs the hybrid cgroup layout's v2 hierarchy empty.
+  const crun = await prepareCrunHost();
+  if (!crun.ok) throw new Error(`crun cannot run here: ${crun.reason}`);
   const clusters = new Clusters(log);
   log('baselines: host fork+exec, bare runc run, bare runsc run (no cluster running)');
   const fork = await repeat(plan.forkExec, 3, forkExec);
