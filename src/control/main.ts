@@ -24,6 +24,9 @@ async function main(): Promise<void> {
   const tls = { ca: readFileSync(paths.pki.caCert, 'utf8'), cert: readFileSync(paths.pki.serverCert, 'utf8'), key: readFileSync(paths.pki.serverKey, 'utf8') };
   const agents = new AgentHub(tls, services.jobs, services.network, config.control.agentGraceMs, log);
   services.jobs.attach(agents);
+  services.connectAgents(agents);
+  await services.sandboxes.restore();
+  services.sandboxes.start();
   const timeouts = config.control.timeouts;
   const { app } = buildApiServer({ tls, timeouts, services, agents, log });
   const data = buildDataServer({ tls, timeouts, services, agents, log }).app;

@@ -6,7 +6,7 @@ import type { ControlServices } from '../services.js';
 import type { ListenerTimeouts } from '../../shared/config.js';
 import { createAuthenticator } from '../auth/authenticator.js';
 import { ListenerEdge } from './listener.js';
-import { RouteTable } from './route-table.js';
+import { RouteTable, type Authenticator } from './route-table.js';
 import { registerAuditRoutes } from './routes/audit.js';
 import { registerDataRoutes } from './routes/data.js';
 import { registerJobRoutes } from './routes/jobs.js';
@@ -14,6 +14,10 @@ import { registerNetworkRoutes } from './routes/network.js';
 import { registerSystemRoutes } from './routes/system.js';
 import { registerTenancyRoutes } from './routes/tenancy.js';
 import { registerTokenRoutes } from './routes/tokens.js';
+import { registerSandboxRoutes } from './routes/sandboxes.js';
+import { registerSandboxProcessRoutes } from './routes/sandbox-processes.js';
+import { registerSandboxFileRoutes } from './routes/sandbox-files.js';
+import { registerSandboxSocketRoute } from './routes/sandbox-socket.js';
 
 /** ApiServerDeps are the services the routes call. */
 export interface ApiServerDeps {
@@ -32,7 +36,7 @@ const BODY_LIMIT_BYTES = 1024 * 1024;
 
 /** buildApiServer creates the user-facing app with every route registered. */
 export function buildApiServer(d: ApiServerDeps): { app: FastifyInstance; routes: RouteTable } {
-  const { app, routes, edge } = baseServer(d);
+  const { app, routes, edge, authenticate } = baseServer(d);
   const s = d.services;
   registerSystemRoutes(routes, d.agents);
   registerTenancyRoutes(routes, s.tenancy);
@@ -41,6 +45,10 @@ export function buildApiServer(d: ApiServerDeps): { app: FastifyInstance; routes
   registerAuditRoutes(routes, s.audit, s.tenancy);
   registerTokenRoutes(routes, s.tokens);
   registerDataRoutes(app, routes, s.objects, s.denials, edge);
+  registerSandboxRoutes(routes, s.sandboxes);
+  registerSandboxProcessRoutes(routes, s.sandboxes, s.processes, s.quotas);
+  registerSandboxFileRoutes(app, routes, s.sandboxes, s.files, edge);
+  registerSandboxSocketRoute(routes, app.server, authenticate, s.sandboxes, s.processes, s.quotas);
   return { app, routes };
 }
 
@@ -52,7 +60,7 @@ export function buildDataServer(d: ApiServerDeps): { app: FastifyInstance; route
   return { app, routes };
 }
 
-function baseServer(d: ApiServerDeps): { app: FastifyInstance; routes: RouteTable; edge: ListenerEdge } {
+function baseServer(d: ApiServerDeps): { app: FastifyInstance; routes: RouteTable; edge: ListenerEdge; authenticate: Authenticator } {
   const edge = new ListenerEdge(d.timeouts);
   const app = Fastify({
     ...edge.options(d.tls),
@@ -96,7 +104,7 @@ function baseServer(d: ApiServerDeps): { app: FastifyInstance; routes: RouteTabl
     s.quotas.takeRequest(principal.workspace);
     return principal;
   };
-  return { app, routes: new RouteTable(app, limited), edge };
+  return { app, routes: new RouteTable(app, limited), edge, authenticate: limited };
 }
 
 function toErrorBody(err: unknown): ErrorBody {
