@@ -120,6 +120,19 @@ export class Agent {
       case 'pool.get':
         this.channel.send({ type: 'pool.status', requestId: m.requestId, pool: clipErrors(this.pool.status()), volumes: this.pool.volumeCounts() });
         return;
+      case 'sandbox.timeout':
+      case 'proc.start':
+      case 'proc.stdin':
+      case 'proc.signal':
+      case 'proc.resize':
+      case 'proc.attach':
+      case 'proc.detach':
+      case 'proc.ack':
+      case 'proc.list':
+      case 'file.op':
+      case 'file.data':
+      case 'file.ack':
+        return; // sandboxes: not yet
       default:
         assertNever(m);
     }

@@ -190,6 +190,17 @@ export class AgentHub implements Dispatcher {
         if (asked?.agentId === agentId) asked.answer({ pool: msg.pool, volumes: msg.volumes });
         return;
       }
+      case 'proc.started':
+      case 'proc.start.failed':
+      case 'proc.output':
+      case 'proc.exited':
+      case 'proc.stdin.ack':
+      case 'proc.error':
+      case 'proc.listed':
+      case 'file.data':
+      case 'file.ack':
+      case 'file.result':
+        return; // sandboxes: the control plane's side comes with h-sbx-control
       default:
         assertNever(msg);
     }

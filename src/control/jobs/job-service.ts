@@ -425,7 +425,7 @@ function subjectOf(job: Job): TokenSubject {
 /** specOf is what the agent is told about a job: no key, no tenant secret beyond the job's own env. */
 function specOf(job: Job, outputLimitBytes: number): JobSpec {
   const { id: jobId, workspaceId, command, env, cwd, cpu, memoryBytes, timeoutSeconds, diskBytes, runtime, egress } = job;
-  return { jobId, workspaceId, command, env, cwd, cpu, memoryBytes, timeoutSeconds, diskBytes, runtime, egress, outputLimitBytes };
+  return { jobId, workspaceId, command, env, cwd, cpu, memoryBytes, timeoutSeconds, diskBytes, runtime, egress, outputLimitBytes, mode: 'job' };
 }
 
 function prefixed(p: string, t: Record<string, number>): Record<string, number> {
