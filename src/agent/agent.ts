@@ -120,10 +120,21 @@ export class Agent {
       case 'pool.get':
         this.channel.send({ type: 'pool.status', requestId: m.requestId, pool: clipErrors(this.pool.status()), volumes: this.pool.volumeCounts() });
         return;
+      case 'sandbox.timeout':
+      case 'proc.start':
+      case 'proc.stdin':
+      case 'proc.signal':
+      case 'proc.resize':
+      case 'proc.attach':
+      case 'proc.detach':
+      case 'proc.ack':
+      case 'proc.list':
+      case 'file.op':
+      case 'file.data':
+      case 'file.ack':
+        return; // sandboxes: not yet
       default:
-        // Sandbox messages: served by H3's side (branch h-sbx-agent); until it is merged this agent ignores them.
-        if (m.type.startsWith('proc.') || m.type.startsWith('file.') || m.type === 'sandbox.timeout') return;
-        assertNever(m as never);
+        assertNever(m);
     }
   }
 
