@@ -32,6 +32,7 @@ want openssl openssl
 want ps procps
 want sysctl procps
 want useradd passwd
+want tmux tmux  # drives `cleanroom sandbox shell` in a real terminal in the tests
 if [ -n "$missing" ]; then
   echo "installing Debian packages:$missing"
   apt-get update -qq

@@ -11,6 +11,7 @@ import { registerKeys } from './commands/keys.js';
 import { registerDoctor } from './commands/doctor.js';
 import { registerData } from './commands/data.js';
 import { registerAudit } from './commands/audit.js';
+import { registerSandbox } from './commands/sandbox.js';
 import { reportError } from './context.js';
 
 const program = new Command('cleanroom')
@@ -28,6 +29,7 @@ registerKeys(program);
 registerDoctor(program);
 registerData(program);
 registerAudit(program);
+registerSandbox(program);
 
 try {
   await program.parseAsync(process.argv);
