@@ -7,6 +7,8 @@ import type { CellPool } from './cells/pool.js';
 import type { ReceiptSpool } from './reconcile/receipt-spool.js';
 import type { WipeReceipt } from '../shared/wire.js';
 import { pickSizeClass, sizeClassesFromConfig, type SizeClass } from './cells/size-class.js';
+import { SandboxSession, type SandboxRequest } from './sandbox/sandbox-session.js';
+import { refuseSandboxRequest } from './sandbox/refusals.js';
 
 /** Logger is the small logging surface the agent needs. */
 export type Logger = (msg: string, extra?: object) => void;
@@ -20,6 +22,8 @@ const FINAL_REPORTS_KEPT = 1000;
 /** Agent wires the pool to the control channel. */
 export class Agent {
   private readonly running = new Map<string, Cell>();
+  /** The sessions of running sandboxes (a subset of running). */
+  private readonly sandboxes = new Map<string, SandboxSession>();
   /** Jobs between their assign message and their cell being handed the job. */
   private readonly starting = new Set<string>();
   /**
@@ -121,6 +125,8 @@ export class Agent {
         this.channel.send({ type: 'pool.status', requestId: m.requestId, pool: clipErrors(this.pool.status()), volumes: this.pool.volumeCounts() });
         return;
       case 'sandbox.timeout':
+        if (this.sandboxes.has(m.jobId)) this.running.get(m.jobId)?.resetDeadline(m.timeoutSeconds);
+        return;
       case 'proc.start':
       case 'proc.stdin':
       case 'proc.signal':
@@ -132,10 +138,17 @@ export class Agent {
       case 'file.op':
       case 'file.data':
       case 'file.ack':
-        return; // sandboxes: not yet
+        return this.onSandboxRequest(m);
       default:
         assertNever(m);
     }
+  }
+
+  private onSandboxRequest(m: SandboxRequest): void {
+    const session = this.sandboxes.get(m.jobId);
+    if (session) return session.handle(m);
+    const refusal = refuseSandboxRequest(m);
+    if (refusal) this.channel.send(refusal);
   }
 
   private async assign(job: JobSpec, credentials: WorkloadCredentials): Promise<void> {
@@ -165,8 +178,17 @@ export class Agent {
     this.unwiped++;
     let forwarded = 0;
     let dropped = 0;
+    const session =
+      job.mode === 'sandbox'
+        ? new SandboxSession(job.jobId, () => cell.workloadEnv, {
+            toInit: (bytes) => cell.sendToSandbox(bytes),
+            toControl: (msg) => this.channel.send(msg),
+            congested: () => this.channel.congested(),
+          })
+        : null;
     try {
       await cell.assign(job, credentials, {
+        sandboxFrame: (frame) => session?.onFrame(frame),
         output: (stream, data) => {
           // Past the job's output limit, output is counted and dropped; the end says how much.
           const room = Math.max(0, job.outputLimitBytes - forwarded);
@@ -180,6 +202,8 @@ export class Agent {
           if (this.channel.congested()) this.pause(cell);
         },
         ended: (end, timings) => {
+          session?.close();
+          this.sandboxes.delete(job.jobId);
           this.paused.delete(cell);
           this.running.delete(job.jobId);
           this.recentCells.set(cell.id, job.jobId);
@@ -195,12 +219,14 @@ export class Agent {
         },
       });
     } catch (e) {
+      session?.close();
       this.running.delete(job.jobId);
       this.unwiped--;
       await cell.wipe().catch(() => {});
       this.pool.release(cell);
       return this.fail(job, `assignment failed: ${(e as Error).message}`);
     }
+    if (session && this.running.get(job.jobId) === cell) this.sandboxes.set(job.jobId, session);
     this.channel.send({
       type: 'job.started',
       jobId: job.jobId,
