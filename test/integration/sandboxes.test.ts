@@ -5,6 +5,9 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { Readable } from 'node:stream';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { request as httpsRequest } from 'node:https';
 import { CleanroomClient, CleanroomError } from '../../src/sdk/client.js';
 import { Sandbox } from '../../src/sdk/sandbox.js';
 import { CLI, TestCluster } from '../support/cluster.js';
@@ -130,13 +133,55 @@ test('files: 1 MiB and 50 MB round trips, list, stat, mkdir, rename, remove; a f
   await sb.kill();
 });
 
-test('a process writing faster than its client reads is slowed, not buffered by the control plane', async () => {
+test('a process writing faster than its client reads is slowed by backpressure, not buffered by the control plane', async () => {
   const sb = await Sandbox.create({}, client);
-  const p = await sb.start(['sh', '-c', 'head -c 200000000 /dev/zero']);
-  await new Promise((r) => setTimeout(r, 3000)); // nobody reads: the agent's ring takes the newest MiB, the pipe blocks
-  const rss = Number((await run('ps', ['-o', 'rss=', '-C', 'node'])).stdout.split('\n').filter(Boolean).map(Number).reduce((a, b) => Math.max(a, b), 0));
-  assert.ok(rss < 1024 * 1024, `a node process grew to ${rss} KiB`);
+  const p = await sb.start(['sh', '-c', 'head -c 2000000000 /dev/zero']);
+  const controlPid = Number(readFileSync(join(cluster.dataDir, 'run', 'control.pid'), 'utf8'));
+  const rssKiB = () => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${controlPid}/status`, 'utf8'))?.[1] ?? 0);
+  const before = rssKiB();
+  // A client that attaches and then does not read: its socket fills, the control plane stops acknowledging, the agent's
+  // window closes, the supervisor stops reading the pipe, and the process blocks in write().
+  const u = new URL(sb.path(`/processes/${p.procId}/output?fromSeq=0`), cluster.url);
+  const res = await new Promise<import('node:http').IncomingMessage>((resolve, reject) => {
+    const req = httpsRequest(u, { headers: client.headers(), ca: cluster.ca }, resolve);
+    req.on('error', reject);
+    req.end();
+  });
+  res.pause();
+  await new Promise((r) => setTimeout(r, 3000));
+  const a = (await sb.processes()).find((x) => x.procId === p.procId)!;
+  await new Promise((r) => setTimeout(r, 2000));
+  const b = (await sb.processes()).find((x) => x.procId === p.procId)!;
+  assert.ok(b.running, 'the writer is still running (blocked, not finished)');
+  assert.ok(b.nextSeq - a.nextSeq < 4 * 1024 * 1024, `the writer went on: ${a.nextSeq} → ${b.nextSeq} bytes`);
+  assert.ok(b.nextSeq < 200 * 1024 * 1024, `the writer wrote ${b.nextSeq} bytes with nobody reading`);
+  const grown = rssKiB() - before;
+  assert.ok(grown < 64 * 1024, `the control plane grew by ${grown} KiB`);
+  res.destroy();
   await sb.signal(p.procId, 'SIGKILL');
+  await sb.kill();
+});
+
+test('a control-plane restart leaves the sandbox running, and the client resumes its stream where it was', async () => {
+  const sb = await Sandbox.create({}, client);
+  const p = await sb.start(['sh', '-c', 'for i in $(seq 1 60); do echo line$i; sleep 0.1; done']);
+  let text = '';
+  let killed = false;
+  const done = sb.attach(p.procId, {
+    onStdout: (d) => {
+      text += d.toString();
+      if (!killed && text.includes('line5\n')) {
+        killed = true;
+        process.kill(Number(readFileSync(join(cluster.dataDir, 'run', 'control.pid'), 'utf8')), 'SIGKILL');
+        void run(process.execPath, [CLI, 'up', '--detach', '--data-dir', cluster.dataDir], { env: cluster.env, timeout: 120_000 });
+      }
+    },
+  }, 0, 30);
+  const exit = await done;
+  assert.ok(killed);
+  assert.equal(exit.exitCode, 0);
+  assert.equal(text, Array.from({ length: 60 }, (_, i) => `line${i + 1}\n`).join(''));
+  assert.equal((await sb.refresh()).state, 'running');
   await sb.kill();
 });
 

@@ -95,7 +95,8 @@ export class FileRelay {
     this.send(sb, opId, { type: 'file.op', jobId: sb.job.id, opId, op: 'write', path });
     let offset = 0;
     try {
-      for await (const chunk of body as AsyncIterable<Buffer>) {
+      // Not destroyed when the write fails: the route still answers on this request (and the listener discards the rest).
+      for await (const chunk of body.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>) {
         for (let i = 0; i < chunk.length; i += FILE_PIECE_BYTES) {
           const piece = chunk.subarray(i, i + FILE_PIECE_BYTES);
           await this.room(op, offset + piece.length);

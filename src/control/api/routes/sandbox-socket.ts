@@ -38,7 +38,7 @@ export function registerSandboxSocketRoute(t: RouteTable, server: Server, authen
     summary: "A process's output and input over a WebSocket (send Upgrade: websocket); fromSeq resumes the output",
     auth: 'key',
     query: z.object({ fromSeq: z.coerce.number().int().min(0).optional() }).strict(),
-    response: { contentType: 'application/json', description: '101 Switching Protocols to a WebSocket of JSON frames (see the README); without Upgrade: 426' },
+    response: { contentType: 'application/json', description: '101 Switching Protocols to a WebSocket of JSON frames (see the README); a plain GET without Upgrade is refused with 409 conflict' },
     errors: ['not_found', 'sandbox_not_running', 'conflict'],
     handler: async () => {
       throw new ApiError('conflict', 'this is a WebSocket endpoint: connect with Upgrade: websocket');
