@@ -15,7 +15,7 @@
  *   "CRD1" write data: id data           "CRE1" end of write data: id
  *   "CRG1" read credit: id bytes (init forwards at most the granted bytes of a read)
  * Frames (init -> agent, fd 1): type(u8) len(u32) data
- *   'R' ready; 'P' started: id pid; 'F' start failed: id errno stage(0 exec, 1 cwd, 2 identity, 3 resources)
+ *   'R' ready; 'P' started: id pid; 'F' start failed: id errno stage(0 exec, 1 cwd, 2 identity, 3 resources, 4 open tty, 5 controlling tty)
  *   'O' output: id stream(u8: 1 stdout, 2 stderr, 3 pty) bytes (at most IO_CHUNK)
  *   'X' exited: id kind(0 code, 1 signal) value — after the process's output up to its exit has been sent
  *   'W' stdin taken: id bytes closed(1: the process's stdin is gone; pending bytes were dropped)
@@ -139,7 +139,10 @@ static void start_proc(const char *p, uint32_t len) {
     master = open("/dev/pts/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
     if (master < 0) master = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
     int unlock = 0;
-    ok = master >= 0 && ioctl(master, TIOCSPTLCK, &unlock) == 0 && ptsname_r(master, slave_name, sizeof slave_name) == 0;
+    unsigned ptn = 0;
+    /* TIOCGPTN, not ptsname_r: glibc's checks the device numbers, which gVisor's devpts does not share. */
+    ok = master >= 0 && ioctl(master, TIOCSPTLCK, &unlock) == 0 && ioctl(master, TIOCGPTN, &ptn) == 0;
+    if (ok) snprintf(slave_name, sizeof slave_name, "/dev/pts/%u", ptn);
     if (ok) {
       struct winsize ws = {rows ? rows : 24, cols ? cols : 80, 0, 0};
       ioctl(master, TIOCSWINSZ, &ws);
@@ -162,10 +165,13 @@ static void start_proc(const char *p, uint32_t len) {
   if (child == 0) {
     set_catchable_signals(SIG_DFL);
     signal(SIGCHLD, SIG_DFL);
-    setsid();
+    if (setsid() < 0) { vfork_errno = errno; vfork_stage = 2; _exit(126); }
     if (pty) {
       int s = open(slave_name, O_RDWR);
-      if (s < 0 || ioctl(s, TIOCSCTTY, 0) != 0) { vfork_errno = errno; vfork_stage = 3; _exit(126); }
+      if (s < 0) { vfork_errno = errno; vfork_stage = 4; _exit(126); }
+      /* Opening the terminal as a session leader without O_NOCTTY already made it the controlling one (gVisor then
+         refuses TIOCSCTTY with EINVAL); elsewhere the ioctl makes sure. */
+      if (ioctl(s, TIOCSCTTY, 0) != 0 && errno != EINVAL) { vfork_errno = errno; vfork_stage = 5; _exit(126); }
       dup2(s, 0);
       dup2(s, 1);
       dup2(s, 2);
