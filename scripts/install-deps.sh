@@ -38,6 +38,7 @@ want skopeo skopeo                       # image imports: registry transport, ar
 want docker-registry docker-registry     # tests: a real registry on 127.0.0.1 (its service is never started)
 want htpasswd apache2-utils              # tests: the registry's bcrypt htpasswd file
 want /bin/busybox busybox-static         # tests (and the default image, scripts/build-base-image.ts): a static busybox
+want tmux tmux  # drives `cleanroom sandbox shell` in a real terminal in the tests
 if [ -n "$missing" ]; then
   echo "installing Debian packages:$missing"
   apt-get update -qq

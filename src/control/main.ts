@@ -29,6 +29,9 @@ async function main(): Promise<void> {
   services.metrics.watchAgents(agents);
   services.images.attach(agents);
   agents.attachImages(services.images);
+  services.connectAgents(agents);
+  await services.sandboxes.restore();
+  services.sandboxes.start();
   const timeouts = config.control.timeouts;
   const { app } = buildApiServer({ tls, timeouts, services, agents, log });
   const data = buildDataServer({ tls, timeouts, services, agents, log }).app;

@@ -16,6 +16,11 @@ import { Quotas } from './quotas/quotas.js';
 import { PlaneMetrics } from './metrics/plane-metrics.js';
 import { SigningKeys } from './tokens/signing-keys.js';
 import { CLOCK_SKEW_S, TokenService } from './tokens/token-service.js';
+import { SandboxService } from './sandboxes/sandbox-service.js';
+import { ProcessRelay } from './sandboxes/process-relay.js';
+import { FileRelay } from './sandboxes/file-relay.js';
+import type { SandboxChannel } from './sandboxes/sandbox-channel.js';
+import type { SandboxReports } from './agents/agent-hub.js';
 
 /** ControlServices are the control plane's services. */
 export interface ControlServices {
@@ -32,6 +37,11 @@ export interface ControlServices {
   quotas: Quotas;
   metrics: PlaneMetrics;
   images: ImageService;
+  sandboxes: SandboxService;
+  processes: ProcessRelay;
+  files: FileRelay;
+  /** connectAgents hands the sandbox relays the agent hub (built after the services) and takes its sandbox reports. */
+  connectAgents(hub: SandboxChannel & { attachSandboxes(s: SandboxReports): void }): void;
 }
 
 /** ServicesInput: the store, the configuration, the unwrapped KEK and where objects live. */
@@ -61,7 +71,7 @@ export function createServices({ store: plainStore, config, kek, objectsDir, ima
   const tokens = new TokenService(store, keys, audit, { ttlSeconds: config.tokens.ttlSeconds, refreshAt: config.tokens.refreshAt });
   const network = new NetworkPolicyService(store, audit, (ws) => metrics.onDenied(ws, 1));
   const hub = new OutputHub();
-  hub.onEnd((job) => metrics.onJobEnded(job));
+  hub.onLifecycle((e) => e.type === 'end' && metrics.onJobEnded(e.job));
   const quotas = new Quotas(config.quotas);
   const i = config.images;
   const images = new ImageService(
@@ -84,5 +94,29 @@ export function createServices({ store: plainStore, config, kek, objectsDir, ima
   const jobs = new JobService(store, hub, quotas, { cpu: l.defaultCpu, memoryMiB: l.defaultMemoryMiB, timeoutSeconds: l.defaultTimeoutSeconds, diskMiB: l.defaultDiskMiB, outputLimitBytes: l.maxOutputMiB * 1024 * 1024 }, network, tokens, audit, images);
   const tenancy = new TenancyService(store, { maxCpu: l.maxCpu, maxMemoryMiB: l.maxMemoryMiB, maxTimeoutSeconds: l.maxTimeoutSeconds, maxDiskMiB: l.maxDiskMiB }, audit, denials);
   const objects = new ObjectStore(store, keyring, objectsDir, config.data.maxObjectMiB * 1024 * 1024, quotas);
-  return { store, hub, audit, denials, tenancy, network, tokens, objects, jobs, quotas, images, metrics };
+  let channel: SandboxChannel | null = null;
+  const processes = new ProcessRelay(() => channel);
+  const files = new FileRelay(() => channel);
+  const jobDefaults = { cpu: l.defaultCpu, memoryMiB: l.defaultMemoryMiB, timeoutSeconds: l.defaultTimeoutSeconds, diskMiB: l.defaultDiskMiB, outputLimitBytes: l.maxOutputMiB * 1024 * 1024 };
+  const sandboxes = new SandboxService(store, jobs, hub, jobDefaults, () => channel);
+  sandboxes.busy = (sb) => processes.busy(sb);
+  hub.onLifecycle((e) => {
+    if (e.job.mode !== 'sandbox') return;
+    if (e.type === 'started') return sandboxes.touch(e.job.id);
+    const why = e.job.message ?? e.job.status;
+    processes.sandboxEnded(e.job.id, why);
+    files.sandboxEnded(e.job.id, why);
+    sandboxes.ended(e.job.id);
+  });
+  const connectAgents: ControlServices['connectAgents'] = (agentHub) => {
+    channel = agentHub;
+    agentHub.attachSandboxes({
+      onReport: (agentId, msg) => (msg.type.startsWith('proc.') ? processes.onReport(agentId, msg as Parameters<ProcessRelay['onReport']>[1]) : files.onReport(agentId, msg as Parameters<FileRelay['onReport']>[1])),
+      agentLost: (agentId) => {
+        processes.agentLost(agentId);
+        files.agentLost(agentId);
+      },
+    });
+  };
+  return { store, hub, audit, denials, tenancy, network, tokens, objects, jobs, quotas, images, metrics, sandboxes, processes, files, connectAgents };
 }

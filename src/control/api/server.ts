@@ -7,7 +7,7 @@ import type { ControlServices } from '../services.js';
 import type { ListenerTimeouts } from '../../shared/config.js';
 import { createAuthenticator } from '../auth/authenticator.js';
 import { ListenerEdge } from './listener.js';
-import { callerOf, RouteTable } from './route-table.js';
+import { callerOf, RouteTable, type Authenticator } from './route-table.js';
 import { registerAuditRoutes } from './routes/audit.js';
 import { registerConsoleRoutes } from './routes/console.js';
 import { registerDataRoutes } from './routes/data.js';
@@ -17,6 +17,10 @@ import { registerNetworkRoutes } from './routes/network.js';
 import { registerSystemRoutes } from './routes/system.js';
 import { registerTenancyRoutes } from './routes/tenancy.js';
 import { registerTokenRoutes } from './routes/tokens.js';
+import { registerSandboxRoutes } from './routes/sandboxes.js';
+import { registerSandboxProcessRoutes } from './routes/sandbox-processes.js';
+import { registerSandboxFileRoutes } from './routes/sandbox-files.js';
+import { registerSandboxSocketRoute } from './routes/sandbox-socket.js';
 
 /** ApiServerDeps are the services the routes call. */
 export interface ApiServerDeps {
@@ -35,7 +39,7 @@ const BODY_LIMIT_BYTES = 1024 * 1024;
 
 /** buildApiServer creates the user-facing app with every route registered. */
 export function buildApiServer(d: ApiServerDeps): { app: FastifyInstance; routes: RouteTable } {
-  const { app, routes, edge } = baseServer(d);
+  const { app, routes, edge, authenticate } = baseServer(d);
   const s = d.services;
   registerSystemRoutes(routes, d.agents, s.metrics);
   registerTenancyRoutes(routes, s.tenancy);
@@ -46,6 +50,10 @@ export function buildApiServer(d: ApiServerDeps): { app: FastifyInstance; routes
   registerDataRoutes(app, routes, s.objects, s.denials, edge);
   registerImageRoutes(app, routes, s.images, edge);
   registerConsoleRoutes(routes);
+  registerSandboxRoutes(routes, s.sandboxes);
+  registerSandboxProcessRoutes(routes, s.sandboxes, s.processes, s.quotas);
+  registerSandboxFileRoutes(app, routes, s.sandboxes, s.files, edge);
+  registerSandboxSocketRoute(routes, app.server, authenticate, s.sandboxes, s.processes, s.quotas);
   return { app, routes };
 }
 
@@ -57,7 +65,7 @@ export function buildDataServer(d: ApiServerDeps): { app: FastifyInstance; route
   return { app, routes };
 }
 
-function baseServer(d: ApiServerDeps): { app: FastifyInstance; routes: RouteTable; edge: ListenerEdge } {
+function baseServer(d: ApiServerDeps): { app: FastifyInstance; routes: RouteTable; edge: ListenerEdge; authenticate: Authenticator } {
   const edge = new ListenerEdge(d.timeouts);
   const app = Fastify({
     ...edge.options(d.tls),
@@ -120,7 +128,7 @@ function baseServer(d: ApiServerDeps): { app: FastifyInstance; routes: RouteTabl
     s.quotas.takeRequest(principal.workspace);
     return principal;
   };
-  return { app, routes: new RouteTable(app, limited), edge };
+  return { app, routes: new RouteTable(app, limited), edge, authenticate: limited };
 }
 
 /** idsOf keeps the path parameters that are platform ids (job, sandbox, key, workspace…), never object keys or paths. */
