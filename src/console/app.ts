@@ -9,9 +9,11 @@ import { dataPage } from './pages/data.js';
 import { jobPage, jobsPage } from './pages/jobs.js';
 import { networkPage } from './pages/network.js';
 import { poolPage } from './pages/pool.js';
+import { sandboxesPage, sandboxPage } from './pages/sandboxes.js';
 
 const ROUTES: Array<{ path: string; label: string; page: Page }> = [
   { path: 'jobs', label: 'Jobs', page: jobsPage },
+  { path: 'sandboxes', label: 'Sandboxes', page: sandboxesPage },
   { path: 'pool', label: 'Pool & agents', page: poolPage },
   { path: 'network', label: 'Network', page: networkPage },
   { path: 'data', label: 'Objects', page: dataPage },
@@ -69,7 +71,8 @@ async function route(): Promise<void> {
   );
   replace(who, `${me.workspace.name} · ${me.role} · key ${me.keyId}`);
   const [, path = 'jobs', param] = location.hash.split('/').map(decodeURIComponent);
-  const page = path === 'jobs' && param ? jobPage : (ROUTES.find((r) => r.path === path) ?? ROUTES[0]!).page;
+  const detail: Record<string, Page> = { jobs: jobPage, sandboxes: sandboxPage };
+  const page = param && detail[path] ? detail[path] : (ROUTES.find((r) => r.path === path) ?? ROUTES[0]!).page;
   for (const a of nav.querySelectorAll('a')) a.classList.toggle('active', a.getAttribute('href') === `#/${path}`);
   page(main, leave.signal, param);
 }

@@ -1,6 +1,7 @@
-// The web console in a real browser (Debian's chromium, driven by puppeteer-core): sign-in, a job and its live output,
+// The web console in a real browser (Debian's chromium, driven by puppeteer-core): sign-in, a job and its live output, a
+// sandbox's terminal,
 // an invalid policy refused inline, an object uploaded and downloaded, a key revoked, the audit chain verified, the
-// charts drawn; and workload-controlled text (argv, output, object keys, key names) rendered as text, never run.
+// charts drawn; and workload-controlled text (argv, output, object keys, key names, sandbox metadata) rendered as text.
 // Screenshots of every page are kept in artifacts/console/.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -9,6 +10,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { join } from 'node:path';
 import puppeteer, { type Browser, type Page } from 'puppeteer-core';
 import { REPO_ROOT, TestCluster } from '../support/cluster.js';
+import { Sandbox } from '../../src/sdk/sandbox.js';
 
 const CHROMIUM = '/usr/bin/chromium';
 const ARTIFACTS = join(REPO_ROOT, 'artifacts/console');
@@ -81,8 +83,8 @@ test('the page is served with a strict CSP and versioned assets', async () => {
   assert.equal(res?.status(), 200);
   const csp = res?.headers()['content-security-policy'] ?? '';
   assert.match(csp, /default-src 'none'/);
-  assert.match(csp, /script-src 'self'(;|$)/);
-  assert.doesNotMatch(csp, /unsafe-inline|unsafe-eval/);
+  assert.match(csp, /script-src 'self'(;|$)/, 'scripts only from this origin: no inline script, no eval');
+  assert.doesNotMatch(csp, /unsafe-eval/);
   assert.equal(res?.headers()['x-frame-options'], 'DENY');
   const scripts = await page.$$eval('script', (s) => s.map((x) => x.getAttribute('src')));
   assert.match(scripts[0] ?? '', /^\/console\/assets\/[0-9a-f]{16}\/app\.js$/);
@@ -126,6 +128,10 @@ test('workload-controlled text is rendered as text and never executes', async ()
   await cluster.client.putObject(key, Buffer.from('payload'));
   assert.equal((await cluster.cli(['workspaces', 'create', 'console-team'])).code, 0);
   assert.equal((await cluster.cli(['keys', 'create', '--workspace', 'console-team', '--name', XSS])).code, 0);
+  const sandbox = await Sandbox.create({ metadata: { note: XSS } }, cluster.client);
+  await page.goto(`${cluster.url}/console/#/sandboxes`);
+  await waitText('#sandboxes-table', /note=<img src=x onerror/);
+  await sandbox.kill();
 
   await page.goto(`${cluster.url}/console/#/jobs`);
   await waitText('#jobs-table', /onerror/);
@@ -142,6 +148,25 @@ test('workload-controlled text is rendered as text and never executes', async ()
   assert.equal(await xssRan(), undefined, 'a payload ran');
   assert.deepEqual(dialogs, []);
   assert.equal(await page.$$eval('img', (i) => i.length), 0, 'a payload became an element');
+});
+
+test('a sandbox created in the console opens an interactive terminal, and ends with a wipe receipt', async () => {
+  await page.goto(`${cluster.url}/console/#/sandboxes`);
+  await page.waitForSelector('#sandbox-create');
+  await page.click('#sandbox-create');
+  await page.waitForSelector('#sandbox-state');
+  await waitText('#sandbox-state', /running/, 60_000);
+  await page.waitForSelector('#terminal-open');
+  await page.click('#terminal-open');
+  await waitText('#terminal-status', /connected/);
+  await page.waitForSelector('#terminal .xterm-rows');
+  await page.focus('#terminal .xterm-helper-textarea');
+  await page.keyboard.type('echo term-$((6*7)); tty\n');
+  await waitText('#terminal .xterm-rows', /term-42.*\/dev\/pts\/\d+/s);
+  await shot('terminal');
+  await page.click('#sandbox-kill');
+  await waitText('#sandbox-state', /ended/, 30_000);
+  await waitText('#sandbox-receipt', /volumeId/, 30_000);
 });
 
 test('an invalid policy is refused inline and the old one stays', async () => {

@@ -13,9 +13,11 @@ import type { RouteTable } from '../route-table.js';
 /** REPO_ROOT from dist/src/control/api/routes. */
 const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), '../../../../..');
 
-const CSP = ["default-src 'none'", "script-src 'self'", "style-src 'self'", "connect-src 'self'", "img-src 'self' data: blob:", "base-uri 'none'", "form-action 'none'", "frame-ancestors 'none'"].join('; ');
+// Scripts only from this origin, never inline or eval'd. Styles may be inline: the terminal emulator (xterm.js) writes its
+// own <style> elements at run time, and a style cannot run code.
+const CSP = ["default-src 'none'", "script-src 'self'", "style-src 'self' 'unsafe-inline'", "connect-src 'self'", "img-src 'self' data: blob:", "base-uri 'none'", "form-action 'none'", "frame-ancestors 'none'"].join('; ');
 const SECURITY_HEADERS = { 'content-security-policy': CSP, 'x-content-type-options': 'nosniff', 'referrer-policy': 'no-referrer', 'x-frame-options': 'DENY' };
-const TYPES: Record<string, string> = { '.js': 'text/javascript; charset=utf-8', '.css': 'text/css; charset=utf-8' };
+const TYPES: Record<string, string> = { '.js': 'text/javascript; charset=utf-8', '.mjs': 'text/javascript; charset=utf-8', '.css': 'text/css; charset=utf-8' };
 
 /** ConsoleAssets are the files of one build, by path under the assets root, and the version that names them. */
 interface ConsoleAssets {
@@ -38,6 +40,11 @@ function loadAssets(): ConsoleAssets {
   walk(built);
   const css = join(REPO_ROOT, 'src/console/style.css');
   if (existsSync(css)) files.set('style.css', readFileSync(css));
+  // The terminal emulator (xterm.js), shipped with the plane: its ES module and stylesheet.
+  const xterm = join(REPO_ROOT, 'node_modules/@xterm/xterm');
+  for (const [from, to] of [['lib/xterm.mjs', 'vendor/xterm.mjs'], ['css/xterm.css', 'vendor/xterm.css']] as const) {
+    if (existsSync(join(xterm, from))) files.set(to, readFileSync(join(xterm, from)));
+  }
   const hash = createHash('sha256');
   for (const [k, v] of [...files].sort(([a], [b]) => a.localeCompare(b))) hash.update(k).update('\0').update(v);
   return { version: hash.digest('hex').slice(0, 16), files };
@@ -52,6 +59,7 @@ function page(version: string): string {
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Cleanroom</title>
 <link rel="stylesheet" href="${base}/style.css">
+<link rel="stylesheet" href="${base}/vendor/xterm.css">
 <script type="module" src="${base}/app.js"></script>
 </head>
 <body>

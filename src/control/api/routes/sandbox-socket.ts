@@ -3,6 +3,8 @@
  * {type: 'output', seq, stream, data (base64)}, one {type: 'exit', exitCode, signal, timedOut, outputSeq} or
  * {type: 'error', code, message}. Client → server: {type: 'stdin', data (base64)}, {type: 'close-stdin'},
  * {type: 'resize', cols, rows}, {type: 'signal', signal}. Closing the socket detaches; the process runs on.
+ * A browser cannot set Authorization on a WebSocket: it may offer the subprotocols `cleanroom.v1` and
+ * `cleanroom.bearer.<API key>` instead (as Kubernetes does with its bearer subprotocol); the answer selects `cleanroom.v1`.
  */
 import { ServerResponse, type IncomingMessage, type Server } from 'node:http';
 import type { Duplex } from 'node:stream';
@@ -44,13 +46,13 @@ export function registerSandboxSocketRoute(t: RouteTable, server: Server, authen
       throw new ApiError('conflict', 'this is a WebSocket endpoint: connect with Upgrade: websocket');
     },
   });
-  const wss = new WebSocketServer({ noServer: true, maxPayload: WS_MAX_MESSAGE_BYTES });
+  const wss = new WebSocketServer({ noServer: true, maxPayload: WS_MAX_MESSAGE_BYTES, handleProtocols: (offered) => (offered.has(PROTOCOL) ? PROTOCOL : false) });
   server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     const m = PATH.exec(req.url ?? '');
     if (!m || (req.headers.upgrade ?? '').toLowerCase() !== 'websocket') return servePlain(server, req, socket, head);
     void (async () => {
       try {
-        const principal = await authenticate(req.headers.authorization, 'key');
+        const principal = await authenticate(req.headers.authorization ?? bearerProtocol(req.headers['sec-websocket-protocol']), 'key');
         const fromSeq = Number(new URLSearchParams(m[3] ?? '').get('fromSeq') ?? 0);
         if (!Number.isSafeInteger(fromSeq) || fromSeq < 0) throw new ApiError('invalid_request', 'query.fromSeq: a byte offset (integer ≥ 0)');
         const sb = await sandboxes.live(principal.workspace, decodeURIComponent(m[1]!));
@@ -108,6 +110,16 @@ export function registerSandboxSocketRoute(t: RouteTable, server: Server, authen
       ws.close(1011, err.code);
     }
   }
+}
+
+/** PROTOCOL is the subprotocol a browser offers (with its key in BEARER_PREFIX…) and the server selects. */
+const PROTOCOL = 'cleanroom.v1';
+const BEARER_PREFIX = 'cleanroom.bearer.';
+
+/** bearerProtocol turns an offered `cleanroom.bearer.<key>` subprotocol into an Authorization header value. */
+function bearerProtocol(header: string | undefined): string | undefined {
+  const key = header?.split(',').map((s) => s.trim()).find((s) => s.startsWith(BEARER_PREFIX));
+  return key ? `Bearer ${key.slice(BEARER_PREFIX.length)}` : undefined;
 }
 
 function safeJson(s: string): unknown {
