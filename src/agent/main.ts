@@ -102,11 +102,11 @@ async function main(): Promise<void> {
   const imageDirsOf = imageDirs(paths, config.images);
   // Each pool runs on the host root or on an image: its own, else images.default ('host', or the default image).
   const poolImages = config.agent.pool.filter((p) => runtimes.has(p.runtime)).map((p) => ({ p, image: poolImage(p.image ?? config.images.default, config.images.default, imageDirsOf.defaultSource, log) }));
-  const targets = poolImages.filter((x) => x.image === null).map(({ p }) => ({ runtime: p.runtime, sizeClass: classes.get(p.class)!, warm: p.warm, image: null }));
+  const targets = poolImages.filter((x) => x.image === null).map(({ p }) => ({ runtime: p.runtime, sizeClass: classes.get(p.class)!, warm: p.warm, max: p.max, image: null }));
   // Pools on images start once their image is prepared (from the store's blobs, or when the control plane asks).
   const imageTargets: ImagePoolTarget[] = poolImages
     .filter((x) => x.image !== null && x.image !== 'unknown')
-    .map(({ p, image }) => ({ runtime: p.runtime, sizeClass: classes.get(p.class)!, warm: p.warm, digest: image as string }));
+    .map(({ p, image }) => ({ runtime: p.runtime, sizeClass: classes.get(p.class)!, warm: p.warm, max: p.max, digest: image as string }));
   const imageStore = new ImageStore({ root: imageDirsOf.root, platformCa: tls.ca });
   await imageStore.open();
   const pool = new CellPool(
@@ -127,6 +127,7 @@ async function main(): Promise<void> {
     log,
     config.agent.refillDelayMs,
     config.agent.maxConcurrentPrepares,
+    config.agent.poolDemandWindowSeconds * 1000,
   );
 
   const url = `wss://${config.control.host}:${config.control.agentPort}/v1/agent`;

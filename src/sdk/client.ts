@@ -190,11 +190,16 @@ export interface ApiKey {
 
 /** PoolEntry counts cells of one runtime/class on one agent. */
 export interface PoolEntry {
+  /** Warm cells the pool aims for now: demand-sized between min and max. */
   target: number;
   warm: number;
   preparing: number;
   busy: number;
   lastError: string | null;
+  min?: number;
+  max?: number;
+  /** Why the target is what it is. */
+  reason?: string;
 }
 
 /** VolumeCounts counts one agent's encrypted volumes by state. */

@@ -187,21 +187,25 @@ export const ConfigSchema = z
             { name: 'small', cpu: 1, memoryMiB: 512, pids: 256, diskMiB: 256 },
             { name: 'large', cpu: 2, memoryMiB: 2048, pids: 512, diskMiB: 1024 },
           ]),
-        /** Warm cells to keep per runtime and class. */
+        /** Warm pools per runtime, class (and image): at least `warm` cells, grown from demand up to `max` (absent: fixed). */
         pool: z
           .array(
             z.object({
               runtime: RuntimeSchema,
               class: z.string(),
               warm: z.number().int().min(0).max(500),
+              /** The most warm cells demand may grow this pool to (enough for the peak of starts within one prepare). */
+              max: z.number().int().min(0).max(1000).optional(),
               /** The image these cells run on (a digest or a public image's name); absent: images.default. */
               image: z.string().min(1).max(200).optional(),
             }),
           )
           .default([
-            { runtime: 'runc', class: 'small', warm: 2 },
-            { runtime: 'runsc', class: 'small', warm: 1 },
+            { runtime: 'runc', class: 'small', warm: 2, max: 64 },
+            { runtime: 'runsc', class: 'small', warm: 1, max: 16 },
           ]),
+        /** How far back a pool's demand counts: past it, a pool shrinks back to its minimum (surplus cells are wiped). */
+        poolDemandWindowSeconds: z.number().int().min(10).max(86_400).default(300),
         /** RLIMIT_NOFILE of every cell process. */
         nofile: z.number().int().min(64).default(1024),
         /** Pause between handing out a warm cell and preparing its replacement, so that the refill's

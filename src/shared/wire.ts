@@ -259,7 +259,17 @@ const PoolStatusSchema = z
   .record(
     // runtime/class on the host root; runtime/class@<the first 12 hex digits of the image's digest> on an image.
     z.string().regex(new RegExp(`^(${RUNTIMES.join('|')})/[a-z][a-z0-9-]{0,15}(@[0-9a-f]{12})?$`)),
-    z.strictObject({ target: Count, warm: Count, preparing: Count, busy: Count, lastError: z.string().max(MAX_POOL_ERROR_CHARS).nullable() }),
+    z.strictObject({
+      target: Count,
+      warm: Count,
+      preparing: Count,
+      busy: Count,
+      lastError: z.string().max(MAX_POOL_ERROR_CHARS).nullable(),
+      /** The pool's bounds and why its target is what it is (demand-sized between min and max). */
+      min: Count.optional(),
+      max: Count.optional(),
+      reason: z.string().max(200).optional(),
+    }),
   )
   .refine((p) => Object.keys(p).length <= 64, 'at most 64 pools');
 /** PoolStatus counts cells per pool key and state. */

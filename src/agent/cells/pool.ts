@@ -1,4 +1,7 @@
-/** CellPool keeps warm cells per (image or host root, runtime, size class) and refills them in the background. */
+/**
+ * CellPool keeps warm cells per (image or host root, runtime, size class), sized from demand between each pool's minimum
+ * and maximum (pool-demand.ts), and refills them in the background.
+ */
 import type { PoolStatus, Runtime, VolumeCounts } from '../../shared/wire.js';
 import type { CellRuntime } from '../runtime/cell-runtime.js';
 import { Cell, type CellEnvironment } from './cell.js';
@@ -6,12 +9,19 @@ import { inBackground } from '../runtime/background.js';
 import type { SizeClass } from './size-class.js';
 import type { UidRanges } from './uid-ranges.js';
 import type { PreparedImage } from '../images/image-store.js';
+import { PoolDemand, type PoolSize } from './pool-demand.js';
+
+/** RESIZE_INTERVAL_MS is how often targets are recomputed (refill when short, wipe the surplus when demand fell). */
+const RESIZE_INTERVAL_MS = 1000;
 
 /** PoolTarget is how many warm cells to keep for one root (an image, or null: the host's), runtime and class. */
 export interface PoolTarget {
   runtime: Runtime;
   sizeClass: SizeClass;
+  /** The minimum kept warm. */
   warm: number;
+  /** The most demand may grow it to (absent or ≤ warm: a fixed pool of `warm`). */
+  max?: number;
   image: PreparedImage | null;
 }
 
@@ -19,6 +29,8 @@ interface PoolEntry {
   target: PoolTarget;
   warm: Cell[];
   preparing: number;
+  demand: PoolDemand;
+  size: PoolSize;
   /** Why the last prepare failed; cleared by the next success. */
   lastError: string | null;
 }
@@ -43,14 +55,48 @@ export class CellPool {
     private readonly log: (msg: string, extra?: object) => void,
     private readonly refillDelayMs = 0,
     private readonly maxConcurrentPrepares = 4,
+    /** How far back demand counts (agent.poolDemandWindowSeconds). */
+    private readonly demandWindowMs = 300_000,
   ) {
-    for (const t of targets) this.entries.set(key(t.runtime, t.sizeClass, t.image), { target: t, warm: [], preparing: 0, lastError: null });
+    for (const t of targets) this.entries.set(key(t.runtime, t.sizeClass, t.image), this.newEntry(t));
+    this.resizer = setInterval(() => this.resize(), RESIZE_INTERVAL_MS);
+    this.resizer.unref();
+  }
+
+  private readonly resizer: NodeJS.Timeout;
+
+  private newEntry(t: PoolTarget): PoolEntry {
+    return { target: t, warm: [], preparing: 0, demand: new PoolDemand(this.demandWindowMs), size: { target: t.warm, reason: `minimum ${t.warm}` }, lastError: null };
+  }
+
+  /** sizeOf recomputes an entry's target from its demand. */
+  private sizeOf(e: PoolEntry): PoolSize {
+    e.size = e.demand.size(e.target.warm, e.target.max ?? e.target.warm, Date.now());
+    return e.size;
+  }
+
+  /** resize recomputes every target: refills what is short, wipes (never reuses) warm cells beyond a fallen target. */
+  private resize(): void {
+    if (this.closed) return;
+    let short = false;
+    for (const e of this.entries.values()) {
+      const { target } = this.sizeOf(e);
+      const warm = e.warm.filter((c) => c.state === 'warm');
+      if (warm.length + e.preparing < target) short = true;
+      if (warm.length > target) {
+        const surplus = warm.slice(0, warm.length - target); // the oldest first
+        e.warm = e.warm.filter((c) => !surplus.includes(c));
+        for (const c of surplus) void this.discard(c);
+      }
+    }
+    if (short) this.refill();
   }
 
   /** setTarget adds or changes the warm count of one pool (an image's pools appear once the image is prepared). */
   setTarget(t: PoolTarget): void {
     const e = this.entry(t.runtime, t.sizeClass, t.image);
     e.target = t;
+    this.sizeOf(e);
     this.refill();
   }
 
@@ -70,6 +116,8 @@ export class CellPool {
   /** take returns a warm cell (or prepares one now: the cold path) and schedules a refill. */
   async take(runtime: Runtime, sizeClass: SizeClass, image: PreparedImage | null = null): Promise<{ cell: Cell; cold: boolean }> {
     const entry = this.entry(runtime, sizeClass, image);
+    entry.demand.started(Date.now());
+    this.sizeOf(entry);
     let cell: Cell | undefined;
     while ((cell = entry.warm.shift())) if (cell.state === 'warm') break;
     const cold = !cell || cell.state !== 'warm';
@@ -96,13 +144,14 @@ export class CellPool {
     try {
       for (;;) {
         if (this.closed) return;
-        const short = [...this.entries.values()].find((e) => e.warm.filter((c) => c.state === 'warm').length + e.preparing < e.target.warm);
+        const short = [...this.entries.values()].find((e) => e.warm.filter((c) => c.state === 'warm').length + e.preparing < e.size.target);
         if (!short) return;
         short.preparing++;
         try {
           // A refill is background work: it yields the CPU to starts and workloads (runtime/background.ts).
           const cell = await inBackground(() => this.prepare(short.target.runtime, short.target.sizeClass, short.target.image));
           short.lastError = null;
+          if (cell.timings.prepare_ms !== undefined) short.demand.prepared(cell.timings.prepare_ms);
           if (this.closed || ![...this.entries.values()].includes(short)) await this.discard(cell);
           else short.warm.push(cell);
         } catch (e) {
@@ -157,7 +206,7 @@ export class CellPool {
     const k = key(runtime, sizeClass, image);
     let e = this.entries.get(k);
     if (!e) {
-      e = { target: { runtime, sizeClass, warm: 0, image }, warm: [], preparing: 0, lastError: null };
+      e = this.newEntry({ runtime, sizeClass, warm: 0, image });
       this.entries.set(k, e);
     }
     return e;
@@ -176,7 +225,16 @@ export class CellPool {
     const out: PoolStatus = {};
     for (const [k, e] of this.entries) {
       const busy = [...this.busy].filter((c) => key(c.runtimeName as Runtime, c.sizeClass, c.image) === k).length;
-      out[k] = { target: e.target.warm, warm: e.warm.filter((c) => c.state === 'warm').length, preparing: e.preparing, busy, lastError: e.lastError };
+      out[k] = {
+        target: e.size.target,
+        warm: e.warm.filter((c) => c.state === 'warm').length,
+        preparing: e.preparing,
+        busy,
+        lastError: e.lastError,
+        min: e.target.warm,
+        max: Math.max(e.target.warm, e.target.max ?? e.target.warm),
+        reason: e.size.reason,
+      };
     }
     return out;
   }
@@ -184,6 +242,7 @@ export class CellPool {
   /** drain stops refilling, lets prepares in flight finish, and wipes every warm cell. */
   async drain(): Promise<void> {
     this.closed = true;
+    clearInterval(this.resizer);
     while (this.inflight.size > 0 || this.refilling) {
       await Promise.allSettled([...this.inflight]);
       await new Promise((r) => setImmediate(r));

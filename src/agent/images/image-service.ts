@@ -73,6 +73,6 @@ export class ImageService {
   }
 
   private startPools(image: PreparedImage): void {
-    for (const t of this.targets) if (t.digest === image.manifest.digest) this.pool.setTarget({ runtime: t.runtime, sizeClass: t.sizeClass, warm: t.warm, image });
+    for (const t of this.targets) if (t.digest === image.manifest.digest) this.pool.setTarget({ runtime: t.runtime, sizeClass: t.sizeClass, warm: t.warm, max: t.max, image });
   }
 }

@@ -7,7 +7,7 @@ import { printTable } from './jobs.js';
 export function registerPool(program: Command): void {
   program
     .command('pool')
-    .description('show the warm pool: target, warm, preparing and busy cells')
+    .description('show the warm pool: target (sized from demand between min and max, and why), warm, preparing and busy cells')
     .option('--json', 'JSON output')
     .action(async (opts: { json?: boolean }) => {
       const client = connect();
@@ -15,9 +15,9 @@ export function registerPool(program: Command): void {
       client.close();
       if (opts.json) return printJson(p);
       const rows = Object.entries(p.agents).flatMap(([agent, entries]) =>
-        Object.entries(entries).map(([key, e]) => [agent, key, String(e.target), String(e.warm), String(e.preparing), String(e.busy)]),
+        Object.entries(entries).map(([key, e]) => [agent, key, String(e.target), `${e.min ?? '-'}..${e.max ?? '-'}`, String(e.warm), String(e.preparing), String(e.busy), e.reason ?? '']),
       );
-      printTable(['AGENT', 'POOL', 'TARGET', 'WARM', 'PREPARING', 'BUSY'], rows);
+      printTable(['AGENT', 'POOL', 'TARGET', 'MIN..MAX', 'WARM', 'PREPARING', 'BUSY', 'WHY'], rows);
       process.stdout.write('\n');
       const vols = Object.entries(p.volumes).map(([agent, v]) => [agent, String(v.warm), String(v.inUse), String(v.wiping), String(v.wiped), String(v.wipeFailed)]);
       printTable(['AGENT', 'VOLUMES WARM', 'IN USE', 'WIPING', 'WIPED', 'WIPE FAILED'], vols);

@@ -5,7 +5,7 @@ import type { Page } from '../page.js';
 import { poll } from './jobs.js';
 
 interface PoolAnswer {
-  agents: Record<string, Record<string, { target: number; warm: number; preparing: number; busy: number; lastError: string | null }>>;
+  agents: Record<string, Record<string, { target: number; warm: number; preparing: number; busy: number; lastError: string | null; min?: number; max?: number; reason?: string }>>;
   volumes: Record<string, Record<string, number>>;
 }
 
@@ -25,8 +25,8 @@ export const poolPage: Page = (root, signal) => {
             {},
             h('h3', {}, 'Agent ', h('code', {}, a)),
             table(
-              ['pool', 'warm', 'preparing', 'busy', 'target', 'last prepare failure'],
-              Object.entries(p.agents[a] ?? {}).map(([k, e]) => [k, e.warm, e.preparing, e.busy, e.target, e.lastError ? h('span', { class: 'error' }, e.lastError) : '—']),
+              ['pool', 'warm', 'preparing', 'busy', 'target', 'min..max', 'why', 'last prepare failure'],
+              Object.entries(p.agents[a] ?? {}).map(([k, e]) => [k, e.warm, e.preparing, e.busy, e.target, `${e.min ?? '–'}..${e.max ?? '–'}`, e.reason ?? '', e.lastError ? h('span', { class: 'error' }, e.lastError) : '—']),
             ),
             h('p', {}, 'Volumes: ', Object.entries(p.volumes[a] ?? {}).map(([k, n]) => `${k} ${n}`).join(' · ')),
           ),

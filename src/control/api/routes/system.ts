@@ -5,7 +5,16 @@ import type { PlaneMetrics } from '../../metrics/plane-metrics.js';
 import type { RouteTable } from '../route-table.js';
 
 const VolumeCounts = z.object({ warm: z.number(), inUse: z.number(), wiping: z.number(), wiped: z.number(), wipeFailed: z.number() });
-const PoolEntry = z.object({ target: z.number(), warm: z.number(), preparing: z.number(), busy: z.number(), lastError: z.string().nullable().describe('why the last prepare failed') });
+const PoolEntry = z.object({
+  target: z.number().describe('warm cells the pool aims for now (demand-sized between min and max)'),
+  warm: z.number(),
+  preparing: z.number(),
+  busy: z.number(),
+  lastError: z.string().nullable().describe('why the last prepare failed'),
+  min: z.number().optional(),
+  max: z.number().optional(),
+  reason: z.string().optional().describe('why the target is what it is'),
+});
 
 /** registerSystemRoutes adds health, openapi, pool and metrics. */
 export function registerSystemRoutes(t: RouteTable, agents: AgentHub, metrics: PlaneMetrics): void {
