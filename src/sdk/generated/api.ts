@@ -4331,7 +4331,12 @@ export interface operations {
                                     busy: number;
                                     /** @description why the last prepare failed */
                                     lastError: string | null;
+                                    max?: number;
+                                    min?: number;
                                     preparing: number;
+                                    /** @description why the target is what it is */
+                                    reason?: string;
+                                    /** @description warm cells the pool aims for now (demand-sized between min and max) */
                                     target: number;
                                     warm: number;
                                 };
