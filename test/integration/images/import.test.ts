@@ -45,7 +45,7 @@ before(async () => {
   registry.corruptBlob(corrupt.layers[1]!.digest);
   registry.truncateBlob(truncated.layers[1]!.digest);
   // The default image is imported at start from an OCI layout (here: busybox's) as public image base:latest.
-  cluster = await TestCluster.start({ config: { agent: { pool: [{ runtime: 'runc', class: 'small', warm: 1 }] }, images: { default: 'base', defaultSource: images.busybox.layout, maxConcurrentImports: 2 } } });
+  cluster = await TestCluster.start({ config: { agent: { pool: [{ runtime: 'runc', class: 'small', warm: 1 }] }, images: { default: 'base', defaultSource: images.busybox.layout, maxConcurrentImports: 2 }, quotas: { workspaces: { 'img-tenant': { maxImageBytesMiB: 2 } } } } });
   const ws = await cluster.client.createWorkspace({ name: 'img-tenant' });
   tenant = new CleanroomClient({ url: cluster.url, ca: cluster.ca, apiKey: (await cluster.client.createApiKey({ workspace: ws.name, name: 't' })).key });
 });
@@ -189,6 +189,9 @@ test("tenancy: another workspace's image is 404 to get, list, use and delete; pu
   const own = await tenant.importImage({ source: `docker://${registry.host}/busybox:1`, name: 'app:1', credentials: creds(), caPem: registry.caPem });
   const mine = await settled(tenant, own.id);
   assert.equal(mine.digest, images.busybox.digest);
+  // Its image quota (2 MiB here) holds busybox (1.06 MB) but not app as well (1.06 MB more).
+  const over = await tenant.importImage({ source: `docker://${registry.host}/app:1`, name: 'second:1', credentials: creds(), caPem: registry.caPem });
+  await expectFailure(tenant, over.id, 'quota_exceeded');
   assert.equal((await cluster.client.getImage('app:1')).digest, images.app.digest);
   await tenant.deleteImage('app:1');
   assert.equal((await cluster.client.getImage('app:1')).digest, images.app.digest, "the other workspace's image is untouched");
