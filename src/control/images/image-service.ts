@@ -90,7 +90,8 @@ export class ImageService implements ImageEvents {
 
   /** init prepares the store at start: staging emptied, imports a stop interrupted marked failed, orphan blobs removed. */
   async init(): Promise<void> {
-    await this.blobs.init();
+    const orphans = await this.blobs.init();
+    if (orphans > 0) this.log('images: ended the transfers of imports a stop interrupted', { processes: orphans });
     for (const r of await this.store.imagesInStates(['pulling'])) {
       await this.store.updateImage(r.id, { state: 'failed', error: { code: 'internal', message: 'the control plane stopped during the import; import it again' }, updatedAt: now() });
     }
