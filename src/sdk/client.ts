@@ -402,10 +402,15 @@ export class CleanroomClient {
 
   /** putObject streams `body` into the workspace data store under `key`. */
   putObject(key: string, body: Readable | Buffer | string, size?: number): Promise<StoredObject> {
+    return this.upload('PUT', this.objectUrl(key), 'application/octet-stream', body, size);
+  }
+
+  /** upload streams a raw body and parses the JSON answer (an API error rejects as CleanroomError). */
+  private upload<T>(method: string, url: URL, contentType: string, body: Readable | Buffer | string, size?: number): Promise<T> {
     return new Promise((resolve, reject) => {
-      const headers: Record<string, string> = { ...this.headers(), 'content-type': 'application/octet-stream' };
+      const headers: Record<string, string> = { ...this.headers(), 'content-type': contentType };
       if (size !== undefined) headers['content-length'] = String(size);
-      const req = request(this.objectUrl(key), { method: 'PUT', agent: this.agent, headers }, (res) => {
+      const req = request(url, { method, agent: this.agent, headers }, (res) => {
         let text = '';
         res.setEncoding('utf8');
         res.on('data', (d: string) => (text += d));
@@ -413,7 +418,7 @@ export class CleanroomClient {
           try {
             const parsed: unknown = JSON.parse(text);
             if ((res.statusCode ?? 500) >= 400) reject(toError(res.statusCode ?? 500, parsed));
-            else resolve(parsed as StoredObject);
+            else resolve(parsed as T);
           } catch {
             reject(new CleanroomError('http_error', res.statusCode ?? 0, text));
           }
@@ -472,30 +477,7 @@ export class CleanroomClient {
   /** importImageArchive uploads a tarball (docker save, an OCI archive, or a tar of an OCI layout) and starts its import. */
   importImageArchive(name: string, body: Readable | Buffer, opts: { size?: number; public?: boolean } = {}): Promise<Image> {
     const q = new URLSearchParams({ name, ...(opts.public ? { public: 'true' } : {}) });
-    return new Promise((resolve, reject) => {
-      const headers: Record<string, string> = { ...this.headers(), 'content-type': 'application/x-tar' };
-      if (opts.size !== undefined) headers['content-length'] = String(opts.size);
-      const req = request(new URL(`/v1/images/archive?${q}`, this.base), { method: 'POST', agent: this.agent, headers }, (res) => {
-        let text = '';
-        res.setEncoding('utf8');
-        res.on('data', (d: string) => (text += d));
-        res.on('end', () => {
-          try {
-            const parsed: unknown = JSON.parse(text);
-            if ((res.statusCode ?? 500) >= 400) reject(toError(res.statusCode ?? 500, parsed));
-            else resolve(parsed as Image);
-          } catch {
-            reject(new CleanroomError('http_error', res.statusCode ?? 0, text));
-          }
-        });
-      });
-      req.on('error', reject);
-      if (Buffer.isBuffer(body)) req.end(body);
-      else {
-        body.on('error', (e) => req.destroy(e));
-        body.pipe(req);
-      }
-    });
+    return this.upload('POST', new URL(`/v1/images/archive?${q}`, this.base), 'application/x-tar', body, opts.size);
   }
 
   /** listImages lists the workspace's images and the public ones. */

@@ -54,6 +54,7 @@ export function registerUp(program: Command): void {
       const exited = watchExits(children);
       try {
         await waitReady(client, exited, apiKey !== null);
+        if (apiKey !== null && config.images.default !== 'host') await waitDefaultImage(client, config.images.default);
       } catch (e) {
         await stopAll(paths);
         // A process that refuses to start says why on its last stderr line (e.g. no encrypted storage on this host).
@@ -138,6 +139,32 @@ async function waitReady(client: CleanroomClient, exited: Promise<ProcessName>, 
     await new Promise((r) => setTimeout(r, 150));
   }
   warm.done('ready');
+}
+
+/** DEFAULT_IMAGE_WAIT_MS bounds the wait for the default image (imported from its layout at start, then unpacked). */
+const DEFAULT_IMAGE_WAIT_MS = 120_000;
+
+/** waitDefaultImage waits until the default image is ready, so that the first job can run on it; says why if it cannot be. */
+async function waitDefaultImage(client: CleanroomClient, name: string): Promise<void> {
+  const p = new Progress(`default image ${name}`);
+  const deadline = Date.now() + DEFAULT_IMAGE_WAIT_MS;
+  for (;;) {
+    let image;
+    try {
+      image = await client.getImage(name);
+    } catch (e) {
+      if ((e as { code?: string }).code === 'image_not_found') {
+        p.done(`absent: jobs must name an image (the control plane log says why; build it with scripts/install-deps.sh)`);
+        return;
+      }
+      throw e;
+    }
+    if (image.state === 'ready') return p.done(`ready (${image.digest ?? ''})`);
+    if (image.state === 'failed') return p.done(`failed: ${image.error?.code ?? '?'}: ${image.error?.message ?? ''}`);
+    if (Date.now() > deadline) return p.done(`still ${image.state}; jobs that name no image wait for it`);
+    p.update(image.state);
+    await new Promise((r) => setTimeout(r, 150));
+  }
 }
 
 function requireBinary(name: string): void {

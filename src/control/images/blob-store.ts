@@ -6,10 +6,11 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { chmod, mkdir, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
+import { chmod, mkdir, readdir, readFile, rename, rm, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { digestHex, imagePaths } from '../../shared/images/format.js';
 import { ImageImportError } from './image-error.js';
+import { SKOPEO_PID_FILE } from './skopeo.js';
 import type { StagedBlob } from './staged-image.js';
 
 /** BlobStore keeps verified blobs under the image store's root. */
@@ -24,12 +25,16 @@ export class BlobStore {
     this.tmpDir = join(root, 'tmp');
   }
 
-  /** init creates the directories and removes what imports interrupted by a crash left in staging. */
-  async init(): Promise<void> {
+  /** init creates the directories and removes what imports interrupted by a crash left in staging: their skopeo
+   *  processes (still writing there after the control plane died) first, then the directories. Returns the processes ended. */
+  async init(): Promise<number> {
     await mkdir(this.blobsDir, { recursive: true, mode: 0o755 });
     await chmod(this.root, 0o755);
-    await rm(this.tmpDir, { recursive: true, force: true });
-    await mkdir(this.tmpDir, { mode: 0o700 });
+    const ended = await endOrphans(this.tmpDir);
+    // What cannot be removed (not ours) stays, and does not stop the control plane from starting.
+    await rm(this.tmpDir, { recursive: true, force: true }).catch(() => {});
+    await mkdir(this.tmpDir, { recursive: true, mode: 0o700 });
+    return ended;
   }
 
   /** pathOf is where a blob lives. */
@@ -114,6 +119,27 @@ async function verify(path: string, b: StagedBlob): Promise<void> {
   const got = `sha256:${hash.digest('hex')}`;
   if (size !== b.size) throw new ImageImportError('image_digest_mismatch', `blob ${b.digest} is ${size} bytes; its descriptor says ${b.size} (truncated or corrupt)`);
   if (got !== b.digest) throw new ImageImportError('image_digest_mismatch', `blob ${b.digest} hashes to ${got}: corrupt`);
+}
+
+/** endOrphans SIGKILLs the skopeo of each staging directory whose pid file names a live process working in it. */
+async function endOrphans(tmpDir: string): Promise<number> {
+  let ended = 0;
+  for (const d of await readdir(tmpDir).catch(() => [] as string[])) {
+    const dir = join(tmpDir, d);
+    const pid = Number(await readFile(join(dir, SKOPEO_PID_FILE), 'utf8').catch(() => 'NaN'));
+    if (!Number.isSafeInteger(pid) || pid <= 1) continue;
+    // Only a process whose command line names this directory: the pid may have been reused since.
+    const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+    if (!cmdline.includes(dir)) continue;
+    try {
+      process.kill(pid, 'SIGKILL');
+      ended++;
+    } catch {
+      /* gone meanwhile */
+    }
+    for (let i = 0; i < 100 && (await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '')) !== ''; i++) await new Promise((r) => setTimeout(r, 20));
+  }
+  return ended;
 }
 
 async function exists(path: string): Promise<boolean> {

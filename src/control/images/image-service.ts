@@ -90,7 +90,8 @@ export class ImageService implements ImageEvents {
 
   /** init prepares the store at start: staging emptied, imports a stop interrupted marked failed, orphan blobs removed. */
   async init(): Promise<void> {
-    await this.blobs.init();
+    const orphans = await this.blobs.init();
+    if (orphans > 0) this.log('images: ended the transfers of imports a stop interrupted', { processes: orphans });
     for (const r of await this.store.imagesInStates(['pulling'])) {
       await this.store.updateImage(r.id, { state: 'failed', error: { code: 'internal', message: 'the control plane stopped during the import; import it again' }, updatedAt: now() });
     }
@@ -107,9 +108,15 @@ export class ImageService implements ImageEvents {
     const record = await this.begin(p, name, source, req.public === true, actor);
     this.start(record, async (work) => {
       const skopeo = new Skopeo(work, this.limits.importTimeoutMs, source.registry, { credentials: req.credentials, caPem: req.caPem } satisfies SkopeoAccess);
-      const info = await skopeo.inspect(source);
-      if (info.architecture !== 'amd64' || info.os !== 'linux') throw new ImageImportError('image_platform_mismatch', `the image is for ${info.os || '?'}/${info.architecture || '?'}; only linux/amd64 runs here`);
-      if (info.layerBytes !== null) await this.store.updateImage(record.id, { bytesTotal: info.layerBytes, updatedAt: now() });
+      // The layers' total, for progress, is asked beside the copy rather than before it (the copy's own errors say more
+      // than this one's; the platform is checked on what the copy brings).
+      void skopeo.inspect(source).then(
+        async (info) => {
+          const current = await this.store.getImage(record.id);
+          if (info.layerBytes !== null && current?.state === 'pulling' && !current.manifest) await this.store.updateImage(record.id, { bytesTotal: info.layerBytes, updatedAt: now() });
+        },
+        () => {},
+      );
       return { skopeo, source };
     });
     return record;

@@ -16,6 +16,9 @@ export interface SkopeoAccess {
   caPem?: string | undefined;
 }
 
+/** SKOPEO_PID_FILE names, in an import's staging directory, the skopeo process working in it. */
+export const SKOPEO_PID_FILE = 'skopeo.pid';
+
 /** SKOPEO_STDERR_KEPT bounds the stderr kept from one run (the tail says why it failed). */
 const SKOPEO_STDERR_KEPT = 64 * 1024;
 
@@ -75,6 +78,8 @@ export class Skopeo {
       // HOME and TMPDIR inside the staging directory: skopeo's temporary files (a docker-archive's layers) go with it.
       const env = { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: this.workDir, TMPDIR: this.workDir, XDG_RUNTIME_DIR: this.workDir };
       const child = spawn('skopeo', ['--policy', this.policy, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+      // A control plane that dies mid-import finds this at its next start and ends the orphan (BlobStore.init).
+      if (child.pid !== undefined) writeFileSync(join(this.workDir, SKOPEO_PID_FILE), String(child.pid));
       let stdout = '';
       let stderr = '';
       let timedOut = false;

@@ -6,11 +6,11 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { createReadStream, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { chownSync, createReadStream, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { CleanroomClient, CleanroomError, type Image } from '../../../src/sdk/client.js';
-import { freePort, REPO_ROOT, TestCluster } from '../../support/cluster.js';
+import { freePort, isAlive, REPO_ROOT, TestCluster } from '../../support/cluster.js';
 import { TestRegistry } from '../../support/registry.js';
 import { CACHE_DIR, pushImage, testImages, toArchive, uniqueImage, type TestImage, type TestImages } from '../../support/test-images.js';
 
@@ -45,7 +45,7 @@ before(async () => {
   registry.corruptBlob(corrupt.layers[1]!.digest);
   registry.truncateBlob(truncated.layers[1]!.digest);
   // The default image is imported at start from an OCI layout (here: busybox's) as public image base:latest.
-  cluster = await TestCluster.start({ config: { agent: { pool: [{ runtime: 'runc', class: 'small', warm: 1 }] }, images: { default: 'base', defaultSource: images.busybox.layout, maxConcurrentImports: 2 } } });
+  cluster = await TestCluster.start({ config: { agent: { pool: [{ runtime: 'runc', class: 'small', warm: 1 }] }, images: { default: 'base', defaultSource: images.busybox.layout, maxConcurrentImports: 2 }, quotas: { workspaces: { 'img-tenant': { maxImageBytesMiB: 2 } } } } });
   const ws = await cluster.client.createWorkspace({ name: 'img-tenant' });
   tenant = new CleanroomClient({ url: cluster.url, ca: cluster.ca, apiKey: (await cluster.client.createApiKey({ workspace: ws.name, name: 't' })).key });
 });
@@ -189,6 +189,9 @@ test("tenancy: another workspace's image is 404 to get, list, use and delete; pu
   const own = await tenant.importImage({ source: `docker://${registry.host}/busybox:1`, name: 'app:1', credentials: creds(), caPem: registry.caPem });
   const mine = await settled(tenant, own.id);
   assert.equal(mine.digest, images.busybox.digest);
+  // Its image quota (2 MiB here) holds busybox (1.06 MB) but not app as well (1.06 MB more).
+  const over = await tenant.importImage({ source: `docker://${registry.host}/app:1`, name: 'second:1', credentials: creds(), caPem: registry.caPem });
+  await expectFailure(tenant, over.id, 'quota_exceeded');
   assert.equal((await cluster.client.getImage('app:1')).digest, images.app.digest);
   await tenant.deleteImage('app:1');
   assert.equal((await cluster.client.getImage('app:1')).digest, images.app.digest, "the other workspace's image is untouched");
@@ -266,4 +269,46 @@ test('a ~100 MB image: import throughput beside skopeo copy of the same image to
   const rm = await cluster.cli(['images', 'rm', 'py:3']);
   assert.equal(rm.code, 0, rm.stderr);
   assert.match(rm.stdout, /removed py:3/);
+});
+
+test('a control plane killed mid-import: at its next start the orphan transfer is ended, the import failed, staging and unreferenced blobs removed', async () => {
+  // What an import of a killed control plane (the account it runs as) would have left.
+  const { uid, gid } = statSync(tmpDir());
+  const strayDir = join(tmpDir(), 'img_stray');
+  mkdirSync(strayDir);
+  writeFileSync(join(strayDir, 'partial'), 'x');
+  const orphanBlob = join(blobsDir(), 'f'.repeat(64));
+  writeFileSync(orphanBlob, 'no image names me');
+  for (const p of [strayDir, join(strayDir, 'partial'), orphanBlob]) chownSync(p, uid, gid);
+  const started = await cluster.client.importImage({ source: `docker://${registry.host}/python:3`, name: 'interrupted:1', credentials: creds(), caPem: registry.caPem });
+  assert.equal(started.state, 'pulling');
+  // Wait until skopeo is at work in the import's staging directory, then SIGKILL the control plane.
+  let skopeoPid = 0;
+  for (let i = 0; i < 500 && !skopeoPid; i++) {
+    for (const d of readdirSync(tmpDir())) if (existsSync(join(tmpDir(), d, 'skopeo.pid'))) skopeoPid = Number(readFileSync(join(tmpDir(), d, 'skopeo.pid'), 'utf8'));
+    if (!skopeoPid) await new Promise((r) => setTimeout(r, 5));
+  }
+  assert.ok(skopeoPid > 0, 'skopeo started');
+  const control = Number(readFileSync(join(cluster.dataDir, 'run', 'control.pid'), 'utf8'));
+  process.kill(control, 'SIGKILL');
+  for (let i = 0; i < 200 && isAlive(control); i++) await new Promise((r) => setTimeout(r, 20));
+  const up = await cluster.cli(['up', '--detach', '--data-dir', cluster.dataDir]);
+  assert.equal(up.code, 0, up.stderr);
+  const client = new CleanroomClient({ url: cluster.url, ca: cluster.ca, apiKey: cluster.apiKey });
+  try {
+    const img = await client.getImage('interrupted:1');
+    // The transfer may have finished in the moment before the kill; otherwise the import failed and says why.
+    if (img.state === 'failed') assert.match(img.error?.message ?? '', /stopped during the import/);
+    process.stdout.write(`# killed mid-import: the import is ${img.state}${img.error ? ` (${img.error.code})` : ''} after the restart\n`);
+    assert.equal(isAlive(skopeoPid), false, 'the orphan skopeo was ended');
+    assert.deepEqual(readdirSync(tmpDir()), [], 'staging emptied');
+    assert.equal(existsSync(orphanBlob), false, 'a blob no image names is removed');
+    const base = await client.getImage('base');
+    assert.equal(base.state, 'ready');
+    for (const l of images.busybox.layers) assert.ok(existsSync(join(blobsDir(), l.digest.slice(7))), 'blobs of live images stay');
+    await client.waitForImage('interrupted:1', { timeoutMs: 120_000 });
+    await client.deleteImage('interrupted:1');
+  } finally {
+    client.close();
+  }
 });
