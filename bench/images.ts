@@ -31,7 +31,7 @@ try {
   const store = new ImageStore({ root: images, platformCa: 'CA\n' });
   await store.open();
   const t0 = performance.now();
-  const image = await store.prepare(manifest, 1 << 34);
+  const image = await store.prepare(manifest, 2 ** 34);
   const unpackMs = performance.now() - t0;
   // Baseline: GNU tar extracting the same blob (no digest checks, no ownership offsets, no refusals).
   const out = join(root, 'tar-out');
