@@ -78,6 +78,8 @@ CA
 tail -n 3 /etc/ssl/certs/ca-certificates.crt | grep -c TEST-PLATFORM-CA | sed 's/^/bundle=/'
 grep ' / / ' /proc/self/mountinfo | sed 's/^/rootmount=/'
 mknod /tmp/null c 1 3 2>/dev/null && echo mknod=yes || echo mknod=no
+mount -t tmpfs none /tmp 2>/dev/null && echo mount=yes || echo mount=no
+grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status | tr -d ' \t' | sed 's/:/=/'
 `;
 
 for (const runtime of ['runc', 'runsc'] as const) {
@@ -120,6 +122,10 @@ for (const runtime of ['runc', 'runsc'] as const) {
     assert.equal(out.ca, 'ok', why);
     assert.equal(out.bundle, '1', why);
     assert.equal(out.mknod, 'no', why);
+    assert.equal(out.mount, 'no', why);
+    // The confinement of every cell: no capabilities, no_new_privs, seccomp filtering (gVisor reports its own view).
+    assert.equal(out.CapEff, '0000000000000000', why);
+    if (runtime === 'runc') assert.deepEqual([out.NoNewPrivs, out.Seccomp], ['1', '2'], why);
     if (runtime === 'runc') assert.match(out.rootmount ?? '', /\sro,nosuid,nodev/, why); // gVisor shows its own mount table
     assert.equal(run.receipt?.keyStateAfterRemoval, 'absent');
     // After the wipe: no mount left, the directory gone, the image store unchanged.
