@@ -58,7 +58,7 @@ export interface FuzzWorld {
 
 /** OpenApiDoc is the part of the served OpenAPI document the fuzz reads. */
 export interface OpenApiDoc {
-  paths: Record<string, Record<string, { operationId: string; security?: unknown[]; parameters: Array<{ name: string; in: string }>; requestBody?: unknown; responses: Record<string, { description: string }> }>>;
+  paths: Record<string, Record<string, { operationId: string; 'x-cleanroom-auth'?: string; security?: unknown[]; parameters: Array<{ name: string; in: string }>; requestBody?: unknown; responses: Record<string, { description: string }> }>>;
 }
 
 /** opsFromDoc lists the document's operations with what the fuzz needs to know of each. */
@@ -69,8 +69,8 @@ export function opsFromDoc(doc: OpenApiDoc): Op[] {
       path,
       operationId: op.operationId,
       isPublic: Array.isArray(op.security) && op.security.length === 0,
-      // Only admin routes document `forbidden` (data routes refuse with out_of_scope).
-      adminOnly: op.responses['403']?.description.includes('forbidden: ') ?? false,
+      // Admin routes say so (other routes may refuse some requests with `forbidden`, e.g. publishing a public image).
+      adminOnly: op['x-cleanroom-auth'] === 'workspace-admin' || op['x-cleanroom-auth'] === 'platform-admin',
       data: path.startsWith('/v1/data/') || path === '/.well-known/jwks.json',
       query: op.parameters.filter((x) => x.in === 'query').map((x) => x.name),
       body: op.requestBody !== undefined || (m === 'put' && path.startsWith('/v1/data/')),

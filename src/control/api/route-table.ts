@@ -128,6 +128,8 @@ export class RouteTable {
       paths[path]![r.method.toLowerCase()] = {
         operationId: r.operationId,
         summary: r.summary,
+        /** Who may call it (RouteDef.auth): tools tell admin routes from routes that refuse only some requests with 403. */
+        'x-cleanroom-auth': r.auth,
         ...(r.auth === 'none' ? { security: [] } : r.auth === 'data' ? { security: [{ apiKey: [] }, { workloadToken: [] }] } : {}),
         parameters: [...params, ...queryParams],
         ...(r.body ? { requestBody: { required: true, content: { 'application/json': { schema: toSchema(r.body) } } } } : {}),

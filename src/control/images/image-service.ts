@@ -107,9 +107,15 @@ export class ImageService implements ImageEvents {
     const record = await this.begin(p, name, source, req.public === true, actor);
     this.start(record, async (work) => {
       const skopeo = new Skopeo(work, this.limits.importTimeoutMs, source.registry, { credentials: req.credentials, caPem: req.caPem } satisfies SkopeoAccess);
-      const info = await skopeo.inspect(source);
-      if (info.architecture !== 'amd64' || info.os !== 'linux') throw new ImageImportError('image_platform_mismatch', `the image is for ${info.os || '?'}/${info.architecture || '?'}; only linux/amd64 runs here`);
-      if (info.layerBytes !== null) await this.store.updateImage(record.id, { bytesTotal: info.layerBytes, updatedAt: now() });
+      // The layers' total, for progress, is asked beside the copy rather than before it (the copy's own errors say more
+      // than this one's; the platform is checked on what the copy brings).
+      void skopeo.inspect(source).then(
+        async (info) => {
+          const current = await this.store.getImage(record.id);
+          if (info.layerBytes !== null && current?.state === 'pulling' && !current.manifest) await this.store.updateImage(record.id, { bytesTotal: info.layerBytes, updatedAt: now() });
+        },
+        () => {},
+      );
       return { skopeo, source };
     });
     return record;
@@ -132,8 +138,8 @@ export class ImageService implements ImageEvents {
         void this.store.updateImage(record.id, { bytesDone: n, updatedAt: now() });
       });
     } catch (e) {
-      await this.fail(record, e);
       await rm(work, { recursive: true, force: true });
+      await this.fail(record, e);
       if (e instanceof ImageImportError && e.code === 'image_too_large') throw new ApiError('payload_too_large', e.message);
       throw e;
     }
@@ -216,19 +222,24 @@ export class ImageService implements ImageEvents {
     return dir;
   }
 
-  /** start runs the import in the background (queued behind maxConcurrentImports); its outcome is the record's state. */
+  /** start runs the import in the background (queued behind maxConcurrentImports); its outcome is the record's state,
+   *  recorded once the staging directory is gone. */
   private start(record: ImageRecord, open: (work: string) => Promise<{ skopeo: Skopeo; source: ImageSource }>, givenWork?: string): void {
     const task = this.queue
       .run(async () => {
         const work = givenWork ?? (await this.workDir(record.id));
+        let stored: ImageManifest | null = null;
+        let failure: unknown = null;
         try {
           const { skopeo, source } = await open(work);
-          await this.transfer(record, skopeo, source, join(work, 'layout'));
+          stored = await this.transfer(record, skopeo, source, join(work, 'layout'));
         } catch (e) {
-          await this.fail(record, e);
+          failure = e;
         } finally {
           await rm(work, { recursive: true, force: true });
         }
+        if (failure !== null || !stored) await this.fail(record, failure);
+        else await this.handToAgents(record, stored);
       })
       .catch((e: Error) => this.log('image import crashed', { id: record.id, error: e.message }))
       .finally(() => this.inFlight.delete(record.id));
@@ -236,7 +247,7 @@ export class ImageService implements ImageEvents {
   }
 
   /** transfer copies the source into the staging layout (recording progress), checks it and admits its blobs. */
-  private async transfer(record: ImageRecord, skopeo: Skopeo, source: ImageSource, layout: string): Promise<void> {
+  private async transfer(record: ImageRecord, skopeo: Skopeo, source: ImageSource, layout: string): Promise<ImageManifest> {
     const poll = setInterval(() => {
       void dirBytes(layout).then((n) => this.store.updateImage(record.id, { bytesDone: n, updatedAt: now() }));
     }, PROGRESS_POLL_MS);
@@ -254,16 +265,22 @@ export class ImageService implements ImageEvents {
     }
     // Recorded before the blobs move in, so a concurrent removal counts them as used (BlobStore serialises the two).
     const total = staged.bytes;
-    await this.store.updateImage(record.id, { digest: staged.manifest.digest, manifest: staged.manifest, blobs: staged.blobs.map((b) => b.digest), bytes: total, bytesDone: total, bytesTotal: total, state: 'unpacking', updatedAt: now() });
+    await this.store.updateImage(record.id, { digest: staged.manifest.digest, manifest: staged.manifest, blobs: staged.blobs.map((b) => b.digest), bytes: total, bytesDone: total, bytesTotal: total, updatedAt: now() });
     await this.blobs.admit(layout, staged.blobs);
-    const ready = (await this.store.imagesWithDigest(staged.manifest.digest)).find((r) => r.state === 'ready');
+    return staged.manifest;
+  }
+
+  /** handToAgents makes a stored image `unpacking` and asks agents to prepare it (ready at once if they have it already). */
+  private async handToAgents(record: ImageRecord, manifest: ImageManifest): Promise<void> {
+    const ready = (await this.store.imagesWithDigest(manifest.digest)).find((r) => r.state === 'ready');
     if (ready) {
       // Agents have this image already (another name or workspace imported it): nothing to unpack.
       await this.store.updateImage(record.id, { state: 'ready', unpackedBytes: ready.unpackedBytes, updatedAt: now() });
       return;
     }
-    const asked = this.agents?.prepareImage(staged.manifest, this.limits.maxUnpackedBytes) ?? [];
-    this.log('image blobs stored; agents asked to prepare it', { id: record.id, digest: staged.manifest.digest, agents: asked.length });
+    await this.store.updateImage(record.id, { state: 'unpacking', updatedAt: now() });
+    const asked = this.agents?.prepareImage(manifest, this.limits.maxUnpackedBytes) ?? [];
+    this.log('image blobs stored; agents asked to prepare it', { id: record.id, digest: manifest.digest, agents: asked.length });
   }
 
   /** fail records an import's failure and removes whatever of it reached the store. */
@@ -284,7 +301,7 @@ export class ImageService implements ImageEvents {
 
   /** get finds an image the workspace may see by name[:tag] or digest: its own first, then a public one; 404 otherwise. */
   async get(ws: Workspace, ref: string): Promise<ImageRecord> {
-    const lookup = parseImageLookup(ref, 'id');
+    const lookup = lookupOrNotFound(ref);
     const found = (await this.store.findImage(ws.id, lookup)) ?? (await this.store.findImage(null, lookup));
     if (!found) throw new ApiError('image_not_found', `no image ${lookupText(lookup)} in this workspace or among public images`);
     return found;
@@ -315,7 +332,7 @@ export class ImageService implements ImageEvents {
    * the digest any more, agents are told to drop it and its blobs no other image uses are deleted.
    */
   async remove(p: Principal, ref: string, actor: string): Promise<ImageRecord[]> {
-    const lookup: ImageLookup = parseImageLookup(ref, 'id');
+    const lookup: ImageLookup = lookupOrNotFound(ref);
     let targets = await this.recordsOf(p.workspace.id, lookup);
     if (targets.length === 0) {
       targets = await this.recordsOf(null, lookup);
@@ -396,6 +413,15 @@ export class ImageService implements ImageEvents {
   /** onRemoved notes that an agent dropped an image. */
   async onRemoved(agentId: string, digest: string): Promise<void> {
     this.log('agent removed an image', { agentId, digest });
+  }
+}
+
+/** lookupOrNotFound reads an id of the image routes; one that cannot name an image is an image that does not exist. */
+function lookupOrNotFound(ref: string): ImageLookup {
+  try {
+    return parseImageLookup(ref, 'id');
+  } catch {
+    throw new ApiError('image_not_found', `no image ${JSON.stringify(ref.slice(0, 140))}: an image id is NAME[:TAG] or sha256:<64 hex>`);
   }
 }
 
