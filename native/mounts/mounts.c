@@ -4,7 +4,8 @@
 //       process in a new user namespace, whose maps root writes; its ns fd outlives it), a detached clone of
 //       layersSrc (open_tree OPEN_TREE_CLONE|AT_RECURSIVE) made idmapped through it, read-only, nosuid, nodev
 //       (mount_setattr), attached at layersDst (move_mount), then a read-only nosuid nodev overlay at rootDst whose
-//       lower layers are layersDst/<name> for each name, first = top (fsopen/fsconfig "lowerdir+"/fsmount). One call,
+//       lower layers are layersDst/<name> for each name, first = top (fsopen/fsconfig "lowerdir+", or one "lowerdir"
+//       before Linux 6.8; fsmount). One call,
 //       no process started beyond the clone; on failure nothing stays mounted. lockFlags false leaves the overlay
 //       without nosuid/nodev (it stays read-only): runsc's gofer remounts the root read-only from inside a user
 //       namespace, which fails (EPERM) on a mount whose nosuid/nodev it does not repeat.
@@ -240,18 +241,38 @@ static napi_value do_cell_root(napi_env env, napi_callback_info info) {
     err = errno, what = "fsconfig source";
     goto undo_fs;
   }
+  // "lowerdir+" (Linux 6.8) adds one layer per call, with no option-length limit; older kernels take one
+  // colon-separated "lowerdir" (bounded by a page; our names are short and never contain ':' or ',').
+  static char joined[PATH_LEN * 4];
+  size_t used = 0;
+  bool plus = true;
   for (uint32_t i = 0; i < n; i++) {
     napi_value v;
     char name[PATH_LEN];
-    if (napi_get_element(env, argv[3], i, &v) != napi_ok || get_string(env, v, name) || strchr(name, '/') ||
-        snprintf(lower, sizeof lower, "%s/%s", layers, name) >= (int)sizeof lower) {
+    if (napi_get_element(env, argv[3], i, &v) != napi_ok || get_string(env, v, name) || strchr(name, '/') || strpbrk(layers, ":,") ||
+        strpbrk(name, ":,") || snprintf(lower, sizeof lower, "%s/%s", layers, name) >= (int)sizeof lower) {
       err = EINVAL, what = "lower layer name";
       goto undo_fs;
     }
-    if (syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "lowerdir+", lower, 0) != 0) {
-      err = errno, what = "fsconfig lowerdir+";
-      goto undo_fs;
+    if (plus && syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "lowerdir+", lower, 0) != 0) {
+      if (i > 0 || errno != EINVAL) {
+        err = errno, what = "fsconfig lowerdir+";
+        goto undo_fs;
+      }
+      plus = false;
     }
+    if (!plus) {
+      int w = snprintf(joined + used, sizeof joined - used, "%s%s", used ? ":" : "", lower);
+      if (w < 0 || (size_t)w >= sizeof joined - used) {
+        err = E2BIG, what = "lowerdir (too many layers for this kernel's overlay options)";
+        goto undo_fs;
+      }
+      used += (size_t)w;
+    }
+  }
+  if (!plus && syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "lowerdir", joined, 0) != 0) {
+    err = errno, what = "fsconfig lowerdir";
+    goto undo_fs;
   }
   if (syscall(SYS_fsconfig, fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) != 0) {
     err = errno, what = "fsconfig create overlay";
