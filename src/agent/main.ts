@@ -25,6 +25,7 @@ import { ControlChannel } from './channel.js';
 import { GatewayServices } from './gateway/gateway-services.js';
 import { Agent } from './agent.js';
 import { ImageStore } from './images/image-store.js';
+import { checkImageRootSupport } from './images/image-support.js';
 import { ImageService, type ImagePoolTarget } from './images/image-service.js';
 
 /** SHUTDOWN_DEADLINE_MS bounds a graceful stop; `cleanroom down` waits a little longer before SIGKILL. */
@@ -94,6 +95,9 @@ async function main(): Promise<void> {
     .map(({ p, image }) => ({ runtime: p.runtime, sizeClass: classes.get(p.class)!, warm: p.warm, digest: image as string }));
   const imageStore = new ImageStore({ root: imageDirsOf.root, platformCa: tls.ca });
   await imageStore.open();
+  // In the store's own filesystem (idmapped mounts need its support); a leftover `.tmp-` goes at the next open.
+  const imageRoots = checkImageRootSupport(imageStore.unpackedDir, '.tmp-doctor-');
+  if (!imageRoots.ok) log('this host cannot mount image roots; cells on images will fail to prepare (cleanroom doctor)', { detail: imageRoots.detail });
   const pool = new CellPool(
     {
       agentId,
