@@ -69,7 +69,7 @@ async function main(): Promise<void> {
   await ensureSharedRoot(paths.agent.volumes);
   // Reconcile never stops the agent: what it cannot remove now is reported and retried in the background.
   const report = await reconcileHost(reconcileOptions);
-  log('reconciled host', { containers: report.containers, killed: report.killed, cgroups: report.cgroups, directories: report.directories, wiped: report.wipes.length, leftovers: report.leftovers });
+  log('reconciled host', { containers: report.containers, killed: report.killed, cgroups: report.cgroups, directories: report.directories, mounts: report.mounts, wiped: report.wipes.length, leftovers: report.leftovers });
   const tls = {
     ca: readFileSync(paths.pki.caCert, 'utf8'),
     cert: readFileSync(paths.pki.agentCert, 'utf8'),
