@@ -6,7 +6,7 @@ mkdir -p build
 # Node-API headers from the npm package (a dev dependency): a fresh machine need not carry Node's own headers.
 NAPI=node_modules/node-api-headers/include
 [ -f "$NAPI/node_api.h" ] || NAPI=/usr/include/node
-gcc -static -Os -s -Wall -Wextra -o build/cell-init native/cell-init/cell-init.c
+gcc -static -Os -s -Wall -Wextra -o build/cell-init native/cell-init/cell-init.c native/cell-init/supervisor.c native/cell-init/file-ops.c
 if [ -f native/fscrypt/fscrypt.c ]; then
   gcc -shared -fPIC -O2 -Wall -I"$NAPI" -o build/fscrypt.node native/fscrypt/fscrypt.c
 fi

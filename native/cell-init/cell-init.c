@@ -22,6 +22,8 @@
  *     payload = mode name\0 content   (name: [A-Za-z0-9._-], no leading dot)
  *   assignment (agent -> init, fd 0): "CRA1" len payload
  *     payload = argc envc cwd\0 argv[0]\0 ... env[0]\0 ...
+ *   sandbox assignment (agent -> init, fd 0): "CRB1" 0 — instead of an assignment: this cell is a sandbox; on
+ *     "start" init reports 'R' (ready) and serves requests (supervisor.c documents them) until fd 0 ends
  *   start (agent -> init, fd 0): "CRS1" 0 — the network and limits are in place: run the workload
  *   frames (init -> agent, fd 1): type(u8) len(u32) data
  *     type 'o' stdout bytes, 'e' stderr bytes,
@@ -46,12 +48,13 @@
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include "cell-init.h"
 
-#define MAX_ASSIGNMENT (1u << 20) /* src/shared/wire.ts MAX_ASSIGNMENT_BYTES */
-#define MAX_FILE (64u * 1024) /* src/shared/wire.ts MAX_CELL_FILE_BYTES */
 #define FILES_DIR "/run/cleanroom"
-#define WORKLOAD_ID 1000 /* src/agent/runtime/spec.ts WORKLOAD_UID */
+#define DEFAULT_WORKLOAD_ID 1000 /* src/agent/runtime/spec.ts WORKLOAD_UID */
 
+uid_t workload_uid = DEFAULT_WORKLOAD_ID;
+gid_t workload_gid = DEFAULT_WORKLOAD_ID;
 static int sigchld_pipe[2];
 
 static void write_all(int fd, const void *buf, size_t len) {
@@ -68,7 +71,7 @@ static void write_all(int fd, const void *buf, size_t len) {
 }
 
 /* One frame in one write(v), so the agent wakes once per frame, not once for the header and again for the data. */
-static void send_frame(char type, const void *data, uint32_t len) {
+void send_frame(char type, const void *data, uint32_t len) {
   unsigned char hdr[5];
   hdr[0] = (unsigned char)type;
   memcpy(hdr + 1, &len, 4);
@@ -94,7 +97,30 @@ static void send_frame(char type, const void *data, uint32_t len) {
   }
 }
 
-static void fail(const char *what) {
+/* send_frame2 sends one frame whose data is a small header (an id…) followed by bytes, without copying them. */
+void send_frame2(char type, const void *head, uint32_t hlen, const void *data, uint32_t len) {
+  unsigned char hdr[5 + 16];
+  if (hlen > 16) _exit(125);
+  uint32_t total = hlen + len;
+  hdr[0] = (unsigned char)type;
+  memcpy(hdr + 1, &total, 4);
+  memcpy(hdr + 5, head, hlen);
+  struct iovec iov[2] = {{hdr, 5 + hlen}, {(void *)data, len}};
+  size_t left = 5 + (size_t)total;
+  ssize_t n;
+  while ((n = writev(1, iov, len ? 2 : 1)) < 0 && errno == EINTR) {}
+  if (n < 0) _exit(124); /* the agent went away: nothing left to report to */
+  left -= (size_t)n;
+  if (left == 0) return;
+  size_t done = (size_t)n;
+  if (done < 5 + hlen) {
+    write_all(1, hdr + done, 5 + hlen - done);
+    done = 5 + hlen;
+  }
+  write_all(1, (const char *)data + (done - 5 - hlen), len - (done - 5 - hlen));
+}
+
+void fail(const char *what) {
   char msg[256];
   int n = snprintf(msg, sizeof msg, "cell-init: %s: %s", what, strerror(errno));
   send_frame('E', msg, (uint32_t)n);
@@ -117,7 +143,7 @@ static int read_exact(int fd, void *buf, size_t len) {
 }
 
 /* Write one file into FILES_DIR atomically; a bad name or failed write is reported, not fatal. */
-static void place_file(const char *payload, uint32_t len) {
+void place_file(const char *payload, uint32_t len) {
   if (len < 6) return;
   uint32_t mode;
   memcpy(&mode, payload, 4);
@@ -150,7 +176,7 @@ static void place_file(const char *payload, uint32_t len) {
 }
 
 /* Read one message header from fd 0; returns its payload (malloc'd, NUL-terminated) or NULL at EOF. */
-static char *read_message(char magic[4], uint32_t *len, uint32_t max) {
+char *read_message(char magic[4], uint32_t *len, uint32_t max) {
   unsigned char hdr[8];
   if (read_exact(0, hdr, 8) != 0) return NULL;
   memcpy(magic, hdr, 4);
@@ -172,7 +198,7 @@ static void on_sigchld(int sig) {
 }
 
 /* Create the working directory if missing, like a Dockerfile WORKDIR. */
-static int enter_dir(const char *dir) {
+int enter_dir(const char *dir) {
   if (chdir(dir) == 0) return 0;
   if (errno != ENOENT) return -1;
   char path[4096];
@@ -190,7 +216,7 @@ static int enter_dir(const char *dir) {
 }
 
 /* Resolve argv[0] against PATH from the workload env, like execvp would. */
-static void exec_workload(char **argv, char **envp) {
+void exec_workload(char **argv, char **envp) {
   if (strchr(argv[0], '/')) {
     execve(argv[0], argv, envp);
     return;
@@ -228,18 +254,30 @@ static void exec_workload(char **argv, char **envp) {
  */
 static void act_as_workload(void) {
   if (getuid() != 0) return; /* started as the workload user: nothing to separate */
-  if (syscall(SYS_setresgid, -1, WORKLOAD_ID, -1) != 0 || syscall(SYS_setresuid, -1, WORKLOAD_ID, -1) != 0) fail("setresuid");
+  if (syscall(SYS_setresgid, -1, workload_gid, -1) != 0 || syscall(SYS_setresuid, -1, workload_uid, -1) != 0) fail("setresuid");
 }
 
-static int become_workload(void) {
+int become_workload(void) {
   if (getuid() != 0) return 0;
   if (syscall(SYS_setresuid, -1, 0, -1) != 0) return -1; /* effective capabilities back, from the permitted set */
   for (int cap = 0; cap < 64; cap++) {
     if (syscall(SYS_prctl, PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EINVAL) return -1;
   }
   if (syscall(SYS_setgroups, 0, NULL) != 0) return -1;
-  if (syscall(SYS_setresgid, WORKLOAD_ID, WORKLOAD_ID, WORKLOAD_ID) != 0) return -1;
-  return (int)syscall(SYS_setresuid, WORKLOAD_ID, WORKLOAD_ID, WORKLOAD_ID); /* clears every capability */
+  if (syscall(SYS_setresgid, workload_gid, workload_gid, workload_gid) != 0) return -1;
+  return (int)syscall(SYS_setresuid, workload_uid, workload_uid, workload_uid); /* clears every capability */
+}
+
+/*
+ * A sandbox's supervisor gives up its capabilities before it serves anything (drop_for_sandbox): its bounding set is
+ * empty, it has no supplementary group and no capability, but keeps real and saved uid 0 and effective uid
+ * workload_uid. Each child it starts (a process, a file operation) then takes the workload's identity without any
+ * capability: setresuid/setresgid to ids the caller already holds as effective ids need none.
+ */
+int become_workload_nocaps(void) {
+  if (getuid() != 0) return 0;
+  if (syscall(SYS_setresgid, workload_gid, workload_gid, workload_gid) != 0) return -1;
+  return (int)syscall(SYS_setresuid, workload_uid, workload_uid, workload_uid);
 }
 
 static void drop_capabilities(void) {
@@ -248,15 +286,46 @@ static void drop_capabilities(void) {
   if (syscall(SYS_capset, &hdr, data) != 0) fail("capset");
 }
 
+static void drop_for_sandbox(void) {
+  if (getuid() != 0) return;
+  if (syscall(SYS_setresuid, -1, 0, -1) != 0) fail("setresuid"); /* effective capabilities back, to drop them */
+  for (int cap = 0; cap < 64; cap++)
+    if (syscall(SYS_prctl, PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EINVAL) fail("PR_CAPBSET_DROP");
+  if (syscall(SYS_setgroups, 0, NULL) != 0) fail("setgroups");
+  if (syscall(SYS_setresuid, -1, workload_uid, -1) != 0) fail("setresuid");
+  drop_capabilities();
+  if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) fail("prctl(PR_SET_DUMPABLE)"); /* an id change may have reset it */
+}
+
+/* parse_id reads an optional uid/gid argument: 1..65535 (0 would share init's real uid and void the model above). */
+static unsigned parse_id(const char *s) {
+  char *end;
+  unsigned long v = strtoul(s, &end, 10);
+  if (*s == '\0' || *end != '\0' || v == 0 || v > 65535) { errno = EINVAL; fail("workload uid/gid must be 1..65535"); }
+  return (unsigned)v;
+}
+
 /* set_catchable_signals sets every signal but SIGKILL, SIGSTOP and SIGCHLD (init's own) to `disposition`. */
-static void set_catchable_signals(void (*disposition)(int)) {
+void set_catchable_signals(void (*disposition)(int)) {
   for (int sig = 1; sig < NSIG; sig++) {
     if (sig == SIGKILL || sig == SIGSTOP || sig == SIGCHLD) continue;
     signal(sig, disposition);
   }
 }
 
-int main(void) {
+/*
+ * file_op_main: `/.cr/init --file-op OP FLAGS MODE PATH TO`, started by the supervisor (supervisor.c start_op) with
+ * the workload's identity and a socket at fd 3: runs one file operation (file-ops.c) and exits with its errno. A
+ * workload may run this itself too; it gains nothing by it (it runs with the workload's own rights).
+ */
+static int file_op_main(int argc, char **argv) {
+  prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+  if (argc != 7) return EINVAL;
+  return run_file_op((uint32_t)strtoul(argv[2], NULL, 10), (uint32_t)strtoul(argv[3], NULL, 10), (uint32_t)strtoul(argv[4], NULL, 10), argv[5], argv[6], 3);
+}
+
+int main(int argc, char **argv) {
+  if (argc >= 2 && strcmp(argv[1], "--file-op") == 0) return file_op_main(argc, argv);
   /* Init runs as the workload's uid, so without this the workload could open /proc/1/mem read-write, read init's
      environ and fds, or ptrace it: a non-dumpable process's /proc entries belong to root and ptrace access needs
      CAP_SYS_PTRACE, which no process of a cell has. (Signals from inside are already ignored: init is PID 1 of the
@@ -265,6 +334,8 @@ int main(void) {
   /* The kernel drops signals sent to a pid namespace's init from inside it unless init handles them; gVisor delivers
      them, so init ignores every catchable signal itself (the workload gets default dispositions back before execve). */
   set_catchable_signals(SIG_IGN);
+  if (argc >= 2) workload_uid = parse_id(argv[1]);
+  workload_gid = argc >= 3 ? parse_id(argv[2]) : workload_uid;
   act_as_workload();
   /* fd 0 is the read end of a FIFO the agent holds; it may arrive non-blocking. */
   int fl = fcntl(0, F_GETFL);
@@ -276,25 +347,41 @@ int main(void) {
     payload = read_message(magic, &len, MAX_ASSIGNMENT);
     if (!payload) return 0; /* pool drained: never assigned */
     if (memcmp(magic, "CRA1", 4) == 0) break;
+    if (memcmp(magic, "CRB1", 4) == 0) {
+      free(payload);
+      for (;;) { /* files until "start", as for a job */
+        char m[4];
+        uint32_t flen;
+        char *f = read_message(m, &flen, MAX_FILE);
+        if (!f) return 0;
+        int start = memcmp(m, "CRS1", 4) == 0;
+        if (!start && memcmp(m, "CRF1", 4) != 0) { errno = EPROTO; fail("bad message before start"); }
+        if (!start) place_file(f, flen);
+        free(f);
+        if (start) break;
+      }
+      drop_for_sandbox();
+      supervise();
+    }
     if (memcmp(magic, "CRF1", 4) != 0 || len > MAX_FILE) { errno = EPROTO; fail("bad message before assignment"); }
     place_file(payload, len);
     free(payload);
   }
   if (len < 9) { errno = EMSGSIZE; fail("bad assignment length"); }
 
-  uint32_t argc, envc;
-  memcpy(&argc, payload, 4);
+  uint32_t wargc, envc;
+  memcpy(&wargc, payload, 4);
   memcpy(&envc, payload + 4, 4);
-  if (argc == 0 || argc > 65536 || envc > 65536) { errno = EINVAL; fail("bad counts"); }
-  char **argv = calloc(argc + 1, sizeof *argv);
+  if (wargc == 0 || wargc > 65536 || envc > 65536) { errno = EINVAL; fail("bad counts"); }
+  char **wargv = calloc(wargc + 1, sizeof *wargv);
   char **envp = calloc(envc + 1, sizeof *envp);
-  if (!argv || !envp) fail("calloc");
+  if (!wargv || !envp) fail("calloc");
   char *p = payload + 8, *end = payload + len;
   char *cwd = p;
   p += strnlen(p, (size_t)(end - p)) + 1;
-  for (uint32_t i = 0; i < argc; i++) {
+  for (uint32_t i = 0; i < wargc; i++) {
     if (p >= end) { errno = EINVAL; fail("truncated argv"); }
-    argv[i] = p;
+    wargv[i] = p;
     p += strnlen(p, (size_t)(end - p)) + 1;
   }
   for (uint32_t i = 0; i < envc; i++) {
@@ -349,10 +436,10 @@ int main(void) {
       dprintf(2, "cleanroom: cannot use working directory %s: %s\n", cwd, strerror(errno));
       _exit(126);
     }
-    exec_workload(argv, envp);
+    exec_workload(wargv, envp);
     int e = errno;
     const char *what = (e == ENOENT) ? "command not found" : strerror(e);
-    dprintf(2, "cleanroom: cannot run %s: %s\n", argv[0], what);
+    dprintf(2, "cleanroom: cannot run %s: %s\n", wargv[0], what);
     _exit(e == ENOENT ? 127 : 126);
   }
   if (getuid() == 0) drop_capabilities(); /* the only use of them was the child's change of identity */

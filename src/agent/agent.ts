@@ -9,6 +9,8 @@ import type { WipeReceipt } from '../shared/wire.js';
 import { pickSizeClass, sizeClassesFromConfig, type SizeClass } from './cells/size-class.js';
 import type { ImageService } from './images/image-service.js';
 import type { PreparedImage } from './images/image-store.js';
+import { SandboxSession, type SandboxRequest } from './sandbox/sandbox-session.js';
+import { refuseSandboxRequest } from './sandbox/refusals.js';
 
 /** Logger is the small logging surface the agent needs. */
 export type Logger = (msg: string, extra?: object) => void;
@@ -22,6 +24,8 @@ const FINAL_REPORTS_KEPT = 1000;
 /** Agent wires the pool to the control channel. */
 export class Agent {
   private readonly running = new Map<string, Cell>();
+  /** The sessions of running sandboxes (a subset of running). */
+  private readonly sandboxes = new Map<string, SandboxSession>();
   /** Jobs between their assign message and their cell being handed the job. */
   private readonly starting = new Set<string>();
   /**
@@ -129,9 +133,31 @@ export class Agent {
       case 'image.remove':
         void this.images.remove(m.digest);
         return;
+      case 'sandbox.timeout':
+        if (this.sandboxes.has(m.jobId)) this.running.get(m.jobId)?.resetDeadline(m.timeoutSeconds);
+        return;
+      case 'proc.start':
+      case 'proc.stdin':
+      case 'proc.signal':
+      case 'proc.resize':
+      case 'proc.attach':
+      case 'proc.detach':
+      case 'proc.ack':
+      case 'proc.list':
+      case 'file.op':
+      case 'file.data':
+      case 'file.ack':
+        return this.onSandboxRequest(m);
       default:
         assertNever(m);
     }
+  }
+
+  private onSandboxRequest(m: SandboxRequest): void {
+    const session = this.sandboxes.get(m.jobId);
+    if (session) return session.handle(m);
+    const refusal = refuseSandboxRequest(m);
+    if (refusal) this.channel.send(refusal);
   }
 
   private async assign(job: JobSpec, credentials: WorkloadCredentials): Promise<void> {
@@ -167,8 +193,17 @@ export class Agent {
     this.unwiped++;
     let forwarded = 0;
     let dropped = 0;
+    const session =
+      job.mode === 'sandbox'
+        ? new SandboxSession(job.jobId, () => cell.workloadEnv, {
+            toInit: (bytes) => cell.sendToSandbox(bytes),
+            toControl: (msg) => this.channel.send(msg),
+            congested: () => this.channel.congested(),
+          })
+        : null;
     try {
       await cell.assign(job, credentials, {
+        sandboxFrame: (frame) => session?.onFrame(frame),
         output: (stream, data) => {
           // Past the job's output limit, output is counted and dropped; the end says how much.
           const room = Math.max(0, job.outputLimitBytes - forwarded);
@@ -182,6 +217,8 @@ export class Agent {
           if (this.channel.congested()) this.pause(cell);
         },
         ended: (end, timings) => {
+          session?.close();
+          this.sandboxes.delete(job.jobId);
           this.paused.delete(cell);
           this.running.delete(job.jobId);
           this.recentCells.set(cell.id, job.jobId);
@@ -197,12 +234,14 @@ export class Agent {
         },
       });
     } catch (e) {
+      session?.close();
       this.running.delete(job.jobId);
       this.unwiped--;
       await cell.wipe().catch(() => {});
       this.pool.release(cell);
       return this.fail(job, `assignment failed: ${(e as Error).message}`);
     }
+    if (session && this.running.get(job.jobId) === cell) this.sandboxes.set(job.jobId, session);
     this.channel.send({
       type: 'job.started',
       jobId: job.jobId,

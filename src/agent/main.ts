@@ -9,6 +9,8 @@ import { loadConfig } from '../shared/config.js';
 import { dataPaths, DEFAULT_DATA_DIR, imageDirs } from '../shared/paths.js';
 import { AGENT_ID_PATTERN, CHANNEL_CLOSE, MAX_DENIED_PER_MESSAGE, PROTOCOL_VERSION, type DeniedConnection, type Runtime } from '../shared/wire.js';
 import { OciRuntime } from './runtime/oci-runtime.js';
+import { prepareCrunHost } from './runtime/crun-host.js';
+import { useBackgroundCgroup } from './runtime/background.js';
 import { findExecutable, sealedExecutable } from './runtime/host-calls.js';
 import type { CellRuntime } from './runtime/cell-runtime.js';
 import { buildRootfs } from './runtime/rootfs.js';
@@ -49,10 +51,21 @@ async function main(): Promise<void> {
   const agentId = agentIdOf(paths.agent.id);
 
   const runtimes = new Map<Runtime, CellRuntime>();
+  const stateRoots: Record<Runtime, string> = { runc: paths.agent.runcRoot, runsc: paths.agent.runscRoot, crun: paths.agent.crunRoot };
   for (const name of config.agent.runtimes) {
+    let binary: string | undefined;
     // runc runs from a sealed in-memory copy: it then skips protecting itself anew for every container (runtime.c).
-    const binary = name === 'runc' ? sealedExecutable(findExecutable('runc')) : undefined;
-    runtimes.set(name, new OciRuntime({ name, binary, stateRoot: name === 'runc' ? paths.agent.runcRoot : paths.agent.runscRoot }));
+    if (name === 'runc') binary = sealedExecutable(findExecutable('runc'));
+    if (name === 'crun') {
+      const crun = await prepareCrunHost();
+      if (!crun.ok) {
+        log('crun is not offered on this host', { reason: crun.reason });
+        continue;
+      }
+      if (crun.moved.length) log('moved cgroup controllers out of cgroup v2 for crun', { controllers: crun.moved });
+      binary = crun.binary;
+    }
+    runtimes.set(name, new OciRuntime({ name, binary, stateRoot: stateRoots[name] }));
   }
   const spool = new ReceiptSpool(paths.agent.receipts);
   const reconcileOptions: ReconcileOptions = { agentId, runtimes: [...runtimes.values()], cellsDir: paths.agent.cells, volumesDir: paths.agent.volumes, spool };
@@ -69,6 +82,8 @@ async function main(): Promise<void> {
   await ensureSharedRoot(paths.agent.volumes);
   // Reconcile never stops the agent: what it cannot remove now is reported and retried in the background.
   const report = await reconcileHost(reconcileOptions);
+  // After reconcile (which removes a dead agent's): pool refills and wipes yield the CPU to starts from here on.
+  useBackgroundCgroup(agentId);
   log('reconciled host', { containers: report.containers, killed: report.killed, cgroups: report.cgroups, directories: report.directories, mounts: report.mounts, wiped: report.wipes.length, leftovers: report.leftovers });
   const tls = {
     ca: readFileSync(paths.pki.caCert, 'utf8'),

@@ -12,6 +12,7 @@ import { registerDoctor } from './commands/doctor.js';
 import { registerData } from './commands/data.js';
 import { registerAudit } from './commands/audit.js';
 import { registerImages } from './commands/images.js';
+import { registerSandbox } from './commands/sandbox.js';
 import { reportError } from './context.js';
 
 const program = new Command('cleanroom')
@@ -30,6 +31,7 @@ registerDoctor(program);
 registerData(program);
 registerAudit(program);
 registerImages(program);
+registerSandbox(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -26,8 +26,12 @@ async function main(): Promise<void> {
   const tls = { ca: readFileSync(paths.pki.caCert, 'utf8'), cert: readFileSync(paths.pki.serverCert, 'utf8'), key: readFileSync(paths.pki.serverKey, 'utf8') };
   const agents = new AgentHub(tls, services.jobs, services.network, config.control.agentGraceMs, log);
   services.jobs.attach(agents);
+  services.metrics.watchAgents(agents);
   services.images.attach(agents);
   agents.attachImages(services.images);
+  services.connectAgents(agents);
+  await services.sandboxes.restore();
+  services.sandboxes.start();
   const timeouts = config.control.timeouts;
   const { app } = buildApiServer({ tls, timeouts, services, agents, log });
   const data = buildDataServer({ tls, timeouts, services, agents, log }).app;
@@ -49,6 +53,7 @@ async function main(): Promise<void> {
     // Live log streams (SSE) keep connections open; do not wait for them forever.
     setTimeout(() => process.exit(0), 3000).unref();
     services.tokens.close();
+    services.metrics.history.stop();
     await Promise.all([app.close(), data.close()]);
     await agents.close();
     await services.denials.flush();

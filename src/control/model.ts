@@ -74,6 +74,27 @@ export interface Job extends WorkloadSpec {
   image?: JobImage;
   /** The image reference the job was created with (name:tag or digest), as the caller wrote it; null for the host root. */
   imageRef?: string | null;
+  /** 'sandbox': the cell stays up running processes on request (see SandboxFields); absent on records from before sandboxes. */
+  mode?: WorkloadMode;
+  /** A sandbox's own fields (mode 'sandbox' only). */
+  sandbox?: SandboxFields;
+}
+
+/** WorkloadMode says whether a workload runs one command (job) or stays up serving processes and files (sandbox). */
+export type WorkloadMode = 'job' | 'sandbox';
+
+/** SandboxEndRequest is why the control plane asked a sandbox's agent to end it (its status then says how it ended). */
+export type SandboxEndRequest = 'deleted' | 'idle';
+
+/** SandboxFields are what a sandbox has beyond a job: metadata (kept in clear: it is what list filters on), its idle limit. */
+export interface SandboxFields {
+  metadata: Record<string, string>;
+  /** No API activity and no keep-alive process for this long ends the sandbox (0: never idle). */
+  idleTimeoutSeconds: number;
+  /** When the sandbox's deadline falls (set when it becomes ready, moved by a timeout change). */
+  endsAt: string | null;
+  /** Set when the control plane asked for the end (delete, idle); null for ends the agent decided (timeout, error). */
+  endRequested: SandboxEndRequest | null;
 }
 
 /** DataGrant lets a workload read (or read and write) the objects under one key prefix of its workspace. */

@@ -2,6 +2,7 @@
 import { Agent, request } from 'node:https';
 import type { IncomingMessage } from 'node:http';
 import type { Readable } from 'node:stream';
+import type { Runtime } from '../shared/wire.js';
 
 /** ClientOptions says where the API is and how to authenticate. */
 export interface ClientOptions {
@@ -21,7 +22,7 @@ export interface Job {
   cpu: number;
   memoryMiB: number;
   timeoutSeconds: number;
-  runtime: 'runc' | 'runsc';
+  runtime: Runtime;
   createdAt: string;
   startedAt: string | null;
   endedAt: string | null;
@@ -234,10 +235,12 @@ export const TERMINAL = ['succeeded', 'failed', 'timeout', 'oom', 'cancelled', '
 
 /** CleanroomClient calls the API over one keep-alive TLS connection pool. */
 export class CleanroomClient {
-  private readonly agent: Agent;
-  private readonly base: URL;
+  /** agent is the connection pool (the Sandbox class streams over it). */
+  readonly agent: Agent;
+  /** base is the API's URL. */
+  readonly base: URL;
 
-  constructor(private readonly opts: ClientOptions) {
+  constructor(readonly opts: ClientOptions) {
     this.base = new URL(opts.url);
     this.agent = new Agent({ keepAlive: true, ca: opts.ca, minVersion: 'TLSv1.2' });
   }
@@ -552,11 +555,13 @@ export class CleanroomClient {
     return new URL(`/v1/data/objects/${encodeKey(key)}`, this.base);
   }
 
-  private headers(): Record<string, string> {
+  /** headers are the authorization headers of every request. */
+  headers(): Record<string, string> {
     return this.opts.apiKey ? { authorization: `Bearer ${this.opts.apiKey}` } : {};
   }
 
-  private async call<T>(method: string, path: string, body?: unknown): Promise<T> {
+  /** call sends a JSON request and returns the parsed answer, or throws a CleanroomError. */
+  async call<T>(method: string, path: string, body?: unknown): Promise<T> {
     const r = await this.raw(method, path, body === undefined ? undefined : JSON.stringify(body), body === undefined ? {} : { 'content-type': 'application/json' });
     if (r.status >= 400) throw toError(r.status, r.body);
     return r.body as T;
@@ -576,7 +581,8 @@ function toError(status: number, body: unknown): CleanroomError {
   return new CleanroomError(e?.code ?? 'http_error', status, e?.message ?? `HTTP ${status}`, e?.details);
 }
 
-async function readError(res: IncomingMessage): Promise<CleanroomError> {
+/** readError reads an error answer into a CleanroomError. */
+export async function readError(res: IncomingMessage): Promise<CleanroomError> {
   let text = '';
   for await (const d of res) text += d;
   try {

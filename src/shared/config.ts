@@ -2,6 +2,7 @@
 import { readFileSync, existsSync } from 'node:fs';
 import { z } from 'zod';
 import { CELL_POOL_CIDR } from './net/pool.js';
+import { RuntimeSchema } from './wire.js';
 
 /** QUOTA_FIELDS are a workspace's quotas; work beyond the running quota waits in a fair queue. */
 const QUOTA_FIELDS = {
@@ -177,7 +178,8 @@ export const ConfigSchema = z
       .prefault({}),
     agent: z
       .object({
-        runtimes: z.array(z.enum(['runc', 'runsc'])).min(1).default(['runc', 'runsc']),
+        /** Runtimes this agent offers; one its host cannot run (see `cleanroom doctor`) is left out with a log line. */
+        runtimes: z.array(RuntimeSchema).min(1).default(['runc', 'runsc', 'crun']),
         classes: z
           .array(SizeClassSchema)
           .min(1)
@@ -189,7 +191,7 @@ export const ConfigSchema = z
         pool: z
           .array(
             z.object({
-              runtime: z.enum(['runc', 'runsc']),
+              runtime: RuntimeSchema,
               class: z.string(),
               warm: z.number().int().min(0).max(500),
               /** The image these cells run on (a digest or a public image's name); absent: images.default. */

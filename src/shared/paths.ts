@@ -32,6 +32,7 @@ export function dataPaths(dataDir: string) {
       rootfs: join(agent, 'rootfs'),
       runcRoot: join(agent, 'runc'),
       runscRoot: join(agent, 'runsc'),
+      crunRoot: join(agent, 'crun'),
     },
     run: { dir: join(dataDir, 'run'), log: join(dataDir, 'run', 'cleanroom.log') },
     /** The image store's default root (config images.dir overrides it). */

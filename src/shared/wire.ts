@@ -13,7 +13,8 @@ export const AGENT_CERT_CN = 'cleanroom-agent';
 /**
  * PROTOCOL_VERSION is the version of this contract; an agent names it in its hello and the control plane refuses any
  * other. 1: hellos without a version (messages unchecked); 2: schemas at both ends, the version, the welcome; 3: images
- * (image.prepare/prepared, image.remove/removed, the hello's prepared images, JobSpec.image).
+ * (image.prepare/prepared, image.remove/removed, the hello's prepared images, JobSpec.image) and sandboxes
+ * (JobSpec.mode, sandbox.timeout, proc.*, file.*: Contract C, see "Sandboxes" below).
  */
 export const PROTOCOL_VERSION = 3;
 
@@ -102,8 +103,11 @@ const TimingsSchema = z
   .record(z.string().regex(/^[a-z][a-z0-9_]{0,63}$/), z.number().min(-1e12).max(1e12))
   .refine((t) => Object.keys(t).length <= 64, 'at most 64 timings');
 
-/** RuntimeSchema names an OCI runtime a cell can run under. */
-const RuntimeSchema = z.enum(['runc', 'runsc']);
+/**
+ * RuntimeSchema names an OCI runtime a cell can run under: runc and crun run the workload on the host kernel (same spec,
+ * same confinement; crun is the C implementation, a fraction of runc's CPU per container), runsc under gVisor's.
+ */
+export const RuntimeSchema = z.enum(['runc', 'runsc', 'crun']);
 /** Runtime names an OCI runtime a cell can run under. */
 export type Runtime = z.infer<typeof RuntimeSchema>;
 /** RUNTIMES lists every supported runtime. */
@@ -132,7 +136,8 @@ const EgressPolicySchema = z.strictObject({
 
 /** WorkloadSpecSchema is what runs and within which limits: the resolved request, defaults applied. */
 const WorkloadSpecSchema = z.strictObject({
-  command: z.array(z.string().max(65536).refine(noNul, 'must not contain NUL bytes')).min(1).max(4096),
+  /** The workload's argv: at least one element for a job, empty for a sandbox (its processes come with proc.start). */
+  command: z.array(z.string().max(65536).refine(noNul, 'must not contain NUL bytes')).max(4096),
   env: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,255}$/), z.string().max(65536).refine(noNul, 'must not contain NUL bytes')),
   cwd: z.string().min(1).max(4096).startsWith('/').refine(noNul, 'must not contain NUL bytes'),
   cpu: z.number().positive().max(1024),
@@ -177,7 +182,13 @@ export const JobSpecSchema = WorkloadSpecSchema
     outputLimitBytes: Count,
     /** The image the job's cell runs on; null (or absent, from protocol 2 code) is the host's /usr root. */
     image: JobImageSchema.default(null),
+    /**
+     * 'job' runs `command` once and ends with it; 'sandbox' keeps the cell up with its supervisor serving proc.* and
+     * file.* until cancel or its deadline (timeoutSeconds from job.started, reset by sandbox.timeout). Default 'job'.
+     */
+    mode: z.enum(['job', 'sandbox']).default('job'),
   })
+  .refine((j) => (j.mode === 'job' ? j.command.length > 0 : j.command.length === 0), 'a job needs a command; a sandbox takes none')
   .refine((j) => assignmentBytes(j.command, j.env, j.cwd) <= MAX_ASSIGNMENT_BYTES - PLATFORM_ENV_RESERVE_BYTES, 'command, env and cwd exceed what a cell accepts');
 /** JobSpec is what an agent needs to run one job. */
 export type JobSpec = z.infer<typeof JobSpecSchema>;
@@ -247,12 +258,248 @@ export type VolumeCounts = z.infer<typeof VolumeCountsSchema>;
 const PoolStatusSchema = z
   .record(
     // runtime/class on the host root; runtime/class@<the first 12 hex digits of the image's digest> on an image.
-    z.string().regex(/^(runc|runsc)\/[a-z][a-z0-9-]{0,15}(@[0-9a-f]{12})?$/),
+    z.string().regex(new RegExp(`^(${RUNTIMES.join('|')})/[a-z][a-z0-9-]{0,15}(@[0-9a-f]{12})?$`)),
     z.strictObject({ target: Count, warm: Count, preparing: Count, busy: Count, lastError: z.string().max(MAX_POOL_ERROR_CHARS).nullable() }),
   )
   .refine((p) => Object.keys(p).length <= 64, 'at most 64 pools');
 /** PoolStatus counts cells per pool key and state. */
 export type PoolStatus = z.infer<typeof PoolStatusSchema>;
+
+// ---- Sandboxes (Contract C) ----
+//
+// A sandbox is a cell assigned with `job.mode: 'sandbox'`: the same assign, cancel, token.refresh, job.ended and
+// job.wiped as a job (its id is a job id here). The agent answers job.started once the in-cell supervisor is ready to
+// run processes. Then the control plane drives it with proc.* and file.* messages, all keyed by jobId:
+//
+// Processes. proc.start runs an argv inside the cell as the workload user (pipes, or a PTY of cols × rows); the agent
+// answers proc.started or proc.start.failed. A process's output (stdout and stderr, or the PTY) is ONE byte sequence:
+// `seq` is the byte offset of a chunk's first byte in it (stdout and stderr interleave in the order the supervisor read
+// them; each chunk says which stream it came from). The agent keeps the last PROC_OUTPUT_RING_BYTES of each process, so
+// proc.attach { streamId, fromSeq } resumes a client (or a restarted control plane) from any retained offset; a chunk
+// whose seq is above the asked-for offset means the bytes in between were dropped from the ring. A stream is one
+// attachment: the agent sends at most PROC_STREAM_WINDOW_BYTES past the stream's last proc.ack (the offset the client
+// has consumed to, exclusive); when the slowest attached stream lags a whole ring behind, the supervisor stops reading
+// that process's pipe and the process blocks in write() (backpressure; nothing grows). A process with no stream
+// attached never blocks: its oldest output leaves the ring. proc.start may name a `streamId` to attach from seq 0 at
+// once. proc.exited carries `outputSeq`, the end offset of all output: a client has everything once it has consumed
+// up to it (it is sent after the last proc.output the supervisor read; on a lagging stream the output is still coming).
+// Stdin: proc.stdin chunks go to the process in order; null closes it. The agent answers proc.stdin.ack { seq } (bytes
+// the process's stdin has taken); the sender keeps at most PROC_STDIN_WINDOW_BYTES un-acked (more is refused with
+// proc.error window_exceeded). Signals go to the process's group (each process leads its own session). A process past
+// its timeoutMs is killed (SIGKILL to its group) and reported with timedOut. Errors on an existing request (unknown
+// process, stdin after close, …) come back as proc.error.
+//
+// Files. file.op runs one operation inside the cell as the workload user, resolving the path in the cell's own mount
+// namespace (a symlink the workload planted resolves there, with the workload's rights, never on the host).
+// - stat, list (entries with their stat, at most MAX_LIST_ENTRIES, then truncated), mkdir (with parents, like mkdir -p;
+//   an existing directory is fine), remove (a file, an empty directory, or anything with recursive), rename (path → to):
+//   answered by one file.result.
+// - read: the agent sends file.data { seq: offset, data } chunks, at most FILE_WINDOW_BYTES past the reader's last
+//   file.ack { seq }, then file.data { data: null } at the end, then file.result { ok, bytes }.
+// - write (creates or truncates; mode default 0644): the writer sends file.data chunks (seq = offset), at most
+//   FILE_WINDOW_BYTES past the agent's last file.ack { seq }, then file.data { data: null }; the agent answers
+//   file.result { ok, bytes } once the file is closed. A failure (no_space…) is answered at once with file.result
+//   { ok: false }; later file.data for that opId is ignored.
+// At most MAX_FILE_OPS_PER_SANDBOX operations run at once per sandbox (more: too_many_operations).
+
+/** PROC_OUTPUT_RING_BYTES is how much recent output the agent keeps per process (for attach from a seq). */
+export const PROC_OUTPUT_RING_BYTES = 1 << 20;
+/** PROC_STREAM_WINDOW_BYTES is the most proc.output an attached stream receives past its last proc.ack. */
+export const PROC_STREAM_WINDOW_BYTES = 256 * 1024;
+/** PROC_STDIN_WINDOW_BYTES is the most stdin a sender may have in flight past the last proc.stdin.ack. */
+export const PROC_STDIN_WINDOW_BYTES = 256 * 1024;
+/** FILE_WINDOW_BYTES is the most file data in flight past the receiver's last file.ack, each way. */
+export const FILE_WINDOW_BYTES = 256 * 1024;
+/** MAX_SANDBOX_CHUNK_BYTES bounds the data of one proc.stdin, proc.output or file.data. */
+export const MAX_SANDBOX_CHUNK_BYTES = 256 * 1024;
+/** MAX_PROCS_PER_SANDBOX bounds the processes a sandbox runs at once (the supervisor's table). */
+export const MAX_PROCS_PER_SANDBOX = 64;
+/** MAX_PROCS_KEPT bounds the processes (running and ended) the agent remembers per sandbox, for proc.list and attach. */
+export const MAX_PROCS_KEPT = 256;
+/** MAX_STREAMS_PER_SANDBOX bounds the attached streams of one sandbox. */
+export const MAX_STREAMS_PER_SANDBOX = 256;
+/** MAX_FILE_OPS_PER_SANDBOX bounds the file operations running at once in one sandbox. */
+export const MAX_FILE_OPS_PER_SANDBOX = 16;
+/** MAX_LIST_ENTRIES bounds the entries of one list answer (then `truncated`). */
+export const MAX_LIST_ENTRIES = 2048;
+/** MAX_PROC_TIMEOUT_MS bounds a process's own timeout (24 h; the sandbox's deadline ends it anyway). */
+export const MAX_PROC_TIMEOUT_MS = 24 * 3600 * 1000;
+/** MAX_SANDBOX_PATH_BYTES bounds a path in a file operation or a process's cwd. */
+export const MAX_SANDBOX_PATH_BYTES = 4096;
+
+const Seq = Count;
+const SandboxPath = z
+  .string()
+  .min(1)
+  .max(MAX_SANDBOX_PATH_BYTES)
+  .startsWith('/')
+  .refine(noNul, 'must not contain NUL bytes')
+  .refine((s) => Buffer.byteLength(s) <= MAX_SANDBOX_PATH_BYTES, `at most ${MAX_SANDBOX_PATH_BYTES} bytes`);
+const ChunkBase64 = Base64.refine((s) => s.length <= 4 * Math.ceil(MAX_SANDBOX_CHUNK_BYTES / 3), `at most ${MAX_SANDBOX_CHUNK_BYTES} bytes`);
+const TermSize = z.number().int().min(1).max(1000);
+const Signal = z.number().int().min(1).max(64);
+
+/** ProcStartSchema asks the sandbox's supervisor to run a process. */
+const ProcStartSchema = z
+  .strictObject({
+    type: z.literal('proc.start'),
+    jobId: Id,
+    procId: Id,
+    argv: z.array(z.string().max(65536).refine(noNul, 'must not contain NUL bytes')).min(1).max(4096),
+    /** Added to the sandbox's env (the JobSpec's) and the platform's. */
+    env: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]{0,255}$/), z.string().max(65536).refine(noNul, 'must not contain NUL bytes')),
+    /** Created (with parents) if missing, as for a job. */
+    cwd: SandboxPath,
+    timeoutMs: z.number().int().min(1).max(MAX_PROC_TIMEOUT_MS).nullable(),
+    /** A PTY of this size (stdout and stderr merge into stream 'pty'), or pipes. */
+    pty: z.strictObject({ cols: TermSize, rows: TermSize }).nullable(),
+    /** Whether proc.stdin will feed the process; false gives it /dev/null (a PTY always takes input). */
+    stdin: z.boolean(),
+    /** Attach this stream from seq 0 at once (as proc.attach would), so no output waits for a round trip. */
+    streamId: Id.nullable().optional(),
+  })
+  .refine((p) => assignmentBytes(p.argv, p.env, p.cwd) <= MAX_ASSIGNMENT_BYTES - PLATFORM_ENV_RESERVE_BYTES, 'argv, env and cwd exceed what a cell accepts');
+
+/** ProcErrorCodeSchema names why a process request failed (stable snake_case). */
+const ProcErrorCodeSchema = z.enum([
+  'sandbox_not_running', // no running sandbox with that jobId on this agent
+  'exists', // the procId (or streamId) is taken
+  'not_found', // no such process (or stream)
+  'not_running', // the process has exited
+  'command_not_found',
+  'permission_denied',
+  'invalid_cwd',
+  'too_many_processes', // MAX_PROCS_PER_SANDBOX
+  'too_many_streams', // MAX_STREAMS_PER_SANDBOX
+  'stdin_closed', // stdin after close, to a process started without stdin, or one whose stdin the process closed
+  'window_exceeded', // more stdin in flight than PROC_STDIN_WINDOW_BYTES
+  'start_failed', // anything else; the message says what
+]);
+/** ProcErrorCode names why a process request failed. */
+export type ProcErrorCode = z.infer<typeof ProcErrorCodeSchema>;
+
+/** FileErrorCodeSchema names why a file operation failed (stable snake_case; errno-based inside the cell). */
+const FileErrorCodeSchema = z.enum([
+  'not_found', // ENOENT
+  'exists', // EEXIST
+  'not_a_directory', // ENOTDIR
+  'is_a_directory', // EISDIR
+  'permission_denied', // EACCES, EPERM, EROFS
+  'no_space', // ENOSPC, EDQUOT: the sandbox's volume is full
+  'invalid_path', // ELOOP, ENAMETOOLONG, EINVAL, EXDEV, not a regular file for read/write
+  'not_empty', // ENOTEMPTY: remove of a non-empty directory without recursive
+  'io_error', // EIO and anything else; the message carries the errno text
+  'too_many_operations', // MAX_FILE_OPS_PER_SANDBOX
+  'window_exceeded', // file.data past FILE_WINDOW_BYTES
+  'exists_op', // the opId is taken
+  'sandbox_not_running',
+]);
+/** FileErrorCode names why a file operation failed. */
+export type FileErrorCode = z.infer<typeof FileErrorCodeSchema>;
+
+/** FileStatSchema is one file's stat, as the workload sees it (lstat: a symlink is reported as one). */
+const FileStatSchema = z.strictObject({
+  name: z.string().max(1024),
+  type: z.enum(['file', 'directory', 'symlink', 'other']),
+  size: Count,
+  /** Permission bits (with setuid/setgid/sticky). */
+  mode: z.number().int().min(0).max(0o7777),
+  mtimeMs: z.number().min(0).max(1e15),
+});
+/** FileStat is one file's stat inside a sandbox. */
+export type FileStat = z.infer<typeof FileStatSchema>;
+
+/** ProcInfoSchema is one entry of proc.listed. */
+const ProcInfoSchema = z.strictObject({
+  procId: Id,
+  pid: z.number().int().min(0).max(2 ** 31).nullable(),
+  /** The first 16 arguments, each cut to 256 characters. */
+  argv: z.array(z.string().max(256)).max(16),
+  pty: z.boolean(),
+  running: z.boolean(),
+  exitCode: z.number().int().min(0).max(255).nullable(),
+  signal: z.number().int().min(0).max(255).nullable(),
+  timedOut: z.boolean(),
+  startedAt: Time,
+  /** The oldest retained output offset and the end of the output so far. */
+  firstSeq: Seq,
+  nextSeq: Seq,
+});
+/** ProcInfo is one process of a sandbox, for proc.listed. */
+export type ProcInfo = z.infer<typeof ProcInfoSchema>;
+
+/** SandboxToAgent are the sandbox messages the control plane sends (part of ControlToAgentSchema). */
+const SandboxToAgentMessages = [
+  /** Reset the sandbox's deadline to timeoutSeconds from now. */
+  z.strictObject({ type: z.literal('sandbox.timeout'), jobId: Id, timeoutSeconds: z.number().positive().max(1e9) }),
+  ProcStartSchema,
+  z.strictObject({ type: z.literal('proc.stdin'), jobId: Id, procId: Id, data: ChunkBase64.nullable() }),
+  z.strictObject({ type: z.literal('proc.signal'), jobId: Id, procId: Id, signal: Signal }),
+  z.strictObject({ type: z.literal('proc.resize'), jobId: Id, procId: Id, cols: TermSize, rows: TermSize }),
+  z.strictObject({ type: z.literal('proc.attach'), jobId: Id, procId: Id, streamId: Id, fromSeq: Seq }),
+  z.strictObject({ type: z.literal('proc.detach'), jobId: Id, streamId: Id }),
+  z.strictObject({ type: z.literal('proc.ack'), jobId: Id, streamId: Id, seq: Seq }),
+  z.strictObject({ type: z.literal('proc.list'), jobId: Id, requestId: Id }),
+  z.strictObject({
+    type: z.literal('file.op'),
+    jobId: Id,
+    opId: Id,
+    op: z.enum(['stat', 'list', 'mkdir', 'remove', 'rename', 'read', 'write']),
+    path: SandboxPath,
+    /** rename's destination. */
+    to: SandboxPath.optional(),
+    /** remove: a directory with everything in it. */
+    recursive: z.boolean().optional(),
+    /** write, mkdir: permission bits of what is created (default 0644, 0755). */
+    mode: z.number().int().min(0).max(0o777).optional(),
+  }).refine((o) => (o.op === 'rename') === (o.to !== undefined), 'rename, and only rename, takes `to`'),
+  /** A chunk of a file being written (seq = its offset); data null ends the file. */
+  z.strictObject({ type: z.literal('file.data'), jobId: Id, opId: Id, seq: Seq, data: ChunkBase64.nullable() }),
+  /** The reader consumed a read's data up to seq (exclusive). */
+  z.strictObject({ type: z.literal('file.ack'), jobId: Id, opId: Id, seq: Seq }),
+] as const;
+
+/** AgentToSandbox are the sandbox messages an agent sends (part of AgentToControlSchema). */
+const SandboxFromAgentMessages = [
+  z.strictObject({ type: z.literal('proc.started'), jobId: Id, procId: Id, pid: z.number().int().min(1).max(2 ** 31) }),
+  z.strictObject({ type: z.literal('proc.start.failed'), jobId: Id, procId: Id, code: ProcErrorCodeSchema, message: z.string().max(1024) }),
+  z.strictObject({ type: z.literal('proc.output'), jobId: Id, procId: Id, streamId: Id, seq: Seq, stream: z.enum(['stdout', 'stderr', 'pty']), data: ChunkBase64 }),
+  z.strictObject({
+    type: z.literal('proc.exited'),
+    jobId: Id,
+    procId: Id,
+    exitCode: z.number().int().min(0).max(255).nullable(),
+    signal: z.number().int().min(0).max(255).nullable(),
+    timedOut: z.boolean(),
+    /** The end offset of the process's output. */
+    outputSeq: Seq,
+  }),
+  /** The process's stdin has taken everything up to seq (bytes since its start). */
+  z.strictObject({ type: z.literal('proc.stdin.ack'), jobId: Id, procId: Id, seq: Seq }),
+  /** A request on a process or stream failed (signal, resize, stdin, attach, detach, ack). */
+  z.strictObject({ type: z.literal('proc.error'), jobId: Id, procId: Id.nullable(), streamId: Id.nullable(), code: ProcErrorCodeSchema, message: z.string().max(1024) }),
+  z.strictObject({ type: z.literal('proc.listed'), jobId: Id, requestId: Id, procs: z.array(ProcInfoSchema).max(MAX_PROCS_KEPT) }),
+  /** A chunk of a file being read (seq = its offset); data null: the end of the file. */
+  z.strictObject({ type: z.literal('file.data'), jobId: Id, opId: Id, seq: Seq, data: ChunkBase64.nullable() }),
+  /** The agent took a write's data up to seq (exclusive): the writer may send FILE_WINDOW_BYTES past it. */
+  z.strictObject({ type: z.literal('file.ack'), jobId: Id, opId: Id, seq: Seq }),
+  z.strictObject({
+    type: z.literal('file.result'),
+    jobId: Id,
+    opId: Id,
+    ok: z.boolean(),
+    /** list: the directory's entries. */
+    entries: z.array(FileStatSchema).max(MAX_LIST_ENTRIES).optional(),
+    /** list: more entries existed than MAX_LIST_ENTRIES. */
+    truncated: z.boolean().optional(),
+    /** stat: the file's stat. */
+    stat: FileStatSchema.optional(),
+    /** read, write: the bytes transferred. */
+    bytes: Count.optional(),
+    code: FileErrorCodeSchema.optional(),
+    message: z.string().max(1024).optional(),
+  }),
+] as const;
 
 // ---- Messages ----
 
@@ -290,6 +537,7 @@ export const AgentToControlSchema = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('image.prepared'), digest: Digest, unpackedBytes: Count, error: ImageErrorSchema.nullable() }),
   /** The answer to image.remove: its warm cells are drained and the layers no other image uses are deleted. */
   z.strictObject({ type: z.literal('image.removed'), digest: Digest }),
+  ...SandboxFromAgentMessages,
 ]);
 /** AgentToControl are the messages an agent sends. */
 export type AgentToControl = z.infer<typeof AgentToControlSchema>;
@@ -308,6 +556,7 @@ export const ControlToAgentSchema = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('image.prepare'), image: ImageManifestSchema, maxUnpackedBytes: Count }),
   /** Drain the image's warm cells and delete the unpacked layers no other prepared image uses; answer image.removed. */
   z.strictObject({ type: z.literal('image.remove'), digest: Digest }),
+  ...SandboxToAgentMessages,
 ]);
 /** ControlToAgent are the messages the control plane sends. */
 export type ControlToAgent = z.infer<typeof ControlToAgentSchema>;

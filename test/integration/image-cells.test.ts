@@ -13,6 +13,7 @@ import { manifestFromBlobs } from '../../src/agent/images/oci-manifest.js';
 import type { PreparedImage } from '../../src/agent/images/image-store.js';
 import { getPolicy } from '../../src/agent/storage/fscrypt.js';
 import { IMAGE_UID_BASE, type ImageManifest } from '../../src/shared/images/format.js';
+import { RUNTIMES } from '../../src/shared/wire.js';
 
 let cells: AgentCells;
 let image: PreparedImage;
@@ -82,7 +83,7 @@ mount -t tmpfs none /tmp 2>/dev/null && echo mount=yes || echo mount=no
 grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status | tr -d ' \t' | sed 's/:/=/'
 `;
 
-for (const runtime of ['runc', 'runsc'] as const) {
+for (const runtime of RUNTIMES) {
   test(`${runtime}: a cell on an image sees the image's files as root's, read-only, nosuid, with Cleanroom's /etc entries`, async () => {
     const cell = await cells.prepare(runtime, image);
     const cellDir = join(cells.env.cellsDir, cell.id);

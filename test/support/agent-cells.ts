@@ -19,8 +19,9 @@ import type { CellRuntime } from '../../src/agent/runtime/cell-runtime.js';
 import { OciRuntime } from '../../src/agent/runtime/oci-runtime.js';
 import { buildRootfs } from '../../src/agent/runtime/rootfs.js';
 import { ensureSharedRoot, releaseSharedRoot } from '../../src/agent/storage/shared-root.js';
-import type { JobEnd, JobSpec, Runtime, WipeReceipt } from '../../src/shared/wire.js';
+import { RUNTIMES, type JobEnd, type JobSpec, type Runtime, type WipeReceipt } from '../../src/shared/wire.js';
 import { REPO_ROOT, unusedPool } from './cluster.js';
+import { prepareCrunHost } from '../../src/agent/runtime/crun-host.js';
 
 /** PLATFORM_CA stands for the platform's CA in test cells' trust stores. */
 export const PLATFORM_CA = '-----BEGIN CERTIFICATE-----\nTEST-PLATFORM-CA\n-----END CERTIFICATE-----\n';
@@ -51,12 +52,15 @@ export class AgentCells {
     private readonly host: CellNetworkHost,
   ) {
     this.uids = new UidRanges(parseInt(this.agentId, 16));
-    for (const name of ['runc', 'runsc'] as const) this.runtimes.set(name, new OciRuntime({ name, stateRoot: join(dir, 'agent', name) }));
+    for (const name of RUNTIMES) this.runtimes.set(name, new OciRuntime({ name, stateRoot: join(dir, 'agent', name) }));
     this.reconcileOptions = { agentId: this.agentId, runtimes: [...this.runtimes.values()], cellsDir: env.cellsDir, volumesDir: env.volumesDir, spool: new ReceiptSpool(join(dir, 'agent', 'receipts')) };
   }
 
   /** start builds the environment in a fresh directory under /var/tmp. */
   static async start(): Promise<AgentCells> {
+    // As the agent does at start: crun needs the hybrid cgroup layout's v2 hierarchy empty.
+    const crun = await prepareCrunHost();
+    if (!crun.ok) throw new Error(`crun cannot run here: ${crun.reason}`);
     const dir = mkdtempSync('/var/tmp/cleanroom-test-imgcells-');
     chmodSync(dir, 0o711); // runc resolves the root and bind sources as the cell's (unmapped) root
     const agentDir = join(dir, 'agent');

@@ -14,6 +14,8 @@ import {
   MAX_DENIED_PER_MESSAGE,
   MAX_END_MESSAGE_CHARS,
   MAX_JOB_IDS,
+  MAX_LIST_ENTRIES,
+  MAX_SANDBOX_CHUNK_BYTES,
   MAX_OUTPUT_CHUNK_BYTES,
   MAX_POOL_ERROR_CHARS,
   parseAgentMessage,
@@ -53,6 +55,7 @@ const spec: Msg = {
   egress: { allow: [{ cidr: '203.0.113.0/24', protocol: 'tcp', ports: { from: 443, to: 443 } }, { cidr: '198.51.100.7/32', protocol: 'any' }], dryRun: false },
   outputLimitBytes: 64 * MiB,
   image: { digest: `sha256:${'a'.repeat(64)}`, uid: 1000, gid: 1000 },
+  mode: 'job',
 };
 const manifest: Msg = {
   digest: `sha256:${'b'.repeat(64)}`,
@@ -61,6 +64,10 @@ const manifest: Msg = {
   architecture: 'amd64',
   os: 'linux',
 };
+const PROC = 'p_0123456789';
+const STREAM = 's_0123456789';
+const OP = 'op_0123456789';
+const stat = { name: 'a.txt', type: 'file', size: 12, mode: 0o644, mtimeMs: 1_764_892_800_000 };
 const credentials = { token: 'eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl', expiresAt: T };
 
 /** One valid message of every type an agent sends. */
@@ -79,6 +86,21 @@ const AGENT: Record<string, Msg> = {
   },
   'image.prepared': { type: 'image.prepared', digest: `sha256:${'b'.repeat(64)}`, unpackedBytes: 4096, error: { code: 'image_layer_invalid', message: 'a/../b escapes the layer' } },
   'image.removed': { type: 'image.removed', digest: `sha256:${'b'.repeat(64)}` },
+  'proc.started': { type: 'proc.started', jobId: JOB, procId: PROC, pid: 7 },
+  'proc.start.failed': { type: 'proc.start.failed', jobId: JOB, procId: PROC, code: 'command_not_found', message: 'no such command: nope' },
+  'proc.output': { type: 'proc.output', jobId: JOB, procId: PROC, streamId: STREAM, seq: 6, stream: 'stderr', data: Buffer.from('hello\n').toString('base64') },
+  'proc.exited': { type: 'proc.exited', jobId: JOB, procId: PROC, exitCode: null, signal: 9, timedOut: true, outputSeq: 12 },
+  'proc.stdin.ack': { type: 'proc.stdin.ack', jobId: JOB, procId: PROC, seq: 100 },
+  'proc.error': { type: 'proc.error', jobId: JOB, procId: PROC, streamId: STREAM, code: 'stdin_closed', message: 'stdin is closed' },
+  'proc.listed': {
+    type: 'proc.listed',
+    jobId: JOB,
+    requestId: randomUUID(),
+    procs: [{ procId: PROC, pid: 7, argv: ['sleep', '10'], pty: false, running: true, exitCode: null, signal: null, timedOut: false, startedAt: T, firstSeq: 0, nextSeq: 0 }],
+  },
+  'file.data': { type: 'file.data', jobId: JOB, opId: OP, seq: 0, data: Buffer.from('file').toString('base64') },
+  'file.ack': { type: 'file.ack', jobId: JOB, opId: OP, seq: 4 },
+  'file.result': { type: 'file.result', jobId: JOB, opId: OP, ok: false, entries: [stat], truncated: false, stat, bytes: 4, code: 'no_space', message: 'No space left on device' },
 };
 
 /** One valid message of every type the control plane sends. */
@@ -89,14 +111,26 @@ const CONTROL: Record<string, Msg> = {
   cancel: { type: 'cancel', jobId: JOB },
   'pool.get': { type: 'pool.get', requestId: randomUUID() },
   'receipts.stored': { type: 'receipts.stored', volumeIds: ['v-0123456789abcdef'] },
+  'sandbox.timeout': { type: 'sandbox.timeout', jobId: JOB, timeoutSeconds: 600 },
+  'proc.start': { type: 'proc.start', jobId: JOB, procId: PROC, argv: ['sh', '-c', 'echo hi'], env: { A: '1' }, cwd: '/work', timeoutMs: 5000, pty: { cols: 80, rows: 24 }, stdin: true, streamId: STREAM },
+  'proc.stdin': { type: 'proc.stdin', jobId: JOB, procId: PROC, data: Buffer.from('input').toString('base64') },
+  'proc.signal': { type: 'proc.signal', jobId: JOB, procId: PROC, signal: 15 },
+  'proc.resize': { type: 'proc.resize', jobId: JOB, procId: PROC, cols: 120, rows: 40 },
+  'proc.attach': { type: 'proc.attach', jobId: JOB, procId: PROC, streamId: STREAM, fromSeq: 0 },
+  'proc.detach': { type: 'proc.detach', jobId: JOB, streamId: STREAM },
+  'proc.ack': { type: 'proc.ack', jobId: JOB, streamId: STREAM, seq: 65536 },
+  'proc.list': { type: 'proc.list', jobId: JOB, requestId: randomUUID() },
+  'file.op': { type: 'file.op', jobId: JOB, opId: OP, op: 'write', path: '/work/a.txt', recursive: false, mode: 0o600 },
+  'file.data': { type: 'file.data', jobId: JOB, opId: OP, seq: 0, data: null },
+  'file.ack': { type: 'file.ack', jobId: JOB, opId: OP, seq: 4 },
   'image.prepare': { type: 'image.prepare', image: manifest, maxUnpackedBytes: 4096 * MiB },
   'image.remove': { type: 'image.remove', digest: `sha256:${'b'.repeat(64)}` },
 };
 
 // Paths ('*' for any array index or record key) where a field may be left out, may be null, or is a map of free keys.
-const OPTIONAL = new Set(['outputDroppedBytes', 'timings@job.wiped', 'spooled', 'receipt.steps.*.detail', 'job.egress.allow.*.ports', 'job.image']);
-const NULLABLE = new Set(['end.exitCode', 'end.signal', 'end.message', 'jobId@job.wiped', 'receipt.cellId', 'receipt.keyIdentifier', 'receipt.keyStateAfterRemoval', 'records.*.jobId', 'records.*.port', 'requestId@pool.status', 'pool.*.lastError', 'job.image', 'job.image.uid', 'job.image.gid', 'error@image.prepared', 'image.config.entrypoint', 'image.config.cmd']);
-const MAPS = new Set(['timings', 'job.env', 'pool']);
+const OPTIONAL = new Set(['outputDroppedBytes', 'timings@job.wiped', 'spooled', 'receipt.steps.*.detail', 'job.egress.allow.*.ports', 'job.mode', 'streamId@proc.start', 'recursive', 'mode@file.op', 'entries', 'truncated', 'stat', 'bytes', 'code@file.result', 'message@file.result', 'job.image']);
+const NULLABLE = new Set(['timeoutMs', 'pty', 'streamId@proc.start', 'data@proc.stdin', 'data@file.data', 'signal@proc.exited', 'exitCode@proc.exited', 'procId@proc.error', 'streamId@proc.error', 'procs.*.pid', 'procs.*.exitCode', 'procs.*.signal', 'end.exitCode', 'end.signal', 'end.message', 'jobId@job.wiped', 'receipt.cellId', 'receipt.keyIdentifier', 'receipt.keyStateAfterRemoval', 'records.*.jobId', 'records.*.port', 'requestId@pool.status', 'pool.*.lastError', 'job.image', 'job.image.uid', 'job.image.gid', 'error@image.prepared', 'image.config.entrypoint', 'image.config.cmd']);
+const MAPS = new Set(['timings', 'job.env', 'pool', 'env@proc.start']);
 
 const agentOk = (m: unknown) => parseAgentMessage(JSON.stringify(m)).ok;
 const controlOk = (m: unknown) => parseControlMessage(JSON.stringify(m)).ok;
@@ -162,9 +196,10 @@ test('a valid message of every type is accepted, at both ends', () => {
   assert.ok(agentOk(ended));
   const { timings: _t, spooled: _s, ...wiped } = AGENT['job.wiped']!;
   assert.ok(agentOk({ ...wiped, jobId: null }));
-  // Messages of one direction are not accepted in the other.
-  for (const m of Object.values(AGENT)) assert.equal(controlOk(m), false);
-  for (const m of Object.values(CONTROL)) assert.equal(agentOk(m), false);
+  // Messages of one direction are not accepted in the other (file.data and file.ack go both ways).
+  const both = new Set(['file.data', 'file.ack']);
+  for (const [type, m] of Object.entries(AGENT)) if (!both.has(type)) assert.equal(controlOk(m), false, type);
+  for (const [type, m] of Object.entries(CONTROL)) if (!both.has(type)) assert.equal(agentOk(m), false, type);
 });
 
 test('every missing, extra or wrongly typed field is refused', () => {
@@ -239,6 +274,23 @@ test('oversized and out-of-range values are refused', () => {
     ['token that is no JWS', c('token.refresh', (m) => (m.credentials.token = 'secret'))],
     ['1001 volume ids', c('receipts.stored', (m) => (m.volumeIds = Array.from({ length: 1001 }, () => 'v-0')))],
     ['welcome of another version', c('welcome', (m) => (m.protocol = 1))],
+    ['a sandbox with a command', c('assign', (m) => (m.job.mode = 'sandbox'))],
+    ['an unknown mode', c('assign', (m) => (m.job.mode = 'vm'))],
+    ['a process without argv', c('proc.start', (m) => (m.argv = []))],
+    ['a relative cwd for a process', c('proc.start', (m) => (m.cwd = 'work'))],
+    ['a terminal of 0 columns', c('proc.start', (m) => (m.pty.cols = 0))],
+    ['a process timeout over 24 h', c('proc.start', (m) => (m.timeoutMs = 24 * 3600 * 1000 + 1))],
+    ['signal 65', c('proc.signal', (m) => (m.signal = 65))],
+    ['stdin over one chunk', c('proc.stdin', (m) => (m.data = Buffer.alloc(MAX_SANDBOX_CHUNK_BYTES + 3).toString('base64')))],
+    ['a relative file path', c('file.op', (m) => (m.path = 'a.txt'))],
+    ['a path with NUL', c('file.op', (m) => (m.path = '/work/a\0b'))],
+    ['a path over 4096 bytes', c('file.op', (m) => (m.path = `/${'é'.repeat(2048)}`))],
+    ['an unknown file op', c('file.op', (m) => (m.op = 'chmod'))],
+    ['rename without to', c('file.op', (m) => (m.op = 'rename'))],
+    ['to without rename', c('file.op', (m) => (m.to = '/work/b'))],
+    ['mode 01000 for a write', c('file.op', (m) => (m.mode = 0o1000))],
+    ['an unknown file error code', a('file.result', (m) => (m.code = 'disk_full'))],
+    [`${MAX_LIST_ENTRIES + 1} list entries`, a('file.result', (m) => (m.entries = Array.from({ length: MAX_LIST_ENTRIES + 1 }, () => stat)))],
   ];
   for (const [what, ok] of refused) assert.equal(ok, false, `${what} was accepted`);
   // The limits themselves are accepted.
@@ -246,6 +298,12 @@ test('oversized and out-of-range values are refused', () => {
   assert.ok(a('network.denied', (m) => (m.records = Array.from({ length: MAX_DENIED_PER_MESSAGE }, () => m.records[0]))));
   assert.ok(c('assign', (m) => (m.job.env = { BIG: 'x'.repeat(60_000) })));
   assert.ok(MAX_ASSIGNMENT_BYTES > 60_000);
+  assert.ok(c('assign', (m) => ((m.job.mode = 'sandbox'), (m.job.command = []))), 'a sandbox takes no command');
+  assert.ok(c('file.op', (m) => ((m.op = 'rename'), (m.to = '/work/b'))), 'a rename');
+  assert.ok(c('proc.stdin', (m) => (m.data = Buffer.alloc(MAX_SANDBOX_CHUNK_BYTES).toString('base64'))), 'a full stdin chunk');
+  const { mode: _m, ...job } = CONTROL.assign!.job as Msg;
+  const parsed = parseControlMessage(JSON.stringify({ ...CONTROL.assign, job }));
+  assert.ok(parsed.ok && parsed.msg.type === 'assign' && parsed.msg.job.mode === 'job', 'mode defaults to job');
 });
 
 test('one job.output carries at most one cell frame (wire.ts and frames.ts agree)', () => {

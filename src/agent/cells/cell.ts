@@ -10,8 +10,10 @@ import { CELL_CA_FILE, CELL_FILES_DIR, CELL_INIT_PATH, cellSpec, WORKLOAD_UID } 
 import { mountImageRoot, unmountImageRoot, type CellRoot } from '../images/cell-root.js';
 import type { PreparedImage } from '../images/image-store.js';
 import { makeFifo } from '../runtime/host-calls.js';
+import { inBackground } from '../runtime/background.js';
 import { CellCgroup } from './cgroup.js';
 import { encodeAssignment, encodeFile, encodeStart, FrameDecoder, type CellFrame } from './frames.js';
+import { encodeSandboxAssignment, INIT_CHUNK_BYTES, MAX_INIT_OPS, MAX_INIT_PROCS, type SandboxFrame } from '../sandbox/init-codec.js';
 import type { SizeClass } from './size-class.js';
 import type { CellNetwork, CellNetworkHost } from '../network/cell-network.js';
 import type { CellAddress, Ipam } from '../network/ipam.js';
@@ -59,6 +61,8 @@ export interface CellEvents {
   output(stream: 'stdout' | 'stderr', data: Buffer): void;
   ended(end: JobEnd, timings: Record<string, number>): void;
   wiped(receipt: WipeReceipt | null, error: string | null): void;
+  /** sandboxFrame receives what a sandbox's supervisor reports (sandbox mode only). */
+  sandboxFrame?(frame: SandboxFrame): void;
 }
 
 /** SANDBOX_SUBNET is the address allocator's key for the subnet gVisor cells share (workspace ids never look like it). */
@@ -66,6 +70,13 @@ const SANDBOX_SUBNET = 'shared:runsc';
 
 /** CONTROL_QUEUE_LIMIT bounds what waits for a cell to read its control FIFO: the largest assignment and its files. */
 const CONTROL_QUEUE_LIMIT = MAX_ASSIGNMENT_BYTES + 4 * MAX_CELL_FILE_BYTES;
+/**
+ * SANDBOX_CONTROL_QUEUE_LIMIT bounds the same for a sandbox: a few process starts, and the stdin and write data every
+ * process and operation may have in flight (the session keeps each within INIT_CHUNK_BYTES).
+ */
+const SANDBOX_CONTROL_QUEUE_LIMIT = 4 * MAX_ASSIGNMENT_BYTES + (MAX_INIT_PROCS + MAX_INIT_OPS) * (INIT_CHUNK_BYTES + 64);
+/** SANDBOX_READY_TIMEOUT_MS bounds the wait for a sandbox's supervisor to report ready after the start. */
+const SANDBOX_READY_TIMEOUT_MS = 10_000;
 
 const WIPE_BUSY_RETRIES = 10;
 const WIPE_BUSY_DELAY_MS = 100;
@@ -89,6 +100,11 @@ export class Cell {
   private stopReason: 'cancelled' | 'timeout' | 'shutdown' | null = null;
   private protocolError: string | null = null;
   private timers: NodeJS.Timeout[] = [];
+  private deadline: NodeJS.Timeout | null = null;
+  /** A sandbox's supervisor reported ready; rejected if the cell ends first. */
+  private ready: { resolve: () => void; reject: (e: Error) => void } | null = null;
+  /** The env a sandbox's processes start with (the job's and the platform's); set at assignment. */
+  private env0: Readonly<Record<string, string>> = {};
   private wiped: Promise<WipeReceipt | null> | null = null;
   private volume: Volume | null = null;
   private network: CellNetwork | null = null;
@@ -205,7 +221,9 @@ export class Cell {
       CLEANROOM_DATA_URL: gateway.dataUrl,
       CLEANROOM_CA_FILE: CELL_CA_FILE,
     };
-    const assignment = encodeAssignment(job.command, env, job.cwd);
+    this.env0 = env;
+    const sandbox = job.mode === 'sandbox';
+    const assignment = sandbox ? encodeSandboxAssignment() : encodeAssignment(job.command, env, job.cwd);
     // The control plane refuses larger jobs; a cell would refuse this one and end (never block: the write is queued).
     if (assignment.length - 8 > MAX_ASSIGNMENT_BYTES) throw new Error(`the job's command, env and cwd encode to ${assignment.length - 8} bytes; cells accept at most ${MAX_ASSIGNMENT_BYTES}`);
     this.sendControl(
@@ -224,10 +242,38 @@ export class Cell {
     }
     this.cgroup.limit(job.memoryBytes, job.cpu);
     if (this.state !== 'assigned' || this.control === null) throw new Error(`cell ${this.id} ended during assignment`);
+    const ready = sandbox ? this.readyPromise() : null;
     this.sendControl(encodeStart());
     this.handedOverAt = performance.now();
-    this.timers.push(setTimeout(() => void this.stop('timeout'), job.timeoutSeconds * 1000));
+    this.resetDeadline(job.timeoutSeconds);
+    if (ready) await ready;
     this.timings.assign_ms = performance.now() - t0;
+  }
+
+  private readyPromise(): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`the sandbox's supervisor did not report ready within ${SANDBOX_READY_TIMEOUT_MS} ms`)), SANDBOX_READY_TIMEOUT_MS);
+      const done = () => clearTimeout(timer);
+      this.ready = { resolve: () => (done(), resolve()), reject: (e) => (done(), reject(e)) };
+    });
+  }
+
+  /** resetDeadline ends the workload as timed out `seconds` from now (a sandbox's sandbox.timeout). Precondition: assigned. */
+  resetDeadline(seconds: number): void {
+    if (this.state !== 'assigned') return;
+    if (this.deadline) clearTimeout(this.deadline);
+    this.deadline = setTimeout(() => void this.stop('timeout'), Math.min(seconds * 1000, 2 ** 31 - 1));
+  }
+
+  /** workloadEnv is the env a sandbox's processes start with (its job's and the platform's). */
+  get workloadEnv(): Readonly<Record<string, string>> {
+    return this.env0;
+  }
+
+  /** sendToSandbox queues a request for a sandbox's supervisor (see sendControl). Precondition: a sandbox cell. */
+  sendToSandbox(bytes: Buffer): void {
+    if (this.state !== 'assigned') return;
+    this.sendControl(bytes);
   }
 
   /** refreshCredentials replaces the workload's token file (atomically, by cell init) with a fresh token. */
@@ -243,7 +289,8 @@ export class Cell {
   private sendControl(bytes: Buffer): void {
     const control = this.control;
     if (!control || control.destroyed) return;
-    if (control.writableLength + bytes.length > CONTROL_QUEUE_LIMIT) {
+    const limit = this.job?.mode === 'sandbox' ? SANDBOX_CONTROL_QUEUE_LIMIT : CONTROL_QUEUE_LIMIT;
+    if (control.writableLength + bytes.length > limit) {
       this.protocolError = `the cell left ${control.writableLength} bytes of its control channel unread`;
       void this.runtime.delete(this.name).catch(() => {});
       return;
@@ -287,15 +334,30 @@ export class Cell {
       } else if (f.type === 'started') {
         this.timings.init_started_ms ??= performance.now() - this.handedOverAt;
         continue;
-      } else if (!this.exitFrame) {
+      } else if (f.type === 'exit' || f.type === 'error') {
+        if (this.exitFrame) continue;
         this.exitFrame = f;
         // Init exits right after its exit frame; if anything holds the cell open, force it down.
         this.timers.push(setTimeout(() => void this.runtime.delete(this.name).catch(() => {}), this.env.exitGraceMs));
+      } else if (this.job?.mode === 'sandbox' && this.state === 'assigned') {
+        if (f.type === 'ready') {
+          this.timings.init_started_ms ??= performance.now() - this.handedOverAt;
+          this.ready?.resolve();
+          this.ready = null;
+        }
+        if (this.stopReason === null) this.events?.sandboxFrame?.(f as SandboxFrame);
+      } else {
+        // A sandbox frame from a job's cell: hostile or broken.
+        this.protocolError = `unexpected frame ${f.type}`;
+        this.container?.stdio.stdout.destroy();
+        return;
       }
     }
   }
 
   private async onCellClosed(): Promise<void> {
+    this.ready?.reject(new Error('the cell ended before its supervisor was ready'));
+    this.ready = null;
     const wasAssigned = this.state === 'assigned';
     this.state = 'exited';
     const end = this.judgeEnd(wasAssigned);
@@ -329,7 +391,8 @@ export class Cell {
 
   /** wipe kills every process, then crypto-shreds the volume and removes cgroup and directories; idempotent. */
   wipe(): Promise<WipeReceipt | null> {
-    this.wiped ??= this.doWipe();
+    // Wiping is background work (runtime/background.ts): the next job's start goes first.
+    this.wiped ??= inBackground(() => this.doWipe());
     return this.wiped;
   }
 
@@ -337,6 +400,7 @@ export class Cell {
     const t0 = performance.now();
     this.state = 'wiping';
     for (const t of this.timers) clearTimeout(t);
+    if (this.deadline) clearTimeout(this.deadline);
     this.control?.destroy();
     this.control = null;
     await this.runtime.delete(this.name);

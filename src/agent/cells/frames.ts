@@ -1,4 +1,5 @@
 /** The byte protocol between the agent and cell init (see native/cell-init/cell-init.c). */
+import { decodeSandboxFrame, type SandboxFrame } from '../sandbox/init-codec.js';
 
 /** MAX_FRAME_BYTES bounds one frame from a cell: anything larger is a protocol violation. */
 export const MAX_FRAME_BYTES = 1 << 20;
@@ -8,7 +9,8 @@ export type CellFrame =
   | { type: 'started'; pid: number }
   | { type: 'stdout' | 'stderr'; data: Buffer }
   | { type: 'exit'; code: number | null; signal: number | null }
-  | { type: 'error'; message: string };
+  | { type: 'error'; message: string }
+  | SandboxFrame;
 
 /** encodeAssignment serialises the workload's argv, env and cwd for cell init. */
 export function encodeAssignment(argv: string[], env: Record<string, string>, cwd: string): Buffer {
@@ -107,8 +109,11 @@ function decodeFrame(type: string, data: Buffer): CellFrame {
     }
     case 'E':
       return { type: 'error', message: data.toString('utf8').slice(0, 500) };
-    default:
-      throw new Error(`unknown cell frame type ${JSON.stringify(type)}`);
+    default: {
+      const f = decodeSandboxFrame(type, data);
+      if (!f) throw new Error(`unknown cell frame type ${JSON.stringify(type)}`);
+      return f;
+    }
   }
 }
 

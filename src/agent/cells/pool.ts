@@ -2,6 +2,7 @@
 import type { PoolStatus, Runtime, VolumeCounts } from '../../shared/wire.js';
 import type { CellRuntime } from '../runtime/cell-runtime.js';
 import { Cell, type CellEnvironment } from './cell.js';
+import { inBackground } from '../runtime/background.js';
 import type { SizeClass } from './size-class.js';
 import type { UidRanges } from './uid-ranges.js';
 import type { PreparedImage } from '../images/image-store.js';
@@ -99,7 +100,8 @@ export class CellPool {
         if (!short) return;
         short.preparing++;
         try {
-          const cell = await this.prepare(short.target.runtime, short.target.sizeClass, short.target.image);
+          // A refill is background work: it yields the CPU to starts and workloads (runtime/background.ts).
+          const cell = await inBackground(() => this.prepare(short.target.runtime, short.target.sizeClass, short.target.image));
           short.lastError = null;
           if (this.closed || ![...this.entries.values()].includes(short)) await this.discard(cell);
           else short.warm.push(cell);

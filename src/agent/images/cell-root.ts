@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { IMAGE_UID_BASE } from '../../shared/images/format.js';
 import { mountCellRoot, unmount } from './overlay-files.js';
 import type { PreparedImage } from './image-store.js';
+import type { Runtime } from '../../shared/wire.js';
 
 /** CellRoot names the two mounts of a cell on an image. */
 export interface CellRoot {
@@ -22,11 +23,11 @@ export interface CellRoot {
  * device node (the unpacker strips and refuses them), gVisor's own kernel decides what a file may do, and the
  * idmapped layers beneath stay nosuid,nodev.
  */
-export function mountImageRoot(cellDir: string, unpackedDir: string, image: PreparedImage, hostUidBase: number, runtime: 'runc' | 'runsc'): CellRoot {
+export function mountImageRoot(cellDir: string, unpackedDir: string, image: PreparedImage, hostUidBase: number, runtime: Runtime): CellRoot {
   const root = { layers: join(cellDir, 'layers'), rootfs: join(cellDir, 'rootfs') };
   mkdirSync(root.layers, { mode: 0o700 });
   mkdirSync(root.rootfs, { mode: 0o711 });
-  mountCellRoot(unpackedDir, root.layers, root.rootfs, image.lowerNames, IMAGE_UID_BASE, hostUidBase, runtime === 'runc');
+  mountCellRoot(unpackedDir, root.layers, root.rootfs, image.lowerNames, IMAGE_UID_BASE, hostUidBase, runtime !== 'runsc');
   return root;
 }
 

@@ -1,5 +1,6 @@
 /** Builds the OCI runtime spec (config.json) of a cell. */
 import { cellSeccompProfile } from './seccomp.js';
+import type { Runtime } from '../../shared/wire.js';
 
 /** WORKLOAD_UID is the uid (and gid) the workload runs as inside every cell. */
 export const WORKLOAD_UID = 1000;
@@ -21,7 +22,7 @@ export const UID_RANGE_SIZE = 65536;
 
 /** CellSpecInput is everything the spec depends on; none of it is tenant data. */
 export interface CellSpecInput {
-  runtime: 'runc' | 'runsc';
+  runtime: Runtime;
   /** Read-only root filesystem: the directory shared by host-root cells (synthetic /etc, mount points), or an image cell's own overlay. */
   rootfs: string;
   /**
@@ -47,6 +48,9 @@ export interface CellSpecInput {
 }
 
 const CPU_PERIOD_US = 100_000;
+/** WARM_CPU_SHARES weighs a cell while it is prepared and waits (its init starting): below the start path and running
+ *  workloads, which get the normal weight at assignment (CellCgroup.limit). */
+export const WARM_CPU_SHARES = 64;
 /** INIT_CAPS are cell init's capabilities inside the cell's user namespace until the workload starts. */
 const INIT_CAPS = ['CAP_SETUID', 'CAP_SETGID', 'CAP_SETPCAP'];
 
@@ -79,6 +83,8 @@ export function cellSpec(i: CellSpecInput): Record<string, unknown> {
       { destination: '/proc', type: 'proc', source: 'proc', options: ['nosuid', 'noexec', 'nodev'] },
       { destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'strictatime', 'mode=755', 'size=1024k'] },
       { destination: '/dev/shm', type: 'tmpfs', source: 'shm', options: ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=65536k'] },
+      // The cell's own PTYs (a sandbox's terminals): a private devpts instance, nothing of the host's.
+      { destination: '/dev/pts', type: 'devpts', source: 'devpts', options: ['nosuid', 'noexec', 'newinstance', 'ptmxmode=0666', 'mode=0620'] },
       // No sysfs: an empty read-only tmpfs hides host devices and lets the cell join a netns the agent made.
       { destination: '/sys', type: 'tmpfs', source: 'sysfs-empty', options: ['ro', 'nosuid', 'noexec', 'nodev', 'size=4k'] },
       // Host-root cells see the host's /usr; an image cell's root is the image itself, with cell init bound in from the agent.
@@ -102,9 +108,14 @@ export function cellSpec(i: CellSpecInput): Record<string, unknown> {
       ],
       cgroupsPath: i.cgroupsPath,
       resources: {
-        devices: [{ allow: false, access: 'rwm' }],
+        // No device but the cell's own PTYs: /dev/pts/ptmx (5:2) and its terminals (136:*).
+        devices: [
+          { allow: false, access: 'rwm' },
+          { allow: true, type: 'c', major: 5, minor: 2, access: 'rwm' },
+          { allow: true, type: 'c', major: 136, access: 'rwm' },
+        ],
         memory: { limit: i.memoryBytes, swap: i.memoryBytes },
-        cpu: { quota: Math.round((i.cpuMillis / 1000) * CPU_PERIOD_US), period: CPU_PERIOD_US },
+        cpu: { quota: Math.round((i.cpuMillis / 1000) * CPU_PERIOD_US), period: CPU_PERIOD_US, shares: WARM_CPU_SHARES },
         pids: { limit: i.pids },
       },
       seccomp: cellSeccompProfile(i.runtime),

@@ -47,7 +47,7 @@ export function registerRun(program: Command): void {
     .option('--memory <size>', 'memory limit, e.g. 256M or 1G')
     .option('--timeout <duration>', 'time limit, e.g. 30s, 5m')
     .option('--disk <size>', 'size of the encrypted /work + /tmp volume, e.g. 512M')
-    .option('--runtime <name>', 'runc (default) or runsc (gVisor)')
+    .option('--runtime <name>', 'runc (default), crun, or runsc (gVisor)')
     .option('--image <name[:tag]>', 'the image to run on (NAME[:TAG] or sha256:…; default: the configured default image)')
     .option('-e, --env <KEY=VALUE>', 'environment variable (repeatable)', (v: string, acc: string[]) => [...acc, v], [])
     .option('--read <prefix>', "the job's token may read objects under this key prefix of the data store (repeatable)", (v: string, acc: string[]) => [...acc, v], [])

@@ -21,6 +21,13 @@ import {
 } from '../../shared/wire.js';
 import type { Dispatcher, JobService } from '../jobs/job-service.js';
 import type { NetworkPolicyService } from '../network/network-policy-service.js';
+import { isSandboxReport, type SandboxChannel, type SandboxReport, type SandboxRequestMessage } from '../sandboxes/sandbox-channel.js';
+
+/** SandboxReports takes the sandbox reports of agents (the process and file relays) and hears of lost agents. */
+export interface SandboxReports {
+  onReport(agentId: string, msg: SandboxReport): void;
+  agentLost(agentId: string): void;
+}
 
 /** AgentHubTls is the listener's certificate and the CA whose agents it accepts. */
 export interface AgentHubTls {
@@ -62,13 +69,14 @@ const REPORTS_HIGH_WATER = 256;
 const REPORTS_LOW_WATER = 32;
 
 /** AgentHub is the Dispatcher backed by connected agents. */
-export class AgentHub implements Dispatcher {
+export class AgentHub implements Dispatcher, SandboxChannel {
   private readonly agents = new Map<string, Connection>();
   private readonly server: Server;
   /** Pool requests awaiting an answer, by request id, with the agent asked. */
   private readonly pending = new Map<string, { agentId: string; answer: (p: AgentPool) => void }>();
   private readonly lostTimers = new Map<string, NodeJS.Timeout>();
   private images: ImageEvents | null = null;
+  private sandboxes: SandboxReports | null = null;
 
   constructor(
     tls: AgentHubTls,
@@ -112,6 +120,19 @@ export class AgentHub implements Dispatcher {
     const conns = [...this.agents.values()];
     for (const c of conns) send(c.ws, { type: 'image.remove', digest });
     return conns.map((c) => c.agentId);
+  }
+
+  /** attachSandboxes connects the sandbox relays (built after the hub). */
+  attachSandboxes(s: SandboxReports): void {
+    this.sandboxes = s;
+  }
+
+  /** send delivers a sandbox request to a connected agent; false if it is not connected. */
+  send(agentId: string, msg: SandboxRequestMessage): boolean {
+    const conn = this.agents.get(agentId);
+    if (!conn) return false;
+    send(conn.ws, msg);
+    return true;
   }
 
   /** listen binds the channel; resolves with the bound port. */
@@ -174,6 +195,7 @@ export class AgentHub implements Dispatcher {
       const agentId = conn.agentId;
       this.agents.delete(agentId);
       this.log('agent disconnected', { agentId, code, reason: reason.toString() });
+      this.sandboxes?.agentLost(agentId);
       this.lostTimers.set(agentId, setTimeout(() => void this.lostIfAbsent(agentId, 'the agent disconnected and did not come back'), this.graceMs));
     });
   }
@@ -201,6 +223,7 @@ export class AgentHub implements Dispatcher {
   /** onReport applies one checked report; reports about jobs that are not the agent's own are ignored by the services. */
   private async onReport(conn: Connection, msg: Exclude<AgentToControl, { type: 'hello' }>): Promise<void> {
     const { agentId } = conn;
+    if (isSandboxReport(msg)) return this.sandboxes?.onReport(agentId, msg);
     switch (msg.type) {
       case 'job.started':
         return this.jobs.onStarted(agentId, msg.jobId, msg.cellId, msg.timings);

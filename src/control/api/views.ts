@@ -1,8 +1,9 @@
 /** The JSON shapes the API returns, as zod schemas (documented in OpenAPI) plus mappers from the model. */
 import { z } from 'zod';
+import { RuntimeSchema } from '../../shared/wire.js';
 import type { EgressPolicy } from '../../shared/net/egress-policy.js';
 import { AUDIT_EVENT_TYPES } from '../audit/chain.js';
-import { API_KEY_ROLES, IMAGE_STATES, type ApiKeyRecord, type DeniedConnectionRecord, type ImageRecord, type Job, type ObjectMeta, type Workspace } from '../model.js';
+import { API_KEY_ROLES, IMAGE_STATES, TERMINAL_STATUSES, type ApiKeyRecord, type DeniedConnectionRecord, type ImageRecord, type Job, type ObjectMeta, type SandboxEndRequest, type Workspace } from '../model.js';
 
 /** EgressPolicyView is a policy as the API shows it: normalised, in the same shape PUT accepts, so it can be edited and sent back. */
 export const EgressPolicyView = z.object({
@@ -34,7 +35,7 @@ export const JobView = z.object({
   cpu: z.number(),
   memoryMiB: z.number(),
   timeoutSeconds: z.number(),
-  runtime: z.enum(['runc', 'runsc']),
+  runtime: RuntimeSchema,
   createdAt: z.string(),
   startedAt: z.string().nullable(),
   endedAt: z.string().nullable(),
@@ -92,6 +93,82 @@ export function jobView(j: Job): z.infer<typeof JobView> {
     imageDigest: j.image?.digest ?? null,
     wipe: j.wipe ? { volumeId: j.wipe.volumeId, cellId: j.wipe.cellId, keyIdentifier: j.wipe.keyIdentifier, keyStateAfterRemoval: j.wipe.keyStateAfterRemoval, startedAt: j.wipe.startedAt, finishedAt: j.wipe.finishedAt, totalMs: j.wipe.totalMs, steps: [...j.wipe.steps] } : null,
   };
+}
+
+/** WipeReceiptView is the receipt of a crypto-shred, as on a job and a sandbox. */
+const WipeReceiptView = JobView.shape.wipe;
+
+/** SANDBOX_END_REASONS say why a sandbox ended. */
+export const SANDBOX_END_REASONS = ['deleted', 'timeout', 'idle', 'oom', 'error', 'exited'] as const;
+
+/** SandboxView is a sandbox as the API shows it (its env is never echoed back). */
+export const SandboxView = z.object({
+  id: z.string(),
+  workspaceId: z.string(),
+  state: z.enum(['starting', 'running', 'ended']).describe('starting: waiting for a cell; running: processes and files may be used; ended: its cell is gone'),
+  endReason: z.enum(SANDBOX_END_REASONS).nullable().describe('why it ended: deleted, timeout, idle (idleTimeoutSeconds without activity), oom, error (e.g. its agent was lost), exited (its supervisor stopped)'),
+  message: z.string().nullable(),
+  metadata: z.record(z.string(), z.string()),
+  runtime: RuntimeSchema,
+  cpu: z.number(),
+  memoryMiB: z.number(),
+  diskMiB: z.number(),
+  timeoutSeconds: z.number().describe('life from ready (or from the last timeout change)'),
+  idleTimeoutSeconds: z.number().describe('0: never idle'),
+  createdAt: z.string(),
+  startedAt: z.string().nullable().describe('when it became ready'),
+  endsAt: z.string().nullable().describe('when its deadline falls, while it runs'),
+  endedAt: z.string().nullable(),
+  cellId: z.string().nullable(),
+  timings: z.record(z.string(), z.number()),
+  egress: EgressPolicyView,
+  wipe: WipeReceiptView,
+});
+
+/** SandboxViewShape is a sandbox as the API returns it. */
+export type SandboxViewShape = z.infer<typeof SandboxView>;
+
+/** sandboxView maps a sandbox's record to its API shape. */
+export function sandboxView(j: Job): SandboxViewShape {
+  const sb = j.sandbox ?? { metadata: {}, idleTimeoutSeconds: 0, endsAt: null, endRequested: null };
+  const view = jobView(j);
+  const ended = TERMINAL_STATUSES.includes(j.status);
+  return {
+    id: j.id,
+    workspaceId: j.workspaceId,
+    state: ended ? 'ended' : j.status === 'running' ? 'running' : 'starting',
+    endReason: ended ? endReasonOf(j.status, sb.endRequested) : null,
+    message: j.message,
+    metadata: sb.metadata,
+    runtime: j.runtime,
+    cpu: j.cpu,
+    memoryMiB: view.memoryMiB,
+    diskMiB: view.diskMiB,
+    timeoutSeconds: j.timeoutSeconds,
+    idleTimeoutSeconds: sb.idleTimeoutSeconds,
+    createdAt: j.createdAt,
+    startedAt: j.startedAt,
+    endsAt: ended ? null : sb.endsAt,
+    endedAt: j.endedAt,
+    cellId: j.cellId,
+    timings: j.timings,
+    egress: view.egress,
+    wipe: view.wipe,
+  };
+}
+
+function endReasonOf(status: Job['status'], requested: SandboxEndRequest | null): (typeof SANDBOX_END_REASONS)[number] {
+  if (requested !== null && status === 'cancelled') return requested;
+  switch (status) {
+    case 'timeout':
+    case 'oom':
+    case 'error':
+      return status;
+    case 'cancelled':
+      return 'deleted';
+    default:
+      return 'exited';
+  }
 }
 
 /** WorkspaceView is a workspace as the API shows it. */

@@ -39,7 +39,7 @@ export const JobRequestSchema = z
     memoryMiB: z.number().int().optional().describe('memory limit in MiB'),
     timeoutSeconds: z.number().optional().describe('wall-clock limit; the job ends as `timeout` after it'),
     diskMiB: z.number().int().optional().describe('size of the encrypted volume holding /work and /tmp (rounded up to a size class)'),
-    runtime: z.string().optional().describe('OCI runtime: runc (default) or runsc (gVisor)'),
+    runtime: z.string().optional().describe('OCI runtime: runc (default), crun (the same confinement, less CPU per cell) or runsc (gVisor)'),
     data: z
       .array(
         z

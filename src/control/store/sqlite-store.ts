@@ -2,8 +2,8 @@
 import Database from 'better-sqlite3';
 import type { EgressPolicy } from '../../shared/net/egress-policy.js';
 import type { AuditEvent, AuditEventInput } from '../audit/chain.js';
-import { API_KEY_ROLES, DEFAULT_EGRESS_POLICY, type ApiKeyRecord, type ApiKeyRole, type DeniedConnectionRecord, type ImageRecord, type ImageState, type Job, type ObjectMeta, type OutputChunk, type SigningKeyRecord, type TokenRecord, type Workspace } from '../model.js';
-import type { AuditQuery, DeniedQuery, ObjectQuery, Store } from './store.js';
+import { API_KEY_ROLES, DEFAULT_EGRESS_POLICY, TERMINAL_STATUSES, type ApiKeyRecord, type ApiKeyRole, type DeniedConnectionRecord, type ImageRecord, type ImageState, type Job, type ObjectMeta, type OutputChunk, type SigningKeyRecord, type TokenRecord, type Workspace } from '../model.js';
+import type { AuditQuery, DeniedQuery, ObjectQuery, SandboxQuery, Store } from './store.js';
 
 /**
  * apiKeysTable is the DDL of the api_keys table as of schema version 2, under a given name so that migration 2 can
@@ -156,7 +156,7 @@ export class SqliteStore implements Store {
       countKeys: d.prepare<[], { n: number }>('SELECT count(*) AS n FROM api_keys'),
       insertJob: d.prepare('INSERT INTO jobs VALUES (?, ?, ?, ?, ?)'),
       job: d.prepare<[string], { doc: string }>('SELECT doc FROM jobs WHERE id = ?'),
-      jobs: d.prepare<[string, number], { doc: string }>('SELECT doc FROM jobs WHERE workspace_id = ? ORDER BY created_at DESC, id DESC LIMIT ?'),
+      jobs: d.prepare<[string, number], { doc: string }>("SELECT doc FROM jobs WHERE workspace_id = ? AND json_extract(doc, '$.mode') IS NOT 'sandbox' ORDER BY created_at DESC, id DESC LIMIT ?"),
       updateJob: d.prepare('UPDATE jobs SET status = ?, doc = ? WHERE id = ?'),
       insertOutput: d.prepare('INSERT INTO job_output VALUES (?, ?, ?, ?)'),
       output: d.prepare<[string, number, number], { seq: number; stream: 'stdout' | 'stderr'; data: Buffer }>(
@@ -262,6 +262,19 @@ export class SqliteStore implements Store {
 
   async listJobs(workspaceId: string, limit: number): Promise<Job[]> {
     return this.stmts.jobs.all(workspaceId, limit).map((r) => jobFrom(r.doc));
+  }
+
+  async listSandboxes(workspaceId: string, q: SandboxQuery): Promise<Job[]> {
+    const where = ["workspace_id = ?", "json_extract(doc, '$.mode') = 'sandbox'"];
+    const args: Array<string | number> = [workspaceId];
+    if (q.state !== 'all') where.push(`status ${q.state === 'live' ? 'NOT ' : ''}IN (${TERMINAL_STATUSES.map(() => '?').join(',')})`), args.push(...TERMINAL_STATUSES);
+    if (q.before) where.push('(created_at < ? OR (created_at = ? AND id < ?))'), args.push(q.before.createdAt, q.before.createdAt, q.before.id);
+    // Each pair through json_each with bound parameters: a metadata key is never spliced into a JSON path.
+    for (const [k, v] of Object.entries(q.metadata)) where.push("EXISTS (SELECT 1 FROM json_each(doc, '$.sandbox.metadata') WHERE key = ? AND value = ?)"), args.push(k, v);
+    return this.db
+      .prepare<Array<string | number>, { doc: string }>(`SELECT doc FROM jobs WHERE ${where.join(' AND ')} ORDER BY created_at DESC, id DESC LIMIT ?`)
+      .all(...args, q.limit)
+      .map((r) => jobFrom(r.doc));
   }
 
   async jobsWithStatus(statuses: readonly string[]): Promise<Job[]> {

@@ -26,6 +26,16 @@ export interface ObjectQuery {
   limit: number;
 }
 
+/** SandboxQuery lists a workspace's sandboxes, newest first: by metadata (every pair must match), by state, after a cursor. */
+export interface SandboxQuery {
+  metadata: Record<string, string>;
+  /** live: not ended; ended: ended; all: both. */
+  state: 'live' | 'ended' | 'all';
+  /** Only sandboxes older than this one (createdAt, id): the last of the previous page. */
+  before?: { createdAt: string; id: string };
+  limit: number;
+}
+
 /** Store keeps workspaces, keys, jobs, job output, egress policies and denied connections. */
 export interface Store {
   createWorkspace(w: Workspace): Promise<void>;
@@ -43,8 +53,10 @@ export interface Store {
 
   createJob(j: Job): Promise<void>;
   getJob(id: string): Promise<Job | null>;
-  /** listJobs returns a workspace's jobs, newest first. */
+  /** listJobs returns a workspace's jobs (not its sandboxes), newest first. */
   listJobs(workspaceId: string, limit: number): Promise<Job[]>;
+  /** listSandboxes returns a workspace's sandboxes (jobs of mode 'sandbox'), newest first. */
+  listSandboxes(workspaceId: string, q: SandboxQuery): Promise<Job[]>;
   /** jobsWithStatus returns jobs in any of the given statuses (all workspaces). */
   jobsWithStatus(statuses: readonly string[]): Promise<Job[]>;
   updateJob(id: string, patch: Partial<Job>): Promise<void>;

@@ -202,7 +202,7 @@ async function streamLive({ jobs, hub, quotas, workspace, job, after, reply, req
   if (created) write('created', jobView(job));
   // Subscribe first, then replay what is stored, so nothing falls between the two.
   const unsubscribe = hub.subscribe(job.id, (e) => {
-    if (closed) return;
+    if (closed || e.type === 'started') return;
     if (e.type === 'end') {
       ended = e.job;
       if (!catchingUp) void catchUp();
