@@ -4,7 +4,8 @@
 //       process in a new user namespace, whose maps root writes; its ns fd outlives it), a detached clone of
 //       layersSrc (open_tree OPEN_TREE_CLONE|AT_RECURSIVE) made idmapped through it, read-only, nosuid, nodev
 //       (mount_setattr), attached at layersDst (move_mount), then a read-only nosuid nodev overlay at rootDst whose
-//       lower layers are layersDst/<name> for each name, first = top (fsopen/fsconfig "lowerdir+"/fsmount). One call,
+//       lower layers are layersDst/<name> for each name, first = top (fsopen/fsconfig "lowerdir+", or one "lowerdir"
+//       before Linux 6.8; fsmount). One call,
 //       no process started beyond the clone; on failure nothing stays mounted. lockFlags false leaves the overlay
 //       without nosuid/nodev (it stays read-only): runsc's gofer remounts the root read-only from inside a user
 //       namespace, which fails (EPERM) on a mount whose nosuid/nodev it does not repeat.
@@ -35,6 +36,8 @@
 #define MAX_LOWER 256
 #define RANGE 65536
 #define CHILD_STACK (64 * 1024)
+
+static void reap_pending(void);
 
 static napi_value throw_errno(napi_env env, int err, const char *syscall, const char *path) {
   const char *name = strerrorname_np(err);
@@ -95,6 +98,7 @@ static napi_value do_is_opaque(napi_env env, napi_callback_info info) {
 static napi_value do_unmount(napi_env env, napi_callback_info info) {
   char path[PATH_LEN];
   if (!one_path(env, info, path)) return NULL;
+  reap_pending();
   napi_value out;
   if (umount2(path, MNT_DETACH | UMOUNT_NOFOLLOW) != 0) {
     if (errno != EINVAL && errno != ENOENT) return throw_errno(env, errno, "umount2", path);
@@ -113,6 +117,41 @@ static int userns_child(void *arg) {
   syscall(SYS_read, p[0], &c, 1);
   syscall(SYS_exit, 0);
   return 0;
+}
+
+// Children whose exit we have not collected yet (and their stacks, which they run on until they exit): reaped without
+// waiting, at the next call, so that an agent on a busy host never waits for a child to be scheduled just to exit.
+#define MAX_PENDING 64
+static struct {
+  pid_t pid;
+  char *stack;
+} pending[MAX_PENDING];
+
+static void reap_pending(void) {
+  for (int i = 0; i < MAX_PENDING; i++) {
+    if (pending[i].pid <= 0) continue;
+    pid_t r = waitpid(pending[i].pid, NULL, __WALL | WNOHANG);
+    if (r == pending[i].pid || (r < 0 && errno == ECHILD)) {
+      free(pending[i].stack);
+      pending[i].pid = 0;
+      pending[i].stack = NULL;
+    }
+  }
+}
+
+// Collects the child now if it has exited, else leaves it for a later call (or waits, if the table is full).
+static void reap_later(pid_t pid, char *stack) {
+  if (waitpid(pid, NULL, __WALL | WNOHANG) == pid) return free(stack);
+  for (int i = 0; i < MAX_PENDING; i++) {
+    if (pending[i].pid <= 0) {
+      pending[i].pid = pid;
+      pending[i].stack = stack;
+      return;
+    }
+  }
+  while (waitpid(pid, NULL, __WALL) < 0 && errno == EINTR) {
+  }
+  free(stack);
 }
 
 static int write_file(const char *path, const char *text) {
@@ -151,9 +190,7 @@ static int make_userns(unsigned from, unsigned to, const char **what) {
   if (!err && (fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) err = errno, *what = "open ns/user";
   close(p[1]);  // the child reads EOF and exits
   close(p[0]);
-  while (waitpid(pid, NULL, __WALL) < 0 && errno == EINTR) {
-  }
-  free(stack);
+  reap_later(pid, stack);
   if (err) return errno = err, -1;
   return fd;
 }
@@ -174,6 +211,7 @@ static napi_value do_cell_root(napi_env env, napi_callback_info info) {
     return NULL;
   }
   const char *what = "";
+  reap_pending();
   int ns = make_userns(from, to, &what);
   if (ns < 0) return throw_errno(env, errno, what, src);
   int tree = (int)syscall(SYS_open_tree, AT_FDCWD, src, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
@@ -203,18 +241,38 @@ static napi_value do_cell_root(napi_env env, napi_callback_info info) {
     err = errno, what = "fsconfig source";
     goto undo_fs;
   }
+  // "lowerdir+" (Linux 6.8) adds one layer per call, with no option-length limit; older kernels take one
+  // colon-separated "lowerdir" (bounded by a page; our names are short and never contain ':' or ',').
+  static char joined[PATH_LEN * 4];
+  size_t used = 0;
+  bool plus = true;
   for (uint32_t i = 0; i < n; i++) {
     napi_value v;
     char name[PATH_LEN];
-    if (napi_get_element(env, argv[3], i, &v) != napi_ok || get_string(env, v, name) || strchr(name, '/') ||
-        snprintf(lower, sizeof lower, "%s/%s", layers, name) >= (int)sizeof lower) {
+    if (napi_get_element(env, argv[3], i, &v) != napi_ok || get_string(env, v, name) || strchr(name, '/') || strpbrk(layers, ":,") ||
+        strpbrk(name, ":,") || snprintf(lower, sizeof lower, "%s/%s", layers, name) >= (int)sizeof lower) {
       err = EINVAL, what = "lower layer name";
       goto undo_fs;
     }
-    if (syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "lowerdir+", lower, 0) != 0) {
-      err = errno, what = "fsconfig lowerdir+";
-      goto undo_fs;
+    if (plus && syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "lowerdir+", lower, 0) != 0) {
+      if (i > 0 || errno != EINVAL) {
+        err = errno, what = "fsconfig lowerdir+";
+        goto undo_fs;
+      }
+      plus = false;
     }
+    if (!plus) {
+      int w = snprintf(joined + used, sizeof joined - used, "%s%s", used ? ":" : "", lower);
+      if (w < 0 || (size_t)w >= sizeof joined - used) {
+        err = E2BIG, what = "lowerdir (too many layers for this kernel's overlay options)";
+        goto undo_fs;
+      }
+      used += (size_t)w;
+    }
+  }
+  if (!plus && syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "lowerdir", joined, 0) != 0) {
+    err = errno, what = "fsconfig lowerdir";
+    goto undo_fs;
   }
   if (syscall(SYS_fsconfig, fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) != 0) {
     err = errno, what = "fsconfig create overlay";

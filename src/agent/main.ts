@@ -27,6 +27,7 @@ import { ControlChannel } from './channel.js';
 import { GatewayServices } from './gateway/gateway-services.js';
 import { Agent } from './agent.js';
 import { ImageStore } from './images/image-store.js';
+import { checkImageRootSupport } from './images/image-support.js';
 import { ImageService, type ImagePoolTarget } from './images/image-service.js';
 
 /** SHUTDOWN_DEADLINE_MS bounds a graceful stop; `cleanroom down` waits a little longer before SIGKILL. */
@@ -83,7 +84,7 @@ async function main(): Promise<void> {
   const report = await reconcileHost(reconcileOptions);
   // After reconcile (which removes a dead agent's): pool refills and wipes yield the CPU to starts from here on.
   useBackgroundCgroup(agentId);
-  log('reconciled host', { containers: report.containers, killed: report.killed, cgroups: report.cgroups, directories: report.directories, wiped: report.wipes.length, leftovers: report.leftovers });
+  log('reconciled host', { containers: report.containers, killed: report.killed, cgroups: report.cgroups, directories: report.directories, mounts: report.mounts, wiped: report.wipes.length, leftovers: report.leftovers });
   const tls = {
     ca: readFileSync(paths.pki.caCert, 'utf8'),
     cert: readFileSync(paths.pki.agentCert, 'utf8'),
@@ -109,6 +110,9 @@ async function main(): Promise<void> {
     .map(({ p, image }) => ({ runtime: p.runtime, sizeClass: classes.get(p.class)!, warm: p.warm, max: p.max, digest: image as string }));
   const imageStore = new ImageStore({ root: imageDirsOf.root, platformCa: tls.ca });
   await imageStore.open();
+  // In the store's own filesystem (idmapped mounts need its support); a leftover `.tmp-` goes at the next open.
+  const imageRoots = checkImageRootSupport(imageStore.unpackedDir, '.tmp-doctor-');
+  if (!imageRoots.ok) log('this host cannot mount image roots; cells on images will fail to prepare (cleanroom doctor)', { detail: imageRoots.detail });
   const pool = new CellPool(
     {
       agentId,

@@ -26,3 +26,28 @@ export function putLayer(root: string, entries: readonly TarWriteEntry[] | Buffe
   const digest = putBlob(root, gz);
   return { digest, diffId: sha256(tar), mediaType: opts.gzip === false ? 'application/vnd.oci.image.layer.v1.tar' : 'application/vnd.oci.image.layer.v1.tar+gzip', size: gz.length };
 }
+
+/** writeLayout writes an OCI layout (tag `latest`) of gzip layers made from `layers` (tar entries each); returns its manifest digest. */
+export function writeLayout(dir: string, layers: ReadonlyArray<readonly TarWriteEntry[]>, config: Record<string, unknown> = {}): string {
+  mkdirSync(join(dir, 'blobs/sha256'), { recursive: true });
+  const put = (b: Buffer) => {
+    const d = sha256(b);
+    writeFileSync(join(dir, 'blobs/sha256', d.slice(7)), b);
+    return d;
+  };
+  const tars = layers.map((l) => tarArchive(l));
+  const gz = tars.map((t) => gzipSync(t));
+  const cfg = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', config, rootfs: { type: 'layers', diff_ids: tars.map(sha256) } }));
+  const manifest = Buffer.from(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: 'application/vnd.oci.image.manifest.v1+json',
+      config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: put(cfg), size: cfg.length },
+      layers: gz.map((g) => ({ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: put(g), size: g.length })),
+    }),
+  );
+  const digest = put(manifest);
+  writeFileSync(join(dir, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }));
+  writeFileSync(join(dir, 'index.json'), JSON.stringify({ schemaVersion: 2, manifests: [{ mediaType: 'application/vnd.oci.image.manifest.v1+json', digest, size: manifest.length, annotations: { 'org.opencontainers.image.ref.name': 'latest' } }] }));
+  return digest;
+}

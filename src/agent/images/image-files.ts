@@ -11,8 +11,6 @@ import { join } from 'node:path';
 /** MAX_IMAGE_FILE_BYTES bounds what the agent reads of an image file (passwd, group, a CA bundle). */
 export const MAX_IMAGE_FILE_BYTES = 4 << 20;
 
-const OPAQUE_XATTR = 'trusted.overlay.opaque';
-
 /** ImageLookup is what the image holds at a path: a regular file (with its layer), something else, or nothing. */
 export type ImageLookup = { kind: 'file'; layerDir: string } | { kind: 'other' } | { kind: 'absent' };
 
@@ -53,6 +51,3 @@ export async function readImageFile(layerDir: string, rel: string): Promise<Buff
     await fh.close();
   }
 }
-
-/** opaqueXattrName is the overlay xattr that marks a directory opaque. */
-export const opaqueXattrName = OPAQUE_XATTR;

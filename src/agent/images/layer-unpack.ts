@@ -4,8 +4,9 @@
  * diffId while it is read, into a private temporary directory that becomes `unpacked/<diffid-hex>` by one rename only
  * when everything held. A refused or failed unpack leaves nothing behind.
  */
-import { createReadStream } from 'node:fs';
-import { readFile, lchown, link, lstat, lutimes, mkdir, open, rename, rm, stat, symlink, chmod, chown, writeFile } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { readFile, lchown, link, lstat, lutimes, mkdir, open, rename, rm, symlink, chmod, chown, writeFile } from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
 import { createHash, randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { PassThrough, Transform } from 'node:stream';
@@ -56,19 +57,25 @@ export async function unpackLayer(o: UnpackLayerOptions): Promise<UnpackedLayer>
   if (known && (await exists(final))) return { ...known, fresh: false };
   if (o.layer.mediaType.includes('zstd')) throw invalidLayer(`layer ${o.layer.digest}: zstd-compressed layers are not supported yet (${o.layer.mediaType}); re-push the image with gzip layers`);
   const blob = join(o.blobsDir, digestHex(o.layer.digest));
-  let size: number;
-  try {
-    size = (await stat(blob)).size;
-  } catch {
-    throw new ImageError('image_blob_missing', `layer blob ${o.layer.digest} is not in the image store; import the image again`);
-  }
+  // The blob directory belongs to the control plane's account: a blob is read only as a regular file, never followed.
+  const st = await lstat(blob).catch(() => null);
+  if (!st) throw new ImageError('image_blob_missing', `layer blob ${o.layer.digest} is not in the image store; import the image again`);
+  if (!st.isFile()) throw invalidLayer(`layer blob ${o.layer.digest} is not a regular file in the image store`);
+  const size = st.size;
   if (size !== o.layer.size) throw new ImageError('image_digest_mismatch', `layer blob ${o.layer.digest} is ${size} bytes, its manifest says ${o.layer.size} (truncated or replaced)`);
-  const gzip = await isGzip(blob);
-  if (o.layer.mediaType.endsWith('gzip') && !gzip) throw invalidLayer(`layer ${o.layer.digest} is declared gzip but is not a gzip stream`);
+  const fh = await open(blob, constants.O_RDONLY | constants.O_NOFOLLOW);
+  const gzip = await isGzip(fh).catch(async (e: unknown) => {
+    await fh.close();
+    throw e;
+  });
+  if (o.layer.mediaType.endsWith('gzip') && !gzip) {
+    await fh.close();
+    throw invalidLayer(`layer ${o.layer.digest} is declared gzip but is not a gzip stream`);
+  }
 
   const tmp = join(o.unpackedDir, `.tmp-${diffHex.slice(0, 16)}-${randomBytes(4).toString('hex')}`);
-  await mkdir(tmp, { mode: 0o700 });
   try {
+    await mkdir(tmp, { mode: 0o700 });
     const blobHash = createHash('sha256');
     const tarHash = createHash('sha256');
     let bytes = 0;
@@ -88,7 +95,7 @@ export async function unpackLayer(o: UnpackLayerOptions): Promise<UnpackedLayer>
     });
     const writer = new LayerWriter(tmp);
     const decompress = gzip ? createGunzip() : new PassThrough();
-    await pipeline(createReadStream(blob, { highWaterMark: 1 << 20 }), tapBlob, decompress, countTar, async function (source: AsyncIterable<Buffer>) {
+    await pipeline(fh.createReadStream({ start: 0, highWaterMark: 1 << 20, autoClose: true }), tapBlob, decompress, countTar, async function (source: AsyncIterable<Buffer>) {
       for await (const { entry, body } of readTar(source)) await writer.write(entry, body);
       // After the end-of-archive marker the stream must still be read whole: the diffId covers every byte.
       for await (const _ of source); // eslint-disable-line @typescript-eslint/no-unused-vars
@@ -117,6 +124,8 @@ export async function unpackLayer(o: UnpackLayerOptions): Promise<UnpackedLayer>
   } catch (e) {
     await rm(tmp, { recursive: true, force: true });
     throw e;
+  } finally {
+    await fh.close().catch(() => {}); // closed already when its stream ended
   }
 }
 
@@ -138,15 +147,10 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
-async function isGzip(path: string): Promise<boolean> {
-  const fh = await open(path, 'r');
-  try {
-    const b = Buffer.alloc(2);
-    const { bytesRead } = await fh.read(b, 0, 2, 0);
-    return bytesRead === 2 && b[0] === 0x1f && b[1] === 0x8b;
-  } finally {
-    await fh.close();
-  }
+async function isGzip(fh: FileHandle): Promise<boolean> {
+  const b = Buffer.alloc(2);
+  const { bytesRead } = await fh.read(b, 0, 2, 0);
+  return bytesRead === 2 && b[0] === 0x1f && b[1] === 0x8b;
 }
 
 /** normalizeEntryPath turns an archive name into a path relative to the layer root ('' = the root); refuses '..' and absolute names. */

@@ -3,7 +3,8 @@
  * manifest, or an index naming one for linux/amd64) and its config. The control plane does the same at import; the
  * agent needs it for images named in its own pool config and for the default image.
  */
-import { readFile } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { lstat, readFile } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { z } from 'zod';
@@ -25,13 +26,12 @@ const ConfigJson = z.object({
 });
 
 async function readBlob(blobsDir: string, digest: string): Promise<Buffer> {
-  let b: Buffer;
-  try {
-    b = await readFile(join(blobsDir, digestHex(digest)));
-  } catch {
-    throw new ImageError('image_blob_missing', `blob ${digest} is not in the image store`);
-  }
-  if (b.length > MAX_JSON_BLOB_BYTES) throw invalidLayer(`blob ${digest} is too large for a manifest or config`);
+  const path = join(blobsDir, digestHex(digest));
+  const st = await lstat(path).catch(() => null);
+  if (!st) throw new ImageError('image_blob_missing', `blob ${digest} is not in the image store`);
+  // Only a regular file, never followed, bounded before it is read.
+  if (!st.isFile() || st.size > MAX_JSON_BLOB_BYTES) throw invalidLayer(`blob ${digest} is not a manifest or config (not a file, or over ${MAX_JSON_BLOB_BYTES} bytes)`);
+  const b = await readFile(path, { flag: constants.O_RDONLY | constants.O_NOFOLLOW });
   if (`sha256:${createHash('sha256').update(b).digest('hex')}` !== digest) throw new ImageError('image_digest_mismatch', `blob ${digest} does not match its digest`);
   return b;
 }

@@ -3,6 +3,7 @@ import type { Command } from 'commander';
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { checkStorageSupport } from '../../agent/storage/doctor.js';
+import { checkImageRootSupport } from '../../agent/images/image-support.js';
 import { printJson, UsageError } from '../context.js';
 import { printTable } from './jobs.js';
 
@@ -29,6 +30,7 @@ export function registerDoctor(program: Command): void {
         { name: 'cgroup v1 memory, cpu, pids', ok: ['memory', 'cpu', 'pids'].every((c) => existsSync(`/sys/fs/cgroup/${c}/tasks`)), detail: '/sys/fs/cgroup/{memory,cpu,pids}' },
         { name: 'user namespaces', ok: Number(readFileSync('/proc/sys/user/max_user_namespaces', 'utf8')) > 0, detail: 'user.max_user_namespaces > 0' },
         ...(await checkStorageSupport()).checks.map((c) => ({ name: `storage: ${c.name}`, ok: c.ok, detail: c.detail })),
+        { name: 'image roots (idmapped layers + overlay)', ...checkImageRootSupport() },
       ];
       const ok = checks.every((c) => c.ok);
       if (opts.json) printJson({ ok, checks });

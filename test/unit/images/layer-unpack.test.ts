@@ -1,7 +1,7 @@
 // The layer unpacker against hostile tarballs built here (root: it chowns, makes whiteouts and mounts an overlay).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, symlinkSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
@@ -147,6 +147,13 @@ test('digest mismatches, a truncated blob, a missing blob and garbage are refuse
   await refused(entries, 'image_layer_invalid', /gzip|truncated/, (s, l) => {
     truncateSync(join(s.blobsDir, l.digest.slice(7)), l.size - 10);
     return { ...l, size: l.size - 10 };
+  });
+  // The blob directory is the control plane's: a blob replaced by a symlink is not followed.
+  await refused(entries, 'image_layer_invalid', /regular file/, (s, l) => {
+    const p = join(s.blobsDir, l.digest.slice(7));
+    rmSync(p);
+    symlinkSync('/etc/passwd', p);
+    return l;
   });
   await refused(entries, 'image_blob_missing', undefined, (s, l) => {
     rmSync(join(s.blobsDir, l.digest.slice(7)));
