@@ -56,6 +56,12 @@ export function formatReport(r: BenchResults): string {
   const q = r.ratio_throughput_to_bare_runc_rate;
   lines.push(`  Cleanroom ÷ bare runc rate at ${q.lanes} in parallel: runc cells ${f2(q.runc_cells)}, crun cells ${f2(q.crun_cells)} (goal ≥ 1)`);
   lines.push(`  peak ${f2(r.throughput_jobs_per_s.peak)} jobs/s; bottleneck: ${r.throughput_jobs_per_s.bottleneck_stage}`, '');
+  const im = r.images;
+  lines.push(
+    `images: warm start on the base image p50 ${f1(im.warm_start_ms.p50)} ms (÷ host-root warm ${f2(im.ratio_warm_to_host_root_warm)}, goal ≤ 1.10); cold p50 ${f1(im.cold_start_ms.p50)} ms (÷ bare runc run ${f2(im.ratio_cold_to_bare_runc_run)}, goal ≤ 1.5)`,
+    `  import of ${f1(im.imports.image_blob_bytes / 1e6)} MB: API ${f1(im.imports.mb_per_s.api)} MB/s, skopeo copy ${f1(im.imports.mb_per_s.skopeo)} MB/s (${f2(im.imports.ratio_api_to_skopeo)}×); two images sharing a base: ${im.imports.shared_base.sumOfImages} B of images, ${im.imports.shared_base.storedBytes} B stored`,
+    '',
+  );
   lines.push(row(['density (runc)', 'up+fill s', 'ΔMemAvail', 'cgroups', 'warm p50', 'warm p95', 'n']));
   for (const d of r.idle_cell_memory_mib.levels) {
     lines.push(row([`${d.cells} idle cells`, f1(d.up_and_fill_s), `${f1(d.mem_available_delta_mib)} MiB`, `${f1(d.cgroup_usage_mib)} MiB`, f1(d.warm_start_ms.p50), f1(d.warm_start_ms.p95), String(d.warm_start_ms.n)]));

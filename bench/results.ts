@@ -36,6 +36,14 @@ export type BenchResults = Record<(typeof LATENCY_FIELDS)[number], Stats> & {
   /** Parallel back-to-back bare runs of the same command (null where the tool is missing). */
   baseline_rate_per_s: { runc: BareRate | null; crun: BareRate | null; podman: BareRate | null };
   baseline_crun_run_ms: Stats;
+  /** Cells on the default image (issue 12): starts beside the host root and the bare runtime; imports beside skopeo. */
+  images: {
+    warm_start_ms: Stats;
+    cold_start_ms: Stats;
+    ratio_warm_to_host_root_warm: number;
+    ratio_cold_to_bare_runc_run: number;
+    imports: { mb_per_s: { api: number; skopeo: number }; ratio_api_to_skopeo: number; image_blob_bytes: number; shared_base: Record<string, number> };
+  };
   /** Cleanroom jobs/s at `lanes` clients (runc cells, crun cells) ÷ bare runc runs/s at `lanes` parallel loops (issue 16: ≥ 1). */
   ratio_throughput_to_bare_runc_rate: { lanes: number; runc_cells: number; crun_cells: number };
   idle_cell_memory_mib: { per_cell: number; levels: DensityLevel[] };

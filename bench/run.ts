@@ -21,6 +21,7 @@ import { measureStarts } from './start-latency.js';
 import { measureNoisyNeighbour, NOISY_QUOTAS } from './noisy-neighbour.js';
 import { round, summarize } from './stats.js';
 import { measureThroughput, type ThroughputLevel } from './throughput.js';
+import { measureImports } from './images.js';
 import { wipeMs } from './timed-job.js';
 
 /** Plan is how many samples each stage takes. */
@@ -37,6 +38,10 @@ interface Plan {
   /** Parallel loops of the crun throughput level and of the bare-run rates (runc, crun, podman). */
   rateLanes: number;
   rateMs: number;
+  /** Starts on the default image (warm, cold) and rounds of the import beside skopeo. */
+  imageWarm: number;
+  imageCold: number;
+  importRounds: number;
   densityLevels: number[];
   densitySamples: number;
   noisySamples: number;
@@ -56,6 +61,9 @@ const FULL: Plan = {
   throughputMs: 30_000,
   rateLanes: 3,
   rateMs: 10_000,
+  imageWarm: 50,
+  imageCold: 10,
+  importRounds: 3,
   densityLevels: [0, 100, 200],
   densitySamples: 10,
   noisySamples: 40,
@@ -73,6 +81,9 @@ const SMOKE: Plan = {
   throughputMs: 2_000,
   rateLanes: 2,
   rateMs: 1_000,
+  imageWarm: 3,
+  imageCold: 2,
+  importRounds: 1,
   densityLevels: [0, 3],
   densitySamples: 2,
   noisySamples: 3,
@@ -155,6 +166,12 @@ async function main(): Promise<number> {
     coldRunsc: await measureStarts(c, 'runsc', plan.coldRunsc, 'cold', 1),
   }));
 
+  log(`images: warm (×${plan.imageWarm}) and cold (×${plan.imageCold}) runc starts on the default image; imports beside skopeo (×${plan.importRounds})`);
+  const onImage = { images: { default: 'base' } };
+  const imageWarm = await clusters.with([{ runtime: 'runc', class: 'small', warm: 4 }], (c) => measureStarts(c, 'runc', plan.imageWarm, 'warm'), onImage);
+  const imageCold = await clusters.with([{ runtime: 'runc', class: 'small', warm: 0 }], (c) => measureStarts(c, 'runc', plan.imageCold, 'cold', 1), onImage);
+  const imports = await measureImports(plan.importRounds);
+
   log(`noisy neighbour: ${plan.noisySamples} calm warm starts quiet, then as many while another workspace floods`);
   const noisyName = 'noisy';
   const noisy = await clusters.with(MAIN_POOL, (c) => measureNoisyNeighbour(c, plan.noisySamples, noisyName, smoke ? { gvisorJobs: 10, firehoseMiB: 16 } : { gvisorJobs: 200, firehoseMiB: 256 }), { quotas: { workspaces: { [noisyName]: NOISY_QUOTAS } } });
@@ -165,7 +182,7 @@ async function main(): Promise<number> {
     density.push(await measureDensityLevel(clusters, cells, cells > 0 ? plan.densitySamples : 0));
   }
 
-  const wipeFailures = [...warmRunc.wipeFailures, ...warmRunsc.wipeFailures, ...cold.wipeFailures, ...coldRunsc.wipeFailures, ...density.flatMap((d) => d.wipe_failures)];
+  const wipeFailures = [...imageWarm.wipeFailures, ...imageCold.wipeFailures, ...warmRunc.wipeFailures, ...warmRunsc.wipeFailures, ...cold.wipeFailures, ...coldRunsc.wipeFailures, ...density.flatMap((d) => d.wipe_failures)];
   const firstByte = (t: ProcessTiming[]) => summarize(t.map((x) => x.firstByteMs));
   const exit = (t: ProcessTiming[]) => summarize(t.map((x) => x.exitMs));
   const warmStart = summarize(warmRunc.samples.map((s) => s.firstByteMs));
@@ -186,6 +203,13 @@ async function main(): Promise<number> {
     ratio_warm_to_runc_run: round(warmStart.p50 / baselineRunc.p50),
     throughput_jobs_per_s: { peak: peak.jobs_per_s, peak_runtime: peak.runtime, bottleneck_stage: peak.bottleneck_stage, levels: throughput },
     baseline_rate_per_s: rates,
+    images: {
+      warm_start_ms: summarize(imageWarm.samples.map((s) => s.firstByteMs)),
+      cold_start_ms: summarize(imageCold.samples.map((s) => s.firstByteMs)),
+      ratio_warm_to_host_root_warm: round(summarize(imageWarm.samples.map((s) => s.firstByteMs)).p50 / warmStart.p50),
+      ratio_cold_to_bare_runc_run: round(summarize(imageCold.samples.map((s) => s.firstByteMs)).p50 / baselineRunc.p50),
+      imports: { mb_per_s: imports.mbPerSecond, ratio_api_to_skopeo: imports.ratioApiToSkopeo, image_blob_bytes: imports.image.blobBytes, shared_base: imports.sharedBase },
+    },
     baseline_crun_run_ms: firstByte(crunRun),
     ratio_throughput_to_bare_runc_rate: {
       lanes: plan.rateLanes,
@@ -217,6 +241,7 @@ async function main(): Promise<number> {
         'Wipe = the job\'s endedAt (stamped when the agent reports the exit) → its wipe receipt\'s finishedAt, warm and cold runc samples, 1 ms resolution. The agent wipes in this order: container, cell network, volume (key removed, unmounted, discarded, detached, deleted), then cgroup and directory; the receipt ends after the volume.',
         'Bare rates (baseline_rate_per_s) = runs of the same command finished within the window by that many parallel back-to-back loops of the bare runtime (runc, crun: cell-equivalent bundles as above) or of podman run --rm; host_cpu_ms_per_run = all of the host\'s busy CPU in the window / runs. ratio_throughput_to_bare_runc_rate compares Cleanroom\'s jobs/s with that many clients (runc cells, crun cells) with bare runc\'s rate at the same parallelism.',
         'Throughput = runc jobs ended within the window / (window, or until the last of their wipes finished if later), each client a separate SDK client running jobs back to back; the pool (target 4 runc) refills in the background.',
+        'Images: warm and cold runc starts as above on clusters whose default image is the busybox base image (build/images/base); ratio_warm_to_host_root_warm divides by the host-root warm p50 above, ratio_cold_to_bare_runc_run by the bare runc run baseline (whose bundle is the host-root rootfs). Imports: the ~100 MB test image from docker-registry on 127.0.0.1 (TLS, basic auth) through POST /v1/images until its blobs are verified in the store, beside skopeo copy of the same image to dir:, rounds alternating; shared_base: the store bytes of two images sharing busybox\'s layer.',
         'Density = MemAvailable drop with N idle runc cells (a cluster per level; reference = mean of before start and after stop); per_cell is the least-squares slope over the levels (0 = the cluster alone).',
       ],
     },

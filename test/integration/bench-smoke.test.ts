@@ -37,6 +37,11 @@ test('the benchmark runs end to end in smoke mode and reports every field', { ti
   assert.ok(r.baseline_rate_per_s.podman === null || r.baseline_rate_per_s.podman.runs > 0, `podman: ${JSON.stringify(r.baseline_rate_per_s.podman)}`);
   assert.ok(r.throughput_jobs_per_s.levels.some((l) => l.runtime === 'crun' && l.completed > 0), 'no crun throughput level');
   assert.ok(Number.isFinite(r.ratio_throughput_to_bare_runc_rate.crun_cells));
+  // Cells on the default image beside the host root and the bare runtime; imports beside skopeo; a shared base stored once.
+  assert.ok(r.images.warm_start_ms.n > 0 && r.images.cold_start_ms.n > 0, JSON.stringify(r.images));
+  assert.ok(Number.isFinite(r.images.ratio_warm_to_host_root_warm) && Number.isFinite(r.images.ratio_cold_to_bare_runc_run));
+  assert.ok(r.images.imports.mb_per_s.api > 0 && r.images.imports.mb_per_s.skopeo > 0);
+  assert.ok((r.images.imports.shared_base.storedBytes ?? 0) < (r.images.imports.shared_base.sumOfImages ?? 0), JSON.stringify(r.images.imports.shared_base));
   for (const l of r.throughput_jobs_per_s.levels) assert.ok(l.cpu_ms_per_job.host > 0 && l.cpu_ms_per_job.agent > 0, JSON.stringify(l.cpu_ms_per_job));
   assert.match(r.baseline_launch.runsc!, /--network=sandbox/);
   assert.deepEqual(r.noisy_neighbour.calm_failures, []);
