@@ -89,7 +89,8 @@ const results = await clusters.with(
       exec_vs_fork_p50: round(exec.p50 / fork.p50),
       file_1mib_write_read_ms: summarize(files),
       concurrent: { sandboxes: concurrent, execs_each: 10, failures, roundtrip_ms: summarize(rounds) },
-      idle_sandbox_host_memory_mib: round((memBefore - memIdle) / concurrent),
+      // MemAvailable moves with everything else on the host: a negative figure means the host was not idle (null).
+      idle_sandbox_host_memory_mib: memBefore - memIdle > 0 ? round((memBefore - memIdle) / concurrent) : null,
     };
   },
   { quotas: { maxRunningJobs: Math.max(32, concurrent + 4) }, agent: { maxRunningJobs: Math.max(64, concurrent + 4) } },

@@ -97,6 +97,27 @@ test('exec streams stdout and stderr in order with exit codes; resume from a seq
   assert.ok(Date.now() - t0 < 2000);
 });
 
+test('a client that goes away never stops its process, nor holds it back', async () => {
+  const sb = await Sandbox.create({}, client);
+  // A run-and-wait stream dropped after its first bytes: 20 MB follow, far past the agent's ring and the stream's window.
+  await new Promise<void>((resolve) => {
+    const req = httpsRequest(new URL(sb.path('/processes?wait=true'), cluster.url), { method: 'POST', headers: { ...client.headers(), 'content-type': 'application/json' }, ca: cluster.ca }, (res) => {
+      res.once('data', () => {
+        req.destroy();
+        resolve();
+      });
+    });
+    req.on('error', () => resolve());
+    req.end(JSON.stringify({ shell: 'head -c 20000000 /dev/zero; echo done > /work/done' }));
+  });
+  const deadline = Date.now() + 20_000;
+  while (!(await sb.files.exists('/work/done'))) {
+    assert.ok(Date.now() < deadline, 'the process did not finish after its client went away');
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  await sb.kill();
+});
+
 test('another workspace sees none of it', async () => {
   const sb = await Sandbox.create({}, client);
   const ws = await client.createWorkspace({ name: `other-${Date.now()}` });
