@@ -5585,7 +5585,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description 101 Switching Protocols to a WebSocket of JSON frames (see the README); without Upgrade: 426 */
+            /** @description 101 Switching Protocols to a WebSocket of JSON frames (see the README); a plain GET without Upgrade is refused with 409 conflict */
             200: {
                 headers: {
                     [name: string]: unknown;
