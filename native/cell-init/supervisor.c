@@ -305,15 +305,18 @@ static int read_output(struct proc *pr, int *fd, uint8_t stream, char *buf) {
   return 0;
 }
 
-/* finish_proc reports an exited process once its output is drained (EOF, or nothing more buffered). */
+/*
+ * finish_proc reports an exited process once its output is drained (EOF, or nothing more buffered), paused or not:
+ * what an exited process left in its pipe is bounded (the pipe's size, and at most 16 more chunks from a background
+ * child still holding it), and its exit must not wait for a client that stopped reading.
+ */
 static void finish_proc(struct proc *pr, char *buf) {
-  if (!pr->exited || pr->paused) return;
-  for (int i = 0; i < 64 && (pr->out >= 0 || pr->err >= 0); i++) {
+  if (!pr->exited) return;
+  for (int i = 0; i < 16 && (pr->out >= 0 || pr->err >= 0); i++) {
     int more = 0;
     if (pr->out >= 0) more |= read_output(pr, &pr->out, pr->pty ? 3 : 1, buf) == 1;
     if (pr->err >= 0) more |= read_output(pr, &pr->err, 2, buf) == 1;
     if (!more) break; /* drained: a background child holding the pipe open must not keep the report back */
-    if (pr->paused) return;
   }
   close_fd(&pr->out);
   close_fd(&pr->err);

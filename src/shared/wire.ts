@@ -55,10 +55,10 @@ export const MAX_POOL_ERROR_CHARS = 1024;
 
 /**
  * MAX_ASSIGNMENT_BYTES is the largest assignment cell init accepts: its command, env and cwd, each NUL-terminated, plus
- * 8 bytes of counts (native/cell-init/cell-init.c MAX_ASSIGNMENT; a unit test keeps the two equal).
+ * 8 bytes of counts (native/cell-init/cell-init.h MAX_ASSIGNMENT; a unit test keeps the two equal).
  */
 export const MAX_ASSIGNMENT_BYTES = 1 << 20;
-/** MAX_CELL_FILE_BYTES is the largest file (a token, hosts) cell init accepts (cell-init.c MAX_FILE). */
+/** MAX_CELL_FILE_BYTES is the largest file (a token, hosts) cell init accepts (cell-init.h MAX_FILE). */
 export const MAX_CELL_FILE_BYTES = 64 * 1024;
 /** PLATFORM_ENV_RESERVE_BYTES is kept in an assignment for the env the platform adds (PATH, CLEANROOM_*…). */
 export const PLATFORM_ENV_RESERVE_BYTES = 4096;

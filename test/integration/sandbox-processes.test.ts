@@ -130,3 +130,32 @@ for (const runtime of ['runc', 'runsc'] as const) {
     assert.match(out, /30 100\r\n[\s\S]*43 132\r\n\/dev\/pts\/\d+\r\ngot hello\r\n$/);
   });
 }
+
+for (const runtime of ['runc', 'runsc'] as const) {
+  test(`${runtime}: a sandbox's deadline is reset by sandbox.timeout; its end wipes its cell; later requests are refused`, async () => {
+    const { jobId } = await control.createSandbox(runtime, { timeoutSeconds: 600 });
+    // A background process does not keep a sandbox past its deadline.
+    const procId = `p_${randomUUID()}`;
+    control.send({ type: 'proc.start', jobId, procId, argv: ['sleep', '600'], env: {}, cwd: '/work', timeoutMs: null, pty: null, stdin: false });
+    await control.waitFor((m) => m.type === 'proc.started' && m.procId === procId);
+    const t0 = Date.now();
+    control.send({ type: 'sandbox.timeout', jobId, timeoutSeconds: 1 });
+    const ended = await control.waitFor((m) => m.type === 'job.ended' && m.jobId === jobId, 20_000);
+    assert.ok(ended.type === 'job.ended' && ended.end.reason === 'timeout', JSON.stringify(ended));
+    assert.ok(Date.now() - t0 >= 900 && Date.now() - t0 < 15_000);
+    const wiped = await control.waitFor((m) => m.type === 'job.wiped' && m.jobId === jobId, 30_000);
+    assert.ok(wiped.type === 'job.wiped' && wiped.receipt.keyStateAfterRemoval === 'absent', JSON.stringify(wiped));
+    const from = control.received.length;
+    control.send({ type: 'proc.start', jobId, procId: `p_${randomUUID()}`, argv: ['true'], env: {}, cwd: '/work', timeoutMs: null, pty: null, stdin: false });
+    control.send({ type: 'file.op', jobId, opId: 'op_after', op: 'stat', path: '/work' });
+    const failed = await control.waitFor((m) => m.type === 'proc.start.failed' && m.jobId === jobId, 5000, from);
+    assert.ok(failed.type === 'proc.start.failed' && failed.code === 'sandbox_not_running');
+    const fr = await control.waitFor((m) => m.type === 'file.result' && m.opId === 'op_after', 5000, from);
+    assert.ok(fr.type === 'file.result' && fr.code === 'sandbox_not_running');
+    // Cancel ends another one the job way: cancelled, wiped.
+    const other = await control.createSandbox(runtime);
+    const { ended: e2, wiped: w2 } = await control.end(other.jobId);
+    assert.equal(e2.end.reason, 'cancelled');
+    assert.equal(w2.receipt.keyStateAfterRemoval, 'absent');
+  });
+}

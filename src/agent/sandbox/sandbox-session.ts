@@ -53,10 +53,14 @@ export interface SandboxLink {
   congested(): boolean;
 }
 
-/** PAUSE_LAG_BYTES: when the slowest attached stream lags this far behind a process's output, init stops reading it. */
-const PAUSE_LAG_BYTES = PROC_OUTPUT_RING_BYTES - 4 * INIT_CHUNK_BYTES;
+/**
+ * PAUSE_LAG_BYTES: when the slowest attached stream lags this far behind a process's output, init stops reading it.
+ * Half the ring: what is already on its way from init when it pauses (its pipe to the agent, and under gVisor the
+ * sandbox's own relay, measured up to ~0.5 MiB) must still fit, so that a lagging stream never loses bytes.
+ */
+const PAUSE_LAG_BYTES = PROC_OUTPUT_RING_BYTES / 2;
 /** RESUME_LAG_BYTES: init reads a paused process again once the slowest stream is this close. */
-const RESUME_LAG_BYTES = PROC_OUTPUT_RING_BYTES / 2;
+const RESUME_LAG_BYTES = PROC_OUTPUT_RING_BYTES / 4;
 /** CONGESTION_POLL_MS is how often streams held back by a congested channel try again. */
 const CONGESTION_POLL_MS = 20;
 /** MAX_LIST_BYTES bounds what a stat or list answer may bring (MAX_LIST_ENTRIES of at most 255-byte names). */
