@@ -118,6 +118,22 @@ test('a client that goes away never stops its process, nor holds it back', async
   await sb.kill();
 });
 
+test('a gVisor (runsc) sandbox: exec, stdin, a file round trip', async () => {
+  const sb = await Sandbox.create({ runtime: 'runsc' }, client);
+  assert.equal(sb.info.runtime, 'runsc');
+  const r = await sb.exec('echo in-gvisor; exit 2');
+  assert.deepEqual([r.stdout, r.exitCode], ['in-gvisor\n', 2]);
+  const cat = await sb.start(['cat'], { stdin: true });
+  await sb.sendStdin(cat.procId, 'piped\n', true);
+  let echoed = '';
+  await sb.attach(cat.procId, { onStdout: (d) => (echoed += d.toString()) });
+  assert.equal(echoed, 'piped\n');
+  const data = Buffer.alloc(300_000, 3);
+  await sb.files.write('/work/g.bin', data);
+  assert.ok((await sb.files.read('/work/g.bin')).equals(data));
+  await sb.kill();
+});
+
 test('another workspace sees none of it', async () => {
   const sb = await Sandbox.create({}, client);
   const ws = await client.createWorkspace({ name: `other-${Date.now()}` });
@@ -217,7 +233,7 @@ test('an agent restart ends its sandboxes as error with receipts', async () => {
   assert.ok(sb.info.wipe);
 });
 
-test('the CLI: sandbox create, ls, get, exec (exit code, stdin), cp both ways, kill; jobs ls does not list sandboxes', async () => {
+test('the CLI: sandbox create, ls, get, exec (output and exit code), cp both ways, kill; jobs ls does not list sandboxes', async () => {
   const created = await cluster.cli(['sandbox', 'create', '-m', 'cli=yes', '--timeout', '2m']);
   assert.equal(created.code, 0, created.stderr);
   const id = created.stdout.trim();
