@@ -21,6 +21,7 @@ import { measureNoisyNeighbour, NOISY_QUOTAS } from './noisy-neighbour.js';
 import { round, summarize } from './stats.js';
 import { measureThroughput, type ThroughputLevel } from './throughput.js';
 import { wipeMs } from './timed-job.js';
+import { measureSandboxes, SANDBOX_FULL, SANDBOX_SMOKE, sandboxConfig, type SandboxPlan } from './sandbox.js';
 
 /** Plan is how many samples each stage takes. */
 interface Plan {
@@ -36,6 +37,7 @@ interface Plan {
   densityLevels: number[];
   densitySamples: number;
   noisySamples: number;
+  sandbox: SandboxPlan;
 }
 
 const FULL: Plan = {
@@ -53,6 +55,7 @@ const FULL: Plan = {
   densityLevels: [0, 100, 200],
   densitySamples: 10,
   noisySamples: 40,
+  sandbox: SANDBOX_FULL,
 };
 
 const SMOKE: Plan = {
@@ -68,6 +71,7 @@ const SMOKE: Plan = {
   densityLevels: [0, 3],
   densitySamples: 2,
   noisySamples: 3,
+  sandbox: SANDBOX_SMOKE,
 };
 
 const MAIN_POOL: PoolTarget[] = [{ runtime: 'runc', class: 'small', warm: 4 }, { runtime: 'runsc', class: 'small', warm: 2 }];
@@ -110,16 +114,22 @@ async function main(): Promise<number> {
   }
 
   log(`warm starts (runc ×${plan.warmRunc}, runsc ×${plan.warmRunsc}) and throughput (${plan.throughputClients.join('/')} clients × ${plan.throughputMs / 1000} s)`);
-  const { warmRunc, warmRunsc, throughput } = await clusters.with(MAIN_POOL, async (c) => {
-    const runc = await measureStarts(c, 'runc', plan.warmRunc, 'warm');
-    const runsc = await measureStarts(c, 'runsc', plan.warmRunsc, 'warm');
-    const levels: ThroughputLevel[] = [];
-    for (const n of plan.throughputClients) {
-      log(`throughput with ${n} client(s)`);
-      levels.push(await measureThroughput(c, n, plan.throughputMs));
-    }
-    return { warmRunc: runc, warmRunsc: runsc, throughput: levels };
-  });
+  const { warmRunc, warmRunsc, throughput, sandboxes } = await clusters.with(
+    MAIN_POOL,
+    async (c) => {
+      const runc = await measureStarts(c, 'runc', plan.warmRunc, 'warm');
+      const runsc = await measureStarts(c, 'runsc', plan.warmRunsc, 'warm');
+      const levels: ThroughputLevel[] = [];
+      for (const n of plan.throughputClients) {
+        log(`throughput with ${n} client(s)`);
+        levels.push(await measureThroughput(c, n, plan.throughputMs));
+      }
+      // Sandboxes on the same cluster, right after: their ratios are to the warm starts and the fork+exec of this run.
+      const sb = await measureSandboxes(c, plan.sandbox, log);
+      return { warmRunc: runc, warmRunsc: runsc, throughput: levels, sandboxes: sb };
+    },
+    sandboxConfig(plan.sandbox),
+  );
 
   log(`cold starts (pool target 0): runc ×${plan.cold}, runsc ×${plan.coldRunsc}`);
   const { cold, coldRunsc } = await clusters.with(EMPTY_POOL, async (c) => ({
@@ -157,6 +167,11 @@ async function main(): Promise<number> {
     ratio_warm_to_runc_run: round(warmStart.p50 / baselineRunc.p50),
     throughput_jobs_per_s: { peak: peak.jobs_per_s, bottleneck_stage: peak.bottleneck_stage, levels: throughput },
     wipe_ms: summarize([...warmRunc.samples, ...cold.samples].map((s) => wipeMs(s.job))),
+    sandboxes: {
+      ...sandboxes,
+      ratio_create_to_warm_start_p50: round(sandboxes.create_ready_ms.p50 / warmStart.p50),
+      ratio_exec_to_fork_exec_p50: round(sandboxes.exec_echo_roundtrip_ms.p50 / exit(fork).p50),
+    },
     idle_cell_memory_mib: { per_cell: perCellMiB(density), levels: density },
     stages_ms: { warm_runc: stageBreakdown(warmRunc.samples), warm_runsc: stageBreakdown(warmRunsc.samples), cold_runc: stageBreakdown(cold.samples), cold_runsc: stageBreakdown(coldRunsc.samples) },
     machine: { ...describeMachine(), load_avg_1m_at_start: load0, load_avg_1m_at_end: round(loadavg()[0] ?? Number.NaN) },
@@ -180,6 +195,7 @@ async function main(): Promise<number> {
         'Baselines use a bundle built with the agent\'s own buildRootfs and cellSpec (same mounts, user namespace, seccomp, cgroup limits) with the command as the container process, launched as the agent launches the runtime (baseline_launch: posix_spawn, the sealed runc copy, the agent\'s runtime flags; runsc with its own network stack in a netns made beforehand); times are to the first stdout byte (comparable to start latency) and to exit.',
         'Wipe = the job\'s endedAt (stamped when the agent reports the exit) → its wipe receipt\'s finishedAt, warm and cold runc samples, 1 ms resolution. The agent wipes in this order: container, cell network, volume (key removed, unmounted, discarded, detached, deleted), then cgroup and directory; the receipt ends after the volume.',
         'Throughput = runc jobs ended within the window / (window, or until the last of their wipes finished if later), each client a separate SDK client running jobs back to back; the pool (target 4 runc) refills in the background.',
+        'Sandboxes (bench/sandbox.ts), on the main cluster after throughput: create → ready = POST /v1/sandboxes sent → its answer (state running), each on a full warm pool, against warm_start_ms; exec round trip = exec of /bin/echo hi in a running sandbox (one request that starts and streams until the exit) against host fork+exec to exit; 1 MiB write then read through the files API; N concurrent sandboxes (cold cells past the pool) each running execs back to back; idle memory = MemAvailable drop with the N sandboxes idle / N.',
         'Density = MemAvailable drop with N idle runc cells (a cluster per level; reference = mean of before start and after stop); per_cell is the least-squares slope over the levels (0 = the cluster alone).',
       ],
     },
@@ -205,10 +221,11 @@ async function main(): Promise<number> {
   log(`wrote ${join(outDir, 'latest.json')} and latest.svg in ${results.notes.duration_s} s`);
   const failed = throughput.reduce((n, t) => n + t.failed, 0);
   if (failed > 0) log(`BROKEN: ${failed} throughput job(s) failed: ${throughput.flatMap((t) => t.errors).join(' | ')}`);
+  if (sandboxes.concurrent.failures > 0) log(`BROKEN: ${sandboxes.concurrent.failures} concurrent sandbox exec(s) failed: ${sandboxes.concurrent.errors.join(' | ')}`);
   if (clusters.leftovers.length > 0) log(`BROKEN: stopped clusters left ${clusters.leftovers.length} host object(s) behind (notes.leftovers)`);
   if (wipeFailures.length > 0) log(`BROKEN: ${wipeFailures.length} wipe receipt(s) never came (notes.wipe_failures)`);
   if (noisy.calm_failures.length > 0) log(`BROKEN: ${noisy.calm_failures.length} job(s) of the calm workspace failed during the flood: ${noisy.calm_failures.slice(0, 3).join(' | ')}`);
-  return failed > 0 || clusters.leftovers.length > 0 || wipeFailures.length > 0 || noisy.calm_failures.length > 0 ? 1 : 0;
+  return failed > 0 || sandboxes.concurrent.failures > 0 || clusters.leftovers.length > 0 || wipeFailures.length > 0 || noisy.calm_failures.length > 0 ? 1 : 0;
 }
 
 main().then(
