@@ -23,9 +23,13 @@ export interface SandboxPlan {
 export const SANDBOX_FULL: SandboxPlan = { creates: 30, execs: 100, files: 20, concurrent: 100, execsEach: 10 };
 export const SANDBOX_SMOKE: SandboxPlan = { creates: 2, execs: 5, files: 2, concurrent: 3, execsEach: 2 };
 
-/** SANDBOX_CONFIG is what the cluster needs for `concurrent` sandboxes at once (running quota and agent capacity). */
+/**
+ * sandboxConfig is what the cluster needs for `concurrent` sandboxes streaming at once: the workspace's running quota,
+ * its live-stream quota (every exec streams until its exit) and the agent's capacity.
+ */
 export function sandboxConfig(plan: SandboxPlan): Record<string, unknown> {
-  return { quotas: { maxRunningJobs: Math.max(32, plan.concurrent + 8) }, agent: { maxRunningJobs: Math.max(64, plan.concurrent + 8) } };
+  const room = plan.concurrent + 8;
+  return { quotas: { maxRunningJobs: Math.max(32, room), maxStreams: Math.max(64, room) }, agent: { maxRunningJobs: Math.max(64, room) } };
 }
 
 /** SandboxBench is the sandbox section of latest.json. */
