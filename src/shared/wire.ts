@@ -265,6 +265,13 @@ export type PoolStatus = z.infer<typeof PoolStatusSchema>;
 //   file.result { ok, bytes } once the file is closed. A failure (no_space…) is answered at once with file.result
 //   { ok: false }; later file.data for that opId is ignored.
 // At most MAX_FILE_OPS_PER_SANDBOX operations run at once per sandbox (more: too_many_operations).
+//
+// Reconnects. Whenever the agent's channel is welcomed again (a network blip or a restarted control plane), every
+// attached stream rewinds to its last proc.ack and sends again from there (so nothing un-acked is lost; a client may
+// see a chunk twice, with the same seq); a stream that is neither acked nor re-attached (same streamId) within 30 s
+// is dropped, so that a stream of a control plane that forgot it never holds its process back. File operations in
+// flight cannot be replayed: they are cancelled and answered file.result { ok: false, code: 'io_error' }.
+// A file.op `mode` of 0 (or none) means the default (0644 for a write, 0755 for mkdir).
 
 /** PROC_OUTPUT_RING_BYTES is how much recent output the agent keeps per process (for attach from a seq). */
 export const PROC_OUTPUT_RING_BYTES = 1 << 20;
