@@ -159,3 +159,28 @@ for (const runtime of ['runc', 'runsc'] as const) {
     assert.equal(w2.receipt.keyStateAfterRemoval, 'absent');
   });
 }
+
+test('runc: a dropped control channel kills no process; the stream resumes from its last ack after the reconnect', async () => {
+  const jobId = sandboxes.get('runc')!;
+  const procId = `p_${randomUUID()}`;
+  const streamId = `s_${randomUUID()}`;
+  let text = '';
+  let acked = 0;
+  const stop = control.onMessage((m) => {
+    if (m.type !== 'proc.output' || m.streamId !== streamId) return;
+    const data = Buffer.from(m.data, 'base64');
+    // A chunk may come twice after the reconnect (resent from the last ack): keep only what is new.
+    if (m.seq + data.length <= acked) return;
+    text += data.subarray(Math.max(0, acked - m.seq)).toString();
+    acked = m.seq + data.length;
+    control.send({ type: 'proc.ack', jobId, streamId, seq: acked });
+  });
+  control.send({ type: 'proc.start', jobId, procId, argv: ['sh', '-c', 'i=0; while [ $i -lt 60 ]; do echo n-$i; i=$((i+1)); sleep 0.05; done'], env: {}, cwd: '/work', timeoutMs: null, pty: null, stdin: false, streamId });
+  await control.waitFor(() => text.includes('n-5\n'));
+  await control.reconnect();
+  const exited = await control.waitFor((m) => m.type === 'proc.exited' && m.procId === procId, 30_000);
+  await control.waitFor(() => exited.type === 'proc.exited' && acked >= exited.outputSeq, 10_000);
+  stop();
+  assert.ok(exited.type === 'proc.exited' && exited.exitCode === 0);
+  assert.equal(text, Array.from({ length: 60 }, (_, i) => `n-${i}\n`).join(''), 'every line once, in order');
+});
