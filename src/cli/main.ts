@@ -11,6 +11,8 @@ import { registerKeys } from './commands/keys.js';
 import { registerDoctor } from './commands/doctor.js';
 import { registerData } from './commands/data.js';
 import { registerAudit } from './commands/audit.js';
+import { registerImages } from './commands/images.js';
+import { registerSandbox } from './commands/sandbox.js';
 import { reportError } from './context.js';
 
 const program = new Command('cleanroom')
@@ -28,6 +30,8 @@ registerKeys(program);
 registerDoctor(program);
 registerData(program);
 registerAudit(program);
+registerImages(program);
+registerSandbox(program);
 
 try {
   await program.parseAsync(process.argv);

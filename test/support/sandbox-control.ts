@@ -151,6 +151,7 @@ export class SandboxControl {
         egress: { allow: [], dryRun: false },
         outputLimitBytes: 64 * MiB,
         mode: 'sandbox',
+        image: null,
       },
       credentials: { token: 'eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl', expiresAt: new Date(Date.now() + 3600_000).toISOString() },
     });

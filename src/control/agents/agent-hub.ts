@@ -13,6 +13,7 @@ import {
   PROTOCOL_VERSION,
   type AgentToControl,
   type ControlToAgent,
+  type ImageManifest,
   type JobSpec,
   type PoolStatus,
   type VolumeCounts,
@@ -20,6 +21,13 @@ import {
 } from '../../shared/wire.js';
 import type { Dispatcher, JobService } from '../jobs/job-service.js';
 import type { NetworkPolicyService } from '../network/network-policy-service.js';
+import { isSandboxReport, type SandboxChannel, type SandboxReport, type SandboxRequestMessage } from '../sandboxes/sandbox-channel.js';
+
+/** SandboxReports takes the sandbox reports of agents (the process and file relays) and hears of lost agents. */
+export interface SandboxReports {
+  onReport(agentId: string, msg: SandboxReport): void;
+  agentLost(agentId: string): void;
+}
 
 /** AgentHubTls is the listener's certificate and the CA whose agents it accepts. */
 export interface AgentHubTls {
@@ -46,17 +54,29 @@ interface Connection {
   pending: number;
 }
 
+/** ImageEvents hears what agents say about images (the image service implements it). */
+export interface ImageEvents {
+  /** onAgentImages: an agent said hello with the images it has prepared. */
+  onAgentImages(agentId: string, digests: readonly string[]): void;
+  /** onPrepared: an agent answered image.prepare (error null: the image is ready there). */
+  onPrepared(agentId: string, digest: string, unpackedBytes: number, error: { code: string; message: string } | null): Promise<void>;
+  /** onRemoved: an agent answered image.remove. */
+  onRemoved(agentId: string, digest: string): Promise<void>;
+}
+
 /** REPORTS_HIGH_WATER / REPORTS_LOW_WATER bound the reports an agent may have waiting here. */
 const REPORTS_HIGH_WATER = 256;
 const REPORTS_LOW_WATER = 32;
 
 /** AgentHub is the Dispatcher backed by connected agents. */
-export class AgentHub implements Dispatcher {
+export class AgentHub implements Dispatcher, SandboxChannel {
   private readonly agents = new Map<string, Connection>();
   private readonly server: Server;
   /** Pool requests awaiting an answer, by request id, with the agent asked. */
   private readonly pending = new Map<string, { agentId: string; answer: (p: AgentPool) => void }>();
   private readonly lostTimers = new Map<string, NodeJS.Timeout>();
+  private images: ImageEvents | null = null;
+  private sandboxes: SandboxReports | null = null;
 
   constructor(
     tls: AgentHubTls,
@@ -81,6 +101,38 @@ export class AgentHub implements Dispatcher {
       }
       this.onConnection(ws, peer);
     });
+  }
+
+  /** attachImages connects the image service, which is built after the hub's own dependencies. */
+  attachImages(images: ImageEvents): void {
+    this.images = images;
+  }
+
+  /** prepareImage sends image.prepare to every connected agent (or only to `agentId`); returns the agents asked. */
+  prepareImage(image: ImageManifest, maxUnpackedBytes: number, agentId?: string): string[] {
+    const conns = agentId === undefined ? [...this.agents.values()] : [this.agents.get(agentId)].filter((c): c is Connection => c !== undefined);
+    for (const c of conns) send(c.ws, { type: 'image.prepare', image, maxUnpackedBytes });
+    return conns.map((c) => c.agentId);
+  }
+
+  /** removeImage sends image.remove to every connected agent; returns the agents asked. */
+  removeImage(digest: string): string[] {
+    const conns = [...this.agents.values()];
+    for (const c of conns) send(c.ws, { type: 'image.remove', digest });
+    return conns.map((c) => c.agentId);
+  }
+
+  /** attachSandboxes connects the sandbox relays (built after the hub). */
+  attachSandboxes(s: SandboxReports): void {
+    this.sandboxes = s;
+  }
+
+  /** send delivers a sandbox request to a connected agent; false if it is not connected. */
+  send(agentId: string, msg: SandboxRequestMessage): boolean {
+    const conn = this.agents.get(agentId);
+    if (!conn) return false;
+    send(conn.ws, msg);
+    return true;
   }
 
   /** listen binds the channel; resolves with the bound port. */
@@ -143,6 +195,7 @@ export class AgentHub implements Dispatcher {
       const agentId = conn.agentId;
       this.agents.delete(agentId);
       this.log('agent disconnected', { agentId, code, reason: reason.toString() });
+      this.sandboxes?.agentLost(agentId);
       this.lostTimers.set(agentId, setTimeout(() => void this.lostIfAbsent(agentId, 'the agent disconnected and did not come back'), this.graceMs));
     });
   }
@@ -156,7 +209,8 @@ export class AgentHub implements Dispatcher {
     this.agents.set(agentId, conn);
     clearTimeout(this.lostTimers.get(agentId));
     this.lostTimers.delete(agentId);
-    this.log('agent connected', { agentId, live: liveJobIds.length, protocol: hello.protocol });
+    this.log('agent connected', { agentId, live: liveJobIds.length, protocol: hello.protocol, images: hello.images.length });
+    this.images?.onAgentImages(agentId, hello.images);
     // Jobs that ended on the agent while we could not hear it are not lost: their final reports follow the hello.
     void this.jobs
       .onAgentLost(agentId, [...liveJobIds, ...endedJobIds], 'the agent restarted and the job\'s cell was lost')
@@ -169,6 +223,7 @@ export class AgentHub implements Dispatcher {
   /** onReport applies one checked report; reports about jobs that are not the agent's own are ignored by the services. */
   private async onReport(conn: Connection, msg: Exclude<AgentToControl, { type: 'hello' }>): Promise<void> {
     const { agentId } = conn;
+    if (isSandboxReport(msg)) return this.sandboxes?.onReport(agentId, msg);
     switch (msg.type) {
       case 'job.started':
         return this.jobs.onStarted(agentId, msg.jobId, msg.cellId, msg.timings);
@@ -190,17 +245,10 @@ export class AgentHub implements Dispatcher {
         if (asked?.agentId === agentId) asked.answer({ pool: msg.pool, volumes: msg.volumes });
         return;
       }
-      case 'proc.started':
-      case 'proc.start.failed':
-      case 'proc.output':
-      case 'proc.exited':
-      case 'proc.stdin.ack':
-      case 'proc.error':
-      case 'proc.listed':
-      case 'file.data':
-      case 'file.ack':
-      case 'file.result':
-        return; // sandboxes: the control plane's side comes with h-sbx-control
+      case 'image.prepared':
+        return this.images?.onPrepared(agentId, msg.digest, msg.unpackedBytes, msg.error);
+      case 'image.removed':
+        return this.images?.onRemoved(agentId, msg.digest);
       default:
         assertNever(msg);
     }

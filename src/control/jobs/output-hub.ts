@@ -3,7 +3,10 @@ import { EventEmitter } from 'node:events';
 import type { Job, OutputChunk } from '../model.js';
 
 /** JobStreamEvent is what a subscriber receives. */
-export type JobStreamEvent = { type: 'output'; chunk: OutputChunk } | { type: 'end'; job: Job };
+export type JobStreamEvent = { type: 'output'; chunk: OutputChunk } | { type: 'started'; job: Job } | { type: 'end'; job: Job };
+
+/** LIFECYCLE is the emitter key of start and end events of every workload (job ids never contain a space). */
+const LIFECYCLE = 'lifecycle events';
 
 /** OutputHub is an in-process pub/sub keyed by job id. */
 export class OutputHub {
@@ -13,9 +16,15 @@ export class OutputHub {
     this.emitter.setMaxListeners(0);
   }
 
-  /** publish sends an event to every subscriber of the job. */
+  /** publish sends an event to every subscriber of the job (and a start or an end to every lifecycle watcher). */
   publish(jobId: string, event: JobStreamEvent): void {
     this.emitter.emit(jobId, event);
+    if (event.type !== 'output') this.emitter.emit(LIFECYCLE, event);
+  }
+
+  /** onLifecycle registers a watcher of every workload's start and end (the sandbox relays and the metrics use it). */
+  onLifecycle(listener: (e: Exclude<JobStreamEvent, { type: 'output' }>) => void): void {
+    this.emitter.on(LIFECYCLE, listener);
   }
 
   /** subscribe registers a listener and returns its unsubscribe function. */

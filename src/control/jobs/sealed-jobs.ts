@@ -84,6 +84,9 @@ export function sealJobs(store: Store, keyring: Keyring): Store {
     async listJobs(workspaceId: string, limit: number): Promise<Job[]> {
       return (await Promise.all((await store.listJobs(workspaceId, limit)).map((j) => open(j as StoredJob)))).filter((j): j is Job => j !== null);
     },
+    async listSandboxes(workspaceId: string, q: Parameters<Store['listSandboxes']>[1]): Promise<Job[]> {
+      return (await Promise.all((await store.listSandboxes(workspaceId, q)).map((j) => open(j as StoredJob)))).filter((j): j is Job => j !== null);
+    },
     async jobsWithStatus(statuses: readonly string[]): Promise<Job[]> {
       return (await Promise.all((await store.jobsWithStatus(statuses)).map((j) => open(j as StoredJob)))).filter((j): j is Job => j !== null);
     },
