@@ -5,17 +5,17 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { TestCluster } from '../support/cluster.js';
 import { SandboxControl } from '../support/sandbox-control.js';
-import type { Runtime } from '../../src/shared/wire.js';
+import { RUNTIMES, type Runtime } from '../../src/shared/wire.js';
 
 let cluster: TestCluster;
 let control: SandboxControl;
 const sandboxes = new Map<Runtime, string>();
 
 before(async () => {
-  cluster = await TestCluster.start({ config: { agent: { pool: [{ runtime: 'runc', class: 'small', warm: 1 }, { runtime: 'runsc', class: 'small', warm: 1 }] } } });
+  cluster = await TestCluster.start({ config: { agent: { pool: [{ runtime: 'runc', class: 'small', warm: 1 }, { runtime: 'runsc', class: 'small', warm: 1 }, { runtime: 'crun', class: 'small', warm: 1 }] } } });
   await cluster.waitWarm();
   control = await SandboxControl.takeOver(cluster);
-  for (const runtime of ['runc', 'runsc'] as const) sandboxes.set(runtime, (await control.createSandbox(runtime)).jobId);
+  for (const runtime of RUNTIMES) sandboxes.set(runtime, (await control.createSandbox(runtime)).jobId);
 });
 
 after(async () => {
@@ -23,7 +23,7 @@ after(async () => {
   await cluster?.stop();
 });
 
-for (const runtime of ['runc', 'runsc'] as const) {
+for (const runtime of RUNTIMES) {
   const id = () => sandboxes.get(runtime)!;
 
   test(`${runtime}: exec echo, an exit code, a missing command, a bad cwd`, async () => {
@@ -38,7 +38,7 @@ for (const runtime of ['runc', 'runsc'] as const) {
     // It runs as the workload user, in the cell's namespaces, with its env.
     const who = await control.exec(id(), ['sh', '-c', 'id -u; id -g; echo $HOME; echo $MINE; cat /proc/self/status | grep -E "^(CapEff|NoNewPrivs)"'], { env: { MINE: 'mine' } });
     // (gVisor's /proc/self/status has no NoNewPrivs line.)
-    assert.match(who.stdout, runtime === 'runc' ? /^1000\n1000\n\/work\nmine\nCapEff:\s+0000000000000000\nNoNewPrivs:\s+1\n$/ : /^1000\n1000\n\/work\nmine\nCapEff:\s+0000000000000000\n$/);
+    assert.match(who.stdout, runtime !== 'runsc' ? /^1000\n1000\n\/work\nmine\nCapEff:\s+0000000000000000\nNoNewPrivs:\s+1\n$/ : /^1000\n1000\n\/work\nmine\nCapEff:\s+0000000000000000\n$/);
   });
 
   test(`${runtime}: output streams in order with byte seqs`, async () => {
