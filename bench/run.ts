@@ -8,7 +8,8 @@ import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { REPO_ROOT } from '../test/support/cluster.js';
-import { BareBundles, forkExec, LAUNCH, type ProcessTiming } from './baselines.js';
+import { prepareCrunHost } from '../src/agent/runtime/crun-host.js';
+import { BareBundles, bareRate, forkExec, LAUNCH, Podman, type ProcessTiming } from './baselines.js';
 import { renderChart } from './chart.js';
 import { Clusters, type PoolTarget } from './clusters.js';
 import { measureDensityLevel, perCellMiB, type DensityLevel } from './density.js';
@@ -34,6 +35,9 @@ interface Plan {
   coldRunsc: number;
   throughputClients: number[];
   throughputMs: number;
+  /** Parallel loops of the crun throughput level and of the bare-run rates (runc, crun, podman). */
+  rateLanes: number;
+  rateMs: number;
   densityLevels: number[];
   densitySamples: number;
   noisySamples: number;
@@ -52,6 +56,8 @@ const FULL: Plan = {
   // density levels keep the whole run under 5 minutes on 2 cores.
   throughputClients: [1, 3],
   throughputMs: 30_000,
+  rateLanes: 3,
+  rateMs: 10_000,
   densityLevels: [0, 100, 200],
   densitySamples: 10,
   noisySamples: 40,
@@ -68,13 +74,15 @@ const SMOKE: Plan = {
   coldRunsc: 1,
   throughputClients: [1, 2],
   throughputMs: 2_000,
+  rateLanes: 2,
+  rateMs: 1_000,
   densityLevels: [0, 3],
   densitySamples: 2,
   noisySamples: 3,
   sandbox: SANDBOX_SMOKE,
 };
 
-const MAIN_POOL: PoolTarget[] = [{ runtime: 'runc', class: 'small', warm: 4 }, { runtime: 'runsc', class: 'small', warm: 2 }];
+const MAIN_POOL: PoolTarget[] = [{ runtime: 'runc', class: 'small', warm: 4 }, { runtime: 'runsc', class: 'small', warm: 2 }, { runtime: 'crun', class: 'small', warm: 4 }];
 const EMPTY_POOL: PoolTarget[] = [{ runtime: 'runc', class: 'small', warm: 0 }, { runtime: 'runsc', class: 'small', warm: 0 }];
 
 const smoke = process.env.BENCH_SMOKE === '1';
@@ -100,18 +108,36 @@ async function main(): Promise<number> {
   const load0 = round(loadavg()[0] ?? Number.NaN);
   if (load0 > 1) log(`warning: the host is not idle (1-minute load ${load0}); other activity will be in the figures`);
 
+  // As an agent does at start: crun (bare and in cells) needs the hybrid cgroup layout's v2 hierarchy empty.
+  const crun = await prepareCrunHost();
+  if (!crun.ok) throw new Error(`crun cannot run here: ${crun.reason}`);
   const clusters = new Clusters(log);
   log('baselines: host fork+exec, bare runc run, bare runsc run (no cluster running)');
   const fork = await repeat(plan.forkExec, 3, forkExec);
   const bundles = BareBundles.create();
   let runcRun: ProcessTiming[];
   let runscRun: ProcessTiming[];
+  let crunRun: ProcessTiming[];
+  const rates: BenchResults['baseline_rate_per_s'] = { runc: null, crun: null, podman: null };
   try {
     runcRun = await repeat(plan.runcRun, 2, () => bundles.run('runc'));
     runscRun = await repeat(plan.runscRun, 1, () => bundles.run('runsc'));
+    crunRun = await repeat(plan.runcRun, 2, () => bundles.run('crun'));
+    log(`bare rates: ${plan.rateLanes} parallel loops of runc run, crun run and podman run --rm, ${plan.rateMs / 1000} s each`);
+    rates.runc = await bareRate(plan.rateLanes, plan.rateMs, (lane) => bundles.run('runc', lane));
+    rates.crun = await bareRate(plan.rateLanes, plan.rateMs, (lane) => bundles.run('crun', lane));
   } finally {
     bundles.close();
   }
+  const podman = Podman.create();
+  if (podman) {
+    try {
+      await repeat(0, 2, () => podman.run());
+      rates.podman = await bareRate(plan.rateLanes, plan.rateMs, () => podman.run());
+    } finally {
+      podman.close();
+    }
+  } else log('podman or busybox is not installed: no podman baseline');
 
   log(`warm starts (runc ×${plan.warmRunc}, runsc ×${plan.warmRunsc}) and throughput (${plan.throughputClients.join('/')} clients × ${plan.throughputMs / 1000} s)`);
   const { warmRunc, warmRunsc, throughput, sandboxes } = await clusters.with(
@@ -124,6 +150,8 @@ async function main(): Promise<number> {
         log(`throughput with ${n} client(s)`);
         levels.push(await measureThroughput(c, n, plan.throughputMs));
       }
+      log(`throughput with ${plan.rateLanes} client(s), crun cells`);
+      levels.push(await measureThroughput(c, plan.rateLanes, plan.throughputMs, 'crun'));
       // Sandboxes on the same cluster, right after: their ratios are to the warm starts and the fork+exec of this run.
       const sb = await measureSandboxes(c, plan.sandbox, log);
       return { warmRunc: runc, warmRunsc: runsc, throughput: levels, sandboxes: sb };
@@ -153,6 +181,7 @@ async function main(): Promise<number> {
   const warmStart = summarize(warmRunc.samples.map((s) => s.firstByteMs));
   const baselineRunc = firstByte(runcRun);
   const peak = throughput.reduce((best, t) => (t.jobs_per_s > best.jobs_per_s ? t : best), throughput[0]!);
+  const atLanes = (rt: string) => throughput.find((t) => t.runtime === rt && t.clients === plan.rateLanes)?.jobs_per_s ?? Number.NaN;
   const results: BenchResults = {
     date,
     warm_start_ms: warmStart,
@@ -165,7 +194,14 @@ async function main(): Promise<number> {
     baseline_launch: LAUNCH,
     noisy_neighbour: noisy,
     ratio_warm_to_runc_run: round(warmStart.p50 / baselineRunc.p50),
-    throughput_jobs_per_s: { peak: peak.jobs_per_s, bottleneck_stage: peak.bottleneck_stage, levels: throughput },
+    throughput_jobs_per_s: { peak: peak.jobs_per_s, peak_runtime: peak.runtime, bottleneck_stage: peak.bottleneck_stage, levels: throughput },
+    baseline_rate_per_s: rates,
+    baseline_crun_run_ms: firstByte(crunRun),
+    ratio_throughput_to_bare_runc_rate: {
+      lanes: plan.rateLanes,
+      runc_cells: round(atLanes('runc') / (rates.runc?.runs_per_s ?? Number.NaN)),
+      crun_cells: round(atLanes('crun') / (rates.runc?.runs_per_s ?? Number.NaN)),
+    },
     wipe_ms: summarize([...warmRunc.samples, ...cold.samples].map((s) => wipeMs(s.job))),
     sandboxes: {
       ...sandboxes,
@@ -183,7 +219,7 @@ async function main(): Promise<number> {
       cold_samples_found_warm: cold.mismatched + coldRunsc.mismatched,
       leftovers: clusters.leftovers,
       wipe_failures: wipeFailures,
-      baseline_exit_ms: { runc_run: exit(runcRun), runsc_run: exit(runscRun), fork_exec: exit(fork) },
+      baseline_exit_ms: { runc_run: exit(runcRun), runsc_run: exit(runscRun), crun_run: exit(crunRun), fork_exec: exit(fork) },
       stages: STAGES,
       method: [
         'Every job runs ["/bin/echo","hi"] through the SDK from this process; the control plane and agent are separate processes (cleanroom up --detach).',
@@ -194,6 +230,7 @@ async function main(): Promise<number> {
         'Cold = a cluster whose pool target is 0: the cell is prepared on the request path.',
         'Baselines use a bundle built with the agent\'s own buildRootfs and cellSpec (same mounts, user namespace, seccomp, cgroup limits) with the command as the container process, launched as the agent launches the runtime (baseline_launch: posix_spawn, the sealed runc copy, the agent\'s runtime flags; runsc with its own network stack in a netns made beforehand); times are to the first stdout byte (comparable to start latency) and to exit.',
         'Wipe = the job\'s endedAt (stamped when the agent reports the exit) → its wipe receipt\'s finishedAt, warm and cold runc samples, 1 ms resolution. The agent wipes in this order: container, cell network, volume (key removed, unmounted, discarded, detached, deleted), then cgroup and directory; the receipt ends after the volume.',
+        'Bare rates (baseline_rate_per_s) = runs of the same command finished within the window by that many parallel back-to-back loops of the bare runtime (runc, crun: cell-equivalent bundles as above) or of podman run --rm; host_cpu_ms_per_run = all of the host\'s busy CPU in the window / runs. ratio_throughput_to_bare_runc_rate compares Cleanroom\'s jobs/s with that many clients (runc cells, crun cells) with bare runc\'s rate at the same parallelism.',
         'Throughput = runc jobs ended within the window / (window, or until the last of their wipes finished if later), each client a separate SDK client running jobs back to back; the pool (target 4 runc) refills in the background.',
         'Sandboxes (bench/sandbox.ts), on the main cluster after throughput: create → ready = POST /v1/sandboxes sent → its answer (state running), each on a full warm pool, against warm_start_ms; exec round trip = exec of /bin/echo hi in a running sandbox (one request that starts and streams until the exit) against host fork+exec to exit; 1 MiB write then read through the files API; N concurrent sandboxes (cold cells past the pool) each running execs back to back; idle memory = MemAvailable drop with the N sandboxes idle / N.',
         'Density = MemAvailable drop with N idle runc cells (a cluster per level; reference = mean of before start and after stop); per_cell is the least-squares slope over the levels (0 = the cluster alone).',

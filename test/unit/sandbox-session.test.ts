@@ -173,3 +173,30 @@ test('a congested channel holds streams back instead of queueing more', async ()
   h.s.close();
   assert.equal(new FrameDecoder().pending, false);
 });
+
+test('a reconnect rewinds streams to their acks, cancels file operations, and drops streams nobody re-attaches', async (t) => {
+  t.mock.timers.enable({ apis: ['setTimeout'] });
+  const h = harness();
+  const id = start(h, 'p1', { streamId: 's1' });
+  const id2 = start(h, 'p2', { streamId: 's2' });
+  h.s.onFrame({ type: 'proc.output', id, stream: 'stdout', data: Buffer.from('abcdef') });
+  h.req({ type: 'proc.ack', streamId: 's1', seq: 2 });
+  h.req({ type: 'file.op', opId: 'r1', op: 'read', path: '/work/f' });
+  const rid = h.toInit.at(-1)!.payload.readUInt32LE(0);
+  const before = h.out.length;
+  h.s.onReconnect();
+  const after = h.out.slice(before);
+  assert.deepEqual(after[0], { type: 'file.result', jobId: JOB, opId: 'r1', ok: false, code: 'io_error', message: 'the channel to the control plane was re-established while the operation ran; run it again' });
+  assert.ok(h.toInit.some((m) => m.magic === 'CRX1' && m.payload.readUInt32LE(0) === rid), 'the operation is cancelled in init');
+  const resent = after.find((m) => m.type === 'proc.output');
+  assert.ok(resent?.type === 'proc.output' && resent.seq === 2 && Buffer.from(resent.data, 'base64').toString() === 'cdef', 'resent from the ack');
+  // s1 is acked again (alive); s2 is not: after the orphan delay it no longer holds p2 back.
+  h.req({ type: 'proc.ack', streamId: 's1', seq: 6 });
+  t.mock.timers.tick(30_000);
+  const flowsBefore = h.toInit.filter((m) => m.magic === 'CRW1').length;
+  for (let i = 0; i < 20; i++) h.s.onFrame({ type: 'proc.output', id: id2, stream: 'stdout', data: Buffer.alloc(65536) });
+  assert.equal(h.toInit.filter((m) => m.magic === 'CRW1').length, flowsBefore, 'p2 is not paused by a dropped stream');
+  h.s.onFrame({ type: 'proc.output', id, stream: 'stdout', data: Buffer.from('g') });
+  assert.ok(h.out.at(-1)?.type === 'proc.output' && (h.out.at(-1) as { streamId: string }).streamId === 's1', 's1 still streams');
+  h.s.close();
+});
