@@ -67,6 +67,15 @@ export function formatReport(r: BenchResults): string {
     lines.push(row([`${d.cells} idle cells`, f1(d.up_and_fill_s), `${f1(d.mem_available_delta_mib)} MiB`, `${f1(d.cgroup_usage_mib)} MiB`, f1(d.warm_start_ms.p50), f1(d.warm_start_ms.p95), String(d.warm_start_ms.n)]));
   }
   lines.push(`  memory per idle warm cell (slope of ΔMemAvailable over cells): ${f2(r.idle_cell_memory_mib.per_cell)} MiB`);
+  const sb = r.sandboxes;
+  lines.push(
+    '',
+    latency('sandbox create → ready', sb.create_ready_ms, false),
+    latency('sandbox exec echo, round trip', sb.exec_echo_roundtrip_ms, false),
+    latency('sandbox 1 MiB write + read', sb.file_1mib_write_read_ms, false),
+    latency(`${sb.concurrent.sandboxes} sandboxes × ${sb.concurrent.execs_each} execs`, sb.concurrent.exec_roundtrip_ms, false),
+    `  create / warm job start (p50): ${f2(sb.ratio_create_to_warm_start_p50)} (goal ≤ 1.2); exec / host fork+exec to exit (p50): ${f2(sb.ratio_exec_to_fork_exec_p50)} (goal ≤ 1.5); concurrent failures ${sb.concurrent.failures} in ${f1(sb.concurrent.wall_s)} s; memory per idle sandbox ${sb.idle_sandbox_memory_mib === null ? '-' : `${f2(sb.idle_sandbox_memory_mib)} MiB`} (goal ≤ 8)`,
+  );
   const n = r.noisy_neighbour;
   lines.push('', `noisy neighbour: calm warm start quiet p50 ${f1(n.quiet_ms.p50)} / p99 ${f1(n.quiet_ms.p99)} ms; during the flood p50 ${f1(n.flooded_ms.p50)} / p99 ${f1(n.flooded_ms.p99)} ms (p99 ×${f2(n.ratio_p99)}, goal ≤ 2); calm failures ${n.calm_failures.length}; flood ${n.flood.requests} requests ${JSON.stringify(n.flood.answers)}`);
   lines.push('', `left behind by stopped clusters: ${r.notes.leftovers.length === 0 ? 'nothing' : r.notes.leftovers.join('; ')}`);

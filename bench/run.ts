@@ -23,6 +23,7 @@ import { round, summarize } from './stats.js';
 import { measureThroughput, type ThroughputLevel } from './throughput.js';
 import { measureImports } from './images.js';
 import { wipeMs } from './timed-job.js';
+import { measureSandboxes, SANDBOX_FULL, SANDBOX_SMOKE, sandboxConfig, type SandboxPlan } from './sandbox.js';
 
 /** Plan is how many samples each stage takes. */
 interface Plan {
@@ -45,6 +46,7 @@ interface Plan {
   densityLevels: number[];
   densitySamples: number;
   noisySamples: number;
+  sandbox: SandboxPlan;
 }
 
 const FULL: Plan = {
@@ -67,6 +69,7 @@ const FULL: Plan = {
   densityLevels: [0, 100, 200],
   densitySamples: 10,
   noisySamples: 40,
+  sandbox: SANDBOX_FULL,
 };
 
 const SMOKE: Plan = {
@@ -87,6 +90,7 @@ const SMOKE: Plan = {
   densityLevels: [0, 3],
   densitySamples: 2,
   noisySamples: 3,
+  sandbox: SANDBOX_SMOKE,
 };
 
 const MAIN_POOL: PoolTarget[] = [{ runtime: 'runc', class: 'small', warm: 4 }, { runtime: 'runsc', class: 'small', warm: 2 }, { runtime: 'crun', class: 'small', warm: 4 }];
@@ -147,18 +151,24 @@ async function main(): Promise<number> {
   } else log('podman or busybox is not installed: no podman baseline');
 
   log(`warm starts (runc ×${plan.warmRunc}, runsc ×${plan.warmRunsc}) and throughput (${plan.throughputClients.join('/')} clients × ${plan.throughputMs / 1000} s)`);
-  const { warmRunc, warmRunsc, throughput } = await clusters.with(MAIN_POOL, async (c) => {
-    const runc = await measureStarts(c, 'runc', plan.warmRunc, 'warm');
-    const runsc = await measureStarts(c, 'runsc', plan.warmRunsc, 'warm');
-    const levels: ThroughputLevel[] = [];
-    for (const n of plan.throughputClients) {
-      log(`throughput with ${n} client(s)`);
-      levels.push(await measureThroughput(c, n, plan.throughputMs));
-    }
-    log(`throughput with ${plan.rateLanes} client(s), crun cells`);
-    levels.push(await measureThroughput(c, plan.rateLanes, plan.throughputMs, 'crun'));
-    return { warmRunc: runc, warmRunsc: runsc, throughput: levels };
-  });
+  const { warmRunc, warmRunsc, throughput, sandboxes } = await clusters.with(
+    MAIN_POOL,
+    async (c) => {
+      const runc = await measureStarts(c, 'runc', plan.warmRunc, 'warm');
+      const runsc = await measureStarts(c, 'runsc', plan.warmRunsc, 'warm');
+      const levels: ThroughputLevel[] = [];
+      for (const n of plan.throughputClients) {
+        log(`throughput with ${n} client(s)`);
+        levels.push(await measureThroughput(c, n, plan.throughputMs));
+      }
+      log(`throughput with ${plan.rateLanes} client(s), crun cells`);
+      levels.push(await measureThroughput(c, plan.rateLanes, plan.throughputMs, 'crun'));
+      // Sandboxes on the same cluster, right after: their ratios are to the warm starts and the fork+exec of this run.
+      const sb = await measureSandboxes(c, plan.sandbox, log);
+      return { warmRunc: runc, warmRunsc: runsc, throughput: levels, sandboxes: sb };
+    },
+    sandboxConfig(plan.sandbox),
+  );
 
   log(`cold starts (pool target 0): runc ×${plan.cold}, runsc ×${plan.coldRunsc}`);
   const { cold, coldRunsc } = await clusters.with(EMPTY_POOL, async (c) => ({
@@ -217,6 +227,11 @@ async function main(): Promise<number> {
       crun_cells: round(atLanes('crun') / (rates.runc?.runs_per_s ?? Number.NaN)),
     },
     wipe_ms: summarize([...warmRunc.samples, ...cold.samples].map((s) => wipeMs(s.job))),
+    sandboxes: {
+      ...sandboxes,
+      ratio_create_to_warm_start_p50: round(sandboxes.create_ready_ms.p50 / warmStart.p50),
+      ratio_exec_to_fork_exec_p50: round(sandboxes.exec_echo_roundtrip_ms.p50 / exit(fork).p50),
+    },
     idle_cell_memory_mib: { per_cell: perCellMiB(density), levels: density },
     stages_ms: { warm_runc: stageBreakdown(warmRunc.samples), warm_runsc: stageBreakdown(warmRunsc.samples), cold_runc: stageBreakdown(cold.samples), cold_runsc: stageBreakdown(coldRunsc.samples) },
     machine: { ...describeMachine(), load_avg_1m_at_start: load0, load_avg_1m_at_end: round(loadavg()[0] ?? Number.NaN) },
@@ -242,6 +257,7 @@ async function main(): Promise<number> {
         'Bare rates (baseline_rate_per_s) = runs of the same command finished within the window by that many parallel back-to-back loops of the bare runtime (runc, crun: cell-equivalent bundles as above) or of podman run --rm; host_cpu_ms_per_run = all of the host\'s busy CPU in the window / runs. ratio_throughput_to_bare_runc_rate compares Cleanroom\'s jobs/s with that many clients (runc cells, crun cells) with bare runc\'s rate at the same parallelism.',
         'Throughput = runc jobs ended within the window / (window, or until the last of their wipes finished if later), each client a separate SDK client running jobs back to back; the pool (target 4 runc) refills in the background.',
         'Images: warm and cold runc starts as above on clusters whose default image is the busybox base image (build/images/base); ratio_warm_to_host_root_warm divides by the host-root warm p50 above, ratio_cold_to_bare_runc_run by the bare runc run baseline (whose bundle is the host-root rootfs). Imports: the ~100 MB test image from docker-registry on 127.0.0.1 (TLS, basic auth) through POST /v1/images until its blobs are verified in the store, beside skopeo copy of the same image to dir:, rounds alternating; shared_base: the store bytes of two images sharing busybox\'s layer.',
+        'Sandboxes (bench/sandbox.ts), on the main cluster after throughput: create → ready = POST /v1/sandboxes sent → its answer (state running), each on a full warm pool, against warm_start_ms; exec round trip = exec of /bin/echo hi in a running sandbox (one request that starts and streams until the exit) against host fork+exec to exit; 1 MiB write then read through the files API; N concurrent sandboxes (cold cells past the pool) each running execs back to back; idle memory = MemAvailable drop with the N sandboxes idle / N.',
         'Density = MemAvailable drop with N idle runc cells (a cluster per level; reference = mean of before start and after stop); per_cell is the least-squares slope over the levels (0 = the cluster alone).',
       ],
     },
@@ -267,10 +283,11 @@ async function main(): Promise<number> {
   log(`wrote ${join(outDir, 'latest.json')} and latest.svg in ${results.notes.duration_s} s`);
   const failed = throughput.reduce((n, t) => n + t.failed, 0);
   if (failed > 0) log(`BROKEN: ${failed} throughput job(s) failed: ${throughput.flatMap((t) => t.errors).join(' | ')}`);
+  if (sandboxes.concurrent.failures > 0) log(`BROKEN: ${sandboxes.concurrent.failures} concurrent sandbox exec(s) failed: ${sandboxes.concurrent.errors.join(' | ')}`);
   if (clusters.leftovers.length > 0) log(`BROKEN: stopped clusters left ${clusters.leftovers.length} host object(s) behind (notes.leftovers)`);
   if (wipeFailures.length > 0) log(`BROKEN: ${wipeFailures.length} wipe receipt(s) never came (notes.wipe_failures)`);
   if (noisy.calm_failures.length > 0) log(`BROKEN: ${noisy.calm_failures.length} job(s) of the calm workspace failed during the flood: ${noisy.calm_failures.slice(0, 3).join(' | ')}`);
-  return failed > 0 || clusters.leftovers.length > 0 || wipeFailures.length > 0 || noisy.calm_failures.length > 0 ? 1 : 0;
+  return failed > 0 || sandboxes.concurrent.failures > 0 || clusters.leftovers.length > 0 || wipeFailures.length > 0 || noisy.calm_failures.length > 0 ? 1 : 0;
 }
 
 main().then(

@@ -57,6 +57,10 @@ export class Agent {
     this.classes = sizeClassesFromConfig(config.agent.classes);
     this.capacity = config.agent.maxRunningJobs;
     channel.on('message', (m: ControlToAgent) => this.onMessage(m));
+    // A (re)connected control plane may have lost what was sent before: sandbox streams rewind to their acks.
+    channel.on('open', () => {
+      for (const s of this.sandboxes.values()) s.onReconnect();
+    });
     channel.on('bad-message', (problem: string, value: unknown) => this.onBadMessage(problem, value));
     // Receipts of volumes that reconcile shredded (here or in `cleanroom down`) are reported until acknowledged.
     for (const { jobId, receipt } of spool.read()) this.keepFinal(jobId, { type: 'job.wiped', jobId, receipt, spooled: true });

@@ -61,10 +61,10 @@ export const MAX_IMAGES = 4096;
 
 /**
  * MAX_ASSIGNMENT_BYTES is the largest assignment cell init accepts: its command, env and cwd, each NUL-terminated, plus
- * 8 bytes of counts (native/cell-init/cell-init.c MAX_ASSIGNMENT; a unit test keeps the two equal).
+ * 8 bytes of counts (native/cell-init/cell-init.h MAX_ASSIGNMENT; a unit test keeps the two equal).
  */
 export const MAX_ASSIGNMENT_BYTES = 1 << 20;
-/** MAX_CELL_FILE_BYTES is the largest file (a token, hosts) cell init accepts (cell-init.c MAX_FILE). */
+/** MAX_CELL_FILE_BYTES is the largest file (a token, hosts) cell init accepts (cell-init.h MAX_FILE). */
 export const MAX_CELL_FILE_BYTES = 64 * 1024;
 /** PLATFORM_ENV_RESERVE_BYTES is kept in an assignment for the env the platform adds (PATH, CLEANROOM_*…). */
 export const PLATFORM_ENV_RESERVE_BYTES = 4096;
@@ -311,6 +311,13 @@ export type PoolStatus = z.infer<typeof PoolStatusSchema>;
 //   file.result { ok, bytes } once the file is closed. A failure (no_space…) is answered at once with file.result
 //   { ok: false }; later file.data for that opId is ignored.
 // At most MAX_FILE_OPS_PER_SANDBOX operations run at once per sandbox (more: too_many_operations).
+//
+// Reconnects. Whenever the agent's channel is welcomed again (a network blip or a restarted control plane), every
+// attached stream rewinds to its last proc.ack and sends again from there (so nothing un-acked is lost; a client may
+// see a chunk twice, with the same seq); a stream that is neither acked nor re-attached (same streamId) within 30 s
+// is dropped, so that a stream of a control plane that forgot it never holds its process back. File operations in
+// flight cannot be replayed: they are cancelled and answered file.result { ok: false, code: 'io_error' }.
+// A file.op `mode` of 0 (or none) means the default (0644 for a write, 0755 for mkdir).
 
 /** PROC_OUTPUT_RING_BYTES is how much recent output the agent keeps per process (for attach from a seq). */
 export const PROC_OUTPUT_RING_BYTES = 1 << 20;

@@ -45,6 +45,9 @@ test('the benchmark runs end to end in smoke mode and reports every field', { ti
   for (const l of r.throughput_jobs_per_s.levels) assert.ok(l.cpu_ms_per_job.host > 0 && l.cpu_ms_per_job.agent > 0, JSON.stringify(l.cpu_ms_per_job));
   assert.match(r.baseline_launch.runsc!, /--network=sandbox/);
   assert.deepEqual(r.noisy_neighbour.calm_failures, []);
+  for (const s of [r.sandboxes.create_ready_ms, r.sandboxes.exec_echo_roundtrip_ms, r.sandboxes.file_1mib_write_read_ms, r.sandboxes.concurrent.exec_roundtrip_ms]) assert.ok(s.n > 0 && s.p50 > 0, `sandboxes: ${JSON.stringify(r.sandboxes)}`);
+  assert.equal(r.sandboxes.concurrent.failures, 0, JSON.stringify(r.sandboxes.concurrent.errors));
+  assert.ok(r.sandboxes.ratio_create_to_warm_start_p50 > 0 && r.sandboxes.ratio_exec_to_fork_exec_p50 > 0);
   assert.ok(r.noisy_neighbour.quiet_ms.n > 0 && r.noisy_neighbour.flooded_ms.n > 0, JSON.stringify(r.noisy_neighbour));
   assert.ok(r.noisy_neighbour.flood.requests > 0);
   assert.ok(Number.isFinite(r.idle_cell_memory_mib.per_cell));
