@@ -290,7 +290,8 @@ export type PoolStatus = z.infer<typeof PoolStatusSchema>;
 // attachment: the agent sends at most PROC_STREAM_WINDOW_BYTES past the stream's last proc.ack (the offset the client
 // has consumed to, exclusive); when the slowest attached stream lags a whole ring behind, the supervisor stops reading
 // that process's pipe and the process blocks in write() (backpressure; nothing grows). A process with no stream
-// attached never blocks: its oldest output leaves the ring. proc.start may name a `streamId` to attach from seq 0 at
+// attached never blocks: its oldest output leaves the ring. Exited processes keep their output within 16 MiB per
+// sandbox (then the oldest exited lose theirs: proc.listed shows firstSeq = nextSeq). proc.start may name a `streamId` to attach from seq 0 at
 // once. proc.exited carries `outputSeq`, the end offset of all output: a client has everything once it has consumed
 // up to it (it is sent after the last proc.output the supervisor read; on a lagging stream the output is still coming).
 // Stdin: proc.stdin chunks go to the process in order; null closes it. The agent answers proc.stdin.ack { seq } (bytes

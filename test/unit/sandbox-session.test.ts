@@ -2,7 +2,7 @@
 // they drive, stdin and file-data windows, refusals with stable codes. (Real cells: test/integration/sandbox-*.)
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { SandboxSession, type SandboxRequest } from '../../src/agent/sandbox/sandbox-session.js';
+import { EXITED_OUTPUT_BUDGET_BYTES, SandboxSession, type SandboxRequest } from '../../src/agent/sandbox/sandbox-session.js';
 import { OutputRing } from '../../src/agent/sandbox/output-ring.js';
 import { FrameDecoder } from '../../src/agent/cells/frames.js';
 import { FILE_WINDOW_BYTES, PROC_OUTPUT_RING_BYTES, PROC_STDIN_WINDOW_BYTES, PROC_STREAM_WINDOW_BYTES, type AgentToControl } from '../../src/shared/wire.js';
@@ -199,4 +199,22 @@ test('a reconnect rewinds streams to their acks, cancels file operations, and dr
   h.s.onFrame({ type: 'proc.output', id, stream: 'stdout', data: Buffer.from('g') });
   assert.ok(h.out.at(-1)?.type === 'proc.output' && (h.out.at(-1) as { streamId: string }).streamId === 's1', 's1 still streams');
   h.s.close();
+});
+
+test('the output of exited processes is kept within a budget per sandbox, oldest dropped first', () => {
+  const h = harness();
+  const mib = Buffer.alloc(1024 * 1024);
+  for (let i = 0; i < 20; i++) {
+    const id = start(h, `e${i}`);
+    h.s.onFrame({ type: 'proc.output', id, stream: 'stdout', data: mib });
+    h.s.onFrame({ type: 'proc.exited', id, code: 0, signal: null });
+  }
+  assert.ok(h.s.retainedOutputBytes <= EXITED_OUTPUT_BUDGET_BYTES, `${h.s.retainedOutputBytes} bytes kept`);
+  h.req({ type: 'proc.list', requestId: 'r' });
+  const listed = h.out.at(-1);
+  assert.ok(listed?.type === 'proc.listed');
+  const first = listed.procs.find((p) => p.procId === 'e0')!;
+  const last = listed.procs.find((p) => p.procId === 'e19')!;
+  assert.deepEqual([first.firstSeq, first.nextSeq], [1024 * 1024, 1024 * 1024], 'the oldest lost its output, not its entry');
+  assert.deepEqual([last.firstSeq, last.nextSeq], [0, 1024 * 1024]);
 });

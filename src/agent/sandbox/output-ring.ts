@@ -37,6 +37,14 @@ export class OutputRing {
     }
   }
 
+  /** clear drops everything retained (start moves to end); later appends go on from end. */
+  clear(): void {
+    this.segments = [];
+    this.head = 0;
+    this.bytes = 0;
+    this.start = this.end;
+  }
+
   /** retainedBytes is how much output the ring holds. */
   get retainedBytes(): number {
     return this.bytes;

@@ -66,6 +66,11 @@ const RESUME_LAG_BYTES = PROC_OUTPUT_RING_BYTES / 4;
 const CONGESTION_POLL_MS = 20;
 /** ORPHAN_STREAM_MS: after a reconnect, a stream the control plane neither acks nor re-attaches within this is dropped. */
 export const ORPHAN_STREAM_MS = 30_000;
+/**
+ * EXITED_OUTPUT_BUDGET_BYTES bounds the output kept for exited processes of one sandbox (for late attaches): past it,
+ * the oldest exited processes lose theirs (their entry stays in the table). Running processes keep a ring each.
+ */
+export const EXITED_OUTPUT_BUDGET_BYTES = 16 * 1024 * 1024;
 /** MAX_LIST_BYTES bounds what a stat or list answer may bring (MAX_LIST_ENTRIES of at most 255-byte names). */
 const MAX_LIST_BYTES = (MAX_LIST_ENTRIES + 1) * (23 + 1024);
 
@@ -498,8 +503,16 @@ export class SandboxSession {
     }));
   }
 
-  /** prune forgets the oldest exited processes beyond MAX_PROCS_KEPT. */
+  /** prune forgets the oldest exited processes beyond MAX_PROCS_KEPT, and their output beyond the exited budget. */
   private prune(): void {
+    let exitedBytes = 0;
+    for (const p of this.procs.values()) if (!p.running) exitedBytes += p.ring.retainedBytes;
+    for (const p of this.procs.values()) {
+      if (exitedBytes <= EXITED_OUTPUT_BUDGET_BYTES) break;
+      if (p.running) continue;
+      exitedBytes -= p.ring.retainedBytes;
+      p.ring.clear();
+    }
     if (this.procs.size <= MAX_PROCS_KEPT) return;
     for (const p of this.procs.values()) {
       if (this.procs.size <= MAX_PROCS_KEPT) return;
