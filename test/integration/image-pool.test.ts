@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { REPO_ROOT, TestCluster } from '../support/cluster.js';
+import { Sandbox } from '../../src/sdk/sandbox.js';
 
 const layout = join(REPO_ROOT, 'build/images/base');
 let cluster: TestCluster;
@@ -31,4 +32,16 @@ test('pools without an image warm up on the default image; a job naming none run
   assert.equal(r.job.status, 'succeeded', r.stderr);
   assert.equal(r.stdout, '/bin/busybox\n1000\nimage-root\n');
   assert.equal(r.job.timings.agent_cold, 0, `took a warm cell: ${JSON.stringify(r.job.timings)}`);
+});
+
+test('a sandbox naming no image runs on the default image, and one naming an unknown image is refused', async () => {
+  const sb = await Sandbox.create({ metadata: { on: 'base' } }, cluster.client);
+  try {
+    const r = await sb.exec(['sh', '-c', 'readlink /bin/sh; id -u; test -d /usr/lib/x86_64-linux-gnu && echo host-usr || echo image-root']);
+    assert.equal(r.exitCode, 0, r.stderr);
+    assert.equal(r.stdout, '/bin/busybox\n1000\nimage-root\n');
+  } finally {
+    await sb.kill();
+  }
+  await assert.rejects(Sandbox.create({ image: 'no-such-image:1' }, cluster.client), (e: Error & { code?: string }) => e.code === 'image_not_found');
 });

@@ -81,8 +81,13 @@ export class JobService {
    * quota and an agent has room, else it waits its turn. A full queue is refused (429 quota_exceeded).
    */
   async create(ws: Workspace, req: JobRequest, actor: string): Promise<Job> {
-    const chosen = this.images ? await this.images.forJob(ws, req.image) : null;
+    const chosen = await this.imageFor(ws, req.image);
     return this.admit(ws, resolveJobRequest(req, ws, this.defaults, chosen?.record ?? null), actor, 'job', undefined, chosen);
+  }
+
+  /** imageFor resolves the image a workload names (or the default one); null is the host root. */
+  imageFor(ws: Workspace, ref: string | undefined): Promise<JobImageChoice> {
+    return this.images ? this.images.forJob(ws, ref) : Promise.resolve(null);
   }
 
   /**

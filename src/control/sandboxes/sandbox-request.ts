@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { ApiError } from '../../shared/errors.js';
 import type { SandboxFields, Workspace } from '../model.js';
 import { JobRequestSchema, resolveJobRequest, type JobDefaults, type ResolvedJob } from '../jobs/job-request.js';
+import type { ImageRecord } from '../model.js';
 
 /** SANDBOX_DEFAULT_TIMEOUT_SECONDS is a sandbox's life when the request names none. */
 export const SANDBOX_DEFAULT_TIMEOUT_SECONDS = 300;
@@ -23,7 +24,7 @@ export const MetadataSchema = z
 /** SandboxRequestSchema is the body of `POST /v1/sandboxes`. Unknown fields are refused. */
 export const SandboxRequestSchema = z
   .object({
-    image: z.string().max(512).optional().describe('image to run (digest or name); absent: the host /usr root'),
+    image: z.string().max(512).optional().describe('image to run (NAME[:TAG] or sha256:…); absent: the configured default image'),
     runtime: z.string().optional().describe('OCI runtime: runc (default) or runsc (gVisor)'),
     cpu: z.number().optional().describe('CPU cores (fractions allowed)'),
     memoryMiB: z.number().int().optional().describe('memory limit in MiB'),
@@ -52,12 +53,12 @@ export function checkTimeout(ws: Workspace, t: number): number {
 }
 
 /** resolveSandboxRequest applies defaults and the workspace's limits (the job checks for cpu, memory, disk, env, data). */
-export function resolveSandboxRequest(req: SandboxRequest, ws: Workspace, d: JobDefaults): { spec: ResolvedJob; sandbox: SandboxFields } {
-  if (req.image !== undefined) throw new ApiError('invalid_request', 'image: sandboxes from images are not available yet; leave image out for the host /usr root');
+export function resolveSandboxRequest(req: SandboxRequest, ws: Workspace, d: JobDefaults, image: ImageRecord | null = null): { spec: ResolvedJob; sandbox: SandboxFields } {
   const timeoutSeconds = checkTimeout(ws, req.timeoutSeconds ?? Math.min(SANDBOX_DEFAULT_TIMEOUT_SECONDS, maxSandboxTimeout(ws)));
   // The job's own checks, with a placeholder command (a sandbox has none: its processes come later).
   const { data, env, cpu, memoryMiB, diskMiB, runtime } = req;
-  const resolved = resolveJobRequest({ command: ['sandbox'], timeoutSeconds, ...defined({ data, env, cpu, memoryMiB, diskMiB, runtime }) }, ws, d);
+  // The image's Env and WorkingDir apply to the sandbox's processes as to a job's command.
+  const resolved = resolveJobRequest({ command: ['sandbox'], timeoutSeconds, ...defined({ data, env, cpu, memoryMiB, diskMiB, runtime }) }, ws, d, image);
   return {
     spec: { ...resolved, command: [] },
     sandbox: { metadata: req.metadata ?? {}, idleTimeoutSeconds: req.idleTimeoutSeconds ?? 0, endsAt: null, endRequested: null },

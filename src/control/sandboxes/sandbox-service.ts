@@ -53,8 +53,9 @@ export class SandboxService {
 
   /** create records a sandbox, queues it like a job and answers once it is ready (or ended, or still queued after the wait). */
   async create(ws: Workspace, req: SandboxRequest, actor: string, waitMs = SANDBOX_READY_WAIT_MS): Promise<Job> {
-    const { spec, sandbox } = resolveSandboxRequest(req, ws, this.defaults);
-    const job = await this.jobs.admit(ws, spec, actor, 'sandbox', sandbox);
+    const chosen = await this.jobs.imageFor(ws, req.image);
+    const { spec, sandbox } = resolveSandboxRequest(req, ws, this.defaults, chosen?.record ?? null);
+    const job = await this.jobs.admit(ws, spec, actor, 'sandbox', sandbox, chosen);
     this.watch(job);
     return this.waitFor(job.id, (j) => j.status === 'running' || isTerminal(j), waitMs);
   }
