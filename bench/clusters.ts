@@ -11,6 +11,8 @@ export interface PoolTarget {
   runtime: Runtime;
   class: string;
   warm: number;
+  /** Demand may grow the pool up to this (absent: fixed at warm). */
+  max?: number;
 }
 
 /** Clusters runs bench clusters one at a time and collects what any of them left behind. */

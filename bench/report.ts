@@ -56,6 +56,11 @@ export function formatReport(r: BenchResults): string {
   const q = r.ratio_throughput_to_bare_runc_rate;
   lines.push(`  Cleanroom ÷ bare runc rate at ${q.lanes} in parallel: runc cells ${f2(q.runc_cells)}, crun cells ${f2(q.crun_cells)} (goal ≥ 1)`);
   lines.push(`  peak ${f2(r.throughput_jobs_per_s.peak)} jobs/s; bottleneck: ${r.throughput_jobs_per_s.bottleneck_stage}`, '');
+  const u = r.start_under_load;
+  lines.push(`under load (open loop, demand-sized pool): quiet p50 ${f1(u.quiet_p50_ms)} / p99 ${f1(u.quiet_p99_ms)} ms`);
+  for (const l of u.levels) lines.push(`  ${Math.round(l.share * 100)} % of peak (${f2(l.offered_jobs_per_s)} jobs/s): p50 ${f1(l.first_byte_ms.p50)} / p99 ${f1(l.first_byte_ms.p99)} ms, ${Math.round(l.warm_fraction * 100)} % warm, ${l.completed} done, ${l.failed} failed`);
+  lines.push(`  ratios at 50 %: p50 ×${f2(u.ratio_p50_at_50pct_to_quiet)} (goal ≤ 1.5), p99 ×${f2(u.ratio_p99_at_50pct_to_quiet)} (goal ≤ 3)`);
+  lines.push(`  burst of ${u.burst.jobs} after ${u.burst.idle_s} s idle (${u.burst.pool_warm_before} warm): ${Math.round(u.burst.warm_fraction * 100)} % warm (goal ≥ 90 %), p50 ${f1(u.burst.first_byte_ms.p50)} / p99 ${f1(u.burst.first_byte_ms.p99)} ms, ${u.burst.failed} failed`, '');
   const im = r.images;
   lines.push(
     `images: warm start on the base image p50 ${f1(im.warm_start_ms.p50)} ms (÷ host-root warm ${f2(im.ratio_warm_to_host_root_warm)}, goal ≤ 1.10); cold p50 ${f1(im.cold_start_ms.p50)} ms (÷ bare runc run ${f2(im.ratio_cold_to_bare_runc_run)}, goal ≤ 1.5)`,

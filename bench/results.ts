@@ -6,6 +6,7 @@ import type { Stats } from './stats.js';
 import type { ThroughputLevel } from './throughput.js';
 import type { SandboxBench } from './sandbox.js';
 import type { BareRate } from './baselines.js';
+import type { BurstResult, LoadLevel } from './load-levels.js';
 
 /** LATENCY_FIELDS are the top-level figures that are latency distributions ({p50,p95,p99,min,max,n}, ms). */
 export const LATENCY_FIELDS = [
@@ -37,6 +38,15 @@ export type BenchResults = Record<(typeof LATENCY_FIELDS)[number], Stats> & {
   /** Parallel back-to-back bare runs of the same command (null where the tool is missing). */
   baseline_rate_per_s: { runc: BareRate | null; crun: BareRate | null; podman: BareRate | null };
   baseline_crun_run_ms: Stats;
+  /** Issue 18: warm start under open-loop load at 50 % and 90 % of peak, and a burst after an idle pause. */
+  start_under_load: {
+    quiet_p50_ms: number;
+    quiet_p99_ms: number;
+    levels: LoadLevel[];
+    burst: BurstResult;
+    ratio_p50_at_50pct_to_quiet: number;
+    ratio_p99_at_50pct_to_quiet: number;
+  };
   /** Cells on the default image (issue 12): starts beside the host root and the bare runtime; imports beside skopeo. */
   images: {
     warm_start_ms: Stats;

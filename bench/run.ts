@@ -22,6 +22,7 @@ import { measureNoisyNeighbour, NOISY_QUOTAS } from './noisy-neighbour.js';
 import { round, summarize } from './stats.js';
 import { measureThroughput, type ThroughputLevel } from './throughput.js';
 import { measureImports } from './images.js';
+import { measureLoad } from './load-levels.js';
 import { wipeMs } from './timed-job.js';
 import { measureSandboxes, SANDBOX_FULL, SANDBOX_SMOKE, sandboxConfig, type SandboxPlan } from './sandbox.js';
 
@@ -43,6 +44,10 @@ interface Plan {
   imageWarm: number;
   imageCold: number;
   importRounds: number;
+  /** Open-loop levels at 50 % and 90 % of peak throughput, and the burst after an idle pause (issue 18). */
+  loadLevelMs: number;
+  burst: number;
+  burstIdleMs: number;
   densityLevels: number[];
   densitySamples: number;
   noisySamples: number;
@@ -66,6 +71,9 @@ const FULL: Plan = {
   imageWarm: 50,
   imageCold: 10,
   importRounds: 3,
+  loadLevelMs: 15_000,
+  burst: 100,
+  burstIdleMs: 10_000,
   densityLevels: [0, 100, 200],
   densitySamples: 10,
   noisySamples: 40,
@@ -87,6 +95,9 @@ const SMOKE: Plan = {
   imageWarm: 3,
   imageCold: 2,
   importRounds: 1,
+  loadLevelMs: 2_000,
+  burst: 10,
+  burstIdleMs: 1_000,
   densityLevels: [0, 3],
   densitySamples: 2,
   noisySamples: 3,
@@ -170,6 +181,14 @@ async function main(): Promise<number> {
     sandboxConfig(plan.sandbox),
   );
 
+  const peakRunc = throughput.filter((t) => t.runtime === 'runc').reduce((best, t) => Math.max(best, t.jobs_per_s), 0);
+  log(`under load: open-loop arrivals at 50 % and 90 % of ${peakRunc} jobs/s (${plan.loadLevelMs / 1000} s each), then bursts of ${plan.burst} on a demand-sized pool`);
+  const load = await clusters.with(
+    [{ runtime: 'runc', class: 'small', warm: 4, max: Math.max(8, Math.ceil(plan.burst * 1.25)) }],
+    (c) => measureLoad(c, { peakJobsPerS: peakRunc, levelMs: plan.loadLevelMs, burst: plan.burst, idleMs: plan.burstIdleMs }),
+    { quotas: { maxRunningJobs: 1000, maxQueuedJobs: 10_000 }, agent: { maxRunningJobs: 1000 } },
+  );
+
   log(`cold starts (pool target 0): runc ×${plan.cold}, runsc ×${plan.coldRunsc}`);
   const { cold, coldRunsc } = await clusters.with(EMPTY_POOL, async (c) => ({
     cold: await measureStarts(c, 'runc', plan.cold, 'cold', 1),
@@ -213,6 +232,14 @@ async function main(): Promise<number> {
     ratio_warm_to_runc_run: round(warmStart.p50 / baselineRunc.p50),
     throughput_jobs_per_s: { peak: peak.jobs_per_s, peak_runtime: peak.runtime, bottleneck_stage: peak.bottleneck_stage, levels: throughput },
     baseline_rate_per_s: rates,
+    start_under_load: {
+      quiet_p50_ms: warmStart.p50,
+      quiet_p99_ms: warmStart.p99,
+      levels: load.levels,
+      burst: load.burst,
+      ratio_p50_at_50pct_to_quiet: round((load.levels[0]?.first_byte_ms.p50 ?? Number.NaN) / warmStart.p50),
+      ratio_p99_at_50pct_to_quiet: round((load.levels[0]?.first_byte_ms.p99 ?? Number.NaN) / warmStart.p99),
+    },
     images: {
       warm_start_ms: summarize(imageWarm.samples.map((s) => s.firstByteMs)),
       cold_start_ms: summarize(imageCold.samples.map((s) => s.firstByteMs)),
@@ -256,6 +283,7 @@ async function main(): Promise<number> {
         'Wipe = the job\'s endedAt (stamped when the agent reports the exit) → its wipe receipt\'s finishedAt, warm and cold runc samples, 1 ms resolution. The agent wipes in this order: container, cell network, volume (key removed, unmounted, discarded, detached, deleted), then cgroup and directory; the receipt ends after the volume.',
         'Bare rates (baseline_rate_per_s) = runs of the same command finished within the window by that many parallel back-to-back loops of the bare runtime (runc, crun: cell-equivalent bundles as above) or of podman run --rm; host_cpu_ms_per_run = all of the host\'s busy CPU in the window / runs. ratio_throughput_to_bare_runc_rate compares Cleanroom\'s jobs/s with that many clients (runc cells, crun cells) with bare runc\'s rate at the same parallelism.',
         'Throughput = runc jobs ended within the window / (window, or until the last of their wipes finished if later), each client a separate SDK client running jobs back to back; the pool (target 4 runc) refills in the background.',
+        'Under load (start_under_load): a cluster with a demand-sized runc pool (warm 4, max 1.25 × the burst); jobs arrive open-loop (on schedule, not waiting for earlier ones) at 50 % and 90 % of the peak runc throughput measured above; then a burst of N jobs at once teaches the pool the burst size, the pool refills, an idle pause, and a second burst of N is measured (warm_fraction: jobs that took a warm cell). Ratios divide by the quiet warm-start figures above.',
         'Images: warm and cold runc starts as above on clusters whose default image is the busybox base image (build/images/base); ratio_warm_to_host_root_warm divides by the host-root warm p50 above, ratio_cold_to_bare_runc_run by the bare runc run baseline (whose bundle is the host-root rootfs). Imports: the ~100 MB test image from docker-registry on 127.0.0.1 (TLS, basic auth) through POST /v1/images until its blobs are verified in the store, beside skopeo copy of the same image to dir:, rounds alternating; shared_base: the store bytes of two images sharing busybox\'s layer.',
         'Sandboxes (bench/sandbox.ts), on the main cluster after throughput: create → ready = POST /v1/sandboxes sent → its answer (state running), each on a full warm pool, against warm_start_ms; exec round trip = exec of /bin/echo hi in a running sandbox (one request that starts and streams until the exit) against host fork+exec to exit; 1 MiB write then read through the files API; N concurrent sandboxes (cold cells past the pool) each running execs back to back; idle memory = MemAvailable drop with the N sandboxes idle / N.',
         'Density = MemAvailable drop with N idle runc cells (a cluster per level; reference = mean of before start and after stop); per_cell is the least-squares slope over the levels (0 = the cluster alone).',

@@ -37,6 +37,10 @@ test('the benchmark runs end to end in smoke mode and reports every field', { ti
   assert.ok(r.baseline_rate_per_s.podman === null || r.baseline_rate_per_s.podman.runs > 0, `podman: ${JSON.stringify(r.baseline_rate_per_s.podman)}`);
   assert.ok(r.throughput_jobs_per_s.levels.some((l) => l.runtime === 'crun' && l.completed > 0), 'no crun throughput level');
   assert.ok(Number.isFinite(r.ratio_throughput_to_bare_runc_rate.crun_cells));
+  // Start latency under open-loop load and a burst on a demand-sized pool, beside the quiet figure.
+  assert.equal(r.start_under_load.levels.length, 2);
+  for (const l of r.start_under_load.levels) assert.ok(l.completed > 0 && l.failed === 0, JSON.stringify(l));
+  assert.ok(r.start_under_load.burst.first_byte_ms.n > 0 && r.start_under_load.burst.failed === 0, JSON.stringify(r.start_under_load.burst));
   // Cells on the default image beside the host root and the bare runtime; imports beside skopeo; a shared base stored once.
   assert.ok(r.images.warm_start_ms.n > 0 && r.images.cold_start_ms.n > 0, JSON.stringify(r.images));
   assert.ok(Number.isFinite(r.images.ratio_warm_to_host_root_warm) && Number.isFinite(r.images.ratio_cold_to_bare_runc_run));
