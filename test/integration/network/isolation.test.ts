@@ -203,14 +203,25 @@ test('3 workspaces x 3 cells: isolation, gateway, anti-spoof, metadata, egress a
     });
     await new Promise<void>((resolve) => u.bind(GW_UDP, gw, resolve));
   }
-  await new Promise((r) => setTimeout(r, 300)); // python listeners start
   for (const c of cells) {
-    // Positive control: the host (not a cell) reaches each cell's listener, so a "blocked" below is the firewall.
-    const reply = await new Promise<string>((resolve, reject) => {
-      const s = connect(7000, c.addr.address);
-      s.setTimeout(2000, () => reject(new Error('control timeout')));
-      s.once('error', reject).on('data', (d) => resolve(d.toString()));
-    });
+    // Positive control: the host (not a cell) reaches each cell's listener, so a "blocked" below is the firewall. The
+    // python listeners take a moment to start (longer on a busy host): retry until one answers, for up to 20 s.
+    const ask = () =>
+      new Promise<string>((resolve, reject) => {
+        const s = connect(7000, c.addr.address);
+        s.setTimeout(2000, () => (s.destroy(), reject(new Error('control timeout'))));
+        s.once('error', reject).on('data', (d) => (s.destroy(), resolve(d.toString())));
+      });
+    let reply = '';
+    for (let deadline = Date.now() + 20_000; ; ) {
+      try {
+        reply = await ask();
+        break;
+      } catch (e) {
+        if (Date.now() > deadline) throw new Error(`the host never reached cell ${c.addr.address}'s listener: ${(e as Error).message}`);
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    }
     assert.equal(reply, 'cell');
   }
 
