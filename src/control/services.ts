@@ -35,6 +35,8 @@ export interface ControlServices {
   sandboxes: SandboxService;
   processes: ProcessRelay;
   files: FileRelay;
+  /** keyring holds the workspaces' keys (the e2b adapter derives its per-sandbox access tokens from them). */
+  keyring: Keyring;
   /** connectAgents hands the sandbox relays the agent hub (built after the services) and takes its sandbox reports. */
   connectAgents(hub: SandboxChannel & { attachSandboxes(s: SandboxReports): void }): void;
 }
@@ -89,5 +91,5 @@ export function createServices({ store: plainStore, config, kek, objectsDir, log
       },
     });
   };
-  return { store, hub, audit, denials, tenancy, network, tokens, objects, jobs, quotas, sandboxes, processes, files, connectAgents };
+  return { store, hub, audit, denials, tenancy, network, tokens, objects, jobs, quotas, sandboxes, processes, files, keyring, connectAgents };
 }
