@@ -313,7 +313,19 @@ void set_catchable_signals(void (*disposition)(int)) {
   }
 }
 
+/*
+ * file_op_main: `/.cr/init --file-op OP FLAGS MODE PATH TO`, started by the supervisor (supervisor.c start_op) with
+ * the workload's identity and a socket at fd 3: runs one file operation (file-ops.c) and exits with its errno. A
+ * workload may run this itself too; it gains nothing by it (it runs with the workload's own rights).
+ */
+static int file_op_main(int argc, char **argv) {
+  prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+  if (argc != 7) return EINVAL;
+  return run_file_op((uint32_t)strtoul(argv[2], NULL, 10), (uint32_t)strtoul(argv[3], NULL, 10), (uint32_t)strtoul(argv[4], NULL, 10), argv[5], argv[6], 3);
+}
+
 int main(int argc, char **argv) {
+  if (argc >= 2 && strcmp(argv[1], "--file-op") == 0) return file_op_main(argc, argv);
   /* Init runs as the workload's uid, so without this the workload could open /proc/1/mem read-write, read init's
      environ and fds, or ptrace it: a non-dumpable process's /proc entries belong to root and ptrace access needs
      CAP_SYS_PTRACE, which no process of a cell has. (Signals from inside are already ignored: init is PID 1 of the

@@ -72,7 +72,7 @@ export function createServices({ store: plainStore, config, kek, objectsDir, log
   const files = new FileRelay(() => channel);
   const jobDefaults = { cpu: l.defaultCpu, memoryMiB: l.defaultMemoryMiB, timeoutSeconds: l.defaultTimeoutSeconds, diskMiB: l.defaultDiskMiB, outputLimitBytes: l.maxOutputMiB * 1024 * 1024 };
   const sandboxes = new SandboxService(store, jobs, hub, jobDefaults, () => channel);
-  sandboxes.busy = (id) => processes.busy(id);
+  sandboxes.busy = (sb) => processes.busy(sb);
   hub.onLifecycle((e) => {
     if (e.job.mode !== 'sandbox') return;
     if (e.type === 'started') return sandboxes.touch(e.job.id);

@@ -116,15 +116,26 @@ export class Sandbox {
    */
   async exec(cmd: string[] | string, opts: Omit<ProcessOptions, 'cmd' | 'shell'> & OutputHandlers = {}): Promise<ExecResult> {
     const { onStdout, onStderr, onPty, ...rest } = opts;
-    const started = await this.start(cmd, rest);
     const out: Buffer[] = [];
     const err: Buffer[] = [];
-    const exit = await this.attach(started.procId, {
+    const h: OutputHandlers = {
       onStdout: (d, s) => (out.push(d), onStdout?.(d, s)),
       onStderr: (d, s) => (err.push(d), onStderr?.(d, s)),
       onPty: (d, s) => (out.push(d), onPty?.(d, s)),
-    });
-    return { procId: started.procId, ...exit, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8') };
+    };
+    // One round trip: started and streamed in the same response (POST …/processes?wait=true); if that stream breaks
+    // off after the start, the output is attached again from the last byte received.
+    let procId: string | null = null;
+    let seq = 0;
+    let exit: ProcessExit;
+    try {
+      exit = await this.stream('POST', this.path('/processes?wait=true'), { ...(typeof cmd === 'string' ? { shell: cmd } : { cmd }), ...rest }, h, (next) => (seq = next), (id) => (procId = id));
+    } catch (e) {
+      const retryable = !(e instanceof CleanroomError) || e.code === 'stream_closed' || e.code === 'unavailable';
+      if (procId === null || !retryable) throw e;
+      exit = await this.attach(procId, h, seq);
+    }
+    return { procId: procId!, ...exit, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8') };
   }
 
   /** start runs a process in the background: resolves with its procId and pid at once. */
@@ -182,8 +193,15 @@ export class Sandbox {
 
   // One SSE stream of a process's output from `fromSeq`; resolves at its exit, rejects if it breaks off before.
   private streamOnce(proc: string, fromSeq: number, h: OutputHandlers, advanced: (next: number) => void): Promise<ProcessExit> {
+    return this.stream('GET', this.path(`/processes/${encodeURIComponent(proc)}/output?fromSeq=${fromSeq}`), undefined, h, advanced);
+  }
+
+  // One SSE request (an output stream, or a start that streams): output to the handlers, resolves at the exit.
+  private stream(method: string, path: string, body: unknown, h: OutputHandlers, advanced: (next: number) => void, started?: (procId: string) => void): Promise<ProcessExit> {
     return new Promise((resolve, reject) => {
-      const req = request(new URL(this.path(`/processes/${encodeURIComponent(proc)}/output?fromSeq=${fromSeq}`), this.client.base), { method: 'GET', agent: this.client.agent, headers: { ...this.client.headers(), accept: 'text/event-stream' } }, (res) => {
+      const payload = body === undefined ? undefined : JSON.stringify(body);
+      const headers = { ...this.client.headers(), accept: 'text/event-stream', ...(payload ? { 'content-type': 'application/json' } : {}) };
+      const req = request(new URL(path, this.client.base), { method, agent: this.client.agent, headers }, (res) => {
         if ((res.statusCode ?? 500) >= 400) return void readError(res).then(reject, reject);
         let exit: ProcessExit | null = null;
         readEvents(res, (event, data) => {
@@ -192,7 +210,8 @@ export class Sandbox {
             const bytes = Buffer.from(f.data, 'base64');
             (f.stream === 'stdout' ? h.onStdout : f.stream === 'stderr' ? h.onStderr : h.onPty)?.(bytes, f.seq);
             advanced(f.seq + bytes.length);
-          } else if (event === 'exit') exit = JSON.parse(data) as ProcessExit;
+          } else if (event === 'started') started?.((JSON.parse(data) as { procId: string }).procId);
+          else if (event === 'exit') exit = JSON.parse(data) as ProcessExit;
           else if (event === 'error') {
             const e = JSON.parse(data) as { code: string; message: string };
             reject(new CleanroomError(e.code, 0, e.message));
@@ -202,7 +221,7 @@ export class Sandbox {
         res.on('error', reject);
       });
       req.on('error', reject);
-      req.end();
+      req.end(payload);
     });
   }
 }

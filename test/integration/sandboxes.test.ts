@@ -163,7 +163,8 @@ test('a process writing faster than its client reads is slowed by backpressure, 
 });
 
 test('a control-plane restart leaves the sandbox running, and the client resumes its stream where it was', async () => {
-  const sb = await Sandbox.create({}, client);
+  // Its idle limit is shorter than the process: the process, started before the restart, still counts as activity after it.
+  const sb = await Sandbox.create({ idleTimeoutSeconds: 3 }, client);
   const p = await sb.start(['sh', '-c', 'for i in $(seq 1 60); do echo line$i; sleep 0.1; done']);
   let text = '';
   let killed = false;

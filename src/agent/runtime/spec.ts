@@ -68,6 +68,8 @@ export function cellSpec(i: CellSpecInput): Record<string, unknown> {
       { destination: '/proc', type: 'proc', source: 'proc', options: ['nosuid', 'noexec', 'nodev'] },
       { destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'strictatime', 'mode=755', 'size=1024k'] },
       { destination: '/dev/shm', type: 'tmpfs', source: 'shm', options: ['nosuid', 'noexec', 'nodev', 'mode=1777', 'size=65536k'] },
+      // The cell's own PTYs (a sandbox's terminals): a private devpts instance, nothing of the host's.
+      { destination: '/dev/pts', type: 'devpts', source: 'devpts', options: ['nosuid', 'noexec', 'newinstance', 'ptmxmode=0666', 'mode=0620'] },
       // No sysfs: an empty read-only tmpfs hides host devices and lets the cell join a netns the agent made.
       { destination: '/sys', type: 'tmpfs', source: 'sysfs-empty', options: ['ro', 'nosuid', 'noexec', 'nodev', 'size=4k'] },
       { destination: '/usr', type: 'bind', source: '/usr', options: ro },
@@ -90,7 +92,12 @@ export function cellSpec(i: CellSpecInput): Record<string, unknown> {
       ],
       cgroupsPath: i.cgroupsPath,
       resources: {
-        devices: [{ allow: false, access: 'rwm' }],
+        // No device but the cell's own PTYs: /dev/pts/ptmx (5:2) and its terminals (136:*).
+        devices: [
+          { allow: false, access: 'rwm' },
+          { allow: true, type: 'c', major: 5, minor: 2, access: 'rwm' },
+          { allow: true, type: 'c', major: 136, access: 'rwm' },
+        ],
         memory: { limit: i.memoryBytes, swap: i.memoryBytes },
         cpu: { quota: Math.round((i.cpuMillis / 1000) * CPU_PERIOD_US), period: CPU_PERIOD_US },
         pids: { limit: i.pids },

@@ -207,8 +207,8 @@ export class SandboxSession {
         const p = this.byHandle.get(f.id);
         if (!p) return;
         this.forget(p);
-        const what = f.stage === 1 ? 'cannot use the working directory' : f.stage === 0 ? `cannot run ${p.argv[0] ?? ''}` : 'cannot start the process';
-        this.link.toControl({ type: 'proc.start.failed', jobId: this.jobId, procId: p.procId, code: procErrorCode(f.errno, f.stage), message: `${what}: ${errnoText(f.errno)}`.slice(0, 1024) });
+        const what = f.stage === 1 ? 'cannot use the working directory' : f.stage === 0 ? `cannot run ${p.argv[0] ?? ''}` : f.stage >= 4 ? 'cannot set up the terminal' : 'cannot start the process';
+        this.link.toControl({ type: 'proc.start.failed', jobId: this.jobId, procId: p.procId, code: procErrorCode(f.errno, f.stage), message: `${what}: ${errnoText(f.errno)} (stage ${f.stage})`.slice(0, 1024) });
         return;
       }
       case 'proc.output': {

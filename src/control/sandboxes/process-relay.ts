@@ -97,10 +97,15 @@ export class ProcessRelay {
 
   constructor(private readonly channel: () => SandboxChannel | null) {}
 
-  /** busy says whether a sandbox runs a process that keeps it from idling. */
-  busy(jobId: string): boolean {
-    for (const keep of this.running.get(jobId)?.values() ?? []) if (keep) return true;
-    return false;
+  /**
+   * busy says whether a sandbox runs a process that keeps it from idling, asking its agent: every running process counts
+   * but those started here with keepAlive false (so a process started before a control-plane restart counts too).
+   */
+  async busy(sb: LiveSandbox): Promise<boolean> {
+    for (const keep of this.running.get(sb.job.id)?.values() ?? []) if (keep) return true;
+    const mine = this.running.get(sb.job.id);
+    const procs = await this.list(sb);
+    return procs.some((p) => p.running && mine?.get(p.procId) !== false);
   }
 
   /**

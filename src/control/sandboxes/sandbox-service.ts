@@ -38,8 +38,9 @@ interface Activity {
 export class SandboxService {
   private readonly activity = new Map<string, Activity>();
   private sweeper: NodeJS.Timeout | null = null;
+  private sweeping = false;
   /** busy says whether a sandbox has a running process that keeps it from idling (set by the process relay). */
-  busy: (sandboxId: string) => boolean = () => false;
+  busy: (sb: LiveSandbox) => Promise<boolean> = async () => false;
 
   constructor(
     private readonly store: Store,
@@ -113,7 +114,11 @@ export class SandboxService {
 
   /** start runs the idle sweep. */
   start(): void {
-    this.sweeper ??= setInterval(() => void this.sweep(), IDLE_SWEEP_MS);
+    this.sweeper ??= setInterval(() => {
+      if (this.sweeping) return;
+      this.sweeping = true;
+      void this.sweep().finally(() => (this.sweeping = false));
+    }, IDLE_SWEEP_MS);
     this.sweeper.unref();
   }
 
@@ -138,16 +143,19 @@ export class SandboxService {
     const now = this.now();
     for (const [id, a] of this.activity) {
       if (a.idleMs <= 0 || now - a.lastAt < a.idleMs) continue;
-      if (this.busy(id)) {
-        a.lastAt = now; // a running process is activity
-        continue;
-      }
       const job = await this.store.getJob(id);
       if (!job || isTerminal(job)) {
         this.activity.delete(id);
         continue;
       }
-      if (job.status !== 'running') continue; // waiting for a cell is not idling
+      if (job.status !== 'running' || !job.agentId) continue; // waiting for a cell is not idling
+      // A running process is activity; if the agent cannot be asked now, the sandbox is not judged idle this round.
+      const busy = await this.busy({ job, agentId: job.agentId }).catch(() => true);
+      if (busy) {
+        a.lastAt = this.now();
+        continue;
+      }
+      if (this.now() - a.lastAt < a.idleMs) continue; // touched while the agent was asked
       this.activity.delete(id);
       await this.jobs.requestEnd(id, 'idle').catch(() => this.watch(job));
     }
