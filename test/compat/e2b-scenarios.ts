@@ -4,6 +4,7 @@
 // E2B_OTHER_KEY is an API key of another workspace. A scenario asserts itself and exits non-zero on failure.
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
+import { request } from 'node:https';
 import { AuthenticationError, CommandExitError, NotFoundError, Sandbox, SandboxError, SandboxNotFoundError, FileType } from 'e2b';
 
 const until = async (cond: () => boolean, ms: number, what: string) => {
@@ -13,6 +14,18 @@ const until = async (cond: () => boolean, ms: number, what: string) => {
     await new Promise((r) => setTimeout(r, 50));
   }
 };
+
+/** hostForm sends GET /health the way a client without E2B_SANDBOX_URL would: Host 49983-<id>.<domain>, no id header. */
+const hostForm = (id: string, token: string): Promise<number> =>
+  new Promise((resolve, reject) => {
+    const api = new URL(process.env.E2B_API_URL!);
+    const r = request({ host: api.hostname, port: api.port, path: '/health', servername: 'localhost', headers: { host: `49983-${id}.sandbox.test`, 'x-access-token': token } }, (res) => {
+      res.resume();
+      resolve(res.statusCode ?? 0);
+    });
+    r.on('error', reject);
+    r.end();
+  });
 
 const rejects = async (p: Promise<unknown>): Promise<unknown> => {
   try {
@@ -228,6 +241,14 @@ const scenarios: Record<string, () => Promise<void>> = {
     } finally {
       await mine.kill();
     }
+    // envd routed by Host (49983-<id>.<domain>) instead of the E2b-Sandbox-Id header; a wrong token is refused
+    const byHost = await Sandbox.create();
+    const token = (byHost as unknown as { envdAccessToken: string }).envdAccessToken;
+    assert.equal(await hostForm(byHost.sandboxId, token), 204);
+    assert.equal(await hostForm(byHost.sandboxId, token.slice(1) + 'x'), 401);
+    assert.equal((await byHost.getInfo()).sandboxId, byHost.sandboxId);
+    await byHost.kill();
+    assert.equal(await hostForm(byHost.sandboxId, token), 502);
     // envd of an ended sandbox refuses work
     const gone = await Sandbox.create();
     await gone.kill();

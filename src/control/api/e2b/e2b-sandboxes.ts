@@ -57,7 +57,12 @@ export interface E2bSandboxDeps {
   sandboxes: SandboxService;
   tokens: EnvdTokens;
   authenticate: Authenticator;
-  /** domain is returned as the sandbox's `domain` (null: the client must set E2B_SANDBOX_URL). */
+  /**
+   * domain is returned as the sandboxes' `domain`; null: the Host the request came to. Never null in the answer: a client
+   * without E2B_SANDBOX_URL would then send its envd traffic, access token included, to e2b's cloud. With the API's
+   * own host, such a client asks for `49983-<id>.<host>`, which this listener serves (given wildcard DNS and a
+   * certificate for it) or which fails to resolve: it fails closed.
+   */
   domain: string | null;
 }
 
@@ -105,7 +110,7 @@ export function registerE2bSandboxRoutes(app: FastifyInstance, d: E2bSandboxDeps
       throw new ApiError('unavailable', 'no cell became free within 60 s; retry');
     }
     reply.code(201);
-    return created(job, template, await d.tokens.tokenFor(job), d.domain);
+    return created(job, template, await d.tokens.tokenFor(job), d.domain ?? hostOf(req));
   });
 
   route('POST', '/v2/sandboxes/:id/connect', async (ws, req, reply) => {
@@ -113,7 +118,7 @@ export function registerE2bSandboxRoutes(app: FastifyInstance, d: E2bSandboxDeps
     const job = await liveOr404(ws, id(req));
     const moved = body.timeout !== undefined ? await sandboxes.setTimeout(ws, job.id, clampTimeout(body.timeout, job)) : job;
     reply.code(200);
-    return created(moved, DEFAULT_TEMPLATE, await d.tokens.tokenFor(moved), d.domain);
+    return created(moved, DEFAULT_TEMPLATE, await d.tokens.tokenFor(moved), d.domain ?? hostOf(req));
   });
 
   route('POST', '/sandboxes/:id/timeout', async (ws, req, reply) => {
@@ -156,6 +161,10 @@ export function e2bErrorHandler(err: unknown, _req: FastifyRequest, reply: Fasti
   void reply.code(status).send(body);
 }
 
+function hostOf(req: FastifyRequest): string {
+  return req.headers.host ?? 'cleanroom.invalid';
+}
+
 function id(req: FastifyRequest): string {
   return (req.params as { id: string }).id;
 }
@@ -181,7 +190,7 @@ function parseMetadata(raw: string | undefined): Record<string, string> {
 }
 
 /** created is e2b's `Sandbox`: what create and connect answer. */
-function created(job: Job, template: string, token: string, domain: string | null) {
+function created(job: Job, template: string, token: string, domain: string) {
   return { sandboxID: job.id, templateID: template, clientID: 'cleanroom', alias: template, envdVersion: ENVD_VERSION, envdAccessToken: token, trafficAccessToken: null, domain };
 }
 

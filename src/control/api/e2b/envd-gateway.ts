@@ -8,7 +8,8 @@
 import type { IncomingMessage } from 'node:http';
 import { ApiError } from '../../../shared/errors.js';
 import { isTerminal } from '../../jobs/job-service.js';
-import type { Job } from '../../model.js';
+import type { Job, Workspace } from '../../model.js';
+import type { Quotas } from '../../quotas/quotas.js';
 import type { LiveSandbox, SandboxService } from '../../sandboxes/sandbox-service.js';
 import type { Store } from '../../store/store.js';
 import { ConnectError } from './e2b-errors.js';
@@ -28,12 +29,18 @@ export interface SignedRequest {
   expiration: string | null;
 }
 
+/** EnvdTarget is the running sandbox an envd request acts on, with its workspace (for quotas). */
+export interface EnvdTarget extends LiveSandbox {
+  workspace: Workspace;
+}
+
 /** EnvdGateway resolves and authorizes envd requests. */
 export class EnvdGateway {
   constructor(
     private readonly store: Store,
     private readonly sandboxes: SandboxService,
     private readonly tokens: EnvdTokens,
+    private readonly quotas: Quotas,
   ) {}
 
   /** sandboxIdOf reads the sandbox id of a request (header first, then Host); null if it names none. */
@@ -49,8 +56,11 @@ export class EnvdGateway {
     return this.sandboxIdOf(req) !== null;
   }
 
-  /** resolve returns the running sandbox a request may act on, or throws unauthenticated / unavailable (not running). */
-  async resolve(req: IncomingMessage, signed?: SignedRequest): Promise<LiveSandbox> {
+  /**
+   * resolve returns the running sandbox a request may act on, or throws unauthenticated / unavailable (not running).
+   * Like any authenticated request, it spends one of the workspace's request budget (429 past it).
+   */
+  async resolve(req: IncomingMessage, signed?: SignedRequest): Promise<EnvdTarget> {
     const id = this.sandboxIdOf(req);
     const token = req.headers['x-access-token'];
     let job: Job | null = null;
@@ -67,8 +77,9 @@ export class EnvdGateway {
     if (isTerminal(job)) throw new ConnectError('unavailable', `sandbox ${job.id} is not running: it has ended (${job.status})`);
     const ws = await this.store.getWorkspace(job.workspaceId);
     if (!ws) throw new ConnectError('unauthenticated', 'unknown sandbox');
+    this.quotas.takeRequest(ws);
     try {
-      return await this.sandboxes.live(ws, job.id);
+      return { ...(await this.sandboxes.live(ws, job.id)), workspace: ws };
     } catch (e) {
       if (e instanceof ApiError && e.code === 'sandbox_not_running') throw new ConnectError('unavailable', e.message);
       throw e;

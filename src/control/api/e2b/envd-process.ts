@@ -6,6 +6,8 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { ApiError } from '../../../shared/errors.js';
 import type { LiveSandbox } from '../../sandboxes/sandbox-service.js';
+import type { Quotas } from '../../quotas/quotas.js';
+import type { EnvdTarget } from './envd-gateway.js';
 import type { OutputSink, ProcessExit, ProcessRelay } from '../../sandboxes/process-relay.js';
 import { ConnectError, connectError } from './e2b-errors.js';
 import { ConnectStream, keepaliveSeconds } from './connect-protocol.js';
@@ -13,24 +15,33 @@ import { homePath } from './envd-paths.js';
 
 /** SIGNALS maps envd's Signal enum to signal numbers. */
 const SIGNALS: Record<string, number> = { SIGNAL_SIGKILL: 9, SIGNAL_SIGTERM: 15, SIGNAL_SIGINT: 2, SIGNAL_SIGHUP: 1, SIGNAL_SIGQUIT: 3, SIGNAL_SIGUSR1: 10, SIGNAL_SIGUSR2: 12 };
-/** MAX_PENDING_BEFORE_START bounds the output held back until `start` has gone out (the agent's window bounds it too). */
-const MAX_PENDING_BEFORE_START = 64;
 
 type Json = Record<string, unknown>;
 
 /** ProcessService answers the process.Process methods for one resolved sandbox. */
 export class EnvdProcessService {
-  constructor(private readonly processes: ProcessRelay) {}
+  constructor(
+    private readonly processes: ProcessRelay,
+    private readonly quotas: Quotas,
+  ) {}
 
   /** start runs a process and streams its events. */
-  async start(sb: LiveSandbox, body: Json, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  async start(sb: EnvdTarget, body: Json, req: IncomingMessage, res: ServerResponse): Promise<void> {
     const p = obj(body.process);
     const cmd = str(p.cmd, 'process.cmd');
     const args = Array.isArray(p.args) ? p.args.map((a, i) => str(a, `process.args[${i}]`)) : [];
     const envs = p.envs && typeof p.envs === 'object' ? (p.envs as Record<string, string>) : {};
     const pty = body.pty ? obj(obj(body.pty).size) : null;
+    const release = this.quotas.openStream(sb.workspace);
     const stream = new ConnectStream(res, { event: { keepalive: {} } }, keepaliveSeconds(req));
     const sink = new EventSink(stream);
+    // The client going away (or the stream's end) detaches; the process runs on.
+    let streamId: string | null = null;
+    res.once('close', () => {
+      release();
+      if (!sink.finished && streamId) this.processes.detach(streamId);
+      sink.finished = true;
+    });
     try {
       const r = await this.processes.start(
         sb,
@@ -46,23 +57,32 @@ export class EnvdProcessService {
         },
         sink,
       );
+      streamId = r.streamId;
       sink.started(r.pid);
-      req.once('close', () => r.streamId && !sink.finished && this.processes.detach(r.streamId));
+      if (sink.finished && streamId) this.processes.detach(streamId); // the client left while the process started
     } catch (e) {
       sink.fail(e instanceof ApiError ? e : new ApiError('internal', 'internal error'));
     }
   }
 
   /** connect streams the events of a running process (its retained output first). */
-  async connect(sb: LiveSandbox, body: Json, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  async connect(sb: EnvdTarget, body: Json, req: IncomingMessage, res: ServerResponse): Promise<void> {
     const pid = pidOf(body);
     const info = await this.find(sb, pid);
+    const release = this.quotas.openStream(sb.workspace);
     const stream = new ConnectStream(res, { event: { keepalive: {} } }, keepaliveSeconds(req));
     const sink = new EventSink(stream);
+    let close: (() => void) | null = null;
+    res.once('close', () => {
+      release();
+      if (!sink.finished) close?.();
+      sink.finished = true;
+    });
     sink.started(pid);
     try {
       const a = await this.processes.attach(sb, info.procId, info.firstSeq, sink);
-      req.once('close', () => !sink.finished && a.close());
+      close = a.close;
+      if (sink.finished) a.close();
     } catch (e) {
       sink.fail(e instanceof ApiError ? e : new ApiError('internal', 'internal error'));
     }
@@ -118,8 +138,8 @@ export class EnvdProcessService {
 }
 
 /**
- * EventSink turns ProcessRelay output into envd events. Output that arrives before the pid is known is held back (a
- * bounded few chunks: the sink reports "full", so the agent's window stops the rest) and goes out right after `start`.
+ * EventSink turns ProcessRelay output into envd events. Output that arrives before the pid is known is held back (the
+ * sink reports "full", so it is not acknowledged and the agent's stream window bounds it) and goes out right after `start`.
  */
 class EventSink implements OutputSink {
   finished = false;
@@ -140,8 +160,9 @@ class EventSink implements OutputSink {
   output(_seq: number, stream: 'stdout' | 'stderr' | 'pty', data: Buffer): boolean {
     const send = () => this.stream.send({ event: { data: { [stream]: data.toString('base64') } } });
     if (this.isStarted) return send();
+    // Held until `start` is out, and not acknowledged: the agent's stream window bounds what can pile up here.
     this.pending.push(send);
-    return this.pending.length < MAX_PENDING_BEFORE_START ? true : false;
+    return false;
   }
 
   onDrain(cb: () => void): void {

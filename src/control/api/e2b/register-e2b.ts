@@ -32,8 +32,8 @@ type Json = Record<string, unknown>;
 export function registerE2b(app: FastifyInstance, d: E2bDeps): void {
   const s = d.services;
   const tokens = new EnvdTokens((ws) => s.keyring.workspaceKey(ws));
-  const gateway = new EnvdGateway(s.store, s.sandboxes, tokens);
-  const proc = new EnvdProcessService(s.processes);
+  const gateway = new EnvdGateway(s.store, s.sandboxes, tokens, s.quotas);
+  const proc = new EnvdProcessService(s.processes, s.quotas);
   const fs = new EnvdFilesystemService(s.files);
   const files = new EnvdFiles(gateway, s.files, d.longBodies);
 
