@@ -1,0 +1,27 @@
+// bench/e2b.ts: `npm run bench:e2b` — time to interactive through the unmodified e2b SDK beside Cleanroom's own SDK, in
+// one run on one cluster (issue 14). Env: E2B_TTI_SEQ (default 100), E2B_TTI_BURST (default 100); BENCH_OUT=<dir>
+// writes e2b-latest.json there (default bench/results). Context only, not a same-run comparison: the ComputeSDK
+// benchmark of 2026 reports a hosted sequential median of 491 ms for E2B and 186 ms for Daytona.
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { loadavg } from 'node:os';
+import { join } from 'node:path';
+import { REPO_ROOT } from '../test/support/cluster.js';
+import { Clusters } from './clusters.js';
+import { measureTti } from './e2b-tti.js';
+
+const sequential = Number(process.env.E2B_TTI_SEQ ?? '100');
+const burst = Number(process.env.E2B_TTI_BURST ?? '100');
+const outDir = process.env.BENCH_OUT ?? join(REPO_ROOT, 'bench/results');
+const log = (m: string) => process.stderr.write(`${new Date().toISOString()} ${m}\n`);
+
+const clusters = new Clusters(log);
+const result = await clusters.with([{ runtime: 'runc', class: 'small', warm: 4 }], (c) => measureTti(c, sequential, burst), { quotas: { requestsPerSecond: 100_000, requestBurst: 100_000 } });
+const out = { date: new Date().toISOString(), loadavg: loadavg(), sequential, burst, ...result, leftovers: clusters.leftovers };
+mkdirSync(outDir, { recursive: true });
+writeFileSync(join(outDir, 'e2b-latest.json'), `${JSON.stringify(out, null, 2)}\n`);
+process.stdout.write(`time to interactive (create → first node -v), ms p50 / p95:\n`);
+for (const sdk of ['e2b', 'cleanroom'] as const) {
+  const r = result[sdk];
+  process.stdout.write(`  ${sdk.padEnd(9)} sequential ×${sequential}: ${r.sequential.p50} / ${r.sequential.p95}   burst ×${burst}: ${r.burst.p50} / ${r.burst.p95}\n`);
+}
+if (clusters.leftovers.length > 0) process.exit(1);
