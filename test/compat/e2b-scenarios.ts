@@ -258,6 +258,34 @@ const scenarios: Record<string, () => Promise<void>> = {
     assert.ok(p instanceof SandboxError && /pause/.test(p.message), String(p));
   },
 
+  async unsupported() {
+    // What the README promises an application sees for what Cleanroom does not do.
+    const sbx = await Sandbox.create();
+    try {
+      const show = (e: unknown) => `${(e as Error).constructor.name}: ${(e as Error).message}`;
+      const seen: Record<string, string> = {
+        pauseOnTimeout: show(await rejects(Sandbox.create({ lifecycle: { onTimeout: 'pause' } }))),
+        pause: show(await rejects(sbx.pause())),
+        metrics: show(await rejects(sbx.getMetrics())),
+        snapshot: show(await rejects(sbx.createSnapshot())),
+        template: show(await rejects(Sandbox.create('my-template'))),
+        watchDir: show(await rejects(sbx.files.watchDir('/work', () => {}))),
+        metadata: show(await rejects(sbx.files.write('/work/m.txt', 'x', { metadata: { k: 'v' } } as never))),
+      };
+      process.stdout.write(`${JSON.stringify(seen, null, 1)}\n`);
+      assert.match(seen.pauseOnTimeout!, /^SandboxError: .*pause and resume are not supported/);
+      assert.match(seen.pause!, /^SandboxError: 501: .*not supported/);
+      assert.match(seen.metrics!, /^SandboxError: 501: .*not supported/);
+      assert.match(seen.snapshot!, /^SandboxError: 501: .*not supported/);
+      assert.match(seen.template!, /^SandboxError: 400: template "my-template"/);
+      assert.match(seen.watchDir!, /not supported by Cleanroom/);
+      assert.match(seen.metadata!, /^InvalidArgumentError: .*metadata/);
+      assert.equal(await sbx.isRunning(), true);
+    } finally {
+      await sbx.kill();
+    }
+  },
+
   async timeToInteractive() {
     const n = Number(process.env.E2B_TTI_N ?? '5');
     const ms: number[] = [];

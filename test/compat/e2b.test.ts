@@ -51,5 +51,8 @@ test('files: text, bytes, 50 MB streams (octet-stream and multipart), list, exis
 test('errors: wrong key, unknown sandbox, another workspace, a token of another sandbox, an ended sandbox, pause', async () => {
   await scenario('errors');
 });
+test('unsupported features fail with the clear errors the README lists (pause, metrics, snapshots, templates, watchDir, file metadata)', async () => {
+  await scenario('unsupported');
+});
 
 void CleanroomClient;

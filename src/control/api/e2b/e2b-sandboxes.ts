@@ -147,6 +147,20 @@ export function registerE2bSandboxRoutes(app: FastifyInstance, d: E2bSandboxDeps
     return page.sandboxes.filter((j) => j.status === 'running').map(listed);
   });
 
+  // The rest of e2b's API (pause, resume, snapshots, metrics, templates, volumes, secrets…): a clear 501, never a 404,
+  // which the SDK would read as "sandbox not found".
+  for (const url of ['/sandboxes/:id/*', '/v2/sandboxes/:id/*', '/sandboxes/:id/metrics', '/sandboxes/metrics', '/snapshots', '/snapshots/*', '/templates', '/templates/*', '/v2/templates', '/v2/templates/*', '/v3/templates', '/volumes', '/volumes/*', '/secrets', '/secrets/*']) {
+    app.route({
+      method: ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'],
+      url,
+      config: { compat: 'e2b' },
+      handler: async (req, reply) => {
+        const what = req.url.split('?')[0]!;
+        void reply.code(501).send({ code: 501, message: `${req.method} ${what} is not supported by Cleanroom's e2b layer (no pause/resume, snapshots, metrics, templates, volumes or secrets); see the README` });
+      },
+    });
+  }
+
   /** liveOr404 returns a running sandbox of the workspace; an ended one (or one of another workspace) is e2b's 404. */
   async function liveOr404(ws: Workspace, sandboxId: string): Promise<Job> {
     const job = await sandboxes.get(ws, sandboxId);
