@@ -36,10 +36,15 @@ export async function measureTti(c: TestCluster, sequential: number, burst: numb
     await sb.kill();
     return ms;
   };
+  // Each phase starts from a full warm pool, so that neither SDK inherits the other's cold starts.
   const ownSeq: number[] = [];
+  await c.waitWarm(600_000);
   for (let i = 0; i < sequential; i++) ownSeq.push(await own());
+  await c.waitWarm(600_000);
   const e2bSeq = await e2b('seq', sequential);
+  await c.waitWarm(600_000);
   const ownBurst = await Promise.all(Array.from({ length: burst }, own));
+  await c.waitWarm(600_000);
   const e2bBurst = await e2b('burst', burst);
   return {
     e2b: { sequential: summarize(e2bSeq), burst: summarize(e2bBurst) },

@@ -11,7 +11,7 @@ import type { Job, Workspace } from '../../model.js';
 import type { SandboxService } from '../../sandboxes/sandbox-service.js';
 import { LIST_PAGE_MAX } from '../../sandboxes/sandbox-service.js';
 import { MetadataSchema } from '../../sandboxes/sandbox-request.js';
-import type { Authenticator } from '../route-table.js';
+import { actorOf, type Authenticator, type Principal } from '../route-table.js';
 import { restError } from './e2b-errors.js';
 import type { EnvdTokens } from './envd-tokens.js';
 
@@ -69,7 +69,7 @@ export interface E2bSandboxDeps {
 /** registerE2bSandboxRoutes adds the REST subset to a fastify scope whose errors are answered in e2b's shape. */
 export function registerE2bSandboxRoutes(app: FastifyInstance, d: E2bSandboxDeps): void {
   const { sandboxes } = d;
-  const route = (method: 'GET' | 'POST' | 'DELETE', url: string, handler: (ws: Workspace, req: FastifyRequest, reply: FastifyReply) => Promise<unknown>) =>
+  const route = (method: 'GET' | 'POST' | 'DELETE', url: string, handler: (ws: Workspace, req: FastifyRequest, reply: FastifyReply, principal: Principal) => Promise<unknown>) =>
     app.route({
       method,
       url,
@@ -78,11 +78,11 @@ export function registerE2bSandboxRoutes(app: FastifyInstance, d: E2bSandboxDeps
         const key = req.headers['x-api-key'];
         if (typeof key !== 'string' || key === '') throw new ApiError('unauthenticated', 'send a Cleanroom API key in the X-API-KEY header (E2B_API_KEY)');
         const principal = await d.authenticate(`Bearer ${key}`, 'key');
-        return handler(principal.workspace, req, reply);
+        return handler(principal.workspace, req, reply, principal);
       },
     });
 
-  route('POST', '/v2/sandboxes', async (ws, req, reply) => {
+  route('POST', '/v2/sandboxes', async (ws, req, reply, principal) => {
     const body = parse(NewSandboxSchema, req.body ?? {});
     if (body.autoPause || body.autoResume?.enabled) throw new ApiError('invalid_request', 'pause and resume are not supported by Cleanroom: a sandbox ends at its timeout (leave lifecycle.onTimeout at "kill")');
     if (body.volumeMounts?.length) throw new ApiError('invalid_request', 'volumeMounts are not supported by Cleanroom; use files.write or the data store');
@@ -98,7 +98,7 @@ export function registerE2bSandboxRoutes(app: FastifyInstance, d: E2bSandboxDeps
           ...(body.envVars ? { env: body.envVars } : {}),
           metadata: body.metadata ?? {},
         },
-        `e2b:${ws.id}`,
+        actorOf(principal),
       );
     } catch (e) {
       if (e instanceof ApiError && e.message.startsWith('image:')) throw new ApiError('invalid_request', `template ${JSON.stringify(template)}: ${e.message}; use the template "base" (Cleanroom's default image)`);
@@ -172,6 +172,9 @@ export function registerE2bSandboxRoutes(app: FastifyInstance, d: E2bSandboxDeps
 /** errorHandler answers every error of the e2b scope in e2b's shape. */
 export function e2bErrorHandler(err: unknown, _req: FastifyRequest, reply: FastifyReply): void {
   const { status, body } = restError(err);
+  // The SDK retries a 429 after Retry-After (integer seconds).
+  const retryAfter = err instanceof ApiError ? (err.details as { retryAfterSeconds?: unknown } | undefined)?.retryAfterSeconds : undefined;
+  if (typeof retryAfter === 'number') void reply.header('retry-after', String(Math.ceil(retryAfter)));
   void reply.code(status).send(body);
 }
 
