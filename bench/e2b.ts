@@ -1,6 +1,6 @@
-// bench/e2b.ts: `npm run bench:e2b` — time to interactive through the unmodified e2b SDK beside Cleanroom's own SDK, in
-// one run on one cluster (issue 14). Env: E2B_TTI_SEQ (default 100), E2B_TTI_BURST (default 100); BENCH_OUT=<dir>
-// writes e2b-latest.json there (default bench/results). Context only, not a same-run comparison: the ComputeSDK
+// bench/e2b.ts: the last stage of `npm run bench` (alone: `npm run bench:e2b`) — time to interactive through the unmodified e2b SDK beside Cleanroom's own SDK, in
+// one run on one cluster (issue 14). Env: E2B_TTI_SEQ (default 100), E2B_TTI_BURST (default 100; BENCH_SMOKE=1: 3 and
+// 3); BENCH_OUT=<dir> writes e2b-latest.json there (default bench/results). Context only, not a same-run comparison: the ComputeSDK
 // benchmark of 2026 reports a hosted sequential median of 491 ms for E2B and 186 ms for Daytona.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
@@ -9,8 +9,9 @@ import { REPO_ROOT } from '../test/support/cluster.js';
 import { Clusters } from './clusters.js';
 import { measureTti } from './e2b-tti.js';
 
-const sequential = Number(process.env.E2B_TTI_SEQ ?? '100');
-const burst = Number(process.env.E2B_TTI_BURST ?? '100');
+const smoke = process.env.BENCH_SMOKE === '1';
+const sequential = Number(process.env.E2B_TTI_SEQ ?? (smoke ? '3' : '100'));
+const burst = Number(process.env.E2B_TTI_BURST ?? (smoke ? '3' : '100'));
 const outDir = process.env.BENCH_OUT ?? join(REPO_ROOT, 'bench/results');
 const log = (m: string) => process.stderr.write(`${new Date().toISOString()} ${m}\n`);
 
