@@ -2,7 +2,7 @@
 // one run on one cluster (issue 14). Env: E2B_TTI_SEQ (default 100), E2B_TTI_BURST (default 100; BENCH_SMOKE=1: 3 and
 // 3); BENCH_OUT=<dir> writes e2b-latest.json there (default bench/results). Context only, not a same-run comparison: the ComputeSDK
 // benchmark of 2026 reports a hosted sequential median of 491 ms for E2B and 186 ms for Daytona.
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { REPO_ROOT } from '../test/support/cluster.js';
@@ -12,7 +12,7 @@ import { measureTti } from './e2b-tti.js';
 const smoke = process.env.BENCH_SMOKE === '1';
 const sequential = Number(process.env.E2B_TTI_SEQ ?? (smoke ? '3' : '100'));
 const burst = Number(process.env.E2B_TTI_BURST ?? (smoke ? '3' : '100'));
-const outDir = process.env.BENCH_OUT ?? join(REPO_ROOT, 'bench/results');
+const outDir = process.env.BENCH_OUT ?? (smoke ? mkdtempSync('/var/tmp/cleanroom-bench-smoke-') : join(REPO_ROOT, 'bench/results'));
 const log = (m: string) => process.stderr.write(`${new Date().toISOString()} ${m}\n`);
 
 const clusters = new Clusters(log);
