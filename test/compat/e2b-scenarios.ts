@@ -209,9 +209,24 @@ const scenarios: Record<string, () => Promise<void>> = {
       assert.equal((await fetch(forged)).status, 401);
       const expiring = await sbx.downloadUrl('/work/up.txt', { useSignatureExpiration: 60 });
       assert.equal(await (await fetch(expiring)).text(), 'via url');
-      // watchDir: not supported, a clear error
-      const w = await rejects(sbx.files.watchDir('/work', () => {}));
-      assert.ok(w instanceof SandboxError && /not supported/.test(w.message), String(w));
+      // watchDir (polled): create, write, a nested create when recursive, remove; entries when asked
+      await sbx.files.makeDir('/work/w');
+      const events: Array<{ name: string; type: string; entry?: { path: string } }> = [];
+      const watcher = await sbx.files.watchDir('/work/w', (e) => void events.push(e as never), { recursive: true, includeEntry: true });
+      const saw = (name: string, type: string) => until(() => events.some((e) => e.name === name && e.type === type), 10_000, `${type} ${name} in ${JSON.stringify(events)}`);
+      await sbx.files.write('/work/w/new.txt', 'x');
+      await saw('new.txt', 'create');
+      assert.equal(events.find((e) => e.name === 'new.txt')?.entry?.path, '/work/w/new.txt');
+      await new Promise((r) => setTimeout(r, 1100)); // past a second, so the mtime moves too
+      await sbx.files.write('/work/w/new.txt', 'xyz');
+      await saw('new.txt', 'write');
+      await sbx.files.makeDir('/work/w/sub');
+      await sbx.files.write('/work/w/sub/deep.txt', 'd');
+      await saw('sub/deep.txt', 'create');
+      await sbx.files.remove('/work/w/new.txt');
+      await saw('new.txt', 'remove');
+      await watcher.stop();
+      assert.ok((await rejects(sbx.files.watchDir('/work/nope', () => {}))) instanceof Error);
     } finally {
       await sbx.kill();
     }
@@ -269,7 +284,6 @@ const scenarios: Record<string, () => Promise<void>> = {
         metrics: show(await rejects(sbx.getMetrics())),
         snapshot: show(await rejects(sbx.createSnapshot())),
         template: show(await rejects(Sandbox.create('my-template'))),
-        watchDir: show(await rejects(sbx.files.watchDir('/work', () => {}))),
         metadata: show(await rejects(sbx.files.write('/work/m.txt', 'x', { metadata: { k: 'v' } } as never))),
       };
       process.stdout.write(`${JSON.stringify(seen, null, 1)}\n`);
@@ -278,7 +292,6 @@ const scenarios: Record<string, () => Promise<void>> = {
       assert.match(seen.metrics!, /^SandboxError: 501: .*not supported/);
       assert.match(seen.snapshot!, /^SandboxError: 501: .*not supported/);
       assert.match(seen.template!, /^SandboxError: 400: template "my-template"/);
-      assert.match(seen.watchDir!, /not supported by Cleanroom/);
       assert.match(seen.metadata!, /^InvalidArgumentError: .*metadata/);
       assert.equal(await sbx.isRunning(), true);
     } finally {

@@ -45,13 +45,13 @@ test('commands: run with callbacks, CommandExitError, background + wait, sendStd
 test('pty: create, sendInput, resize, kill', async () => {
   await scenario('pty');
 });
-test('files: text, bytes, 50 MB streams (octet-stream and multipart), list, exists, getInfo, makeDir, rename, remove, signed URLs; watchDir refused clearly', async () => {
+test('files: text, bytes, 50 MB streams (octet-stream and multipart), list, exists, getInfo, makeDir, rename, remove, signed URLs; watchDir (polled)', async () => {
   await scenario('files');
 });
 test('errors: wrong key, unknown sandbox, another workspace, a token of another sandbox, an ended sandbox, pause', async () => {
   await scenario('errors');
 });
-test('unsupported features fail with the clear errors the README lists (pause, metrics, snapshots, templates, watchDir, file metadata)', async () => {
+test('unsupported features fail with the clear errors the README lists (pause, metrics, snapshots, templates, file metadata)', async () => {
   await scenario('unsupported');
 });
 

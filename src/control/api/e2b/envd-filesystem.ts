@@ -1,7 +1,6 @@
 /**
- * envd's `filesystem.Filesystem` service over FileRelay: Stat, ListDir (with depth), MakeDir, Move, Remove. Every
- * operation runs inside the cell as the workload user (FileRelay's guarantee). WatchDir and the watcher calls are not
- * served: Cleanroom's in-cell side has no file watching, so they answer `unimplemented`.
+ * envd's `filesystem.Filesystem` service over FileRelay: Stat, ListDir (with depth), MakeDir, Move, Remove (WatchDir is
+ * envd-watch.ts). Every operation runs inside the cell as the workload user (FileRelay's guarantee).
  */
 import { posix } from 'node:path';
 import { ApiError } from '../../../shared/errors.js';

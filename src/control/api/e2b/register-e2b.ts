@@ -16,6 +16,7 @@ import { EnvdFilesystemService } from './envd-filesystem.js';
 import { EnvdGateway } from './envd-gateway.js';
 import { EnvdProcessService } from './envd-process.js';
 import { EnvdTokens } from './envd-tokens.js';
+import { EnvdWatch } from './envd-watch.js';
 
 /** E2bDeps are what the layer needs of the control plane. */
 export interface E2bDeps {
@@ -35,6 +36,7 @@ export function registerE2b(app: FastifyInstance, d: E2bDeps): void {
   const gateway = new EnvdGateway(s.store, s.sandboxes, tokens, s.quotas);
   const proc = new EnvdProcessService(s.processes, s.quotas);
   const fs = new EnvdFilesystemService(s.files);
+  const watch = new EnvdWatch(s.files, s.quotas);
   const files = new EnvdFiles(gateway, s.files, d.longBodies);
 
   void app.register(async (scope) => {
@@ -61,6 +63,8 @@ export function registerE2b(app: FastifyInstance, d: E2bDeps): void {
       'filesystem.Filesystem/Remove': (sb, b) => fs.remove(sb, b),
     };
     const streaming = new Set(['process.Process/Start', 'process.Process/Connect', 'filesystem.Filesystem/WatchDir']);
+    // The unary watcher calls (CreateWatcher, GetWatcherEvents, RemoveWatcher) are not served: they would need watcher
+    // state between requests, and the SDK uses the WatchDir stream. They answer unimplemented like any unknown method.
 
     const rpc = async (request: FastifyRequest, reply: FastifyReply, service: string) => {
       reply.hijack();
@@ -73,7 +77,7 @@ export function registerE2b(app: FastifyInstance, d: E2bDeps): void {
           const sb = await gateway.resolve(req);
           if (name === 'process.Process/Start') return await proc.start(sb, body, req, res);
           if (name === 'process.Process/Connect') return await proc.connect(sb, body, req, res);
-          throw new ConnectError('unimplemented', 'watchDir is not supported by Cleanroom (the sandbox has no file watching); poll files.list instead');
+          return await watch.watchDir(sb, body, req, res);
         } catch (e) {
           if (res.headersSent) return void res.destroy();
           return new ConnectStream(res, {}, 60).end(connectError(e));
