@@ -18,6 +18,12 @@ import type { EnvdTokens, FileOperation } from './envd-tokens.js';
 /** ENVD_PORT is the port e2b's envd listens on, the first label of the Host form. */
 export const ENVD_PORT = 49983;
 
+/** RUNNING_CACHE_MS: the running sandboxes that signed URLs are matched against are re-read at most this often, so that
+ *  unauthenticated requests cannot make the store read every sandbox on each of them. */
+const RUNNING_CACHE_MS = 250;
+/** RECHECK_MS: a signature that matches none of a cached list re-reads it if that list is at least this old. */
+const RECHECK_MS = 50;
+
 const HOST_FORM = new RegExp(`^${ENVD_PORT}-([A-Za-z0-9_-]{1,100})\\.`);
 
 /** SignedRequest is what a signed URL claims: the operation on a path, for a user. */
@@ -36,6 +42,7 @@ export interface EnvdTarget extends LiveSandbox {
 
 /** EnvdGateway resolves and authorizes envd requests. */
 export class EnvdGateway {
+  private running: { at: number; jobs: Promise<Job[]> } | null = null;
   constructor(
     private readonly store: Store,
     private readonly sandboxes: SandboxService,
@@ -87,9 +94,17 @@ export class EnvdGateway {
   }
 
   private async bySignature(signed: SignedRequest): Promise<Job | null> {
-    for (const j of await this.store.jobsWithStatus(['running'])) {
-      if (j.mode === 'sandbox' && (await this.tokens.checkSignature(j, signed))) return j;
+    const read = () => (this.running = { at: Date.now(), jobs: this.store.jobsWithStatus(['running']).then((js) => js.filter((j) => j.mode === 'sandbox')) });
+    const age = () => (this.running === null ? Infinity : Date.now() - this.running.at);
+    let refreshed = false;
+    if (age() >= RUNNING_CACHE_MS) (read(), (refreshed = true));
+    for (;;) {
+      for (const j of await this.running!.jobs) if (await this.tokens.checkSignature(j, signed)) return j;
+      // A sandbox started since the last read: read again, once, and no more often than every RECHECK_MS.
+      if (refreshed || age() < RECHECK_MS) return null;
+      read();
+      refreshed = true;
     }
-    return null;
   }
+
 }
