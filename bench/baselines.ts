@@ -9,7 +9,8 @@
 // uid range, seccomp allowlist, cgroup limits, masked paths), with the workload as the container's process.
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmodSync, chownSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import type { Runtime } from '../src/shared/wire.js';
 import { join } from 'node:path';
 import { buildRootfs } from '../src/agent/runtime/rootfs.js';
 import { cellSpec, UID_RANGE_SIZE, WORKLOAD_UID } from '../src/agent/runtime/spec.js';
@@ -23,6 +24,8 @@ export const LAUNCH = {
   spawn: 'posix_spawn from the agent\'s runtime addon (spawnHelper), as the agent starts runc, runsc and mkfs',
   fork_exec: '/bin/echo hi, posix_spawn (the agent\'s spawn path)',
   runc: 'runc run of a cell-equivalent bundle: the sealed memfd copy of runc the agent runs, the agent\'s global flags (--root)',
+  crun: 'crun run of a cell-equivalent bundle (crun from PATH, --root)',
+  podman: 'podman run --rm --network none of a busybox image imported into podman\'s local storage (rootful, its default runtime), CONTAINERS_CONF with default_ulimits = [] (podman 4.3 cannot set its default ulimits here)',
   runsc: 'runsc run of a cell-equivalent bundle with the agent\'s flags (--platform=ptrace --network=sandbox --oci-seccomp), in a network namespace made beforehand (untimed), with /proc/sys/net hidden as for the agent\'s runsc start',
 };
 
@@ -51,23 +54,28 @@ export class BareBundles {
     // 0711 on the way down: the runtime resolves bind-mount sources as the cell's unmapped root.
     chmodSync(dir, 0o711);
     buildRootfs(join(dir, 'rootfs'), join(REPO_ROOT, 'build/cell-init'), '');
-    const hostUid = BENCH_UID_BASE + WORKLOAD_UID;
-    for (const runtime of ['runc', 'runsc'] as const) {
-      const bundle = join(dir, runtime);
-      mkdirSync(bundle, { mode: 0o711 });
-      for (const d of ['work', 'tmp', 'state']) mkdirSync(join(bundle, d), { mode: d === 'state' ? 0o700 : 0o755 });
-      for (const d of ['work', 'tmp']) chownSync(join(bundle, d), hostUid, hostUid);
-      chmodSync(join(bundle, 'tmp'), 0o1777);
-    }
     return new BareBundles(dir);
+  }
+
+  /** bundleFor makes (once) the bundle directory of a runtime and lane: parallel lanes never share a config.json. */
+  private bundleFor(runtime: Runtime, lane: number): string {
+    const bundle = join(this.dir, `${runtime}-${lane}`);
+    if (existsSync(bundle)) return bundle;
+    const hostUid = BENCH_UID_BASE + WORKLOAD_UID;
+    mkdirSync(bundle, { mode: 0o711 });
+    for (const d of ['work', 'tmp', 'state']) mkdirSync(join(bundle, d), { mode: d === 'state' ? 0o700 : 0o755 });
+    for (const d of ['work', 'tmp']) chownSync(join(bundle, d), hostUid, hostUid);
+    chmodSync(join(bundle, 'tmp'), 0o1777);
+    return bundle;
   }
 
   /** The sealed copy of runc, as the agent holds it (made once per bench process). */
   private readonly runc = sealedExecutable(findExecutable('runc'));
+  private readonly crun = findExecutable('crun');
 
   /** run starts `runtime run` of COMMAND in a fresh container (own cgroup; runsc: own netns) and times it. */
-  async run(runtime: 'runc' | 'runsc'): Promise<ProcessTiming> {
-    const bundle = join(this.dir, runtime);
+  async run(runtime: Runtime, lane = 0): Promise<ProcessTiming> {
+    const bundle = this.bundleFor(runtime, lane);
     const name = `crbench-${this.tag}-${this.seq++}`;
     const cgroup = new CellCgroup(name);
     const netns = runtime === 'runsc' ? name : null;
@@ -90,6 +98,7 @@ export class BareBundles {
     const flags = runtimeFlags(runtime, join(bundle, 'state'));
     try {
       if (runtime === 'runc') return await timeProcess([this.runc, ...flags, 'run', '--bundle', bundle, name]);
+      if (runtime === 'crun') return await timeProcess([this.crun, ...flags, 'run', '--bundle', bundle, name]);
       // As the agent does it: `create` makes the sandbox (its stdio is create's), then `start` with /proc/sys/net
       // hidden, where runsc reads the netns; the container's output arrives on the pipe create was given.
       return await timeProcess(['runsc', ...flags, 'create', '--bundle', bundle, name], withNetSysctlsHidden(['runsc', ...flags, 'start', name]));
@@ -104,6 +113,90 @@ export class BareBundles {
   close(): void {
     rmSync(this.dir, { recursive: true, force: true });
   }
+}
+
+/** BareRate is how many bare runs of COMMAND `lanes` back-to-back loops finished in a window, and the CPU they took. */
+export interface BareRate {
+  lanes: number;
+  runs: number;
+  runs_per_s: number;
+  /** Host CPU (all processes and the kernel) per run, in ms: what one run costs the machine. */
+  host_cpu_ms_per_run: number;
+  failed: number;
+}
+
+/** bareRate runs `start(lane)` in `lanes` loops, back to back, for `ms`, and counts the runs that finished in time. */
+export async function bareRate(lanes: number, ms: number, start: (lane: number) => Promise<ProcessTiming>): Promise<BareRate> {
+  const cpu0 = hostBusySeconds();
+  const t0 = performance.now();
+  const deadline = t0 + ms;
+  let runs = 0;
+  let failed = 0;
+  await Promise.all(
+    Array.from({ length: lanes }, async (_, lane) => {
+      while (performance.now() < deadline) {
+        try {
+          await start(lane);
+          if (performance.now() <= deadline) runs++;
+        } catch {
+          failed++;
+        }
+      }
+    }),
+  );
+  const seconds = (performance.now() - t0) / 1000;
+  const cpu = hostBusySeconds() - cpu0;
+  return { lanes, runs, runs_per_s: Math.round((runs / (ms / 1000)) * 100) / 100, host_cpu_ms_per_run: runs ? Math.round((cpu / runs) * 1e4) / 10 : Number.NaN, failed: failed + (seconds < 0 ? 1 : 0) };
+}
+
+/** Podman runs COMMAND with `podman run --rm` on a busybox image it imports once; close() removes the image. */
+export class Podman {
+  private constructor(
+    private readonly dir: string,
+    private readonly image: string,
+    private readonly env: NodeJS.ProcessEnv,
+  ) {}
+
+  /** create imports a one-binary busybox image (Debian's busybox-static) into podman's storage, or returns null. */
+  static create(): Podman | null {
+    let podman: string;
+    let busybox: string;
+    try {
+      podman = findExecutable('podman');
+      busybox = findExecutable('busybox');
+    } catch {
+      return null;
+    }
+    const dir = mkdtempSync('/var/tmp/cleanroom-bench-podman-');
+    mkdirSync(join(dir, 'root/bin'), { recursive: true });
+    copyFileSync(busybox, join(dir, 'root/bin/busybox'));
+    chmodSync(join(dir, 'root/bin/busybox'), 0o755);
+    symlinkSync('busybox', join(dir, 'root/bin/echo'));
+    writeFileSync(join(dir, 'containers.conf'), '[containers]\ndefault_ulimits = []\n');
+    execFileSync('tar', ['-C', join(dir, 'root'), '-cf', join(dir, 'root.tar'), '.']);
+    const env = { ...process.env, CONTAINERS_CONF: join(dir, 'containers.conf') };
+    const image = `localhost/cleanroom-bench-busybox:${randomBytes(3).toString('hex')}`;
+    execFileSync(podman, ['import', join(dir, 'root.tar'), image], { env, stdio: 'ignore' });
+    return new Podman(dir, image, env);
+  }
+
+  /** run times one `podman run --rm` of COMMAND. */
+  run(): Promise<ProcessTiming> {
+    return timeProcess(['env', `CONTAINERS_CONF=${this.env.CONTAINERS_CONF}`, 'podman', 'run', '--rm', '--network', 'none', this.image, ...COMMAND]);
+  }
+
+  close(): void {
+    try {
+      execFileSync('podman', ['rmi', '-f', this.image], { env: this.env, stdio: 'ignore' });
+    } finally {
+      rmSync(this.dir, { recursive: true, force: true });
+    }
+  }
+}
+
+function hostBusySeconds(): number {
+  const cpu = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  return (cpu.slice(0, 8).reduce((a, b) => a + b, 0) - (cpu[3] ?? 0) - (cpu[4] ?? 0)) / 100;
 }
 
 /** forkExec times a plain host start of COMMAND, spawned as the agent spawns its helpers. */

@@ -4,10 +4,11 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { TestCluster } from '../test/support/cluster.js';
+import type { Runtime } from '../src/shared/wire.js';
 
 /** PoolTarget is one entry of the agent's `pool` config. */
 export interface PoolTarget {
-  runtime: 'runc' | 'runsc';
+  runtime: Runtime;
   class: string;
   warm: number;
 }

@@ -24,6 +24,7 @@ export function formatReport(r: BenchResults): string {
     latency(`under load (${r.start_under_load_ms.clients} cl.), warm`, r.start_under_load_ms.warm_only),
     latency('bare runc run, 1st byte', r.baseline_runc_run_ms, false),
     latency('bare runsc run, 1st byte', r.baseline_runsc_run_ms, false),
+    latency('bare crun run, 1st byte', r.baseline_crun_run_ms, false),
     latency('host fork+exec, 1st byte', r.baseline_fork_exec_ms, false),
     latency('bare runc run, exit', r.notes.baseline_exit_ms.runc_run, false),
     latency('bare runsc run, exit', r.notes.baseline_exit_ms.runsc_run, false),
@@ -42,16 +43,33 @@ export function formatReport(r: BenchResults): string {
   lines.push('', row(['throughput', 'jobs/s', 'done', 'failed', 'cold', 'end ms', 'prep ms', 'wipe ms', 'api+run', 'bottleneck']));
   for (const t of r.throughput_jobs_per_s.levels) {
     const s = t.mean_stage_ms;
-    lines.push(row([`${t.clients} client(s), ${t.duration_s} s`, f2(t.jobs_per_s), String(t.completed), String(t.failed), `${Math.round(t.cold_fraction * 100)}%`, f1(s.client_end), f1(s.agent_prepare), f1(s.wipe), f1(s.api_run_relay), t.bottleneck_stage]));
+    lines.push(row([`${t.runtime}, ${t.clients} client(s), ${t.duration_s} s`, f2(t.jobs_per_s), String(t.completed), String(t.failed), `${Math.round(t.cold_fraction * 100)}%`, f1(s.client_end), f1(s.agent_prepare), f1(s.wipe), f1(s.api_run_relay), t.bottleneck_stage]));
     const c = t.cpu_cores;
     lines.push(`    cores used: host ${c.host}, control ${c.control}, agent ${c.agent}, runtime CLIs ${c.agent_children}, cells ${c.cells}, bench clients ${c.bench_clients}`);
+    const j = t.cpu_ms_per_job;
+    lines.push(`    CPU per job (ms): host ${f1(j.host)}, control ${f1(j.control)}, agent ${f1(j.agent)}, runtime and tools ${f1(j.agent_children)}, cells ${f1(j.cells)}`);
   }
+  const rate = (name: string, b: { lanes: number; runs_per_s: number; host_cpu_ms_per_run: number; failed: number } | null) =>
+    b ? `  bare ${name}: ${f2(b.runs_per_s)} runs/s with ${b.lanes} loops, ${f1(b.host_cpu_ms_per_run)} ms host CPU per run${b.failed ? `, ${b.failed} failed` : ''}` : `  bare ${name}: not measured`;
+  const br = r.baseline_rate_per_s;
+  lines.push(rate('runc run', br.runc), rate('crun run', br.crun), rate('podman run --rm', br.podman));
+  const q = r.ratio_throughput_to_bare_runc_rate;
+  lines.push(`  Cleanroom ÷ bare runc rate at ${q.lanes} in parallel: runc cells ${f2(q.runc_cells)}, crun cells ${f2(q.crun_cells)} (goal ≥ 1)`);
   lines.push(`  peak ${f2(r.throughput_jobs_per_s.peak)} jobs/s; bottleneck: ${r.throughput_jobs_per_s.bottleneck_stage}`, '');
   lines.push(row(['density (runc)', 'up+fill s', 'ΔMemAvail', 'cgroups', 'warm p50', 'warm p95', 'n']));
   for (const d of r.idle_cell_memory_mib.levels) {
     lines.push(row([`${d.cells} idle cells`, f1(d.up_and_fill_s), `${f1(d.mem_available_delta_mib)} MiB`, `${f1(d.cgroup_usage_mib)} MiB`, f1(d.warm_start_ms.p50), f1(d.warm_start_ms.p95), String(d.warm_start_ms.n)]));
   }
   lines.push(`  memory per idle warm cell (slope of ΔMemAvailable over cells): ${f2(r.idle_cell_memory_mib.per_cell)} MiB`);
+  const sb = r.sandboxes;
+  lines.push(
+    '',
+    latency('sandbox create → ready', sb.create_ready_ms, false),
+    latency('sandbox exec echo, round trip', sb.exec_echo_roundtrip_ms, false),
+    latency('sandbox 1 MiB write + read', sb.file_1mib_write_read_ms, false),
+    latency(`${sb.concurrent.sandboxes} sandboxes × ${sb.concurrent.execs_each} execs`, sb.concurrent.exec_roundtrip_ms, false),
+    `  create / warm job start (p50): ${f2(sb.ratio_create_to_warm_start_p50)} (goal ≤ 1.2); exec / host fork+exec to exit (p50): ${f2(sb.ratio_exec_to_fork_exec_p50)} (goal ≤ 1.5); concurrent failures ${sb.concurrent.failures} in ${f1(sb.concurrent.wall_s)} s; memory per idle sandbox ${sb.idle_sandbox_memory_mib === null ? '-' : `${f2(sb.idle_sandbox_memory_mib)} MiB`} (goal ≤ 8)`,
+  );
   const n = r.noisy_neighbour;
   lines.push('', `noisy neighbour: calm warm start quiet p50 ${f1(n.quiet_ms.p50)} / p99 ${f1(n.quiet_ms.p99)} ms; during the flood p50 ${f1(n.flooded_ms.p50)} / p99 ${f1(n.flooded_ms.p99)} ms (p99 ×${f2(n.ratio_p99)}, goal ≤ 2); calm failures ${n.calm_failures.length}; flood ${n.flood.requests} requests ${JSON.stringify(n.flood.answers)}`);
   lines.push('', `left behind by stopped clusters: ${r.notes.leftovers.length === 0 ? 'nothing' : r.notes.leftovers.join('; ')}`);

@@ -4,6 +4,8 @@ import type { NoisyNeighbour } from './noisy-neighbour.js';
 import type { Machine } from './machine.js';
 import type { Stats } from './stats.js';
 import type { ThroughputLevel } from './throughput.js';
+import type { SandboxBench } from './sandbox.js';
+import type { BareRate } from './baselines.js';
 
 /** LATENCY_FIELDS are the top-level figures that are latency distributions ({p50,p95,p99,min,max,n}, ms). */
 export const LATENCY_FIELDS = [
@@ -31,8 +33,15 @@ export type BenchResults = Record<(typeof LATENCY_FIELDS)[number], Stats> & {
   baseline_launch: Record<string, string>;
   /** warm_start_ms.p50 / baseline_runc_run_ms.p50 (both to the first output byte). */
   ratio_warm_to_runc_run: number;
-  throughput_jobs_per_s: { peak: number; bottleneck_stage: string; levels: ThroughputLevel[] };
+  throughput_jobs_per_s: { peak: number; peak_runtime: string; bottleneck_stage: string; levels: ThroughputLevel[] };
+  /** Parallel back-to-back bare runs of the same command (null where the tool is missing). */
+  baseline_rate_per_s: { runc: BareRate | null; crun: BareRate | null; podman: BareRate | null };
+  baseline_crun_run_ms: Stats;
+  /** Cleanroom jobs/s at `lanes` clients (runc cells, crun cells) ÷ bare runc runs/s at `lanes` parallel loops (issue 16: ≥ 1). */
+  ratio_throughput_to_bare_runc_rate: { lanes: number; runc_cells: number; crun_cells: number };
   idle_cell_memory_mib: { per_cell: number; levels: DensityLevel[] };
+  /** Issue 13's figures: sandbox create, exec, files, concurrency and memory, with ratios to this run's warm start and fork+exec. */
+  sandboxes: SandboxBench & { ratio_create_to_warm_start_p50: number; ratio_exec_to_fork_exec_p50: number };
   /** Stage breakdowns per series, from the platform's timings and the client's clock (see notes.stages). */
   stages_ms: { warm_runc: Record<string, Stats>; warm_runsc: Record<string, Stats>; cold_runc: Record<string, Stats>; cold_runsc: Record<string, Stats> };
   machine: Machine & { load_avg_1m_at_start: number; load_avg_1m_at_end: number };
@@ -48,7 +57,7 @@ export type BenchResults = Record<(typeof LATENCY_FIELDS)[number], Stats> & {
     /** Jobs whose wipe receipt never reached the job record (start latency kept, wipe missing). */
     wipe_failures: string[];
     /** The baselines to process exit (the figures above are to the first output byte, as warm start is). */
-    baseline_exit_ms: { runc_run: Stats; runsc_run: Stats; fork_exec: Stats };
+    baseline_exit_ms: { runc_run: Stats; runsc_run: Stats; crun_run: Stats; fork_exec: Stats };
     stages: Record<string, string>;
     method: string[];
   };

@@ -8,7 +8,8 @@ import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { REPO_ROOT } from '../test/support/cluster.js';
-import { BareBundles, forkExec, LAUNCH, type ProcessTiming } from './baselines.js';
+import { prepareCrunHost } from '../src/agent/runtime/crun-host.js';
+import { BareBundles, bareRate, forkExec, LAUNCH, Podman, type ProcessTiming } from './baselines.js';
 import { renderChart } from './chart.js';
 import { Clusters, type PoolTarget } from './clusters.js';
 import { measureDensityLevel, perCellMiB, type DensityLevel } from './density.js';
@@ -21,6 +22,7 @@ import { measureNoisyNeighbour, NOISY_QUOTAS } from './noisy-neighbour.js';
 import { round, summarize } from './stats.js';
 import { measureThroughput, type ThroughputLevel } from './throughput.js';
 import { wipeMs } from './timed-job.js';
+import { measureSandboxes, SANDBOX_FULL, SANDBOX_SMOKE, sandboxConfig, type SandboxPlan } from './sandbox.js';
 
 /** Plan is how many samples each stage takes. */
 interface Plan {
@@ -33,9 +35,13 @@ interface Plan {
   coldRunsc: number;
   throughputClients: number[];
   throughputMs: number;
+  /** Parallel loops of the crun throughput level and of the bare-run rates (runc, crun, podman). */
+  rateLanes: number;
+  rateMs: number;
   densityLevels: number[];
   densitySamples: number;
   noisySamples: number;
+  sandbox: SandboxPlan;
 }
 
 const FULL: Plan = {
@@ -50,9 +56,12 @@ const FULL: Plan = {
   // density levels keep the whole run under 5 minutes on 2 cores.
   throughputClients: [1, 3],
   throughputMs: 30_000,
+  rateLanes: 3,
+  rateMs: 10_000,
   densityLevels: [0, 100, 200],
   densitySamples: 10,
   noisySamples: 40,
+  sandbox: SANDBOX_FULL,
 };
 
 const SMOKE: Plan = {
@@ -65,12 +74,15 @@ const SMOKE: Plan = {
   coldRunsc: 1,
   throughputClients: [1, 2],
   throughputMs: 2_000,
+  rateLanes: 2,
+  rateMs: 1_000,
   densityLevels: [0, 3],
   densitySamples: 2,
   noisySamples: 3,
+  sandbox: SANDBOX_SMOKE,
 };
 
-const MAIN_POOL: PoolTarget[] = [{ runtime: 'runc', class: 'small', warm: 4 }, { runtime: 'runsc', class: 'small', warm: 2 }];
+const MAIN_POOL: PoolTarget[] = [{ runtime: 'runc', class: 'small', warm: 4 }, { runtime: 'runsc', class: 'small', warm: 2 }, { runtime: 'crun', class: 'small', warm: 4 }];
 const EMPTY_POOL: PoolTarget[] = [{ runtime: 'runc', class: 'small', warm: 0 }, { runtime: 'runsc', class: 'small', warm: 0 }];
 
 const smoke = process.env.BENCH_SMOKE === '1';
@@ -96,30 +108,56 @@ async function main(): Promise<number> {
   const load0 = round(loadavg()[0] ?? Number.NaN);
   if (load0 > 1) log(`warning: the host is not idle (1-minute load ${load0}); other activity will be in the figures`);
 
+  // As an agent does at start: crun (bare and in cells) needs the hybrid cgroup layout's v2 hierarchy empty.
+  const crun = await prepareCrunHost();
+  if (!crun.ok) throw new Error(`crun cannot run here: ${crun.reason}`);
   const clusters = new Clusters(log);
   log('baselines: host fork+exec, bare runc run, bare runsc run (no cluster running)');
   const fork = await repeat(plan.forkExec, 3, forkExec);
   const bundles = BareBundles.create();
   let runcRun: ProcessTiming[];
   let runscRun: ProcessTiming[];
+  let crunRun: ProcessTiming[];
+  const rates: BenchResults['baseline_rate_per_s'] = { runc: null, crun: null, podman: null };
   try {
     runcRun = await repeat(plan.runcRun, 2, () => bundles.run('runc'));
     runscRun = await repeat(plan.runscRun, 1, () => bundles.run('runsc'));
+    crunRun = await repeat(plan.runcRun, 2, () => bundles.run('crun'));
+    log(`bare rates: ${plan.rateLanes} parallel loops of runc run, crun run and podman run --rm, ${plan.rateMs / 1000} s each`);
+    rates.runc = await bareRate(plan.rateLanes, plan.rateMs, (lane) => bundles.run('runc', lane));
+    rates.crun = await bareRate(plan.rateLanes, plan.rateMs, (lane) => bundles.run('crun', lane));
   } finally {
     bundles.close();
   }
+  const podman = Podman.create();
+  if (podman) {
+    try {
+      await repeat(0, 2, () => podman.run());
+      rates.podman = await bareRate(plan.rateLanes, plan.rateMs, () => podman.run());
+    } finally {
+      podman.close();
+    }
+  } else log('podman or busybox is not installed: no podman baseline');
 
   log(`warm starts (runc ×${plan.warmRunc}, runsc ×${plan.warmRunsc}) and throughput (${plan.throughputClients.join('/')} clients × ${plan.throughputMs / 1000} s)`);
-  const { warmRunc, warmRunsc, throughput } = await clusters.with(MAIN_POOL, async (c) => {
-    const runc = await measureStarts(c, 'runc', plan.warmRunc, 'warm');
-    const runsc = await measureStarts(c, 'runsc', plan.warmRunsc, 'warm');
-    const levels: ThroughputLevel[] = [];
-    for (const n of plan.throughputClients) {
-      log(`throughput with ${n} client(s)`);
-      levels.push(await measureThroughput(c, n, plan.throughputMs));
-    }
-    return { warmRunc: runc, warmRunsc: runsc, throughput: levels };
-  });
+  const { warmRunc, warmRunsc, throughput, sandboxes } = await clusters.with(
+    MAIN_POOL,
+    async (c) => {
+      const runc = await measureStarts(c, 'runc', plan.warmRunc, 'warm');
+      const runsc = await measureStarts(c, 'runsc', plan.warmRunsc, 'warm');
+      const levels: ThroughputLevel[] = [];
+      for (const n of plan.throughputClients) {
+        log(`throughput with ${n} client(s)`);
+        levels.push(await measureThroughput(c, n, plan.throughputMs));
+      }
+      log(`throughput with ${plan.rateLanes} client(s), crun cells`);
+      levels.push(await measureThroughput(c, plan.rateLanes, plan.throughputMs, 'crun'));
+      // Sandboxes on the same cluster, right after: their ratios are to the warm starts and the fork+exec of this run.
+      const sb = await measureSandboxes(c, plan.sandbox, log);
+      return { warmRunc: runc, warmRunsc: runsc, throughput: levels, sandboxes: sb };
+    },
+    sandboxConfig(plan.sandbox),
+  );
 
   log(`cold starts (pool target 0): runc ×${plan.cold}, runsc ×${plan.coldRunsc}`);
   const { cold, coldRunsc } = await clusters.with(EMPTY_POOL, async (c) => ({
@@ -143,6 +181,7 @@ async function main(): Promise<number> {
   const warmStart = summarize(warmRunc.samples.map((s) => s.firstByteMs));
   const baselineRunc = firstByte(runcRun);
   const peak = throughput.reduce((best, t) => (t.jobs_per_s > best.jobs_per_s ? t : best), throughput[0]!);
+  const atLanes = (rt: string) => throughput.find((t) => t.runtime === rt && t.clients === plan.rateLanes)?.jobs_per_s ?? Number.NaN;
   const results: BenchResults = {
     date,
     warm_start_ms: warmStart,
@@ -155,8 +194,20 @@ async function main(): Promise<number> {
     baseline_launch: LAUNCH,
     noisy_neighbour: noisy,
     ratio_warm_to_runc_run: round(warmStart.p50 / baselineRunc.p50),
-    throughput_jobs_per_s: { peak: peak.jobs_per_s, bottleneck_stage: peak.bottleneck_stage, levels: throughput },
+    throughput_jobs_per_s: { peak: peak.jobs_per_s, peak_runtime: peak.runtime, bottleneck_stage: peak.bottleneck_stage, levels: throughput },
+    baseline_rate_per_s: rates,
+    baseline_crun_run_ms: firstByte(crunRun),
+    ratio_throughput_to_bare_runc_rate: {
+      lanes: plan.rateLanes,
+      runc_cells: round(atLanes('runc') / (rates.runc?.runs_per_s ?? Number.NaN)),
+      crun_cells: round(atLanes('crun') / (rates.runc?.runs_per_s ?? Number.NaN)),
+    },
     wipe_ms: summarize([...warmRunc.samples, ...cold.samples].map((s) => wipeMs(s.job))),
+    sandboxes: {
+      ...sandboxes,
+      ratio_create_to_warm_start_p50: round(sandboxes.create_ready_ms.p50 / warmStart.p50),
+      ratio_exec_to_fork_exec_p50: round(sandboxes.exec_echo_roundtrip_ms.p50 / exit(fork).p50),
+    },
     idle_cell_memory_mib: { per_cell: perCellMiB(density), levels: density },
     stages_ms: { warm_runc: stageBreakdown(warmRunc.samples), warm_runsc: stageBreakdown(warmRunsc.samples), cold_runc: stageBreakdown(cold.samples), cold_runsc: stageBreakdown(coldRunsc.samples) },
     machine: { ...describeMachine(), load_avg_1m_at_start: load0, load_avg_1m_at_end: round(loadavg()[0] ?? Number.NaN) },
@@ -168,7 +219,7 @@ async function main(): Promise<number> {
       cold_samples_found_warm: cold.mismatched + coldRunsc.mismatched,
       leftovers: clusters.leftovers,
       wipe_failures: wipeFailures,
-      baseline_exit_ms: { runc_run: exit(runcRun), runsc_run: exit(runscRun), fork_exec: exit(fork) },
+      baseline_exit_ms: { runc_run: exit(runcRun), runsc_run: exit(runscRun), crun_run: exit(crunRun), fork_exec: exit(fork) },
       stages: STAGES,
       method: [
         'Every job runs ["/bin/echo","hi"] through the SDK from this process; the control plane and agent are separate processes (cleanroom up --detach).',
@@ -179,7 +230,9 @@ async function main(): Promise<number> {
         'Cold = a cluster whose pool target is 0: the cell is prepared on the request path.',
         'Baselines use a bundle built with the agent\'s own buildRootfs and cellSpec (same mounts, user namespace, seccomp, cgroup limits) with the command as the container process, launched as the agent launches the runtime (baseline_launch: posix_spawn, the sealed runc copy, the agent\'s runtime flags; runsc with its own network stack in a netns made beforehand); times are to the first stdout byte (comparable to start latency) and to exit.',
         'Wipe = the job\'s endedAt (stamped when the agent reports the exit) → its wipe receipt\'s finishedAt, warm and cold runc samples, 1 ms resolution. The agent wipes in this order: container, cell network, volume (key removed, unmounted, discarded, detached, deleted), then cgroup and directory; the receipt ends after the volume.',
+        'Bare rates (baseline_rate_per_s) = runs of the same command finished within the window by that many parallel back-to-back loops of the bare runtime (runc, crun: cell-equivalent bundles as above) or of podman run --rm; host_cpu_ms_per_run = all of the host\'s busy CPU in the window / runs. ratio_throughput_to_bare_runc_rate compares Cleanroom\'s jobs/s with that many clients (runc cells, crun cells) with bare runc\'s rate at the same parallelism.',
         'Throughput = runc jobs ended within the window / (window, or until the last of their wipes finished if later), each client a separate SDK client running jobs back to back; the pool (target 4 runc) refills in the background.',
+        'Sandboxes (bench/sandbox.ts), on the main cluster after throughput: create → ready = POST /v1/sandboxes sent → its answer (state running), each on a full warm pool, against warm_start_ms; exec round trip = exec of /bin/echo hi in a running sandbox (one request that starts and streams until the exit) against host fork+exec to exit; 1 MiB write then read through the files API; N concurrent sandboxes (cold cells past the pool) each running execs back to back; idle memory = MemAvailable drop with the N sandboxes idle / N.',
         'Density = MemAvailable drop with N idle runc cells (a cluster per level; reference = mean of before start and after stop); per_cell is the least-squares slope over the levels (0 = the cluster alone).',
       ],
     },
@@ -205,10 +258,11 @@ async function main(): Promise<number> {
   log(`wrote ${join(outDir, 'latest.json')} and latest.svg in ${results.notes.duration_s} s`);
   const failed = throughput.reduce((n, t) => n + t.failed, 0);
   if (failed > 0) log(`BROKEN: ${failed} throughput job(s) failed: ${throughput.flatMap((t) => t.errors).join(' | ')}`);
+  if (sandboxes.concurrent.failures > 0) log(`BROKEN: ${sandboxes.concurrent.failures} concurrent sandbox exec(s) failed: ${sandboxes.concurrent.errors.join(' | ')}`);
   if (clusters.leftovers.length > 0) log(`BROKEN: stopped clusters left ${clusters.leftovers.length} host object(s) behind (notes.leftovers)`);
   if (wipeFailures.length > 0) log(`BROKEN: ${wipeFailures.length} wipe receipt(s) never came (notes.wipe_failures)`);
   if (noisy.calm_failures.length > 0) log(`BROKEN: ${noisy.calm_failures.length} job(s) of the calm workspace failed during the flood: ${noisy.calm_failures.slice(0, 3).join(' | ')}`);
-  return failed > 0 || clusters.leftovers.length > 0 || wipeFailures.length > 0 || noisy.calm_failures.length > 0 ? 1 : 0;
+  return failed > 0 || sandboxes.concurrent.failures > 0 || clusters.leftovers.length > 0 || wipeFailures.length > 0 || noisy.calm_failures.length > 0 ? 1 : 0;
 }
 
 main().then(

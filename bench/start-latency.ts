@@ -5,6 +5,7 @@
 import type { TestCluster } from '../test/support/cluster.js';
 import { COMMAND } from './baselines.js';
 import { awaitWipe, runTimedJob, type TimedJob } from './timed-job.js';
+import type { Runtime } from '../src/shared/wire.js';
 
 /** StartSeries is the samples of one series, split by whether the agent found a warm cell. */
 export interface StartSeries {
@@ -17,7 +18,7 @@ export interface StartSeries {
 }
 
 /** measureStarts runs `warmup` unrecorded jobs, then `n` recorded ones of `runtime`, one at a time. */
-export async function measureStarts(cluster: TestCluster, runtime: 'runc' | 'runsc', n: number, want: 'warm' | 'cold', warmup = 2): Promise<StartSeries> {
+export async function measureStarts(cluster: TestCluster, runtime: Runtime, n: number, want: 'warm' | 'cold', warmup = 2): Promise<StartSeries> {
   const samples: TimedJob[] = [];
   let mismatched = 0;
   const wipeFailures: string[] = [];

@@ -4,6 +4,7 @@
 // (the end is reported at exit, the wipe follows), so every counted job was prepared, assigned, run and wiped. The pool
 // refills in the background as in production, so under load most cells are prepared on the request path (cold).
 import { CleanroomClient } from '../src/sdk/client.js';
+import type { Runtime } from '../src/shared/wire.js';
 import type { TestCluster } from '../test/support/cluster.js';
 import { COMMAND } from './baselines.js';
 import { CpuMeter, coresUsed, type CpuParts } from './cpu.js';
@@ -12,6 +13,7 @@ import { awaitWipe, runTimedJob, wipeMs, type TimedJob } from './timed-job.js';
 
 /** ThroughputLevel is the result for one number of concurrent clients. */
 export interface ThroughputLevel {
+  runtime: Runtime;
   clients: number;
   /** The window, stretched to the last counted job's wipe. */
   duration_s: number;
@@ -28,14 +30,16 @@ export interface ThroughputLevel {
   mean_stage_ms: { client_first_byte: number; client_end: number; agent_prepare: number; agent_assign: number; wipe: number; api_run_relay: number };
   /** Average cores used during the window, by part of the system. */
   cpu_cores: CpuParts;
+  /** CPU per completed job (ms), by class of process: control plane, agent, runtime and tool processes, cells, host total. */
+  cpu_ms_per_job: CpuParts;
   /** The lifecycle stage (prepare, assign, wipe, or API+run+relay) with the largest mean time per job. */
   bottleneck_stage: string;
   /** The first few failure messages, if any. */
   errors: string[];
 }
 
-/** measureThroughput runs `clients` loops for `durationMs` against the cluster's runc pool. */
-export async function measureThroughput(cluster: TestCluster, clients: number, durationMs: number): Promise<ThroughputLevel> {
+/** measureThroughput runs `clients` loops for `durationMs` against the cluster's pool of `runtime`. */
+export async function measureThroughput(cluster: TestCluster, clients: number, durationMs: number, runtime: Runtime = 'runc'): Promise<ThroughputLevel> {
   await cluster.waitWarm(120_000);
   const meter = CpuMeter.of(cluster);
   const inWindow: TimedJob[] = [];
@@ -52,7 +56,7 @@ export async function measureThroughput(cluster: TestCluster, clients: number, d
     try {
       while (performance.now() < deadline) {
         try {
-          const s = await runTimedJob(client, { command: COMMAND, runtime: 'runc' }, 'hi\n');
+          const s = await runTimedJob(client, { command: COMMAND, runtime }, 'hi\n');
           (performance.now() <= deadline ? inWindow : after).push(s);
         } catch (e) {
           failed++;
@@ -89,7 +93,10 @@ export async function measureThroughput(cluster: TestCluster, clients: number, d
     wipe: t((s) => wipeMs(s.job)),
     api_run_relay: t((s) => s.endMs - (s.job.timings.agent_take_ms ?? 0) - (s.job.timings.agent_assign_ms ?? 0)),
   };
+  const perJob = {} as CpuParts;
+  for (const k of Object.keys(cpu) as (keyof CpuParts)[]) perJob[k] = round((cpu[k] * (durationMs / 1000) * 1000) / Math.max(1, done.length));
   return {
+    runtime,
     clients,
     duration_s: round(seconds),
     completed: done.length,
@@ -100,6 +107,7 @@ export async function measureThroughput(cluster: TestCluster, clients: number, d
     first_byte_warm_ms: summarize(done.filter((s) => s.job.timings.agent_cold === 0).map((s) => s.firstByteMs)),
     mean_stage_ms: { client_first_byte: t((s) => s.firstByteMs), client_end: t((s) => s.endMs), ...lifecycle },
     cpu_cores: cpu,
+    cpu_ms_per_job: perJob,
     bottleneck_stage: Object.entries(lifecycle).sort((a, b) => b[1] - a[1])[0]?.[0] ?? 'none',
     errors,
   };

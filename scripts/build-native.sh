@@ -1,5 +1,5 @@
 #!/bin/sh
-# build-native.sh: compiles the native parts: the static cell init binary and the fscrypt, netlink and runtime N-API addons.
+# build-native.sh: compiles the native parts: the static cell init binary and the fscrypt, netlink, runtime and mounts N-API addons.
 set -eu
 cd "$(dirname "$0")/.."
 mkdir -p build
@@ -12,3 +12,4 @@ if [ -f native/fscrypt/fscrypt.c ]; then
 fi
 gcc -shared -fPIC -O2 -Wall -Wextra -I"$NAPI" -o build/netlink.node native/netlink/netlink.c
 gcc -shared -fPIC -O2 -Wall -Wextra -I"$NAPI" -o build/runtime.node native/runtime/runtime.c
+gcc -shared -fPIC -O2 -Wall -Wextra -I"$NAPI" -o build/mounts.node native/mounts/mounts.c

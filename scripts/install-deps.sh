@@ -20,6 +20,7 @@ want() { # want COMMAND-OR-PATH PACKAGE
 }
 want runc runc
 want runsc runsc
+want crun crun
 want nft nftables
 want ip iproute2
 want mkfs.ext4 e2fsprogs
@@ -32,6 +33,11 @@ want openssl openssl
 want ps procps
 want sysctl procps
 want useradd passwd
+want chromium chromium # the console's browser tests
+want skopeo skopeo                       # image imports: registry transport, archive and layout conversion
+want docker-registry docker-registry     # tests: a real registry on 127.0.0.1 (its service is never started)
+want htpasswd apache2-utils              # tests: the registry's bcrypt htpasswd file
+want /bin/busybox busybox-static         # tests (and the default image, scripts/build-base-image.ts): a static busybox
 want tmux tmux  # drives `cleanroom sandbox shell` in a real terminal in the tests
 if [ -n "$missing" ]; then
   echo "installing Debian packages:$missing"
@@ -44,3 +50,5 @@ if [ ! -f node_modules/better-sqlite3/build/Release/better_sqlite3.node ] || [ p
   npm ci --no-audit --no-fund --loglevel=error
 fi
 npm run --silent build
+# The default image (build/images/base, an OCI layout) from packages on this machine: quickstart needs no registry.
+node dist/scripts/build-base-image.js build/images/base >/dev/null

@@ -14,6 +14,7 @@
  *   "CRO1" file operation: id op flags(1 recursive) mode credit path\0 to\0 (op: file-ops.c FOP_*)
  *   "CRD1" write data: id data           "CRE1" end of write data: id
  *   "CRG1" read credit: id bytes (init forwards at most the granted bytes of a read)
+ *   "CRX1" cancel a file operation: id (its child is killed; its result still follows)
  * Frames (init -> agent, fd 1): type(u8) len(u32) data
  *   'R' ready; 'P' started: id pid; 'F' start failed: id errno stage(0 exec, 1 cwd, 2 identity, 3 resources, 4 open tty, 5 controlling tty)
  *   'O' output: id stream(u8: 1 stdout, 2 stderr, 3 pty) bytes (at most IO_CHUNK)
@@ -305,15 +306,18 @@ static int read_output(struct proc *pr, int *fd, uint8_t stream, char *buf) {
   return 0;
 }
 
-/* finish_proc reports an exited process once its output is drained (EOF, or nothing more buffered). */
+/*
+ * finish_proc reports an exited process once its output is drained (EOF, or nothing more buffered), paused or not:
+ * what an exited process left in its pipe is bounded (the pipe's size, and at most 16 more chunks from a background
+ * child still holding it), and its exit must not wait for a client that stopped reading.
+ */
 static void finish_proc(struct proc *pr, char *buf) {
-  if (!pr->exited || pr->paused) return;
-  for (int i = 0; i < 64 && (pr->out >= 0 || pr->err >= 0); i++) {
+  if (!pr->exited) return;
+  for (int i = 0; i < 16 && (pr->out >= 0 || pr->err >= 0); i++) {
     int more = 0;
     if (pr->out >= 0) more |= read_output(pr, &pr->out, pr->pty ? 3 : 1, buf) == 1;
     if (pr->err >= 0) more |= read_output(pr, &pr->err, 2, buf) == 1;
     if (!more) break; /* drained: a background child holding the pipe open must not keep the report back */
-    if (pr->paused) return;
   }
   close_fd(&pr->out);
   close_fd(&pr->err);
@@ -486,6 +490,11 @@ static void on_request(const char *m, char *p, uint32_t len) {
   if (memcmp(m, "CRC1", 4) == 0) return on_stdin(p, len, 1);
   if (memcmp(m, "CRD1", 4) == 0) return on_op_data(p, len, 0);
   if (memcmp(m, "CRE1", 4) == 0) return on_op_data(p, len, 1);
+  if (memcmp(m, "CRX1", 4) == 0) {
+    struct op *o = find_op(id);
+    if (o && !o->exited) kill(o->pid, SIGKILL);
+    return;
+  }
   if (len < 8) { errno = EPROTO; fail("short request"); }
   struct proc *pr = find_proc(id);
   if (memcmp(m, "CRK1", 4) == 0) {

@@ -7,6 +7,8 @@ import type { CellPool } from './cells/pool.js';
 import type { ReceiptSpool } from './reconcile/receipt-spool.js';
 import type { WipeReceipt } from '../shared/wire.js';
 import { pickSizeClass, sizeClassesFromConfig, type SizeClass } from './cells/size-class.js';
+import type { ImageService } from './images/image-service.js';
+import type { PreparedImage } from './images/image-store.js';
 import { SandboxSession, type SandboxRequest } from './sandbox/sandbox-session.js';
 import { refuseSandboxRequest } from './sandbox/refusals.js';
 
@@ -50,10 +52,15 @@ export class Agent {
     private readonly channel: ControlChannel,
     private readonly log: Logger,
     private readonly spool: ReceiptSpool,
+    private readonly images: ImageService,
   ) {
     this.classes = sizeClassesFromConfig(config.agent.classes);
     this.capacity = config.agent.maxRunningJobs;
     channel.on('message', (m: ControlToAgent) => this.onMessage(m));
+    // A (re)connected control plane may have lost what was sent before: sandbox streams rewind to their acks.
+    channel.on('open', () => {
+      for (const s of this.sandboxes.values()) s.onReconnect();
+    });
     channel.on('bad-message', (problem: string, value: unknown) => this.onBadMessage(problem, value));
     // Receipts of volumes that reconcile shredded (here or in `cleanroom down`) are reported until acknowledged.
     for (const { jobId, receipt } of spool.read()) this.keepFinal(jobId, { type: 'job.wiped', jobId, receipt, spooled: true });
@@ -88,7 +95,7 @@ export class Agent {
   greeting(): Greeting {
     const ended = [...this.finals.entries()].filter(([, msgs]) => msgs.some((m) => m.type === 'job.ended')).map(([jobId]) => jobId);
     const liveJobIds = [...this.running.keys(), ...this.starting];
-    return { hello: { type: 'hello', protocol: PROTOCOL_VERSION, agentId: this.agentId, liveJobIds, endedJobIds: ended, capacity: this.capacity }, replay: [...this.finals.values()].flat() };
+    return { hello: { type: 'hello', protocol: PROTOCOL_VERSION, agentId: this.agentId, liveJobIds, endedJobIds: ended, capacity: this.capacity, images: this.images.digests() }, replay: [...this.finals.values()].flat() };
   }
 
   /**
@@ -123,6 +130,12 @@ export class Agent {
         return;
       case 'pool.get':
         this.channel.send({ type: 'pool.status', requestId: m.requestId, pool: clipErrors(this.pool.status()), volumes: this.pool.volumeCounts() });
+        return;
+      case 'image.prepare':
+        void this.images.prepare(m.image, m.maxUnpackedBytes);
+        return;
+      case 'image.remove':
+        void this.images.remove(m.digest);
         return;
       case 'sandbox.timeout':
         if (this.sandboxes.has(m.jobId)) this.running.get(m.jobId)?.resetDeadline(m.timeoutSeconds);
@@ -166,10 +179,16 @@ export class Agent {
   private async start(job: JobSpec, credentials: WorkloadCredentials, t0: number): Promise<void> {
     const sizeClass = pickSizeClass(this.classes, job.cpu, job.memoryBytes, job.diskBytes);
     if (!sizeClass) return this.fail(job, `no size class fits cpu=${job.cpu} memory=${job.memoryBytes} disk=${job.diskBytes}`);
+    let image: PreparedImage | null;
+    try {
+      image = this.images.imageFor(job.image);
+    } catch (e) {
+      return this.fail(job, (e as Error).message);
+    }
     let cell: Cell;
     let cold: boolean;
     try {
-      ({ cell, cold } = await this.pool.take(job.runtime, sizeClass));
+      ({ cell, cold } = await this.pool.take(job.runtime, sizeClass, image));
     } catch (e) {
       return this.fail(job, `could not prepare a cell: ${(e as Error).message}`);
     }

@@ -6,9 +6,11 @@ import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pino from 'pino';
 import { loadConfig } from '../shared/config.js';
-import { dataPaths, DEFAULT_DATA_DIR } from '../shared/paths.js';
+import { dataPaths, DEFAULT_DATA_DIR, imageDirs } from '../shared/paths.js';
 import { AGENT_ID_PATTERN, CHANNEL_CLOSE, MAX_DENIED_PER_MESSAGE, PROTOCOL_VERSION, type DeniedConnection, type Runtime } from '../shared/wire.js';
 import { OciRuntime } from './runtime/oci-runtime.js';
+import { prepareCrunHost } from './runtime/crun-host.js';
+import { useBackgroundCgroup } from './runtime/background.js';
 import { findExecutable, sealedExecutable } from './runtime/host-calls.js';
 import type { CellRuntime } from './runtime/cell-runtime.js';
 import { buildRootfs } from './runtime/rootfs.js';
@@ -24,6 +26,8 @@ import { ensureSharedRoot, releaseSharedRoot } from './storage/shared-root.js';
 import { ControlChannel } from './channel.js';
 import { GatewayServices } from './gateway/gateway-services.js';
 import { Agent } from './agent.js';
+import { ImageStore } from './images/image-store.js';
+import { ImageService, type ImagePoolTarget } from './images/image-service.js';
 
 /** SHUTDOWN_DEADLINE_MS bounds a graceful stop; `cleanroom down` waits a little longer before SIGKILL. */
 const SHUTDOWN_DEADLINE_MS = 25_000;
@@ -46,10 +50,21 @@ async function main(): Promise<void> {
   const agentId = agentIdOf(paths.agent.id);
 
   const runtimes = new Map<Runtime, CellRuntime>();
+  const stateRoots: Record<Runtime, string> = { runc: paths.agent.runcRoot, runsc: paths.agent.runscRoot, crun: paths.agent.crunRoot };
   for (const name of config.agent.runtimes) {
+    let binary: string | undefined;
     // runc runs from a sealed in-memory copy: it then skips protecting itself anew for every container (runtime.c).
-    const binary = name === 'runc' ? sealedExecutable(findExecutable('runc')) : undefined;
-    runtimes.set(name, new OciRuntime({ name, binary, stateRoot: name === 'runc' ? paths.agent.runcRoot : paths.agent.runscRoot }));
+    if (name === 'runc') binary = sealedExecutable(findExecutable('runc'));
+    if (name === 'crun') {
+      const crun = await prepareCrunHost();
+      if (!crun.ok) {
+        log('crun is not offered on this host', { reason: crun.reason });
+        continue;
+      }
+      if (crun.moved.length) log('moved cgroup controllers out of cgroup v2 for crun', { controllers: crun.moved });
+      binary = crun.binary;
+    }
+    runtimes.set(name, new OciRuntime({ name, binary, stateRoot: stateRoots[name] }));
   }
   const spool = new ReceiptSpool(paths.agent.receipts);
   const reconcileOptions: ReconcileOptions = { agentId, runtimes: [...runtimes.values()], cellsDir: paths.agent.cells, volumesDir: paths.agent.volumes, spool };
@@ -66,6 +81,8 @@ async function main(): Promise<void> {
   await ensureSharedRoot(paths.agent.volumes);
   // Reconcile never stops the agent: what it cannot remove now is reported and retried in the background.
   const report = await reconcileHost(reconcileOptions);
+  // After reconcile (which removes a dead agent's): pool refills and wipes yield the CPU to starts from here on.
+  useBackgroundCgroup(agentId);
   log('reconciled host', { containers: report.containers, killed: report.killed, cgroups: report.cgroups, directories: report.directories, wiped: report.wipes.length, leftovers: report.leftovers });
   const tls = {
     ca: readFileSync(paths.pki.caCert, 'utf8'),
@@ -82,9 +99,16 @@ async function main(): Promise<void> {
   });
   const networkHost = await CellNetworkHost.open({ prefix: networkPrefix(agentId), pool: config.network.pool, onGateway: (address) => gateway.openOn(address) });
   const classes = new Map(sizeClassesFromConfig(config.agent.classes).map((c) => [c.name, c]));
-  const targets = config.agent.pool
-    .filter((p) => runtimes.has(p.runtime))
-    .map((p) => ({ runtime: p.runtime, sizeClass: classes.get(p.class)!, warm: p.warm }));
+  const imageDirsOf = imageDirs(paths, config.images);
+  // Each pool runs on the host root or on an image: its own, else images.default ('host', or the default image).
+  const poolImages = config.agent.pool.filter((p) => runtimes.has(p.runtime)).map((p) => ({ p, image: poolImage(p.image ?? config.images.default, config.images.default, imageDirsOf.defaultSource, log) }));
+  const targets = poolImages.filter((x) => x.image === null).map(({ p }) => ({ runtime: p.runtime, sizeClass: classes.get(p.class)!, warm: p.warm, image: null }));
+  // Pools on images start once their image is prepared (from the store's blobs, or when the control plane asks).
+  const imageTargets: ImagePoolTarget[] = poolImages
+    .filter((x) => x.image !== null && x.image !== 'unknown')
+    .map(({ p, image }) => ({ runtime: p.runtime, sizeClass: classes.get(p.class)!, warm: p.warm, digest: image as string }));
+  const imageStore = new ImageStore({ root: imageDirsOf.root, platformCa: tls.ca });
+  await imageStore.open();
   const pool = new CellPool(
     {
       agentId,
@@ -93,6 +117,7 @@ async function main(): Promise<void> {
       wipeStats: { wiping: 0, wiped: report.wipes.length, wipeFailed: report.leftovers.filter((l) => l.kind === 'volume').length },
       networking: { host: networkHost, ipam, gateway },
       rootfs: paths.agent.rootfs,
+      unpackedImagesDir: imageStore.unpackedDir,
       nofile: config.agent.nofile,
       exitGraceMs: config.agent.exitGraceMs,
     },
@@ -107,7 +132,8 @@ async function main(): Promise<void> {
   const url = `wss://${config.control.host}:${config.control.agentPort}/v1/agent`;
   let agent: Agent | null = null;
   const channel = new ControlChannel(url, tls, () => agent!.greeting());
-  agent = new Agent(agentId, config, pool, channel, log, spool);
+  const images = new ImageService(imageStore, pool, imageTargets, config.images.maxUnpackedMiB * 1024 * 1024, (m) => channel.send(m), log);
+  agent = new Agent(agentId, config, pool, channel, log, spool, images);
   channel.on('open', () => log('connected to control plane', { url, protocol: PROTOCOL_VERSION }));
   // The control plane says why it closed the channel: a refused protocol version, a message it could not accept…
   channel.on('close', (code: number, reason: string) => {
@@ -120,6 +146,7 @@ async function main(): Promise<void> {
   channel.on('dial-error', (e: Error) => log('control plane unreachable', { error: e.message }));
   retryLeftoversLater(reconcileOptions, report.leftovers, agent, log);
   pool.refill();
+  void images.prepareConfigured();
   channel.connect();
 
   let shuttingDown = false;
@@ -152,6 +179,29 @@ async function main(): Promise<void> {
   };
   process.on('SIGTERM', () => void shutdown('SIGTERM'));
   process.on('SIGINT', () => void shutdown('SIGINT'));
+}
+
+/**
+ * poolImage resolves a pool's image to a digest, null (the host root), or 'unknown' (its pool stays empty). The agent
+ * has no image names of its own: a digest is taken as is; the default image's name is read from the OCI layout the
+ * control plane imports it from (the same manifest digest); other names are not supported in agent.pool yet.
+ */
+function poolImage(image: string, defaultImage: string, defaultSource: string, log: (msg: string, extra?: object) => void): string | null | 'unknown' {
+  if (image === 'host') return null;
+  if (/^sha256:[0-9a-f]{64}$/.test(image)) return image;
+  if (image === defaultImage) {
+    try {
+      const index = JSON.parse(readFileSync(join(defaultSource, 'index.json'), 'utf8')) as { manifests?: Array<{ digest?: string }> };
+      const digest = index.manifests?.[0]?.digest;
+      if (digest && /^sha256:[0-9a-f]{64}$/.test(digest)) return digest;
+    } catch {
+      // reported below
+    }
+    log('the default image\'s layout is missing; its pools stay empty until the control plane prepares it by digest', { image, source: defaultSource });
+    return 'unknown';
+  }
+  log('agent.pool names an image by name; only digests (or the default image) are supported there yet', { image });
+  return 'unknown';
 }
 
 /** agentIdOf reads the agent's id, making it on first start (atomically: a crash never leaves half an id). */

@@ -11,6 +11,7 @@ import { registerKeys } from './commands/keys.js';
 import { registerDoctor } from './commands/doctor.js';
 import { registerData } from './commands/data.js';
 import { registerAudit } from './commands/audit.js';
+import { registerImages } from './commands/images.js';
 import { registerSandbox } from './commands/sandbox.js';
 import { reportError } from './context.js';
 
@@ -29,6 +30,7 @@ registerKeys(program);
 registerDoctor(program);
 registerData(program);
 registerAudit(program);
+registerImages(program);
 registerSandbox(program);
 
 try {

@@ -3,7 +3,7 @@ import { parseArgs } from 'node:util';
 import { readFileSync } from 'node:fs';
 import pino from 'pino';
 import { loadConfig } from '../shared/config.js';
-import { dataPaths, DEFAULT_DATA_DIR } from '../shared/paths.js';
+import { dataPaths, DEFAULT_DATA_DIR, imageDirs } from '../shared/paths.js';
 import { SqliteStore } from './store/sqlite-store.js';
 import { AgentHub } from './agents/agent-hub.js';
 import { buildApiServer, buildDataServer } from './api/server.js';
@@ -19,11 +19,16 @@ async function main(): Promise<void> {
 
   const store = new SqliteStore(paths.control.db);
   const kek = loadKek(config.data.kekFile ?? paths.control.kek);
-  const services = createServices({ store, config, kek, objectsDir: paths.control.objects, log });
+  const imageStore = imageDirs(paths, config.images);
+  const services = createServices({ store, config, kek, objectsDir: paths.control.objects, imagesDir: imageStore.root, defaultImageSource: imageStore.defaultSource, log });
+  await services.images.init();
   kek.fill(0);
   const tls = { ca: readFileSync(paths.pki.caCert, 'utf8'), cert: readFileSync(paths.pki.serverCert, 'utf8'), key: readFileSync(paths.pki.serverKey, 'utf8') };
   const agents = new AgentHub(tls, services.jobs, services.network, config.control.agentGraceMs, log);
   services.jobs.attach(agents);
+  services.metrics.watchAgents(agents);
+  services.images.attach(agents);
+  agents.attachImages(services.images);
   services.connectAgents(agents);
   await services.sandboxes.restore();
   services.sandboxes.start();
@@ -38,6 +43,8 @@ async function main(): Promise<void> {
   await data.listen({ host: config.control.host, port: config.control.dataPort });
   log('control plane listening', { api: app.server.address(), data: data.server.address(), agentPort });
   startRetention(services.jobs, config.limits.retentionDays * 86_400_000, log);
+  // The default image (a public image) is imported from the layout the install step built, when it is absent.
+  log(`images: ${await services.images.ensureDefaultImage()}`);
 
   let stopping = false;
   const stop = async () => {
@@ -46,6 +53,7 @@ async function main(): Promise<void> {
     // Live log streams (SSE) keep connections open; do not wait for them forever.
     setTimeout(() => process.exit(0), 3000).unref();
     services.tokens.close();
+    services.metrics.history.stop();
     await Promise.all([app.close(), data.close()]);
     await agents.close();
     await services.denials.flush();

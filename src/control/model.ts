@@ -1,6 +1,6 @@
 /** The control plane's domain records, independent of storage and transport. */
 import type { EgressPolicy } from '../shared/net/egress-policy.js';
-import type { DeniedConnection, TerminalReason, WipeReceipt, WorkloadSpec } from '../shared/wire.js';
+import type { DeniedConnection, ImageManifest, JobImage, TerminalReason, WipeReceipt, WorkloadSpec } from '../shared/wire.js';
 
 /** Workspace is a tenant: its jobs, keys and limits. */
 export interface Workspace {
@@ -70,6 +70,10 @@ export interface Job extends WorkloadSpec {
   expiredAt?: string | null;
   /** Output bytes the agent dropped past the job's output limit (0: the output is complete). */
   outputDroppedBytes?: number;
+  /** The image the job runs on (null or absent: the host's /usr root). */
+  image?: JobImage;
+  /** The image reference the job was created with (name:tag or digest), as the caller wrote it; null for the host root. */
+  imageRef?: string | null;
   /** 'sandbox': the cell stays up running processes on request (see SandboxFields); absent on records from before sandboxes. */
   mode?: WorkloadMode;
   /** A sandbox's own fields (mode 'sandbox' only). */
@@ -143,4 +147,38 @@ export interface OutputChunk {
   seq: number;
   stream: 'stdout' | 'stderr';
   data: Buffer;
+}
+
+/** IMAGE_STATES are where an image's import is: pulling (blobs arriving), unpacking (agents preparing), ready, failed. */
+export const IMAGE_STATES = ['pulling', 'unpacking', 'ready', 'failed'] as const;
+/** ImageState is one of IMAGE_STATES. */
+export type ImageState = (typeof IMAGE_STATES)[number];
+
+/** ImageRecord is one name:tag of a workspace (or a public one) and the image it names, by manifest digest. */
+export interface ImageRecord {
+  id: string;
+  /** The owning workspace; null for a public image (published by a platform admin), usable by every workspace. */
+  workspaceId: string | null;
+  name: string;
+  tag: string;
+  /** The manifest digest, known once the blobs are in the store. */
+  digest: string | null;
+  state: ImageState;
+  /** Where it came from, without credentials: `docker://host/repo:tag`, `archive:docker-archive`, `oci-layout:<dir>`. */
+  source: string;
+  /** Transfer progress while pulling; bytesTotal null while unknown. */
+  bytesDone: number;
+  bytesTotal: number | null;
+  /** Bytes of the image's blobs (manifest, config, compressed layers) in the store; shared blobs counted per image. */
+  bytes: number;
+  /** Bytes of the unpacked layers, as the agent reported them. */
+  unpackedBytes: number | null;
+  manifest: ImageManifest | null;
+  /** Every blob the image needs in the store (manifest, config, layers), once known. */
+  blobs: string[];
+  /** Why the import failed (state failed): a stable code and a message. */
+  error: { code: string; message: string } | null;
+  createdAt: string;
+  updatedAt: string;
+  createdBy: string;
 }

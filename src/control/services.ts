@@ -9,8 +9,11 @@ import { sealJobs } from './jobs/sealed-jobs.js';
 import { OutputHub } from './jobs/output-hub.js';
 import { NetworkPolicyService } from './network/network-policy-service.js';
 import type { Store } from './store/store.js';
+import { BlobStore } from './images/blob-store.js';
+import { ImageService } from './images/image-service.js';
 import { TenancyService } from './tenancy/tenancy-service.js';
 import { Quotas } from './quotas/quotas.js';
+import { PlaneMetrics } from './metrics/plane-metrics.js';
 import { SigningKeys } from './tokens/signing-keys.js';
 import { CLOCK_SKEW_S, TokenService } from './tokens/token-service.js';
 import { SandboxService } from './sandboxes/sandbox-service.js';
@@ -32,6 +35,8 @@ export interface ControlServices {
   objects: ObjectStore;
   jobs: JobService;
   quotas: Quotas;
+  metrics: PlaneMetrics;
+  images: ImageService;
   sandboxes: SandboxService;
   processes: ProcessRelay;
   files: FileRelay;
@@ -47,24 +52,48 @@ export interface ServicesInput {
   config: Config;
   kek: Buffer;
   objectsDir: string;
+  /** imagesDir is the image store's root (config images.dir, else <data dir>/images). */
+  imagesDir: string;
+  /** defaultImageSource is the OCI layout the default image comes from (config images.defaultSource, else <repo>/build/images/base). */
+  defaultImageSource: string;
   log?: (msg: string, extra?: object) => void;
 }
 
 /** createServices builds every service. */
-export function createServices({ store: plainStore, config, kek, objectsDir, log }: ServicesInput): ControlServices {
+export function createServices({ store: plainStore, config, kek, objectsDir, imagesDir, defaultImageSource, log }: ServicesInput): ControlServices {
   const l = config.limits;
   const keyring = new Keyring(plainStore, kek);
   // Every service sees jobs through the sealing layer: their tenant data is encrypted at rest.
   const store = sealJobs(plainStore, keyring);
-  const audit = new AuditLog(store, log);
+  const metrics = new PlaneMetrics(() => jobs.counts());
+  const audit = new AuditLog(store, log, (e) => metrics.onAudit(e));
   const denials = new AccessDenials(audit);
   const ttlMs = config.tokens.ttlSeconds * 1000;
   const keys = new SigningKeys(store, keyring, { rotationMs: config.tokens.signingKeyRotationHours * 3600_000, tokenTtlMs: ttlMs, skewMs: CLOCK_SKEW_S * 1000 });
   const tokens = new TokenService(store, keys, audit, { ttlSeconds: config.tokens.ttlSeconds, refreshAt: config.tokens.refreshAt });
-  const network = new NetworkPolicyService(store, audit);
+  const network = new NetworkPolicyService(store, audit, (ws) => metrics.onDenied(ws, 1));
   const hub = new OutputHub();
+  hub.onLifecycle((e) => e.type === 'end' && metrics.onJobEnded(e.job));
   const quotas = new Quotas(config.quotas);
-  const jobs = new JobService(store, hub, quotas, { cpu: l.defaultCpu, memoryMiB: l.defaultMemoryMiB, timeoutSeconds: l.defaultTimeoutSeconds, diskMiB: l.defaultDiskMiB, outputLimitBytes: l.maxOutputMiB * 1024 * 1024 }, network, tokens, audit);
+  const i = config.images;
+  const images = new ImageService(
+    store,
+    new BlobStore(imagesDir),
+    quotas,
+    audit,
+    {
+      maxUnpackedBytes: i.maxUnpackedMiB * 1024 * 1024,
+      maxArchiveBytes: i.maxArchiveMiB * 1024 * 1024,
+      maxConcurrentImports: i.maxConcurrentImports,
+      importTimeoutMs: i.importTimeoutSeconds * 1000,
+      maxLayers: i.maxLayers,
+      maxConfigBytes: i.maxConfigBytes,
+      defaultImage: i.default,
+      defaultSource: defaultImageSource,
+    },
+    log,
+  );
+  const jobs = new JobService(store, hub, quotas, { cpu: l.defaultCpu, memoryMiB: l.defaultMemoryMiB, timeoutSeconds: l.defaultTimeoutSeconds, diskMiB: l.defaultDiskMiB, outputLimitBytes: l.maxOutputMiB * 1024 * 1024 }, network, tokens, audit, images);
   const tenancy = new TenancyService(store, { maxCpu: l.maxCpu, maxMemoryMiB: l.maxMemoryMiB, maxTimeoutSeconds: l.maxTimeoutSeconds, maxDiskMiB: l.maxDiskMiB }, audit, denials);
   const objects = new ObjectStore(store, keyring, objectsDir, config.data.maxObjectMiB * 1024 * 1024, quotas);
   let channel: SandboxChannel | null = null;
@@ -91,5 +120,5 @@ export function createServices({ store: plainStore, config, kek, objectsDir, log
       },
     });
   };
-  return { store, hub, audit, denials, tenancy, network, tokens, objects, jobs, quotas, sandboxes, processes, files, keyring, connectAgents };
+  return { store, hub, audit, denials, tenancy, network, tokens, objects, jobs, quotas, images, metrics, sandboxes, processes, files, keyring, connectAgents };
 }

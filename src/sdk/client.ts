@@ -2,6 +2,7 @@
 import { Agent, request } from 'node:https';
 import type { IncomingMessage } from 'node:http';
 import type { Readable } from 'node:stream';
+import type { Runtime } from '../shared/wire.js';
 
 /** ClientOptions says where the API is and how to authenticate. */
 export interface ClientOptions {
@@ -21,7 +22,7 @@ export interface Job {
   cpu: number;
   memoryMiB: number;
   timeoutSeconds: number;
-  runtime: 'runc' | 'runsc';
+  runtime: Runtime;
   createdAt: string;
   startedAt: string | null;
   endedAt: string | null;
@@ -38,6 +39,48 @@ export interface Job {
   outputDroppedBytes: number;
   /** When retention ended (output deleted, command and env shredded), or null. */
   expiredAt: string | null;
+  /** The image the job ran on, as named (or the default image); null: the host root. */
+  image: string | null;
+  /** That image's manifest digest. */
+  imageDigest: string | null;
+}
+
+/** ImageState is where an image's import is. */
+export type ImageState = 'pulling' | 'unpacking' | 'ready' | 'failed';
+
+/** Image is an image as the API returns it. */
+export interface Image {
+  /** NAME:TAG */
+  id: string;
+  name: string;
+  tag: string;
+  digest: string | null;
+  public: boolean;
+  workspaceId: string | null;
+  state: ImageState;
+  source: string;
+  bytesDone: number;
+  bytesTotal: number | null;
+  bytes: number;
+  unpackedBytes: number | null;
+  layers: number;
+  config: { env: string[]; workingDir: string; entrypoint: string[] | null; cmd: string[] | null; user: string } | null;
+  /** Why the import failed (state failed): match on `code` (image_auth_failed, image_digest_mismatch, …). */
+  error: { code: string; message: string } | null;
+  createdAt: string;
+  updatedAt: string;
+}
+
+/** ImageImport asks for an image from a registry. */
+export interface ImageImport {
+  /** docker://HOST[:PORT]/REPO[:TAG] or docker://HOST[:PORT]/REPO@sha256:<hex> */
+  source: string;
+  name?: string;
+  credentials?: { username: string; password: string };
+  /** PEM of the CA that signed the registry's certificate. */
+  caPem?: string;
+  /** Publish for every workspace (platform admins). */
+  public?: boolean;
 }
 
 /** EgressRule allows one destination: a CIDR, optionally narrowed to a protocol and a port or range "from-to" (tcp/udp only). */
@@ -66,7 +109,10 @@ export interface DeniedConnection {
 
 /** JobRequest is the body of a new job. */
 export interface JobRequest {
-  command: string[];
+  /** argv; absent: the image's Entrypoint + Cmd. */
+  command?: string[];
+  /** NAME[:TAG] or sha256:<digest>; absent: the configured default image. */
+  image?: string;
   env?: Record<string, string>;
   cwd?: string;
   cpu?: number;
@@ -411,6 +457,71 @@ export class CleanroomClient {
   /** verifyAudit checks the whole audit chain (platform admin). */
   verifyAudit(): Promise<AuditVerdict> {
     return this.call('GET', '/v1/audit/verify');
+  }
+
+  /** importImage starts an import from a registry; the image comes back in state `pulling` (see waitForImage). */
+  importImage(req: ImageImport): Promise<Image> {
+    return this.call('POST', '/v1/images', req);
+  }
+
+  /** importImageArchive uploads a tarball (docker save, an OCI archive, or a tar of an OCI layout) and starts its import. */
+  importImageArchive(name: string, body: Readable | Buffer, opts: { size?: number; public?: boolean } = {}): Promise<Image> {
+    const q = new URLSearchParams({ name, ...(opts.public ? { public: 'true' } : {}) });
+    return new Promise((resolve, reject) => {
+      const headers: Record<string, string> = { ...this.headers(), 'content-type': 'application/x-tar' };
+      if (opts.size !== undefined) headers['content-length'] = String(opts.size);
+      const req = request(new URL(`/v1/images/archive?${q}`, this.base), { method: 'POST', agent: this.agent, headers }, (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => (text += d));
+        res.on('end', () => {
+          try {
+            const parsed: unknown = JSON.parse(text);
+            if ((res.statusCode ?? 500) >= 400) reject(toError(res.statusCode ?? 500, parsed));
+            else resolve(parsed as Image);
+          } catch {
+            reject(new CleanroomError('http_error', res.statusCode ?? 0, text));
+          }
+        });
+      });
+      req.on('error', reject);
+      if (Buffer.isBuffer(body)) req.end(body);
+      else {
+        body.on('error', (e) => req.destroy(e));
+        body.pipe(req);
+      }
+    });
+  }
+
+  /** listImages lists the workspace's images and the public ones. */
+  async listImages(): Promise<Image[]> {
+    return (await this.call<{ images: Image[] }>('GET', '/v1/images')).images;
+  }
+
+  /** getImage fetches an image by NAME[:TAG] or sha256:<digest>. */
+  getImage(id: string): Promise<Image> {
+    return this.call('GET', `/v1/images/${encodeURIComponent(id)}`);
+  }
+
+  /** deleteImage removes an image (409 image_in_use while jobs use it). */
+  async deleteImage(id: string): Promise<Image[]> {
+    return (await this.call<{ removed: Image[] }>('DELETE', `/v1/images/${encodeURIComponent(id)}`)).removed;
+  }
+
+  /**
+   * waitForImage polls an image until its state is one of `until` (default ready or failed), calling onProgress with each
+   * state seen; resolves with the image (a failed one too: look at `error`).
+   */
+  async waitForImage(id: string, opts: { until?: ImageState[]; timeoutMs?: number; intervalMs?: number; onProgress?: (i: Image) => void } = {}): Promise<Image> {
+    const until = opts.until ?? ['ready', 'failed'];
+    const deadline = Date.now() + (opts.timeoutMs ?? 30 * 60_000);
+    for (;;) {
+      const image = await this.getImage(id);
+      opts.onProgress?.(image);
+      if (until.includes(image.state) || image.state === 'failed') return image;
+      if (Date.now() > deadline) throw new CleanroomError('timeout', 0, `image ${id} is still ${image.state}`);
+      await new Promise((r) => setTimeout(r, opts.intervalMs ?? 250));
+    }
   }
 
   /** raw sends any request and returns status and parsed body (for tools and tests of the API itself). */

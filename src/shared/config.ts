@@ -2,6 +2,7 @@
 import { readFileSync, existsSync } from 'node:fs';
 import { z } from 'zod';
 import { CELL_POOL_CIDR } from './net/pool.js';
+import { RuntimeSchema } from './wire.js';
 
 /** QUOTA_FIELDS are a workspace's quotas; work beyond the running quota waits in a fair queue. */
 const QUOTA_FIELDS = {
@@ -17,6 +18,8 @@ const QUOTA_FIELDS = {
   /** API requests per second (token bucket) and the burst above it (429 rate_limited with Retry-After). */
   requestsPerSecond: z.number().positive().default(200),
   requestBurst: z.number().int().min(1).default(400),
+  /** Bytes of image blobs (compressed layers, configs, manifests) the workspace's images hold; an import past it fails. */
+  maxImageBytesMiB: z.number().int().min(0).default(20_480),
 };
 const QUOTA_FIELDS_OPTIONAL = Object.fromEntries(Object.entries(QUOTA_FIELDS).map(([k, v]) => [k, v.unwrap().optional()])) as {
   [K in keyof typeof QUOTA_FIELDS]: z.ZodOptional<ReturnType<(typeof QUOTA_FIELDS)[K]['unwrap']>>;
@@ -147,9 +150,36 @@ export const ConfigSchema = z
       })
       .strict()
       .prefault({}),
+    /** OCI images workloads run on (issue #12). */
+    images: z
+      .object({
+        /** Image store root (blobs written by the control plane, unpacked layers by agents); null: `<data dir>/images`. */
+        dir: z.string().startsWith('/').nullable().default(null),
+        /** The image a job runs on when it names none: an image name[:tag] (the caller's workspace's, else a public one),
+         *  or "host" for the host's read-only /usr under a synthetic /etc (the behaviour before images). */
+        default: z.string().min(1).max(200).default('base'),
+        /** OCI layout directory the default image is imported from (as a public image) at start when it is absent; null:
+         *  `<repository>/build/images/base`, which the install step builds. */
+        defaultSource: z.string().startsWith('/').nullable().default(null),
+        /** Largest image, unpacked (the agent stops unpacking past it: image_too_large); its blobs may not exceed it either. */
+        maxUnpackedMiB: z.number().int().min(1).default(8192),
+        /** Largest archive accepted by `POST /v1/images/archive` (streamed to disk, refused past it). */
+        maxArchiveMiB: z.number().int().min(1).default(8192),
+        /** Imports running at once (registry pulls and archive conversions); more wait their turn. */
+        maxConcurrentImports: z.number().int().min(1).max(16).default(2),
+        /** A skopeo run (one import's transfer) taking longer is killed: image_import_timeout. */
+        importTimeoutSeconds: z.number().int().min(1).max(86_400).default(1800),
+        /** Most layers an image may have (image_invalid past it). */
+        maxLayers: z.number().int().min(1).max(128).default(128),
+        /** Largest image config blob (JSON) accepted. */
+        maxConfigBytes: z.number().int().min(1024).max(16 * 1024 * 1024).default(1024 * 1024),
+      })
+      .strict()
+      .prefault({}),
     agent: z
       .object({
-        runtimes: z.array(z.enum(['runc', 'runsc'])).min(1).default(['runc', 'runsc']),
+        /** Runtimes this agent offers; one its host cannot run (see `cleanroom doctor`) is left out with a log line. */
+        runtimes: z.array(RuntimeSchema).min(1).default(['runc', 'runsc', 'crun']),
         classes: z
           .array(SizeClassSchema)
           .min(1)
@@ -159,7 +189,15 @@ export const ConfigSchema = z
           ]),
         /** Warm cells to keep per runtime and class. */
         pool: z
-          .array(z.object({ runtime: z.enum(['runc', 'runsc']), class: z.string(), warm: z.number().int().min(0).max(500) }))
+          .array(
+            z.object({
+              runtime: RuntimeSchema,
+              class: z.string(),
+              warm: z.number().int().min(0).max(500),
+              /** The image these cells run on (a digest or a public image's name); absent: images.default. */
+              image: z.string().min(1).max(200).optional(),
+            }),
+          )
           .default([
             { runtime: 'runc', class: 'small', warm: 2 },
             { runtime: 'runsc', class: 'small', warm: 1 },

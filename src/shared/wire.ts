@@ -5,13 +5,15 @@
 import { z } from 'zod';
 import { parseCidr } from './net/ipv4.js';
 import type { EgressPolicy } from './net/egress-policy.js';
+import { DigestSchema as Digest, ImageManifestSchema } from './images/format.js';
 
 /** AGENT_CERT_CN is the subject every agent certificate carries; other certificates of our CA are refused. */
 export const AGENT_CERT_CN = 'cleanroom-agent';
 
 /**
  * PROTOCOL_VERSION is the version of this contract; an agent names it in its hello and the control plane refuses any
- * other. 1: hellos without a version (messages unchecked); 2: schemas at both ends, the version, the welcome; 3: sandboxes
+ * other. 1: hellos without a version (messages unchecked); 2: schemas at both ends, the version, the welcome; 3: images
+ * (image.prepare/prepared, image.remove/removed, the hello's prepared images, JobSpec.image) and sandboxes
  * (JobSpec.mode, sandbox.timeout, proc.*, file.*: Contract C, see "Sandboxes" below).
  */
 export const PROTOCOL_VERSION = 3;
@@ -52,13 +54,17 @@ export const MAX_JOB_IDS = 10_000;
 export const MAX_END_MESSAGE_CHARS = 4096;
 /** MAX_POOL_ERROR_CHARS bounds a pool entry's last error; the agent cuts longer ones. */
 export const MAX_POOL_ERROR_CHARS = 1024;
+/** MAX_IMAGE_LAYERS bounds the layers of one image (the control plane refuses more at import: image_invalid). */
+export const MAX_IMAGE_LAYERS = 128;
+/** MAX_IMAGES bounds the prepared images an agent names in its hello. */
+export const MAX_IMAGES = 4096;
 
 /**
  * MAX_ASSIGNMENT_BYTES is the largest assignment cell init accepts: its command, env and cwd, each NUL-terminated, plus
- * 8 bytes of counts (native/cell-init/cell-init.c MAX_ASSIGNMENT; a unit test keeps the two equal).
+ * 8 bytes of counts (native/cell-init/cell-init.h MAX_ASSIGNMENT; a unit test keeps the two equal).
  */
 export const MAX_ASSIGNMENT_BYTES = 1 << 20;
-/** MAX_CELL_FILE_BYTES is the largest file (a token, hosts) cell init accepts (cell-init.c MAX_FILE). */
+/** MAX_CELL_FILE_BYTES is the largest file (a token, hosts) cell init accepts (cell-init.h MAX_FILE). */
 export const MAX_CELL_FILE_BYTES = 64 * 1024;
 /** PLATFORM_ENV_RESERVE_BYTES is kept in an assignment for the env the platform adds (PATH, CLEANROOM_*…). */
 export const PLATFORM_ENV_RESERVE_BYTES = 4096;
@@ -83,6 +89,8 @@ const noNul = (s: string) => !s.includes('\0');
 /** An id the platform made (job_…, ws_…, a cell's or volume's hex id, a UUID): never free text. */
 const Id = z.string().min(1).max(64).regex(/^[A-Za-z0-9][A-Za-z0-9_.:-]*$/);
 const Time = z.iso.datetime();
+/** An error code (snake_case, as in shared/errors.ts and the image codes). */
+const Code = z.string().regex(/^[a-z][a-z0-9_]{0,63}$/);
 const Count = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
 const Base64 = z
   .string()
@@ -95,8 +103,11 @@ const TimingsSchema = z
   .record(z.string().regex(/^[a-z][a-z0-9_]{0,63}$/), z.number().min(-1e12).max(1e12))
   .refine((t) => Object.keys(t).length <= 64, 'at most 64 timings');
 
-/** RuntimeSchema names an OCI runtime a cell can run under. */
-const RuntimeSchema = z.enum(['runc', 'runsc']);
+/**
+ * RuntimeSchema names an OCI runtime a cell can run under: runc and crun run the workload on the host kernel (same spec,
+ * same confinement; crun is the C implementation, a fraction of runc's CPU per container), runsc under gVisor's.
+ */
+export const RuntimeSchema = z.enum(['runc', 'runsc', 'crun']);
 /** Runtime names an OCI runtime a cell can run under. */
 export type Runtime = z.infer<typeof RuntimeSchema>;
 /** RUNTIMES lists every supported runtime. */
@@ -138,6 +149,28 @@ const WorkloadSpecSchema = z.strictObject({
 /** WorkloadSpec is what runs and within which limits. */
 export type WorkloadSpec = z.infer<typeof WorkloadSpecSchema>;
 
+/** ImageManifestSchema (src/shared/images/format.ts, Contract A) is an imported image as both ends use it. */
+export { ImageManifestSchema, type ImageManifest } from './images/format.js';
+
+/**
+ * JobImageSchema is the image a job runs on: null is the host's /usr root (the behaviour before images). uid and gid
+ * are set when the image's User is numeric; otherwise null, and the agent resolves the user it found at prepare time
+ * (or the workload uid).
+ */
+const JobImageSchema = z
+  .strictObject({
+    digest: Digest,
+    uid: z.number().int().min(0).max(65535).nullable(),
+    gid: z.number().int().min(0).max(65535).nullable(),
+  })
+  .nullable();
+/** JobImage is the image a job runs on (null: the host root). */
+export type JobImage = z.infer<typeof JobImageSchema>;
+
+/** ImageErrorSchema is why an agent could not prepare an image: a stable code (image_layer_invalid, image_too_large,
+ *  image_digest_mismatch, image_blob_missing, …) and a message. */
+const ImageErrorSchema = z.strictObject({ code: Code, message: z.string().max(MAX_END_MESSAGE_CHARS) });
+
 /** JobSpecSchema is what an agent needs to run one job; it carries no API key and no tenant secret. */
 export const JobSpecSchema = WorkloadSpecSchema
   .extend({
@@ -147,6 +180,8 @@ export const JobSpecSchema = WorkloadSpecSchema
     egress: EgressPolicySchema,
     /** Output (stdout and stderr together) forwarded at most; the rest is dropped and counted. */
     outputLimitBytes: Count,
+    /** The image the job's cell runs on; null (or absent, from protocol 2 code) is the host's /usr root. */
+    image: JobImageSchema.default(null),
     /**
      * 'job' runs `command` once and ends with it; 'sandbox' keeps the cell up with its supervisor serving proc.* and
      * file.* until cancel or its deadline (timeoutSeconds from job.started, reset by sandbox.timeout). Default 'job'.
@@ -222,7 +257,8 @@ export type VolumeCounts = z.infer<typeof VolumeCountsSchema>;
 /** PoolStatusSchema counts cells per pool key (runtime/class) and state. */
 const PoolStatusSchema = z
   .record(
-    z.string().regex(/^(runc|runsc)\/[a-z][a-z0-9-]{0,15}$/),
+    // runtime/class on the host root; runtime/class@<the first 12 hex digits of the image's digest> on an image.
+    z.string().regex(new RegExp(`^(${RUNTIMES.join('|')})/[a-z][a-z0-9-]{0,15}(@[0-9a-f]{12})?$`)),
     z.strictObject({ target: Count, warm: Count, preparing: Count, busy: Count, lastError: z.string().max(MAX_POOL_ERROR_CHARS).nullable() }),
   )
   .refine((p) => Object.keys(p).length <= 64, 'at most 64 pools');
@@ -265,6 +301,13 @@ export type PoolStatus = z.infer<typeof PoolStatusSchema>;
 //   file.result { ok, bytes } once the file is closed. A failure (no_space…) is answered at once with file.result
 //   { ok: false }; later file.data for that opId is ignored.
 // At most MAX_FILE_OPS_PER_SANDBOX operations run at once per sandbox (more: too_many_operations).
+//
+// Reconnects. Whenever the agent's channel is welcomed again (a network blip or a restarted control plane), every
+// attached stream rewinds to its last proc.ack and sends again from there (so nothing un-acked is lost; a client may
+// see a chunk twice, with the same seq); a stream that is neither acked nor re-attached (same streamId) within 30 s
+// is dropped, so that a stream of a control plane that forgot it never holds its process back. File operations in
+// flight cannot be replayed: they are cancelled and answered file.result { ok: false, code: 'io_error' }.
+// A file.op `mode` of 0 (or none) means the default (0644 for a write, 0755 for mkdir).
 
 /** PROC_OUTPUT_RING_BYTES is how much recent output the agent keeps per process (for attach from a seq). */
 export const PROC_OUTPUT_RING_BYTES = 1 << 20;
@@ -479,6 +522,9 @@ export const HelloSchema = z.strictObject({
   endedJobIds: z.array(Id).max(MAX_JOB_IDS),
   /** Jobs the agent runs at once (agent.maxRunningJobs); the control plane queues the rest. */
   capacity: z.number().int().min(1).max(1000),
+  /** Manifest digests of the images this agent has prepared (unpacked and ready); the control plane sends image.prepare
+   *  for ready images missing here. */
+  images: z.array(Digest).max(MAX_IMAGES),
 });
 
 /** AgentHello is an agent's hello. */
@@ -494,6 +540,10 @@ export const AgentToControlSchema = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('job.wiped'), jobId: Id.nullable(), receipt: WipeReceiptSchema, timings: TimingsSchema.optional(), spooled: z.boolean().optional() }),
   z.strictObject({ type: z.literal('network.denied'), records: z.array(DeniedConnectionSchema).max(MAX_DENIED_PER_MESSAGE) }),
   z.strictObject({ type: z.literal('pool.status'), requestId: Id.nullable(), pool: PoolStatusSchema, volumes: VolumeCountsSchema }),
+  /** The answer to image.prepare: the image's layers are unpacked and its top layer built (error null), or why not. */
+  z.strictObject({ type: z.literal('image.prepared'), digest: Digest, unpackedBytes: Count, error: ImageErrorSchema.nullable() }),
+  /** The answer to image.remove: its warm cells are drained and the layers no other image uses are deleted. */
+  z.strictObject({ type: z.literal('image.removed'), digest: Digest }),
   ...SandboxFromAgentMessages,
 ]);
 /** AgentToControl are the messages an agent sends. */
@@ -509,6 +559,10 @@ export const ControlToAgentSchema = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('pool.get'), requestId: Id }),
   /** The control plane stored these spooled receipts: the agent may forget them. */
   z.strictObject({ type: z.literal('receipts.stored'), volumeIds: z.array(Id).max(1000) }),
+  /** Verify and unpack the image's layers (at most maxUnpackedBytes in all), build its top layer; answer image.prepared. */
+  z.strictObject({ type: z.literal('image.prepare'), image: ImageManifestSchema, maxUnpackedBytes: Count }),
+  /** Drain the image's warm cells and delete the unpacked layers no other prepared image uses; answer image.removed. */
+  z.strictObject({ type: z.literal('image.remove'), digest: Digest }),
   ...SandboxToAgentMessages,
 ]);
 /** ControlToAgent are the messages the control plane sends. */

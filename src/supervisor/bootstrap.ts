@@ -3,7 +3,7 @@ import { execFileSync } from 'node:child_process';
 import { chmodSync, chownSync, existsSync, mkdirSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Config } from '../shared/config.js';
-import type { DataPathSet } from '../shared/paths.js';
+import { imageDirs, type DataPathSet } from '../shared/paths.js';
 import { SqliteStore } from '../control/store/sqlite-store.js';
 import { TenancyService } from '../control/tenancy/tenancy-service.js';
 import { AccessDenials } from '../control/audit/access-denials.js';
@@ -53,8 +53,13 @@ export async function bootstrapDataDir(paths: DataPathSet, config: Config, serve
   }
   // The envelope key-encryption key: the operator's file if configured, else one generated here on first start.
   if (!config.data.kekFile) ensureKek(paths.control.kek, account.uid, account.gid);
-  // The control plane is unprivileged: it owns its own directory and nothing else.
+  // The control plane is unprivileged: it owns its own directory and the image store's root (it writes blobs there;
+  // agents, as root, write unpacked layers beside them), and nothing else.
   chownSync(paths.control.dir, account.uid, account.gid);
+  const images = imageDirs(paths, config.images).root;
+  mkdirSync(images, { recursive: true, mode: 0o755 });
+  chownSync(images, account.uid, account.gid);
+  for (const d of ['blobs', 'blobs/sha256', 'tmp']) if (existsSync(join(images, d))) chownSync(join(images, d), account.uid, account.gid);
   for (const f of readdirSync(paths.control.dir)) chownSync(join(paths.control.dir, f), account.uid, account.gid);
   if (!existsSync(paths.pki.serverKey)) throw new Error('PKI is incomplete: server key missing');
   return { adminKey, account };

@@ -30,10 +30,19 @@ test('the benchmark runs end to end in smoke mode and reports every field', { ti
   // Start latency under load beside the quiet figure, and how every baseline was launched.
   assert.ok(r.start_under_load_ms.all.n > 0 && r.start_under_load_ms.all.p50 > 0, `start_under_load_ms: ${JSON.stringify(r.start_under_load_ms)}`);
   assert.equal(r.start_under_load_ms.clients, r.throughput_jobs_per_s.levels.find((l) => l.jobs_per_s === r.throughput_jobs_per_s.peak)?.clients);
-  assert.deepEqual(Object.keys(r.baseline_launch).sort(), ['fork_exec', 'runc', 'runsc', 'spawn']);
+  assert.deepEqual(Object.keys(r.baseline_launch).sort(), ['crun', 'fork_exec', 'podman', 'runc', 'runsc', 'spawn']);
   assert.match(r.baseline_launch.runc!, /sealed/);
+  // Bare runtimes run in parallel beside Cleanroom's throughput with crun cells, and CPU per job by class of process.
+  for (const rt of ['runc', 'crun'] as const) assert.ok((r.baseline_rate_per_s[rt]?.runs ?? 0) > 0, `baseline_rate_per_s.${rt}: ${JSON.stringify(r.baseline_rate_per_s[rt])}`);
+  assert.ok(r.baseline_rate_per_s.podman === null || r.baseline_rate_per_s.podman.runs > 0, `podman: ${JSON.stringify(r.baseline_rate_per_s.podman)}`);
+  assert.ok(r.throughput_jobs_per_s.levels.some((l) => l.runtime === 'crun' && l.completed > 0), 'no crun throughput level');
+  assert.ok(Number.isFinite(r.ratio_throughput_to_bare_runc_rate.crun_cells));
+  for (const l of r.throughput_jobs_per_s.levels) assert.ok(l.cpu_ms_per_job.host > 0 && l.cpu_ms_per_job.agent > 0, JSON.stringify(l.cpu_ms_per_job));
   assert.match(r.baseline_launch.runsc!, /--network=sandbox/);
   assert.deepEqual(r.noisy_neighbour.calm_failures, []);
+  for (const s of [r.sandboxes.create_ready_ms, r.sandboxes.exec_echo_roundtrip_ms, r.sandboxes.file_1mib_write_read_ms, r.sandboxes.concurrent.exec_roundtrip_ms]) assert.ok(s.n > 0 && s.p50 > 0, `sandboxes: ${JSON.stringify(r.sandboxes)}`);
+  assert.equal(r.sandboxes.concurrent.failures, 0, JSON.stringify(r.sandboxes.concurrent.errors));
+  assert.ok(r.sandboxes.ratio_create_to_warm_start_p50 > 0 && r.sandboxes.ratio_exec_to_fork_exec_p50 > 0);
   assert.ok(r.noisy_neighbour.quiet_ms.n > 0 && r.noisy_neighbour.flooded_ms.n > 0, JSON.stringify(r.noisy_neighbour));
   assert.ok(r.noisy_neighbour.flood.requests > 0);
   assert.ok(Number.isFinite(r.idle_cell_memory_mib.per_cell));

@@ -2,6 +2,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { TestCluster } from '../support/cluster.js';
+import { RUNTIMES } from '../../src/shared/wire.js';
 
 let cluster: TestCluster;
 before(async () => {
@@ -11,7 +12,7 @@ after(async () => {
   await cluster?.stop();
 });
 
-for (const runtime of ['runc', 'runsc'] as const) {
+for (const runtime of RUNTIMES) {
   test(`${runtime}: stdout, stderr and a non-zero exit code reach the user`, async () => {
     const r = await cluster.runJob({ command: ['sh', '-c', 'echo to-out; echo to-err >&2; exit 7'], runtime });
     assert.equal(r.job.status, 'failed');

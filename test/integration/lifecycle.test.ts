@@ -16,7 +16,7 @@ after(async () => {
   await cluster?.stop();
 });
 
-for (const runtime of ['runc', 'runsc'] as const) {
+for (const runtime of RUNTIMES) {
   test(`${runtime}: a sleep past its timeout ends as timeout`, async () => {
     const t0 = Date.now();
     const r = await cluster.runJob({ command: ['sleep', '30'], timeoutSeconds: 1, runtime });
@@ -77,6 +77,7 @@ while not os.path.exists('/work/go'):
     time.sleep(0.1)
 print('done', flush=True)
 `;
+import { RUNTIMES } from '../../src/shared/wire.js';
 
 test('a fork bomb fills only its own pids limit: the host and other jobs run on, and the job ends as its main process says', async () => {
   const created = await cluster.client.createJob({ command: ['python3', '-c', FORK_BOMB], runtime: 'runc', cpu: 0.5, timeoutSeconds: 300 });

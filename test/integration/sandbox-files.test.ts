@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { TestCluster } from '../support/cluster.js';
 import { SandboxControl } from '../support/sandbox-control.js';
-import type { Runtime } from '../../src/shared/wire.js';
+import { RUNTIMES, type Runtime } from '../../src/shared/wire.js';
 
 const MiB = 1024 * 1024;
 let cluster: TestCluster;
@@ -14,10 +14,10 @@ let control: SandboxControl;
 const sandboxes = new Map<Runtime, string>();
 
 before(async () => {
-  cluster = await TestCluster.start({ config: { agent: { pool: [{ runtime: 'runc', class: 'small', warm: 1 }, { runtime: 'runsc', class: 'small', warm: 1 }] } } });
+  cluster = await TestCluster.start({ config: { agent: { pool: [{ runtime: 'runc', class: 'small', warm: 1 }, { runtime: 'runsc', class: 'small', warm: 1 }, { runtime: 'crun', class: 'small', warm: 1 }] } } });
   await cluster.waitWarm();
   control = await SandboxControl.takeOver(cluster);
-  for (const runtime of ['runc', 'runsc'] as const) sandboxes.set(runtime, (await control.createSandbox(runtime)).jobId);
+  for (const runtime of RUNTIMES) sandboxes.set(runtime, (await control.createSandbox(runtime)).jobId);
 });
 
 after(async () => {
@@ -32,7 +32,7 @@ function pattern(offset: number, n: number): Buffer {
   return b;
 }
 
-for (const runtime of ['runc', 'runsc'] as const) {
+for (const runtime of RUNTIMES) {
   const id = () => sandboxes.get(runtime)!;
 
   test(`${runtime}: mkdir -p, write, stat, list, rename, read, remove`, async () => {

@@ -5,17 +5,17 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { TestCluster } from '../support/cluster.js';
 import { SandboxControl } from '../support/sandbox-control.js';
-import type { Runtime } from '../../src/shared/wire.js';
+import { RUNTIMES, type Runtime } from '../../src/shared/wire.js';
 
 let cluster: TestCluster;
 let control: SandboxControl;
 const sandboxes = new Map<Runtime, string>();
 
 before(async () => {
-  cluster = await TestCluster.start({ config: { agent: { pool: [{ runtime: 'runc', class: 'small', warm: 1 }, { runtime: 'runsc', class: 'small', warm: 1 }] } } });
+  cluster = await TestCluster.start({ config: { agent: { pool: [{ runtime: 'runc', class: 'small', warm: 1 }, { runtime: 'runsc', class: 'small', warm: 1 }, { runtime: 'crun', class: 'small', warm: 1 }] } } });
   await cluster.waitWarm();
   control = await SandboxControl.takeOver(cluster);
-  for (const runtime of ['runc', 'runsc'] as const) sandboxes.set(runtime, (await control.createSandbox(runtime)).jobId);
+  for (const runtime of RUNTIMES) sandboxes.set(runtime, (await control.createSandbox(runtime)).jobId);
 });
 
 after(async () => {
@@ -23,7 +23,7 @@ after(async () => {
   await cluster?.stop();
 });
 
-for (const runtime of ['runc', 'runsc'] as const) {
+for (const runtime of RUNTIMES) {
   const id = () => sandboxes.get(runtime)!;
 
   test(`${runtime}: exec echo, an exit code, a missing command, a bad cwd`, async () => {
@@ -38,7 +38,7 @@ for (const runtime of ['runc', 'runsc'] as const) {
     // It runs as the workload user, in the cell's namespaces, with its env.
     const who = await control.exec(id(), ['sh', '-c', 'id -u; id -g; echo $HOME; echo $MINE; cat /proc/self/status | grep -E "^(CapEff|NoNewPrivs)"'], { env: { MINE: 'mine' } });
     // (gVisor's /proc/self/status has no NoNewPrivs line.)
-    assert.match(who.stdout, runtime === 'runc' ? /^1000\n1000\n\/work\nmine\nCapEff:\s+0000000000000000\nNoNewPrivs:\s+1\n$/ : /^1000\n1000\n\/work\nmine\nCapEff:\s+0000000000000000\n$/);
+    assert.match(who.stdout, runtime !== 'runsc' ? /^1000\n1000\n\/work\nmine\nCapEff:\s+0000000000000000\nNoNewPrivs:\s+1\n$/ : /^1000\n1000\n\/work\nmine\nCapEff:\s+0000000000000000\n$/);
   });
 
   test(`${runtime}: output streams in order with byte seqs`, async () => {
@@ -130,3 +130,57 @@ for (const runtime of ['runc', 'runsc'] as const) {
     assert.match(out, /30 100\r\n[\s\S]*43 132\r\n\/dev\/pts\/\d+\r\ngot hello\r\n$/);
   });
 }
+
+for (const runtime of ['runc', 'runsc'] as const) {
+  test(`${runtime}: a sandbox's deadline is reset by sandbox.timeout; its end wipes its cell; later requests are refused`, async () => {
+    const { jobId } = await control.createSandbox(runtime, { timeoutSeconds: 600 });
+    // A background process does not keep a sandbox past its deadline.
+    const procId = `p_${randomUUID()}`;
+    control.send({ type: 'proc.start', jobId, procId, argv: ['sleep', '600'], env: {}, cwd: '/work', timeoutMs: null, pty: null, stdin: false });
+    await control.waitFor((m) => m.type === 'proc.started' && m.procId === procId);
+    const t0 = Date.now();
+    control.send({ type: 'sandbox.timeout', jobId, timeoutSeconds: 1 });
+    const ended = await control.waitFor((m) => m.type === 'job.ended' && m.jobId === jobId, 20_000);
+    assert.ok(ended.type === 'job.ended' && ended.end.reason === 'timeout', JSON.stringify(ended));
+    assert.ok(Date.now() - t0 >= 900 && Date.now() - t0 < 15_000);
+    const wiped = await control.waitFor((m) => m.type === 'job.wiped' && m.jobId === jobId, 30_000);
+    assert.ok(wiped.type === 'job.wiped' && wiped.receipt.keyStateAfterRemoval === 'absent', JSON.stringify(wiped));
+    const from = control.received.length;
+    control.send({ type: 'proc.start', jobId, procId: `p_${randomUUID()}`, argv: ['true'], env: {}, cwd: '/work', timeoutMs: null, pty: null, stdin: false });
+    control.send({ type: 'file.op', jobId, opId: 'op_after', op: 'stat', path: '/work' });
+    const failed = await control.waitFor((m) => m.type === 'proc.start.failed' && m.jobId === jobId, 5000, from);
+    assert.ok(failed.type === 'proc.start.failed' && failed.code === 'sandbox_not_running');
+    const fr = await control.waitFor((m) => m.type === 'file.result' && m.opId === 'op_after', 5000, from);
+    assert.ok(fr.type === 'file.result' && fr.code === 'sandbox_not_running');
+    // Cancel ends another one the job way: cancelled, wiped.
+    const other = await control.createSandbox(runtime);
+    const { ended: e2, wiped: w2 } = await control.end(other.jobId);
+    assert.equal(e2.end.reason, 'cancelled');
+    assert.equal(w2.receipt.keyStateAfterRemoval, 'absent');
+  });
+}
+
+test('runc: a dropped control channel kills no process; the stream resumes from its last ack after the reconnect', async () => {
+  const jobId = sandboxes.get('runc')!;
+  const procId = `p_${randomUUID()}`;
+  const streamId = `s_${randomUUID()}`;
+  let text = '';
+  let acked = 0;
+  const stop = control.onMessage((m) => {
+    if (m.type !== 'proc.output' || m.streamId !== streamId) return;
+    const data = Buffer.from(m.data, 'base64');
+    // A chunk may come twice after the reconnect (resent from the last ack): keep only what is new.
+    if (m.seq + data.length <= acked) return;
+    text += data.subarray(Math.max(0, acked - m.seq)).toString();
+    acked = m.seq + data.length;
+    control.send({ type: 'proc.ack', jobId, streamId, seq: acked });
+  });
+  control.send({ type: 'proc.start', jobId, procId, argv: ['sh', '-c', 'i=0; while [ $i -lt 60 ]; do echo n-$i; i=$((i+1)); sleep 0.05; done'], env: {}, cwd: '/work', timeoutMs: null, pty: null, stdin: false, streamId });
+  await control.waitFor(() => text.includes('n-5\n'));
+  await control.reconnect();
+  const exited = await control.waitFor((m) => m.type === 'proc.exited' && m.procId === procId, 30_000);
+  await control.waitFor(() => exited.type === 'proc.exited' && acked >= exited.outputSeq, 10_000);
+  stop();
+  assert.ok(exited.type === 'proc.exited' && exited.exitCode === 0);
+  assert.equal(text, Array.from({ length: 60 }, (_, i) => `n-${i}\n`).join(''), 'every line once, in order');
+});

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { Readable } from 'node:stream';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { request as httpsRequest } from 'node:https';
 import { CleanroomClient, CleanroomError } from '../../src/sdk/client.js';
@@ -95,6 +95,43 @@ test('exec streams stdout and stderr in order with exit codes; resume from a seq
   const t0 = Date.now();
   assert.equal(await code(sb.exec(['true'])), 'sandbox_not_running');
   assert.ok(Date.now() - t0 < 2000);
+});
+
+test('a client that goes away never stops its process, nor holds it back', async () => {
+  const sb = await Sandbox.create({}, client);
+  // A run-and-wait stream dropped after its first bytes: 20 MB follow, far past the agent's ring and the stream's window.
+  await new Promise<void>((resolve) => {
+    const req = httpsRequest(new URL(sb.path('/processes?wait=true'), cluster.url), { method: 'POST', headers: { ...client.headers(), 'content-type': 'application/json' }, ca: cluster.ca }, (res) => {
+      res.once('data', () => {
+        req.destroy();
+        resolve();
+      });
+    });
+    req.on('error', () => resolve());
+    req.end(JSON.stringify({ shell: 'head -c 20000000 /dev/zero; echo done > /work/done' }));
+  });
+  const deadline = Date.now() + 20_000;
+  while (!(await sb.files.exists('/work/done'))) {
+    assert.ok(Date.now() < deadline, 'the process did not finish after its client went away');
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  await sb.kill();
+});
+
+test('a gVisor (runsc) sandbox: exec, stdin, a file round trip', async () => {
+  const sb = await Sandbox.create({ runtime: 'runsc' }, client);
+  assert.equal(sb.info.runtime, 'runsc');
+  const r = await sb.exec('echo in-gvisor; exit 2');
+  assert.deepEqual([r.stdout, r.exitCode], ['in-gvisor\n', 2]);
+  const cat = await sb.start(['cat'], { stdin: true });
+  await sb.sendStdin(cat.procId, 'piped\n', true);
+  let echoed = '';
+  await sb.attach(cat.procId, { onStdout: (d) => (echoed += d.toString()) });
+  assert.equal(echoed, 'piped\n');
+  const data = Buffer.alloc(300_000, 3);
+  await sb.files.write('/work/g.bin', data);
+  assert.ok((await sb.files.read('/work/g.bin')).equals(data));
+  await sb.kill();
 });
 
 test('another workspace sees none of it', async () => {
@@ -194,6 +231,30 @@ test('an agent restart ends its sandboxes as error with receipts', async () => {
   while (Date.now() < deadline && !((await sb.refresh()).state === 'ended' && sb.info.wipe)) await new Promise((r) => setTimeout(r, 200));
   assert.equal(sb.info.endReason, 'error');
   assert.ok(sb.info.wipe);
+});
+
+test('the CLI: sandbox create, ls, get, exec (output and exit code), cp both ways, kill; jobs ls does not list sandboxes', async () => {
+  const created = await cluster.cli(['sandbox', 'create', '-m', 'cli=yes', '--timeout', '2m']);
+  assert.equal(created.code, 0, created.stderr);
+  const id = created.stdout.trim();
+  assert.match(id, /^sbx_[0-9a-f]+$/);
+  const ls = await cluster.cli(['sandbox', 'ls', '-m', 'cli=yes', '--json']);
+  assert.deepEqual((JSON.parse(ls.stdout) as Array<{ id: string }>).map((s) => s.id), [id]);
+  assert.match((await cluster.cli(['sandbox', 'get', id])).stdout, /state\s+running/);
+  const ex = await cluster.cli(['sandbox', 'exec', id, '--', 'sh', '-c', 'echo out; echo err >&2; exit 4']);
+  assert.deepEqual([ex.code, ex.stdout, ex.stderr], [4, 'out\n', 'err\n']);
+  const local = join(cluster.dataDir, 'cp-test.txt');
+  writeFileSync(local, 'copied in\n');
+  assert.equal((await cluster.cli(['sandbox', 'cp', local, `${id}:/work/in.txt`])).code, 0);
+  const back = await cluster.cli(['sandbox', 'cp', `${id}:/work/in.txt`, '-']);
+  assert.equal(back.stdout, 'copied in\n');
+  const jobs = await cluster.cli(['jobs', 'ls', '--json']);
+  assert.ok(!(JSON.parse(jobs.stdout) as Array<{ id: string }>).some((j) => j.id === id));
+  const killed = await cluster.cli(['sandbox', 'kill', id]);
+  assert.match(killed.stdout, /ended \(deleted\)/);
+  const after = await cluster.cli(['sandbox', 'exec', id, '--', 'true']);
+  assert.equal(after.code, 1);
+  assert.match(after.stderr, /sandbox_not_running/);
 });
 
 test('cleanroom sandbox shell is a real terminal in tmux: typed command, resize, exit', async () => {

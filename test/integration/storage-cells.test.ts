@@ -8,6 +8,7 @@ import { execFileSync } from 'node:child_process';
 import { TestCluster } from '../support/cluster.js';
 import { waitFor } from '../support/host.js';
 import { getPolicy } from '../../src/agent/storage/fscrypt.js';
+import { RUNTIMES } from '../../src/shared/wire.js';
 
 /** From <linux/fscrypt.h>. */
 const FSCRYPT_MODE_AES_256_XTS = 1;
@@ -48,7 +49,7 @@ function grepTree(dir: string, needle: Buffer, found: string[] = []): string[] {
   return found;
 }
 
-for (const runtime of ['runc', 'runsc'] as const) {
+for (const runtime of RUNTIMES) {
   test(`${runtime}: a canary written in the cell never reaches the disk in plaintext, and is shredded at the end`, async () => {
     const [a, b] = [randomBytes(6).toString('hex'), randomBytes(6).toString('hex')];
     const marker = `CANARY-${a}${b}`;

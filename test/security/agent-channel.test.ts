@@ -68,7 +68,7 @@ function rogue(messages: Array<string | Buffer>, timeoutMs = 30_000): Promise<Ou
 }
 
 const T = () => new Date().toISOString();
-const hello = (agentId: string, extra: Record<string, unknown> = {}) => JSON.stringify({ type: 'hello', protocol: PROTOCOL_VERSION, agentId, liveJobIds: [], endedJobIds: [], capacity: 64, ...extra });
+const hello = (agentId: string, extra: Record<string, unknown> = {}) => JSON.stringify({ type: 'hello', protocol: PROTOCOL_VERSION, agentId, liveJobIds: [], endedJobIds: [], capacity: 64, images: [], ...extra });
 /** SENTINEL is not JSON: after well-formed messages it makes the control plane close, so we know it read them all. */
 const SENTINEL = 'end of rogue messages';
 const controlLog = () => readFileSync(join(cluster.dataDir, 'run', 'control.log'), 'utf8');
@@ -311,7 +311,7 @@ function generateCases(rand: () => number, n: number): FuzzCase[] {
       cases.push({ kind: 'order', withHello: !first, messages: [first ? JSON.stringify(template()) : hello('a0a0a0')], expect: [CHANNEL_CLOSE.protocolViolation] });
     } else if (r < 99) {
       // Hellos of other or unreadable versions, and well-versioned hellos that are malformed.
-      const protocol = pick<unknown>([undefined, 0, 1, 3, -1, 1e308, '2', null, [2], { v: 2 }]);
+      const protocol = pick<unknown>([undefined, 0, 1, PROTOCOL_VERSION - 1, PROTOCOL_VERSION + 1, -1, 1e308, '2', null, [2], { v: 2 }]);
       const h: Record<string, unknown> = { type: 'hello', agentId: 'a0a0a0', liveJobIds: [victim.id], endedJobIds: [] };
       if (protocol !== undefined) h.protocol = protocol;
       const versioned = rand() < 0.3;

@@ -14,8 +14,6 @@ const execFileP = promisify(execFile);
 /** NOBODY is the host's unprivileged uid/gid the calibration probes run as. */
 const NOBODY = 65534;
 
-type Runtime = 'runc' | 'runsc';
-const RUNTIMES: readonly Runtime[] = ['runc', 'runsc'];
 const NAMESPACES = ['pid', 'mnt', 'net', 'ipc', 'uts', 'user', 'cgroup'] as const;
 /** Sensitive /proc entries an attacker would read; each must be absent, unreadable or empty inside a cell. */
 const MASKED = ['/proc/kcore', '/proc/keys', '/proc/timer_list', '/proc/sched_debug', '/proc/latency_stats', '/proc/timer_stats', '/proc/acpi', '/proc/scsi', '/proc/asound'];
@@ -280,6 +278,7 @@ except OSError as e: R['sys'] = 'ERR ' + en(e)
 R['mounts'] = open('/proc/self/mountinfo').read()
 print('PROBE ' + json.dumps(R))
 `;
+import { RUNTIMES, type Runtime } from '../../src/shared/wire.js';
 
 interface StatusView {
   Uid: string | null;
@@ -377,7 +376,7 @@ function assertConfinedCreds(runtime: Runtime, v: PostureView): void {
     }
     assert.equal(s.Seccomp, '2', `${runtime} ${who}: Seccomp=${s.Seccomp}: the workload is not under a seccomp filter`);
     // gVisor's /proc/<pid>/status has no NoNewPrivs line; its no_new_privs is covered by the host-side test.
-    if (runtime === 'runc') assert.equal(s.NoNewPrivs, '1', `${runtime} ${who}: NoNewPrivs=${s.NoNewPrivs}: setuid binaries could raise privilege`);
+    if (runtime !== 'runsc') assert.equal(s.NoNewPrivs, '1', `${runtime} ${who}: NoNewPrivs=${s.NoNewPrivs}: setuid binaries could raise privilege`);
     assert.deepEqual(s.Uid?.split(/\s+/).map(Number), [WORKLOAD_UID, WORKLOAD_UID, WORKLOAD_UID, WORKLOAD_UID], `${runtime} ${who}: Uid=${s.Uid}: the workload does not run as uid ${WORKLOAD_UID}`);
   }
   const [uid, euid, gid, egid, groups] = v.ids;
@@ -400,7 +399,7 @@ function assertFilesystems(runtime: Runtime, v: PostureView): void {
   assert.deepEqual(v.sys, [], `${runtime}: /sys shows host entries: ${JSON.stringify(v.sys)}`);
   // Permission checks can answer EACCES before the read-only flag is consulted: the mount table must say ro as well.
   const mounts = mountOptions(v.mounts);
-  const roMounts = runtime === 'runc' ? ['/', '/usr', '/sys', '/proc/sys', '/proc/bus', '/proc/fs', '/proc/irq'] : ['/', '/usr', '/sys'];
+  const roMounts = runtime !== 'runsc' ? ['/', '/usr', '/sys', '/proc/sys', '/proc/bus', '/proc/fs', '/proc/irq'] : ['/', '/usr', '/sys'];
   for (const m of roMounts) assert.ok(mounts.get(m)?.includes('ro'), `${runtime}: ${m} is not mounted read-only (options ${mounts.get(m)?.join(',') ?? 'not mounted'})`);
   for (const m of ['/work', '/tmp']) assert.ok(mounts.get(m)?.includes('rw'), `${runtime}: ${m} is not mounted read-write`);
   for (const m of ['/work', '/tmp', '/dev/shm', '/usr']) assert.ok(runtime === 'runsc' || mounts.get(m)?.includes('nosuid'), `${runtime}: ${m} is not mounted nosuid`);
@@ -432,43 +431,46 @@ function assertTwoTasks(runtime: Runtime, v: PostureView): void {
   assert.ok(Object.keys(v.status).length >= 2, `${runtime}: expected two tasks in /proc/self/task, saw ${Object.keys(v.status).join(',')}`);
 }
 
-test('runc: no capabilities, seccomp filter and no_new_privs on every thread; uid 1000', async () => {
-  for (const v of await postureOf('runc')) {
-    assertTwoTasks('runc', v);
-    assertConfinedCreds('runc', v);
-  }
-});
-
-test('runc: own user namespace with host root unmapped, a distinct host uid range per cell', async () => {
-  const [a, b] = await postureOf('runc');
-  assert.ok(a && b);
-  for (const [i, v] of [a, b].entries()) {
-    assert.ok(!mapsHostRoot(v.uid_map), `runc cell ${i}: uid_map maps host uid 0: ${v.uid_map}`);
-    assert.ok(!mapsHostRoot(v.gid_map), `runc cell ${i}: gid_map maps host gid 0: ${v.gid_map}`);
-    const root = mapLines(v.uid_map).find(([inside]) => inside === 0);
-    assert.ok(!root || root[1] !== 0, `runc cell ${i}: container root is host root: ${v.uid_map}`);
-  }
-  const ranges = [a, b].map((v) => mapLines(v.uid_map).map(([, o, c]) => [o, o + c] as const));
-  for (const [lo1, hi1] of ranges[0] ?? [])
-    for (const [lo2, hi2] of ranges[1] ?? [])
-      assert.ok(hi1 <= lo2 || hi2 <= lo1, `two concurrent runc cells share host uids: ${a.uid_map.trim()} vs ${b.uid_map.trim()}`);
-  const jobs = posturejobs.get('runc') ?? [];
-  assert.notEqual(jobs[0]?.cellId, jobs[1]?.cellId, 'two concurrent jobs ran in the same cell');
-});
-
-test('runc: every namespace differs from the host', async () => {
-  const host = hostNamespaces();
-  for (const v of await postureOf('runc')) {
-    for (const n of NAMESPACES) {
-      assert.match(v.ns[n] ?? '', /^[a-z_]+:\[\d+\]$/, `runc: could not read ns/${n}: ${v.ns[n]}`);
-      assert.notEqual(v.ns[n], host[n], `runc: the cell shares the host's ${n} namespace (${host[n]})`);
+// runc and crun run the same spec on the host kernel: the same posture, checked for each.
+for (const rt of ['runc', 'crun'] as const) {
+  test(`${rt}: no capabilities, seccomp filter and no_new_privs on every thread; uid 1000`, async () => {
+    for (const v of await postureOf(rt)) {
+      assertTwoTasks(rt, v);
+      assertConfinedCreds(rt, v);
     }
-  }
-});
+  });
 
-test('runc: read-only root, writable /work and /tmp, masked /proc, read-only /proc/sys, empty /sys', async () => {
-  for (const v of await postureOf('runc')) assertFilesystems('runc', v);
-});
+  test(`${rt}: own user namespace with host root unmapped, a distinct host uid range per cell`, async () => {
+    const [a, b] = await postureOf(rt);
+    assert.ok(a && b);
+    for (const [i, v] of [a, b].entries()) {
+      assert.ok(!mapsHostRoot(v.uid_map), `${rt} cell ${i}: uid_map maps host uid 0: ${v.uid_map}`);
+      assert.ok(!mapsHostRoot(v.gid_map), `${rt} cell ${i}: gid_map maps host gid 0: ${v.gid_map}`);
+      const root = mapLines(v.uid_map).find(([inside]) => inside === 0);
+      assert.ok(!root || root[1] !== 0, `${rt} cell ${i}: container root is host root: ${v.uid_map}`);
+    }
+    const ranges = [a, b].map((v) => mapLines(v.uid_map).map(([, o, c]) => [o, o + c] as const));
+    for (const [lo1, hi1] of ranges[0] ?? [])
+      for (const [lo2, hi2] of ranges[1] ?? [])
+        assert.ok(hi1 <= lo2 || hi2 <= lo1, `two concurrent ${rt} cells share host uids: ${a.uid_map.trim()} vs ${b.uid_map.trim()}`);
+    const jobs = posturejobs.get(rt) ?? [];
+    assert.notEqual(jobs[0]?.cellId, jobs[1]?.cellId, 'two concurrent jobs ran in the same cell');
+  });
+
+  test(`${rt}: every namespace differs from the host`, async () => {
+    const host = hostNamespaces();
+    for (const v of await postureOf(rt)) {
+      for (const n of NAMESPACES) {
+        assert.match(v.ns[n] ?? '', /^[a-z_]+:\[\d+\]$/, `${rt}: could not read ns/${n}: ${v.ns[n]}`);
+        assert.notEqual(v.ns[n], host[n], `${rt}: the cell shares the host's ${n} namespace (${host[n]})`);
+      }
+    }
+  });
+
+  test(`${rt}: read-only root, writable /work and /tmp, masked /proc, read-only /proc/sys, empty /sys`, async () => {
+    for (const v of await postureOf(rt)) assertFilesystems(rt, v);
+  });
+}
 
 test('runsc: no capabilities, seccomp filter, uid 1000, read-only root, masked /proc, empty /sys (gVisor view)', async () => {
   for (const v of await postureOf('runsc')) {
@@ -536,13 +538,13 @@ test("the test's own syscall lists: none is on the seccomp allowlist; the defaul
   assert.deepEqual(unprobed, [], `the code declares forbidden syscalls the test does not probe: ${unprobed.join(', ')}`);
 });
 
-test('forbidden syscalls, the new mount API and calls on neither list fail with EPERM or ENOSYS in both runtimes', async () => {
-  const [runc, runsc] = await Promise.all(RUNTIMES.map((rt) => syscallsIn(rt)));
-  assert.ok(runc && runsc);
-  const views: Record<Runtime, SyscallView> = { runc, runsc };
-  const rows = Object.entries(DENIED_GROUPS).flatMap(([group, list]) => Object.keys(list).map((name) => ({ group, syscall: name, runc: show(runc[name]), runsc: show(runsc[name]), expected: 'EPERM|ENOSYS' })));
-  rows.push(...Object.keys(CONTROL_PROBES).map((name) => ({ group: 'control', syscall: name, runc: show(runc[name]), runsc: show(runsc[name]), expected: 'success' })));
-  rows.push({ group: 'command', syscall: 'unshare -U', runc: show(runc['unshare -U']), runsc: show(runsc['unshare -U']), expected: 'exit≠0' });
+test('forbidden syscalls, the new mount API and calls on neither list fail with EPERM or ENOSYS in every runtime', async () => {
+  const seen = await Promise.all(RUNTIMES.map((rt) => syscallsIn(rt)));
+  const views = Object.fromEntries(RUNTIMES.map((rt, i) => [rt, seen[i]!])) as Record<Runtime, SyscallView>;
+  const row = (group: string, syscall: string, expected: string) => ({ group, syscall, ...Object.fromEntries(RUNTIMES.map((rt) => [rt, show(views[rt][syscall])])), expected });
+  const rows = Object.entries(DENIED_GROUPS).flatMap(([group, list]) => Object.keys(list).map((name) => row(group, name, 'EPERM|ENOSYS')));
+  rows.push(...Object.keys(CONTROL_PROBES).map((name) => row('control', name, 'success')));
+  rows.push(row('command', 'unshare -U', 'exit≠0'));
   console.log('\nSyscall probes (observed vs expected):');
   console.table(rows);
   for (const rt of RUNTIMES) {

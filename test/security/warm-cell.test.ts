@@ -5,9 +5,8 @@ import { existsSync, lstatSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { TestCluster } from '../support/cluster.js';
+import { RUNTIMES } from '../../src/shared/wire.js';
 
-type Runtime = 'runc' | 'runsc';
-const RUNTIMES: readonly Runtime[] = ['runc', 'runsc'];
 
 let cluster: TestCluster;
 
@@ -134,7 +133,7 @@ test('a warm cell holds no tenant data: config, runtime state, init environment,
   assert.ok(cellProcs.length > 0, 'found no processes of the warm cells to inspect');
 
   // What the runtimes keep about their containers (runc state.json, runsc .state) names only warm cells and no tenant.
-  for (const stateDir of ['runc', 'runsc'].map((r) => join(agentDir, r)).filter(existsSync)) {
+  for (const stateDir of RUNTIMES.map((r) => join(agentDir, r)).filter(existsSync)) {
     for (const f of regularFiles(stateDir)) {
       const text = readFileSync(f, 'latin1');
       assert.deepEqual(leaksIn(text, tenant), [], `runtime state ${f} contains tenant data`);

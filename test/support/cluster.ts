@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { CleanroomClient, type Job, type JobRequest, type OutputChunk } from '../../src/sdk/client.js';
 import { listCgroups } from '../../src/agent/cells/cgroup.js';
+import { RUNTIMES } from '../../src/shared/wire.js';
 
 const run = promisify(execFile);
 
@@ -55,8 +56,10 @@ export class TestCluster {
     const base = {
       control: { apiPort, agentPort, dataPort, agentGraceMs: 3000 },
       network: { pool },
-      agent: { pool: [{ runtime: 'runc', class: 'small', warm: 2 }, { runtime: 'runsc', class: 'small', warm: 1 }] },
+      agent: { pool: [{ runtime: 'runc', class: 'small', warm: 2 }, { runtime: 'runsc', class: 'small', warm: 1 }, { runtime: 'crun', class: 'small', warm: 1 }] },
       quotas: { requestsPerSecond: 100_000, requestBurst: 100_000 },
+      // Existing suites run on the host's /usr (their tools); image tests name their images or set their own default.
+      images: { default: 'host' },
     };
     writeFileSync(join(dataDir, 'config.json'), JSON.stringify(merge(base, opts.config ?? {})));
     const env: NodeJS.ProcessEnv = { ...process.env, CLEANROOM_CONFIG: join(dataDir, 'client.json'), CLEANROOM_DATA_DIR: dataDir };
@@ -172,7 +175,7 @@ export class TestCluster {
     for (const name of listCgroups(`cr-${this.agentId}-`)) problems.push(`cgroup ${name} left after down`);
     for (const ns of safeList('/run/netns').filter((n) => n.startsWith(`${prefix}-`))) problems.push(`netns ${ns} left after down`);
     for (const link of safeList('/sys/class/net').filter((n) => n.startsWith(prefix))) problems.push(`interface ${link} left after down`);
-    for (const rt of ['runc', 'runsc']) {
+    for (const rt of RUNTIMES) {
       const stateDir = join(this.dataDir, 'agent', rt);
       for (const c of safeList(stateDir).filter((n) => n.startsWith('cr-'))) problems.push(`${rt} container ${c} left after down`);
     }
@@ -245,7 +248,7 @@ export async function processesMentioning(dir: string, timeoutMs: number): Promi
 }
 
 /** unusedPool picks one of 10.200-249.0.0/16 in which no interface of this host has an address (other clusters run here too). */
-function unusedPool(): string {
+export function unusedPool(): string {
   const used = new Set(
     Object.values(networkInterfaces())
       .flat()

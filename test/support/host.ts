@@ -3,6 +3,7 @@ import { readdirSync, readFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { TestCluster } from './cluster.js';
 import { cellNames } from '../../src/agent/network/names.js';
+import { RUNTIMES } from '../../src/shared/wire.js';
 
 /** leftovers lists host objects that still mention any of the cells. */
 export function leftovers(c: TestCluster, cellIds: string[]): string[] {
@@ -17,7 +18,7 @@ export function leftovers(c: TestCluster, cellIds: string[]): string[] {
     if (existsSync(`/run/netns/${n.netns}`)) found.push(`netns ${n.netns}`);
     if (existsSync(`/sys/class/net/${n.hostIf}`)) found.push(`veth ${n.hostIf}`);
   }
-  for (const rt of ['runc', 'runsc']) for (const n of names) if (existsSync(join(c.dataDir, 'agent', rt, n))) found.push(`${rt} state ${n}`);
+  for (const rt of RUNTIMES) for (const n of names) if (existsSync(join(c.dataDir, 'agent', rt, n))) found.push(`${rt} state ${n}`);
   const mounts = readFileSync('/proc/self/mountinfo', 'utf8');
   for (const id of cellIds) if (mounts.includes(id)) found.push(`mount of ${id}`);
   for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {

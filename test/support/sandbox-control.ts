@@ -81,6 +81,14 @@ export class SandboxControl {
     });
   }
 
+  /** reconnect drops the agent's connection (as a control-plane restart would) and resolves once it is welcomed again. */
+  async reconnect(): Promise<void> {
+    const from = this.received.length;
+    this.ws?.terminate();
+    this.ws = null;
+    await this.waitFor((m) => m.type === 'hello', 30_000, from);
+  }
+
   /** send sends one message to the agent. */
   send(m: ControlToAgent): void {
     if (!this.ws) throw new Error('no agent connected');
@@ -143,6 +151,7 @@ export class SandboxControl {
         egress: { allow: [], dryRun: false },
         outputLimitBytes: 64 * MiB,
         mode: 'sandbox',
+        image: null,
       },
       credentials: { token: 'eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl', expiresAt: new Date(Date.now() + 3600_000).toISOString() },
     });

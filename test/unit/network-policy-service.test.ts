@@ -27,8 +27,8 @@ const b = ws('ws_b');
 before(async () => {
   dir = mkdtempSync('/tmp/cleanroom-netpolicy-');
   store = new SqliteStore(join(dir, 'db'));
-  writeFileSync(join(dir, 'config.json'), JSON.stringify({ limits: { defaultTimeoutSeconds: 10, defaultMemoryMiB: 64, defaultDiskMiB: 64 } }));
-  const services = createServices({ store, config: loadConfig(join(dir, 'config.json')), kek: randomBytes(32), objectsDir: join(dir, 'objects') });
+  writeFileSync(join(dir, 'config.json'), JSON.stringify({ limits: { defaultTimeoutSeconds: 10, defaultMemoryMiB: 64, defaultDiskMiB: 64 }, images: { default: 'host' } }));
+  const services = createServices({ store, config: loadConfig(join(dir, 'config.json')), kek: randomBytes(32), objectsDir: join(dir, 'objects'), imagesDir: join(dir, 'images'), defaultImageSource: join(dir, 'no-layout') });
   ({ network, jobs } = services);
   jobs.attach({ canDispatch: () => true, dispatch: (spec) => (dispatched.push(spec), 'agent-1'), refreshCredentials: () => {}, cancel: () => {} });
   await store.createWorkspace(a);

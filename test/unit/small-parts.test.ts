@@ -11,6 +11,7 @@ import { loadConfig } from '../../src/shared/config.js';
 import { cellSeccompProfile, FORBIDDEN_SYSCALLS } from '../../src/agent/runtime/seccomp.js';
 import { exitCodeOf } from '../../src/cli/commands/run.js';
 import type { Job } from '../../src/sdk/client.js';
+import { RUNTIMES } from '../../src/shared/wire.js';
 
 test('sizes and durations', () => {
   assert.equal(parseSize('256M'), 256 * 1024 * 1024);
@@ -78,7 +79,7 @@ test('config: defaults, then unknown keys and bad cross-references are refused w
 });
 
 test('the seccomp profile is default-deny and allows none of the forbidden calls', () => {
-  for (const runtime of ['runc', 'runsc'] as const) {
+  for (const runtime of RUNTIMES) {
     const p = cellSeccompProfile(runtime);
     assert.equal(p.defaultAction, 'SCMP_ACT_ERRNO');
     assert.deepEqual(p.architectures, ['SCMP_ARCH_X86_64'], 'only the native ABI: i386 and x32 calls must not reach the allowlist');

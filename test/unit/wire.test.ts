@@ -54,7 +54,15 @@ const spec: Msg = {
   runtime: 'runc',
   egress: { allow: [{ cidr: '203.0.113.0/24', protocol: 'tcp', ports: { from: 443, to: 443 } }, { cidr: '198.51.100.7/32', protocol: 'any' }], dryRun: false },
   outputLimitBytes: 64 * MiB,
+  image: { digest: `sha256:${'a'.repeat(64)}`, uid: 1000, gid: 1000 },
   mode: 'job',
+};
+const manifest: Msg = {
+  digest: `sha256:${'b'.repeat(64)}`,
+  layers: [{ digest: `sha256:${'c'.repeat(64)}`, diffId: `sha256:${'d'.repeat(64)}`, mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', size: 1234 }],
+  config: { env: ['PATH=/usr/bin:/bin'], workingDir: '/app', entrypoint: ['/bin/sh'], cmd: ['-c', 'echo hi'], user: '1000:1000' },
+  architecture: 'amd64',
+  os: 'linux',
 };
 const PROC = 'p_0123456789';
 const STREAM = 's_0123456789';
@@ -64,7 +72,7 @@ const credentials = { token: 'eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl'
 
 /** One valid message of every type an agent sends. */
 const AGENT: Record<string, Msg> = {
-  hello: { type: 'hello', protocol: PROTOCOL_VERSION, agentId: 'a1b2c3', liveJobIds: [JOB], endedJobIds: ['job_ffffffffffffffffffff'], capacity: 64 },
+  hello: { type: 'hello', protocol: PROTOCOL_VERSION, agentId: 'a1b2c3', liveJobIds: [JOB], endedJobIds: ['job_ffffffffffffffffffff'], capacity: 64, images: [`sha256:${'b'.repeat(64)}`] },
   'job.started': { type: 'job.started', jobId: JOB, cellId: '0123456789', timings: { take_ms: 1.5, assign_ms: 20.25, cold: 0 } },
   'job.output': { type: 'job.output', jobId: JOB, stream: 'stdout', data: Buffer.from('hello\n').toString('base64') },
   'job.ended': { type: 'job.ended', jobId: JOB, end: { reason: 'failed', exitCode: 3, signal: null, message: 'exit 3' }, timings: { wipe_ms: 2 }, outputDroppedBytes: 0 },
@@ -76,6 +84,8 @@ const AGENT: Record<string, Msg> = {
     pool: { 'runc/small': { target: 2, warm: 2, preparing: 0, busy: 1, lastError: 'no loop device' } },
     volumes: { warm: 2, inUse: 1, wiping: 0, wiped: 5, wipeFailed: 0 },
   },
+  'image.prepared': { type: 'image.prepared', digest: `sha256:${'b'.repeat(64)}`, unpackedBytes: 4096, error: { code: 'image_layer_invalid', message: 'a/../b escapes the layer' } },
+  'image.removed': { type: 'image.removed', digest: `sha256:${'b'.repeat(64)}` },
   'proc.started': { type: 'proc.started', jobId: JOB, procId: PROC, pid: 7 },
   'proc.start.failed': { type: 'proc.start.failed', jobId: JOB, procId: PROC, code: 'command_not_found', message: 'no such command: nope' },
   'proc.output': { type: 'proc.output', jobId: JOB, procId: PROC, streamId: STREAM, seq: 6, stream: 'stderr', data: Buffer.from('hello\n').toString('base64') },
@@ -113,11 +123,13 @@ const CONTROL: Record<string, Msg> = {
   'file.op': { type: 'file.op', jobId: JOB, opId: OP, op: 'write', path: '/work/a.txt', recursive: false, mode: 0o600 },
   'file.data': { type: 'file.data', jobId: JOB, opId: OP, seq: 0, data: null },
   'file.ack': { type: 'file.ack', jobId: JOB, opId: OP, seq: 4 },
+  'image.prepare': { type: 'image.prepare', image: manifest, maxUnpackedBytes: 4096 * MiB },
+  'image.remove': { type: 'image.remove', digest: `sha256:${'b'.repeat(64)}` },
 };
 
 // Paths ('*' for any array index or record key) where a field may be left out, may be null, or is a map of free keys.
-const OPTIONAL = new Set(['outputDroppedBytes', 'timings@job.wiped', 'spooled', 'receipt.steps.*.detail', 'job.egress.allow.*.ports', 'job.mode', 'streamId@proc.start', 'recursive', 'mode@file.op', 'entries', 'truncated', 'stat', 'bytes', 'code@file.result', 'message@file.result']);
-const NULLABLE = new Set(['timeoutMs', 'pty', 'streamId@proc.start', 'data@proc.stdin', 'data@file.data', 'signal@proc.exited', 'exitCode@proc.exited', 'procId@proc.error', 'streamId@proc.error', 'procs.*.pid', 'procs.*.exitCode', 'procs.*.signal', 'end.exitCode', 'end.signal', 'end.message', 'jobId@job.wiped', 'receipt.cellId', 'receipt.keyIdentifier', 'receipt.keyStateAfterRemoval', 'records.*.jobId', 'records.*.port', 'requestId@pool.status', 'pool.*.lastError']);
+const OPTIONAL = new Set(['outputDroppedBytes', 'timings@job.wiped', 'spooled', 'receipt.steps.*.detail', 'job.egress.allow.*.ports', 'job.mode', 'streamId@proc.start', 'recursive', 'mode@file.op', 'entries', 'truncated', 'stat', 'bytes', 'code@file.result', 'message@file.result', 'job.image']);
+const NULLABLE = new Set(['timeoutMs', 'pty', 'streamId@proc.start', 'data@proc.stdin', 'data@file.data', 'signal@proc.exited', 'exitCode@proc.exited', 'procId@proc.error', 'streamId@proc.error', 'procs.*.pid', 'procs.*.exitCode', 'procs.*.signal', 'end.exitCode', 'end.signal', 'end.message', 'jobId@job.wiped', 'receipt.cellId', 'receipt.keyIdentifier', 'receipt.keyStateAfterRemoval', 'records.*.jobId', 'records.*.port', 'requestId@pool.status', 'pool.*.lastError', 'job.image', 'job.image.uid', 'job.image.gid', 'error@image.prepared', 'image.config.entrypoint', 'image.config.cmd']);
 const MAPS = new Set(['timings', 'job.env', 'pool', 'env@proc.start']);
 
 const agentOk = (m: unknown) => parseAgentMessage(JSON.stringify(m)).ok;

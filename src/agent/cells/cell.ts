@@ -6,8 +6,11 @@ import { randomBytes } from 'node:crypto';
 import type { JobEnd, JobSpec, WipeReceipt, WorkloadCredentials } from '../../shared/wire.js';
 import { prepareVolume, VolumeBusyError, wipeVolume, type Volume } from '../storage/volume.js';
 import type { CellRuntime, CreatedContainer } from '../runtime/cell-runtime.js';
-import { CELL_CA_FILE, CELL_FILES_DIR, cellSpec, WORKLOAD_UID } from '../runtime/spec.js';
+import { CELL_CA_FILE, CELL_FILES_DIR, CELL_INIT_PATH, cellSpec, WORKLOAD_UID } from '../runtime/spec.js';
+import { mountImageRoot, unmountImageRoot, type CellRoot } from '../images/cell-root.js';
+import type { PreparedImage } from '../images/image-store.js';
 import { makeFifo } from '../runtime/host-calls.js';
+import { inBackground } from '../runtime/background.js';
 import { CellCgroup } from './cgroup.js';
 import { encodeAssignment, encodeFile, encodeStart, FrameDecoder, type CellFrame } from './frames.js';
 import { encodeSandboxAssignment, INIT_CHUNK_BYTES, MAX_INIT_OPS, MAX_INIT_PROCS, type SandboxFrame } from '../sandbox/init-codec.js';
@@ -30,7 +33,10 @@ export interface CellEnvironment {
   wipeStats: WipeStats;
   /** The agent's network layer: every cell gets a private network from it. */
   networking: CellNetworking;
+  /** The root shared by host-root cells (host /usr, synthetic /etc; cell init's copy at CELL_INIT_PATH). */
   rootfs: string;
+  /** The image store's `unpacked/` directory (image cells mount it idmapped for their overlay). */
+  unpackedImagesDir: string;
   nofile: number;
   /** How long a workload may linger after its exit frame before the cell is force-deleted. */
   exitGraceMs: number;
@@ -103,6 +109,8 @@ export class Cell {
   private volume: Volume | null = null;
   private network: CellNetwork | null = null;
   private address: CellAddress | null = null;
+  /** An image cell's root mounts; null for a host-root cell or once unmounted. */
+  private root: CellRoot | null = null;
   private readonly decoder = new FrameDecoder();
 
   constructor(
@@ -110,6 +118,8 @@ export class Cell {
     private readonly runtime: CellRuntime,
     readonly sizeClass: SizeClass,
     readonly hostUidBase: number,
+    /** The image whose files are this cell's root, or null for the host's /usr under a synthetic /etc. */
+    readonly image: PreparedImage | null = null,
   ) {
     this.name = `cr-${env.agentId}-${this.id}`;
     this.dir = join(env.cellsDir, this.id);
@@ -124,18 +134,23 @@ export class Cell {
   /** prepare creates the container with cell init waiting; nothing of any tenant is involved. */
   async prepare(): Promise<void> {
     const t0 = performance.now();
-    const hostUid = this.hostUidBase + WORKLOAD_UID;
+    const user = this.image?.user ?? { uid: WORKLOAD_UID, gid: WORKLOAD_UID };
     mkdirSync(this.dir, { mode: 0o711 });
-    // Every writable path of the cell (/work, /tmp) is on its own fscrypt-encrypted volume.
-    this.volume = await prepareVolume({ root: this.env.volumesDir, cellId: this.id, uid: hostUid, gid: hostUid, sizeBytes: this.sizeClass.diskBytes });
-    this.timings.prepare_volume_ms = performance.now() - t0;
+    if (this.image) {
+      this.root = mountImageRoot(this.dir, this.env.unpackedImagesDir, this.image, this.hostUidBase, this.runtime.name);
+      this.timings.prepare_root_ms = performance.now() - t0;
+    }
+    // Every writable path of the cell (/work, /tmp) is on its own fscrypt-encrypted volume, owned by its workload user.
+    const tVolume = performance.now();
+    this.volume = await prepareVolume({ root: this.env.volumesDir, cellId: this.id, uid: this.hostUidBase + user.uid, gid: this.hostUidBase + user.gid, sizeBytes: this.sizeClass.diskBytes });
+    this.timings.prepare_volume_ms = performance.now() - tVolume;
     // A private network namespace with its veth, attached to nothing until assignment. gVisor reads its network once,
     // when the sandbox starts (now, before any tenant is known), so a runsc cell takes its address here from a subnet
     // shared by all gVisor cells; what it may reach is still bound per cell at assignment.
     const { host, ipam } = this.env.networking;
     if (this.runtime.name === 'runsc') this.address = ipam.allocate(SANDBOX_SUBNET);
     this.network = await host.prepareCellNetwork(this.id, this.address ?? undefined);
-    this.timings.prepare_network_ms = performance.now() - t0 - this.timings.prepare_volume_ms;
+    this.timings.prepare_network_ms = performance.now() - tVolume - this.timings.prepare_volume_ms;
     const { workDir, tmpDir } = this.volume;
     const fifo = join(this.dir, 'control');
     makeFifo(fifo, 0o600);
@@ -151,7 +166,8 @@ export class Cell {
       JSON.stringify(
         cellSpec({
           runtime: this.runtime.name,
-          rootfs: this.env.rootfs,
+          rootfs: this.root?.rootfs ?? this.env.rootfs,
+          image: this.image ? { initBinary: join(this.env.rootfs, CELL_INIT_PATH), uid: user.uid, gid: user.gid } : null,
           workDir,
           tmpDir,
           hostUidBase: this.hostUidBase,
@@ -198,7 +214,7 @@ export class Cell {
     const env = {
       PATH: '/usr/local/bin:/usr/bin:/bin',
       HOME: '/work',
-      USER: 'workload',
+      USER: this.image?.user.name ?? 'workload',
       ...job.env,
       CLEANROOM_JOB_ID: job.jobId,
       CLEANROOM_TOKEN_FILE: `${CELL_FILES_DIR}/token`,
@@ -375,7 +391,8 @@ export class Cell {
 
   /** wipe kills every process, then crypto-shreds the volume and removes cgroup and directories; idempotent. */
   wipe(): Promise<WipeReceipt | null> {
-    this.wiped ??= this.doWipe();
+    // Wiping is background work (runtime/background.ts): the next job's start goes first.
+    this.wiped ??= inBackground(() => this.doWipe());
     return this.wiped;
   }
 
@@ -396,11 +413,24 @@ export class Cell {
       this.env.networking.ipam.release(this.address.workspaceId, this.address.address);
     }
     this.timings.wipe_network_ms = performance.now() - t0 - this.timings.wipe_container_ms;
+    // The container is gone: nothing runs on the image root any more. A root that cannot be detached keeps the cell's
+    // directory (never removed through a mount) for reconcile.
+    let rootError: Error | null = null;
+    if (this.root) {
+      try {
+        unmountImageRoot(this.root);
+        this.root = null;
+      } catch (e) {
+        rootError = e as Error;
+      }
+    }
     const receipt = this.volume ? await this.wipeVolumeWithRetry(this.volume) : null;
     this.cgroup.remove();
-    rmSync(this.dir, { recursive: true, force: true });
+    if (!rootError) rmSync(this.dir, { recursive: true, force: true });
     this.timings.wipe_ms = performance.now() - t0;
     this.state = 'wiped';
+    // The volume is shredded either way (the receipt stands); the mounts left are read-only and reconcile detaches them.
+    if (rootError) this.timings.wipe_root_left = 1;
     return receipt;
   }
 

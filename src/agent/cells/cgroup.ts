@@ -4,6 +4,8 @@ import { join } from 'node:path';
 
 const ROOT = '/sys/fs/cgroup';
 const CPU_PERIOD_US = 100_000;
+/** ASSIGNED_CPU_SHARES is a running workload's CPU weight: cgroup v1's default. */
+const ASSIGNED_CPU_SHARES = 1024;
 
 /** CellCgroup addresses one cell's flat cgroup (the same name under every controller). */
 export class CellCgroup {
@@ -23,6 +25,8 @@ export class CellCgroup {
       writeFileSync(join(mem, 'memory.memsw.limit_in_bytes'), String(memoryBytes));
     }
     writeFileSync(join(ROOT, 'cpu', this.name, 'cpu.cfs_quota_us'), String(Math.round(cpu * CPU_PERIOD_US)));
+    // A warm cell's init starts at a low weight (spec.ts WARM_CPU_SHARES); its workload gets the normal one.
+    writeFileSync(join(ROOT, 'cpu', this.name, 'cpu.shares'), String(ASSIGNED_CPU_SHARES));
   }
 
   /** oomKills reports how many times the kernel OOM-killed a process in this cgroup. */

@@ -1,15 +1,18 @@
-/** CellPool keeps warm cells per (runtime, size class) and refills them in the background. */
+/** CellPool keeps warm cells per (image or host root, runtime, size class) and refills them in the background. */
 import type { PoolStatus, Runtime, VolumeCounts } from '../../shared/wire.js';
 import type { CellRuntime } from '../runtime/cell-runtime.js';
 import { Cell, type CellEnvironment } from './cell.js';
+import { inBackground } from '../runtime/background.js';
 import type { SizeClass } from './size-class.js';
 import type { UidRanges } from './uid-ranges.js';
+import type { PreparedImage } from '../images/image-store.js';
 
-/** PoolTarget is how many warm cells to keep for one runtime and class. */
+/** PoolTarget is how many warm cells to keep for one root (an image, or null: the host's), runtime and class. */
 export interface PoolTarget {
   runtime: Runtime;
   sizeClass: SizeClass;
   warm: number;
+  image: PreparedImage | null;
 }
 
 interface PoolEntry {
@@ -41,16 +44,36 @@ export class CellPool {
     private readonly refillDelayMs = 0,
     private readonly maxConcurrentPrepares = 4,
   ) {
-    for (const t of targets) this.entries.set(key(t.runtime, t.sizeClass), { target: t, warm: [], preparing: 0, lastError: null });
+    for (const t of targets) this.entries.set(key(t.runtime, t.sizeClass, t.image), { target: t, warm: [], preparing: 0, lastError: null });
+  }
+
+  /** setTarget adds or changes the warm count of one pool (an image's pools appear once the image is prepared). */
+  setTarget(t: PoolTarget): void {
+    const e = this.entry(t.runtime, t.sizeClass, t.image);
+    e.target = t;
+    this.refill();
+  }
+
+  /** drainImage forgets the pools of an image and wipes their warm cells; returns once none is left warm or preparing. */
+  async drainImage(digest: string): Promise<void> {
+    const mine = [...this.entries.entries()].filter(([, e]) => e.target.image?.manifest.digest === digest);
+    for (const [k] of mine) this.entries.delete(k);
+    while (mine.some(([, e]) => e.preparing > 0)) await new Promise((r) => setTimeout(r, 20));
+    await Promise.all(mine.flatMap(([, e]) => e.warm.splice(0)).map((c) => this.discard(c)));
+  }
+
+  /** busyWith counts assigned (not yet released) cells of an image. */
+  busyWith(digest: string): number {
+    return [...this.busy].filter((c) => c.image?.manifest.digest === digest).length;
   }
 
   /** take returns a warm cell (or prepares one now: the cold path) and schedules a refill. */
-  async take(runtime: Runtime, sizeClass: SizeClass): Promise<{ cell: Cell; cold: boolean }> {
-    const entry = this.entry(runtime, sizeClass);
+  async take(runtime: Runtime, sizeClass: SizeClass, image: PreparedImage | null = null): Promise<{ cell: Cell; cold: boolean }> {
+    const entry = this.entry(runtime, sizeClass, image);
     let cell: Cell | undefined;
     while ((cell = entry.warm.shift())) if (cell.state === 'warm') break;
     const cold = !cell || cell.state !== 'warm';
-    if (!cell || cold) cell = await this.prepare(runtime, sizeClass);
+    if (!cell || cold) cell = await this.prepare(runtime, sizeClass, image);
     this.busy.add(cell);
     setTimeout(() => this.refill(), this.refillDelayMs).unref();
     return { cell, cold };
@@ -77,9 +100,10 @@ export class CellPool {
         if (!short) return;
         short.preparing++;
         try {
-          const cell = await this.prepare(short.target.runtime, short.target.sizeClass);
+          // A refill is background work: it yields the CPU to starts and workloads (runtime/background.ts).
+          const cell = await inBackground(() => this.prepare(short.target.runtime, short.target.sizeClass, short.target.image));
           short.lastError = null;
-          if (this.closed) await this.discard(cell);
+          if (this.closed || ![...this.entries.values()].includes(short)) await this.discard(cell);
           else short.warm.push(cell);
         } catch (e) {
           short.lastError = (e as Error).message;
@@ -94,10 +118,10 @@ export class CellPool {
     }
   }
 
-  private prepare(runtime: Runtime, sizeClass: SizeClass): Promise<Cell> {
+  private prepare(runtime: Runtime, sizeClass: SizeClass, image: PreparedImage | null): Promise<Cell> {
     const rt = this.runtimes.get(runtime);
     if (!rt) return Promise.reject(new Error(`runtime ${runtime} is not enabled on this agent`));
-    const cell = new Cell(this.env, rt, sizeClass, this.uids.acquire());
+    const cell = new Cell(this.env, rt, sizeClass, this.uids.acquire(), image);
     const done = this.prepareSlot(() => cell.prepare()).then(
       () => cell,
       async (e: unknown) => {
@@ -129,11 +153,11 @@ export class CellPool {
     this.uids.release(cell.hostUidBase);
   }
 
-  private entry(runtime: Runtime, sizeClass: SizeClass): PoolEntry {
-    const k = key(runtime, sizeClass);
+  private entry(runtime: Runtime, sizeClass: SizeClass, image: PreparedImage | null): PoolEntry {
+    const k = key(runtime, sizeClass, image);
     let e = this.entries.get(k);
     if (!e) {
-      e = { target: { runtime, sizeClass, warm: 0 }, warm: [], preparing: 0, lastError: null };
+      e = { target: { runtime, sizeClass, warm: 0, image }, warm: [], preparing: 0, lastError: null };
       this.entries.set(k, e);
     }
     return e;
@@ -151,7 +175,7 @@ export class CellPool {
   status(): PoolStatus {
     const out: PoolStatus = {};
     for (const [k, e] of this.entries) {
-      const busy = [...this.busy].filter((c) => key(c.runtimeName as Runtime, c.sizeClass) === k).length;
+      const busy = [...this.busy].filter((c) => key(c.runtimeName as Runtime, c.sizeClass, c.image) === k).length;
       out[k] = { target: e.target.warm, warm: e.warm.filter((c) => c.state === 'warm').length, preparing: e.preparing, busy, lastError: e.lastError };
     }
     return out;
@@ -169,6 +193,7 @@ export class CellPool {
   }
 }
 
-function key(runtime: Runtime, c: SizeClass): string {
-  return `${runtime}/${c.name}`;
+/** key names a pool: `runtime/class` on the host root, `runtime/class@<12 hex digits of the image digest>` on an image. */
+function key(runtime: Runtime, c: SizeClass, image: PreparedImage | null): string {
+  return image ? `${runtime}/${c.name}@${image.manifest.digest.slice(7, 19)}` : `${runtime}/${c.name}`;
 }

@@ -3,6 +3,7 @@
  * `cleanroom down` (the agent's `--reconcile` mode) and again later for whatever could not be removed the first time.
  * It never throws: every object it could not remove is returned as a Leftover, to be reported and retried.
  */
+import { detachMountsUnder, mountsUnder } from '../images/cell-root.js';
 import { existsSync, readdirSync, readFileSync, rmSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { CellRuntime } from '../runtime/cell-runtime.js';
@@ -43,6 +44,8 @@ export interface ReconcileReport {
   killed: string[];
   cgroups: string[];
   directories: string[];
+  /** Mounts (image cells' roots) detached under the cells directory. */
+  mounts: string[];
   /** Receipts of leftover volumes, with the job each belonged to when known. */
   wipes: Array<{ jobId: string | null; receipt: WipeReceipt }>;
   networks: NetworkReconcileReport;
@@ -68,6 +71,7 @@ export async function reconcileHost(opts: ReconcileOptions): Promise<ReconcileRe
     killed: [],
     cgroups: [],
     directories: [],
+    mounts: [],
     wipes: [],
     networks: { netns: [], links: [], nftElements: 0, tableRemoved: false },
     leftovers: [],
@@ -121,8 +125,15 @@ export async function reconcileHost(opts: ReconcileOptions): Promise<ReconcileRe
   }
   // A cell's directory holds its job marker: keep it while its volume may still need a receipt.
   const keep = new Set(report.leftovers.filter((l) => l.kind === 'volume').map((l) => cellOfVolume(opts.volumesDir, l.id)));
+  // Image cells' roots (an overlay over idmapped layers, both read-only) are detached before their directories go.
+  report.mounts = detachMountsUnder(opts.cellsDir);
+  const stillMounted = new Set(mountsUnder(opts.cellsDir).map((m) => m.slice(opts.cellsDir.length + 1).split('/')[0]));
   for (const entry of readdirSync(opts.cellsDir)) {
     if (keep.has(entry)) continue;
+    if (stillMounted.has(entry)) {
+      report.leftovers.push({ kind: 'directory', id: entry, error: 'a mount under it could not be detached' });
+      continue;
+    }
     try {
       rmSync(join(opts.cellsDir, entry), { recursive: true, force: true });
       report.directories.push(entry);
@@ -167,7 +178,7 @@ export async function retryLeftovers(opts: ReconcileOptions, leftovers: readonly
           const jobId = (cellId && jobOfCell.get(cellId)) || null;
           opts.spool.write(jobId, receipt);
           wipes.push({ jobId, receipt });
-          if (cellId) rmSync(join(opts.cellsDir, cellId), { recursive: true, force: true });
+          if (cellId) removeCellDir(opts.cellsDir, cellId);
           break;
         }
         case 'netns':
@@ -181,7 +192,7 @@ export async function retryLeftovers(opts: ReconcileOptions, leftovers: readonly
           left.push(l);
           break;
         case 'directory':
-          rmSync(join(opts.cellsDir, l.id), { recursive: true, force: true });
+          removeCellDir(opts.cellsDir, l.id);
           break;
         default: {
           const never: never = l.kind;
@@ -232,6 +243,14 @@ function networkLeftovers(prefix: string): Leftover[] {
   for (const n of listDir('/run/netns')) if (cellIdFromNetns(prefix, n) !== undefined) out.push({ kind: 'netns', id: n, error: 'still present after the sweep' });
   for (const n of listDir('/sys/class/net')) if (isCellHostIf(prefix, n)) out.push({ kind: 'link', id: n, error: 'still present after the sweep' });
   return out;
+}
+
+/** removeCellDir detaches an image cell's root mounts, then removes the cell's directory (never through a mount). */
+function removeCellDir(cellsDir: string, cellId: string): void {
+  const dir = join(cellsDir, cellId);
+  detachMountsUnder(dir);
+  if (mountsUnder(dir).some((m) => m !== dir)) throw new Error(`a mount under cell ${cellId} could not be detached`);
+  rmSync(dir, { recursive: true, force: true });
 }
 
 function readJobMarkers(cellsDir: string): Map<string, string> {

@@ -5,6 +5,7 @@ import { Socket } from 'node:net';
 import type { Readable } from 'node:stream';
 import { join } from 'node:path';
 import { loadNativeAddon } from '../native-addon.js';
+import { adoptIfBackground } from './background.js';
 
 interface Addon {
   spawn(file: string, argv: readonly string[], fds: readonly [number, number, number]): number;
@@ -76,6 +77,7 @@ export function spawnHelper(argv: readonly string[], stdinFd = -1): Helper {
     a.closeFd(outWrite);
     a.closeFd(errWrite);
   }
+  adoptIfBackground(pid);
   const exited = new Promise<ExitStatus>((resolve) => running.set(pid, resolve));
   keepAlive ??= setInterval(reapEnded, 500);
   setImmediate(reapEnded); // a child that ended before it was registered: its SIGCHLD found nothing to reap

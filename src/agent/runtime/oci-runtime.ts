@@ -1,4 +1,4 @@
-/** OciRuntime drives runc or runsc through their command lines (only off the assignment path). */
+/** OciRuntime drives runc, crun or runsc through their command lines (only off the assignment path). */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Runtime } from '../../shared/wire.js';
@@ -15,7 +15,7 @@ export interface OciRuntimeOptions {
   binary?: string;
 }
 
-/** OciRuntime is the CellRuntime adapter for runc and runsc. */
+/** OciRuntime is the CellRuntime adapter for runc, crun and runsc. */
 export class OciRuntime implements CellRuntime {
   readonly name: Runtime;
   private readonly binary: string;
@@ -35,8 +35,8 @@ export class OciRuntime implements CellRuntime {
 
   async create(id: string, bundle: string, stdinFd: number): Promise<CreatedContainer> {
     const pidFile = join(bundle, 'init.pid');
-    // runc: `run --detach` creates and starts in one process (each runc start-up costs ~20 ms of CPU here); runsc's
-    // start needs its own wrapper (runscStartCommand), so it keeps the two steps.
+    // runc and crun: `run --detach` creates and starts in one process (each runc start-up costs ~20 ms of CPU here);
+    // runsc's start needs its own wrapper (runscStartCommand), so it keeps the two steps.
     const verb = this.name === 'runsc' ? 'create' : 'run';
     const argv = [...this.globalFlags, verb, ...(verb === 'run' ? ['--detach'] : []), '--bundle', bundle, '--pid-file', pidFile, id];
     const helper = spawnHelper([this.binary, ...argv], stdinFd);

@@ -1,4 +1,5 @@
 /** The seccomp profile every cell runs under: default-deny, with an allowlist of ordinary syscalls. */
+import type { Runtime } from '../../shared/wire.js';
 
 /** ALLOWED_SYSCALLS lists what a workload may call; everything else fails with EPERM. */
 const ALLOWED_SYSCALLS = `
@@ -52,7 +53,7 @@ export interface SeccompProfile {
 }
 
 /** cellSeccompProfile returns the default-deny allowlist applied to every cell of the given runtime. */
-export function cellSeccompProfile(runtime: 'runc' | 'runsc'): SeccompProfile {
+export function cellSeccompProfile(runtime: Runtime): SeccompProfile {
   return {
     defaultAction: 'SCMP_ACT_ERRNO',
     defaultErrnoRet: EPERM,

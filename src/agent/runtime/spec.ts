@@ -1,5 +1,6 @@
 /** Builds the OCI runtime spec (config.json) of a cell. */
 import { cellSeccompProfile } from './seccomp.js';
+import type { Runtime } from '../../shared/wire.js';
 
 /** WORKLOAD_UID is the uid (and gid) the workload runs as inside every cell. */
 export const WORKLOAD_UID = 1000;
@@ -10,14 +11,25 @@ export const CELL_FILES_DIR = '/run/cleanroom';
 /** CELL_CA_FILE is where cells find the CA that signs the platform's TLS certificates. */
 export const CELL_CA_FILE = '/etc/cleanroom/ca.pem';
 
+/** CELL_INIT_PATH is where cell init's binary is inside every cell. */
+export const CELL_INIT_PATH = '/.cr/init';
+
+/** CELL_MOUNT_POINTS are the directories the spec mounts over: an image's read-only root must already have them. */
+export const CELL_MOUNT_POINTS: readonly string[] = ['/proc', '/dev', '/sys', '/work', '/tmp', CELL_FILES_DIR, '/.cr'];
+
 /** UID_RANGE_SIZE is how many host uids each cell's user namespace maps. */
 export const UID_RANGE_SIZE = 65536;
 
 /** CellSpecInput is everything the spec depends on; none of it is tenant data. */
 export interface CellSpecInput {
-  runtime: 'runc' | 'runsc';
-  /** Read-only root filesystem directory shared by all cells (synthetic /etc, mount points). */
+  runtime: Runtime;
+  /** Read-only root filesystem: the directory shared by host-root cells (synthetic /etc, mount points), or an image cell's own overlay. */
   rootfs: string;
+  /**
+   * For a cell whose root is an image: cell init's binary on the host (bind-mounted read-only at CELL_INIT_PATH) and
+   * the workload's uid/gid inside the cell (init's argv; never 0). null: the host's /usr under a synthetic /etc.
+   */
+  image?: { initBinary: string; uid: number; gid: number } | null;
   /** Host directory mounted read-write at /work. */
   workDir: string;
   /** Host directory mounted read-write at /tmp. */
@@ -36,6 +48,9 @@ export interface CellSpecInput {
 }
 
 const CPU_PERIOD_US = 100_000;
+/** WARM_CPU_SHARES weighs a cell while it is prepared and waits (its init starting): below the start path and running
+ *  workloads, which get the normal weight at assignment (CellCgroup.limit). */
+export const WARM_CPU_SHARES = 64;
 /** INIT_CAPS are cell init's capabilities inside the cell's user namespace until the workload starts. */
 const INIT_CAPS = ['CAP_SETUID', 'CAP_SETGID', 'CAP_SETPCAP'];
 
@@ -51,7 +66,7 @@ export function cellSpec(i: CellSpecInput): Record<string, unknown> {
       // with none at all; then it drops them too. A different real uid is what keeps the workload from signalling,
       // tracing or opening init (native/cell-init: act_as_workload, become_workload).
       user: { uid: 0, gid: 0, additionalGids: [] },
-      args: ['/.cr/init'],
+      args: i.image ? [CELL_INIT_PATH, String(i.image.uid), String(i.image.gid)] : [CELL_INIT_PATH],
       // Init needs no environment (the workload's comes with its assignment); gVisor lets a workload read init's.
       env: [],
       cwd: '/',
@@ -72,11 +87,12 @@ export function cellSpec(i: CellSpecInput): Record<string, unknown> {
       { destination: '/dev/pts', type: 'devpts', source: 'devpts', options: ['nosuid', 'noexec', 'newinstance', 'ptmxmode=0666', 'mode=0620'] },
       // No sysfs: an empty read-only tmpfs hides host devices and lets the cell join a netns the agent made.
       { destination: '/sys', type: 'tmpfs', source: 'sysfs-empty', options: ['ro', 'nosuid', 'noexec', 'nodev', 'size=4k'] },
-      { destination: '/usr', type: 'bind', source: '/usr', options: ro },
+      // Host-root cells see the host's /usr; an image cell's root is the image itself, with cell init bound in from the agent.
+      i.image ? { destination: CELL_INIT_PATH, type: 'bind', source: i.image.initBinary, options: ro } : { destination: '/usr', type: 'bind', source: '/usr', options: ro },
       { destination: '/work', type: 'bind', source: i.workDir, options: rw },
       { destination: '/tmp', type: 'bind', source: i.tmpDir, options: rw },
       // The cell's private RAM-backed files: its token, hosts and resolv.conf, written by cell init at assignment.
-      { destination: CELL_FILES_DIR, type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'nodev', 'noexec', 'mode=0700', `uid=${WORKLOAD_UID}`, `gid=${WORKLOAD_UID}`, 'size=1m'] },
+      { destination: CELL_FILES_DIR, type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'nodev', 'noexec', 'mode=0700', `uid=${i.image?.uid ?? WORKLOAD_UID}`, `gid=${i.image?.gid ?? WORKLOAD_UID}`, 'size=1m'] },
     ],
     linux: {
       uidMappings: [{ containerID: 0, hostID: i.hostUidBase, size: UID_RANGE_SIZE }],
@@ -99,7 +115,7 @@ export function cellSpec(i: CellSpecInput): Record<string, unknown> {
           { allow: true, type: 'c', major: 136, access: 'rwm' },
         ],
         memory: { limit: i.memoryBytes, swap: i.memoryBytes },
-        cpu: { quota: Math.round((i.cpuMillis / 1000) * CPU_PERIOD_US), period: CPU_PERIOD_US },
+        cpu: { quota: Math.round((i.cpuMillis / 1000) * CPU_PERIOD_US), period: CPU_PERIOD_US, shares: WARM_CPU_SHARES },
         pids: { limit: i.pids },
       },
       seccomp: cellSeccompProfile(i.runtime),

@@ -165,6 +165,11 @@ export function encodeFileData(id: number, data: Buffer | null): Buffer {
   return data === null ? message('CRE1', ids(id)) : message('CRD1', Buffer.concat([ids(id), data]));
 }
 
+/** encodeCancelOp kills a file operation's child; init still reports its result (which the agent then drops). */
+export function encodeCancelOp(id: number): Buffer {
+  return message('CRX1', ids(id));
+}
+
 /** encodeCredit lets init forward `bytes` more of a read. */
 export function encodeCredit(id: number, bytes: number): Buffer {
   return message('CRG1', ids(id, bytes));

@@ -23,6 +23,7 @@ import {
 } from '../../shared/wire.js';
 import {
   decodeEntries,
+  encodeCancelOp,
   encodeCredit,
   encodeFileData,
   encodeFileOp,
@@ -53,12 +54,18 @@ export interface SandboxLink {
   congested(): boolean;
 }
 
-/** PAUSE_LAG_BYTES: when the slowest attached stream lags this far behind a process's output, init stops reading it. */
-const PAUSE_LAG_BYTES = PROC_OUTPUT_RING_BYTES - 4 * INIT_CHUNK_BYTES;
+/**
+ * PAUSE_LAG_BYTES: when the slowest attached stream lags this far behind a process's output, init stops reading it.
+ * Half the ring: what is already on its way from init when it pauses (its pipe to the agent, and under gVisor the
+ * sandbox's own relay, measured up to ~0.5 MiB) must still fit, so that a lagging stream never loses bytes.
+ */
+const PAUSE_LAG_BYTES = PROC_OUTPUT_RING_BYTES / 2;
 /** RESUME_LAG_BYTES: init reads a paused process again once the slowest stream is this close. */
-const RESUME_LAG_BYTES = PROC_OUTPUT_RING_BYTES / 2;
+const RESUME_LAG_BYTES = PROC_OUTPUT_RING_BYTES / 4;
 /** CONGESTION_POLL_MS is how often streams held back by a congested channel try again. */
 const CONGESTION_POLL_MS = 20;
+/** ORPHAN_STREAM_MS: after a reconnect, a stream the control plane neither acks nor re-attaches within this is dropped. */
+export const ORPHAN_STREAM_MS = 30_000;
 /** MAX_LIST_BYTES bounds what a stat or list answer may bring (MAX_LIST_ENTRIES of at most 255-byte names). */
 const MAX_LIST_BYTES = (MAX_LIST_ENTRIES + 1) * (23 + 1024);
 
@@ -69,6 +76,8 @@ interface Stream {
   next: number;
   /** The offset the client has consumed to. */
   acked: number;
+  /** Since the last reconnect, the control plane has acked or re-attached this stream. */
+  alive: boolean;
 }
 
 interface Proc {
@@ -127,6 +136,7 @@ export class SandboxSession {
   private readonly opsByHandle = new Map<number, FileOp>();
   private nextHandle = 1;
   private congestionTimer: NodeJS.Timeout | null = null;
+  private orphanTimer: NodeJS.Timeout | null = null;
   private closed = false;
 
   constructor(
@@ -174,6 +184,7 @@ export class SandboxSession {
         const s = this.streams.get(m.streamId);
         if (!s) return; // detached or its process forgotten: late acks are harmless
         s.acked = Math.min(Math.max(s.acked, m.seq), s.next);
+        s.alive = true;
         return this.pump(s);
       }
       case 'proc.list':
@@ -286,12 +297,42 @@ export class SandboxSession {
     }
   }
 
+  /**
+   * onReconnect is called when the channel to the control plane is welcomed again. What was sent on the old connection
+   * may be lost: every stream rewinds to its last ack and sends again from there; a stream that the (possibly restarted)
+   * control plane neither acks nor re-attaches within ORPHAN_STREAM_MS is dropped, so that it no longer holds its
+   * process back. File operations in flight cannot be replayed: they are cancelled and answered io_error.
+   */
+  onReconnect(): void {
+    if (this.closed) return;
+    for (const s of this.streams.values()) {
+      s.next = s.acked;
+      s.alive = false;
+    }
+    for (const o of [...this.ops.values()]) {
+      if (o.done) continue;
+      this.link.toInit(encodeCancelOp(o.handle));
+      this.abortOp(o, 'io_error', 'the channel to the control plane was re-established while the operation ran; run it again');
+    }
+    this.orphanTimer ??= setTimeout(() => {
+      this.orphanTimer = null;
+      for (const s of [...this.streams.values()]) {
+        if (s.alive) continue;
+        this.dropStream(s);
+        this.flow(s.proc);
+      }
+    }, ORPHAN_STREAM_MS);
+    for (const s of this.streams.values()) this.pump(s);
+  }
+
   /** close ends the session with its cell: timers stop, nothing more is sent. */
   close(): void {
     this.closed = true;
     for (const p of this.procs.values()) if (p.timer) clearTimeout(p.timer);
     if (this.congestionTimer) clearInterval(this.congestionTimer);
     this.congestionTimer = null;
+    if (this.orphanTimer) clearTimeout(this.orphanTimer);
+    this.orphanTimer = null;
   }
 
   // ---- Processes ----
@@ -396,7 +437,7 @@ export class SandboxSession {
   }
 
   private addStream(p: Proc, id: string, from: number): void {
-    const s: Stream = { id, proc: p, next: Math.max(from, p.ring.start), acked: Math.max(from, p.ring.start) };
+    const s: Stream = { id, proc: p, next: Math.max(from, p.ring.start), acked: Math.max(from, p.ring.start), alive: true };
     this.streams.set(id, s);
     p.streams.add(s);
     this.pump(s);

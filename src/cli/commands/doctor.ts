@@ -23,6 +23,8 @@ export function registerDoctor(program: Command): void {
       const checks: Check[] = [
         version('runc', ['runc', '--version']),
         version('runsc (gVisor)', ['runsc', '--version']),
+        optional(version('crun', ['crun', '--version']), 'not installed: the agent offers runc and runsc only (apt-get install crun)'),
+        crunCgroups(),
         version('tini (subreaper)', ['tini', '--version']),
         { name: 'cgroup v1 memory, cpu, pids', ok: ['memory', 'cpu', 'pids'].every((c) => existsSync(`/sys/fs/cgroup/${c}/tasks`)), detail: '/sys/fs/cgroup/{memory,cpu,pids}' },
         { name: 'user namespaces', ok: Number(readFileSync('/proc/sys/user/max_user_namespaces', 'utf8')) > 0, detail: 'user.max_user_namespaces > 0' },
@@ -36,6 +38,20 @@ export function registerDoctor(program: Command): void {
       }
       if (!ok) process.exitCode = 1;
     });
+}
+
+/** optional turns a failed check into a note: the host can run cells without it. */
+function optional(c: Check, note: string): Check {
+  return c.ok ? c : { ...c, ok: true, detail: note };
+}
+
+/** crunCgroups: crun refuses a hybrid host whose cgroup v2 holds controllers; the agent moves hugetlb (the usual one) out. */
+function crunCgroups(): Check {
+  const file = '/sys/fs/cgroup/unified/cgroup.controllers';
+  const held = existsSync(file) ? readFileSync(file, 'utf8').trim().split(/\s+/).filter(Boolean) : [];
+  const other = held.filter((c) => c !== 'hugetlb');
+  const detail = held.length === 0 ? 'cgroup v2 holds no controller' : other.length === 0 ? 'hugetlb is on cgroup v2; the agent gives it a v1 hierarchy at start' : `cgroup v2 holds ${other.join(', ')}: crun cells are left out`;
+  return { name: 'crun: hybrid cgroup layout', ok: other.length === 0, detail };
 }
 
 function version(name: string, argv: string[]): Check {

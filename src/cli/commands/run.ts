@@ -28,6 +28,7 @@ interface RunOptions {
   timeout?: string;
   disk?: string;
   runtime?: string;
+  image?: string;
   env: string[];
   read: string[];
   write: string[];
@@ -41,12 +42,13 @@ export function registerRun(program: Command): void {
   program
     .command('run')
     .description('run a command in a fresh cell and stream its output; exits with its exit code')
-    .argument('<command...>', 'program and arguments (put them after --)')
+    .argument('[command...]', "program and arguments (put them after --); none: the image's Entrypoint + Cmd")
     .option('--cpu <cores>', 'CPU cores, e.g. 0.5')
     .option('--memory <size>', 'memory limit, e.g. 256M or 1G')
     .option('--timeout <duration>', 'time limit, e.g. 30s, 5m')
     .option('--disk <size>', 'size of the encrypted /work + /tmp volume, e.g. 512M')
-    .option('--runtime <name>', 'runc (default) or runsc (gVisor)')
+    .option('--runtime <name>', 'runc (default), crun, or runsc (gVisor)')
+    .option('--image <name[:tag]>', 'the image to run on (NAME[:TAG] or sha256:…; default: the configured default image)')
     .option('-e, --env <KEY=VALUE>', 'environment variable (repeatable)', (v: string, acc: string[]) => [...acc, v], [])
     .option('--read <prefix>', "the job's token may read objects under this key prefix of the data store (repeatable)", (v: string, acc: string[]) => [...acc, v], [])
     .option('--write <prefix>', "the job's token may read and write objects under this prefix (repeatable)", (v: string, acc: string[]) => [...acc, v], [])
@@ -71,7 +73,8 @@ export function registerRun(program: Command): void {
       if (cpu !== undefined && !Number.isFinite(cpu)) throw new UsageError(`--cpu: "${opts.cpu}" is not a number`);
       const data = [...opts.read.map((prefix) => ({ prefix, access: 'read' as const })), ...opts.write.map((prefix) => ({ prefix, access: 'read-write' as const }))];
       const req: JobRequest = {
-        command,
+        ...(command.length ? { command } : {}),
+        ...(opts.image ? { image: opts.image } : {}),
         ...(data.length ? { data } : {}),
         ...(Object.keys(env).length ? { env } : {}),
         ...(opts.cwd ? { cwd: opts.cwd } : {}),

@@ -13,6 +13,7 @@ import {
   PROTOCOL_VERSION,
   type AgentToControl,
   type ControlToAgent,
+  type ImageManifest,
   type JobSpec,
   type PoolStatus,
   type VolumeCounts,
@@ -53,6 +54,16 @@ interface Connection {
   pending: number;
 }
 
+/** ImageEvents hears what agents say about images (the image service implements it). */
+export interface ImageEvents {
+  /** onAgentImages: an agent said hello with the images it has prepared. */
+  onAgentImages(agentId: string, digests: readonly string[]): void;
+  /** onPrepared: an agent answered image.prepare (error null: the image is ready there). */
+  onPrepared(agentId: string, digest: string, unpackedBytes: number, error: { code: string; message: string } | null): Promise<void>;
+  /** onRemoved: an agent answered image.remove. */
+  onRemoved(agentId: string, digest: string): Promise<void>;
+}
+
 /** REPORTS_HIGH_WATER / REPORTS_LOW_WATER bound the reports an agent may have waiting here. */
 const REPORTS_HIGH_WATER = 256;
 const REPORTS_LOW_WATER = 32;
@@ -64,6 +75,7 @@ export class AgentHub implements Dispatcher, SandboxChannel {
   /** Pool requests awaiting an answer, by request id, with the agent asked. */
   private readonly pending = new Map<string, { agentId: string; answer: (p: AgentPool) => void }>();
   private readonly lostTimers = new Map<string, NodeJS.Timeout>();
+  private images: ImageEvents | null = null;
   private sandboxes: SandboxReports | null = null;
 
   constructor(
@@ -89,6 +101,25 @@ export class AgentHub implements Dispatcher, SandboxChannel {
       }
       this.onConnection(ws, peer);
     });
+  }
+
+  /** attachImages connects the image service, which is built after the hub's own dependencies. */
+  attachImages(images: ImageEvents): void {
+    this.images = images;
+  }
+
+  /** prepareImage sends image.prepare to every connected agent (or only to `agentId`); returns the agents asked. */
+  prepareImage(image: ImageManifest, maxUnpackedBytes: number, agentId?: string): string[] {
+    const conns = agentId === undefined ? [...this.agents.values()] : [this.agents.get(agentId)].filter((c): c is Connection => c !== undefined);
+    for (const c of conns) send(c.ws, { type: 'image.prepare', image, maxUnpackedBytes });
+    return conns.map((c) => c.agentId);
+  }
+
+  /** removeImage sends image.remove to every connected agent; returns the agents asked. */
+  removeImage(digest: string): string[] {
+    const conns = [...this.agents.values()];
+    for (const c of conns) send(c.ws, { type: 'image.remove', digest });
+    return conns.map((c) => c.agentId);
   }
 
   /** attachSandboxes connects the sandbox relays (built after the hub). */
@@ -178,7 +209,8 @@ export class AgentHub implements Dispatcher, SandboxChannel {
     this.agents.set(agentId, conn);
     clearTimeout(this.lostTimers.get(agentId));
     this.lostTimers.delete(agentId);
-    this.log('agent connected', { agentId, live: liveJobIds.length, protocol: hello.protocol });
+    this.log('agent connected', { agentId, live: liveJobIds.length, protocol: hello.protocol, images: hello.images.length });
+    this.images?.onAgentImages(agentId, hello.images);
     // Jobs that ended on the agent while we could not hear it are not lost: their final reports follow the hello.
     void this.jobs
       .onAgentLost(agentId, [...liveJobIds, ...endedJobIds], 'the agent restarted and the job\'s cell was lost')
@@ -213,6 +245,10 @@ export class AgentHub implements Dispatcher, SandboxChannel {
         if (asked?.agentId === agentId) asked.answer({ pool: msg.pool, volumes: msg.volumes });
         return;
       }
+      case 'image.prepared':
+        return this.images?.onPrepared(agentId, msg.digest, msg.unpackedBytes, msg.error);
+      case 'image.removed':
+        return this.images?.onRemoved(agentId, msg.digest);
       default:
         assertNever(msg);
     }

@@ -17,7 +17,7 @@ export async function servedOpenApiDocument(): Promise<{ doc: Record<string, unk
   const store = new SqliteStore(join(dir, 'db'));
   try {
     const config = loadConfig(join(dir, 'no-config.json'));
-    const services = createServices({ store, config, kek: randomBytes(32), objectsDir: join(dir, 'objects') });
+    const services = createServices({ store, config, kek: randomBytes(32), objectsDir: join(dir, 'objects'), imagesDir: join(dir, 'images'), defaultImageSource: join(dir, 'no-layout') });
     const paths = dataPaths(dir);
     await ensurePki(paths, 0, 0, ['127.0.0.1']);
     const tls = { ca: readFileSync(paths.pki.caCert, 'utf8'), cert: readFileSync(paths.pki.serverCert, 'utf8'), key: readFileSync(paths.pki.serverKey, 'utf8') };

@@ -52,6 +52,14 @@ export interface RouteDef<B = unknown, Q = unknown> {
   handler(ctx: RouteContext<B, Q>): Promise<unknown>;
 }
 
+/** callers remembers who made each authenticated request, for the request log (never the key's secret). */
+const callers = new WeakMap<FastifyRequest, { workspace: string; key: string | null; job: string | null }>();
+
+/** callerOf is the workspace and key id (or workload's job) of an authenticated request, if it got that far. */
+export function callerOf(request: FastifyRequest): { workspace: string; key: string | null; job: string | null } | undefined {
+  return callers.get(request);
+}
+
 /** LISTENER_ERRORS are the codes any request may get from the listener itself, before it reaches a route. */
 const LISTENER_ERRORS: Array<keyof typeof ERROR_CODES> = ['malformed_request', 'request_timeout', 'headers_too_large'];
 
@@ -79,6 +87,7 @@ export class RouteTable {
       url: def.path,
       handler: async (request, reply) => {
         const principal = def.auth === 'none' ? (null as unknown as Principal) : await this.authenticate(request.headers.authorization, def.auth);
+        if (principal) callers.set(request, { workspace: principal.workspace.id, key: principal.key?.id ?? null, job: principal.workload?.jobId ?? null });
         const body = parse(def.body, request.body ?? {}, 'body') as B;
         const query = parse(def.query, request.query ?? {}, 'query') as Q;
         const result = await def.handler({ principal, body, query, params: request.params as Record<string, string>, reply, request });

@@ -1,14 +1,17 @@
 /** The HTTPS servers: the user-facing API and the data service; fastify, TLS ≥ 1.2, one error shape. */
 import Fastify, { type FastifyInstance } from 'fastify';
+import { randomUUID } from 'node:crypto';
 import { ApiError, ERROR_CODES, type ErrorBody } from '../../shared/errors.js';
 import type { AgentHub } from '../agents/agent-hub.js';
 import type { ControlServices } from '../services.js';
 import type { ListenerTimeouts } from '../../shared/config.js';
 import { createAuthenticator } from '../auth/authenticator.js';
 import { ListenerEdge } from './listener.js';
-import { RouteTable, type Authenticator } from './route-table.js';
+import { callerOf, RouteTable, type Authenticator } from './route-table.js';
 import { registerAuditRoutes } from './routes/audit.js';
+import { registerConsoleRoutes } from './routes/console.js';
 import { registerDataRoutes } from './routes/data.js';
+import { registerImageRoutes } from './routes/images.js';
 import { registerJobRoutes } from './routes/jobs.js';
 import { registerNetworkRoutes } from './routes/network.js';
 import { registerSystemRoutes } from './routes/system.js';
@@ -39,13 +42,15 @@ const BODY_LIMIT_BYTES = 1024 * 1024;
 export function buildApiServer(d: ApiServerDeps): { app: FastifyInstance; routes: RouteTable } {
   const { app, routes, edge, authenticate } = baseServer(d);
   const s = d.services;
-  registerSystemRoutes(routes, d.agents);
+  registerSystemRoutes(routes, d.agents, s.metrics);
   registerTenancyRoutes(routes, s.tenancy);
   registerJobRoutes(routes, s.jobs, s.hub, s.quotas);
   registerNetworkRoutes(routes, s.network);
   registerAuditRoutes(routes, s.audit, s.tenancy);
   registerTokenRoutes(routes, s.tokens);
   registerDataRoutes(app, routes, s.objects, s.denials, edge);
+  registerImageRoutes(app, routes, s.images, edge);
+  registerConsoleRoutes(routes);
   registerSandboxRoutes(routes, s.sandboxes);
   registerSandboxProcessRoutes(routes, s.sandboxes, s.processes, s.quotas);
   registerSandboxFileRoutes(app, routes, s.sandboxes, s.files, edge);
@@ -71,6 +76,25 @@ function baseServer(d: ApiServerDeps): { app: FastifyInstance; routes: RouteTabl
     logger: false,
     // fastify's own 503 while closing is in another shape: the onRequest hook below answers `unavailable` instead.
     return503OnClosing: false,
+    // A client's own X-Request-Id is not trusted (it would let a caller forge log lines): every request gets a fresh one.
+    genReqId: () => randomUUID(),
+  });
+  // One structured line per request: its id (also sent back as X-Request-Id), the route's pattern and its ids, status,
+  // duration, and who called. Never a header, query string, body or response: keys, tokens, env and output stay out.
+  app.addHook('onRequest', async (request, reply) => {
+    void reply.header('x-request-id', request.id);
+  });
+  app.addHook('onResponse', async (request, reply) => {
+    const caller = callerOf(request);
+    d.log('request', {
+      requestId: request.id,
+      method: request.method,
+      route: request.routeOptions.url ?? null,
+      ids: idsOf(request.params),
+      status: reply.statusCode,
+      ms: Math.round(reply.elapsedTime * 10) / 10,
+      ...(caller ? { workspaceId: caller.workspace, keyId: caller.key, jobId: caller.job } : {}),
+    });
   });
   edge.guard(app);
   let closing = false;
@@ -109,6 +133,14 @@ function baseServer(d: ApiServerDeps): { app: FastifyInstance; routes: RouteTabl
     return principal;
   };
   return { app, routes: new RouteTable(app, limited), edge, authenticate: limited };
+}
+
+/** idsOf keeps the path parameters that are platform ids (job, sandbox, key, workspace…), never object keys or paths. */
+function idsOf(params: unknown): Record<string, string> | undefined {
+  if (!params || typeof params !== 'object') return undefined;
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(params)) if (k !== '*' && typeof v === 'string' && /^[A-Za-z0-9_.:-]{1,64}$/.test(v)) out[k] = v;
+  return Object.keys(out).length ? out : undefined;
 }
 
 function toErrorBody(err: unknown): ErrorBody {

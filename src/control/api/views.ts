@@ -1,8 +1,9 @@
 /** The JSON shapes the API returns, as zod schemas (documented in OpenAPI) plus mappers from the model. */
 import { z } from 'zod';
+import { RuntimeSchema } from '../../shared/wire.js';
 import type { EgressPolicy } from '../../shared/net/egress-policy.js';
 import { AUDIT_EVENT_TYPES } from '../audit/chain.js';
-import { API_KEY_ROLES, TERMINAL_STATUSES, type ApiKeyRecord, type DeniedConnectionRecord, type Job, type ObjectMeta, type SandboxEndRequest, type Workspace } from '../model.js';
+import { API_KEY_ROLES, IMAGE_STATES, TERMINAL_STATUSES, type ApiKeyRecord, type DeniedConnectionRecord, type ImageRecord, type Job, type ObjectMeta, type SandboxEndRequest, type Workspace } from '../model.js';
 
 /** EgressPolicyView is a policy as the API shows it: normalised, in the same shape PUT accepts, so it can be edited and sent back. */
 export const EgressPolicyView = z.object({
@@ -34,7 +35,7 @@ export const JobView = z.object({
   cpu: z.number(),
   memoryMiB: z.number(),
   timeoutSeconds: z.number(),
-  runtime: z.enum(['runc', 'runsc']),
+  runtime: RuntimeSchema,
   createdAt: z.string(),
   startedAt: z.string().nullable(),
   endedAt: z.string().nullable(),
@@ -60,6 +61,8 @@ export const JobView = z.object({
   egress: EgressPolicyView.describe("the workspace's egress policy when the job was created; its cell runs under it"),
   outputDroppedBytes: z.number().describe('output dropped past the output limit (limits.maxOutputMiB); 0 when the output is complete'),
   expiredAt: z.string().nullable().describe('when retention ended: output deleted and command, env, cwd and message crypto-shredded'),
+  image: z.string().nullable().describe('the image reference the job ran on, as named (or the default image); null: the host root'),
+  imageDigest: z.string().nullable().describe("the image's manifest digest"),
 });
 
 /** jobView maps a job record to its API shape (env values are never echoed back). */
@@ -86,6 +89,8 @@ export function jobView(j: Job): z.infer<typeof JobView> {
     egress: egressPolicyView(j.egress),
     outputDroppedBytes: j.outputDroppedBytes ?? 0,
     expiredAt: j.expiredAt ?? null,
+    image: j.imageRef ?? null,
+    imageDigest: j.image?.digest ?? null,
     wipe: j.wipe ? { volumeId: j.wipe.volumeId, cellId: j.wipe.cellId, keyIdentifier: j.wipe.keyIdentifier, keyStateAfterRemoval: j.wipe.keyStateAfterRemoval, startedAt: j.wipe.startedAt, finishedAt: j.wipe.finishedAt, totalMs: j.wipe.totalMs, steps: [...j.wipe.steps] } : null,
   };
 }
@@ -104,7 +109,7 @@ export const SandboxView = z.object({
   endReason: z.enum(SANDBOX_END_REASONS).nullable().describe('why it ended: deleted, timeout, idle (idleTimeoutSeconds without activity), oom, error (e.g. its agent was lost), exited (its supervisor stopped)'),
   message: z.string().nullable(),
   metadata: z.record(z.string(), z.string()),
-  runtime: z.enum(['runc', 'runsc']),
+  runtime: RuntimeSchema,
   cpu: z.number(),
   memoryMiB: z.number(),
   diskMiB: z.number(),
@@ -241,3 +246,49 @@ export const AuditEventView = z.object({
   prevHash: z.string(),
   hash: z.string(),
 });
+
+/** ImageView is an image as the API shows it (never credentials). */
+export const ImageView = z.object({
+  id: z.string().describe('NAME:TAG, the id to use in GET/DELETE /v1/images/:id (or use `digest`)'),
+  name: z.string(),
+  tag: z.string(),
+  digest: z.string().nullable().describe('manifest digest, once the blobs are in'),
+  public: z.boolean().describe('published by a platform admin; every workspace may use it'),
+  workspaceId: z.string().nullable(),
+  state: z.enum(IMAGE_STATES).describe('pulling (bytesDone/bytesTotal), unpacking (agents preparing it), ready, failed (error)'),
+  source: z.string(),
+  bytesDone: z.number(),
+  bytesTotal: z.number().nullable(),
+  bytes: z.number().describe("bytes of the image's blobs in the store (compressed layers, config, manifest)"),
+  unpackedBytes: z.number().nullable(),
+  layers: z.number(),
+  config: z
+    .object({ env: z.array(z.string()), workingDir: z.string(), entrypoint: z.array(z.string()).nullable(), cmd: z.array(z.string()).nullable(), user: z.string() })
+    .nullable(),
+  error: z.object({ code: z.string(), message: z.string() }).nullable().describe('why the import failed: a stable code (image_*) and a message'),
+  createdAt: z.string(),
+  updatedAt: z.string(),
+});
+
+/** imageView maps an image record to its API shape. */
+export function imageView(r: ImageRecord): z.infer<typeof ImageView> {
+  return {
+    id: `${r.name}:${r.tag}`,
+    name: r.name,
+    tag: r.tag,
+    digest: r.digest,
+    public: r.workspaceId === null,
+    workspaceId: r.workspaceId,
+    state: r.state,
+    source: r.source,
+    bytesDone: r.bytesDone,
+    bytesTotal: r.bytesTotal,
+    bytes: r.bytes,
+    unpackedBytes: r.unpackedBytes,
+    layers: r.manifest?.layers.length ?? 0,
+    config: r.manifest ? { ...r.manifest.config } : null,
+    error: r.error,
+    createdAt: r.createdAt,
+    updatedAt: r.updatedAt,
+  };
+}

@@ -9,10 +9,13 @@ export class AuditLog {
   constructor(
     private readonly store: Store,
     private readonly log: (msg: string, extra?: object) => void = () => {},
+    /** observe sees every event as it is recorded (the metrics count some of them). */
+    private readonly observe: (e: AuditEventInput) => void = () => {},
   ) {}
 
   /** record appends one event; a failure is logged, never thrown into the operation being audited. */
   async record(input: AuditEventInput): Promise<void> {
+    this.observe(input);
     try {
       await this.store.appendAudit(input, sealEvent);
     } catch (e) {

@@ -14,6 +14,8 @@ export const AUDIT_EVENT_TYPES = [
   'access.denied',
   'access.denied.suppressed',
   'wipe.done',
+  'image.imported',
+  'image.removed',
 ] as const;
 
 /** AuditEventType is one of AUDIT_EVENT_TYPES. */

@@ -4,12 +4,18 @@ import { ApiError } from '../../shared/errors.js';
 import type { JobEnd, JobSpec, WipeReceipt, WorkloadCredentials } from '../../shared/wire.js';
 import type { AuditLog } from '../audit/audit-log.js';
 import type { TokenService, TokenSubject } from '../tokens/token-service.js';
-import { TERMINAL_STATUSES, type Job, type OutputChunk, type SandboxEndRequest, type SandboxFields, type Workspace, type WorkloadMode } from '../model.js';
+import { TERMINAL_STATUSES, type ImageRecord, type Job, type OutputChunk, type SandboxEndRequest, type SandboxFields, type Workspace, type WorkloadMode } from '../model.js';
 import type { Store } from '../store/store.js';
 import type { NetworkPolicyService } from '../network/network-policy-service.js';
 import type { OutputHub } from './output-hub.js';
 import type { Quotas } from '../quotas/quotas.js';
 import { resolveJobRequest, type JobDefaults, type JobRequest, type ResolvedJob } from './job-request.js';
+import type { JobImageChoice } from '../images/image-service.js';
+
+/** ImageResolver picks a job's image (the image service implements it): null is the host root. */
+export interface ImageResolver {
+  forJob(ws: Workspace, ref: string | undefined): Promise<{ record: ImageRecord; ref: string } | null>;
+}
 
 /** Dispatcher places jobs on agents; the agent hub implements it. */
 export interface Dispatcher {
@@ -54,6 +60,7 @@ export class JobService {
     private readonly network: NetworkPolicyService,
     private readonly tokens: TokenService,
     private readonly audit: AuditLog,
+    private readonly images: ImageResolver | null = null,
   ) {}
 
   /** attach connects the dispatcher (the agent hub), which is built after the service. */
@@ -61,19 +68,29 @@ export class JobService {
     this.dispatcher = dispatcher;
   }
 
+  /** counts are the jobs queued and running (placed, not ended) per workspace id, as the fair queue holds them. */
+  counts(): { queued: Map<string, number>; running: Map<string, number> } {
+    return {
+      queued: new Map([...this.queued].map(([ws, q]) => [ws, q.length])),
+      running: new Map([...this.active].map(([ws, s]) => [ws, s.size])),
+    };
+  }
+
   /**
    * create validates and records a job, and queues it: it starts at once when its workspace is under its running
    * quota and an agent has room, else it waits its turn. A full queue is refused (429 quota_exceeded).
    */
   async create(ws: Workspace, req: JobRequest, actor: string): Promise<Job> {
-    return this.admit(ws, resolveJobRequest(req, ws, this.defaults), actor, 'job');
+    const chosen = this.images ? await this.images.forJob(ws, req.image) : null;
+    return this.admit(ws, resolveJobRequest(req, ws, this.defaults, chosen?.record ?? null), actor, 'job', undefined, chosen);
   }
 
   /**
    * admit records a resolved workload (a job, or a sandbox with its own fields) and queues it exactly as a job: same
-   * quotas, same fair queue, same placement, token and end paths. A sandbox's id starts with `sbx_`.
+   * quotas, same fair queue, same placement, token and end paths. A sandbox's id starts with `sbx_`. `chosen` is the
+   * image it runs on (null: the host root).
    */
-  async admit(ws: Workspace, r: ResolvedJob, actor: string, mode: WorkloadMode, sandbox?: SandboxFields): Promise<Job> {
+  async admit(ws: Workspace, r: ResolvedJob, actor: string, mode: WorkloadMode, sandbox?: SandboxFields, chosen: JobImageChoice = null): Promise<Job> {
     await this.restore();
     const quota = this.quotas.of(ws);
     const waiting = this.queued.get(ws.id)?.length ?? 0;
@@ -100,11 +117,13 @@ export class JobService {
       egress,
       expiredAt: null,
       outputDroppedBytes: 0,
+      image: chosen ? { digest: chosen.record.digest!, ...numericUser(chosen.record.manifest?.config.user ?? '') } : null,
+      imageRef: chosen?.ref ?? null,
       ...(mode === 'sandbox' ? { mode, sandbox } : {}),
     };
     await this.store.createJob(job);
     // The audit log is never shredded: nothing of the job's command or env goes into it.
-    await this.audit.record({ type: 'workload.created', actor, workspaceId: ws.id, subject: job.id, details: { runtime: job.runtime, data: job.dataGrants, ...(mode === 'sandbox' ? { mode } : {}) } });
+    await this.audit.record({ type: 'workload.created', actor, workspaceId: ws.id, subject: job.id, details: { runtime: job.runtime, data: job.dataGrants, image: job.image?.digest ?? null, ...(mode === 'sandbox' ? { mode } : {}) } });
     // The common case (room for it now) is placed in this call, so the client's created event says where it went.
     this.maxRunningOf.set(ws.id, quota.maxRunningJobs);
     if (this.hasRoom(ws.id) && !this.queued.get(ws.id)?.length && this.dispatcher?.canDispatch()) {
@@ -459,7 +478,14 @@ function subjectOf(job: Job): TokenSubject {
 /** specOf is what the agent is told about a job: no key, no tenant secret beyond the job's own env. */
 function specOf(job: Job, outputLimitBytes: number): JobSpec {
   const { id: jobId, workspaceId, command, env, cwd, cpu, memoryBytes, timeoutSeconds, diskBytes, runtime, egress } = job;
-  return { jobId, workspaceId, command, env, cwd, cpu, memoryBytes, timeoutSeconds, diskBytes, runtime, egress, outputLimitBytes, mode: job.mode ?? 'job' };
+  return { jobId, workspaceId, command, env, cwd, cpu, memoryBytes, timeoutSeconds, diskBytes, runtime, egress, outputLimitBytes, image: job.image ?? null, mode: job.mode ?? 'job' };
+}
+
+/** numericUser reads an image's User when it is numeric ("uid" or "uid:gid"); names are the agent's to resolve (null). */
+function numericUser(user: string): { uid: number | null; gid: number | null } {
+  const m = /^(\d{1,5})(?::(\d{1,5}))?$/.exec(user);
+  const id = (s: string | undefined) => (s !== undefined && Number(s) < 65536 ? Number(s) : null);
+  return m ? { uid: id(m[1]), gid: id(m[2]) } : { uid: null, gid: null };
 }
 
 function prefixed(p: string, t: Record<string, number>): Record<string, number> {

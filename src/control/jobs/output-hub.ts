@@ -22,7 +22,7 @@ export class OutputHub {
     if (event.type !== 'output') this.emitter.emit(LIFECYCLE, event);
   }
 
-  /** onLifecycle registers a watcher of every workload's start and end (the sandbox relays use it). */
+  /** onLifecycle registers a watcher of every workload's start and end (the sandbox relays and the metrics use it). */
   onLifecycle(listener: (e: Exclude<JobStreamEvent, { type: 'output' }>) => void): void {
     this.emitter.on(LIFECYCLE, listener);
   }

@@ -15,6 +15,8 @@ export class NetworkPolicyService {
   constructor(
     private readonly store: Store,
     private readonly audit: AuditLog,
+    /** onDenied sees each denied connection that was kept, by workspace (the metrics count them). */
+    private readonly onDenied: (workspaceId: string) => void = () => {},
   ) {}
 
   /** policyOf returns the policy in force for a workspace: its own, or deny-all if it never set one. */
@@ -52,6 +54,7 @@ export class NetworkPolicyService {
       kept.push({ workspaceId, jobId: r.jobId, cellId: r.cellId, action: r.action, destination: r.destination, protocol: r.protocol, port: r.port, time: r.time });
     }
     if (kept.length) await this.store.addDeniedConnections(kept);
+    for (const r of kept) this.onDenied(r.workspaceId);
     return kept.length;
   }
 

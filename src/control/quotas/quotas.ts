@@ -9,6 +9,8 @@ export interface Quota {
   maxQueuedJobs: number;
   maxObjects: number;
   maxObjectBytes: number;
+  /** Bytes of image blobs the workspace's images may hold. */
+  maxImageBytes: number;
   maxStreams: number;
   requestsPerSecond: number;
   requestBurst: number;
@@ -26,9 +28,14 @@ export class Quotas {
 
   /** of returns the quotas of a workspace. */
   of(ws: Workspace): Quota {
-    const { workspaces, maxObjectBytesMiB, ...defaults } = this.config;
+    const { workspaces, maxObjectBytesMiB, maxImageBytesMiB, ...defaults } = this.config;
     const own = workspaces[ws.name] ?? {};
-    return { ...defaults, maxObjectBytes: (own.maxObjectBytesMiB ?? maxObjectBytesMiB) * 1024 * 1024, ...withoutUndefined({ ...own, maxObjectBytesMiB: undefined }) };
+    return {
+      ...defaults,
+      maxObjectBytes: (own.maxObjectBytesMiB ?? maxObjectBytesMiB) * 1024 * 1024,
+      maxImageBytes: (own.maxImageBytesMiB ?? maxImageBytesMiB) * 1024 * 1024,
+      ...withoutUndefined({ ...own, maxObjectBytesMiB: undefined, maxImageBytesMiB: undefined }),
+    };
   }
 
   /** takeRequest spends one request of the workspace's bucket, or throws 429 rate_limited with when to retry. */

@@ -94,6 +94,8 @@ export class ProcessRelay {
   /** Per sandbox: the processes seen exiting (bounded), so stdin and signals to them fail at once. */
   private readonly exited = new Map<string, Map<string, ProcessExit>>();
   private readonly stdin = new Map<string, StdinState>();
+  /** The agent each sandbox this relay has sent requests for runs on: reports about a sandbox count only from it. */
+  private readonly owners = new Map<string, string>();
 
   constructor(private readonly channel: () => SandboxChannel | null) {}
 
@@ -245,6 +247,7 @@ export class ProcessRelay {
         return;
       }
       case 'proc.exited': {
+        if (this.owners.get(msg.jobId) !== agentId) return; // not a sandbox this agent runs for us
         const e: ProcessExit = { exitCode: msg.exitCode, signal: msg.signal, timedOut: msg.timedOut, outputSeq: msg.outputSeq };
         const ownRunning = this.running.get(msg.jobId);
         ownRunning?.delete(msg.procId);
@@ -267,6 +270,7 @@ export class ProcessRelay {
         return;
       }
       case 'proc.stdin.ack': {
+        if (this.owners.get(msg.jobId) !== agentId) return;
         const st = this.stdin.get(key(msg.jobId, msg.procId));
         if (!st) return;
         st.taken = Math.max(st.taken, msg.seq);
@@ -281,7 +285,7 @@ export class ProcessRelay {
             this.closeStream(s, false);
           }
         }
-        if (msg.procId && msg.code === 'stdin_closed') {
+        if (msg.procId && msg.code === 'stdin_closed' && this.owners.get(msg.jobId) === agentId) {
           const st = this.stdin.get(key(msg.jobId, msg.procId));
           if (st) st.closed = true;
         }
@@ -307,6 +311,7 @@ export class ProcessRelay {
     for (const k of [...this.starts.keys()]) if (k.startsWith(`${jobId}/`)) this.settle(this.starts, k, new ApiError('sandbox_not_running', `the sandbox ended: ${why}`));
     this.running.delete(jobId);
     this.exited.delete(jobId);
+    this.owners.delete(jobId);
     for (const k of [...this.stdin.keys()]) if (k.startsWith(`${jobId}/`)) this.stdin.delete(k);
     void this.lists; // list requests time out on their own (they carry no sandbox key)
   }
@@ -372,6 +377,7 @@ export class ProcessRelay {
   }
 
   private sendTo(agentId: string, msg: SandboxRequestMessage): void {
+    this.owners.set(msg.jobId, agentId);
     if (!this.channel()?.send(agentId, msg)) throw new ApiError('unavailable', "the sandbox's agent is not connected right now; retry shortly");
   }
 

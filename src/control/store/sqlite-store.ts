@@ -2,7 +2,7 @@
 import Database from 'better-sqlite3';
 import type { EgressPolicy } from '../../shared/net/egress-policy.js';
 import type { AuditEvent, AuditEventInput } from '../audit/chain.js';
-import { API_KEY_ROLES, DEFAULT_EGRESS_POLICY, TERMINAL_STATUSES, type ApiKeyRecord, type ApiKeyRole, type DeniedConnectionRecord, type Job, type ObjectMeta, type OutputChunk, type SigningKeyRecord, type TokenRecord, type Workspace } from '../model.js';
+import { API_KEY_ROLES, DEFAULT_EGRESS_POLICY, TERMINAL_STATUSES, type ApiKeyRecord, type ApiKeyRole, type DeniedConnectionRecord, type ImageRecord, type ImageState, type Job, type ObjectMeta, type OutputChunk, type SigningKeyRecord, type TokenRecord, type Workspace } from '../model.js';
 import type { AuditQuery, DeniedQuery, ObjectQuery, SandboxQuery, Store } from './store.js';
 
 /**
@@ -58,6 +58,11 @@ CREATE TABLE IF NOT EXISTS tokens (
   jti TEXT PRIMARY KEY, job_id TEXT NOT NULL, workspace_id TEXT NOT NULL, issued_at TEXT NOT NULL, expires_at TEXT NOT NULL,
   revoked_at TEXT);
 CREATE INDEX IF NOT EXISTS tokens_by_job ON tokens(job_id);
+-- owner '' is a public image; a name:tag is unique per owner; an image is content-addressed by its manifest digest.
+CREATE TABLE IF NOT EXISTS images (
+  id TEXT PRIMARY KEY, owner TEXT NOT NULL, name TEXT NOT NULL, tag TEXT NOT NULL, digest TEXT, state TEXT NOT NULL,
+  bytes INTEGER NOT NULL, created_at TEXT NOT NULL, doc TEXT NOT NULL, UNIQUE (owner, name, tag));
+CREATE INDEX IF NOT EXISTS images_by_digest ON images(digest);
 `;
 
 /**
@@ -65,7 +70,7 @@ CREATE INDEX IF NOT EXISTS tokens_by_job ON tokens(job_id);
  * before versioning existed reads 0 and is version 1; each MIGRATIONS entry takes the database from the version before
  * it to its own. All of them and the version bump run in one transaction, so a crash leaves the old layout or the new.
  */
-export const SCHEMA_VERSION = 2;
+export const SCHEMA_VERSION = 3;
 
 /** Migration takes a database from `version - 1` to `version`. */
 interface Migration {
@@ -94,6 +99,11 @@ const MIGRATIONS: readonly Migration[] = [
         DROP TABLE api_keys;
         ALTER TABLE api_keys_v2 RENAME TO api_keys;`);
     },
+  },
+  {
+    version: 3,
+    why: 'images: a table of image records (owner workspace or public, name, tag, manifest digest, state, bytes); SCHEMA creates it',
+    up() {},
   },
 ];
 
@@ -192,6 +202,15 @@ export class SqliteStore implements Store {
       liveTokensOfJob: d.prepare<[string], { jti: string }>('SELECT jti FROM tokens WHERE job_id = ? AND revoked_at IS NULL'),
       revokeTokensOfJob: d.prepare('UPDATE tokens SET revoked_at = ? WHERE job_id = ? AND revoked_at IS NULL'),
       deleteExpiredTokens: d.prepare('DELETE FROM tokens WHERE expires_at < ?'),
+      insertImage: d.prepare('INSERT OR IGNORE INTO images VALUES (@id, @owner, @name, @tag, @digest, @state, @bytes, @createdAt, @doc)'),
+      image: d.prepare<[string], { doc: string }>('SELECT doc FROM images WHERE id = ?'),
+      imageByName: d.prepare<[string, string, string], { doc: string }>('SELECT doc FROM images WHERE owner = ? AND name = ? AND tag = ?'),
+      imageByDigest: d.prepare<[string, string], { doc: string }>('SELECT doc FROM images WHERE owner = ? AND digest = ? ORDER BY created_at, id LIMIT 1'),
+      imagesOf: d.prepare<[string, string], { doc: string }>("SELECT doc FROM images WHERE owner IN (?, ?) ORDER BY created_at, id"),
+      imagesWithDigest: d.prepare<[string], { doc: string }>('SELECT doc FROM images WHERE digest = ? ORDER BY created_at, id'),
+      updateImage: d.prepare('UPDATE images SET digest = @digest, state = @state, bytes = @bytes, doc = @doc WHERE id = @id'),
+      deleteImage: d.prepare('DELETE FROM images WHERE id = ?'),
+      imageBytes: d.prepare<[string], { n: number }>("SELECT COALESCE(SUM(bytes), 0) AS n FROM images WHERE owner = ? AND state != 'failed'"),
     };
   }
 
@@ -412,9 +431,62 @@ export class SqliteStore implements Store {
     this.stmts.deleteExpiredTokens.run(at);
   }
 
+  async createImage(r: ImageRecord): Promise<boolean> {
+    return this.stmts.insertImage.run(imageRow(r)).changes === 1;
+  }
+
+  async getImage(id: string): Promise<ImageRecord | null> {
+    const r = this.stmts.image.get(id);
+    return r ? (JSON.parse(r.doc) as ImageRecord) : null;
+  }
+
+  async findImage(workspaceId: string | null, by: { name: string; tag: string } | { digest: string }): Promise<ImageRecord | null> {
+    const owner = workspaceId ?? '';
+    const r = 'digest' in by ? this.stmts.imageByDigest.get(owner, by.digest) : this.stmts.imageByName.get(owner, by.name, by.tag);
+    return r ? (JSON.parse(r.doc) as ImageRecord) : null;
+  }
+
+  async listImages(workspaceId: string, withPublic: boolean): Promise<ImageRecord[]> {
+    // A workspace id is never '', so (id, id) selects only the workspace's own.
+    return this.stmts.imagesOf.all(workspaceId, withPublic ? '' : workspaceId).map((r) => JSON.parse(r.doc) as ImageRecord);
+  }
+
+  async imagesWithDigest(digest: string): Promise<ImageRecord[]> {
+    return this.stmts.imagesWithDigest.all(digest).map((r) => JSON.parse(r.doc) as ImageRecord);
+  }
+
+  async imagesInStates(states: readonly ImageState[]): Promise<ImageRecord[]> {
+    const marks = states.map(() => '?').join(',');
+    return this.db
+      .prepare<string[], { doc: string }>(`SELECT doc FROM images WHERE state IN (${marks}) ORDER BY created_at, id`)
+      .all(...states)
+      .map((r) => JSON.parse(r.doc) as ImageRecord);
+  }
+
+  async updateImage(id: string, patch: Partial<ImageRecord>): Promise<void> {
+    this.db.transaction(() => {
+      const r = this.stmts.image.get(id);
+      if (!r) return;
+      const image = { ...(JSON.parse(r.doc) as ImageRecord), ...patch, id };
+      this.stmts.updateImage.run({ id, digest: image.digest, state: image.state, bytes: image.bytes, doc: JSON.stringify(image) });
+    })();
+  }
+
+  async deleteImage(id: string): Promise<void> {
+    this.stmts.deleteImage.run(id);
+  }
+
+  async imageBytes(workspaceId: string): Promise<number> {
+    return this.stmts.imageBytes.get(workspaceId)!.n;
+  }
+
   async close(): Promise<void> {
     this.db.close();
   }
+}
+
+function imageRow(r: ImageRecord) {
+  return { id: r.id, owner: r.workspaceId ?? '', name: r.name, tag: r.tag, digest: r.digest, state: r.state, bytes: r.bytes, createdAt: r.createdAt, doc: JSON.stringify(r) };
 }
 
 function objectFrom(r: ObjectRow | undefined): ObjectMeta | null {

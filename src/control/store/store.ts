@@ -1,7 +1,7 @@
 /** Store is the control plane's persistence port; SQLite is the embedded adapter (async so a PostgreSQL adapter fits). */
 import type { EgressPolicy } from '../../shared/net/egress-policy.js';
 import type { AuditEvent, AuditEventInput } from '../audit/chain.js';
-import type { ApiKeyRecord, ApiKeyRole, DeniedConnectionRecord, Job, ObjectMeta, OutputChunk, SigningKeyRecord, TokenRecord, Workspace } from '../model.js';
+import type { ApiKeyRecord, ApiKeyRole, DeniedConnectionRecord, ImageRecord, ImageState, Job, ObjectMeta, OutputChunk, SigningKeyRecord, TokenRecord, Workspace } from '../model.js';
 
 /** DeniedQuery selects a workspace's denied connections: newest first, at most `limit`, optionally of one job. */
 export interface DeniedQuery {
@@ -110,6 +110,22 @@ export interface Store {
   revokeTokensOfJob(jobId: string, at: string): Promise<string[]>;
   /** deleteTokensExpiredBefore forgets tokens that can no longer verify anyway. */
   deleteTokensExpiredBefore(at: string): Promise<void>;
+
+  /** createImage stores a new image record; false if the owner already has that name:tag. */
+  createImage(r: ImageRecord): Promise<boolean>;
+  getImage(id: string): Promise<ImageRecord | null>;
+  /** findImage returns the owner's (null: public) image of a name:tag, or with a digest (the oldest of them). */
+  findImage(workspaceId: string | null, by: { name: string; tag: string } | { digest: string }): Promise<ImageRecord | null>;
+  /** listImages returns a workspace's images, and the public ones if asked, oldest first. */
+  listImages(workspaceId: string, withPublic: boolean): Promise<ImageRecord[]>;
+  /** imagesWithDigest returns every record (any owner) of a manifest digest. */
+  imagesWithDigest(digest: string): Promise<ImageRecord[]>;
+  /** imagesInStates returns every record in any of the states. */
+  imagesInStates(states: readonly ImageState[]): Promise<ImageRecord[]>;
+  updateImage(id: string, patch: Partial<ImageRecord>): Promise<void>;
+  deleteImage(id: string): Promise<void>;
+  /** imageBytes sums the blob bytes of a workspace's images that did not fail. */
+  imageBytes(workspaceId: string): Promise<number>;
 
   close(): Promise<void>;
 }

@@ -18,6 +18,74 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/console": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Redirects to /console/ */
+        get: operations["consoleRedirect"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/console/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The web console (sign in with an API key) */
+        get: operations["console"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/console/assets/{version}/{key}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The console's scripts and stylesheet, under the version (content hash) of this build; cached for good */
+        get: operations["consoleAsset"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/metrics": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Prometheus metrics of the plane (jobs, starts, wipes, pools, tokens, denied connections); platform admins only */
+        get: operations["metrics"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/openapi.json": {
         parameters: {
             query?: never;
@@ -157,6 +225,59 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/images": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List the workspace's images and the public ones */
+        get: operations["listImages"];
+        put?: never;
+        /** Import an image from an OCI / Docker v2 registry, in the background (202; poll GET /v1/images/:id); a failed import says why in `error` */
+        post: operations["importImage"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/images/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Get an image by NAME[:TAG] or sha256:<digest> (the workspace's, else a public one): its state and import progress */
+        get: operations["getImage"];
+        put?: never;
+        post?: never;
+        /** Remove an image (by NAME[:TAG], or every name of a sha256:<digest>); agents drop it and blobs no other image uses are deleted */
+        delete: operations["deleteImage"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/images/archive": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Import an image from a tarball in the request body (as `docker save` or `skopeo copy … oci-archive:` writes it, or a tar of an OCI layout), in the background (202) */
+        post: operations["importImageArchive"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/jobs": {
         parameters: {
             query?: never;
@@ -218,6 +339,23 @@ export interface paths {
         };
         /** A job's output: JSON when complete, or a live SSE stream with follow=true */
         get: operations["getJobLogs"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/metrics/history": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The last hour of throughput and start latency in 10 s intervals (what the console charts); platform admins only */
+        get: operations["metricsHistory"];
         put?: never;
         post?: never;
         delete?: never;
@@ -580,7 +718,7 @@ export interface components {
         Error: {
             error: {
                 /** @enum {unknown} */
-                code: "invalid_json" | "invalid_request" | "malformed_request" | "unauthenticated" | "forbidden" | "invalid_token" | "token_expired" | "token_revoked" | "out_of_scope" | "invalid_object_key" | "not_found" | "conflict" | "already_exists" | "limit_exceeded" | "unsupported_runtime" | "invalid_policy" | "request_timeout" | "payload_too_large" | "quota_exceeded" | "rate_limited" | "uri_too_long" | "headers_too_large" | "sandbox_not_running" | "process_ended" | "process_start_failed" | "io_error" | "file_exists" | "not_a_directory" | "is_a_directory" | "permission_denied" | "invalid_path" | "no_space" | "internal" | "unavailable";
+                code: "invalid_json" | "invalid_request" | "malformed_request" | "unauthenticated" | "forbidden" | "invalid_token" | "token_expired" | "token_revoked" | "out_of_scope" | "invalid_object_key" | "not_found" | "conflict" | "already_exists" | "limit_exceeded" | "unsupported_runtime" | "invalid_policy" | "request_timeout" | "payload_too_large" | "quota_exceeded" | "rate_limited" | "uri_too_long" | "headers_too_large" | "image_not_found" | "image_not_ready" | "image_in_use" | "image_registry_unreachable" | "image_tls_failed" | "image_auth_failed" | "image_digest_mismatch" | "image_platform_mismatch" | "image_invalid" | "image_too_large" | "image_import_timeout" | "image_layer_invalid" | "image_blob_missing" | "sandbox_not_running" | "process_ended" | "process_start_failed" | "io_error" | "file_exists" | "not_a_directory" | "is_a_directory" | "permission_denied" | "invalid_path" | "no_space" | "internal" | "unavailable";
                 details?: unknown;
                 message: string;
             };
@@ -627,6 +765,314 @@ export interface operations {
             };
             /** @description request_timeout: The request did not arrive in time (its headers, its body, or an upload that stalled); the connection is closed. */
             408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description headers_too_large: The request line and headers together are larger than 16 KiB; the connection is closed. */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description internal: A platform fault; the message carries a reference for the operator. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description unavailable: The server is shutting down; retry on a new connection. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    consoleRedirect: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description a redirect to /console/ */
+            302: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/plain": unknown;
+                };
+            };
+            /** @description malformed_request: The request is not valid HTTP/1.1: a bad request line, method, header or percent-encoding, contradictory body framing (Content-Length, Transfer-Encoding), or no Host header; after a parse error the connection is closed. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description request_timeout: The request did not arrive in time (its headers, its body, or an upload that stalled); the connection is closed. */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description headers_too_large: The request line and headers together are larger than 16 KiB; the connection is closed. */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description internal: A platform fault; the message carries a reference for the operator. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description unavailable: The server is shutting down; retry on a new connection. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    console: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description the console page */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/html": unknown;
+                };
+            };
+            /** @description malformed_request: The request is not valid HTTP/1.1: a bad request line, method, header or percent-encoding, contradictory body framing (Content-Length, Transfer-Encoding), or no Host header; after a parse error the connection is closed. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description request_timeout: The request did not arrive in time (its headers, its body, or an upload that stalled); the connection is closed. */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description headers_too_large: The request line and headers together are larger than 16 KiB; the connection is closed. */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description internal: A platform fault; the message carries a reference for the operator. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description unavailable: The server is shutting down; retry on a new connection. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    consoleAsset: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                key: string;
+                version: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description a console asset */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/javascript": unknown;
+                };
+            };
+            /** @description malformed_request: The request is not valid HTTP/1.1: a bad request line, method, header or percent-encoding, contradictory body framing (Content-Length, Transfer-Encoding), or no Host header; after a parse error the connection is closed. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description not_found: No such resource in this workspace. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description request_timeout: The request did not arrive in time (its headers, its body, or an upload that stalled); the connection is closed. */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description uri_too_long: A path parameter is longer than any identifier can be (100 characters). */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description headers_too_large: The request line and headers together are larger than 16 KiB; the connection is closed. */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description internal: A platform fault; the message carries a reference for the operator. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description unavailable: The server is shutting down; retry on a new connection. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    metrics: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Prometheus text exposition format */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/plain; version=0.0.4": unknown;
+                };
+            };
+            /** @description malformed_request: The request is not valid HTTP/1.1: a bad request line, method, header or percent-encoding, contradictory body framing (Content-Length, Transfer-Encoding), or no Host header; after a parse error the connection is closed. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description unauthenticated: No API key was given, or it is not valid. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description forbidden: The API key is valid but may not do this. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description request_timeout: The request did not arrive in time (its headers, its body, or an upload that stalled); the connection is closed. */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description rate_limited: The workspace sent more requests per second than its quota allows; Retry-After says when to try again. */
+            429: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -1096,7 +1542,7 @@ export interface operations {
             query?: {
                 before?: number;
                 limit?: number;
-                type?: "api_key.created" | "api_key.revoked" | "workload.created" | "cell.assigned" | "token.minted" | "token.refreshed" | "token.revoked" | "policy.changed" | "access.denied" | "access.denied.suppressed" | "wipe.done";
+                type?: "api_key.created" | "api_key.revoked" | "workload.created" | "cell.assigned" | "token.minted" | "token.refreshed" | "token.revoked" | "policy.changed" | "access.denied" | "access.denied.suppressed" | "wipe.done" | "image.imported" | "image.removed";
                 workspace?: string;
             };
             header?: never;
@@ -1123,7 +1569,7 @@ export interface operations {
                             subject: string | null;
                             time: string;
                             /** @enum {string} */
-                            type: "api_key.created" | "api_key.revoked" | "workload.created" | "cell.assigned" | "token.minted" | "token.refreshed" | "token.revoked" | "policy.changed" | "access.denied" | "access.denied.suppressed" | "wipe.done";
+                            type: "api_key.created" | "api_key.revoked" | "workload.created" | "cell.assigned" | "token.minted" | "token.refreshed" | "token.revoked" | "policy.changed" | "access.denied" | "access.denied.suppressed" | "wipe.done" | "image.imported" | "image.removed";
                             workspaceId: string | null;
                         }[];
                     };
@@ -1790,6 +2236,810 @@ export interface operations {
             };
         };
     };
+    listImages: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        images: {
+                            /** @description bytes of the image's blobs in the store (compressed layers, config, manifest) */
+                            bytes: number;
+                            bytesDone: number;
+                            bytesTotal: number | null;
+                            config: {
+                                cmd: string[] | null;
+                                entrypoint: string[] | null;
+                                env: string[];
+                                user: string;
+                                workingDir: string;
+                            } | null;
+                            createdAt: string;
+                            /** @description manifest digest, once the blobs are in */
+                            digest: string | null;
+                            /** @description why the import failed: a stable code (image_*) and a message */
+                            error: {
+                                code: string;
+                                message: string;
+                            } | null;
+                            /** @description NAME:TAG, the id to use in GET/DELETE /v1/images/:id (or use `digest`) */
+                            id: string;
+                            layers: number;
+                            name: string;
+                            /** @description published by a platform admin; every workspace may use it */
+                            public: boolean;
+                            source: string;
+                            /**
+                             * @description pulling (bytesDone/bytesTotal), unpacking (agents preparing it), ready, failed (error)
+                             * @enum {string}
+                             */
+                            state: "pulling" | "unpacking" | "ready" | "failed";
+                            tag: string;
+                            unpackedBytes: number | null;
+                            updatedAt: string;
+                            workspaceId: string | null;
+                        }[];
+                    };
+                };
+            };
+            /** @description malformed_request: The request is not valid HTTP/1.1: a bad request line, method, header or percent-encoding, contradictory body framing (Content-Length, Transfer-Encoding), or no Host header; after a parse error the connection is closed. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description unauthenticated: No API key was given, or it is not valid. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description request_timeout: The request did not arrive in time (its headers, its body, or an upload that stalled); the connection is closed. */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description rate_limited: The workspace sent more requests per second than its quota allows; Retry-After says when to try again. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description headers_too_large: The request line and headers together are larger than 16 KiB; the connection is closed. */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description internal: A platform fault; the message carries a reference for the operator. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description unavailable: The server is shutting down; retry on a new connection. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    importImage: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @description PEM of the CA that signed the registry's certificate */
+                    caPem?: string;
+                    /** @description registry credentials; handed to skopeo in a 0600 file, never stored */
+                    credentials?: {
+                        password: string;
+                        username: string;
+                    };
+                    /** @description NAME[:TAG] to give it in the workspace (default: the repository and tag) */
+                    name?: string;
+                    /** @description publish for every workspace (platform admins only) */
+                    public?: boolean;
+                    /** @description docker://HOST[:PORT]/REPO[:TAG] or docker://HOST[:PORT]/REPO@sha256:<hex> */
+                    source: string;
+                };
+            };
+        };
+        responses: {
+            /** @description OK */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description bytes of the image's blobs in the store (compressed layers, config, manifest) */
+                        bytes: number;
+                        bytesDone: number;
+                        bytesTotal: number | null;
+                        config: {
+                            cmd: string[] | null;
+                            entrypoint: string[] | null;
+                            env: string[];
+                            user: string;
+                            workingDir: string;
+                        } | null;
+                        createdAt: string;
+                        /** @description manifest digest, once the blobs are in */
+                        digest: string | null;
+                        /** @description why the import failed: a stable code (image_*) and a message */
+                        error: {
+                            code: string;
+                            message: string;
+                        } | null;
+                        /** @description NAME:TAG, the id to use in GET/DELETE /v1/images/:id (or use `digest`) */
+                        id: string;
+                        layers: number;
+                        name: string;
+                        /** @description published by a platform admin; every workspace may use it */
+                        public: boolean;
+                        source: string;
+                        /**
+                         * @description pulling (bytesDone/bytesTotal), unpacking (agents preparing it), ready, failed (error)
+                         * @enum {string}
+                         */
+                        state: "pulling" | "unpacking" | "ready" | "failed";
+                        tag: string;
+                        unpackedBytes: number | null;
+                        updatedAt: string;
+                        workspaceId: string | null;
+                    };
+                };
+            };
+            /** @description invalid_request: The request is malformed: a field has the wrong type, is missing, or is unknown. invalid_json: The request body is not valid JSON. malformed_request: The request is not valid HTTP/1.1: a bad request line, method, header or percent-encoding, contradictory body framing (Content-Length, Transfer-Encoding), or no Host header; after a parse error the connection is closed. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description unauthenticated: No API key was given, or it is not valid. image_auth_failed: Import failure: the registry refused the credentials (or asked for some and none were given). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description forbidden: The API key is valid but may not do this. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description image_not_found: No image of that name[:tag] or digest in this workspace, nor a public one. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description request_timeout: The request did not arrive in time (its headers, its body, or an upload that stalled); the connection is closed. */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description already_exists: A resource with that name already exists. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description payload_too_large: The request body (or object) is larger than allowed. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description image_digest_mismatch: Import failure: a blob did not match its digest or size (corrupt or truncated); nothing was stored. image_platform_mismatch: Import failure: the image is for another platform; only linux/amd64 runs here. image_invalid: Import failure: the source is not a usable image (unknown archive format, bad manifest or config, unsupported media type, too many layers). image_too_large: Import failure: the image is larger than images.maxUnpackedMiB (blobs, or unpacked by the agent), or the archive exceeds images.maxArchiveMiB. image_layer_invalid: Preparation failure (from the agent): a layer entry escapes the layer or is forbidden (../, absolute path, link out of the root, device node, uid ≥ 65536). image_blob_missing: Preparation failure (from the agent): a blob the image names is not in the store. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description rate_limited: The workspace sent more requests per second than its quota allows; Retry-After says when to try again. quota_exceeded: A workspace quota is used up (queued jobs, live streams, objects or their bytes); details.quota names it and details.limit its size; Retry-After says when to try again where waiting helps. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description headers_too_large: The request line and headers together are larger than 16 KiB; the connection is closed. */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description internal: A platform fault; the message carries a reference for the operator. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description image_registry_unreachable: Import failure (in the image's state, or synchronously): the registry could not be reached (refused, no route, no such host). image_tls_failed: Import failure: the registry's TLS certificate is not trusted (pass its CA as caPem / --ca) or the handshake failed. */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description unavailable: The server is shutting down; retry on a new connection. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description image_import_timeout: Import failure: the transfer took longer than images.importTimeoutSeconds. */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    getImage: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description bytes of the image's blobs in the store (compressed layers, config, manifest) */
+                        bytes: number;
+                        bytesDone: number;
+                        bytesTotal: number | null;
+                        config: {
+                            cmd: string[] | null;
+                            entrypoint: string[] | null;
+                            env: string[];
+                            user: string;
+                            workingDir: string;
+                        } | null;
+                        createdAt: string;
+                        /** @description manifest digest, once the blobs are in */
+                        digest: string | null;
+                        /** @description why the import failed: a stable code (image_*) and a message */
+                        error: {
+                            code: string;
+                            message: string;
+                        } | null;
+                        /** @description NAME:TAG, the id to use in GET/DELETE /v1/images/:id (or use `digest`) */
+                        id: string;
+                        layers: number;
+                        name: string;
+                        /** @description published by a platform admin; every workspace may use it */
+                        public: boolean;
+                        source: string;
+                        /**
+                         * @description pulling (bytesDone/bytesTotal), unpacking (agents preparing it), ready, failed (error)
+                         * @enum {string}
+                         */
+                        state: "pulling" | "unpacking" | "ready" | "failed";
+                        tag: string;
+                        unpackedBytes: number | null;
+                        updatedAt: string;
+                        workspaceId: string | null;
+                    };
+                };
+            };
+            /** @description malformed_request: The request is not valid HTTP/1.1: a bad request line, method, header or percent-encoding, contradictory body framing (Content-Length, Transfer-Encoding), or no Host header; after a parse error the connection is closed. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description unauthenticated: No API key was given, or it is not valid. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description image_not_found: No image of that name[:tag] or digest in this workspace, nor a public one. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description request_timeout: The request did not arrive in time (its headers, its body, or an upload that stalled); the connection is closed. */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description uri_too_long: A path parameter is longer than any identifier can be (100 characters). */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description rate_limited: The workspace sent more requests per second than its quota allows; Retry-After says when to try again. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description headers_too_large: The request line and headers together are larger than 16 KiB; the connection is closed. */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description internal: A platform fault; the message carries a reference for the operator. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description unavailable: The server is shutting down; retry on a new connection. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    deleteImage: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        removed: {
+                            /** @description bytes of the image's blobs in the store (compressed layers, config, manifest) */
+                            bytes: number;
+                            bytesDone: number;
+                            bytesTotal: number | null;
+                            config: {
+                                cmd: string[] | null;
+                                entrypoint: string[] | null;
+                                env: string[];
+                                user: string;
+                                workingDir: string;
+                            } | null;
+                            createdAt: string;
+                            /** @description manifest digest, once the blobs are in */
+                            digest: string | null;
+                            /** @description why the import failed: a stable code (image_*) and a message */
+                            error: {
+                                code: string;
+                                message: string;
+                            } | null;
+                            /** @description NAME:TAG, the id to use in GET/DELETE /v1/images/:id (or use `digest`) */
+                            id: string;
+                            layers: number;
+                            name: string;
+                            /** @description published by a platform admin; every workspace may use it */
+                            public: boolean;
+                            source: string;
+                            /**
+                             * @description pulling (bytesDone/bytesTotal), unpacking (agents preparing it), ready, failed (error)
+                             * @enum {string}
+                             */
+                            state: "pulling" | "unpacking" | "ready" | "failed";
+                            tag: string;
+                            unpackedBytes: number | null;
+                            updatedAt: string;
+                            workspaceId: string | null;
+                        }[];
+                    };
+                };
+            };
+            /** @description malformed_request: The request is not valid HTTP/1.1: a bad request line, method, header or percent-encoding, contradictory body framing (Content-Length, Transfer-Encoding), or no Host header; after a parse error the connection is closed. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description unauthenticated: No API key was given, or it is not valid. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description forbidden: The API key is valid but may not do this. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description image_not_found: No image of that name[:tag] or digest in this workspace, nor a public one. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description request_timeout: The request did not arrive in time (its headers, its body, or an upload that stalled); the connection is closed. */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description image_in_use: Jobs (or cells) that have not ended use the image; delete it once they end. conflict: The resource is in a state that does not allow this (e.g. cancelling a finished job). */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description uri_too_long: A path parameter is longer than any identifier can be (100 characters). */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description rate_limited: The workspace sent more requests per second than its quota allows; Retry-After says when to try again. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description headers_too_large: The request line and headers together are larger than 16 KiB; the connection is closed. */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description internal: A platform fault; the message carries a reference for the operator. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description unavailable: The server is shutting down; retry on a new connection. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    importImageArchive: {
+        parameters: {
+            query?: {
+                name?: string;
+                public?: "0" | "1" | "true" | "false";
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description bytes of the image's blobs in the store (compressed layers, config, manifest) */
+                        bytes: number;
+                        bytesDone: number;
+                        bytesTotal: number | null;
+                        config: {
+                            cmd: string[] | null;
+                            entrypoint: string[] | null;
+                            env: string[];
+                            user: string;
+                            workingDir: string;
+                        } | null;
+                        createdAt: string;
+                        /** @description manifest digest, once the blobs are in */
+                        digest: string | null;
+                        /** @description why the import failed: a stable code (image_*) and a message */
+                        error: {
+                            code: string;
+                            message: string;
+                        } | null;
+                        /** @description NAME:TAG, the id to use in GET/DELETE /v1/images/:id (or use `digest`) */
+                        id: string;
+                        layers: number;
+                        name: string;
+                        /** @description published by a platform admin; every workspace may use it */
+                        public: boolean;
+                        source: string;
+                        /**
+                         * @description pulling (bytesDone/bytesTotal), unpacking (agents preparing it), ready, failed (error)
+                         * @enum {string}
+                         */
+                        state: "pulling" | "unpacking" | "ready" | "failed";
+                        tag: string;
+                        unpackedBytes: number | null;
+                        updatedAt: string;
+                        workspaceId: string | null;
+                    };
+                };
+            };
+            /** @description invalid_request: The request is malformed: a field has the wrong type, is missing, or is unknown. malformed_request: The request is not valid HTTP/1.1: a bad request line, method, header or percent-encoding, contradictory body framing (Content-Length, Transfer-Encoding), or no Host header; after a parse error the connection is closed. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description unauthenticated: No API key was given, or it is not valid. image_auth_failed: Import failure: the registry refused the credentials (or asked for some and none were given). */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description forbidden: The API key is valid but may not do this. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description image_not_found: No image of that name[:tag] or digest in this workspace, nor a public one. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description request_timeout: The request did not arrive in time (its headers, its body, or an upload that stalled); the connection is closed. */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description already_exists: A resource with that name already exists. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description payload_too_large: The request body (or object) is larger than allowed. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description image_digest_mismatch: Import failure: a blob did not match its digest or size (corrupt or truncated); nothing was stored. image_platform_mismatch: Import failure: the image is for another platform; only linux/amd64 runs here. image_invalid: Import failure: the source is not a usable image (unknown archive format, bad manifest or config, unsupported media type, too many layers). image_too_large: Import failure: the image is larger than images.maxUnpackedMiB (blobs, or unpacked by the agent), or the archive exceeds images.maxArchiveMiB. image_layer_invalid: Preparation failure (from the agent): a layer entry escapes the layer or is forbidden (../, absolute path, link out of the root, device node, uid ≥ 65536). image_blob_missing: Preparation failure (from the agent): a blob the image names is not in the store. */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description rate_limited: The workspace sent more requests per second than its quota allows; Retry-After says when to try again. quota_exceeded: A workspace quota is used up (queued jobs, live streams, objects or their bytes); details.quota names it and details.limit its size; Retry-After says when to try again where waiting helps. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description headers_too_large: The request line and headers together are larger than 16 KiB; the connection is closed. */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description internal: A platform fault; the message carries a reference for the operator. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description image_registry_unreachable: Import failure (in the image's state, or synchronously): the registry could not be reached (refused, no route, no such host). image_tls_failed: Import failure: the registry's TLS certificate is not trusted (pass its CA as caPem / --ca) or the handshake failed. */
+            502: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description unavailable: The server is shutting down; retry on a new connection. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description image_import_timeout: Import failure: the transfer took longer than images.importTimeoutSeconds. */
+            504: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
     listJobs: {
         parameters: {
             query?: {
@@ -1834,13 +3084,17 @@ export interface operations {
                             /** @description when retention ended: output deleted and command, env, cwd and message crypto-shredded */
                             expiredAt: string | null;
                             id: string;
+                            /** @description the image reference the job ran on, as named (or the default image); null: the host root */
+                            image: string | null;
+                            /** @description the image's manifest digest */
+                            imageDigest: string | null;
                             memoryMiB: number;
                             /** @description why the job ended, for timeout, oom, cancelled and error */
                             message: string | null;
                             /** @description output dropped past the output limit (limits.maxOutputMiB); 0 when the output is complete */
                             outputDroppedBytes: number;
                             /** @enum {string} */
-                            runtime: "runc" | "runsc";
+                            runtime: "runc" | "runsc" | "crun";
                             /** @description set when the workload was killed by a signal */
                             signal: number | null;
                             startedAt: string | null;
@@ -1950,11 +3204,11 @@ export interface operations {
         requestBody: {
             content: {
                 "application/json": {
-                    /** @description argv of the workload; run directly, never through a shell */
-                    command: string[];
+                    /** @description argv of the workload; run directly, never through a shell; absent: the image's Entrypoint + Cmd */
+                    command?: string[];
                     /** @description CPU cores (fractions allowed) */
                     cpu?: number;
-                    /** @description working directory: /work (default) or a path under /work or /tmp */
+                    /** @description working directory: /work, /tmp, the image's WorkingDir or a path under them; default the image's WorkingDir, else /work */
                     cwd?: string;
                     /** @description what the job's token may do in the workspace data store; nothing if absent */
                     data?: {
@@ -1969,9 +3223,11 @@ export interface operations {
                     env?: {
                         [key: string]: string;
                     };
+                    /** @description NAME[:TAG] (the workspace's image, else a public one) or sha256:<digest>; absent: the configured default image */
+                    image?: string;
                     /** @description memory limit in MiB */
                     memoryMiB?: number;
-                    /** @description OCI runtime: runc (default) or runsc (gVisor) */
+                    /** @description OCI runtime: runc (default), crun (the same confinement, less CPU per cell) or runsc (gVisor) */
                     runtime?: string;
                     /** @description wall-clock limit; the job ends as `timeout` after it */
                     timeoutSeconds?: number;
@@ -2011,13 +3267,17 @@ export interface operations {
                         /** @description when retention ended: output deleted and command, env, cwd and message crypto-shredded */
                         expiredAt: string | null;
                         id: string;
+                        /** @description the image reference the job ran on, as named (or the default image); null: the host root */
+                        image: string | null;
+                        /** @description the image's manifest digest */
+                        imageDigest: string | null;
                         memoryMiB: number;
                         /** @description why the job ended, for timeout, oom, cancelled and error */
                         message: string | null;
                         /** @description output dropped past the output limit (limits.maxOutputMiB); 0 when the output is complete */
                         outputDroppedBytes: number;
                         /** @enum {string} */
-                        runtime: "runc" | "runsc";
+                        runtime: "runc" | "runsc" | "crun";
                         /** @description set when the workload was killed by a signal */
                         signal: number | null;
                         startedAt: string | null;
@@ -2067,8 +3327,26 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
+            /** @description image_not_found: No image of that name[:tag] or digest in this workspace, nor a public one. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
             /** @description request_timeout: The request did not arrive in time (its headers, its body, or an upload that stalled); the connection is closed. */
             408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description image_not_ready: The image is still being imported (pulling, unpacking) or its import failed; GET /v1/images/:id says which. */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2175,13 +3453,17 @@ export interface operations {
                         /** @description when retention ended: output deleted and command, env, cwd and message crypto-shredded */
                         expiredAt: string | null;
                         id: string;
+                        /** @description the image reference the job ran on, as named (or the default image); null: the host root */
+                        image: string | null;
+                        /** @description the image's manifest digest */
+                        imageDigest: string | null;
                         memoryMiB: number;
                         /** @description why the job ended, for timeout, oom, cancelled and error */
                         message: string | null;
                         /** @description output dropped past the output limit (limits.maxOutputMiB); 0 when the output is complete */
                         outputDroppedBytes: number;
                         /** @enum {string} */
-                        runtime: "runc" | "runsc";
+                        runtime: "runc" | "runsc" | "crun";
                         /** @description set when the workload was killed by a signal */
                         signal: number | null;
                         startedAt: string | null;
@@ -2339,13 +3621,17 @@ export interface operations {
                         /** @description when retention ended: output deleted and command, env, cwd and message crypto-shredded */
                         expiredAt: string | null;
                         id: string;
+                        /** @description the image reference the job ran on, as named (or the default image); null: the host root */
+                        image: string | null;
+                        /** @description the image's manifest digest */
+                        imageDigest: string | null;
                         memoryMiB: number;
                         /** @description why the job ended, for timeout, oom, cancelled and error */
                         message: string | null;
                         /** @description output dropped past the output limit (limits.maxOutputMiB); 0 when the output is complete */
                         outputDroppedBytes: number;
                         /** @enum {string} */
-                        runtime: "runc" | "runsc";
+                        runtime: "runc" | "runsc" | "crun";
                         /** @description set when the workload was killed by a signal */
                         signal: number | null;
                         startedAt: string | null;
@@ -2551,6 +3837,107 @@ export interface operations {
                 };
             };
             /** @description rate_limited: The workspace sent more requests per second than its quota allows; Retry-After says when to try again. quota_exceeded: A workspace quota is used up (queued jobs, live streams, objects or their bytes); details.quota names it and details.limit its size; Retry-After says when to try again where waiting helps. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description headers_too_large: The request line and headers together are larger than 16 KiB; the connection is closed. */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description internal: A platform fault; the message carries a reference for the operator. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description unavailable: The server is shutting down; retry on a new connection. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    metricsHistory: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        intervalSeconds: number;
+                        points: {
+                            at: string;
+                            jobsEnded: number;
+                            jobsPerSecond: number;
+                            startP50Ms: number | null;
+                            startP95Ms: number | null;
+                        }[];
+                    };
+                };
+            };
+            /** @description malformed_request: The request is not valid HTTP/1.1: a bad request line, method, header or percent-encoding, contradictory body framing (Content-Length, Transfer-Encoding), or no Host header; after a parse error the connection is closed. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description unauthenticated: No API key was given, or it is not valid. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description forbidden: The API key is valid but may not do this. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description request_timeout: The request did not arrive in time (its headers, its body, or an upload that stalled); the connection is closed. */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description rate_limited: The workspace sent more requests per second than its quota allows; Retry-After says when to try again. */
             429: {
                 headers: {
                     [name: string]: unknown;
@@ -3082,7 +4469,7 @@ export interface operations {
                                 [key: string]: string;
                             };
                             /** @enum {string} */
-                            runtime: "runc" | "runsc";
+                            runtime: "runc" | "runsc" | "crun";
                             /** @description when it became ready */
                             startedAt: string | null;
                             /**
@@ -3262,7 +4649,7 @@ export interface operations {
                             [key: string]: string;
                         };
                         /** @enum {string} */
-                        runtime: "runc" | "runsc";
+                        runtime: "runc" | "runsc" | "crun";
                         /** @description when it became ready */
                         startedAt: string | null;
                         /**
@@ -3427,7 +4814,7 @@ export interface operations {
                             [key: string]: string;
                         };
                         /** @enum {string} */
-                        runtime: "runc" | "runsc";
+                        runtime: "runc" | "runsc" | "crun";
                         /** @description when it became ready */
                         startedAt: string | null;
                         /**
@@ -3592,7 +4979,7 @@ export interface operations {
                             [key: string]: string;
                         };
                         /** @enum {string} */
-                        runtime: "runc" | "runsc";
+                        runtime: "runc" | "runsc" | "crun";
                         /** @description when it became ready */
                         startedAt: string | null;
                         /**
@@ -5585,7 +6972,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description 101 Switching Protocols to a WebSocket of JSON frames (see the README); without Upgrade: 426 */
+            /** @description 101 Switching Protocols to a WebSocket of JSON frames (see the README); a plain GET without Upgrade is refused with 409 conflict */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -5741,7 +7128,7 @@ export interface operations {
                             [key: string]: string;
                         };
                         /** @enum {string} */
-                        runtime: "runc" | "runsc";
+                        runtime: "runc" | "runsc" | "crun";
                         /** @description when it became ready */
                         startedAt: string | null;
                         /**

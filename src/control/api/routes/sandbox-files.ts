@@ -34,7 +34,7 @@ export function registerSandboxFileRoutes(app: FastifyInstance, table: RouteTabl
       query: PathQuery,
       response: { contentType: 'application/octet-stream', description: 'the file' },
       errors: [...FILE_ERRORS],
-      handler: async ({ principal, params, query, reply, request }) => {
+      handler: async ({ principal, params, query, reply }) => {
         const sb = await sandboxes.live(principal.workspace, params.id!);
         const res = reply.raw;
         let started = false;
@@ -49,7 +49,7 @@ export function registerSandboxFileRoutes(app: FastifyInstance, table: RouteTabl
           },
           onDrain: (cb) => void res.once('drain', cb),
         });
-        request.raw.once('close', () => !res.writableFinished && read.cancel());
+        res.once('close', () => !res.writableFinished && read.cancel());
         await read.first; // a failure before any byte is answered with its status
         const result = await read.done.catch((e: unknown) => {
           if (!started) throw e;

@@ -18,17 +18,18 @@ export interface OutputFrame {
 
 /** sseSink writes a stream as SSE events `output`, then one `exit` (or `error`), then ends the response. */
 export function sseSink(res: ServerResponse): OutputSink {
-  const event = (name: string, data: unknown) => res.write(`event: ${name}\ndata: ${JSON.stringify(data)}\n\n`);
+  // A response whose client has gone takes nothing more (its stream is being detached).
+  const event = (name: string, data: unknown) => (res.destroyed || res.writableEnded ? true : res.write(`event: ${name}\ndata: ${JSON.stringify(data)}\n\n`));
   return {
     output: (seq, stream, data) => event('output', { seq, stream, data: data.toString('base64') } satisfies OutputFrame),
     onDrain: (cb) => void res.once('drain', cb),
     exit: (e: ProcessExit) => {
       event('exit', e);
-      res.end();
+      if (!res.writableEnded) res.end();
     },
     fail: (e: ApiError) => {
       event('error', { code: e.code, message: e.message });
-      res.end();
+      if (!res.writableEnded) res.end();
     },
   };
 }

@@ -58,7 +58,7 @@ export function registerSandboxProcessRoutes(t: RouteTable, sandboxes: SandboxSe
     status: 201,
     response: z.object({ procId: z.string(), pid: z.number() }).describe('with wait=true: text/event-stream of `started` {procId, pid}, `output` {seq, stream, data (base64)} and one `exit` {exitCode, signal, timedOut, outputSeq} (or `error` {code, message})'),
     errors: ['not_found', 'sandbox_not_running', 'process_start_failed', 'quota_exceeded', 'unavailable'],
-    handler: async ({ principal, params, body, query, reply, request }) => {
+    handler: async ({ principal, params, body, query, reply }) => {
       const sb = await sandboxes.live(principal.workspace, params.id!);
       const spec = specOf(body);
       if (query.wait !== 'true' && query.wait !== '1') {
@@ -71,11 +71,18 @@ export function registerSandboxProcessRoutes(t: RouteTable, sandboxes: SandboxSe
       res.once('close', release);
       openSse(res, 201);
       const sink = sseSink(res);
+      // The client going away detaches (also while the start is on its way); the process runs on.
+      let streamId: string | null = null;
+      let gone = false;
+      res.once('close', () => {
+        gone = true;
+        if (streamId) processes.detach(streamId);
+      });
       try {
         const r = await processes.start(sb, spec, sink);
-        res.write(`event: started\ndata: ${JSON.stringify({ procId: r.procId, pid: r.pid })}\n\n`);
-        // The client going away detaches; the process runs on.
-        request.raw.once('close', () => r.streamId && processes.detach(r.streamId));
+        streamId = r.streamId;
+        if (gone && streamId) processes.detach(streamId);
+        else res.write(`event: started\ndata: ${JSON.stringify({ procId: r.procId, pid: r.pid })}\n\n`);
       } catch (e) {
         sink.fail(e instanceof ApiError ? e : new ApiError('internal', 'internal error'));
       }
@@ -111,7 +118,7 @@ export function registerSandboxProcessRoutes(t: RouteTable, sandboxes: SandboxSe
     query: z.object({ fromSeq: FromSeq }).strict(),
     response: { contentType: 'text/event-stream', description: '`output` events {seq, stream, data (base64)}, then `exit` {exitCode, signal, timedOut, outputSeq} or `error` {code, message}' },
     errors: ['not_found', 'sandbox_not_running', 'quota_exceeded', 'unavailable'],
-    handler: async ({ principal, params, query, reply, request }) => {
+    handler: async ({ principal, params, query, reply }) => {
       const sb = await sandboxes.live(principal.workspace, params.id!);
       const release = quotas.openStream(principal.workspace);
       let attached: { close: () => void } | null = null;
@@ -134,7 +141,8 @@ export function registerSandboxProcessRoutes(t: RouteTable, sandboxes: SandboxSe
         open = true;
         for (const p of pending.splice(0)) p();
         const a = attached;
-        request.raw.once('close', () => a.close());
+        if (res.destroyed) a.close();
+        else res.once('close', () => a.close());
       } catch (e) {
         release();
         attached?.close();
