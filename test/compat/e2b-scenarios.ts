@@ -87,6 +87,10 @@ const scenarios: Record<string, () => Promise<void>> = {
       assert.ok(failed instanceof CommandExitError, String(failed));
       assert.equal(failed.exitCode, 3);
       assert.equal(failed.stderr, 'bad\n');
+      // per-command cwd and env; the default cwd is the home (/work); a `user` is ignored (always the workload user)
+      assert.equal((await sbx.commands.run('pwd; echo $X', { cwd: '/tmp', envs: { X: 'y' } })).stdout, '/tmp\ny\n');
+      assert.equal((await sbx.commands.run('pwd')).stdout, '/work\n');
+      assert.equal((await sbx.commands.run('id -u', { user: 'root' })).stdout, '1000\n');
       // background with wait
       const bg = await sbx.commands.run('sleep 0.5; echo done', { background: true });
       assert.equal((await bg.wait()).stdout, 'done\n');
