@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { request } from 'node:https';
-import { AuthenticationError, CommandExitError, NotFoundError, Sandbox, SandboxError, SandboxNotFoundError, FileType } from 'e2b';
+import { AuthenticationError, CommandExitError, InvalidArgumentError, NotFoundError, Sandbox, SandboxError, SandboxNotFoundError, FileType } from 'e2b';
 
 const until = async (cond: () => boolean, ms: number, what: string) => {
   const deadline = Date.now() + ms;
@@ -91,6 +91,11 @@ const scenarios: Record<string, () => Promise<void>> = {
       assert.equal((await sbx.commands.run('pwd; echo $X', { cwd: '/tmp', envs: { X: 'y' } })).stdout, '/tmp\ny\n');
       assert.equal((await sbx.commands.run('pwd')).stdout, '/work\n');
       assert.equal((await sbx.commands.run('id -u', { user: 'root' })).stdout, '1000\n');
+      // what Cleanroom's own process route refuses is refused here too, at once (not after a start timeout)
+      const t0 = Date.now();
+      assert.ok((await rejects(sbx.commands.run('true', { envs: { '1BAD': 'x' } }))) instanceof InvalidArgumentError);
+      assert.ok((await rejects(sbx.commands.run('true', { envs: { A: 'x\0y' } }))) instanceof InvalidArgumentError);
+      assert.ok(Date.now() - t0 < 5000);
       // background with wait
       const bg = await sbx.commands.run('sleep 0.5; echo done', { background: true });
       assert.equal((await bg.wait()).stdout, 'done\n');

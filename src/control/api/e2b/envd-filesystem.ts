@@ -35,7 +35,9 @@ export class EnvdFilesystemService {
     if (st.type !== 'directory') throw new ConnectError('invalid_argument', `path ${root} is not a directory`);
     const out: Json[] = [];
     const walk = async (dir: string, level: number): Promise<void> => {
+      // Below the first level, a directory that vanished or may not be read is skipped, as `find` would go on.
       const r = await this.files.simple(sb, 'list', dir).catch((e: unknown) => {
+        if (level > 1) return { entries: [] };
         throw connectError(e);
       });
       for (const s of r.entries ?? []) {

@@ -12,6 +12,7 @@ import type { OutputSink, ProcessExit, ProcessRelay } from '../../sandboxes/proc
 import { ConnectError, connectError } from './e2b-errors.js';
 import { ConnectStream, keepaliveSeconds } from './connect-protocol.js';
 import { homePath } from './envd-paths.js';
+import { ProcessRequestSchema, specOf } from '../routes/sandbox-processes.js';
 
 /** SIGNALS maps envd's Signal enum to signal numbers. */
 const SIGNALS: Record<string, number> = { SIGNAL_SIGKILL: 9, SIGNAL_SIGTERM: 15, SIGNAL_SIGINT: 2, SIGNAL_SIGHUP: 1, SIGNAL_SIGQUIT: 3, SIGNAL_SIGUSR1: 10, SIGNAL_SIGUSR2: 12 };
@@ -27,11 +28,7 @@ export class EnvdProcessService {
 
   /** start runs a process and streams its events. */
   async start(sb: EnvdTarget, body: Json, req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const p = obj(body.process);
-    const cmd = str(p.cmd, 'process.cmd');
-    const args = Array.isArray(p.args) ? p.args.map((a, i) => str(a, `process.args[${i}]`)) : [];
-    const envs = p.envs && typeof p.envs === 'object' ? (p.envs as Record<string, string>) : {};
-    const pty = body.pty ? obj(obj(body.pty).size) : null;
+    const spec = processSpec(body);
     const release = this.quotas.openStream(sb.workspace);
     const stream = new ConnectStream(res, { event: { keepalive: {} } }, keepaliveSeconds(req));
     const sink = new EventSink(stream);
@@ -45,16 +42,7 @@ export class EnvdProcessService {
     try {
       const r = await this.processes.start(
         sb,
-        {
-          argv: [cmd, ...args],
-          env: envs,
-          cwd: typeof p.cwd === 'string' && p.cwd !== '' ? homePath(p.cwd) : homePath(''),
-          timeoutMs: null,
-          pty: pty ? { cols: int(pty.cols, 80), rows: int(pty.rows, 24) } : null,
-          // envd before 0.3.0 always opened stdin; the SDK now says so explicitly.
-          stdin: body.stdin !== false,
-          keepAlive: true,
-        },
+        spec,
         sink,
       );
       streamId = r.streamId;
@@ -183,6 +171,34 @@ class EventSink implements OutputSink {
   fail(e: ApiError): void {
     this.finished = true;
     this.stream.end(connectError(e));
+  }
+}
+
+/**
+ * processSpec translates a Start request into Cleanroom's process request and validates it with the same schema as
+ * `POST /v1/sandboxes/:id/processes` (env names, NUL bytes, sizes), so that both doors accept the same processes.
+ */
+function processSpec(body: Json) {
+  const p = obj(body.process);
+  const cmd = str(p.cmd, 'process.cmd');
+  const args = Array.isArray(p.args) ? p.args.map((a, i) => (typeof a === 'string' ? a : str(a, `process.args[${i}]`))) : [];
+  const size = body.pty ? obj(obj(body.pty).size) : null;
+  const parsed = ProcessRequestSchema.safeParse({
+    cmd: [cmd, ...args],
+    env: p.envs && typeof p.envs === 'object' ? p.envs : {},
+    cwd: homePath(typeof p.cwd === 'string' ? p.cwd : ''),
+    // envd before 0.3.0 always opened stdin; the SDK now says so explicitly.
+    stdin: body.stdin !== false,
+    ...(size ? { pty: { cols: int(size.cols, 80), rows: int(size.rows, 24) } } : {}),
+  });
+  if (!parsed.success) {
+    const i = parsed.error.issues[0]!;
+    throw new ConnectError('invalid_argument', `process.${i.path.map(String).join('.').replace(/^cmd/, 'cmd/args').replace(/^env/, 'envs')}: ${i.message}`);
+  }
+  try {
+    return specOf(parsed.data);
+  } catch (e) {
+    throw connectError(e);
   }
 }
 
