@@ -308,6 +308,36 @@ const scenarios: Record<string, () => Promise<void>> = {
     }
   },
 
+  async restart() {
+    // Prints READY, waits for a line on stdin (the parent SIGKILLs the control plane and starts it again meanwhile), then
+    // goes on with the same Sandbox object: its access token is derived, not stored, so it is still good.
+    const sbx = await Sandbox.create();
+    await sbx.files.write('/work/before.txt', 'before');
+    const bg = await sbx.commands.run('sleep 3; echo after-restart > /work/bg.txt', { background: true });
+    await bg.disconnect();
+    process.stdout.write('READY\n');
+    await new Promise((r) => process.stdin.once('data', r));
+    process.stdin.pause();
+    const deadline = Date.now() + 60_000;
+    for (;;) {
+      try {
+        assert.equal((await sbx.commands.run('cat /work/before.txt')).stdout, 'before');
+        break;
+      } catch (e) {
+        if (Date.now() > deadline) throw e;
+        await new Promise((r) => setTimeout(r, 250)); // the control plane is still coming up
+      }
+    }
+    const waited = Date.now() + 20_000;
+    while (!(await sbx.files.exists('/work/bg.txt'))) {
+      if (Date.now() > waited) throw new Error('the background process did not finish after the restart');
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    assert.equal(await sbx.files.read('/work/bg.txt'), 'after-restart\n');
+    assert.equal((await sbx.getInfo()).state, 'running');
+    await sbx.kill();
+  },
+
   async timeToInteractive() {
     const n = Number(process.env.E2B_TTI_N ?? '5');
     const ms: number[] = [];

@@ -2,13 +2,13 @@
 // its own process, configured only through E2B_API_URL, E2B_SANDBOX_URL, E2B_API_KEY and NODE_EXTRA_CA_CERTS.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { CleanroomClient } from '../../src/sdk/client.js';
-import { TestCluster } from '../support/cluster.js';
+import { CLI, TestCluster } from '../support/cluster.js';
 
 const run = promisify(execFile);
 const SCENARIOS = join(fileURLToPath(new URL('.', import.meta.url)), 'e2b-scenarios.js');
@@ -53,6 +53,23 @@ test('errors: wrong key, unknown sandbox, another workspace, a token of another 
 });
 test('unsupported features fail with the clear errors the README lists (pause, metrics, snapshots, templates, file metadata)', async () => {
   await scenario('unsupported');
+});
+test('a control-plane restart (SIGKILL) leaves e2b clients working: the same access token, the sandbox and its background process live on', async () => {
+  const child = spawn(process.execPath, [SCENARIOS, 'restart'], { env, stdio: ['pipe', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+  const exited = new Promise<number>((resolve) => child.once('exit', (code) => resolve(code ?? -1)));
+  const deadline = Date.now() + 120_000;
+  while (!out.includes('READY')) {
+    assert.ok(Date.now() < deadline && child.exitCode === null, `the scenario did not get ready: ${err}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  process.kill(Number(readFileSync(join(cluster.dataDir, 'run', 'control.pid'), 'utf8')), 'SIGKILL');
+  await run(process.execPath, [CLI, 'up', '--detach', '--data-dir', cluster.dataDir], { env: cluster.env, timeout: 120_000 });
+  child.stdin.end('go\n');
+  assert.equal(await exited, 0, err);
 });
 
 void CleanroomClient;
