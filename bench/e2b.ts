@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { REPO_ROOT } from '../test/support/cluster.js';
 import { Clusters } from './clusters.js';
 import { measureTti } from './e2b-tti.js';
+import { SANDBOX_FULL, sandboxConfig } from './sandbox.js';
 
 const smoke = process.env.BENCH_SMOKE === '1';
 const sequential = Number(process.env.E2B_TTI_SEQ ?? (smoke ? '3' : '100'));
@@ -16,7 +17,10 @@ const outDir = process.env.BENCH_OUT ?? (smoke ? mkdtempSync('/var/tmp/cleanroom
 const log = (m: string) => process.stderr.write(`${new Date().toISOString()} ${m}\n`);
 
 const clusters = new Clusters(log);
-const result = await clusters.with([{ runtime: 'runc', class: 'small', warm: 4 }], (c) => measureTti(c, sequential, burst), { quotas: { requestsPerSecond: 100_000, requestBurst: 100_000 } });
+// The burst needs room for all its sandboxes at once (running quota, live streams, agent capacity), as the sandbox stage has.
+const config = sandboxConfig({ ...SANDBOX_FULL, concurrent: burst }) as { quotas: Record<string, unknown> };
+config.quotas = { ...config.quotas, requestsPerSecond: 100_000, requestBurst: 100_000 };
+const result = await clusters.with([{ runtime: 'runc', class: 'small', warm: 4 }], (c) => measureTti(c, sequential, burst), config);
 const out = { date: new Date().toISOString(), loadavg: loadavg(), sequential, burst, ...result, leftovers: clusters.leftovers };
 mkdirSync(outDir, { recursive: true });
 writeFileSync(join(outDir, 'e2b-latest.json'), `${JSON.stringify(out, null, 2)}\n`);
