@@ -4,6 +4,8 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { request as httpsRequest } from 'node:https';
+import type { IncomingMessage } from 'node:http';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
@@ -71,5 +73,44 @@ test('a control-plane restart (SIGKILL) leaves e2b clients working: the same acc
   child.stdin.end('go\n');
   assert.equal(await exited, 0, err);
 });
+test('a Start stream whose client stops reading slows the process (bounded buffers); the disconnect leaves it running', async () => {
+  // The raw protocol, as the SDK speaks it, from this process (the SDK itself buffers what it reads).
+  const call = (path: string, headers: Record<string, string>, body: Buffer): Promise<IncomingMessage> =>
+    new Promise((resolve, reject) => {
+      const r = httpsRequest(new URL(path, cluster.url), { method: 'POST', headers, ca: cluster.ca }, resolve);
+      r.on('error', reject);
+      r.end(body);
+    });
+  const created = await call('/v2/sandboxes', { 'x-api-key': cluster.apiKey, 'content-type': 'application/json' }, Buffer.from('{"templateID":"base"}'));
+  const sbx = JSON.parse(await text(created)) as { sandboxID: string; envdAccessToken: string };
+  const json = Buffer.from(JSON.stringify({ process: { cmd: '/bin/sh', args: ['-c', 'head -c 2000000000 /dev/zero'] }, stdin: false }));
+  const head = Buffer.alloc(5);
+  head.writeUInt32BE(json.length, 1);
+  const res = await call('/process.Process/Start', { 'content-type': 'application/connect+json', 'connect-protocol-version': '1', 'e2b-sandbox-id': sbx.sandboxID, 'x-access-token': sbx.envdAccessToken }, Buffer.concat([head, json]));
+  assert.equal(res.statusCode, 200);
+  res.pause();
+  const controlPid = Number(readFileSync(join(cluster.dataDir, 'run', 'control.pid'), 'utf8'));
+  const rssKiB = () => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${controlPid}/status`, 'utf8'))?.[1] ?? 0);
+  const before = rssKiB();
+  const proc = async () => (await cluster.client.call('GET', `/v1/sandboxes/${sbx.sandboxID}/processes`) as { processes: Array<{ argv: string[]; nextSeq: number; running: boolean }> }).processes.find((p) => p.argv.includes('head -c 2000000000 /dev/zero'))!;
+  await new Promise((r) => setTimeout(r, 3000));
+  const a = await proc();
+  await new Promise((r) => setTimeout(r, 2000));
+  const b = await proc();
+  assert.ok(b.running, 'the writer is blocked, not finished');
+  assert.ok(b.nextSeq - a.nextSeq < 4 * 1024 * 1024, `the writer went on: ${a.nextSeq} → ${b.nextSeq} bytes`);
+  assert.ok(b.nextSeq < 200 * 1024 * 1024, `the writer wrote ${b.nextSeq} bytes with nobody reading`);
+  assert.ok(rssKiB() - before < 64 * 1024, `the control plane grew by ${rssKiB() - before} KiB`);
+  res.destroy();
+  await new Promise((r) => setTimeout(r, 1000));
+  assert.equal((await proc()).running, true, 'a disconnect never kills the process');
+  await cluster.client.call('DELETE', `/v1/sandboxes/${sbx.sandboxID}`);
+});
+
+async function text(res: IncomingMessage): Promise<string> {
+  let out = '';
+  for await (const c of res) out += (c as Buffer).toString();
+  return out;
+}
 
 void CleanroomClient;
