@@ -40,6 +40,8 @@ export interface ControlServices {
   sandboxes: SandboxService;
   processes: ProcessRelay;
   files: FileRelay;
+  /** keyring holds the workspaces' keys (the e2b adapter derives its per-sandbox access tokens from them). */
+  keyring: Keyring;
   /** connectAgents hands the sandbox relays the agent hub (built after the services) and takes its sandbox reports. */
   connectAgents(hub: SandboxChannel & { attachSandboxes(s: SandboxReports): void }): void;
 }
@@ -118,5 +120,5 @@ export function createServices({ store: plainStore, config, kek, objectsDir, ima
       },
     });
   };
-  return { store, hub, audit, denials, tenancy, network, tokens, objects, jobs, quotas, images, metrics, sandboxes, processes, files, connectAgents };
+  return { store, hub, audit, denials, tenancy, network, tokens, objects, jobs, quotas, images, metrics, sandboxes, processes, files, keyring, connectAgents };
 }

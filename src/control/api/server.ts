@@ -21,6 +21,7 @@ import { registerSandboxRoutes } from './routes/sandboxes.js';
 import { registerSandboxProcessRoutes } from './routes/sandbox-processes.js';
 import { registerSandboxFileRoutes } from './routes/sandbox-files.js';
 import { registerSandboxSocketRoute } from './routes/sandbox-socket.js';
+import { registerE2b } from './e2b/register-e2b.js';
 
 /** ApiServerDeps are the services the routes call. */
 export interface ApiServerDeps {
@@ -54,6 +55,8 @@ export function buildApiServer(d: ApiServerDeps): { app: FastifyInstance; routes
   registerSandboxProcessRoutes(routes, s.sandboxes, s.processes, s.quotas);
   registerSandboxFileRoutes(app, routes, s.sandboxes, s.files, edge);
   registerSandboxSocketRoute(routes, app.server, authenticate, s.sandboxes, s.processes, s.quotas);
+  // The e2b SDK's protocol, as a thin layer over the same services (not in the OpenAPI document: it is e2b's API).
+  registerE2b(app, { services: s, authenticate, longBodies: edge });
   return { app, routes };
 }
 
@@ -118,6 +121,7 @@ function baseServer(d: ApiServerDeps): { app: FastifyInstance; routes: RouteTabl
     void reply.code(404).send({ error: { code: 'not_found', message: `no route ${request.method} ${request.url.split('?')[0]}` } } satisfies ErrorBody);
   });
   app.addHook('onRoute', (r) => {
+    if ((r.config as { compat?: string } | undefined)?.compat) return; // a compatibility layer's route (e2b), not Cleanroom's API
     for (const m of [r.method].flat()) d.onRoute?.(m, r.url);
   });
   const s = d.services;
