@@ -4601,7 +4601,7 @@ export interface operations {
                     };
                     /** @description end the sandbox after this long with no API activity and no running process (0 or absent: never idle) */
                     idleTimeoutSeconds?: number;
-                    /** @description image to run (digest or name); absent: the host /usr root */
+                    /** @description image to run (NAME[:TAG] or sha256:…); absent: the configured default image */
                     image?: string;
                     /** @description memory limit in MiB */
                     memoryMiB?: number;
