@@ -18,6 +18,8 @@ export interface LoadLevel {
   failed: number;
   first_byte_ms: Stats;
   warm_fraction: number;
+  /** The first few failures. */
+  errors: string[];
 }
 
 /** BurstResult is the measured burst (the second one). */
@@ -28,6 +30,7 @@ export interface BurstResult {
   first_byte_ms: Stats;
   warm_fraction: number;
   failed: number;
+  errors: string[];
 }
 
 /** LoadOptions size the stage (the full run and the smoke differ). */
@@ -62,6 +65,7 @@ export async function measureLoad(cluster: TestCluster, o: LoadOptions): Promise
         first_byte_ms: summarize(ok.map((s) => s.firstByteMs)),
         warm_fraction: round(ok.filter((s) => s.job.timings.agent_cold === 0).length / o.burst),
         failed: measured.length - ok.length,
+        errors: measured.filter((r): r is Error => r instanceof Error).slice(0, 5).map((e) => e.message),
       },
     };
   } finally {
@@ -93,6 +97,7 @@ async function openLoop(clients: CleanroomClient[], share: number, rate: number,
     failed: done.length - ok.length,
     first_byte_ms: summarize(ok.map((s) => s.firstByteMs)),
     warm_fraction: round(ok.filter((s) => s.job.timings.agent_cold === 0).length / Math.max(1, ok.length)),
+    errors: done.filter((r): r is Error => r instanceof Error).slice(0, 5).map((e) => e.message),
   };
 }
 

@@ -186,7 +186,8 @@ async function main(): Promise<number> {
   const load = await clusters.with(
     [{ runtime: 'runc', class: 'small', warm: 4, max: Math.max(8, Math.ceil(plan.burst * 1.25)) }],
     (c) => measureLoad(c, { peakJobsPerS: peakRunc, levelMs: plan.loadLevelMs, burst: plan.burst, idleMs: plan.burstIdleMs }),
-    { quotas: { maxRunningJobs: 1000, maxQueuedJobs: 10_000 }, agent: { maxRunningJobs: 1000 } },
+    // Every job of a burst follows its output: the workspace's live-stream quota must hold them all.
+    { quotas: { maxRunningJobs: 1000, maxQueuedJobs: 10_000, maxStreams: 1000 }, agent: { maxRunningJobs: 1000 } },
   );
 
   log(`cold starts (pool target 0): runc ×${plan.cold}, runsc ×${plan.coldRunsc}`);
@@ -327,8 +328,10 @@ async function main(): Promise<number> {
   if (sandboxes.concurrent.failures > 0) log(`BROKEN: ${sandboxes.concurrent.failures} concurrent sandbox exec(s) failed: ${sandboxes.concurrent.errors.join(' | ')}`);
   if (clusters.leftovers.length > 0) log(`BROKEN: stopped clusters left ${clusters.leftovers.length} host object(s) behind (notes.leftovers)`);
   if (wipeFailures.length > 0) log(`BROKEN: ${wipeFailures.length} wipe receipt(s) never came (notes.wipe_failures)`);
+  const loadFailures = [...load.levels.flatMap((l) => l.errors), ...load.burst.errors];
+  if (loadFailures.length > 0) log(`BROKEN: ${loadFailures.length} job(s) under load failed: ${loadFailures.slice(0, 3).join(' | ')}`);
   if (noisy.calm_failures.length > 0) log(`BROKEN: ${noisy.calm_failures.length} job(s) of the calm workspace failed during the flood: ${noisy.calm_failures.slice(0, 3).join(' | ')}`);
-  return failed > 0 || sandboxes.concurrent.failures > 0 || clusters.leftovers.length > 0 || wipeFailures.length > 0 || noisy.calm_failures.length > 0 ? 1 : 0;
+  return failed > 0 || loadFailures.length > 0 || sandboxes.concurrent.failures > 0 || clusters.leftovers.length > 0 || wipeFailures.length > 0 || noisy.calm_failures.length > 0 ? 1 : 0;
 }
 
 main().then(
