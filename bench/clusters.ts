@@ -13,6 +13,8 @@ export interface PoolTarget {
   warm: number;
   /** Demand may grow the pool up to this (absent: fixed at warm). */
   max?: number;
+  /** The image (a digest) the pool's cells run on; absent: the cluster's default. */
+  image?: string;
 }
 
 /** Clusters runs bench clusters one at a time and collects what any of them left behind. */

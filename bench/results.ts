@@ -50,6 +50,8 @@ export type BenchResults = Record<(typeof LATENCY_FIELDS)[number], Stats> & {
   /** Cells on the default image (issue 12): starts beside the host root and the bare runtime; imports beside skopeo. */
   images: {
     warm_start_ms: Stats;
+    /** Host-root warm starts taken in turns with the image ones, in the same cluster. */
+    host_root_warm_start_ms: Stats;
     cold_start_ms: Stats;
     ratio_warm_to_host_root_warm: number;
     ratio_cold_to_bare_runc_run: number;

@@ -4,7 +4,7 @@
 // Env: BENCH_SMOKE=1 takes a handful of samples (a check that the bench works, not a measurement);
 // BENCH_OUT=<dir> writes latest.json and latest.svg there (default bench/results; a temp dir in smoke mode).
 // Asserts nothing about speed; exits non-zero only if something is broken (a job fails, a cluster does not start…).
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { REPO_ROOT } from '../test/support/cluster.js';
@@ -17,7 +17,7 @@ import { describeMachine } from './machine.js';
 import { formatReport } from './report.js';
 import type { BenchResults } from './results.js';
 import { stageBreakdown, STAGES } from './stages.js';
-import { measureStarts } from './start-latency.js';
+import { measureAlternating, measureStarts } from './start-latency.js';
 import { measureNoisyNeighbour, NOISY_QUOTAS } from './noisy-neighbour.js';
 import { round, summarize } from './stats.js';
 import { measureThroughput, type ThroughputLevel } from './throughput.js';
@@ -197,7 +197,19 @@ async function main(): Promise<number> {
 
   log(`images: warm (×${plan.imageWarm}) and cold (×${plan.imageCold}) runc starts on the default image; imports beside skopeo (×${plan.importRounds})`);
   const onImage = { images: { default: 'base' } };
-  const imageWarm = await clusters.with([{ runtime: 'runc', class: 'small', warm: 4 }], (c) => measureStarts(c, 'runc', plan.imageWarm, 'warm'), onImage);
+  // Warm: host-root and image cells in one cluster, in turns (the image imported from the base layout, its pool by digest).
+  const baseDigest = (JSON.parse(readFileSync(join(REPO_ROOT, 'build/images/base/index.json'), 'utf8')) as { manifests: Array<{ digest: string }> }).manifests[0]!.digest;
+  const alternating = await clusters.with(
+    [{ runtime: 'runc', class: 'small', warm: 2 }, { runtime: 'runc', class: 'small', warm: 2, image: baseDigest }],
+    async (c) => {
+      const imported = await c.cli(['images', 'import', join(REPO_ROOT, 'build/images/base'), '--name', 'base']);
+      if (imported.code !== 0) throw new Error(`importing the base image failed: ${imported.stderr}`);
+      await c.waitWarm(120_000);
+      return measureAlternating(c, 'runc', plan.imageWarm, 'base');
+    },
+    { images: { default: 'host' } },
+  );
+  const imageWarm = alternating.image;
   const imageCold = await clusters.with([{ runtime: 'runc', class: 'small', warm: 0 }], (c) => measureStarts(c, 'runc', plan.imageCold, 'cold', 1), onImage);
   const imports = await measureImports(plan.importRounds);
 
@@ -243,7 +255,8 @@ async function main(): Promise<number> {
     images: {
       warm_start_ms: summarize(imageWarm.samples.map((s) => s.firstByteMs)),
       cold_start_ms: summarize(imageCold.samples.map((s) => s.firstByteMs)),
-      ratio_warm_to_host_root_warm: round(summarize(imageWarm.samples.map((s) => s.firstByteMs)).p50 / warmStart.p50),
+      host_root_warm_start_ms: summarize(alternating.host.samples.map((s) => s.firstByteMs)),
+      ratio_warm_to_host_root_warm: round(summarize(imageWarm.samples.map((s) => s.firstByteMs)).p50 / summarize(alternating.host.samples.map((s) => s.firstByteMs)).p50),
       ratio_cold_to_bare_runc_run: round(summarize(imageCold.samples.map((s) => s.firstByteMs)).p50 / baselineRunc.p50),
       imports: { mb_per_s: imports.mbPerSecond, ratio_api_to_skopeo: imports.ratioApiToSkopeo, image_blob_bytes: imports.image.blobBytes, shared_base: imports.sharedBase },
     },
@@ -284,7 +297,7 @@ async function main(): Promise<number> {
         'Bare rates (baseline_rate_per_s) = runs of the same command finished within the window by that many parallel back-to-back loops of the bare runtime (runc, crun: cell-equivalent bundles as above) or of podman run --rm; host_cpu_ms_per_run = all of the host\'s busy CPU in the window / runs. ratio_throughput_to_bare_runc_rate compares Cleanroom\'s jobs/s with that many clients (runc cells, crun cells) with bare runc\'s rate at the same parallelism.',
         'Throughput = runc jobs ended within the window / (window, or until the last of their wipes finished if later), each client a separate SDK client running jobs back to back; the pool (target 4 runc) refills in the background.',
         'Under load (start_under_load): a cluster with a demand-sized runc pool (warm 4, max 1.25 × the burst); jobs arrive open-loop (on schedule, not waiting for earlier ones) at 50 % and 90 % of the peak runc throughput measured above; then a burst of N jobs at once teaches the pool the burst size, the pool refills, an idle pause, and a second burst of N is measured (warm_fraction: jobs that took a warm cell). Ratios divide by the quiet warm-start figures above.',
-        'Images: warm and cold runc starts as above on clusters whose default image is the busybox base image (build/images/base); ratio_warm_to_host_root_warm divides by the host-root warm p50 above, ratio_cold_to_bare_runc_run by the bare runc run baseline (whose bundle is the host-root rootfs). Imports: the ~100 MB test image from docker-registry on 127.0.0.1 (TLS, basic auth) through POST /v1/images until its blobs are verified in the store, beside skopeo copy of the same image to dir:, rounds alternating; shared_base: the store bytes of two images sharing busybox\'s layer.',
+        'Images: warm runc starts on the busybox base image (build/images/base, imported through the CLI) and on the host root in turns in one cluster (ratio_warm_to_host_root_warm, from those two series); cold starts on a cluster whose default image is base, ratio_cold_to_bare_runc_run by the bare runc run baseline (whose bundle is the host-root rootfs). Imports: the ~100 MB test image from docker-registry on 127.0.0.1 (TLS, basic auth) through POST /v1/images until its blobs are verified in the store, beside skopeo copy of the same image to dir:, rounds alternating; shared_base: the store bytes of two images sharing busybox\'s layer.',
         'Sandboxes (bench/sandbox.ts), on the main cluster after throughput: create → ready = POST /v1/sandboxes sent → its answer (state running), each on a full warm pool, against warm_start_ms; exec round trip = exec of /bin/echo hi in a running sandbox (one request that starts and streams until the exit) against host fork+exec to exit; 1 MiB write then read through the files API; N concurrent sandboxes (cold cells past the pool) each running execs back to back; idle memory = MemAvailable drop with the N sandboxes idle / N.',
         'Density = MemAvailable drop with N idle runc cells (a cluster per level; reference = mean of before start and after stop); per_cell is the least-squares slope over the levels (0 = the cluster alone).',
       ],

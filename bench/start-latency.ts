@@ -17,14 +17,14 @@ export interface StartSeries {
   wipeFailures: string[];
 }
 
-/** measureStarts runs `warmup` unrecorded jobs, then `n` recorded ones of `runtime`, one at a time. */
-export async function measureStarts(cluster: TestCluster, runtime: Runtime, n: number, want: 'warm' | 'cold', warmup = 2): Promise<StartSeries> {
+/** measureStarts runs `warmup` unrecorded jobs, then `n` recorded ones of `runtime`, one at a time (on `image`, if given). */
+export async function measureStarts(cluster: TestCluster, runtime: Runtime, n: number, want: 'warm' | 'cold', warmup = 2, image?: string): Promise<StartSeries> {
   const samples: TimedJob[] = [];
   let mismatched = 0;
   const wipeFailures: string[] = [];
   for (let i = 0; i < warmup + n; i++) {
     await cluster.waitWarm(120_000);
-    const ran = await runTimedJob(cluster.client, { command: COMMAND, runtime }, 'hi\n');
+    const ran = await runTimedJob(cluster.client, { command: COMMAND, runtime, ...(image ? { image } : {}) }, 'hi\n');
     const s = await awaitWipe(cluster.client, ran).catch((e: Error) => (wipeFailures.push(e.message), ran));
     if (i < warmup) continue;
     const found = { 0: 'warm', 1: 'cold' }[s.job.timings.agent_cold ?? -1];
@@ -32,4 +32,19 @@ export async function measureStarts(cluster: TestCluster, runtime: Runtime, n: n
     else mismatched++;
   }
   return { samples, mismatched, wipeFailures };
+}
+
+/** measureAlternating runs warm starts on the host root and on `image` in turns, in one cluster (a fair comparison). */
+export async function measureAlternating(cluster: TestCluster, runtime: Runtime, n: number, image: string): Promise<{ host: StartSeries; image: StartSeries }> {
+  const host: StartSeries = { samples: [], mismatched: 0, wipeFailures: [] };
+  const onImage: StartSeries = { samples: [], mismatched: 0, wipeFailures: [] };
+  for (let i = 0; i < n; i++) {
+    for (const [series, ref] of [[host, undefined], [onImage, image]] as const) {
+      const one = await measureStarts(cluster, runtime, 1, 'warm', i === 0 ? 1 : 0, ref);
+      series.samples.push(...one.samples);
+      series.mismatched += one.mismatched;
+      series.wipeFailures.push(...one.wipeFailures);
+    }
+  }
+  return { host, image: onImage };
 }
