@@ -300,7 +300,7 @@ const scenarios: Record<string, () => Promise<void>> = {
       assert.match(seen.pause!, /^SandboxError: 501: .*not supported/);
       assert.match(seen.metrics!, /^SandboxError: 501: .*not supported/);
       assert.match(seen.snapshot!, /^SandboxError: 501: .*not supported/);
-      assert.match(seen.template!, /^SandboxError: 400: template "my-template"/);
+      assert.match(seen.template!, /^SandboxError: 404: template "my-template" not found: .*cleanroom images import/);
       assert.match(seen.metadata!, /^InvalidArgumentError: .*metadata/);
       assert.equal(await sbx.isRunning(), true);
     } finally {

@@ -17,7 +17,8 @@ import type { EnvdTokens } from './envd-tokens.js';
 
 /** ENVD_VERSION is the envd version the adapter reports: 0.6.4 unlocks every feature of e2b 2.51.0 that it serves. */
 export const ENVD_VERSION = '0.6.4';
-/** DEFAULT_TEMPLATE is e2b's default template; it maps to Cleanroom's default image. */
+/** DEFAULT_TEMPLATE is e2b's default template; it maps to Cleanroom's default image (image left unset). Any other
+ *  template is the name (NAME[:TAG]) or digest of a Cleanroom image. */
 export const DEFAULT_TEMPLATE = 'base';
 /** LIST_DEFAULT_LIMIT is the page size when the SDK names none (e2b's own default). */
 const LIST_DEFAULT_LIMIT = 100;
@@ -101,7 +102,9 @@ export function registerE2bSandboxRoutes(app: FastifyInstance, d: E2bSandboxDeps
         actorOf(principal),
       );
     } catch (e) {
-      if (e instanceof ApiError && e.message.startsWith('image:')) throw new ApiError('invalid_request', `template ${JSON.stringify(template)}: ${e.message}; use the template "base" (Cleanroom's default image)`);
+      // A template is an image: name the template in the error, and how to get one (e2b answers an unknown template 404 too).
+      if (e instanceof ApiError && e.code === 'image_not_found') throw new ApiError('image_not_found', `template ${JSON.stringify(template)} not found: ${e.message}; a template is a Cleanroom image (import it with \`cleanroom images import\`), or use "base" for the default image`);
+      if (e instanceof ApiError && e.message.startsWith('image')) throw new ApiError(e.code, `template ${JSON.stringify(template)}: ${e.message}`);
       throw e;
     }
     if (isTerminal(job)) throw new ApiError('internal', `the sandbox failed to start: ${job.message ?? job.status}`);
@@ -118,7 +121,7 @@ export function registerE2bSandboxRoutes(app: FastifyInstance, d: E2bSandboxDeps
     const job = await liveOr404(ws, id(req));
     const moved = body.timeout !== undefined ? await sandboxes.setTimeout(ws, job.id, clampTimeout(body.timeout, job)) : job;
     reply.code(200);
-    return created(moved, DEFAULT_TEMPLATE, await d.tokens.tokenFor(moved), d.domain ?? hostOf(req));
+    return created(moved, templateOf(moved), await d.tokens.tokenFor(moved), d.domain ?? hostOf(req));
   });
 
   route('POST', '/sandboxes/:id/timeout', async (ws, req, reply) => {
@@ -211,12 +214,17 @@ function created(job: Job, template: string, token: string, domain: string) {
   return { sandboxID: job.id, templateID: template, clientID: 'cleanroom', alias: template, envdVersion: ENVD_VERSION, envdAccessToken: token, trafficAccessToken: null, domain };
 }
 
+/** templateOf is the template a sandbox was created from: its image as the caller named it, or `base`. */
+function templateOf(job: Job): string {
+  return job.imageRef ?? DEFAULT_TEMPLATE;
+}
+
 /** listed is e2b's `ListedSandbox`. */
 function listed(job: Job) {
   return {
     sandboxID: job.id,
-    templateID: DEFAULT_TEMPLATE,
-    alias: DEFAULT_TEMPLATE,
+    templateID: templateOf(job),
+    alias: templateOf(job),
     clientID: 'cleanroom',
     startedAt: job.startedAt ?? job.createdAt,
     endAt: job.sandbox?.endsAt ?? job.startedAt ?? job.createdAt,

@@ -19,6 +19,14 @@ const SIGNALS: Record<string, number> = { SIGNAL_SIGKILL: 9, SIGNAL_SIGTERM: 15,
 
 type Json = Record<string, unknown>;
 
+/** BASH is the shell the SDK asks for (`/bin/bash -l -c CMD`, `/bin/bash -i -l` for a PTY); SH stands in where an image has none. */
+const BASH = '/bin/bash';
+const SH = '/bin/sh';
+
+function isCommandNotFound(e: unknown): boolean {
+  return e instanceof ApiError && e.code === 'process_start_failed' && (e.details as { reason?: unknown } | undefined)?.reason === 'command_not_found';
+}
+
 /** ProcessService answers the process.Process methods for one resolved sandbox. */
 export class EnvdProcessService {
   constructor(
@@ -40,11 +48,11 @@ export class EnvdProcessService {
       sink.finished = true;
     });
     try {
-      const r = await this.processes.start(
-        sb,
-        spec,
-        sink,
-      );
+      const r = await this.processes.start(sb, spec, sink).catch((e: unknown) => {
+        // The SDK runs everything through /bin/bash; an image without bash (busybox) gets /bin/sh with the same flags.
+        if (spec.argv[0] !== BASH || !isCommandNotFound(e)) throw e;
+        return this.processes.start(sb, { ...spec, argv: [SH, ...spec.argv.slice(1)] }, sink);
+      });
       streamId = r.streamId;
       sink.started(r.pid);
       if (sink.finished && streamId) this.processes.detach(streamId); // the client left while the process started
