@@ -15,6 +15,12 @@ import { registerImages } from './commands/images.js';
 import { registerSandbox } from './commands/sandbox.js';
 import { reportError } from './context.js';
 
+// A reader that goes away (`cleanroom jobs ls | head`) is not an error: stop quietly, as Unix tools do.
+process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+  if (e.code === 'EPIPE') process.exit(0);
+  throw e;
+});
+
 const program = new Command('cleanroom')
   .description('Cleanroom: run untrusted workloads in pre-warmed, confined, single-use cells')
   .showHelpAfterError()
