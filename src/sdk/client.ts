@@ -3,6 +3,7 @@ import { Agent, request } from 'node:https';
 import type { IncomingMessage } from 'node:http';
 import type { Readable } from 'node:stream';
 import type { Runtime } from '../shared/wire.js';
+import { readEvents } from './sse.js';
 
 /** ClientOptions says where the API is and how to authenticate. */
 export interface ClientOptions {
@@ -320,24 +321,13 @@ export class CleanroomClient {
       const headers = { ...this.headers(), accept: 'text/event-stream', ...(payload ? { 'content-type': 'application/json' } : {}) };
       const req = request(new URL(path, this.base), { method, agent: this.agent, headers }, (res) => {
         if ((res.statusCode ?? 500) >= 400) return void readError(res).then(reject, reject);
-        let buf = '';
         let ended: Job | null = null;
-        res.setEncoding('utf8');
-        res.on('data', (d: string) => {
-          buf += d;
-          let i: number;
-          while ((i = buf.indexOf('\n\n')) >= 0) {
-            const block = buf.slice(0, i);
-            buf = buf.slice(i + 2);
-            const event = /^event: (.*)$/m.exec(block)?.[1];
-            const data = /^data: (.*)$/m.exec(block)?.[1];
-            if (!data) continue;
-            if (event === 'output') {
-              const c = JSON.parse(data) as { seq: number; stream: 'stdout' | 'stderr'; data: string };
-              on.onChunk({ ...c, data: Buffer.from(c.data, 'base64') });
-            } else if (event === 'created') on.onCreated?.(JSON.parse(data) as Job);
-            else if (event === 'end') ended = JSON.parse(data) as Job;
-          }
+        readEvents(res, (event, data) => {
+          if (event === 'output') {
+            const c = JSON.parse(data) as { seq: number; stream: 'stdout' | 'stderr'; data: string };
+            on.onChunk({ ...c, data: Buffer.from(c.data, 'base64') });
+          } else if (event === 'created') on.onCreated?.(JSON.parse(data) as Job);
+          else if (event === 'end') ended = JSON.parse(data) as Job;
         });
         res.on('end', () => (ended ? resolve(ended) : reject(new CleanroomError('stream_closed', 0, 'the log stream closed before the job ended'))));
         res.on('error', reject);

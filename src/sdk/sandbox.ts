@@ -8,6 +8,7 @@ import { Readable } from 'node:stream';
 import WebSocket from 'ws';
 import { CleanroomClient, CleanroomError, readError, type ClientOptions } from './client.js';
 import type { operations } from './generated/api.js';
+import { readEvents } from './sse.js';
 
 type Json<Op extends keyof operations, S extends number = 200> = operations[Op] extends { responses: Record<S, { content: { 'application/json': infer T } }> } ? T : never;
 type Body<Op extends keyof operations> = operations[Op] extends { requestBody: { content: { 'application/json': infer T } } } ? T : never;
@@ -363,19 +364,3 @@ function defaultOptions(): ClientOptions {
   return { url, ...(process.env.CLEANROOM_API_KEY ? { apiKey: process.env.CLEANROOM_API_KEY } : {}) };
 }
 
-/** readEvents splits a server-sent event stream into (event, data) pairs. */
-function readEvents(res: IncomingMessage, on: (event: string, data: string) => void): void {
-  let buf = '';
-  res.setEncoding('utf8');
-  res.on('data', (d: string) => {
-    buf += d;
-    let i: number;
-    while ((i = buf.indexOf('\n\n')) >= 0) {
-      const block = buf.slice(0, i);
-      buf = buf.slice(i + 2);
-      const event = /^event: (.*)$/m.exec(block)?.[1];
-      const data = /^data: (.*)$/m.exec(block)?.[1];
-      if (event && data) on(event, data);
-    }
-  });
-}

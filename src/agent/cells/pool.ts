@@ -116,8 +116,8 @@ export class CellPool {
   /** take returns a warm cell (or prepares one now: the cold path) and schedules a refill. */
   async take(runtime: Runtime, sizeClass: SizeClass, image: PreparedImage | null = null): Promise<{ cell: Cell; cold: boolean }> {
     const entry = this.entry(runtime, sizeClass, image);
+    // Only recorded here: the target is recomputed off the start path, by the resizer every second.
     entry.demand.started(Date.now());
-    this.sizeOf(entry);
     let cell: Cell | undefined;
     while ((cell = entry.warm.shift())) if (cell.state === 'warm') break;
     const cold = !cell || cell.state !== 'warm';
