@@ -1,6 +1,6 @@
 /** The control plane's domain records, independent of storage and transport. */
 import type { EgressPolicy } from '../shared/net/egress-policy.js';
-import type { DeniedConnection, ImageManifest, JobImage, TerminalReason, WipeReceipt, WorkloadSpec } from '../shared/wire.js';
+import type { AgentLoad, DeniedConnection, ImageManifest, JobImage, TerminalReason, WipeReceipt, WorkloadSpec } from '../shared/wire.js';
 
 /** Workspace is a tenant: its jobs, keys and limits. */
 export interface Workspace {
@@ -181,4 +181,27 @@ export interface ImageRecord {
   createdAt: string;
   updatedAt: string;
   createdBy: string;
+}
+
+/** AGENT_STATES are the states of an agent's record (contract S). */
+export const AGENT_STATES = ['connected', 'disconnected', 'draining', 'removed'] as const;
+/** AgentRecord is an agent as the store knows it: which replica's channel it is on, its load and its admin state. */
+export interface AgentRecord {
+  id: string;
+  replicaId: string | null;
+  connected: boolean;
+  draining: boolean;
+  removed: boolean;
+  capacity: number;
+  running: number;
+  load: AgentLoad | null;
+  connectedAt: string | null;
+  lastSeenAt: string;
+}
+/** ReplicaRecord is a control-plane replica: where its API is and when it last said it is alive. */
+export interface ReplicaRecord {
+  id: string;
+  apiUrl: string;
+  startedAt: string;
+  heartbeatAt: string;
 }

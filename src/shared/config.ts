@@ -81,6 +81,10 @@ export const ConfigSchema = z
         agentGraceMs: z.number().int().min(0).default(30_000),
         /** Connection deadlines of the API and data listeners (see ListenerTimeoutsSchema). */
         timeouts: ListenerTimeoutsSchema.prefault({}),
+        /** This replica's id among the control-plane replicas sharing one database (default: random per start, rep_<hex>). */
+        replicaId: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/).optional(),
+        /** URL peer replicas reach this replica's API on (default https://<host>:<apiPort>). */
+        advertiseUrl: z.string().url().optional(),
       })
       .strict()
       .prefault({}),

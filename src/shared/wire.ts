@@ -627,3 +627,11 @@ function parseWith<T>(schema: z.ZodType<T>, raw: string): WireParse<T> {
     return { ok: false, problem: `unreadable message (${(e as Error).name})`, value };
   }
 }
+
+/** AgentLoad is what an agent reports of its load (contract W; placeholder until h-fleet lands, identical to PLAN.md). */
+export interface AgentLoad {
+  running: number;
+  capacity: number;
+  preparing: number;
+  warm: Array<{ image: string | null; runtime: Runtime; sizeClass: string; cells: number }>;
+}

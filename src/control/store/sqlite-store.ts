@@ -2,7 +2,7 @@
 import Database from 'better-sqlite3';
 import type { EgressPolicy } from '../../shared/net/egress-policy.js';
 import type { AuditEvent, AuditEventInput } from '../audit/chain.js';
-import { API_KEY_ROLES, DEFAULT_EGRESS_POLICY, TERMINAL_STATUSES, type ApiKeyRecord, type ApiKeyRole, type DeniedConnectionRecord, type ImageRecord, type ImageState, type Job, type ObjectMeta, type OutputChunk, type SigningKeyRecord, type TokenRecord, type Workspace } from '../model.js';
+import { API_KEY_ROLES, DEFAULT_EGRESS_POLICY, TERMINAL_STATUSES, type ApiKeyRecord, type ApiKeyRole, type DeniedConnectionRecord, type ImageRecord, type ImageState, type AgentRecord, type Job, type JobStatus, type ReplicaRecord, type ObjectMeta, type OutputChunk, type SigningKeyRecord, type TokenRecord, type Workspace } from '../model.js';
 import type { AuditQuery, DeniedQuery, ObjectQuery, SandboxQuery, Store } from './store.js';
 
 /**
@@ -478,6 +478,56 @@ export class SqliteStore implements Store {
 
   async imageBytes(workspaceId: string): Promise<number> {
     return this.stmts.imageBytes.get(workspaceId)!.n;
+  }
+
+  // Placeholder until h-pg lands its adapter (one process owns a SQLite file, so in-memory records suffice here).
+  private readonly agentRecords = new Map<string, AgentRecord>();
+  private readonly replicaRecords = new Map<string, ReplicaRecord>();
+
+  async upsertAgent(a: AgentRecord): Promise<void> {
+    this.agentRecords.set(a.id, { ...a });
+  }
+
+  async getAgent(id: string): Promise<AgentRecord | null> {
+    return this.agentRecords.get(id) ?? null;
+  }
+
+  async listAgents(): Promise<AgentRecord[]> {
+    return [...this.agentRecords.values()];
+  }
+
+  async updateAgent(id: string, patch: Partial<AgentRecord>): Promise<void> {
+    const a = this.agentRecords.get(id);
+    if (a) this.agentRecords.set(id, { ...a, ...patch });
+  }
+
+  async deleteAgent(id: string): Promise<void> {
+    this.agentRecords.delete(id);
+  }
+
+  async upsertReplica(r: ReplicaRecord): Promise<void> {
+    this.replicaRecords.set(r.id, { ...r });
+  }
+
+  async listReplicas(): Promise<ReplicaRecord[]> {
+    return [...this.replicaRecords.values()];
+  }
+
+  async deleteReplica(id: string): Promise<void> {
+    this.replicaRecords.delete(id);
+  }
+
+  async claimJob(id: string, from: JobStatus, patch: Partial<Job>): Promise<boolean> {
+    const tx = this.db.transaction(() => {
+      const r = this.stmts.job.get(id);
+      if (!r) return false;
+      const job = jobFrom(r.doc);
+      if (job.status !== from) return false;
+      const next = { ...job, ...patch };
+      this.stmts.updateJob.run(next.status, JSON.stringify(next), id);
+      return true;
+    });
+    return tx();
   }
 
   async close(): Promise<void> {

@@ -1,7 +1,7 @@
 /** Store is the control plane's persistence port; SQLite is the embedded adapter (async so a PostgreSQL adapter fits). */
 import type { EgressPolicy } from '../../shared/net/egress-policy.js';
 import type { AuditEvent, AuditEventInput } from '../audit/chain.js';
-import type { ApiKeyRecord, ApiKeyRole, DeniedConnectionRecord, ImageRecord, ImageState, Job, ObjectMeta, OutputChunk, SigningKeyRecord, TokenRecord, Workspace } from '../model.js';
+import type { AgentRecord, ApiKeyRecord, JobStatus, ReplicaRecord, ApiKeyRole, DeniedConnectionRecord, ImageRecord, ImageState, Job, ObjectMeta, OutputChunk, SigningKeyRecord, TokenRecord, Workspace } from '../model.js';
 
 /** DeniedQuery selects a workspace's denied connections: newest first, at most `limit`, optionally of one job. */
 export interface DeniedQuery {
@@ -126,6 +126,17 @@ export interface Store {
   deleteImage(id: string): Promise<void>;
   /** imageBytes sums the blob bytes of a workspace's images that did not fail. */
   imageBytes(workspaceId: string): Promise<number>;
+
+  upsertAgent(a: AgentRecord): Promise<void>;
+  getAgent(id: string): Promise<AgentRecord | null>;
+  listAgents(): Promise<AgentRecord[]>;
+  updateAgent(id: string, patch: Partial<AgentRecord>): Promise<void>;
+  deleteAgent(id: string): Promise<void>;
+  upsertReplica(r: ReplicaRecord): Promise<void>;
+  listReplicas(): Promise<ReplicaRecord[]>;
+  deleteReplica(id: string): Promise<void>;
+  /** claimJob applies `patch` only if the job's status is still `from`; true if it did (atomic: no job placed twice). */
+  claimJob(id: string, from: JobStatus, patch: Partial<Job>): Promise<boolean>;
 
   close(): Promise<void>;
 }
