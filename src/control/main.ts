@@ -9,6 +9,7 @@ import { AgentHub } from './agents/agent-hub.js';
 import { buildApiServer, buildDataServer } from './api/server.js';
 import { loadKek } from './data/keyring.js';
 import { createServices, type ControlServices } from './services.js';
+import { startCluster } from './cluster/cluster.js';
 
 async function main(): Promise<void> {
   const { values } = parseArgs({ options: { 'data-dir': { type: 'string' } } });
@@ -36,6 +37,16 @@ async function main(): Promise<void> {
   const { app } = buildApiServer({ tls, timeouts, services, agents, log });
   const data = buildDataServer({ tls, timeouts, services, agents, log }).app;
 
+  // The replica set: a shared PostgreSQL store makes this one replica of several (SQLite: the only one).
+  const cluster = await startCluster({
+    store,
+    replicaId: config.control.replicaId,
+    advertiseUrl: config.control.advertiseUrl ?? `https://${config.control.host}:${config.control.apiPort}`,
+    pgUrl: null,
+    jobs: services.jobs,
+    agents,
+    log,
+  });
   // Jobs that were in flight when the control plane stopped wait for their agent's hello to be judged.
   const agentPort = await agents.listen(config.control.host, config.control.agentPort);
   agents.expectAgents(await services.jobs.agentsWithUnfinishedJobs());
@@ -56,6 +67,7 @@ async function main(): Promise<void> {
     services.metrics.history.stop();
     await Promise.all([app.close(), data.close()]);
     await agents.close();
+    await cluster.stop();
     await services.denials.flush();
     await store.close();
     process.exit(0);

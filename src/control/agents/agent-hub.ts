@@ -21,6 +21,7 @@ import {
 } from '../../shared/wire.js';
 import type { Dispatcher, JobService } from '../jobs/job-service.js';
 import type { NetworkPolicyService } from '../network/network-policy-service.js';
+import type { AgentPresence } from '../cluster/agent-presence.js';
 import { isSandboxReport, type SandboxChannel, type SandboxReport, type SandboxRequestMessage } from '../sandboxes/sandbox-channel.js';
 
 /** SandboxReports takes the sandbox reports of agents (the process and file relays) and hears of lost agents. */
@@ -77,6 +78,7 @@ export class AgentHub implements Dispatcher, SandboxChannel {
   private readonly lostTimers = new Map<string, NodeJS.Timeout>();
   private images: ImageEvents | null = null;
   private sandboxes: SandboxReports | null = null;
+  private presence: AgentPresence | null = null;
 
   constructor(
     tls: AgentHubTls,
@@ -120,6 +122,11 @@ export class AgentHub implements Dispatcher, SandboxChannel {
     const conns = [...this.agents.values()];
     for (const c of conns) send(c.ws, { type: 'image.remove', digest });
     return conns.map((c) => c.agentId);
+  }
+
+  /** attachPresence records in the store which agents are on this replica's channel (the replica set reads it). */
+  attachPresence(presence: AgentPresence): void {
+    this.presence = presence;
   }
 
   /** attachSandboxes connects the sandbox relays (built after the hub). */
@@ -196,6 +203,7 @@ export class AgentHub implements Dispatcher, SandboxChannel {
       this.agents.delete(agentId);
       this.log('agent disconnected', { agentId, code, reason: reason.toString() });
       this.sandboxes?.agentLost(agentId);
+      void this.presence?.disconnected(agentId).catch((e: Error) => this.log('agent presence update failed', { agentId, error: e.message }));
       this.lostTimers.set(agentId, setTimeout(() => void this.lostIfAbsent(agentId, 'the agent disconnected and did not come back'), this.graceMs));
     });
   }
@@ -211,9 +219,10 @@ export class AgentHub implements Dispatcher, SandboxChannel {
     this.lostTimers.delete(agentId);
     this.log('agent connected', { agentId, live: liveJobIds.length, protocol: hello.protocol, images: hello.images.length });
     this.images?.onAgentImages(agentId, hello.images);
+    const recorded = this.presence?.connected(agentId, capacity, liveJobIds.length).catch((e: Error) => this.log('agent presence update failed', { agentId, error: e.message }));
     // Jobs that ended on the agent while we could not hear it are not lost: their final reports follow the hello.
-    void this.jobs
-      .onAgentLost(agentId, [...liveJobIds, ...endedJobIds], 'the agent restarted and the job\'s cell was lost')
+    void Promise.resolve(recorded)
+      .then(() => this.jobs.onAgentLost(agentId, [...liveJobIds, ...endedJobIds], 'the agent restarted and the job\'s cell was lost'))
       .then(() => this.jobs.resumeCredentials(agentId, liveJobIds))
       .then(() => this.jobs.dispatchQueued())
       .catch((e: Error) => this.log('agent hello handling failed', { agentId, error: e.message }));
@@ -268,6 +277,8 @@ export class AgentHub implements Dispatcher, SandboxChannel {
   private async lostIfAbsent(agentId: string, why: string): Promise<void> {
     this.lostTimers.delete(agentId);
     if (this.agents.has(agentId)) return;
+    // On another replica's channel now (it failed over): its jobs go on there.
+    if (await this.presence?.elsewhere(agentId)) return;
     await this.jobs.onAgentLost(agentId, [], why).catch((e: Error) => this.log('ending a lost agent\'s jobs failed', { agentId, error: e.message }));
   }
 
@@ -276,13 +287,28 @@ export class AgentHub implements Dispatcher, SandboxChannel {
     return false;
   }
 
-  dispatch(spec: JobSpec, credentials: WorkloadCredentials): string | null {
+  reserve(spec: JobSpec): string | null {
     const conns = [...this.agents.values()].filter((c) => c.running.size < c.capacity).sort((a, b) => a.running.size / a.capacity - b.running.size / b.capacity);
     const conn = conns[0];
     if (!conn) return null;
     conn.running.add(spec.jobId);
-    send(conn.ws, { type: 'assign', job: spec, credentials });
     return conn.agentId;
+  }
+
+  assign(agentId: string, spec: JobSpec, credentials: WorkloadCredentials): boolean {
+    const conn = this.agents.get(agentId);
+    if (!conn) return false;
+    conn.running.add(spec.jobId);
+    send(conn.ws, { type: 'assign', job: spec, credentials });
+    return true;
+  }
+
+  release(agentId: string, jobId: string): void {
+    this.agents.get(agentId)?.running.delete(jobId);
+  }
+
+  holds(agentId: string): boolean {
+    return this.agents.has(agentId);
   }
 
   refreshCredentials(agentId: string, jobId: string, credentials: WorkloadCredentials): void {
