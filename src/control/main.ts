@@ -10,6 +10,8 @@ import { buildApiServer, buildDataServer } from './api/server.js';
 import { loadKek } from './data/keyring.js';
 import { createServices, type ControlServices } from './services.js';
 import { startCluster } from './cluster/cluster.js';
+import { SandboxForwarder } from './cluster/sandbox-forwarder.js';
+import { envdSandboxIdOf } from './api/e2b/envd-gateway.js';
 
 async function main(): Promise<void> {
   const { values } = parseArgs({ options: { 'data-dir': { type: 'string' } } });
@@ -34,9 +36,6 @@ async function main(): Promise<void> {
   await services.sandboxes.restore();
   services.sandboxes.start();
   const timeouts = config.control.timeouts;
-  const { app } = buildApiServer({ tls, timeouts, services, agents, log });
-  const data = buildDataServer({ tls, timeouts, services, agents, log }).app;
-
   // The replica set: a shared PostgreSQL store makes this one replica of several (SQLite: the only one).
   const cluster = await startCluster({
     store,
@@ -47,6 +46,12 @@ async function main(): Promise<void> {
     agents,
     log,
   });
+  const forwarder = cluster.shared
+    ? new SandboxForwarder({ store, registry: cluster.registry, holds: (id) => agents.holds(id), envdSandboxIdOf, ca: tls.ca, log })
+    : null;
+  const { app } = buildApiServer({ tls, timeouts, services, agents, log, forwarder });
+  const data = buildDataServer({ tls, timeouts, services, agents, log }).app;
+
   // Jobs that were in flight when the control plane stopped wait for their agent's hello to be judged.
   const agentPort = await agents.listen(config.control.host, config.control.agentPort);
   agents.expectAgents(await services.jobs.agentsWithUnfinishedJobs());
@@ -67,6 +72,7 @@ async function main(): Promise<void> {
     services.metrics.history.stop();
     await Promise.all([app.close(), data.close()]);
     await agents.close();
+    forwarder?.close();
     await cluster.stop();
     await services.denials.flush();
     await store.close();

@@ -27,6 +27,8 @@ export interface ClusterInput {
 /** Cluster is this replica's membership: stop() leaves the set cleanly. */
 export interface Cluster {
   replicaId: string;
+  /** shared: the store is shared with other replicas (PostgreSQL). */
+  shared: boolean;
   bus: Bus;
   registry: ReplicaRegistry;
   stop(): Promise<void>;
@@ -65,6 +67,7 @@ export async function startCluster({ store, replicaId = newReplicaId(), advertis
   log('replica joined', { replicaId, advertiseUrl, bus: pgUrl ? 'postgres' : 'local' });
   return {
     replicaId,
+    shared: pgUrl !== null,
     bus,
     registry,
     stop: async () => {
