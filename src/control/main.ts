@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import pino from 'pino';
 import { loadConfig } from '../shared/config.js';
 import { dataPaths, DEFAULT_DATA_DIR, imageDirs } from '../shared/paths.js';
-import { SqliteStore } from './store/sqlite-store.js';
+import { openStore } from './store/open-store.js';
 import { AgentHub } from './agents/agent-hub.js';
 import { buildApiServer, buildDataServer } from './api/server.js';
 import { loadKek } from './data/keyring.js';
@@ -17,7 +17,7 @@ async function main(): Promise<void> {
   const logger = pino({ base: { proc: 'control' } });
   const log = (msg: string, extra?: object) => logger.info(extra ?? {}, msg);
 
-  const store = new SqliteStore(paths.control.db);
+  const store = await openStore(config.store, paths.control.db, (e) => logger.warn({ error: e.message }, 'store: a pooled database connection broke'));
   const kek = loadKek(config.data.kekFile ?? paths.control.kek);
   const imageStore = imageDirs(paths, config.images);
   const services = createServices({ store, config, kek, objectsDir: paths.control.objects, imagesDir: imageStore.root, defaultImageSource: imageStore.defaultSource, log });
