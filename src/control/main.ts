@@ -41,7 +41,7 @@ async function main(): Promise<void> {
   agents.expectAgents(await services.jobs.agentsWithUnfinishedJobs());
   await app.listen({ host: config.control.host, port: config.control.apiPort });
   await data.listen({ host: config.control.host, port: config.control.dataPort });
-  log('control plane listening', { api: app.server.address(), data: data.server.address(), agentPort });
+  log('control plane listening', { api: app.server.address(), data: data.server.address(), agentPort, store: config.store.kind });
   startRetention(services.jobs, config.limits.retentionDays * 86_400_000, log);
   // The default image (a public image) is imported from the layout the install step built, when it is absent.
   log(`images: ${await services.images.ensureDefaultImage()}`);
