@@ -183,22 +183,30 @@ export interface ImageRecord {
   createdBy: string;
 }
 
-/** AGENT_STATES are the states of an agent's record (contract S). */
+/** AGENT_STATES are what an agent can be to the control plane: on a replica's channel, off it, draining, or removed. */
 export const AGENT_STATES = ['connected', 'disconnected', 'draining', 'removed'] as const;
-/** AgentRecord is an agent as the store knows it: which replica's channel it is on, its load and its admin state. */
+/** AgentState is one of AGENT_STATES. */
+export type AgentState = (typeof AGENT_STATES)[number];
+
+/** AgentRecord is an agent as every replica sees it: where it is connected, whether it takes work, its last load. */
 export interface AgentRecord {
   id: string;
+  /** The replica whose channel the agent is on (null: not connected). */
   replicaId: string | null;
   connected: boolean;
+  /** No new placements; running work finishes. */
   draining: boolean;
+  /** Forgotten by an operator: refused until it is re-admitted. */
   removed: boolean;
   capacity: number;
   running: number;
+  /** As last reported on the wire. */
   load: AgentLoad | null;
   connectedAt: string | null;
   lastSeenAt: string;
 }
-/** ReplicaRecord is a control-plane replica: where its API is and when it last said it is alive. */
+
+/** ReplicaRecord is a running control-plane replica: where its API is, and when it last said it is alive. */
 export interface ReplicaRecord {
   id: string;
   apiUrl: string;

@@ -628,10 +628,14 @@ function parseWith<T>(schema: z.ZodType<T>, raw: string): WireParse<T> {
   }
 }
 
-/** AgentLoad is what an agent reports of its load (contract W; placeholder until h-fleet lands, identical to PLAN.md). */
+/**
+ * AgentLoad is what an agent reports of its capacity and warm cells (contract W). Placeholder with the contract's shape
+ * for the store (src/control/model.ts AgentRecord) until the wire schema lands; the wire's own definition replaces it.
+ */
 export interface AgentLoad {
   running: number;
   capacity: number;
   preparing: number;
+  /** Warm cells per image (digest; null = host root), runtime and size class. */
   warm: Array<{ image: string | null; runtime: Runtime; sizeClass: string; cells: number }>;
 }
