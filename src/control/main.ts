@@ -41,7 +41,7 @@ async function main(): Promise<void> {
     store,
     replicaId: config.control.replicaId,
     advertiseUrl: config.control.advertiseUrl ?? `https://${config.control.host}:${config.control.apiPort}`,
-    pgUrl: null,
+    pgUrl: config.store.kind === 'postgres' ? config.store.url : null,
     jobs: services.jobs,
     agents,
     log,
