@@ -208,6 +208,26 @@ export interface PoolEntry {
   reason?: string;
 }
 
+/** AgentState is how an operator sees an agent: removed wins over draining, which wins over the connection. */
+export type AgentState = 'connected' | 'disconnected' | 'draining' | 'removed';
+
+/** AgentInfo is one agent of the fleet, as platform admins list it. */
+export interface AgentInfo {
+  id: string;
+  state: AgentState;
+  connected: boolean;
+  /** Jobs it runs at once. */
+  capacity: number;
+  /** Jobs placed on it and not ended (the last count when disconnected). */
+  running: number;
+  preparing: number;
+  warmCells: number;
+  /** Warm cells per image (digest; null: the host root), runtime and size class. */
+  warm: Array<{ image: string | null; runtime: string; sizeClass: string; cells: number }>;
+  connectedAt: string | null;
+  lastSeenAt: string;
+}
+
 /** VolumeCounts counts one agent's encrypted volumes by state. */
 export interface VolumeCounts {
   warm: number;
@@ -406,6 +426,26 @@ export class CleanroomClient {
   /** pool returns the warm pool of every agent. */
   pool(): Promise<{ agents: Record<string, Record<string, PoolEntry>>; volumes: Record<string, VolumeCounts> }> {
     return this.call('GET', '/v1/pool');
+  }
+
+  /** listAgents lists every agent the control plane knows (platform admin). */
+  async listAgents(): Promise<AgentInfo[]> {
+    return (await this.call<{ agents: AgentInfo[] }>('GET', '/v1/agents')).agents;
+  }
+
+  /** drainAgent stops new placements on an agent; its running work finishes (platform admin). */
+  drainAgent(id: string): Promise<AgentInfo> {
+    return this.call('POST', `/v1/agents/${encodeURIComponent(id)}/drain`);
+  }
+
+  /** undrainAgent lets an agent take work again, re-admitting a removed one (platform admin). */
+  undrainAgent(id: string): Promise<AgentInfo> {
+    return this.call('POST', `/v1/agents/${encodeURIComponent(id)}/undrain`);
+  }
+
+  /** removeAgent forgets an agent: disconnected, or drained with nothing running, else `conflict` (platform admin). */
+  removeAgent(id: string): Promise<AgentInfo> {
+    return this.call('DELETE', `/v1/agents/${encodeURIComponent(id)}`);
   }
 
   /** getNetworkPolicy returns the workspace's egress policy (normalised; every rule has its protocol). */

@@ -244,6 +244,19 @@ export const ConfigSchema = z
         maxRunningJobs: z.number().int().min(1).max(1000).default(64),
         /** Cells this agent prepares at once (pool refills and cold starts together). */
         maxConcurrentPrepares: z.number().int().min(1).max(64).default(4),
+        /**
+         * The control plane's agent channels (wss://host:port/v1/agent, one per replica), dialed in turn: when one is
+         * unreachable or closes, the next. Empty: the one derived from control.host and control.agentPort.
+         */
+        controlUrls: z
+          .array(z.string().max(2048).regex(/^wss:\/\/[^\s/]+(\/[^\s]*)?$/, 'must be a wss:// URL'))
+          .max(64)
+          .default([]),
+        /**
+         * This agent's id (6 hex digits; it names the agent's objects on the host). Absent: made at the first start and
+         * kept in <data dir>/agent/id. An id that differs from the kept one is refused (the host may hold the old one's cells).
+         */
+        id: z.string().regex(/^[0-9a-f]{6}$/, 'must be 6 lower-case hex digits').optional(),
       })
       .strict()
       .prefault({}),

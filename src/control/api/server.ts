@@ -15,6 +15,7 @@ import { registerImageRoutes } from './routes/images.js';
 import { registerJobRoutes } from './routes/jobs.js';
 import { registerNetworkRoutes } from './routes/network.js';
 import { registerSystemRoutes } from './routes/system.js';
+import { registerAgentRoutes } from './routes/agents.js';
 import { registerTenancyRoutes } from './routes/tenancy.js';
 import { registerTokenRoutes } from './routes/tokens.js';
 import { registerSandboxRoutes } from './routes/sandboxes.js';
@@ -57,6 +58,7 @@ export function buildApiServer(d: ApiServerDeps): { app: FastifyInstance; routes
     });
   }
   registerSystemRoutes(routes, d.agents, s.metrics);
+  registerAgentRoutes(routes, d.agents, s.audit);
   registerTenancyRoutes(routes, s.tenancy);
   registerJobRoutes(routes, s.jobs, s.hub, s.quotas);
   registerNetworkRoutes(routes, s.network);
