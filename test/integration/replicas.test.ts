@@ -74,9 +74,11 @@ test('one signing-key set: both replicas publish the same keys, and a job token 
   assert.ok(token.split('.').length === 3, `a JWT: ${token.slice(0, 40)}`);
   assert.deepEqual(await jwks(r.aPorts.dataPort), await jwks(r.b.dataPort));
   // Minted by the replica that placed it (B, which holds the agent); verified by both data services.
-  assert.equal((await r.b.tokenCall(token, '/v1/data/objects/in/data.txt', r.aPorts.dataPort)).status, 200);
-  assert.equal((await r.b.tokenCall(token, '/v1/data/objects/in/data.txt')).status, 200);
-  assert.equal((await r.b.tokenCall(token, '/v1/data/objects/other.txt', r.aPorts.dataPort)).status, 403);
+  // (Listing reads the shared store only; object bodies live in each replica's objects dir, shared in a deployment.)
+  assert.equal((await r.b.tokenCall(token, '/v1/data/objects?prefix=in/', r.aPorts.dataPort)).status, 200);
+  assert.equal((await r.b.tokenCall(token, '/v1/data/objects?prefix=in/')).status, 200);
+  assert.equal((await r.b.tokenCall(token, '/v1/data/objects?prefix=other/', r.aPorts.dataPort)).status, 403);
+  assert.equal((await r.b.tokenCall(`${token.slice(0, -4)}AAAA`, '/v1/data/objects?prefix=in/', r.aPorts.dataPort)).status, 401);
   await r.clientA.cancelJob(created.id);
   await following;
 });
