@@ -92,6 +92,23 @@ test('one audit chain: `cleanroom audit verify` passes after work through both r
   assert.ok(events.some((e) => e.type === 'workload.created'));
 });
 
+test('agent admin through either replica: a drain via A holds on B (where the agent is), both list it, undrain releases the queue', async () => {
+  const [agent] = await r.clientB.listAgents();
+  assert.ok(agent);
+  const listedOnA = await r.clientA.listAgents();
+  assert.deepEqual(listedOnA.map((a) => [a.id, a.state, a.connected]), [[agent.id, 'connected', true]]);
+  assert.equal((await r.clientA.drainAgent(agent.id)).state, 'draining');
+  for (const c of [r.clientA, r.clientB]) assert.equal((await c.listAgents())[0]!.state, 'draining');
+  const job = await r.clientA.createJob({ command: ['echo', 'after-drain'] });
+  await new Promise((res) => setTimeout(res, 1500));
+  assert.equal((await r.clientA.getJob(job.id)).status, 'queued');
+  assert.equal((await r.clientA.undrainAgent(agent.id)).state, 'connected');
+  const chunks: OutputChunk[] = [];
+  const ended = await r.clientA.followLogs(job.id, (c) => chunks.push(c));
+  assert.equal(ended.status, 'succeeded');
+  assert.equal(text(chunks), 'after-drain\n');
+});
+
 test('SIGKILL of the replica holding the agent mid-stream: the agent fails over, the SDK stream resumes on the other replica from its last seq', async () => {
   const marker = `run-${Date.now()}`;
   const job = await r.clientA.createJob({ command: ['sh', '-c', `echo start ${marker}; for i in $(seq 1 40); do echo tick$i; sleep 0.25; done; echo done`] });

@@ -116,6 +116,16 @@ export class AgentDirectory {
     e.draining = false;
   }
 
+  /**
+   * apply takes an operator's decision made on another replica (heard over the cluster bus, read from the store): the
+   * agent becomes known here if it was not, so that it is refused or not placed on here too.
+   */
+  apply(id: string, flags: { draining: boolean; removed: boolean }): void {
+    const e = this.entries.get(id);
+    if (e) Object.assign(e, flags);
+    else this.entries.set(id, { id, connected: false, ...flags, capacity: 0, running: 0, connectedAt: null, lastSeenAt: Date.now() });
+  }
+
   /** list renders every known agent, with live figures from the hub for connected ones (sorted by id). */
   list(live: (id: string) => LiveAgent | null): AgentInfo[] {
     const out: AgentInfo[] = [];

@@ -139,6 +139,53 @@ export class AgentHub implements Dispatcher, SandboxChannel {
   /** attachPresence records in the store which agents are on this replica's channel (the replica set reads it). */
   attachPresence(presence: AgentPresence): void {
     this.presence = presence;
+    presence.onFlags((agentId, flags) => this.applyFlags(agentId, flags));
+  }
+
+  /** applyFlags takes an operator's decision made on another replica; a removed agent on this channel is closed. */
+  private applyFlags(agentId: string, flags: { draining: boolean; removed: boolean }): void {
+    if (!flags.draining && !flags.removed && !this.directory.flags(agentId).draining && !this.directory.isRemoved(agentId)) return;
+    this.directory.apply(agentId, flags);
+    const conn = this.agents.get(agentId);
+    if (flags.removed && conn) {
+      this.agents.delete(agentId);
+      this.directory.disconnected(agentId, 0);
+      conn.ws.close(CHANNEL_CLOSE.agentRemoved, closeReason(`removed by an operator; re-admit with: cleanroom agents undrain ${agentId}`));
+      this.sandboxes?.agentLost(agentId);
+    }
+  }
+
+  /** shareFlags stores an operator's decision and tells the other replicas. */
+  private shareFlags(agentId: string): void {
+    const f = this.directory.flags(agentId);
+    void this.presence?.shareFlags(agentId, { draining: f.draining, removed: f.removed }).catch((e: Error) => this.log('sharing agent flags failed', { agentId, error: e.message }));
+  }
+
+  /**
+   * listAll is every agent of the replica set: this replica's view, completed from the store with the agents on other
+   * replicas' channels (their figures as recorded when they connected).
+   */
+  async listAll(): Promise<AgentInfo[]> {
+    const local = this.listAgents();
+    if (!this.presence) return local;
+    const byId = new Map(local.map((a) => [a.id, a]));
+    for (const r of await this.presence.records()) {
+      const here = byId.get(r.id);
+      if (here?.connected || (!r.live && here)) continue;
+      byId.set(r.id, {
+        id: r.id,
+        state: r.removed ? 'removed' : r.draining ? 'draining' : r.live ? 'connected' : 'disconnected',
+        connected: r.live,
+        capacity: r.capacity,
+        running: r.running,
+        preparing: r.load?.preparing ?? 0,
+        warmCells: (r.load?.warm ?? []).reduce((n, w) => n + w.cells, 0),
+        warm: (r.load?.warm ?? []).filter((w) => w.cells > 0),
+        connectedAt: r.connectedAt,
+        lastSeenAt: r.lastSeenAt,
+      });
+    }
+    return [...byId.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   }
 
   /** attachSandboxes connects the sandbox relays (built after the hub). */
@@ -240,7 +287,11 @@ export class AgentHub implements Dispatcher, SandboxChannel {
     this.lostTimers.delete(agentId);
     this.log('agent connected', { agentId, live: liveJobIds.length, protocol: hello.protocol, images: hello.images.length });
     this.images?.onAgentImages(agentId, hello.images);
-    const recorded = this.presence?.connected(agentId, capacity, liveJobIds.length).catch((e: Error) => this.log('agent presence update failed', { agentId, error: e.message }));
+    // An operator's decision taken on another replica (drain, remove) holds here too: it is in the agent's record.
+    const recorded = this.presence
+      ?.connected(agentId, capacity, liveJobIds.length)
+      .then((flags) => this.applyFlags(agentId, flags))
+      .catch((e: Error) => this.log('agent presence update failed', { agentId, error: e.message }));
     // Jobs that ended on the agent while we could not hear it are not lost: their final reports follow the hello.
     void Promise.resolve(recorded)
       .then(() => this.jobs.onAgentLost(agentId, [...liveJobIds, ...endedJobIds], 'the agent restarted and the job\'s cell was lost'))
@@ -367,6 +418,7 @@ export class AgentHub implements Dispatcher, SandboxChannel {
   /** drain stops new placements on an agent; its running work finishes. Throws AgentAdminError (agent_not_found). */
   drain(agentId: string): AgentInfo {
     this.directory.setDraining(agentId, true);
+    this.shareFlags(agentId);
     this.log('agent draining', { agentId });
     return this.infoOf(agentId);
   }
@@ -374,6 +426,7 @@ export class AgentHub implements Dispatcher, SandboxChannel {
   /** undrain lets an agent take placements again; a removed agent is re-admitted (it may dial again). */
   undrain(agentId: string): AgentInfo {
     this.directory.readmit(agentId);
+    this.shareFlags(agentId);
     this.log('agent undrained', { agentId });
     void this.jobs.dispatchQueued().catch((e: Error) => this.log('dispatch after undrain failed', { agentId, error: e.message }));
     return this.infoOf(agentId);
@@ -388,6 +441,7 @@ export class AgentHub implements Dispatcher, SandboxChannel {
     const conn = this.agents.get(agentId);
     this.directory.checkRemovable(agentId, conn ? conn.running.size : null);
     this.directory.setRemoved(agentId);
+    this.shareFlags(agentId);
     clearTimeout(this.lostTimers.get(agentId));
     this.lostTimers.delete(agentId);
     if (conn) {
@@ -395,6 +449,7 @@ export class AgentHub implements Dispatcher, SandboxChannel {
       this.directory.disconnected(agentId, 0);
       conn.ws.close(CHANNEL_CLOSE.agentRemoved, closeReason(`removed by an operator; re-admit with: cleanroom agents undrain ${agentId}`));
       this.sandboxes?.agentLost(agentId);
+      void this.presence?.disconnected(agentId).catch(() => {});
     }
     this.log('agent removed', { agentId, wasConnected: conn !== undefined });
     await this.jobs.onAgentLost(agentId, [], 'the agent was removed by an operator');

@@ -17,6 +17,8 @@ export const BusMessageSchema = z.discriminatedUnion('type', [
   z.object({ type: z.literal('job.started'), from: Id, jobId: Id }).strict(),
   /** A job ended (its record holds the end): live streams finish, quota slots free up, queues pump. */
   z.object({ type: z.literal('job.ended'), from: Id, jobId: Id }).strict(),
+  /** An operator drained, undrained or removed an agent: every replica reads its flags from the store. */
+  z.object({ type: z.literal('agent.admin'), from: Id, agentId: Id }).strict(),
   /** Ask the replica holding `agentId`'s channel to send it a cancel for the job. */
   z.object({ type: z.literal('agent.cancel'), from: Id, agentId: Id, jobId: Id }).strict(),
 ]);

@@ -43,7 +43,7 @@ export function newReplicaId(): string {
 export async function startCluster({ store, replicaId = newReplicaId(), advertiseUrl, pgUrl, jobs, agents, log }: ClusterInput): Promise<Cluster> {
   const bus: Bus = pgUrl ? await PgBus.open(pgUrl, log) : new LocalBus();
   const registry = new ReplicaRegistry(store, replicaId, advertiseUrl, log);
-  const presence = new AgentPresence(store, registry, log);
+  const presence = new AgentPresence(store, registry, bus, log);
   agents.attachPresence(presence);
   jobs.attachCluster({
     replicaId,

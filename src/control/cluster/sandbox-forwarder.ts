@@ -1,6 +1,6 @@
 /**
- * SandboxForwarder sends a sandbox's process, file and envd requests to the replica whose channel holds the sandbox's
- * agent: the process and file relays keep per-sandbox state (streams, pending requests) tied to that connection, so
+ * SandboxForwarder sends a sandbox's process, file and envd requests (and an operator's drain/undrain/remove of an
+ * agent) to the replica whose channel holds the sandbox's agent: the process and file relays keep per-sandbox state (streams, pending requests) tied to that connection, so
  * that replica serves them. The request is piped as it came (same method, path, headers — the Authorization too, so the
  * owner authenticates and meters it itself) over TLS verified against the platform CA, and the answer is piped back:
  * both directions keep TCP backpressure, nothing is buffered whole. A forwarded request is never forwarded again.
@@ -16,6 +16,9 @@ export const FORWARDED_HEADER = 'x-cleanroom-forwarded-by';
 const HOP_HEADERS = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'trailer']);
 /** SANDBOX_PATH matches the sandbox sub-resources served by the agent's replica (not create/get/list/delete). */
 const SANDBOX_PATH = /^\/v1\/sandboxes\/(sbx_[A-Za-z0-9]{1,64})\/(processes|files|timeout)(?:[/?]|$)/;
+
+/** AGENT_ADMIN matches an operator's drain/undrain/remove of one agent, served by the replica holding its channel. */
+const AGENT_ADMIN = /^\/v1\/agents\/([A-Za-z0-9_.-]{1,64})(?:\/(?:drain|undrain))?(?:\?|$)/;
 
 /** ForwardDeps: where the sandbox's agent is, and how to reach peers. */
 export interface ForwardDeps {
@@ -40,11 +43,18 @@ export class SandboxForwarder {
   /** targetOf returns the API URL of the replica that should serve the request, or null to serve it here. */
   async targetOf(req: IncomingMessage): Promise<string | null> {
     if (req.headers[FORWARDED_HEADER] !== undefined) return null;
+    const agentId = req.method === 'POST' || req.method === 'DELETE' ? AGENT_ADMIN.exec(req.url ?? '')?.[1] : undefined;
+    if (agentId !== undefined) return this.replicaHolding(agentId);
     const id = SANDBOX_PATH.exec(req.url ?? '')?.[1] ?? this.d.envdSandboxIdOf(req);
     if (!id) return null;
     const job = await this.d.store.getJob(id);
-    if (!job?.agentId || this.d.holds(job.agentId)) return null;
-    const agent = await this.d.store.getAgent(job.agentId);
+    return job?.agentId ? this.replicaHolding(job.agentId) : null;
+  }
+
+  /** replicaHolding is the API URL of the other live replica whose channel the agent is on; null: here, or nowhere. */
+  private async replicaHolding(agentId: string): Promise<string | null> {
+    if (this.d.holds(agentId)) return null;
+    const agent = await this.d.store.getAgent(agentId);
     if (!agent?.connected || !agent.replicaId || agent.replicaId === this.d.registry.replicaId) return null;
     return this.d.registry.apiUrlOf(agent.replicaId);
   }

@@ -158,6 +158,8 @@ export class JobService {
         this.pump();
         return;
       }
+      case 'agent.admin':
+        return; // the agent hub's (AgentPresence)
       case 'agent.cancel':
         if (this.dispatcher?.holds(msg.agentId)) this.dispatcher.cancel(msg.agentId, msg.jobId);
         return;

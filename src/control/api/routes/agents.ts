@@ -32,7 +32,7 @@ export function registerAgentRoutes(t: RouteTable, agents: AgentHub, audit: Audi
     summary: 'Every agent this control plane knows: state, capacity, running jobs, warm cells, times (platform admin)',
     auth: 'platform-admin',
     response: z.object({ agents: z.array(AgentView) }),
-    handler: async () => ({ agents: agents.listAgents() }),
+    handler: async () => ({ agents: await agents.listAll() }),
   });
   t.add({
     method: 'POST',
