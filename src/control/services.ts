@@ -104,7 +104,7 @@ export function createServices({ store: plainStore, config, kek, objectsDir, ima
   sandboxes.busy = (sb) => processes.busy(sb);
   hub.onLifecycle((e) => {
     if (e.job.mode !== 'sandbox') return;
-    if (e.type === 'started') return sandboxes.touch(e.job.id);
+    if (e.type === 'started') return sandboxes.started(e.job);
     const why = e.job.message ?? e.job.status;
     processes.sandboxEnded(e.job.id, why);
     files.sandboxEnded(e.job.id, why);

@@ -4,6 +4,11 @@
 // and the stream resumes after its last seq, nothing lost, nothing run twice.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import type { OutputChunk } from '../../src/sdk/client.js';
 import { Sandbox } from '../../src/sdk/sandbox.js';
 import { TestReplicas } from '../support/replicas.js';
@@ -90,6 +95,19 @@ test('one audit chain: `cleanroom audit verify` passes after work through both r
   }
   const events = await r.clientA.listAuditEvents({ limit: 1000 });
   assert.ok(events.some((e) => e.type === 'workload.created'));
+});
+
+test('the unmodified e2b SDK against replica A: sandbox lifecycle, commands and files (envd calls forwarded to B)', async () => {
+  const scenarios = join(fileURLToPath(new URL('.', import.meta.url)), '../compat/e2b-scenarios.js');
+  const { caPath } = JSON.parse(readFileSync(join(r.b.dataDir, 'client.json'), 'utf8')) as { caPath: string };
+  const ws = await r.clientB.createWorkspace({ name: `e2b-other-${Date.now()}` });
+  const other = await r.clientB.createApiKey({ workspace: ws.name, name: 'k' });
+  const env = { PATH: process.env.PATH, E2B_API_URL: r.urlA, E2B_SANDBOX_URL: r.urlA, E2B_API_KEY: r.b.apiKey, NODE_EXTRA_CA_CERTS: caPath, E2B_OTHER_KEY: other.key };
+  for (const name of ['lifecycle', 'commands', 'files']) {
+    await promisify(execFile)(process.execPath, [scenarios, name], { env, timeout: 300_000, maxBuffer: 16 * 1024 * 1024 }).catch((e: { stderr?: string; message: string }) => {
+      assert.fail(`e2b scenario ${name} through replica A failed: ${e.stderr || e.message}`);
+    });
+  }
 });
 
 test('agent admin through either replica: a drain via A holds on B (where the agent is), both list it, undrain releases the queue', async () => {

@@ -72,7 +72,7 @@ export function buildApiServer(d: ApiServerDeps): { app: FastifyInstance; routes
   registerSandboxFileRoutes(app, routes, s.sandboxes, s.files, edge);
   registerSandboxSocketRoute(routes, app.server, authenticate, s.sandboxes, s.processes, s.quotas);
   // The e2b SDK's protocol, as a thin layer over the same services (not in the OpenAPI document: it is e2b's API).
-  registerE2b(app, { services: s, authenticate, longBodies: edge });
+  registerE2b(app, { services: s, authenticate, longBodies: edge, forwarder });
   return { app, routes };
 }
 

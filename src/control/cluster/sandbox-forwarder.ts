@@ -17,8 +17,20 @@ const HOP_HEADERS = new Set(['connection', 'keep-alive', 'proxy-connection', 'tr
 /** SANDBOX_PATH matches the sandbox sub-resources served by the agent's replica (not create/get/list/delete). */
 const SANDBOX_PATH = /^\/v1\/sandboxes\/(sbx_[A-Za-z0-9]{1,64})\/(processes|files|timeout)(?:[/?]|$)/;
 
+/** E2B_SANDBOX_PATH matches the e2b REST calls that reach the sandbox's agent (its deadline). */
+const E2B_SANDBOX_PATH = /^\/sandboxes\/(sbx_[A-Za-z0-9]{1,64})\/(?:timeout|connect)(?:\?|$)/;
 /** AGENT_ADMIN matches an operator's drain/undrain/remove of one agent, served by the replica holding its channel. */
 const AGENT_ADMIN = /^\/v1\/agents\/([A-Za-z0-9_.-]{1,64})(?:\/(?:drain|undrain))?(?:\?|$)/;
+
+/**
+ * ForwardElsewhere is thrown by a handler that learns only after authenticating which sandbox a request is for (an e2b
+ * signed file URL names none) and finds its agent on another replica: the caller forwards the unread request there.
+ */
+export class ForwardElsewhere extends Error {
+  constructor(readonly target: string) {
+    super(`served by the replica at ${target}`);
+  }
+}
 
 /** ForwardDeps: where the sandbox's agent is, and how to reach peers. */
 export interface ForwardDeps {
@@ -45,14 +57,15 @@ export class SandboxForwarder {
     if (req.headers[FORWARDED_HEADER] !== undefined) return null;
     const agentId = req.method === 'POST' || req.method === 'DELETE' ? AGENT_ADMIN.exec(req.url ?? '')?.[1] : undefined;
     if (agentId !== undefined) return this.replicaHolding(agentId);
-    const id = SANDBOX_PATH.exec(req.url ?? '')?.[1] ?? this.d.envdSandboxIdOf(req);
+    const url = req.url ?? '';
+    const id = SANDBOX_PATH.exec(url)?.[1] ?? E2B_SANDBOX_PATH.exec(url)?.[1] ?? this.d.envdSandboxIdOf(req);
     if (!id) return null;
     const job = await this.d.store.getJob(id);
     return job?.agentId ? this.replicaHolding(job.agentId) : null;
   }
 
   /** replicaHolding is the API URL of the other live replica whose channel the agent is on; null: here, or nowhere. */
-  private async replicaHolding(agentId: string): Promise<string | null> {
+  async replicaHolding(agentId: string): Promise<string | null> {
     if (this.d.holds(agentId)) return null;
     const agent = await this.d.store.getAgent(agentId);
     if (!agent?.connected || !agent.replicaId || agent.replicaId === this.d.registry.replicaId) return null;

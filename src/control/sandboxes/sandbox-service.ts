@@ -102,6 +102,15 @@ export class SandboxService {
     return this.jobs.setDeadline(job, timeoutSeconds);
   }
 
+  /**
+   * started records that a sandbox's cell is ready (on any replica: the replica holding its agent judges its idleness,
+   * since only it can ask the agent whether a process runs; the others cannot and never end it as idle).
+   */
+  started(job: Job): void {
+    if (this.activity.has(job.id)) this.touch(job.id);
+    else this.watch(job);
+  }
+
   /** touch records API activity on a sandbox (it resets the idle limit). */
   touch(id: string): void {
     const a = this.activity.get(id);
