@@ -59,6 +59,13 @@ test('a sandbox created on A: exec and files through A (forwarded to the replica
     await sb.files.write('/tmp/blob', body);
     assert.ok((await sb.files.read('/tmp/blob')).equals(body));
     assert.equal((await sb.files.stat('/tmp/blob')).size, body.length);
+    // A terminal over the process WebSocket, upgraded through A and piped to B.
+    let seen = '';
+    const pty = await sb.pty.create({ cols: 80, rows: 24, cmd: ['/bin/sh'], onData: (d) => (seen += d.toString('utf8')) });
+    pty.input('echo pty-$((6*7))\nexit 5\n');
+    const exit = await pty.exited;
+    assert.equal(exit.exitCode, 5);
+    assert.match(seen, /pty-42/);
   } finally {
     await sb.kill();
   }

@@ -70,7 +70,7 @@ export function buildApiServer(d: ApiServerDeps): { app: FastifyInstance; routes
   registerSandboxRoutes(routes, s.sandboxes);
   registerSandboxProcessRoutes(routes, s.sandboxes, s.processes, s.quotas);
   registerSandboxFileRoutes(app, routes, s.sandboxes, s.files, edge);
-  registerSandboxSocketRoute(routes, app.server, authenticate, s.sandboxes, s.processes, s.quotas);
+  registerSandboxSocketRoute(routes, app.server, authenticate, s.sandboxes, s.processes, s.quotas, forwarder ? (req, socket, head) => forwarder.forwardUpgrade(req, socket, head) : undefined);
   // The e2b SDK's protocol, as a thin layer over the same services (not in the OpenAPI document: it is e2b's API).
   registerE2b(app, { services: s, authenticate, longBodies: edge, forwarder });
   return { app, routes };

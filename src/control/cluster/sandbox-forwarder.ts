@@ -7,6 +7,7 @@
  */
 import { Agent, request } from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
 import type { Store } from '../store/store.js';
 import type { ReplicaRegistry } from './replica-registry.js';
 
@@ -98,6 +99,52 @@ export class SandboxForwarder {
       if (!res.writableFinished) up.destroy();
     });
     req.pipe(up);
+  }
+
+  /**
+   * forwardUpgrade pipes a WebSocket upgrade (a process's socket) to the replica holding the sandbox's agent; false when
+   * this replica serves it. The peer's answer (101 and the frames, or a refusal) goes back byte for byte.
+   */
+  async forwardUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<boolean> {
+    const target = await this.targetOf(req);
+    if (!target) return false;
+    const headers: Record<string, string | string[]> = {};
+    for (const [k, v] of Object.entries(req.headers)) if (v !== undefined) headers[k] = v;
+    headers[FORWARDED_HEADER] = this.d.registry.replicaId;
+    const up = request(new URL(req.url ?? '/', target), { method: 'GET', headers, ca: this.d.ca, minVersion: 'TLSv1.2', agent: false });
+    const rawHead = (status: string, raw: string[]) => {
+      let h = `HTTP/1.1 ${status}\r\n`;
+      for (let i = 0; i + 1 < raw.length; i += 2) h += `${raw[i]}: ${raw[i + 1]}\r\n`;
+      return `${h}\r\n`;
+    };
+    up.on('upgrade', (res, peer, peerHead) => {
+      socket.write(rawHead(`101 ${res.statusMessage ?? 'Switching Protocols'}`, res.rawHeaders));
+      if (peerHead.length) socket.write(peerHead);
+      if (head.length) peer.write(head);
+      peer.pipe(socket).pipe(peer);
+      const end = () => {
+        peer.destroy();
+        socket.destroy();
+      };
+      peer.on('error', end).on('close', end);
+      socket.on('error', end).on('close', end);
+    });
+    up.on('response', (res) => {
+      // A refusal (401, 404, 409…): its body is piped decoded, so the connection ends it.
+      const raw: string[] = [];
+      for (let k = 0; k + 1 < res.rawHeaders.length; k += 2) {
+        if (!/^(connection|transfer-encoding|keep-alive)$/i.test(res.rawHeaders[k]!)) raw.push(res.rawHeaders[k]!, res.rawHeaders[k + 1]!);
+      }
+      socket.write(rawHead(`${res.statusCode ?? 502} ${res.statusMessage ?? ''}`, [...raw, 'connection', 'close']));
+      res.pipe(socket);
+    });
+    up.on('error', (e) => {
+      this.d.log('forwarding a socket to a replica failed', { target, error: e.message });
+      socket.end('HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n' + JSON.stringify({ error: { code: 'unavailable', message: "the replica holding this sandbox's agent cannot be reached; retry shortly" } }));
+    });
+    socket.on('error', () => up.destroy());
+    up.end();
+    return true;
   }
 
   close(): void {
