@@ -12,6 +12,7 @@ import { promisify } from 'node:util';
 import type { OutputChunk } from '../../src/sdk/client.js';
 import { Sandbox } from '../../src/sdk/sandbox.js';
 import { TestReplicas } from '../support/replicas.js';
+import { freePort } from '../support/cluster.js';
 
 let r: TestReplicas;
 before(async () => {
@@ -132,6 +133,13 @@ test('agent admin through either replica: a drain via A holds on B (where the ag
   const ended = await r.clientA.followLogs(job.id, (c) => chunks.push(c));
   assert.equal(ended.status, 'succeeded');
   assert.equal(text(chunks), 'after-drain\n');
+});
+
+test('the CLI takes several URLs (CLEANROOM_URL=a,b): a replica that refuses the connection is skipped', async () => {
+  const dead = await freePort();
+  const v = await r.b.cli(['run', '--', 'echo', 'via-cli'], { CLEANROOM_URL: `https://127.0.0.1:${dead},${r.urlA}` });
+  assert.equal(v.code, 0, v.stderr);
+  assert.equal(v.stdout, 'via-cli\n');
 });
 
 test('SIGKILL of the replica holding the agent mid-stream: the agent fails over, the SDK stream resumes on the other replica from its last seq', async () => {

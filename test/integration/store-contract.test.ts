@@ -214,6 +214,23 @@ for (const b of [sqlite, postgres]) {
         }
       }));
 
+    test('countJobs counts one workspace\'s jobs in the given statuses (the running quota across replicas)', () =>
+      withStores(b, 1, async (s) => {
+        await s.createWorkspace(workspace('ws_a'));
+        await s.createWorkspace(workspace('ws_b'));
+        await s.createJob(job('job_1', 'ws_a', 1, { status: 'assigned' }));
+        await s.createJob(job('job_2', 'ws_a', 2, { status: 'running' }));
+        await s.createJob(job('job_3', 'ws_a', 3, { status: 'queued' }));
+        await s.createJob(job('job_4', 'ws_b', 4, { status: 'running' }));
+        await s.createJob(job('job_5', 'ws_a', 5, { status: 'succeeded' }));
+        assert.equal(await s.countJobs('ws_a', ['assigned', 'running']), 2);
+        assert.equal(await s.countJobs('ws_b', ['assigned', 'running']), 1);
+        assert.equal(await s.countJobs('ws_a', ['queued']), 1);
+        assert.equal(await s.countJobs('ws_a', []), 0);
+        assert.equal(await s.claimJob('job_3', 'queued', { status: 'assigned' }), true);
+        assert.equal(await s.countJobs('ws_a', ['assigned', 'running']), 3);
+      }));
+
     test('output: chunks in order after a seq, paged, binary-safe; lastOutputSeq', () =>
       withStores(b, 1, async (s) => {
         await s.createWorkspace(workspace('ws_a'));

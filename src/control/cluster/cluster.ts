@@ -51,6 +51,7 @@ export async function startCluster({ store, replicaId = newReplicaId(), advertis
     shared: pgUrl !== null,
     activeJobs: async () => (await store.jobsWithStatus(['assigned', 'running'])).map((j) => ({ id: j.id, workspaceId: j.workspaceId })),
     queuedJobs: () => store.jobsWithStatus(['queued']),
+    placedJobs: (workspaceId) => store.countJobs(workspaceId, ['assigned', 'running']),
   });
   registry.onTick((dead) => {
     void presence.refresh(agents.connectedAgents()).catch((e: Error) => log('agent presence refresh failed', { error: e.message }));

@@ -48,6 +48,8 @@ export interface JobCluster {
   shared: boolean;
   /** activeJobs lists the ids and workspaces of every assigned or running job in the store. */
   activeJobs(): Promise<Array<{ id: string; workspaceId: string }>>;
+  /** placedJobs counts a workspace's assigned and running jobs in the store. */
+  placedJobs(workspaceId: string): Promise<number>;
   /** queuedJobs lists every queued job in the store (oldest first). */
   queuedJobs(): Promise<Job[]>;
 }
@@ -437,8 +439,7 @@ export class JobService {
   /** withinQuota counts the workspace's placed jobs in the store (this one included) against its running quota. */
   private async withinQuota(job: Job): Promise<boolean> {
     const max = this.maxRunningOf.get(job.workspaceId) ?? 0;
-    const placed = (await this.cluster!.activeJobs()).filter((j) => j.workspaceId === job.workspaceId).length;
-    return placed <= max;
+    return (await this.cluster!.placedJobs(job.workspaceId)) <= max;
   }
 
   /** resumeCredentials gives the live jobs of a (re)connected agent fresh tokens and keeps them fresh. */

@@ -56,6 +56,7 @@ const SQL = {
     WHERE id = $1 AND version = $2`,
   jobs: "SELECT doc FROM jobs WHERE workspace_id = $1 AND mode = 'job' ORDER BY created_at DESC, id DESC LIMIT $2",
   jobsWithStatus: 'SELECT doc FROM jobs WHERE status = ANY($1::text[]) ORDER BY created_at, id',
+  countJobs: 'SELECT count(*)::int AS n FROM jobs WHERE workspace_id = $1 AND status = ANY($2::text[])',
   insertOutput: 'INSERT INTO job_output VALUES ($1, $2, $3, $4)',
   output: 'SELECT seq, stream, data FROM job_output WHERE job_id = $1 AND seq > $2 ORDER BY seq LIMIT $3',
   lastSeq: 'SELECT max(seq) AS seq FROM job_output WHERE job_id = $1',
@@ -252,6 +253,10 @@ export class PostgresStore implements Store {
     if (pairs.length) where.push(`metadata @> ${arg(JSON.stringify(q.metadata))}::jsonb`);
     const sql = `SELECT doc FROM jobs WHERE ${where.join(' AND ')} ORDER BY created_at DESC, id DESC LIMIT ${arg(q.limit)}`;
     return (await this.pool.query<DocRow<string>>(sql, args)).rows.map((r) => jobFrom(r.doc));
+  }
+
+  async countJobs(workspaceId: string, statuses: readonly string[]): Promise<number> {
+    return (await this.first<{ n: number }>('countJobs', [workspaceId, statuses]))!.n;
   }
 
   async jobsWithStatus(statuses: readonly string[]): Promise<Job[]> {

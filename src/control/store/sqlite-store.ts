@@ -181,6 +181,12 @@ export class SqliteStore implements Store {
       .map((r) => jobFrom(r.doc));
   }
 
+  async countJobs(workspaceId: string, statuses: readonly string[]): Promise<number> {
+    const marks = statuses.map(() => '?').join(', ');
+    if (marks === '') return 0;
+    return (this.db.prepare(`SELECT count(*) AS n FROM jobs WHERE workspace_id = ? AND status IN (${marks})`).get(workspaceId, ...statuses) as { n: number }).n;
+  }
+
   async jobsWithStatus(statuses: readonly string[]): Promise<Job[]> {
     const marks = statuses.map(() => '?').join(',');
     return this.db

@@ -61,6 +61,8 @@ export interface Store {
   jobsWithStatus(statuses: readonly string[]): Promise<Job[]>;
   /** updateJob merges `patch` into the job's top-level fields (a nested object is replaced whole); unknown ids are ignored. */
   updateJob(id: string, patch: Partial<Job>): Promise<void>;
+  /** countJobs counts a workspace's jobs in any of the given statuses (the running quota across replicas). */
+  countJobs(workspaceId: string, statuses: readonly string[]): Promise<number>;
   /** claimJob applies `patch` only if the job's status is still `from`; true if it did (atomic: no job placed twice). */
   claimJob(id: string, from: JobStatus, patch: Partial<Job>): Promise<boolean>;
 
