@@ -271,8 +271,8 @@ for (const b of [sqlite, postgres]) {
         assert.equal((await s.listDeniedConnections('ws_a', { limit: 10 })).length, 3, 'and stores none of it');
       }));
 
-    test('audit: one chain, filtered and paged either way; two instances appending at once keep it gap-free', () =>
-      withStores(b, 2, async (s1, s2) => {
+    test('audit: one chain, filtered and paged either way; three instances appending at once keep it gap-free', () =>
+      withStores(b, 3, async (s1, s2, s3) => {
         for (let i = 1; i <= 4; i++) await s1.appendAudit(auditInput(i, i % 2 ? 'ws_a' : null), sealEvent);
         const events = await s2.listAudit({ order: 'asc', limit: 100 });
         assert.deepEqual(events.map((e) => e.seq), [1, 2, 3, 4]);
@@ -282,13 +282,31 @@ for (const b of [sqlite, postgres]) {
         assert.deepEqual((await s1.listAudit({ order: 'asc', limit: 10, afterSeq: 1, beforeSeq: 4 })).map((e) => e.seq), [2, 3]);
         assert.deepEqual((await s1.listAudit({ order: 'asc', limit: 10, type: 'api_key.created' })).map((e) => e.seq), []);
 
-        const perInstance = 60;
-        await Promise.all([s1, s2].flatMap((s, k) => Array.from({ length: perInstance }, (_, i) => s.appendAudit(auditInput(100 * (k + 1) + i), sealEvent))));
+        // Waves of concurrent appends from every instance, each instance's view of the last event going stale in between.
+        const waves = 4;
+        const perWave = 15;
+        let n = 0;
+        for (let w = 0; w < waves; w++) {
+          await Promise.all([s1, s2, s3].flatMap((s) => Array.from({ length: perWave }, () => s.appendAudit(auditInput(1000 + n++), sealEvent))));
+        }
+        // A seal that throws fails its own append only.
+        const failing = (input: AuditEventInput, prev: { seq: number; hash: string } | null) => {
+          if (input.subject === 'job_bad') throw new Error('cannot seal');
+          return sealEvent(input, prev);
+        };
+        const mixed = await Promise.allSettled([s2.appendAudit(auditInput(5), failing), s2.appendAudit({ ...auditInput(2), subject: 'job_bad' }, failing), s2.appendAudit({ ...auditInput(3), subject: 'job_last' }, failing)]);
+        assert.deepEqual(mixed.map((r) => r.status), ['fulfilled', 'rejected', 'fulfilled']);
+        const total = 4 + waves * perWave * 3 + 2;
         const v = new ChainVerifier();
-        const chain = await s1.listAudit({ order: 'asc', limit: 1000 });
+        const chain = await s3.listAudit({ order: 'asc', limit: 1000 });
         for (const e of chain) v.add(e);
-        assert.deepEqual(v.verdict(), { ok: true, events: 4 + 2 * perInstance, lastHash: chain.at(-1)!.hash });
-        assert.equal(new Set(chain.map((e) => e.subject)).size, 4 + 2 * perInstance, 'every append is in the chain once');
+        assert.deepEqual(v.verdict(), { ok: true, events: total, lastHash: chain.at(-1)!.hash });
+        assert.equal(new Set(chain.map((e) => `${e.subject}/${e.actor}`)).size, total, 'every append is in the chain once');
+        assert.equal(chain.at(-1)!.subject, 'job_last');
+        // An instance whose view is stale seals after the real last event.
+        const e = await s1.appendAudit(auditInput(7), sealEvent);
+        assert.equal(e.seq, total + 1);
+        assert.equal(e.prevHash, chain.at(-1)!.hash);
       }));
 
     test('audit: an event cannot be changed or removed', () =>

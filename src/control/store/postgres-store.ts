@@ -1,8 +1,8 @@
 /**
  * PostgresStore is the Store adapter for a PostgreSQL database that several control-plane replicas share. It keeps the
  * SQLite adapter's semantics (orders, paging, first-writer-wins) and makes the cross-process ones hold across replicas:
- * one gap-free audit chain (appends serialised by a transaction advisory lock), at most one claim of a job (a
- * conditional UPDATE), one workspace key (INSERT … ON CONFLICT DO NOTHING). Hot statements are named, so each pooled
+ * one gap-free audit chain (PostgresAuditChain), at most one claim of a job (a compare-and-set on its version), one
+ * workspace key (INSERT … ON CONFLICT DO NOTHING). Hot statements are named, so each pooled
  * connection parses them once, and each is one round trip.
  */
 import pg from 'pg';
@@ -10,7 +10,8 @@ import type { EgressPolicy } from '../../shared/net/egress-policy.js';
 import type { AuditEvent, AuditEventInput } from '../audit/chain.js';
 import { DEFAULT_EGRESS_POLICY, TERMINAL_STATUSES, type AgentRecord, type ApiKeyRecord, type ApiKeyRole, type DeniedConnectionRecord, type ImageRecord, type ImageState, type Job, type JobStatus, type ObjectMeta, type OutputChunk, type ReplicaRecord, type SigningKeyRecord, type TokenRecord, type Workspace } from '../model.js';
 import { AGENT_COLUMNS, agentFrom, patchedAgentFields, type AgentRow } from './agent-columns.js';
-import { ADVISORY_LOCK_SPACE, AUDIT_CHAIN_LOCK, migratePostgres } from './migrations/postgres.js';
+import { migratePostgres } from './migrations/postgres.js';
+import { PostgresAuditChain } from './postgres-audit-chain.js';
 import type { AuditQuery, DeniedQuery, ObjectQuery, SandboxQuery, Store } from './store.js';
 
 /** PostgresStoreOptions are the `store` config's connection settings. */
@@ -123,7 +124,11 @@ interface DocRow<T> { doc: T }
 
 /** PostgresStore keeps state in a PostgreSQL database through a connection pool; open() migrates it first. */
 export class PostgresStore implements Store {
-  private constructor(private readonly pool: pg.Pool) {}
+  private readonly audit: PostgresAuditChain;
+
+  private constructor(private readonly pool: pg.Pool) {
+    this.audit = new PostgresAuditChain(pool);
+  }
 
   /**
    * open connects, checks the server answers and brings the schema to this code's version. Every failure (a malformed
@@ -168,12 +173,11 @@ export class PostgresStore implements Store {
     return (await this.run<R>(name, values)).rows[0];
   }
 
-  /** tx runs `fn` in a transaction on one connection: committed if it returns, rolled back if it throws. `fn` sends
-   *  the BEGIN itself when `begins` (to fold it into its first round trip). */
-  private async tx<T>(fn: (c: pg.PoolClient) => Promise<T>, begins = false): Promise<T> {
+  /** tx runs `fn` in a transaction on one connection: committed if it returns, rolled back if it throws. */
+  private async tx<T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
     const c = await this.pool.connect();
     try {
-      if (!begins) await c.query('BEGIN');
+      await c.query('BEGIN');
       const out = await fn(c);
       await c.query('COMMIT');
       c.release();
@@ -329,15 +333,7 @@ export class PostgresStore implements Store {
   }
 
   async appendAudit(input: AuditEventInput, seal: (input: AuditEventInput, prev: { seq: number; hash: string } | null) => AuditEvent): Promise<AuditEvent> {
-    return this.tx(async (c) => {
-      // BEGIN, the chain lock and the read of the last link in one round trip. The lock is held to COMMIT, so replicas
-      // append one at a time; the read is a statement of its own, so its snapshot sees the previous holder's event.
-      const results = (await c.query(`BEGIN; SELECT pg_advisory_xact_lock(${ADVISORY_LOCK_SPACE}, ${AUDIT_CHAIN_LOCK}); SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1`)) as unknown as pg.QueryResult[];
-      const last = results[2]!.rows[0] as { seq: number; hash: string } | undefined;
-      const e = seal(input, last ?? null);
-      await this.run('insertAudit', [e.seq, e.time, e.type, e.actor, e.workspaceId, e.subject, JSON.stringify(e.details), e.prevHash, e.hash], c);
-      return e;
-    }, true);
+    return this.audit.append(input, seal);
   }
 
   async listAudit(q: AuditQuery): Promise<AuditEvent[]> {
