@@ -214,6 +214,23 @@ for (const b of [sqlite, postgres]) {
         }
       }));
 
+    test('updates and claims from instances whose last read is stale build on the stored job, never on their view', () =>
+      withStores(b, 2, async (s1, s2) => {
+        await s1.createWorkspace(workspace('ws_a'));
+        await s1.createJob(job('job_1', 'ws_a', 1));
+        assert.equal((await s1.getJob('job_1'))!.status, 'queued');
+        await s2.updateJob('job_1', { status: 'assigned', agentId: 'agent_2' });
+        await s1.updateJob('job_1', { cellId: 'cell_1' });
+        assert.deepEqual(pick(await s2.getJob('job_1')), { status: 'assigned', agentId: 'agent_2', cellId: 'cell_1' }, 's2’s change is kept');
+        assert.equal(await s1.claimJob('job_1', 'queued', { status: 'running' }), false, 'not claimed from a status it left');
+        await s2.updateJob('job_1', { status: 'queued', agentId: null });
+        assert.equal(await s1.claimJob('job_1', 'queued', { status: 'assigned', agentId: 'agent_1' }), true, 'claimed from the status it is back in');
+        assert.deepEqual(pick(await s2.getJob('job_1')), { status: 'assigned', agentId: 'agent_1', cellId: 'cell_1' });
+        await s2.expireJob('job_1', at(50));
+        await s1.updateJob('job_1', { message: 'late' });
+        assert.equal((await s2.getJob('job_1'))!.expiredAt, at(50), 'an expiry by another instance is kept');
+      }));
+
     test('output: chunks in order after a seq, paged, binary-safe; lastOutputSeq', () =>
       withStores(b, 1, async (s) => {
         await s.createWorkspace(workspace('ws_a'));
@@ -486,6 +503,10 @@ describe('store contract: postgres only', () => {
     });
   });
 });
+
+function pick(j: Job | null) {
+  return { status: j!.status, agentId: j!.agentId, cellId: j!.cellId };
+}
 
 /** rawExec runs SQL behind the store's back (what a tamperer with database access could do). */
 async function rawExec(b: Backend, s: Store, sql: string): Promise<void> {
