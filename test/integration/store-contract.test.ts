@@ -485,6 +485,24 @@ describe('store contract: postgres only', () => {
     }
   });
 
+  test('connections the server drops are replaced: the next operations succeed', async () => {
+    const url = await pgServer!.createDatabase('dropped');
+    const s = await PostgresStore.open({ url, poolSize: 3, onError: () => {} });
+    try {
+      await s.createWorkspace(workspace('ws_a'));
+      await Promise.all([s.getWorkspace('ws_a'), s.listWorkspaces(), s.countApiKeys()]); // three connections in the pool
+      const killed = await pgServer!.query<{ ok: boolean }>('postgres', "SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity WHERE datname = 'dropped' AND pid <> pg_backend_pid()");
+      assert.ok(killed.length >= 1);
+      await new Promise((r) => setTimeout(r, 100));
+      for (let i = 0; i < 5; i++) await s.appendAudit(auditInput(i), sealEvent);
+      await s.createJob(job('job_1', 'ws_a', 1));
+      await s.updateJob('job_1', { status: 'running' });
+      assert.equal((await s.getJob('job_1'))!.status, 'running');
+    } finally {
+      await s.close();
+    }
+  });
+
   test('start-up errors say what to fix and never show the password', async () => {
     const good = pgServer!.url();
     const password = new URL(good).password;
