@@ -4,6 +4,8 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { loadConfig } from '../../src/shared/config.js';
 import { redactedUrl } from '../../src/control/store/postgres-store.js';
 
@@ -36,4 +38,32 @@ test('a store URL is logged without its password', () => {
   assert.equal(redactedUrl('postgres://u:s3cret@db:5432/cr?sslmode=require'), 'postgres://u:***@db:5432/cr?sslmode=require');
   assert.equal(redactedUrl('postgres://db/cr'), 'postgres://db/cr');
   assert.equal(redactedUrl('not a url :pw@'), '(an unparsable URL)');
+});
+
+test('the control plane refuses to start on a store it cannot use with one line saying why, no stack trace', () => {
+  const main = fileURLToPath(new URL('../../src/control/main.js', import.meta.url));
+  const dir = mkdtempSync(join(tmpdir(), 'cleanroom-store-start-'));
+  const start = (config: unknown, env: Record<string, string> = {}) => {
+    writeFileSync(join(dir, 'config.json'), JSON.stringify(config));
+    const r = spawnSync(process.execPath, [main, '--data-dir', dir], { env: { PATH: process.env.PATH, ...env }, encoding: 'utf8', timeout: 30_000 });
+    return { code: r.status, stderr: r.stderr };
+  };
+  try {
+    const cases: Array<[unknown, Record<string, string>, RegExp]> = [
+      [{ store: { kind: 'postgres', url: 'postgres://u:hunter2@127.0.0.1:1/db' } }, {}, /cannot use the PostgreSQL store at postgres:\/\/u:\*\*\*@127\.0\.0\.1:1\/db: .*ECONNREFUSED.*is PostgreSQL running/],
+      [{ store: { kind: 'postgres', url: 'http://u:hunter2@db/x' } }, {}, /invalid config .*store\.url: a postgres:\/\/user:password@host:port\/database URL/],
+      [{}, { CLEANROOM_STORE_URL: 'postgres://u:hunter2@127.0.0.1:1/other' }, /cannot use the PostgreSQL store at postgres:\/\/u:\*\*\*@127\.0\.0\.1:1\/other: .*ECONNREFUSED/],
+      [{ store: { kind: 'sqlite' } }, { CLEANROOM_STORE_URL: 'postgres://u:hunter2@127.0.0.1:1/db' }, /store\.kind is "sqlite" but CLEANROOM_STORE_URL is set/],
+    ];
+    for (const [config, env, why] of cases) {
+      const r = start(config, env);
+      assert.equal(r.code, 1);
+      assert.match(r.stderr, why);
+      assert.equal(r.stderr.trim().split('\n').length, 1, `one line: ${r.stderr}`);
+      assert.equal(r.stderr.includes('hunter2'), false, 'no password');
+      assert.equal(/\n\s+at /.test(r.stderr), false, 'no stack trace');
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
