@@ -1,6 +1,6 @@
 /** TestCluster starts a real Cleanroom (control plane + agent) in a temporary data directory, as `up --detach` does. */
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { chmodSync, closeSync, copyFileSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { chmodSync, closeSync, copyFileSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { CleanroomClient, type Job, type JobRequest, type OutputChunk } from '../../src/sdk/client.js';
 import { listCgroups } from '../../src/agent/cells/cgroup.js';
+import { UID_CLAIMS_DIR } from '../../src/agent/cells/uid-ranges.js';
 import { RUNTIMES } from '../../src/shared/wire.js';
 
 const run = promisify(execFile);
@@ -322,6 +323,14 @@ export async function hostLeaks(dataDir: string, agentId: string): Promise<strin
   if (tables.includes(`inet ${prefix}\n`) || tables.trimEnd().endsWith(`inet ${prefix}`)) problems.push(`nft table inet ${prefix} left after down`);
   for (const name of listCgroups(`cr-${agentId}-`)) problems.push(`cgroup ${name} left after down`);
   for (const ns of safeList('/run/netns').filter((n) => n.startsWith(`${prefix}-`))) problems.push(`netns ${ns} left after down`);
+  const claims = safeList(UID_CLAIMS_DIR).filter((n) => {
+    try {
+      return readlinkSync(join(UID_CLAIMS_DIR, n)) === agentId;
+    } catch {
+      return false;
+    }
+  });
+  if (claims.length) problems.push(`${claims.length} uid range claim(s) in ${UID_CLAIMS_DIR} left after down`);
   for (const link of safeList('/sys/class/net').filter((n) => n.startsWith(prefix))) problems.push(`interface ${link} left after down`);
   for (const rt of RUNTIMES) {
     const stateDir = join(dataDir, 'agent', rt);
