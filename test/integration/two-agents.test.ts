@@ -172,7 +172,10 @@ test('jobs land on both agents, each where a warm cell of its class waits; `agen
     cluster.runJob({ command: ['true'], cpu: 1, memoryMiB: 256 }),
   ]);
   assert.deepEqual([await agentOf(l2.job.id), await agentOf(s2.job.id)], [B, A]);
-  // Both have assigned cells now: their gateways carry addresses, each in its own pool.
+  // Both have assigned cells now: their gateways carry addresses, each in its own pool. (Refills done first: a cell
+  // mid-prepare has its netns before its container.)
+  await warmOn(A, 'small');
+  await warmOn(B, 'large');
   await checkHostObjects(true);
 
   const ls = await cluster.cli(['agents', 'ls']);
