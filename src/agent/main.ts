@@ -15,7 +15,7 @@ import { findExecutable, sealedExecutable } from './runtime/host-calls.js';
 import type { CellRuntime } from './runtime/cell-runtime.js';
 import { buildRootfs } from './runtime/rootfs.js';
 import { CellPool } from './cells/pool.js';
-import { UidRanges } from './cells/uid-ranges.js';
+import { releaseUidClaims, UID_CLAIMS_DIR, UidRanges } from './cells/uid-ranges.js';
 import { sizeClassesFromConfig } from './cells/size-class.js';
 import { networkPrefix, reconcileHost, retryLeftovers, type Leftover, type ReconcileOptions } from './reconcile/reconcile.js';
 import { ReceiptSpool } from './reconcile/receipt-spool.js';
@@ -69,7 +69,7 @@ async function main(): Promise<void> {
   }
   const spool = new ReceiptSpool(paths.agent.receipts);
   const reconcileOptions: ReconcileOptions = { agentId, runtimes: [...runtimes.values()], cellsDir: paths.agent.cells, volumesDir: paths.agent.volumes, spool };
-  if (values.reconcile) return reconcileOnly(reconcileOptions, paths.agent.volumes);
+  if (values.reconcile) return reconcileOnly(reconcileOptions, paths.agent.volumes, { dir: UID_CLAIMS_DIR, agentId });
 
   // Never a silent fallback to unencrypted storage: no cells at all if the host cannot encrypt them.
   const support = await checkStorageSupport();
@@ -126,7 +126,8 @@ async function main(): Promise<void> {
       exitGraceMs: config.agent.exitGraceMs,
     },
     runtimes,
-    new UidRanges(parseInt(agentId, 16)),
+    // Claimed host-wide: other agents on this host never get the same ranges (their earlier claims released here).
+    new UidRanges(parseInt(agentId, 16), { dir: UID_CLAIMS_DIR, agentId }),
     targets,
     log,
     config.agent.refillDelayMs,
@@ -231,8 +232,10 @@ function agentIdOf(file: string, configured: string | undefined): string {
 }
 
 /** reconcileOnly is `cleanroom down`'s clean-up when the agent is gone: the start-up reconcile, then the shared root. */
-async function reconcileOnly(opts: ReconcileOptions, volumesDir: string): Promise<void> {
+async function reconcileOnly(opts: ReconcileOptions, volumesDir: string, uidClaims: { dir: string; agentId: string }): Promise<void> {
   const report = await reconcileHost(opts);
+  // Every cell of this agent is gone: so are its claims on host uid ranges.
+  if (report.leftovers.length === 0) releaseUidClaims(uidClaims);
   if (report.leftovers.length === 0) {
     try {
       await releaseSharedRoot(volumesDir);
