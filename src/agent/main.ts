@@ -21,6 +21,7 @@ import { networkPrefix, reconcileHost, retryLeftovers, type Leftover, type Recon
 import { ReceiptSpool } from './reconcile/receipt-spool.js';
 import { CellNetworkHost } from './network/cell-network.js';
 import { Ipam } from './network/ipam.js';
+import { poolClash } from './network/pool-clash.js';
 import { checkStorageSupport } from './storage/doctor.js';
 import { ensureSharedRoot, releaseSharedRoot } from './storage/shared-root.js';
 import { ControlChannel } from './channel.js';
@@ -78,6 +79,13 @@ async function main(): Promise<void> {
     throw new Error(`this host cannot give cells encrypted storage; refusing to start cells (${failed.join('; ')}). Run: cleanroom doctor`);
   }
   const ipam = new Ipam({ pool: config.network.pool }); // validates the pool before anything is touched
+  // Before anything is made on the host: an address in the pool on an interface not named after this agent is someone else's.
+  const clash = poolClash(config.network.pool, networkPrefix(agentId));
+  if (clash) {
+    throw new Error(
+      `network.pool ${config.network.pool} is in use on this host (${clash.iface} has ${clash.address}, another agent's gateway or a host network): give each agent on a host its own network.pool`,
+    );
+  }
   mkdirSync(paths.agent.volumes, { recursive: true, mode: 0o711 });
   await ensureSharedRoot(paths.agent.volumes);
   // Reconcile never stops the agent: what it cannot remove now is reported and retried in the background.

@@ -185,6 +185,14 @@ test('jobs land on both agents, each where a warm cell of its class waits; `agen
   assert.match(ls.stdout, new RegExp(`${B}\\s+connected\\s+\\d+/4`));
 });
 
+test("a third agent on the cluster agent's pool refuses to start, naming the interface that holds it", async () => {
+  // A's gateway holds addresses of its pool since A's cells were assigned (previous test).
+  await assert.rejects(cluster.startAgent({ config: { network: { pool: cluster.config.network.pool } } }), (e: Error) => {
+    assert.match(e.message, new RegExp(`network\\.pool ${cluster.config.network.pool.replace(/\./g, '\\.')} is in use on this host \\(cr${A}gw has`));
+    return true;
+  });
+});
+
 test('drain moves new work to the other agent; a connected agent that is not drained cannot be removed', async () => {
   const drained = await cluster.cli(['agents', 'drain', A]);
   assert.equal(drained.code, 0, drained.stderr);
@@ -362,12 +370,23 @@ test("SIGKILL of B: its job ends as error, new work goes to A, and B's reconcile
   // B's cells are still on the host (a crash); its reconcile removes them, and nothing of A's.
   const leftB = await hostObjects(B, b.dataDir);
   assert.ok(leftB.containers.length > 0, 'B left cells behind');
+  // A settles first: the cells of the jobs above are wiped (their receipts are in) and its pool is refilled.
+  await waitFor(async () => (await Promise.all(next.map((j) => cluster.client.getJob(j.job.id)))).every((j) => j.wipe !== null), 30_000);
+  await waitFor(async () => (await agents())[A]?.preparing === 0, 30_000);
   await warmOn(A, 'small');
   const stableA = await hostObjects(A, cluster.dataDir);
   const report = await b.reconcile();
   assert.deepEqual(report.leftovers, []);
+  // What B's reconcile removed is all B's.
+  assert.ok(report.containers.length > 0);
+  for (const name of [...report.containers, ...report.cgroups]) assert.match(name, new RegExp(`^(\\w+:)?cr-${B}-`), `B's reconcile removed ${name}`);
   const afterA = await hostObjects(A, cluster.dataDir);
-  assert.deepEqual(afterA, stableA, "B's reconcile changed nothing of A's");
+  // Nothing of A's is gone (A may have added cells meanwhile: its refills go on).
+  assert.equal(afterA.table && afterA.gateway, true);
+  for (const k of ['gatewayAddresses', 'netns', 'links', 'cgroups', 'containers', 'volumes'] as const) {
+    const gone = stableA[k].filter((x) => !afterA[k].includes(x));
+    assert.deepEqual(gone, [], `B's reconcile removed A's ${k}`);
+  }
   assert.equal(beforeA.table && afterA.table, true);
   const goneB = await hostObjects(B, b.dataDir);
   assert.deepEqual(goneB, { table: false, gateway: false, gatewayAddresses: [], netns: [], links: [], cgroups: [], containers: [], volumes: [] }, JSON.stringify(goneB));
@@ -380,7 +399,7 @@ test('a removed agent is refused when it dials again, until undrained; then its 
   const removed = await cluster.cli(['agents', 'remove', B]);
   assert.equal(removed.code, 0, removed.stderr);
   assert.equal((await agents())[B]!.state, 'removed');
-  await b.start();
+  await b.start('started');
   await waitFor(() => /an operator removed it/.test(b.log()), 60_000, () => b.log().slice(-2000));
   assert.equal((await agents())[B]!.connected, false);
   assert.equal((await cluster.cli(['agents', 'undrain', B])).code, 0);

@@ -235,9 +235,14 @@ export class ExtraAgent {
     readonly pool: string,
   ) {}
 
-  /** start spawns the agent process (again, after a kill) and waits until it has its id. */
-  async start(): Promise<void> {
-    const log = openSync(join(this.dataDir, 'run', 'agent.log'), 'a');
+  /**
+   * start spawns the agent process (again, after a kill) and waits until it is connected to the control plane (or only
+   * until it has started, its id made: 'started'); throws with its log if it exits first.
+   */
+  async start(until: 'connected' | 'started' = 'connected'): Promise<void> {
+    const logFile = join(this.dataDir, 'run', 'agent.log');
+    const from = existsSync(logFile) ? readFileSync(logFile).length : 0;
+    const log = openSync(logFile, 'a');
     const argv = [process.execPath, join(REPO_ROOT, 'dist/src/agent/main.js'), '--data-dir', this.dataDir];
     // Under a subreaper, as `up` starts an agent: the inits that `runc create` leaves are reaped at once.
     const wrapped = hasTini() ? ['tini', '-s', '--', ...argv] : argv;
@@ -245,10 +250,12 @@ export class ExtraAgent {
     closeSync(log);
     this.proc = proc;
     const deadline = Date.now() + 60_000;
-    while (!existsSync(join(this.dataDir, 'agent', 'agent-id'))) {
+    const ready = () => existsSync(join(this.dataDir, 'agent', 'agent-id')) && (until === 'started' || readFileSync(logFile).subarray(from).includes('connected to control plane'));
+    while (!ready()) {
       if (Date.now() > deadline || proc.exitCode !== null) {
+        const log = this.log();
         await this.stop().catch(() => {});
-        throw new Error(`the extra agent did not start: ${this.log().slice(-3000)}`);
+        throw new Error(`the extra agent did not start: ${log.slice(-3000)}`);
       }
       await new Promise((r) => setTimeout(r, 100));
     }
