@@ -566,10 +566,11 @@ export class JobService {
     if (seq === undefined) seq = (await this.store.lastOutputSeq(jobId)) + 1;
     this.nextSeq.set(jobId, seq + 1);
     const chunk = { seq, stream, data };
-    // Live followers first; the row is written in the same turn (better-sqlite3 is synchronous), so a stream that
-    // subscribes later finds it in its replay.
-    this.hub.publish(jobId, { type: 'output', chunk });
+    // Stored first, then published: a follower never sees a chunk the store may not hold (on PostgreSQL the write is a
+    // round trip, and a replica that dies before it commits must not have shown the chunk: a stream resumed on another
+    // replica goes on from the store). A stream that subscribes between the two finds it in its replay (seq dedups).
     await this.store.appendOutput(jobId, chunk);
+    this.hub.publish(jobId, { type: 'output', chunk });
     if (this.cluster) this.announceOutput(jobId, seq);
   }
 
