@@ -15,12 +15,13 @@ import { findExecutable, sealedExecutable } from './runtime/host-calls.js';
 import type { CellRuntime } from './runtime/cell-runtime.js';
 import { buildRootfs } from './runtime/rootfs.js';
 import { CellPool } from './cells/pool.js';
-import { UidRanges } from './cells/uid-ranges.js';
+import { releaseUidClaims, UID_CLAIMS_DIR, UidRanges } from './cells/uid-ranges.js';
 import { sizeClassesFromConfig } from './cells/size-class.js';
 import { networkPrefix, reconcileHost, retryLeftovers, type Leftover, type ReconcileOptions } from './reconcile/reconcile.js';
 import { ReceiptSpool } from './reconcile/receipt-spool.js';
 import { CellNetworkHost } from './network/cell-network.js';
 import { Ipam } from './network/ipam.js';
+import { poolClash } from './network/pool-clash.js';
 import { checkStorageSupport } from './storage/doctor.js';
 import { ensureSharedRoot, releaseSharedRoot } from './storage/shared-root.js';
 import { ControlChannel } from './channel.js';
@@ -48,7 +49,7 @@ async function main(): Promise<void> {
   // 0711 on the way down to every cell: runc resolves bind-mount sources as the cell's (unmapped) root.
   mkdirSync(paths.agent.dir, { recursive: true });
   chmodSync(paths.agent.dir, 0o711);
-  const agentId = agentIdOf(paths.agent.id);
+  const agentId = agentIdOf(paths.agent.id, config.agent.id);
 
   const runtimes = new Map<Runtime, CellRuntime>();
   const stateRoots: Record<Runtime, string> = { runc: paths.agent.runcRoot, runsc: paths.agent.runscRoot, crun: paths.agent.crunRoot };
@@ -69,7 +70,7 @@ async function main(): Promise<void> {
   }
   const spool = new ReceiptSpool(paths.agent.receipts);
   const reconcileOptions: ReconcileOptions = { agentId, runtimes: [...runtimes.values()], cellsDir: paths.agent.cells, volumesDir: paths.agent.volumes, spool };
-  if (values.reconcile) return reconcileOnly(reconcileOptions, paths.agent.volumes);
+  if (values.reconcile) return reconcileOnly(reconcileOptions, paths.agent.volumes, { dir: UID_CLAIMS_DIR, agentId });
 
   // Never a silent fallback to unencrypted storage: no cells at all if the host cannot encrypt them.
   const support = await checkStorageSupport();
@@ -78,6 +79,13 @@ async function main(): Promise<void> {
     throw new Error(`this host cannot give cells encrypted storage; refusing to start cells (${failed.join('; ')}). Run: cleanroom doctor`);
   }
   const ipam = new Ipam({ pool: config.network.pool }); // validates the pool before anything is touched
+  // Before anything is made on the host: an address in the pool on an interface not named after this agent is someone else's.
+  const clash = poolClash(config.network.pool, networkPrefix(agentId));
+  if (clash) {
+    throw new Error(
+      `network.pool ${config.network.pool} is in use on this host (${clash.iface} has ${clash.address}, another agent's gateway or a host network): give each agent on a host its own network.pool`,
+    );
+  }
   mkdirSync(paths.agent.volumes, { recursive: true, mode: 0o711 });
   await ensureSharedRoot(paths.agent.volumes);
   // Reconcile never stops the agent: what it cannot remove now is reported and retried in the background.
@@ -126,7 +134,8 @@ async function main(): Promise<void> {
       exitGraceMs: config.agent.exitGraceMs,
     },
     runtimes,
-    new UidRanges(parseInt(agentId, 16)),
+    // Claimed host-wide: other agents on this host never get the same ranges (their earlier claims released here).
+    new UidRanges(parseInt(agentId, 16), { dir: UID_CLAIMS_DIR, agentId }),
     targets,
     log,
     config.agent.refillDelayMs,
@@ -134,21 +143,22 @@ async function main(): Promise<void> {
     config.agent.poolDemandWindowSeconds * 1000,
   );
 
-  const url = `wss://${config.control.host}:${config.control.agentPort}/v1/agent`;
+  const urls = config.agent.controlUrls.length > 0 ? config.agent.controlUrls : [`wss://${config.control.host}:${config.control.agentPort}/v1/agent`];
   let agent: Agent | null = null;
-  const channel = new ControlChannel(url, tls, () => agent!.greeting());
+  const channel = new ControlChannel(urls, tls, () => agent!.greeting());
   const images = new ImageService(imageStore, pool, imageTargets, config.images.maxUnpackedMiB * 1024 * 1024, (m) => channel.send(m), log);
   agent = new Agent(agentId, config, pool, channel, log, spool, images);
-  channel.on('open', () => log('connected to control plane', { url, protocol: PROTOCOL_VERSION }));
+  channel.on('open', () => log('connected to control plane', { url: channel.url, agentId, protocol: PROTOCOL_VERSION }));
   // The control plane says why it closed the channel: a refused protocol version, a message it could not accept…
   channel.on('close', (code: number, reason: string) => {
     if (code === CHANNEL_CLOSE.protocolMismatch) log('the control plane refused this agent\'s protocol version', { code, reason, protocol: PROTOCOL_VERSION });
+    else if (code === CHANNEL_CLOSE.agentRemoved) log('the control plane refused this agent: an operator removed it', { code, reason, agentId });
     else if (code !== 1000 && code !== 1005 && code !== 1006) log('the control plane closed the channel', { code, reason });
   });
   channel.on('protocol-error', (problem: string) => log('control channel protocol error', { problem }));
   channel.on('bad-outgoing', (type: string, problem: string) => log('dropped a report the control plane would refuse', { type, problem }));
   forwardDenied(networkHost, agent, channel);
-  channel.on('dial-error', (e: Error) => log('control plane unreachable', { error: e.message }));
+  channel.on('dial-error', (e: Error) => log('control plane unreachable', { url: channel.url, error: e.message }));
   retryLeftoversLater(reconcileOptions, report.leftovers, agent, log);
   pool.refill();
   void images.prepareConfigured();
@@ -209,22 +219,31 @@ function poolImage(image: string, defaultImage: string, defaultSource: string, l
   return 'unknown';
 }
 
-/** agentIdOf reads the agent's id, making it on first start (atomically: a crash never leaves half an id). */
-function agentIdOf(file: string): string {
+/**
+ * agentIdOf reads the agent's id, making it on first start (atomically: a crash never leaves half an id) from the
+ * configured one (agent.id) or at random. A configured id that differs from the kept one is refused: the host may still
+ * hold cells, tables and cgroups named after the kept one, which only that id's reconcile removes.
+ */
+function agentIdOf(file: string, configured: string | undefined): string {
   if (existsSync(file)) {
     const id = readFileSync(file, 'utf8').trim();
-    if (AGENT_ID_PATTERN.test(id)) return id;
-    throw new Error(`${file} does not hold an agent id (6 hex digits); remove it only if no cell of this agent is left on the host`);
+    if (!AGENT_ID_PATTERN.test(id)) throw new Error(`${file} does not hold an agent id (6 hex digits); remove it only if no cell of this agent is left on the host`);
+    if (configured !== undefined && configured !== id) {
+      throw new Error(`agent.id is ${configured} but this data directory belongs to agent ${id} (${file}); stop with \`cleanroom down\` (it removes ${id}'s objects), remove the file, then start again`);
+    }
+    return id;
   }
-  const id = randomBytes(3).toString('hex');
+  const id = configured ?? randomBytes(3).toString('hex');
   writeFileSync(`${file}.tmp`, id);
   renameSync(`${file}.tmp`, file);
   return id;
 }
 
 /** reconcileOnly is `cleanroom down`'s clean-up when the agent is gone: the start-up reconcile, then the shared root. */
-async function reconcileOnly(opts: ReconcileOptions, volumesDir: string): Promise<void> {
+async function reconcileOnly(opts: ReconcileOptions, volumesDir: string, uidClaims: { dir: string; agentId: string }): Promise<void> {
   const report = await reconcileHost(opts);
+  // Every cell of this agent is gone: so are its claims on host uid ranges.
+  if (report.leftovers.length === 0) releaseUidClaims(uidClaims);
   if (report.leftovers.length === 0) {
     try {
       await releaseSharedRoot(volumesDir);

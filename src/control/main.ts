@@ -4,11 +4,14 @@ import { readFileSync } from 'node:fs';
 import pino from 'pino';
 import { loadConfig } from '../shared/config.js';
 import { dataPaths, DEFAULT_DATA_DIR, imageDirs } from '../shared/paths.js';
-import { SqliteStore } from './store/sqlite-store.js';
+import { openStore } from './store/open-store.js';
 import { AgentHub } from './agents/agent-hub.js';
 import { buildApiServer, buildDataServer } from './api/server.js';
 import { loadKek } from './data/keyring.js';
 import { createServices, type ControlServices } from './services.js';
+import { startCluster } from './cluster/cluster.js';
+import { SandboxForwarder } from './cluster/sandbox-forwarder.js';
+import { envdSandboxIdOf } from './api/e2b/envd-gateway.js';
 
 async function main(): Promise<void> {
   const { values } = parseArgs({ options: { 'data-dir': { type: 'string' } } });
@@ -17,14 +20,15 @@ async function main(): Promise<void> {
   const logger = pino({ base: { proc: 'control' } });
   const log = (msg: string, extra?: object) => logger.info(extra ?? {}, msg);
 
-  const store = new SqliteStore(paths.control.db);
+  const store = await openStore(config.store, paths.control.db, (e) => logger.warn({ error: e.message }, 'store: a pooled database connection broke'));
   const kek = loadKek(config.data.kekFile ?? paths.control.kek);
   const imageStore = imageDirs(paths, config.images);
   const services = createServices({ store, config, kek, objectsDir: paths.control.objects, imagesDir: imageStore.root, defaultImageSource: imageStore.defaultSource, log });
   await services.images.init();
   kek.fill(0);
   const tls = { ca: readFileSync(paths.pki.caCert, 'utf8'), cert: readFileSync(paths.pki.serverCert, 'utf8'), key: readFileSync(paths.pki.serverKey, 'utf8') };
-  const agents = new AgentHub(tls, services.jobs, services.network, config.control.agentGraceMs, log);
+  const classes = config.agent.classes.map((c) => ({ name: c.name, cpu: c.cpu, memoryBytes: c.memoryMiB * 1024 * 1024, diskBytes: c.diskMiB * 1024 * 1024 }));
+  const agents = new AgentHub(tls, services.jobs, services.network, config.control.agentGraceMs, log, { classes });
   services.jobs.attach(agents);
   services.metrics.watchAgents(agents);
   services.images.attach(agents);
@@ -33,7 +37,20 @@ async function main(): Promise<void> {
   await services.sandboxes.restore();
   services.sandboxes.start();
   const timeouts = config.control.timeouts;
-  const { app } = buildApiServer({ tls, timeouts, services, agents, log });
+  // The replica set: a shared PostgreSQL store makes this one replica of several (SQLite: the only one).
+  const cluster = await startCluster({
+    store,
+    replicaId: config.control.replicaId,
+    advertiseUrl: config.control.advertiseUrl ?? `https://${config.control.host}:${config.control.apiPort}`,
+    pgUrl: config.store.kind === 'postgres' ? config.store.url : null,
+    jobs: services.jobs,
+    agents,
+    log,
+  });
+  const forwarder = cluster.shared
+    ? new SandboxForwarder({ store, registry: cluster.registry, holds: (id) => agents.holds(id), envdSandboxIdOf, ca: tls.ca, log })
+    : null;
+  const { app } = buildApiServer({ tls, timeouts, services, agents, log, forwarder });
   const data = buildDataServer({ tls, timeouts, services, agents, log }).app;
 
   // Jobs that were in flight when the control plane stopped wait for their agent's hello to be judged.
@@ -41,7 +58,7 @@ async function main(): Promise<void> {
   agents.expectAgents(await services.jobs.agentsWithUnfinishedJobs());
   await app.listen({ host: config.control.host, port: config.control.apiPort });
   await data.listen({ host: config.control.host, port: config.control.dataPort });
-  log('control plane listening', { api: app.server.address(), data: data.server.address(), agentPort });
+  log('control plane listening', { api: app.server.address(), data: data.server.address(), agentPort, store: config.store.kind });
   startRetention(services.jobs, config.limits.retentionDays * 86_400_000, log);
   // The default image (a public image) is imported from the layout the install step built, when it is absent.
   log(`images: ${await services.images.ensureDefaultImage()}`);
@@ -56,6 +73,8 @@ async function main(): Promise<void> {
     services.metrics.history.stop();
     await Promise.all([app.close(), data.close()]);
     await agents.close();
+    forwarder?.close();
+    await cluster.stop();
     await services.denials.flush();
     await store.close();
     process.exit(0);

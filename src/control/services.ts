@@ -73,7 +73,7 @@ export function createServices({ store: plainStore, config, kek, objectsDir, ima
   const tokens = new TokenService(store, keys, audit, { ttlSeconds: config.tokens.ttlSeconds, refreshAt: config.tokens.refreshAt });
   const network = new NetworkPolicyService(store, audit, (ws) => metrics.onDenied(ws, 1));
   const hub = new OutputHub();
-  hub.onLifecycle((e) => e.type === 'end' && metrics.onJobEnded(e.job));
+  hub.onLifecycle((e) => e.type === 'end' && !e.remote && metrics.onJobEnded(e.job));
   const quotas = new Quotas(config.quotas);
   const i = config.images;
   const images = new ImageService(
@@ -104,7 +104,7 @@ export function createServices({ store: plainStore, config, kek, objectsDir, ima
   sandboxes.busy = (sb) => processes.busy(sb);
   hub.onLifecycle((e) => {
     if (e.job.mode !== 'sandbox') return;
-    if (e.type === 'started') return sandboxes.touch(e.job.id);
+    if (e.type === 'started') return sandboxes.started(e.job);
     const why = e.job.message ?? e.job.status;
     processes.sandboxEnded(e.job.id, why);
     files.sandboxEnded(e.job.id, why);

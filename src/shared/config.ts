@@ -62,6 +62,29 @@ const ListenerTimeoutsSchema = z
 /** ListenerTimeouts are the parsed listener deadlines. */
 export type ListenerTimeouts = Readonly<z.infer<typeof ListenerTimeoutsSchema>>;
 
+/**
+ * StoreSchema chooses the control plane's database: the embedded SQLite file (one control-plane process) or a PostgreSQL
+ * database that several replicas share. The URL may instead come from CLEANROOM_STORE_URL (see loadConfig), so that it
+ * can live in a secret rather than in the config file.
+ */
+const StoreSchema = z.discriminatedUnion('kind', [
+  z.object({ kind: z.literal('sqlite') }).strict(),
+  z
+    .object({
+      kind: z.literal('postgres'),
+      /** postgres://user:password@host:port/database (or postgresql://); `?host=/dir` for a unix socket. */
+      url: z
+        .string()
+        .refine((u) => /^postgres(ql)?:\/\//.test(u) && URL.canParse(u), 'a postgres://user:password@host:port/database URL'),
+      /** Connections each control-plane process keeps open at most. */
+      poolSize: z.number().int().min(1).max(1000).default(10),
+    })
+    .strict(),
+]);
+
+/** StoreConfig is the parsed `store` section. */
+export type StoreConfig = Readonly<z.infer<typeof StoreSchema>>;
+
 /** ConfigSchema describes `<data dir>/config.json`; every field has a default. */
 export const ConfigSchema = z
   .object({
@@ -81,6 +104,10 @@ export const ConfigSchema = z
         agentGraceMs: z.number().int().min(0).default(30_000),
         /** Connection deadlines of the API and data listeners (see ListenerTimeoutsSchema). */
         timeouts: ListenerTimeoutsSchema.prefault({}),
+        /** This replica's id among the control-plane replicas sharing one database (default: random per start, rep_<hex>). */
+        replicaId: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/).optional(),
+        /** URL peer replicas reach this replica's API on (default https://<host>:<apiPort>). */
+        advertiseUrl: z.string().url().optional(),
       })
       .strict()
       .prefault({}),
@@ -217,9 +244,23 @@ export const ConfigSchema = z
         maxRunningJobs: z.number().int().min(1).max(1000).default(64),
         /** Cells this agent prepares at once (pool refills and cold starts together). */
         maxConcurrentPrepares: z.number().int().min(1).max(64).default(4),
+        /**
+         * The control plane's agent channels (wss://host:port/v1/agent, one per replica), dialed in turn: when one is
+         * unreachable or closes, the next. Empty: the one derived from control.host and control.agentPort.
+         */
+        controlUrls: z
+          .array(z.string().max(2048).regex(/^wss:\/\/[^\s/]+(\/[^\s]*)?$/, 'must be a wss:// URL'))
+          .max(64)
+          .default([]),
+        /**
+         * This agent's id (6 hex digits; it names the agent's objects on the host). Absent: made at the first start and
+         * kept in <data dir>/agent/id. An id that differs from the kept one is refused (the host may hold the old one's cells).
+         */
+        id: z.string().regex(/^[0-9a-f]{6}$/, 'must be 6 lower-case hex digits').optional(),
       })
       .strict()
       .prefault({}),
+    store: StoreSchema.default({ kind: 'sqlite' }),
   })
   .strict()
   .superRefine((c, ctx) => {
@@ -234,9 +275,19 @@ export const ConfigSchema = z
 /** Config is the parsed, frozen configuration. */
 export type Config = Readonly<z.infer<typeof ConfigSchema>>;
 
-/** loadConfig reads and validates the config file (absent means all defaults); throws with every problem listed. */
-export function loadConfig(path: string): Config {
+/**
+ * loadConfig reads and validates the config file (absent means all defaults); throws with every problem listed.
+ * CLEANROOM_STORE_URL, when set, is the PostgreSQL store's URL: it overrides `store.url` and implies `kind: postgres`.
+ */
+export function loadConfig(path: string, env: NodeJS.ProcessEnv = process.env): Config {
   const raw: unknown = existsSync(path) ? JSON.parse(readFileSync(path, 'utf8')) : {};
+  const storeUrl = env.CLEANROOM_STORE_URL;
+  if (storeUrl && raw && typeof raw === 'object' && !Array.isArray(raw)) {
+    const store = (raw as { store?: unknown }).store;
+    const given = store && typeof store === 'object' && !Array.isArray(store) ? (store as Record<string, unknown>) : {};
+    if (given.kind !== undefined && given.kind !== 'postgres') throw new Error(`invalid config ${path}: store.kind is "${String(given.kind)}" but CLEANROOM_STORE_URL is set (it is the PostgreSQL store's URL): set store.kind to "postgres" or unset it`);
+    (raw as { store?: unknown }).store = { ...given, kind: 'postgres', url: storeUrl };
+  }
   const parsed = ConfigSchema.safeParse(raw);
   if (!parsed.success) {
     const problems = parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ');

@@ -1,6 +1,6 @@
 /** TestCluster starts a real Cleanroom (control plane + agent) in a temporary data directory, as `up --detach` does. */
-import { execFile } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { chmodSync, closeSync, copyFileSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -8,7 +8,9 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { CleanroomClient, type Job, type JobRequest, type OutputChunk } from '../../src/sdk/client.js';
 import { listCgroups } from '../../src/agent/cells/cgroup.js';
+import { UID_CLAIMS_DIR } from '../../src/agent/cells/uid-ranges.js';
 import { RUNTIMES } from '../../src/shared/wire.js';
+import { TestPostgres } from './postgres.js';
 
 const run = promisify(execFile);
 
@@ -21,6 +23,9 @@ export const CLI = join(REPO_ROOT, 'bin/cleanroom.js');
 export interface ClusterOptions {
   /** Extra config merged over the defaults (agent pool sizes, limits…). */
   config?: Record<string, unknown>;
+  /** The control plane's store: SQLite in the data dir, or a PostgreSQL this cluster starts (test/support/postgres.ts)
+   *  and stops. Default: CLEANROOM_TEST_STORE, else sqlite (so any suite can be run on PostgreSQL unchanged). */
+  store?: 'sqlite' | 'postgres';
 }
 
 /** JobResult is a finished job with its output split by stream. */
@@ -41,6 +46,8 @@ export class TestCluster {
     readonly url: string,
     readonly apiKey: string,
     readonly ca: string,
+    /** The PostgreSQL the control plane stores in, if it is not SQLite. */
+    readonly postgres: TestPostgres | null,
   ) {
     this.client = new CleanroomClient({ url, apiKey, ca });
   }
@@ -61,21 +68,34 @@ export class TestCluster {
       // Existing suites run on the host's /usr (their tools); image tests name their images or set their own default.
       images: { default: 'host' },
     };
+    const storeKind = opts.store ?? (process.env.CLEANROOM_TEST_STORE === 'postgres' ? 'postgres' : 'sqlite');
+    let postgres: TestPostgres | null = null;
+    if (storeKind === 'postgres') {
+      try {
+        postgres = await TestPostgres.start();
+      } catch (e) {
+        rmSync(dataDir, { recursive: true, force: true });
+        throw e;
+      }
+      Object.assign(base, { store: { kind: 'postgres', url: postgres.url() } });
+    }
     writeFileSync(join(dataDir, 'config.json'), JSON.stringify(merge(base, opts.config ?? {})));
     const env: NodeJS.ProcessEnv = { ...process.env, CLEANROOM_CONFIG: join(dataDir, 'client.json'), CLEANROOM_DATA_DIR: dataDir };
     delete env.CLEANROOM_URL;
     delete env.CLEANROOM_API_KEY;
     delete env.CLEANROOM_CA;
+    delete env.CLEANROOM_STORE_URL; // the store is the one written above
     try {
       await run(process.execPath, [CLI, 'up', '--detach', '--data-dir', dataDir], { env, timeout: 180_000 });
     } catch (e) {
       const logs = ['control', 'agent'].map((n) => join(dataDir, 'run', `${n}.log`)).filter(existsSync).map((f) => readFileSync(f, 'utf8').slice(-3000));
       await run(process.execPath, [CLI, 'down', '--data-dir', dataDir], { env }).catch(() => {});
+      await postgres?.stop();
       rmSync(dataDir, { recursive: true, force: true });
       throw new Error(`cleanroom up failed: ${(e as Error).message}\n${logs.join('\n')}`);
     }
     const client = JSON.parse(readFileSync(join(dataDir, 'client.json'), 'utf8')) as { url: string; apiKey: string; caPath: string };
-    return new TestCluster(dataDir, env, client.url, client.apiKey, readFileSync(client.caPath, 'utf8'));
+    return new TestCluster(dataDir, env, client.url, client.apiKey, readFileSync(client.caPath, 'utf8'), postgres);
   }
 
   /** cli runs the command line against this cluster; never throws on a non-zero exit. */
@@ -159,47 +179,209 @@ export class TestCluster {
     }
   }
 
+  /** config is the cluster's config file as written. */
+  get config(): { control: { host?: string; agentPort: number; dataPort: number }; network: { pool: string } } {
+    return JSON.parse(readFileSync(join(this.dataDir, 'config.json'), 'utf8')) as { control: { agentPort: number; dataPort: number }; network: { pool: string } };
+  }
+
+  /**
+   * startAgent starts one more real agent on this host for this cluster's control plane: its own data directory (with
+   * the cluster's CA and agent certificate), its own network pool (none of the cluster's, nor in use here) and its own
+   * id; it dials agent.controlUrls (this cluster's channel unless opts.config says otherwise). stop() it in an after().
+   */
+  async startAgent(opts: ClusterOptions = {}): Promise<ExtraAgent> {
+    const dataDir = mkdtempSync('/var/tmp/cleanroom-test-');
+    // As `up` leaves it: runc resolves the cells' bind-mount sources as their (unmapped) root, which needs the x bit.
+    chmodSync(dataDir, 0o711);
+    const own = this.config;
+    let pool = unusedPool();
+    while (pool === own.network.pool) pool = unusedPool();
+    const base = {
+      control: { host: '127.0.0.1', agentPort: own.control.agentPort, dataPort: own.control.dataPort },
+      network: { pool },
+      agent: { controlUrls: [`wss://127.0.0.1:${own.control.agentPort}/v1/agent`], pool: [{ runtime: 'runc', class: 'small', warm: 1 }] },
+      images: { default: 'host' },
+    };
+    writeFileSync(join(dataDir, 'config.json'), JSON.stringify(merge(base, opts.config ?? {})));
+    mkdirSync(join(dataDir, 'pki'), { mode: 0o700 });
+    for (const f of ['ca.pem', 'agent.pem', 'agent-key.pem']) copyFileSync(join(this.dataDir, 'pki', f), join(dataDir, 'pki', f));
+    mkdirSync(join(dataDir, 'run'));
+    const agent = new ExtraAgent(dataDir, pool);
+    await agent.start();
+    return agent;
+  }
+
   /** stop runs `cleanroom down`, checks that nothing of the cluster outlived it (processes, nft table, gateway, cgroups,
    *  loop devices, mounts), and removes the data directory. */
   async stop(): Promise<void> {
     this.client.close();
     await run(process.execPath, [CLI, 'down', '--data-dir', this.dataDir], { env: this.env, timeout: 60_000 }).catch(() => {});
-    const problems: string[] = [];
-    const alive = await processesMentioning(this.dataDir, 30_000);
-    if (alive.length) problems.push(`processes still alive after down: ${alive.join(', ')}`);
-    // The agent's own network objects (nft table, gateway interface) go with it at a clean stop.
-    const prefix = `cr${this.agentId}`;
-    if (existsSync(`/sys/class/net/${prefix}gw`)) problems.push(`gateway interface ${prefix}gw left after down`);
-    const tables = await run('nft', ['list', 'tables']).then((r) => r.stdout, () => '');
-    if (tables.includes(`inet ${prefix}\n`) || tables.trimEnd().endsWith(`inet ${prefix}`)) problems.push(`nft table inet ${prefix} left after down`);
-    for (const name of listCgroups(`cr-${this.agentId}-`)) problems.push(`cgroup ${name} left after down`);
-    for (const ns of safeList('/run/netns').filter((n) => n.startsWith(`${prefix}-`))) problems.push(`netns ${ns} left after down`);
-    for (const link of safeList('/sys/class/net').filter((n) => n.startsWith(prefix))) problems.push(`interface ${link} left after down`);
-    for (const rt of RUNTIMES) {
-      const stateDir = join(this.dataDir, 'agent', rt);
-      for (const c of safeList(stateDir).filter((n) => n.startsWith('cr-'))) problems.push(`${rt} container ${c} left after down`);
-    }
-    for (const dev of readdirSync('/sys/block').filter((d) => d.startsWith('loop'))) {
-      let backing = '';
-      try {
-        backing = readFileSync(`/sys/block/${dev}/loop/backing_file`, 'utf8').trim();
-      } catch {
-        continue;
-      }
-      if (!backing.startsWith(`${this.dataDir}/`)) continue;
-      problems.push(`/dev/${dev} still bound to ${backing} after down`);
-      await run('losetup', ['-d', `/dev/${dev}`]).catch(() => {});
-    }
-    // Never remove a tree with something mounted in it: the removal would go into the mount.
-    for (const [dev, mnt] of mountsUnder(this.dataDir)) {
-      problems.push(`${dev} still mounted at ${mnt} after down`);
-      await run('umount', ['-l', mnt]).catch(() => {});
-      if (dev.startsWith('/dev/loop')) await run('losetup', ['-d', dev]).catch(() => {});
-    }
+    const problems = await hostLeaks(this.dataDir, this.agentId);
+    // The control plane is down: its database can go.
+    await this.postgres?.stop();
     // CLEANROOM_TEST_KEEP=1 keeps the data directory (logs, database) for a post-mortem.
     if (mountsUnder(this.dataDir).length === 0 && !process.env.CLEANROOM_TEST_KEEP) rmSync(this.dataDir, { recursive: true, force: true });
     if (problems.length) throw new Error(`the cluster leaked: ${problems.join('; ')}`);
   }
+}
+
+/** ExtraAgent is one more agent process of a cluster (TestCluster.startAgent), with its own data directory and pool. */
+export class ExtraAgent {
+  private proc: ChildProcess | null = null;
+
+  constructor(
+    readonly dataDir: string,
+    /** Its network pool (a private /16). */
+    readonly pool: string,
+  ) {}
+
+  /**
+   * start spawns the agent process (again, after a kill) and waits until it is connected to the control plane (or only
+   * until it has started, its id made: 'started'); throws with its log if it exits first.
+   */
+  async start(until: 'connected' | 'started' = 'connected'): Promise<void> {
+    const logFile = join(this.dataDir, 'run', 'agent.log');
+    const from = existsSync(logFile) ? readFileSync(logFile).length : 0;
+    const log = openSync(logFile, 'a');
+    const argv = [process.execPath, join(REPO_ROOT, 'dist/src/agent/main.js'), '--data-dir', this.dataDir];
+    // Under a subreaper, as `up` starts an agent: the inits that `runc create` leaves are reaped at once.
+    const wrapped = hasTini() ? ['tini', '-s', '--', ...argv] : argv;
+    const proc = spawn(wrapped[0]!, wrapped.slice(1), { stdio: ['ignore', log, log], env: { ...process.env, CLEANROOM_DATA_DIR: this.dataDir } });
+    closeSync(log);
+    this.proc = proc;
+    const deadline = Date.now() + 60_000;
+    const ready = () => existsSync(join(this.dataDir, 'agent', 'agent-id')) && (until === 'started' || readFileSync(logFile).subarray(from).includes('connected to control plane'));
+    while (!ready()) {
+      if (Date.now() > deadline || proc.exitCode !== null) {
+        const log = this.log();
+        await this.stop().catch(() => {});
+        throw new Error(`the extra agent did not start: ${log.slice(-3000)}`);
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
+  /** agentId is its id (it names its host objects `cr<agentId>…`, `cr-<agentId>-…`). */
+  get agentId(): string {
+    return readFileSync(join(this.dataDir, 'agent', 'agent-id'), 'utf8').trim();
+  }
+
+  /** log is its log so far. */
+  log(): string {
+    return readFileSync(join(this.dataDir, 'run', 'agent.log'), 'utf8');
+  }
+
+  /** agentPid is the agent's node process (under its subreaper, if any), or null when it is gone. */
+  agentPid(): number | null {
+    const top = this.proc?.pid;
+    if (top === undefined || !isAlive(top)) return null;
+    // The node process itself (argv[0] is node, not the subreaper that names main.js among its arguments).
+    const isAgent = (pid: number): boolean => {
+      try {
+        const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+        return argv[0] === process.execPath && argv[1]?.endsWith('/agent/main.js') === true;
+      } catch {
+        return false;
+      }
+    };
+    if (isAgent(top)) return top;
+    const children = readFileSync(`/proc/${top}/task/${top}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+    return children.find(isAgent) ?? null;
+  }
+
+  /** kill SIGKILLs the agent's node process (its cells stay behind, as after a crash) and waits until it is gone. */
+  async kill(): Promise<void> {
+    const pid = this.agentPid();
+    if (pid === null) throw new Error('the extra agent is not running');
+    process.kill(pid, 'SIGKILL');
+    const deadline = Date.now() + 20_000;
+    while (isAlive(pid)) {
+      if (Date.now() > deadline) throw new Error(`agent process ${pid} still alive 20 s after SIGKILL`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
+  /** reconcile runs the agent's start-up clean-up alone (`main.js --reconcile`, as `cleanroom down` does); returns its report. */
+  async reconcile(): Promise<{ containers: string[]; killed: number[]; cgroups: string[]; wiped: number; netns: number; links: number; leftovers: unknown[] }> {
+    const r = await run(process.execPath, [join(REPO_ROOT, 'dist/src/agent/main.js'), '--data-dir', this.dataDir, '--reconcile'], { timeout: 120_000 });
+    return JSON.parse(r.stdout.trim().split('\n').at(-1)!) as never;
+  }
+
+  /** stop ends the agent (SIGTERM: it wipes its cells; then a reconcile for what a kill left), checks the host for its
+   *  leftovers and removes its data directory. */
+  async stop(): Promise<void> {
+    const top = this.proc?.pid;
+    if (top !== undefined && isAlive(top)) {
+      const pid = this.agentPid();
+      if (pid !== null) process.kill(pid, 'SIGTERM');
+      const deadline = Date.now() + 40_000;
+      while (isAlive(top) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      if (isAlive(top)) process.kill(top, 'SIGKILL');
+    }
+    const orphan = this.agentPid();
+    if (orphan !== null) throw new Error(`the extra agent ${orphan} outlived its stop; its data directory ${this.dataDir} is kept`);
+    if (existsSync(join(this.dataDir, 'agent', 'agent-id'))) await this.reconcile().catch(() => undefined);
+    const problems = existsSync(join(this.dataDir, 'agent', 'agent-id')) ? await hostLeaks(this.dataDir, this.agentId) : [];
+    if (mountsUnder(this.dataDir).length === 0 && !process.env.CLEANROOM_TEST_KEEP) rmSync(this.dataDir, { recursive: true, force: true });
+    if (problems.length) throw new Error(`the extra agent leaked: ${problems.join('; ')}`);
+  }
+}
+
+function hasTini(): boolean {
+  try {
+    execFileSync('tini', ['--version'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * hostLeaks lists what of one agent (its data directory, its id) outlived it on the host: processes, its nft table and
+ * gateway, cgroups, netns, interfaces, containers, loop devices and mounts (the last two are also undone here).
+ */
+export async function hostLeaks(dataDir: string, agentId: string): Promise<string[]> {
+  const problems: string[] = [];
+  const alive = await processesMentioning(dataDir, 30_000);
+  if (alive.length) problems.push(`processes still alive after down: ${alive.join(', ')}`);
+  // The agent's own network objects (nft table, gateway interface) go with it at a clean stop.
+  const prefix = `cr${agentId}`;
+  if (existsSync(`/sys/class/net/${prefix}gw`)) problems.push(`gateway interface ${prefix}gw left after down`);
+  const tables = await run('nft', ['list', 'tables']).then((r) => r.stdout, () => '');
+  if (tables.includes(`inet ${prefix}\n`) || tables.trimEnd().endsWith(`inet ${prefix}`)) problems.push(`nft table inet ${prefix} left after down`);
+  for (const name of listCgroups(`cr-${agentId}-`)) problems.push(`cgroup ${name} left after down`);
+  for (const ns of safeList('/run/netns').filter((n) => n.startsWith(`${prefix}-`))) problems.push(`netns ${ns} left after down`);
+  const claims = safeList(UID_CLAIMS_DIR).filter((n) => {
+    try {
+      return readlinkSync(join(UID_CLAIMS_DIR, n)) === agentId;
+    } catch {
+      return false;
+    }
+  });
+  if (claims.length) problems.push(`${claims.length} uid range claim(s) in ${UID_CLAIMS_DIR} left after down`);
+  for (const link of safeList('/sys/class/net').filter((n) => n.startsWith(prefix))) problems.push(`interface ${link} left after down`);
+  for (const rt of RUNTIMES) {
+    const stateDir = join(dataDir, 'agent', rt);
+    for (const c of safeList(stateDir).filter((n) => n.startsWith('cr-'))) problems.push(`${rt} container ${c} left after down`);
+  }
+  for (const dev of readdirSync('/sys/block').filter((d) => d.startsWith('loop'))) {
+    let backing = '';
+    try {
+      backing = readFileSync(`/sys/block/${dev}/loop/backing_file`, 'utf8').trim();
+    } catch {
+      continue;
+    }
+    if (!backing.startsWith(`${dataDir}/`)) continue;
+    problems.push(`/dev/${dev} still bound to ${backing} after down`);
+    await run('losetup', ['-d', `/dev/${dev}`]).catch(() => {});
+  }
+  // Never remove a tree with something mounted in it: the removal would go into the mount.
+  for (const [dev, mnt] of mountsUnder(dataDir)) {
+    problems.push(`${dev} still mounted at ${mnt} after down`);
+    await run('umount', ['-l', mnt]).catch(() => {});
+    if (dev.startsWith('/dev/loop')) await run('losetup', ['-d', dev]).catch(() => {});
+  }
+  return problems;
 }
 
 /** isAlive reports whether a process exists and is not a zombie. */

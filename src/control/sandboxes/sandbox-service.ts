@@ -102,6 +102,15 @@ export class SandboxService {
     return this.jobs.setDeadline(job, timeoutSeconds);
   }
 
+  /**
+   * started records that a sandbox's cell is ready (on any replica: the replica holding its agent judges its idleness,
+   * since only it can ask the agent whether a process runs; the others cannot and never end it as idle).
+   */
+  started(job: Job): void {
+    if (this.activity.has(job.id)) this.touch(job.id);
+    else this.watch(job);
+  }
+
   /** touch records API activity on a sandbox (it resets the idle limit). */
   touch(id: string): void {
     const a = this.activity.get(id);
@@ -165,7 +174,7 @@ export class SandboxService {
   /** waitFor resolves with the sandbox once `done` holds (checked on every start/end event), or as it is after `ms`. */
   private async waitFor(id: string, done: (j: Job) => boolean, ms: number): Promise<Job> {
     let wake: () => void = () => {};
-    const unsubscribe = this.hub.subscribe(id, (e) => e.type !== 'output' && wake());
+    const unsubscribe = this.hub.subscribe(id, (e) => (e.type === 'started' || e.type === 'end') && wake());
     const deadline = this.now() + ms;
     try {
       for (;;) {

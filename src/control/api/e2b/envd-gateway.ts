@@ -5,6 +5,7 @@
  * then matched against the running sandboxes' tokens (cost linear in the running sandboxes, one HMAC and one SHA-256 each).
  * Unknown sandbox and wrong token get the same answer, so the gateway is no oracle for sandbox ids.
  */
+import { ForwardElsewhere } from '../../cluster/sandbox-forwarder.js';
 import type { IncomingMessage } from 'node:http';
 import { ApiError } from '../../../shared/errors.js';
 import { isTerminal } from '../../jobs/job-service.js';
@@ -43,6 +44,8 @@ export interface EnvdTarget extends LiveSandbox {
 /** EnvdGateway resolves and authorizes envd requests. */
 export class EnvdGateway {
   private running: { at: number; jobs: Promise<Job[]> } | null = null;
+  /** elsewhere says which other replica holds an agent (null: this one); unset with one replica. */
+  elsewhere: ((agentId: string) => Promise<string | null>) | null = null;
   constructor(
     private readonly store: Store,
     private readonly sandboxes: SandboxService,
@@ -52,10 +55,7 @@ export class EnvdGateway {
 
   /** sandboxIdOf reads the sandbox id of a request (header first, then Host); null if it names none. */
   sandboxIdOf(req: IncomingMessage): string | null {
-    const h = req.headers['e2b-sandbox-id'];
-    if (typeof h === 'string' && h !== '') return h;
-    const host = req.headers.host ?? '';
-    return HOST_FORM.exec(host)?.[1] ?? null;
+    return envdSandboxIdOf(req);
   }
 
   /** isEnvdRequest says whether a request is meant for envd (it names a sandbox). */
@@ -86,7 +86,11 @@ export class EnvdGateway {
     if (!ws) throw new ConnectError('unauthenticated', 'unknown sandbox');
     this.quotas.takeRequest(ws);
     try {
-      return { ...(await this.sandboxes.live(ws, job.id)), workspace: ws };
+      const live = await this.sandboxes.live(ws, job.id);
+      // Its agent is on another replica's channel: that replica serves the request (see SandboxForwarder).
+      const elsewhere = this.elsewhere ? await this.elsewhere(live.agentId) : null;
+      if (elsewhere) throw new ForwardElsewhere(elsewhere);
+      return { ...live, workspace: ws };
     } catch (e) {
       if (e instanceof ApiError && e.code === 'sandbox_not_running') throw new ConnectError('unavailable', e.message);
       throw e;
@@ -107,4 +111,12 @@ export class EnvdGateway {
     }
   }
 
+}
+
+/** envdSandboxIdOf reads the sandbox id an envd request names (E2b-Sandbox-Id header first, then Host); null if none. */
+export function envdSandboxIdOf(req: IncomingMessage): string | null {
+  const h = req.headers['e2b-sandbox-id'];
+  if (typeof h === 'string' && h !== '') return h;
+  const host = req.headers.host ?? '';
+  return HOST_FORM.exec(host)?.[1] ?? null;
 }

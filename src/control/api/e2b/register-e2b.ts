@@ -4,6 +4,7 @@
  * Point the SDK at it with E2B_API_URL and E2B_SANDBOX_URL both set to the API's URL. The routes are marked
  * `compat: 'e2b'` and are not part of Cleanroom's OpenAPI document (they are e2b's API, documented in the README).
  */
+import { ForwardElsewhere, type SandboxForwarder } from '../../cluster/sandbox-forwarder.js';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { ControlServices } from '../../services.js';
 import type { LongBodies } from '../listener.js';
@@ -23,6 +24,8 @@ export interface E2bDeps {
   services: ControlServices;
   authenticate: Authenticator;
   longBodies: LongBodies;
+  /** forwarder hands requests for sandboxes whose agent is on another replica to that replica (several replicas only). */
+  forwarder?: SandboxForwarder | null;
   /** domain is returned to the SDK as the sandboxes' domain (null: clients set E2B_SANDBOX_URL). */
   domain?: string | null;
 }
@@ -34,6 +37,8 @@ export function registerE2b(app: FastifyInstance, d: E2bDeps): void {
   const s = d.services;
   const tokens = new EnvdTokens((ws) => s.keyring.workspaceKey(ws));
   const gateway = new EnvdGateway(s.store, s.sandboxes, tokens, s.quotas);
+  const forwarder = d.forwarder ?? null;
+  if (forwarder) gateway.elsewhere = (agentId) => forwarder.replicaHolding(agentId);
   const proc = new EnvdProcessService(s.processes, s.quotas);
   const fs = new EnvdFilesystemService(s.files);
   const watch = new EnvdWatch(s.files, s.quotas);
@@ -104,6 +109,7 @@ export function registerE2b(app: FastifyInstance, d: E2bDeps): void {
       try {
         await serve(request.raw, reply.raw);
       } catch (e) {
+        if (e instanceof ForwardElsewhere && forwarder && !reply.raw.headersSent) return forwarder.forward(e.target, request.raw, reply.raw);
         answerFilesError(reply.raw, e);
         if (!request.raw.complete) request.raw.resume();
       }

@@ -32,7 +32,16 @@ const ClientFrame = z.discriminatedUnion('type', [
 ]);
 
 /** registerSandboxSocketRoute documents the WebSocket route (a plain GET is answered 426) and serves its upgrades. */
-export function registerSandboxSocketRoute(t: RouteTable, server: Server, authenticate: Authenticator, sandboxes: SandboxService, processes: ProcessRelay, quotas: Quotas): void {
+export function registerSandboxSocketRoute(
+  t: RouteTable,
+  server: Server,
+  authenticate: Authenticator,
+  sandboxes: SandboxService,
+  processes: ProcessRelay,
+  quotas: Quotas,
+  /** forward hands an upgrade to the replica holding the sandbox's agent; false: served here (several replicas only). */
+  forward?: (req: IncomingMessage, socket: Duplex, head: Buffer) => Promise<boolean>,
+): void {
   t.add({
     method: 'GET',
     path: '/v1/sandboxes/:id/processes/:proc/ws',
@@ -52,6 +61,7 @@ export function registerSandboxSocketRoute(t: RouteTable, server: Server, authen
     if (!m || (req.headers.upgrade ?? '').toLowerCase() !== 'websocket') return servePlain(server, req, socket, head);
     void (async () => {
       try {
+        if (forward && (await forward(req, socket, head))) return;
         const principal = await authenticate(req.headers.authorization ?? bearerProtocol(req.headers['sec-websocket-protocol']), 'key');
         const fromSeq = Number(new URLSearchParams(m[3] ?? '').get('fromSeq') ?? 0);
         if (!Number.isSafeInteger(fromSeq) || fromSeq < 0) throw new ApiError('invalid_request', 'query.fromSeq: a byte offset (integer ≥ 0)');

@@ -1,0 +1,98 @@
+/**
+ * AgentPresence records in the store which replica's channel each agent is on, so that every replica can tell an agent
+ * that moved to another replica (its jobs go on) from one that is gone (its jobs end after the grace period).
+ */
+import type { AgentRecord } from '../model.js';
+import type { Store } from '../store/store.js';
+import type { Bus } from './bus.js';
+import { REPLICA_DEAD_MS, type ReplicaRegistry } from './replica-registry.js';
+
+/** AgentFlags are an operator's decisions about an agent. */
+export interface AgentFlags {
+  draining: boolean;
+  removed: boolean;
+}
+
+/** AgentPresence is the hub's view of agents connected anywhere in the replica set. */
+export class AgentPresence {
+  constructor(
+    private readonly store: Pick<Store, 'getAgent' | 'upsertAgent' | 'updateAgent' | 'listAgents'>,
+    private readonly registry: ReplicaRegistry,
+    private readonly bus: Bus,
+    private readonly log: (msg: string, extra?: object) => void,
+  ) {}
+
+  /** replicaId is this replica's id. */
+  get replicaId(): string {
+    return this.registry.replicaId;
+  }
+
+  /** shareFlags stores an operator's decision about an agent and tells the other replicas. */
+  async shareFlags(agentId: string, flags: AgentFlags): Promise<void> {
+    await this.store.updateAgent(agentId, flags);
+    this.bus.publish({ type: 'agent.admin', from: this.registry.replicaId, agentId });
+  }
+
+  /** onFlags hears the decisions made on other replicas (read from the store). */
+  onFlags(listener: (agentId: string, flags: AgentFlags) => void): void {
+    this.bus.subscribe((msg) => {
+      if (msg.type !== 'agent.admin' || msg.from === this.registry.replicaId) return;
+      void this.store.getAgent(msg.agentId).then(
+        (rec) => rec && listener(rec.id, { draining: rec.draining, removed: rec.removed }),
+        (e: Error) => this.log('agent flags read failed', { agentId: msg.agentId, error: e.message }),
+      );
+    });
+  }
+
+  /** records lists every agent the store knows, with whether it is on a live replica's channel now. */
+  async records(): Promise<Array<AgentRecord & { live: boolean }>> {
+    const now = Date.now();
+    return (await this.store.listAgents()).map((r) => ({
+      ...r,
+      live: r.connected && r.replicaId !== null && this.registry.isLive(r.replicaId) && now - Date.parse(r.lastSeenAt) < REPLICA_DEAD_MS,
+    }));
+  }
+
+  /** connected records that the agent said hello on this replica's channel; returns its operator flags as stored. */
+  async connected(agentId: string, capacity: number, running: number): Promise<AgentFlags> {
+    const now = new Date().toISOString();
+    const prev = await this.store.getAgent(agentId);
+    const rec: AgentRecord = {
+      id: agentId,
+      draining: false,
+      removed: false,
+      load: null,
+      ...prev,
+      replicaId: this.registry.replicaId,
+      connected: true,
+      capacity,
+      running,
+      connectedAt: now,
+      lastSeenAt: now,
+    };
+    await this.store.upsertAgent(rec);
+    return { draining: rec.draining, removed: rec.removed };
+  }
+
+  /** disconnected records that the agent left this replica's channel (unless it is on another's already). */
+  async disconnected(agentId: string): Promise<void> {
+    const rec = await this.store.getAgent(agentId);
+    if (rec && rec.replicaId === this.registry.replicaId) await this.store.updateAgent(agentId, { connected: false, replicaId: null, lastSeenAt: new Date().toISOString() });
+  }
+
+  /** refresh marks the agents on this replica's channel as seen now (each heartbeat). */
+  async refresh(agentIds: readonly string[]): Promise<void> {
+    const now = new Date().toISOString();
+    for (const id of agentIds) await this.store.updateAgent(id, { replicaId: this.registry.replicaId, connected: true, lastSeenAt: now });
+  }
+
+  /** elsewhere says whether the agent is connected to another live replica (then its jobs are not lost). */
+  async elsewhere(agentId: string): Promise<boolean> {
+    const rec = await this.store.getAgent(agentId).catch((e: Error) => {
+      this.log('agent presence read failed', { agentId, error: e.message });
+      return null;
+    });
+    if (!rec?.connected || rec.replicaId === null || rec.replicaId === this.registry.replicaId) return false;
+    return this.registry.isLive(rec.replicaId) && Date.now() - Date.parse(rec.lastSeenAt) < REPLICA_DEAD_MS;
+  }
+}
