@@ -1,6 +1,6 @@
 /** TestCluster starts a real Cleanroom (control plane + agent) in a temporary data directory, as `up --detach` does. */
-import { execFile } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { execFile, spawn } from 'node:child_process';
+import { closeSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -8,7 +8,11 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { CleanroomClient, type Job, type JobRequest, type OutputChunk } from '../../src/sdk/client.js';
 import { listCgroups } from '../../src/agent/cells/cgroup.js';
-import { RUNTIMES } from '../../src/shared/wire.js';
+import { DATA_SERVICE_NAME, RUNTIMES } from '../../src/shared/wire.js';
+import { loadConfig } from '../../src/shared/config.js';
+import { dataPaths } from '../../src/shared/paths.js';
+import { bootstrapDataDir } from '../../src/supervisor/bootstrap.js';
+import { logFile, pidFile } from '../../src/supervisor/processes.js';
 
 const run = promisify(execFile);
 
@@ -21,6 +25,9 @@ export const CLI = join(REPO_ROOT, 'bin/cleanroom.js');
 export interface ClusterOptions {
   /** Extra config merged over the defaults (agent pool sizes, limits…). */
   config?: Record<string, unknown>;
+  /** Start the control plane alone, without the local agent (a simulated fleet connects instead): set-up as `up` does it,
+   *  then only the control plane's process. `down` stops it as usual. */
+  noAgent?: boolean;
 }
 
 /** JobResult is a finished job with its output split by stream. */
@@ -67,7 +74,8 @@ export class TestCluster {
     delete env.CLEANROOM_API_KEY;
     delete env.CLEANROOM_CA;
     try {
-      await run(process.execPath, [CLI, 'up', '--detach', '--data-dir', dataDir], { env, timeout: 180_000 });
+      if (opts.noAgent) await startControlOnly(dataDir, env);
+      else await run(process.execPath, [CLI, 'up', '--detach', '--data-dir', dataDir], { env, timeout: 180_000 });
     } catch (e) {
       const logs = ['control', 'agent'].map((n) => join(dataDir, 'run', `${n}.log`)).filter(existsSync).map((f) => readFileSync(f, 'utf8').slice(-3000));
       await run(process.execPath, [CLI, 'down', '--data-dir', dataDir], { env }).catch(() => {});
@@ -108,6 +116,22 @@ export class TestCluster {
       if (Date.now() > deadline) throw new Error(`pool not warm: ${JSON.stringify(p)}`);
       await new Promise((r) => setTimeout(r, 100));
     }
+  }
+
+  /** agentPort is the port of the control plane's agent channel. */
+  get agentPort(): number {
+    return (JSON.parse(readFileSync(join(this.dataDir, 'config.json'), 'utf8')) as { control: { agentPort: number } }).control.agentPort;
+  }
+
+  /** agentTls is the agent certificate, its key and the CA, as an agent of this cluster dials the channel with them. */
+  agentTls(): { ca: string; cert: string; key: string } {
+    const pki = (f: string) => readFileSync(join(this.dataDir, 'pki', f), 'utf8');
+    return { ca: pki('ca.pem'), cert: pki('agent.pem'), key: pki('agent-key.pem') };
+  }
+
+  /** controlPid is the pid of the control plane's process. */
+  controlPid(): number {
+    return Number(readFileSync(join(this.dataDir, 'run', 'control.pid'), 'utf8'));
   }
 
   /** agentId is the id under which this cluster's agent names host objects (`cr-<agentId>-…`). */
@@ -167,12 +191,14 @@ export class TestCluster {
     const problems: string[] = [];
     const alive = await processesMentioning(this.dataDir, 30_000);
     if (alive.length) problems.push(`processes still alive after down: ${alive.join(', ')}`);
-    // The agent's own network objects (nft table, gateway interface) go with it at a clean stop.
-    const prefix = `cr${this.agentId}`;
+    // The agent's own network objects (nft table, gateway interface) go with it at a clean stop. A control plane started
+    // alone has no agent and no agent id.
+    const hasAgent = existsSync(join(this.dataDir, 'agent', 'agent-id'));
+    const prefix = hasAgent ? `cr${this.agentId}` : 'cr-no-agent-';
     if (existsSync(`/sys/class/net/${prefix}gw`)) problems.push(`gateway interface ${prefix}gw left after down`);
     const tables = await run('nft', ['list', 'tables']).then((r) => r.stdout, () => '');
     if (tables.includes(`inet ${prefix}\n`) || tables.trimEnd().endsWith(`inet ${prefix}`)) problems.push(`nft table inet ${prefix} left after down`);
-    for (const name of listCgroups(`cr-${this.agentId}-`)) problems.push(`cgroup ${name} left after down`);
+    if (hasAgent) for (const name of listCgroups(`cr-${this.agentId}-`)) problems.push(`cgroup ${name} left after down`);
     for (const ns of safeList('/run/netns').filter((n) => n.startsWith(`${prefix}-`))) problems.push(`netns ${ns} left after down`);
     for (const link of safeList('/sys/class/net').filter((n) => n.startsWith(prefix))) problems.push(`interface ${link} left after down`);
     for (const rt of RUNTIMES) {
@@ -199,6 +225,39 @@ export class TestCluster {
     // CLEANROOM_TEST_KEEP=1 keeps the data directory (logs, database) for a post-mortem.
     if (mountsUnder(this.dataDir).length === 0 && !process.env.CLEANROOM_TEST_KEEP) rmSync(this.dataDir, { recursive: true, force: true });
     if (problems.length) throw new Error(`the cluster leaked: ${problems.join('; ')}`);
+  }
+}
+
+/**
+ * startControlOnly does what `cleanroom up --detach` does, without the agent: the data directory's set-up (account, PKI,
+ * the platform-admin key written to the client config), then the control plane's process alone, detached, with its pid
+ * file (so `cleanroom down` stops it); resolves when the API answers.
+ */
+async function startControlOnly(dataDir: string, env: NodeJS.ProcessEnv): Promise<void> {
+  const paths = dataPaths(dataDir);
+  const config = loadConfig(paths.config);
+  const { adminKey, account } = await bootstrapDataDir(paths, config, ['127.0.0.1', 'localhost', config.control.host, DATA_SERVICE_NAME]);
+  if (!adminKey) throw new Error(`${dataDir} was set up before: no platform-admin key to hand out`);
+  const url = `https://127.0.0.1:${config.control.apiPort}`;
+  writeFileSync(env.CLEANROOM_CONFIG!, JSON.stringify({ url, apiKey: adminKey, caPath: paths.pki.caCert }, null, 2) + '\n', { mode: 0o600 });
+  const log = openSync(logFile(paths, 'control'), 'a', 0o600);
+  // CLEANROOM_CONTROL_NODE_ARGS adds node flags to the control plane (a bench profiles it with --cpu-prof).
+  const nodeArgs = (env.CLEANROOM_CONTROL_NODE_ARGS ?? '').split(' ').filter(Boolean);
+  const child = spawn(process.execPath, [...nodeArgs, join(REPO_ROOT, 'dist/src/control/main.js'), '--data-dir', dataDir], { uid: account.uid, gid: account.gid, detached: true, stdio: ['ignore', log, log], env });
+  closeSync(log);
+  writeFileSync(pidFile(paths, 'control'), String(child.pid));
+  child.unref();
+  const client = new CleanroomClient({ url, apiKey: adminKey, ca: readFileSync(paths.pki.caCert, 'utf8') });
+  try {
+    const deadline = Date.now() + 60_000;
+    for (;;) {
+      if (child.exitCode !== null) throw new Error(`the control plane exited (${child.exitCode}) during start-up`);
+      if (await client.health().then(() => true, () => false)) return;
+      if (Date.now() > deadline) throw new Error('the control plane did not answer within 60 s');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  } finally {
+    client.close();
   }
 }
 
