@@ -1,6 +1,6 @@
 /** Agent runs cells on this host for the control plane: warm pool, assignment, streaming, wipe. */
 import type { Config } from '../shared/config.js';
-import { MAX_END_MESSAGE_CHARS, MAX_POOL_ERROR_CHARS, PROTOCOL_VERSION, type AgentToControl, type ControlToAgent, type JobEnd, type JobSpec, type PoolStatus, type WorkloadCredentials } from '../shared/wire.js';
+import { MAX_END_MESSAGE_CHARS, MAX_POOL_ERROR_CHARS, PROTOCOL_VERSION, type AgentLoad, type AgentToControl, type ControlToAgent, type JobEnd, type JobSpec, type PoolStatus, type WorkloadCredentials } from '../shared/wire.js';
 import type { ControlChannel, Greeting } from './channel.js';
 import type { Cell } from './cells/cell.js';
 import type { CellPool } from './cells/pool.js';
@@ -11,6 +11,7 @@ import type { ImageService } from './images/image-service.js';
 import type { PreparedImage } from './images/image-store.js';
 import { SandboxSession, type SandboxRequest } from './sandbox/sandbox-session.js';
 import { refuseSandboxRequest } from './sandbox/refusals.js';
+import { LoadReporter } from './load-reporter.js';
 
 /** Logger is the small logging surface the agent needs. */
 export type Logger = (msg: string, extra?: object) => void;
@@ -44,6 +45,8 @@ export class Agent {
   /** Cells whose output is paused until the channel to the control plane drains. */
   private readonly paused = new Set<Cell>();
   private drainTimer: NodeJS.Timeout | null = null;
+  /** Keeps the control plane's copy of this agent's load (placement reads it) current. */
+  private readonly loadReporter: LoadReporter;
 
   constructor(
     readonly agentId: string,
@@ -56,6 +59,8 @@ export class Agent {
   ) {
     this.classes = sizeClassesFromConfig(config.agent.classes);
     this.capacity = config.agent.maxRunningJobs;
+    this.loadReporter = new LoadReporter({ load: () => this.load(), send: (m) => this.channel.send(m) });
+    pool.onChange(() => this.loadReporter.changed());
     channel.on('message', (m: ControlToAgent) => this.onMessage(m));
     // A (re)connected control plane may have lost what was sent before: sandbox streams rewind to their acks.
     channel.on('open', () => {
@@ -95,7 +100,17 @@ export class Agent {
   greeting(): Greeting {
     const ended = [...this.finals.entries()].filter(([, msgs]) => msgs.some((m) => m.type === 'job.ended')).map(([jobId]) => jobId);
     const liveJobIds = [...this.running.keys(), ...this.starting];
-    return { hello: { type: 'hello', protocol: PROTOCOL_VERSION, agentId: this.agentId, liveJobIds, endedJobIds: ended, capacity: this.capacity, images: this.images.digests() }, replay: [...this.finals.values()].flat() };
+    const load = this.load();
+    this.loadReporter.sentInHello(load);
+    return {
+      hello: { type: 'hello', protocol: PROTOCOL_VERSION, agentId: this.agentId, liveJobIds, endedJobIds: ended, capacity: this.capacity, images: this.images.digests(), load },
+      replay: [...this.finals.values()].flat(),
+    };
+  }
+
+  /** load is what placement needs to know of this agent: jobs running or starting, capacity, warm and preparing cells. */
+  load(): AgentLoad {
+    return { running: this.running.size + this.starting.size, capacity: this.capacity, ...this.pool.load() };
   }
 
   /**
@@ -169,10 +184,12 @@ export class Agent {
     if (this.stopping) return this.fail(job, 'agent is shutting down');
     if (this.running.has(job.jobId) || this.starting.has(job.jobId)) return;
     this.starting.add(job.jobId);
+    this.loadReporter.changed();
     try {
       await this.start(job, credentials, t0);
     } finally {
       this.starting.delete(job.jobId);
+      this.loadReporter.changed();
     }
   }
 
@@ -225,6 +242,7 @@ export class Agent {
           this.sandboxes.delete(job.jobId);
           this.paused.delete(cell);
           this.running.delete(job.jobId);
+          this.loadReporter.changed();
           this.recentCells.set(cell.id, job.jobId);
           if (this.recentCells.size > 1000) this.recentCells.delete(this.recentCells.keys().next().value!);
           const cut = end.message === null ? end : { ...end, message: end.message.slice(0, MAX_END_MESSAGE_CHARS) };
@@ -281,6 +299,7 @@ export class Agent {
   /** shutdown ends running jobs as errors, wipes every cell and reports before returning. */
   async shutdown(): Promise<void> {
     this.stopping = true;
+    this.loadReporter.close();
     await Promise.all([...this.running.values()].map((c) => c.stop('shutdown')));
     await this.pool.drain();
     const deadline = Date.now() + 15_000;

@@ -128,6 +128,8 @@ export class ControlChannel extends EventEmitter {
       this.write(this.ws, msg);
       return;
     }
+    // A load report is only worth sending now: the next hello carries the load as it is then.
+    if (msg.type === 'agent.load') return;
     if (this.outbox.length < OUTBOX_LIMIT || msg.type === 'job.ended' || msg.type === 'job.wiped') {
       this.outbox.push(msg);
       if (msg.type === 'job.output') this.outboxBytes += msg.data.length;

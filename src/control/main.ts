@@ -24,7 +24,8 @@ async function main(): Promise<void> {
   await services.images.init();
   kek.fill(0);
   const tls = { ca: readFileSync(paths.pki.caCert, 'utf8'), cert: readFileSync(paths.pki.serverCert, 'utf8'), key: readFileSync(paths.pki.serverKey, 'utf8') };
-  const agents = new AgentHub(tls, services.jobs, services.network, config.control.agentGraceMs, log);
+  const classes = config.agent.classes.map((c) => ({ name: c.name, cpu: c.cpu, memoryBytes: c.memoryMiB * 1024 * 1024, diskBytes: c.diskMiB * 1024 * 1024 }));
+  const agents = new AgentHub(tls, services.jobs, services.network, config.control.agentGraceMs, log, { classes });
   services.jobs.attach(agents);
   services.metrics.watchAgents(agents);
   services.images.attach(agents);

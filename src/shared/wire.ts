@@ -14,9 +14,10 @@ export const AGENT_CERT_CN = 'cleanroom-agent';
  * PROTOCOL_VERSION is the version of this contract; an agent names it in its hello and the control plane refuses any
  * other. 1: hellos without a version (messages unchecked); 2: schemas at both ends, the version, the welcome; 3: images
  * (image.prepare/prepared, image.remove/removed, the hello's prepared images, JobSpec.image) and sandboxes
- * (JobSpec.mode, sandbox.timeout, proc.*, file.*: Contract C, see "Sandboxes" below).
+ * (JobSpec.mode, sandbox.timeout, proc.*, file.*: Contract C, see "Sandboxes" below); 4: the agent's load (the hello's
+ * `load`, agent.load reports: Contract W), which placement reads.
  */
-export const PROTOCOL_VERSION = 3;
+export const PROTOCOL_VERSION = 4;
 
 /** CHANNEL_CLOSE lists the WebSocket close codes the control plane ends an agent's channel with (the reason says more). */
 export const CHANNEL_CLOSE = {
@@ -28,6 +29,8 @@ export const CHANNEL_CLOSE = {
   protocolViolation: 4002,
   /** The client certificate is not an agent certificate. */
   notAnAgent: 4003,
+  /** An operator removed this agent (`cleanroom agents remove`): it is refused until re-admitted (`agents undrain`). */
+  agentRemoved: 4004,
 } as const;
 
 /** MAX_CLOSE_REASON_BYTES is the most a WebSocket close reason can carry (a 125-byte control frame less the code). */
@@ -58,6 +61,12 @@ export const MAX_POOL_ERROR_CHARS = 1024;
 export const MAX_IMAGE_LAYERS = 128;
 /** MAX_IMAGES bounds the prepared images an agent names in its hello. */
 export const MAX_IMAGES = 4096;
+/** MAX_LOAD_POOLS bounds the warm-pool entries of one AgentLoad. */
+export const MAX_LOAD_POOLS = 256;
+/** LOAD_REPORT_MIN_INTERVAL_MS: an agent coalesces load changes into at most one agent.load per this interval. */
+export const LOAD_REPORT_MIN_INTERVAL_MS = 200;
+/** LOAD_REPORT_INTERVAL_MS: an agent reports its load at least this often, changed or not. */
+export const LOAD_REPORT_INTERVAL_MS = 5000;
 
 /**
  * MAX_ASSIGNMENT_BYTES is the largest assignment cell init accepts: its command, env and cwd, each NUL-terminated, plus
@@ -253,6 +262,24 @@ export type DeniedConnection = z.infer<typeof DeniedConnectionSchema>;
 const VolumeCountsSchema = z.strictObject({ warm: Count, inUse: Count, wiping: Count, wiped: Count, wipeFailed: Count });
 /** VolumeCounts counts an agent's volumes by state. */
 export type VolumeCounts = z.infer<typeof VolumeCountsSchema>;
+
+/** SizeClassNameSchema is a size class's name (agent.classes[].name in the config). */
+const SizeClassNameSchema = z.string().regex(/^[a-z][a-z0-9-]{0,15}$/);
+
+/**
+ * AgentLoadSchema is what placement needs to know of an agent (Contract W): the jobs it runs and may run, the cells it is
+ * preparing, and its warm (ready, unassigned) cells per (image digest or null for the host root, runtime, size class).
+ */
+export const AgentLoadSchema = z.strictObject({
+  running: Count,
+  capacity: z.number().int().min(1).max(1000),
+  preparing: Count,
+  warm: z
+    .array(z.strictObject({ image: Digest.nullable(), runtime: RuntimeSchema, sizeClass: SizeClassNameSchema, cells: Count }))
+    .max(MAX_LOAD_POOLS),
+});
+/** AgentLoad is an agent's load as placement reads it. */
+export type AgentLoad = z.infer<typeof AgentLoadSchema>;
 
 /** PoolStatusSchema counts cells per pool key (runtime/class) and state. */
 const PoolStatusSchema = z
@@ -536,6 +563,8 @@ export const HelloSchema = z.strictObject({
   /** Manifest digests of the images this agent has prepared (unpacked and ready); the control plane sends image.prepare
    *  for ready images missing here. */
   images: z.array(Digest).max(MAX_IMAGES),
+  /** The agent's load now (then agent.load reports keep it current). */
+  load: AgentLoadSchema,
 });
 
 /** AgentHello is an agent's hello. */
@@ -555,6 +584,8 @@ export const AgentToControlSchema = z.discriminatedUnion('type', [
   z.strictObject({ type: z.literal('image.prepared'), digest: Digest, unpackedBytes: Count, error: ImageErrorSchema.nullable() }),
   /** The answer to image.remove: its warm cells are drained and the layers no other image uses are deleted. */
   z.strictObject({ type: z.literal('image.removed'), digest: Digest }),
+  /** The agent's load: on change (coalesced, at most every LOAD_REPORT_MIN_INTERVAL_MS) and every LOAD_REPORT_INTERVAL_MS. */
+  z.strictObject({ type: z.literal('agent.load'), load: AgentLoadSchema }),
   ...SandboxFromAgentMessages,
 ]);
 /** AgentToControl are the messages an agent sends. */

@@ -68,7 +68,7 @@ function rogue(messages: Array<string | Buffer>, timeoutMs = 30_000): Promise<Ou
 }
 
 const T = () => new Date().toISOString();
-const hello = (agentId: string, extra: Record<string, unknown> = {}) => JSON.stringify({ type: 'hello', protocol: PROTOCOL_VERSION, agentId, liveJobIds: [], endedJobIds: [], capacity: 64, images: [], ...extra });
+const hello = (agentId: string, extra: Record<string, unknown> = {}) => JSON.stringify({ type: 'hello', protocol: PROTOCOL_VERSION, agentId, liveJobIds: [], endedJobIds: [], capacity: 64, images: [], load: { running: 0, capacity: 64, preparing: 0, warm: [] }, ...extra });
 /** SENTINEL is not JSON: after well-formed messages it makes the control plane close, so we know it read them all. */
 const SENTINEL = 'end of rogue messages';
 const controlLog = () => readFileSync(join(cluster.dataDir, 'run', 'control.log'), 'utf8');

@@ -31,7 +31,7 @@ async function controlPlane(serve: (ws: WebSocket, received: unknown[]) => void)
   };
 }
 
-const hello: AgentHello = { type: 'hello', protocol: PROTOCOL_VERSION, agentId: 'a1b2c3', liveJobIds: [], endedJobIds: [JOB], capacity: 64, images: [] };
+const hello: AgentHello = { type: 'hello', protocol: PROTOCOL_VERSION, agentId: 'a1b2c3', liveJobIds: [], endedJobIds: [JOB], capacity: 64, images: [], load: { running: 0, capacity: 64, preparing: 0, warm: [] } };
 const noTls = { ca: '', cert: '', key: '' };
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

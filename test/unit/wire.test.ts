@@ -14,6 +14,7 @@ import {
   MAX_DENIED_PER_MESSAGE,
   MAX_END_MESSAGE_CHARS,
   MAX_JOB_IDS,
+  MAX_LOAD_POOLS,
   MAX_LIST_ENTRIES,
   MAX_SANDBOX_CHUNK_BYTES,
   MAX_OUTPUT_CHUNK_BYTES,
@@ -72,7 +73,8 @@ const credentials = { token: 'eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl'
 
 /** One valid message of every type an agent sends. */
 const AGENT: Record<string, Msg> = {
-  hello: { type: 'hello', protocol: PROTOCOL_VERSION, agentId: 'a1b2c3', liveJobIds: [JOB], endedJobIds: ['job_ffffffffffffffffffff'], capacity: 64, images: [`sha256:${'b'.repeat(64)}`] },
+  hello: { type: 'hello', protocol: PROTOCOL_VERSION, agentId: 'a1b2c3', liveJobIds: [JOB], endedJobIds: ['job_ffffffffffffffffffff'], capacity: 64, images: [`sha256:${'b'.repeat(64)}`], load: { running: 1, capacity: 64, preparing: 2, warm: [{ image: null, runtime: 'runc', sizeClass: 'small', cells: 3 }, { image: `sha256:${'b'.repeat(64)}`, runtime: 'runsc', sizeClass: 'large', cells: 1 }] } },
+  'agent.load': { type: 'agent.load', load: { running: 0, capacity: 8, preparing: 0, warm: [] } },
   'job.started': { type: 'job.started', jobId: JOB, cellId: '0123456789', timings: { take_ms: 1.5, assign_ms: 20.25, cold: 0 } },
   'job.output': { type: 'job.output', jobId: JOB, stream: 'stdout', data: Buffer.from('hello\n').toString('base64') },
   'job.ended': { type: 'job.ended', jobId: JOB, end: { reason: 'failed', exitCode: 3, signal: null, message: 'exit 3' }, timings: { wipe_ms: 2 }, outputDroppedBytes: 0 },
@@ -129,7 +131,7 @@ const CONTROL: Record<string, Msg> = {
 
 // Paths ('*' for any array index or record key) where a field may be left out, may be null, or is a map of free keys.
 const OPTIONAL = new Set(['outputDroppedBytes', 'timings@job.wiped', 'spooled', 'receipt.steps.*.detail', 'job.egress.allow.*.ports', 'job.mode', 'streamId@proc.start', 'recursive', 'mode@file.op', 'entries', 'truncated', 'stat', 'bytes', 'code@file.result', 'message@file.result', 'job.image']);
-const NULLABLE = new Set(['timeoutMs', 'pty', 'streamId@proc.start', 'data@proc.stdin', 'data@file.data', 'signal@proc.exited', 'exitCode@proc.exited', 'procId@proc.error', 'streamId@proc.error', 'procs.*.pid', 'procs.*.exitCode', 'procs.*.signal', 'end.exitCode', 'end.signal', 'end.message', 'jobId@job.wiped', 'receipt.cellId', 'receipt.keyIdentifier', 'receipt.keyStateAfterRemoval', 'records.*.jobId', 'records.*.port', 'requestId@pool.status', 'pool.*.lastError', 'job.image', 'job.image.uid', 'job.image.gid', 'error@image.prepared', 'image.config.entrypoint', 'image.config.cmd']);
+const NULLABLE = new Set(['timeoutMs', 'pty', 'streamId@proc.start', 'data@proc.stdin', 'data@file.data', 'signal@proc.exited', 'exitCode@proc.exited', 'procId@proc.error', 'streamId@proc.error', 'procs.*.pid', 'procs.*.exitCode', 'procs.*.signal', 'end.exitCode', 'end.signal', 'end.message', 'jobId@job.wiped', 'receipt.cellId', 'receipt.keyIdentifier', 'receipt.keyStateAfterRemoval', 'records.*.jobId', 'records.*.port', 'requestId@pool.status', 'pool.*.lastError', 'job.image', 'job.image.uid', 'job.image.gid', 'error@image.prepared', 'image.config.entrypoint', 'image.config.cmd', 'load.warm.*.image']);
 const MAPS = new Set(['timings', 'job.env', 'pool', 'env@proc.start']);
 
 const agentOk = (m: unknown) => parseAgentMessage(JSON.stringify(m)).ok;
@@ -233,6 +235,15 @@ test('oversized and out-of-range values are refused', () => {
     ['agent id that is not 6 hex digits', a('hello', (m) => (m.agentId = 'real-agent'))],
     ['another protocol version', a('hello', (m) => (m.protocol = PROTOCOL_VERSION + 1))],
     ['a hello without a protocol version', a('hello', (m) => delete m.protocol)],
+    ['a hello without a load (protocol 3)', a('hello', (m) => delete m.load)],
+    ['a load with a negative warm count', a('agent.load', (m) => (m.load.warm = [{ image: null, runtime: 'runc', sizeClass: 'small', cells: -1 }]))],
+    ['a load with a fractional running count', a('agent.load', (m) => (m.load.running = 0.5))],
+    ['a load with capacity 0', a('agent.load', (m) => (m.load.capacity = 0))],
+    ['a load on an image that is no digest', a('agent.load', (m) => (m.load.warm = [{ image: 'alpine', runtime: 'runc', sizeClass: 'small', cells: 1 }]))],
+    ['a load on an unknown runtime', a('agent.load', (m) => (m.load.warm = [{ image: null, runtime: 'docker', sizeClass: 'small', cells: 1 }]))],
+    ['a load with an upper-case class', a('agent.load', (m) => (m.load.warm = [{ image: null, runtime: 'runc', sizeClass: 'Small', cells: 1 }]))],
+    [`a load of ${MAX_LOAD_POOLS + 1} pools`, a('agent.load', (m) => (m.load.warm = Array.from({ length: MAX_LOAD_POOLS + 1 }, () => ({ image: null, runtime: 'runc', sizeClass: 'small', cells: 1 }))))],
+    ['a load with an extra field', a('agent.load', (m) => (m.load.extra = 1))],
     [`${MAX_JOB_IDS + 1} live job ids`, a('hello', (m) => (m.liveJobIds = Array.from({ length: MAX_JOB_IDS + 1 }, (_, i) => `job_${i}`)))],
     ['output over one cell frame', a('job.output', (m) => (m.data = Buffer.alloc(MAX_OUTPUT_CHUNK_BYTES + 3).toString('base64')))],
     ['output that is not base64', a('job.output', (m) => (m.data = 'aGVsbG8*'))],

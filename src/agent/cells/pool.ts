@@ -2,7 +2,7 @@
  * CellPool keeps warm cells per (image or host root, runtime, size class), sized from demand between each pool's minimum
  * and maximum (pool-demand.ts), and refills them in the background.
  */
-import type { PoolStatus, Runtime, VolumeCounts } from '../../shared/wire.js';
+import type { AgentLoad, PoolStatus, Runtime, VolumeCounts } from '../../shared/wire.js';
 import type { CellRuntime } from '../runtime/cell-runtime.js';
 import { Cell, type CellEnvironment } from './cell.js';
 import { inBackground } from '../runtime/background.js';
@@ -46,6 +46,8 @@ export class CellPool {
   /** Prepares running now, and those waiting for a slot (at most maxConcurrentPrepares run at once). */
   private preparing = 0;
   private readonly waitingToPrepare: Array<() => void> = [];
+  /** Told when warm or preparing counts may have changed (the agent's load reports, coalesced there). */
+  private changed: () => void = () => {};
 
   constructor(
     private readonly env: CellEnvironment,
@@ -87,6 +89,7 @@ export class CellPool {
         const surplus = warm.slice(0, warm.length - target); // the oldest first
         e.warm = e.warm.filter((c) => !surplus.includes(c));
         for (const c of surplus) void this.discard(c);
+        this.changed();
       }
     }
     if (short) this.refill();
@@ -104,6 +107,7 @@ export class CellPool {
   async drainImage(digest: string): Promise<void> {
     const mine = [...this.entries.entries()].filter(([, e]) => e.target.image?.manifest.digest === digest);
     for (const [k] of mine) this.entries.delete(k);
+    this.changed();
     while (mine.some(([, e]) => e.preparing > 0)) await new Promise((r) => setTimeout(r, 20));
     await Promise.all(mine.flatMap(([, e]) => e.warm.splice(0)).map((c) => this.discard(c)));
   }
@@ -121,6 +125,7 @@ export class CellPool {
     let cell: Cell | undefined;
     while ((cell = entry.warm.shift())) if (cell.state === 'warm') break;
     const cold = !cell || cell.state !== 'warm';
+    this.changed();
     if (!cell || cold) cell = await this.prepare(runtime, sizeClass, image);
     this.busy.add(cell);
     setTimeout(() => this.refill(), this.refillDelayMs).unref();
@@ -147,6 +152,7 @@ export class CellPool {
         const short = [...this.entries.values()].find((e) => e.warm.filter((c) => c.state === 'warm').length + e.preparing < e.size.target);
         if (!short) return;
         short.preparing++;
+        this.changed();
         try {
           // A refill is background work: it yields the CPU to starts and workloads (runtime/background.ts).
           const cell = await inBackground(() => this.prepare(short.target.runtime, short.target.sizeClass, short.target.image));
@@ -160,6 +166,7 @@ export class CellPool {
           await new Promise((r) => setTimeout(r, 1000));
         } finally {
           short.preparing--;
+          this.changed();
         }
       }
     } finally {
@@ -210,6 +217,25 @@ export class CellPool {
       this.entries.set(k, e);
     }
     return e;
+  }
+
+  /** onChange sets who is told when the pool's warm or preparing counts may have changed (one listener: the agent). */
+  onChange(fn: () => void): void {
+    this.changed = fn;
+  }
+
+  /** load is the pool's part of the agent's load: warm cells per (image, runtime, class) and cells being prepared. */
+  load(): Pick<AgentLoad, 'preparing' | 'warm'> {
+    const warm: AgentLoad['warm'] = [];
+    let preparing = 0;
+    for (const e of this.entries.values()) {
+      preparing += e.preparing;
+      let cells = 0;
+      for (const c of e.warm) if (c.state === 'warm') cells++;
+      if (cells > 0) warm.push({ image: e.target.image?.manifest.digest ?? null, runtime: e.target.runtime, sizeClass: e.target.sizeClass.name, cells });
+    }
+    // Cold starts prepare outside the entries' counts; every prepare in a slot or waiting for one is counted here.
+    return { preparing: Math.max(preparing, this.preparing + this.waitingToPrepare.length), warm };
   }
 
   /** volumeCounts counts this agent's volumes by state (one per live cell). */

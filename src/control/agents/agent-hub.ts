@@ -11,6 +11,7 @@ import {
   MAX_AGENT_MESSAGE_BYTES,
   parseAgentMessage,
   PROTOCOL_VERSION,
+  type AgentLoad,
   type AgentToControl,
   type ControlToAgent,
   type ImageManifest,
@@ -22,6 +23,9 @@ import {
 import type { Dispatcher, JobService } from '../jobs/job-service.js';
 import type { NetworkPolicyService } from '../network/network-policy-service.js';
 import { isSandboxReport, type SandboxChannel, type SandboxReport, type SandboxRequestMessage } from '../sandboxes/sandbox-channel.js';
+import { choosePlacement, jobSizeClass, takeWarmCell, type AgentCandidate, type PlacementClass, type PlacementWant } from './placement.js';
+import { AgentDirectory, type AgentInfo } from './agent-directory.js';
+import { ApiError } from '../../shared/errors.js';
 
 /** SandboxReports takes the sandbox reports of agents (the process and file relays) and hears of lost agents. */
 export interface SandboxReports {
@@ -48,6 +52,8 @@ interface Connection {
   running: Set<string>;
   /** Jobs the agent runs at once (its hello says); the control plane queues the rest. */
   capacity: number;
+  /** The agent's load as last reported, less the warm cells assigned since (the next report corrects it). */
+  load: AgentLoad;
   /** Reports are applied strictly in arrival order: output before the end, seq numbers in order. */
   queue: Promise<void>;
   /** Reports received and not yet applied; past REPORTS_HIGH_WATER the socket is paused (TCP backpressure to the agent). */
@@ -77,6 +83,10 @@ export class AgentHub implements Dispatcher, SandboxChannel {
   private readonly lostTimers = new Map<string, NodeJS.Timeout>();
   private images: ImageEvents | null = null;
   private sandboxes: SandboxReports | null = null;
+  /** What operators see and decide of every agent this control plane knows (drain, remove): see agent-directory.ts. */
+  readonly directory = new AgentDirectory();
+  /** The size classes jobs map to for placement (config agent.classes). */
+  private readonly classes: readonly PlacementClass[];
 
   constructor(
     tls: AgentHubTls,
@@ -84,7 +94,9 @@ export class AgentHub implements Dispatcher, SandboxChannel {
     private readonly network: NetworkPolicyService,
     private readonly graceMs: number,
     private readonly log: (msg: string, extra?: object) => void,
+    options: { classes?: readonly PlacementClass[] } = {},
   ) {
+    this.classes = options.classes ?? [];
     // A separate listener that completes a handshake only with a client certificate from our CA.
     this.server = createServer({ ...tls, requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.2' }, (_req, res) => {
       res.writeHead(404).end();
@@ -174,9 +186,14 @@ export class AgentHub implements Dispatcher, SandboxChannel {
           return refuse(CHANNEL_CLOSE.protocolMismatch, why, why);
         }
         if (r.msg.type !== 'hello') return refuse(CHANNEL_CLOSE.protocolViolation, `the first message must be a hello, not ${r.msg.type}`, `${r.msg.type} before the hello`);
+        if (this.directory.isRemoved(r.msg.agentId)) {
+          const why = `agent ${r.msg.agentId} was removed by an operator; re-admit it with: cleanroom agents undrain ${r.msg.agentId}`;
+          return refuse(CHANNEL_CLOSE.agentRemoved, why, 'a removed agent dialed');
+        }
         conn = this.welcome(ws, r.msg);
         return;
       }
+      this.directory.seen(conn.agentId);
       if (!r.ok) return refuse(CHANNEL_CLOSE.badMessage, `bad message: ${r.problem}`, r.problem);
       if (r.msg.type === 'hello') return refuse(CHANNEL_CLOSE.protocolViolation, 'a second hello on one connection', 'a second hello');
       const c = conn;
@@ -194,8 +211,11 @@ export class AgentHub implements Dispatcher, SandboxChannel {
       if (!conn || this.agents.get(conn.agentId) !== conn) return;
       const agentId = conn.agentId;
       this.agents.delete(agentId);
+      this.directory.disconnected(agentId, conn.running.size);
       this.log('agent disconnected', { agentId, code, reason: reason.toString() });
       this.sandboxes?.agentLost(agentId);
+      // A removed agent's jobs were ended when it was removed.
+      if (this.directory.isRemoved(agentId)) return;
       this.lostTimers.set(agentId, setTimeout(() => void this.lostIfAbsent(agentId, 'the agent disconnected and did not come back'), this.graceMs));
     });
   }
@@ -204,7 +224,8 @@ export class AgentHub implements Dispatcher, SandboxChannel {
   private welcome(ws: WebSocket, hello: Extract<AgentToControl, { type: 'hello' }>): Connection {
     const { agentId, liveJobIds, endedJobIds, capacity } = hello;
     send(ws, { type: 'welcome', protocol: PROTOCOL_VERSION });
-    const conn: Connection = { agentId, ws, running: new Set(liveJobIds), capacity, queue: Promise.resolve(), pending: 0 };
+    const conn: Connection = { agentId, ws, running: new Set(liveJobIds), capacity, load: hello.load, queue: Promise.resolve(), pending: 0 };
+    this.directory.connected(agentId, capacity);
     this.agents.get(agentId)?.ws.terminate();
     this.agents.set(agentId, conn);
     clearTimeout(this.lostTimers.get(agentId));
@@ -249,6 +270,14 @@ export class AgentHub implements Dispatcher, SandboxChannel {
         return this.images?.onPrepared(agentId, msg.digest, msg.unpackedBytes, msg.error);
       case 'image.removed':
         return this.images?.onRemoved(agentId, msg.digest);
+      case 'agent.load': {
+        const hadRoom = conn.running.size < conn.capacity;
+        conn.load = msg.load;
+        conn.capacity = msg.load.capacity;
+        // A report can reveal room (a larger capacity) or warm cells that queued jobs were waiting for.
+        if (!hadRoom && conn.running.size < conn.capacity) await this.jobs.dispatchQueued();
+        return;
+      }
       default:
         assertNever(msg);
     }
@@ -272,17 +301,84 @@ export class AgentHub implements Dispatcher, SandboxChannel {
   }
 
   canDispatch(): boolean {
-    for (const c of this.agents.values()) if (c.running.size < c.capacity) return true;
+    for (const c of this.agents.values()) if (c.running.size < c.capacity && this.directory.placeable(c.agentId)) return true;
     return false;
   }
 
+  /** dispatch places a job with choosePlacement (one pass over the connected agents) and sends it the assignment. */
   dispatch(spec: JobSpec, credentials: WorkloadCredentials): string | null {
-    const conns = [...this.agents.values()].filter((c) => c.running.size < c.capacity).sort((a, b) => a.running.size / a.capacity - b.running.size / b.capacity);
-    const conn = conns[0];
+    const want: PlacementWant = {
+      image: spec.image?.digest ?? null,
+      runtime: spec.runtime,
+      sizeClass: jobSizeClass(this.classes, spec.cpu, spec.memoryBytes, spec.diskBytes),
+    };
+    const agentId = choosePlacement(this.candidates(), want);
+    const conn = agentId === null ? undefined : this.agents.get(agentId);
     if (!conn) return null;
     conn.running.add(spec.jobId);
+    conn.load = takeWarmCell(conn.load, want);
     send(conn.ws, { type: 'assign', job: spec, credentials });
     return conn.agentId;
+  }
+
+  private *candidates(): Generator<AgentCandidate> {
+    for (const c of this.agents.values()) {
+      const d = this.directory.flags(c.agentId);
+      yield { agentId: c.agentId, capacity: c.capacity, running: c.running.size, draining: d.draining, removed: d.removed, load: c.load };
+    }
+  }
+
+  // ---- Operators: list, drain, undrain, remove (platform admin routes) ----
+
+  /** listAgents is every agent this control plane knows, with its state, load and times. */
+  listAgents(): AgentInfo[] {
+    return this.directory.list((id) => {
+      const c = this.agents.get(id);
+      return c ? { running: c.running.size, capacity: c.capacity, load: c.load } : null;
+    });
+  }
+
+  /** drain stops new placements on an agent; its running work finishes. Throws AgentAdminError (agent_not_found). */
+  drain(agentId: string): AgentInfo {
+    this.directory.setDraining(agentId, true);
+    this.log('agent draining', { agentId });
+    return this.infoOf(agentId);
+  }
+
+  /** undrain lets an agent take placements again; a removed agent is re-admitted (it may dial again). */
+  undrain(agentId: string): AgentInfo {
+    this.directory.readmit(agentId);
+    this.log('agent undrained', { agentId });
+    void this.jobs.dispatchQueued().catch((e: Error) => this.log('dispatch after undrain failed', { agentId, error: e.message }));
+    return this.infoOf(agentId);
+  }
+
+  /**
+   * remove forgets an agent: allowed when it is disconnected, or draining with nothing running (else agent_busy). Its
+   * unfinished jobs end as `error` now; while removed, its channel is refused (CHANNEL_CLOSE.agentRemoved), so the wipe
+   * receipts it spools when it reconciles are delivered once it is re-admitted (undrain).
+   */
+  async remove(agentId: string): Promise<AgentInfo> {
+    const conn = this.agents.get(agentId);
+    this.directory.checkRemovable(agentId, conn ? conn.running.size : null);
+    this.directory.setRemoved(agentId);
+    clearTimeout(this.lostTimers.get(agentId));
+    this.lostTimers.delete(agentId);
+    if (conn) {
+      this.agents.delete(agentId);
+      this.directory.disconnected(agentId, 0);
+      conn.ws.close(CHANNEL_CLOSE.agentRemoved, closeReason(`removed by an operator; re-admit with: cleanroom agents undrain ${agentId}`));
+      this.sandboxes?.agentLost(agentId);
+    }
+    this.log('agent removed', { agentId, wasConnected: conn !== undefined });
+    await this.jobs.onAgentLost(agentId, [], 'the agent was removed by an operator');
+    return this.infoOf(agentId);
+  }
+
+  private infoOf(agentId: string): AgentInfo {
+    const info = this.listAgents().find((a) => a.id === agentId);
+    if (!info) throw new ApiError('not_found', `no agent ${agentId}`);
+    return info;
   }
 
   refreshCredentials(agentId: string, jobId: string, credentials: WorkloadCredentials): void {

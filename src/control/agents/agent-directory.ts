@@ -1,0 +1,146 @@
+/**
+ * AgentDirectory is what the control plane knows and operators decide of each agent: connected or not, draining (no
+ * new placements; running work finishes), removed (forgotten: its channel is refused until it is re-admitted), its
+ * capacity and times. In memory, for one control-plane replica: the fields are Contract S's AgentRecord, so a store-
+ * backed directory (several replicas) can take its place behind the same methods.
+ */
+import { ApiError } from '../../shared/errors.js';
+import type { AgentLoad } from '../../shared/wire.js';
+
+/** AgentState is how an operator sees an agent; `removed` wins over `draining`, which wins over the connection. */
+export type AgentState = 'connected' | 'disconnected' | 'draining' | 'removed';
+
+/** AgentInfo is one agent as `GET /v1/agents` lists it. */
+export interface AgentInfo {
+  id: string;
+  state: AgentState;
+  connected: boolean;
+  capacity: number;
+  /** Jobs placed on it and not ended (the last count when it is disconnected). */
+  running: number;
+  /** Cells it is preparing (0 when not connected). */
+  preparing: number;
+  /** Warm cells in all (as last reported, less those assigned since). */
+  warmCells: number;
+  /** Warm cells per (image digest or null for the host root, runtime, size class). */
+  warm: AgentLoad['warm'];
+  connectedAt: string | null;
+  lastSeenAt: string;
+}
+
+interface Entry {
+  id: string;
+  connected: boolean;
+  draining: boolean;
+  removed: boolean;
+  capacity: number;
+  running: number;
+  connectedAt: number | null;
+  lastSeenAt: number;
+}
+
+/** Live is what the hub knows of a connected agent right now. */
+export interface LiveAgent {
+  running: number;
+  capacity: number;
+  load: AgentLoad;
+}
+
+const NOT_DRAINED = { draining: false, removed: false } as const;
+
+export class AgentDirectory {
+  private readonly entries = new Map<string, Entry>();
+
+  /** connected records a welcomed hello. */
+  connected(id: string, capacity: number): void {
+    const now = Date.now();
+    const e = this.entries.get(id);
+    if (e) Object.assign(e, { connected: true, capacity, connectedAt: now, lastSeenAt: now });
+    else this.entries.set(id, { id, connected: true, draining: false, removed: false, capacity, running: 0, connectedAt: now, lastSeenAt: now });
+  }
+
+  /** disconnected records the end of an agent's channel and how many jobs it had then. */
+  disconnected(id: string, running: number): void {
+    const e = this.entries.get(id);
+    if (e) Object.assign(e, { connected: false, running, lastSeenAt: Date.now() });
+  }
+
+  /** seen records a message from an agent (cheap: on every report). */
+  seen(id: string): void {
+    const e = this.entries.get(id);
+    if (e) e.lastSeenAt = Date.now();
+  }
+
+  /** flags are the operator's decisions placement obeys. */
+  flags(id: string): { draining: boolean; removed: boolean } {
+    return this.entries.get(id) ?? NOT_DRAINED;
+  }
+
+  /** placeable says whether new work may go to the agent. */
+  placeable(id: string): boolean {
+    const e = this.entries.get(id);
+    return !e || (!e.draining && !e.removed);
+  }
+
+  isRemoved(id: string): boolean {
+    return this.entries.get(id)?.removed === true;
+  }
+
+  /** setDraining marks an agent draining (or not). Throws not_found for an agent never seen. */
+  setDraining(id: string, draining: boolean): void {
+    this.get(id).draining = draining;
+  }
+
+  /** readmit clears draining and removed: the agent takes placements again (and may dial again). */
+  readmit(id: string): void {
+    const e = this.get(id);
+    e.draining = false;
+    e.removed = false;
+  }
+
+  /**
+   * checkRemovable throws conflict unless the agent may be removed: disconnected (runningNow null), or draining with
+   * nothing running.
+   */
+  checkRemovable(id: string, runningNow: number | null): void {
+    const e = this.get(id);
+    if (runningNow === null || e.removed) return;
+    if (!e.draining) throw new ApiError('conflict', `agent ${id} is connected and not draining: drain it first (cleanroom agents drain ${id}), wait for its jobs to finish, then remove it`);
+    if (runningNow > 0) throw new ApiError('conflict', `agent ${id} is draining but still runs ${runningNow} job(s): wait for them to finish (cleanroom agents ls), then remove it`);
+  }
+
+  /** setRemoved forgets an agent: it is refused until re-admitted. */
+  setRemoved(id: string): void {
+    const e = this.get(id);
+    e.removed = true;
+    e.draining = false;
+  }
+
+  /** list renders every known agent, with live figures from the hub for connected ones (sorted by id). */
+  list(live: (id: string) => LiveAgent | null): AgentInfo[] {
+    const out: AgentInfo[] = [];
+    for (const e of this.entries.values()) {
+      const l = e.connected ? live(e.id) : null;
+      const warm = l?.load.warm.filter((w) => w.cells > 0) ?? [];
+      out.push({
+        id: e.id,
+        state: e.removed ? 'removed' : e.draining ? 'draining' : e.connected ? 'connected' : 'disconnected',
+        connected: e.connected,
+        capacity: l?.capacity ?? e.capacity,
+        running: l?.running ?? e.running,
+        preparing: l?.load.preparing ?? 0,
+        warmCells: warm.reduce((n, w) => n + w.cells, 0),
+        warm,
+        connectedAt: e.connectedAt === null ? null : new Date(e.connectedAt).toISOString(),
+        lastSeenAt: new Date(e.lastSeenAt).toISOString(),
+      });
+    }
+    return out.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  }
+
+  private get(id: string): Entry {
+    const e = this.entries.get(id);
+    if (!e) throw new ApiError('not_found', `no agent ${id} (cleanroom agents ls lists them)`);
+    return e;
+  }
+}
