@@ -2,7 +2,8 @@
  * FakeFleet is a simulated fleet: many lightweight fake agents in this one process, each a real WebSocket over mutual TLS
  * to a control plane's agent channel, speaking the real protocol (src/shared/wire.ts). On `assign` a fake reports
  * job.started, one small job.output, job.ended (succeeded) and job.wiped with a plausible receipt; it answers pool.get,
- * image.prepare/remove, takes token.refresh and honours cancel. It runs no cells: what it measures is the control plane's
+ * image.prepare/remove, takes token.refresh, honours cancel, and (protocol 4) says its load in the hello and in
+ * agent.load reports (coalesced per 200 ms tick, and every 5 s). It runs no cells: what it measures is the control plane's
  * scheduling (placement, report handling, store, audit, tokens) with many agents connected.
  *
  * Memory per fake is a socket and a small record: one TLS context is shared by every connection, and a fake has a timer
@@ -14,9 +15,12 @@ import WebSocket from 'ws';
 import {
   AgentToControlSchema,
   HelloSchema,
+  LOAD_REPORT_INTERVAL_MS,
+  LOAD_REPORT_MIN_INTERVAL_MS,
   MAX_CONTROL_MESSAGE_BYTES,
   parseControlMessage,
   PROTOCOL_VERSION,
+  type AgentLoad,
   type AgentToControl,
   type ControlToAgent,
   type WipeReceipt,
@@ -55,6 +59,9 @@ interface Fake {
   /** Jobs held (holdMs > 0) with their end timers, so a cancel or disconnect can stop them. */
   held: Map<string, NodeJS.Timeout>;
   gone: boolean;
+  /** Its load changed since its last agent.load (protocol 4), and when that was sent. */
+  loadDirty: boolean;
+  loadSentMs: number;
 }
 
 /** FakeFleet holds the connected fakes and what they saw. */
@@ -78,8 +85,11 @@ export class FakeFleet {
   private readonly context: SecureContext;
   /** How long a fake holds each job it is assigned from now on (0: it reports the whole job at once). */
   holdMs: number;
-  /** The hello gains `load` with protocol 4 (Contract W): sent only if this build's schema has it. */
+  /** The hello gains `load` with protocol 4 (Contract W): sent only if this build's schema has it, and agent.load then. */
   private readonly helloHasLoad = 'load' in HelloSchema.shape;
+  /** One timer for the whole fleet sends the agent.load reports (not one per fake). */
+  private loadTicker: NodeJS.Timeout | undefined;
+  readonly sentLoads = { count: 0 };
 
   private constructor(private readonly opts: FakeFleetOptions) {
     this.context = createSecureContext({ ca: opts.tls.ca, cert: opts.tls.cert, key: opts.tls.key, minVersion: 'TLSv1.2' });
@@ -101,6 +111,7 @@ export class FakeFleet {
       fleet.close();
       throw e;
     }
+    if (fleet.helloHasLoad) fleet.loadTicker = setInterval(() => fleet.reportLoads(), LOAD_REPORT_MIN_INTERVAL_MS);
     return fleet;
   }
 
@@ -146,6 +157,7 @@ export class FakeFleet {
 
   /** close ends every connection. */
   close(): void {
+    clearInterval(this.loadTicker);
     for (const f of this.fakes.values()) {
       f.gone = true;
       for (const t of f.held.values()) clearTimeout(t);
@@ -158,11 +170,11 @@ export class FakeFleet {
     return new Promise((resolve, reject) => {
       // One secure context for all: the certificate and key are parsed once, not per connection.
       const ws = new WebSocket(this.opts.url, { secureContext: this.context, perMessageDeflate: false, maxPayload: MAX_CONTROL_MESSAGE_BYTES } as WebSocket.ClientOptions);
-      const fake: Fake = { id, ws, running: 0, held: new Map(), gone: false };
+      const fake: Fake = { id, ws, running: 0, held: new Map(), gone: false, loadDirty: false, loadSentMs: performance.now() };
       let welcomed = false;
       ws.on('open', () => {
         const hello: Record<string, unknown> = { type: 'hello', protocol: PROTOCOL_VERSION, agentId: id, liveJobIds: [], endedJobIds: [], capacity: this.opts.capacity, images: [] };
-        if (this.helloHasLoad) hello.load = { running: 0, capacity: this.opts.capacity, preparing: 0, warm: [{ image: null, runtime: 'runc', sizeClass: 'small', cells: this.opts.capacity }] };
+        if (this.helloHasLoad) hello.load = this.loadOf(fake);
         this.send(fake, hello as AgentToControl);
       });
       ws.on('message', (data) => {
@@ -192,6 +204,27 @@ export class FakeFleet {
         if (!welcomed) reject(new Error(`fake agent ${id} was closed before its welcome: ${code} ${reason.toString()}`));
       });
     });
+  }
+
+  /**
+   * loadOf is a fake's load (Contract W): its warm cells refill at once, so every free slot is a warm runc cell of the
+   * default class on the host root.
+   */
+  private loadOf(f: Fake): AgentLoad {
+    const free = this.opts.capacity - f.running;
+    return { running: f.running, capacity: this.opts.capacity, preparing: 0, warm: [{ image: null, runtime: 'runc', sizeClass: 'small', cells: free }] };
+  }
+
+  /** reportLoads sends agent.load for each fake whose load changed (at most every tick) or that has been quiet for 5 s. */
+  private reportLoads(): void {
+    const now = performance.now();
+    for (const f of this.fakes.values()) {
+      if (f.gone || (!f.loadDirty && now - f.loadSentMs < LOAD_REPORT_INTERVAL_MS)) continue;
+      f.loadDirty = false;
+      f.loadSentMs = now;
+      this.sentLoads.count++;
+      this.send(f, { type: 'agent.load', load: this.loadOf(f) } as AgentToControl);
+    }
   }
 
   private onMessage(f: Fake, msg: ControlToAgent): void {
@@ -240,6 +273,7 @@ export class FakeFleet {
     }
     if (f.running >= this.opts.capacity) this.overCapacity.push({ agentId: f.id, jobId, running: f.running });
     f.running++;
+    f.loadDirty = true;
     if (f.running > (this.peak.get(f.id) ?? 0)) this.peak.set(f.id, f.running);
     const cellId = randomBytes(6).toString('hex');
     this.send(f, { type: 'job.started', jobId, cellId, timings: { take_ms: 0.1, cold: 0 } });
@@ -257,6 +291,7 @@ export class FakeFleet {
   private finish(f: Fake, jobId: string, reason: 'succeeded' | 'cancelled', cellId: string | null = null): void {
     if (f.gone) return;
     f.running--;
+    f.loadDirty = true;
     this.send(f, { type: 'job.ended', jobId, end: { reason, exitCode: reason === 'succeeded' ? 0 : null, signal: null, message: null }, timings: { exec_ms: 0.5 } });
     this.send(f, { type: 'job.wiped', jobId, receipt: receipt(cellId), timings: { wipe_ms: 1 } });
   }

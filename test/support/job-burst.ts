@@ -11,14 +11,17 @@ export interface Created {
   answeredMs: number;
 }
 
-/** createJobs sends `n` creates, `inFlight` at a time; rejects with the first failure (after the others in flight settle). */
-export async function createJobs(client: CleanroomClient, n: number, inFlight: number, req: JobRequest = { command: ['/bin/echo', 'hi'] }): Promise<Created[]> {
+/**
+ * createJobs sends `n` creates, `inFlight` at a time (or until performance.now() passes `untilMs`); rejects with the first
+ * failure (after the others in flight settle).
+ */
+export async function createJobs(client: CleanroomClient, n: number, inFlight: number, req: JobRequest = { command: ['/bin/echo', 'hi'] }, untilMs = Number.POSITIVE_INFINITY): Promise<Created[]> {
   const out: Created[] = [];
   let next = 0;
   let failure: Error | null = null;
   await Promise.all(
     Array.from({ length: Math.min(inFlight, n) }, async () => {
-      while (next < n && !failure) {
+      while (next < n && !failure && performance.now() < untilMs) {
         next++;
         const sentMs = performance.now();
         try {
