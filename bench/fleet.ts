@@ -6,9 +6,11 @@
 // loaded and quiet, and the CPU the control plane and this process (clients + fleet) spent per job.
 // Standalone: `node dist/bench/fleet.js` (BENCH_SMOKE=1 for a short check; BENCH_FLEET_PROF=<dir> writes a
 // --cpu-prof of the control plane there) prints the JSON; `npm run bench` runs it as one stage.
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { loadavg } from 'node:os';
+import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { TestCluster } from '../test/support/cluster.js';
+import { REPO_ROOT, TestCluster } from '../test/support/cluster.js';
 import { FakeFleet } from '../test/support/fake-fleet.js';
 import { createJobs, fetchJobs } from '../test/support/job-burst.js';
 import type { Job } from '../src/sdk/client.js';
@@ -23,14 +25,15 @@ export interface FleetPlan {
   clients: number;
   /** Jobs before the window, not counted. */
   warmup: number;
-  /** The measured window of back-to-back creates. */
+  /** The measured window of back-to-back creates (it ends early after maxJobs). */
   windowMs: number;
+  maxJobs: number;
   /** Sequential single jobs on the idle fleet after the window (quiet placement latency). */
   quiet: number;
 }
 
-export const FLEET_FULL: FleetPlan = { agents: 1000, capacity: 4, clients: 64, warmup: 500, windowMs: 20_000, quiet: 200 };
-export const FLEET_SMOKE: FleetPlan = { agents: 100, capacity: 4, clients: 16, warmup: 50, windowMs: 2_000, quiet: 20 };
+export const FLEET_FULL: FleetPlan = { agents: 1000, capacity: 4, clients: 64, warmup: 500, windowMs: 20_000, maxJobs: 15_000, quiet: 200 };
+export const FLEET_SMOKE: FleetPlan = { agents: 100, capacity: 4, clients: 16, warmup: 50, windowMs: 2_000, maxJobs: 1000, quiet: 20 };
 
 /** FleetBench is the stage's figures, with the goals they are held against. */
 export interface FleetBench {
@@ -56,6 +59,9 @@ export interface FleetBench {
   /** CPU ms per job in the window: the control plane's process, and this process (the API clients and the 1,000 fakes). */
   control_cpu_ms_per_job: number;
   client_and_fleet_cpu_ms_per_job: number;
+  /** 1000 / control_cpu_ms_per_job: the jobs/s one control-plane process would sustain with a core to itself (robust to
+   *  other load on the host, unlike jobs_per_s; the control plane's event loop is one thread). */
+  control_cpu_bound_jobs_per_s: number;
   /** Jobs placed twice or past an agent's capacity (must be 0). */
   duplicates: number;
   over_capacity: number;
@@ -82,8 +88,9 @@ export async function measureFleet(plan: FleetPlan, log: (msg: string) => void, 
 
     const controlPid = cluster.controlPid();
     const cpu0 = { control: processCpuMs(controlPid), self: selfCpuMs() };
-    const deadline = performance.now() + plan.windowMs;
-    const created = await createJobs(cluster.client, Number.MAX_SAFE_INTEGER, plan.clients, undefined, deadline);
+    const t1 = performance.now();
+    const deadline = t1 + plan.windowMs;
+    const created = await createJobs(cluster.client, plan.maxJobs, plan.clients, undefined, deadline);
     const windowEnd = performance.now();
     // The reports of the last jobs are on their way: wait for them before reading the CPU, then read every job.
     const jobs = await endedJobs(cluster, created.map((c) => c.id));
@@ -93,11 +100,14 @@ export async function measureFleet(plan: FleetPlan, log: (msg: string) => void, 
     const firstCreated = Math.min(...jobs.map((j) => Date.parse(j.createdAt)));
     const lastEnded = Math.max(...jobs.map((j) => Date.parse(j.endedAt ?? '')));
     const placement = created.map((c) => (fleet!.assigned.get(c.id)?.atMs ?? Number.NaN) - c.sentMs);
-    log(`fleet: ${n} jobs in ${plan.windowMs / 1000} s; quiet placement ×${plan.quiet}`);
+    log(`fleet: ${n} jobs in ${round((windowEnd - t1) / 1000)} s; quiet placement ×${plan.quiet}`);
 
     const quiet: number[] = [];
     for (let i = 0; i < plan.quiet; i++) {
       const [c] = await createJobs(cluster.client, 1, 1);
+      // The create's answer and the assign travel on different connections: the answer may come first.
+      const until = performance.now() + 5000;
+      while (!fleet.assigned.has(c!.id) && performance.now() < until) await new Promise((r) => setTimeout(r, 1));
       quiet.push((fleet.assigned.get(c!.id)?.atMs ?? Number.NaN) - c!.sentMs);
     }
     return {
@@ -116,6 +126,7 @@ export async function measureFleet(plan: FleetPlan, log: (msg: string) => void, 
       create_answer_ms: summarize(created.map((c) => c.answeredMs - c.sentMs)),
       control_cpu_ms_per_job: round((cpu1.control - cpu0.control) / n),
       client_and_fleet_cpu_ms_per_job: round((cpu1.self - cpu0.self) / n),
+      control_cpu_bound_jobs_per_s: round(1000 / ((cpu1.control - cpu0.control) / n)),
       duplicates: fleet.duplicates.length,
       over_capacity: fleet.overCapacity.length,
       connect_s: round(connectS),
@@ -155,8 +166,15 @@ function selfCpuMs(): number {
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   const smoke = process.env.BENCH_SMOKE === '1';
+  const started = { date: new Date().toISOString(), load_avg_1m: round(loadavg()[0] ?? Number.NaN) };
   measureFleet(smoke ? FLEET_SMOKE : FLEET_FULL, (m) => process.stderr.write(`[fleet ${new Date().toISOString().slice(11, 19)}] ${m}\n`)).then(
-    (r) => process.stdout.write(JSON.stringify(r, null, 2) + '\n'),
+    (r) => {
+      const out = { ...started, load_avg_1m_at_end: round(loadavg()[0] ?? Number.NaN), smoke, fleet: r };
+      const text = JSON.stringify(out, null, 2) + '\n';
+      process.stdout.write(text);
+      // Beside e2b-latest.json: the stage run alone (npm run bench puts the same figures under `fleet` in latest.json).
+      if (!smoke) writeFileSync(join(REPO_ROOT, 'bench/results/fleet-latest.json'), text);
+    },
     (e: Error) => {
       process.stderr.write(`bench fleet: ${e.stack ?? e.message}\n`);
       process.exit(1);

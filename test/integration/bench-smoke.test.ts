@@ -61,6 +61,10 @@ test('the benchmark runs end to end in smoke mode and reports every field', { ti
       assert.ok((r.stages_ms[series][stage]?.n ?? 0) > 0, `stages_ms.${series}.${stage}`);
     }
   }
+  // Control-plane capacity with a simulated fleet: every job placed once, within capacity, and succeeded.
+  assert.ok(r.fleet.jobs > 0 && r.fleet.succeeded === r.fleet.jobs && r.fleet.jobs_per_s > 0, JSON.stringify(r.fleet));
+  assert.equal(r.fleet.duplicates + r.fleet.over_capacity, 0);
+  assert.ok(r.fleet.placement_ms.n > 0 && r.fleet.placement_quiet_ms.n > 0 && r.fleet.control_cpu_ms_per_job > 0, JSON.stringify(r.fleet));
   for (const k of ['cores', 'memory_mib', 'kernel', 'runc', 'runsc', 'node'] as const) assert.ok(r.machine[k], `machine.${k}`);
   assert.ok(!Number.isNaN(Date.parse(r.date)));
   assert.equal(r.notes.smoke, true);
