@@ -5,6 +5,7 @@ import pino from 'pino';
 import { loadConfig } from '../shared/config.js';
 import { dataPaths, DEFAULT_DATA_DIR, imageDirs } from '../shared/paths.js';
 import { SqliteStore } from './store/sqlite-store.js';
+import { groupCommit } from './store/group-commit.js';
 import { AgentHub } from './agents/agent-hub.js';
 import { buildApiServer, buildDataServer } from './api/server.js';
 import { loadKek } from './data/keyring.js';
@@ -17,7 +18,7 @@ async function main(): Promise<void> {
   const logger = pino({ base: { proc: 'control' } });
   const log = (msg: string, extra?: object) => logger.info(extra ?? {}, msg);
 
-  const store = new SqliteStore(paths.control.db);
+  const store = groupCommit(new SqliteStore(paths.control.db));
   const kek = loadKek(config.data.kekFile ?? paths.control.kek);
   const imageStore = imageDirs(paths, config.images);
   const services = createServices({ store, config, kek, objectsDir: paths.control.objects, imagesDir: imageStore.root, defaultImageSource: imageStore.defaultSource, log });

@@ -492,6 +492,17 @@ export class SqliteStore implements Store {
   async close(): Promise<void> {
     this.db.close();
   }
+
+  // A transaction around many writes (group-commit.ts): the store's own transactions nest in it as savepoints.
+  beginBatch(): void {
+    this.db.exec('BEGIN');
+  }
+  commitBatch(): void {
+    this.db.exec('COMMIT');
+  }
+  rollbackBatch(): void {
+    if (this.db.inTransaction) this.db.exec('ROLLBACK');
+  }
 }
 
 function imageRow(r: ImageRecord) {
