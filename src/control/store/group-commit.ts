@@ -23,12 +23,19 @@ export interface Batchable {
 const READ_PREFIXES = ['get', 'list', 'count', 'find'];
 const READS = new Set(['output', 'lastOutputSeq', 'jobsEndedBefore', 'jobsWithStatus', 'imagesWithDigest', 'imagesInStates', 'imageBytes', 'objectUsage']);
 
+function isBatchable(s: Store): s is Store & Batchable {
+  const b = s as Partial<Batchable>;
+  return typeof b.beginBatch === 'function' && typeof b.commitBatch === 'function' && typeof b.rollbackBatch === 'function';
+}
+
 function isRead(name: string): boolean {
   return READS.has(name) || READ_PREFIXES.some((p) => name.startsWith(p) && name.length > p.length && name[p.length] === name[p.length]!.toUpperCase());
 }
 
-/** groupCommit wraps the store; close() commits an open batch first. */
-export function groupCommit<S extends Store & Batchable>(store: S): S {
+/** groupCommit wraps a store that can batch (SQLite); close() commits an open batch first. Any other store is returned as it is. */
+export function groupCommit(plain: Store): Store {
+  if (!isBatchable(plain)) return plain;
+  const store = plain;
   /** The open batch's commit, or null when none is open. */
   let open: Promise<void> | null = null;
 
