@@ -4,8 +4,9 @@
 // through the public HTTPS API back to back for a window; measured: jobs/s from create to placed to ended (the control
 // plane's own createdAt/endedAt), placement latency (create request sent → the assign seen by the fake agent, same clock),
 // loaded and quiet, and the CPU the control plane and this process (clients + fleet) spent per job.
-// Standalone: `node dist/bench/fleet.js` (BENCH_SMOKE=1 for a short check; BENCH_FLEET_PROF=<dir> writes a
-// --cpu-prof of the control plane there) prints the JSON; `npm run bench` runs it as one stage.
+// Standalone: `node dist/bench/fleet.js` (BENCH_SMOKE=1 for a short check; BENCH_FLEET_STORE=postgres on a PostgreSQL
+// it starts; BENCH_FLEET_PROF=<dir> writes a --cpu-prof of the control plane there) prints the JSON and writes
+// bench/results/fleet-<store>-latest.json; `npm run bench` runs it on SQLite and on PostgreSQL as one stage.
 import { readFileSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
@@ -32,7 +33,7 @@ export interface FleetPlan {
   quiet: number;
 }
 
-export const FLEET_FULL: FleetPlan = { agents: 1000, capacity: 4, clients: 64, warmup: 500, windowMs: 20_000, maxJobs: 15_000, quiet: 200 };
+export const FLEET_FULL: FleetPlan = { agents: 1000, capacity: 4, clients: 64, warmup: 500, windowMs: 10_000, maxJobs: 15_000, quiet: 200 };
 export const FLEET_SMOKE: FleetPlan = { agents: 100, capacity: 4, clients: 16, warmup: 50, windowMs: 2_000, maxJobs: 1000, quiet: 20 };
 
 /** FleetBench is the stage's figures, with the goals they are held against. */
@@ -69,12 +70,13 @@ export interface FleetBench {
   connect_s: number;
 }
 
-/** measureFleet runs the stage on one control plane (SQLite) and stops it. */
-export async function measureFleet(plan: FleetPlan, log: (msg: string) => void, config: Record<string, unknown> = {}): Promise<FleetBench> {
+/** measureFleet runs the stage on one control plane (on SQLite, or on a PostgreSQL it starts) and stops it. */
+export async function measureFleet(plan: FleetPlan, log: (msg: string) => void, store: 'sqlite' | 'postgres' = 'sqlite', config: Record<string, unknown> = {}): Promise<FleetBench> {
   const prof = process.env.BENCH_FLEET_PROF;
   if (prof) process.env.CLEANROOM_CONTROL_NODE_ARGS = `--cpu-prof --cpu-prof-dir=${prof}`;
   const cluster = await TestCluster.start({
     noAgent: true,
+    store,
     config: { quotas: { maxRunningJobs: 10_000, maxQueuedJobs: 100_000 }, ...config },
   });
   delete process.env.CLEANROOM_CONTROL_NODE_ARGS;
@@ -111,7 +113,7 @@ export async function measureFleet(plan: FleetPlan, log: (msg: string) => void, 
       quiet.push((fleet.assigned.get(c!.id)?.atMs ?? Number.NaN) - c!.sentMs);
     }
     return {
-      store: 'sqlite',
+      store,
       replicas: 1,
       agents: plan.agents,
       capacity_per_agent: plan.capacity,
@@ -166,14 +168,15 @@ function selfCpuMs(): number {
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   const smoke = process.env.BENCH_SMOKE === '1';
+  const store = process.env.BENCH_FLEET_STORE === 'postgres' ? 'postgres' : 'sqlite';
   const started = { date: new Date().toISOString(), load_avg_1m: round(loadavg()[0] ?? Number.NaN) };
-  measureFleet(smoke ? FLEET_SMOKE : FLEET_FULL, (m) => process.stderr.write(`[fleet ${new Date().toISOString().slice(11, 19)}] ${m}\n`)).then(
+  measureFleet(smoke ? FLEET_SMOKE : FLEET_FULL, (m) => process.stderr.write(`[fleet ${new Date().toISOString().slice(11, 19)}] ${m}\n`), store).then(
     (r) => {
       const out = { ...started, load_avg_1m_at_end: round(loadavg()[0] ?? Number.NaN), smoke, fleet: r };
       const text = JSON.stringify(out, null, 2) + '\n';
       process.stdout.write(text);
       // Beside e2b-latest.json: the stage run alone (npm run bench puts the same figures under `fleet` in latest.json).
-      if (!smoke) writeFileSync(join(REPO_ROOT, 'bench/results/fleet-latest.json'), text);
+      if (!smoke) writeFileSync(join(REPO_ROOT, `bench/results/fleet-${store}-latest.json`), text);
     },
     (e: Error) => {
       process.stderr.write(`bench fleet: ${e.stack ?? e.message}\n`);

@@ -220,8 +220,12 @@ async function main(): Promise<number> {
   const noisy = await clusters.with(MAIN_POOL, (c) => measureNoisyNeighbour(c, plan.noisySamples, noisyName, smoke ? { gvisorJobs: 10, firehoseMiB: 16 } : { gvisorJobs: 200, firehoseMiB: 256 }), { quotas: { workspaces: { [noisyName]: NOISY_QUOTAS } } });
 
   const fleetPlan = smoke ? FLEET_SMOKE : FLEET_FULL;
-  log(`fleet: control-plane capacity with ${fleetPlan.agents} simulated agents, ${fleetPlan.clients} clients for ${fleetPlan.windowMs / 1000} s`);
-  const fleet = await measureFleet(fleetPlan, log);
+  log(`fleet: control-plane capacity with ${fleetPlan.agents} simulated agents, ${fleetPlan.clients} clients for ${fleetPlan.windowMs / 1000} s, on SQLite then on PostgreSQL`);
+  const fleet = await measureFleet(fleetPlan, log, 'sqlite');
+  const fleetPg = await measureFleet(fleetPlan, log, 'postgres');
+
+  log(`warm starts with the store on PostgreSQL (runc ×${plan.warmRunc}), beside SQLite's above`);
+  const warmPg = await clusters.with(MAIN_POOL, (c) => measureStarts(c, 'runc', plan.warmRunc, 'warm'), {}, 'postgres');
 
   const density: DensityLevel[] = [];
   for (const cells of plan.densityLevels) {
@@ -229,7 +233,7 @@ async function main(): Promise<number> {
     density.push(await measureDensityLevel(clusters, cells, cells > 0 ? plan.densitySamples : 0));
   }
 
-  const wipeFailures = [...imageWarm.wipeFailures, ...imageCold.wipeFailures, ...warmRunc.wipeFailures, ...warmRunsc.wipeFailures, ...cold.wipeFailures, ...coldRunsc.wipeFailures, ...density.flatMap((d) => d.wipe_failures)];
+  const wipeFailures = [...warmPg.wipeFailures, ...imageWarm.wipeFailures, ...imageCold.wipeFailures, ...warmRunc.wipeFailures, ...warmRunsc.wipeFailures, ...cold.wipeFailures, ...coldRunsc.wipeFailures, ...density.flatMap((d) => d.wipe_failures)];
   const firstByte = (t: ProcessTiming[]) => summarize(t.map((x) => x.firstByteMs));
   const exit = (t: ProcessTiming[]) => summarize(t.map((x) => x.exitMs));
   const warmStart = summarize(warmRunc.samples.map((s) => s.firstByteMs));
@@ -274,6 +278,12 @@ async function main(): Promise<number> {
     },
     wipe_ms: summarize([...warmRunc.samples, ...cold.samples].map((s) => wipeMs(s.job))),
     fleet,
+    store_postgres: {
+      warm_start_ms: summarize(warmPg.samples.map((s) => s.firstByteMs)),
+      ratio_warm_p50_to_sqlite: round(summarize(warmPg.samples.map((s) => s.firstByteMs)).p50 / warmStart.p50),
+      goal_ratio_warm_p50_to_sqlite: 1.2,
+      fleet: fleetPg,
+    },
     sandboxes: {
       ...sandboxes,
       ratio_create_to_warm_start_p50: round(sandboxes.create_ready_ms.p50 / warmStart.p50),
@@ -285,7 +295,7 @@ async function main(): Promise<number> {
     notes: {
       smoke,
       duration_s: round((performance.now() - started) / 1000),
-      warm_runc_samples_found_cold: warmRunc.mismatched,
+      warm_runc_samples_found_cold: warmRunc.mismatched + warmPg.mismatched,
       warm_runsc_samples_found_cold: warmRunsc.mismatched,
       cold_samples_found_warm: cold.mismatched + coldRunsc.mismatched,
       leftovers: clusters.leftovers,
@@ -307,6 +317,7 @@ async function main(): Promise<number> {
         'Images: warm runc starts on the busybox base image (build/images/base, imported through the CLI) and on the host root in turns in one cluster (ratio_warm_to_host_root_warm, from those two series); cold starts on a cluster whose default image is base, ratio_cold_to_bare_runc_run by the bare runc run baseline (whose bundle is the host-root rootfs). Imports: the ~100 MB test image from docker-registry on 127.0.0.1 (TLS, basic auth) through POST /v1/images until its blobs are verified in the store, beside skopeo copy of the same image to dir:, rounds alternating; shared_base: the store bytes of two images sharing busybox\'s layer.',
         'Sandboxes (bench/sandbox.ts), on the main cluster after throughput: create → ready = POST /v1/sandboxes sent → its answer (state running), each on a full warm pool, against warm_start_ms; exec round trip = exec of /bin/echo hi in a running sandbox (one request that starts and streams until the exit) against host fork+exec to exit; 1 MiB write then read through the files API; N concurrent sandboxes (cold cells past the pool) each running execs back to back; idle memory = MemAvailable drop with the N sandboxes idle / N.',
         'Fleet (bench/fleet.ts): a control plane alone (no local agent) and N fake agents in the bench process on its real mutual-TLS channel, speaking the real protocol (each answers an assign with started, output, ended and a wipe receipt at once; test/support/fake-fleet.ts). C clients create /bin/echo jobs back to back through the HTTPS API for the window. jobs_per_s = window jobs / (last endedAt − first createdAt), both stamped by the control plane; placement = create request sent → the assign read by the fake agent (one clock); quiet = one job at a time afterwards. CPU per job = the control plane\'s utime+stime (and this process\'s) over the window / jobs; control_cpu_bound_jobs_per_s = 1000 / that, robust to other load on the host.',
+        'PostgreSQL (store_postgres): the same warm runc series on a cluster whose store is a PostgreSQL 15 the bench starts on 127.0.0.1 (test/support/postgres.ts), right after the SQLite clusters; ratio = its p50 / warm_start_ms p50. Its fleet figures: the fleet stage on a control plane on that PostgreSQL. One replica each (multi-replica figures need the replicas work).',
         'Density = MemAvailable drop with N idle runc cells (a cluster per level; reference = mean of before start and after stop); per_cell is the least-squares slope over the levels (0 = the cluster alone).',
       ],
     },
@@ -338,8 +349,8 @@ async function main(): Promise<number> {
   const loadFailures = [...load.levels.flatMap((l) => l.errors), ...load.burst.errors];
   if (loadFailures.length > 0) log(`BROKEN: ${loadFailures.length} job(s) under load failed: ${loadFailures.slice(0, 3).join(' | ')}`);
   if (noisy.calm_failures.length > 0) log(`BROKEN: ${noisy.calm_failures.length} job(s) of the calm workspace failed during the flood: ${noisy.calm_failures.slice(0, 3).join(' | ')}`);
-  const fleetBroken = fleet.duplicates + fleet.over_capacity + (fleet.jobs - fleet.succeeded);
-  if (fleetBroken > 0) log(`BROKEN: fleet: ${fleet.duplicates} job(s) placed twice, ${fleet.over_capacity} past an agent's capacity, ${fleet.jobs - fleet.succeeded} not succeeded`);
+  const fleetBroken = [fleet, fleetPg].reduce((n, f) => n + f.duplicates + f.over_capacity + (f.jobs - f.succeeded), 0);
+  if (fleetBroken > 0) log(`BROKEN: fleet: ${fleetBroken} job(s) placed twice, past an agent's capacity or not succeeded (fleet, store_postgres.fleet)`);
   return fleetBroken > 0 || failed > 0 || loadFailures.length > 0 || sandboxes.concurrent.failures > 0 || clusters.leftovers.length > 0 || wipeFailures.length > 0 || noisy.calm_failures.length > 0 ? 1 : 0;
 }
 
