@@ -25,8 +25,11 @@ export interface Greeting {
   replay: AgentToControl[];
 }
 
+/** FIRST_BACKOFF_MS is the wait before the first redial after a loss (then doubled per failed dial, up to MAX). */
+const FIRST_BACKOFF_MS = 100;
 const MAX_BACKOFF_MS = 5000;
-/** REFUSED_BACKOFF_MS is the wait before dialing again a control plane that refused our protocol version. */
+/** REFUSED_BACKOFF_MS is the wait before dialing again after a refusal that will not change soon (our protocol version,
+ *  or this agent removed by an operator). */
 const REFUSED_BACKOFF_MS = 30_000;
 /** WELCOME_TIMEOUT_MS bounds the wait for the control plane's welcome after the hello. */
 const WELCOME_TIMEOUT_MS = 10_000;
@@ -36,9 +39,13 @@ const OUTBOX_LIMIT = 10_000;
 const HIGH_WATER_BYTES = 4 * 1024 * 1024;
 
 /**
- * ControlChannel emits 'message' (a checked ControlToAgent), 'open' (welcomed), 'close' (code, reason), 'dial-error'
+ * ControlChannel emits 'dialing' (url), 'message' (a checked ControlToAgent), 'open' (welcomed), 'close' (code, reason), 'dial-error'
  * (Error), 'bad-message' (problem, the parsed JSON or undefined), 'protocol-error' (problem) and 'bad-outgoing' (type,
  * problem).
+ *
+ * It dials its URLs (control-plane replicas) in turn: when one is unreachable, refuses us, or closes an established
+ * channel, the next is dialed after a backoff (doubled per failed dial, bounded, with jitter so that a fleet of agents
+ * losing one replica does not redial in step), and the list wraps around. The first URL is dialed first.
  *
  * On every connect it sends the hello alone and waits for the welcome: only then does it replay and send what was
  * queued, so a control plane that refuses the hello (another protocol version) never receives, and the agent never
@@ -52,23 +59,37 @@ export class ControlChannel extends EventEmitter {
   private welcomed = false;
   private outbox: AgentToControl[] = [];
   private outboxBytes = 0;
-  private backoffMs = 100;
+  private backoffMs = FIRST_BACKOFF_MS;
   private redialTimer: NodeJS.Timeout | undefined;
   private closed = false;
+  /** The index in urls of the one dialed last. */
+  private current = 0;
+  private readonly urls: readonly string[];
 
   constructor(
-    private readonly url: string,
+    urls: string | readonly string[],
     private readonly tls: ChannelTls,
     /** What to say on every connect. */
     private readonly greeting: () => Greeting,
+    /** The backoff's jitter: a factor in [0.5, 1) of the wait by default (tests pass () => 1). */
+    private readonly jitter: () => number = () => 0.5 + Math.random() / 2,
   ) {
     super();
+    this.urls = typeof urls === 'string' ? [urls] : [...urls];
+    if (this.urls.length === 0) throw new Error('the control channel needs at least one URL');
+  }
+
+  /** url is the control plane dialed last (the one connected to, while connected). */
+  get url(): string {
+    return this.urls[this.current]!;
   }
 
   /** connect dials now and keeps redialing until close(). */
   connect(): void {
     if (this.closed) return;
-    const ws = new WebSocket(this.url, { ...this.tls, minVersion: 'TLSv1.2', perMessageDeflate: false, maxPayload: MAX_CONTROL_MESSAGE_BYTES });
+    const url = this.url;
+    this.emit('dialing', url);
+    const ws = new WebSocket(url, { ...this.tls, minVersion: 'TLSv1.2', perMessageDeflate: false, maxPayload: MAX_CONTROL_MESSAGE_BYTES });
     this.ws = ws;
     this.welcomed = false;
     let replay: AgentToControl[] = [];
@@ -93,7 +114,7 @@ export class ControlChannel extends EventEmitter {
         if (this.welcomed) return;
         clearTimeout(welcomeTimer);
         this.welcomed = true;
-        this.backoffMs = 100;
+        this.backoffMs = FIRST_BACKOFF_MS;
         for (const m of replay) this.write(ws, m);
         replay = [];
         const queued = this.outbox.splice(0);
@@ -115,8 +136,11 @@ export class ControlChannel extends EventEmitter {
       this.welcomed = false;
       this.emit('close', code, reason.toString());
       if (this.closed) return;
-      // A refusal of our version will not change until one side is upgraded: no need to knock every few seconds.
-      const wait = code === CHANNEL_CLOSE.protocolMismatch ? REFUSED_BACKOFF_MS : this.backoffMs;
+      // The next control plane in the list; a refusal of our version or of this agent will not change until someone
+      // acts: no need to knock every few seconds.
+      this.current = (this.current + 1) % this.urls.length;
+      const refused = code === CHANNEL_CLOSE.protocolMismatch || code === CHANNEL_CLOSE.agentRemoved;
+      const wait = Math.round((refused ? REFUSED_BACKOFF_MS : this.backoffMs) * this.jitter());
       this.redialTimer = setTimeout(() => this.connect(), wait);
       this.backoffMs = Math.min(this.backoffMs * 2, MAX_BACKOFF_MS);
     });

@@ -48,7 +48,7 @@ async function main(): Promise<void> {
   // 0711 on the way down to every cell: runc resolves bind-mount sources as the cell's (unmapped) root.
   mkdirSync(paths.agent.dir, { recursive: true });
   chmodSync(paths.agent.dir, 0o711);
-  const agentId = agentIdOf(paths.agent.id);
+  const agentId = agentIdOf(paths.agent.id, config.agent.id);
 
   const runtimes = new Map<Runtime, CellRuntime>();
   const stateRoots: Record<Runtime, string> = { runc: paths.agent.runcRoot, runsc: paths.agent.runscRoot, crun: paths.agent.crunRoot };
@@ -134,21 +134,22 @@ async function main(): Promise<void> {
     config.agent.poolDemandWindowSeconds * 1000,
   );
 
-  const url = `wss://${config.control.host}:${config.control.agentPort}/v1/agent`;
+  const urls = config.agent.controlUrls.length > 0 ? config.agent.controlUrls : [`wss://${config.control.host}:${config.control.agentPort}/v1/agent`];
   let agent: Agent | null = null;
-  const channel = new ControlChannel(url, tls, () => agent!.greeting());
+  const channel = new ControlChannel(urls, tls, () => agent!.greeting());
   const images = new ImageService(imageStore, pool, imageTargets, config.images.maxUnpackedMiB * 1024 * 1024, (m) => channel.send(m), log);
   agent = new Agent(agentId, config, pool, channel, log, spool, images);
-  channel.on('open', () => log('connected to control plane', { url, protocol: PROTOCOL_VERSION }));
+  channel.on('open', () => log('connected to control plane', { url: channel.url, agentId, protocol: PROTOCOL_VERSION }));
   // The control plane says why it closed the channel: a refused protocol version, a message it could not accept…
   channel.on('close', (code: number, reason: string) => {
     if (code === CHANNEL_CLOSE.protocolMismatch) log('the control plane refused this agent\'s protocol version', { code, reason, protocol: PROTOCOL_VERSION });
+    else if (code === CHANNEL_CLOSE.agentRemoved) log('the control plane refused this agent: an operator removed it', { code, reason, agentId });
     else if (code !== 1000 && code !== 1005 && code !== 1006) log('the control plane closed the channel', { code, reason });
   });
   channel.on('protocol-error', (problem: string) => log('control channel protocol error', { problem }));
   channel.on('bad-outgoing', (type: string, problem: string) => log('dropped a report the control plane would refuse', { type, problem }));
   forwardDenied(networkHost, agent, channel);
-  channel.on('dial-error', (e: Error) => log('control plane unreachable', { error: e.message }));
+  channel.on('dial-error', (e: Error) => log('control plane unreachable', { url: channel.url, error: e.message }));
   retryLeftoversLater(reconcileOptions, report.leftovers, agent, log);
   pool.refill();
   void images.prepareConfigured();
@@ -209,14 +210,21 @@ function poolImage(image: string, defaultImage: string, defaultSource: string, l
   return 'unknown';
 }
 
-/** agentIdOf reads the agent's id, making it on first start (atomically: a crash never leaves half an id). */
-function agentIdOf(file: string): string {
+/**
+ * agentIdOf reads the agent's id, making it on first start (atomically: a crash never leaves half an id) from the
+ * configured one (agent.id) or at random. A configured id that differs from the kept one is refused: the host may still
+ * hold cells, tables and cgroups named after the kept one, which only that id's reconcile removes.
+ */
+function agentIdOf(file: string, configured: string | undefined): string {
   if (existsSync(file)) {
     const id = readFileSync(file, 'utf8').trim();
-    if (AGENT_ID_PATTERN.test(id)) return id;
-    throw new Error(`${file} does not hold an agent id (6 hex digits); remove it only if no cell of this agent is left on the host`);
+    if (!AGENT_ID_PATTERN.test(id)) throw new Error(`${file} does not hold an agent id (6 hex digits); remove it only if no cell of this agent is left on the host`);
+    if (configured !== undefined && configured !== id) {
+      throw new Error(`agent.id is ${configured} but this data directory belongs to agent ${id} (${file}); stop with \`cleanroom down\` (it removes ${id}'s objects), remove the file, then start again`);
+    }
+    return id;
   }
-  const id = randomBytes(3).toString('hex');
+  const id = configured ?? randomBytes(3).toString('hex');
   writeFileSync(`${file}.tmp`, id);
   renameSync(`${file}.tmp`, file);
   return id;

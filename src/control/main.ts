@@ -10,6 +10,9 @@ import { AgentHub } from './agents/agent-hub.js';
 import { buildApiServer, buildDataServer } from './api/server.js';
 import { loadKek } from './data/keyring.js';
 import { createServices, type ControlServices } from './services.js';
+import { startCluster } from './cluster/cluster.js';
+import { SandboxForwarder } from './cluster/sandbox-forwarder.js';
+import { envdSandboxIdOf } from './api/e2b/envd-gateway.js';
 
 async function main(): Promise<void> {
   const { values } = parseArgs({ options: { 'data-dir': { type: 'string' } } });
@@ -36,7 +39,20 @@ async function main(): Promise<void> {
   await services.sandboxes.restore();
   services.sandboxes.start();
   const timeouts = config.control.timeouts;
-  const { app } = buildApiServer({ tls, timeouts, services, agents, log });
+  // The replica set: a shared PostgreSQL store makes this one replica of several (SQLite: the only one).
+  const cluster = await startCluster({
+    store,
+    replicaId: config.control.replicaId,
+    advertiseUrl: config.control.advertiseUrl ?? `https://${config.control.host}:${config.control.apiPort}`,
+    pgUrl: config.store.kind === 'postgres' ? config.store.url : null,
+    jobs: services.jobs,
+    agents,
+    log,
+  });
+  const forwarder = cluster.shared
+    ? new SandboxForwarder({ store, registry: cluster.registry, holds: (id) => agents.holds(id), envdSandboxIdOf, ca: tls.ca, log })
+    : null;
+  const { app } = buildApiServer({ tls, timeouts, services, agents, log, forwarder });
   const data = buildDataServer({ tls, timeouts, services, agents, log }).app;
 
   // Jobs that were in flight when the control plane stopped wait for their agent's hello to be judged.
@@ -59,6 +75,8 @@ async function main(): Promise<void> {
     services.metrics.history.stop();
     await Promise.all([app.close(), data.close()]);
     await agents.close();
+    forwarder?.close();
+    await cluster.stop();
     await services.denials.flush();
     await store.close();
     process.exit(0);

@@ -73,7 +73,7 @@ export function createServices({ store: plainStore, config, kek, objectsDir, ima
   const tokens = new TokenService(store, keys, audit, { ttlSeconds: config.tokens.ttlSeconds, refreshAt: config.tokens.refreshAt });
   const network = new NetworkPolicyService(store, audit, (ws) => metrics.onDenied(ws, 1));
   const hub = new OutputHub();
-  hub.onLifecycle((e) => e.type === 'end' && metrics.onJobEnded(e.job));
+  hub.onLifecycle((e) => e.type === 'end' && !e.remote && metrics.onJobEnded(e.job));
   const quotas = new Quotas(config.quotas);
   const i = config.images;
   const images = new ImageService(

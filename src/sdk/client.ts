@@ -7,7 +7,12 @@ import { readEvents } from './sse.js';
 
 /** ClientOptions says where the API is and how to authenticate. */
 export interface ClientOptions {
+  /**
+   * The API's URL; several replicas of one control plane as a comma-separated list (`https://a:7443,https://b:7443`),
+   * or in `urls`. Calls go to the first that answers; see CleanroomClient for what is retried on another.
+   */
   url: string;
+  urls?: string[];
   apiKey?: string;
   /** PEM of the CA that signed the server certificate (the local CA by default). */
   ca?: string;
@@ -203,6 +208,26 @@ export interface PoolEntry {
   reason?: string;
 }
 
+/** AgentState is how an operator sees an agent: removed wins over draining, which wins over the connection. */
+export type AgentState = 'connected' | 'disconnected' | 'draining' | 'removed';
+
+/** AgentInfo is one agent of the fleet, as platform admins list it. */
+export interface AgentInfo {
+  id: string;
+  state: AgentState;
+  connected: boolean;
+  /** Jobs it runs at once. */
+  capacity: number;
+  /** Jobs placed on it and not ended (the last count when disconnected). */
+  running: number;
+  preparing: number;
+  warmCells: number;
+  /** Warm cells per image (digest; null: the host root), runtime and size class. */
+  warm: Array<{ image: string | null; runtime: string; sizeClass: string; cells: number }>;
+  connectedAt: string | null;
+  lastSeenAt: string;
+}
+
 /** VolumeCounts counts one agent's encrypted volumes by state. */
 export interface VolumeCounts {
   warm: number;
@@ -239,16 +264,42 @@ export class CleanroomError extends Error {
 /** TERMINAL lists the statuses a job ends in. */
 export const TERMINAL = ['succeeded', 'failed', 'timeout', 'oom', 'cancelled', 'error'] as const;
 
-/** CleanroomClient calls the API over one keep-alive TLS connection pool. */
+/** UNREACHED are connection errors that mean the request never reached a server: any call may go to another replica. */
+const UNREACHED = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN']);
+/** STREAM_RESUMES bounds the times in a row a live log stream is resumed (on any replica) without receiving anything. */
+const STREAM_RESUMES = 10;
+
+/**
+ * CleanroomClient calls the API over one keep-alive TLS connection pool. With several replica URLs it moves to the next
+ * one when a replica cannot be reached: any call whose connection was refused (nothing was sent, so nothing is done
+ * twice), reads (GET) also on a reset connection or a 502/503, and live log streams resume on the next replica after
+ * the last seq they received. A create (POST) whose connection broke after it was sent is never retried: the job may
+ * exist, and running it twice is worse than an error.
+ */
 export class CleanroomClient {
   /** agent is the connection pool (the Sandbox class streams over it). */
   readonly agent: Agent;
-  /** base is the API's URL. */
-  readonly base: URL;
+  /** bases are the API's URLs (one per replica); calls use the current one. */
+  readonly bases: URL[];
+  private current = 0;
 
   constructor(readonly opts: ClientOptions) {
-    this.base = new URL(opts.url);
+    const urls = opts.urls?.length ? opts.urls : opts.url.split(',').map((u) => u.trim()).filter(Boolean);
+    this.bases = urls.map((u) => new URL(u));
+    if (this.bases.length === 0) throw new CleanroomError('invalid_request', 0, 'no API URL given');
     this.agent = new Agent({ keepAlive: true, ca: opts.ca, minVersion: 'TLSv1.2' });
+  }
+
+  /** base is the API's URL in use now. */
+  get base(): URL {
+    return this.bases[this.current]!;
+  }
+
+  /** failedOver moves to the next replica URL if `failed` is still the one in use; true when there is another to try. */
+  failedOver(failed: URL): boolean {
+    if (this.bases.length < 2) return false;
+    if (this.base === failed) this.current = (this.current + 1) % this.bases.length;
+    return true;
   }
 
   /** health reports liveness and connected agents. */
@@ -315,22 +366,57 @@ export class CleanroomClient {
   }
 
   // Sends one request whose answer is a job's event stream (`created`, `output`…, `end`) and resolves with the ended job.
-  private stream(method: string, path: string, body: unknown, on: { onChunk: (c: OutputChunk) => void; onCreated?: (job: Job) => void }): Promise<Job> {
+  // With several replicas, a stream that breaks off is resumed on the next one after the last seq received.
+  private async stream(method: string, path: string, body: unknown, on: { onChunk: (c: OutputChunk) => void; onCreated?: (job: Job) => void }): Promise<Job> {
+    let jobId: string | null = /^\/v1\/jobs\/([^/?]+)\/logs/.exec(path)?.[1] ?? null;
+    let after = Number(/[?&]after=(\d+)/.exec(path)?.[1] ?? 0);
+    let failures = 0;
+    let first = true;
+    for (;;) {
+      const base = this.base;
+      const [m, p, b] = first ? [method, path, body] : ['GET', `/v1/jobs/${jobId!}/logs?follow=true&after=${after}`, undefined];
+      try {
+        return await this.streamOnce(base, m, p, b, {
+          onCreated: (job) => {
+            jobId = encodeURIComponent(job.id);
+            on.onCreated?.(job);
+          },
+          onChunk: (c) => {
+            if (c.seq <= after) return; // already delivered before a resume
+            after = c.seq;
+            failures = 0;
+            on.onChunk(c);
+          },
+        });
+      } catch (e) {
+        // A create whose request may have reached a server is not sent again; once it said `created`, its log is followed.
+        const unreached = UNREACHED.has((e as NodeJS.ErrnoException).code ?? '');
+        const broken = !(e instanceof CleanroomError) || e.code === 'stream_closed' || e.status === 502 || e.status === 503;
+        if (!broken || ++failures > STREAM_RESUMES || !this.failedOver(base)) throw e;
+        if (jobId === null && !unreached) throw e;
+        if (jobId !== null) first = false;
+        await new Promise((r) => setTimeout(r, Math.min(2000, 100 * failures)));
+      }
+    }
+  }
+
+  private streamOnce(base: URL, method: string, path: string, body: unknown, on: { onChunk: (c: OutputChunk) => void; onCreated: (job: Job) => void }): Promise<Job> {
     return new Promise((resolve, reject) => {
       const payload = body === undefined ? undefined : JSON.stringify(body);
       const headers = { ...this.headers(), accept: 'text/event-stream', ...(payload ? { 'content-type': 'application/json' } : {}) };
-      const req = request(new URL(path, this.base), { method, agent: this.agent, headers }, (res) => {
+      const req = request(new URL(path, base), { method, agent: this.agent, headers }, (res) => {
         if ((res.statusCode ?? 500) >= 400) return void readError(res).then(reject, reject);
         let ended: Job | null = null;
         readEvents(res, (event, data) => {
           if (event === 'output') {
             const c = JSON.parse(data) as { seq: number; stream: 'stdout' | 'stderr'; data: string };
             on.onChunk({ ...c, data: Buffer.from(c.data, 'base64') });
-          } else if (event === 'created') on.onCreated?.(JSON.parse(data) as Job);
+          } else if (event === 'created') on.onCreated(JSON.parse(data) as Job);
           else if (event === 'end') ended = JSON.parse(data) as Job;
         });
         res.on('end', () => (ended ? resolve(ended) : reject(new CleanroomError('stream_closed', 0, 'the log stream closed before the job ended'))));
         res.on('error', reject);
+        res.on('aborted', () => reject(new CleanroomError('stream_closed', 0, 'the log stream was cut off before the job ended')));
       });
       req.on('error', reject);
       req.end(payload);
@@ -340,6 +426,26 @@ export class CleanroomClient {
   /** pool returns the warm pool of every agent. */
   pool(): Promise<{ agents: Record<string, Record<string, PoolEntry>>; volumes: Record<string, VolumeCounts> }> {
     return this.call('GET', '/v1/pool');
+  }
+
+  /** listAgents lists every agent the control plane knows (platform admin). */
+  async listAgents(): Promise<AgentInfo[]> {
+    return (await this.call<{ agents: AgentInfo[] }>('GET', '/v1/agents')).agents;
+  }
+
+  /** drainAgent stops new placements on an agent; its running work finishes (platform admin). */
+  drainAgent(id: string): Promise<AgentInfo> {
+    return this.call('POST', `/v1/agents/${encodeURIComponent(id)}/drain`);
+  }
+
+  /** undrainAgent lets an agent take work again, re-admitting a removed one (platform admin). */
+  undrainAgent(id: string): Promise<AgentInfo> {
+    return this.call('POST', `/v1/agents/${encodeURIComponent(id)}/undrain`);
+  }
+
+  /** removeAgent forgets an agent: disconnected, or drained with nothing running, else `conflict` (platform admin). */
+  removeAgent(id: string): Promise<AgentInfo> {
+    return this.call('DELETE', `/v1/agents/${encodeURIComponent(id)}`);
   }
 
   /** getNetworkPolicy returns the workspace's egress policy (normalised; every rule has its protocol). */
@@ -501,10 +607,30 @@ export class CleanroomClient {
     }
   }
 
-  /** raw sends any request and returns status and parsed body (for tools and tests of the API itself). */
-  raw(method: string, path: string, body?: string, headers: Record<string, string> = {}): Promise<{ status: number; body: unknown }> {
+  /**
+   * raw sends any request and returns status and parsed body (for tools and tests of the API itself). With several
+   * replicas it tries the next one when the connection was refused, and for a GET also when it broke or the replica
+   * answered 502/503.
+   */
+  async raw(method: string, path: string, body?: string, headers: Record<string, string> = {}): Promise<{ status: number; body: unknown }> {
+    const read = method === 'GET' || method === 'HEAD';
+    for (let tried = 1; ; tried++) {
+      const base = this.base;
+      const last = tried >= this.bases.length;
+      try {
+        const r = await this.rawOnce(base, method, path, body, headers);
+        if (read && (r.status === 502 || r.status === 503) && !last && this.failedOver(base)) continue;
+        return r;
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code ?? '';
+        if (last || !(UNREACHED.has(code) || (read && (code === 'ECONNRESET' || code === 'EPIPE' || code === 'ETIMEDOUT'))) || !this.failedOver(base)) throw e;
+      }
+    }
+  }
+
+  private rawOnce(base: URL, method: string, path: string, body: string | undefined, headers: Record<string, string>): Promise<{ status: number; body: unknown }> {
     return new Promise((resolve, reject) => {
-      const req = request(new URL(path, this.base), { method, agent: this.agent, headers: { ...this.headers(), ...headers } }, (res) => {
+      const req = request(new URL(path, base), { method, agent: this.agent, headers: { ...this.headers(), ...headers } }, (res) => {
         let text = '';
         res.setEncoding('utf8');
         res.on('data', (d: string) => (text += d));

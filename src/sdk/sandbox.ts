@@ -157,6 +157,7 @@ export class Sandbox {
     let seq = fromSeq;
     let failures = 0;
     for (;;) {
+      const base = this.client.base;
       try {
         return await this.streamOnce(String(procOrPid), seq, h, (next) => {
           seq = next;
@@ -165,6 +166,7 @@ export class Sandbox {
       } catch (e) {
         const retryable = !(e instanceof CleanroomError) || e.code === 'stream_closed' || e.code === 'unavailable';
         if (!retryable || ++failures > retries) throw e;
+        this.client.failedOver(base); // several replicas: resume on the next one
         await new Promise((r) => setTimeout(r, 200 * failures));
       }
     }

@@ -104,6 +104,10 @@ export const ConfigSchema = z
         agentGraceMs: z.number().int().min(0).default(30_000),
         /** Connection deadlines of the API and data listeners (see ListenerTimeoutsSchema). */
         timeouts: ListenerTimeoutsSchema.prefault({}),
+        /** This replica's id among the control-plane replicas sharing one database (default: random per start, rep_<hex>). */
+        replicaId: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/).optional(),
+        /** URL peer replicas reach this replica's API on (default https://<host>:<apiPort>). */
+        advertiseUrl: z.string().url().optional(),
       })
       .strict()
       .prefault({}),
@@ -240,6 +244,19 @@ export const ConfigSchema = z
         maxRunningJobs: z.number().int().min(1).max(1000).default(64),
         /** Cells this agent prepares at once (pool refills and cold starts together). */
         maxConcurrentPrepares: z.number().int().min(1).max(64).default(4),
+        /**
+         * The control plane's agent channels (wss://host:port/v1/agent, one per replica), dialed in turn: when one is
+         * unreachable or closes, the next. Empty: the one derived from control.host and control.agentPort.
+         */
+        controlUrls: z
+          .array(z.string().max(2048).regex(/^wss:\/\/[^\s/]+(\/[^\s]*)?$/, 'must be a wss:// URL'))
+          .max(64)
+          .default([]),
+        /**
+         * This agent's id (6 hex digits; it names the agent's objects on the host). Absent: made at the first start and
+         * kept in <data dir>/agent/id. An id that differs from the kept one is refused (the host may hold the old one's cells).
+         */
+        id: z.string().regex(/^[0-9a-f]{6}$/, 'must be 6 lower-case hex digits').optional(),
       })
       .strict()
       .prefault({}),

@@ -30,7 +30,7 @@ before(async () => {
   writeFileSync(join(dir, 'config.json'), JSON.stringify({ limits: { defaultTimeoutSeconds: 10, defaultMemoryMiB: 64, defaultDiskMiB: 64 }, images: { default: 'host' } }));
   const services = createServices({ store, config: loadConfig(join(dir, 'config.json')), kek: randomBytes(32), objectsDir: join(dir, 'objects'), imagesDir: join(dir, 'images'), defaultImageSource: join(dir, 'no-layout') });
   ({ network, jobs } = services);
-  jobs.attach({ canDispatch: () => true, dispatch: (spec) => (dispatched.push(spec), 'agent-1'), refreshCredentials: () => {}, cancel: () => {} });
+  jobs.attach({ canDispatch: () => true, reserve: () => 'agent-1', assign: (_agent, spec) => (dispatched.push(spec), true), release: () => {}, holds: () => true, refreshCredentials: () => {}, cancel: () => {} });
   await store.createWorkspace(a);
   await store.createWorkspace(b);
 });

@@ -22,6 +22,7 @@ import {
 } from '../../shared/wire.js';
 import type { Dispatcher, JobService } from '../jobs/job-service.js';
 import type { NetworkPolicyService } from '../network/network-policy-service.js';
+import type { AgentPresence } from '../cluster/agent-presence.js';
 import { isSandboxReport, type SandboxChannel, type SandboxReport, type SandboxRequestMessage } from '../sandboxes/sandbox-channel.js';
 import { choosePlacement, jobSizeClass, takeWarmCell, type AgentCandidate, type PlacementClass, type PlacementWant } from './placement.js';
 import { AgentDirectory, type AgentInfo } from './agent-directory.js';
@@ -85,6 +86,7 @@ export class AgentHub implements Dispatcher, SandboxChannel {
   private readonly lostTimers = new Map<string, NodeJS.Timeout>();
   private images: ImageEvents | null = null;
   private sandboxes: SandboxReports | null = null;
+  private presence: AgentPresence | null = null;
   /** What operators see and decide of every agent this control plane knows (drain, remove): see agent-directory.ts. */
   readonly directory = new AgentDirectory();
   /** The size classes jobs map to for placement (config agent.classes). */
@@ -134,6 +136,11 @@ export class AgentHub implements Dispatcher, SandboxChannel {
     const conns = [...this.agents.values()];
     for (const c of conns) send(c.ws, { type: 'image.remove', digest });
     return conns.map((c) => c.agentId);
+  }
+
+  /** attachPresence records in the store which agents are on this replica's channel (the replica set reads it). */
+  attachPresence(presence: AgentPresence): void {
+    this.presence = presence;
   }
 
   /** attachSandboxes connects the sandbox relays (built after the hub). */
@@ -216,6 +223,7 @@ export class AgentHub implements Dispatcher, SandboxChannel {
       this.directory.disconnected(agentId, conn.running.size);
       this.log('agent disconnected', { agentId, code, reason: reason.toString() });
       this.sandboxes?.agentLost(agentId);
+      void this.presence?.disconnected(agentId).catch((e: Error) => this.log('agent presence update failed', { agentId, error: e.message }));
       // A removed agent's jobs were ended when it was removed.
       if (this.directory.isRemoved(agentId)) return;
       this.lostTimers.set(agentId, setTimeout(() => void this.lostIfAbsent(agentId, 'the agent disconnected and did not come back'), this.graceMs));
@@ -235,9 +243,10 @@ export class AgentHub implements Dispatcher, SandboxChannel {
     this.lostTimers.delete(agentId);
     this.log('agent connected', { agentId, live: liveJobIds.length, protocol: hello.protocol, images: hello.images.length });
     this.images?.onAgentImages(agentId, hello.images);
+    const recorded = this.presence?.connected(agentId, capacity, liveJobIds.length).catch((e: Error) => this.log('agent presence update failed', { agentId, error: e.message }));
     // Jobs that ended on the agent while we could not hear it are not lost: their final reports follow the hello.
-    void this.jobs
-      .onAgentLost(agentId, [...liveJobIds, ...endedJobIds], 'the agent restarted and the job\'s cell was lost')
+    void Promise.resolve(recorded)
+      .then(() => this.jobs.onAgentLost(agentId, [...liveJobIds, ...endedJobIds], 'the agent restarted and the job\'s cell was lost'))
       .then(() => this.jobs.resumeCredentials(agentId, liveJobIds))
       .then(() => this.jobs.dispatchQueued())
       .catch((e: Error) => this.log('agent hello handling failed', { agentId, error: e.message }));
@@ -300,6 +309,8 @@ export class AgentHub implements Dispatcher, SandboxChannel {
   private async lostIfAbsent(agentId: string, why: string): Promise<void> {
     this.lostTimers.delete(agentId);
     if (this.agents.has(agentId)) return;
+    // On another replica's channel now (it failed over): its jobs go on there.
+    if (await this.presence?.elsewhere(agentId)) return;
     await this.jobs.onAgentLost(agentId, [], why).catch((e: Error) => this.log('ending a lost agent\'s jobs failed', { agentId, error: e.message }));
   }
 
@@ -308,8 +319,8 @@ export class AgentHub implements Dispatcher, SandboxChannel {
     return false;
   }
 
-  /** dispatch places a job with choosePlacement (one pass over the connected agents) and sends it the assignment. */
-  dispatch(spec: JobSpec, credentials: WorkloadCredentials): string | null {
+  /** reserve picks an agent with choosePlacement (one pass over the connected agents) and holds a slot on it. */
+  reserve(spec: JobSpec): string | null {
     const want: PlacementWant = {
       image: spec.image?.digest ?? null,
       runtime: spec.runtime,
@@ -320,8 +331,23 @@ export class AgentHub implements Dispatcher, SandboxChannel {
     if (!conn) return null;
     conn.running.add(spec.jobId);
     conn.load = takeWarmCell(conn.load, want);
-    send(conn.ws, { type: 'assign', job: spec, credentials });
     return conn.agentId;
+  }
+
+  assign(agentId: string, spec: JobSpec, credentials: WorkloadCredentials): boolean {
+    const conn = this.agents.get(agentId);
+    if (!conn) return false;
+    conn.running.add(spec.jobId);
+    send(conn.ws, { type: 'assign', job: spec, credentials });
+    return true;
+  }
+
+  release(agentId: string, jobId: string): void {
+    this.agents.get(agentId)?.running.delete(jobId);
+  }
+
+  holds(agentId: string): boolean {
+    return this.agents.has(agentId);
   }
 
   /**

@@ -15,6 +15,7 @@ import { registerImageRoutes } from './routes/images.js';
 import { registerJobRoutes } from './routes/jobs.js';
 import { registerNetworkRoutes } from './routes/network.js';
 import { registerSystemRoutes } from './routes/system.js';
+import { registerAgentRoutes } from './routes/agents.js';
 import { registerTenancyRoutes } from './routes/tenancy.js';
 import { registerTokenRoutes } from './routes/tokens.js';
 import { registerSandboxRoutes } from './routes/sandboxes.js';
@@ -22,6 +23,7 @@ import { registerSandboxProcessRoutes } from './routes/sandbox-processes.js';
 import { registerSandboxFileRoutes } from './routes/sandbox-files.js';
 import { registerSandboxSocketRoute } from './routes/sandbox-socket.js';
 import { registerE2b } from './e2b/register-e2b.js';
+import type { SandboxForwarder } from '../cluster/sandbox-forwarder.js';
 
 /** ApiServerDeps are the services the routes call. */
 export interface ApiServerDeps {
@@ -31,6 +33,8 @@ export interface ApiServerDeps {
   services: ControlServices;
   agents: AgentHub;
   log: (msg: string, extra?: object) => void;
+  /** forwarder sends sandbox requests to the replica that holds the sandbox's agent (several replicas only). */
+  forwarder?: SandboxForwarder | null;
   /** onRoute observes every route fastify registers (the OpenAPI test compares them with the document). */
   onRoute?: (method: string, url: string) => void;
 }
@@ -42,7 +46,19 @@ const BODY_LIMIT_BYTES = 1024 * 1024;
 export function buildApiServer(d: ApiServerDeps): { app: FastifyInstance; routes: RouteTable } {
   const { app, routes, edge, authenticate } = baseServer(d);
   const s = d.services;
+  const forwarder = d.forwarder;
+  if (forwarder) {
+    // Before any parsing: the body is piped on as it arrives, and the owner authenticates the request itself.
+    app.addHook('onRequest', async (request, reply) => {
+      const target = await forwarder.targetOf(request.raw);
+      if (!target) return;
+      reply.hijack();
+      forwarder.forward(target, request.raw, reply.raw);
+      return reply;
+    });
+  }
   registerSystemRoutes(routes, d.agents, s.metrics);
+  registerAgentRoutes(routes, d.agents, s.audit);
   registerTenancyRoutes(routes, s.tenancy);
   registerJobRoutes(routes, s.jobs, s.hub, s.quotas);
   registerNetworkRoutes(routes, s.network);

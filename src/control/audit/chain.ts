@@ -16,6 +16,9 @@ export const AUDIT_EVENT_TYPES = [
   'wipe.done',
   'image.imported',
   'image.removed',
+  'agent.drained',
+  'agent.undrained',
+  'agent.removed',
 ] as const;
 
 /** AuditEventType is one of AUDIT_EVENT_TYPES. */

@@ -11,6 +11,8 @@ import type { OutputHub } from './output-hub.js';
 import type { Quotas } from '../quotas/quotas.js';
 import { resolveJobRequest, type JobDefaults, type JobRequest, type ResolvedJob } from './job-request.js';
 import type { JobImageChoice } from '../images/image-service.js';
+import type { Bus } from '../cluster/bus.js';
+import type { BusMessage } from '../cluster/bus-messages.js';
 
 /** ImageResolver picks a job's image (the image service implements it): null is the host root. */
 export interface ImageResolver {
@@ -21,13 +23,39 @@ export interface ImageResolver {
 export interface Dispatcher {
   /** canDispatch reports whether any agent is connected and has room for another job. */
   canDispatch(): boolean;
-  /** dispatch sends the job and its credentials to an agent and returns its id, or null if no agent is connected. */
-  dispatch(spec: JobSpec, credentials: WorkloadCredentials): string | null;
+  /** reserve picks an agent with room for the job and holds a slot on it; null if none has room. */
+  reserve(spec: JobSpec): string | null;
+  /** assign sends a reserved job and its credentials to its agent; false if the agent went away (its slot is freed). */
+  assign(agentId: string, spec: JobSpec, credentials: WorkloadCredentials): boolean;
+  /** release frees a reserved slot that will not be used. */
+  release(agentId: string, jobId: string): void;
+  /** holds says whether the agent is connected to this replica. */
+  holds(agentId: string): boolean;
   /** refreshCredentials hands a running job a fresh token. */
   refreshCredentials(agentId: string, jobId: string, credentials: WorkloadCredentials): void;
   /** cancel asks the job's agent to stop it. */
   cancel(agentId: string, jobId: string): void;
 }
+
+/**
+ * JobCluster is what the job service needs of the replica set: this replica's id, the bus, whether the store is shared
+ * with other replicas (then the running quota is checked against the store), and a clear view of the store (no
+ * unsealing) for counting.
+ */
+export interface JobCluster {
+  replicaId: string;
+  bus: Bus;
+  shared: boolean;
+  /** activeJobs lists the ids and workspaces of every assigned or running job in the store. */
+  activeJobs(): Promise<Array<{ id: string; workspaceId: string }>>;
+  /** queuedJobs lists every queued job in the store (oldest first). */
+  queuedJobs(): Promise<Job[]>;
+}
+
+/** RESYNC_MS is how often a replica of a shared store merges the store's queue into its own (a missed bus message costs no more). */
+const RESYNC_MS = 5000;
+/** OUTPUT_NOTIFY_MS coalesces the bus's "output stored up to seq" messages of a job. */
+const OUTPUT_NOTIFY_MS = 20;
 
 /** isTerminal reports whether a job has ended. */
 export function isTerminal(job: Job): boolean {
@@ -51,6 +79,11 @@ export class JobService {
   private readonly active = new Map<string, Set<string>>();
   private turn = 0;
   private restored: Promise<void> | null = null;
+  private cluster: JobCluster | null = null;
+  /** Per job, the highest stored seq not yet announced on the bus. */
+  private readonly outputToAnnounce = new Map<string, number>();
+  private announceTimer: NodeJS.Timeout | null = null;
+  private resyncTimer: NodeJS.Timeout | null = null;
 
   constructor(
     private readonly store: Store,
@@ -66,6 +99,100 @@ export class JobService {
   /** attach connects the dispatcher (the agent hub), which is built after the service. */
   attach(dispatcher: Dispatcher): void {
     this.dispatcher = dispatcher;
+  }
+
+  /**
+   * attachCluster joins the replica set: what this replica does is announced on the bus, what the others announce is
+   * applied here (queued jobs are placed by whichever replica has an agent with room; live streams and lifecycle
+   * watchers hear starts, output and ends from everywhere). With a shared store the queue is also resynced from it.
+   */
+  attachCluster(cluster: JobCluster): void {
+    this.cluster = cluster;
+    cluster.bus.subscribe((msg) => {
+      if (msg.from === cluster.replicaId) return;
+      void this.onBus(msg).catch(() => {});
+    });
+    if (cluster.shared) {
+      this.resyncTimer = setInterval(() => void this.resync().catch(() => {}), RESYNC_MS);
+      this.resyncTimer.unref();
+    }
+  }
+
+  /** detachCluster stops the periodic work (at shutdown). */
+  detachCluster(): void {
+    if (this.resyncTimer) clearInterval(this.resyncTimer);
+    if (this.announceTimer) clearTimeout(this.announceTimer);
+  }
+
+  private announce(msg: BusMessage): void {
+    this.cluster?.bus.publish(msg);
+  }
+
+  private async onBus(msg: BusMessage): Promise<void> {
+    switch (msg.type) {
+      case 'job.queued': {
+        await this.restore();
+        if (this.isQueuedHere(msg.jobId)) return;
+        const job = await this.store.getJob(msg.jobId);
+        if (job?.status !== 'queued') return;
+        this.enqueue(job);
+        this.pump();
+        return;
+      }
+      case 'job.output':
+        this.hub.publish(msg.jobId, { type: 'stored', seq: msg.seq });
+        return;
+      case 'job.started': {
+        const job = await this.store.getJob(msg.jobId);
+        if (job) this.hub.publish(msg.jobId, { type: 'started', job, remote: true });
+        return;
+      }
+      case 'job.ended': {
+        const job = await this.store.getJob(msg.jobId);
+        if (!job || !isTerminal(job)) return;
+        // A job this replica placed may end on another (its agent moved there): its place here is free again.
+        this.deactivate(job);
+        this.owners.delete(job.id);
+        this.nextSeq.delete(job.id);
+        this.hub.publish(msg.jobId, { type: 'end', job, remote: true });
+        this.pump();
+        return;
+      }
+      case 'agent.cancel':
+        if (this.dispatcher?.holds(msg.agentId)) this.dispatcher.cancel(msg.agentId, msg.jobId);
+        return;
+      default:
+        assertNever(msg);
+    }
+  }
+
+  private isQueuedHere(jobId: string): boolean {
+    for (const q of this.queued.values()) if (q.includes(jobId)) return true;
+    return false;
+  }
+
+  /**
+   * resync merges the store's queue into this replica's (jobs queued by a replica that died, or whose bus message was
+   * lost) and frees the places of jobs that ended elsewhere; then it pumps.
+   */
+  private async resync(): Promise<void> {
+    const c = this.cluster;
+    if (!c) return;
+    await this.restore();
+    const active = new Set((await c.activeJobs()).map((j) => j.id));
+    for (const [wsId, set] of this.active) {
+      for (const id of set) if (!active.has(id) && !this.placing.has(id)) this.deactivate({ id, workspaceId: wsId } as Job);
+    }
+    if (!this.dispatcher?.canDispatch()) return;
+    for (const job of await c.queuedJobs()) if (!this.isQueuedHere(job.id) && !this.placing.has(job.id)) this.enqueue(job);
+    this.pump();
+  }
+
+  /** cancelOnAgent asks the job's agent to stop it: directly when it is on this replica's channel, else through its replica. */
+  private cancelOnAgent(agentId: string, jobId: string): void {
+    const d = this.dispatcher;
+    if (d?.holds(agentId)) d.cancel(agentId, jobId);
+    else if (this.cluster) this.announce({ type: 'agent.cancel', from: this.cluster.replicaId, agentId, jobId });
   }
 
   /** counts are the jobs queued and running (placed, not ended) per workspace id, as the fair queue holds them. */
@@ -137,12 +264,19 @@ export class JobService {
       if (placed.status === 'queued') {
         this.deactivate(job);
         this.enqueue(job);
+        this.announceQueued(job.id);
       }
       return placed;
     }
     this.enqueue(job);
     this.pump();
+    this.announceQueued(job.id);
     return (await this.store.getJob(job.id)) ?? job;
+  }
+
+  /** announceQueued tells the other replicas that a job waits (one of them may have an agent with room). */
+  private announceQueued(jobId: string): void {
+    if (this.cluster) this.announce({ type: 'job.queued', from: this.cluster.replicaId, jobId });
   }
 
   /** restore rebuilds the queue and the running counts from the store (once, at start). */
@@ -247,39 +381,62 @@ export class JobService {
     return null;
   }
 
-  // The token is minted only when an agent can take the job, and lives only as long as the job runs.
-  // Signing yields to other I/O, so a job is claimed while it is being placed (two agents saying hello at once must not
-  // both get it), and judged again afterwards (it may have been cancelled meanwhile).
+  // The token is minted only when an agent can take the job, and lives only as long as the job runs. The job is claimed
+  // in the store first (queued → assigned, atomically), so of the replicas or calls racing for one queued job exactly one
+  // places it; it is judged again after signing (it may have been cancelled meanwhile).
   private async place(job: Job, t0: number): Promise<Job> {
     const d = this.dispatcher;
     if (!d?.canDispatch() || this.placing.has(job.id)) return job;
+    const spec = specOf(job, this.defaults.outputLimitBytes);
+    const agentId = d.reserve(spec);
+    if (!agentId) return job;
     this.placing.add(job.id);
     try {
+      if (!(await this.store.claimJob(job.id, 'queued', { status: 'assigned', agentId }))) {
+        d.release(agentId, job.id);
+        return (await this.store.getJob(job.id)) ?? job;
+      }
+      this.remember(job.id, agentId);
+      const unclaim = async (): Promise<Job> => {
+        d.release(agentId, job.id);
+        this.owners.delete(job.id);
+        await this.store.claimJob(job.id, 'assigned', { status: 'queued', agentId: null });
+        return (await this.store.getJob(job.id)) ?? job;
+      };
+      // With a shared store another replica may have filled the workspace's running quota meanwhile: counted after the
+      // claim, so of two claims racing for the last place at least one sees both (and goes back to the queue).
+      if (this.cluster?.shared && !(await this.withinQuota(job))) return await unclaim();
       const subject = subjectOf(job);
-      let agentId: string | null = null;
+      let sent = false;
       let tMinted = 0;
       await this.tokens.mint(subject, 'minted', (credentials) => {
         tMinted = performance.now();
-        agentId = d.dispatch(specOf(job, this.defaults.outputLimitBytes), credentials);
-        if (agentId) this.remember(job.id, agentId);
+        sent = d.assign(agentId, spec, credentials);
       });
-      // Assigned inside the callback, which TypeScript's flow analysis does not follow.
-      const placedOn = agentId as string | null;
       const current = await this.store.getJob(job.id);
-      if (!placedOn || !current || isTerminal(current)) {
-        if (placedOn) d.cancel(placedOn, job.id);
-        await this.tokens.revokeJob(job.id, job.workspaceId, placedOn ? 'the job ended while it was being placed' : 'no agent took the job');
+      if (!sent || !current || isTerminal(current)) {
+        await this.tokens.revokeJob(job.id, job.workspaceId, sent ? 'the job ended while it was being placed' : 'no agent took the job');
+        if (!sent) return await unclaim();
+        d.cancel(agentId, job.id);
         return current ?? job;
       }
-      this.tokens.keepFresh(subject, (c) => d.refreshCredentials(placedOn, job.id, c));
+      // Cancelled between the claim and the assign: the agent heard the cancel before the job, so it is told again.
+      if (current.cancelRequested) d.cancel(agentId, job.id);
+      this.tokens.keepFresh(subject, (c) => d.refreshCredentials(agentId, job.id, c));
       if (!this.nextSeq.has(job.id)) this.nextSeq.set(job.id, 1); // a fresh job has no output yet: no read at its first chunk
       const timings = { ...current.timings, control_token_ms: round(tMinted - t0), control_dispatch_ms: round(performance.now() - t0) };
-      const patch = { status: 'assigned' as const, agentId: placedOn, timings };
-      await this.store.updateJob(job.id, patch);
-      return { ...current, ...patch };
+      await this.store.updateJob(job.id, { timings });
+      return { ...current, timings };
     } finally {
       this.placing.delete(job.id);
     }
+  }
+
+  /** withinQuota counts the workspace's placed jobs in the store (this one included) against its running quota. */
+  private async withinQuota(job: Job): Promise<boolean> {
+    const max = this.maxRunningOf.get(job.workspaceId) ?? 0;
+    const placed = (await this.cluster!.activeJobs()).filter((j) => j.workspaceId === job.workspaceId).length;
+    return placed <= max;
   }
 
   /** resumeCredentials gives the live jobs of a (re)connected agent fresh tokens and keeps them fresh. */
@@ -320,7 +477,7 @@ export class JobService {
       await this.end(job.id, { reason: 'cancelled', exitCode: null, signal: null, message: 'cancelled before it started' }, {});
     } else {
       await this.store.updateJob(job.id, { cancelRequested: true });
-      this.dispatcher?.cancel(job.agentId, job.id);
+      this.cancelOnAgent(job.agentId, job.id);
     }
     return this.get(ws, id);
   }
@@ -335,7 +492,7 @@ export class JobService {
     await this.store.updateJob(id, { sandbox: { ...job.sandbox, endRequested: job.sandbox.endRequested ?? why }, cancelRequested: true });
     const message = why === 'idle' ? `idle for ${job.sandbox.idleTimeoutSeconds} s: no API activity and no running process` : 'deleted';
     if (job.status === 'queued' || !job.agentId) await this.end(id, { reason: 'cancelled', exitCode: null, signal: null, message }, {});
-    else this.dispatcher?.cancel(job.agentId, id);
+    else this.cancelOnAgent(job.agentId, id);
   }
 
   /** setDeadline records a sandbox's new deadline (the caller tells its agent). */
@@ -395,6 +552,7 @@ export class JobService {
     if (job.sandbox) patch.sandbox = { ...job.sandbox, endsAt: new Date(now.getTime() + job.timeoutSeconds * 1000).toISOString() };
     await this.store.updateJob(jobId, patch);
     this.hub.publish(jobId, { type: 'started', job: { ...job, ...patch } });
+    if (this.cluster) this.announce({ type: 'job.started', from: this.cluster.replicaId, jobId });
     await this.audit.record({ type: 'cell.assigned', actor: `agent:${job.agentId}`, workspaceId: job.workspaceId, subject: jobId, details: { cellId, runtime: job.runtime } });
   }
 
@@ -409,6 +567,18 @@ export class JobService {
     // subscribes later finds it in its replay.
     this.hub.publish(jobId, { type: 'output', chunk });
     await this.store.appendOutput(jobId, chunk);
+    if (this.cluster) this.announceOutput(jobId, seq);
+  }
+
+  /** announceOutput tells the other replicas (at most every OUTPUT_NOTIFY_MS) how far each job's stored output goes. */
+  private announceOutput(jobId: string, seq: number): void {
+    this.outputToAnnounce.set(jobId, Math.max(seq, this.outputToAnnounce.get(jobId) ?? 0));
+    this.announceTimer ??= setTimeout(() => {
+      this.announceTimer = null;
+      const from = this.cluster!.replicaId;
+      for (const [id, s] of this.outputToAnnounce) this.announce({ type: 'job.output', from, jobId: id, seq: s });
+      this.outputToAnnounce.clear();
+    }, OUTPUT_NOTIFY_MS);
   }
 
   /** onEnded records the end an agent reports of its own job; an end of another agent's job is ignored. */
@@ -441,6 +611,10 @@ export class JobService {
     this.nextSeq.delete(jobId);
     this.owners.delete(jobId);
     this.hub.publish(jobId, { type: 'end', job: { ...job, ...patch } });
+    if (this.cluster) {
+      this.outputToAnnounce.delete(jobId); // the end makes every follower read the store to its last chunk
+      this.announce({ type: 'job.ended', from: this.cluster.replicaId, jobId });
+    }
     // Its place (in the workspace's running quota and on its agent) goes to the next job in turn.
     this.deactivate(job);
     this.pump();
@@ -499,4 +673,8 @@ function prefixed(p: string, t: Record<string, number>): Record<string, number> 
 
 function round(ms: number): number {
   return Math.round(ms * 1000) / 1000;
+}
+
+function assertNever(x: never): never {
+  throw new Error(`unhandled bus message ${JSON.stringify(x).slice(0, 200)}`);
 }

@@ -165,7 +165,7 @@ export class SandboxService {
   /** waitFor resolves with the sandbox once `done` holds (checked on every start/end event), or as it is after `ms`. */
   private async waitFor(id: string, done: (j: Job) => boolean, ms: number): Promise<Job> {
     let wake: () => void = () => {};
-    const unsubscribe = this.hub.subscribe(id, (e) => e.type !== 'output' && wake());
+    const unsubscribe = this.hub.subscribe(id, (e) => (e.type === 'started' || e.type === 'end') && wake());
     const deadline = this.now() + ms;
     try {
       for (;;) {

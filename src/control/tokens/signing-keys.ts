@@ -1,5 +1,5 @@
 /** SigningKeys keeps the Ed25519 keys that sign workload tokens: rotates them, publishes the public halves (JWKS). */
-import { createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, type JsonWebKey, type KeyObject } from 'node:crypto';
+import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, type JsonWebKey, type KeyObject } from 'node:crypto';
 import type { Store } from '../store/store.js';
 import type { Keyring } from '../data/keyring.js';
 
@@ -40,9 +40,19 @@ export class SigningKeys {
       newest = this.keys.at(-1);
     }
     if (!newest || now - newest.createdAtMs >= this.options.rotationMs) {
-      newest = this.generate(now);
-      await this.store.addSigningKey({ kid: newest.kid, publicJwk: JSON.stringify(newest.publicJwk), wrappedPrivate: this.wrapPrivate(newest), createdAt: new Date(now).toISOString() });
-      this.keys.push(newest);
+      // The store arbitrates between replicas rotating at once: the successor of a key has one id, so only the first
+      // insert of it succeeds; the others take the winner's key and the chain of keys never forks.
+      const candidate = this.generate(now, successorKid(newest?.kid ?? null));
+      try {
+        await this.store.addSigningKey({ kid: candidate.kid, publicJwk: JSON.stringify(candidate.publicJwk), wrappedPrivate: this.wrapPrivate(candidate), createdAt: new Date(now).toISOString() });
+        this.keys.push(candidate);
+        newest = candidate;
+      } catch (e) {
+        await this.reload();
+        const winner = this.keys.find((k) => k.kid === candidate.kid);
+        if (!winner) throw e;
+        newest = winner;
+      }
       await this.prune(now);
     }
     return newest;
@@ -76,10 +86,10 @@ export class SigningKeys {
     });
   }
 
-  private generate(now: number): SigningKey {
+  private generate(now: number, kid: string): SigningKey {
     const { privateKey, publicKey } = generateKeyPairSync('ed25519');
     const jwk = publicKey.export({ format: 'jwk' });
-    return { kid: `k_${randomBytes(8).toString('hex')}`, createdAtMs: now, privateKey, publicKey, publicJwk: { kty: jwk.kty, crv: jwk.crv, x: jwk.x } };
+    return { kid, createdAtMs: now, privateKey, publicKey, publicJwk: { kty: jwk.kty, crv: jwk.crv, x: jwk.x } };
   }
 
   private wrapPrivate(k: SigningKey): Buffer {
@@ -102,4 +112,9 @@ export class SigningKeys {
     }
     this.keys = keep;
   }
+}
+
+/** successorKid is the id of the key that replaces `kid` (null: the first key): every replica derives the same one. */
+function successorKid(kid: string | null): string {
+  return `k_${createHash('sha256').update(`cleanroom signing key after ${kid ?? '(none)'}`).digest('hex').slice(0, 16)}`;
 }

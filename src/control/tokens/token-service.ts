@@ -74,8 +74,7 @@ export class TokenService {
 
   /**
    * mint signs a fresh token for a workload and records its id (not the token). `handOver`, if given, receives the
-   * credentials before the record is written, to take them off the start path; the write still completes before any
-   * request can reach this process's verifier (better-sqlite3 writes synchronously, in the same turn).
+   * credentials once the record is written (before the audit event, which stays off the start path).
    */
   async mint(s: TokenSubject, kind: 'minted' | 'refreshed' = 'minted', handOver?: (c: WorkloadCredentials) => void): Promise<WorkloadCredentials> {
     const key = await this.keys.current();
@@ -89,8 +88,10 @@ export class TokenService {
       key.privateKey,
     );
     const expiresAt = new Date(exp * 1000).toISOString();
-    handOver?.({ token, expiresAt });
+    // Stored before it is handed over: on a shared (PostgreSQL) store the write is a round trip, and a workload must
+    // never present a token that a data service (of any replica) cannot find yet.
     await this.store.addToken({ jti, jobId: s.jobId, workspaceId: s.workspaceId, issuedAt: new Date(iat * 1000).toISOString(), expiresAt, revokedAt: null });
+    handOver?.({ token, expiresAt });
     await this.audit.record({ type: kind === 'minted' ? 'token.minted' : 'token.refreshed', actor: 'system', workspaceId: s.workspaceId, subject: s.jobId, details: { jti, kid: key.kid, expiresAt, scope } });
     return { token, expiresAt };
   }

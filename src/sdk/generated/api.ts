@@ -103,6 +103,74 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/agents": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Every agent this control plane knows: state, capacity, running jobs, warm cells, times (platform admin) */
+        get: operations["listAgents"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/agents/{id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /** Remove an agent: allowed when it is disconnected, or drained with nothing running (else conflict: drain it first). Its unfinished jobs end as error; it is refused if it connects again, until undrained (platform admin) */
+        delete: operations["removeAgent"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/agents/{id}/drain": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Place no new jobs or sandboxes on the agent; what runs there finishes (platform admin) */
+        post: operations["drainAgent"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/agents/{id}/undrain": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Let the agent take new work again; a removed agent is re-admitted and may connect again (platform admin) */
+        post: operations["undrainAgent"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/api-keys": {
         parameters: {
             query?: never;
@@ -1174,6 +1242,549 @@ export interface operations {
             };
         };
     };
+    listAgents: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        agents: {
+                            /** @description jobs it runs at once */
+                            capacity: number;
+                            connected: boolean;
+                            connectedAt: string | null;
+                            id: string;
+                            lastSeenAt: string;
+                            /** @description cells it is preparing */
+                            preparing: number;
+                            /** @description jobs placed on it and not ended (the last count when disconnected) */
+                            running: number;
+                            /**
+                             * @description removed wins over draining, which wins over the connection
+                             * @enum {string}
+                             */
+                            state: "connected" | "disconnected" | "draining" | "removed";
+                            /** @description warm cells per image, runtime and size class */
+                            warm: {
+                                cells: number;
+                                /** @description image manifest digest; null: the host root */
+                                image: string | null;
+                                runtime: string;
+                                sizeClass: string;
+                            }[];
+                            /** @description warm cells in all */
+                            warmCells: number;
+                        }[];
+                    };
+                };
+            };
+            /** @description malformed_request: The request is not valid HTTP/1.1: a bad request line, method, header or percent-encoding, contradictory body framing (Content-Length, Transfer-Encoding), or no Host header; after a parse error the connection is closed. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description unauthenticated: No API key was given, or it is not valid. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description forbidden: The API key is valid but may not do this. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description request_timeout: The request did not arrive in time (its headers, its body, or an upload that stalled); the connection is closed. */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description rate_limited: The workspace sent more requests per second than its quota allows; Retry-After says when to try again. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description headers_too_large: The request line and headers together are larger than 16 KiB; the connection is closed. */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description internal: A platform fault; the message carries a reference for the operator. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description unavailable: The server is shutting down; retry on a new connection. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    removeAgent: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description jobs it runs at once */
+                        capacity: number;
+                        connected: boolean;
+                        connectedAt: string | null;
+                        id: string;
+                        lastSeenAt: string;
+                        /** @description cells it is preparing */
+                        preparing: number;
+                        /** @description jobs placed on it and not ended (the last count when disconnected) */
+                        running: number;
+                        /**
+                         * @description removed wins over draining, which wins over the connection
+                         * @enum {string}
+                         */
+                        state: "connected" | "disconnected" | "draining" | "removed";
+                        /** @description warm cells per image, runtime and size class */
+                        warm: {
+                            cells: number;
+                            /** @description image manifest digest; null: the host root */
+                            image: string | null;
+                            runtime: string;
+                            sizeClass: string;
+                        }[];
+                        /** @description warm cells in all */
+                        warmCells: number;
+                    };
+                };
+            };
+            /** @description malformed_request: The request is not valid HTTP/1.1: a bad request line, method, header or percent-encoding, contradictory body framing (Content-Length, Transfer-Encoding), or no Host header; after a parse error the connection is closed. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description unauthenticated: No API key was given, or it is not valid. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description forbidden: The API key is valid but may not do this. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description not_found: No such resource in this workspace. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description request_timeout: The request did not arrive in time (its headers, its body, or an upload that stalled); the connection is closed. */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description conflict: The resource is in a state that does not allow this (e.g. cancelling a finished job). */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description uri_too_long: A path parameter is longer than any identifier can be (100 characters). */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description rate_limited: The workspace sent more requests per second than its quota allows; Retry-After says when to try again. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description headers_too_large: The request line and headers together are larger than 16 KiB; the connection is closed. */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description internal: A platform fault; the message carries a reference for the operator. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description unavailable: The server is shutting down; retry on a new connection. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    drainAgent: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description jobs it runs at once */
+                        capacity: number;
+                        connected: boolean;
+                        connectedAt: string | null;
+                        id: string;
+                        lastSeenAt: string;
+                        /** @description cells it is preparing */
+                        preparing: number;
+                        /** @description jobs placed on it and not ended (the last count when disconnected) */
+                        running: number;
+                        /**
+                         * @description removed wins over draining, which wins over the connection
+                         * @enum {string}
+                         */
+                        state: "connected" | "disconnected" | "draining" | "removed";
+                        /** @description warm cells per image, runtime and size class */
+                        warm: {
+                            cells: number;
+                            /** @description image manifest digest; null: the host root */
+                            image: string | null;
+                            runtime: string;
+                            sizeClass: string;
+                        }[];
+                        /** @description warm cells in all */
+                        warmCells: number;
+                    };
+                };
+            };
+            /** @description malformed_request: The request is not valid HTTP/1.1: a bad request line, method, header or percent-encoding, contradictory body framing (Content-Length, Transfer-Encoding), or no Host header; after a parse error the connection is closed. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description unauthenticated: No API key was given, or it is not valid. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description forbidden: The API key is valid but may not do this. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description not_found: No such resource in this workspace. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description request_timeout: The request did not arrive in time (its headers, its body, or an upload that stalled); the connection is closed. */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description uri_too_long: A path parameter is longer than any identifier can be (100 characters). */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description rate_limited: The workspace sent more requests per second than its quota allows; Retry-After says when to try again. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description headers_too_large: The request line and headers together are larger than 16 KiB; the connection is closed. */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description internal: A platform fault; the message carries a reference for the operator. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description unavailable: The server is shutting down; retry on a new connection. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    undrainAgent: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description OK */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description jobs it runs at once */
+                        capacity: number;
+                        connected: boolean;
+                        connectedAt: string | null;
+                        id: string;
+                        lastSeenAt: string;
+                        /** @description cells it is preparing */
+                        preparing: number;
+                        /** @description jobs placed on it and not ended (the last count when disconnected) */
+                        running: number;
+                        /**
+                         * @description removed wins over draining, which wins over the connection
+                         * @enum {string}
+                         */
+                        state: "connected" | "disconnected" | "draining" | "removed";
+                        /** @description warm cells per image, runtime and size class */
+                        warm: {
+                            cells: number;
+                            /** @description image manifest digest; null: the host root */
+                            image: string | null;
+                            runtime: string;
+                            sizeClass: string;
+                        }[];
+                        /** @description warm cells in all */
+                        warmCells: number;
+                    };
+                };
+            };
+            /** @description malformed_request: The request is not valid HTTP/1.1: a bad request line, method, header or percent-encoding, contradictory body framing (Content-Length, Transfer-Encoding), or no Host header; after a parse error the connection is closed. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description unauthenticated: No API key was given, or it is not valid. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description forbidden: The API key is valid but may not do this. */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description not_found: No such resource in this workspace. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description request_timeout: The request did not arrive in time (its headers, its body, or an upload that stalled); the connection is closed. */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description uri_too_long: A path parameter is longer than any identifier can be (100 characters). */
+            414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description rate_limited: The workspace sent more requests per second than its quota allows; Retry-After says when to try again. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description headers_too_large: The request line and headers together are larger than 16 KiB; the connection is closed. */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description internal: A platform fault; the message carries a reference for the operator. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description unavailable: The server is shutting down; retry on a new connection. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
     listApiKeys: {
         parameters: {
             query?: {
@@ -1542,7 +2153,7 @@ export interface operations {
             query?: {
                 before?: number;
                 limit?: number;
-                type?: "api_key.created" | "api_key.revoked" | "workload.created" | "cell.assigned" | "token.minted" | "token.refreshed" | "token.revoked" | "policy.changed" | "access.denied" | "access.denied.suppressed" | "wipe.done" | "image.imported" | "image.removed";
+                type?: "api_key.created" | "api_key.revoked" | "workload.created" | "cell.assigned" | "token.minted" | "token.refreshed" | "token.revoked" | "policy.changed" | "access.denied" | "access.denied.suppressed" | "wipe.done" | "image.imported" | "image.removed" | "agent.drained" | "agent.undrained" | "agent.removed";
                 workspace?: string;
             };
             header?: never;
@@ -1569,7 +2180,7 @@ export interface operations {
                             subject: string | null;
                             time: string;
                             /** @enum {string} */
-                            type: "api_key.created" | "api_key.revoked" | "workload.created" | "cell.assigned" | "token.minted" | "token.refreshed" | "token.revoked" | "policy.changed" | "access.denied" | "access.denied.suppressed" | "wipe.done" | "image.imported" | "image.removed";
+                            type: "api_key.created" | "api_key.revoked" | "workload.created" | "cell.assigned" | "token.minted" | "token.refreshed" | "token.revoked" | "policy.changed" | "access.denied" | "access.denied.suppressed" | "wipe.done" | "image.imported" | "image.removed" | "agent.drained" | "agent.undrained" | "agent.removed";
                             workspaceId: string | null;
                         }[];
                     };

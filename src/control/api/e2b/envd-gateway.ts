@@ -52,10 +52,7 @@ export class EnvdGateway {
 
   /** sandboxIdOf reads the sandbox id of a request (header first, then Host); null if it names none. */
   sandboxIdOf(req: IncomingMessage): string | null {
-    const h = req.headers['e2b-sandbox-id'];
-    if (typeof h === 'string' && h !== '') return h;
-    const host = req.headers.host ?? '';
-    return HOST_FORM.exec(host)?.[1] ?? null;
+    return envdSandboxIdOf(req);
   }
 
   /** isEnvdRequest says whether a request is meant for envd (it names a sandbox). */
@@ -107,4 +104,12 @@ export class EnvdGateway {
     }
   }
 
+}
+
+/** envdSandboxIdOf reads the sandbox id an envd request names (E2b-Sandbox-Id header first, then Host); null if none. */
+export function envdSandboxIdOf(req: IncomingMessage): string | null {
+  const h = req.headers['e2b-sandbox-id'];
+  if (typeof h === 'string' && h !== '') return h;
+  const host = req.headers.host ?? '';
+  return HOST_FORM.exec(host)?.[1] ?? null;
 }

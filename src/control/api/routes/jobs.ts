@@ -147,6 +147,8 @@ async function streamLive({ jobs, hub, quotas, workspace, job, after, reply, req
   let last = after;
   let ended: Job | null = null;
   let catchingUp = false;
+  /** A 'stored' prompt came while catching up: read the store once more before following live again. */
+  let storedMore = false;
   let closed = false;
   let lastLive: { seq: number; stream: string; data: Buffer } | null = null;
   const write = (event: string, data: unknown) => res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
@@ -171,6 +173,7 @@ async function streamLive({ jobs, hub, quotas, workspace, job, after, reply, req
     catchingUp = true;
     try {
       for (;;) {
+        storedMore = false;
         if (congested()) {
           await new Promise<void>((resolve) => {
             const done = () => {
@@ -191,7 +194,7 @@ async function streamLive({ jobs, hub, quotas, workspace, job, after, reply, req
         if (page.length < STREAM_PAGE && !congested()) {
           // The newest live chunk may not be stored yet (it is published first): send it from the event.
           if (lastLive && lastLive.seq === last + 1) sendChunk(lastLive);
-          break;
+          if (!storedMore) break;
         }
       }
     } finally {
@@ -206,6 +209,13 @@ async function streamLive({ jobs, hub, quotas, workspace, job, after, reply, req
     if (e.type === 'end') {
       ended = e.job;
       if (!catchingUp) void catchUp();
+      return;
+    }
+    if (e.type === 'stored') {
+      // Another replica stored output up to e.seq: read it from the store.
+      if (e.seq <= last) return;
+      if (catchingUp) storedMore = true;
+      else void catchUp();
       return;
     }
     lastLive = e.chunk;

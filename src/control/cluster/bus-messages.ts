@@ -1,0 +1,38 @@
+/**
+ * BusMessage is everything control-plane replicas tell each other over the bus. Payloads are small and carry ids and
+ * sequence numbers only — never a token, a key or tenant data: a receiver reads what it needs from the store. Every
+ * message is checked against its schema on receipt (a peer on an older version, or a stray NOTIFY, is ignored).
+ */
+import { z } from 'zod';
+
+const Id = z.string().min(1).max(128);
+
+/** BusMessageSchema is the one list of bus messages. */
+export const BusMessageSchema = z.discriminatedUnion('type', [
+  /** A job was queued (created, or put back): replicas with agents that have room try to place it. */
+  z.object({ type: z.literal('job.queued'), from: Id, jobId: Id }).strict(),
+  /** A job's output up to `seq` is in the store (coalesced: not one message per chunk). */
+  z.object({ type: z.literal('job.output'), from: Id, jobId: Id, seq: z.number().int().min(0) }).strict(),
+  /** A job started on its agent (its record says where). */
+  z.object({ type: z.literal('job.started'), from: Id, jobId: Id }).strict(),
+  /** A job ended (its record holds the end): live streams finish, quota slots free up, queues pump. */
+  z.object({ type: z.literal('job.ended'), from: Id, jobId: Id }).strict(),
+  /** Ask the replica holding `agentId`'s channel to send it a cancel for the job. */
+  z.object({ type: z.literal('agent.cancel'), from: Id, agentId: Id, jobId: Id }).strict(),
+]);
+
+/** BusMessage is one message on the bus. */
+export type BusMessage = z.infer<typeof BusMessageSchema>;
+
+/** BUS_CHANNEL is the PostgreSQL NOTIFY channel of the bus. */
+export const BUS_CHANNEL = 'cleanroom_bus';
+
+/** parseBusMessage checks a received payload; null when it is not a message of ours. */
+export function parseBusMessage(raw: string): BusMessage | null {
+  try {
+    const r = BusMessageSchema.safeParse(JSON.parse(raw));
+    return r.success ? r.data : null;
+  } catch {
+    return null;
+  }
+}

@@ -1,0 +1,126 @@
+// Two control-plane replicas on one PostgreSQL (test/support/replicas.ts): any replica serves any call, work created on
+// one runs on the other's agent, streams and sandboxes are served wherever the client lands, one signing-key set and one
+// audit chain; and when the replica holding the agent is SIGKILLed mid-stream, the agent and the SDK move to the other
+// and the stream resumes after its last seq, nothing lost, nothing run twice.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { OutputChunk } from '../../src/sdk/client.js';
+import { Sandbox } from '../../src/sdk/sandbox.js';
+import { TestReplicas } from '../support/replicas.js';
+
+let r: TestReplicas;
+before(async () => {
+  r = await TestReplicas.start();
+  await r.b.waitWarm();
+});
+after(async () => {
+  await r?.stop();
+});
+
+const text = (chunks: OutputChunk[], stream = 'stdout') => Buffer.concat(chunks.filter((c) => c.stream === stream).map((c) => c.data)).toString('utf8');
+
+test('the agent is on replica B only; a job created on A runs there and its output streams live from A', async () => {
+  assert.equal((await r.clientA.health()).agents, 0);
+  assert.equal((await r.clientB.health()).agents, 1);
+  const chunks: OutputChunk[] = [];
+  const job = await r.clientA.runJob({ command: ['sh', '-c', 'for i in 1 2 3 4; do echo line$i; sleep 0.3; done; echo err >&2'] }, (c) => chunks.push(c));
+  assert.equal(job.status, 'succeeded');
+  assert.equal(text(chunks), 'line1\nline2\nline3\nline4\n');
+  assert.equal(text(chunks, 'stderr'), 'err\n');
+  assert.deepEqual(chunks.map((c) => c.seq), chunks.map((_, i) => i + 1));
+  // Any replica serves any read of it.
+  assert.equal((await r.clientB.getJob(job.id)).status, 'succeeded');
+  assert.equal(text((await r.clientB.logs(job.id)).chunks), 'line1\nline2\nline3\nline4\n');
+});
+
+test('a job created on A can be cancelled through A while it runs on B\'s agent', async () => {
+  const job = await r.clientA.createJob({ command: ['sleep', '60'] });
+  const deadline = Date.now() + 30_000;
+  while ((await r.clientA.getJob(job.id)).status !== 'running' && Date.now() < deadline) await new Promise((res) => setTimeout(res, 100));
+  await r.clientA.cancelJob(job.id);
+  const ended = await r.clientA.followLogs(job.id, () => {});
+  assert.equal(ended.status, 'cancelled');
+});
+
+test('a sandbox created on A: exec and files through A (forwarded to the replica holding its agent)', async () => {
+  const sb = await Sandbox.create({}, r.clientA);
+  try {
+    assert.equal(sb.info.state, 'running');
+    const out = await sb.exec(['sh', '-c', 'echo hello-from-$(hostname >/dev/null; echo sandbox); echo oops >&2; exit 3']);
+    assert.equal(out.stdout, 'hello-from-sandbox\n');
+    assert.equal(out.stderr, 'oops\n');
+    assert.equal(out.exitCode, 3);
+    const body = Buffer.alloc(3 * 1024 * 1024, 7);
+    await sb.files.write('/tmp/blob', body);
+    assert.ok((await sb.files.read('/tmp/blob')).equals(body));
+    assert.equal((await sb.files.stat('/tmp/blob')).size, body.length);
+  } finally {
+    await sb.kill();
+  }
+});
+
+test('one signing-key set: both replicas publish the same keys, and a job token verifies at either data service', async () => {
+  const jwks = async (port: number) => {
+    const res = await r.clientA.raw('GET', `https://127.0.0.1:${port}/.well-known/jwks.json`);
+    return (res.body as { keys: Array<{ kid: string }> }).keys.map((k) => k.kid).sort();
+  };
+  await r.clientB.putObject('in/data.txt', 'input');
+  const chunks: OutputChunk[] = [];
+  const created = await r.clientA.createJob({ command: ['sh', '-c', 'cat "$CLEANROOM_TOKEN_FILE"; echo; sleep 30'], data: [{ prefix: 'in/', access: 'read' }] });
+  const following = r.clientA.followLogs(created.id, (c) => chunks.push(c));
+  const deadline = Date.now() + 30_000;
+  while (!text(chunks).includes('\n') && Date.now() < deadline) await new Promise((res) => setTimeout(res, 100));
+  const token = text(chunks).trim();
+  assert.ok(token.split('.').length === 3, `a JWT: ${token.slice(0, 40)}`);
+  assert.deepEqual(await jwks(r.aPorts.dataPort), await jwks(r.b.dataPort));
+  // Minted by the replica that placed it (B, which holds the agent); verified by both data services.
+  // (Listing reads the shared store only; object bodies live in each replica's objects dir, shared in a deployment.)
+  assert.equal((await r.b.tokenCall(token, '/v1/data/objects?prefix=in/', r.aPorts.dataPort)).status, 200);
+  assert.equal((await r.b.tokenCall(token, '/v1/data/objects?prefix=in/')).status, 200);
+  assert.equal((await r.b.tokenCall(token, '/v1/data/objects?prefix=other/', r.aPorts.dataPort)).status, 403);
+  assert.equal((await r.b.tokenCall(`${token.slice(0, -4)}AAAA`, '/v1/data/objects?prefix=in/', r.aPorts.dataPort)).status, 401);
+  await r.clientA.cancelJob(created.id);
+  await following;
+});
+
+test('one audit chain: `cleanroom audit verify` passes after work through both replicas, from either', async () => {
+  for (const url of [r.urlA, r.b.url]) {
+    const v = await r.b.cli(['audit', 'verify'], { CLEANROOM_URL: url });
+    assert.equal(v.code, 0, v.stdout + v.stderr);
+  }
+  const events = await r.clientA.listAuditEvents({ limit: 1000 });
+  assert.ok(events.some((e) => e.type === 'workload.created'));
+});
+
+test('SIGKILL of the replica holding the agent mid-stream: the agent fails over, the SDK stream resumes on the other replica from its last seq', async () => {
+  const marker = `run-${Date.now()}`;
+  const job = await r.clientA.createJob({ command: ['sh', '-c', `echo start ${marker}; for i in $(seq 1 40); do echo tick$i; sleep 0.25; done; echo done`] });
+  const chunks: OutputChunk[] = [];
+  let killed = false;
+  // clientBoth lists B first: it streams from B until B dies, then from A.
+  const ended = r.clientBoth.followLogs(job.id, (c) => {
+    chunks.push(c);
+    if (!killed && text(chunks).includes('tick5\n')) {
+      killed = true;
+      void r.killB();
+    }
+  });
+  const final = await ended;
+  assert.ok(killed, 'B was killed mid-stream');
+  assert.equal(final.status, 'succeeded', JSON.stringify(final));
+  const seen = text(chunks);
+  // Byte-exact: what the SDK delivered is what the store holds, every seq once and in order.
+  const stored = await r.clientA.logs(job.id);
+  assert.equal(seen, text(stored.chunks));
+  assert.deepEqual(chunks.map((c) => c.seq), stored.chunks.map((c) => c.seq));
+  assert.deepEqual(chunks.map((c) => c.seq), chunks.map((_, i) => i + 1));
+  // Run once: one start line, every tick once, in order, and one job with the marker.
+  assert.equal(seen.split(`start ${marker}`).length - 1, 1);
+  assert.equal(seen, `start ${marker}\n${Array.from({ length: 40 }, (_, i) => `tick${i + 1}\n`).join('')}done\n`);
+  const jobs = await r.clientA.listJobs(1000);
+  assert.equal(jobs.filter((j) => j.command.join(' ').includes(marker)).length, 1);
+  // The agent is on A's channel now, and new work runs there.
+  assert.equal((await r.clientA.health()).agents, 1);
+  const after = await r.clientBoth.runJob({ command: ['echo', 'after'] }, () => {});
+  assert.equal(after.status, 'succeeded');
+});
