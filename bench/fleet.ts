@@ -5,16 +5,17 @@
 // plane's own createdAt/endedAt), placement latency (create request sent → the assign seen by the fake agent, same clock),
 // loaded and quiet, and the CPU the control plane and this process (clients + fleet) spent per job.
 // Standalone: `node dist/bench/fleet.js` (BENCH_SMOKE=1 for a short check; BENCH_FLEET_STORE=postgres on a PostgreSQL
-// it starts; BENCH_FLEET_PROF=<dir> writes a --cpu-prof of the control plane there) prints the JSON and writes
+// it starts, =replicas on two replicas on one; BENCH_FLEET_PROF=<dir> writes a --cpu-prof of the control plane there) prints the JSON and writes
 // bench/results/fleet-<store>-latest.json; `npm run bench` runs it on SQLite and on PostgreSQL as one stage.
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { REPO_ROOT, TestCluster } from '../test/support/cluster.js';
 import { FakeFleet } from '../test/support/fake-fleet.js';
 import { createJobs, fetchJobs } from '../test/support/job-burst.js';
-import type { Job } from '../src/sdk/client.js';
+import type { CleanroomClient, Job } from '../src/sdk/client.js';
+import { TestReplicas } from '../test/support/replicas.js';
 import { round, summarize, type Stats } from './stats.js';
 
 /** FleetPlan is the size of the fleet stage. */
@@ -60,8 +61,8 @@ export interface FleetBench {
   /** CPU ms per job in the window: the control plane's process, and this process (the API clients and the 1,000 fakes). */
   control_cpu_ms_per_job: number;
   client_and_fleet_cpu_ms_per_job: number;
-  /** 1000 / control_cpu_ms_per_job: the jobs/s one control-plane process would sustain with a core to itself (robust to
-   *  other load on the host, unlike jobs_per_s; the control plane's event loop is one thread). */
+  /** replicas × 1000 / control_cpu_ms_per_job (CPU of every replica's process): the jobs/s the replicas would sustain
+   *  with a core each (robust to other load on the host, unlike jobs_per_s; a control plane's event loop is one thread). */
   control_cpu_bound_jobs_per_s: number;
   /** Jobs placed twice or past an agent's capacity (must be 0). */
   duplicates: number;
@@ -70,51 +71,93 @@ export interface FleetBench {
   connect_s: number;
 }
 
-/** measureFleet runs the stage on one control plane (on SQLite, or on a PostgreSQL it starts) and stops it. */
-export async function measureFleet(plan: FleetPlan, log: (msg: string) => void, store: 'sqlite' | 'postgres' = 'sqlite', config: Record<string, unknown> = {}): Promise<FleetBench> {
+/** FleetTopology is where the stage runs: one control plane on SQLite or on PostgreSQL, or two replicas on PostgreSQL. */
+export type FleetTopology = 'sqlite' | 'postgres' | 'replicas';
+
+/** Plane is the control plane(s) under test: API clients, agent channels and processes, one entry per replica. */
+interface Plane {
+  clients: CleanroomClient[];
+  channels: string[];
+  tls: { ca: string; cert: string; key: string };
+  pids: number[];
+  stop(): Promise<void>;
+}
+
+async function startPlane(topology: FleetTopology, config: Record<string, unknown>): Promise<Plane> {
+  const channel = (port: number) => `wss://127.0.0.1:${port}/v1/agent`;
+  if (topology !== 'replicas') {
+    const c = await TestCluster.start({ noAgent: true, store: topology, config });
+    return { clients: [c.client], channels: [channel(c.agentPort)], tls: c.agentTls(), pids: [c.controlPid()], stop: () => c.stop() };
+  }
+  // Two replicas on one PostgreSQL (test/support/replicas.ts), both without a local agent: half the fleet on each channel,
+  // the clients take turns between the two APIs, so a job created on one replica is often placed on the other's agent.
+  const r = await TestReplicas.start({ noAgent: true, config });
+  const pidA = readdirSync('/proc').find((e) => /^\d+$/.test(e) && readOr(`/proc/${e}/cmdline`).includes(r.aDir));
+  return {
+    clients: [r.clientB, r.clientA],
+    channels: [channel(r.b.agentPort), channel(r.aPorts.agentPort)],
+    tls: r.b.agentTls(),
+    pids: [r.controlPidB(), ...(pidA ? [Number(pidA)] : [])],
+    stop: () => r.stop(),
+  };
+}
+
+/** measureFleet runs the stage on a control plane (or two replicas) it starts, and stops them. */
+export async function measureFleet(plan: FleetPlan, log: (msg: string) => void, topology: FleetTopology = 'sqlite', config: Record<string, unknown> = {}): Promise<FleetBench> {
   const prof = process.env.BENCH_FLEET_PROF;
   if (prof) process.env.CLEANROOM_CONTROL_NODE_ARGS = `--cpu-prof --cpu-prof-dir=${prof}`;
-  const cluster = await TestCluster.start({
-    noAgent: true,
-    store,
-    config: { quotas: { maxRunningJobs: 10_000, maxQueuedJobs: 100_000 }, ...config },
-  });
+  const plane = await startPlane(topology, { quotas: { maxRunningJobs: 10_000, maxQueuedJobs: 100_000 }, ...config });
   delete process.env.CLEANROOM_CONTROL_NODE_ARGS;
-  let fleet: FakeFleet | null = null;
+  const fleets: FakeFleet[] = [];
+  const assignOf = (id: string) => {
+    for (const f of fleets) {
+      const a = f.assigned.get(id);
+      if (a) return a;
+    }
+    return undefined;
+  };
+  /** create sends n jobs (or until untilMs) spread over the replicas' APIs, clients in flight in all. */
+  const create = async (n: number, clients: number, untilMs = Number.POSITIVE_INFINITY) => {
+    const k = plane.clients.length;
+    const parts = await Promise.all(plane.clients.map((c) => createJobs(c, Math.ceil(n / k), Math.max(1, Math.round(clients / k)), undefined, untilMs)));
+    return parts.flat();
+  };
   try {
     const t0 = performance.now();
-    fleet = await FakeFleet.start({ url: `wss://127.0.0.1:${cluster.agentPort}/v1/agent`, tls: cluster.agentTls(), agents: plan.agents, capacity: plan.capacity });
+    const per = Math.ceil(plan.agents / plane.channels.length);
+    for (const [i, url] of plane.channels.entries()) {
+      fleets.push(await FakeFleet.start({ url, tls: plane.tls, agents: Math.min(per, plan.agents - per * i), capacity: plan.capacity, firstId: 0xa00000 + per * i }));
+    }
     const connectS = (performance.now() - t0) / 1000;
-    log(`fleet: ${plan.agents} fake agents connected in ${round(connectS)} s; warm-up ${plan.warmup} jobs`);
-    await createJobs(cluster.client, plan.warmup, plan.clients);
+    log(`fleet (${topology}): ${plan.agents} fake agents connected in ${round(connectS)} s; warm-up ${plan.warmup} jobs`);
+    await create(plan.warmup, plan.clients);
 
-    const controlPid = cluster.controlPid();
-    const cpu0 = { control: processCpuMs(controlPid), self: selfCpuMs() };
+    const cpu0 = { control: plane.pids.reduce((t, p) => t + processCpuMs(p), 0), self: selfCpuMs() };
     const t1 = performance.now();
-    const deadline = t1 + plan.windowMs;
-    const created = await createJobs(cluster.client, plan.maxJobs, plan.clients, undefined, deadline);
+    const created = await create(plan.maxJobs, plan.clients, t1 + plan.windowMs);
     const windowEnd = performance.now();
     // The reports of the last jobs are on their way: wait for them before reading the CPU, then read every job.
-    const jobs = await endedJobs(cluster, created.map((c) => c.id));
-    const cpu1 = { control: processCpuMs(controlPid), self: selfCpuMs() };
+    const jobs = await endedJobs(plane.clients[0]!, created.map((c) => c.id));
+    const cpu1 = { control: plane.pids.reduce((t, p) => t + processCpuMs(p), 0), self: selfCpuMs() };
     const n = created.length;
     const succeeded = jobs.filter((j) => j.status === 'succeeded' && j.wipe !== null).length;
     const firstCreated = Math.min(...jobs.map((j) => Date.parse(j.createdAt)));
     const lastEnded = Math.max(...jobs.map((j) => Date.parse(j.endedAt ?? '')));
-    const placement = created.map((c) => (fleet!.assigned.get(c.id)?.atMs ?? Number.NaN) - c.sentMs);
-    log(`fleet: ${n} jobs in ${round((windowEnd - t1) / 1000)} s; quiet placement ×${plan.quiet}`);
+    const placement = created.map((c) => (assignOf(c.id)?.atMs ?? Number.NaN) - c.sentMs);
+    log(`fleet (${topology}): ${n} jobs in ${round((windowEnd - t1) / 1000)} s; quiet placement ×${plan.quiet}`);
 
     const quiet: number[] = [];
     for (let i = 0; i < plan.quiet; i++) {
-      const [c] = await createJobs(cluster.client, 1, 1);
+      const [c] = await createJobs(plane.clients[i % plane.clients.length]!, 1, 1);
       // The create's answer and the assign travel on different connections: the answer may come first.
       const until = performance.now() + 5000;
-      while (!fleet.assigned.has(c!.id) && performance.now() < until) await new Promise((r) => setTimeout(r, 1));
-      quiet.push((fleet.assigned.get(c!.id)?.atMs ?? Number.NaN) - c!.sentMs);
+      while (!assignOf(c!.id) && performance.now() < until) await new Promise((r) => setTimeout(r, 1));
+      quiet.push((assignOf(c!.id)?.atMs ?? Number.NaN) - c!.sentMs);
     }
+    const controlMs = (cpu1.control - cpu0.control) / n;
     return {
-      store,
-      replicas: 1,
+      store: topology === 'sqlite' ? 'sqlite' : 'postgres',
+      replicas: plane.pids.length,
       agents: plan.agents,
       capacity_per_agent: plan.capacity,
       clients: plan.clients,
@@ -126,29 +169,43 @@ export async function measureFleet(plan: FleetPlan, log: (msg: string) => void, 
       placement_ms: summarize(placement),
       placement_quiet_ms: summarize(quiet),
       create_answer_ms: summarize(created.map((c) => c.answeredMs - c.sentMs)),
-      control_cpu_ms_per_job: round((cpu1.control - cpu0.control) / n),
+      control_cpu_ms_per_job: round(controlMs),
       client_and_fleet_cpu_ms_per_job: round((cpu1.self - cpu0.self) / n),
-      control_cpu_bound_jobs_per_s: round(1000 / ((cpu1.control - cpu0.control) / n)),
-      duplicates: fleet.duplicates.length,
-      over_capacity: fleet.overCapacity.length,
+      control_cpu_bound_jobs_per_s: round((1000 / controlMs) * plane.pids.length),
+      duplicates: fleets.reduce((t, f) => t + f.duplicates.length, 0) + created.filter((c) => fleets.filter((f) => f.assigned.has(c.id)).length > 1).length,
+      over_capacity: fleets.reduce((t, f) => t + f.overCapacity.length, 0),
       connect_s: round(connectS),
     };
   } finally {
-    fleet?.close();
-    await cluster.stop();
+    for (const f of fleets) f.close();
+    await plane.stop();
+  }
+}
+
+function readOr(path: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return '';
   }
 }
 
 /** endedJobs waits until every job has ended with its receipt (a fake reports both at once) and returns them. */
-async function endedJobs(cluster: TestCluster, ids: string[]): Promise<Job[]> {
+async function endedJobs(client: CleanroomClient, ids: string[]): Promise<Job[]> {
   const done = new Map<string, Job>();
   let open = ids;
-  const deadline = Date.now() + 60_000;
+  // Generous: on two replicas jobs wait for cross-replica placement, far slower than one replica (the figures say so).
+  const deadline = Date.now() + 180_000;
   for (;;) {
-    for (const j of await fetchJobs(cluster.client, open, 16)) if (j.endedAt !== null && (j.wipe !== null || j.status !== 'succeeded')) done.set(j.id, j);
+    const read = await fetchJobs(client, open, 16);
+    for (const j of read) if (j.endedAt !== null && (j.wipe !== null || j.status !== 'succeeded')) done.set(j.id, j);
     open = open.filter((id) => !done.has(id));
     if (open.length === 0) return ids.map((id) => done.get(id)!);
-    if (Date.now() > deadline) throw new Error(`${open.length} fleet jobs did not end within 60 s`);
+    if (Date.now() > deadline) {
+      const states = new Map<string, number>();
+      for (const j of read.filter((x) => !done.has(x.id))) states.set(`${j.status}${j.wipe ? '+receipt' : ''}`, (states.get(`${j.status}${j.wipe ? '+receipt' : ''}`) ?? 0) + 1);
+      throw new Error(`${open.length} of ${ids.length} fleet jobs did not end with a receipt within 180 s: ${JSON.stringify(Object.fromEntries(states))}, e.g. ${JSON.stringify(read.find((x) => !done.has(x.id)))}`);
+    }
     await new Promise((r) => setTimeout(r, 200));
   }
 }
@@ -168,7 +225,7 @@ function selfCpuMs(): number {
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   const smoke = process.env.BENCH_SMOKE === '1';
-  const store = process.env.BENCH_FLEET_STORE === 'postgres' ? 'postgres' : 'sqlite';
+  const store: FleetTopology = process.env.BENCH_FLEET_STORE === 'postgres' ? 'postgres' : process.env.BENCH_FLEET_STORE === 'replicas' ? 'replicas' : 'sqlite';
   const started = { date: new Date().toISOString(), load_avg_1m: round(loadavg()[0] ?? Number.NaN) };
   measureFleet(smoke ? FLEET_SMOKE : FLEET_FULL, (m) => process.stderr.write(`[fleet ${new Date().toISOString().slice(11, 19)}] ${m}\n`), store).then(
     (r) => {

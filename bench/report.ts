@@ -83,9 +83,9 @@ export function formatReport(r: BenchResults): string {
   );
   const pgs = r.store_postgres;
   lines.push('', `PostgreSQL store: warm start p50 ${f1(pgs.warm_start_ms.p50)} / p99 ${f1(pgs.warm_start_ms.p99)} ms, ÷ SQLite's ${f2(pgs.ratio_warm_p50_to_sqlite)} (goal ≤ ${pgs.goal_ratio_warm_p50_to_sqlite})`);
-  for (const fl of [r.fleet, pgs.fleet]) {
+  for (const fl of [r.fleet, pgs.fleet, r.fleet_replicas]) {
     lines.push(
-      `fleet (${fl.agents} simulated agents × ${fl.capacity_per_agent}, ${fl.replicas} replica, ${fl.store}, ${fl.clients} clients): ${f1(fl.jobs_per_s)} jobs/s create → placed → ended (goal ≥ ${fl.goal_jobs_per_s}); ${fl.succeeded}/${fl.jobs} succeeded; control plane ${f2(fl.control_cpu_ms_per_job)} CPU ms/job (= ${f1(fl.control_cpu_bound_jobs_per_s)} jobs/s on a core of its own), clients + fleet ${f2(fl.client_and_fleet_cpu_ms_per_job)}`,
+      `fleet (${fl.agents} simulated agents × ${fl.capacity_per_agent}, ${fl.replicas} replica(s), ${fl.store}, ${fl.clients} clients): ${f1(fl.jobs_per_s)} jobs/s create → placed → ended (goal ≥ ${fl.goal_jobs_per_s}); ${fl.succeeded}/${fl.jobs} succeeded; control plane ${f2(fl.control_cpu_ms_per_job)} CPU ms/job (= ${f1(fl.control_cpu_bound_jobs_per_s)} jobs/s on a core of its own), clients + fleet ${f2(fl.client_and_fleet_cpu_ms_per_job)}`,
       `  placement (create → assign at the agent): loaded p50 ${f1(fl.placement_ms.p50)} / p99 ${f1(fl.placement_ms.p99)} ms, quiet p50 ${f1(fl.placement_quiet_ms.p50)} / p99 ${f1(fl.placement_quiet_ms.p99)} ms; duplicates ${fl.duplicates}, over capacity ${fl.over_capacity}`,
     );
   }

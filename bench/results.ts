@@ -64,6 +64,8 @@ export type BenchResults = Record<(typeof LATENCY_FIELDS)[number], Stats> & {
   /** Issue 13's figures: sandbox create, exec, files, concurrency and memory, with ratios to this run's warm start and fork+exec. */
   /** Control-plane capacity with a simulated fleet (bench/fleet.ts; issue 15). */
   fleet: FleetBench;
+  /** The fleet stage on two replicas on one PostgreSQL. */
+  fleet_replicas: FleetBench;
   /** The store on PostgreSQL: warm starts beside SQLite's (goal ≤ 1.2×) and the fleet stage. */
   store_postgres: { warm_start_ms: Stats; ratio_warm_p50_to_sqlite: number; goal_ratio_warm_p50_to_sqlite: number; fleet: FleetBench };
   sandboxes: SandboxBench & { ratio_create_to_warm_start_p50: number; ratio_exec_to_fork_exec_p50: number };

@@ -68,6 +68,7 @@ test('the benchmark runs end to end in smoke mode and reports every field', { ti
   // The store on PostgreSQL: warm starts beside SQLite's, and the fleet stage on it.
   assert.ok(r.store_postgres.warm_start_ms.n > 0 && Number.isFinite(r.store_postgres.ratio_warm_p50_to_sqlite), JSON.stringify(r.store_postgres));
   assert.ok(r.store_postgres.fleet.store === 'postgres' && r.store_postgres.fleet.succeeded === r.store_postgres.fleet.jobs && r.store_postgres.fleet.jobs > 0);
+  assert.ok(r.fleet_replicas.replicas === 2 && r.fleet_replicas.succeeded === r.fleet_replicas.jobs && r.fleet_replicas.jobs > 0, JSON.stringify(r.fleet_replicas));
   for (const k of ['cores', 'memory_mib', 'kernel', 'runc', 'runsc', 'node'] as const) assert.ok(r.machine[k], `machine.${k}`);
   assert.ok(!Number.isNaN(Date.parse(r.date)));
   assert.equal(r.notes.smoke, true);
