@@ -214,6 +214,23 @@ for (const b of [sqlite, postgres]) {
         }
       }));
 
+    test('updates and claims from instances whose last read is stale build on the stored job, never on their view', () =>
+      withStores(b, 2, async (s1, s2) => {
+        await s1.createWorkspace(workspace('ws_a'));
+        await s1.createJob(job('job_1', 'ws_a', 1));
+        assert.equal((await s1.getJob('job_1'))!.status, 'queued');
+        await s2.updateJob('job_1', { status: 'assigned', agentId: 'agent_2' });
+        await s1.updateJob('job_1', { cellId: 'cell_1' });
+        assert.deepEqual(pick(await s2.getJob('job_1')), { status: 'assigned', agentId: 'agent_2', cellId: 'cell_1' }, 's2’s change is kept');
+        assert.equal(await s1.claimJob('job_1', 'queued', { status: 'running' }), false, 'not claimed from a status it left');
+        await s2.updateJob('job_1', { status: 'queued', agentId: null });
+        assert.equal(await s1.claimJob('job_1', 'queued', { status: 'assigned', agentId: 'agent_1' }), true, 'claimed from the status it is back in');
+        assert.deepEqual(pick(await s2.getJob('job_1')), { status: 'assigned', agentId: 'agent_1', cellId: 'cell_1' });
+        await s2.expireJob('job_1', at(50));
+        await s1.updateJob('job_1', { message: 'late' });
+        assert.equal((await s2.getJob('job_1'))!.expiredAt, at(50), 'an expiry by another instance is kept');
+      }));
+
     test('output: chunks in order after a seq, paged, binary-safe; lastOutputSeq', () =>
       withStores(b, 1, async (s) => {
         await s.createWorkspace(workspace('ws_a'));
@@ -271,8 +288,8 @@ for (const b of [sqlite, postgres]) {
         assert.equal((await s.listDeniedConnections('ws_a', { limit: 10 })).length, 3, 'and stores none of it');
       }));
 
-    test('audit: one chain, filtered and paged either way; two instances appending at once keep it gap-free', () =>
-      withStores(b, 2, async (s1, s2) => {
+    test('audit: one chain, filtered and paged either way; three instances appending at once keep it gap-free', () =>
+      withStores(b, 3, async (s1, s2, s3) => {
         for (let i = 1; i <= 4; i++) await s1.appendAudit(auditInput(i, i % 2 ? 'ws_a' : null), sealEvent);
         const events = await s2.listAudit({ order: 'asc', limit: 100 });
         assert.deepEqual(events.map((e) => e.seq), [1, 2, 3, 4]);
@@ -282,13 +299,31 @@ for (const b of [sqlite, postgres]) {
         assert.deepEqual((await s1.listAudit({ order: 'asc', limit: 10, afterSeq: 1, beforeSeq: 4 })).map((e) => e.seq), [2, 3]);
         assert.deepEqual((await s1.listAudit({ order: 'asc', limit: 10, type: 'api_key.created' })).map((e) => e.seq), []);
 
-        const perInstance = 60;
-        await Promise.all([s1, s2].flatMap((s, k) => Array.from({ length: perInstance }, (_, i) => s.appendAudit(auditInput(100 * (k + 1) + i), sealEvent))));
+        // Waves of concurrent appends from every instance, each instance's view of the last event going stale in between.
+        const waves = 4;
+        const perWave = 15;
+        let n = 0;
+        for (let w = 0; w < waves; w++) {
+          await Promise.all([s1, s2, s3].flatMap((s) => Array.from({ length: perWave }, () => s.appendAudit(auditInput(1000 + n++), sealEvent))));
+        }
+        // A seal that throws fails its own append only.
+        const failing = (input: AuditEventInput, prev: { seq: number; hash: string } | null) => {
+          if (input.subject === 'job_bad') throw new Error('cannot seal');
+          return sealEvent(input, prev);
+        };
+        const mixed = await Promise.allSettled([s2.appendAudit(auditInput(5), failing), s2.appendAudit({ ...auditInput(2), subject: 'job_bad' }, failing), s2.appendAudit({ ...auditInput(3), subject: 'job_last' }, failing)]);
+        assert.deepEqual(mixed.map((r) => r.status), ['fulfilled', 'rejected', 'fulfilled']);
+        const total = 4 + waves * perWave * 3 + 2;
         const v = new ChainVerifier();
-        const chain = await s1.listAudit({ order: 'asc', limit: 1000 });
+        const chain = await s3.listAudit({ order: 'asc', limit: 1000 });
         for (const e of chain) v.add(e);
-        assert.deepEqual(v.verdict(), { ok: true, events: 4 + 2 * perInstance, lastHash: chain.at(-1)!.hash });
-        assert.equal(new Set(chain.map((e) => e.subject)).size, 4 + 2 * perInstance, 'every append is in the chain once');
+        assert.deepEqual(v.verdict(), { ok: true, events: total, lastHash: chain.at(-1)!.hash });
+        assert.equal(new Set(chain.map((e) => `${e.subject}/${e.actor}`)).size, total, 'every append is in the chain once');
+        assert.equal(chain.at(-1)!.subject, 'job_last');
+        // An instance whose view is stale seals after the real last event.
+        const e = await s1.appendAudit(auditInput(7), sealEvent);
+        assert.equal(e.seq, total + 1);
+        assert.equal(e.prevHash, chain.at(-1)!.hash);
       }));
 
     test('audit: an event cannot be changed or removed', () =>
@@ -450,6 +485,24 @@ describe('store contract: postgres only', () => {
     }
   });
 
+  test('connections the server drops are replaced: the next operations succeed', async () => {
+    const url = await pgServer!.createDatabase('dropped');
+    const s = await PostgresStore.open({ url, poolSize: 3, onError: () => {} });
+    try {
+      await s.createWorkspace(workspace('ws_a'));
+      await Promise.all([s.getWorkspace('ws_a'), s.listWorkspaces(), s.countApiKeys()]); // three connections in the pool
+      const killed = await pgServer!.query<{ ok: boolean }>('postgres', "SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity WHERE datname = 'dropped' AND pid <> pg_backend_pid()");
+      assert.ok(killed.length >= 1);
+      await new Promise((r) => setTimeout(r, 100));
+      for (let i = 0; i < 5; i++) await s.appendAudit(auditInput(i), sealEvent);
+      await s.createJob(job('job_1', 'ws_a', 1));
+      await s.updateJob('job_1', { status: 'running' });
+      assert.equal((await s.getJob('job_1'))!.status, 'running');
+    } finally {
+      await s.close();
+    }
+  });
+
   test('start-up errors say what to fix and never show the password', async () => {
     const good = pgServer!.url();
     const password = new URL(good).password;
@@ -468,6 +521,10 @@ describe('store contract: postgres only', () => {
     });
   });
 });
+
+function pick(j: Job | null) {
+  return { status: j!.status, agentId: j!.agentId, cellId: j!.cellId };
+}
 
 /** rawExec runs SQL behind the store's back (what a tamperer with database access could do). */
 async function rawExec(b: Backend, s: Store, sql: string): Promise<void> {

@@ -241,14 +241,22 @@ test('the audit chain verifies, and altering one stored event makes verify fail 
   const ok = await cluster.cli(['audit', 'verify']);
   assert.equal(ok.code, 0, ok.stdout + ok.stderr);
   assert.match(ok.stdout, /audit chain intact/);
-  const db = new Database(join(cluster.dataDir, 'control', 'cleanroom.db'));
-  try {
-    // The platform refuses to edit history; an attacker with the file drops the guard first.
-    assert.throws(() => db.prepare("UPDATE audit_events SET actor = 'x' WHERE seq = 3").run(), /append-only/);
-    db.exec('DROP TRIGGER audit_no_update');
-    db.prepare("UPDATE audit_events SET details = json_set(details, '$.role', 'member') WHERE seq = 1").run();
-  } finally {
-    db.close();
+  if (cluster.postgres) {
+    // The same on the PostgreSQL store (CLEANROOM_TEST_STORE=postgres), by someone with the database's owner role.
+    const pg = cluster.postgres;
+    await assert.rejects(pg.query('cleanroom', "UPDATE audit_events SET actor = 'x' WHERE seq = 3"), /append-only/);
+    await pg.query('cleanroom', 'ALTER TABLE audit_events DISABLE TRIGGER audit_no_change');
+    await pg.query('cleanroom', `UPDATE audit_events SET details = jsonb_set(details::jsonb, '{role}', '"member"')::text WHERE seq = 1`);
+  } else {
+    const db = new Database(join(cluster.dataDir, 'control', 'cleanroom.db'));
+    try {
+      // The platform refuses to edit history; an attacker with the file drops the guard first.
+      assert.throws(() => db.prepare("UPDATE audit_events SET actor = 'x' WHERE seq = 3").run(), /append-only/);
+      db.exec('DROP TRIGGER audit_no_update');
+      db.prepare("UPDATE audit_events SET details = json_set(details, '$.role', 'member') WHERE seq = 1").run();
+    } finally {
+      db.close();
+    }
   }
   const broken = await cluster.cli(['audit', 'verify']);
   assert.equal(broken.code, 1);

@@ -51,7 +51,7 @@ export class TestPostgres {
       const pwfile = join(dir, 'pwfile');
       writeFileSync(pwfile, `${password}\n`, { mode: 0o600 });
       chownSync(pwfile, pgUser.uid, pgUser.gid);
-      await asAccount('initdb', ['-D', join(dir, 'data'), '-U', PG_SUPERUSER, `--pwfile=${pwfile}`, '--auth-host=scram-sha-256', '--auth-local=peer', '-E', 'UTF8', '--locale=C', '--no-sync', '--no-instructions']);
+      await asAccount('initdb', ['-D', join(dir, 'data'), '-U', PG_SUPERUSER, `--pwfile=${pwfile}`, '--auth-host=scram-sha-256', '--auth-local=scram-sha-256', '-E', 'UTF8', '--locale=C', '--no-sync', '--no-instructions']);
       rmSync(pwfile);
       // A port taken between freePort and the server's bind fails the start: try another.
       for (let attempt = 1; ; attempt++) {
@@ -144,6 +144,8 @@ function serverOptions(dir: string, port: number): string {
     '-c full_page_writes=off',
     '-c shared_buffers=32MB',
     '-c max_connections=200',
+    // CLEANROOM_TEST_PG_LOG=1 logs every statement with its duration (server.log; with CLEANROOM_TEST_KEEP=1 to read it).
+    ...(process.env.CLEANROOM_TEST_PG_LOG ? ['-c log_min_duration_statement=0', "-c log_line_prefix='%m [%p] '"] : []),
   ].join(' ');
 }
 

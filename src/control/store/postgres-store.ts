@@ -1,8 +1,8 @@
 /**
  * PostgresStore is the Store adapter for a PostgreSQL database that several control-plane replicas share. It keeps the
  * SQLite adapter's semantics (orders, paging, first-writer-wins) and makes the cross-process ones hold across replicas:
- * one gap-free audit chain (appends serialised by a transaction advisory lock), at most one claim of a job (a
- * conditional UPDATE), one workspace key (INSERT … ON CONFLICT DO NOTHING). Hot statements are named, so each pooled
+ * one gap-free audit chain (PostgresAuditChain), at most one claim of a job (a compare-and-set on its version), one
+ * workspace key (INSERT … ON CONFLICT DO NOTHING). Hot statements are named, so each pooled
  * connection parses them once, and each is one round trip.
  */
 import pg from 'pg';
@@ -10,7 +10,9 @@ import type { EgressPolicy } from '../../shared/net/egress-policy.js';
 import type { AuditEvent, AuditEventInput } from '../audit/chain.js';
 import { DEFAULT_EGRESS_POLICY, TERMINAL_STATUSES, type AgentRecord, type ApiKeyRecord, type ApiKeyRole, type DeniedConnectionRecord, type ImageRecord, type ImageState, type Job, type JobStatus, type ObjectMeta, type OutputChunk, type ReplicaRecord, type SigningKeyRecord, type TokenRecord, type Workspace } from '../model.js';
 import { AGENT_COLUMNS, agentFrom, patchedAgentFields, type AgentRow } from './agent-columns.js';
-import { ADVISORY_LOCK_SPACE, AUDIT_CHAIN_LOCK, migratePostgres } from './migrations/postgres.js';
+import { migratePostgres } from './migrations/postgres.js';
+import { PostgresAuditChain } from './postgres-audit-chain.js';
+import { RecentJobs } from './recent-jobs.js';
 import type { AuditQuery, DeniedQuery, ObjectQuery, SandboxQuery, Store } from './store.js';
 
 /** PostgresStoreOptions are the `store` config's connection settings. */
@@ -23,6 +25,9 @@ export interface PostgresStoreOptions {
   /** Told about a pooled connection that broke while idle (the pool replaces it). */
   onError?: (e: Error) => void;
 }
+
+/** RECENT_JOBS is how many jobs' last-seen versions a store instance keeps (a few KiB each) for one-round-trip updates. */
+const RECENT_JOBS = 1024;
 
 /** CONNECT_TIMEOUT_MS bounds a connection attempt, so an unreachable database fails start-up instead of hanging it. */
 const CONNECT_TIMEOUT_MS = 10_000;
@@ -48,8 +53,7 @@ const SQL = {
   countKeys: 'SELECT count(*) AS n FROM api_keys',
   revokeKey: 'UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL',
   insertJob: 'INSERT INTO jobs (id, workspace_id, created_at, status, mode, ended_at, expired_at, metadata, doc) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)',
-  job: 'SELECT doc FROM jobs WHERE id = $1',
-  jobVersion: 'SELECT doc, version FROM jobs WHERE id = $1',
+  job: 'SELECT doc, version FROM jobs WHERE id = $1',
   jobForUpdate: 'SELECT doc, version FROM jobs WHERE id = $1 FOR UPDATE',
   // Compare-and-set: written only if nobody wrote the job since it was read at `version` ($2).
   setJob: `UPDATE jobs SET status = $3, mode = $4, ended_at = $5, expired_at = $6, metadata = $7, doc = $8, version = version + 1
@@ -123,7 +127,12 @@ interface DocRow<T> { doc: T }
 
 /** PostgresStore keeps state in a PostgreSQL database through a connection pool; open() migrates it first. */
 export class PostgresStore implements Store {
-  private constructor(private readonly pool: pg.Pool) {}
+  private readonly audit: PostgresAuditChain;
+  private readonly recent = new RecentJobs(RECENT_JOBS);
+
+  private constructor(private readonly pool: pg.Pool) {
+    this.audit = new PostgresAuditChain(pool);
+  }
 
   /**
    * open connects, checks the server answers and brings the schema to this code's version. Every failure (a malformed
@@ -168,12 +177,11 @@ export class PostgresStore implements Store {
     return (await this.run<R>(name, values)).rows[0];
   }
 
-  /** tx runs `fn` in a transaction on one connection: committed if it returns, rolled back if it throws. `fn` sends
-   *  the BEGIN itself when `begins` (to fold it into its first round trip). */
-  private async tx<T>(fn: (c: pg.PoolClient) => Promise<T>, begins = false): Promise<T> {
+  /** tx runs `fn` in a transaction on one connection: committed if it returns, rolled back if it throws. */
+  private async tx<T>(fn: (c: pg.PoolClient) => Promise<T>): Promise<T> {
     const c = await this.pool.connect();
     try {
-      if (!begins) await c.query('BEGIN');
+      await c.query('BEGIN');
       const out = await fn(c);
       await c.query('COMMIT');
       c.release();
@@ -227,12 +235,16 @@ export class PostgresStore implements Store {
   }
 
   async createJob(j: Job): Promise<void> {
-    await this.run('insertJob', [j.id, j.workspaceId, j.createdAt, ...jobColumns(j)]);
+    const columns = jobColumns(j);
+    await this.run('insertJob', [j.id, j.workspaceId, j.createdAt, ...columns]);
+    this.recent.set(j.id, { version: 0, doc: columns[5] });
   }
 
   async getJob(id: string): Promise<Job | null> {
-    const r = await this.first<DocRow<string>>('job', [id]);
-    return r ? jobFrom(r.doc) : null;
+    const r = await this.first<{ doc: string; version: number }>('job', [id]);
+    if (!r) return null;
+    this.recent.set(id, r);
+    return jobFrom(r.doc);
   }
 
   async listJobs(workspaceId: string, limit: number): Promise<Job[]> {
@@ -267,17 +279,36 @@ export class PostgresStore implements Store {
   }
 
   /**
-   * changeJob reads a job, lets `change` make its next version (null: leave it) and writes that only if nobody wrote
-   * the job in between, else reads it again: two round trips, no lock held across them, and no two changes made from
-   * the same version (so of two racing claims one sees the other's status). False if the job is unknown or left.
+   * changeJob lets `change` make a job's next version from its current one (null: leave it) and writes it only if
+   * nobody wrote the job in between (a compare-and-set on its version), else reads it again and retries: no lock held
+   * across round trips, and no two changes made from the same version (of two racing claims one sees the other's
+   * status). It starts from the version this process last read or wrote, so the usual read-then-update costs the
+   * update one round trip; a stale start costs a re-read. False if the job is unknown or `change` left it.
    */
   private async changeJob(id: string, change: (job: Job) => Job | null): Promise<boolean> {
+    let current = this.recent.get(id);
+    let fresh = false;
     for (;;) {
-      const r = await this.first<{ doc: string; version: number }>('jobVersion', [id]);
-      if (!r) return false;
-      const next = change(jobFrom(r.doc));
-      if (!next) return false;
-      if ((await this.run('setJob', [id, r.version, ...jobColumns(next)])).rowCount === 1) return true;
+      if (!current) {
+        const r = await this.first<{ doc: string; version: number }>('job', [id]);
+        if (!r) return false;
+        current = r;
+        fresh = true;
+      }
+      const next = change(jobFrom(current.doc));
+      if (!next) {
+        if (fresh) return false;
+        // Judged on a remembered version: make sure against the stored one.
+        current = undefined;
+        continue;
+      }
+      const columns = jobColumns(next);
+      if ((await this.run('setJob', [id, current.version, ...columns])).rowCount === 1) {
+        this.recent.set(id, { version: current.version + 1, doc: columns[5] });
+        return true;
+      }
+      this.recent.forget(id);
+      current = undefined;
     }
   }
 
@@ -302,6 +333,7 @@ export class PostgresStore implements Store {
     // One transaction: the output goes and the record says so together.
     await this.tx(async (c) => {
       await this.run('deleteOutput', [jobId], c);
+      this.recent.forget(jobId);
       const r = (await this.run<{ doc: string; version: number }>('jobForUpdate', [jobId], c)).rows[0];
       if (!r) return;
       await this.run('setJob', [jobId, r.version, ...jobColumns({ ...jobFrom(r.doc), expiredAt: at })], c);
@@ -329,15 +361,7 @@ export class PostgresStore implements Store {
   }
 
   async appendAudit(input: AuditEventInput, seal: (input: AuditEventInput, prev: { seq: number; hash: string } | null) => AuditEvent): Promise<AuditEvent> {
-    return this.tx(async (c) => {
-      // BEGIN, the chain lock and the read of the last link in one round trip. The lock is held to COMMIT, so replicas
-      // append one at a time; the read is a statement of its own, so its snapshot sees the previous holder's event.
-      const results = (await c.query(`BEGIN; SELECT pg_advisory_xact_lock(${ADVISORY_LOCK_SPACE}, ${AUDIT_CHAIN_LOCK}); SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1`)) as unknown as pg.QueryResult[];
-      const last = results[2]!.rows[0] as { seq: number; hash: string } | undefined;
-      const e = seal(input, last ?? null);
-      await this.run('insertAudit', [e.seq, e.time, e.type, e.actor, e.workspaceId, e.subject, JSON.stringify(e.details), e.prevHash, e.hash], c);
-      return e;
-    }, true);
+    return this.audit.append(input, seal);
   }
 
   async listAudit(q: AuditQuery): Promise<AuditEvent[]> {

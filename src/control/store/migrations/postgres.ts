@@ -10,8 +10,6 @@ import { API_KEY_ROLES } from '../../model.js';
 export const ADVISORY_LOCK_SPACE = 0x436c526d;
 /** MIGRATION_LOCK serialises migrations across replicas (session-level, held for the whole run). */
 export const MIGRATION_LOCK = 1;
-/** AUDIT_CHAIN_LOCK serialises audit appends across replicas (transaction-level). */
-export const AUDIT_CHAIN_LOCK = 2;
 
 /** PostgresMigration takes the database from `version - 1` to `version`; `sql` runs in one transaction. */
 interface PostgresMigration {
