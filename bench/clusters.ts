@@ -25,8 +25,8 @@ export class Clusters {
   constructor(private readonly log: (msg: string) => void) {}
 
   /** with starts a cluster with `pool`, waits for the pool to be full, runs fn, stops it and checks the host. */
-  async with<T>(pool: PoolTarget[], fn: (c: TestCluster) => Promise<T>, config: Record<string, unknown> = {}): Promise<T> {
-    const cluster = await TestCluster.start({ config: { ...config, agent: { ...((config.agent as object | undefined) ?? {}), pool } } });
+  async with<T>(pool: PoolTarget[], fn: (c: TestCluster) => Promise<T>, config: Record<string, unknown> = {}, store: 'sqlite' | 'postgres' = 'sqlite'): Promise<T> {
+    const cluster = await TestCluster.start({ store, config: { ...config, agent: { ...((config.agent as object | undefined) ?? {}), pool } } });
     const agentId = cluster.agentId;
     this.log(`cluster up: agent ${agentId}, data ${cluster.dataDir}, pool ${pool.map((p) => `${p.runtime}×${p.warm}`).join(' ')}`);
     let outcome: { ok: true; value: T } | { ok: false; error: unknown };

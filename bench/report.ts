@@ -81,6 +81,14 @@ export function formatReport(r: BenchResults): string {
     latency(`${sb.concurrent.sandboxes} sandboxes × ${sb.concurrent.execs_each} execs`, sb.concurrent.exec_roundtrip_ms, false),
     `  create / warm job start (p50): ${f2(sb.ratio_create_to_warm_start_p50)} (goal ≤ 1.2); exec / host fork+exec to exit (p50): ${f2(sb.ratio_exec_to_fork_exec_p50)} (goal ≤ 1.5); concurrent failures ${sb.concurrent.failures} in ${f1(sb.concurrent.wall_s)} s; memory per idle sandbox ${sb.idle_sandbox_memory_mib === null ? '-' : `${f2(sb.idle_sandbox_memory_mib)} MiB`} (goal ≤ 8)`,
   );
+  const pgs = r.store_postgres;
+  lines.push('', `PostgreSQL store: warm start p50 ${f1(pgs.warm_start_ms.p50)} / p99 ${f1(pgs.warm_start_ms.p99)} ms, ÷ SQLite's ${f2(pgs.ratio_warm_p50_to_sqlite)} (goal ≤ ${pgs.goal_ratio_warm_p50_to_sqlite})`);
+  for (const fl of [r.fleet, pgs.fleet, r.fleet_replicas]) {
+    lines.push(
+      `fleet (${fl.agents} simulated agents × ${fl.capacity_per_agent}, ${fl.replicas} replica(s), ${fl.store}, ${fl.clients} clients): ${f1(fl.jobs_per_s)} jobs/s create → placed → ended (goal ≥ ${fl.goal_jobs_per_s}); ${fl.succeeded}/${fl.jobs} succeeded; control plane ${f2(fl.control_cpu_ms_per_job)} CPU ms/job (= ${f1(fl.control_cpu_bound_jobs_per_s)} jobs/s on a core of its own), clients + fleet ${f2(fl.client_and_fleet_cpu_ms_per_job)}`,
+      `  placement (create → assign at the agent): loaded p50 ${f1(fl.placement_ms.p50)} / p99 ${f1(fl.placement_ms.p99)} ms, quiet p50 ${f1(fl.placement_quiet_ms.p50)} / p99 ${f1(fl.placement_quiet_ms.p99)} ms; duplicates ${fl.duplicates}, over capacity ${fl.over_capacity}`,
+    );
+  }
   const n = r.noisy_neighbour;
   lines.push('', `noisy neighbour: calm warm start quiet p50 ${f1(n.quiet_ms.p50)} / p99 ${f1(n.quiet_ms.p99)} ms; during the flood p50 ${f1(n.flooded_ms.p50)} / p99 ${f1(n.flooded_ms.p99)} ms (p99 ×${f2(n.ratio_p99)}, goal ≤ 2); calm failures ${n.calm_failures.length}; flood ${n.flood.requests} requests ${JSON.stringify(n.flood.answers)}`);
   lines.push('', `left behind by stopped clusters: ${r.notes.leftovers.length === 0 ? 'nothing' : r.notes.leftovers.join('; ')}`);

@@ -7,6 +7,7 @@ import type { ThroughputLevel } from './throughput.js';
 import type { SandboxBench } from './sandbox.js';
 import type { BareRate } from './baselines.js';
 import type { BurstResult, LoadLevel } from './load-levels.js';
+import type { FleetBench } from './fleet.js';
 
 /** LATENCY_FIELDS are the top-level figures that are latency distributions ({p50,p95,p99,min,max,n}, ms). */
 export const LATENCY_FIELDS = [
@@ -61,6 +62,12 @@ export type BenchResults = Record<(typeof LATENCY_FIELDS)[number], Stats> & {
   ratio_throughput_to_bare_runc_rate: { lanes: number; runc_cells: number; crun_cells: number };
   idle_cell_memory_mib: { per_cell: number; levels: DensityLevel[] };
   /** Issue 13's figures: sandbox create, exec, files, concurrency and memory, with ratios to this run's warm start and fork+exec. */
+  /** Control-plane capacity with a simulated fleet (bench/fleet.ts; issue 15). */
+  fleet: FleetBench;
+  /** The fleet stage on two replicas on one PostgreSQL. */
+  fleet_replicas: FleetBench;
+  /** The store on PostgreSQL: warm starts beside SQLite's (goal ≤ 1.2×) and the fleet stage. */
+  store_postgres: { warm_start_ms: Stats; ratio_warm_p50_to_sqlite: number; goal_ratio_warm_p50_to_sqlite: number; fleet: FleetBench };
   sandboxes: SandboxBench & { ratio_create_to_warm_start_p50: number; ratio_exec_to_fork_exec_p50: number };
   /** Stage breakdowns per series, from the platform's timings and the client's clock (see notes.stages). */
   stages_ms: { warm_runc: Record<string, Stats>; warm_runsc: Record<string, Stats>; cold_runc: Record<string, Stats>; cold_runsc: Record<string, Stats> };

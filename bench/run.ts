@@ -23,6 +23,7 @@ import { round, summarize } from './stats.js';
 import { measureThroughput, type ThroughputLevel } from './throughput.js';
 import { measureImports } from './images.js';
 import { measureLoad } from './load-levels.js';
+import { FLEET_FULL, FLEET_SMOKE, measureFleet } from './fleet.js';
 import { wipeMs } from './timed-job.js';
 import { measureSandboxes, SANDBOX_FULL, SANDBOX_SMOKE, sandboxConfig, type SandboxPlan } from './sandbox.js';
 
@@ -218,13 +219,23 @@ async function main(): Promise<number> {
   const noisyName = 'noisy';
   const noisy = await clusters.with(MAIN_POOL, (c) => measureNoisyNeighbour(c, plan.noisySamples, noisyName, smoke ? { gvisorJobs: 10, firehoseMiB: 16 } : { gvisorJobs: 200, firehoseMiB: 256 }), { quotas: { workspaces: { [noisyName]: NOISY_QUOTAS } } });
 
+  const fleetPlan = smoke ? FLEET_SMOKE : FLEET_FULL;
+  log(`fleet: control-plane capacity with ${fleetPlan.agents} simulated agents, ${fleetPlan.clients} clients for ${fleetPlan.windowMs / 1000} s, on SQLite then on PostgreSQL`);
+  const fleet = await measureFleet(fleetPlan, log, 'sqlite');
+  // PostgreSQL and two replicas place far fewer jobs per second: half the window keeps the stage's time in bounds.
+  const fleetPg = await measureFleet({ ...fleetPlan, windowMs: fleetPlan.windowMs / 2 }, log, 'postgres');
+  const fleetReplicas = await measureFleet({ ...fleetPlan, windowMs: fleetPlan.windowMs / 2 }, log, 'replicas');
+
+  log(`warm starts with the store on PostgreSQL (runc ×${plan.warmRunc}), beside SQLite's above`);
+  const warmPg = await clusters.with(MAIN_POOL, (c) => measureStarts(c, 'runc', plan.warmRunc, 'warm'), {}, 'postgres');
+
   const density: DensityLevel[] = [];
   for (const cells of plan.densityLevels) {
     log(`density: ${cells} idle runc cells`);
     density.push(await measureDensityLevel(clusters, cells, cells > 0 ? plan.densitySamples : 0));
   }
 
-  const wipeFailures = [...imageWarm.wipeFailures, ...imageCold.wipeFailures, ...warmRunc.wipeFailures, ...warmRunsc.wipeFailures, ...cold.wipeFailures, ...coldRunsc.wipeFailures, ...density.flatMap((d) => d.wipe_failures)];
+  const wipeFailures = [...warmPg.wipeFailures, ...imageWarm.wipeFailures, ...imageCold.wipeFailures, ...warmRunc.wipeFailures, ...warmRunsc.wipeFailures, ...cold.wipeFailures, ...coldRunsc.wipeFailures, ...density.flatMap((d) => d.wipe_failures)];
   const firstByte = (t: ProcessTiming[]) => summarize(t.map((x) => x.firstByteMs));
   const exit = (t: ProcessTiming[]) => summarize(t.map((x) => x.exitMs));
   const warmStart = summarize(warmRunc.samples.map((s) => s.firstByteMs));
@@ -268,6 +279,14 @@ async function main(): Promise<number> {
       crun_cells: round(atLanes('crun') / (rates.runc?.runs_per_s ?? Number.NaN)),
     },
     wipe_ms: summarize([...warmRunc.samples, ...cold.samples].map((s) => wipeMs(s.job))),
+    fleet,
+    fleet_replicas: fleetReplicas,
+    store_postgres: {
+      warm_start_ms: summarize(warmPg.samples.map((s) => s.firstByteMs)),
+      ratio_warm_p50_to_sqlite: round(summarize(warmPg.samples.map((s) => s.firstByteMs)).p50 / warmStart.p50),
+      goal_ratio_warm_p50_to_sqlite: 1.2,
+      fleet: fleetPg,
+    },
     sandboxes: {
       ...sandboxes,
       ratio_create_to_warm_start_p50: round(sandboxes.create_ready_ms.p50 / warmStart.p50),
@@ -279,7 +298,7 @@ async function main(): Promise<number> {
     notes: {
       smoke,
       duration_s: round((performance.now() - started) / 1000),
-      warm_runc_samples_found_cold: warmRunc.mismatched,
+      warm_runc_samples_found_cold: warmRunc.mismatched + warmPg.mismatched,
       warm_runsc_samples_found_cold: warmRunsc.mismatched,
       cold_samples_found_warm: cold.mismatched + coldRunsc.mismatched,
       leftovers: clusters.leftovers,
@@ -300,6 +319,8 @@ async function main(): Promise<number> {
         'Under load (start_under_load): a cluster with a demand-sized runc pool (warm 4, max 1.25 × the burst); jobs arrive open-loop (on schedule, not waiting for earlier ones) at 50 % and 90 % of the peak runc throughput measured above; then a burst of N jobs at once teaches the pool the burst size, the pool refills, an idle pause, and a second burst of N is measured (warm_fraction: jobs that took a warm cell). Ratios divide by the quiet warm-start figures above.',
         'Images: warm runc starts on the busybox base image (build/images/base, imported through the CLI) and on the host root in turns in one cluster (ratio_warm_to_host_root_warm, from those two series); cold starts on a cluster whose default image is base, ratio_cold_to_bare_runc_run by the bare runc run baseline (whose bundle is the host-root rootfs). Imports: the ~100 MB test image from docker-registry on 127.0.0.1 (TLS, basic auth) through POST /v1/images until its blobs are verified in the store, beside skopeo copy of the same image to dir:, rounds alternating; shared_base: the store bytes of two images sharing busybox\'s layer.',
         'Sandboxes (bench/sandbox.ts), on the main cluster after throughput: create → ready = POST /v1/sandboxes sent → its answer (state running), each on a full warm pool, against warm_start_ms; exec round trip = exec of /bin/echo hi in a running sandbox (one request that starts and streams until the exit) against host fork+exec to exit; 1 MiB write then read through the files API; N concurrent sandboxes (cold cells past the pool) each running execs back to back; idle memory = MemAvailable drop with the N sandboxes idle / N.',
+        'Fleet (bench/fleet.ts): a control plane alone (no local agent) and N fake agents in the bench process on its real mutual-TLS channel, speaking the real protocol (each answers an assign with started, output, ended and a wipe receipt at once; test/support/fake-fleet.ts). C clients create /bin/echo jobs back to back through the HTTPS API for the window. jobs_per_s = window jobs / (last endedAt − first createdAt), both stamped by the control plane; placement = create request sent → the assign read by the fake agent (one clock); quiet = one job at a time afterwards. CPU per job = the control plane\'s utime+stime (and this process\'s) over the window / jobs; control_cpu_bound_jobs_per_s = 1000 / that, robust to other load on the host.',
+        'PostgreSQL (store_postgres): the same warm runc series on a cluster whose store is a PostgreSQL 15 the bench starts on 127.0.0.1 (test/support/postgres.ts), right after the SQLite clusters; ratio = its p50 / warm_start_ms p50. Its fleet figures: the fleet stage on a control plane on that PostgreSQL. One replica each (multi-replica figures need the replicas work).',
         'Density = MemAvailable drop with N idle runc cells (a cluster per level; reference = mean of before start and after stop); per_cell is the least-squares slope over the levels (0 = the cluster alone).',
       ],
     },
@@ -331,7 +352,9 @@ async function main(): Promise<number> {
   const loadFailures = [...load.levels.flatMap((l) => l.errors), ...load.burst.errors];
   if (loadFailures.length > 0) log(`BROKEN: ${loadFailures.length} job(s) under load failed: ${loadFailures.slice(0, 3).join(' | ')}`);
   if (noisy.calm_failures.length > 0) log(`BROKEN: ${noisy.calm_failures.length} job(s) of the calm workspace failed during the flood: ${noisy.calm_failures.slice(0, 3).join(' | ')}`);
-  return failed > 0 || loadFailures.length > 0 || sandboxes.concurrent.failures > 0 || clusters.leftovers.length > 0 || wipeFailures.length > 0 || noisy.calm_failures.length > 0 ? 1 : 0;
+  const fleetBroken = [fleet, fleetPg, fleetReplicas].reduce((n, f) => n + f.duplicates + f.over_capacity + (f.jobs - f.succeeded), 0);
+  if (fleetBroken > 0) log(`BROKEN: fleet: ${fleetBroken} job(s) placed twice, past an agent's capacity or not succeeded (fleet, store_postgres.fleet, fleet_replicas)`);
+  return fleetBroken > 0 || failed > 0 || loadFailures.length > 0 || sandboxes.concurrent.failures > 0 || clusters.leftovers.length > 0 || wipeFailures.length > 0 || noisy.calm_failures.length > 0 ? 1 : 0;
 }
 
 main().then(

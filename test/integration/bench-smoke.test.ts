@@ -11,10 +11,10 @@ import { LATENCY_FIELDS, type BenchResults } from '../../bench/results.js';
 
 const run = promisify(execFile);
 
-test('the benchmark runs end to end in smoke mode and reports every field', { timeout: 180_000 }, async (t) => {
+test('the benchmark runs end to end in smoke mode and reports every field', { timeout: 360_000 }, async (t) => {
   const out = mkdtempSync('/var/tmp/cleanroom-bench-smoke-test-');
   t.after(() => rmSync(out, { recursive: true, force: true }));
-  await run(process.execPath, [join(REPO_ROOT, 'dist/bench/run.js')], { env: { ...process.env, BENCH_SMOKE: '1', BENCH_OUT: out }, timeout: 170_000, maxBuffer: 16 * 1024 * 1024 });
+  await run(process.execPath, [join(REPO_ROOT, 'dist/bench/run.js')], { env: { ...process.env, BENCH_SMOKE: '1', BENCH_OUT: out }, timeout: 350_000, maxBuffer: 16 * 1024 * 1024 });
   const r = JSON.parse(readFileSync(join(out, 'latest.json'), 'utf8')) as BenchResults;
   for (const f of LATENCY_FIELDS) {
     const s = r[f];
@@ -61,6 +61,14 @@ test('the benchmark runs end to end in smoke mode and reports every field', { ti
       assert.ok((r.stages_ms[series][stage]?.n ?? 0) > 0, `stages_ms.${series}.${stage}`);
     }
   }
+  // Control-plane capacity with a simulated fleet: every job placed once, within capacity, and succeeded.
+  assert.ok(r.fleet.jobs > 0 && r.fleet.succeeded === r.fleet.jobs && r.fleet.jobs_per_s > 0, JSON.stringify(r.fleet));
+  assert.equal(r.fleet.duplicates + r.fleet.over_capacity, 0);
+  assert.ok(r.fleet.placement_ms.n > 0 && r.fleet.placement_quiet_ms.n > 0 && r.fleet.control_cpu_ms_per_job > 0, JSON.stringify(r.fleet));
+  // The store on PostgreSQL: warm starts beside SQLite's, and the fleet stage on it.
+  assert.ok(r.store_postgres.warm_start_ms.n > 0 && Number.isFinite(r.store_postgres.ratio_warm_p50_to_sqlite), JSON.stringify(r.store_postgres));
+  assert.ok(r.store_postgres.fleet.store === 'postgres' && r.store_postgres.fleet.succeeded === r.store_postgres.fleet.jobs && r.store_postgres.fleet.jobs > 0);
+  assert.ok(r.fleet_replicas.replicas === 2 && r.fleet_replicas.succeeded === r.fleet_replicas.jobs && r.fleet_replicas.jobs > 0, JSON.stringify(r.fleet_replicas));
   for (const k of ['cores', 'memory_mib', 'kernel', 'runc', 'runsc', 'node'] as const) assert.ok(r.machine[k], `machine.${k}`);
   assert.ok(!Number.isNaN(Date.parse(r.date)));
   assert.equal(r.notes.smoke, true);

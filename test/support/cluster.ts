@@ -9,7 +9,11 @@ import { promisify } from 'node:util';
 import { CleanroomClient, type Job, type JobRequest, type OutputChunk } from '../../src/sdk/client.js';
 import { listCgroups } from '../../src/agent/cells/cgroup.js';
 import { UID_CLAIMS_DIR } from '../../src/agent/cells/uid-ranges.js';
-import { RUNTIMES } from '../../src/shared/wire.js';
+import { DATA_SERVICE_NAME, RUNTIMES } from '../../src/shared/wire.js';
+import { loadConfig } from '../../src/shared/config.js';
+import { dataPaths } from '../../src/shared/paths.js';
+import { bootstrapDataDir } from '../../src/supervisor/bootstrap.js';
+import { logFile, pidFile } from '../../src/supervisor/processes.js';
 import { TestPostgres } from './postgres.js';
 
 const run = promisify(execFile);
@@ -23,6 +27,9 @@ export const CLI = join(REPO_ROOT, 'bin/cleanroom.js');
 export interface ClusterOptions {
   /** Extra config merged over the defaults (agent pool sizes, limits…). */
   config?: Record<string, unknown>;
+  /** Start the control plane alone, without the local agent (a simulated fleet connects instead): set-up as `up` does it,
+   *  then only the control plane's process. `down` stops it as usual. */
+  noAgent?: boolean;
   /** The control plane's store: SQLite in the data dir, or a PostgreSQL this cluster starts (test/support/postgres.ts)
    *  and stops. Default: CLEANROOM_TEST_STORE, else sqlite (so any suite can be run on PostgreSQL unchanged). */
   store?: 'sqlite' | 'postgres';
@@ -86,7 +93,8 @@ export class TestCluster {
     delete env.CLEANROOM_CA;
     delete env.CLEANROOM_STORE_URL; // the store is the one written above
     try {
-      await run(process.execPath, [CLI, 'up', '--detach', '--data-dir', dataDir], { env, timeout: 180_000 });
+      if (opts.noAgent) await startControlOnly(dataDir, env);
+      else await run(process.execPath, [CLI, 'up', '--detach', '--data-dir', dataDir], { env, timeout: 180_000 });
     } catch (e) {
       const logs = ['control', 'agent'].map((n) => join(dataDir, 'run', `${n}.log`)).filter(existsSync).map((f) => readFileSync(f, 'utf8').slice(-3000));
       await run(process.execPath, [CLI, 'down', '--data-dir', dataDir], { env }).catch(() => {});
@@ -128,6 +136,22 @@ export class TestCluster {
       if (Date.now() > deadline) throw new Error(`pool not warm: ${JSON.stringify(p)}`);
       await new Promise((r) => setTimeout(r, 100));
     }
+  }
+
+  /** agentPort is the port of the control plane's agent channel. */
+  get agentPort(): number {
+    return (JSON.parse(readFileSync(join(this.dataDir, 'config.json'), 'utf8')) as { control: { agentPort: number } }).control.agentPort;
+  }
+
+  /** agentTls is the agent certificate, its key and the CA, as an agent of this cluster dials the channel with them. */
+  agentTls(): { ca: string; cert: string; key: string } {
+    const pki = (f: string) => readFileSync(join(this.dataDir, 'pki', f), 'utf8');
+    return { ca: pki('ca.pem'), cert: pki('agent.pem'), key: pki('agent-key.pem') };
+  }
+
+  /** controlPid is the pid of the control plane's process. */
+  controlPid(): number {
+    return Number(readFileSync(join(this.dataDir, 'run', 'control.pid'), 'utf8'));
   }
 
   /** agentId is the id under which this cluster's agent names host objects (`cr-<agentId>-…`). */
@@ -216,7 +240,9 @@ export class TestCluster {
   async stop(): Promise<void> {
     this.client.close();
     await run(process.execPath, [CLI, 'down', '--data-dir', this.dataDir], { env: this.env, timeout: 60_000 }).catch(() => {});
-    const problems = await hostLeaks(this.dataDir, this.agentId);
+    // A control plane started alone has no agent and no agent id.
+    const hasAgent = existsSync(join(this.dataDir, 'agent', 'agent-id'));
+    const problems = await hostLeaks(this.dataDir, hasAgent ? this.agentId : 'no-agent-');
     // The control plane is down: its database can go.
     await this.postgres?.stop();
     // CLEANROOM_TEST_KEEP=1 keeps the data directory (logs, database) for a post-mortem.
@@ -382,6 +408,39 @@ export async function hostLeaks(dataDir: string, agentId: string): Promise<strin
     if (dev.startsWith('/dev/loop')) await run('losetup', ['-d', dev]).catch(() => {});
   }
   return problems;
+}
+
+/**
+ * startControlOnly does what `cleanroom up --detach` does, without the agent: the data directory's set-up (account, PKI,
+ * the platform-admin key written to the client config), then the control plane's process alone, detached, with its pid
+ * file (so `cleanroom down` stops it); resolves when the API answers.
+ */
+async function startControlOnly(dataDir: string, env: NodeJS.ProcessEnv): Promise<void> {
+  const paths = dataPaths(dataDir);
+  const config = loadConfig(paths.config);
+  const { adminKey, account } = await bootstrapDataDir(paths, config, ['127.0.0.1', 'localhost', config.control.host, DATA_SERVICE_NAME]);
+  if (!adminKey) throw new Error(`${dataDir} was set up before: no platform-admin key to hand out`);
+  const url = `https://127.0.0.1:${config.control.apiPort}`;
+  writeFileSync(env.CLEANROOM_CONFIG!, JSON.stringify({ url, apiKey: adminKey, caPath: paths.pki.caCert }, null, 2) + '\n', { mode: 0o600 });
+  const log = openSync(logFile(paths, 'control'), 'a', 0o600);
+  // CLEANROOM_CONTROL_NODE_ARGS adds node flags to the control plane (a bench profiles it with --cpu-prof).
+  const nodeArgs = (env.CLEANROOM_CONTROL_NODE_ARGS ?? '').split(' ').filter(Boolean);
+  const child = spawn(process.execPath, [...nodeArgs, join(REPO_ROOT, 'dist/src/control/main.js'), '--data-dir', dataDir], { uid: account.uid, gid: account.gid, detached: true, stdio: ['ignore', log, log], env });
+  closeSync(log);
+  writeFileSync(pidFile(paths, 'control'), String(child.pid));
+  child.unref();
+  const client = new CleanroomClient({ url, apiKey: adminKey, ca: readFileSync(paths.pki.caCert, 'utf8') });
+  try {
+    const deadline = Date.now() + 60_000;
+    for (;;) {
+      if (child.exitCode !== null) throw new Error(`the control plane exited (${child.exitCode}) during start-up`);
+      if (await client.health().then(() => true, () => false)) return;
+      if (Date.now() > deadline) throw new Error('the control plane did not answer within 60 s');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  } finally {
+    client.close();
+  }
 }
 
 /** isAlive reports whether a process exists and is not a zombie. */

@@ -1,0 +1,243 @@
+// bench/fleet.ts: control-plane capacity with a simulated fleet (issue 15, Performance). A control plane started alone
+// (TestCluster noAgent) and 1,000 fake agents in this process on its real mutual-TLS channel (test/support/fake-fleet.ts:
+// each answers an assign with started, output, ended and a wipe receipt at once). Clients create `/bin/echo hi` jobs
+// through the public HTTPS API back to back for a window; measured: jobs/s from create to placed to ended (the control
+// plane's own createdAt/endedAt), placement latency (create request sent → the assign seen by the fake agent, same clock),
+// loaded and quiet, and the CPU the control plane and this process (clients + fleet) spent per job.
+// Standalone: `node dist/bench/fleet.js` (BENCH_SMOKE=1 for a short check; BENCH_FLEET_STORE=postgres on a PostgreSQL
+// it starts, =replicas on two replicas on one; BENCH_FLEET_PROF=<dir> writes a --cpu-prof of the control plane there) prints the JSON and writes
+// bench/results/fleet-<store>-latest.json; `npm run bench` runs it on SQLite and on PostgreSQL as one stage.
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { loadavg } from 'node:os';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { REPO_ROOT, TestCluster } from '../test/support/cluster.js';
+import { FakeFleet } from '../test/support/fake-fleet.js';
+import { createJobs, fetchJobs } from '../test/support/job-burst.js';
+import type { CleanroomClient, Job } from '../src/sdk/client.js';
+import { TestReplicas } from '../test/support/replicas.js';
+import { round, summarize, type Stats } from './stats.js';
+
+/** FleetPlan is the size of the fleet stage. */
+export interface FleetPlan {
+  agents: number;
+  /** Jobs each fake agent runs at once. */
+  capacity: number;
+  /** Create requests in flight at once (closed loop). */
+  clients: number;
+  /** Jobs before the window, not counted. */
+  warmup: number;
+  /** The measured window of back-to-back creates (it ends early after maxJobs). */
+  windowMs: number;
+  maxJobs: number;
+  /** Sequential single jobs on the idle fleet after the window (quiet placement latency). */
+  quiet: number;
+}
+
+export const FLEET_FULL: FleetPlan = { agents: 1000, capacity: 4, clients: 64, warmup: 500, windowMs: 10_000, maxJobs: 15_000, quiet: 200 };
+export const FLEET_SMOKE: FleetPlan = { agents: 100, capacity: 4, clients: 16, warmup: 50, windowMs: 2_000, maxJobs: 1000, quiet: 20 };
+
+/** FleetBench is the stage's figures, with the goals they are held against. */
+export interface FleetBench {
+  store: 'sqlite' | 'postgres';
+  replicas: number;
+  agents: number;
+  capacity_per_agent: number;
+  clients: number;
+  /** Jobs created in the window, and of them those that ended succeeded with a receipt. */
+  jobs: number;
+  succeeded: number;
+  /** Jobs from create to placed to ended per second: window jobs / (last endedAt − first createdAt), the control plane's clock. */
+  jobs_per_s: number;
+  goal_jobs_per_s: number;
+  /** Creates answered per second, client side (the API's rate for this load). */
+  creates_per_s: number;
+  /** Create request sent → assign seen by the fake agent, under the window's load. */
+  placement_ms: Stats;
+  /** The same, one job at a time on the idle fleet. */
+  placement_quiet_ms: Stats;
+  /** Create sent → its answer (the job is placed within the create call when an agent has room). */
+  create_answer_ms: Stats;
+  /** CPU ms per job in the window: the control plane's process, and this process (the API clients and the 1,000 fakes). */
+  control_cpu_ms_per_job: number;
+  client_and_fleet_cpu_ms_per_job: number;
+  /** replicas × 1000 / control_cpu_ms_per_job (CPU of every replica's process): the jobs/s the replicas would sustain
+   *  with a core each (robust to other load on the host, unlike jobs_per_s; a control plane's event loop is one thread). */
+  control_cpu_bound_jobs_per_s: number;
+  /** Jobs placed twice or past an agent's capacity (must be 0). */
+  duplicates: number;
+  over_capacity: number;
+  /** Fleet connect time (all agents welcomed). */
+  connect_s: number;
+}
+
+/** FleetTopology is where the stage runs: one control plane on SQLite or on PostgreSQL, or two replicas on PostgreSQL. */
+export type FleetTopology = 'sqlite' | 'postgres' | 'replicas';
+
+/** Plane is the control plane(s) under test: API clients, agent channels and processes, one entry per replica. */
+interface Plane {
+  clients: CleanroomClient[];
+  channels: string[];
+  tls: { ca: string; cert: string; key: string };
+  pids: number[];
+  stop(): Promise<void>;
+}
+
+async function startPlane(topology: FleetTopology, config: Record<string, unknown>): Promise<Plane> {
+  const channel = (port: number) => `wss://127.0.0.1:${port}/v1/agent`;
+  if (topology !== 'replicas') {
+    const c = await TestCluster.start({ noAgent: true, store: topology, config });
+    return { clients: [c.client], channels: [channel(c.agentPort)], tls: c.agentTls(), pids: [c.controlPid()], stop: () => c.stop() };
+  }
+  // Two replicas on one PostgreSQL (test/support/replicas.ts), both without a local agent: half the fleet on each channel,
+  // the clients take turns between the two APIs, so a job created on one replica is often placed on the other's agent.
+  const r = await TestReplicas.start({ noAgent: true, config });
+  const pidA = readdirSync('/proc').find((e) => /^\d+$/.test(e) && readOr(`/proc/${e}/cmdline`).includes(r.aDir));
+  return {
+    clients: [r.clientB, r.clientA],
+    channels: [channel(r.b.agentPort), channel(r.aPorts.agentPort)],
+    tls: r.b.agentTls(),
+    pids: [r.controlPidB(), ...(pidA ? [Number(pidA)] : [])],
+    stop: () => r.stop(),
+  };
+}
+
+/** measureFleet runs the stage on a control plane (or two replicas) it starts, and stops them. */
+export async function measureFleet(plan: FleetPlan, log: (msg: string) => void, topology: FleetTopology = 'sqlite', config: Record<string, unknown> = {}): Promise<FleetBench> {
+  const prof = process.env.BENCH_FLEET_PROF;
+  if (prof) process.env.CLEANROOM_CONTROL_NODE_ARGS = `--cpu-prof --cpu-prof-dir=${prof}`;
+  const plane = await startPlane(topology, { quotas: { maxRunningJobs: 10_000, maxQueuedJobs: 100_000 }, ...config });
+  delete process.env.CLEANROOM_CONTROL_NODE_ARGS;
+  const fleets: FakeFleet[] = [];
+  const assignOf = (id: string) => {
+    for (const f of fleets) {
+      const a = f.assigned.get(id);
+      if (a) return a;
+    }
+    return undefined;
+  };
+  /** create sends n jobs (or until untilMs) spread over the replicas' APIs, clients in flight in all. */
+  const create = async (n: number, clients: number, untilMs = Number.POSITIVE_INFINITY) => {
+    const k = plane.clients.length;
+    const parts = await Promise.all(plane.clients.map((c) => createJobs(c, Math.ceil(n / k), Math.max(1, Math.round(clients / k)), undefined, untilMs)));
+    return parts.flat();
+  };
+  try {
+    const t0 = performance.now();
+    const per = Math.ceil(plan.agents / plane.channels.length);
+    for (const [i, url] of plane.channels.entries()) {
+      fleets.push(await FakeFleet.start({ url, tls: plane.tls, agents: Math.min(per, plan.agents - per * i), capacity: plan.capacity, firstId: 0xa00000 + per * i }));
+    }
+    const connectS = (performance.now() - t0) / 1000;
+    log(`fleet (${topology}): ${plan.agents} fake agents connected in ${round(connectS)} s; warm-up ${plan.warmup} jobs`);
+    await create(plan.warmup, plan.clients);
+
+    const cpu0 = { control: plane.pids.reduce((t, p) => t + processCpuMs(p), 0), self: selfCpuMs() };
+    const t1 = performance.now();
+    const created = await create(plan.maxJobs, plan.clients, t1 + plan.windowMs);
+    const windowEnd = performance.now();
+    // The reports of the last jobs are on their way: wait for them before reading the CPU, then read every job.
+    const jobs = await endedJobs(plane.clients[0]!, created.map((c) => c.id));
+    const cpu1 = { control: plane.pids.reduce((t, p) => t + processCpuMs(p), 0), self: selfCpuMs() };
+    const n = created.length;
+    const succeeded = jobs.filter((j) => j.status === 'succeeded' && j.wipe !== null).length;
+    const firstCreated = Math.min(...jobs.map((j) => Date.parse(j.createdAt)));
+    const lastEnded = Math.max(...jobs.map((j) => Date.parse(j.endedAt ?? '')));
+    const placement = created.map((c) => (assignOf(c.id)?.atMs ?? Number.NaN) - c.sentMs);
+    log(`fleet (${topology}): ${n} jobs in ${round((windowEnd - t1) / 1000)} s; quiet placement ×${plan.quiet}`);
+
+    const quiet: number[] = [];
+    for (let i = 0; i < plan.quiet; i++) {
+      const [c] = await createJobs(plane.clients[i % plane.clients.length]!, 1, 1);
+      // The create's answer and the assign travel on different connections: the answer may come first.
+      const until = performance.now() + 5000;
+      while (!assignOf(c!.id) && performance.now() < until) await new Promise((r) => setTimeout(r, 1));
+      quiet.push((assignOf(c!.id)?.atMs ?? Number.NaN) - c!.sentMs);
+    }
+    const controlMs = (cpu1.control - cpu0.control) / n;
+    return {
+      store: topology === 'sqlite' ? 'sqlite' : 'postgres',
+      replicas: plane.pids.length,
+      agents: plan.agents,
+      capacity_per_agent: plan.capacity,
+      clients: plan.clients,
+      jobs: n,
+      succeeded,
+      jobs_per_s: round(n / ((lastEnded - firstCreated) / 1000)),
+      goal_jobs_per_s: 1000,
+      creates_per_s: round(n / ((windowEnd - Math.min(...created.map((c) => c.sentMs))) / 1000)),
+      placement_ms: summarize(placement),
+      placement_quiet_ms: summarize(quiet),
+      create_answer_ms: summarize(created.map((c) => c.answeredMs - c.sentMs)),
+      control_cpu_ms_per_job: round(controlMs),
+      client_and_fleet_cpu_ms_per_job: round((cpu1.self - cpu0.self) / n),
+      control_cpu_bound_jobs_per_s: round((1000 / controlMs) * plane.pids.length),
+      duplicates: fleets.reduce((t, f) => t + f.duplicates.length, 0) + created.filter((c) => fleets.filter((f) => f.assigned.has(c.id)).length > 1).length,
+      over_capacity: fleets.reduce((t, f) => t + f.overCapacity.length, 0),
+      connect_s: round(connectS),
+    };
+  } finally {
+    for (const f of fleets) f.close();
+    await plane.stop();
+  }
+}
+
+function readOr(path: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return '';
+  }
+}
+
+/** endedJobs waits until every job has ended with its receipt (a fake reports both at once) and returns them. */
+async function endedJobs(client: CleanroomClient, ids: string[]): Promise<Job[]> {
+  const done = new Map<string, Job>();
+  let open = ids;
+  // Generous: on two replicas jobs wait for cross-replica placement, far slower than one replica (the figures say so).
+  const deadline = Date.now() + 180_000;
+  for (;;) {
+    const read = await fetchJobs(client, open, 16);
+    for (const j of read) if (j.endedAt !== null && (j.wipe !== null || j.status !== 'succeeded')) done.set(j.id, j);
+    open = open.filter((id) => !done.has(id));
+    if (open.length === 0) return ids.map((id) => done.get(id)!);
+    if (Date.now() > deadline) {
+      const states = new Map<string, number>();
+      for (const j of read.filter((x) => !done.has(x.id))) states.set(`${j.status}${j.wipe ? '+receipt' : ''}`, (states.get(`${j.status}${j.wipe ? '+receipt' : ''}`) ?? 0) + 1);
+      throw new Error(`${open.length} of ${ids.length} fleet jobs did not end with a receipt within 180 s: ${JSON.stringify(Object.fromEntries(states))}, e.g. ${JSON.stringify(read.find((x) => !done.has(x.id)))}`);
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+/** processCpuMs is a process's user + system CPU time so far (ms), from /proc/<pid>/stat. */
+function processCpuMs(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  // Fields 14 and 15 of stat (utime, stime) are the 12th and 13th after the command; clock ticks of 10 ms.
+  return (Number(fields[11]) + Number(fields[12])) * 10;
+}
+
+function selfCpuMs(): number {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1000;
+}
+
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+  const smoke = process.env.BENCH_SMOKE === '1';
+  const store: FleetTopology = process.env.BENCH_FLEET_STORE === 'postgres' ? 'postgres' : process.env.BENCH_FLEET_STORE === 'replicas' ? 'replicas' : 'sqlite';
+  const started = { date: new Date().toISOString(), load_avg_1m: round(loadavg()[0] ?? Number.NaN) };
+  measureFleet(smoke ? FLEET_SMOKE : FLEET_FULL, (m) => process.stderr.write(`[fleet ${new Date().toISOString().slice(11, 19)}] ${m}\n`), store).then(
+    (r) => {
+      const out = { ...started, load_avg_1m_at_end: round(loadavg()[0] ?? Number.NaN), smoke, fleet: r };
+      const text = JSON.stringify(out, null, 2) + '\n';
+      process.stdout.write(text);
+      // Beside e2b-latest.json: the stage run alone (npm run bench puts the same figures under `fleet` in latest.json).
+      if (!smoke) writeFileSync(join(REPO_ROOT, `bench/results/fleet-${store}-latest.json`), text);
+    },
+    (e: Error) => {
+      process.stderr.write(`bench fleet: ${e.stack ?? e.message}\n`);
+      process.exit(1);
+    },
+  );
+}
