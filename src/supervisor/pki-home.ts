@@ -24,12 +24,13 @@ export const PKI_HOME_FILES = {
 /** BASE_SERVER_NAMES are always in the server certificate: loopback, and the name cells verify the data service by. */
 export const BASE_SERVER_NAMES = ['localhost', '127.0.0.1', DATA_SERVICE_NAME] as const;
 
-/** KUBERNETES_SECRETS names the Secrets deploy/kubernetes mounts, and the PKI home file each key holds. */
+/** KUBERNETES_SECRETS names the Secrets deploy/kubernetes mounts, the role whose namespace holds each, and the PKI
+ *  home file each key holds. */
 export const KUBERNETES_SECRETS = {
-  'cleanroom-control-pki': { 'ca.pem': 'caCert', 'server.pem': 'serverCert', 'server-key.pem': 'serverKey' },
-  'cleanroom-agent-pki': { 'ca.pem': 'caCert', 'agent.pem': 'agentCert', 'agent-key.pem': 'agentKey' },
-  'cleanroom-kek': { kek: 'kek' },
-} as const satisfies Record<string, Record<string, keyof typeof PKI_HOME_FILES>>;
+  'cleanroom-control-pki': { role: 'control', keys: { 'ca.pem': 'caCert', 'server.pem': 'serverCert', 'server-key.pem': 'serverKey' } },
+  'cleanroom-kek': { role: 'control', keys: { kek: 'kek' } },
+  'cleanroom-agent-pki': { role: 'agent', keys: { 'ca.pem': 'caCert', 'agent.pem': 'agentCert', 'agent-key.pem': 'agentKey' } },
+} as const satisfies Record<string, { role: Role; keys: Record<string, keyof typeof PKI_HOME_FILES> }>;
 
 /** Role is what a host runs: the control plane or an agent. */
 export type Role = 'control' | 'agent';
@@ -124,12 +125,13 @@ export function installRole(dir: string, role: Role, dataDir: string, owner: Acc
   return installed;
 }
 
-/** kubernetesSecrets returns the Secrets deploy/kubernetes mounts, filled from a PKI home, as one `kubectl apply -f -` List. */
-export function kubernetesSecrets(dir: string, namespace: string): object {
-  const items = Object.entries(KUBERNETES_SECRETS).map(([name, keys]) => ({
+/** kubernetesSecrets returns the Secrets deploy/kubernetes mounts, filled from a PKI home, as one `kubectl apply -f -`
+ *  List: the control plane's in `namespaces.control`, the agents' in `namespaces.agent` (never the CA key). */
+export function kubernetesSecrets(dir: string, namespaces: Record<Role, string>): object {
+  const items = Object.entries(KUBERNETES_SECRETS).map(([name, { role, keys }]) => ({
     apiVersion: 'v1',
     kind: 'Secret',
-    metadata: { name, namespace, labels: { 'app.kubernetes.io/part-of': 'cleanroom' } },
+    metadata: { name, namespace: namespaces[role], labels: { 'app.kubernetes.io/part-of': 'cleanroom' } },
     type: 'Opaque',
     data: Object.fromEntries(Object.entries(keys).map(([key, from]) => [key, readFileSync(file(dir, from)).toString('base64')])),
   }));

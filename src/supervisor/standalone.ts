@@ -47,8 +47,9 @@ export function renderConfig(template: string, paths: DataPathSet, env: NodeJS.P
   }
   mkdirSync(paths.dataDir, { recursive: true });
   const staged = `${paths.config}.staged`;
-  writeFileSync(staged, rendered, { mode: 0o644 });
-  chmodSync(staged, 0o644);
+  // 0600: a template may bring in secrets (the PostgreSQL URL with its password).
+  writeFileSync(staged, rendered, { mode: 0o600 });
+  chmodSync(staged, 0o600);
   const config = loadConfig(staged); // throws with every problem listed
   renameSync(staged, paths.config);
   return config;

@@ -44,11 +44,12 @@ export function registerPki(program: Command): void {
     .option('--data-dir <dir>', 'data directory to install into')
     .option('--owner <account>', 'control: the unprivileged account the control plane runs as (owns its data directory)')
     .option('--without-kek', 'control: leave the KEK out (systemd LoadCredential= or data.kekFile supplies it)')
-    .option('--kubernetes', 'print the Secrets (cleanroom-control-pki, cleanroom-agent-pki, cleanroom-kek) as JSON for `kubectl apply -f -`')
-    .option('--namespace <ns>', 'namespace of the Secrets', 'cleanroom')
-    .action((opts: { dir: string; role?: string; dataDir?: string; owner?: string; withoutKek?: boolean; kubernetes?: boolean; namespace: string }) => {
+    .option('--kubernetes', 'print the Secrets (cleanroom-control-pki, cleanroom-kek, cleanroom-agent-pki) as JSON for `kubectl apply -f -`')
+    .option('--namespace <ns>', 'namespace of the control plane\'s Secrets', 'cleanroom')
+    .option('--agent-namespace <ns>', 'namespace of the agents\' Secret', 'cleanroom-agents')
+    .action((opts: { dir: string; role?: string; dataDir?: string; owner?: string; withoutKek?: boolean; kubernetes?: boolean; namespace: string; agentNamespace: string }) => {
       if (opts.kubernetes) {
-        process.stdout.write(JSON.stringify(kubernetesSecrets(opts.dir, opts.namespace), null, 2) + '\n');
+        process.stdout.write(JSON.stringify(kubernetesSecrets(opts.dir, { control: opts.namespace, agent: opts.agentNamespace }), null, 2) + '\n');
         return;
       }
       if (opts.role !== 'control' && opts.role !== 'agent') throw new UsageError('--role must be control or agent (or use --kubernetes)');
