@@ -39,6 +39,7 @@ want docker-registry docker-registry     # tests: a real registry on 127.0.0.1 (
 want htpasswd apache2-utils              # tests: the registry's bcrypt htpasswd file
 want /bin/busybox busybox-static         # tests (and the default image, scripts/build-base-image.ts): a static busybox
 want tmux tmux  # drives `cleanroom sandbox shell` in a real terminal in the tests
+want /usr/lib/postgresql/15/bin/initdb postgresql  # tests: a real PostgreSQL 15 for the PostgreSQL store (test/support/postgres.ts)
 if [ -n "$missing" ]; then
   echo "installing Debian packages:$missing"
   apt-get update -qq

@@ -1,6 +1,6 @@
 /** The control plane's domain records, independent of storage and transport. */
 import type { EgressPolicy } from '../shared/net/egress-policy.js';
-import type { DeniedConnection, ImageManifest, JobImage, TerminalReason, WipeReceipt, WorkloadSpec } from '../shared/wire.js';
+import type { AgentLoad, DeniedConnection, ImageManifest, JobImage, TerminalReason, WipeReceipt, WorkloadSpec } from '../shared/wire.js';
 
 /** Workspace is a tenant: its jobs, keys and limits. */
 export interface Workspace {
@@ -181,4 +181,35 @@ export interface ImageRecord {
   createdAt: string;
   updatedAt: string;
   createdBy: string;
+}
+
+/** AGENT_STATES are what an agent can be to the control plane: on a replica's channel, off it, draining, or removed. */
+export const AGENT_STATES = ['connected', 'disconnected', 'draining', 'removed'] as const;
+/** AgentState is one of AGENT_STATES. */
+export type AgentState = (typeof AGENT_STATES)[number];
+
+/** AgentRecord is an agent as every replica sees it: where it is connected, whether it takes work, its last load. */
+export interface AgentRecord {
+  id: string;
+  /** The replica whose channel the agent is on (null: not connected). */
+  replicaId: string | null;
+  connected: boolean;
+  /** No new placements; running work finishes. */
+  draining: boolean;
+  /** Forgotten by an operator: refused until it is re-admitted. */
+  removed: boolean;
+  capacity: number;
+  running: number;
+  /** As last reported on the wire. */
+  load: AgentLoad | null;
+  connectedAt: string | null;
+  lastSeenAt: string;
+}
+
+/** ReplicaRecord is a running control-plane replica: where its API is, and when it last said it is alive. */
+export interface ReplicaRecord {
+  id: string;
+  apiUrl: string;
+  startedAt: string;
+  heartbeatAt: string;
 }

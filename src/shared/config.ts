@@ -62,6 +62,29 @@ const ListenerTimeoutsSchema = z
 /** ListenerTimeouts are the parsed listener deadlines. */
 export type ListenerTimeouts = Readonly<z.infer<typeof ListenerTimeoutsSchema>>;
 
+/**
+ * StoreSchema chooses the control plane's database: the embedded SQLite file (one control-plane process) or a PostgreSQL
+ * database that several replicas share. The URL may instead come from CLEANROOM_STORE_URL (see loadConfig), so that it
+ * can live in a secret rather than in the config file.
+ */
+const StoreSchema = z.discriminatedUnion('kind', [
+  z.object({ kind: z.literal('sqlite') }).strict(),
+  z
+    .object({
+      kind: z.literal('postgres'),
+      /** postgres://user:password@host:port/database (or postgresql://); `?host=/dir` for a unix socket. */
+      url: z
+        .string()
+        .refine((u) => /^postgres(ql)?:\/\//.test(u) && URL.canParse(u), 'a postgres://user:password@host:port/database URL'),
+      /** Connections each control-plane process keeps open at most. */
+      poolSize: z.number().int().min(1).max(1000).default(10),
+    })
+    .strict(),
+]);
+
+/** StoreConfig is the parsed `store` section. */
+export type StoreConfig = Readonly<z.infer<typeof StoreSchema>>;
+
 /** ConfigSchema describes `<data dir>/config.json`; every field has a default. */
 export const ConfigSchema = z
   .object({
@@ -220,6 +243,7 @@ export const ConfigSchema = z
       })
       .strict()
       .prefault({}),
+    store: StoreSchema.default({ kind: 'sqlite' }),
   })
   .strict()
   .superRefine((c, ctx) => {
@@ -234,9 +258,19 @@ export const ConfigSchema = z
 /** Config is the parsed, frozen configuration. */
 export type Config = Readonly<z.infer<typeof ConfigSchema>>;
 
-/** loadConfig reads and validates the config file (absent means all defaults); throws with every problem listed. */
-export function loadConfig(path: string): Config {
+/**
+ * loadConfig reads and validates the config file (absent means all defaults); throws with every problem listed.
+ * CLEANROOM_STORE_URL, when set, is the PostgreSQL store's URL: it overrides `store.url` and implies `kind: postgres`.
+ */
+export function loadConfig(path: string, env: NodeJS.ProcessEnv = process.env): Config {
   const raw: unknown = existsSync(path) ? JSON.parse(readFileSync(path, 'utf8')) : {};
+  const storeUrl = env.CLEANROOM_STORE_URL;
+  if (storeUrl && raw && typeof raw === 'object' && !Array.isArray(raw)) {
+    const store = (raw as { store?: unknown }).store;
+    const given = store && typeof store === 'object' && !Array.isArray(store) ? (store as Record<string, unknown>) : {};
+    if (given.kind !== undefined && given.kind !== 'postgres') throw new Error(`invalid config ${path}: store.kind is "${String(given.kind)}" but CLEANROOM_STORE_URL is set (it is the PostgreSQL store's URL): set store.kind to "postgres" or unset it`);
+    (raw as { store?: unknown }).store = { ...given, kind: 'postgres', url: storeUrl };
+  }
   const parsed = ConfigSchema.safeParse(raw);
   if (!parsed.success) {
     const problems = parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ');

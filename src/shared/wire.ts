@@ -627,3 +627,15 @@ function parseWith<T>(schema: z.ZodType<T>, raw: string): WireParse<T> {
     return { ok: false, problem: `unreadable message (${(e as Error).name})`, value };
   }
 }
+
+/**
+ * AgentLoad is what an agent reports of its capacity and warm cells (contract W). Placeholder with the contract's shape
+ * for the store (src/control/model.ts AgentRecord) until the wire schema lands; the wire's own definition replaces it.
+ */
+export interface AgentLoad {
+  running: number;
+  capacity: number;
+  preparing: number;
+  /** Warm cells per image (digest; null = host root), runtime and size class. */
+  warm: Array<{ image: string | null; runtime: Runtime; sizeClass: string; cells: number }>;
+}

@@ -4,7 +4,7 @@ import { chmodSync, chownSync, existsSync, mkdirSync, readdirSync } from 'node:f
 import { join } from 'node:path';
 import type { Config } from '../shared/config.js';
 import { imageDirs, type DataPathSet } from '../shared/paths.js';
-import { SqliteStore } from '../control/store/sqlite-store.js';
+import { openStore } from '../control/store/open-store.js';
 import { TenancyService } from '../control/tenancy/tenancy-service.js';
 import { AccessDenials } from '../control/audit/access-denials.js';
 import { AuditLog } from '../control/audit/audit-log.js';
@@ -42,7 +42,7 @@ export async function bootstrapDataDir(paths: DataPathSet, config: Config, serve
   mkdirSync(paths.run.dir, { recursive: true, mode: 0o700 });
   mkdirSync(paths.control.dir, { recursive: true, mode: 0o700 });
   await ensurePki(paths, account.uid, account.gid, serverNames);
-  const store = new SqliteStore(paths.control.db);
+  const store = await openStore(config.store, paths.control.db);
   let adminKey: string | null;
   try {
     const audit = new AuditLog(store);

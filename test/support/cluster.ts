@@ -9,6 +9,7 @@ import { promisify } from 'node:util';
 import { CleanroomClient, type Job, type JobRequest, type OutputChunk } from '../../src/sdk/client.js';
 import { listCgroups } from '../../src/agent/cells/cgroup.js';
 import { RUNTIMES } from '../../src/shared/wire.js';
+import { TestPostgres } from './postgres.js';
 
 const run = promisify(execFile);
 
@@ -21,6 +22,9 @@ export const CLI = join(REPO_ROOT, 'bin/cleanroom.js');
 export interface ClusterOptions {
   /** Extra config merged over the defaults (agent pool sizes, limits…). */
   config?: Record<string, unknown>;
+  /** The control plane's store: SQLite in the data dir, or a PostgreSQL this cluster starts (test/support/postgres.ts)
+   *  and stops. Default: CLEANROOM_TEST_STORE, else sqlite (so any suite can be run on PostgreSQL unchanged). */
+  store?: 'sqlite' | 'postgres';
 }
 
 /** JobResult is a finished job with its output split by stream. */
@@ -41,6 +45,8 @@ export class TestCluster {
     readonly url: string,
     readonly apiKey: string,
     readonly ca: string,
+    /** The PostgreSQL the control plane stores in, if it is not SQLite. */
+    readonly postgres: TestPostgres | null,
   ) {
     this.client = new CleanroomClient({ url, apiKey, ca });
   }
@@ -61,21 +67,34 @@ export class TestCluster {
       // Existing suites run on the host's /usr (their tools); image tests name their images or set their own default.
       images: { default: 'host' },
     };
+    const storeKind = opts.store ?? (process.env.CLEANROOM_TEST_STORE === 'postgres' ? 'postgres' : 'sqlite');
+    let postgres: TestPostgres | null = null;
+    if (storeKind === 'postgres') {
+      try {
+        postgres = await TestPostgres.start();
+      } catch (e) {
+        rmSync(dataDir, { recursive: true, force: true });
+        throw e;
+      }
+      Object.assign(base, { store: { kind: 'postgres', url: postgres.url() } });
+    }
     writeFileSync(join(dataDir, 'config.json'), JSON.stringify(merge(base, opts.config ?? {})));
     const env: NodeJS.ProcessEnv = { ...process.env, CLEANROOM_CONFIG: join(dataDir, 'client.json'), CLEANROOM_DATA_DIR: dataDir };
     delete env.CLEANROOM_URL;
     delete env.CLEANROOM_API_KEY;
     delete env.CLEANROOM_CA;
+    delete env.CLEANROOM_STORE_URL; // the store is the one written above
     try {
       await run(process.execPath, [CLI, 'up', '--detach', '--data-dir', dataDir], { env, timeout: 180_000 });
     } catch (e) {
       const logs = ['control', 'agent'].map((n) => join(dataDir, 'run', `${n}.log`)).filter(existsSync).map((f) => readFileSync(f, 'utf8').slice(-3000));
       await run(process.execPath, [CLI, 'down', '--data-dir', dataDir], { env }).catch(() => {});
+      await postgres?.stop();
       rmSync(dataDir, { recursive: true, force: true });
       throw new Error(`cleanroom up failed: ${(e as Error).message}\n${logs.join('\n')}`);
     }
     const client = JSON.parse(readFileSync(join(dataDir, 'client.json'), 'utf8')) as { url: string; apiKey: string; caPath: string };
-    return new TestCluster(dataDir, env, client.url, client.apiKey, readFileSync(client.caPath, 'utf8'));
+    return new TestCluster(dataDir, env, client.url, client.apiKey, readFileSync(client.caPath, 'utf8'), postgres);
   }
 
   /** cli runs the command line against this cluster; never throws on a non-zero exit. */
@@ -196,6 +215,8 @@ export class TestCluster {
       await run('umount', ['-l', mnt]).catch(() => {});
       if (dev.startsWith('/dev/loop')) await run('losetup', ['-d', dev]).catch(() => {});
     }
+    // The control plane is down: its database can go.
+    await this.postgres?.stop();
     // CLEANROOM_TEST_KEEP=1 keeps the data directory (logs, database) for a post-mortem.
     if (mountsUnder(this.dataDir).length === 0 && !process.env.CLEANROOM_TEST_KEEP) rmSync(this.dataDir, { recursive: true, force: true });
     if (problems.length) throw new Error(`the cluster leaked: ${problems.join('; ')}`);

@@ -2,126 +2,12 @@
 import Database from 'better-sqlite3';
 import type { EgressPolicy } from '../../shared/net/egress-policy.js';
 import type { AuditEvent, AuditEventInput } from '../audit/chain.js';
-import { API_KEY_ROLES, DEFAULT_EGRESS_POLICY, TERMINAL_STATUSES, type ApiKeyRecord, type ApiKeyRole, type DeniedConnectionRecord, type ImageRecord, type ImageState, type Job, type ObjectMeta, type OutputChunk, type SigningKeyRecord, type TokenRecord, type Workspace } from '../model.js';
+import { DEFAULT_EGRESS_POLICY, TERMINAL_STATUSES, type AgentRecord, type ApiKeyRecord, type ApiKeyRole, type DeniedConnectionRecord, type ImageRecord, type ImageState, type Job, type JobStatus, type ObjectMeta, type OutputChunk, type ReplicaRecord, type SigningKeyRecord, type TokenRecord, type Workspace } from '../model.js';
 import type { AuditQuery, DeniedQuery, ObjectQuery, SandboxQuery, Store } from './store.js';
+import { migrateSqlite } from './migrations/sqlite.js';
+import { AGENT_COLUMNS, agentFrom, patchedAgentFields, type AgentRow } from './agent-columns.js';
 
-/**
- * apiKeysTable is the DDL of the api_keys table as of schema version 2, under a given name so that migration 2 can
- * rebuild the table. A later change to this table needs a migration of its own, and migration 2 a copy of this text.
- */
-function apiKeysTable(name: string): string {
-  return `CREATE TABLE IF NOT EXISTS ${name} (
-  id TEXT PRIMARY KEY, workspace_id TEXT NOT NULL REFERENCES workspaces(id), name TEXT NOT NULL,
-  role TEXT NOT NULL CHECK (role IN (${API_KEY_ROLES.map((r) => `'${r}'`).join(', ')})), secret_hash TEXT NOT NULL, created_at TEXT NOT NULL, revoked_at TEXT);`;
-}
-
-/** SCHEMA is the current schema; every statement is idempotent, so it also adds tables new to an older database. */
-const SCHEMA = `
-CREATE TABLE IF NOT EXISTS workspaces (
-  id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, created_at TEXT NOT NULL,
-  max_cpu REAL NOT NULL, max_memory_bytes INTEGER NOT NULL, max_timeout_seconds INTEGER NOT NULL,
-  max_disk_bytes INTEGER NOT NULL);
-${apiKeysTable('api_keys')}
-CREATE INDEX IF NOT EXISTS api_keys_by_workspace ON api_keys(workspace_id, created_at);
-CREATE TABLE IF NOT EXISTS jobs (
-  id TEXT PRIMARY KEY, workspace_id TEXT NOT NULL REFERENCES workspaces(id), status TEXT NOT NULL,
-  created_at TEXT NOT NULL, doc TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS jobs_by_workspace ON jobs(workspace_id, created_at DESC);
-CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs(status);
-CREATE TABLE IF NOT EXISTS job_output (
-  job_id TEXT NOT NULL, seq INTEGER NOT NULL, stream TEXT NOT NULL, data BLOB NOT NULL,
-  PRIMARY KEY (job_id, seq)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS egress_policies (
-  workspace_id TEXT PRIMARY KEY REFERENCES workspaces(id), doc TEXT NOT NULL, updated_at TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS denied_connections (
-  id INTEGER PRIMARY KEY AUTOINCREMENT, workspace_id TEXT NOT NULL REFERENCES workspaces(id), job_id TEXT NOT NULL,
-  cell_id TEXT NOT NULL, action TEXT NOT NULL, destination TEXT NOT NULL, protocol TEXT NOT NULL, port INTEGER, time TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS denied_by_workspace ON denied_connections(workspace_id, time DESC, id DESC);
-CREATE INDEX IF NOT EXISTS denied_by_job ON denied_connections(job_id, time DESC, id DESC);
-CREATE TABLE IF NOT EXISTS audit_events (
-  seq INTEGER PRIMARY KEY, time TEXT NOT NULL, type TEXT NOT NULL, actor TEXT NOT NULL, workspace_id TEXT,
-  subject TEXT, details TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS audit_by_workspace ON audit_events(workspace_id, seq);
--- Append-only: the platform never updates or deletes an event (the hash chain catches anyone who does it behind our back).
-CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit_events BEGIN SELECT RAISE(ABORT, 'audit events are append-only'); END;
-CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit_events BEGIN SELECT RAISE(ABORT, 'audit events are append-only'); END;
--- INSERT OR REPLACE deletes the old row without firing delete triggers (unless recursive_triggers is on): refuse reused seqs.
-CREATE TRIGGER IF NOT EXISTS audit_no_replace BEFORE INSERT ON audit_events WHEN EXISTS (SELECT 1 FROM audit_events WHERE seq = NEW.seq) BEGIN SELECT RAISE(ABORT, 'audit events are append-only'); END;
-CREATE TABLE IF NOT EXISTS workspace_keys (
-  workspace_id TEXT PRIMARY KEY REFERENCES workspaces(id), wrapped BLOB NOT NULL, created_at TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS objects (
-  workspace_id TEXT NOT NULL REFERENCES workspaces(id), key TEXT NOT NULL, object_id TEXT NOT NULL, size INTEGER NOT NULL,
-  sha256 TEXT NOT NULL, wrapped_key BLOB NOT NULL, created_at TEXT NOT NULL, PRIMARY KEY (workspace_id, key)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS signing_keys (
-  kid TEXT PRIMARY KEY, public_jwk TEXT NOT NULL, wrapped_private BLOB NOT NULL, created_at TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS tokens (
-  jti TEXT PRIMARY KEY, job_id TEXT NOT NULL, workspace_id TEXT NOT NULL, issued_at TEXT NOT NULL, expires_at TEXT NOT NULL,
-  revoked_at TEXT);
-CREATE INDEX IF NOT EXISTS tokens_by_job ON tokens(job_id);
--- owner '' is a public image; a name:tag is unique per owner; an image is content-addressed by its manifest digest.
-CREATE TABLE IF NOT EXISTS images (
-  id TEXT PRIMARY KEY, owner TEXT NOT NULL, name TEXT NOT NULL, tag TEXT NOT NULL, digest TEXT, state TEXT NOT NULL,
-  bytes INTEGER NOT NULL, created_at TEXT NOT NULL, doc TEXT NOT NULL, UNIQUE (owner, name, tag));
-CREATE INDEX IF NOT EXISTS images_by_digest ON images(digest);
-`;
-
-/**
- * SCHEMA_VERSION is the database layout this code reads and writes, kept in `PRAGMA user_version`. A database made
- * before versioning existed reads 0 and is version 1; each MIGRATIONS entry takes the database from the version before
- * it to its own. All of them and the version bump run in one transaction, so a crash leaves the old layout or the new.
- */
-export const SCHEMA_VERSION = 3;
-
-/** Migration takes a database from `version - 1` to `version`. */
-interface Migration {
-  version: number;
-  why: string;
-  up(db: Database.Database): void;
-}
-
-const MIGRATIONS: readonly Migration[] = [
-  {
-    version: 2,
-    why: 'api_keys.admin (one platform-wide flag) becomes api_keys.role: platform-admin, workspace-admin or member',
-    up(db) {
-      // The bootstrap key is the first key ever stored (bootstrap mints it only into an empty table) and stays the
-      // platform admin. Any other admin key becomes an admin of its own workspace only: the old flag could not say
-      // whether a key was meant to reach other workspaces, so it keeps what it surely needed and loses the rest (a
-      // platform admin can mint a platform-admin key for whoever really needs one).
-      db.exec(`${apiKeysTable('api_keys_v2')}
-        INSERT INTO api_keys_v2 (id, workspace_id, name, role, secret_hash, created_at, revoked_at)
-          SELECT id, workspace_id, name,
-            CASE WHEN admin = 0 THEN 'member'
-                 WHEN id = (SELECT id FROM api_keys ORDER BY created_at, rowid LIMIT 1) THEN 'platform-admin'
-                 ELSE 'workspace-admin' END,
-            secret_hash, created_at, revoked_at
-          FROM api_keys;
-        DROP TABLE api_keys;
-        ALTER TABLE api_keys_v2 RENAME TO api_keys;`);
-    },
-  },
-  {
-    version: 3,
-    why: 'images: a table of image records (owner workspace or public, name, tag, manifest digest, state, bytes); SCHEMA creates it',
-    up() {},
-  },
-];
-
-/** migrate brings an existing database to SCHEMA_VERSION, or lays out a new one; refuses a database newer than this code. */
-function migrate(db: Database.Database): void {
-  // One IMMEDIATE transaction: a second process opening the same file waits, then finds the work done.
-  db.transaction(() => {
-    let version = db.pragma('user_version', { simple: true }) as number;
-    if (version === 0) {
-      const legacy = db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'api_keys'").get();
-      version = legacy ? 1 : SCHEMA_VERSION; // a new file gets the current layout from SCHEMA below
-    }
-    if (version > SCHEMA_VERSION) throw new Error(`the database has schema version ${version}, newer than this Cleanroom (${SCHEMA_VERSION}); run the newer version`);
-    for (const m of MIGRATIONS) if (m.version > version) m.up(db);
-    db.exec(SCHEMA);
-    db.pragma(`user_version = ${SCHEMA_VERSION}`);
-  }).immediate();
-}
+export { SCHEMA_VERSION } from './migrations/sqlite.js';
 
 interface AuditRow { seq: number; time: string; type: string; actor: string; workspace_id: string | null; subject: string | null; details: string; prev_hash: string; hash: string }
 interface ObjectRow { workspace_id: string; key: string; object_id: string; size: number; sha256: string; wrapped_key: Buffer; created_at: string }
@@ -134,6 +20,8 @@ interface KeyRow { id: string; workspace_id: string; name: string; role: ApiKeyR
 export class SqliteStore implements Store {
   private readonly db: Database.Database;
   private readonly stmts;
+  /** One prepared UPDATE per set of patched agent fields (a handful in practice). */
+  private readonly agentUpdates: Map<string, Database.Statement>;
 
   constructor(path: string) {
     this.db = new Database(path);
@@ -141,7 +29,7 @@ export class SqliteStore implements Store {
     // NORMAL in WAL mode: commits are durable across a process crash; an OS crash may lose the last few.
     this.db.pragma('synchronous = NORMAL');
     this.db.pragma('foreign_keys = ON');
-    migrate(this.db);
+    migrateSqlite(this.db);
     const d = this.db;
     this.stmts = {
       insertWorkspace: d.prepare('INSERT INTO workspaces VALUES (@id, @name, @createdAt, @maxCpu, @maxMemoryBytes, @maxTimeoutSeconds, @maxDiskBytes)'),
@@ -211,7 +99,23 @@ export class SqliteStore implements Store {
       updateImage: d.prepare('UPDATE images SET digest = @digest, state = @state, bytes = @bytes, doc = @doc WHERE id = @id'),
       deleteImage: d.prepare('DELETE FROM images WHERE id = ?'),
       imageBytes: d.prepare<[string], { n: number }>("SELECT COALESCE(SUM(bytes), 0) AS n FROM images WHERE owner = ? AND state != 'failed'"),
+      upsertAgent: d.prepare(
+        `INSERT INTO agents VALUES (@id, @replicaId, @connected, @draining, @removed, @capacity, @running, @load, @connectedAt, @lastSeenAt)
+         ON CONFLICT(id) DO UPDATE SET replica_id = excluded.replica_id, connected = excluded.connected, draining = excluded.draining,
+           removed = excluded.removed, capacity = excluded.capacity, running = excluded.running, load = excluded.load,
+           connected_at = excluded.connected_at, last_seen_at = excluded.last_seen_at`,
+      ),
+      agent: d.prepare<[string], AgentRow>('SELECT * FROM agents WHERE id = ?'),
+      agents: d.prepare<[], AgentRow>('SELECT * FROM agents ORDER BY id'),
+      deleteAgent: d.prepare('DELETE FROM agents WHERE id = ?'),
+      upsertReplica: d.prepare(
+        `INSERT INTO replicas VALUES (@id, @apiUrl, @startedAt, @heartbeatAt)
+         ON CONFLICT(id) DO UPDATE SET api_url = excluded.api_url, started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at`,
+      ),
+      replicas: d.prepare<[], { id: string; api_url: string; started_at: string; heartbeat_at: string }>('SELECT * FROM replicas ORDER BY started_at, id'),
+      deleteReplica: d.prepare('DELETE FROM replicas WHERE id = ?'),
     };
+    this.agentUpdates = new Map();
   }
 
   async createWorkspace(w: Workspace): Promise<void> {
@@ -280,7 +184,7 @@ export class SqliteStore implements Store {
   async jobsWithStatus(statuses: readonly string[]): Promise<Job[]> {
     const marks = statuses.map(() => '?').join(',');
     return this.db
-      .prepare<string[], { doc: string }>(`SELECT doc FROM jobs WHERE status IN (${marks}) ORDER BY created_at`)
+      .prepare<string[], { doc: string }>(`SELECT doc FROM jobs WHERE status IN (${marks}) ORDER BY created_at, id`)
       .all(...statuses)
       .map((r) => jobFrom(r.doc));
   }
@@ -293,6 +197,19 @@ export class SqliteStore implements Store {
       this.stmts.updateJob.run(job.status, JSON.stringify(job), id);
     });
     tx();
+  }
+
+  async claimJob(id: string, from: JobStatus, patch: Partial<Job>): Promise<boolean> {
+    // IMMEDIATE: the write lock is taken before the read, so two processes on one file cannot both see `from`.
+    return this.db.transaction(() => {
+      const r = this.stmts.job.get(id);
+      if (!r) return false;
+      const current = jobFrom(r.doc);
+      if (current.status !== from) return false;
+      const job = { ...current, ...patch };
+      this.stmts.updateJob.run(job.status, JSON.stringify(job), id);
+      return true;
+    }).immediate();
   }
 
   async appendOutput(jobId: string, chunk: OutputChunk): Promise<void> {
@@ -480,9 +397,68 @@ export class SqliteStore implements Store {
     return this.stmts.imageBytes.get(workspaceId)!.n;
   }
 
+  async upsertAgent(a: AgentRecord): Promise<void> {
+    this.stmts.upsertAgent.run(agentParams(a));
+  }
+
+  async getAgent(id: string): Promise<AgentRecord | null> {
+    const r = this.stmts.agent.get(id);
+    return r ? agentFrom(r) : null;
+  }
+
+  async listAgents(): Promise<AgentRecord[]> {
+    return this.stmts.agents.all().map(agentFrom);
+  }
+
+  async updateAgent(id: string, patch: Partial<AgentRecord>): Promise<void> {
+    const fields = patchedAgentFields(patch);
+    if (fields.length === 0) return;
+    const shape = fields.join(',');
+    let stmt = this.agentUpdates.get(shape);
+    if (!stmt) {
+      stmt = this.db.prepare(`UPDATE agents SET ${fields.map((f) => `${AGENT_COLUMNS[f]} = @${f}`).join(', ')} WHERE id = @id`);
+      this.agentUpdates.set(shape, stmt);
+    }
+    const params = agentParams(patch);
+    stmt.run({ ...Object.fromEntries(fields.map((f) => [f, params[f]])), id });
+  }
+
+  async deleteAgent(id: string): Promise<void> {
+    this.stmts.deleteAgent.run(id);
+  }
+
+  async upsertReplica(r: ReplicaRecord): Promise<void> {
+    this.stmts.upsertReplica.run(r);
+  }
+
+  async listReplicas(): Promise<ReplicaRecord[]> {
+    return this.stmts.replicas.all().map((r) => ({ id: r.id, apiUrl: r.api_url, startedAt: r.started_at, heartbeatAt: r.heartbeat_at }));
+  }
+
+  async deleteReplica(id: string): Promise<void> {
+    this.stmts.deleteReplica.run(id);
+  }
+
   async close(): Promise<void> {
     this.db.close();
   }
+}
+
+/** agentParams binds an agent's fields as SQLite stores them: booleans as 0/1, the load as JSON text. */
+function agentParams(a: Partial<AgentRecord>): Record<string, string | number | null | undefined> {
+  const bit = (b: boolean | undefined) => (b === undefined ? undefined : b ? 1 : 0);
+  return {
+    id: a.id,
+    replicaId: a.replicaId,
+    connected: bit(a.connected),
+    draining: bit(a.draining),
+    removed: bit(a.removed),
+    capacity: a.capacity,
+    running: a.running,
+    load: a.load === undefined ? undefined : a.load === null ? null : JSON.stringify(a.load),
+    connectedAt: a.connectedAt,
+    lastSeenAt: a.lastSeenAt,
+  };
 }
 
 function imageRow(r: ImageRecord) {

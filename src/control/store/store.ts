@@ -1,7 +1,7 @@
-/** Store is the control plane's persistence port; SQLite is the embedded adapter (async so a PostgreSQL adapter fits). */
+/** Store is the control plane's persistence port: SQLite (embedded, one process) and PostgreSQL (shared by replicas) adapters. */
 import type { EgressPolicy } from '../../shared/net/egress-policy.js';
 import type { AuditEvent, AuditEventInput } from '../audit/chain.js';
-import type { ApiKeyRecord, ApiKeyRole, DeniedConnectionRecord, ImageRecord, ImageState, Job, ObjectMeta, OutputChunk, SigningKeyRecord, TokenRecord, Workspace } from '../model.js';
+import type { AgentRecord, ApiKeyRecord, ApiKeyRole, DeniedConnectionRecord, ImageRecord, ImageState, Job, JobStatus, ObjectMeta, OutputChunk, ReplicaRecord, SigningKeyRecord, TokenRecord, Workspace } from '../model.js';
 
 /** DeniedQuery selects a workspace's denied connections: newest first, at most `limit`, optionally of one job. */
 export interface DeniedQuery {
@@ -59,7 +59,10 @@ export interface Store {
   listSandboxes(workspaceId: string, q: SandboxQuery): Promise<Job[]>;
   /** jobsWithStatus returns jobs in any of the given statuses (all workspaces). */
   jobsWithStatus(statuses: readonly string[]): Promise<Job[]>;
+  /** updateJob merges `patch` into the job's top-level fields (a nested object is replaced whole); unknown ids are ignored. */
   updateJob(id: string, patch: Partial<Job>): Promise<void>;
+  /** claimJob applies `patch` only if the job's status is still `from`; true if it did (atomic: no job placed twice). */
+  claimJob(id: string, from: JobStatus, patch: Partial<Job>): Promise<boolean>;
 
   appendOutput(jobId: string, chunk: OutputChunk): Promise<void>;
   /** output returns a job's chunks with seq > afterSeq, in order, at most `limit` of them (all if omitted). */
@@ -126,6 +129,21 @@ export interface Store {
   deleteImage(id: string): Promise<void>;
   /** imageBytes sums the blob bytes of a workspace's images that did not fail. */
   imageBytes(workspaceId: string): Promise<number>;
+
+  /** upsertAgent stores an agent's record whole, replacing any earlier one. */
+  upsertAgent(a: AgentRecord): Promise<void>;
+  getAgent(id: string): Promise<AgentRecord | null>;
+  /** listAgents returns every agent record, by id. */
+  listAgents(): Promise<AgentRecord[]>;
+  /** updateAgent sets the patched fields of an agent's record; unknown ids are ignored. */
+  updateAgent(id: string, patch: Partial<AgentRecord>): Promise<void>;
+  deleteAgent(id: string): Promise<void>;
+
+  /** upsertReplica stores a replica's record whole (its heartbeat, too). */
+  upsertReplica(r: ReplicaRecord): Promise<void>;
+  /** listReplicas returns every replica record, oldest start first. */
+  listReplicas(): Promise<ReplicaRecord[]>;
+  deleteReplica(id: string): Promise<void>;
 
   close(): Promise<void>;
 }

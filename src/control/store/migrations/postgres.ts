@@ -1,0 +1,133 @@
+/**
+ * The PostgreSQL store's schema as a versioned history: each migration runs once, in a transaction of its own, and is
+ * recorded in `schema_migrations`. A session advisory lock around the whole run makes replicas that start together
+ * migrate one after the other (the later ones find the work done).
+ */
+import type pg from 'pg';
+import { API_KEY_ROLES } from '../../model.js';
+
+/** ADVISORY_LOCK_SPACE is the first key of every advisory lock Cleanroom takes ('ClRm'); the second names the lock. */
+export const ADVISORY_LOCK_SPACE = 0x436c526d;
+/** MIGRATION_LOCK serialises migrations across replicas (session-level, held for the whole run). */
+export const MIGRATION_LOCK = 1;
+
+/** PostgresMigration takes the database from `version - 1` to `version`; `sql` runs in one transaction. */
+interface PostgresMigration {
+  version: number;
+  why: string;
+  sql: string;
+}
+
+/**
+ * Text columns that are compared or sorted use the "C" collation: byte order, as SQLite compares, whatever the
+ * database's locale (object key prefixes, ISO times and ids page correctly only in code point order).
+ */
+const MIGRATIONS: readonly PostgresMigration[] = [
+  {
+    version: 1,
+    why: 'the layout of SQLite schema 4: workspaces, keys, jobs and output, policies, denials, audit chain, data, tokens, images, agents, replicas',
+    sql: `
+CREATE TABLE workspaces (
+  id text COLLATE "C" PRIMARY KEY, name text COLLATE "C" NOT NULL UNIQUE, created_at text COLLATE "C" NOT NULL,
+  max_cpu double precision NOT NULL, max_memory_bytes bigint NOT NULL, max_timeout_seconds bigint NOT NULL,
+  max_disk_bytes bigint NOT NULL);
+CREATE TABLE api_keys (
+  id text COLLATE "C" PRIMARY KEY, workspace_id text COLLATE "C" NOT NULL REFERENCES workspaces(id), name text NOT NULL,
+  role text NOT NULL CHECK (role IN (${API_KEY_ROLES.map((r) => `'${r}'`).join(', ')})), secret_hash text NOT NULL,
+  created_at text COLLATE "C" NOT NULL, revoked_at text);
+CREATE INDEX api_keys_by_workspace ON api_keys (workspace_id, created_at, id);
+-- doc is the job as JSON text, never parsed by the server (PostgreSQL's JSON functions refuse \\u0000, which a job's
+-- message may hold): what queries select on has a column of its own, written from the doc, and version makes a
+-- read-modify-write of the doc a compare-and-set.
+CREATE TABLE jobs (
+  id text COLLATE "C" PRIMARY KEY, workspace_id text COLLATE "C" NOT NULL REFERENCES workspaces(id), status text NOT NULL,
+  created_at text COLLATE "C" NOT NULL, mode text NOT NULL, ended_at text COLLATE "C", expired_at text, metadata jsonb,
+  version bigint NOT NULL DEFAULT 0, doc text NOT NULL);
+CREATE INDEX jobs_by_workspace ON jobs (workspace_id, mode, created_at DESC, id DESC);
+CREATE INDEX jobs_by_status ON jobs (status);
+CREATE INDEX jobs_to_expire ON jobs (ended_at) WHERE expired_at IS NULL;
+CREATE TABLE job_output (
+  job_id text COLLATE "C" NOT NULL, seq integer NOT NULL, stream text NOT NULL, data bytea NOT NULL, PRIMARY KEY (job_id, seq));
+CREATE TABLE egress_policies (
+  workspace_id text COLLATE "C" PRIMARY KEY REFERENCES workspaces(id), doc text NOT NULL, updated_at text NOT NULL);
+CREATE TABLE denied_connections (
+  id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, workspace_id text COLLATE "C" NOT NULL REFERENCES workspaces(id),
+  job_id text COLLATE "C" NOT NULL, cell_id text NOT NULL, action text NOT NULL, destination text NOT NULL, protocol text NOT NULL,
+  port integer, time text COLLATE "C" NOT NULL);
+CREATE INDEX denied_by_workspace ON denied_connections (workspace_id, time DESC, id DESC);
+CREATE INDEX denied_by_job ON denied_connections (job_id, time DESC, id DESC);
+CREATE TABLE audit_events (
+  seq bigint PRIMARY KEY, time text NOT NULL, type text COLLATE "C" NOT NULL, actor text NOT NULL, workspace_id text COLLATE "C",
+  subject text, details text NOT NULL, prev_hash text NOT NULL, hash text NOT NULL);
+CREATE INDEX audit_by_workspace ON audit_events (workspace_id, seq);
+-- Append-only: the platform never updates, deletes or truncates an event (the hash chain catches anyone who does it behind our back).
+CREATE FUNCTION cleanroom_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'audit events are append-only'; END $$;
+CREATE TRIGGER audit_no_change BEFORE UPDATE OR DELETE ON audit_events FOR EACH ROW EXECUTE FUNCTION cleanroom_audit_append_only();
+CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit_events FOR EACH STATEMENT EXECUTE FUNCTION cleanroom_audit_append_only();
+CREATE TABLE workspace_keys (
+  workspace_id text COLLATE "C" PRIMARY KEY REFERENCES workspaces(id), wrapped bytea NOT NULL, created_at text NOT NULL);
+CREATE TABLE objects (
+  workspace_id text COLLATE "C" NOT NULL REFERENCES workspaces(id), key text COLLATE "C" NOT NULL, object_id text NOT NULL,
+  size bigint NOT NULL, sha256 text NOT NULL, wrapped_key bytea NOT NULL, created_at text NOT NULL, PRIMARY KEY (workspace_id, key));
+CREATE TABLE signing_keys (
+  kid text COLLATE "C" PRIMARY KEY, public_jwk text NOT NULL, wrapped_private bytea NOT NULL, created_at text COLLATE "C" NOT NULL);
+CREATE TABLE tokens (
+  jti text COLLATE "C" PRIMARY KEY, job_id text COLLATE "C" NOT NULL, workspace_id text NOT NULL, issued_at text NOT NULL,
+  expires_at text COLLATE "C" NOT NULL, revoked_at text);
+CREATE INDEX tokens_by_job ON tokens (job_id);
+-- owner '' is a public image; a name:tag is unique per owner; an image is content-addressed by its manifest digest.
+CREATE TABLE images (
+  id text COLLATE "C" PRIMARY KEY, owner text COLLATE "C" NOT NULL, name text COLLATE "C" NOT NULL, tag text COLLATE "C" NOT NULL,
+  digest text COLLATE "C", state text NOT NULL, bytes bigint NOT NULL, created_at text COLLATE "C" NOT NULL, doc text NOT NULL,
+  UNIQUE (owner, name, tag));
+CREATE INDEX images_by_digest ON images (digest);
+CREATE TABLE agents (
+  id text COLLATE "C" PRIMARY KEY, replica_id text, connected boolean NOT NULL, draining boolean NOT NULL, removed boolean NOT NULL,
+  capacity integer NOT NULL, running integer NOT NULL, load text, connected_at text, last_seen_at text NOT NULL);
+CREATE TABLE replicas (
+  id text COLLATE "C" PRIMARY KEY, api_url text NOT NULL, started_at text COLLATE "C" NOT NULL, heartbeat_at text NOT NULL);
+`,
+  },
+];
+
+/** POSTGRES_SCHEMA_VERSION is the database layout this code reads and writes: the last migration's version. */
+export const POSTGRES_SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version;
+
+/** migratePostgres brings the database to POSTGRES_SCHEMA_VERSION, or lays out an empty one; refuses a database newer than this code. */
+export async function migratePostgres(pool: pg.Pool, migrations: readonly PostgresMigration[] = MIGRATIONS): Promise<void> {
+  const latest = migrations[migrations.length - 1]!.version;
+  const client = await pool.connect();
+  let broken: Error | undefined;
+  try {
+    await client.query('SELECT pg_advisory_lock($1, $2)', [ADVISORY_LOCK_SPACE, MIGRATION_LOCK]);
+    try {
+      await client.query(`CREATE TABLE IF NOT EXISTS schema_migrations (
+        version integer PRIMARY KEY, why text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`);
+      const found = await client.query<{ v: number | null }>('SELECT max(version) AS v FROM schema_migrations');
+      const current = found.rows[0]?.v ?? 0;
+      if (current > latest) throw new Error(`the PostgreSQL database has schema version ${current}, newer than this Cleanroom (${latest}): run the newer Cleanroom (a database is never migrated down)`);
+      for (const m of migrations) {
+        if (m.version <= current) continue;
+        await client.query('BEGIN');
+        try {
+          await client.query(m.sql);
+          await client.query('INSERT INTO schema_migrations (version, why) VALUES ($1, $2)', [m.version, m.why]);
+          await client.query('COMMIT');
+        } catch (e) {
+          await client.query('ROLLBACK').catch(() => {});
+          throw new Error(`migrating the PostgreSQL database to schema version ${m.version} failed (it stays at ${m.version - 1}): ${(e as Error).message}`);
+        }
+      }
+    } finally {
+      await client.query('SELECT pg_advisory_unlock($1, $2)', [ADVISORY_LOCK_SPACE, MIGRATION_LOCK]).catch((e: Error) => (broken = e));
+    }
+  } finally {
+    // A connection whose unlock failed is dropped, not pooled: closing it releases the lock.
+    client.release(broken);
+  }
+}
+
+/** POSTGRES_MIGRATIONS is the whole history (the store contract test replays part of it, and a newer one). */
+export const POSTGRES_MIGRATIONS = MIGRATIONS;
+export type { PostgresMigration };
