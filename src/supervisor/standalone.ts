@@ -7,7 +7,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadConfig, type Config } from '../shared/config.js';
 import type { DataPathSet } from '../shared/paths.js';
-import { SqliteStore } from '../control/store/sqlite-store.js';
+import { openStore } from '../control/store/open-store.js';
 import { TenancyService } from '../control/tenancy/tenancy-service.js';
 import { AccessDenials } from '../control/audit/access-denials.js';
 import { AuditLog } from '../control/audit/audit-log.js';
@@ -86,8 +86,8 @@ export function checkAgentHost(paths: DataPathSet): void {
  * Returns the file it wrote, or null if a platform admin already existed.
  */
 export async function bootstrapAdmin(paths: DataPathSet, config: Config, keyFile: string): Promise<string | null> {
-  // SQLite here as in the control plane's own start; the store selection of PLAN contract C replaces this one line.
-  const store = new SqliteStore(paths.control.db);
+  // The store the control plane will use (replicas on PostgreSQL: the first to start mints it, see TenancyService).
+  const store = await openStore(config.store, paths.control.db);
   try {
     const audit = new AuditLog(store);
     const limits = { maxCpu: config.limits.maxCpu, maxMemoryMiB: config.limits.maxMemoryMiB, maxTimeoutSeconds: config.limits.maxTimeoutSeconds, maxDiskMiB: config.limits.maxDiskMiB };

@@ -10,11 +10,12 @@ import { chmodSync, existsSync, mkdtempSync, openSync, closeSync, readdirSync, r
 import { basename, join } from 'node:path';
 import { promisify } from 'node:util';
 import { parseAllDocuments } from 'yaml';
-import { ConfigSchema } from '../../src/shared/config.js';
+import { ConfigSchema, loadConfig } from '../../src/shared/config.js';
 import { CleanroomClient } from '../../src/sdk/client.js';
 import { initPkiHome, kubernetesSecrets, KUBERNETES_SECRETS } from '../../src/supervisor/pki-home.js';
 import { listCgroups } from '../../src/agent/cells/cgroup.js';
 import { CLI, REPO_ROOT, freePort, isAlive, mountsUnder, processesMentioning, unusedPool } from '../support/cluster.js';
+import { TestPostgres } from '../support/postgres.js';
 
 const run = promisify(execFile);
 const K8S_DIR = join(REPO_ROOT, 'deploy/kubernetes');
@@ -197,13 +198,27 @@ test('every Secret, ConfigMap and claim a pod refers to exists in its namespace,
 /** CONTRACT_C_KEYS are config keys other helpers add (PLAN contract C); before that merge the schema does not know them. */
 const CONTRACT_C_KEYS = [['store'], ['control', 'replicaId'], ['control', 'advertiseUrl'], ['agent', 'controlUrls']];
 
-/** checkConfig validates a config against the schema; a Contract C key the schema does not know yet is set aside. */
-function checkConfig(raw: Any, where: string): string[] {
+/** checkConfig validates a config as loadConfig would with `env` (CLEANROOM_STORE_URL selects PostgreSQL); a Contract C
+ *  key this branch's schema does not know yet is set aside and reported. */
+function checkConfig(raw: Any, env: Record<string, string>, where: string): string[] {
   const pending: string[] = [];
   const attempt = structuredClone(raw);
+  if (env.CLEANROOM_STORE_URL) attempt.store = { ...attempt.store, kind: 'postgres', url: env.CLEANROOM_STORE_URL };
   for (;;) {
     const r = ConfigSchema.safeParse(attempt);
-    if (r.success) return pending;
+    if (r.success) {
+      if (pending.length === 0) {
+        // The real loader agrees (it reads the file and the environment itself).
+        const dir = mkdtempSync('/var/tmp/cleanroom-test-config-');
+        try {
+          writeFileSync(join(dir, 'config.json'), JSON.stringify(raw));
+          assert.doesNotThrow(() => loadConfig(join(dir, 'config.json'), env), where);
+        } finally {
+          rmSync(dir, { recursive: true, force: true });
+        }
+      }
+      return pending;
+    }
     const unknown = r.error.issues.filter((i) => i.code === 'unrecognized_keys') as Array<{ path: PropertyKey[]; keys: string[] }>;
     const strippable = unknown.flatMap((i) => i.keys.map((k) => [...i.path.map(String), k])).filter((p) => CONTRACT_C_KEYS.some((c) => c.join('.') === p.join('.')));
     if (strippable.length === 0 || strippable.length !== unknown.reduce((n, i) => n + i.keys.length, 0) || unknown.length !== r.error.issues.length) {
@@ -234,7 +249,10 @@ test('the ConfigMaps hold valid configs whose ${…} come from the pod, and agen
   const envOf = (c: Any) => Object.fromEntries((c.env ?? []).map((e: Any) => [e.name, e.name === 'CLEANROOM_STORE_URL' ? 'postgres://u:p@db:5432/cr' : e.name === 'POD_IP' ? '10.1.2.3' : 'x']));
   const controlConfig = fill(find('ConfigMap', 'cleanroom-control-config').data['config.json'], envOf(control), 'control config');
   const agentConfig = fill(find('ConfigMap', 'cleanroom-agent-config').data['config.json'], {}, 'agent config');
-  const pending = [...checkConfig(controlConfig, 'control config'), ...checkConfig(agentConfig, 'agent config')];
+  const pending = [...checkConfig(controlConfig, envOf(control), 'control config'), ...checkConfig(agentConfig, {}, 'agent config')];
+  // The database's URL (and password) comes from the Secret through the environment, never from the ConfigMap.
+  assert.equal(controlConfig.store.kind, 'postgres');
+  assert.equal(controlConfig.store.url, undefined);
   if (pending.length) t.diagnostic(`contract C keys not in this branch's schema yet (checked after the merge): ${pending.join(', ')}`);
   // The KEK path is where the init container installs it; the listeners bind every address of the pod.
   assert.equal(controlConfig.data.kekFile, '/run/cleanroom/kek');
@@ -321,9 +339,15 @@ test('the units start the built entry points with their documented config', asyn
     const configPath = exec[exec.indexOf('--config') + 1]!;
     const example = join(SYSTEMD_DIR, `${basename(configPath)}.example`);
     assert.ok(existsSync(example), `${u}: an example of ${configPath}`);
-    const env: Record<string, string> = { CLEANROOM_STORE_URL: 'postgres://u:p@db/cr' };
+    // The unit's environment: its EnvironmentFile (the example of it) and, with LoadCredential=, systemd's credentials dir.
+    const env: Record<string, string> = {};
+    for (const f of keys.get('EnvironmentFile') ?? []) {
+      const text = readFileSync(join(SYSTEMD_DIR, 'cleanroom.env.example'), 'utf8');
+      assert.equal(f.replace(/^-/, ''), '/etc/cleanroom/control.env', `${u}: the env file the example documents`);
+      for (const line of text.split('\n')) if (/^[A-Z_]+=/.test(line)) env[line.slice(0, line.indexOf('='))] = line.slice(line.indexOf('=') + 1);
+    }
     if (keys.get('LoadCredential')) env.CREDENTIALS_DIRECTORY = `/run/credentials/${u}`;
-    checkConfig(fill(readFileSync(example, 'utf8'), env, example), example);
+    checkConfig(fill(readFileSync(example, 'utf8'), env, example), env, example);
   }
   const control = unitFor('cleanroom-control.service').keys;
   assert.equal(control.get('User')?.[0], 'cleanroom');
@@ -399,7 +423,8 @@ test('serve control refuses root, serve agent says what it lacks, a template wit
   }
 });
 
-test('a control plane alone and an agent alone, from `cleanroom pki` and `cleanroom serve`, run a job', { timeout: 300_000 }, async (t) => {
+test('a control plane alone (on PostgreSQL) and an agent alone, from `cleanroom pki` and `cleanroom serve`, run a job', { timeout: 300_000 }, async (t) => {
+  const db = await TestPostgres.start();
   const root = mkdtempSync('/var/tmp/cleanroom-test-');
   chmodSync(root, 0o711); // the control plane's account reads its config template and data dir under it
   const pki = join(root, 'fleet-pki');
@@ -408,7 +433,10 @@ test('a control plane alone and an agent alone, from `cleanroom pki` and `cleanr
   let control: ChildProcess | null = null;
   let agent: ChildProcess | null = null;
   let client: CleanroomClient | null = null;
-  const env = { ...process.env, CR_TEST_API_PORT: String(await freePort()) };
+  const env: NodeJS.ProcessEnv = { ...process.env, CR_TEST_API_PORT: String(await freePort()) };
+  delete env.CLEANROOM_STORE_URL;
+  // As deploy/ gives it: the database's URL in the control plane's environment only.
+  const controlEnv = { ...env, CLEANROOM_STORE_URL: db.url() };
   const [agentPort, dataPort] = [await freePort(), await freePort()];
   const logs = () => ['control.log', 'agent.log'].map((f) => join(root, f)).filter(existsSync).map((f) => `${basename(f)}:\n${readFileSync(f, 'utf8').slice(-3000)}`).join('\n');
   try {
@@ -419,7 +447,7 @@ test('a control plane alone and an agent alone, from `cleanroom pki` and `cleanr
     assert.ok(!existsSync(join(controlDir, 'pki', 'ca-key.pem')) && !existsSync(join(agentDir, 'pki', 'ca-key.pem')), 'the CA key stays home');
     // Templates as deploy/ ships them: ${…} filled from each process's environment. Loopback only (tests), 0.0.0.0 in
     // deploy/kubernetes.
-    writeFileSync(join(root, 'control.json'), `{"control": {"host": "127.0.0.1", "apiPort": \${CR_TEST_API_PORT}, "agentPort": ${agentPort}, "dataPort": ${dataPort}}, "images": {"default": "host"}}`, { mode: 0o644 });
+    writeFileSync(join(root, 'control.json'), `{"control": {"host": "127.0.0.1", "apiPort": \${CR_TEST_API_PORT}, "agentPort": ${agentPort}, "dataPort": ${dataPort}}, "store": {"kind": "postgres"}, "images": {"default": "host"}}`, { mode: 0o644 });
     const agentConfig = {
       control: { host: '127.0.0.1', agentPort, dataPort, agentGraceMs: 3000 },
       network: { pool: unusedPool() },
@@ -432,7 +460,7 @@ test('a control plane alone and an agent alone, from `cleanroom pki` and `cleanr
     control = startLogged(
       ['setpriv', '--reuid', 'cleanroom', '--regid', 'cleanroom', '--init-groups', '--no-new-privs', '--bounding-set', boundingDrops('cleanroom-control.service'), '--inh-caps', '-all', '--', process.execPath, CLI, 'serve', 'control', '--data-dir', controlDir, '--config', join(root, 'control.json')],
       join(root, 'control.log'),
-      env,
+      controlEnv,
     );
     const url = `https://127.0.0.1:${env.CR_TEST_API_PORT}`;
     const ca = readFileSync(join(controlDir, 'pki', 'ca.pem'), 'utf8');
@@ -447,7 +475,11 @@ test('a control plane alone and an agent alone, from `cleanroom pki` and `cleanr
         probe.close();
       }
     }).catch((e: Error) => assert.fail(`${e.message}\n${logs()}`));
-    assert.equal(readFileSync(join(controlDir, 'config.json'), 'utf8').includes(`"apiPort": ${env.CR_TEST_API_PORT}`), true, 'the template was rendered');
+    const rendered = readFileSync(join(controlDir, 'config.json'), 'utf8');
+    assert.ok(rendered.includes(`"apiPort": ${env.CR_TEST_API_PORT}`), 'the template was rendered');
+    assert.ok(!rendered.includes(db.url()), 'the database URL stays in the environment');
+    assert.ok(!existsSync(join(controlDir, 'control', 'cleanroom.db')), 'no SQLite database: the store is PostgreSQL');
+    assert.equal((await db.query('cleanroom', "SELECT count(*)::int AS n FROM api_keys WHERE role = 'platform-admin'"))[0]?.n, 1, 'the first admin key is in PostgreSQL');
     const apiKey = readFileSync(keyFile, 'utf8').trim();
     client = new CleanroomClient({ url, apiKey, ca });
 
@@ -488,5 +520,6 @@ test('a control plane alone and an agent alone, from `cleanroom pki` and `cleanr
     if (existsSync(join(agentDir, 'agent', 'agent-id'))) await run(process.execPath, [join(REPO_ROOT, 'dist/src/agent/main.js'), '--data-dir', agentDir, '--reconcile'], { timeout: 120_000 }).catch(() => {});
     for (const [, mnt] of mountsUnder(root).reverse()) await run('umount', ['-l', mnt]).catch(() => {});
     if (mountsUnder(root).length === 0 && !process.env.CLEANROOM_TEST_KEEP) rmSync(root, { recursive: true, force: true });
+    await db.stop();
   }
 });
