@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { chmodSync, existsSync, mkdtempSync, openSync, closeSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
+import { X509Certificate } from 'node:crypto';
 import { promisify } from 'node:util';
 import { parseAllDocuments } from 'yaml';
 import { ConfigSchema, loadConfig } from '../../src/shared/config.js';
@@ -99,7 +100,8 @@ test('the control plane: ≥ 2 replicas, pinned image, non-root, read-only root,
   for (const probe of ['startupProbe', 'readinessProbe', 'livenessProbe']) {
     assert.deepEqual(control[probe].httpGet, { path: '/v1/health', port: 'api', scheme: 'HTTPS' }, probe);
   }
-  assert.deepEqual(control.command.slice(0, 7), ['tini', '--', 'node', '/opt/cleanroom/bin/cleanroom.js', 'serve', 'control', '--data-dir']);
+  assert.deepEqual(control.command.slice(0, 2), ['sh', '-c']);
+  assert.match(control.command[2], /; exec tini -- node \/opt\/cleanroom\/bin\/cleanroom\.js serve control --data-dir \/var\/lib\/cleanroom --config \/etc\/cleanroom\/config\.json$/);
   const pdb = find('PodDisruptionBudget', 'cleanroom-control');
   assert.deepEqual(pdb.spec.selector.matchLabels, d.spec.selector.matchLabels);
 });
@@ -246,7 +248,18 @@ function fill(template: string, env: Record<string, string>, where: string): Any
 test('the ConfigMaps hold valid configs whose ${…} come from the pod, and agents dial the Service', (t) => {
   const d = find('Deployment', 'cleanroom-control');
   const control = d.spec.template.spec.containers[0];
-  const envOf = (c: Any) => Object.fromEntries((c.env ?? []).map((e: Any) => [e.name, e.name === 'CLEANROOM_STORE_URL' ? 'postgres://u:p@db:5432/cr' : e.name === 'POD_IP' ? '10.1.2.3' : 'x']));
+  const envOf = (c: Any) => {
+    const env: Record<string, string> = Object.fromEntries((c.env ?? []).map((e: Any) => [e.name, e.name === 'CLEANROOM_STORE_URL' ? 'postgres://u:p@db:5432/cr' : e.name === 'POD_IP' ? '10.1.2.3' : 'x']));
+    // What the container's shell exports before it execs the control plane, run for real on a sample pod IP.
+    const prelude = c.command[0] === 'sh' ? (c.command[2] as string).replace(/exec tini .*$/, 'env') : null;
+    if (prelude) {
+      for (const line of spawnSync('sh', ['-c', prelude], { env: { PATH: process.env.PATH, ...env }, encoding: 'utf8' }).stdout.split('\n')) {
+        const m = /^(POD_[A-Z_]+)=(.*)$/.exec(line);
+        if (m) env[m[1]!] = m[2]!;
+      }
+    }
+    return env;
+  };
   const controlConfig = fill(find('ConfigMap', 'cleanroom-control-config').data['config.json'], envOf(control), 'control config');
   const agentConfig = fill(find('ConfigMap', 'cleanroom-agent-config').data['config.json'], {}, 'agent config');
   const pending = [...checkConfig(controlConfig, envOf(control), 'control config'), ...checkConfig(agentConfig, {}, 'agent config')];
@@ -274,6 +287,48 @@ test('the ConfigMaps hold valid configs whose ${…} come from the pod, and agen
   const np = find('NetworkPolicy', 'cleanroom-control');
   assert.deepEqual(np.spec.podSelector.matchLabels, d.spec.selector.matchLabels);
   assert.deepEqual(np.spec.ingress[1].from[0].podSelector.matchLabels, find('DaemonSet', 'cleanroom-agent').spec.selector.matchLabels);
+});
+
+/** readmeServerNames reads the --server-name list of the README's `cleanroom pki init` example. */
+function readmeServerNames(): string[] {
+  const readme = readFileSync(join(REPO_ROOT, 'README.md'), 'utf8');
+  const start = readme.indexOf('cleanroom pki init --dir ./fleet-pki');
+  assert.ok(start > 0, 'the README shows pki init');
+  const lines: string[] = [];
+  for (const line of readme.slice(start).split('\n')) {
+    lines.push(line);
+    if (!line.trimEnd().endsWith('\\')) break;
+  }
+  return [...lines.join(' ').matchAll(/--server-name\s+'?([^\s']+)'?/g)].map((m) => m[1]!);
+}
+
+test('the certificate the README makes names every address users, agents and replicas use', async () => {
+  const home = mkdtempSync('/var/tmp/cleanroom-test-pki-');
+  try {
+    await initPkiHome(join(home, 'pki'), readmeServerNames());
+    const cert = new X509Certificate(readFileSync(join(home, 'pki', 'server.pem')));
+    const covered = (url: string) => {
+      const host = new URL(url).hostname;
+      return /^[\d.]+$/.test(host) ? cert.checkIP(host) !== undefined : cert.checkHost(host) !== undefined;
+    };
+    // Kubernetes: the Services, and a replica's advertised pod DNS name for a sample pod IP.
+    const control = find('Deployment', 'cleanroom-control').spec.template.spec.containers[0];
+    const sh = spawnSync('sh', ['-c', (control.command[2] as string).replace(/exec tini .*$/, 'printf %s "$POD_IP_DASHED"')], { env: { PATH: process.env.PATH, POD_IP: '10.244.3.17' }, encoding: 'utf8' }).stdout;
+    assert.equal(sh, '10-244-3-17');
+    const k8sControl = fill(find('ConfigMap', 'cleanroom-control-config').data['config.json'], { POD_NAME: 'p', POD_IP_DASHED: sh }, 'control config');
+    const k8sAgent = fill(find('ConfigMap', 'cleanroom-agent-config').data['config.json'], {}, 'agent config');
+    const api = find('Service', 'cleanroom-api');
+    for (const url of [k8sControl.control.advertiseUrl, `https://${k8sAgent.control.host}`, ...k8sAgent.agent.controlUrls, `https://${api.metadata.name}.${api.metadata.namespace}.svc.cluster.local`]) {
+      assert.ok(covered(url), `the server certificate covers ${url}`);
+    }
+    // systemd: the examples' advertised URL and what agents dial.
+    const sdControl = fill(readFileSync(join(SYSTEMD_DIR, 'control.json.example'), 'utf8'), { CREDENTIALS_DIRECTORY: '/run/credentials/x' }, 'control.json.example');
+    const sdAgent = fill(readFileSync(join(SYSTEMD_DIR, 'agent.json.example'), 'utf8'), {}, 'agent.json.example');
+    for (const url of [sdControl.control.advertiseUrl, `https://${sdAgent.control.host}`, ...sdAgent.agent.controlUrls]) assert.ok(covered(url), `the server certificate covers ${url}`);
+    assert.ok(!covered('https://elsewhere.example.org'), 'and not any name');
+  } finally {
+    rmSync(home, { recursive: true, force: true });
+  }
 });
 
 test('the namespaces hold each plane to its Pod Security profile', () => {
