@@ -2,7 +2,7 @@
  * Running one process alone on a host (a systemd unit, a container): the config it is given, the checks that say what
  * is missing before anything starts, and the first platform-admin key of a control plane nobody bootstrapped with `up`.
  */
-import { accessSync, chmodSync, constants, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { accessSync, chmodSync, constants, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadConfig, type Config } from '../shared/config.js';
@@ -50,12 +50,18 @@ export function renderConfig(template: string, paths: DataPathSet, env: NodeJS.P
   // 0600: a template may bring in secrets (the PostgreSQL URL with its password).
   writeFileSync(staged, rendered, { mode: 0o600 });
   chmodSync(staged, 0o600);
-  const config = loadConfig(staged); // throws with every problem listed
+  let config: Config;
+  try {
+    config = loadConfig(staged); // throws with every problem listed
+  } catch (e) {
+    rmSync(staged, { force: true });
+    throw e;
+  }
   renameSync(staged, paths.config);
   return config;
 }
 
-/** checkControlHost says, in one message, everything a control plane alone on this host lacks; returns the config. */
+/** checkControlHost says, in one message, everything a control plane alone on this host lacks. */
 export function checkControlHost(paths: DataPathSet, config: Config): void {
   if (process.getuid?.() === 0) {
     throw new Error('the control plane runs unprivileged: start `serve control` as its own account (systemd User=, Kubernetes runAsUser), not as root');
