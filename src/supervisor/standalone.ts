@@ -3,6 +3,7 @@
  * is missing before anything starts, and the first platform-admin key of a control plane nobody bootstrapped with `up`.
  */
 import { accessSync, chmodSync, constants, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadConfig, type Config } from '../shared/config.js';
@@ -76,14 +77,14 @@ export function checkControlHost(paths: DataPathSet, config: Config): void {
   } catch {
     problems.push(`${paths.control.dir} cannot be written by uid ${process.getuid?.()}`);
   }
-  if (problems.length) throw new Error(`this host is not ready for a control plane: ${problems.join('; ')}. Install the PKI with: cleanroom pki export --role control --data-dir ${paths.dataDir} --owner <account>`);
+  if (problems.length) throw new Error(`this host is not ready for a control plane: ${problems.join('; ')}. Install the PKI with: cleanroom pki export --dir <PKI home> --role control --data-dir ${paths.dataDir} --owner <account>`);
 }
 
 /** checkAgentHost says, in one message, everything an agent alone on this host lacks. */
 export function checkAgentHost(paths: DataPathSet): void {
   if (process.getuid?.() !== 0) throw new Error('the agent must run as root (it creates containers, cgroups, namespaces, encrypted volumes)');
   const missing = [paths.pki.caCert, paths.pki.agentCert, paths.pki.agentKey].filter((f) => !existsSync(f));
-  if (missing.length) throw new Error(`this host is not ready for an agent: ${missing.join(', ')} missing. Install them with: cleanroom pki export --role agent --data-dir ${paths.dataDir}`);
+  if (missing.length) throw new Error(`this host is not ready for an agent: ${missing.join(', ')} missing. Install them with: cleanroom pki export --dir <PKI home> --role agent --data-dir ${paths.dataDir}`);
 }
 
 /**
@@ -92,16 +93,32 @@ export function checkAgentHost(paths: DataPathSet): void {
  * Returns the file it wrote, or null if a platform admin already existed.
  */
 export async function bootstrapAdmin(paths: DataPathSet, config: Config, keyFile: string): Promise<string | null> {
-  // The store the control plane will use (replicas on PostgreSQL: the first to start mints it, see TenancyService).
+  // Replicas starting together on an empty database race to create the `default` workspace: the loser tries once more.
+  let key: string | null;
+  try {
+    key = await mintFirstAdmin(paths, config);
+  } catch {
+    await new Promise((r) => setTimeout(r, BOOTSTRAP_RETRY_MS));
+    key = await mintFirstAdmin(paths, config);
+  }
+  if (key === null) return null;
+  // A name of its own: replicas may share <data dir>/control (deploy/kubernetes) and write at once.
+  const tmp = `${keyFile}.${randomBytes(6).toString('hex')}.tmp`;
+  writeFileSync(tmp, `${key}\n`, { mode: 0o600 });
+  renameSync(tmp, keyFile);
+  return keyFile;
+}
+
+/** BOOTSTRAP_RETRY_MS is the pause before a replica that lost the first-start race looks again. */
+const BOOTSTRAP_RETRY_MS = 1000;
+
+async function mintFirstAdmin(paths: DataPathSet, config: Config): Promise<string | null> {
+  // The store the control plane will use (replicas on PostgreSQL: the first to start mints the key).
   const store = await openStore(config.store, paths.control.db);
   try {
     const audit = new AuditLog(store);
     const limits = { maxCpu: config.limits.maxCpu, maxMemoryMiB: config.limits.maxMemoryMiB, maxTimeoutSeconds: config.limits.maxTimeoutSeconds, maxDiskMiB: config.limits.maxDiskMiB };
-    const key = await new TenancyService(store, limits, audit, new AccessDenials(audit)).bootstrap();
-    if (key === null) return null;
-    writeFileSync(`${keyFile}.tmp`, `${key}\n`, { mode: 0o600 });
-    renameSync(`${keyFile}.tmp`, keyFile);
-    return keyFile;
+    return await new TenancyService(store, limits, audit, new AccessDenials(audit)).bootstrap();
   } finally {
     await store.close();
   }

@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, openSync, closeSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, openSync, closeSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { X509Certificate } from 'node:crypto';
 import { promisify } from 'node:util';
@@ -14,11 +14,14 @@ import { parseAllDocuments } from 'yaml';
 import { ConfigSchema, loadConfig } from '../../src/shared/config.js';
 import { CleanroomClient } from '../../src/sdk/client.js';
 import { initPkiHome, kubernetesSecrets, KUBERNETES_SECRETS } from '../../src/supervisor/pki-home.js';
+import { bootstrapAdmin } from '../../src/supervisor/standalone.js';
+import { dataPaths } from '../../src/shared/paths.js';
 import { listCgroups } from '../../src/agent/cells/cgroup.js';
 import { CLI, REPO_ROOT, freePort, isAlive, mountsUnder, processesMentioning, unusedPool } from '../support/cluster.js';
 import { TestPostgres } from '../support/postgres.js';
 
 const run = promisify(execFile);
+const mode = (f: string) => statSync(f).mode & 0o777;
 const K8S_DIR = join(REPO_ROOT, 'deploy/kubernetes');
 const SYSTEMD_DIR = join(REPO_ROOT, 'deploy/systemd');
 
@@ -468,13 +471,35 @@ test('serve control refuses root, serve agent says what it lacks, a template wit
     assert.equal((rootControl as { code: number }).code, 1);
     assert.match((rootControl as { stderr: string }).stderr, /runs unprivileged/);
     const agent = await run(process.execPath, [CLI, 'serve', 'agent', '--data-dir', join(dir, 'a')]).catch((e: { stderr: string }) => e);
-    assert.match((agent as { stderr: string }).stderr, /agent-key\.pem.*missing.*pki export --role agent/s);
+    assert.match((agent as { stderr: string }).stderr, /agent-key\.pem missing.*pki export --dir <PKI home> --role agent/s);
     writeFileSync(join(dir, 't.json'), '{"control": {"host": "${CR_TEST_UNSET_HOST}"}}');
     const unset = await run(process.execPath, [CLI, 'serve', 'agent', '--data-dir', join(dir, 'a'), '--config', join(dir, 't.json')]).catch((e: { stderr: string }) => e);
     assert.match((unset as { stderr: string }).stderr, /unset environment variables: CR_TEST_UNSET_HOST/);
     assert.ok(!existsSync(join(dir, 'a', 'config.json')), 'a bad template never becomes the config');
   } finally {
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('replicas starting together on an empty PostgreSQL both bootstrap without failing; one admin key file', async () => {
+  const db = await TestPostgres.start();
+  const dir = mkdtempSync('/var/tmp/cleanroom-test-boot-');
+  try {
+    const configFile = join(dir, 'config.json');
+    writeFileSync(configFile, JSON.stringify({ store: { kind: 'postgres', url: db.url() } }));
+    const config = loadConfig(configFile, {});
+    const keyFile = join(dir, 'admin-key');
+    const results = await Promise.all([1, 2, 3].map((i) => bootstrapAdmin(dataPaths(join(dir, `replica-${i}`)), config, keyFile)));
+    assert.ok(results.some((r) => r === keyFile), 'a key was minted');
+    assert.match(readFileSync(keyFile, 'utf8'), /^\S{20,}\n$/);
+    assert.equal(mode(keyFile), 0o600);
+    assert.deepEqual(readdirSync(dir).filter((f) => f.endsWith('.tmp')), []);
+    assert.equal((await db.query('cleanroom', "SELECT count(*)::int AS n FROM workspaces WHERE name = 'default'"))[0]?.n, 1);
+    // A later start finds a platform admin and mints nothing.
+    assert.equal(await bootstrapAdmin(dataPaths(join(dir, 'replica-4')), config, keyFile), null);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+    await db.stop();
   }
 });
 
