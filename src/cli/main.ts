@@ -1,4 +1,4 @@
-/** The `cleanroom` command line. Every command but up/down goes through the public SDK. */
+/** The `cleanroom` command line. Every command but up/down/serve/pki (host set-up) goes through the public SDK. */
 import { Command, CommanderError } from 'commander';
 import { registerUp } from './commands/up.js';
 import { registerDown } from './commands/down.js';
@@ -14,6 +14,8 @@ import { registerData } from './commands/data.js';
 import { registerAudit } from './commands/audit.js';
 import { registerImages } from './commands/images.js';
 import { registerSandbox } from './commands/sandbox.js';
+import { registerServe } from './commands/serve.js';
+import { registerPki } from './commands/pki.js';
 import { reportError } from './context.js';
 
 // A reader that goes away (`cleanroom jobs ls | head`) is not an error: stop quietly, as Unix tools do.
@@ -40,6 +42,8 @@ registerData(program);
 registerAudit(program);
 registerImages(program);
 registerSandbox(program);
+registerServe(program);
+registerPki(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -25,9 +25,22 @@ export async function ensurePki(paths: DataPathSet, controlUid: number, controlG
     return false;
   }
   mkdirSync(paths.pki.dir, { recursive: true, mode: 0o755 });
+  const { cert: ca, key: caKey, keyPem: caKeyPem } = await createCa();
+  const agent = await issueAgentCert(ca, caKey);
+  writeFileSync(paths.pki.caKey, caKeyPem, { mode: 0o600 });
+  await writeServerCert(paths, ca, caKey, serverNames, controlUid, controlGid);
+  writeFileSync(paths.pki.agentCert, agent.cert, { mode: 0o644 });
+  writeFileSync(paths.pki.agentKey, agent.key, { mode: 0o600 });
+  // The CA certificate last: its presence marks the set complete.
+  writeFileSync(paths.pki.caCert, ca.toString('pem'), { mode: 0o644 });
+  return true;
+}
+
+/** createCa makes a new CA (ECDSA P-256, 10 years): its certificate, its private key and that key as PEM. */
+export async function createCa(): Promise<{ cert: x509.X509Certificate; key: CryptoKey; keyPem: string }> {
   const now = new Date(Date.now() - 60_000);
   const caKeys = (await webcrypto.subtle.generateKey(ALG, true, ['sign', 'verify'])) as CryptoKeyPair;
-  const ca = await x509.X509CertificateGenerator.createSelfSigned({
+  const cert = await x509.X509CertificateGenerator.createSelfSigned({
     serialNumber: serial(),
     name: 'CN=Cleanroom local CA',
     notBefore: now,
@@ -40,19 +53,27 @@ export async function ensurePki(paths: DataPathSet, controlUid: number, controlG
       await x509.SubjectKeyIdentifierExtension.create(caKeys.publicKey),
     ],
   });
-  const agent = await leaf(ca, caKeys.privateKey, AGENT_CERT_CN, x509.ExtendedKeyUsage.clientAuth, []);
-  writeFileSync(paths.pki.caKey, await pemKey(caKeys.privateKey), { mode: 0o600 });
-  await writeServerCert(paths, ca, caKeys.privateKey, serverNames, controlUid, controlGid);
-  writeFileSync(paths.pki.agentCert, agent.cert, { mode: 0o644 });
-  writeFileSync(paths.pki.agentKey, agent.key, { mode: 0o600 });
-  // The CA certificate last: its presence marks the set complete.
-  writeFileSync(paths.pki.caCert, ca.toString('pem'), { mode: 0o644 });
-  return true;
+  return { cert, key: caKeys.privateKey, keyPem: await pemKey(caKeys.privateKey) };
+}
+
+/** loadCa reads a CA certificate and its private key (PEM), to sign with. */
+export async function loadCa(certPem: string, keyPem: string): Promise<{ cert: x509.X509Certificate; key: CryptoKey }> {
+  return { cert: new x509.X509Certificate(certPem), key: await webcrypto.subtle.importKey('pkcs8', pemBody(keyPem), ALG, false, ['sign']) };
+}
+
+/** issueServerCert issues the control plane's server certificate naming `serverNames` (DNS names, wildcards or IPs). */
+export async function issueServerCert(ca: x509.X509Certificate, caKey: CryptoKey, serverNames: readonly string[]): Promise<{ cert: string; key: string }> {
+  const sans: x509.JsonGeneralNames = [...new Set(serverNames)].map((n) => (/^[\d.]+$|:/.test(n) ? { type: 'ip', value: n } : { type: 'dns', value: n }));
+  return leaf(ca, caKey, 'cleanroom-control', x509.ExtendedKeyUsage.serverAuth, sans);
+}
+
+/** issueAgentCert issues an agent's client certificate (every agent's carries AGENT_CERT_CN; the hub refuses others). */
+export async function issueAgentCert(ca: x509.X509Certificate, caKey: CryptoKey): Promise<{ cert: string; key: string }> {
+  return leaf(ca, caKey, AGENT_CERT_CN, x509.ExtendedKeyUsage.clientAuth, []);
 }
 
 async function writeServerCert(paths: DataPathSet, ca: x509.X509Certificate, caKey: CryptoKey, serverNames: string[], uid: number, gid: number): Promise<void> {
-  const sans: x509.JsonGeneralNames = [...new Set(serverNames)].map((n) => (/^[\d.]+$|:/.test(n) ? { type: 'ip', value: n } : { type: 'dns', value: n }));
-  const server = await leaf(ca, caKey, 'cleanroom-control', x509.ExtendedKeyUsage.serverAuth, sans);
+  const server = await issueServerCert(ca, caKey, serverNames);
   writeFileSync(paths.pki.serverCert, server.cert, { mode: 0o644 });
   writeFileSync(paths.pki.serverKey, server.key, { mode: 0o600 });
   chownSync(paths.pki.serverKey, uid, gid);
