@@ -7,6 +7,7 @@
 // command lines, mkfs, …), coprocs (its long-lived helpers: `ip -batch`, `nft -i`), cells (reaped by its subreaper:
 // container inits, workloads), kthreads (every kernel thread on the host: loop and ext4 workers, netns cleanup — other
 // load on the host leaks into this one, so it is reported apart and not in `ours`).
+import { spawn } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { TestCluster } from '../test/support/cluster.js';
@@ -88,6 +89,9 @@ async function main(): Promise<void> {
     // Warm-up: two jobs, not counted.
     for (let i = 0; i < 2; i++) await awaitWipe(cluster.client, await runTimedJob(cluster.client, { command: COMMAND, runtime }, 'hi\n'));
     await cluster.waitWarm(60_000);
+    // PERF=<file>: record the agent (with kernel stacks) during the window, for `perf report -i <file>`.
+    const perf = process.env.PERF ? spawn('perf', ['record', '-q', '-g', '-F', '999', '-p', String(agentPid), '-o', process.env.PERF], { stdio: 'inherit' }) : null;
+    if (perf) await new Promise((r) => setTimeout(r, 500));
     const t0 = performance.now();
     const before = read(controlPid, agentPid, reaperPid);
     const samples = [];
@@ -96,6 +100,10 @@ async function main(): Promise<void> {
     await cluster.waitWarm(60_000);
     await new Promise((r) => setTimeout(r, 300)); // the last refill's cell is warm; let its helpers be reaped
     const after = read(controlPid, agentPid, reaperPid);
+    if (perf) {
+      perf.kill('SIGINT');
+      await new Promise((r) => perf.once('exit', r));
+    }
     const wallS = (performance.now() - t0) / 1000;
     const perJob: Record<string, number> = {};
     let ours = 0;
