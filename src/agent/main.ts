@@ -64,7 +64,10 @@ async function main(): Promise<void> {
         continue;
       }
       if (crun.moved.length) log('moved cgroup controllers out of cgroup v2 for crun', { controllers: crun.moved });
-      binary = crun.binary;
+      // Also sealed: libcrun re-executes every crun command from a fresh copy of itself (a read-only bind mount of
+      // /proc/self/exe via a temp file in /tmp, then fexecve: a second exec and dynamic link per call) unless it runs
+      // from a fully sealed memfd, as runc does.
+      binary = sealedExecutable(crun.binary);
     }
     runtimes.set(name, new OciRuntime({ name, binary, stateRoot: stateRoots[name] }));
   }
