@@ -7,7 +7,7 @@
  * warm, normal from assignment).
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { existsSync, mkdirSync, writeFile, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 /** BACKGROUND_CPU_SHARES is the weight of background helpers (a cgroup v1 default is 1024). */
@@ -36,13 +36,12 @@ export function inBackground<T>(fn: () => Promise<T>): Promise<T> {
   return context.run(true, fn);
 }
 
-/**
- * adoptIfBackground moves a just-spawned helper into the background cgroup when background work spawned it. The write
- * runs on the thread pool: a cgroup v1 migration waits for an RCU grace period, which blocked the agent's event loop
- * for about a millisecond per helper (two per cell); the helper runs its first moment at normal weight instead.
- */
+/** adoptIfBackground moves a just-spawned helper into the background cgroup when background work spawned it. */
 export function adoptIfBackground(pid: number): void {
   if (!procsFile || context.getStore() !== true) return;
-  // It may have exited already, or the cgroup be gone (shutdown): nothing to weigh then.
-  writeFile(procsFile, String(pid), () => {});
+  try {
+    writeFileSync(procsFile, String(pid));
+  } catch {
+    // It exited already, or the cgroup is gone (shutdown): nothing to weigh.
+  }
 }
