@@ -1,7 +1,7 @@
 // bench/baselines.ts: the bare costs our figures are compared with, measured in the same run on the same host, each
 // launched the way the agent launches the same thing (LAUNCH says how, and goes into the results):
 // - every process starts with posix_spawn from the agent's runtime addon (spawnHelper), not Node's fork-based spawn;
-// - runc is the sealed in-memory copy the agent runs (sealedExecutable), with the agent's global flags;
+// - runc and crun are sealed in-memory copies, as the agent runs them (sealedExecutable), with the agent's global flags;
 // - runsc gets the agent's flags (runtimeFlags: --network=sandbox, ptrace, --oci-seccomp) and, as a cell's sandbox does,
 //   a network namespace made beforehand (outside the timing, as a warm cell's is) and /proc/sys/net hidden.
 // A bare `runc run` / `runsc run` of `/bin/echo hi` uses a bundle equivalent to a cell's: the same shared read-only
@@ -24,7 +24,7 @@ export const LAUNCH = {
   spawn: 'posix_spawn from the agent\'s runtime addon (spawnHelper), as the agent starts runc, runsc and mkfs',
   fork_exec: '/bin/echo hi, posix_spawn (the agent\'s spawn path)',
   runc: 'runc run of a cell-equivalent bundle: the sealed memfd copy of runc the agent runs, the agent\'s global flags (--root)',
-  crun: 'crun run of a cell-equivalent bundle (crun from PATH, --root)',
+  crun: 'crun run of a cell-equivalent bundle: a sealed memfd copy of crun from PATH, as the agent runs it, --root',
   podman: 'podman run --rm --network none of a busybox image imported into podman\'s local storage (rootful, its default runtime), CONTAINERS_CONF with default_ulimits = [] (podman 4.3 cannot set its default ulimits here)',
   runsc: 'runsc run of a cell-equivalent bundle with the agent\'s flags (--platform=ptrace --network=sandbox --oci-seccomp), in a network namespace made beforehand (untimed), with /proc/sys/net hidden as for the agent\'s runsc start',
 };
@@ -71,7 +71,7 @@ export class BareBundles {
 
   /** The sealed copy of runc, as the agent holds it (made once per bench process). */
   private readonly runc = sealedExecutable(findExecutable('runc'));
-  private readonly crun = findExecutable('crun');
+  private readonly crun = sealedExecutable(findExecutable('crun'));
 
   /** run starts `runtime run` of COMMAND in a fresh container (own cgroup; runsc: own netns) and times it. */
   async run(runtime: Runtime, lane = 0): Promise<ProcessTiming> {

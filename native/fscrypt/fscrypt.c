@@ -529,6 +529,74 @@ static napi_value discard_device(napi_env env, napi_callback_info info) {
   return op_queue(env, op);
 }
 
+// readExtents(path) -> [{offset, data: Buffer}]: the data extents of a sparse file (SEEK_DATA/SEEK_HOLE), read whole.
+// The agent reads a freshly made empty filesystem image once and writes only these bytes into every new volume's
+// backing file: the holes between them read as zeros, as in the image.
+static napi_value read_extents(napi_env env, napi_callback_info info) {
+  napi_value argv[MAX_ARGS];
+  char path[PATH_MAX_LEN];
+  if (get_args(env, info, 1, argv) || get_string(env, argv[0], path, sizeof path)) return NULL;
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) return throw_errno(env, errno, "open", path);
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    int err = errno;
+    close(fd);
+    return throw_errno(env, err, "fstat", path);
+  }
+  napi_value out;
+  napi_create_array(env, &out);
+  uint32_t n = 0;
+  off_t pos = 0;
+  size_t total = 0;
+  while (pos < st.st_size) {
+    off_t data = lseek(fd, pos, SEEK_DATA);
+    if (data < 0) {
+      if (errno == ENXIO) break;  // no data past pos
+      int err = errno;
+      close(fd);
+      return throw_errno(env, err, "lseek(SEEK_DATA)", path);
+    }
+    off_t hole = lseek(fd, data, SEEK_HOLE);
+    if (hole < 0) {
+      int err = errno;
+      close(fd);
+      return throw_errno(env, err, "lseek(SEEK_HOLE)", path);
+    }
+    size_t len = (size_t)(hole - data);
+    total += len;
+    if (total > (64u << 20)) {
+      close(fd);
+      return throw_errno(env, EFBIG, "readExtents", path);
+    }
+    void *buf;
+    napi_value b;
+    if (napi_create_buffer(env, len, &buf, &b) != napi_ok) {
+      close(fd);
+      return throw_errno(env, ENOMEM, "readExtents", path);
+    }
+    size_t got = 0;
+    while (got < len) {
+      ssize_t r = pread(fd, (char *)buf + got, len - got, data + (off_t)got);
+      if (r <= 0) {
+        int err = r < 0 ? errno : EIO;
+        close(fd);
+        return throw_errno(env, err, "pread", path);
+      }
+      got += (size_t)r;
+    }
+    napi_value ext, off;
+    napi_create_object(env, &ext);
+    napi_create_double(env, (double)data, &off);
+    napi_set_named_property(env, ext, "offset", off);
+    napi_set_named_property(env, ext, "data", b);
+    napi_set_element(env, out, n++, ext);
+    pos = hole;
+  }
+  close(fd);
+  return out;
+}
+
 // Registers the exported functions and the constants the TypeScript side needs.
 static napi_value init(napi_env env, napi_value exports) {
   struct {
@@ -538,7 +606,7 @@ static napi_value init(napi_env env, napi_value exports) {
       {"addKey", add_key},           {"setPolicyV2", set_policy_v2},   {"getPolicy", get_policy},
       {"keyStatus", key_status},     {"removeKey", remove_key},         {"loopAttach", loop_attach},
       {"loopDetach", loop_detach},   {"discardDevice", discard_device}, {"mount", do_mount},
-      {"umount", do_umount},         {"loopFreeIndex", loop_free_index},
+      {"umount", do_umount},         {"loopFreeIndex", loop_free_index}, {"readExtents", read_extents},
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value f;

@@ -24,6 +24,7 @@ import { Ipam } from './network/ipam.js';
 import { poolClash } from './network/pool-clash.js';
 import { checkStorageSupport } from './storage/doctor.js';
 import { ensureSharedRoot, releaseSharedRoot } from './storage/shared-root.js';
+import { ensureCellsTmpfs, releaseCellsTmpfs } from './cells/cells-tmpfs.js';
 import { ControlChannel } from './channel.js';
 import { GatewayServices } from './gateway/gateway-services.js';
 import { Agent } from './agent.js';
@@ -64,7 +65,10 @@ async function main(): Promise<void> {
         continue;
       }
       if (crun.moved.length) log('moved cgroup controllers out of cgroup v2 for crun', { controllers: crun.moved });
-      binary = crun.binary;
+      // Also sealed: libcrun re-executes every crun command from a fresh copy of itself (a read-only bind mount of
+      // /proc/self/exe via a temp file in /tmp, then fexecve: a second exec and dynamic link per call) unless it runs
+      // from a fully sealed memfd, as runc does.
+      binary = sealedExecutable(crun.binary);
     }
     runtimes.set(name, new OciRuntime({ name, binary, stateRoot: stateRoots[name] }));
   }
@@ -92,6 +96,8 @@ async function main(): Promise<void> {
   const report = await reconcileHost(reconcileOptions);
   // After reconcile (which removes a dead agent's): pool refills and wipes yield the CPU to starts from here on.
   useBackgroundCgroup(agentId);
+  // After reconcile, which removed what an earlier agent left on disk there (what it kept stays visible: no tmpfs then).
+  if (!ensureCellsTmpfs(paths.agent.cells)) log('cells directory stays on disk: it still holds cells reconcile could not remove', { dir: paths.agent.cells });
   log('reconciled host', { containers: report.containers, killed: report.killed, cgroups: report.cgroups, directories: report.directories, mounts: report.mounts, wiped: report.wipes.length, leftovers: report.leftovers });
   const tls = {
     ca: readFileSync(paths.pki.caCert, 'utf8'),
@@ -184,6 +190,7 @@ async function main(): Promise<void> {
         log('swept leftovers at shutdown', { containers: swept.containers, killed: swept.killed, wiped: swept.wipes.length, leftovers: swept.leftovers });
       }
       await releaseSharedRoot(paths.agent.volumes);
+      await releaseCellsTmpfs(paths.agent.cells);
       log('stopped');
     } catch (e) {
       log('shutdown failed; reconcile at next start cleans up', { error: (e as Error).message });
@@ -247,6 +254,7 @@ async function reconcileOnly(opts: ReconcileOptions, volumesDir: string, uidClai
   if (report.leftovers.length === 0) {
     try {
       await releaseSharedRoot(volumesDir);
+      await releaseCellsTmpfs(opts.cellsDir);
     } catch (e) {
       report.leftovers.push({ kind: 'volume', id: volumesDir, error: `cannot unmount the volumes root: ${(e as Error).message}` });
     }

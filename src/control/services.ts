@@ -93,13 +93,14 @@ export function createServices({ store: plainStore, config, kek, objectsDir, ima
     },
     log,
   );
-  const jobs = new JobService(store, hub, quotas, { cpu: l.defaultCpu, memoryMiB: l.defaultMemoryMiB, timeoutSeconds: l.defaultTimeoutSeconds, diskMiB: l.defaultDiskMiB, outputLimitBytes: l.maxOutputMiB * 1024 * 1024 }, network, tokens, audit, images);
+  const jobs = new JobService(store, hub, quotas, { cpu: l.defaultCpu, memoryMiB: l.defaultMemoryMiB, timeoutSeconds: l.defaultTimeoutSeconds, diskMiB: l.defaultDiskMiB, outputLimitBytes: l.maxOutputMiB * 1024 * 1024, runtime: l.defaultRuntime }, network, tokens, audit, images);
   const tenancy = new TenancyService(store, { maxCpu: l.maxCpu, maxMemoryMiB: l.maxMemoryMiB, maxTimeoutSeconds: l.maxTimeoutSeconds, maxDiskMiB: l.maxDiskMiB }, audit, denials);
   const objects = new ObjectStore(store, keyring, objectsDir, config.data.maxObjectMiB * 1024 * 1024, quotas);
   let channel: SandboxChannel | null = null;
   const processes = new ProcessRelay(() => channel);
   const files = new FileRelay(() => channel);
-  const jobDefaults = { cpu: l.defaultCpu, memoryMiB: l.defaultMemoryMiB, timeoutSeconds: l.defaultTimeoutSeconds, diskMiB: l.defaultDiskMiB, outputLimitBytes: l.maxOutputMiB * 1024 * 1024 };
+  // Sandboxes keep runc as their default (long-lived: the per-cell CPU that made crun the jobs' default matters little).
+  const jobDefaults = { cpu: l.defaultCpu, memoryMiB: l.defaultMemoryMiB, timeoutSeconds: l.defaultTimeoutSeconds, diskMiB: l.defaultDiskMiB, outputLimitBytes: l.maxOutputMiB * 1024 * 1024, runtime: 'runc' as const };
   const sandboxes = new SandboxService(store, jobs, hub, jobDefaults, () => channel);
   sandboxes.busy = (sb) => processes.busy(sb);
   hub.onLifecycle((e) => {

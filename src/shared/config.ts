@@ -123,6 +123,9 @@ export const ConfigSchema = z
         defaultMemoryMiB: z.number().int().positive().default(256),
         defaultTimeoutSeconds: z.number().int().positive().default(600),
         defaultDiskMiB: z.number().int().positive().default(256),
+        /** The runtime of a job that names none. crun: the same confinement as runc (same spec, same posture tests) for
+         *  about half the host CPU per cell (README, Performance); an agent whose host cannot run crun refuses such jobs. */
+        defaultRuntime: RuntimeSchema.default('crun'),
         /** Output kept per job (stdout and stderr together); past it output is dropped and the job says so. */
         maxOutputMiB: z.number().int().min(1).max(10_240).default(64),
         /** How long a job's output, command, env and message are kept (sealed) after it ends; then crypto-shredded. */
@@ -228,7 +231,8 @@ export const ConfigSchema = z
             }),
           )
           .default([
-            { runtime: 'runc', class: 'small', warm: 2, max: 64 },
+            { runtime: 'crun', class: 'small', warm: 2, max: 64 },
+            { runtime: 'runc', class: 'small', warm: 1, max: 64 },
             { runtime: 'runsc', class: 'small', warm: 1, max: 16 },
           ]),
         /** How far back a pool's demand counts: past it, a pool shrinks back to its minimum (surplus cells are wiped). */

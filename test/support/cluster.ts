@@ -72,6 +72,8 @@ export class TestCluster {
       network: { pool },
       agent: { pool: [{ runtime: 'runc', class: 'small', warm: 2 }, { runtime: 'runsc', class: 'small', warm: 1 }, { runtime: 'crun', class: 'small', warm: 1 }] },
       quotas: { requestsPerSecond: 100_000, requestBurst: 100_000 },
+      // The suites were written when runc was the jobs' default; crun's posture is checked by posture.test.ts.
+      limits: { defaultRuntime: 'runc' },
       // Existing suites run on the host's /usr (their tools); image tests name their images or set their own default.
       images: { default: 'host' },
     };

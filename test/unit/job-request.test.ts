@@ -3,10 +3,11 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { JobRequestSchema, resolveJobRequest } from '../../src/control/jobs/job-request.js';
 import { ApiError } from '../../src/shared/errors.js';
+import { ConfigSchema } from '../../src/shared/config.js';
 import type { Workspace } from '../../src/control/model.js';
 
 const ws: Workspace = { id: 'ws_1', name: 'w', createdAt: '', maxCpu: 2, maxMemoryBytes: 1024 * 1024 * 1024, maxTimeoutSeconds: 60, maxDiskBytes: 512 * 1024 * 1024 };
-const defaults = { cpu: 1, memoryMiB: 256, timeoutSeconds: 30, diskMiB: 256, outputLimitBytes: 64 << 20 };
+const defaults = { cpu: 1, memoryMiB: 256, timeoutSeconds: 30, diskMiB: 256, outputLimitBytes: 64 << 20, runtime: 'runc' as const };
 const code = (f: () => unknown) => {
   try {
     f();
@@ -19,6 +20,12 @@ const code = (f: () => unknown) => {
 test('defaults apply', () => {
   const r = resolveJobRequest(JobRequestSchema.parse({ command: ['true'] }), ws, defaults);
   assert.deepEqual(r, { command: ['true'], env: {}, cwd: '/work', cpu: 1, memoryBytes: 256 * 1024 * 1024, timeoutSeconds: 30, diskBytes: 256 * 1024 * 1024, runtime: 'runc', dataGrants: [] });
+});
+
+test('a job that names no runtime gets the configured default; the shipped default is crun', () => {
+  assert.equal(resolveJobRequest(JobRequestSchema.parse({ command: ['true'] }), ws, { ...defaults, runtime: 'crun' }).runtime, 'crun');
+  assert.equal(resolveJobRequest(JobRequestSchema.parse({ command: ['true'], runtime: 'runc' }), ws, { ...defaults, runtime: 'crun' }).runtime, 'runc');
+  assert.equal(ConfigSchema.parse({}).limits.defaultRuntime, 'crun');
 });
 
 test('data grants: prefixes are checked like object keys and may not hold whitespace', () => {

@@ -8,7 +8,7 @@ import type { Workspace } from '../../src/control/model.js';
 
 const ws: Workspace = { id: 'ws_1', name: 'w', createdAt: '', maxCpu: 2, maxMemoryBytes: 1024 * 1024 * 1024, maxTimeoutSeconds: 3600, maxDiskBytes: 512 * 1024 * 1024 };
 const big: Workspace = { ...ws, maxTimeoutSeconds: 7 * 86_400 };
-const defaults = { cpu: 1, memoryMiB: 256, timeoutSeconds: 30, diskMiB: 256, outputLimitBytes: 64 << 20 };
+const defaults = { cpu: 1, memoryMiB: 256, timeoutSeconds: 30, diskMiB: 256, outputLimitBytes: 64 << 20, runtime: 'runc' as const };
 const code = (f: () => unknown) => {
   try {
     f();

@@ -30,6 +30,7 @@ interface Addon {
   mount(source: string, target: string, fstype: string, flags: number, data: string): void;
   umount(target: string, flags: number): Promise<number>;
   loopFreeIndex(): number;
+  readExtents(path: string): Array<{ offset: number; data: Buffer }>;
   constants: Record<string, number>;
 }
 

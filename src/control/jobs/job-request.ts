@@ -39,7 +39,7 @@ export const JobRequestSchema = z
     memoryMiB: z.number().int().optional().describe('memory limit in MiB'),
     timeoutSeconds: z.number().optional().describe('wall-clock limit; the job ends as `timeout` after it'),
     diskMiB: z.number().int().optional().describe('size of the encrypted volume holding /work and /tmp (rounded up to a size class)'),
-    runtime: z.string().optional().describe('OCI runtime: runc (default), crun (the same confinement, less CPU per cell) or runsc (gVisor)'),
+    runtime: z.string().optional().describe('OCI runtime: crun (default unless the operator configured another), runc (the same confinement) or runsc (gVisor)'),
     data: z
       .array(
         z
@@ -66,6 +66,8 @@ export interface JobDefaults {
   diskMiB: number;
   /** Output kept per job; the agent drops what comes after it and reports how much. */
   outputLimitBytes: number;
+  /** The runtime of a job that names none (limits.defaultRuntime). */
+  runtime: Runtime;
 }
 
 /** ResolvedJob is a request with defaults applied and limits checked. */
@@ -88,7 +90,7 @@ export function resolveJobRequest(req: JobRequest, ws: Workspace, d: JobDefaults
   const memoryBytes = (req.memoryMiB ?? d.memoryMiB) * 1024 * 1024;
   const timeoutSeconds = req.timeoutSeconds ?? d.timeoutSeconds;
   const diskBytes = (req.diskMiB ?? d.diskMiB) * 1024 * 1024;
-  const runtime = req.runtime ?? 'runc';
+  const runtime = req.runtime ?? d.runtime;
   if (!(RUNTIMES as readonly string[]).includes(runtime)) {
     throw new ApiError('unsupported_runtime', `runtime "${runtime}" is not supported; use one of: ${RUNTIMES.join(', ')}`);
   }

@@ -3838,7 +3838,7 @@ export interface operations {
                     image?: string;
                     /** @description memory limit in MiB */
                     memoryMiB?: number;
-                    /** @description OCI runtime: runc (default), crun (the same confinement, less CPU per cell) or runsc (gVisor) */
+                    /** @description OCI runtime: crun (default unless the operator configured another), runc (the same confinement) or runsc (gVisor) */
                     runtime?: string;
                     /** @description wall-clock limit; the job ends as `timeout` after it */
                     timeoutSeconds?: number;

@@ -6,6 +6,7 @@ import { closeSync, existsSync, fsyncSync, mkdtempSync, openSync, readFileSync, 
 import { join } from 'node:path';
 import { getKeyStatus, getPolicy, POLICY_V2_AES256 } from '../../../src/agent/storage/fscrypt.js';
 import { reconcileVolumes } from '../../../src/agent/storage/reconcile.js';
+import { volumeTemplate, writeVolumeImage } from '../../../src/agent/storage/volume-template.js';
 import {
   loopDevicesByBackingFile,
   mountPointsWithin,
@@ -182,4 +183,30 @@ test('wipe refuses while files are open, then completes once they are closed', a
   const receipt = await wipeVolume(volume);
   assert.equal(receipt.keyStateAfterRemoval, 'absent');
   assert.equal(existsSync(volume.backingFile), false);
+});
+
+test('volumes come from the size\'s template: each has its own UUID, hash seed and key, the filesystem checks clean', async (t) => {
+  const { execFileSync } = await import('node:child_process');
+  const root = scratchRoot(t);
+  const a = await prepareVolume({ root, cellId: 'cell-t1', uid: UID, gid: GID, sizeBytes: 64 * MiB });
+  const b = await prepareVolume({ root, cellId: 'cell-t2', uid: UID, gid: GID, sizeBytes: 64 * MiB });
+  assert.ok(a.steps.every((s) => s.step !== 'mkfs'), 'no mkfs per volume');
+  const header = (v: Volume) => execFileSync('dumpe2fs', ['-h', v.loopDevice], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+  const field = (text: string, name: string) => new RegExp(`^${name}:\\s+(.+)$`, 'm').exec(text)?.[1];
+  const [ha, hb] = [header(a), header(b)];
+  assert.notEqual(field(ha, 'Filesystem UUID'), field(hb, 'Filesystem UUID'), 'fresh UUID per volume');
+  assert.notEqual(field(ha, 'Directory Hash Seed'), field(hb, 'Directory Hash Seed'), 'fresh hash seed per volume');
+  assert.doesNotMatch(field(ha, 'Filesystem features') ?? '', /has_journal/, 'no journal');
+  assert.notEqual(a.keyIdentifier, b.keyIdentifier, 'a key of its own');
+  assert.equal(a.backingFile === b.backingFile, false);
+  // The backing file holds only the template's metadata and what was written since: still sparse.
+  assert.ok(statSync(a.backingFile).blocks * 512 < 4 * MiB, 'backing file stays sparse');
+  writeFileSync(join(a.workDir, 'f'), 'x'.repeat(10_000));
+  await wipeVolume(a);
+  await wipeVolume(b);
+  // A fresh image from the template checks clean (e2fsck exits 0: its superblock checksum was recomputed right).
+  const image = join(root, 'fsck-probe.img');
+  writeVolumeImage(await volumeTemplate(64 * MiB), image);
+  execFileSync('e2fsck', ['-fn', image], { stdio: 'ignore' });
+  rmSync(image);
 });
