@@ -532,7 +532,8 @@ test('a control plane alone (on PostgreSQL) and an agent alone, from `cleanroom 
       control: { host: '127.0.0.1', agentPort, dataPort, agentGraceMs: 3000 },
       network: { pool: unusedPool() },
       images: { default: 'host' },
-      agent: { runtimes: ['runc'], pool: [{ runtime: 'runc', class: 'small', warm: 1 }] },
+      // crun: the runtime of jobs that name none (limits.defaultRuntime).
+      agent: { runtimes: ['crun', 'runc'], pool: [{ runtime: 'crun', class: 'small', warm: 1 }] },
     };
     writeFileSync(join(root, 'agent.json'), JSON.stringify(agentConfig), { mode: 0o644 });
 
