@@ -171,6 +171,7 @@ export class JobService {
   }
 
   private isQueuedHere(jobId: string): boolean {
+    if (this.inPump.has(jobId)) return true;
     for (const q of this.queued.values()) if (q.includes(jobId)) return true;
     return false;
   }
@@ -318,69 +319,85 @@ export class JobService {
     if (set && set.size === 0) this.active.delete(job.workspaceId);
   }
 
-  /** pump places queued jobs while agents have room, taking workspaces in turn; each within its running quota. */
+  /**
+   * pump places queued jobs while agents have room, taking workspaces in turn; each within its running quota. Up to
+   * MAX_PLACING placements are in flight at once (each is a few store round trips, mostly waiting on the store): a job's
+   * place in its workspace's quota and its slot on an agent are taken before any await, so concurrent placements never
+   * overshoot either, and the store's claim (queued → assigned) places each job at most once. A placement that finds no
+   * agent (or, on a shared store, no room in the quota after all) puts its job back at the head of its queue and stops
+   * the pump until the next prompt (an agent with room, a job ended, a job queued), as the one-at-a-time pump did.
+   */
   private pump(): void {
-    if (this.pumping) {
-      this.pumpAgain = true;
-      return;
-    }
-    this.pumping = true;
-    void (async () => {
-      try {
-        do {
-          this.pumpAgain = false;
-          while (this.dispatcher?.canDispatch()) {
-            const job = await this.nextQueued();
-            if (!job) break;
-            this.activate(job);
-            const placed = await this.place(job, performance.now());
-            if (placed.status === 'queued') {
-              // No agent took it after all: back to the head of its queue, and wait for the next prompt.
-              this.deactivate(job);
-              this.queued.set(job.workspaceId, [job.id, ...(this.queued.get(job.workspaceId) ?? [])]);
-              break;
-            }
-          }
-        } while (this.pumpAgain);
-      } finally {
-        this.pumping = false;
-      }
-    })();
+    this.stalled = false;
+    this.fill();
   }
 
-  private pumping = false;
-  private pumpAgain = false;
+  /** fill starts placements while there is room for more in flight, an agent with room and a queued job in turn. */
+  private fill(): void {
+    while (!this.stalled && this.inPump.size < MAX_PLACING && this.dispatcher?.canDispatch()) {
+      const next = this.takeQueued();
+      if (!next) break;
+      this.inPump.add(next.id);
+      void this.placeQueued(next.id, next.wsId)
+        .catch(() => 'failed' as const)
+        .then((outcome) => {
+          this.inPump.delete(next.id);
+          if (outcome !== 'done') {
+            // No agent took it after all (or the store failed under it): back to the head of its queue, and wait for the
+            // next prompt. Should it have been claimed meanwhile, the next try finds it no longer queued.
+            this.deactivate({ id: next.id, workspaceId: next.wsId } as Job);
+            this.queued.set(next.wsId, [next.id, ...(this.queued.get(next.wsId) ?? [])]);
+            this.stalled = true;
+          }
+          this.fill();
+        });
+    }
+    if (this.unknownQuotas.size === 0) return;
+    // Workspaces queued here that this replica never saw a create of: read their running quota, then pump again.
+    const ids = [...this.unknownQuotas];
+    this.unknownQuotas.clear();
+    void Promise.all(ids.map(async (wsId) => {
+      const ws = await this.store.getWorkspace(wsId);
+      this.maxRunningOf.set(wsId, ws ? this.quotas.of(ws).maxRunningJobs : 0);
+    })).then(() => this.fill(), () => {});
+  }
+
+  /** placeQueued places one job taken from the queue: placed (or gone), or back to the queue. */
+  private async placeQueued(id: string, wsId: string): Promise<'done' | 'back'> {
+    const job = await this.store.getJob(id);
+    if (job?.status !== 'queued') {
+      this.deactivate({ id, workspaceId: wsId } as Job); // cancelled while it waited (or placed by another replica)
+      return 'done';
+    }
+    const placed = await this.place(job, performance.now());
+    return placed.status === 'queued' ? 'back' : 'done';
+  }
+
+  /** Placements the pump has in flight (taken from the queue, not yet placed or put back). */
+  private readonly inPump = new Set<string>();
+  private stalled = false;
+  /** Workspaces with queued jobs whose running quota is not known here yet (being read). */
+  private readonly unknownQuotas = new Set<string>();
 
   /**
-   * nextQueued takes the oldest queued job of the next workspace (round robin) that is under its running quota. The
-   * job's place in its workspace's quota is taken before any await, so a concurrent create cannot take it too.
+   * takeQueued takes the oldest queued job of the next workspace (round robin) that is under its running quota, and
+   * takes its place in the workspace's quota at once (no await), so a concurrent create or placement cannot take it too.
    */
-  private async nextQueued(): Promise<Job | null> {
+  private takeQueued(): { id: string; wsId: string } | null {
     const wsIds = [...this.queued.keys()];
-    for (const wsId of wsIds) {
-      if (!this.maxRunningOf.has(wsId)) {
-        const ws = await this.store.getWorkspace(wsId);
-        this.maxRunningOf.set(wsId, ws ? this.quotas.of(ws).maxRunningJobs : 0);
-      }
-    }
     for (let i = 0; i < wsIds.length; i++) {
       const wsId = wsIds[(this.turn + i) % wsIds.length]!;
-      const q = this.queued.get(wsId);
-      if (!q || !this.hasRoom(wsId)) continue;
-      let job: Job | null = null;
-      while (!job && q.length > 0) {
-        const id = q.shift()!;
-        if (q.length === 0) this.queued.delete(wsId);
-        const reserved = this.active.get(wsId) ?? new Set<string>();
-        reserved.add(id);
-        this.active.set(wsId, reserved);
-        const candidate = await this.store.getJob(id);
-        if (candidate?.status === 'queued') job = candidate;
-        else this.deactivate({ id, workspaceId: wsId } as Job); // cancelled while it waited
+      if (!this.maxRunningOf.has(wsId)) {
+        this.unknownQuotas.add(wsId);
+        continue;
       }
-      if (!job) continue;
+      const q = this.queued.get(wsId);
+      if (!q || q.length === 0 || !this.hasRoom(wsId)) continue;
+      const id = q.shift()!;
+      if (q.length === 0) this.queued.delete(wsId);
+      this.activate({ id, workspaceId: wsId } as Job);
       this.turn = (this.turn + i + 1) % wsIds.length;
-      return job;
+      return { id, wsId };
     }
     return null;
   }
@@ -649,6 +666,9 @@ export class JobService {
     }
   }
 }
+
+/** MAX_PLACING bounds the placements one replica has in flight at once (each holds a few store round trips). */
+const MAX_PLACING = 32;
 
 /** OWNERS_KEPT bounds the cache of which agent runs which job. */
 const OWNERS_KEPT = 100_000;
