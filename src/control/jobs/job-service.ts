@@ -69,6 +69,8 @@ export class JobService {
   private readonly nextSeq = new Map<string, number>();
   /** Jobs being placed right now (minting their token, sending them to an agent). */
   private readonly placing = new Set<string>();
+  /** Jobs of `placing` whose cancel was sent meanwhile: the agent may hear it before the job, so it is told again. */
+  private readonly cancelledWhilePlacing = new Set<string>();
   /**
    * The agent each unfinished job was sent to, known from the moment it is sent (before the store says so): an agent's
    * reports about a job apply only if the job is its own. A cache of the store's agentId, bounded by OWNERS_KEPT.
@@ -163,6 +165,7 @@ export class JobService {
       case 'agent.admin':
         return; // the agent hub's (AgentPresence)
       case 'agent.cancel':
+        if (this.placing.has(msg.jobId)) this.cancelledWhilePlacing.add(msg.jobId);
         if (this.dispatcher?.holds(msg.agentId)) this.dispatcher.cancel(msg.agentId, msg.jobId);
         return;
       default:
@@ -196,6 +199,7 @@ export class JobService {
   /** cancelOnAgent asks the job's agent to stop it: directly when it is on this replica's channel, else through its replica. */
   private cancelOnAgent(agentId: string, jobId: string): void {
     const d = this.dispatcher;
+    if (this.placing.has(jobId)) this.cancelledWhilePlacing.add(jobId);
     if (d?.holds(agentId)) d.cancel(agentId, jobId);
     else if (this.cluster) this.announce({ type: 'agent.cancel', from: this.cluster.replicaId, agentId, jobId });
   }
@@ -259,13 +263,14 @@ export class JobService {
       ...(mode === 'sandbox' ? { mode, sandbox } : {}),
     };
     await this.store.createJob(job);
-    // The audit log is never shredded: nothing of the job's command or env goes into it.
-    await this.audit.record({ type: 'workload.created', actor, workspaceId: ws.id, subject: job.id, details: { runtime: job.runtime, data: job.dataGrants, image: job.image?.digest ?? null, ...(mode === 'sandbox' ? { mode } : {}) } });
+    // The audit log is never shredded: nothing of the job's command or env goes into it. Its event is written while the
+    // job is placed (the chain's order is the store's; the job exists already).
+    const audited = this.audit.record({ type: 'workload.created', actor, workspaceId: ws.id, subject: job.id, details: { runtime: job.runtime, data: job.dataGrants, image: job.image?.digest ?? null, ...(mode === 'sandbox' ? { mode } : {}) } });
     // The common case (room for it now) is placed in this call, so the client's created event says where it went.
     this.maxRunningOf.set(ws.id, quota.maxRunningJobs);
     if (this.hasRoom(ws.id) && !this.queued.get(ws.id)?.length && this.dispatcher?.canDispatch()) {
       this.activate(job);
-      const placed = await this.place(job, performance.now());
+      const placed = await this.place(job, performance.now()).finally(() => audited);
       if (placed.status === 'queued') {
         this.deactivate(job);
         this.enqueue(job);
@@ -273,6 +278,7 @@ export class JobService {
       }
       return placed;
     }
+    await audited;
     this.enqueue(job);
     this.pump();
     this.announceQueued(job.id);
@@ -434,22 +440,32 @@ export class JobService {
         tMinted = performance.now();
         sent = d.assign(agentId, spec, credentials);
       });
+      if (!sent) {
+        await this.tokens.revokeJob(job.id, job.workspaceId, 'no agent took the job');
+        return await unclaim();
+      }
+      // Cancelled between the claim and the assign: the agent heard the cancel before the job, so it is told again.
+      if (this.cancelledWhilePlacing.delete(job.id)) d.cancel(agentId, job.id);
+      // Kept fresh from now: an end from here on stops it (revokeJob), whichever comes first.
+      this.tokens.keepFresh(subject, (c) => d.refreshCredentials(agentId, job.id, c));
+      if (!this.nextSeq.has(job.id)) this.nextSeq.set(job.id, 1); // a fresh job has no output yet: no read at its first chunk
+      const placedTimings = { control_token_ms: round(tMinted - t0), control_dispatch_ms: round(performance.now() - t0) };
+      // One write, no re-read: the timings go on the job only while it is still assigned (not ended while it was placed).
+      const timings = { ...job.timings, ...placedTimings };
+      if (await this.store.claimJob(job.id, 'assigned', { timings })) return { ...job, status: 'assigned', agentId, timings };
+      // Not assigned any more: it ended meanwhile, or already started (a quick agent reported it).
       const current = await this.store.getJob(job.id);
-      if (!sent || !current || isTerminal(current)) {
-        await this.tokens.revokeJob(job.id, job.workspaceId, sent ? 'the job ended while it was being placed' : 'no agent took the job');
-        if (!sent) return await unclaim();
+      if (!current || isTerminal(current)) {
+        await this.tokens.revokeJob(job.id, job.workspaceId, 'the job ended while it was being placed');
         d.cancel(agentId, job.id);
         return current ?? job;
       }
-      // Cancelled between the claim and the assign: the agent heard the cancel before the job, so it is told again.
-      if (current.cancelRequested) d.cancel(agentId, job.id);
-      this.tokens.keepFresh(subject, (c) => d.refreshCredentials(agentId, job.id, c));
-      if (!this.nextSeq.has(job.id)) this.nextSeq.set(job.id, 1); // a fresh job has no output yet: no read at its first chunk
-      const timings = { ...current.timings, control_token_ms: round(tMinted - t0), control_dispatch_ms: round(performance.now() - t0) };
-      await this.store.updateJob(job.id, { timings });
-      return { ...current, timings };
+      const merged = { ...current.timings, ...placedTimings };
+      await this.store.updateJob(job.id, { timings: merged });
+      return { ...current, timings: merged };
     } finally {
       this.placing.delete(job.id);
+      this.cancelledWhilePlacing.delete(job.id);
     }
   }
 
