@@ -164,6 +164,8 @@ export class JobService {
       }
       case 'agent.admin':
         return; // the agent hub's (AgentPresence)
+      case 'api_key.revoked':
+        return; // the tenancy service's
       case 'agent.cancel':
         if (this.placing.has(msg.jobId)) this.cancelledWhilePlacing.add(msg.jobId);
         if (this.dispatcher?.holds(msg.agentId)) this.dispatcher.cancel(msg.agentId, msg.jobId);
