@@ -264,15 +264,28 @@ export class JobService {
       imageRef: chosen?.ref ?? null,
       ...(mode === 'sandbox' ? { mode, sandbox } : {}),
     };
-    await this.store.createJob(job);
+    // The common case (room for it now) is placed in this call, so the client's created event says where it went; its
+    // agent slot is reserved first, and the job recorded as assigned to it at once (one write, no claim).
+    this.maxRunningOf.set(ws.id, quota.maxRunningJobs);
+    const d = this.dispatcher;
+    const direct = this.hasRoom(ws.id) && !this.queued.get(ws.id)?.length && d?.canDispatch() === true;
+    const spec = specOf(job, this.defaults.outputLimitBytes);
+    const agentId = direct ? d!.reserve(spec) : null;
+    if (agentId) this.activate(job); // its place in the running quota, taken before any await
+    try {
+      await this.store.createJob(agentId ? { ...job, status: 'assigned', agentId } : job);
+    } catch (e) {
+      if (agentId) {
+        d!.release(agentId, job.id);
+        this.deactivate(job);
+      }
+      throw e;
+    }
     // The audit log is never shredded: nothing of the job's command or env goes into it. Its event is written while the
     // job is placed (the chain's order is the store's; the job exists already).
     const audited = this.audit.record({ type: 'workload.created', actor, workspaceId: ws.id, subject: job.id, details: { runtime: job.runtime, data: job.dataGrants, image: job.image?.digest ?? null, ...(mode === 'sandbox' ? { mode } : {}) } });
-    // The common case (room for it now) is placed in this call, so the client's created event says where it went.
-    this.maxRunningOf.set(ws.id, quota.maxRunningJobs);
-    if (this.hasRoom(ws.id) && !this.queued.get(ws.id)?.length && this.dispatcher?.canDispatch()) {
-      this.activate(job);
-      const placed = await this.place(job, performance.now()).finally(() => audited);
+    if (agentId) {
+      const placed = await this.place(job, performance.now(), { agentId, spec }).finally(() => audited);
       if (placed.status === 'queued') {
         this.deactivate(job);
         this.enqueue(job);
@@ -413,15 +426,19 @@ export class JobService {
   // The token is minted only when an agent can take the job, and lives only as long as the job runs. The job is claimed
   // in the store first (queued → assigned, atomically), so of the replicas or calls racing for one queued job exactly one
   // places it; it is judged again after signing (it may have been cancelled meanwhile).
-  private async place(job: Job, t0: number): Promise<Job> {
+  //
+  // `reserved` is the agent of a job that create recorded as assigned to it in the first place (its slot reserved before
+  // the record was written, no claim needed: no one else knew the job).
+  private async place(job: Job, t0: number, reserved?: { agentId: string; spec: JobSpec }): Promise<Job> {
     const d = this.dispatcher;
-    if (!d?.canDispatch() || this.placing.has(job.id)) return job;
-    const spec = specOf(job, this.defaults.outputLimitBytes);
-    const agentId = d.reserve(spec);
+    if (!d) return job;
+    if (!reserved && (!d.canDispatch() || this.placing.has(job.id))) return job;
+    const spec = reserved?.spec ?? specOf(job, this.defaults.outputLimitBytes);
+    const agentId = reserved?.agentId ?? d.reserve(spec);
     if (!agentId) return job;
     this.placing.add(job.id);
     try {
-      if (!(await this.store.claimJob(job.id, 'queued', { status: 'assigned', agentId }))) {
+      if (!reserved && !(await this.store.claimJob(job.id, 'queued', { status: 'assigned', agentId }))) {
         d.release(agentId, job.id);
         return (await this.store.getJob(job.id)) ?? job;
       }
