@@ -69,6 +69,13 @@ export class JobService {
   private readonly nextSeq = new Map<string, number>();
   /** Jobs being placed right now (minting their token, sending them to an agent). */
   private readonly placing = new Set<string>();
+  /**
+   * The control plane's timings of each job sent to an agent and not yet started: its started report adds them to the
+   * job (it may come before placing wrote them). Every entry goes at the job's start or end.
+   */
+  private readonly placeTimings = new Map<string, Record<string, number>>();
+  /** What was heard of jobs of `placing` meanwhile (their start or end here): an end wins. */
+  private readonly placingNews = new Map<string, 'started' | 'ended'>();
   /** Jobs of `placing` whose cancel was sent meanwhile: the agent may hear it before the job, so it is told again. */
   private readonly cancelledWhilePlacing = new Set<string>();
   /**
@@ -77,8 +84,12 @@ export class JobService {
    */
   private readonly owners = new Map<string, string>();
   private dispatcher: Dispatcher | null = null;
-  /** The fair queue: per workspace, its queued jobs in arrival order; workspaces take turns (round robin). */
-  private readonly queued = new Map<string, string[]>();
+  /**
+   * The fair queue: per workspace, its queued jobs in arrival order; workspaces take turns (round robin). Each is the
+   * record as read when it was queued: what a job runs does not change while it waits, and whether it still waits is
+   * the store's claim to judge (a job ended while queued is also dropped from here by its end).
+   */
+  private readonly queued = new Map<string, Job[]>();
   /** Jobs placed on an agent and not ended, per workspace (the running quota counts these). */
   private readonly active = new Map<string, Set<string>>();
   private turn = 0;
@@ -156,6 +167,8 @@ export class JobService {
         if (!job || !isTerminal(job)) return;
         // A job this replica placed may end on another (its agent moved there): its place here is free again.
         this.deactivate(job);
+        this.dropQueued(job); // ended while it waited here too (cancelled through another replica)
+        this.placeTimings.delete(job.id);
         this.owners.delete(job.id);
         this.nextSeq.delete(job.id);
         this.hub.publish(msg.jobId, { type: 'end', job, remote: true });
@@ -177,7 +190,7 @@ export class JobService {
 
   private isQueuedHere(jobId: string): boolean {
     if (this.inPump.has(jobId)) return true;
-    for (const q of this.queued.values()) if (q.includes(jobId)) return true;
+    for (const q of this.queued.values()) if (q.some((j) => j.id === jobId)) return true;
     return false;
   }
 
@@ -194,7 +207,12 @@ export class JobService {
       for (const id of set) if (!active.has(id) && !this.placing.has(id)) this.deactivate({ id, workspaceId: wsId } as Job);
     }
     if (!this.dispatcher?.canDispatch()) return;
-    for (const job of await c.queuedJobs()) if (!this.isQueuedHere(job.id) && !this.placing.has(job.id)) this.enqueue(job);
+    for (const { id } of await c.queuedJobs()) {
+      if (this.isQueuedHere(id) || this.placing.has(id)) continue;
+      // Read through this service's store: the cluster's view is the sealed record (no command, no env).
+      const job = await this.store.getJob(id);
+      if (job?.status === 'queued' && !this.isQueuedHere(id) && !this.placing.has(id)) this.enqueue(job);
+    }
     this.pump();
   }
 
@@ -285,7 +303,7 @@ export class JobService {
     // job is placed (the chain's order is the store's; the job exists already).
     const audited = this.audit.record({ type: 'workload.created', actor, workspaceId: ws.id, subject: job.id, details: { runtime: job.runtime, data: job.dataGrants, image: job.image?.digest ?? null, ...(mode === 'sandbox' ? { mode } : {}) } });
     if (agentId) {
-      const placed = await this.place(job, performance.now(), { agentId, spec }).finally(() => audited);
+      const placed = await this.place(job, performance.now(), { agentId, spec, claimed: true }).finally(() => audited);
       if (placed.status === 'queued') {
         this.deactivate(job);
         this.enqueue(job);
@@ -324,7 +342,7 @@ export class JobService {
 
   private enqueue(job: Job): void {
     const q = this.queued.get(job.workspaceId) ?? [];
-    q.push(job.id);
+    q.push(job);
     this.queued.set(job.workspaceId, q);
   }
 
@@ -353,22 +371,43 @@ export class JobService {
     this.fill();
   }
 
-  /** fill starts placements while there is room for more in flight, an agent with room and a queued job in turn. */
+  /**
+   * fill starts placements while there is room for more in flight, an agent with room and a queued job in turn. The
+   * job's agent slot is reserved here, with its quota place (no await in between); an agent that has no room for it
+   * sends it back to the head of its queue at once.
+   */
   private fill(): void {
-    while (!this.stalled && this.inPump.size < MAX_PLACING && this.dispatcher?.canDispatch()) {
-      const next = this.takeQueued();
-      if (!next) break;
-      this.inPump.add(next.id);
-      void this.placeQueued(next.id, next.wsId)
-        .catch(() => 'failed' as const)
+    const d = this.dispatcher;
+    while (!this.stalled && this.inPump.size < MAX_PLACING && d?.canDispatch()) {
+      const job = this.takeQueued();
+      if (!job) break;
+      if (this.placing.has(job.id)) {
+        this.deactivate(job); // already being placed (by its create): not twice
+        continue;
+      }
+      const spec = specOf(job, this.defaults.outputLimitBytes);
+      const agentId = d.reserve(spec);
+      if (!agentId) {
+        this.putBack(job);
+        this.stalled = true;
+        break;
+      }
+      this.inPump.add(job.id);
+      void this.place(job, performance.now(), { agentId, spec, claimed: false })
+        .then(
+          (placed) => (placed.status === 'queued' ? 'back' : isTerminal(placed) ? 'gone' : 'placed'),
+          () => 'back' as const,
+        )
         .then((outcome) => {
-          this.inPump.delete(next.id);
-          if (outcome !== 'done') {
-            // No agent took it after all (or the store failed under it): back to the head of its queue, and wait for the
-            // next prompt. Should it have been claimed meanwhile, the next try finds it no longer queued.
-            this.deactivate({ id: next.id, workspaceId: next.wsId } as Job);
-            this.queued.set(next.wsId, [next.id, ...(this.queued.get(next.wsId) ?? [])]);
+          this.inPump.delete(job.id);
+          // Not placed after all (no room in the quota across replicas, the agent went away, the store failed): back to
+          // the head of its queue, and wait for the next prompt. Should it have been claimed meanwhile, the next try
+          // finds it no longer queued.
+          if (outcome === 'back') {
+            this.putBack(job);
             this.stalled = true;
+          } else if (outcome === 'gone') {
+            this.deactivate(job); // it ended while it waited (cancelled)
           }
           this.fill();
         });
@@ -383,15 +422,19 @@ export class JobService {
     })).then(() => this.fill(), () => {});
   }
 
-  /** placeQueued places one job taken from the queue: placed (or gone), or back to the queue. */
-  private async placeQueued(id: string, wsId: string): Promise<'done' | 'back'> {
-    const job = await this.store.getJob(id);
-    if (job?.status !== 'queued') {
-      this.deactivate({ id, workspaceId: wsId } as Job); // cancelled while it waited (or placed by another replica)
-      return 'done';
-    }
-    const placed = await this.place(job, performance.now());
-    return placed.status === 'queued' ? 'back' : 'done';
+  /** dropQueued takes a job that will not run (it ended while it waited) out of the queue. */
+  private dropQueued(job: Job): void {
+    const q = this.queued.get(job.workspaceId);
+    const i = q?.findIndex((j) => j.id === job.id) ?? -1;
+    if (i < 0) return;
+    q!.splice(i, 1);
+    if (q!.length === 0) this.queued.delete(job.workspaceId);
+  }
+
+  /** putBack returns a job taken from the queue to its head, and frees its quota place. */
+  private putBack(job: Job): void {
+    this.deactivate(job);
+    this.queued.set(job.workspaceId, [job, ...(this.queued.get(job.workspaceId) ?? [])]);
   }
 
   /** Placements the pump has in flight (taken from the queue, not yet placed or put back). */
@@ -404,7 +447,7 @@ export class JobService {
    * takeQueued takes the oldest queued job of the next workspace (round robin) that is under its running quota, and
    * takes its place in the workspace's quota at once (no await), so a concurrent create or placement cannot take it too.
    */
-  private takeQueued(): { id: string; wsId: string } | null {
+  private takeQueued(): Job | null {
     const wsIds = [...this.queued.keys()];
     for (let i = 0; i < wsIds.length; i++) {
       const wsId = wsIds[(this.turn + i) % wsIds.length]!;
@@ -414,11 +457,11 @@ export class JobService {
       }
       const q = this.queued.get(wsId);
       if (!q || q.length === 0 || !this.hasRoom(wsId)) continue;
-      const id = q.shift()!;
+      const job = q.shift()!;
       if (q.length === 0) this.queued.delete(wsId);
-      this.activate({ id, workspaceId: wsId } as Job);
+      this.activate(job);
       this.turn = (this.turn + i + 1) % wsIds.length;
-      return { id, wsId };
+      return job;
     }
     return null;
   }
@@ -427,24 +470,20 @@ export class JobService {
   // in the store first (queued → assigned, atomically), so of the replicas or calls racing for one queued job exactly one
   // places it; it is judged again after signing (it may have been cancelled meanwhile).
   //
-  // `reserved` is the agent of a job that create recorded as assigned to it in the first place (its slot reserved before
-  // the record was written, no claim needed: no one else knew the job).
-  private async place(job: Job, t0: number, reserved?: { agentId: string; spec: JobSpec }): Promise<Job> {
-    const d = this.dispatcher;
-    if (!d) return job;
-    if (!reserved && (!d.canDispatch() || this.placing.has(job.id))) return job;
-    const spec = reserved?.spec ?? specOf(job, this.defaults.outputLimitBytes);
-    const agentId = reserved?.agentId ?? d.reserve(spec);
-    if (!agentId) return job;
+  // The caller reserved the agent slot (`agentId`, before any await). `claimed`: create recorded the job as assigned to
+  // that agent in the first place (no claim needed: no one else knew the job).
+  private async place(job: Job, t0: number, { agentId, spec, claimed }: { agentId: string; spec: JobSpec; claimed: boolean }): Promise<Job> {
+    const d = this.dispatcher!;
     this.placing.add(job.id);
     try {
-      if (!reserved && !(await this.store.claimJob(job.id, 'queued', { status: 'assigned', agentId }))) {
+      if (!claimed && !(await this.store.claimJob(job.id, 'queued', { status: 'assigned', agentId }))) {
         d.release(agentId, job.id);
         return (await this.store.getJob(job.id)) ?? job;
       }
       this.remember(job.id, agentId);
       const unclaim = async (): Promise<Job> => {
         d.release(agentId, job.id);
+        this.placeTimings.delete(job.id);
         this.owners.delete(job.id);
         await this.store.claimJob(job.id, 'assigned', { status: 'queued', agentId: null });
         return (await this.store.getJob(job.id)) ?? job;
@@ -454,10 +493,11 @@ export class JobService {
       if (this.cluster?.shared && !(await this.withinQuota(job))) return await unclaim();
       const subject = subjectOf(job);
       let sent = false;
-      let tMinted = 0;
       await this.tokens.mint(subject, 'minted', (credentials) => {
-        tMinted = performance.now();
+        const tMinted = performance.now();
         sent = d.assign(agentId, spec, credentials);
+        // Known before the agent can answer: its started report (on this replica's channel) records them if it comes first.
+        if (sent) this.placeTimings.set(job.id, { control_token_ms: round(tMinted - t0), control_dispatch_ms: round(performance.now() - t0) });
       });
       if (!sent) {
         await this.tokens.revokeJob(job.id, job.workspaceId, 'no agent took the job');
@@ -468,23 +508,24 @@ export class JobService {
       // Kept fresh from now: an end from here on stops it (revokeJob), whichever comes first.
       this.tokens.keepFresh(subject, (c) => d.refreshCredentials(agentId, job.id, c));
       if (!this.nextSeq.has(job.id)) this.nextSeq.set(job.id, 1); // a fresh job has no output yet: no read at its first chunk
-      const placedTimings = { control_token_ms: round(tMinted - t0), control_dispatch_ms: round(performance.now() - t0) };
+      const placedTimings = this.placeTimings.get(job.id);
       // One write, no re-read: the timings go on the job only while it is still assigned (not ended while it was placed).
       const timings = { ...job.timings, ...placedTimings };
       if (await this.store.claimJob(job.id, 'assigned', { timings })) return { ...job, status: 'assigned', agentId, timings };
-      // Not assigned any more: it ended meanwhile, or already started (a quick agent reported it).
+      // Not assigned any more: it already started (a quick agent reported it here, with these timings), or it ended.
+      if (this.placingNews.get(job.id) === 'started') return { ...job, status: 'running', agentId, timings };
       const current = await this.store.getJob(job.id);
       if (!current || isTerminal(current)) {
+        this.placeTimings.delete(job.id);
         await this.tokens.revokeJob(job.id, job.workspaceId, 'the job ended while it was being placed');
         d.cancel(agentId, job.id);
         return current ?? job;
       }
-      const merged = { ...current.timings, ...placedTimings };
-      await this.store.updateJob(job.id, { timings: merged });
-      return { ...current, timings: merged };
+      return current; // started, reported through another replica
     } finally {
       this.placing.delete(job.id);
       this.cancelledWhilePlacing.delete(job.id);
+      this.placingNews.delete(job.id);
     }
   }
 
@@ -602,10 +643,12 @@ export class JobService {
     const job = await this.store.getJob(jobId);
     if (!job || isTerminal(job) || (this.owners.get(jobId) ?? job.agentId) !== agentId) return;
     const now = new Date();
-    const patch: Partial<Job> = { status: 'running', cellId, startedAt: now.toISOString(), timings: { ...job.timings, ...prefixed('agent_', timings) } };
+    const patch: Partial<Job> = { status: 'running', cellId, startedAt: now.toISOString(), timings: { ...job.timings, ...this.placeTimings.get(jobId), ...prefixed('agent_', timings) } };
+    this.placeTimings.delete(jobId);
     // A sandbox's deadline runs from when it is ready (the agent's timer starts there too).
     if (job.sandbox) patch.sandbox = { ...job.sandbox, endsAt: new Date(now.getTime() + job.timeoutSeconds * 1000).toISOString() };
     await this.store.updateJob(jobId, patch);
+    if (this.placing.has(jobId) && !this.placingNews.has(jobId)) this.placingNews.set(jobId, 'started');
     this.hub.publish(jobId, { type: 'started', job: { ...job, ...patch } });
     if (this.cluster) this.announce({ type: 'job.started', from: this.cluster.replicaId, jobId });
     await this.audit.record({ type: 'cell.assigned', actor: `agent:${job.agentId}`, workspaceId: job.workspaceId, subject: jobId, details: { cellId, runtime: job.runtime } });
@@ -653,6 +696,8 @@ export class JobService {
 
   private async finish(job: Job, end: JobEnd, timings: Record<string, number>, outputDroppedBytes: number): Promise<void> {
     const jobId = job.id;
+    if (job.status === 'queued') this.dropQueued(job);
+    if (this.placing.has(jobId)) this.placingNews.set(jobId, 'ended');
     const patch: Partial<Job> = {
       outputDroppedBytes,
       status: end.reason,
@@ -666,6 +711,7 @@ export class JobService {
     await this.tokens.revokeJob(jobId, job.workspaceId, `the job ended (${end.reason})`);
     this.nextSeq.delete(jobId);
     this.owners.delete(jobId);
+    this.placeTimings.delete(jobId);
     this.hub.publish(jobId, { type: 'end', job: { ...job, ...patch } });
     if (this.cluster) {
       this.outputToAnnounce.delete(jobId); // the end makes every follower read the store to its last chunk
