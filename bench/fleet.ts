@@ -4,7 +4,7 @@
 // through the public HTTPS API back to back for a window; measured: jobs/s from create to placed to ended (the control
 // plane's own createdAt/endedAt), placement latency (create request sent → the assign seen by the fake agent, same clock),
 // loaded and quiet, and the CPU the control plane and this process (clients + fleet) spent per job.
-// Standalone: `node dist/bench/fleet.js` (BENCH_SMOKE=1 for a short check; BENCH_FLEET_STORE=postgres on a PostgreSQL
+// Standalone: `node dist/bench/fleet.js` (BENCH_SMOKE=1 for a short check; BENCH_FLEET_WINDOW_MS=<ms> for another window; BENCH_FLEET_STORE=postgres on a PostgreSQL
 // it starts, =replicas on two replicas on one; BENCH_FLEET_PROF=<dir> writes a --cpu-prof of the control plane there) prints the JSON and writes
 // bench/results/fleet-<store>-latest.json; `npm run bench` runs it on SQLite and on PostgreSQL as one stage.
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -227,7 +227,10 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   const smoke = process.env.BENCH_SMOKE === '1';
   const store: FleetTopology = process.env.BENCH_FLEET_STORE === 'postgres' ? 'postgres' : process.env.BENCH_FLEET_STORE === 'replicas' ? 'replicas' : 'sqlite';
   const started = { date: new Date().toISOString(), load_avg_1m: round(loadavg()[0] ?? Number.NaN) };
-  measureFleet(smoke ? FLEET_SMOKE : FLEET_FULL, (m) => process.stderr.write(`[fleet ${new Date().toISOString().slice(11, 19)}] ${m}\n`), store).then(
+  // BENCH_FLEET_WINDOW_MS shortens (or lengthens) the measured window, e.g. for an A/B on a busy host.
+  const window = Number(process.env.BENCH_FLEET_WINDOW_MS) || 0;
+  const plan = smoke ? FLEET_SMOKE : FLEET_FULL;
+  measureFleet(window > 0 ? { ...plan, windowMs: window } : plan, (m) => process.stderr.write(`[fleet ${new Date().toISOString().slice(11, 19)}] ${m}\n`), store).then(
     (r) => {
       const out = { ...started, load_avg_1m_at_end: round(loadavg()[0] ?? Number.NaN), smoke, fleet: r };
       const text = JSON.stringify(out, null, 2) + '\n';

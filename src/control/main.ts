@@ -49,6 +49,7 @@ async function main(): Promise<void> {
     pgUrl: config.store.kind === 'postgres' ? config.store.url : null,
     jobs: services.jobs,
     agents,
+    tenancy: services.tenancy,
     log,
   });
   const forwarder = cluster.shared

@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import type { OutputChunk } from '../../src/sdk/client.js';
+import { CleanroomClient, type OutputChunk } from '../../src/sdk/client.js';
 import { Sandbox } from '../../src/sdk/sandbox.js';
 import { TestReplicas } from '../support/replicas.js';
 import { freePort } from '../support/cluster.js';
@@ -103,6 +103,33 @@ test('one audit chain: `cleanroom audit verify` passes after work through both r
   }
   const events = await r.clientA.listAuditEvents({ limit: 1000 });
   assert.ok(events.some((e) => e.type === 'workload.created'));
+});
+
+test('an API key revoked through replica B stops working on A, which had just used it (told on the bus; remembered at most 2 s)', async () => {
+  const ws = await r.clientB.createWorkspace({ name: `revoke-${Date.now()}` });
+  const k = await r.clientB.createApiKey({ workspace: ws.name, name: 'short-lived' });
+  const onA = new CleanroomClient({ url: r.urlA, apiKey: k.key, ca: r.b.ca });
+  const onB = new CleanroomClient({ url: r.b.url, apiKey: k.key, ca: r.b.ca });
+  try {
+    assert.equal((await onA.listJobs()).length, 0, 'the key works on A (and A now remembers it)');
+    assert.equal((await onB.listJobs()).length, 0, 'and on B');
+    const revokedAt = Date.now();
+    await r.clientB.revokeApiKey(k.id);
+    await assert.rejects(onB.listJobs(), (e: { code?: string }) => e.code === 'unauthenticated', 'on B at once');
+    let stoppedAfterMs = Number.NaN;
+    while (Date.now() - revokedAt < 5000) {
+      const refused = await onA.listJobs().then(() => false, (e: { code?: string }) => e.code === 'unauthenticated');
+      if (refused) {
+        stoppedAfterMs = Date.now() - revokedAt;
+        break;
+      }
+      await new Promise((res) => setTimeout(res, 20));
+    }
+    assert.ok(stoppedAfterMs <= 2500, `the revoked key stopped working on A after ${stoppedAfterMs} ms`);
+  } finally {
+    onA.close();
+    onB.close();
+  }
 });
 
 test('the unmodified e2b SDK against replica A: sandbox lifecycle, commands and files (envd calls forwarded to B)', async () => {

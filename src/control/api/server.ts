@@ -141,7 +141,7 @@ function baseServer(d: ApiServerDeps): { app: FastifyInstance; routes: RouteTabl
     for (const m of [r.method].flat()) d.onRoute?.(m, r.url);
   });
   const s = d.services;
-  const authenticate = createAuthenticator(s.tenancy, s.tokens, s.store, s.denials);
+  const authenticate = createAuthenticator(s.tenancy, s.tokens, s.denials);
   // Every authenticated request spends one token of its workspace's request budget (429 rate_limited past it).
   const limited: typeof authenticate = async (header, mode) => {
     const principal = await authenticate(header, mode);

@@ -3,19 +3,18 @@ import { ApiError } from '../../shared/errors.js';
 import type { AccessDenials } from '../audit/access-denials.js';
 import type { Authenticator, Principal } from '../api/route-table.js';
 import { roleAtLeast } from '../model.js';
-import type { Store } from '../store/store.js';
 import type { TenancyService } from '../tenancy/tenancy-service.js';
 import { TokenRefused, type TokenService } from '../tokens/token-service.js';
 
 /** createAuthenticator combines API-key and workload-token authentication with the role a route needs. */
-export function createAuthenticator(tenancy: TenancyService, tokens: TokenService, store: Store, denials: AccessDenials): Authenticator {
+export function createAuthenticator(tenancy: TenancyService, tokens: TokenService, denials: AccessDenials): Authenticator {
   return async (header, mode) => {
     let principal: Principal | null = null;
     try {
       const bearer = /^Bearer (\S+)$/.exec(header ?? '')?.[1];
       if (mode === 'data' && bearer && !bearer.startsWith('crk_')) {
         const workload = await tokens.verify(bearer);
-        const workspace = await store.getWorkspace(workload.workspaceId);
+        const workspace = await tenancy.workspace(workload.workspaceId);
         if (!workspace) throw new ApiError('invalid_token', 'the token names a workspace that does not exist');
         return { key: null, workload, workspace };
       }

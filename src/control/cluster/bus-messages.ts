@@ -19,6 +19,8 @@ export const BusMessageSchema = z.discriminatedUnion('type', [
   z.object({ type: z.literal('job.ended'), from: Id, jobId: Id }).strict(),
   /** An operator drained, undrained or removed an agent: every replica reads its flags from the store. */
   z.object({ type: z.literal('agent.admin'), from: Id, agentId: Id }).strict(),
+  /** An API key was revoked: every replica drops what it remembers of it (see TenancyService.authenticate). */
+  z.object({ type: z.literal('api_key.revoked'), from: Id, keyId: Id }).strict(),
   /** Ask the replica holding `agentId`'s channel to send it a cancel for the job. */
   z.object({ type: z.literal('agent.cancel'), from: Id, agentId: Id, jobId: Id }).strict(),
 ]);

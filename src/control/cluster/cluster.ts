@@ -3,6 +3,7 @@
  * bus (PgBus on a shared PostgreSQL store, LocalBus on SQLite, where there is only one replica), the agents' presence,
  * and the job service's cross-replica behaviour. One replica on SQLite runs the same code with a local bus.
  */
+import type { TenancyService } from '../tenancy/tenancy-service.js';
 import { randomBytes } from 'node:crypto';
 import type { Store } from '../store/store.js';
 import type { AgentHub } from '../agents/agent-hub.js';
@@ -21,6 +22,8 @@ export interface ClusterInput {
   pgUrl: string | null;
   jobs: JobService;
   agents: AgentHub;
+  /** Told of API key revocations on the bus (it remembers keys briefly). */
+  tenancy?: TenancyService;
   log: (msg: string, extra?: object) => void;
 }
 
@@ -40,10 +43,11 @@ export function newReplicaId(): string {
 }
 
 /** startCluster joins the replica set (see the file comment). */
-export async function startCluster({ store, replicaId = newReplicaId(), advertiseUrl, pgUrl, jobs, agents, log }: ClusterInput): Promise<Cluster> {
+export async function startCluster({ store, replicaId = newReplicaId(), advertiseUrl, pgUrl, jobs, agents, tenancy, log }: ClusterInput): Promise<Cluster> {
   const bus: Bus = pgUrl ? await PgBus.open(pgUrl, log) : new LocalBus();
   const registry = new ReplicaRegistry(store, replicaId, advertiseUrl, log);
   const presence = new AgentPresence(store, registry, bus, log);
+  tenancy?.attachBus(bus, replicaId);
   agents.attachPresence(presence);
   jobs.attachCluster({
     replicaId,

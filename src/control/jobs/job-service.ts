@@ -70,13 +70,26 @@ export class JobService {
   /** Jobs being placed right now (minting their token, sending them to an agent). */
   private readonly placing = new Set<string>();
   /**
+   * The control plane's timings of each job sent to an agent and not yet started: its started report adds them to the
+   * job (it may come before placing wrote them). Every entry goes at the job's start or end.
+   */
+  private readonly placeTimings = new Map<string, Record<string, number>>();
+  /** What was heard of jobs of `placing` meanwhile (their start or end here): an end wins. */
+  private readonly placingNews = new Map<string, 'started' | 'ended'>();
+  /** Jobs of `placing` whose cancel was sent meanwhile: the agent may hear it before the job, so it is told again. */
+  private readonly cancelledWhilePlacing = new Set<string>();
+  /**
    * The agent each unfinished job was sent to, known from the moment it is sent (before the store says so): an agent's
    * reports about a job apply only if the job is its own. A cache of the store's agentId, bounded by OWNERS_KEPT.
    */
   private readonly owners = new Map<string, string>();
   private dispatcher: Dispatcher | null = null;
-  /** The fair queue: per workspace, its queued jobs in arrival order; workspaces take turns (round robin). */
-  private readonly queued = new Map<string, string[]>();
+  /**
+   * The fair queue: per workspace, its queued jobs in arrival order; workspaces take turns (round robin). Each is the
+   * record as read when it was queued: what a job runs does not change while it waits, and whether it still waits is
+   * the store's claim to judge (a job ended while queued is also dropped from here by its end).
+   */
+  private readonly queued = new Map<string, Job[]>();
   /** Jobs placed on an agent and not ended, per workspace (the running quota counts these). */
   private readonly active = new Map<string, Set<string>>();
   private turn = 0;
@@ -154,6 +167,8 @@ export class JobService {
         if (!job || !isTerminal(job)) return;
         // A job this replica placed may end on another (its agent moved there): its place here is free again.
         this.deactivate(job);
+        this.dropQueued(job); // ended while it waited here too (cancelled through another replica)
+        this.placeTimings.delete(job.id);
         this.owners.delete(job.id);
         this.nextSeq.delete(job.id);
         this.hub.publish(msg.jobId, { type: 'end', job, remote: true });
@@ -162,7 +177,10 @@ export class JobService {
       }
       case 'agent.admin':
         return; // the agent hub's (AgentPresence)
+      case 'api_key.revoked':
+        return; // the tenancy service's
       case 'agent.cancel':
+        if (this.placing.has(msg.jobId)) this.cancelledWhilePlacing.add(msg.jobId);
         if (this.dispatcher?.holds(msg.agentId)) this.dispatcher.cancel(msg.agentId, msg.jobId);
         return;
       default:
@@ -171,7 +189,8 @@ export class JobService {
   }
 
   private isQueuedHere(jobId: string): boolean {
-    for (const q of this.queued.values()) if (q.includes(jobId)) return true;
+    if (this.inPump.has(jobId)) return true;
+    for (const q of this.queued.values()) if (q.some((j) => j.id === jobId)) return true;
     return false;
   }
 
@@ -188,13 +207,19 @@ export class JobService {
       for (const id of set) if (!active.has(id) && !this.placing.has(id)) this.deactivate({ id, workspaceId: wsId } as Job);
     }
     if (!this.dispatcher?.canDispatch()) return;
-    for (const job of await c.queuedJobs()) if (!this.isQueuedHere(job.id) && !this.placing.has(job.id)) this.enqueue(job);
+    for (const { id } of await c.queuedJobs()) {
+      if (this.isQueuedHere(id) || this.placing.has(id)) continue;
+      // Read through this service's store: the cluster's view is the sealed record (no command, no env).
+      const job = await this.store.getJob(id);
+      if (job?.status === 'queued' && !this.isQueuedHere(id) && !this.placing.has(id)) this.enqueue(job);
+    }
     this.pump();
   }
 
   /** cancelOnAgent asks the job's agent to stop it: directly when it is on this replica's channel, else through its replica. */
   private cancelOnAgent(agentId: string, jobId: string): void {
     const d = this.dispatcher;
+    if (this.placing.has(jobId)) this.cancelledWhilePlacing.add(jobId);
     if (d?.holds(agentId)) d.cancel(agentId, jobId);
     else if (this.cluster) this.announce({ type: 'agent.cancel', from: this.cluster.replicaId, agentId, jobId });
   }
@@ -257,14 +282,28 @@ export class JobService {
       imageRef: chosen?.ref ?? null,
       ...(mode === 'sandbox' ? { mode, sandbox } : {}),
     };
-    await this.store.createJob(job);
-    // The audit log is never shredded: nothing of the job's command or env goes into it.
-    await this.audit.record({ type: 'workload.created', actor, workspaceId: ws.id, subject: job.id, details: { runtime: job.runtime, data: job.dataGrants, image: job.image?.digest ?? null, ...(mode === 'sandbox' ? { mode } : {}) } });
-    // The common case (room for it now) is placed in this call, so the client's created event says where it went.
+    // The common case (room for it now) is placed in this call, so the client's created event says where it went; its
+    // agent slot is reserved first, and the job recorded as assigned to it at once (one write, no claim).
     this.maxRunningOf.set(ws.id, quota.maxRunningJobs);
-    if (this.hasRoom(ws.id) && !this.queued.get(ws.id)?.length && this.dispatcher?.canDispatch()) {
-      this.activate(job);
-      const placed = await this.place(job, performance.now());
+    const d = this.dispatcher;
+    const direct = this.hasRoom(ws.id) && !this.queued.get(ws.id)?.length && d?.canDispatch() === true;
+    const spec = specOf(job, this.defaults.outputLimitBytes);
+    const agentId = direct ? d!.reserve(spec) : null;
+    if (agentId) this.activate(job); // its place in the running quota, taken before any await
+    try {
+      await this.store.createJob(agentId ? { ...job, status: 'assigned', agentId } : job);
+    } catch (e) {
+      if (agentId) {
+        d!.release(agentId, job.id);
+        this.deactivate(job);
+      }
+      throw e;
+    }
+    // The audit log is never shredded: nothing of the job's command or env goes into it. Its event is written while the
+    // job is placed (the chain's order is the store's; the job exists already).
+    const audited = this.audit.record({ type: 'workload.created', actor, workspaceId: ws.id, subject: job.id, details: { runtime: job.runtime, data: job.dataGrants, image: job.image?.digest ?? null, ...(mode === 'sandbox' ? { mode } : {}) } });
+    if (agentId) {
+      const placed = await this.place(job, performance.now(), { agentId, spec, claimed: true }).finally(() => audited);
       if (placed.status === 'queued') {
         this.deactivate(job);
         this.enqueue(job);
@@ -272,6 +311,7 @@ export class JobService {
       }
       return placed;
     }
+    await audited;
     this.enqueue(job);
     this.pump();
     this.announceQueued(job.id);
@@ -302,7 +342,7 @@ export class JobService {
 
   private enqueue(job: Job): void {
     const q = this.queued.get(job.workspaceId) ?? [];
-    q.push(job.id);
+    q.push(job);
     this.queued.set(job.workspaceId, q);
   }
 
@@ -318,67 +358,108 @@ export class JobService {
     if (set && set.size === 0) this.active.delete(job.workspaceId);
   }
 
-  /** pump places queued jobs while agents have room, taking workspaces in turn; each within its running quota. */
+  /**
+   * pump places queued jobs while agents have room, taking workspaces in turn; each within its running quota. Up to
+   * MAX_PLACING placements are in flight at once (each is a few store round trips, mostly waiting on the store): a job's
+   * place in its workspace's quota and its slot on an agent are taken before any await, so concurrent placements never
+   * overshoot either, and the store's claim (queued → assigned) places each job at most once. A placement that finds no
+   * agent (or, on a shared store, no room in the quota after all) puts its job back at the head of its queue and stops
+   * the pump until the next prompt (an agent with room, a job ended, a job queued), as the one-at-a-time pump did.
+   */
   private pump(): void {
-    if (this.pumping) {
-      this.pumpAgain = true;
-      return;
-    }
-    this.pumping = true;
-    void (async () => {
-      try {
-        do {
-          this.pumpAgain = false;
-          while (this.dispatcher?.canDispatch()) {
-            const job = await this.nextQueued();
-            if (!job) break;
-            this.activate(job);
-            const placed = await this.place(job, performance.now());
-            if (placed.status === 'queued') {
-              // No agent took it after all: back to the head of its queue, and wait for the next prompt.
-              this.deactivate(job);
-              this.queued.set(job.workspaceId, [job.id, ...(this.queued.get(job.workspaceId) ?? [])]);
-              break;
-            }
-          }
-        } while (this.pumpAgain);
-      } finally {
-        this.pumping = false;
-      }
-    })();
+    this.stalled = false;
+    this.fill();
   }
 
-  private pumping = false;
-  private pumpAgain = false;
+  /**
+   * fill starts placements while there is room for more in flight, an agent with room and a queued job in turn. The
+   * job's agent slot is reserved here, with its quota place (no await in between); an agent that has no room for it
+   * sends it back to the head of its queue at once.
+   */
+  private fill(): void {
+    const d = this.dispatcher;
+    while (!this.stalled && this.inPump.size < MAX_PLACING && d?.canDispatch()) {
+      const job = this.takeQueued();
+      if (!job) break;
+      if (this.placing.has(job.id)) {
+        this.deactivate(job); // already being placed (by its create): not twice
+        continue;
+      }
+      const spec = specOf(job, this.defaults.outputLimitBytes);
+      const agentId = d.reserve(spec);
+      if (!agentId) {
+        this.putBack(job);
+        this.stalled = true;
+        break;
+      }
+      this.inPump.add(job.id);
+      void this.place(job, performance.now(), { agentId, spec, claimed: false })
+        .then(
+          (placed) => (placed.status === 'queued' ? 'back' : isTerminal(placed) ? 'gone' : 'placed'),
+          () => 'back' as const,
+        )
+        .then((outcome) => {
+          this.inPump.delete(job.id);
+          // Not placed after all (no room in the quota across replicas, the agent went away, the store failed): back to
+          // the head of its queue, and wait for the next prompt. Should it have been claimed meanwhile, the next try
+          // finds it no longer queued.
+          if (outcome === 'back') {
+            this.putBack(job);
+            this.stalled = true;
+          } else if (outcome === 'gone') {
+            this.deactivate(job); // it ended while it waited (cancelled)
+          }
+          this.fill();
+        });
+    }
+    if (this.unknownQuotas.size === 0) return;
+    // Workspaces queued here that this replica never saw a create of: read their running quota, then pump again.
+    const ids = [...this.unknownQuotas];
+    this.unknownQuotas.clear();
+    void Promise.all(ids.map(async (wsId) => {
+      const ws = await this.store.getWorkspace(wsId);
+      this.maxRunningOf.set(wsId, ws ? this.quotas.of(ws).maxRunningJobs : 0);
+    })).then(() => this.fill(), () => {});
+  }
+
+  /** dropQueued takes a job that will not run (it ended while it waited) out of the queue. */
+  private dropQueued(job: Job): void {
+    const q = this.queued.get(job.workspaceId);
+    const i = q?.findIndex((j) => j.id === job.id) ?? -1;
+    if (i < 0) return;
+    q!.splice(i, 1);
+    if (q!.length === 0) this.queued.delete(job.workspaceId);
+  }
+
+  /** putBack returns a job taken from the queue to its head, and frees its quota place. */
+  private putBack(job: Job): void {
+    this.deactivate(job);
+    this.queued.set(job.workspaceId, [job, ...(this.queued.get(job.workspaceId) ?? [])]);
+  }
+
+  /** Placements the pump has in flight (taken from the queue, not yet placed or put back). */
+  private readonly inPump = new Set<string>();
+  private stalled = false;
+  /** Workspaces with queued jobs whose running quota is not known here yet (being read). */
+  private readonly unknownQuotas = new Set<string>();
 
   /**
-   * nextQueued takes the oldest queued job of the next workspace (round robin) that is under its running quota. The
-   * job's place in its workspace's quota is taken before any await, so a concurrent create cannot take it too.
+   * takeQueued takes the oldest queued job of the next workspace (round robin) that is under its running quota, and
+   * takes its place in the workspace's quota at once (no await), so a concurrent create or placement cannot take it too.
    */
-  private async nextQueued(): Promise<Job | null> {
+  private takeQueued(): Job | null {
     const wsIds = [...this.queued.keys()];
-    for (const wsId of wsIds) {
-      if (!this.maxRunningOf.has(wsId)) {
-        const ws = await this.store.getWorkspace(wsId);
-        this.maxRunningOf.set(wsId, ws ? this.quotas.of(ws).maxRunningJobs : 0);
-      }
-    }
     for (let i = 0; i < wsIds.length; i++) {
       const wsId = wsIds[(this.turn + i) % wsIds.length]!;
-      const q = this.queued.get(wsId);
-      if (!q || !this.hasRoom(wsId)) continue;
-      let job: Job | null = null;
-      while (!job && q.length > 0) {
-        const id = q.shift()!;
-        if (q.length === 0) this.queued.delete(wsId);
-        const reserved = this.active.get(wsId) ?? new Set<string>();
-        reserved.add(id);
-        this.active.set(wsId, reserved);
-        const candidate = await this.store.getJob(id);
-        if (candidate?.status === 'queued') job = candidate;
-        else this.deactivate({ id, workspaceId: wsId } as Job); // cancelled while it waited
+      if (!this.maxRunningOf.has(wsId)) {
+        this.unknownQuotas.add(wsId);
+        continue;
       }
-      if (!job) continue;
+      const q = this.queued.get(wsId);
+      if (!q || q.length === 0 || !this.hasRoom(wsId)) continue;
+      const job = q.shift()!;
+      if (q.length === 0) this.queued.delete(wsId);
+      this.activate(job);
       this.turn = (this.turn + i + 1) % wsIds.length;
       return job;
     }
@@ -388,21 +469,21 @@ export class JobService {
   // The token is minted only when an agent can take the job, and lives only as long as the job runs. The job is claimed
   // in the store first (queued → assigned, atomically), so of the replicas or calls racing for one queued job exactly one
   // places it; it is judged again after signing (it may have been cancelled meanwhile).
-  private async place(job: Job, t0: number): Promise<Job> {
-    const d = this.dispatcher;
-    if (!d?.canDispatch() || this.placing.has(job.id)) return job;
-    const spec = specOf(job, this.defaults.outputLimitBytes);
-    const agentId = d.reserve(spec);
-    if (!agentId) return job;
+  //
+  // The caller reserved the agent slot (`agentId`, before any await). `claimed`: create recorded the job as assigned to
+  // that agent in the first place (no claim needed: no one else knew the job).
+  private async place(job: Job, t0: number, { agentId, spec, claimed }: { agentId: string; spec: JobSpec; claimed: boolean }): Promise<Job> {
+    const d = this.dispatcher!;
     this.placing.add(job.id);
     try {
-      if (!(await this.store.claimJob(job.id, 'queued', { status: 'assigned', agentId }))) {
+      if (!claimed && !(await this.store.claimJob(job.id, 'queued', { status: 'assigned', agentId }))) {
         d.release(agentId, job.id);
         return (await this.store.getJob(job.id)) ?? job;
       }
       this.remember(job.id, agentId);
       const unclaim = async (): Promise<Job> => {
         d.release(agentId, job.id);
+        this.placeTimings.delete(job.id);
         this.owners.delete(job.id);
         await this.store.claimJob(job.id, 'assigned', { status: 'queued', agentId: null });
         return (await this.store.getJob(job.id)) ?? job;
@@ -412,27 +493,39 @@ export class JobService {
       if (this.cluster?.shared && !(await this.withinQuota(job))) return await unclaim();
       const subject = subjectOf(job);
       let sent = false;
-      let tMinted = 0;
       await this.tokens.mint(subject, 'minted', (credentials) => {
-        tMinted = performance.now();
+        const tMinted = performance.now();
         sent = d.assign(agentId, spec, credentials);
+        // Known before the agent can answer: its started report (on this replica's channel) records them if it comes first.
+        if (sent) this.placeTimings.set(job.id, { control_token_ms: round(tMinted - t0), control_dispatch_ms: round(performance.now() - t0) });
       });
+      if (!sent) {
+        await this.tokens.revokeJob(job.id, job.workspaceId, 'no agent took the job');
+        return await unclaim();
+      }
+      // Cancelled between the claim and the assign: the agent heard the cancel before the job, so it is told again.
+      if (this.cancelledWhilePlacing.delete(job.id)) d.cancel(agentId, job.id);
+      // Kept fresh from now: an end from here on stops it (revokeJob), whichever comes first.
+      this.tokens.keepFresh(subject, (c) => d.refreshCredentials(agentId, job.id, c));
+      if (!this.nextSeq.has(job.id)) this.nextSeq.set(job.id, 1); // a fresh job has no output yet: no read at its first chunk
+      const placedTimings = this.placeTimings.get(job.id);
+      // One write, no re-read: the timings go on the job only while it is still assigned (not ended while it was placed).
+      const timings = { ...job.timings, ...placedTimings };
+      if (await this.store.claimJob(job.id, 'assigned', { timings })) return { ...job, status: 'assigned', agentId, timings };
+      // Not assigned any more: it already started (a quick agent reported it here, with these timings), or it ended.
+      if (this.placingNews.get(job.id) === 'started') return { ...job, status: 'running', agentId, timings };
       const current = await this.store.getJob(job.id);
-      if (!sent || !current || isTerminal(current)) {
-        await this.tokens.revokeJob(job.id, job.workspaceId, sent ? 'the job ended while it was being placed' : 'no agent took the job');
-        if (!sent) return await unclaim();
+      if (!current || isTerminal(current)) {
+        this.placeTimings.delete(job.id);
+        await this.tokens.revokeJob(job.id, job.workspaceId, 'the job ended while it was being placed');
         d.cancel(agentId, job.id);
         return current ?? job;
       }
-      // Cancelled between the claim and the assign: the agent heard the cancel before the job, so it is told again.
-      if (current.cancelRequested) d.cancel(agentId, job.id);
-      this.tokens.keepFresh(subject, (c) => d.refreshCredentials(agentId, job.id, c));
-      if (!this.nextSeq.has(job.id)) this.nextSeq.set(job.id, 1); // a fresh job has no output yet: no read at its first chunk
-      const timings = { ...current.timings, control_token_ms: round(tMinted - t0), control_dispatch_ms: round(performance.now() - t0) };
-      await this.store.updateJob(job.id, { timings });
-      return { ...current, timings };
+      return current; // started, reported through another replica
     } finally {
       this.placing.delete(job.id);
+      this.cancelledWhilePlacing.delete(job.id);
+      this.placingNews.delete(job.id);
     }
   }
 
@@ -550,10 +643,12 @@ export class JobService {
     const job = await this.store.getJob(jobId);
     if (!job || isTerminal(job) || (this.owners.get(jobId) ?? job.agentId) !== agentId) return;
     const now = new Date();
-    const patch: Partial<Job> = { status: 'running', cellId, startedAt: now.toISOString(), timings: { ...job.timings, ...prefixed('agent_', timings) } };
+    const patch: Partial<Job> = { status: 'running', cellId, startedAt: now.toISOString(), timings: { ...job.timings, ...this.placeTimings.get(jobId), ...prefixed('agent_', timings) } };
+    this.placeTimings.delete(jobId);
     // A sandbox's deadline runs from when it is ready (the agent's timer starts there too).
     if (job.sandbox) patch.sandbox = { ...job.sandbox, endsAt: new Date(now.getTime() + job.timeoutSeconds * 1000).toISOString() };
     await this.store.updateJob(jobId, patch);
+    if (this.placing.has(jobId) && !this.placingNews.has(jobId)) this.placingNews.set(jobId, 'started');
     this.hub.publish(jobId, { type: 'started', job: { ...job, ...patch } });
     if (this.cluster) this.announce({ type: 'job.started', from: this.cluster.replicaId, jobId });
     await this.audit.record({ type: 'cell.assigned', actor: `agent:${job.agentId}`, workspaceId: job.workspaceId, subject: jobId, details: { cellId, runtime: job.runtime } });
@@ -601,6 +696,8 @@ export class JobService {
 
   private async finish(job: Job, end: JobEnd, timings: Record<string, number>, outputDroppedBytes: number): Promise<void> {
     const jobId = job.id;
+    if (job.status === 'queued') this.dropQueued(job);
+    if (this.placing.has(jobId)) this.placingNews.set(jobId, 'ended');
     const patch: Partial<Job> = {
       outputDroppedBytes,
       status: end.reason,
@@ -614,6 +711,7 @@ export class JobService {
     await this.tokens.revokeJob(jobId, job.workspaceId, `the job ended (${end.reason})`);
     this.nextSeq.delete(jobId);
     this.owners.delete(jobId);
+    this.placeTimings.delete(jobId);
     this.hub.publish(jobId, { type: 'end', job: { ...job, ...patch } });
     if (this.cluster) {
       this.outputToAnnounce.delete(jobId); // the end makes every follower read the store to its last chunk
@@ -649,6 +747,9 @@ export class JobService {
     }
   }
 }
+
+/** MAX_PLACING bounds the placements one replica has in flight at once (each holds a few store round trips). */
+const MAX_PLACING = 32;
 
 /** OWNERS_KEPT bounds the cache of which agent runs which job. */
 const OWNERS_KEPT = 100_000;

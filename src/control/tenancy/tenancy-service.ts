@@ -7,6 +7,16 @@ import { mintApiKey, parseApiKey, secretMatches } from '../auth/api-keys.js';
 import type { Principal } from '../api/route-table.js';
 import type { AuditLog } from '../audit/audit-log.js';
 import type { AccessDenials } from '../audit/access-denials.js';
+import type { Bus } from '../cluster/bus.js';
+
+/**
+ * PRINCIPAL_TTL_MS is how long an authenticated key's record and workspace are reused without reading the store (the
+ * secret is still checked against the remembered hash at every request). A key revoked through this replica stops at
+ * once; through another, as soon as the bus tells this one, and at the latest after this long.
+ */
+const PRINCIPAL_TTL_MS = 2000;
+/** PRINCIPALS_KEPT bounds that memory (and the workspaces remembered, which never change once created). */
+const PRINCIPALS_KEPT = 10_000;
 
 /** WorkspaceLimits are a workspace's ceilings. */
 export interface WorkspaceLimits {
@@ -25,17 +35,55 @@ export class TenancyService {
     private readonly denials: AccessDenials,
   ) {}
 
+  /** Keys recently authenticated, by key id; `gen` drops what a read begun before a revocation would remember. */
+  private readonly principals = new Map<string, { key: ApiKeyRecord; workspace: Workspace; until: number }>();
+  private readonly workspaces = new Map<string, Workspace>();
+  private gen = 0;
+  private bus: { bus: Bus; replicaId: string } | null = null;
+
+  /** attachBus makes revocations through this replica known to the others, and theirs to this one. */
+  attachBus(bus: Bus, replicaId: string): void {
+    this.bus = { bus, replicaId };
+    bus.subscribe((msg) => {
+      if (msg.type === 'api_key.revoked' && msg.from !== replicaId) this.forget(msg.keyId);
+    });
+  }
+
+  private forget(keyId: string): void {
+    this.gen++;
+    this.principals.delete(keyId);
+  }
+
+  /** workspace returns a workspace by id (remembered: a workspace never changes once created), or null. */
+  async workspace(id: string): Promise<Workspace | null> {
+    const hit = this.workspaces.get(id);
+    if (hit) return hit;
+    const ws = await this.store.getWorkspace(id);
+    if (ws) {
+      if (this.workspaces.size >= PRINCIPALS_KEPT) this.workspaces.clear();
+      this.workspaces.set(id, ws);
+    }
+    return ws;
+  }
+
   /** authenticate resolves `Authorization: Bearer <key>` to its key and workspace; 401 if absent, wrong or revoked. */
   async authenticate(header: string | undefined): Promise<Principal> {
     const m = /^Bearer (\S+)$/.exec(header ?? '');
     if (!m) throw new ApiError('unauthenticated', 'send an API key as "Authorization: Bearer crk_…"');
     const parsed = parseApiKey(m[1]!);
+    const hit = parsed ? this.principals.get(parsed.id) : undefined;
+    if (hit && hit.until > Date.now() && secretMatches(parsed!.secret, hit.key.secretHash)) return { key: hit.key, workload: null, workspace: hit.workspace };
+    const gen = this.gen;
     const key = parsed ? await this.store.getApiKey(parsed.id) : null;
     if (!parsed || !key || key.revokedAt || !secretMatches(parsed.secret, key.secretHash)) {
       throw new ApiError('unauthenticated', 'the API key is not valid (wrong, revoked or malformed)');
     }
-    const workspace = await this.store.getWorkspace(key.workspaceId);
+    const workspace = await this.workspace(key.workspaceId);
     if (!workspace) throw new ApiError('unauthenticated', 'the API key belongs to no workspace');
+    if (gen === this.gen) {
+      if (this.principals.size >= PRINCIPALS_KEPT) this.principals.clear();
+      this.principals.set(key.id, { key, workspace, until: Date.now() + PRINCIPAL_TTL_MS });
+    }
     return { key, workload: null, workspace };
   }
 
@@ -96,7 +144,12 @@ export class TenancyService {
     if (!key || key.revokedAt || (by.role !== 'platform-admin' && key.workspaceId !== by.workspaceId)) throw new ApiError('not_found', `no active API key ${id}`);
     if (!roleAtLeast(by.role, key.role)) await this.refuse(by, id, `only a ${key.role} key may revoke a ${key.role} key`);
     const revokedAt = new Date().toISOString();
-    if (!(await this.store.revokeApiKey(id, revokedAt))) throw new ApiError('not_found', `no active API key ${id}`);
+    this.forget(id);
+    const revoked = await this.store.revokeApiKey(id, revokedAt);
+    // Forgotten again once the store says so (a request read it meanwhile), and by every other replica.
+    this.forget(id);
+    if (this.bus) this.bus.bus.publish({ type: 'api_key.revoked', from: this.bus.replicaId, keyId: id });
+    if (!revoked) throw new ApiError('not_found', `no active API key ${id}`);
     await this.audit.record({ type: 'api_key.revoked', actor: `key:${by.id}`, workspaceId: key.workspaceId, subject: id, details: { name: key.name, role: key.role } });
     return { id, revokedAt };
   }

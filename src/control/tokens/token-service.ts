@@ -74,7 +74,7 @@ export class TokenService {
 
   /**
    * mint signs a fresh token for a workload and records its id (not the token). `handOver`, if given, receives the
-   * credentials once the record is written (before the audit event, which stays off the start path).
+   * credentials once the record is written (its audit event is written alongside, not waited for by the hand-over).
    */
   async mint(s: TokenSubject, kind: 'minted' | 'refreshed' = 'minted', handOver?: (c: WorkloadCredentials) => void): Promise<WorkloadCredentials> {
     const key = await this.keys.current();
@@ -90,9 +90,13 @@ export class TokenService {
     const expiresAt = new Date(exp * 1000).toISOString();
     // Stored before it is handed over: on a shared (PostgreSQL) store the write is a round trip, and a workload must
     // never present a token that a data service (of any replica) cannot find yet.
-    await this.store.addToken({ jti, jobId: s.jobId, workspaceId: s.workspaceId, issuedAt: new Date(iat * 1000).toISOString(), expiresAt, revokedAt: null });
-    handOver?.({ token, expiresAt });
-    await this.audit.record({ type: kind === 'minted' ? 'token.minted' : 'token.refreshed', actor: 'system', workspaceId: s.workspaceId, subject: s.jobId, details: { jti, kid: key.kid, expiresAt, scope } });
+    // Its audit event is written at the same time (the chain's order is the store's; record never throws): the hand-over
+    // waits only for the token's record.
+    const stored = this.store
+      .addToken({ jti, jobId: s.jobId, workspaceId: s.workspaceId, issuedAt: new Date(iat * 1000).toISOString(), expiresAt, revokedAt: null })
+      .then(() => handOver?.({ token, expiresAt }));
+    const audited = this.audit.record({ type: kind === 'minted' ? 'token.minted' : 'token.refreshed', actor: 'system', workspaceId: s.workspaceId, subject: s.jobId, details: { jti, kid: key.kid, expiresAt, scope } });
+    await Promise.all([stored, audited]);
     return { token, expiresAt };
   }
 
