@@ -6,9 +6,8 @@
  */
 import { ApiError } from '../../shared/errors.js';
 import type { AgentLoad } from '../../shared/wire.js';
-
-/** AgentState is how an operator sees an agent; `removed` wins over `draining`, which wins over the connection. */
-export type AgentState = 'connected' | 'disconnected' | 'draining' | 'removed';
+// How an operator sees an agent (one list, in the model): `removed` wins over `draining`, which wins over the connection.
+import type { AgentState } from '../model.js';
 
 /** AgentInfo is one agent as `GET /v1/agents` lists it. */
 export interface AgentInfo {
