@@ -22,6 +22,7 @@ export interface ReconcileResult {
 }
 
 const ENTRY = /^(v-[0-9a-f]{16})\.(cell|img|mnt)$/;
+const TMP_MARKER = /^(v-[0-9a-f]{16})\.cell\.tmp$/;
 
 // Returns the volume id a path directly under root names (<id>.cell|img|mnt), or null.
 function idOf(root: string, path: string): string | null {
@@ -53,6 +54,11 @@ export async function reconcileVolumes(root: string, liveIds: Iterable<string>):
   }
   const live = new Set(liveIds);
   const entries = new Set(await fsp.readdir(canonical));
+  // A marker's .tmp outlives only a crash in writeMarker: the marker itself is whole or absent, the .tmp is noise.
+  for (const name of entries) {
+    const id = TMP_MARKER.exec(name)?.[1];
+    if (id !== undefined && !live.has(id)) await fsp.rm(`${canonical}/${name}`, { force: true });
+  }
   const candidates = new Set<string>();
   for (const name of entries) {
     const match = ENTRY.exec(name);

@@ -3,15 +3,16 @@
 // by a fresh random 64-byte key that lives only in the kernel keyring of that filesystem.
 //
 // Layout under the agent's volumes root (all names derive from the volume id):
-//   <root>/<id>.cell   marker: JSON {volumeId, cellId, createdAt[, wipedAt]}; created first with
-//                      O_EXCL (the claim) and kept after wipe as a tombstone, so an id is used once.
+//   <root>/<id>.cell   marker: JSON {volumeId, cellId, createdAt[, wipedAt]}; created first, exclusively
+//                      (the claim), and kept after wipe as a tombstone, so an id is used once. Written whole
+//                      through <id>.cell.tmp (writeMarker); reconcile removes a .tmp a crash left behind.
 //   <root>/<id>.img    sparse backing file (0600), deleted by wipe.
 //   <root>/<id>.mnt/   mount point of the ext4 filesystem, removed by wipe.
 //     data/            encrypted directory (ext4 refuses a policy on the fs root), owner uid:gid, 0711
 //       work/          the cell's /work (0700), encrypted
 //       tmp/           the cell's /tmp (1777), encrypted
 import { randomBytes, randomFillSync } from 'node:crypto';
-import { chmodSync, chownSync, mkdirSync, promises as fsp, readFileSync, realpathSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, linkSync, mkdirSync, promises as fsp, readFileSync, realpathSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import {
   addEncryptionKey,
@@ -188,9 +189,8 @@ export async function prepareVolume(options: PrepareOptions): Promise<Volume> {
   const createdAt = new Date().toISOString();
 
   await log.run('claim', async () => {
-    const marker = { volumeId: id, cellId: options.cellId, createdAt };
     try {
-      await fsp.writeFile(paths.marker, `${JSON.stringify(marker)}\n`, { flag: 'wx', mode: 0o600 });
+      writeMarker(paths.marker, { volumeId: id, cellId: options.cellId, createdAt }, 'claim');
     } catch (err) {
       if (hasCode(err, 'EEXIST')) throw new VolumeAlreadyUsedError(id);
       throw err;
@@ -334,6 +334,21 @@ async function findFootprint(paths: VolumePaths): Promise<HostFootprint> {
   return { mounts, loopDevices };
 }
 
+// Writes a marker whole or not at all, so neither a concurrent reader nor the reconcile after a crash ever sees it
+// half-written: the line goes to <marker>.tmp first, then a claim links it into place (O_EXCL on the .tmp and link(2)'s
+// EEXIST keep the claim exclusive) and a rewrite renames it over the old one.
+// Synchronous: one short line of a small file (no thread-pool round trips).
+function writeMarker(path: string, marker: Record<string, unknown>, how: 'claim' | 'replace'): void {
+  const tmp = `${path}.tmp`;
+  writeFileSync(tmp, `${JSON.stringify(marker)}\n`, { flag: how === 'claim' ? 'wx' : 'w', mode: 0o600 });
+  if (how === 'replace') return renameSync(tmp, path);
+  try {
+    linkSync(tmp, path);
+  } finally {
+    unlinkSync(tmp);
+  }
+}
+
 // Reads a volume's marker, or null if it is missing or unreadable.
 // A marker is one short line in the page cache: read synchronously, not in four thread-pool round trips.
 async function readMarker(path: string): Promise<Record<string, unknown> | null> {
@@ -416,7 +431,7 @@ export async function wipeVolume(ref: VolumeRef): Promise<WipeReceipt> {
       keyState = await removeKey(ref.id, paths.mountPoint, policy.keyIdentifier, log);
       // Remembered on disk: a retry (after a busy unmount or detach) no longer sees the mount to prove it again.
       // Synchronous, as the tombstone below: a rewrite of one short line of an existing file (no inode to allocate).
-      writeFileSync(paths.marker, `${JSON.stringify({ ...marker, keyAbsentAt: new Date().toISOString(), keyIdentifier })}\n`, { mode: 0o600 });
+      writeMarker(paths.marker, { ...marker, keyAbsentAt: new Date().toISOString(), keyIdentifier }, 'replace');
     }
   } else if (typeof marker?.['keyAbsentAt'] === 'string') {
     keyState = 'absent';
@@ -454,7 +469,7 @@ export async function wipeVolume(ref: VolumeRef): Promise<WipeReceipt> {
   const cellId = typeof marker?.['cellId'] === 'string' ? marker['cellId'] : null;
   const keyAbsent = keyState === 'absent' ? { keyAbsentAt: marker?.['keyAbsentAt'] ?? finishedAt, keyIdentifier } : {};
   await log.run('tombstone', () =>
-    writeFileSync(paths.marker, `${JSON.stringify({ ...marker, ...keyAbsent, volumeId: ref.id, cellId, wipedAt: finishedAt })}\n`, { mode: 0o600 }));
+    writeMarker(paths.marker, { ...marker, ...keyAbsent, volumeId: ref.id, cellId, wipedAt: finishedAt }, 'replace'));
   return {
     volumeId: ref.id,
     cellId,

@@ -1,7 +1,7 @@
 // Integration test of start-up reconciliation: leftovers in every crash state are wiped, live volumes are not.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { detachLoop, getKeyStatus, unmount } from '../../../src/agent/storage/fscrypt.js';
 import { reconcileVolumes } from '../../../src/agent/storage/reconcile.js';
 import { loopDevicesByBackingFile, mountPointsWithin, prepareVolume, wipeVolume } from '../../../src/agent/storage/volume.js';
@@ -63,4 +63,20 @@ test('reconcile wipes every leftover volume not in the live set and spares the l
 
 test('reconcile of a missing root is a no-op', async () => {
   assert.deepEqual(await reconcileVolumes('/var/tmp/cleanroom-does-not-exist-7f3a', []), { wiped: [], failed: [] });
+});
+
+test('a marker is never half-written: a crash mid-write leaves only a .tmp, which reconcile removes; the id stays claimed', async (t) => {
+  const root = mkdtempSync('/var/tmp/cleanroom-reconcile-test-');
+  t.after(() => cleanupScratchRoot(root));
+  const v = await prepareVolume({ root, cellId: 'marker', uid: 100_000, gid: 100_000, sizeBytes: 16 * MiB });
+  const marker = JSON.parse(readFileSync(`${root}/${v.id}.cell`, 'utf8')) as { cellId: string };
+  assert.equal(marker.cellId, 'marker');
+  assert.deepEqual(readdirSync(root).filter((n) => n.endsWith('.tmp')), [], 'a claim leaves no .tmp');
+  // A crash between writing the .tmp and renaming it over the marker: the old marker is whole, the .tmp is noise.
+  writeFileSync(`${root}/${v.id}.cell.tmp`, '{"volumeId":');
+  const result = await reconcileVolumes(root, []);
+  assert.deepEqual(result.failed, []);
+  assert.deepEqual(result.wiped.map((r) => r.cellId), ['marker'], 'the whole marker still names the cell');
+  assert.deepEqual(readdirSync(root).sort(), [`${v.id}.cell`], 'only the tombstone is left');
+  assert.equal(typeof (JSON.parse(readFileSync(`${root}/${v.id}.cell`, 'utf8')) as { wipedAt?: unknown }).wipedAt, 'string');
 });
