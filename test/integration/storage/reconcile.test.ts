@@ -24,6 +24,20 @@ function loopBacking(device: string): string | null {
   return existsSync(path) ? readFileSync(path, 'utf8').trim() : null;
 }
 
+// A process that creates a mount namespace at the moment of the unmount (any container runtime on the host) holds
+// a copy of the mount for a moment: the simulated crash waits for it, as the agent's wipe does.
+async function detachWhenReleased(device: string): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      detachLoop(device);
+      return;
+    } catch (err) {
+      if ((err as { code?: unknown }).code !== 'EBUSY' || attempt === 50) throw err;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+}
+
 test('reconcile wipes every leftover volume not in the live set and spares the live one', async (t) => {
   const root = mkdtempSync('/var/tmp/cleanroom-reconcile-test-');
   t.after(() => cleanupScratchRoot(root));
@@ -37,7 +51,7 @@ test('reconcile wipes every leftover volume not in the live set and spares the l
   // Simulate the states a crash can leave behind.
   await unmount(unmounted.mountPoint);
   await unmount(fileOnly.mountPoint);
-  detachLoop(fileOnly.loopDevice);
+  await detachWhenReleased(fileOnly.loopDevice);
 
   const result = await reconcileVolumes(root, [live.id]);
   assert.deepEqual(result.failed, []);
