@@ -58,7 +58,7 @@ test('A lists the agent on B with what it offers, and with its running jobs as t
 test('a runtime no agent offers is refused through either replica (A reads the offers from the store); one offered runs', async () => {
   for (const c of [r.clientA, r.clientB]) {
     await assert.rejects(c.createJob({ command: ['true'], runtime: 'runsc' }), (e: CleanroomError) => {
-      assert.equal(e.code, 'runtime_unavailable');
+      assert.equal(e.code, 'runtime_not_offered');
       assert.deepEqual(e.details, { runtime: 'runsc', offered: ['crun', 'runc'] });
       return true;
     });

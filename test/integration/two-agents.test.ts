@@ -203,7 +203,7 @@ test('each agent gets only work of the runtimes it offers; work no agent offers 
   // runsc: neither offers it. The create is refused (no job recorded), as is a sandbox's.
   const before = (await cluster.client.listJobs(500)).length;
   await assert.rejects(cluster.client.createJob({ command: ['true'], runtime: 'runsc' }), (e: CleanroomError) => {
-    assert.equal(e.code, 'runtime_unavailable');
+    assert.equal(e.code, 'runtime_not_offered');
     assert.equal(e.status, 422);
     assert.match(e.message, /no agent offers runtime runsc \(the fleet offers: crun, runc\)/);
     assert.deepEqual(e.details, { runtime: 'runsc', offered: ['crun', 'runc'] });
@@ -211,7 +211,7 @@ test('each agent gets only work of the runtimes it offers; work no agent offers 
   });
   const sbx = await cluster.client.raw('POST', '/v1/sandboxes', JSON.stringify({ runtime: 'runsc' }), { 'content-type': 'application/json' });
   assert.equal(sbx.status, 422, JSON.stringify(sbx.body));
-  assert.equal((sbx.body as { error: { code: string } }).error.code, 'runtime_unavailable');
+  assert.equal((sbx.body as { error: { code: string } }).error.code, 'runtime_not_offered');
   assert.equal((await cluster.client.listJobs(500)).length, before, 'nothing recorded');
   // B draining: crun work waits for it (it is not refused), and runs there once B is undrained.
   assert.equal((await cluster.cli(['agents', 'drain', B])).code, 0);

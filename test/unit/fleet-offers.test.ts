@@ -14,26 +14,26 @@ const needs = (runtime: WorkloadNeeds['runtime'], cpu = 1, memoryMiB = 256, disk
 const known = (id: string, o: AgentOffers | undefined, removed = false): KnownAgent => ({ id, removed, offers: o });
 const code = (e: ApiError | null) => e?.code ?? null;
 
-test('refusal: runtime_unavailable names what the fleet offers; size_unavailable when the runtime is there but no class fits', () => {
+test('refusal: runtime_not_offered names what the fleet offers; size_not_offered when the runtime is there but no class fits', () => {
   const fleet = [known('aaaaaa', offers(['runc'])), known('bbbbbb', offers(['runsc', 'runc'], [SMALL, LARGE]))];
   assert.equal(refusal(fleet, needs('runc')), null);
   assert.equal(refusal(fleet, needs('runsc', 2, 2048, 1024)), null);
   const crun = refusal(fleet, needs('crun'));
-  assert.equal(code(crun), 'runtime_unavailable');
+  assert.equal(code(crun), 'runtime_not_offered');
   assert.equal(crun!.status, 422);
   assert.deepEqual(crun!.details, { runtime: 'crun', offered: ['runc', 'runsc'] });
   assert.match(crun!.message, /no agent offers runtime crun .*runc, runsc.*agent\.runtimes/);
   const big = refusal(fleet, needs('runc', 2, 4096));
-  assert.equal(code(big), 'size_unavailable');
+  assert.equal(code(big), 'size_not_offered');
   assert.deepEqual(big!.details, { runtime: 'runc', cpu: 2, memoryMiB: 4096, diskMiB: 256 });
 });
 
 test('refusal: removed agents do not count; no agent known at all, or one that does not say what it offers, lets it through', () => {
-  assert.equal(code(refusal([known('aaaaaa', offers(['crun']), true), known('bbbbbb', offers(['runc']))], needs('crun'))), 'runtime_unavailable');
+  assert.equal(code(refusal([known('aaaaaa', offers(['crun']), true), known('bbbbbb', offers(['runc']))], needs('crun'))), 'runtime_not_offered');
   assert.equal(refusal([], needs('crun')), null, 'nothing known yet: it waits for the first agent');
   assert.equal(refusal([known('aaaaaa', offers(['crun']), true)], needs('runc')), null, 'only removed agents: as if none were known');
   assert.equal(refusal([known('aaaaaa', offers(['runc'])), known('bbbbbb', undefined)], needs('crun', 64, 99_999)), null);
-  assert.equal(code(refusal([known('aaaaaa', offers([]))], needs('runc'))), 'runtime_unavailable', 'a host that runs no runtime');
+  assert.equal(code(refusal([known('aaaaaa', offers([]))], needs('runc'))), 'runtime_not_offered', 'a host that runs no runtime');
 });
 
 test('OfferIndex counts agents per distinct offers: set again, delete, and runs', () => {
@@ -64,7 +64,7 @@ test('FleetCheck: local agents answer first; else the store, a yes cached, a no 
   // No store, nothing known: let through. A local runc agent: crun refused.
   await check.check(needs('crun'));
   ix.set('aaaaaa', offers(['runc']));
-  await assert.rejects(check.check(needs('crun')), (e: ApiError) => e.code === 'runtime_unavailable');
+  await assert.rejects(check.check(needs('crun')), (e: ApiError) => e.code === 'runtime_not_offered');
   // The store knows another replica's crun agent (disconnected counts too).
   let stored: KnownAgent[] = [known('aaaaaa', offers(['runc'])), known('bbbbbb', offers(['crun']))];
   let reads = 0;
@@ -80,13 +80,13 @@ test('FleetCheck: local agents answer first; else the store, a yes cached, a no 
   // The crun agent is removed on another replica: the cached yes stands until it is older than REMOTE_VIEW_MAX_AGE_MS.
   stored = [known('aaaaaa', offers(['runc'])), known('bbbbbb', offers(['crun']), true)];
   assert.ok(REMOTE_VIEW_MAX_AGE_MS >= 1000);
-  await assert.rejects(check.check(needs('runsc')), (e: ApiError) => e.code === 'runtime_unavailable');
+  await assert.rejects(check.check(needs('runsc')), (e: ApiError) => e.code === 'runtime_not_offered');
   assert.equal(reads, 2, 'a no is read fresh');
-  await assert.rejects(check.check(needs('crun')), (e: ApiError) => e.code === 'runtime_unavailable');
+  await assert.rejects(check.check(needs('crun')), (e: ApiError) => e.code === 'runtime_not_offered');
   // Removed here (newer than the record read): not counted.
   stored = [known('aaaaaa', offers(['runc'])), known('bbbbbb', offers(['crun']))];
   removedHere.add('bbbbbb');
-  await assert.rejects(check.check(needs('crun')), (e: ApiError) => e.code === 'runtime_unavailable');
+  await assert.rejects(check.check(needs('crun')), (e: ApiError) => e.code === 'runtime_not_offered');
   // Concurrent misses share one read.
   const before = reads;
   const all = await Promise.allSettled([check.check(needs('runsc')), check.check(needs('runsc')), check.check(needs('runsc'))]);

@@ -400,7 +400,7 @@ export class AgentHub implements Dispatcher, SandboxChannel {
   }
 
   /**
-   * checkOffered throws runtime_unavailable or size_unavailable when no agent known to the replica set (connected or
+   * checkOffered throws runtime_not_offered or size_not_offered when no agent known to the replica set (connected or
    * not, not removed) offers the workload's runtime with a size class that fits it (fleet-offers.ts). An agent that is
    * only full or away lets it through: the workload queues for it.
    */

@@ -1,7 +1,7 @@
 /**
  * FleetOffers answers, when a job or sandbox is created, whether any agent of the fleet could ever run it: one that
- * offers its runtime and a size class that fits it. If none does, creating it is refused at once (runtime_unavailable,
- * size_unavailable) instead of queueing it for an agent that will never come. "The fleet" is every agent known and not
+ * offers its runtime and a size class that fits it. If none does, creating it is refused at once (runtime_not_offered,
+ * size_not_offered) instead of queueing it for an agent that will never come. "The fleet" is every agent known and not
  * removed, connected or not, on any replica: an agent that is only full, draining or away still takes the job later.
  *
  * Cheap on the create path: the agents on this replica's channel are indexed by their distinct offers (a fleet shares a
@@ -99,7 +99,7 @@ export function refusal(known: Iterable<KnownAgent>, needs: WorkloadNeeds): ApiE
   const runtimes = [...offered].sort();
   if (withRuntime === 0) {
     return new ApiError(
-      'runtime_unavailable',
+      'runtime_not_offered',
       `no agent offers runtime ${needs.runtime} (the fleet offers: ${runtimes.join(', ') || 'none'}): ask for one of those with "runtime", or enable ${needs.runtime} on an agent (agent.runtimes; \`cleanroom doctor\` on its host says what it can run). Workloads that name no runtime get the control plane's limits.defaultRuntime`,
       { runtime: needs.runtime, offered: runtimes },
     );
@@ -107,7 +107,7 @@ export function refusal(known: Iterable<KnownAgent>, needs: WorkloadNeeds): ApiE
   const memoryMiB = Math.ceil(needs.memoryBytes / MIB);
   const diskMiB = Math.ceil(needs.diskBytes / MIB);
   return new ApiError(
-    'size_unavailable',
+    'size_not_offered',
     `no agent that offers runtime ${needs.runtime} has a size class that fits cpu=${needs.cpu} memoryMiB=${memoryMiB} diskMiB=${diskMiB}: ask for less, or give an agent a larger class (agent.classes)`,
     { runtime: needs.runtime, cpu: needs.cpu, memoryMiB, diskMiB },
   );
@@ -137,7 +137,7 @@ export class FleetCheck {
     this.cached = null;
   }
 
-  /** check throws runtime_unavailable or size_unavailable when no agent known anywhere can run the workload. */
+  /** check throws runtime_not_offered or size_not_offered when no agent known anywhere can run the workload. */
   async check(needs: WorkloadNeeds): Promise<void> {
     if (this.local.runs(needs)) return;
     if (!this.remote) {

@@ -35,7 +35,7 @@ export interface Dispatcher {
   refreshCredentials(agentId: string, jobId: string, credentials: WorkloadCredentials): void;
   /** cancel asks the job's agent to stop it. */
   cancel(agentId: string, jobId: string): void;
-  /** checkOffered throws (runtime_unavailable, size_unavailable) when no agent of the fleet could ever run such a workload. */
+  /** checkOffered throws (runtime_not_offered, size_not_offered) when no agent of the fleet could ever run such a workload. */
   checkOffered?(needs: Pick<JobSpec, 'runtime' | 'cpu' | 'memoryBytes' | 'diskBytes'>): Promise<void>;
 }
 

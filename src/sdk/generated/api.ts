@@ -786,7 +786,7 @@ export interface components {
         Error: {
             error: {
                 /** @enum {unknown} */
-                code: "invalid_json" | "invalid_request" | "malformed_request" | "unauthenticated" | "forbidden" | "invalid_token" | "token_expired" | "token_revoked" | "out_of_scope" | "invalid_object_key" | "not_found" | "conflict" | "already_exists" | "limit_exceeded" | "unsupported_runtime" | "runtime_unavailable" | "size_unavailable" | "invalid_policy" | "request_timeout" | "payload_too_large" | "quota_exceeded" | "rate_limited" | "uri_too_long" | "headers_too_large" | "image_not_found" | "image_not_ready" | "image_in_use" | "image_registry_unreachable" | "image_tls_failed" | "image_auth_failed" | "image_digest_mismatch" | "image_platform_mismatch" | "image_invalid" | "image_too_large" | "image_import_timeout" | "image_layer_invalid" | "image_blob_missing" | "sandbox_not_running" | "process_ended" | "process_start_failed" | "io_error" | "file_exists" | "not_a_directory" | "is_a_directory" | "permission_denied" | "invalid_path" | "no_space" | "internal" | "unavailable";
+                code: "invalid_json" | "invalid_request" | "malformed_request" | "unauthenticated" | "forbidden" | "invalid_token" | "token_expired" | "token_revoked" | "out_of_scope" | "invalid_object_key" | "not_found" | "conflict" | "already_exists" | "limit_exceeded" | "unsupported_runtime" | "runtime_not_offered" | "size_not_offered" | "invalid_policy" | "request_timeout" | "payload_too_large" | "quota_exceeded" | "rate_limited" | "uri_too_long" | "headers_too_large" | "image_not_found" | "image_not_ready" | "image_in_use" | "image_registry_unreachable" | "image_tls_failed" | "image_auth_failed" | "image_digest_mismatch" | "image_platform_mismatch" | "image_invalid" | "image_too_large" | "image_import_timeout" | "image_layer_invalid" | "image_blob_missing" | "sandbox_not_running" | "process_ended" | "process_start_failed" | "io_error" | "file_exists" | "not_a_directory" | "is_a_directory" | "permission_denied" | "invalid_path" | "no_space" | "internal" | "unavailable";
                 details?: unknown;
                 message: string;
             };
@@ -4022,7 +4022,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description limit_exceeded: A requested resource (cpu, memory, timeout) is outside the workspace's limits. unsupported_runtime: The requested runtime is not one of runc, runsc, crun. runtime_unavailable: No agent of the fleet (connected or not, not removed) offers the workload's runtime (a job that names none gets limits.defaultRuntime); details.offered lists the runtimes agents offer. size_unavailable: Agents offer the workload's runtime, but none has a size class that fits its cpu, memory and disk (agent.classes); ask for less. */
+            /** @description limit_exceeded: A requested resource (cpu, memory, timeout) is outside the workspace's limits. unsupported_runtime: The requested runtime is not one of runc, runsc, crun. runtime_not_offered: No agent of the fleet (connected or not, not removed) offers the workload's runtime (a job that names none gets limits.defaultRuntime); details.offered lists the runtimes agents offer. size_not_offered: Agents offer the workload's runtime, but none has a size class that fits its cpu, memory and disk (agent.classes); ask for less. */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -5383,7 +5383,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description limit_exceeded: A requested resource (cpu, memory, timeout) is outside the workspace's limits. unsupported_runtime: The requested runtime is not one of runc, runsc, crun. runtime_unavailable: No agent of the fleet (connected or not, not removed) offers the workload's runtime (a job that names none gets limits.defaultRuntime); details.offered lists the runtimes agents offer. size_unavailable: Agents offer the workload's runtime, but none has a size class that fits its cpu, memory and disk (agent.classes); ask for less. */
+            /** @description limit_exceeded: A requested resource (cpu, memory, timeout) is outside the workspace's limits. unsupported_runtime: The requested runtime is not one of runc, runsc, crun. runtime_not_offered: No agent of the fleet (connected or not, not removed) offers the workload's runtime (a job that names none gets limits.defaultRuntime); details.offered lists the runtimes agents offer. size_not_offered: Agents offer the workload's runtime, but none has a size class that fits its cpu, memory and disk (agent.classes); ask for less. */
             422: {
                 headers: {
                     [name: string]: unknown;
