@@ -163,3 +163,13 @@ test('offeredClass and canRun: false for a runtime not offered or no class that 
   assert.equal(canRun(offers([]), 'runc', { cpu: 1, memoryBytes: 1, diskBytes: 1 }), false, 'an agent whose host runs no runtime runs nothing');
   assert.equal(canRun(undefined, 'crun', { cpu: 1000, memoryBytes: 1, diskBytes: 1 }), true);
 });
+
+test('a job on an image goes only to an agent that has prepared it (when the candidate says which it has)', () => {
+  const has = agent('aaaaaa', { running: 8, images: new Set([IMG]) });
+  const lacks = agent('bbbbbb', { images: new Set() });
+  const unknown = agent('cccccc', { running: 9 });
+  assert.equal(choosePlacement([has, lacks], { ...want, image: IMG }), 'aaaaaa', 'the busier agent that has it');
+  assert.equal(choosePlacement([lacks], { ...want, image: IMG }), null);
+  assert.equal(choosePlacement([lacks, unknown], { ...want, image: IMG }), 'cccccc', 'an agent that does not say which images it has is not checked');
+  assert.equal(choosePlacement([has, lacks], want), 'bbbbbb', 'the host root needs no image');
+});

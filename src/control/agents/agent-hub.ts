@@ -59,6 +59,8 @@ interface Connection {
   load: AgentLoad;
   /** What placement reads of this agent, updated in place at each dispatch (see candidates()). */
   candidate: AgentCandidate;
+  /** The images it has prepared (its hello's, then its image.prepared and image.removed): jobs on others go elsewhere. */
+  images: Set<string>;
   /** Reports are applied strictly in arrival order: output before the end, seq numbers in order. */
   queue: Promise<void>;
   /** Reports received and not yet applied; past REPORTS_HIGH_WATER the socket is paused (TCP backpressure to the agent). */
@@ -291,8 +293,9 @@ export class AgentHub implements Dispatcher, SandboxChannel {
   private welcome(ws: WebSocket, hello: Extract<AgentToControl, { type: 'hello' }>): Connection {
     const { agentId, liveJobIds, endedJobIds, capacity } = hello;
     send(ws, { type: 'welcome', protocol: PROTOCOL_VERSION });
-    const candidate: AgentCandidate = { agentId, capacity, running: 0, draining: false, removed: false, load: hello.load };
-    const conn: Connection = { agentId, ws, running: new Set(liveJobIds), capacity, load: hello.load, candidate, queue: Promise.resolve(), pending: 0 };
+    const images = new Set(hello.images);
+    const candidate: AgentCandidate = { agentId, capacity, running: 0, draining: false, removed: false, load: hello.load, images };
+    const conn: Connection = { agentId, ws, running: new Set(liveJobIds), capacity, load: hello.load, candidate, images, queue: Promise.resolve(), pending: 0 };
     this.directory.connected(agentId, capacity, hello.load.offers);
     this.agents.get(agentId)?.ws.terminate();
     this.agents.set(agentId, conn);
@@ -340,9 +343,17 @@ export class AgentHub implements Dispatcher, SandboxChannel {
         if (asked?.agentId === agentId) asked.answer({ pool: msg.pool, volumes: msg.volumes });
         return;
       }
-      case 'image.prepared':
-        return this.images?.onPrepared(agentId, msg.digest, msg.unpackedBytes, msg.error);
+      case 'image.prepared': {
+        // Known here before the image's record says ready: no job on it can be placed before this agent counts.
+        const fresh = msg.error === null && !conn.images.has(msg.digest);
+        if (msg.error === null) conn.images.add(msg.digest);
+        await this.images?.onPrepared(agentId, msg.digest, msg.unpackedBytes, msg.error);
+        // Jobs on the image may have queued for an agent that has it.
+        if (fresh && conn.running.size < conn.capacity) await this.jobs.dispatchQueued();
+        return;
+      }
       case 'image.removed':
+        conn.images.delete(msg.digest);
         return this.images?.onRemoved(agentId, msg.digest);
       case 'agent.load': {
         const hadRoom = conn.running.size < conn.capacity;

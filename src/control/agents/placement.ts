@@ -2,7 +2,8 @@
  * Placement picks the agent a job goes to (Contract W). Pure: the hub hands it what it knows of each agent.
  *
  * Rules, in order: never an agent that is draining, removed or full (running ≥ capacity), nor one that does not offer
- * the job's runtime or a size class that fits it (its load's `offers`; an agent that does not say offers everything); prefer an agent with a free
+ * the job's runtime or a size class that fits it (its load's `offers`; an agent that does not say offers everything),
+ * nor, for a job on an image, one that has not prepared the image; prefer an agent with a free
  * warm cell of the job's (image, runtime, size class): the job then starts without a cold prepare; then the least
  * loaded (running / capacity); ties by a hash of the agent id, so that equal agents are not always taken in the same
  * (id) order. One pass over the candidates: O(agents × warm pools per agent).
@@ -19,6 +20,8 @@ export interface AgentCandidate {
   removed: boolean;
   /** As last reported (warm counts less the cells the hub has assigned since); null: not reported yet. */
   load: AgentLoad | null;
+  /** The images (manifest digests) it has prepared; absent: not checked. */
+  images?: ReadonlySet<string>;
 }
 
 /** JobSize is what a job asks for, as size classes are measured. */
@@ -49,6 +52,7 @@ export function choosePlacement(cands: Iterable<AgentCandidate>, want: Placement
   let bestHash = 0;
   for (const c of cands) {
     if (c.draining || c.removed || c.running >= c.capacity || c.capacity <= 0) continue;
+    if (want.image !== null && c.images && !c.images.has(want.image)) continue;
     const sizeClass = offeredClass(c.load?.offers, want);
     if (sizeClass === false) continue;
     const warm = c.load !== null && warmCells(c.load, want, sizeClass) > 0;
