@@ -147,8 +147,11 @@ export class FleetCheck {
     }
     const c = this.cached;
     if (c && Date.now() - c.at < REMOTE_VIEW_MAX_AGE_MS && refusal(this.fleet(c.agents), needs) === null) return;
-    // A "no" is never given from a cached read: an agent may have joined since.
-    const why = refusal(this.fleet(await this.read()), needs);
+    // A "no" is never given from a cached read: an agent may have joined since. Nor without a read: a store that cannot
+    // be read lets the workload through (it queues, as before offers were known).
+    const stored = await this.read().catch(() => null);
+    if (stored === null) return;
+    const why = refusal(this.fleet(stored), needs);
     if (why && !this.local.runs(needs)) throw why;
   }
 
