@@ -1,6 +1,6 @@
 /** Agent runs cells on this host for the control plane: warm pool, assignment, streaming, wipe. */
 import type { Config } from '../shared/config.js';
-import { MAX_END_MESSAGE_CHARS, MAX_POOL_ERROR_CHARS, PROTOCOL_VERSION, type AgentLoad, type AgentToControl, type ControlToAgent, type JobEnd, type JobSpec, type PoolStatus, type WorkloadCredentials } from '../shared/wire.js';
+import { MAX_END_MESSAGE_CHARS, MAX_OFFERED_CLASSES, MAX_POOL_ERROR_CHARS, PROTOCOL_VERSION, type AgentLoad, type AgentOffers, type AgentToControl, type ControlToAgent, type JobEnd, type JobSpec, type PoolStatus, type WorkloadCredentials } from '../shared/wire.js';
 import type { ControlChannel, Greeting } from './channel.js';
 import type { Cell } from './cells/cell.js';
 import type { CellPool } from './cells/pool.js';
@@ -47,6 +47,8 @@ export class Agent {
   private drainTimer: NodeJS.Timeout | null = null;
   /** Keeps the control plane's copy of this agent's load (placement reads it) current. */
   private readonly loadReporter: LoadReporter;
+  /** What this agent can run, sent with its load: placement sends it only jobs of these runtimes that fit a class. */
+  private readonly offers: AgentOffers;
 
   constructor(
     readonly agentId: string,
@@ -59,6 +61,10 @@ export class Agent {
   ) {
     this.classes = sizeClassesFromConfig(config.agent.classes);
     this.capacity = config.agent.maxRunningJobs;
+    this.offers = {
+      runtimes: pool.runtimeNames(),
+      classes: this.classes.slice(0, MAX_OFFERED_CLASSES).map((c) => ({ name: c.name, cpu: c.cpu, memoryBytes: c.memoryBytes, diskBytes: c.diskBytes })),
+    };
     this.loadReporter = new LoadReporter({ load: () => this.load(), send: (m) => this.channel.send(m) });
     pool.onChange(() => this.loadReporter.changed());
     channel.on('message', (m: ControlToAgent) => this.onMessage(m));
@@ -110,7 +116,7 @@ export class Agent {
 
   /** load is what placement needs to know of this agent: jobs running or starting, capacity, warm and preparing cells. */
   load(): AgentLoad {
-    return { running: this.running.size + this.starting.size, capacity: this.capacity, ...this.pool.load() };
+    return { running: this.running.size + this.starting.size, capacity: this.capacity, ...this.pool.load(), offers: this.offers };
   }
 
   /**

@@ -2,8 +2,11 @@
 import { Agent, request } from 'node:https';
 import type { IncomingMessage } from 'node:http';
 import type { Readable } from 'node:stream';
-import type { Runtime } from '../shared/wire.js';
+import type { operations } from './generated/api.js';
 import { readEvents } from './sse.js';
+
+/** Json is the JSON body an operation of the served OpenAPI document answers with (src/sdk/generated/api.ts, `npm run gen:sdk`). */
+type Json<Op extends keyof operations, S extends number = 200> = operations[Op] extends { responses: Record<S, { content: { 'application/json': infer T } }> } ? T : never;
 
 /** ClientOptions says where the API is and how to authenticate. */
 export interface ClientOptions {
@@ -18,64 +21,14 @@ export interface ClientOptions {
   ca?: string;
 }
 
-/** Job is a job as the API returns it. */
-export interface Job {
-  id: string;
-  workspaceId: string;
-  status: 'queued' | 'assigned' | 'running' | 'succeeded' | 'failed' | 'timeout' | 'oom' | 'cancelled' | 'error';
-  command: string[];
-  cwd: string;
-  cpu: number;
-  memoryMiB: number;
-  timeoutSeconds: number;
-  runtime: Runtime;
-  createdAt: string;
-  startedAt: string | null;
-  endedAt: string | null;
-  exitCode: number | null;
-  signal: number | null;
-  message: string | null;
-  cellId: string | null;
-  diskMiB: number;
-  timings: Record<string, number>;
-  wipe: WipeReceipt | null;
-  /** The workspace's egress policy when the job was created; its cell runs under it. */
-  egress: EgressPolicy;
-  /** Output dropped past the output limit; 0 when the output is complete. */
-  outputDroppedBytes: number;
-  /** When retention ended (output deleted, command and env shredded), or null. */
-  expiredAt: string | null;
-  /** The image the job ran on, as named (or the default image); null: the host root. */
-  image: string | null;
-  /** That image's manifest digest. */
-  imageDigest: string | null;
-}
+/** Job is a job as the API returns it (GET /v1/jobs/:id; from the served OpenAPI document). */
+export type Job = Json<'getJob'>;
 
 /** ImageState is where an image's import is. */
-export type ImageState = 'pulling' | 'unpacking' | 'ready' | 'failed';
+export type ImageState = Image['state'];
 
-/** Image is an image as the API returns it. */
-export interface Image {
-  /** NAME:TAG */
-  id: string;
-  name: string;
-  tag: string;
-  digest: string | null;
-  public: boolean;
-  workspaceId: string | null;
-  state: ImageState;
-  source: string;
-  bytesDone: number;
-  bytesTotal: number | null;
-  bytes: number;
-  unpackedBytes: number | null;
-  layers: number;
-  config: { env: string[]; workingDir: string; entrypoint: string[] | null; cmd: string[] | null; user: string } | null;
-  /** Why the import failed (state failed): match on `code` (image_auth_failed, image_digest_mismatch, …). */
-  error: { code: string; message: string } | null;
-  createdAt: string;
-  updatedAt: string;
-}
+/** Image is an image as the API returns it (GET /v1/images/:id). Its `error` says why an import failed: match on `code`. */
+export type Image = Json<'getImage'>;
 
 /** ImageImport asks for an image from a registry. */
 export interface ImageImport {
@@ -208,25 +161,14 @@ export interface PoolEntry {
   reason?: string;
 }
 
-/** AgentState is how an operator sees an agent: removed wins over draining, which wins over the connection. */
-export type AgentState = 'connected' | 'disconnected' | 'draining' | 'removed';
+/** AgentInfo is one agent of the fleet, as platform admins list it (GET /v1/agents; from the served OpenAPI document). */
+export type AgentInfo = Json<'listAgents'>['agents'][number];
 
-/** AgentInfo is one agent of the fleet, as platform admins list it. */
-export interface AgentInfo {
-  id: string;
-  state: AgentState;
-  connected: boolean;
-  /** Jobs it runs at once. */
-  capacity: number;
-  /** Jobs placed on it and not ended (the last count when disconnected). */
-  running: number;
-  preparing: number;
-  warmCells: number;
-  /** Warm cells per image (digest; null: the host root), runtime and size class. */
-  warm: Array<{ image: string | null; runtime: string; sizeClass: string; cells: number }>;
-  connectedAt: string | null;
-  lastSeenAt: string;
-}
+/** AgentState is how an operator sees an agent: removed wins over draining, which wins over the connection. */
+export type AgentState = AgentInfo['state'];
+
+/** AgentOffers is what an agent can run: its runtimes and size classes (null in AgentInfo: an agent that does not say). */
+export type AgentOffers = NonNullable<AgentInfo['offers']>;
 
 /** VolumeCounts counts one agent's encrypted volumes by state. */
 export interface VolumeCounts {
@@ -238,16 +180,7 @@ export interface VolumeCounts {
 }
 
 /** WipeReceipt records how a job's volume was crypto-shredded. */
-export interface WipeReceipt {
-  volumeId: string;
-  cellId: string | null;
-  keyIdentifier: string | null;
-  keyStateAfterRemoval: string | null;
-  startedAt: string;
-  finishedAt: string;
-  totalMs: number;
-  steps: Array<{ step: string; at: string; ms: number; detail?: string }>;
-}
+export type WipeReceipt = NonNullable<Job['wipe']>;
 
 /** CleanroomError is an API error; match on `code`, never on the message. */
 export class CleanroomError extends Error {

@@ -15,7 +15,10 @@ export const AGENT_CERT_CN = 'cleanroom-agent';
  * other. 1: hellos without a version (messages unchecked); 2: schemas at both ends, the version, the welcome; 3: images
  * (image.prepare/prepared, image.remove/removed, the hello's prepared images, JobSpec.image) and sandboxes
  * (JobSpec.mode, sandbox.timeout, proc.*, file.*: Contract C, see "Sandboxes" below); 4: the agent's load (the hello's
- * `load`, agent.load reports: Contract W), which placement reads.
+ * `load`, agent.load reports: Contract W), which placement reads; later, additively within 4: the load's `offers`
+ * (runtimes and size classes; a load without them is taken to offer everything, as before), so placement sends a job
+ * only to an agent that can run it. A control plane of this build accepts agents that leave `offers` out; an agent of
+ * this build needs a control plane that knows the field (upgrade control planes first).
  */
 export const PROTOCOL_VERSION = 4;
 
@@ -266,9 +269,29 @@ export type VolumeCounts = z.infer<typeof VolumeCountsSchema>;
 /** SizeClassNameSchema is a size class's name (agent.classes[].name in the config). */
 const SizeClassNameSchema = z.string().regex(/^[a-z][a-z0-9-]{0,15}$/);
 
+/** MAX_OFFERED_CLASSES bounds the size classes an agent offers. */
+export const MAX_OFFERED_CLASSES = 64;
+
+/**
+ * AgentOffersSchema is what an agent can run: the runtimes its host runs (agent.runtimes less those the host cannot run,
+ * see `cleanroom doctor`) and its size classes (a job goes to an agent with a class that fits its cpu, memory and disk;
+ * the agent takes the smallest that fits). Fixed for the agent process's life.
+ */
+export const AgentOffersSchema = z.strictObject({
+  runtimes: z.array(RuntimeSchema).max(RuntimeSchema.options.length),
+  classes: z
+    .array(z.strictObject({ name: SizeClassNameSchema, cpu: z.number().positive().max(1024), memoryBytes: Count, diskBytes: Count }))
+    .min(1)
+    .max(MAX_OFFERED_CLASSES),
+});
+/** AgentOffers is what an agent can run (runtimes, size classes). */
+export type AgentOffers = z.infer<typeof AgentOffersSchema>;
+
 /**
  * AgentLoadSchema is what placement needs to know of an agent (Contract W): the jobs it runs and may run, the cells it is
- * preparing, and its warm (ready, unassigned) cells per (image digest or null for the host root, runtime, size class).
+ * preparing, and its warm (ready, unassigned) cells per (image digest or null for the host root, runtime, size class);
+ * and what it offers (carried with the load so that one record, in a replica's memory or the store's agent row, holds
+ * all placement reads). `offers` absent: an agent from before offers were reported, taken to offer everything.
  */
 export const AgentLoadSchema = z.strictObject({
   running: Count,
@@ -277,6 +300,7 @@ export const AgentLoadSchema = z.strictObject({
   warm: z
     .array(z.strictObject({ image: Digest.nullable(), runtime: RuntimeSchema, sizeClass: SizeClassNameSchema, cells: Count }))
     .max(MAX_LOAD_POOLS),
+  offers: AgentOffersSchema.optional(),
 });
 /** AgentLoad is an agent's load as placement reads it. */
 export type AgentLoad = z.infer<typeof AgentLoadSchema>;

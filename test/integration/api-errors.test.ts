@@ -176,6 +176,8 @@ const EXPECTED_CODES: Record<string, number> = {
   uri_too_long: 414,
   limit_exceeded: 422,
   unsupported_runtime: 422,
+  runtime_not_offered: 422,
+  size_not_offered: 422,
   invalid_policy: 422,
   quota_exceeded: 429,
   rate_limited: 429,

@@ -2,8 +2,10 @@
 // every host-global object named after its own id; jobs land on both; placement prefers the agent with a warm cell of
 // the job's class; drain moves new work to the other; the agents' cells cannot reach each other even when the
 // workspace's egress policy allows the other's pool; a SIGKILLed agent's job ends as error and new work goes to the
-// other; one agent's reconcile leaves the other's objects alone; a removed agent is refused until re-admitted.
-// Root only (real cells). Agent A is the cluster's own (runc/small warm), agent B an extra process (runc/large warm).
+// other; one agent's reconcile leaves the other's objects alone; a removed agent is refused until re-admitted; each gets
+// only work of the runtimes it offers, and work no agent offers is refused at once.
+// Root only (real cells). Agent A is the cluster's own (runc only, runc/small warm), agent B an extra process (runc and
+// crun, runc/large warm).
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -11,7 +13,7 @@ import { chownSync, existsSync, readdirSync, readFileSync, statSync, writeFileSy
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { CleanroomClient, type AgentInfo, type Job } from '../../src/sdk/client.js';
+import { CleanroomClient, CleanroomError, type AgentInfo, type Job } from '../../src/sdk/client.js';
 import { listCgroups } from '../../src/agent/cells/cgroup.js';
 import { addressIn, cidrOf, parseIpv4 } from '../../src/shared/net/ipv4.js';
 import { freePort, TestCluster, type ExtraAgent } from '../support/cluster.js';
@@ -34,7 +36,7 @@ before(async () => {
   b = await cluster.startAgent({
     config: {
       agent: {
-        runtimes: ['runc'],
+        runtimes: ['runc', 'crun'],
         pool: [{ runtime: 'runc', class: 'large', warm: 1 }],
         maxRunningJobs: 4,
         controlUrls: [deadUrl, `wss://127.0.0.1:${cluster.config.control.agentPort}/v1/agent`],
@@ -180,9 +182,51 @@ test('jobs land on both agents, each where a warm cell of its class waits; `agen
 
   const ls = await cluster.cli(['agents', 'ls']);
   assert.equal(ls.code, 0, ls.stderr);
-  assert.match(ls.stdout, /ID\s+STATE\s+RUNNING\s+WARM/);
-  assert.match(ls.stdout, new RegExp(`${A}\\s+connected\\s+\\d+/4`));
-  assert.match(ls.stdout, new RegExp(`${B}\\s+connected\\s+\\d+/4`));
+  assert.match(ls.stdout, /ID\s+STATE\s+RUNNING\s+RUNTIMES\s+CLASSES\s+WARM/);
+  assert.match(ls.stdout, new RegExp(`${A}\\s+connected\\s+\\d+/4\\s+runc\\s+small\\(1cpu/512M/256M\\),large`));
+  assert.match(ls.stdout, new RegExp(`${B}\\s+connected\\s+\\d+/4\\s+runc,crun\\s`));
+});
+
+test('each agent gets only work of the runtimes it offers; work no agent offers is refused at once; a draining offerer queues it', async () => {
+  const list = await agents();
+  assert.deepEqual(list[A]!.offers?.runtimes, ['runc']);
+  assert.deepEqual(list[B]!.offers?.runtimes, ['runc', 'crun']);
+  assert.deepEqual(list[B]!.offers?.classes.map((c) => [c.name, c.cpu, c.memoryMiB, c.diskMiB]), [['small', 1, 512, 256], ['large', 2, 2048, 1024]]);
+  // crun work goes to B only, whatever the load or warmth (A is idle with a warm cell of class small).
+  await warmOn(A, 'small');
+  const crun = await Promise.all([1, 2, 3].map((i) => cluster.runJob({ command: ['sh', '-c', `echo crun-${i}`], runtime: 'crun', cpu: 1, memoryMiB: 256 })));
+  for (const [i, r] of crun.entries()) {
+    assert.equal(r.job.status, 'succeeded', r.job.message ?? '');
+    assert.equal(r.stdout, `crun-${i + 1}\n`);
+    assert.equal(await agentOf(r.job.id), B);
+  }
+  // runsc: neither offers it. The create is refused (no job recorded), as is a sandbox's.
+  const before = (await cluster.client.listJobs(500)).length;
+  await assert.rejects(cluster.client.createJob({ command: ['true'], runtime: 'runsc' }), (e: CleanroomError) => {
+    assert.equal(e.code, 'runtime_not_offered');
+    assert.equal(e.status, 422);
+    assert.match(e.message, /no agent offers runtime runsc \(the fleet offers: crun, runc\)/);
+    assert.deepEqual(e.details, { runtime: 'runsc', offered: ['crun', 'runc'] });
+    return true;
+  });
+  const sbx = await cluster.client.raw('POST', '/v1/sandboxes', JSON.stringify({ runtime: 'runsc' }), { 'content-type': 'application/json' });
+  assert.equal(sbx.status, 422, JSON.stringify(sbx.body));
+  assert.equal((sbx.body as { error: { code: string } }).error.code, 'runtime_not_offered');
+  assert.equal((await cluster.client.listJobs(500)).length, before, 'nothing recorded');
+  // B draining: crun work waits for it (it is not refused), and runs there once B is undrained.
+  assert.equal((await cluster.cli(['agents', 'drain', B])).code, 0);
+  let queued: Job;
+  try {
+    queued = await cluster.client.createJob({ command: ['echo', 'waited'], runtime: 'crun' });
+    assert.equal(queued.status, 'queued');
+    await new Promise((r) => setTimeout(r, 1000));
+    assert.equal((await cluster.client.getJob(queued.id)).status, 'queued', 'A (runc only, idle) does not take it');
+  } finally {
+    assert.equal((await cluster.cli(['agents', 'undrain', B])).code, 0);
+  }
+  const done = await cluster.client.followLogs(queued.id, () => {});
+  assert.equal(done.status, 'succeeded', done.message ?? '');
+  assert.equal(await agentOf(queued.id), B);
 });
 
 test("a third agent on the cluster agent's pool refuses to start, naming the interface that holds it", async () => {

@@ -49,7 +49,11 @@ export class TestReplicas {
     const b = await TestCluster.start({
       ...opts,
       store: 'postgres',
-      config: { ...(opts.config ?? {}), control: { ...bPorts, replicaId: 'rep_b', agentGraceMs: 15_000 }, agent: { controlUrls: [channel(bPorts), channel(aPorts)] } },
+      config: {
+        ...(opts.config ?? {}),
+        control: { ...bPorts, replicaId: 'rep_b', agentGraceMs: 15_000 },
+        agent: { ...((opts.config?.agent as Record<string, unknown> | undefined) ?? {}), controlUrls: [channel(bPorts), channel(aPorts)] },
+      },
     });
     const aDir = mkdtempSync('/var/tmp/cleanroom-test-replica-a-');
     let a: ChildProcess | null = null;

@@ -2,8 +2,8 @@
 // first; then the least loaded; ties spread by the agent id's hash. And the hub's guess: a warm cell taken per assign.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { agentHash, choosePlacement, jobSizeClass, takeWarmCell, warmCells, type AgentCandidate, type PlacementWant } from '../../src/control/agents/placement.js';
-import type { AgentLoad } from '../../src/shared/wire.js';
+import { agentHash, canRun, choosePlacement, jobSizeClass, offeredClass, takeWarmCell, warmCells, type AgentCandidate, type PlacementWant } from '../../src/control/agents/placement.js';
+import type { AgentLoad, AgentOffers } from '../../src/shared/wire.js';
 
 const IMG = `sha256:${'a'.repeat(64)}`;
 const want: PlacementWant = { image: null, runtime: 'runc', sizeClass: 'small' };
@@ -113,4 +113,63 @@ test('jobSizeClass maps a job to the smallest class that fits, as the agent does
 test('one pass: 10 000 candidates are placed without sorting them', () => {
   const cands = Array.from({ length: 10_000 }, (_, i) => agent(i.toString(16).padStart(6, '0'), { running: 1 + (i % 7), load: warm(i === 9_999 ? 1 : 0) }));
   assert.equal(choosePlacement(cands, want), '00270f');
+});
+
+const MiB = 1024 * 1024;
+const SMALL = { name: 'small', cpu: 1, memoryBytes: 512 * MiB, diskBytes: 256 * MiB };
+const LARGE = { name: 'large', cpu: 2, memoryBytes: 2048 * MiB, diskBytes: 1024 * MiB };
+const offers = (runtimes: AgentOffers['runtimes'], classes = [SMALL, LARGE]): AgentOffers => ({ runtimes, classes });
+const sized = (o: Partial<PlacementWant> = {}, cpu = 1, memoryMiB = 256, diskMiB = 256): PlacementWant => ({ ...want, size: { cpu, memoryBytes: memoryMiB * MiB, diskBytes: diskMiB * MiB }, ...o });
+
+test('an agent is chosen only if it offers the job\'s runtime and a class that fits it; one that does not say offers all', () => {
+  const runcOnly = agent('aaaaaa', { load: { ...load(), offers: offers(['runc']) } });
+  const crunSmall = agent('bbbbbb', { running: 9, load: { ...load(), offers: offers(['crun'], [SMALL]) } });
+  assert.equal(choosePlacement([runcOnly, crunSmall], sized({ runtime: 'crun' })), 'bbbbbb', 'the only crun agent, though far busier');
+  assert.equal(choosePlacement([runcOnly, crunSmall], sized({ runtime: 'runsc' })), null, 'nobody offers runsc');
+  assert.equal(choosePlacement([runcOnly, crunSmall], sized({ runtime: 'crun' }, 2, 1024)), null, 'crun, but no class of the crun agent fits');
+  assert.equal(choosePlacement([runcOnly, crunSmall], sized({}, 2, 1024)), 'aaaaaa');
+  // Full, draining or removed agents stay out even when they are the only ones offering it.
+  assert.equal(choosePlacement([runcOnly, { ...crunSmall, running: 10 }], sized({ runtime: 'crun' })), null);
+  // An agent of an earlier build (no offers) takes anything, as before.
+  const old = agent('cccccc', { running: 5 });
+  assert.equal(choosePlacement([runcOnly, old], sized({ runtime: 'runsc' }, 64, 999_999)), 'cccccc');
+  // A want without a size is checked on the runtime only.
+  assert.equal(choosePlacement([crunSmall], { ...want, runtime: 'crun', sizeClass: 'large' }), 'bbbbbb');
+});
+
+test('warm cells count in the class the agent will take (its own smallest fit), not the control plane\'s guess', () => {
+  // The control plane maps the job to 'small'; this agent's classes are named otherwise: its 'tiny' is what it takes.
+  const tiny = { name: 'tiny', cpu: 1, memoryBytes: 256 * MiB, diskBytes: 256 * MiB };
+  const own = agent('aaaaaa', { running: 5, load: { ...load([{ image: null, runtime: 'runc', sizeClass: 'tiny', cells: 1 }]), offers: offers(['runc'], [tiny, LARGE]) } });
+  const other = agent('bbbbbb');
+  const w = sized();
+  assert.equal(offeredClass(own.load!.offers, w), 'tiny');
+  assert.equal(choosePlacement([own, other], w), 'aaaaaa', 'its warm tiny cell counts');
+  assert.equal(warmCells(own.load!, w, 'tiny'), 1);
+  assert.equal(takeWarmCell(own.load!, w, 'tiny').warm[0]!.cells, 0);
+  // A job too big for tiny goes to its large class, where it has no warm cell: the less loaded agent wins.
+  assert.equal(offeredClass(own.load!.offers, sized({}, 1, 1024)), 'large');
+  assert.equal(choosePlacement([own, other], sized({}, 1, 1024)), 'bbbbbb');
+});
+
+test('offeredClass and canRun: false for a runtime not offered or no class that fits; an agent that does not say runs all', () => {
+  const o = offers(['runc', 'runsc'], [SMALL]);
+  assert.equal(offeredClass(o, sized()), 'small');
+  assert.equal(offeredClass(o, sized({ runtime: 'crun' })), false);
+  assert.equal(offeredClass(o, sized({}, 1, 513)), false);
+  assert.equal(offeredClass(undefined, sized({ sizeClass: 'whatever' })), 'whatever');
+  assert.equal(canRun(o, 'runsc', { cpu: 0.5, memoryBytes: 64 * MiB, diskBytes: 16 * MiB }), true);
+  assert.equal(canRun(o, 'runsc', { cpu: 1.5, memoryBytes: 64 * MiB, diskBytes: 16 * MiB }), false);
+  assert.equal(canRun(offers([]), 'runc', { cpu: 1, memoryBytes: 1, diskBytes: 1 }), false, 'an agent whose host runs no runtime runs nothing');
+  assert.equal(canRun(undefined, 'crun', { cpu: 1000, memoryBytes: 1, diskBytes: 1 }), true);
+});
+
+test('a job on an image goes only to an agent that has prepared it (when the candidate says which it has)', () => {
+  const has = agent('aaaaaa', { running: 8, images: new Set([IMG]) });
+  const lacks = agent('bbbbbb', { images: new Set() });
+  const unknown = agent('cccccc', { running: 9 });
+  assert.equal(choosePlacement([has, lacks], { ...want, image: IMG }), 'aaaaaa', 'the busier agent that has it');
+  assert.equal(choosePlacement([lacks], { ...want, image: IMG }), null);
+  assert.equal(choosePlacement([lacks, unknown], { ...want, image: IMG }), 'cccccc', 'an agent that does not say which images it has is not checked');
+  assert.equal(choosePlacement([has, lacks], want), 'bbbbbb', 'the host root needs no image');
 });

@@ -73,7 +73,7 @@ const credentials = { token: 'eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl'
 
 /** One valid message of every type an agent sends. */
 const AGENT: Record<string, Msg> = {
-  hello: { type: 'hello', protocol: PROTOCOL_VERSION, agentId: 'a1b2c3', liveJobIds: [JOB], endedJobIds: ['job_ffffffffffffffffffff'], capacity: 64, images: [`sha256:${'b'.repeat(64)}`], load: { running: 1, capacity: 64, preparing: 2, warm: [{ image: null, runtime: 'runc', sizeClass: 'small', cells: 3 }, { image: `sha256:${'b'.repeat(64)}`, runtime: 'runsc', sizeClass: 'large', cells: 1 }] } },
+  hello: { type: 'hello', protocol: PROTOCOL_VERSION, agentId: 'a1b2c3', liveJobIds: [JOB], endedJobIds: ['job_ffffffffffffffffffff'], capacity: 64, images: [`sha256:${'b'.repeat(64)}`], load: { running: 1, capacity: 64, preparing: 2, warm: [{ image: null, runtime: 'runc', sizeClass: 'small', cells: 3 }, { image: `sha256:${'b'.repeat(64)}`, runtime: 'runsc', sizeClass: 'large', cells: 1 }], offers: { runtimes: ['runc', 'crun'], classes: [{ name: 'small', cpu: 1, memoryBytes: 512 * 1024 * 1024, diskBytes: 256 * 1024 * 1024 }] } } },
   'agent.load': { type: 'agent.load', load: { running: 0, capacity: 8, preparing: 0, warm: [] } },
   'job.started': { type: 'job.started', jobId: JOB, cellId: '0123456789', timings: { take_ms: 1.5, assign_ms: 20.25, cold: 0 } },
   'job.output': { type: 'job.output', jobId: JOB, stream: 'stdout', data: Buffer.from('hello\n').toString('base64') },
@@ -130,7 +130,7 @@ const CONTROL: Record<string, Msg> = {
 };
 
 // Paths ('*' for any array index or record key) where a field may be left out, may be null, or is a map of free keys.
-const OPTIONAL = new Set(['outputDroppedBytes', 'timings@job.wiped', 'spooled', 'receipt.steps.*.detail', 'job.egress.allow.*.ports', 'job.mode', 'streamId@proc.start', 'recursive', 'mode@file.op', 'entries', 'truncated', 'stat', 'bytes', 'code@file.result', 'message@file.result', 'job.image']);
+const OPTIONAL = new Set(['outputDroppedBytes', 'timings@job.wiped', 'spooled', 'receipt.steps.*.detail', 'job.egress.allow.*.ports', 'job.mode', 'load.offers', 'streamId@proc.start', 'recursive', 'mode@file.op', 'entries', 'truncated', 'stat', 'bytes', 'code@file.result', 'message@file.result', 'job.image']);
 const NULLABLE = new Set(['timeoutMs', 'pty', 'streamId@proc.start', 'data@proc.stdin', 'data@file.data', 'signal@proc.exited', 'exitCode@proc.exited', 'procId@proc.error', 'streamId@proc.error', 'procs.*.pid', 'procs.*.exitCode', 'procs.*.signal', 'end.exitCode', 'end.signal', 'end.message', 'jobId@job.wiped', 'receipt.cellId', 'receipt.keyIdentifier', 'receipt.keyStateAfterRemoval', 'records.*.jobId', 'records.*.port', 'requestId@pool.status', 'pool.*.lastError', 'job.image', 'job.image.uid', 'job.image.gid', 'error@image.prepared', 'image.config.entrypoint', 'image.config.cmd', 'load.warm.*.image']);
 const MAPS = new Set(['timings', 'job.env', 'pool', 'env@proc.start']);
 
@@ -241,6 +241,10 @@ test('oversized and out-of-range values are refused', () => {
     ['a load with capacity 0', a('agent.load', (m) => (m.load.capacity = 0))],
     ['a load on an image that is no digest', a('agent.load', (m) => (m.load.warm = [{ image: 'alpine', runtime: 'runc', sizeClass: 'small', cells: 1 }]))],
     ['a load on an unknown runtime', a('agent.load', (m) => (m.load.warm = [{ image: null, runtime: 'docker', sizeClass: 'small', cells: 1 }]))],
+    ['offers of an unknown runtime', a('agent.load', (m) => (m.load.offers = { runtimes: ['docker'], classes: [{ name: 'small', cpu: 1, memoryBytes: 1, diskBytes: 1 }] }))],
+    ['offers without a class', a('agent.load', (m) => (m.load.offers = { runtimes: ['runc'], classes: [] }))],
+    ['offers of a class with no cpu', a('agent.load', (m) => (m.load.offers = { runtimes: ['runc'], classes: [{ name: 'small', cpu: 0, memoryBytes: 1, diskBytes: 1 }] }))],
+    ['offers naming a runtime more often than there are runtimes', a('agent.load', (m) => (m.load.offers = { runtimes: ['runc', 'runc', 'runc', 'runc'], classes: [{ name: 'small', cpu: 1, memoryBytes: 1, diskBytes: 1 }] }))],
     ['a load with an upper-case class', a('agent.load', (m) => (m.load.warm = [{ image: null, runtime: 'runc', sizeClass: 'Small', cells: 1 }]))],
     [`a load of ${MAX_LOAD_POOLS + 1} pools`, a('agent.load', (m) => (m.load.warm = Array.from({ length: MAX_LOAD_POOLS + 1 }, () => ({ image: null, runtime: 'runc', sizeClass: 'small', cells: 1 }))))],
     ['a load with an extra field', a('agent.load', (m) => (m.load.extra = 1))],

@@ -238,6 +238,11 @@ export class CellPool {
     return { preparing: Math.max(preparing, this.preparing + this.waitingToPrepare.length), warm };
   }
 
+  /** runtimeNames lists the runtimes this pool can prepare cells under (what the agent offers). */
+  runtimeNames(): Runtime[] {
+    return [...this.runtimes.keys()];
+  }
+
   /** volumeCounts counts this agent's volumes by state (one per live cell). */
   volumeCounts(): VolumeCounts {
     const warm = [...this.entries.values()].reduce((n, e) => n + e.warm.filter((c) => c.state === 'warm').length, 0);

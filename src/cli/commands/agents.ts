@@ -9,7 +9,7 @@ export function registerAgents(program: Command): void {
   const agents = program.command('agents').description('the agents (hosts) jobs are placed on: list, drain, undrain, remove (platform admin)');
   agents
     .command('ls')
-    .description('list agents: state, running jobs of capacity, warm and preparing cells, when connected and last heard from')
+    .description('list agents: state, running jobs of capacity, offered runtimes and size classes, warm and preparing cells, when connected and last heard from')
     .option('--json', 'JSON output')
     .action(async (opts: { json?: boolean }) => {
       const client = connect();
@@ -17,8 +17,8 @@ export function registerAgents(program: Command): void {
       client.close();
       if (opts.json) return printJson(list);
       printTable(
-        ['ID', 'STATE', 'RUNNING', 'WARM', 'PREPARING', 'CONNECTED', 'LAST SEEN'],
-        list.map((a) => [a.id, a.state, `${a.running}/${a.capacity}`, warmSummary(a), String(a.preparing), a.connectedAt ?? '-', a.lastSeenAt]),
+        ['ID', 'STATE', 'RUNNING', 'RUNTIMES', 'CLASSES', 'WARM', 'PREPARING', 'CONNECTED', 'LAST SEEN'],
+        list.map((a) => [a.id, a.state, `${a.running}/${a.capacity}`, a.offers ? a.offers.runtimes.join(',') || 'none' : 'any', classesSummary(a), warmSummary(a), String(a.preparing), a.connectedAt ?? '-', a.lastSeenAt]),
       );
     });
   agents
@@ -57,4 +57,10 @@ export function registerAgents(program: Command): void {
 function warmSummary(a: AgentInfo): string {
   if (a.warm.length === 0) return a.connected ? '0' : '-';
   return a.warm.map((w) => `${w.runtime}/${w.sizeClass}${w.image ? `@${w.image.slice(7, 19)}` : ''} ${w.cells}`).join(', ');
+}
+
+/** classesSummary renders the size classes an agent offers: `small(1cpu/512M/256M),large(…)`; `any` when it does not say. */
+function classesSummary(a: AgentInfo): string {
+  if (!a.offers) return 'any';
+  return a.offers.classes.map((c) => `${c.name}(${c.cpu}cpu/${c.memoryMiB}M/${c.diskMiB}M)`).join(',');
 }

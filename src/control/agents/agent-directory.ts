@@ -5,7 +5,8 @@
  * backed directory (several replicas) can take its place behind the same methods.
  */
 import { ApiError } from '../../shared/errors.js';
-import type { AgentLoad } from '../../shared/wire.js';
+import { MIB } from '../../shared/units.js';
+import type { AgentLoad, AgentOffers, Runtime } from '../../shared/wire.js';
 // How an operator sees an agent (one list, in the model): `removed` wins over `draining`, which wins over the connection.
 import type { AgentState } from '../model.js';
 
@@ -23,8 +24,25 @@ export interface AgentInfo {
   warmCells: number;
   /** Warm cells per (image digest or null for the host root, runtime, size class). */
   warm: AgentLoad['warm'];
+  /** What it can run, as it last said (null: an agent that does not say; it is sent every runtime and size). */
+  offers: OfferedView | null;
   connectedAt: string | null;
   lastSeenAt: string;
+}
+
+/** OfferedView is what an agent offers, as operators read it (sizes in MiB, as in the config). */
+export interface OfferedView {
+  runtimes: Runtime[];
+  classes: Array<{ name: string; cpu: number; memoryMiB: number; diskMiB: number }>;
+}
+
+/** offeredView renders an agent's offers for operators (null when it did not say). */
+export function offeredView(offers: AgentOffers | undefined): OfferedView | null {
+  if (!offers) return null;
+  return {
+    runtimes: [...offers.runtimes],
+    classes: offers.classes.map((c) => ({ name: c.name, cpu: c.cpu, memoryMiB: Math.round(c.memoryBytes / MIB), diskMiB: Math.round(c.diskBytes / MIB) })),
+  };
 }
 
 interface Entry {
@@ -34,6 +52,8 @@ interface Entry {
   removed: boolean;
   capacity: number;
   running: number;
+  /** As its last hello said (kept while it is away). */
+  offers: AgentOffers | undefined;
   connectedAt: number | null;
   lastSeenAt: number;
 }
@@ -50,12 +70,12 @@ const NOT_DRAINED = { draining: false, removed: false } as const;
 export class AgentDirectory {
   private readonly entries = new Map<string, Entry>();
 
-  /** connected records a welcomed hello. */
-  connected(id: string, capacity: number): void {
+  /** connected records a welcomed hello (with what the agent offers). */
+  connected(id: string, capacity: number, offers?: AgentOffers): void {
     const now = Date.now();
     const e = this.entries.get(id);
-    if (e) Object.assign(e, { connected: true, capacity, connectedAt: now, lastSeenAt: now });
-    else this.entries.set(id, { id, connected: true, draining: false, removed: false, capacity, running: 0, connectedAt: now, lastSeenAt: now });
+    if (e) Object.assign(e, { connected: true, capacity, offers, connectedAt: now, lastSeenAt: now });
+    else this.entries.set(id, { id, connected: true, draining: false, removed: false, capacity, running: 0, offers, connectedAt: now, lastSeenAt: now });
   }
 
   /** disconnected records the end of an agent's channel and how many jobs it had then. */
@@ -122,7 +142,7 @@ export class AgentDirectory {
   apply(id: string, flags: { draining: boolean; removed: boolean }): void {
     const e = this.entries.get(id);
     if (e) Object.assign(e, flags);
-    else this.entries.set(id, { id, connected: false, ...flags, capacity: 0, running: 0, connectedAt: null, lastSeenAt: Date.now() });
+    else this.entries.set(id, { id, connected: false, ...flags, capacity: 0, running: 0, offers: undefined, connectedAt: null, lastSeenAt: Date.now() });
   }
 
   /** list renders every known agent, with live figures from the hub for connected ones (sorted by id). */
@@ -140,6 +160,7 @@ export class AgentDirectory {
         preparing: l?.load.preparing ?? 0,
         warmCells: warm.reduce((n, w) => n + w.cells, 0),
         warm,
+        offers: offeredView(l?.load.offers ?? e.offers),
         connectedAt: e.connectedAt === null ? null : new Date(e.connectedAt).toISOString(),
         lastSeenAt: new Date(e.lastSeenAt).toISOString(),
       });

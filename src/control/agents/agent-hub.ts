@@ -24,8 +24,10 @@ import type { Dispatcher, JobService } from '../jobs/job-service.js';
 import type { NetworkPolicyService } from '../network/network-policy-service.js';
 import type { AgentPresence } from '../cluster/agent-presence.js';
 import { isSandboxReport, type SandboxChannel, type SandboxReport, type SandboxRequestMessage } from '../sandboxes/sandbox-channel.js';
-import { choosePlacement, jobSizeClass, takeWarmCell, type AgentCandidate, type PlacementClass, type PlacementWant } from './placement.js';
-import { AgentDirectory, type AgentInfo } from './agent-directory.js';
+import { choosePlacement, jobSizeClass, offeredClass, takeWarmCell, type AgentCandidate, type PlacementClass, type PlacementWant } from './placement.js';
+import { FleetCheck, OfferIndex, type WorkloadNeeds } from './fleet-offers.js';
+import { AgentDirectory, offeredView, type AgentInfo } from './agent-directory.js';
+import type { AgentFigures } from '../cluster/agent-presence.js';
 import { ApiError } from '../../shared/errors.js';
 
 /** SandboxReports takes the sandbox reports of agents (the process and file relays) and hears of lost agents. */
@@ -57,6 +59,8 @@ interface Connection {
   load: AgentLoad;
   /** What placement reads of this agent, updated in place at each dispatch (see candidates()). */
   candidate: AgentCandidate;
+  /** The images it has prepared (its hello's, then its image.prepared and image.removed): jobs on others go elsewhere. */
+  images: Set<string>;
   /** Reports are applied strictly in arrival order: output before the end, seq numbers in order. */
   queue: Promise<void>;
   /** Reports received and not yet applied; past REPORTS_HIGH_WATER the socket is paused (TCP backpressure to the agent). */
@@ -91,6 +95,10 @@ export class AgentHub implements Dispatcher, SandboxChannel {
   readonly directory = new AgentDirectory();
   /** The size classes jobs map to for placement (config agent.classes). */
   private readonly classes: readonly PlacementClass[];
+  /** What the agents on this channel offer (runtimes, classes), by distinct offers. */
+  private readonly offers = new OfferIndex();
+  /** Refuses workloads no agent of the fleet can run (this channel's, then the store's records). */
+  private readonly fleetCheck = new FleetCheck(this.offers, (id) => this.directory.isRemoved(id));
 
   constructor(
     tls: AgentHubTls,
@@ -142,6 +150,7 @@ export class AgentHub implements Dispatcher, SandboxChannel {
   attachPresence(presence: AgentPresence): void {
     this.presence = presence;
     presence.onFlags((agentId, flags) => this.applyFlags(agentId, flags));
+    this.fleetCheck.attachRemote(async () => (await presence.records()).map((r) => ({ id: r.id, removed: r.removed, offers: r.load?.offers })));
   }
 
   /** applyFlags takes an operator's decision made on another replica; a removed agent on this channel is closed. */
@@ -151,6 +160,7 @@ export class AgentHub implements Dispatcher, SandboxChannel {
     const conn = this.agents.get(agentId);
     if (flags.removed && conn) {
       this.agents.delete(agentId);
+      this.offers.delete(agentId);
       this.directory.disconnected(agentId, 0);
       conn.ws.close(CHANNEL_CLOSE.agentRemoved, closeReason(`removed by an operator; re-admit with: cleanroom agents undrain ${agentId}`));
       this.sandboxes?.agentLost(agentId);
@@ -165,7 +175,7 @@ export class AgentHub implements Dispatcher, SandboxChannel {
 
   /**
    * listAll is every agent of the replica set: this replica's view, completed from the store with the agents on other
-   * replicas' channels (their figures as recorded when they connected).
+   * replicas' channels (their figures as their replica stored them at its last heartbeat, HEARTBEAT_MS = 2 s).
    */
   async listAll(): Promise<AgentInfo[]> {
     const local = this.listAgents();
@@ -183,6 +193,7 @@ export class AgentHub implements Dispatcher, SandboxChannel {
         preparing: r.load?.preparing ?? 0,
         warmCells: (r.load?.warm ?? []).reduce((n, w) => n + w.cells, 0),
         warm: (r.load?.warm ?? []).filter((w) => w.cells > 0),
+        offers: offeredView(r.load?.offers),
         connectedAt: r.connectedAt,
         lastSeenAt: r.lastSeenAt,
       });
@@ -267,6 +278,7 @@ export class AgentHub implements Dispatcher, SandboxChannel {
       if (!conn || this.agents.get(conn.agentId) !== conn) return;
       const agentId = conn.agentId;
       this.agents.delete(agentId);
+      this.offers.delete(agentId);
       this.directory.disconnected(agentId, conn.running.size);
       this.log('agent disconnected', { agentId, code, reason: reason.toString() });
       this.sandboxes?.agentLost(agentId);
@@ -281,18 +293,20 @@ export class AgentHub implements Dispatcher, SandboxChannel {
   private welcome(ws: WebSocket, hello: Extract<AgentToControl, { type: 'hello' }>): Connection {
     const { agentId, liveJobIds, endedJobIds, capacity } = hello;
     send(ws, { type: 'welcome', protocol: PROTOCOL_VERSION });
-    const candidate: AgentCandidate = { agentId, capacity, running: 0, draining: false, removed: false, load: hello.load };
-    const conn: Connection = { agentId, ws, running: new Set(liveJobIds), capacity, load: hello.load, candidate, queue: Promise.resolve(), pending: 0 };
-    this.directory.connected(agentId, capacity);
+    const images = new Set(hello.images);
+    const candidate: AgentCandidate = { agentId, capacity, running: 0, draining: false, removed: false, load: hello.load, images };
+    const conn: Connection = { agentId, ws, running: new Set(liveJobIds), capacity, load: hello.load, candidate, images, queue: Promise.resolve(), pending: 0 };
+    this.directory.connected(agentId, capacity, hello.load.offers);
     this.agents.get(agentId)?.ws.terminate();
     this.agents.set(agentId, conn);
+    this.offers.set(agentId, hello.load.offers);
     clearTimeout(this.lostTimers.get(agentId));
     this.lostTimers.delete(agentId);
     this.log('agent connected', { agentId, live: liveJobIds.length, protocol: hello.protocol, images: hello.images.length });
     this.images?.onAgentImages(agentId, hello.images);
     // An operator's decision taken on another replica (drain, remove) holds here too: it is in the agent's record.
     const recorded = this.presence
-      ?.connected(agentId, capacity, liveJobIds.length)
+      ?.connected(agentId, capacity, liveJobIds.length, hello.load)
       .then((flags) => this.applyFlags(agentId, flags))
       .catch((e: Error) => this.log('agent presence update failed', { agentId, error: e.message }));
     // Jobs that ended on the agent while we could not hear it are not lost: their final reports follow the hello.
@@ -329,14 +343,23 @@ export class AgentHub implements Dispatcher, SandboxChannel {
         if (asked?.agentId === agentId) asked.answer({ pool: msg.pool, volumes: msg.volumes });
         return;
       }
-      case 'image.prepared':
-        return this.images?.onPrepared(agentId, msg.digest, msg.unpackedBytes, msg.error);
+      case 'image.prepared': {
+        // Known here before the image's record says ready: no job on it can be placed before this agent counts.
+        const fresh = msg.error === null && !conn.images.has(msg.digest);
+        if (msg.error === null) conn.images.add(msg.digest);
+        await this.images?.onPrepared(agentId, msg.digest, msg.unpackedBytes, msg.error);
+        // Jobs on the image may have queued for an agent that has it.
+        if (fresh && conn.running.size < conn.capacity) await this.jobs.dispatchQueued();
+        return;
+      }
       case 'image.removed':
+        conn.images.delete(msg.digest);
         return this.images?.onRemoved(agentId, msg.digest);
       case 'agent.load': {
         const hadRoom = conn.running.size < conn.capacity;
         conn.load = msg.load;
         conn.capacity = msg.load.capacity;
+        this.offers.set(agentId, msg.load.offers);
         // A report can reveal room (a larger capacity) or warm cells that queued jobs were waiting for.
         if (!hadRoom && conn.running.size < conn.capacity) await this.jobs.dispatchQueued();
         return;
@@ -376,13 +399,24 @@ export class AgentHub implements Dispatcher, SandboxChannel {
       image: spec.image?.digest ?? null,
       runtime: spec.runtime,
       sizeClass: jobSizeClass(this.classes, spec.cpu, spec.memoryBytes, spec.diskBytes),
+      size: { cpu: spec.cpu, memoryBytes: spec.memoryBytes, diskBytes: spec.diskBytes },
     };
     const agentId = choosePlacement(this.candidates(), want);
     const conn = agentId === null ? undefined : this.agents.get(agentId);
     if (!conn) return null;
     conn.running.add(spec.jobId);
-    conn.load = takeWarmCell(conn.load, want);
+    const sizeClass = offeredClass(conn.load.offers, want);
+    conn.load = takeWarmCell(conn.load, want, sizeClass === false ? want.sizeClass : sizeClass);
     return conn.agentId;
+  }
+
+  /**
+   * checkOffered throws runtime_not_offered or size_not_offered when no agent known to the replica set (connected or
+   * not, not removed) offers the workload's runtime with a size class that fits it (fleet-offers.ts). An agent that is
+   * only full or away lets it through: the workload queues for it.
+   */
+  checkOffered(needs: WorkloadNeeds): Promise<void> {
+    return this.fleetCheck.check(needs);
   }
 
   assign(agentId: string, spec: JobSpec, credentials: WorkloadCredentials): boolean {
@@ -469,6 +503,7 @@ export class AgentHub implements Dispatcher, SandboxChannel {
     this.lostTimers.delete(agentId);
     if (conn) {
       this.agents.delete(agentId);
+      this.offers.delete(agentId);
       this.directory.disconnected(agentId, 0);
       conn.ws.close(CHANNEL_CLOSE.agentRemoved, closeReason(`removed by an operator; re-admit with: cleanroom agents undrain ${agentId}`));
       this.sandboxes?.agentLost(agentId);
@@ -521,6 +556,12 @@ export class AgentHub implements Dispatcher, SandboxChannel {
       ),
     );
     return out;
+  }
+
+  /** figuresOf is what the replica set stores of an agent on this channel at each heartbeat (null: not connected here). */
+  figuresOf(agentId: string): AgentFigures | null {
+    const c = this.agents.get(agentId);
+    return c ? { running: c.running.size, capacity: c.capacity, load: c.load } : null;
   }
 
   /** connectedAgents lists agent ids currently connected. */

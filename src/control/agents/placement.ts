@@ -1,12 +1,14 @@
 /**
  * Placement picks the agent a job goes to (Contract W). Pure: the hub hands it what it knows of each agent.
  *
- * Rules, in order: never an agent that is draining, removed or full (running ≥ capacity); prefer an agent with a free
+ * Rules, in order: never an agent that is draining, removed or full (running ≥ capacity), nor one that does not offer
+ * the job's runtime or a size class that fits it (its load's `offers`; an agent that does not say offers everything),
+ * nor, for a job on an image, one that has not prepared the image; prefer an agent with a free
  * warm cell of the job's (image, runtime, size class): the job then starts without a cold prepare; then the least
  * loaded (running / capacity); ties by a hash of the agent id, so that equal agents are not always taken in the same
  * (id) order. One pass over the candidates: O(agents × warm pools per agent).
  */
-import type { AgentLoad, Runtime } from '../../shared/wire.js';
+import type { AgentLoad, AgentOffers, Runtime } from '../../shared/wire.js';
 
 /** AgentCandidate is what placement knows of one agent. */
 export interface AgentCandidate {
@@ -18,13 +20,28 @@ export interface AgentCandidate {
   removed: boolean;
   /** As last reported (warm counts less the cells the hub has assigned since); null: not reported yet. */
   load: AgentLoad | null;
+  /** The images (manifest digests) it has prepared; absent: not checked. */
+  images?: ReadonlySet<string>;
 }
 
-/** PlacementWant is what the job needs: its image (digest; null = host root), runtime and size class (null: any). */
+/** JobSize is what a job asks for, as size classes are measured. */
+export interface JobSize {
+  cpu: number;
+  memoryBytes: number;
+  diskBytes: number;
+}
+
+/**
+ * PlacementWant is what the job needs: its image (digest; null = host root), runtime, the size class the control plane's
+ * agent.classes map it to (null: any; used for agents that do not say what they offer) and its size (an agent that
+ * offers classes must have one that fits; its warm cells are matched on that class, the one it will take).
+ */
 export interface PlacementWant {
   image: string | null;
   runtime: Runtime;
   sizeClass: string | null;
+  /** Absent: the size is not checked against what agents offer. */
+  size?: JobSize;
 }
 
 /** choosePlacement returns the agent id the job should go to, or null when no agent can take it now. */
@@ -35,7 +52,10 @@ export function choosePlacement(cands: Iterable<AgentCandidate>, want: Placement
   let bestHash = 0;
   for (const c of cands) {
     if (c.draining || c.removed || c.running >= c.capacity || c.capacity <= 0) continue;
-    const warm = c.load !== null && warmCells(c.load, want) > 0;
+    if (want.image !== null && c.images && !c.images.has(want.image)) continue;
+    const sizeClass = offeredClass(c.load?.offers, want);
+    if (sizeClass === false) continue;
+    const warm = c.load !== null && warmCells(c.load, want, sizeClass) > 0;
     const load = c.running / c.capacity;
     if (best !== null) {
       if (bestWarm && !warm) continue;
@@ -58,18 +78,38 @@ export function choosePlacement(cands: Iterable<AgentCandidate>, want: Placement
   return best?.agentId ?? null;
 }
 
-/** warmCells counts an agent's warm cells that fit the want (any class when the want names none). */
-export function warmCells(load: AgentLoad, want: PlacementWant): number {
+/**
+ * offeredClass is the size class an agent would run the job in: false when the agent does not offer the job's runtime or
+ * has no class that fits it; the want's own class when the agent does not say what it offers (or the want has no size);
+ * else the smallest of its classes that fits.
+ */
+export function offeredClass(offers: AgentOffers | undefined, want: PlacementWant): string | null | false {
+  if (!offers) return want.sizeClass;
+  if (!offers.runtimes.includes(want.runtime)) return false;
+  if (!want.size) return want.sizeClass;
+  return jobSizeClass(offers.classes, want.size.cpu, want.size.memoryBytes, want.size.diskBytes) ?? false;
+}
+
+/** canRun says whether an agent that offers `offers` (undefined: it does not say, so everything) can run the job. */
+export function canRun(offers: AgentOffers | undefined, runtime: Runtime, size: JobSize): boolean {
+  return offeredClass(offers, { image: null, runtime, sizeClass: null, size }) !== false;
+}
+
+/** warmCells counts an agent's warm cells that fit the want (of `sizeClass`, by default the want's; any class when null). */
+export function warmCells(load: AgentLoad, want: PlacementWant, sizeClass: string | null = want.sizeClass): number {
   let n = 0;
   for (const w of load.warm) {
-    if (w.image === want.image && w.runtime === want.runtime && (want.sizeClass === null || w.sizeClass === want.sizeClass)) n += w.cells;
+    if (w.image === want.image && w.runtime === want.runtime && (sizeClass === null || w.sizeClass === sizeClass)) n += w.cells;
   }
   return n;
 }
 
-/** takeWarmCell subtracts one warm cell that fits the want from a load (the hub's guess until the next report). */
-export function takeWarmCell(load: AgentLoad, want: PlacementWant): AgentLoad {
-  const i = load.warm.findIndex((w) => w.cells > 0 && w.image === want.image && w.runtime === want.runtime && (want.sizeClass === null || w.sizeClass === want.sizeClass));
+/**
+ * takeWarmCell subtracts one warm cell that fits the want from a load (the hub's guess until the next report); the class
+ * is the one the agent will take (offeredClass), by default the want's.
+ */
+export function takeWarmCell(load: AgentLoad, want: PlacementWant, sizeClass: string | null = want.sizeClass): AgentLoad {
+  const i = load.warm.findIndex((w) => w.cells > 0 && w.image === want.image && w.runtime === want.runtime && (sizeClass === null || w.sizeClass === sizeClass));
   if (i < 0) return load;
   const warm = load.warm.slice();
   warm[i] = { ...warm[i]!, cells: warm[i]!.cells - 1 };

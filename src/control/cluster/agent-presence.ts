@@ -3,6 +3,7 @@
  * that moved to another replica (its jobs go on) from one that is gone (its jobs end after the grace period).
  */
 import type { AgentRecord } from '../model.js';
+import type { AgentLoad } from '../../shared/wire.js';
 import type { Store } from '../store/store.js';
 import type { Bus } from './bus.js';
 import { REPLICA_DEAD_MS, type ReplicaRegistry } from './replica-registry.js';
@@ -13,8 +14,18 @@ export interface AgentFlags {
   removed: boolean;
 }
 
+/** AgentFigures are an agent's figures as the replica holding it knows them (stored at each heartbeat). */
+export interface AgentFigures {
+  running: number;
+  capacity: number;
+  load: AgentLoad;
+}
+
 /** AgentPresence is the hub's view of agents connected anywhere in the replica set. */
 export class AgentPresence {
+  /** The load last stored per agent on this channel (as JSON): an unchanged load is not written again. */
+  private readonly storedLoads = new Map<string, string>();
+
   constructor(
     private readonly store: Pick<Store, 'getAgent' | 'upsertAgent' | 'updateAgent' | 'listAgents'>,
     private readonly registry: ReplicaRegistry,
@@ -53,8 +64,8 @@ export class AgentPresence {
     }));
   }
 
-  /** connected records that the agent said hello on this replica's channel; returns its operator flags as stored. */
-  async connected(agentId: string, capacity: number, running: number): Promise<AgentFlags> {
+  /** connected records that the agent said hello on this replica's channel (with the hello's load, when given); returns its operator flags as stored. */
+  async connected(agentId: string, capacity: number, running: number, load?: AgentLoad): Promise<AgentFlags> {
     const now = new Date().toISOString();
     const prev = await this.store.getAgent(agentId);
     const rec: AgentRecord = {
@@ -67,10 +78,12 @@ export class AgentPresence {
       connected: true,
       capacity,
       running,
+      ...(load ? { load } : {}),
       connectedAt: now,
       lastSeenAt: now,
     };
     await this.store.upsertAgent(rec);
+    if (load) this.storedLoads.set(agentId, JSON.stringify(load));
     return { draining: rec.draining, removed: rec.removed };
   }
 
@@ -80,10 +93,29 @@ export class AgentPresence {
     if (rec && rec.replicaId === this.registry.replicaId) await this.store.updateAgent(agentId, { connected: false, replicaId: null, lastSeenAt: new Date().toISOString() });
   }
 
-  /** refresh marks the agents on this replica's channel as seen now (each heartbeat). */
-  async refresh(agentIds: readonly string[]): Promise<void> {
+  /**
+   * refresh marks the agents on this replica's channel as seen now (each heartbeat) and, when `figures` tells them, stores
+   * their running count, capacity and load (the load only when it changed since it was last stored): in the same one
+   * write per agent and heartbeat, so that every replica lists them fresh (GET /v1/agents) at no cost per job.
+   */
+  async refresh(agentIds: readonly string[], figures?: (agentId: string) => AgentFigures | null): Promise<void> {
     const now = new Date().toISOString();
-    for (const id of agentIds) await this.store.updateAgent(id, { replicaId: this.registry.replicaId, connected: true, lastSeenAt: now });
+    const here = new Set(agentIds);
+    for (const id of this.storedLoads.keys()) if (!here.has(id)) this.storedLoads.delete(id);
+    for (const id of agentIds) {
+      const patch: Partial<AgentRecord> = { replicaId: this.registry.replicaId, connected: true, lastSeenAt: now };
+      const f = figures?.(id);
+      if (f) {
+        patch.running = f.running;
+        patch.capacity = f.capacity;
+        const json = JSON.stringify(f.load);
+        if (this.storedLoads.get(id) !== json) patch.load = f.load;
+        await this.store.updateAgent(id, patch);
+        this.storedLoads.set(id, json);
+        continue;
+      }
+      await this.store.updateAgent(id, patch);
+    }
   }
 
   /** elsewhere says whether the agent is connected to another live replica (then its jobs are not lost). */

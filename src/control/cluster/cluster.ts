@@ -58,7 +58,7 @@ export async function startCluster({ store, replicaId = newReplicaId(), advertis
     placedJobs: (workspaceId) => store.countJobs(workspaceId, ['assigned', 'running']),
   });
   registry.onTick((dead) => {
-    void presence.refresh(agents.connectedAgents()).catch((e: Error) => log('agent presence refresh failed', { error: e.message }));
+    void presence.refresh(agents.connectedAgents(), (id) => agents.figuresOf(id)).catch((e: Error) => log('agent presence refresh failed', { error: e.message }));
     // A replica died: the agents that were on its channel either come to another replica (their jobs go on) or, after
     // the grace period, their unfinished jobs end as errors. One replica (the sweeper) starts those grace periods.
     if (dead.length && registry.isSweeper()) {

@@ -35,6 +35,8 @@ export interface Dispatcher {
   refreshCredentials(agentId: string, jobId: string, credentials: WorkloadCredentials): void;
   /** cancel asks the job's agent to stop it. */
   cancel(agentId: string, jobId: string): void;
+  /** checkOffered throws (runtime_not_offered, size_not_offered) when no agent of the fleet could ever run such a workload. */
+  checkOffered?(needs: Pick<JobSpec, 'runtime' | 'cpu' | 'memoryBytes' | 'diskBytes'>): Promise<void>;
 }
 
 /**
@@ -253,6 +255,7 @@ export class JobService {
    */
   async admit(ws: Workspace, r: ResolvedJob, actor: string, mode: WorkloadMode, sandbox?: SandboxFields, chosen: JobImageChoice = null): Promise<Job> {
     await this.restore();
+    await this.dispatcher?.checkOffered?.(r);
     const quota = this.quotas.of(ws);
     const waiting = this.queued.get(ws.id)?.length ?? 0;
     if (waiting >= quota.maxQueuedJobs && (this.active.get(ws.id)?.size ?? 0) >= quota.maxRunningJobs) {

@@ -110,7 +110,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Every agent this control plane knows: state, capacity, running jobs, warm cells, times (platform admin) */
+        /** Every agent of the replica set: state, capacity, running jobs, warm cells, offered runtimes and size classes, times (platform admin) */
         get: operations["listAgents"];
         put?: never;
         post?: never;
@@ -786,7 +786,7 @@ export interface components {
         Error: {
             error: {
                 /** @enum {unknown} */
-                code: "invalid_json" | "invalid_request" | "malformed_request" | "unauthenticated" | "forbidden" | "invalid_token" | "token_expired" | "token_revoked" | "out_of_scope" | "invalid_object_key" | "not_found" | "conflict" | "already_exists" | "limit_exceeded" | "unsupported_runtime" | "invalid_policy" | "request_timeout" | "payload_too_large" | "quota_exceeded" | "rate_limited" | "uri_too_long" | "headers_too_large" | "image_not_found" | "image_not_ready" | "image_in_use" | "image_registry_unreachable" | "image_tls_failed" | "image_auth_failed" | "image_digest_mismatch" | "image_platform_mismatch" | "image_invalid" | "image_too_large" | "image_import_timeout" | "image_layer_invalid" | "image_blob_missing" | "sandbox_not_running" | "process_ended" | "process_start_failed" | "io_error" | "file_exists" | "not_a_directory" | "is_a_directory" | "permission_denied" | "invalid_path" | "no_space" | "internal" | "unavailable";
+                code: "invalid_json" | "invalid_request" | "malformed_request" | "unauthenticated" | "forbidden" | "invalid_token" | "token_expired" | "token_revoked" | "out_of_scope" | "invalid_object_key" | "not_found" | "conflict" | "already_exists" | "limit_exceeded" | "unsupported_runtime" | "runtime_not_offered" | "size_not_offered" | "invalid_policy" | "request_timeout" | "payload_too_large" | "quota_exceeded" | "rate_limited" | "uri_too_long" | "headers_too_large" | "image_not_found" | "image_not_ready" | "image_in_use" | "image_registry_unreachable" | "image_tls_failed" | "image_auth_failed" | "image_digest_mismatch" | "image_platform_mismatch" | "image_invalid" | "image_too_large" | "image_import_timeout" | "image_layer_invalid" | "image_blob_missing" | "sandbox_not_running" | "process_ended" | "process_start_failed" | "io_error" | "file_exists" | "not_a_directory" | "is_a_directory" | "permission_denied" | "invalid_path" | "no_space" | "internal" | "unavailable";
                 details?: unknown;
                 message: string;
             };
@@ -1265,6 +1265,18 @@ export interface operations {
                             connectedAt: string | null;
                             id: string;
                             lastSeenAt: string;
+                            /** @description what it can run, as it last said; null: an agent that does not say (every runtime and size is placed on it) */
+                            offers: {
+                                /** @description its size classes: a workload is placed on it only if one fits its cpu, memory and disk */
+                                classes: {
+                                    cpu: number;
+                                    diskMiB: number;
+                                    memoryMiB: number;
+                                    name: string;
+                                }[];
+                                /** @description the runtimes its host runs: jobs and sandboxes of other runtimes are not placed on it */
+                                runtimes: string[];
+                            } | null;
                             /** @description cells it is preparing */
                             preparing: number;
                             /** @description jobs placed on it and not ended (the last count when disconnected) */
@@ -1386,6 +1398,18 @@ export interface operations {
                         connectedAt: string | null;
                         id: string;
                         lastSeenAt: string;
+                        /** @description what it can run, as it last said; null: an agent that does not say (every runtime and size is placed on it) */
+                        offers: {
+                            /** @description its size classes: a workload is placed on it only if one fits its cpu, memory and disk */
+                            classes: {
+                                cpu: number;
+                                diskMiB: number;
+                                memoryMiB: number;
+                                name: string;
+                            }[];
+                            /** @description the runtimes its host runs: jobs and sandboxes of other runtimes are not placed on it */
+                            runtimes: string[];
+                        } | null;
                         /** @description cells it is preparing */
                         preparing: number;
                         /** @description jobs placed on it and not ended (the last count when disconnected) */
@@ -1533,6 +1557,18 @@ export interface operations {
                         connectedAt: string | null;
                         id: string;
                         lastSeenAt: string;
+                        /** @description what it can run, as it last said; null: an agent that does not say (every runtime and size is placed on it) */
+                        offers: {
+                            /** @description its size classes: a workload is placed on it only if one fits its cpu, memory and disk */
+                            classes: {
+                                cpu: number;
+                                diskMiB: number;
+                                memoryMiB: number;
+                                name: string;
+                            }[];
+                            /** @description the runtimes its host runs: jobs and sandboxes of other runtimes are not placed on it */
+                            runtimes: string[];
+                        } | null;
                         /** @description cells it is preparing */
                         preparing: number;
                         /** @description jobs placed on it and not ended (the last count when disconnected) */
@@ -1671,6 +1707,18 @@ export interface operations {
                         connectedAt: string | null;
                         id: string;
                         lastSeenAt: string;
+                        /** @description what it can run, as it last said; null: an agent that does not say (every runtime and size is placed on it) */
+                        offers: {
+                            /** @description its size classes: a workload is placed on it only if one fits its cpu, memory and disk */
+                            classes: {
+                                cpu: number;
+                                diskMiB: number;
+                                memoryMiB: number;
+                                name: string;
+                            }[];
+                            /** @description the runtimes its host runs: jobs and sandboxes of other runtimes are not placed on it */
+                            runtimes: string[];
+                        } | null;
                         /** @description cells it is preparing */
                         preparing: number;
                         /** @description jobs placed on it and not ended (the last count when disconnected) */
@@ -3974,7 +4022,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description limit_exceeded: A requested resource (cpu, memory, timeout) is outside the workspace's limits. unsupported_runtime: The requested runtime is not one of runc, runsc. */
+            /** @description limit_exceeded: A requested resource (cpu, memory, timeout) is outside the workspace's limits. unsupported_runtime: The requested runtime is not one of runc, runsc, crun. runtime_not_offered: No agent of the fleet (connected or not, not removed) offers the workload's runtime (a job that names none gets limits.defaultRuntime); details.offered lists the runtimes agents offer. size_not_offered: Agents offer the workload's runtime, but none has a size class that fits its cpu, memory and disk (agent.classes); ask for less. */
             422: {
                 headers: {
                     [name: string]: unknown;
@@ -5335,7 +5383,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description limit_exceeded: A requested resource (cpu, memory, timeout) is outside the workspace's limits. unsupported_runtime: The requested runtime is not one of runc, runsc. */
+            /** @description limit_exceeded: A requested resource (cpu, memory, timeout) is outside the workspace's limits. unsupported_runtime: The requested runtime is not one of runc, runsc, crun. runtime_not_offered: No agent of the fleet (connected or not, not removed) offers the workload's runtime (a job that names none gets limits.defaultRuntime); details.offered lists the runtimes agents offer. size_not_offered: Agents offer the workload's runtime, but none has a size class that fits its cpu, memory and disk (agent.classes); ask for less. */
             422: {
                 headers: {
                     [name: string]: unknown;

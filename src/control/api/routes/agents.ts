@@ -10,6 +10,15 @@ const WarmPool = z.object({
   sizeClass: z.string(),
   cells: z.number(),
 });
+const Offers = z
+  .object({
+    runtimes: z.array(z.string()).describe('the runtimes its host runs: jobs and sandboxes of other runtimes are not placed on it'),
+    classes: z
+      .array(z.object({ name: z.string(), cpu: z.number(), memoryMiB: z.number(), diskMiB: z.number() }))
+      .describe('its size classes: a workload is placed on it only if one fits its cpu, memory and disk'),
+  })
+  .nullable()
+  .describe('what it can run, as it last said; null: an agent that does not say (every runtime and size is placed on it)');
 const AgentView = z.object({
   id: z.string(),
   state: z.enum(['connected', 'disconnected', 'draining', 'removed']).describe('removed wins over draining, which wins over the connection'),
@@ -19,6 +28,7 @@ const AgentView = z.object({
   preparing: z.number().describe('cells it is preparing'),
   warmCells: z.number().describe('warm cells in all'),
   warm: z.array(WarmPool).describe('warm cells per image, runtime and size class'),
+  offers: Offers,
   connectedAt: z.string().nullable(),
   lastSeenAt: z.string(),
 });
@@ -29,7 +39,7 @@ export function registerAgentRoutes(t: RouteTable, agents: AgentHub, audit: Audi
     method: 'GET',
     path: '/v1/agents',
     operationId: 'listAgents',
-    summary: 'Every agent this control plane knows: state, capacity, running jobs, warm cells, times (platform admin)',
+    summary: 'Every agent of the replica set: state, capacity, running jobs, warm cells, offered runtimes and size classes, times (platform admin)',
     auth: 'platform-admin',
     response: z.object({ agents: z.array(AgentView) }),
     handler: async () => ({ agents: await agents.listAll() }),

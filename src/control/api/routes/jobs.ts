@@ -44,7 +44,7 @@ export function registerJobRoutes(t: RouteTable, jobs: JobService, hub: OutputHu
     query: CreateQuery,
     status: 201,
     response: JobView.describe('with follow=true: text/event-stream of one `created` event (Job), `output` events (OutputChunk) and one `end` event (Job)'),
-    errors: ['limit_exceeded', 'unsupported_runtime', 'quota_exceeded', 'image_not_found', 'image_not_ready'],
+    errors: ['limit_exceeded', 'unsupported_runtime', 'runtime_not_offered', 'size_not_offered', 'quota_exceeded', 'image_not_found', 'image_not_ready'],
     handler: async ({ principal, body, query, reply, request }) => {
       const job = await jobs.create(principal.workspace, body, actorOf(principal));
       if (!isOn(query.follow)) return jobView(job);

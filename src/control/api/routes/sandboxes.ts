@@ -27,7 +27,7 @@ export function registerSandboxRoutes(t: RouteTable, sandboxes: SandboxService):
     body: SandboxRequestSchema,
     status: 201,
     response: SandboxView.describe('state running when ready; starting if no cell was free within 60 s; ended if it failed to start'),
-    errors: ['limit_exceeded', 'unsupported_runtime', 'quota_exceeded'],
+    errors: ['limit_exceeded', 'unsupported_runtime', 'runtime_not_offered', 'size_not_offered', 'quota_exceeded'],
     handler: async ({ principal, body }) => sandboxView(await sandboxes.create(principal.workspace, body, actorOf(principal))),
   });
   t.add({
