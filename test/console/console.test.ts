@@ -139,6 +139,20 @@ test('a job run from the console shows its output as it arrives, then its end an
   await shot('job');
 });
 
+test('a job page whose stream breaks (the control plane restarts) picks its output up again, nothing lost or shown twice', async () => {
+  const created = await cluster.client.createJob({ command: ['sh', '-c', 'echo before-restart; until [ -e /work/go ]; do sleep 0.05; done; echo after-restart'] });
+  await visit(`jobs/${created.id}`);
+  await waitText('#job-output', /before-restart/);
+  const job = await cluster.client.getJob(created.id);
+  assert.equal(job.status, 'running');
+  process.kill(cluster.controlPid(), 'SIGKILL');
+  assert.equal((await cluster.cli(['up', '--detach', '--data-dir', cluster.dataDir])).code, 0);
+  writeFileSync(join(cellWorkDir(cluster.dataDir, job.cellId!), 'go'), '');
+  await waitText('#job-output', /after-restart/);
+  assert.equal(await textOf('#job-output'), 'before-restart\nafter-restart\n');
+  await waitText('#job-status', /succeeded/);
+});
+
 test('workload-controlled text is rendered as text and never executes', async () => {
   const job = await cluster.runJob({ command: ['sh', '-c', `printf '%s\\n' '<script>window.__xss=99</script>' '${XSS}'`, XSS] });
   assert.equal(job.job.status, 'succeeded', job.stderr);
