@@ -52,14 +52,20 @@ function signInForm(problem = ''): void {
   key.focus();
 }
 
+/**
+ * route renders the page the hash names. Only the latest navigation renders: one that a later navigation overtook while
+ * it waited for /v1/whoami stops there, or it would replace the newer page (and whatever the user began to type in it).
+ */
 async function route(): Promise<void> {
   leave.abort();
-  leave = new AbortController();
+  const here = new AbortController();
+  leave = here;
   if (!apiKey()) return signInForm();
   let me: { keyId: string; role: string; workspace: { name: string } };
   try {
-    me = await call('GET', '/v1/whoami');
+    me = await call('GET', '/v1/whoami', undefined, { signal: here.signal });
   } catch (e) {
+    if (here.signal.aborted) return;
     signOut();
     return signInForm(e instanceof ApiError && e.status === 401 ? 'That key was not accepted.' : (e as Error).message);
   }
@@ -74,7 +80,7 @@ async function route(): Promise<void> {
   const detail: Record<string, Page> = { jobs: jobPage, sandboxes: sandboxPage };
   const page = param && detail[path] ? detail[path] : (ROUTES.find((r) => r.path === path) ?? ROUTES[0]!).page;
   for (const a of nav.querySelectorAll('a')) a.classList.toggle('active', a.getAttribute('href') === `#/${path}`);
-  page(main, leave.signal, param);
+  page(main, here.signal, param);
 }
 
 window.addEventListener('hashchange', () => void route());

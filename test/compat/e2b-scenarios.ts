@@ -124,7 +124,10 @@ const scenarios: Record<string, () => Promise<void>> = {
       // a disconnect never kills the process
       const survivor = await sbx.commands.run('sleep 1; echo survived > /work/survivor', { background: true });
       await survivor.disconnect();
-      await new Promise((r) => setTimeout(r, 1500));
+      // It writes after a second of its own: polled, since a loaded host may take longer to get there.
+      const read = () => sbx.files.read('/work/survivor').catch(() => '');
+      const deadline = Date.now() + 20_000;
+      while ((await read()) !== 'survived\n' && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
       assert.equal(await sbx.files.read('/work/survivor'), 'survived\n');
     } finally {
       await sbx.kill();
@@ -328,12 +331,12 @@ const scenarios: Record<string, () => Promise<void>> = {
         await new Promise((r) => setTimeout(r, 250)); // the control plane is still coming up
       }
     }
+    // Its content, not only the file: the shell creates the file before it writes to it.
     const waited = Date.now() + 20_000;
-    while (!(await sbx.files.exists('/work/bg.txt'))) {
+    while ((await sbx.files.read('/work/bg.txt').catch(() => '')) !== 'after-restart\n') {
       if (Date.now() > waited) throw new Error('the background process did not finish after the restart');
       await new Promise((r) => setTimeout(r, 250));
     }
-    assert.equal(await sbx.files.read('/work/bg.txt'), 'after-restart\n');
     assert.equal((await sbx.getInfo()).state, 'running');
     await sbx.kill();
   },

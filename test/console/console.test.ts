@@ -10,6 +10,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { join } from 'node:path';
 import puppeteer, { type Browser, type Page } from 'puppeteer-core';
 import { REPO_ROOT, TestCluster } from '../support/cluster.js';
+import { cellWorkDir } from '../support/host.js';
 import { Sandbox } from '../../src/sdk/sandbox.js';
 
 const CHROMIUM = '/usr/bin/chromium';
@@ -52,6 +53,19 @@ after(async () => {
 
 async function shot(name: string): Promise<void> {
   await page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: true });
+}
+
+/**
+ * visit opens a console route and waits until the route has rendered anew. Going from one page of the console to another
+ * only changes the hash: the old page stays on screen until the new one has asked /v1/whoami, and an element of the old
+ * page (the jobs page's run form after sign-in) must not be mistaken for the new one's.
+ */
+async function visit(route: string): Promise<void> {
+  const url = `${cluster.url}/console/#/${route}`;
+  await page.evaluate(() => document.querySelectorAll('#main > *').forEach((e) => e.setAttribute('data-left', '')));
+  if (page.url() === url) await page.reload();
+  else await page.goto(url);
+  await page.waitForFunction(() => document.querySelector('#main > *') !== null && document.querySelector('#main > [data-left]') === null);
 }
 
 async function textOf(selector: string): Promise<string> {
@@ -106,19 +120,37 @@ test('sign-in refuses a wrong key and accepts a real one', async () => {
 });
 
 test('a job run from the console shows its output as it arrives, then its end and wipe receipt', async () => {
-  await page.goto(`${cluster.url}/console/#/jobs`);
-  await page.waitForSelector('#run-command');
-  await page.type('#run-command', 'echo console-$((40+2)); sleep 2; echo second-line');
+  await visit('jobs');
+  // The job prints its second line only when the test says so (a file in its /work): the first line must be on screen while
+  // it still runs, however long the page takes to open its stream.
+  await page.type('#run-command', 'echo console-$((40+2)); until [ -e /work/go ]; do sleep 0.05; done; echo second-line');
   await page.click('#run-form button');
   await page.waitForSelector('#job-output');
-  // The first line is on screen while the job still runs.
   await waitText('#job-output', /console-42/);
+  await waitText('#job-status', /running/);
+  const id = decodeURIComponent(new URL(page.url()).hash.split('/')[2] ?? '');
+  const job = await cluster.client.getJob(id);
+  assert.equal(job.status, 'running');
   assert.doesNotMatch(await textOf('#job-output'), /second-line/);
-  assert.match(await textOf('#job-status'), /running|assigned/);
+  writeFileSync(join(cellWorkDir(cluster.dataDir, job.cellId!), 'go'), '');
   await waitText('#job-output', /console-42\nsecond-line/);
   await waitText('#job-status', /succeeded/);
   await waitText('#job-receipt', /volumeId/);
   await shot('job');
+});
+
+test('a job page whose stream breaks (the control plane restarts) picks its output up again, nothing lost or shown twice', async () => {
+  const created = await cluster.client.createJob({ command: ['sh', '-c', 'echo before-restart; until [ -e /work/go ]; do sleep 0.05; done; echo after-restart'] });
+  await visit(`jobs/${created.id}`);
+  await waitText('#job-output', /before-restart/);
+  const job = await cluster.client.getJob(created.id);
+  assert.equal(job.status, 'running');
+  process.kill(cluster.controlPid(), 'SIGKILL');
+  assert.equal((await cluster.cli(['up', '--detach', '--data-dir', cluster.dataDir])).code, 0);
+  writeFileSync(join(cellWorkDir(cluster.dataDir, job.cellId!), 'go'), '');
+  await waitText('#job-output', /after-restart/);
+  assert.equal(await textOf('#job-output'), 'before-restart\nafter-restart\n');
+  await waitText('#job-status', /succeeded/);
 });
 
 test('workload-controlled text is rendered as text and never executes', async () => {
@@ -129,20 +161,20 @@ test('workload-controlled text is rendered as text and never executes', async ()
   assert.equal((await cluster.cli(['workspaces', 'create', 'console-team'])).code, 0);
   assert.equal((await cluster.cli(['keys', 'create', '--workspace', 'console-team', '--name', XSS])).code, 0);
   const sandbox = await Sandbox.create({ metadata: { note: XSS } }, cluster.client);
-  await page.goto(`${cluster.url}/console/#/sandboxes`);
+  await visit('sandboxes');
   await waitText('#sandboxes-table', /note=<img src=x onerror/);
   await sandbox.kill();
 
-  await page.goto(`${cluster.url}/console/#/jobs`);
+  await visit('jobs');
   await waitText('#jobs-table', /onerror/);
-  await page.goto(`${cluster.url}/console/#/jobs/${job.job.id}`);
+  await visit(`jobs/${job.job.id}`);
   await waitText('#job-output', /<script>window.__xss=99<\/script>/);
   assert.match(await textOf('#job-command'), /onerror=/);
-  await page.goto(`${cluster.url}/console/#/data`);
+  await visit('data');
   await waitText('#objects-table', /xss\/<img src=x onerror/);
-  await page.goto(`${cluster.url}/console/#/admin`);
+  await visit('admin');
   await waitText('#keys-table', /<img src=x onerror/);
-  await page.goto(`${cluster.url}/console/#/audit`);
+  await visit('audit');
   await page.waitForSelector('#audit-list table');
   await shot('xss-as-text');
   assert.equal(await xssRan(), undefined, 'a payload ran');
@@ -151,7 +183,7 @@ test('workload-controlled text is rendered as text and never executes', async ()
 });
 
 test('a sandbox created in the console opens an interactive terminal, and ends with a wipe receipt', async () => {
-  await page.goto(`${cluster.url}/console/#/sandboxes`);
+  await visit('sandboxes');
   await page.waitForSelector('#sandbox-create');
   await page.click('#sandbox-create');
   await page.waitForSelector('#sandbox-state');
@@ -171,7 +203,7 @@ test('a sandbox created in the console opens an interactive terminal, and ends w
 
 test('an invalid policy is refused inline and the old one stays', async () => {
   const before = await cluster.client.getNetworkPolicy();
-  await page.goto(`${cluster.url}/console/#/network`);
+  await visit('network');
   await page.waitForFunction(() => (document.querySelector('#policy-editor') as HTMLTextAreaElement | null)?.value.includes('allow'));
   await page.$eval('#policy-editor', (e) => ((e as HTMLTextAreaElement).value = JSON.stringify({ allow: [{ cidr: '127.0.0.0/8', protocol: 'tcp' }] })));
   await page.click('#policy-save');
@@ -192,7 +224,7 @@ test('an object uploaded in the console is stored, listed and downloaded intact'
   const content = `uploaded from the console ${Date.now()}\n`;
   const file = join(scratch, 'upload.txt');
   writeFileSync(file, content);
-  await page.goto(`${cluster.url}/console/#/data`);
+  await visit('data');
   await page.waitForSelector('#upload-file');
   await page.type('#upload-key', 'console/upload.txt');
   const input = await page.$('#upload-file');
@@ -211,7 +243,7 @@ test('an object uploaded in the console is stored, listed and downloaded intact'
 });
 
 test('a key revoked in the console stops working', async () => {
-  await page.goto(`${cluster.url}/console/#/admin`);
+  await visit('admin');
   await page.waitForSelector('#key-create');
   await page.type('#key-workspace', 'console-team');
   await page.type('#key-name', 'to-revoke');
@@ -229,16 +261,16 @@ test('a key revoked in the console stops working', async () => {
 });
 
 test('the audit chain verifies, the pool shows the agent, and the charts draw from the metrics', async () => {
-  await page.goto(`${cluster.url}/console/#/audit`);
+  await visit('audit');
   await page.waitForSelector('#audit-verify');
   await page.click('#audit-verify');
   await waitText('#audit-verdict', /The chain holds: \d+ events/);
   await shot('audit');
-  await page.goto(`${cluster.url}/console/#/pool`);
+  await visit('pool');
   await waitText('#pool', new RegExp(`Agent ${cluster.agentId}[\\s\\S]*runc/small`));
   await shot('pool');
   // The history's intervals close every 10 s: the jobs of the tests above are in it by now or within one interval.
-  await page.goto(`${cluster.url}/console/#/charts`);
+  await visit('charts');
   await page.waitForSelector('#chart-throughput');
   await waitText('#charts', /[1-9]\d* jobs ended/, 25_000);
   const drawn = await page.$$eval('#chart-latency polyline.series', (l) => l.map((x) => x.getAttribute('points') ?? ''));

@@ -7,12 +7,12 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { chownSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chownSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { CleanroomClient, type Job } from '../../src/sdk/client.js';
 import { TestCluster } from '../support/cluster.js';
-import { leftovers, waitFor } from '../support/host.js';
+import { cellWorkDir, leftovers, waitFor } from '../support/host.js';
 import { expect, hostAddresses, LAB, NetLab, PROBE_PY, PROBE_TIMEOUT_S, verdictFailures, wireTargets, type Target } from '../support/net-lab.js';
 
 const sh = promisify(execFile);
@@ -76,16 +76,6 @@ interface Cell {
   ended: Promise<Job>;
 }
 
-/** workDirOf finds the host path of a running cell's /work (its encrypted volume, unlocked while the cell lives). */
-function workDirOf(cellId: string): string {
-  const dir = join(cluster.dataDir, 'agent', 'volumes');
-  for (const f of readdirSync(dir).filter((n) => n.endsWith('.cell'))) {
-    const m = JSON.parse(readFileSync(join(dir, f), 'utf8')) as { volumeId: string; cellId: string };
-    if (m.cellId === cellId) return join(dir, `${m.volumeId}.mnt`, 'data', 'work');
-  }
-  throw new Error(`no volume for cell ${cellId}`);
-}
-
 test('3 workspaces × 3 cells: no cell reaches another, the host, the pool or metadata; egress follows each workspace policy', async () => {
   const policies: Record<string, unknown> = {
     'net-a': { allow: [{ cidr: `${LAB.allowed}/32`, protocol: 'tcp', port: LAB.tcpPort }, { cidr: `${LAB.allowed}/32`, protocol: 'udp', port: LAB.udpPort }] },
@@ -110,11 +100,15 @@ test('3 workspaces × 3 cells: no cell reaches another, the host, the pool or me
         const job = await client.createJob({ command: ['python3', '-c', CELL], timeoutSeconds: 60 });
         const cell = { ws, client, job, output: '' } as Cell;
         cell.ended = client.followLogs(job.id, (c) => (cell.output += c.data.toString()));
+        // Awaited below; if the test fails before that, teardown cuts the stream and its rejection is not the news.
+        cell.ended.catch(() => {});
         return cell;
       }),
     ),
   );
-  await waitFor(() => cells.every((c) => c.output.includes('INFO ')), 30_000);
+  // Nine cells start python at once: slow on a loaded host, so the deadline is generous (within the jobs' own 60 s).
+  const silent = () => cells.filter((c) => !c.output.includes('INFO '));
+  await waitFor(() => silent().length === 0, 45_000, () => `no INFO from ${silent().map((c) => `${c.ws}/${c.job.id} (${JSON.stringify(c.output.slice(-300))})`).join(', ')}`);
   for (const c of cells) {
     c.info = JSON.parse(/INFO (.*)/.exec(c.output)![1]!) as Cell['info'];
     c.job = await c.client.getJob(c.job.id);
@@ -184,7 +178,7 @@ test('3 workspaces × 3 cells: no cell reaches another, the host, the pool or me
   const controls = await lab.controls(cells.flatMap((c) => c.targets));
   assert.deepEqual(controls.failures, [], 'a listener the cells are probed against does not answer its control');
   for (const c of cells) {
-    const work = workDirOf(c.job.cellId!);
+    const work = cellWorkDir(cluster.dataDir, c.job.cellId!);
     writeFileSync(join(work, 'targets.tmp'), JSON.stringify(wireTargets(c.targets)));
     const hostUid = statSync(work).uid;
     chownSync(join(work, 'targets.tmp'), hostUid, hostUid);

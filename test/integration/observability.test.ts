@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { request } from 'node:https';
+import { parseApiKey } from '../../src/control/auth/api-keys.js';
 import { TestCluster } from '../support/cluster.js';
 
 let cluster: TestCluster;
@@ -92,7 +93,8 @@ test('logs: one JSON line per request with its id; no key, token, env value or o
   assert.equal(typeof line.keyId, 'string');
 
   const all = lines.join('\n');
-  const apiSecret = cluster.apiKey.split('_').at(-1)!;
+  // The whole secret (base64url: it may itself contain '_', so the key is parsed, never split on '_').
+  const apiSecret = parseApiKey(cluster.apiKey)!.secret;
   for (const [what, secret] of [['env value', secretEnv], ['output', secretOut], ['API key secret', apiSecret], ['API key', cluster.apiKey]] as const) {
     assert.ok(!all.includes(secret), `the ${what} appears in a log`);
   }

@@ -59,10 +59,19 @@ test('a timeout ends a sandbox; an idle timeout ends it, but a background proces
   const short = await Sandbox.create({ timeoutSeconds: 2 }, client);
   const idle = await Sandbox.create({ idleTimeoutSeconds: 2 }, client);
   const busy = await Sandbox.create({ idleTimeoutSeconds: 2 }, client);
-  await busy.start(['sleep', '6']);
-  await new Promise((r) => setTimeout(r, 4500));
-  assert.equal((await short.refresh()).endReason, 'timeout');
-  assert.equal((await idle.refresh()).endReason, 'idle');
+  // The busy one's process outlives the test (a loaded host may take seconds to get through the checks below).
+  await busy.start(['sleep', '120']);
+  const started = Date.now();
+  // The ended ones are polled (their timers run out at 2 s; a loaded host may take longer to record it).
+  const deadline = started + 30_000;
+  while ((await short.refresh()).state !== 'ended' || (await idle.refresh()).state !== 'ended') {
+    if (Date.now() > deadline) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  assert.equal(short.info.endReason, 'timeout');
+  assert.equal(idle.info.endReason, 'idle');
+  // Well past its idle timeout, the busy one still runs.
+  await new Promise((r) => setTimeout(r, Math.max(0, started + 4500 - Date.now())));
   assert.equal((await busy.refresh()).state, 'running');
   await busy.kill();
 });

@@ -1,12 +1,12 @@
 // Every cell's writable storage is its own fscrypt-encrypted volume: canary never in plaintext, ENOSPC at the limit, shredded with a receipt.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync, readFileSync, statfsSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statfsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
 import { TestCluster } from '../support/cluster.js';
-import { waitFor } from '../support/host.js';
+import { cellWorkDir, waitFor } from '../support/host.js';
 import { getPolicy } from '../../src/agent/storage/fscrypt.js';
 import { RUNTIMES } from '../../src/shared/wire.js';
 
@@ -53,12 +53,14 @@ for (const runtime of RUNTIMES) {
   test(`${runtime}: a canary written in the cell never reaches the disk in plaintext, and is shredded at the end`, async () => {
     const [a, b] = [randomBytes(6).toString('hex'), randomBytes(6).toString('hex')];
     const marker = `CANARY-${a}${b}`;
-    // The marker is assembled inside the cell, so it is not in the stored command either.
-    const script = `M="CANARY-$A$B"; echo $M > /work/$M.txt; echo $M > /tmp/$M.txt; sync; echo written; sleep 3`;
-    const created = await cluster.client.createJob({ command: ['sh', '-c', script], env: { A: a, B: b }, runtime });
+    // The marker is assembled inside the cell, so it is not in the stored command either. The cell lives on until the test
+    // has read its volume from the host (a file in its /work), however long the host's sync takes.
+    const script = `M="CANARY-$A$B"; echo $M > /work/$M.txt; echo $M > /tmp/$M.txt; sync; echo written; until [ -e /work/go ]; do sleep 0.05; done`;
+    const created = await cluster.client.createJob({ command: ['sh', '-c', script], env: { A: a, B: b }, runtime, timeoutSeconds: 120 });
     let written = false;
     const ended = cluster.client.followLogs(created.id, (c) => (written ||= c.data.toString().includes('written')));
-    await waitFor(() => written, 20_000);
+    ended.catch(() => {}); // awaited below; a failure before that cuts it at teardown
+    await waitFor(() => written, 30_000);
     const job = await cluster.client.getJob(created.id);
     const vol = volumeOf(job.cellId!);
     // From the host, as an auditor: the policy is v2 with AES-256-XTS contents and AES-256-CTS names.
@@ -72,6 +74,7 @@ for (const runtime of RUNTIMES) {
     writeDropCaches();
     const raw = readFileSync(vol.img);
     assert.equal(raw.includes(Buffer.from(marker)), false, 'the marker is in the raw backing file');
+    writeFileSync(join(cellWorkDir(cluster.dataDir, job.cellId!), 'go'), '');
     const final = await ended;
     assert.equal(final.status, 'succeeded');
     await waitFor(async () => (await cluster.client.getJob(created.id)).wipe !== null, 10_000);

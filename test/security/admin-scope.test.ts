@@ -11,7 +11,7 @@ import { CleanroomClient, CleanroomError, type ApiKeyRole, type AuditEvent, type
 import { WORKSPACE_DENIAL_BUDGET, ANONYMOUS_DENIAL_BUDGET, AccessDenials } from '../../src/control/audit/access-denials.js';
 import { AuditLog } from '../../src/control/audit/audit-log.js';
 import { sealEvent } from '../../src/control/audit/chain.js';
-import { mintApiKey } from '../../src/control/auth/api-keys.js';
+import { mintApiKey, parseApiKey } from '../../src/control/auth/api-keys.js';
 import { SCHEMA_VERSION, SqliteStore } from '../../src/control/store/sqlite-store.js';
 import { TenancyService } from '../../src/control/tenancy/tenancy-service.js';
 import { TestCluster } from '../support/cluster.js';
@@ -72,7 +72,9 @@ test('a workspace admin creates, lists and revokes keys of its own workspace, an
   assert.ok(listed.every((k) => k.workspaceId === wsA.id), 'only its own workspace is listed');
   assert.ok([member.id, deputy.id, adminAId].every((id) => listed.some((k) => k.id === id)));
   assert.ok(!listed.some((k) => k.id === keyB.id));
-  assert.ok(listed.every((k) => !JSON.stringify(k).includes(member.key.split('_')[2]!)), 'a listing shows no secret');
+  // The whole secret (base64url: it may itself contain '_', so the key is parsed, never split on '_').
+  const secret = parseApiKey(member.key)!.secret;
+  assert.ok(listed.every((k) => !JSON.stringify(k).includes(secret)), 'a listing shows no secret');
   assert.deepEqual((await adminA.listApiKeys({ workspace: 'team-a' })).map((k) => k.id).sort(), listed.map((k) => k.id).sort());
 
   await adminA.revokeApiKey(member.id);
@@ -195,7 +197,9 @@ test('2,000 out-of-scope requests with a workload token add at most its workspac
     tokenLine += c.data.toString('utf8');
     if (tokenLine.includes('\n')) gotToken();
   });
-  await tokenRead;
+  // Awaited after the cancel below; a job that ends before it shows its token fails the test here, not at its timeout.
+  ended.catch(() => {});
+  await Promise.race([tokenRead, ended.then((j) => Promise.reject(new Error(`the job ended (${j.status}: ${j.message}) before it showed its token`)))]);
   const token = tokenLine.trim();
   const holder = new CleanroomClient({ url: `https://127.0.0.1:${cluster.dataPort}`, ca: cluster.ca, apiKey: token });
   clients.push(holder);

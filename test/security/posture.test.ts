@@ -2,13 +2,15 @@
 // new-mount-API and default-denied syscalls, i386 and x32 entries, against lists the test owns) and of runsc's host processes.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { promisify } from 'node:util';
 import { cellSeccompProfile, FORBIDDEN_SYSCALLS } from '../../src/agent/runtime/seccomp.js';
 import { WORKLOAD_UID } from '../../src/agent/runtime/spec.js';
 import type { Job } from '../../src/sdk/client.js';
 import { TestCluster, type JobResult } from '../support/cluster.js';
+import { cellWorkDir } from '../support/host.js';
 
 const execFileP = promisify(execFile);
 /** NOBODY is the host's unprivileged uid/gid the calibration probes run as. */
@@ -641,7 +643,8 @@ function gvisorProcesses(containerId: string, bundle: string): HostProc[] {
 
 test('runsc: on the host, the sandbox and gofer of a running cell are seccomp-confined, no_new_privs, non-root, in their own user namespace', async () => {
   const marker = `ready-${process.pid}-${Date.now()}`;
-  const created = await cluster.client.createJob({ runtime: 'runsc', command: ['/bin/sh', '-c', `echo ${marker}; sleep 3`], timeoutSeconds: 60 });
+  // The cell lives on until its processes have been read from the host (a file in its /work), however slow the host.
+  const created = await cluster.client.createJob({ runtime: 'runsc', command: ['/bin/sh', '-c', `echo ${marker}; until [ -e /work/go ]; do sleep 0.05; done`], timeoutSeconds: 60 });
   let seen: Promise<{ procs: HostProc[]; cellId: string }> | null = null;
   const job = await cluster.client.followLogs(created.id, (c) => {
     if (seen || !c.data.toString('utf8').includes(marker)) return;
@@ -649,8 +652,13 @@ test('runsc: on the host, the sandbox and gofer of a running cell are seccomp-co
       const j = await cluster.client.getJob(created.id);
       assert.ok(j.cellId, 'running job has no cellId');
       const containerId = `cr-${cluster.agentId}-${j.cellId}`;
-      return { procs: gvisorProcesses(containerId, `${cluster.dataDir}/agent/cells/${j.cellId}`), cellId: j.cellId };
+      try {
+        return { procs: gvisorProcesses(containerId, `${cluster.dataDir}/agent/cells/${j.cellId}`), cellId: j.cellId };
+      } finally {
+        writeFileSync(join(cellWorkDir(cluster.dataDir, j.cellId), 'go'), '');
+      }
     })();
+    seen.catch(() => {}); // awaited below
   });
   assert.equal(job.status, 'succeeded', `runsc job ended ${job.status}: ${job.message}`);
   assert.ok(seen, 'the runsc job never printed its marker');

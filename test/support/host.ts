@@ -32,6 +32,17 @@ export function leftovers(c: TestCluster, cellIds: string[]): string[] {
   return found;
 }
 
+/** cellWorkDir finds the host path of a running cell's /work in its agent's data directory (its encrypted volume, unlocked
+ *  while the cell lives): a test writes there what the cell waits for. */
+export function cellWorkDir(dataDir: string, cellId: string): string {
+  const dir = join(dataDir, 'agent', 'volumes');
+  for (const f of readdirSync(dir).filter((n) => n.endsWith('.cell'))) {
+    const m = JSON.parse(readFileSync(join(dir, f), 'utf8')) as { volumeId: string; cellId: string };
+    if (m.cellId === cellId) return join(dir, `${m.volumeId}.mnt`, 'data', 'work');
+  }
+  throw new Error(`no volume for cell ${cellId} in ${dataDir}`);
+}
+
 /** waitFor polls until cond is true or throws after timeoutMs, with describe()'s account of what is wrong if given. */
 export async function waitFor(cond: () => Promise<boolean> | boolean, timeoutMs = 20_000, describe?: () => string): Promise<void> {
   const deadline = Date.now() + timeoutMs;

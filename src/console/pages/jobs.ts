@@ -83,24 +83,62 @@ export const jobPage: Page = (root, signal, id) => {
       h('pre', { id: 'job-receipt' }, j.wipe ? JSON.stringify(j.wipe, null, 2) : 'not yet'),
     );
   };
-  const load = async () => show(await call<JobView>('GET', `/v1/jobs/${encodeURIComponent(id ?? '')}`));
+  let status = '';
+  const load = async () => {
+    const j = await call<JobView>('GET', `/v1/jobs/${encodeURIComponent(id ?? '')}`);
+    status = j.status;
+    show(j);
+  };
+  let refreshed = false;
+  const onOutput = () => {
+    // Output means the job runs: a status loaded before it started is refreshed at once, not at the next poll.
+    if (refreshed || status === 'running') return;
+    refreshed = true;
+    void load().catch(() => {});
+  };
   void load()
-    .then(() =>
-      stream(
-        `/v1/jobs/${encodeURIComponent(id ?? '')}/logs?follow=true`,
-        (e) => {
-          if (e.event === 'output') {
-            const c = JSON.parse(e.data) as { stream: string; data: string };
-            out.appendChild(h('span', { class: c.stream }, decodeBase64(c.data)));
-          } else if (e.event === 'end') void load();
-        },
-        signal,
-      ),
-    )
+    .then(() => follow(id ?? '', out, onOutput, load, signal))
     .catch(() => {});
   // The receipt arrives after the end: keep the details fresh for a while.
   poll(load, 2000, signal);
 };
+
+/** FOLLOW_RETRY_MS: a live output stream that broke off before the job's end is opened again after this long. */
+const FOLLOW_RETRY_MS = 1000;
+
+/**
+ * follow appends the job's output to `out` as it arrives, until its `end` event (then `onEnd`) or until the page is left.
+ * A stream that breaks off (a restarted or failed-over control plane, a dropped connection) is opened again after the last
+ * chunk shown, so nothing is lost or shown twice. `onOutput` runs on each chunk (the page refreshes a stale status).
+ */
+async function follow(id: string, out: HTMLElement, onOutput: () => void, onEnd: () => Promise<void>, signal: AbortSignal): Promise<void> {
+  let after = 0;
+  let ended = false;
+  while (!ended && !signal.aborted) {
+    try {
+      await stream(
+        `/v1/jobs/${encodeURIComponent(id)}/logs?follow=true&after=${after}`,
+        (e) => {
+          if (e.event === 'output') {
+            const c = JSON.parse(e.data) as { seq: number; stream: string; data: string };
+            if (c.seq <= after) return;
+            after = c.seq;
+            out.appendChild(h('span', { class: c.stream }, decodeBase64(c.data)));
+            onOutput();
+          } else if (e.event === 'end') ended = true;
+        },
+        signal,
+      );
+    } catch {
+      // broken off or refused: tried again below, unless the page was left
+    }
+    if (ended) {
+      await onEnd().catch(() => {});
+      return;
+    }
+    await new Promise((r) => setTimeout(r, FOLLOW_RETRY_MS));
+  }
+}
 
 /** poll runs `fn` now and every `ms` until the page is left. */
 export function poll(fn: () => Promise<unknown>, ms: number, signal: AbortSignal): void {

@@ -24,16 +24,20 @@ function loopBacking(device: string): string | null {
   return existsSync(path) ? readFileSync(path, 'utf8').trim() : null;
 }
 
-// A process that creates a mount namespace at the moment of the unmount (any container runtime on the host) holds
-// a copy of the mount for a moment: the simulated crash waits for it, as the agent's wipe does.
-async function detachWhenReleased(device: string): Promise<void> {
-  for (let attempt = 1; ; attempt++) {
+/**
+ * detachWhenFree detaches a loop device whose file system was just unmounted here. A mount namespace created on this host
+ * meanwhile (any container starting, in this suite or beside it) holds a copy of the mount until its runtime drops it,
+ * and the device stays claimed (EBUSY) for those few milliseconds: tried again for a while.
+ */
+async function detachWhenFree(device: string): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
     try {
       detachLoop(device);
       return;
-    } catch (err) {
-      if ((err as { code?: unknown }).code !== 'EBUSY' || attempt === 50) throw err;
-      await new Promise((r) => setTimeout(r, 100));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EBUSY' || Date.now() > deadline) throw e;
+      await new Promise((r) => setTimeout(r, 50));
     }
   }
 }
@@ -51,7 +55,7 @@ test('reconcile wipes every leftover volume not in the live set and spares the l
   // Simulate the states a crash can leave behind.
   await unmount(unmounted.mountPoint);
   await unmount(fileOnly.mountPoint);
-  await detachWhenReleased(fileOnly.loopDevice);
+  await detachWhenFree(fileOnly.loopDevice);
 
   const result = await reconcileVolumes(root, [live.id]);
   assert.deepEqual(result.failed, []);
