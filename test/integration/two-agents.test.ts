@@ -17,7 +17,7 @@ import { CleanroomClient, CleanroomError, type AgentInfo, type Job } from '../..
 import { listCgroups } from '../../src/agent/cells/cgroup.js';
 import { addressIn, cidrOf, parseIpv4 } from '../../src/shared/net/ipv4.js';
 import { freePort, TestCluster, type ExtraAgent } from '../support/cluster.js';
-import { waitFor } from '../support/host.js';
+import { cellWorkDir, waitFor } from '../support/host.js';
 import { PROBE_PY, PROBE_TIMEOUT_S, verdictFailures, wireTargets, type Target } from '../support/net-lab.js';
 
 const sh = promisify(execFile);
@@ -294,16 +294,6 @@ while not os.path.exists('/work/targets'): time.sleep(0.05)
 print('RESULT ' + json.dumps(probe_all(json.load(open('/work/targets')), ${PROBE_TIMEOUT_S})), flush=True)
 `;
 
-/** workDirOf finds the host path of a running cell's /work in its agent's data directory. */
-function workDirOf(dataDir: string, cellId: string): string {
-  const dir = join(dataDir, 'agent', 'volumes');
-  for (const f of readdirSync(dir).filter((n) => n.endsWith('.cell'))) {
-    const m = JSON.parse(readFileSync(join(dir, f), 'utf8')) as { volumeId: string; cellId: string };
-    if (m.cellId === cellId) return join(dir, `${m.volumeId}.mnt`, 'data', 'work');
-  }
-  throw new Error(`no volume for cell ${cellId} in ${dataDir}`);
-}
-
 /** tcpOpen connects from the host (a control: the listener answers when the firewall is not in the way). */
 function tcpOpen(host: string, port: number): Promise<boolean> {
   return new Promise((resolve) => {
@@ -341,6 +331,7 @@ test("a cell on A cannot reach a cell of the same workspace on B (nor B's gatewa
         const job = await ws.createJob({ command: ['/usr/bin/python3', '-c', CELL], timeoutSeconds: 90 });
         const cell: Cell = { agent: on, dataDir: on === A ? cluster.dataDir : b.dataDir, job, output: '', ended: Promise.resolve(job) };
         cell.ended = ws.followLogs(job.id, (c) => (cell.output += c.data.toString()));
+        cell.ended.catch(() => {}); // awaited below; if the test fails first, stopping the agents cuts the stream
         await waitFor(() => cell.output.includes('INFO '), 60_000, () => cell.output);
         cell.info = JSON.parse(/INFO (.*)/.exec(cell.output)![1]!) as { ip: string; gw: string };
         cell.job = await ws.getJob(job.id);
@@ -370,7 +361,7 @@ test("a cell on A cannot reach a cell of the same workspace on B (nor B's gatewa
       [onB, targetsOf(onB, onA)],
     ];
     for (const [c, targets] of pairs) {
-      const work = workDirOf(c.dataDir, c.job.cellId!);
+      const work = cellWorkDir(c.dataDir, c.job.cellId!);
       writeFileSync(join(work, 'targets.tmp'), JSON.stringify(wireTargets(targets)));
       const uid = statSync(work).uid;
       chownSync(join(work, 'targets.tmp'), uid, uid);
