@@ -7,6 +7,7 @@ import type { JobEnd, JobSpec, WipeReceipt, WorkloadCredentials } from '../../sh
 import { prepareVolume, VolumeBusyError, wipeVolume, type Volume } from '../storage/volume.js';
 import type { CellRuntime, CreatedContainer } from '../runtime/cell-runtime.js';
 import { CELL_CA_FILE, CELL_FILES_DIR, CELL_INIT_PATH, cellSpec, WORKLOAD_UID } from '../runtime/spec.js';
+import { cellSeccompProfileJson } from '../runtime/seccomp.js';
 import { mountImageRoot, unmountImageRoot, type CellRoot } from '../images/cell-root.js';
 import type { PreparedImage } from '../images/image-store.js';
 import { makeFifo } from '../runtime/host-calls.js';
@@ -161,6 +162,7 @@ export class Cell {
     this.control.on('error', () => {});
     const initFd = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
     const c = this.sizeClass;
+    const seccompJson = cellSeccompProfileJson(this.runtime.name);
     writeFileSync(
       join(this.dir, 'config.json'),
       JSON.stringify(
@@ -177,13 +179,14 @@ export class Cell {
           cpuMillis: Math.round(c.cpu * 1000),
           pids: this.runtime.name === 'runsc' ? Math.max(c.pids, 1024) : c.pids,
           nofile: this.env.nofile,
+          annotations: this.runtime.specAnnotations(seccompJson),
         }),
       ),
       { mode: 0o600 },
     );
     this.timings.prepare_fs_ms = performance.now() - t0;
     try {
-      this.container = await this.runtime.create(this.name, this.dir, initFd);
+      this.container = await this.runtime.create(this.name, this.dir, initFd, seccompJson);
     } finally {
       closeSync(initFd);
     }
@@ -398,12 +401,15 @@ export class Cell {
 
   private async doWipe(): Promise<WipeReceipt | null> {
     const t0 = performance.now();
+    // A cell whose output closed has (nearly always) no process left: it is removed without a runtime process.
+    const exited = this.state === 'exited';
     this.state = 'wiping';
     for (const t of this.timers) clearTimeout(t);
     if (this.deadline) clearTimeout(this.deadline);
     this.control?.destroy();
     this.control = null;
-    await this.runtime.delete(this.name);
+    if (exited) await this.runtime.deleteStopped(this.name, () => this.cgroup.pids().length === 0);
+    else await this.runtime.delete(this.name);
     this.container?.stdio.stdout.destroy();
     this.container?.stdio.stderr.destroy();
     this.timings.wipe_container_ms = performance.now() - t0;
