@@ -1,5 +1,6 @@
 /** Cell is one single-use confined container: prepared without tenant data, assigned once, then wiped. */
-import { closeSync, constants, mkdirSync, openSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, constants, mkdirSync, openSync, writeFileSync } from 'node:fs';
+import { removeFlatDir } from '../runtime/flat-dir.js';
 import { Socket } from 'node:net';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -408,7 +409,7 @@ export class Cell {
     if (this.deadline) clearTimeout(this.deadline);
     this.control?.destroy();
     this.control = null;
-    if (exited) await this.runtime.deleteStopped(this.name, () => this.cgroup.pids().length === 0);
+    if (exited) await this.runtime.deleteStopped(this.name, () => this.cgroup.empty());
     else await this.runtime.delete(this.name);
     this.container?.stdio.stdout.destroy();
     this.container?.stdio.stderr.destroy();
@@ -432,7 +433,7 @@ export class Cell {
     }
     const receipt = this.volume ? await this.wipeVolumeWithRetry(this.volume) : null;
     this.cgroup.remove();
-    if (!rootError) rmSync(this.dir, { recursive: true, force: true });
+    if (!rootError) removeFlatDir(this.dir);
     this.timings.wipe_ms = performance.now() - t0;
     this.state = 'wiped';
     // The volume is shredded either way (the receipt stands); the mounts left are read-only and reconcile detaches them.

@@ -1,5 +1,6 @@
 /** OciRuntime drives runc, crun or runsc through their command lines (only off the assignment path). */
-import { readFileSync, rmSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
+import { removeFlatDir } from './flat-dir.js';
 import { join } from 'node:path';
 import type { Runtime } from '../../shared/wire.js';
 import type { CellRuntime, CreatedContainer } from './cell-runtime.js';
@@ -108,7 +109,7 @@ export class OciRuntime implements CellRuntime {
     if (this.name !== 'runsc' && !id.includes('/') && id !== '' && id !== '.' && id !== '..') {
       for (let check = 0; check < STOPPED_CHECKS; check++) {
         if (stopped()) {
-          rmSync(join(this.stateRoot, id), { recursive: true, force: true });
+          removeFlatDir(join(this.stateRoot, id));
           return;
         }
         await new Promise((r) => setTimeout(r, STOPPED_CHECK_MS));
