@@ -199,8 +199,8 @@ export class Cell {
   }
 
   /**
-   * assign hands the job to cell init, then attaches the workspace network and sets the cgroup limits while init wakes
-   * up and places the files, then tells init to start the workload. Precondition: warm.
+   * assign sets the job's cgroup limits and hands the job to cell init, then attaches the workspace network while init
+   * wakes up and places the files, then tells init to start the workload. Precondition: warm.
    */
   async assign(job: JobSpec, credentials: WorkloadCredentials, events: CellEvents): Promise<void> {
     if (this.state !== 'warm' || this.control === null) throw new Error(`cell ${this.id} is ${this.state}, not warm`);
@@ -230,6 +230,9 @@ export class Cell {
     const assignment = sandbox ? encodeSandboxAssignment() : encodeAssignment(job.command, env, job.cwd);
     // The control plane refuses larger jobs; a cell would refuse this one and end (never block: the write is queued).
     if (assignment.length - 8 > MAX_ASSIGNMENT_BYTES) throw new Error(`the job's command, env and cwd encode to ${assignment.length - 8} bytes; cells accept at most ${MAX_ASSIGNMENT_BYTES}`);
+    // The job's limits, and the normal CPU weight in place of a warm cell's low one, before init wakes up to place the
+    // files: on a busy host a cell still at the warm weight waits behind everything else for its first time slice.
+    this.cgroup.limit(job.memoryBytes, job.cpu);
     this.sendControl(
       Buffer.concat([
         encodeFile('token', 0o400, credentials.token),
@@ -244,7 +247,6 @@ export class Cell {
       this.timings.assign_network_ms = performance.now() - t0;
       Object.assign(this.timings, this.network.attachTimings);
     }
-    this.cgroup.limit(job.memoryBytes, job.cpu);
     if (this.state !== 'assigned' || this.control === null) throw new Error(`cell ${this.id} ended during assignment`);
     const ready = sandbox ? this.readyPromise() : null;
     this.sendControl(encodeStart());
