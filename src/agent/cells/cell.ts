@@ -411,8 +411,8 @@ export class Cell {
     if (this.deadline) clearTimeout(this.deadline);
     this.control?.destroy();
     this.control = null;
-    if (exited) await this.runtime.deleteStopped(this.name, () => this.cgroup.empty());
-    else await this.runtime.delete(this.name);
+    if (!exited) await this.runtime.delete(this.name);
+    else if (!(await this.runtime.deleteStopped(this.name, () => this.cgroup.empty()))) this.timings.wipe_runtime_delete = 1;
     this.container?.stdio.stdout.destroy();
     this.container?.stdio.stderr.destroy();
     this.timings.wipe_container_ms = performance.now() - t0;

@@ -27,9 +27,9 @@ export interface CellRuntime {
   delete(id: string): Promise<void>;
   /**
    * deleteStopped removes a container whose init has exited. `stopped` says whether none of its processes is left
-   * (its cgroup is empty); while one is, after a short wait, it falls back to delete.
+   * (its cgroup is empty); while one is, after a short wait, it falls back to delete. Resolves false when it had to.
    */
-  deleteStopped(id: string, stopped: () => boolean): Promise<void>;
+  deleteStopped(id: string, stopped: () => boolean): Promise<boolean>;
   /** list returns the ids of every container this agent's runtime root holds. */
   list(): Promise<string[]>;
 }

@@ -18,9 +18,11 @@ export interface OciRuntimeOptions {
 
 /** CRUN_SECCOMP_BPF_ANNOTATION hands crun a compiled seccomp filter to load instead of compiling the spec's profile. */
 export const CRUN_SECCOMP_BPF_ANNOTATION = 'run.oci.seccomp_bpf_data';
-/** How often, and how far apart, deleteStopped looks for an empty cgroup before it runs the runtime's delete. */
-const STOPPED_CHECKS = 5;
-const STOPPED_CHECK_MS = 2;
+/**
+ * The waits between deleteStopped's looks for an empty cgroup before it runs the runtime's delete: the last processes of
+ * a cell that just ended are still being killed with its pid namespace, later on a busy host (the wipe is background work).
+ */
+const STOPPED_WAITS_MS = [1, 2, 4, 8, 16, 32];
 
 /** OciRuntime is the CellRuntime adapter for runc, crun and runsc. */
 export class OciRuntime implements CellRuntime {
@@ -105,17 +107,18 @@ export class OciRuntime implements CellRuntime {
    * agent removes its cgroups with the cell), and what `delete` would do is remove both: a runtime process per cell
    * (~3 ms of CPU for crun, more for runc) for an rm. runsc's sandbox and gofer are processes of their own: its delete runs.
    */
-  async deleteStopped(id: string, stopped: () => boolean): Promise<void> {
+  async deleteStopped(id: string, stopped: () => boolean): Promise<boolean> {
     if (this.name !== 'runsc' && !id.includes('/') && id !== '' && id !== '.' && id !== '..') {
-      for (let check = 0; check < STOPPED_CHECKS; check++) {
+      for (const wait of [...STOPPED_WAITS_MS, -1]) {
         if (stopped()) {
           removeFlatDir(join(this.stateRoot, id));
-          return;
+          return true;
         }
-        await new Promise((r) => setTimeout(r, STOPPED_CHECK_MS));
+        if (wait > 0) await new Promise((r) => setTimeout(r, wait));
       }
     }
     await this.delete(id);
+    return false;
   }
 
   async list(): Promise<string[]> {
