@@ -32,7 +32,7 @@ export class OciRuntime implements CellRuntime {
   private readonly globalFlags: string[];
   /**
    * crun's compiled filter (base64) per seccomp profile (as JSON). crun compiles the spec's profile with libseccomp in
-   * every container start (~1.4 ms of CPU here) and keeps what it loaded in the container's state directory
+   * every container start (a tenth of its CPU per start, README design notes) and keeps what it loaded in the container's state directory
    * (seccomp.bpf); the first cell of a profile is started from the profile and its file is kept here, and later cells
    * of that profile get it through CRUN_SECCOMP_BPF_ANNOTATION: the same crun and libseccomp compiled the same profile.
    */
@@ -104,8 +104,8 @@ export class OciRuntime implements CellRuntime {
 
   /**
    * deleteStopped: for runc and crun, a container none of whose processes is left is only its state directory (the
-   * agent removes its cgroups with the cell), and what `delete` would do is remove both: a runtime process per cell
-   * (~3 ms of CPU for crun, more for runc) for an rm. runsc's sandbox and gofer are processes of their own: its delete runs.
+   * agent removes its cgroups with the cell), and what `delete` would do is remove both: a runtime process started per
+   * cell for an rm. runsc's sandbox and gofer are processes of their own: its delete runs.
    */
   async deleteStopped(id: string, stopped: () => boolean): Promise<boolean> {
     if (this.name !== 'runsc' && !id.includes('/') && id !== '' && id !== '.' && id !== '..') {
