@@ -89,8 +89,10 @@ async function main(): Promise<void> {
     // Warm-up: two jobs, not counted.
     for (let i = 0; i < 2; i++) await awaitWipe(cluster.client, await runTimedJob(cluster.client, { command: COMMAND, runtime }, 'hi\n'));
     await cluster.waitWarm(60_000);
-    // PERF=<file>: record the agent (with kernel stacks) during the window, for `perf report -i <file>`.
-    const perf = process.env.PERF ? spawn('perf', ['record', '-q', '-g', '-F', '999', '-p', String(agentPid), '-o', process.env.PERF], { stdio: 'inherit' }) : null;
+    // PERF=<file>: record the agent (with kernel stacks) during the window, for `perf report -i <file>`; PERF_ALL=1
+    // records every CPU instead (kernel threads included; other load on the host too: filter by pid or comm).
+    const target = process.env.PERF_ALL ? ['-a'] : ['-p', String(agentPid)];
+    const perf = process.env.PERF ? spawn('perf', ['record', '-q', '-g', '-F', '999', ...target, '-o', process.env.PERF], { stdio: 'inherit' }) : null;
     if (perf) await new Promise((r) => setTimeout(r, 500));
     const t0 = performance.now();
     const before = read(controlPid, agentPid, reaperPid);
@@ -114,7 +116,7 @@ async function main(): Promise<void> {
     }
     perJob.ours = Math.round(ours * 10) / 10;
     const loadavg = readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
-    console.log(JSON.stringify({ runtime, jobs, wall_s: Math.round(wallS * 10) / 10, loadavg, cpu_ms_per_job: perJob }));
+    console.log(JSON.stringify({ runtime, jobs, pids: { control: controlPid, agent: agentPid, reaper: reaperPid }, wall_s: Math.round(wallS * 10) / 10, loadavg, cpu_ms_per_job: perJob }));
   } finally {
     await cluster.stop();
   }

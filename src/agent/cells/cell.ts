@@ -1,5 +1,6 @@
 /** Cell is one single-use confined container: prepared without tenant data, assigned once, then wiped. */
-import { closeSync, constants, mkdirSync, openSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, constants, mkdirSync, openSync, writeFileSync } from 'node:fs';
+import { removeFlatDir } from '../runtime/flat-dir.js';
 import { Socket } from 'node:net';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -7,6 +8,7 @@ import type { JobEnd, JobSpec, WipeReceipt, WorkloadCredentials } from '../../sh
 import { prepareVolume, VolumeBusyError, wipeVolume, type Volume } from '../storage/volume.js';
 import type { CellRuntime, CreatedContainer } from '../runtime/cell-runtime.js';
 import { CELL_CA_FILE, CELL_FILES_DIR, CELL_INIT_PATH, cellSpec, WORKLOAD_UID } from '../runtime/spec.js';
+import { cellSeccompProfileJson } from '../runtime/seccomp.js';
 import { mountImageRoot, unmountImageRoot, type CellRoot } from '../images/cell-root.js';
 import type { PreparedImage } from '../images/image-store.js';
 import { makeFifo } from '../runtime/host-calls.js';
@@ -161,6 +163,7 @@ export class Cell {
     this.control.on('error', () => {});
     const initFd = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
     const c = this.sizeClass;
+    const seccompJson = cellSeccompProfileJson(this.runtime.name);
     writeFileSync(
       join(this.dir, 'config.json'),
       JSON.stringify(
@@ -177,13 +180,14 @@ export class Cell {
           cpuMillis: Math.round(c.cpu * 1000),
           pids: this.runtime.name === 'runsc' ? Math.max(c.pids, 1024) : c.pids,
           nofile: this.env.nofile,
+          annotations: this.runtime.specAnnotations(seccompJson),
         }),
       ),
       { mode: 0o600 },
     );
     this.timings.prepare_fs_ms = performance.now() - t0;
     try {
-      this.container = await this.runtime.create(this.name, this.dir, initFd);
+      this.container = await this.runtime.create(this.name, this.dir, initFd, seccompJson);
     } finally {
       closeSync(initFd);
     }
@@ -195,8 +199,8 @@ export class Cell {
   }
 
   /**
-   * assign hands the job to cell init, then attaches the workspace network and sets the cgroup limits while init wakes
-   * up and places the files, then tells init to start the workload. Precondition: warm.
+   * assign sets the job's cgroup limits and hands the job to cell init, then attaches the workspace network while init
+   * wakes up and places the files, then tells init to start the workload. Precondition: warm.
    */
   async assign(job: JobSpec, credentials: WorkloadCredentials, events: CellEvents): Promise<void> {
     if (this.state !== 'warm' || this.control === null) throw new Error(`cell ${this.id} is ${this.state}, not warm`);
@@ -226,6 +230,9 @@ export class Cell {
     const assignment = sandbox ? encodeSandboxAssignment() : encodeAssignment(job.command, env, job.cwd);
     // The control plane refuses larger jobs; a cell would refuse this one and end (never block: the write is queued).
     if (assignment.length - 8 > MAX_ASSIGNMENT_BYTES) throw new Error(`the job's command, env and cwd encode to ${assignment.length - 8} bytes; cells accept at most ${MAX_ASSIGNMENT_BYTES}`);
+    // The job's limits, and the normal CPU weight in place of a warm cell's low one, before init wakes up to place the
+    // files: on a busy host a cell still at the warm weight waits behind everything else for its first time slice.
+    this.cgroup.limit(job.memoryBytes, job.cpu);
     this.sendControl(
       Buffer.concat([
         encodeFile('token', 0o400, credentials.token),
@@ -240,7 +247,6 @@ export class Cell {
       this.timings.assign_network_ms = performance.now() - t0;
       Object.assign(this.timings, this.network.attachTimings);
     }
-    this.cgroup.limit(job.memoryBytes, job.cpu);
     if (this.state !== 'assigned' || this.control === null) throw new Error(`cell ${this.id} ended during assignment`);
     const ready = sandbox ? this.readyPromise() : null;
     this.sendControl(encodeStart());
@@ -398,12 +404,15 @@ export class Cell {
 
   private async doWipe(): Promise<WipeReceipt | null> {
     const t0 = performance.now();
+    // A cell whose output closed has (nearly always) no process left: it is removed without a runtime process.
+    const exited = this.state === 'exited';
     this.state = 'wiping';
     for (const t of this.timers) clearTimeout(t);
     if (this.deadline) clearTimeout(this.deadline);
     this.control?.destroy();
     this.control = null;
-    await this.runtime.delete(this.name);
+    if (!exited) await this.runtime.delete(this.name);
+    else if (!(await this.runtime.deleteStopped(this.name, () => this.cgroup.empty()))) this.timings.wipe_runtime_delete = 1;
     this.container?.stdio.stdout.destroy();
     this.container?.stdio.stderr.destroy();
     this.timings.wipe_container_ms = performance.now() - t0;
@@ -426,7 +435,7 @@ export class Cell {
     }
     const receipt = this.volume ? await this.wipeVolumeWithRetry(this.volume) : null;
     this.cgroup.remove();
-    if (!rootError) rmSync(this.dir, { recursive: true, force: true });
+    if (!rootError) removeFlatDir(this.dir);
     this.timings.wipe_ms = performance.now() - t0;
     this.state = 'wiped';
     // The volume is shredded either way (the receipt stands); the mounts left are read-only and reconcile detaches them.

@@ -44,6 +44,16 @@ export class CellCgroup {
     for (const dir of cgroupDirs(this.name)) removeTree(dir);
   }
 
+  /**
+   * empty says whether no process is directly in this cgroup in any hierarchy: one read of cgroup.procs per hierarchy,
+   * without listing the control files (which pids() does to find child cgroups; a cell cannot make any, having no
+   * cgroupfs and no capability, and remove() still finds those the host made).
+   */
+  empty(): boolean {
+    for (const dir of cgroupDirs(this.name)) if (readIfExists(join(dir, 'cgroup.procs'))) return false;
+    return true;
+  }
+
   /** pids lists every process still in this cgroup (and its children) in any hierarchy. */
   pids(): number[] {
     const found = new Set<number>();
@@ -97,7 +107,17 @@ function cgroupDirs(name: string): string[] {
     .filter((d) => existsSync(d));
 }
 
+// A cgroup directory holds only control files, which rmdir takes with it: listing them (dozens in some hierarchies)
+// is needed only when rmdir finds child cgroups (EBUSY, as for a task still in it).
 function removeTree(dir: string): void {
+  try {
+    rmdirSync(dir);
+    return;
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return;
+    if (code !== 'EBUSY' && code !== 'ENOTEMPTY') throw e;
+  }
   for (const entry of safeReaddirEntries(dir)) if (entry.isDirectory()) removeTree(join(dir, entry.name));
   try {
     rmdirSync(dir);

@@ -13,10 +13,23 @@ export interface CreatedContainer {
 /** CellRuntime creates, starts, kills and deletes cell containers. */
 export interface CellRuntime {
   readonly name: Runtime;
-  /** create makes the container from `bundle` with `stdinFd` as its fd 0 and starts cell init. */
-  create(id: string, bundle: string, stdinFd: number): Promise<CreatedContainer>;
+  /**
+   * specAnnotations are what a cell's spec should carry for this runtime, given the spec's seccomp profile as JSON
+   * (e.g. crun's compiled filter for that profile, once it has compiled one); {} when there is nothing to add.
+   */
+  specAnnotations(seccompJson: string): Record<string, string>;
+  /**
+   * create makes the container from `bundle` with `stdinFd` as its fd 0 and starts cell init. `seccompJson` is the
+   * spec's seccomp profile as JSON (the key of what specAnnotations returns).
+   */
+  create(id: string, bundle: string, stdinFd: number, seccompJson?: string): Promise<CreatedContainer>;
   /** delete force-removes the container, killing whatever runs in it; a missing container is fine. */
   delete(id: string): Promise<void>;
+  /**
+   * deleteStopped removes a container whose init has exited. `stopped` says whether none of its processes is left
+   * (its cgroup is empty); while one is, after a short wait, it falls back to delete. Resolves false when it had to.
+   */
+  deleteStopped(id: string, stopped: () => boolean): Promise<boolean>;
   /** list returns the ids of every container this agent's runtime root holds. */
   list(): Promise<string[]>;
 }

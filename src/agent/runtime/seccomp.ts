@@ -78,6 +78,15 @@ export function cellSeccompProfile(runtime: Runtime): SeccompProfile {
   };
 }
 
+const profileJson = new Map<Runtime, string>();
+
+/** cellSeccompProfileJson is cellSeccompProfile(runtime) as JSON, computed once per runtime (a cache key for its compiled filter). */
+export function cellSeccompProfileJson(runtime: Runtime): string {
+  let json = profileJson.get(runtime);
+  if (json === undefined) profileJson.set(runtime, (json = JSON.stringify(cellSeccompProfile(runtime))));
+  return json;
+}
+
 /** FORBIDDEN_SYSCALLS are the calls a cell must never be able to make; tests probe each one. */
 export const FORBIDDEN_SYSCALLS = [
   'mount', 'umount2', 'unshare', 'setns', 'keyctl', 'add_key', 'request_key', 'bpf', 'ptrace',

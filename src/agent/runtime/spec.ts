@@ -45,6 +45,8 @@ export interface CellSpecInput {
   cpuMillis: number;
   pids: number;
   nofile: number;
+  /** Annotations for the runtime (CellRuntime.specAnnotations), e.g. crun's compiled form of the seccomp profile. */
+  annotations?: Record<string, string>;
 }
 
 const CPU_PERIOD_US = 100_000;
@@ -79,6 +81,7 @@ export function cellSpec(i: CellSpecInput): Record<string, unknown> {
     },
     root: { path: i.rootfs, readonly: true },
     hostname: 'cell',
+    ...(i.annotations && Object.keys(i.annotations).length > 0 ? { annotations: i.annotations } : {}),
     mounts: [
       { destination: '/proc', type: 'proc', source: 'proc', options: ['nosuid', 'noexec', 'nodev'] },
       { destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'strictatime', 'mode=755', 'size=1024k'] },
