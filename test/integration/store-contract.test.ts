@@ -458,6 +458,11 @@ for (const b of [sqlite, postgres]) {
         assert.deepEqual(await s1.getAgent('agt_b'), agent('agt_b', { removed: true, load, capacity: 8 }));
         await s1.upsertAgent(agent('agt_b', { replicaId: 'rep_b' }));
         assert.deepEqual(await s2.getAgent('agt_b'), agent('agt_b', { replicaId: 'rep_b' }), 'an upsert replaces every field');
+        await s2.touchAgents(['agt_a', 'agt_b', 'agt_none'], 'rep_c', at(11));
+        await s2.touchAgents([], 'rep_c', at(12));
+        assert.deepEqual(await s1.getAgent('agt_a'), agent('agt_a', { connected: true, replicaId: 'rep_c', connectedAt: null, lastSeenAt: at(11), draining: true, running: 5, load: null }), 'a touch sets the replica, connected and seen, nothing else');
+        assert.deepEqual(await s1.getAgent('agt_b'), agent('agt_b', { replicaId: 'rep_c', connected: true, lastSeenAt: at(11) }));
+        await s1.upsertAgent(agent('agt_b', { replicaId: 'rep_b' }));
         await s1.deleteAgent('agt_a');
         assert.deepEqual((await s2.listAgents()).map((a) => a.id), ['agt_b']);
 

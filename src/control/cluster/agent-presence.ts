@@ -16,7 +16,7 @@ export interface AgentFlags {
 /** AgentPresence is the hub's view of agents connected anywhere in the replica set. */
 export class AgentPresence {
   constructor(
-    private readonly store: Pick<Store, 'getAgent' | 'upsertAgent' | 'updateAgent' | 'listAgents'>,
+    private readonly store: Pick<Store, 'getAgent' | 'upsertAgent' | 'updateAgent' | 'touchAgents' | 'listAgents'>,
     private readonly registry: ReplicaRegistry,
     private readonly bus: Bus,
     private readonly log: (msg: string, extra?: object) => void,
@@ -80,10 +80,9 @@ export class AgentPresence {
     if (rec && rec.replicaId === this.registry.replicaId) await this.store.updateAgent(agentId, { connected: false, replicaId: null, lastSeenAt: new Date().toISOString() });
   }
 
-  /** refresh marks the agents on this replica's channel as seen now (each heartbeat). */
+  /** refresh marks the agents on this replica's channel as seen now (each heartbeat): one statement for all of them. */
   async refresh(agentIds: readonly string[]): Promise<void> {
-    const now = new Date().toISOString();
-    for (const id of agentIds) await this.store.updateAgent(id, { replicaId: this.registry.replicaId, connected: true, lastSeenAt: now });
+    await this.store.touchAgents(agentIds, this.registry.replicaId, new Date().toISOString());
   }
 
   /** elsewhere says whether the agent is connected to another live replica (then its jobs are not lost). */

@@ -158,20 +158,25 @@ export class JobService {
         this.hub.publish(msg.jobId, { type: 'stored', seq: msg.seq });
         return;
       case 'job.started': {
+        if (!this.followed(msg.jobId)) return;
         const job = await this.store.getJob(msg.jobId);
         if (job) this.hub.publish(msg.jobId, { type: 'started', job, remote: true });
         return;
       }
       case 'job.ended': {
-        const job = await this.store.getJob(msg.jobId);
-        if (!job || !isTerminal(job)) return;
+        // The bookkeeping needs only the id; the record is read only for those here who follow the job.
+        const id = msg.jobId;
         // A job this replica placed may end on another (its agent moved there): its place here is free again.
-        this.deactivate(job);
-        this.dropQueued(job); // ended while it waited here too (cancelled through another replica)
-        this.placeTimings.delete(job.id);
-        this.owners.delete(job.id);
-        this.nextSeq.delete(job.id);
-        this.hub.publish(msg.jobId, { type: 'end', job, remote: true });
+        const wsId = [...this.active].find(([, set]) => set.has(id))?.[0];
+        if (wsId !== undefined) this.deactivate({ id, workspaceId: wsId } as Job);
+        this.dropQueuedId(id); // ended while it waited here too (cancelled through another replica)
+        this.placeTimings.delete(id);
+        this.owners.delete(id);
+        this.nextSeq.delete(id);
+        if (this.followed(id)) {
+          const job = await this.store.getJob(id);
+          if (job && isTerminal(job)) this.hub.publish(id, { type: 'end', job, remote: true });
+        }
         this.pump();
         return;
       }
@@ -186,6 +191,14 @@ export class JobService {
       default:
         assertNever(msg);
     }
+  }
+
+  /**
+   * followed says whether a start or an end heard from another replica must be read and published here: a live stream
+   * of the job is open here, or it is a sandbox (the sandbox relays watch every sandbox's lifecycle).
+   */
+  private followed(jobId: string): boolean {
+    return jobId.startsWith('sbx_') || this.hub.listening(jobId);
   }
 
   private isQueuedHere(jobId: string): boolean {
@@ -422,6 +435,14 @@ export class JobService {
     })).then(() => this.fill(), () => {});
   }
 
+  /** dropQueuedId is dropQueued when only the job's id is known (its workspace's queue is searched for it). */
+  private dropQueuedId(jobId: string): void {
+    for (const q of this.queued.values()) {
+      const j = q.find((x) => x.id === jobId);
+      if (j) return this.dropQueued(j);
+    }
+  }
+
   /** dropQueued takes a job that will not run (it ended while it waited) out of the queue. */
   private dropQueued(job: Job): void {
     const q = this.queued.get(job.workspaceId);
@@ -640,16 +661,19 @@ export class JobService {
 
   /** onStarted records that the agent handed the job to a cell; ignored unless the job is the agent's own. */
   async onStarted(agentId: string, jobId: string, cellId: string, timings: Record<string, number>): Promise<void> {
-    const job = await this.store.getJob(jobId);
-    if (!job || isTerminal(job) || (this.owners.get(jobId) ?? job.agentId) !== agentId) return;
     const now = new Date();
-    const patch: Partial<Job> = { status: 'running', cellId, startedAt: now.toISOString(), timings: { ...job.timings, ...this.placeTimings.get(jobId), ...prefixed('agent_', timings) } };
+    // Judged and written in one step (no read first): only an unfinished job of this agent's starts.
+    const job = await this.store.transitionJob(jobId, (current) => {
+      if (isTerminal(current) || (this.owners.get(jobId) ?? current.agentId) !== agentId) return null;
+      const patch: Partial<Job> = { status: 'running', cellId, startedAt: now.toISOString(), timings: { ...current.timings, ...this.placeTimings.get(jobId), ...prefixed('agent_', timings) } };
+      // A sandbox's deadline runs from when it is ready (the agent's timer starts there too).
+      if (current.sandbox) patch.sandbox = { ...current.sandbox, endsAt: new Date(now.getTime() + current.timeoutSeconds * 1000).toISOString() };
+      return patch;
+    });
+    if (!job) return;
     this.placeTimings.delete(jobId);
-    // A sandbox's deadline runs from when it is ready (the agent's timer starts there too).
-    if (job.sandbox) patch.sandbox = { ...job.sandbox, endsAt: new Date(now.getTime() + job.timeoutSeconds * 1000).toISOString() };
-    await this.store.updateJob(jobId, patch);
     if (this.placing.has(jobId) && !this.placingNews.has(jobId)) this.placingNews.set(jobId, 'started');
-    this.hub.publish(jobId, { type: 'started', job: { ...job, ...patch } });
+    this.hub.publish(jobId, { type: 'started', job });
     if (this.cluster) this.announce({ type: 'job.started', from: this.cluster.replicaId, jobId });
     await this.audit.record({ type: 'cell.assigned', actor: `agent:${job.agentId}`, workspaceId: job.workspaceId, subject: jobId, details: { cellId, runtime: job.runtime } });
   }
@@ -682,37 +706,39 @@ export class JobService {
 
   /** onEnded records the end an agent reports of its own job; an end of another agent's job is ignored. */
   async onEnded(agentId: string, jobId: string, end: JobEnd, timings: Record<string, number>, outputDroppedBytes = 0): Promise<void> {
-    const job = await this.store.getJob(jobId);
-    if (!job || isTerminal(job) || (this.owners.get(jobId) ?? job.agentId) !== agentId) return;
-    await this.finish(job, end, timings, outputDroppedBytes);
+    await this.finish(jobId, (job) => (this.owners.get(jobId) ?? job.agentId) === agentId, end, timings, outputDroppedBytes);
   }
 
   /** end records a terminal state once; later reports for the same job are ignored. */
   async end(jobId: string, end: JobEnd, timings: Record<string, number>, outputDroppedBytes = 0): Promise<void> {
-    const job = await this.store.getJob(jobId);
-    if (!job || isTerminal(job)) return;
-    await this.finish(job, end, timings, outputDroppedBytes);
+    await this.finish(jobId, () => true, end, timings, outputDroppedBytes);
   }
 
-  private async finish(job: Job, end: JobEnd, timings: Record<string, number>, outputDroppedBytes: number): Promise<void> {
-    const jobId = job.id;
-    if (job.status === 'queued') this.dropQueued(job);
+  /** finish writes the end of an unfinished job that `mayEnd` accepts (judged and written in one step), then frees its place. */
+  private async finish(jobId: string, mayEnd: (job: Job) => boolean, end: JobEnd, timings: Record<string, number>, outputDroppedBytes: number): Promise<void> {
+    let was: Job['status'] | null = null;
+    const endedAt = new Date().toISOString();
+    const job = await this.store.transitionJob(jobId, (current) => {
+      if (isTerminal(current) || !mayEnd(current)) return null;
+      was = current.status;
+      return {
+        outputDroppedBytes,
+        status: end.reason,
+        exitCode: end.exitCode,
+        signal: end.signal,
+        message: end.message,
+        endedAt,
+        timings: { ...current.timings, ...prefixed('agent_', timings) },
+      };
+    });
+    if (!job) return;
+    if (was === 'queued') this.dropQueued(job);
     if (this.placing.has(jobId)) this.placingNews.set(jobId, 'ended');
-    const patch: Partial<Job> = {
-      outputDroppedBytes,
-      status: end.reason,
-      exitCode: end.exitCode,
-      signal: end.signal,
-      message: end.message,
-      endedAt: new Date().toISOString(),
-      timings: { ...job.timings, ...prefixed('agent_', timings) },
-    };
-    await this.store.updateJob(jobId, patch);
     await this.tokens.revokeJob(jobId, job.workspaceId, `the job ended (${end.reason})`);
     this.nextSeq.delete(jobId);
     this.owners.delete(jobId);
     this.placeTimings.delete(jobId);
-    this.hub.publish(jobId, { type: 'end', job: { ...job, ...patch } });
+    this.hub.publish(jobId, { type: 'end', job });
     if (this.cluster) {
       this.outputToAnnounce.delete(jobId); // the end makes every follower read the store to its last chunk
       this.announce({ type: 'job.ended', from: this.cluster.replicaId, jobId });
@@ -724,10 +750,11 @@ export class JobService {
 
   /** onWiped attaches the wipe receipt of the job's volume; ignored unless the job is the agent's own. */
   async onWiped(agentId: string, jobId: string, receipt: WipeReceipt, timings: Record<string, number>): Promise<void> {
-    const job = await this.store.getJob(jobId);
     // A receipt may be reported again after a reconnect: record it once.
-    if (!job || job.agentId !== agentId || job.wipe?.volumeId === receipt.volumeId) return;
-    await this.store.updateJob(jobId, { wipe: receipt, timings: { ...job.timings, ...prefixed('agent_', timings) } });
+    const job = await this.store.transitionJob(jobId, (current) =>
+      current.agentId !== agentId || current.wipe?.volumeId === receipt.volumeId ? null : { wipe: receipt, timings: { ...current.timings, ...prefixed('agent_', timings) } },
+    );
+    if (!job) return;
     const { volumeId, cellId, keyIdentifier, keyStateAfterRemoval, totalMs } = receipt;
     await this.audit.record({ type: 'wipe.done', actor: `agent:${job.agentId}`, workspaceId: job.workspaceId, subject: jobId, details: { volumeId, cellId, keyIdentifier, keyStateAfterRemoval, totalMs } });
   }

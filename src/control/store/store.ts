@@ -65,6 +65,13 @@ export interface Store {
   countJobs(workspaceId: string, statuses: readonly string[]): Promise<number>;
   /** claimJob applies `patch` only if the job's status is still `from`; true if it did (atomic: no job placed twice). */
   claimJob(id: string, from: JobStatus, patch: Partial<Job>): Promise<boolean>;
+  /**
+   * transitionJob applies the patch `change` makes of the job's current record (null: leave it), atomically: the patch
+   * is made from the stored record it is written over (`change` may be called again, on a newer record, so it must not
+   * act, only judge). Returns the record written, or null if the job is unknown or `change` left it. One round trip in
+   * the usual case: an agent's report applied without a read first.
+   */
+  transitionJob(id: string, change: (job: Job) => Partial<Job> | null): Promise<Job | null>;
 
   appendOutput(jobId: string, chunk: OutputChunk): Promise<void>;
   /** output returns a job's chunks with seq > afterSeq, in order, at most `limit` of them (all if omitted). */
@@ -139,6 +146,8 @@ export interface Store {
   listAgents(): Promise<AgentRecord[]>;
   /** updateAgent sets the patched fields of an agent's record; unknown ids are ignored. */
   updateAgent(id: string, patch: Partial<AgentRecord>): Promise<void>;
+  /** touchAgents marks agents as connected to a replica and seen at `at`, all in one statement; unknown ids are ignored. */
+  touchAgents(ids: readonly string[], replicaId: string, at: string): Promise<void>;
   deleteAgent(id: string): Promise<void>;
 
   /** upsertReplica stores a replica's record whole (its heartbeat, too). */
