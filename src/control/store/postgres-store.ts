@@ -53,14 +53,12 @@ const SQL = {
   activeKeysWithRole: 'SELECT count(*) AS n FROM api_keys WHERE role = $1 AND revoked_at IS NULL',
   countKeys: 'SELECT count(*) AS n FROM api_keys',
   revokeKey: 'UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL',
-  job: 'SELECT doc, version FROM jobs WHERE id = $1',
   jobForUpdate: 'SELECT doc, version FROM jobs WHERE id = $1 FOR UPDATE',
   // Compare-and-set: written only if nobody wrote the job since it was read at `version` ($2).
   setJob: `UPDATE jobs SET status = $3, mode = $4, ended_at = $5, expired_at = $6, metadata = $7, doc = $8, version = version + 1
     WHERE id = $1 AND version = $2`,
   jobs: "SELECT doc FROM jobs WHERE workspace_id = $1 AND mode = 'job' ORDER BY created_at DESC, id DESC LIMIT $2",
   jobsWithStatus: 'SELECT doc FROM jobs WHERE status = ANY($1::text[]) ORDER BY created_at, id',
-  countJobs: 'SELECT count(*)::int AS n FROM jobs WHERE workspace_id = $1 AND status = ANY($2::text[])',
   // The multi-row forms of the hot writes (StatementBatch): one row per call, one statement per batch.
   insertJobs: `INSERT INTO jobs (id, workspace_id, created_at, status, mode, ended_at, expired_at, metadata, doc)
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::jsonb[], $9::text[])`,
@@ -71,13 +69,17 @@ const SQL = {
     WHERE jobs.id = u.id AND jobs.version = u.version RETURNING jobs.id`,
   insertOutputs: 'INSERT INTO job_output SELECT * FROM unnest($1::text[], $2::integer[], $3::text[], $4::bytea[])',
   insertTokens: 'INSERT INTO tokens SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])',
+  // The multi-row forms of the hot reads: each distinct key once.
+  jobsById: 'SELECT id, doc, version FROM jobs WHERE id = ANY($1::text[])',
+  countJobsOf: `SELECT u.ws, u.st, (SELECT count(*)::int FROM jobs WHERE workspace_id = u.ws AND status = ANY(string_to_array(u.st, ','))) AS n
+    FROM unnest($1::text[], $2::text[]) AS u(ws, st)`,
+  policies: 'SELECT workspace_id, doc FROM egress_policies WHERE workspace_id = ANY($1::text[])',
   revokeTokensOfJobs: `UPDATE tokens SET revoked_at = u.at FROM unnest($1::text[], $2::text[]) AS u(job_id, at)
     WHERE tokens.job_id = u.job_id AND tokens.revoked_at IS NULL RETURNING tokens.jti, tokens.job_id`,
   output: 'SELECT seq, stream, data FROM job_output WHERE job_id = $1 AND seq > $2 ORDER BY seq LIMIT $3',
   lastSeq: 'SELECT max(seq) AS seq FROM job_output WHERE job_id = $1',
   endedBefore: 'SELECT id FROM jobs WHERE ended_at < $1 AND expired_at IS NULL ORDER BY created_at, id LIMIT $2',
   deleteOutput: 'DELETE FROM job_output WHERE job_id = $1',
-  policy: 'SELECT doc FROM egress_policies WHERE workspace_id = $1',
   upsertPolicy: 'INSERT INTO egress_policies VALUES ($1, $2, $3) ON CONFLICT (workspace_id) DO UPDATE SET doc = excluded.doc, updated_at = excluded.updated_at',
   // One statement for a batch: atomic, one round trip.
   insertDenied: `INSERT INTO denied_connections (workspace_id, job_id, cell_id, action, destination, protocol, port, time)
@@ -171,6 +173,26 @@ export class PostgresStore implements Store {
       },
       (x) => x.jobId,
     ),
+  };
+
+  /** The hot reads, grouped the same way (calls for one key share its row). */
+  private readonly reads = {
+    job: new StatementBatch<string, { doc: string; version: number } | undefined>(async (ids) => {
+      const rows = (await this.run<{ id: string; doc: string; version: number }>('jobsById', [[...new Set(ids)]])).rows;
+      const byId = new Map(rows.map((r) => [r.id, { doc: r.doc, version: r.version }]));
+      return ids.map((id) => byId.get(id));
+    }),
+    countJobs: new StatementBatch<{ ws: string; st: string }, number>(async (items) => {
+      const distinct = [...new Map(items.map((x) => [`${x.ws} ${x.st}`, x])).values()];
+      const rows = (await this.run<{ ws: string; st: string; n: number }>('countJobsOf', [distinct.map((x) => x.ws), distinct.map((x) => x.st)])).rows;
+      const n = new Map(rows.map((r) => [`${r.ws} ${r.st}`, r.n]));
+      return items.map((x) => n.get(`${x.ws} ${x.st}`) ?? 0);
+    }),
+    policy: new StatementBatch<string, string | undefined>(async (ids) => {
+      const rows = (await this.run<{ workspace_id: string; doc: string }>('policies', [[...new Set(ids)]])).rows;
+      const byId = new Map(rows.map((r) => [r.workspace_id, r.doc]));
+      return ids.map((id) => byId.get(id));
+    }),
   };
 
   private constructor(private readonly pool: pg.Pool) {
@@ -284,7 +306,7 @@ export class PostgresStore implements Store {
   }
 
   async getJob(id: string): Promise<Job | null> {
-    const r = await this.first<{ doc: string; version: number }>('job', [id]);
+    const r = await this.reads.job.run(id);
     if (!r) return null;
     this.recent.set(id, r);
     return jobFrom(r.doc);
@@ -310,7 +332,8 @@ export class PostgresStore implements Store {
   }
 
   async countJobs(workspaceId: string, statuses: readonly string[]): Promise<number> {
-    return (await this.first<{ n: number }>('countJobs', [workspaceId, statuses]))!.n;
+    // A status never holds a comma (JobStatus).
+    return this.reads.countJobs.run({ ws: workspaceId, st: statuses.join(',') });
   }
 
   async jobsWithStatus(statuses: readonly string[]): Promise<Job[]> {
@@ -345,7 +368,7 @@ export class PostgresStore implements Store {
     let fresh = false;
     for (;;) {
       if (!current) {
-        const r = await this.first<{ doc: string; version: number }>('job', [id]);
+        const r = await this.reads.job.run(id);
         if (!r) return null;
         current = r;
         fresh = true;
@@ -396,8 +419,8 @@ export class PostgresStore implements Store {
   }
 
   async getEgressPolicy(workspaceId: string): Promise<EgressPolicy | null> {
-    const r = await this.first<DocRow<string>>('policy', [workspaceId]);
-    return r ? (JSON.parse(r.doc) as EgressPolicy) : null;
+    const doc = await this.reads.policy.run(workspaceId);
+    return doc === undefined ? null : (JSON.parse(doc) as EgressPolicy);
   }
 
   async setEgressPolicy(workspaceId: string, policy: EgressPolicy): Promise<void> {
