@@ -268,67 +268,92 @@ export class JobService {
     await this.restore();
     const quota = this.quotas.of(ws);
     const waiting = this.queued.get(ws.id)?.length ?? 0;
-    if (waiting >= quota.maxQueuedJobs && (this.active.get(ws.id)?.size ?? 0) >= quota.maxRunningJobs) {
-      throw new ApiError('quota_exceeded', `this workspace has ${waiting} jobs waiting; at most ${quota.maxQueuedJobs} may wait`, { quota: 'maxQueuedJobs', limit: quota.maxQueuedJobs, retryAfterSeconds: 5 });
+    const active = this.active.get(ws.id)?.size ?? 0;
+    // Creates on their way (past this check, not yet running or queued: they await the store) count too, each taking
+    // the running quota's room first and then a place in the queue, so that concurrent creates cannot all pass the
+    // check before any of them is queued.
+    const admitting = this.admitting.get(ws.id) ?? 0;
+    const room = Math.max(0, quota.maxRunningJobs - active);
+    const waitingSoon = waiting + Math.max(0, admitting - room);
+    if (waitingSoon >= quota.maxQueuedJobs && active + Math.min(admitting, room) >= quota.maxRunningJobs) {
+      throw new ApiError('quota_exceeded', `this workspace has ${waitingSoon} jobs waiting; at most ${quota.maxQueuedJobs} may wait`, { quota: 'maxQueuedJobs', limit: quota.maxQueuedJobs, retryAfterSeconds: 5 });
     }
-    const egress = await this.network.policyOf(ws.id);
-    const job: Job = {
-      id: `${mode === 'sandbox' ? 'sbx' : 'job'}_${randomBytes(10).toString('hex')}`,
-      workspaceId: ws.id,
-      status: 'queued',
-      ...r,
-      createdAt: new Date().toISOString(),
-      startedAt: null,
-      endedAt: null,
-      exitCode: null,
-      signal: null,
-      message: null,
-      cancelRequested: false,
-      agentId: null,
-      cellId: null,
-      timings: {},
-      wipe: null,
-      egress,
-      expiredAt: null,
-      outputDroppedBytes: 0,
-      image: chosen ? { digest: chosen.record.digest!, ...numericUser(chosen.record.manifest?.config.user ?? '') } : null,
-      imageRef: chosen?.ref ?? null,
-      ...(mode === 'sandbox' ? { mode, sandbox } : {}),
+    this.admitting.set(ws.id, admitting + 1);
+    let counted = true;
+    /** settle ends this create's count in `admitting` (once): it is running or queued now, or failed. */
+    const settle = (): void => {
+      if (!counted) return;
+      counted = false;
+      const n = (this.admitting.get(ws.id) ?? 1) - 1;
+      if (n > 0) this.admitting.set(ws.id, n);
+      else this.admitting.delete(ws.id);
     };
-    // The common case (room for it now) is placed in this call, so the client's created event says where it went; its
-    // agent slot is reserved first, and the job recorded as assigned to it at once (one write, no claim).
-    this.maxRunningOf.set(ws.id, quota.maxRunningJobs);
-    const d = this.dispatcher;
-    const direct = this.hasRoom(ws.id) && !this.queued.get(ws.id)?.length && d?.canDispatch() === true;
-    const spec = specOf(job, this.defaults.outputLimitBytes);
-    const agentId = direct ? d!.reserve(spec) : null;
-    if (agentId) this.activate(job); // its place in the running quota, taken before any await
     try {
-      await this.store.createJob(agentId ? { ...job, status: 'assigned', agentId } : job);
-    } catch (e) {
+      const egress = await this.network.policyOf(ws.id);
+      const job: Job = {
+        id: `${mode === 'sandbox' ? 'sbx' : 'job'}_${randomBytes(10).toString('hex')}`,
+        workspaceId: ws.id,
+        status: 'queued',
+        ...r,
+        createdAt: new Date().toISOString(),
+        startedAt: null,
+        endedAt: null,
+        exitCode: null,
+        signal: null,
+        message: null,
+        cancelRequested: false,
+        agentId: null,
+        cellId: null,
+        timings: {},
+        wipe: null,
+        egress,
+        expiredAt: null,
+        outputDroppedBytes: 0,
+        image: chosen ? { digest: chosen.record.digest!, ...numericUser(chosen.record.manifest?.config.user ?? '') } : null,
+        imageRef: chosen?.ref ?? null,
+        ...(mode === 'sandbox' ? { mode, sandbox } : {}),
+      };
+      // The common case (room for it now) is placed in this call, so the client's created event says where it went; its
+      // agent slot is reserved first, and the job recorded as assigned to it at once (one write, no claim).
+      this.maxRunningOf.set(ws.id, quota.maxRunningJobs);
+      const d = this.dispatcher;
+      const direct = this.hasRoom(ws.id) && !this.queued.get(ws.id)?.length && d?.canDispatch() === true;
+      const spec = specOf(job, this.defaults.outputLimitBytes);
+      const agentId = direct ? d!.reserve(spec) : null;
       if (agentId) {
-        d!.release(agentId, job.id);
-        this.deactivate(job);
+        settle();
+        this.activate(job); // its place in the running quota, taken before any await
       }
-      throw e;
-    }
-    // The audit log is never shredded: nothing of the job's command or env goes into it. Its event is written while the
-    // job is placed (the chain's order is the store's; the job exists already).
-    const audited = this.audit.record({ type: 'workload.created', actor, workspaceId: ws.id, subject: job.id, details: { runtime: job.runtime, data: job.dataGrants, image: job.image?.digest ?? null, ...(mode === 'sandbox' ? { mode } : {}) } });
-    if (agentId) {
-      const placed = await this.place(job, performance.now(), { agentId, spec, claimed: true }).finally(() => audited);
-      if (placed.status === 'queued') {
-        this.deactivate(job);
-        this.enqueue(job);
-        this.announceQueued(job.id);
+      try {
+        await this.store.createJob(agentId ? { ...job, status: 'assigned', agentId } : job);
+      } catch (e) {
+        if (agentId) {
+          d!.release(agentId, job.id);
+          this.deactivate(job);
+        }
+        throw e;
       }
-      return placed;
+      // The audit log is never shredded: nothing of the job's command or env goes into it. Its event is written while the
+      // job is placed (the chain's order is the store's; the job exists already).
+      const audited = this.audit.record({ type: 'workload.created', actor, workspaceId: ws.id, subject: job.id, details: { runtime: job.runtime, data: job.dataGrants, image: job.image?.digest ?? null, ...(mode === 'sandbox' ? { mode } : {}) } });
+      if (agentId) {
+        const placed = await this.place(job, performance.now(), { agentId, spec, claimed: true }).finally(() => audited);
+        if (placed.status === 'queued') {
+          this.deactivate(job);
+          this.enqueue(job);
+          this.announceQueued(job.id);
+        }
+        return placed;
+      }
+      await audited;
+      settle();
+      this.enqueue(job);
+      this.pump();
+      this.announceQueued(job.id);
+      return (await this.store.getJob(job.id)) ?? job;
+    } finally {
+      settle();
     }
-    await audited;
-    this.enqueue(job);
-    this.pump();
-    this.announceQueued(job.id);
-    return (await this.store.getJob(job.id)) ?? job;
   }
 
   /** announceQueued tells the other replicas that a job waits (one of them may have an agent with room). */
@@ -350,12 +375,19 @@ export class JobService {
     return (this.active.get(wsId)?.size ?? 0) < (this.maxRunningOf.get(wsId) ?? 0);
   }
 
+  /** Per workspace, the creates past the queue-quota check that are not running or queued yet. */
+  private readonly admitting = new Map<string, number>();
+
   /** The running quota of each workspace that has created jobs (the pump has no Workspace at hand). */
   private readonly maxRunningOf = new Map<string, number>();
 
+  /**
+   * enqueue adds a job to its workspace's queue without its command, env and cwd: what a waiting job runs stays sealed in
+   * the store until it is placed (place reads it then), not in this process's memory for as long as it waits.
+   */
   private enqueue(job: Job): void {
     const q = this.queued.get(job.workspaceId) ?? [];
-    q.push(job);
+    q.push({ ...job, command: [], env: {}, cwd: '' });
     this.queued.set(job.workspaceId, q);
   }
 
@@ -493,7 +525,8 @@ export class JobService {
   //
   // The caller reserved the agent slot (`agentId`, before any await). `claimed`: create recorded the job as assigned to
   // that agent in the first place (no claim needed: no one else knew the job).
-  private async place(job: Job, t0: number, { agentId, spec, claimed }: { agentId: string; spec: JobSpec; claimed: boolean }): Promise<Job> {
+  private async place(job: Job, t0: number, { agentId, spec: reserved, claimed }: { agentId: string; spec: JobSpec; claimed: boolean }): Promise<Job> {
+    let spec = reserved;
     const d = this.dispatcher!;
     this.placing.add(job.id);
     try {
@@ -512,6 +545,12 @@ export class JobService {
       // With a shared store another replica may have filled the workspace's running quota meanwhile: counted after the
       // claim, so of two claims racing for the last place at least one sees both (and goes back to the queue).
       if (this.cluster?.shared && !(await this.withinQuota(job))) return await unclaim();
+      if (!claimed) {
+        // From the queue (held there without what it runs): read and unsealed now, for its agent only.
+        const full = await this.store.getJob(job.id).catch(() => null);
+        if (!full) return await unclaim();
+        spec = specOf(full, this.defaults.outputLimitBytes);
+      }
       const subject = subjectOf(job);
       let sent = false;
       await this.tokens.mint(subject, 'minted', (credentials) => {
