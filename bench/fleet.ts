@@ -61,6 +61,8 @@ export interface FleetBench {
   /** CPU ms per job in the window: the control plane's process, and this process (the API clients and the 1,000 fakes). */
   control_cpu_ms_per_job: number;
   client_and_fleet_cpu_ms_per_job: number;
+  /** CPU ms per job of the PostgreSQL server (postmaster and every backend, /proc/<pid>/stat); null on SQLite (in-process). */
+  store_cpu_ms_per_job: number | null;
   /** replicas × 1000 / control_cpu_ms_per_job (CPU of every replica's process): the jobs/s the replicas would sustain
    *  with a core each (robust to other load on the host, unlike jobs_per_s; a control plane's event loop is one thread). */
   control_cpu_bound_jobs_per_s: number;
@@ -80,6 +82,8 @@ interface Plane {
   channels: string[];
   tls: { ca: string; cert: string; key: string };
   pids: number[];
+  /** The PostgreSQL server's data dir (its postmaster and backends are counted as the store's CPU), if any. */
+  pgData: string | null;
   stop(): Promise<void>;
 }
 
@@ -87,7 +91,7 @@ async function startPlane(topology: FleetTopology, config: Record<string, unknow
   const channel = (port: number) => `wss://127.0.0.1:${port}/v1/agent`;
   if (topology !== 'replicas') {
     const c = await TestCluster.start({ noAgent: true, store: topology, config });
-    return { clients: [c.client], channels: [channel(c.agentPort)], tls: c.agentTls(), pids: [c.controlPid()], stop: () => c.stop() };
+    return { clients: [c.client], channels: [channel(c.agentPort)], tls: c.agentTls(), pids: [c.controlPid()], pgData: c.postgres ? join(c.postgres.dir, 'data') : null, stop: () => c.stop() };
   }
   // Two replicas on one PostgreSQL (test/support/replicas.ts), both without a local agent: half the fleet on each channel,
   // the clients take turns between the two APIs, so a job created on one replica is often placed on the other's agent.
@@ -98,6 +102,7 @@ async function startPlane(topology: FleetTopology, config: Record<string, unknow
     channels: [channel(r.b.agentPort), channel(r.aPorts.agentPort)],
     tls: r.b.agentTls(),
     pids: [r.controlPidB(), ...(pidA ? [Number(pidA)] : [])],
+    pgData: r.b.postgres ? join(r.b.postgres.dir, 'data') : null,
     stop: () => r.stop(),
   };
 }
@@ -105,9 +110,11 @@ async function startPlane(topology: FleetTopology, config: Record<string, unknow
 /** measureFleet runs the stage on a control plane (or two replicas) it starts, and stops them. */
 export async function measureFleet(plan: FleetPlan, log: (msg: string) => void, topology: FleetTopology = 'sqlite', config: Record<string, unknown> = {}): Promise<FleetBench> {
   const prof = process.env.BENCH_FLEET_PROF;
-  if (prof) process.env.CLEANROOM_CONTROL_NODE_ARGS = `--cpu-prof --cpu-prof-dir=${prof}`;
+  const nodeArgs = process.env.CLEANROOM_CONTROL_NODE_ARGS;
+  if (prof) process.env.CLEANROOM_CONTROL_NODE_ARGS = `${nodeArgs ?? ''} --cpu-prof --cpu-prof-dir=${prof}`;
   const plane = await startPlane(topology, { quotas: { maxRunningJobs: 10_000, maxQueuedJobs: 100_000 }, ...config });
-  delete process.env.CLEANROOM_CONTROL_NODE_ARGS;
+  if (nodeArgs === undefined) delete process.env.CLEANROOM_CONTROL_NODE_ARGS;
+  else process.env.CLEANROOM_CONTROL_NODE_ARGS = nodeArgs;
   const fleets: FakeFleet[] = [];
   const assignOf = (id: string) => {
     for (const f of fleets) {
@@ -132,13 +139,15 @@ export async function measureFleet(plan: FleetPlan, log: (msg: string) => void, 
     log(`fleet (${topology}): ${plan.agents} fake agents connected in ${round(connectS)} s; warm-up ${plan.warmup} jobs`);
     await create(plan.warmup, plan.clients);
 
-    const cpu0 = { control: plane.pids.reduce((t, p) => t + processCpuMs(p), 0), self: selfCpuMs() };
+    const cpu0 = { control: plane.pids.reduce((t, p) => t + processCpuMs(p), 0), self: selfCpuMs(), store: storeCpuMs(plane.pgData) };
     const t1 = performance.now();
     const created = await create(plan.maxJobs, plan.clients, t1 + plan.windowMs);
     const windowEnd = performance.now();
-    // The reports of the last jobs are on their way: wait for them before reading the CPU, then read every job.
+    // The reports of the last jobs are on their way: the CPU is read once every job was assigned (a fake reports its whole
+    // job at once) and the control plane has gone quiet, before reading every job back through the API (its cost is the
+    // bench's, not the jobs').
+    const cpu1 = await settledCpu(plane, created.map((c) => c.id), assignOf);
     const jobs = await endedJobs(plane.clients[0]!, created.map((c) => c.id));
-    const cpu1 = { control: plane.pids.reduce((t, p) => t + processCpuMs(p), 0), self: selfCpuMs() };
     const n = created.length;
     const succeeded = jobs.filter((j) => j.status === 'succeeded' && j.wipe !== null).length;
     const firstCreated = Math.min(...jobs.map((j) => Date.parse(j.createdAt)));
@@ -171,6 +180,7 @@ export async function measureFleet(plan: FleetPlan, log: (msg: string) => void, 
       create_answer_ms: summarize(created.map((c) => c.answeredMs - c.sentMs)),
       control_cpu_ms_per_job: round(controlMs),
       client_and_fleet_cpu_ms_per_job: round((cpu1.self - cpu0.self) / n),
+      store_cpu_ms_per_job: plane.pgData ? round((cpu1.store - cpu0.store) / n) : null,
       control_cpu_bound_jobs_per_s: round((1000 / controlMs) * plane.pids.length),
       duplicates: fleets.reduce((t, f) => t + f.duplicates.length, 0) + created.filter((c) => fleets.filter((f) => f.assigned.has(c.id)).length > 1).length,
       over_capacity: fleets.reduce((t, f) => t + f.overCapacity.length, 0),
@@ -180,6 +190,29 @@ export async function measureFleet(plan: FleetPlan, log: (msg: string) => void, 
     for (const f of fleets) f.close();
     await plane.stop();
   }
+}
+
+/** CPU_QUIET_MS is the most CPU (ms, all replicas) the control plane may spend in a QUIET_STEP_MS to count as done. */
+const CPU_QUIET_MS = 20;
+const QUIET_STEP_MS = 100;
+
+/**
+ * settledCpu waits until every job was assigned, then until the control plane's CPU use drops to its background (heartbeats,
+ * agent load reports), at most 5 s, and reads the CPU counters.
+ */
+async function settledCpu(plane: Plane, ids: string[], assignOf: (id: string) => unknown): Promise<{ control: number; self: number; store: number }> {
+  const control = () => plane.pids.reduce((t, p) => t + processCpuMs(p), 0);
+  const deadline = performance.now() + 5000;
+  while (ids.some((id) => !assignOf(id)) && performance.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  let last = { control: control(), self: selfCpuMs(), store: storeCpuMs(plane.pgData) };
+  while (performance.now() < deadline) {
+    await new Promise((r) => setTimeout(r, QUIET_STEP_MS));
+    const now = { control: control(), self: selfCpuMs(), store: storeCpuMs(plane.pgData) };
+    const quiet = now.control - last.control <= CPU_QUIET_MS;
+    if (quiet) return last;
+    last = now;
+  }
+  return last;
 }
 
 function readOr(path: string): string {
@@ -216,6 +249,28 @@ function processCpuMs(pid: number): number {
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   // Fields 14 and 15 of stat (utime, stime) are the 12th and 13th after the command; clock ticks of 10 ms.
   return (Number(fields[11]) + Number(fields[12])) * 10;
+}
+
+/**
+ * storeCpuMs is the CPU time so far of a PostgreSQL server: its postmaster (first line of postmaster.pid) and every
+ * process whose parent it is (backends, walwriter, ...), and the children it reaped.
+ */
+function storeCpuMs(pgData: string | null): number {
+  if (!pgData) return 0;
+  const postmaster = Number(readOr(join(pgData, 'postmaster.pid')).split('\n')[0]);
+  if (!postmaster) return 0;
+  let ms = 0;
+  for (const e of readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    const stat = readOr(`/proc/${e}/stat`);
+    if (!stat) continue;
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // The 4th field of stat (ppid) is the 2nd after the command; the postmaster's cutime and cstime hold the backends
+    // that exited (the pool closes idle connections), so nothing is lost between the two readings.
+    if (Number(e) === postmaster) ms += (Number(fields[11]) + Number(fields[12]) + Number(fields[13]) + Number(fields[14])) * 10;
+    else if (Number(fields[1]) === postmaster) ms += (Number(fields[11]) + Number(fields[12])) * 10;
+  }
+  return ms;
 }
 
 function selfCpuMs(): number {

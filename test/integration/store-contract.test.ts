@@ -214,6 +214,61 @@ for (const b of [sqlite, postgres]) {
         }
       }));
 
+    test('transitionJob: judged on the stored record, written at once; of two instances racing, one wins each job', () =>
+      withStores(b, 2, async (s1, s2) => {
+        await s1.createWorkspace(workspace('ws_a'));
+        assert.equal(await s1.transitionJob('job_none', () => ({ status: 'running' })), null);
+        const n = 30;
+        for (let i = 0; i < n; i++) await s1.createJob(job(`job_${i}`, 'ws_a', i, { status: 'assigned', timings: { placed: i } }));
+        assert.equal(await s1.transitionJob('job_0', () => null), null, 'a change that leaves the job writes nothing');
+        const start = (s: Store, cell: string) => (id: string) =>
+          s.transitionJob(id, (j) => (j.status === 'assigned' ? { status: 'running', cellId: cell, timings: { ...j.timings, started: 1 } } : null));
+        const won = await Promise.all(Array.from({ length: n }, (_, i) => [start(s1, 'cell_1')(`job_${i}`), start(s2, 'cell_2')(`job_${i}`)]).flat());
+        for (let i = 0; i < n; i++) {
+          const [one, two] = [won[2 * i], won[2 * i + 1]];
+          assert.equal(Number(one !== null) + Number(two !== null), 1, `job_${i}: exactly one transition applies`);
+          const stored = (await s1.getJob(`job_${i}`))!;
+          assert.deepEqual(stored, one ?? two, 'the record returned is the one stored');
+          assert.deepEqual(stored.timings, { placed: i, started: 1 }, 'built on the stored record');
+        }
+        // s1's last view of job_1 is stale once s2 changed it: the change is judged on the stored record.
+        await s2.updateJob('job_1', { status: 'succeeded' });
+        assert.equal(await start(s1, 'cell_9')('job_1'), null);
+        const ended = await s1.transitionJob('job_2', (j) => ({ status: 'succeeded', timings: { ...j.timings, ended: 2 } }));
+        assert.deepEqual(pick(ended), { status: 'succeeded', agentId: null, cellId: (await s2.getJob('job_2'))!.cellId });
+      }));
+
+    test('writes and reads made at once (grouped on PostgreSQL) each get their own result; a bad one fails alone', () =>
+      withStores(b, 1, async (s) => {
+        await s.createWorkspace(workspace('ws_a'));
+        await s.createWorkspace(workspace('ws_b'));
+        const n = 40;
+        const created = await Promise.allSettled([
+          ...Array.from({ length: n }, (_, i) => s.createJob(job(`job_${i}`, i % 2 ? 'ws_a' : 'ws_b', i, { status: i % 4 === 0 ? 'running' : 'queued' }))),
+          s.createJob(job('job_0', 'ws_a', 99)),
+        ]);
+        assert.equal(created.filter((r) => r.status === 'fulfilled').length, n);
+        assert.equal(created[n]!.status, 'rejected', 'a second job of one id is refused, its batch-mates are not');
+        const [a, bq, again, missing] = await Promise.all([s.countJobs('ws_a', ['queued']), s.countJobs('ws_b', ['queued']), s.countJobs('ws_a', ['queued']), s.getJob('job_none')]);
+        assert.deepEqual([a, bq, again, missing], [20, 10, 20, null]);
+        const read = await Promise.all(Array.from({ length: n }, (_, i) => s.getJob(`job_${i % 10}`)));
+        assert.deepEqual(read.map((j) => j!.id), Array.from({ length: n }, (_, i) => `job_${i % 10}`));
+        const outputs = await Promise.allSettled([
+          ...Array.from({ length: n }, (_, i) => s.appendOutput(`job_${i}`, { seq: 1, stream: 'stdout', data: Buffer.from([i, 0, 255]) })),
+          s.appendOutput('job_3', { seq: 1, stream: 'stdout', data: Buffer.from('again') }),
+        ]);
+        assert.equal(outputs.filter((r) => r.status === 'rejected').length, 1, 'only the duplicate seq fails');
+        assert.deepEqual((await s.output('job_7', 0)).map((c) => [...c.data]), [[7, 0, 255]]);
+        const t = (jti: string, jobId: string) => ({ jti, jobId, workspaceId: 'ws_a', issuedAt: at(0), expiresAt: at(100), revokedAt: null });
+        await Promise.all(Array.from({ length: n }, (_, i) => [s.addToken(t(`t${i}a`, `job_${i}`)), s.addToken(t(`t${i}b`, `job_${i}`))]).flat());
+        const revoked = await Promise.all(Array.from({ length: n }, (_, i) => s.revokeTokensOfJob(`job_${i}`, at(5))));
+        revoked.forEach((jtis, i) => assert.deepEqual(jtis.sort(), [`t${i}a`, `t${i}b`], `job_${i}: its own tokens`));
+        const twice = await Promise.all([s.updateJob('job_5', { cellId: 'c1' }), s.updateJob('job_5', { message: 'm' }), s.transitionJob('job_5', () => ({ exitCode: 3 }))]);
+        assert.equal(twice[2]!.exitCode, 3);
+        const five = (await s.getJob('job_5'))!;
+        assert.deepEqual([five.cellId, five.message, five.exitCode], ['c1', 'm', 3], 'changes of one job made at once all apply');
+      }));
+
     test('countJobs counts one workspace\'s jobs in the given statuses (the running quota across replicas)', () =>
       withStores(b, 1, async (s) => {
         await s.createWorkspace(workspace('ws_a'));
@@ -458,6 +513,11 @@ for (const b of [sqlite, postgres]) {
         assert.deepEqual(await s1.getAgent('agt_b'), agent('agt_b', { removed: true, load, capacity: 8 }));
         await s1.upsertAgent(agent('agt_b', { replicaId: 'rep_b' }));
         assert.deepEqual(await s2.getAgent('agt_b'), agent('agt_b', { replicaId: 'rep_b' }), 'an upsert replaces every field');
+        await s2.touchAgents(['agt_a', 'agt_b', 'agt_none'], 'rep_c', at(11));
+        await s2.touchAgents([], 'rep_c', at(12));
+        assert.deepEqual(await s1.getAgent('agt_a'), agent('agt_a', { connected: true, replicaId: 'rep_c', connectedAt: null, lastSeenAt: at(11), draining: true, running: 5, load: null }), 'a touch sets the replica, connected and seen, nothing else');
+        assert.deepEqual(await s1.getAgent('agt_b'), agent('agt_b', { replicaId: 'rep_c', connected: true, lastSeenAt: at(11) }));
+        await s1.upsertAgent(agent('agt_b', { replicaId: 'rep_b' }));
         await s1.deleteAgent('agt_a');
         assert.deepEqual((await s2.listAgents()).map((a) => a.id), ['agt_b']);
 

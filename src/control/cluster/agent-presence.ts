@@ -4,7 +4,7 @@
  */
 import type { AgentRecord } from '../model.js';
 import type { AgentLoad } from '../../shared/wire.js';
-import type { Store } from '../store/store.js';
+import type { AgentFiguresRow, Store } from '../store/store.js';
 import type { Bus } from './bus.js';
 import { REPLICA_DEAD_MS, type ReplicaRegistry } from './replica-registry.js';
 
@@ -23,11 +23,11 @@ export interface AgentFigures {
 
 /** AgentPresence is the hub's view of agents connected anywhere in the replica set. */
 export class AgentPresence {
-  /** The load last stored per agent on this channel (as JSON): an unchanged load is not written again. */
-  private readonly storedLoads = new Map<string, string>();
+  /** The figures last stored per agent on this channel: unchanged ones are not written again. */
+  private readonly storedFigures = new Map<string, { counts: string; load: string }>();
 
   constructor(
-    private readonly store: Pick<Store, 'getAgent' | 'upsertAgent' | 'updateAgent' | 'listAgents'>,
+    private readonly store: Pick<Store, 'getAgent' | 'upsertAgent' | 'updateAgent' | 'touchAgents' | 'storeAgentFigures' | 'listAgents'>,
     private readonly registry: ReplicaRegistry,
     private readonly bus: Bus,
     private readonly log: (msg: string, extra?: object) => void,
@@ -83,7 +83,7 @@ export class AgentPresence {
       lastSeenAt: now,
     };
     await this.store.upsertAgent(rec);
-    if (load) this.storedLoads.set(agentId, JSON.stringify(load));
+    this.storedFigures.set(agentId, { counts: `${running}/${capacity}`, load: JSON.stringify(rec.load) });
     return { draining: rec.draining, removed: rec.removed };
   }
 
@@ -94,28 +94,30 @@ export class AgentPresence {
   }
 
   /**
-   * refresh marks the agents on this replica's channel as seen now (each heartbeat) and, when `figures` tells them, stores
-   * their running count, capacity and load (the load only when it changed since it was last stored): in the same one
-   * write per agent and heartbeat, so that every replica lists them fresh (GET /v1/agents) at no cost per job.
+   * refresh marks the agents on this replica's channel as seen now (each heartbeat: one statement for all of them) and,
+   * when `figures` tells them, stores the running count, capacity and load of those whose figures changed since they
+   * were last stored (one more statement for all of them; the load only when it changed), so that every replica lists
+   * them fresh (GET /v1/agents) at no cost per job.
    */
   async refresh(agentIds: readonly string[], figures?: (agentId: string) => AgentFigures | null): Promise<void> {
-    const now = new Date().toISOString();
+    await this.store.touchAgents(agentIds, this.registry.replicaId, new Date().toISOString());
     const here = new Set(agentIds);
-    for (const id of this.storedLoads.keys()) if (!here.has(id)) this.storedLoads.delete(id);
+    for (const id of this.storedFigures.keys()) if (!here.has(id)) this.storedFigures.delete(id);
+    if (!figures) return;
+    const changed: AgentFiguresRow[] = [];
+    const stored: Array<[string, { counts: string; load: string }]> = [];
     for (const id of agentIds) {
-      const patch: Partial<AgentRecord> = { replicaId: this.registry.replicaId, connected: true, lastSeenAt: now };
-      const f = figures?.(id);
-      if (f) {
-        patch.running = f.running;
-        patch.capacity = f.capacity;
-        const json = JSON.stringify(f.load);
-        if (this.storedLoads.get(id) !== json) patch.load = f.load;
-        await this.store.updateAgent(id, patch);
-        this.storedLoads.set(id, json);
-        continue;
-      }
-      await this.store.updateAgent(id, patch);
+      const f = figures(id);
+      if (!f) continue;
+      const was = this.storedFigures.get(id);
+      const now = { counts: `${f.running}/${f.capacity}`, load: JSON.stringify(f.load) };
+      if (was?.counts === now.counts && was.load === now.load) continue;
+      changed.push({ id, running: f.running, capacity: f.capacity, ...(was?.load === now.load ? {} : { load: f.load }) });
+      stored.push([id, now]);
     }
+    if (changed.length === 0) return;
+    await this.store.storeAgentFigures(changed);
+    for (const [id, now] of stored) this.storedFigures.set(id, now);
   }
 
   /** elsewhere says whether the agent is connected to another live replica (then its jobs are not lost). */

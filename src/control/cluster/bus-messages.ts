@@ -40,3 +40,47 @@ export function parseBusMessage(raw: string): BusMessage | null {
     return null;
   }
 }
+
+/**
+ * parseBusPayload reads a NOTIFY payload: one message, or a JSON array of them (a replica sends what it published in
+ * one turn as one NOTIFY). Each is checked on its own; what is not a message of ours is left out.
+ */
+export function parseBusPayload(raw: string): BusMessage[] {
+  let value: unknown;
+  try {
+    value = JSON.parse(raw);
+  } catch {
+    return [];
+  }
+  const out: BusMessage[] = [];
+  for (const v of Array.isArray(value) ? value : [value]) {
+    const r = BusMessageSchema.safeParse(v);
+    if (r.success) out.push(r.data);
+  }
+  return out;
+}
+
+/** MAX_NOTIFY_PAYLOAD_BYTES keeps one NOTIFY's payload under PostgreSQL's limit (8000 bytes by default). */
+export const MAX_NOTIFY_PAYLOAD_BYTES = 7000;
+
+/**
+ * busPayloads packs serialized messages, in order, into as few JSON-array payloads as fit MAX_NOTIFY_PAYLOAD_BYTES each
+ * (a message is a few ids: far below the limit on its own).
+ */
+export function busPayloads(serialized: readonly string[]): string[] {
+  const out: string[] = [];
+  let part: string[] = [];
+  let bytes = 2;
+  for (const m of serialized) {
+    const n = Buffer.byteLength(m) + 1;
+    if (part.length && bytes + n > MAX_NOTIFY_PAYLOAD_BYTES) {
+      out.push(`[${part.join(',')}]`);
+      part = [];
+      bytes = 2;
+    }
+    part.push(m);
+    bytes += n;
+  }
+  if (part.length) out.push(`[${part.join(',')}]`);
+  return out;
+}

@@ -1,10 +1,12 @@
 /**
  * PgBus is the bus of replicas sharing one PostgreSQL database: LISTEN on a dedicated connection, NOTIFY on another.
- * A lost connection is reopened with backoff; messages published meanwhile are dropped (the bus only prompts: the
+ * What is published in one turn of the event loop (and while a NOTIFY is on its way) goes as one NOTIFY whose payload is
+ * the array of those messages: a job's life is several messages, and a NOTIFY each cost the database (and the
+ * publisher) a round trip and a commit per message. A lost connection is reopened with backoff; messages published meanwhile are dropped (the bus only prompts: the
  * replicas' periodic resync from the store covers what it missed).
  */
 import pg from 'pg';
-import { BUS_CHANNEL, parseBusMessage, type BusMessage } from './bus-messages.js';
+import { BUS_CHANNEL, busPayloads, parseBusPayload, type BusMessage } from './bus-messages.js';
 import type { Bus, BusListener } from './bus.js';
 
 /** RECONNECT_MAX_MS bounds the backoff between attempts to reopen a lost connection. */
@@ -18,7 +20,9 @@ export class PgBus implements Bus {
   private listener: pg.Client | null = null;
   private publisher: pg.Client | null = null;
   private publishing: Promise<void> = Promise.resolve();
-  private queued = 0;
+  /** Messages (serialized) waiting for the next NOTIFY, in order; a flush is scheduled or on its way while any wait. */
+  private pending: string[] = [];
+  private flushing = false;
   private closed = false;
   private backoffMs = 100;
   /** onReconnect hears that the listening connection was reopened (messages may have been missed meanwhile). */
@@ -48,9 +52,7 @@ export class PgBus implements Bus {
     const c = await this.connect();
     c.on('notification', (n) => {
       if (n.channel !== BUS_CHANNEL || !n.payload) return;
-      const msg = parseBusMessage(n.payload);
-      if (!msg) return;
-      for (const l of this.listeners) l(msg);
+      for (const msg of parseBusPayload(n.payload)) for (const l of this.listeners) l(msg);
     });
     c.on('error', (e) => this.lost('listen', e));
     await c.query(`LISTEN ${BUS_CHANNEL}`);
@@ -86,16 +88,27 @@ export class PgBus implements Bus {
   }
 
   publish(msg: BusMessage): void {
-    if (this.closed || this.queued >= PUBLISH_QUEUE_MAX) return;
-    this.queued++;
-    const payload = JSON.stringify(msg);
-    this.publishing = this.publishing
-      .then(async () => {
-        if (!this.publisher) return; // reconnecting: dropped (the bus only prompts)
-        await this.publisher.query('SELECT pg_notify($1, $2)', [BUS_CHANNEL, payload]);
-      })
-      .catch((e: Error) => this.log('cluster bus publish failed', { type: msg.type, error: e.message }))
-      .finally(() => this.queued--);
+    if (this.closed || this.pending.length >= PUBLISH_QUEUE_MAX) return;
+    this.pending.push(JSON.stringify(msg));
+    if (this.flushing) return;
+    this.flushing = true;
+    this.publishing = new Promise<void>((resolve) => setImmediate(resolve)).then(() => this.flush());
+  }
+
+  /** flush sends what waits, one NOTIFY per payload, until nothing waits (messages published meanwhile go next). */
+  private async flush(): Promise<void> {
+    try {
+      while (this.pending.length) {
+        const batch = this.pending;
+        this.pending = [];
+        for (const payload of busPayloads(batch)) {
+          if (!this.publisher) continue; // reconnecting: dropped (the bus only prompts)
+          await this.publisher.query({ name: 'busNotify', text: 'SELECT pg_notify($1, $2)', values: [BUS_CHANNEL, payload] }).catch((e: Error) => this.log('cluster bus publish failed', { messages: batch.length, error: e.message }));
+        }
+      }
+    } finally {
+      this.flushing = false;
+    }
   }
 
   subscribe(listener: BusListener): () => void {

@@ -160,20 +160,25 @@ export class JobService {
         this.hub.publish(msg.jobId, { type: 'stored', seq: msg.seq });
         return;
       case 'job.started': {
+        if (!this.followed(msg.jobId)) return;
         const job = await this.store.getJob(msg.jobId);
         if (job) this.hub.publish(msg.jobId, { type: 'started', job, remote: true });
         return;
       }
       case 'job.ended': {
-        const job = await this.store.getJob(msg.jobId);
-        if (!job || !isTerminal(job)) return;
+        // The bookkeeping needs only the id; the record is read only for those here who follow the job.
+        const id = msg.jobId;
         // A job this replica placed may end on another (its agent moved there): its place here is free again.
-        this.deactivate(job);
-        this.dropQueued(job); // ended while it waited here too (cancelled through another replica)
-        this.placeTimings.delete(job.id);
-        this.owners.delete(job.id);
-        this.nextSeq.delete(job.id);
-        this.hub.publish(msg.jobId, { type: 'end', job, remote: true });
+        const wsId = [...this.active].find(([, set]) => set.has(id))?.[0];
+        if (wsId !== undefined) this.deactivate({ id, workspaceId: wsId } as Job);
+        this.dropQueuedId(id); // ended while it waited here too (cancelled through another replica)
+        this.placeTimings.delete(id);
+        this.owners.delete(id);
+        this.nextSeq.delete(id);
+        if (this.followed(id)) {
+          const job = await this.store.getJob(id);
+          if (job && isTerminal(job)) this.hub.publish(id, { type: 'end', job, remote: true });
+        }
         this.pump();
         return;
       }
@@ -188,6 +193,14 @@ export class JobService {
       default:
         assertNever(msg);
     }
+  }
+
+  /**
+   * followed says whether a start or an end heard from another replica must be read and published here: a live stream
+   * of the job is open here, or it is a sandbox (the sandbox relays watch every sandbox's lifecycle).
+   */
+  private followed(jobId: string): boolean {
+    return jobId.startsWith('sbx_') || this.hub.listening(jobId);
   }
 
   private isQueuedHere(jobId: string): boolean {
@@ -258,67 +271,92 @@ export class JobService {
     await this.dispatcher?.checkOffered?.(r);
     const quota = this.quotas.of(ws);
     const waiting = this.queued.get(ws.id)?.length ?? 0;
-    if (waiting >= quota.maxQueuedJobs && (this.active.get(ws.id)?.size ?? 0) >= quota.maxRunningJobs) {
-      throw new ApiError('quota_exceeded', `this workspace has ${waiting} jobs waiting; at most ${quota.maxQueuedJobs} may wait`, { quota: 'maxQueuedJobs', limit: quota.maxQueuedJobs, retryAfterSeconds: 5 });
+    const active = this.active.get(ws.id)?.size ?? 0;
+    // Creates on their way (past this check, not yet running or queued: they await the store) count too, each taking
+    // the running quota's room first and then a place in the queue, so that concurrent creates cannot all pass the
+    // check before any of them is queued.
+    const admitting = this.admitting.get(ws.id) ?? 0;
+    const room = Math.max(0, quota.maxRunningJobs - active);
+    const waitingSoon = waiting + Math.max(0, admitting - room);
+    if (waitingSoon >= quota.maxQueuedJobs && active + Math.min(admitting, room) >= quota.maxRunningJobs) {
+      throw new ApiError('quota_exceeded', `this workspace has ${waitingSoon} jobs waiting; at most ${quota.maxQueuedJobs} may wait`, { quota: 'maxQueuedJobs', limit: quota.maxQueuedJobs, retryAfterSeconds: 5 });
     }
-    const egress = await this.network.policyOf(ws.id);
-    const job: Job = {
-      id: `${mode === 'sandbox' ? 'sbx' : 'job'}_${randomBytes(10).toString('hex')}`,
-      workspaceId: ws.id,
-      status: 'queued',
-      ...r,
-      createdAt: new Date().toISOString(),
-      startedAt: null,
-      endedAt: null,
-      exitCode: null,
-      signal: null,
-      message: null,
-      cancelRequested: false,
-      agentId: null,
-      cellId: null,
-      timings: {},
-      wipe: null,
-      egress,
-      expiredAt: null,
-      outputDroppedBytes: 0,
-      image: chosen ? { digest: chosen.record.digest!, ...numericUser(chosen.record.manifest?.config.user ?? '') } : null,
-      imageRef: chosen?.ref ?? null,
-      ...(mode === 'sandbox' ? { mode, sandbox } : {}),
+    this.admitting.set(ws.id, admitting + 1);
+    let counted = true;
+    /** settle ends this create's count in `admitting` (once): it is running or queued now, or failed. */
+    const settle = (): void => {
+      if (!counted) return;
+      counted = false;
+      const n = (this.admitting.get(ws.id) ?? 1) - 1;
+      if (n > 0) this.admitting.set(ws.id, n);
+      else this.admitting.delete(ws.id);
     };
-    // The common case (room for it now) is placed in this call, so the client's created event says where it went; its
-    // agent slot is reserved first, and the job recorded as assigned to it at once (one write, no claim).
-    this.maxRunningOf.set(ws.id, quota.maxRunningJobs);
-    const d = this.dispatcher;
-    const direct = this.hasRoom(ws.id) && !this.queued.get(ws.id)?.length && d?.canDispatch() === true;
-    const spec = specOf(job, this.defaults.outputLimitBytes);
-    const agentId = direct ? d!.reserve(spec) : null;
-    if (agentId) this.activate(job); // its place in the running quota, taken before any await
     try {
-      await this.store.createJob(agentId ? { ...job, status: 'assigned', agentId } : job);
-    } catch (e) {
+      const egress = await this.network.policyOf(ws.id);
+      const job: Job = {
+        id: `${mode === 'sandbox' ? 'sbx' : 'job'}_${randomBytes(10).toString('hex')}`,
+        workspaceId: ws.id,
+        status: 'queued',
+        ...r,
+        createdAt: new Date().toISOString(),
+        startedAt: null,
+        endedAt: null,
+        exitCode: null,
+        signal: null,
+        message: null,
+        cancelRequested: false,
+        agentId: null,
+        cellId: null,
+        timings: {},
+        wipe: null,
+        egress,
+        expiredAt: null,
+        outputDroppedBytes: 0,
+        image: chosen ? { digest: chosen.record.digest!, ...numericUser(chosen.record.manifest?.config.user ?? '') } : null,
+        imageRef: chosen?.ref ?? null,
+        ...(mode === 'sandbox' ? { mode, sandbox } : {}),
+      };
+      // The common case (room for it now) is placed in this call, so the client's created event says where it went; its
+      // agent slot is reserved first, and the job recorded as assigned to it at once (one write, no claim).
+      this.maxRunningOf.set(ws.id, quota.maxRunningJobs);
+      const d = this.dispatcher;
+      const direct = this.hasRoom(ws.id) && !this.queued.get(ws.id)?.length && d?.canDispatch() === true;
+      const spec = specOf(job, this.defaults.outputLimitBytes);
+      const agentId = direct ? d!.reserve(spec) : null;
       if (agentId) {
-        d!.release(agentId, job.id);
-        this.deactivate(job);
+        settle();
+        this.activate(job); // its place in the running quota, taken before any await
       }
-      throw e;
-    }
-    // The audit log is never shredded: nothing of the job's command or env goes into it. Its event is written while the
-    // job is placed (the chain's order is the store's; the job exists already).
-    const audited = this.audit.record({ type: 'workload.created', actor, workspaceId: ws.id, subject: job.id, details: { runtime: job.runtime, data: job.dataGrants, image: job.image?.digest ?? null, ...(mode === 'sandbox' ? { mode } : {}) } });
-    if (agentId) {
-      const placed = await this.place(job, performance.now(), { agentId, spec, claimed: true }).finally(() => audited);
-      if (placed.status === 'queued') {
-        this.deactivate(job);
-        this.enqueue(job);
-        this.announceQueued(job.id);
+      try {
+        await this.store.createJob(agentId ? { ...job, status: 'assigned', agentId } : job);
+      } catch (e) {
+        if (agentId) {
+          d!.release(agentId, job.id);
+          this.deactivate(job);
+        }
+        throw e;
       }
-      return placed;
+      // The audit log is never shredded: nothing of the job's command or env goes into it. Its event is written while the
+      // job is placed (the chain's order is the store's; the job exists already).
+      const audited = this.audit.record({ type: 'workload.created', actor, workspaceId: ws.id, subject: job.id, details: { runtime: job.runtime, data: job.dataGrants, image: job.image?.digest ?? null, ...(mode === 'sandbox' ? { mode } : {}) } });
+      if (agentId) {
+        const placed = await this.place(job, performance.now(), { agentId, spec, claimed: true }).finally(() => audited);
+        if (placed.status === 'queued') {
+          this.deactivate(job);
+          this.enqueue(job);
+          this.announceQueued(job.id);
+        }
+        return placed;
+      }
+      await audited;
+      settle();
+      this.enqueue(job);
+      this.pump();
+      this.announceQueued(job.id);
+      return (await this.store.getJob(job.id)) ?? job;
+    } finally {
+      settle();
     }
-    await audited;
-    this.enqueue(job);
-    this.pump();
-    this.announceQueued(job.id);
-    return (await this.store.getJob(job.id)) ?? job;
   }
 
   /** announceQueued tells the other replicas that a job waits (one of them may have an agent with room). */
@@ -340,12 +378,19 @@ export class JobService {
     return (this.active.get(wsId)?.size ?? 0) < (this.maxRunningOf.get(wsId) ?? 0);
   }
 
+  /** Per workspace, the creates past the queue-quota check that are not running or queued yet. */
+  private readonly admitting = new Map<string, number>();
+
   /** The running quota of each workspace that has created jobs (the pump has no Workspace at hand). */
   private readonly maxRunningOf = new Map<string, number>();
 
+  /**
+   * enqueue adds a job to its workspace's queue without its command, env and cwd: what a waiting job runs stays sealed in
+   * the store until it is placed (place reads it then), not in this process's memory for as long as it waits.
+   */
   private enqueue(job: Job): void {
     const q = this.queued.get(job.workspaceId) ?? [];
-    q.push(job);
+    q.push({ ...job, command: [], env: {}, cwd: '' });
     this.queued.set(job.workspaceId, q);
   }
 
@@ -425,6 +470,14 @@ export class JobService {
     })).then(() => this.fill(), () => {});
   }
 
+  /** dropQueuedId is dropQueued when only the job's id is known (its workspace's queue is searched for it). */
+  private dropQueuedId(jobId: string): void {
+    for (const q of this.queued.values()) {
+      const j = q.find((x) => x.id === jobId);
+      if (j) return this.dropQueued(j);
+    }
+  }
+
   /** dropQueued takes a job that will not run (it ended while it waited) out of the queue. */
   private dropQueued(job: Job): void {
     const q = this.queued.get(job.workspaceId);
@@ -475,7 +528,8 @@ export class JobService {
   //
   // The caller reserved the agent slot (`agentId`, before any await). `claimed`: create recorded the job as assigned to
   // that agent in the first place (no claim needed: no one else knew the job).
-  private async place(job: Job, t0: number, { agentId, spec, claimed }: { agentId: string; spec: JobSpec; claimed: boolean }): Promise<Job> {
+  private async place(job: Job, t0: number, { agentId, spec: reserved, claimed }: { agentId: string; spec: JobSpec; claimed: boolean }): Promise<Job> {
+    let spec = reserved;
     const d = this.dispatcher!;
     this.placing.add(job.id);
     try {
@@ -494,6 +548,12 @@ export class JobService {
       // With a shared store another replica may have filled the workspace's running quota meanwhile: counted after the
       // claim, so of two claims racing for the last place at least one sees both (and goes back to the queue).
       if (this.cluster?.shared && !(await this.withinQuota(job))) return await unclaim();
+      if (!claimed) {
+        // From the queue (held there without what it runs): read and unsealed now, for its agent only.
+        const full = await this.store.getJob(job.id).catch(() => null);
+        if (!full) return await unclaim();
+        spec = specOf(full, this.defaults.outputLimitBytes);
+      }
       const subject = subjectOf(job);
       let sent = false;
       await this.tokens.mint(subject, 'minted', (credentials) => {
@@ -643,16 +703,19 @@ export class JobService {
 
   /** onStarted records that the agent handed the job to a cell; ignored unless the job is the agent's own. */
   async onStarted(agentId: string, jobId: string, cellId: string, timings: Record<string, number>): Promise<void> {
-    const job = await this.store.getJob(jobId);
-    if (!job || isTerminal(job) || (this.owners.get(jobId) ?? job.agentId) !== agentId) return;
     const now = new Date();
-    const patch: Partial<Job> = { status: 'running', cellId, startedAt: now.toISOString(), timings: { ...job.timings, ...this.placeTimings.get(jobId), ...prefixed('agent_', timings) } };
+    // Judged and written in one step (no read first): only an unfinished job of this agent's starts.
+    const job = await this.store.transitionJob(jobId, (current) => {
+      if (isTerminal(current) || (this.owners.get(jobId) ?? current.agentId) !== agentId) return null;
+      const patch: Partial<Job> = { status: 'running', cellId, startedAt: now.toISOString(), timings: { ...current.timings, ...this.placeTimings.get(jobId), ...prefixed('agent_', timings) } };
+      // A sandbox's deadline runs from when it is ready (the agent's timer starts there too).
+      if (current.sandbox) patch.sandbox = { ...current.sandbox, endsAt: new Date(now.getTime() + current.timeoutSeconds * 1000).toISOString() };
+      return patch;
+    });
+    if (!job) return;
     this.placeTimings.delete(jobId);
-    // A sandbox's deadline runs from when it is ready (the agent's timer starts there too).
-    if (job.sandbox) patch.sandbox = { ...job.sandbox, endsAt: new Date(now.getTime() + job.timeoutSeconds * 1000).toISOString() };
-    await this.store.updateJob(jobId, patch);
     if (this.placing.has(jobId) && !this.placingNews.has(jobId)) this.placingNews.set(jobId, 'started');
-    this.hub.publish(jobId, { type: 'started', job: { ...job, ...patch } });
+    this.hub.publish(jobId, { type: 'started', job });
     if (this.cluster) this.announce({ type: 'job.started', from: this.cluster.replicaId, jobId });
     await this.audit.record({ type: 'cell.assigned', actor: `agent:${job.agentId}`, workspaceId: job.workspaceId, subject: jobId, details: { cellId, runtime: job.runtime } });
   }
@@ -685,37 +748,39 @@ export class JobService {
 
   /** onEnded records the end an agent reports of its own job; an end of another agent's job is ignored. */
   async onEnded(agentId: string, jobId: string, end: JobEnd, timings: Record<string, number>, outputDroppedBytes = 0): Promise<void> {
-    const job = await this.store.getJob(jobId);
-    if (!job || isTerminal(job) || (this.owners.get(jobId) ?? job.agentId) !== agentId) return;
-    await this.finish(job, end, timings, outputDroppedBytes);
+    await this.finish(jobId, (job) => (this.owners.get(jobId) ?? job.agentId) === agentId, end, timings, outputDroppedBytes);
   }
 
   /** end records a terminal state once; later reports for the same job are ignored. */
   async end(jobId: string, end: JobEnd, timings: Record<string, number>, outputDroppedBytes = 0): Promise<void> {
-    const job = await this.store.getJob(jobId);
-    if (!job || isTerminal(job)) return;
-    await this.finish(job, end, timings, outputDroppedBytes);
+    await this.finish(jobId, () => true, end, timings, outputDroppedBytes);
   }
 
-  private async finish(job: Job, end: JobEnd, timings: Record<string, number>, outputDroppedBytes: number): Promise<void> {
-    const jobId = job.id;
-    if (job.status === 'queued') this.dropQueued(job);
+  /** finish writes the end of an unfinished job that `mayEnd` accepts (judged and written in one step), then frees its place. */
+  private async finish(jobId: string, mayEnd: (job: Job) => boolean, end: JobEnd, timings: Record<string, number>, outputDroppedBytes: number): Promise<void> {
+    let was: Job['status'] | null = null;
+    const endedAt = new Date().toISOString();
+    const job = await this.store.transitionJob(jobId, (current) => {
+      if (isTerminal(current) || !mayEnd(current)) return null;
+      was = current.status;
+      return {
+        outputDroppedBytes,
+        status: end.reason,
+        exitCode: end.exitCode,
+        signal: end.signal,
+        message: end.message,
+        endedAt,
+        timings: { ...current.timings, ...prefixed('agent_', timings) },
+      };
+    });
+    if (!job) return;
+    if (was === 'queued') this.dropQueued(job);
     if (this.placing.has(jobId)) this.placingNews.set(jobId, 'ended');
-    const patch: Partial<Job> = {
-      outputDroppedBytes,
-      status: end.reason,
-      exitCode: end.exitCode,
-      signal: end.signal,
-      message: end.message,
-      endedAt: new Date().toISOString(),
-      timings: { ...job.timings, ...prefixed('agent_', timings) },
-    };
-    await this.store.updateJob(jobId, patch);
     await this.tokens.revokeJob(jobId, job.workspaceId, `the job ended (${end.reason})`);
     this.nextSeq.delete(jobId);
     this.owners.delete(jobId);
     this.placeTimings.delete(jobId);
-    this.hub.publish(jobId, { type: 'end', job: { ...job, ...patch } });
+    this.hub.publish(jobId, { type: 'end', job });
     if (this.cluster) {
       this.outputToAnnounce.delete(jobId); // the end makes every follower read the store to its last chunk
       this.announce({ type: 'job.ended', from: this.cluster.replicaId, jobId });
@@ -727,10 +792,11 @@ export class JobService {
 
   /** onWiped attaches the wipe receipt of the job's volume; ignored unless the job is the agent's own. */
   async onWiped(agentId: string, jobId: string, receipt: WipeReceipt, timings: Record<string, number>): Promise<void> {
-    const job = await this.store.getJob(jobId);
     // A receipt may be reported again after a reconnect: record it once.
-    if (!job || job.agentId !== agentId || job.wipe?.volumeId === receipt.volumeId) return;
-    await this.store.updateJob(jobId, { wipe: receipt, timings: { ...job.timings, ...prefixed('agent_', timings) } });
+    const job = await this.store.transitionJob(jobId, (current) =>
+      current.agentId !== agentId || current.wipe?.volumeId === receipt.volumeId ? null : { wipe: receipt, timings: { ...current.timings, ...prefixed('agent_', timings) } },
+    );
+    if (!job) return;
     const { volumeId, cellId, keyIdentifier, keyStateAfterRemoval, totalMs } = receipt;
     await this.audit.record({ type: 'wipe.done', actor: `agent:${job.agentId}`, workspaceId: job.workspaceId, subject: jobId, details: { volumeId, cellId, keyIdentifier, keyStateAfterRemoval, totalMs } });
   }

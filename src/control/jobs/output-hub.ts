@@ -33,6 +33,11 @@ export class OutputHub {
     this.emitter.on(LIFECYCLE, listener);
   }
 
+  /** listening says whether anything here follows the job (a stream of it, or a watcher of every workload's lifecycle). */
+  listening(jobId: string): boolean {
+    return this.emitter.listenerCount(jobId) > 0;
+  }
+
   /** subscribe registers a listener and returns its unsubscribe function. */
   subscribe(jobId: string, listener: (e: JobStreamEvent) => void): () => void {
     this.emitter.on(jobId, listener);

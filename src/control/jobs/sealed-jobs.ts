@@ -105,6 +105,36 @@ export function sealJobs(store: Store, keyring: Keyring): Store {
       }
       await store.updateJob(id, clear);
     },
+    async transitionJob(id: string, change: (job: Job) => Partial<Job> | null): Promise<Job | null> {
+      // `change` judges the record's clear fields (command, env and cwd read as empty, the message as null); a message in
+      // its patch is sealed under the job key, which is fetched (and the change made again) only if none is at hand.
+      let key = keys.get(id) ?? null;
+      let keyRead = false;
+      for (;;) {
+        let needKey = false;
+        const stored = (await store.transitionJob(id, (current) => {
+          const { sealed, ...clear } = current as StoredJob;
+          const patch = change({ ...clear, command: [], env: {}, cwd: '', message: null });
+          if (!patch) return null;
+          const out: Partial<StoredJob> = { ...patch };
+          delete out.command;
+          delete out.env;
+          delete out.cwd;
+          if ('message' in patch) {
+            if (patch.message != null && !key && !keyRead) {
+              needKey = true;
+              return null;
+            }
+            out.message = null;
+            out.sealed = { ...sealed, message: patch.message == null || !key ? null : encrypt(key, Buffer.from(patch.message), `${id}:message`) };
+          }
+          return out;
+        })) as StoredJob | null;
+        if (!needKey) return open(stored);
+        key = await keyOfId(id);
+        keyRead = true;
+      }
+    },
     async appendOutput(jobId: string, chunk: OutputChunk): Promise<void> {
       const key = await keyOfId(jobId);
       if (!key) return; // no such job, or its retention ended

@@ -41,12 +41,14 @@ export class PostgresAuditChain {
   append(input: AuditEventInput, seal: Seal): Promise<AuditEvent> {
     return new Promise((resolve, reject) => {
       this.queue.push({ input, seal, resolve, reject });
-      if (!this.draining) void this.drain();
+      if (this.draining) return;
+      this.draining = true;
+      // The first append of a turn waits for the turn's others: they go in its INSERT (group commit, as StatementBatch).
+      setImmediate(() => void this.drain());
     });
   }
 
   private async drain(): Promise<void> {
-    this.draining = true;
     try {
       while (this.queue.length) await this.appendBatch(this.queue.splice(0, MAX_BATCH));
     } finally {

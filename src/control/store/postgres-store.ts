@@ -13,7 +13,8 @@ import { AGENT_COLUMNS, agentFrom, patchedAgentFields, type AgentRow } from './a
 import { migratePostgres } from './migrations/postgres.js';
 import { PostgresAuditChain } from './postgres-audit-chain.js';
 import { RecentJobs } from './recent-jobs.js';
-import type { AuditQuery, DeniedQuery, ObjectQuery, SandboxQuery, Store } from './store.js';
+import { StatementBatch } from './statement-batch.js';
+import type { AgentFiguresRow, AuditQuery, DeniedQuery, ObjectQuery, SandboxQuery, Store } from './store.js';
 
 /** PostgresStoreOptions are the `store` config's connection settings. */
 export interface PostgresStoreOptions {
@@ -52,21 +53,33 @@ const SQL = {
   activeKeysWithRole: 'SELECT count(*) AS n FROM api_keys WHERE role = $1 AND revoked_at IS NULL',
   countKeys: 'SELECT count(*) AS n FROM api_keys',
   revokeKey: 'UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL',
-  insertJob: 'INSERT INTO jobs (id, workspace_id, created_at, status, mode, ended_at, expired_at, metadata, doc) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)',
-  job: 'SELECT doc, version FROM jobs WHERE id = $1',
   jobForUpdate: 'SELECT doc, version FROM jobs WHERE id = $1 FOR UPDATE',
   // Compare-and-set: written only if nobody wrote the job since it was read at `version` ($2).
   setJob: `UPDATE jobs SET status = $3, mode = $4, ended_at = $5, expired_at = $6, metadata = $7, doc = $8, version = version + 1
     WHERE id = $1 AND version = $2`,
   jobs: "SELECT doc FROM jobs WHERE workspace_id = $1 AND mode = 'job' ORDER BY created_at DESC, id DESC LIMIT $2",
   jobsWithStatus: 'SELECT doc FROM jobs WHERE status = ANY($1::text[]) ORDER BY created_at, id',
-  countJobs: 'SELECT count(*)::int AS n FROM jobs WHERE workspace_id = $1 AND status = ANY($2::text[])',
-  insertOutput: 'INSERT INTO job_output VALUES ($1, $2, $3, $4)',
+  // The multi-row forms of the hot writes (StatementBatch): one row per call, one statement per batch.
+  insertJobs: `INSERT INTO jobs (id, workspace_id, created_at, status, mode, ended_at, expired_at, metadata, doc)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::jsonb[], $9::text[])`,
+  setJobs: `UPDATE jobs SET status = u.status, mode = u.mode, ended_at = u.ended_at, expired_at = u.expired_at, metadata = u.metadata,
+      doc = u.doc, version = jobs.version + 1
+    FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::jsonb[], $8::text[])
+      AS u(id, version, status, mode, ended_at, expired_at, metadata, doc)
+    WHERE jobs.id = u.id AND jobs.version = u.version RETURNING jobs.id`,
+  insertOutputs: 'INSERT INTO job_output SELECT * FROM unnest($1::text[], $2::integer[], $3::text[], $4::bytea[])',
+  insertTokens: 'INSERT INTO tokens SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])',
+  // The multi-row forms of the hot reads: each distinct key once.
+  jobsById: 'SELECT id, doc, version FROM jobs WHERE id = ANY($1::text[])',
+  countJobsOf: `SELECT u.ws, u.st, (SELECT count(*)::int FROM jobs WHERE workspace_id = u.ws AND status = ANY(string_to_array(u.st, ','))) AS n
+    FROM unnest($1::text[], $2::text[]) AS u(ws, st)`,
+  policies: 'SELECT workspace_id, doc FROM egress_policies WHERE workspace_id = ANY($1::text[])',
+  revokeTokensOfJobs: `UPDATE tokens SET revoked_at = u.at FROM unnest($1::text[], $2::text[]) AS u(job_id, at)
+    WHERE tokens.job_id = u.job_id AND tokens.revoked_at IS NULL RETURNING tokens.jti, tokens.job_id`,
   output: 'SELECT seq, stream, data FROM job_output WHERE job_id = $1 AND seq > $2 ORDER BY seq LIMIT $3',
   lastSeq: 'SELECT max(seq) AS seq FROM job_output WHERE job_id = $1',
   endedBefore: 'SELECT id FROM jobs WHERE ended_at < $1 AND expired_at IS NULL ORDER BY created_at, id LIMIT $2',
   deleteOutput: 'DELETE FROM job_output WHERE job_id = $1',
-  policy: 'SELECT doc FROM egress_policies WHERE workspace_id = $1',
   upsertPolicy: 'INSERT INTO egress_policies VALUES ($1, $2, $3) ON CONFLICT (workspace_id) DO UPDATE SET doc = excluded.doc, updated_at = excluded.updated_at',
   // One statement for a batch: atomic, one round trip.
   insertDenied: `INSERT INTO denied_connections (workspace_id, job_id, cell_id, action, destination, protocol, port, time)
@@ -87,9 +100,7 @@ const SQL = {
   signingKeys: 'SELECT * FROM signing_keys ORDER BY created_at, kid',
   insertSigningKey: 'INSERT INTO signing_keys VALUES ($1, $2, $3, $4)',
   deleteSigningKey: 'DELETE FROM signing_keys WHERE kid = $1',
-  insertToken: 'INSERT INTO tokens VALUES ($1, $2, $3, $4, $5, $6)',
   token: 'SELECT * FROM tokens WHERE jti = $1',
-  revokeTokensOfJob: 'UPDATE tokens SET revoked_at = $1 WHERE job_id = $2 AND revoked_at IS NULL RETURNING jti',
   deleteExpiredTokens: 'DELETE FROM tokens WHERE expires_at < $1',
   insertImage: 'INSERT INTO images VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING',
   image: 'SELECT doc FROM images WHERE id = $1',
@@ -109,6 +120,9 @@ const SQL = {
   agent: 'SELECT * FROM agents WHERE id = $1',
   agents: 'SELECT * FROM agents ORDER BY id',
   deleteAgent: 'DELETE FROM agents WHERE id = $1',
+  touchAgents: 'UPDATE agents SET replica_id = $1, connected = true, last_seen_at = $2 WHERE id = ANY($3::text[])',
+  storeAgentFigures: `UPDATE agents AS a SET running = f.running, capacity = f.capacity, load = COALESCE(f.load, a.load)
+    FROM unnest($1::text[], $2::int[], $3::int[], $4::text[]) AS f(id, running, capacity, load) WHERE a.id = f.id`,
   upsertReplica: `INSERT INTO replicas VALUES ($1, $2, $3, $4)
     ON CONFLICT (id) DO UPDATE SET api_url = excluded.api_url, started_at = excluded.started_at, heartbeat_at = excluded.heartbeat_at`,
   replicas: 'SELECT * FROM replicas ORDER BY started_at, id',
@@ -126,10 +140,62 @@ interface DeniedRow { workspace_id: string; job_id: string; cell_id: string; act
 interface KeyRow { id: string; workspace_id: string; name: string; role: ApiKeyRole; secret_hash: string; created_at: string; revoked_at: string | null }
 interface DocRow<T> { doc: T }
 
+/** JobColumns are what jobColumns gives: status, mode, ended_at, expired_at, metadata, doc. */
+type JobColumns = [string, string, string | null, string | null, string | null, string];
+
 /** PostgresStore keeps state in a PostgreSQL database through a connection pool; open() migrates it first. */
 export class PostgresStore implements Store {
   private readonly audit: PostgresAuditChain;
   private readonly recent = new RecentJobs(RECENT_JOBS);
+  /** The hot writes, each grouped into multi-row statements (StatementBatch): a job's row, its versions, output and tokens. */
+  private readonly batch = {
+    insertJob: new StatementBatch<{ j: Job; c: JobColumns }, void>(async (items) => {
+      await this.run('insertJobs', [...columnsOf(items, (x) => [x.j.id, x.j.workspaceId, x.j.createdAt, ...x.c])]);
+      return items.map(() => undefined);
+    }),
+    setJob: new StatementBatch<{ id: string; version: number; c: JobColumns }, boolean>(
+      async (items) => {
+        const done = new Set((await this.run<{ id: string }>('setJobs', [...columnsOf(items, (x) => [x.id, x.version, ...x.c])])).rows.map((r) => r.id));
+        return items.map((x) => done.has(x.id));
+      },
+      (x) => x.id,
+    ),
+    appendOutput: new StatementBatch<{ jobId: string; chunk: OutputChunk }, void>(async (items) => {
+      await this.run('insertOutputs', [...columnsOf(items, (x) => [x.jobId, x.chunk.seq, x.chunk.stream, x.chunk.data])]);
+      return items.map(() => undefined);
+    }),
+    addToken: new StatementBatch<TokenRecord, void>(async (items) => {
+      await this.run('insertTokens', [...columnsOf(items, (t) => [t.jti, t.jobId, t.workspaceId, t.issuedAt, t.expiresAt, t.revokedAt])]);
+      return items.map(() => undefined);
+    }),
+    revokeTokensOfJob: new StatementBatch<{ jobId: string; at: string }, string[]>(
+      async (items) => {
+        const rows = (await this.run<{ jti: string; job_id: string }>('revokeTokensOfJobs', [...columnsOf(items, (x) => [x.jobId, x.at])])).rows;
+        return items.map((x) => rows.filter((r) => r.job_id === x.jobId).map((r) => r.jti));
+      },
+      (x) => x.jobId,
+    ),
+  };
+
+  /** The hot reads, grouped the same way (calls for one key share its row). */
+  private readonly reads = {
+    job: new StatementBatch<string, { doc: string; version: number } | undefined>(async (ids) => {
+      const rows = (await this.run<{ id: string; doc: string; version: number }>('jobsById', [[...new Set(ids)]])).rows;
+      const byId = new Map(rows.map((r) => [r.id, { doc: r.doc, version: r.version }]));
+      return ids.map((id) => byId.get(id));
+    }),
+    countJobs: new StatementBatch<{ ws: string; st: string }, number>(async (items) => {
+      const distinct = [...new Map(items.map((x) => [`${x.ws} ${x.st}`, x])).values()];
+      const rows = (await this.run<{ ws: string; st: string; n: number }>('countJobsOf', [distinct.map((x) => x.ws), distinct.map((x) => x.st)])).rows;
+      const n = new Map(rows.map((r) => [`${r.ws} ${r.st}`, r.n]));
+      return items.map((x) => n.get(`${x.ws} ${x.st}`) ?? 0);
+    }),
+    policy: new StatementBatch<string, string | undefined>(async (ids) => {
+      const rows = (await this.run<{ workspace_id: string; doc: string }>('policies', [[...new Set(ids)]])).rows;
+      const byId = new Map(rows.map((r) => [r.workspace_id, r.doc]));
+      return ids.map((id) => byId.get(id));
+    }),
+  };
 
   private constructor(private readonly pool: pg.Pool) {
     this.audit = new PostgresAuditChain(pool);
@@ -237,12 +303,12 @@ export class PostgresStore implements Store {
 
   async createJob(j: Job): Promise<void> {
     const columns = jobColumns(j);
-    await this.run('insertJob', [j.id, j.workspaceId, j.createdAt, ...columns]);
+    await this.batch.insertJob.run({ j, c: columns });
     this.recent.set(j.id, { version: 0, doc: columns[5] });
   }
 
   async getJob(id: string): Promise<Job | null> {
-    const r = await this.first<{ doc: string; version: number }>('job', [id]);
+    const r = await this.reads.job.run(id);
     if (!r) return null;
     this.recent.set(id, r);
     return jobFrom(r.doc);
@@ -268,7 +334,8 @@ export class PostgresStore implements Store {
   }
 
   async countJobs(workspaceId: string, statuses: readonly string[]): Promise<number> {
-    return (await this.first<{ n: number }>('countJobs', [workspaceId, statuses]))!.n;
+    // A status never holds a comma (JobStatus).
+    return this.reads.countJobs.run({ ws: workspaceId, st: statuses.join(',') });
   }
 
   async jobsWithStatus(statuses: readonly string[]): Promise<Job[]> {
@@ -280,7 +347,14 @@ export class PostgresStore implements Store {
   }
 
   async claimJob(id: string, from: JobStatus, patch: Partial<Job>): Promise<boolean> {
-    return this.changeJob(id, (job) => (job.status === from ? { ...job, ...patch } : null));
+    return (await this.changeJob(id, (job) => (job.status === from ? { ...job, ...patch } : null))) !== null;
+  }
+
+  async transitionJob(id: string, change: (job: Job) => Partial<Job> | null): Promise<Job | null> {
+    return this.changeJob(id, (job) => {
+      const patch = change(job);
+      return patch ? { ...job, ...patch } : null;
+    });
   }
 
   /**
@@ -288,29 +362,30 @@ export class PostgresStore implements Store {
    * nobody wrote the job in between (a compare-and-set on its version), else reads it again and retries: no lock held
    * across round trips, and no two changes made from the same version (of two racing claims one sees the other's
    * status). It starts from the version this process last read or wrote, so the usual read-then-update costs the
-   * update one round trip; a stale start costs a re-read. False if the job is unknown or `change` left it.
+   * update one round trip; a stale start costs a re-read. Returns the version written; null if the job is unknown or
+   * `change` left it.
    */
-  private async changeJob(id: string, change: (job: Job) => Job | null): Promise<boolean> {
+  private async changeJob(id: string, change: (job: Job) => Job | null): Promise<Job | null> {
     let current = this.recent.get(id);
     let fresh = false;
     for (;;) {
       if (!current) {
-        const r = await this.first<{ doc: string; version: number }>('job', [id]);
-        if (!r) return false;
+        const r = await this.reads.job.run(id);
+        if (!r) return null;
         current = r;
         fresh = true;
       }
       const next = change(jobFrom(current.doc));
       if (!next) {
-        if (fresh) return false;
+        if (fresh) return null;
         // Judged on a remembered version: make sure against the stored one.
         current = undefined;
         continue;
       }
       const columns = jobColumns(next);
-      if ((await this.run('setJob', [id, current.version, ...columns])).rowCount === 1) {
+      if (await this.batch.setJob.run({ id, version: current.version, c: columns })) {
         this.recent.set(id, { version: current.version + 1, doc: columns[5] });
-        return true;
+        return next;
       }
       this.recent.forget(id);
       current = undefined;
@@ -318,7 +393,7 @@ export class PostgresStore implements Store {
   }
 
   async appendOutput(jobId: string, chunk: OutputChunk): Promise<void> {
-    await this.run('insertOutput', [jobId, chunk.seq, chunk.stream, chunk.data]);
+    await this.batch.appendOutput.run({ jobId, chunk });
   }
 
   async output(jobId: string, afterSeq: number, limit?: number): Promise<OutputChunk[]> {
@@ -346,8 +421,8 @@ export class PostgresStore implements Store {
   }
 
   async getEgressPolicy(workspaceId: string): Promise<EgressPolicy | null> {
-    const r = await this.first<DocRow<string>>('policy', [workspaceId]);
-    return r ? (JSON.parse(r.doc) as EgressPolicy) : null;
+    const doc = await this.reads.policy.run(workspaceId);
+    return doc === undefined ? null : (JSON.parse(doc) as EgressPolicy);
   }
 
   async setEgressPolicy(workspaceId: string, policy: EgressPolicy): Promise<void> {
@@ -440,7 +515,7 @@ export class PostgresStore implements Store {
   }
 
   async addToken(t: TokenRecord): Promise<void> {
-    await this.run('insertToken', [t.jti, t.jobId, t.workspaceId, t.issuedAt, t.expiresAt, t.revokedAt]);
+    await this.batch.addToken.run(t);
   }
 
   async getToken(jti: string): Promise<TokenRecord | null> {
@@ -449,7 +524,7 @@ export class PostgresStore implements Store {
   }
 
   async revokeTokensOfJob(jobId: string, at: string): Promise<string[]> {
-    return (await this.rows<{ jti: string }>('revokeTokensOfJob', [at, jobId])).map((r) => r.jti);
+    return this.batch.revokeTokensOfJob.run({ jobId, at });
   }
 
   async deleteTokensExpiredBefore(at: string): Promise<void> {
@@ -524,6 +599,20 @@ export class PostgresStore implements Store {
     await this.pool.query({ name: `updateAgent:${fields.join(',')}`, text, values: [id, ...values] });
   }
 
+  async touchAgents(ids: readonly string[], replicaId: string, at: string): Promise<void> {
+    if (ids.length) await this.run('touchAgents', [replicaId, at, ids]);
+  }
+
+  async storeAgentFigures(figures: readonly AgentFiguresRow[]): Promise<void> {
+    if (figures.length === 0) return;
+    await this.run('storeAgentFigures', [
+      figures.map((f) => f.id),
+      figures.map((f) => f.running),
+      figures.map((f) => f.capacity),
+      figures.map((f) => (f.load === undefined ? null : loadText(f.load))),
+    ]);
+  }
+
   async deleteAgent(id: string): Promise<void> {
     await this.run('deleteAgent', [id]);
   }
@@ -578,7 +667,16 @@ function jobFrom(doc: string): Job {
 }
 
 /** jobColumns are a job's status, mode, ended_at, expired_at, metadata and doc columns: what queries select on, from the doc. */
-function jobColumns(j: Job): [string, string, string | null, string | null, string | null, string] {
+/** columnsOf turns rows (one per item) into columns, the arrays a multi-row statement's unnest takes. */
+function columnsOf<T>(items: readonly T[], row: (item: T) => unknown[]): unknown[][] {
+  const cols: unknown[][] = [];
+  for (const item of items) {
+    row(item).forEach((v, i) => (cols[i] ??= []).push(v));
+  }
+  return cols;
+}
+
+function jobColumns(j: Job): JobColumns {
   const metadata = j.mode === 'sandbox' && j.sandbox ? JSON.stringify(j.sandbox.metadata) : null;
   return [j.status, j.mode === 'sandbox' ? 'sandbox' : 'job', j.endedAt ?? null, j.expiredAt ?? null, metadata, JSON.stringify(j)];
 }

@@ -3,7 +3,7 @@ import Database from 'better-sqlite3';
 import type { EgressPolicy } from '../../shared/net/egress-policy.js';
 import type { AuditEvent, AuditEventInput } from '../audit/chain.js';
 import { DEFAULT_EGRESS_POLICY, TERMINAL_STATUSES, type AgentRecord, type ApiKeyRecord, type ApiKeyRole, type DeniedConnectionRecord, type ImageRecord, type ImageState, type Job, type JobStatus, type ObjectMeta, type OutputChunk, type ReplicaRecord, type SigningKeyRecord, type TokenRecord, type Workspace } from '../model.js';
-import type { AuditQuery, DeniedQuery, ObjectQuery, SandboxQuery, Store } from './store.js';
+import type { AgentFiguresRow, AuditQuery, DeniedQuery, ObjectQuery, SandboxQuery, Store } from './store.js';
 import { migrateSqlite } from './migrations/sqlite.js';
 import { AGENT_COLUMNS, agentFrom, patchedAgentFields, type AgentRow } from './agent-columns.js';
 
@@ -127,6 +127,16 @@ export class SqliteStore implements Store {
         const job = { ...jobFrom(r.doc), ...patch };
         this.stmts.updateJob.run(job.status, JSON.stringify(job), id);
       }),
+      transitionJob: d.transaction((id: string, change: (job: Job) => Partial<Job> | null): Job | null => {
+        const r = this.stmts.job.get(id);
+        if (!r) return null;
+        const current = jobFrom(r.doc);
+        const patch = change(current);
+        if (!patch) return null;
+        const job = { ...current, ...patch };
+        this.stmts.updateJob.run(job.status, JSON.stringify(job), id);
+        return job;
+      }),
       appendAudit: d.transaction((input: AuditEventInput, seal: (input: AuditEventInput, prev: { seq: number; hash: string } | null) => AuditEvent): AuditEvent => {
         const e = seal(input, this.stmts.lastAudit.get() ?? null);
         this.stmts.insertAudit.run({ ...e, details: JSON.stringify(e.details) });
@@ -220,6 +230,11 @@ export class SqliteStore implements Store {
 
   async updateJob(id: string, patch: Partial<Job>): Promise<void> {
     this.tx.updateJob(id, patch);
+  }
+
+  async transitionJob(id: string, change: (job: Job) => Partial<Job> | null): Promise<Job | null> {
+    // IMMEDIATE, as a claim: judged and written under the write lock.
+    return this.tx.transitionJob.immediate(id, change);
   }
 
   async claimJob(id: string, from: JobStatus, patch: Partial<Job>): Promise<boolean> {
@@ -423,6 +438,18 @@ export class SqliteStore implements Store {
 
   async listAgents(): Promise<AgentRecord[]> {
     return this.stmts.agents.all().map(agentFrom);
+  }
+
+  async touchAgents(ids: readonly string[], replicaId: string, at: string): Promise<void> {
+    if (ids.length) this.db.prepare('UPDATE agents SET replica_id = ?, connected = 1, last_seen_at = ? WHERE id IN (SELECT value FROM json_each(?))').run(replicaId, at, JSON.stringify(ids));
+  }
+
+  async storeAgentFigures(figures: readonly AgentFiguresRow[]): Promise<void> {
+    if (figures.length === 0) return;
+    const stmt = this.db.prepare('UPDATE agents SET running = ?, capacity = ?, load = COALESCE(?, load) WHERE id = ?');
+    this.db.transaction(() => {
+      for (const f of figures) stmt.run(f.running, f.capacity, f.load === undefined ? null : JSON.stringify(f.load), f.id);
+    })();
   }
 
   async updateAgent(id: string, patch: Partial<AgentRecord>): Promise<void> {

@@ -1,6 +1,7 @@
 /** Store is the control plane's persistence port: SQLite (embedded, one process) and PostgreSQL (shared by replicas) adapters. */
 import type { EgressPolicy } from '../../shared/net/egress-policy.js';
 import type { AuditEvent, AuditEventInput } from '../audit/chain.js';
+import type { AgentLoad } from '../../shared/wire.js';
 import type { AgentRecord, ApiKeyRecord, ApiKeyRole, DeniedConnectionRecord, ImageRecord, ImageState, Job, JobStatus, ObjectMeta, OutputChunk, ReplicaRecord, SigningKeyRecord, TokenRecord, Workspace } from '../model.js';
 
 /** DeniedQuery selects a workspace's denied connections: newest first, at most `limit`, optionally of one job. */
@@ -65,6 +66,13 @@ export interface Store {
   countJobs(workspaceId: string, statuses: readonly string[]): Promise<number>;
   /** claimJob applies `patch` only if the job's status is still `from`; true if it did (atomic: no job placed twice). */
   claimJob(id: string, from: JobStatus, patch: Partial<Job>): Promise<boolean>;
+  /**
+   * transitionJob applies the patch `change` makes of the job's current record (null: leave it), atomically: the patch
+   * is made from the stored record it is written over (`change` may be called again, on a newer record, so it must not
+   * act, only judge). Returns the record written, or null if the job is unknown or `change` left it. One round trip in
+   * the usual case: an agent's report applied without a read first.
+   */
+  transitionJob(id: string, change: (job: Job) => Partial<Job> | null): Promise<Job | null>;
 
   appendOutput(jobId: string, chunk: OutputChunk): Promise<void>;
   /** output returns a job's chunks with seq > afterSeq, in order, at most `limit` of them (all if omitted). */
@@ -139,6 +147,10 @@ export interface Store {
   listAgents(): Promise<AgentRecord[]>;
   /** updateAgent sets the patched fields of an agent's record; unknown ids are ignored. */
   updateAgent(id: string, patch: Partial<AgentRecord>): Promise<void>;
+  /** touchAgents marks agents as connected to a replica and seen at `at`, all in one statement; unknown ids are ignored. */
+  touchAgents(ids: readonly string[], replicaId: string, at: string): Promise<void>;
+  /** storeAgentFigures sets the running count, capacity and (when given) load of several agents, in one statement. */
+  storeAgentFigures(figures: readonly AgentFiguresRow[]): Promise<void>;
   deleteAgent(id: string): Promise<void>;
 
   /** upsertReplica stores a replica's record whole (its heartbeat, too). */
@@ -148,4 +160,12 @@ export interface Store {
   deleteReplica(id: string): Promise<void>;
 
   close(): Promise<void>;
+}
+
+/** AgentFiguresRow is what a replica stores of an agent on its channel at a heartbeat; load undefined: unchanged. */
+export interface AgentFiguresRow {
+  id: string;
+  running: number;
+  capacity: number;
+  load?: AgentLoad;
 }
