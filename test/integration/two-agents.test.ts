@@ -221,6 +221,11 @@ test('each agent gets only work of the runtimes it offers; work no agent offers 
     assert.equal(queued.status, 'queued');
     await new Promise((r) => setTimeout(r, 1000));
     assert.equal((await cluster.client.getJob(queued.id)).status, 'queued', 'A (runc only, idle) does not take it');
+    // Work behind it that an agent has room for is not held up by it (same workspace, queued after it).
+    const behind = await cluster.runJob({ command: ['echo', 'behind'], runtime: 'runc' });
+    assert.equal(behind.stdout, 'behind\n');
+    assert.equal(await agentOf(behind.job.id), A);
+    assert.equal((await cluster.client.getJob(queued.id)).status, 'queued', 'the crun job still waits for B');
   } finally {
     assert.equal((await cluster.cli(['agents', 'undrain', B])).code, 0);
   }

@@ -410,12 +410,14 @@ export class JobService {
    * pump places queued jobs while agents have room, taking workspaces in turn; each within its running quota. Up to
    * MAX_PLACING placements are in flight at once (each is a few store round trips, mostly waiting on the store): a job's
    * place in its workspace's quota and its slot on an agent are taken before any await, so concurrent placements never
-   * overshoot either, and the store's claim (queued → assigned) places each job at most once. A placement that finds no
-   * agent (or, on a shared store, no room in the quota after all) puts its job back at the head of its queue and stops
-   * the pump until the next prompt (an agent with room, a job ended, a job queued), as the one-at-a-time pump did.
+   * overshoot either, and the store's claim (queued → assigned) places each job at most once. A job no agent with room
+   * can take goes back to the head of its queue and jobs with its needs are passed over until the next prompt (an agent
+   * with room, a job ended, a job queued); a placement that fails later (on a shared store, no room in the quota after all) stops
+   * the pump until then.
    */
   private pump(): void {
     this.stalled = false;
+    this.noRoomFor.clear();
     this.fill();
   }
 
@@ -436,9 +438,11 @@ export class JobService {
       const spec = specOf(job, this.defaults.outputLimitBytes);
       const agentId = d.reserve(spec);
       if (!agentId) {
+        // No agent with room offers what this job needs (its runtime, size, image): jobs with those needs wait for the
+        // next prompt, the others go on (a job for a busy runtime must not hold up work another agent has room for).
         this.putBack(job);
-        this.stalled = true;
-        break;
+        this.noRoomFor.add(needsOf(job));
+        continue;
       }
       this.inPump.add(job.id);
       void this.place(job, performance.now(), { agentId, spec, claimed: false })
@@ -496,6 +500,8 @@ export class JobService {
   /** Placements the pump has in flight (taken from the queue, not yet placed or put back). */
   private readonly inPump = new Set<string>();
   private stalled = false;
+  /** Needs (needsOf) no agent with room could take in this pump: jobs with them are skipped until the next prompt. */
+  private readonly noRoomFor = new Set<string>();
   /** Workspaces with queued jobs whose running quota is not known here yet (being read). */
   private readonly unknownQuotas = new Set<string>();
 
@@ -513,7 +519,10 @@ export class JobService {
       }
       const q = this.queued.get(wsId);
       if (!q || q.length === 0 || !this.hasRoom(wsId)) continue;
-      const job = q.shift()!;
+      // The oldest job whose needs some agent may still have room for (queues are short: bounded by maxQueuedJobs).
+      const at = this.noRoomFor.size === 0 ? 0 : q.findIndex((j) => !this.noRoomFor.has(needsOf(j)));
+      if (at < 0) continue;
+      const job = q.splice(at, 1)[0]!;
       if (q.length === 0) this.queued.delete(wsId);
       this.activate(job);
       this.turn = (this.turn + i + 1) % wsIds.length;
@@ -829,6 +838,11 @@ function subjectOf(job: Job): TokenSubject {
 }
 
 /** specOf is what the agent is told about a job: no key, no tenant secret beyond the job's own env. */
+/** needsOf is what placement asks of an agent for a job: its runtime, image and size (jobs alike in these place alike). */
+function needsOf(job: Job): string {
+  return `${job.runtime}|${job.image?.digest ?? ''}|${job.cpu}|${job.memoryBytes}|${job.diskBytes}`;
+}
+
 function specOf(job: Job, outputLimitBytes: number): JobSpec {
   const { id: jobId, workspaceId, command, env, cwd, cpu, memoryBytes, timeoutSeconds, diskBytes, runtime, egress } = job;
   return { jobId, workspaceId, command, env, cwd, cpu, memoryBytes, timeoutSeconds, diskBytes, runtime, egress, outputLimitBytes, image: job.image ?? null, mode: job.mode ?? 'job' };
