@@ -411,7 +411,7 @@ export class JobService {
    * MAX_PLACING placements are in flight at once (each is a few store round trips, mostly waiting on the store): a job's
    * place in its workspace's quota and its slot on an agent are taken before any await, so concurrent placements never
    * overshoot either, and the store's claim (queued → assigned) places each job at most once. A job no agent with room
-   * can take goes back to the head of its queue and jobs with its needs are passed over until the next prompt (an agent
+   * can take goes back to its place in its queue and jobs with its needs are passed over until the next prompt (an agent
    * with room, a job ended, a job queued); a placement that fails later (on a shared store, no room in the quota after all) stops
    * the pump until then.
    */
@@ -423,8 +423,8 @@ export class JobService {
 
   /**
    * fill starts placements while there is room for more in flight, an agent with room and a queued job in turn. The
-   * job's agent slot is reserved here, with its quota place (no await in between); an agent that has no room for it
-   * sends it back to the head of its queue at once.
+   * job's agent slot is reserved here, with its quota place (no await in between); when no agent has room for it, it
+   * goes back to its place in its queue at once.
    */
   private fill(): void {
     const d = this.dispatcher;
@@ -453,7 +453,7 @@ export class JobService {
         .then((outcome) => {
           this.inPump.delete(job.id);
           // Not placed after all (no room in the quota across replicas, the agent went away, the store failed): back to
-          // the head of its queue, and wait for the next prompt. Should it have been claimed meanwhile, the next try
+          // its place in its queue, and wait for the next prompt. Should it have been claimed meanwhile, the next try
           // finds it no longer queued.
           if (outcome === 'back') {
             this.putBack(job);
@@ -491,10 +491,16 @@ export class JobService {
     if (q!.length === 0) this.queued.delete(job.workspaceId);
   }
 
-  /** putBack returns a job taken from the queue to its head, and frees its quota place. */
+  /**
+   * putBack returns a job taken from the queue to its place in arrival order (takeQueued may have passed over older jobs
+   * to take it), and frees its quota place.
+   */
   private putBack(job: Job): void {
     this.deactivate(job);
-    this.queued.set(job.workspaceId, [job, ...(this.queued.get(job.workspaceId) ?? [])]);
+    const q = this.queued.get(job.workspaceId) ?? [];
+    const later = q.findIndex((j) => j.createdAt > job.createdAt);
+    q.splice(later < 0 ? q.length : later, 0, job);
+    this.queued.set(job.workspaceId, q);
   }
 
   /** Placements the pump has in flight (taken from the queue, not yet placed or put back). */

@@ -11,7 +11,11 @@
  * compare-and-set updates of one row in one statement would apply only one of them.
  */
 
-/** MAX_BATCH bounds the rows of one statement. */
+/**
+ * MAX_BATCH bounds the rows of one statement. The queue itself needs no bound of its own: each entry is a caller awaiting
+ * its result, so it holds only the store calls in flight, which the API's quotas and the agent channel's report
+ * high-water mark bound upstream; a slow database slows those callers (their awaits), it does not grow anything else.
+ */
 const MAX_BATCH = 256;
 
 interface Waiting<In, Out> {
