@@ -1,7 +1,6 @@
 /** TestCluster starts a real Cleanroom (control plane + agent) in a temporary data directory, as `up --detach` does. */
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { chmodSync, closeSync, copyFileSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync, existsSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -15,6 +14,9 @@ import { dataPaths } from '../../src/shared/paths.js';
 import { bootstrapDataDir } from '../../src/supervisor/bootstrap.js';
 import { logFile, pidFile } from '../../src/supervisor/processes.js';
 import { TestPostgres } from './postgres.js';
+import { freePort } from './ports.js';
+
+export { freePort };
 
 const run = promisify(execFile);
 
@@ -502,18 +504,6 @@ export function unusedPool(): string {
   const free = Array.from({ length: 50 }, (_, i) => 200 + i).filter((n) => !used.has(n));
   if (free.length === 0) throw new Error('every pool 10.200-249.0.0/16 has addresses on this host: too many clusters running');
   return `10.${free[Math.floor(Math.random() * free.length)]}.0.0/16`;
-}
-
-/** freePort asks the kernel for an unused loopback port. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const addr = s.address();
-      s.close(() => resolve(typeof addr === 'object' && addr ? addr.port : 0));
-    });
-  });
 }
 
 function merge(a: Record<string, unknown>, b: Record<string, unknown>): Record<string, unknown> {
