@@ -7,7 +7,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import openapiTS, { astToString } from 'openapi-typescript';
-import { servedOpenApiDocument } from '../control/api/openapi-document.js';
+import { servedOpenApiDocument } from './served-openapi.js';
 
 /** GENERATED_PATH is the generated file, relative to the repository root. */
 export const GENERATED_PATH = 'src/sdk/generated/api.ts';

@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { servedOpenApiDocument } from '../../src/control/api/openapi-document.js';
+import { servedOpenApiDocument } from '../../src/tools/served-openapi.js';
 import { GENERATED_PATH, generateSdkTypes } from '../../src/tools/gen-sdk.js';
 import { REPO_ROOT } from '../support/cluster.js';
 

@@ -3,13 +3,13 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { loadConfig } from '../../shared/config.js';
-import { dataPaths } from '../../shared/paths.js';
-import { ensurePki } from '../../supervisor/pki.js';
-import { AgentHub } from '../agents/agent-hub.js';
-import { createServices } from '../services.js';
-import { SqliteStore } from '../store/sqlite-store.js';
-import { buildApiServer } from './server.js';
+import { loadConfig } from '../shared/config.js';
+import { dataPaths } from '../shared/paths.js';
+import { ensurePki } from '../supervisor/pki.js';
+import { AgentHub } from '../control/agents/agent-hub.js';
+import { createServices } from '../control/services.js';
+import { SqliteStore } from '../control/store/sqlite-store.js';
+import { buildApiServer } from '../control/api/server.js';
 
 /** servedOpenApiDocument returns the document `GET /openapi.json` answers with, and the routes fastify registered. */
 export async function servedOpenApiDocument(): Promise<{ doc: Record<string, unknown>; served: string[] }> {
