@@ -9,6 +9,7 @@ import {
   closeReason,
   helloProtocol,
   MAX_AGENT_MESSAGE_BYTES,
+  MIN_PROTOCOL_VERSION,
   parseAgentMessage,
   PROTOCOL_VERSION,
   type AgentLoad,
@@ -245,11 +246,12 @@ export class AgentHub implements Dispatcher, SandboxChannel {
       if (!conn) {
         if (!r.ok) {
           const p = helloProtocol(r.value);
-          if (p === null || p === PROTOCOL_VERSION) return refuse(CHANNEL_CLOSE.badMessage, `bad message: ${r.problem}`, r.problem);
+          if (p === null || (p !== 'unreadable' && p >= MIN_PROTOCOL_VERSION && p <= PROTOCOL_VERSION)) return refuse(CHANNEL_CLOSE.badMessage, `bad message: ${r.problem}`, r.problem);
+          const speaks = `${MIN_PROTOCOL_VERSION} to ${PROTOCOL_VERSION}`;
           const why =
             p === 'unreadable'
-              ? `agent's hello has no readable protocol version; this control plane speaks ${PROTOCOL_VERSION}`
-              : `agent speaks protocol ${p}, this control plane speaks ${PROTOCOL_VERSION}: upgrade the ${p < PROTOCOL_VERSION ? 'agent' : 'control plane'}`;
+              ? `agent's hello has no readable protocol version; this control plane speaks ${speaks}`
+              : `agent speaks protocol ${p}, this control plane speaks ${speaks}: upgrade the ${p < PROTOCOL_VERSION ? 'agent' : 'control plane'}`;
           return refuse(CHANNEL_CLOSE.protocolMismatch, why, why);
         }
         if (r.msg.type !== 'hello') return refuse(CHANNEL_CLOSE.protocolViolation, `the first message must be a hello, not ${r.msg.type}`, `${r.msg.type} before the hello`);
@@ -292,7 +294,8 @@ export class AgentHub implements Dispatcher, SandboxChannel {
   /** welcome accepts a hello: the agent is told it may go on, replaces an earlier connection of its own, and is reconciled. */
   private welcome(ws: WebSocket, hello: Extract<AgentToControl, { type: 'hello' }>): Connection {
     const { agentId, liveJobIds, endedJobIds, capacity } = hello;
-    send(ws, { type: 'welcome', protocol: PROTOCOL_VERSION });
+    // The agent's own version: what it sends and expects is that version's (see PROTOCOL_VERSION).
+    send(ws, { type: 'welcome', protocol: hello.protocol });
     const images = new Set(hello.images);
     const candidate: AgentCandidate = { agentId, capacity, running: 0, draining: false, removed: false, load: hello.load, images };
     const conn: Connection = { agentId, ws, running: new Set(liveJobIds), capacity, load: hello.load, candidate, images, queue: Promise.resolve(), pending: 0 };
@@ -323,6 +326,12 @@ export class AgentHub implements Dispatcher, SandboxChannel {
     const { agentId } = conn;
     if (isSandboxReport(msg)) return this.sandboxes?.onReport(agentId, msg);
     switch (msg.type) {
+      case 'job.report': {
+        if (msg.ended) conn.running.delete(msg.jobId);
+        await this.jobs.onReport(agentId, msg);
+        if (msg.load) await this.onLoad(conn, msg.load);
+        return;
+      }
       case 'job.started':
         return this.jobs.onStarted(agentId, msg.jobId, msg.cellId, msg.timings);
       case 'job.output':
@@ -355,18 +364,21 @@ export class AgentHub implements Dispatcher, SandboxChannel {
       case 'image.removed':
         conn.images.delete(msg.digest);
         return this.images?.onRemoved(agentId, msg.digest);
-      case 'agent.load': {
-        const hadRoom = conn.running.size < conn.capacity;
-        conn.load = msg.load;
-        conn.capacity = msg.load.capacity;
-        this.offers.set(agentId, msg.load.offers);
-        // A report can reveal room (a larger capacity) or warm cells that queued jobs were waiting for.
-        if (!hadRoom && conn.running.size < conn.capacity) await this.jobs.dispatchQueued();
-        return;
-      }
+      case 'agent.load':
+        return this.onLoad(conn, msg.load);
       default:
         assertNever(msg);
     }
+  }
+
+  /** onLoad takes an agent's load (an agent.load, or a job.report's). */
+  private async onLoad(conn: Connection, load: AgentLoad): Promise<void> {
+    const hadRoom = conn.running.size < conn.capacity;
+    conn.load = load;
+    conn.capacity = load.capacity;
+    this.offers.set(conn.agentId, load.offers);
+    // A report can reveal room (a larger capacity) or warm cells that queued jobs were waiting for.
+    if (!hadRoom && conn.running.size < conn.capacity) await this.jobs.dispatchQueued();
   }
 
   /**
