@@ -18,7 +18,10 @@ async function main(): Promise<void> {
   const { values } = parseArgs({ options: { 'data-dir': { type: 'string' } } });
   const paths = dataPaths(values['data-dir'] ?? process.env.CLEANROOM_DATA_DIR ?? DEFAULT_DATA_DIR);
   const config = loadConfig(paths.config);
-  const logger = pino({ base: { proc: 'control' } });
+  // Written asynchronously: what is logged while a write is on its way goes with the next one (one write for many lines
+  // under load, none of it on the event loop's time), and nothing waits for a fuller buffer. pino flushes what is left
+  // when the process exits (also on a crash); a SIGKILL may lose the last lines.
+  const logger = pino({ base: { proc: 'control' } }, pino.destination({ dest: 1, sync: false }));
   const log = (msg: string, extra?: object) => logger.info(extra ?? {}, msg);
 
   const opened = await openStore(config.store, paths.control.db, (e) => logger.warn({ error: e.message }, 'store: a pooled database connection broke'));

@@ -25,7 +25,7 @@ import type { Dispatcher, JobService } from '../jobs/job-service.js';
 import type { NetworkPolicyService } from '../network/network-policy-service.js';
 import type { AgentPresence } from '../cluster/agent-presence.js';
 import { isSandboxReport, type SandboxChannel, type SandboxReport, type SandboxRequestMessage } from '../sandboxes/sandbox-channel.js';
-import { choosePlacement, jobSizeClass, offeredClass, takeWarmCell, type AgentCandidate, type PlacementClass, type PlacementWant } from './placement.js';
+import { agentHash, choosePlacement, jobSizeClass, offeredClass, takeWarmCell, type AgentCandidate, type PlacementClass, type PlacementWant } from './placement.js';
 import { FleetCheck, OfferIndex, type WorkloadNeeds } from './fleet-offers.js';
 import { AgentDirectory, offeredView, type AgentInfo } from './agent-directory.js';
 import type { AgentFigures } from '../cluster/agent-presence.js';
@@ -297,7 +297,7 @@ export class AgentHub implements Dispatcher, SandboxChannel {
     // The agent's own version: what it sends and expects is that version's (see PROTOCOL_VERSION).
     send(ws, { type: 'welcome', protocol: hello.protocol });
     const images = new Set(hello.images);
-    const candidate: AgentCandidate = { agentId, capacity, running: 0, draining: false, removed: false, load: hello.load, images };
+    const candidate: AgentCandidate = { agentId, capacity, running: 0, draining: false, removed: false, load: hello.load, images, hash: agentHash(agentId) };
     const conn: Connection = { agentId, ws, running: new Set(liveJobIds), capacity, load: hello.load, candidate, images, queue: Promise.resolve(), pending: 0 };
     this.directory.connected(agentId, capacity, hello.load.offers);
     this.agents.get(agentId)?.ws.terminate();

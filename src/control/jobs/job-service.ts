@@ -571,6 +571,9 @@ export class JobService {
       }
       const subject = subjectOf(job);
       let sent = false;
+      // A job being placed has no output yet: its first chunk needs no read of the last one (a quick agent's output can
+      // come before the mint below returns).
+      if (!this.nextSeq.has(job.id)) this.nextSeq.set(job.id, 1);
       await this.tokens.mint(subject, 'minted', (credentials) => {
         const tMinted = performance.now();
         sent = d.assign(agentId, spec, credentials);
@@ -585,7 +588,6 @@ export class JobService {
       if (this.cancelledWhilePlacing.delete(job.id)) d.cancel(agentId, job.id);
       // Kept fresh from now: an end from here on stops it (revokeJob), whichever comes first; an end heard already did.
       if (this.placingNews.get(job.id)?.kind !== 'ended') this.tokens.keepFresh(subject, (c) => d.refreshCredentials(agentId, job.id, c));
-      if (!this.nextSeq.has(job.id)) this.nextSeq.set(job.id, 1); // a fresh job has no output yet: no read at its first chunk
       const placedTimings = this.placeTimings.get(job.id);
       const timings = { ...job.timings, ...placedTimings };
       // A quick agent reported the job here already: its start wrote these timings, and an end it reported came after the
@@ -875,11 +877,28 @@ export class JobService {
 
   /** onAgentLost ends the agent's unfinished jobs that it no longer reports as live. */
   async onAgentLost(agentId: string, liveJobIds: readonly string[], why: string): Promise<void> {
-    for (const job of await this.store.jobsWithStatus(['assigned', 'running'])) {
-      if (job.agentId === agentId && !liveJobIds.includes(job.id)) {
+    const live = new Set(liveJobIds);
+    for (const job of await this.unfinishedJobs()) {
+      if (job.agentId === agentId && !live.has(job.id)) {
         await this.end(job.id, { reason: 'error', exitCode: null, signal: null, message: why }, {});
       }
     }
+  }
+
+  /** A read of the unfinished jobs that has not been sent yet: the calls of this turn share it. */
+  private unfinishedRead: Promise<Job[]> | null = null;
+
+  /**
+   * unfinishedJobs reads every assigned or running job; the calls made before the read is sent (a fleet's hellos after a
+   * restart arrive by the hundred) share one read, and each call's read is sent after it, so it sees what was stored
+   * before the call.
+   */
+  private unfinishedJobs(): Promise<Job[]> {
+    this.unfinishedRead ??= new Promise<void>((resolve) => setImmediate(resolve)).then(() => {
+      this.unfinishedRead = null;
+      return this.store.jobsWithStatus(['assigned', 'running']);
+    });
+    return this.unfinishedRead;
   }
 }
 
