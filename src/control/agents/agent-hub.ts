@@ -85,6 +85,12 @@ const REPORTS_LOW_WATER = 32;
 /** AgentHub is the Dispatcher backed by connected agents. */
 export class AgentHub implements Dispatcher, SandboxChannel {
   private readonly agents = new Map<string, Connection>();
+  /**
+   * The connections that may have room (running < capacity): every change that can make room adds its connection here;
+   * placement scans only these and drops those found full or gone. With a fleet mostly busy, a placement reads the few
+   * with room instead of every agent.
+   */
+  private readonly roomy = new Set<Connection>();
   private readonly server: Server;
   /** Pool requests awaiting an answer, by request id, with the agent asked. */
   private readonly pending = new Map<string, { agentId: string; answer: (p: AgentPool) => void }>();
@@ -161,6 +167,7 @@ export class AgentHub implements Dispatcher, SandboxChannel {
     const conn = this.agents.get(agentId);
     if (flags.removed && conn) {
       this.agents.delete(agentId);
+      this.roomy.delete(conn);
       this.offers.delete(agentId);
       this.directory.disconnected(agentId, 0);
       conn.ws.close(CHANNEL_CLOSE.agentRemoved, closeReason(`removed by an operator; re-admit with: cleanroom agents undrain ${agentId}`));
@@ -280,6 +287,7 @@ export class AgentHub implements Dispatcher, SandboxChannel {
       if (!conn || this.agents.get(conn.agentId) !== conn) return;
       const agentId = conn.agentId;
       this.agents.delete(agentId);
+      this.roomy.delete(conn);
       this.offers.delete(agentId);
       this.directory.disconnected(agentId, conn.running.size);
       this.log('agent disconnected', { agentId, code, reason: reason.toString() });
@@ -302,6 +310,7 @@ export class AgentHub implements Dispatcher, SandboxChannel {
     this.directory.connected(agentId, capacity, hello.load.offers);
     this.agents.get(agentId)?.ws.terminate();
     this.agents.set(agentId, conn);
+    this.roomy.add(conn);
     this.offers.set(agentId, hello.load.offers);
     clearTimeout(this.lostTimers.get(agentId));
     this.lostTimers.delete(agentId);
@@ -327,7 +336,7 @@ export class AgentHub implements Dispatcher, SandboxChannel {
     if (isSandboxReport(msg)) return this.sandboxes?.onReport(agentId, msg);
     switch (msg.type) {
       case 'job.report': {
-        if (msg.ended) conn.running.delete(msg.jobId);
+        if (msg.ended && conn.running.delete(msg.jobId)) this.roomy.add(conn);
         await this.jobs.onReport(agentId, msg);
         if (msg.load) await this.onLoad(conn, msg.load);
         return;
@@ -337,7 +346,7 @@ export class AgentHub implements Dispatcher, SandboxChannel {
       case 'job.output':
         return this.jobs.onOutput(agentId, msg.jobId, msg.stream, Buffer.from(msg.data, 'base64'));
       case 'job.ended':
-        conn.running.delete(msg.jobId);
+        if (conn.running.delete(msg.jobId)) this.roomy.add(conn);
         return this.jobs.onEnded(agentId, msg.jobId, msg.end, msg.timings, msg.outputDroppedBytes ?? 0);
       case 'job.wiped':
         if (msg.jobId) await this.jobs.onWiped(agentId, msg.jobId, msg.receipt, msg.timings ?? {});
@@ -376,6 +385,7 @@ export class AgentHub implements Dispatcher, SandboxChannel {
     const hadRoom = conn.running.size < conn.capacity;
     conn.load = load;
     conn.capacity = load.capacity;
+    this.roomy.add(conn);
     this.offers.set(conn.agentId, load.offers);
     // A report can reveal room (a larger capacity) or warm cells that queued jobs were waiting for.
     if (!hadRoom && conn.running.size < conn.capacity) await this.jobs.dispatchQueued();
@@ -401,7 +411,13 @@ export class AgentHub implements Dispatcher, SandboxChannel {
   }
 
   canDispatch(): boolean {
-    for (const c of this.agents.values()) if (c.running.size < c.capacity && this.directory.placeable(c.agentId)) return true;
+    for (const c of this.roomy) {
+      if (c.running.size >= c.capacity || this.agents.get(c.agentId) !== c) {
+        this.roomy.delete(c);
+        continue;
+      }
+      if (this.directory.placeable(c.agentId)) return true;
+    }
     return false;
   }
 
@@ -440,7 +456,8 @@ export class AgentHub implements Dispatcher, SandboxChannel {
   }
 
   release(agentId: string, jobId: string): void {
-    this.agents.get(agentId)?.running.delete(jobId);
+    const conn = this.agents.get(agentId);
+    if (conn?.running.delete(jobId)) this.roomy.add(conn);
   }
 
   holds(agentId: string): boolean {
@@ -456,9 +473,12 @@ export class AgentHub implements Dispatcher, SandboxChannel {
   private candidates(): AgentCandidate[] {
     const list = this.candidateList;
     list.length = 0;
-    for (const c of this.agents.values()) {
+    for (const c of this.roomy) {
       const running = c.running.size;
-      if (running >= c.capacity) continue;
+      if (running >= c.capacity || this.agents.get(c.agentId) !== c) {
+        this.roomy.delete(c); // back when a job ends or its load says so
+        continue;
+      }
       const d = this.directory.flags(c.agentId);
       const k = c.candidate;
       k.capacity = c.capacity;
@@ -515,6 +535,7 @@ export class AgentHub implements Dispatcher, SandboxChannel {
     this.lostTimers.delete(agentId);
     if (conn) {
       this.agents.delete(agentId);
+      this.roomy.delete(conn);
       this.offers.delete(agentId);
       this.directory.disconnected(agentId, 0);
       conn.ws.close(CHANNEL_CLOSE.agentRemoved, closeReason(`removed by an operator; re-admit with: cleanroom agents undrain ${agentId}`));
