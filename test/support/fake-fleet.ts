@@ -1,10 +1,12 @@
 /**
  * FakeFleet is a simulated fleet: many lightweight fake agents in this one process, each a real WebSocket over mutual TLS
  * to a control plane's agent channel, speaking the real protocol (src/shared/wire.ts). On `assign` a fake reports
- * job.started, one small job.output, job.ended (succeeded) and job.wiped with a plausible receipt; it answers pool.get,
- * image.prepare/remove, takes token.refresh, honours cancel, and (protocol 4) says its load in the hello and in
- * agent.load reports (coalesced per 200 ms tick, and every 5 s). It runs no cells: what it measures is the control plane's
- * scheduling (placement, report handling, store, audit, tokens) with many agents connected.
+ * job.started, one small job.output, job.ended (succeeded) and job.wiped with a plausible receipt, all in one job.report
+ * with its load after the job, as a real agent's channel sends what is ready in one turn (protocol 5; `protocol: 4`
+ * sends them one by one, as the previous build did); it answers pool.get, image.prepare/remove, takes token.refresh,
+ * honours cancel, and says its load in the hello and in agent.load reports (coalesced per 200 ms tick, and every 5 s)
+ * when no report carried it. It runs no cells: what it measures is the control plane's scheduling (placement, report
+ * handling, store, audit, tokens) with many agents connected.
  *
  * Memory per fake is a socket and a small record: one TLS context is shared by every connection, and a fake has a timer
  * only for a job it holds (holdMs > 0). Used by test/integration/fleet.test.ts and bench/fleet.ts.
@@ -97,6 +99,8 @@ export class FakeFleet {
   /** One timer for the whole fleet sends the agent.load reports (not one per fake). */
   private loadTicker: NodeJS.Timeout | undefined;
   readonly sentLoads = { count: 0 };
+  /** Messages the fakes sent after their hellos (reports, load reports, answers). */
+  readonly sent = { messages: 0 };
 
   private readonly protocol: number;
   /** Received messages with their protocol's welcome (the control plane answers with our version). */
@@ -332,7 +336,9 @@ export class FakeFleet {
       const r = AgentToControlSchema.safeParse(msg);
       if (!r.success) this.schemaProblems.push(`sent ${msg.type}: ${r.error.issues[0]?.message ?? 'invalid'}`);
     }
-    if (f.ws.readyState === WebSocket.OPEN) f.ws.send(JSON.stringify(msg));
+    if (f.ws.readyState !== WebSocket.OPEN) return;
+    if (msg.type !== 'hello') this.sent.messages++;
+    f.ws.send(JSON.stringify(msg));
   }
 }
 
