@@ -5,7 +5,8 @@
 // plane's own createdAt/endedAt), placement latency (create request sent → the assign seen by the fake agent, same clock),
 // loaded and quiet, and the CPU the control plane and this process (clients + fleet) spent per job.
 // Standalone: `node dist/bench/fleet.js` (BENCH_SMOKE=1 for a short check; BENCH_FLEET_WINDOW_MS=<ms> for another window; BENCH_FLEET_STORE=postgres on a PostgreSQL
-// it starts, =replicas on two replicas on one; BENCH_FLEET_PROF=<dir> writes a --cpu-prof of the control plane there) prints the JSON and writes
+// it starts, =replicas on two replicas on one; BENCH_FLEET_PROF=<dir> writes a --cpu-prof of the control plane there;
+// BENCH_FLEET_PROTOCOL=4 has the fakes speak the previous agent protocol) prints the JSON and writes
 // bench/results/fleet-<store>-latest.json; `npm run bench` runs it on SQLite and on PostgreSQL as one stage.
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
@@ -17,6 +18,7 @@ import { createJobs, fetchJobs } from '../test/support/job-burst.js';
 import type { CleanroomClient, Job } from '../src/sdk/client.js';
 import { TestReplicas } from '../test/support/replicas.js';
 import { round, summarize, type Stats } from './stats.js';
+import { PROTOCOL_VERSION } from '../src/shared/wire.js';
 
 /** FleetPlan is the size of the fleet stage. */
 export interface FleetPlan {
@@ -71,6 +73,10 @@ export interface FleetBench {
   over_capacity: number;
   /** Fleet connect time (all agents welcomed). */
   connect_s: number;
+  /** The protocol the fake agents spoke (PROTOCOL_VERSION unless BENCH_FLEET_PROTOCOL says otherwise). */
+  agent_protocol: number;
+  /** Messages the fake agents sent per job in the window (reports, load reports; protocol 5: one job.report per job). */
+  agent_messages_per_job: number;
 }
 
 /** FleetTopology is where the stage runs: one control plane on SQLite or on PostgreSQL, or two replicas on PostgreSQL. */
@@ -110,6 +116,8 @@ async function startPlane(topology: FleetTopology, config: Record<string, unknow
 /** measureFleet runs the stage on a control plane (or two replicas) it starts, and stops them. */
 export async function measureFleet(plan: FleetPlan, log: (msg: string) => void, topology: FleetTopology = 'sqlite', config: Record<string, unknown> = {}): Promise<FleetBench> {
   const prof = process.env.BENCH_FLEET_PROF;
+  // BENCH_FLEET_PROTOCOL=4: the fakes speak the previous protocol (a report per message), for an A/B on one build.
+  const protocol = Number(process.env.BENCH_FLEET_PROTOCOL) || PROTOCOL_VERSION;
   const nodeArgs = process.env.CLEANROOM_CONTROL_NODE_ARGS;
   if (prof) process.env.CLEANROOM_CONTROL_NODE_ARGS = `${nodeArgs ?? ''} --cpu-prof --cpu-prof-dir=${prof}`;
   const plane = await startPlane(topology, { quotas: { maxRunningJobs: 10_000, maxQueuedJobs: 100_000 }, ...config });
@@ -133,13 +141,14 @@ export async function measureFleet(plan: FleetPlan, log: (msg: string) => void, 
     const t0 = performance.now();
     const per = Math.ceil(plan.agents / plane.channels.length);
     for (const [i, url] of plane.channels.entries()) {
-      fleets.push(await FakeFleet.start({ url, tls: plane.tls, agents: Math.min(per, plan.agents - per * i), capacity: plan.capacity, firstId: 0xa00000 + per * i }));
+      fleets.push(await FakeFleet.start({ url, tls: plane.tls, agents: Math.min(per, plan.agents - per * i), capacity: plan.capacity, firstId: 0xa00000 + per * i, protocol }));
     }
     const connectS = (performance.now() - t0) / 1000;
     log(`fleet (${topology}): ${plan.agents} fake agents connected in ${round(connectS)} s; warm-up ${plan.warmup} jobs`);
     await create(plan.warmup, plan.clients);
 
     const cpu0 = { control: plane.pids.reduce((t, p) => t + processCpuMs(p), 0), self: selfCpuMs(), store: storeCpuMs(plane.pgData) };
+    const sent0 = fleets.reduce((t, f) => t + f.sent.messages, 0);
     const t1 = performance.now();
     const created = await create(plan.maxJobs, plan.clients, t1 + plan.windowMs);
     const windowEnd = performance.now();
@@ -147,6 +156,7 @@ export async function measureFleet(plan: FleetPlan, log: (msg: string) => void, 
     // job at once) and the control plane has gone quiet, before reading every job back through the API (its cost is the
     // bench's, not the jobs').
     const cpu1 = await settledCpu(plane, created.map((c) => c.id), assignOf);
+    const sent1 = fleets.reduce((t, f) => t + f.sent.messages, 0);
     const jobs = await endedJobs(plane.clients[0]!, created.map((c) => c.id));
     const n = created.length;
     const succeeded = jobs.filter((j) => j.status === 'succeeded' && j.wipe !== null).length;
@@ -185,6 +195,8 @@ export async function measureFleet(plan: FleetPlan, log: (msg: string) => void, 
       duplicates: fleets.reduce((t, f) => t + f.duplicates.length, 0) + created.filter((c) => fleets.filter((f) => f.assigned.has(c.id)).length > 1).length,
       over_capacity: fleets.reduce((t, f) => t + f.overCapacity.length, 0),
       connect_s: round(connectS),
+      agent_protocol: protocol,
+      agent_messages_per_job: round((sent1 - sent0) / n),
     };
   } finally {
     for (const f of fleets) f.close();

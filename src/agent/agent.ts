@@ -67,6 +67,12 @@ export class Agent {
     };
     this.loadReporter = new LoadReporter({ load: () => this.load(), send: (m) => this.channel.send(m) });
     pool.onChange(() => this.loadReporter.changed());
+    // A job's end or wipe changes the load: the job.report that says so carries it (no agent.load of its own follows).
+    channel.reportLoad = () => {
+      const load = this.load();
+      this.loadReporter.sentInHello(load);
+      return load;
+    };
     channel.on('message', (m: ControlToAgent) => this.onMessage(m));
     // A (re)connected control plane may have lost what was sent before: sandbox streams rewind to their acks.
     channel.on('open', () => {

@@ -6,10 +6,14 @@ import {
   CHANNEL_CLOSE,
   describeProblem,
   MAX_CONTROL_MESSAGE_BYTES,
+  MAX_REPORT_OUTPUT_CHARS,
+  MAX_REPORT_OUTPUTS,
   parseControlMessage,
   PROTOCOL_VERSION,
   type AgentHello,
+  type AgentLoad,
   type AgentToControl,
+  type JobReport,
 } from '../shared/wire.js';
 
 /** ChannelTls is the agent's client certificate and the CA it trusts. */
@@ -65,6 +69,16 @@ export class ControlChannel extends EventEmitter {
   /** The index in urls of the one dialed last. */
   private current = 0;
   private readonly urls: readonly string[];
+  /** The protocol the control plane welcomed us with (job.report from 5 on). */
+  private protocol = 0;
+  /** Job reports of this turn, sent as job.report messages at its end (see flushReports). */
+  private reports: JobPart[] = [];
+  private reportsScheduled = false;
+  /**
+   * reportLoad, when set, gives the agent's load to send with the last job.report of a turn that ends or wipes a job
+   * (the load changed with it): one message where a report and an agent.load would be two.
+   */
+  reportLoad: (() => AgentLoad) | null = null;
 
   constructor(
     urls: string | readonly string[],
@@ -114,6 +128,7 @@ export class ControlChannel extends EventEmitter {
         if (this.welcomed) return;
         clearTimeout(welcomeTimer);
         this.welcomed = true;
+        this.protocol = msg.protocol;
         this.backoffMs = FIRST_BACKOFF_MS;
         for (const m of replay) this.write(ws, m);
         replay = [];
@@ -132,6 +147,8 @@ export class ControlChannel extends EventEmitter {
     ws.on('error', (e) => this.emit('dial-error', e));
     ws.on('close', (code, reason) => {
       clearTimeout(welcomeTimer);
+      // Reports of this turn not written yet wait for the next connection, as anything sent now would.
+      this.outbox.push(...this.reports.splice(0));
       this.ws = null;
       this.welcomed = false;
       this.emit('close', code, reason.toString());
@@ -149,6 +166,16 @@ export class ControlChannel extends EventEmitter {
   /** send delivers now or queues until the channel is back (and welcomed). */
   send(msg: AgentToControl): void {
     if (this.ws && this.welcomed && this.ws.readyState === WebSocket.OPEN) {
+      if (this.protocol >= 5 && isJobPart(msg)) {
+        this.reports.push(msg);
+        if (!this.reportsScheduled) {
+          this.reportsScheduled = true;
+          setImmediate(() => this.flushReports());
+        }
+        return;
+      }
+      // Whatever else is sent keeps its place after the reports before it.
+      this.flushReports();
       this.write(this.ws, msg);
       return;
     }
@@ -161,13 +188,44 @@ export class ControlChannel extends EventEmitter {
   }
 
   /**
+   * flushReports sends the job reports of this turn: each job's consecutive reports (started, output…, ended, wiped, in
+   * that order) as one job.report, in the order of each job's first report; reports of different jobs are independent.
+   */
+  private flushReports(): void {
+    this.reportsScheduled = false;
+    if (this.reports.length === 0) return;
+    const parts = this.reports.splice(0);
+    const ws = this.ws;
+    if (!ws || !this.welcomed || ws.readyState !== WebSocket.OPEN) {
+      this.outbox.push(...parts);
+      return;
+    }
+    const out: JobReport[] = [];
+    const open = new Map<string, JobReport>();
+    for (const m of parts) {
+      const jobId = m.jobId!;
+      let r = open.get(jobId);
+      if (!r || !fits(r, m)) {
+        r = { type: 'job.report', jobId };
+        open.set(jobId, r);
+        out.push(r);
+      }
+      add(r, m);
+    }
+    const last = out[out.length - 1]!;
+    if (this.reportLoad && out.some((r) => r.ended || r.wiped)) last.load = this.reportLoad();
+    for (const r of out) this.write(ws, r);
+  }
+
+  /**
    * write sends one message after checking it against the schema the control plane checks it with: a message it would
    * refuse closes the channel, and a refused final report replayed on every connect would close it every time. So a
    * bad one is dropped here and reported. Output is exempt (it is base64 of at most one cell frame, by construction).
    */
   private write(ws: WebSocket, msg: AgentToControl): void {
     if (msg.type !== 'job.output') {
-      const r = AgentToControlSchema.safeParse(msg);
+      // A report's output is exempt too (checked for size where it was added): one stand-in chunk is checked instead.
+      const r = AgentToControlSchema.safeParse(msg.type === 'job.report' && msg.output ? { ...msg, output: [{ stream: 'stdout', data: 'AAAA' }] } : msg);
       if (!r.success) {
         this.emit('bad-outgoing', msg.type, describeProblem(r.error));
         return;
@@ -184,14 +242,70 @@ export class ControlChannel extends EventEmitter {
 
   /** flushed resolves once everything sent so far has left the socket (or after timeoutMs). */
   async flushed(timeoutMs: number): Promise<void> {
+    this.flushReports();
     const deadline = Date.now() + timeoutMs;
     while (this.ws && this.ws.bufferedAmount > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
   }
 
   /** close stops redialing and closes the socket. */
   close(): void {
+    this.flushReports();
     this.closed = true;
     clearTimeout(this.redialTimer);
     this.ws?.close();
+  }
+}
+
+/** JobPart is a report about a job that a job.report can carry. */
+type JobPart = Extract<AgentToControl, { type: 'job.started' | 'job.output' | 'job.ended' | 'job.wiped' }>;
+
+/** REPORT_OUTPUT_CHUNK_CHARS: a larger output chunk goes as its own job.output (it would crowd a report). */
+const REPORT_OUTPUT_CHUNK_CHARS = 64 * 1024;
+
+/** isJobPart says whether a message can go in a job.report (a receipt of reconcile's, with no job or spooled, cannot). */
+function isJobPart(m: AgentToControl): m is JobPart {
+  switch (m.type) {
+    case 'job.started':
+    case 'job.ended':
+      return true;
+    case 'job.output':
+      return m.data.length <= REPORT_OUTPUT_CHUNK_CHARS;
+    case 'job.wiped':
+      return m.jobId !== null && !m.spooled;
+    default:
+      return false;
+  }
+}
+
+/** STAGE orders a job's reports: a report can take a part only at or after the stage of those it holds. */
+const STAGE = { 'job.started': 0, 'job.output': 1, 'job.ended': 2, 'job.wiped': 3 } as const;
+
+function stageOf(r: JobReport): number {
+  return r.wiped ? 3 : r.ended ? 2 : r.output ? 1 : r.started ? 0 : -1;
+}
+
+/** fits says whether a report can take one more part and still mean the same as the parts sent one by one. */
+function fits(r: JobReport, m: JobPart): boolean {
+  const stage = STAGE[m.type];
+  const at = stageOf(r);
+  if (stage < at || (stage === at && m.type !== 'job.output')) return false;
+  if (m.type !== 'job.output' || !r.output) return true;
+  return r.output.length < MAX_REPORT_OUTPUTS && r.output.reduce((n, o) => n + o.data.length, 0) + m.data.length <= MAX_REPORT_OUTPUT_CHARS;
+}
+
+function add(r: JobReport, m: JobPart): void {
+  switch (m.type) {
+    case 'job.started':
+      r.started = { cellId: m.cellId, timings: m.timings };
+      return;
+    case 'job.output':
+      (r.output ??= []).push({ stream: m.stream, data: m.data });
+      return;
+    case 'job.ended':
+      r.ended = { end: m.end, timings: m.timings, ...(m.outputDroppedBytes !== undefined ? { outputDroppedBytes: m.outputDroppedBytes } : {}) };
+      return;
+    case 'job.wiped':
+      r.wiped = { receipt: m.receipt, ...(m.timings ? { timings: m.timings } : {}) };
+      return;
   }
 }

@@ -14,11 +14,26 @@ import { startCluster } from './cluster/cluster.js';
 import { SandboxForwarder } from './cluster/sandbox-forwarder.js';
 import { envdSandboxIdOf } from './api/e2b/envd-gateway.js';
 
+/** LOG_BUFFER_BYTES is the log output gathered before a write (below sonic-boom's maxWrite, 16 KiB); LOG_FLUSH_MS bounds how long a line waits for one. */
+const LOG_BUFFER_BYTES = 8 * 1024;
+const LOG_FLUSH_MS = 100;
+
 async function main(): Promise<void> {
   const { values } = parseArgs({ options: { 'data-dir': { type: 'string' } } });
   const paths = dataPaths(values['data-dir'] ?? process.env.CLEANROOM_DATA_DIR ?? DEFAULT_DATA_DIR);
   const config = loadConfig(paths.config);
-  const logger = pino({ base: { proc: 'control' } });
+  // Buffered and written asynchronously: lines go out in writes of LOG_BUFFER_BYTES, or LOG_FLUSH_MS after they were
+  // logged at the latest (a line per request was a write per request, on the event loop). pino flushes what is left
+  // when the process exits (also on a crash); a SIGKILL may lose the last LOG_FLUSH_MS of lines.
+  const logDest = pino.destination({ dest: 1, sync: false, minLength: LOG_BUFFER_BYTES });
+  setInterval(() => {
+    try {
+      logDest.flush();
+    } catch {
+      // closed: the process is exiting, and its exit flushed what was left
+    }
+  }, LOG_FLUSH_MS).unref();
+  const logger = pino({ base: { proc: 'control' } }, logDest);
   const log = (msg: string, extra?: object) => logger.info(extra ?? {}, msg);
 
   const opened = await openStore(config.store, paths.control.db, (e) => logger.warn({ error: e.message }, 'store: a pooled database connection broke'));

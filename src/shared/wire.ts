@@ -18,9 +18,19 @@ export const AGENT_CERT_CN = 'cleanroom-agent';
  * `load`, agent.load reports: Contract W), which placement reads; later, additively within 4: the load's `offers`
  * (runtimes and size classes; a load without them is taken to offer everything, as before), so placement sends a job
  * only to an agent that can run it. A control plane of this build accepts agents that leave `offers` out; an agent of
- * this build needs a control plane that knows the field (upgrade control planes first).
+ * this build needs a control plane that knows the field (upgrade control planes first). 5: job.report, one message for
+ * the reports of a job that are ready at once (its start, output, end and wipe receipt, and the agent's load after
+ * them): a short job costs the channel and the control plane's store one pass instead of four or five.
+ *
+ * Adjacent builds: a control plane accepts hellos of MIN_PROTOCOL_VERSION up to PROTOCOL_VERSION and welcomes an agent
+ * with the agent's own version (it then hears that version's messages only); an agent newer than its control plane is
+ * refused with CHANNEL_CLOSE.protocolMismatch and a reason that says to upgrade the control plane.
  */
-export const PROTOCOL_VERSION = 4;
+export const PROTOCOL_VERSION = 5;
+/** MIN_PROTOCOL_VERSION is the oldest agent protocol this control plane still serves (4: the separate job reports). */
+export const MIN_PROTOCOL_VERSION = 4;
+/** ProtocolVersionSchema is a version this build speaks. */
+const ProtocolVersionSchema = z.number().int().min(MIN_PROTOCOL_VERSION).max(PROTOCOL_VERSION);
 
 /** CHANNEL_CLOSE lists the WebSocket close codes the control plane ends an agent's channel with (the reason says more). */
 export const CHANNEL_CLOSE = {
@@ -575,8 +585,8 @@ const SandboxFromAgentMessages = [
 /** HelloSchema is an agent's first message on every connection. */
 export const HelloSchema = z.strictObject({
   type: z.literal('hello'),
-  /** The agent's PROTOCOL_VERSION; a hello without one is protocol 1. */
-  protocol: z.literal(PROTOCOL_VERSION),
+  /** The agent's PROTOCOL_VERSION (a hello without one is protocol 1); the control plane serves MIN_PROTOCOL_VERSION on. */
+  protocol: ProtocolVersionSchema,
   agentId: z.string().regex(AGENT_ID_PATTERN),
   /** Jobs that run (or are starting) here. */
   liveJobIds: z.array(Id).max(MAX_JOB_IDS),
@@ -594,12 +604,44 @@ export const HelloSchema = z.strictObject({
 /** AgentHello is an agent's hello. */
 export type AgentHello = z.infer<typeof HelloSchema>;
 
+/** MAX_REPORT_OUTPUTS bounds the output chunks of one job.report. */
+export const MAX_REPORT_OUTPUTS = 64;
+/** MAX_REPORT_OUTPUT_CHARS bounds the base64 output of one job.report (a larger chunk goes as its own job.output). */
+export const MAX_REPORT_OUTPUT_CHARS = 256 * 1024;
+
+const OutputStreamSchema = z.enum(['stdout', 'stderr']);
+const JobStartedPart = z.strictObject({ cellId: Id, timings: TimingsSchema });
+const JobEndedPart = z.strictObject({ end: JobEndSchema, timings: TimingsSchema, outputDroppedBytes: Count.optional() });
+const JobWipedPart = z.strictObject({ receipt: WipeReceiptSchema, timings: TimingsSchema.optional() });
+
+/**
+ * JobReportSchema (protocol 5) is what happened to one job since its last report, in this order: it started, wrote
+ * output, ended, and its volume was wiped; any part may be absent, not all. It means exactly what job.started,
+ * job.output…, job.ended and job.wiped would, sent one after the other. `load` is the agent's load after it (as an
+ * agent.load would say). An agent sends one when several reports of a job are ready in the same turn.
+ */
+export const JobReportSchema = z
+  .strictObject({
+    type: z.literal('job.report'),
+    jobId: Id,
+    started: JobStartedPart.optional(),
+    output: z.array(z.strictObject({ stream: OutputStreamSchema, data: Base64 })).min(1).max(MAX_REPORT_OUTPUTS).optional(),
+    ended: JobEndedPart.optional(),
+    wiped: JobWipedPart.optional(),
+    load: AgentLoadSchema.optional(),
+  })
+  .refine((r) => r.started !== undefined || r.output !== undefined || r.ended !== undefined || r.wiped !== undefined, 'a job.report needs started, output, ended or wiped')
+  .refine((r) => (r.output ?? []).reduce((n, o) => n + o.data.length, 0) <= MAX_REPORT_OUTPUT_CHARS, `at most ${MAX_REPORT_OUTPUT_CHARS} characters of output`);
+/** JobReport is a job's reports of one turn, in one message (protocol 5). */
+export type JobReport = z.infer<typeof JobReportSchema>;
+
 /** AgentToControlSchema are the messages an agent sends. */
 export const AgentToControlSchema = z.discriminatedUnion('type', [
   HelloSchema,
-  z.strictObject({ type: z.literal('job.started'), jobId: Id, cellId: Id, timings: TimingsSchema }),
-  z.strictObject({ type: z.literal('job.output'), jobId: Id, stream: z.enum(['stdout', 'stderr']), data: Base64 }),
-  z.strictObject({ type: z.literal('job.ended'), jobId: Id, end: JobEndSchema, timings: TimingsSchema, outputDroppedBytes: Count.optional() }),
+  JobReportSchema,
+  z.strictObject({ type: z.literal('job.started'), jobId: Id, ...JobStartedPart.shape }),
+  z.strictObject({ type: z.literal('job.output'), jobId: Id, stream: OutputStreamSchema, data: Base64 }),
+  z.strictObject({ type: z.literal('job.ended'), jobId: Id, ...JobEndedPart.shape }),
   /** spooled: the receipt of a volume shredded by reconcile, kept on disk until the control plane acknowledges it. */
   z.strictObject({ type: z.literal('job.wiped'), jobId: Id.nullable(), receipt: WipeReceiptSchema, timings: TimingsSchema.optional(), spooled: z.boolean().optional() }),
   z.strictObject({ type: z.literal('network.denied'), records: z.array(DeniedConnectionSchema).max(MAX_DENIED_PER_MESSAGE) }),
@@ -617,8 +659,8 @@ export type AgentToControl = z.infer<typeof AgentToControlSchema>;
 
 /** ControlToAgentSchema are the messages the control plane sends. */
 export const ControlToAgentSchema = z.discriminatedUnion('type', [
-  /** The hello is accepted: the agent may replay what it kept. */
-  z.strictObject({ type: z.literal('welcome'), protocol: z.literal(PROTOCOL_VERSION) }),
+  /** The hello is accepted: the agent may replay what it kept. `protocol` is the agent's own (the one both speak). */
+  z.strictObject({ type: z.literal('welcome'), protocol: ProtocolVersionSchema }),
   z.strictObject({ type: z.literal('assign'), job: JobSpecSchema, credentials: WorkloadCredentialsSchema }),
   z.strictObject({ type: z.literal('token.refresh'), jobId: Id, credentials: WorkloadCredentialsSchema }),
   z.strictObject({ type: z.literal('cancel'), jobId: Id }),

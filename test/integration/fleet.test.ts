@@ -1,12 +1,14 @@
 // A simulated fleet against a real control plane: 1,000 fake agents (test/support/fake-fleet.ts) on the real mutual-TLS
 // channel of a control plane started without its local agent. Jobs created through the API are each placed exactly once,
 // on an agent with room, and end succeeded with their wipe receipts recorded; agents that drop off mid-run have their
-// jobs ended as error after the grace period, and the work still queued is placed on the agents that remain.
+// jobs ended as error after the grace period, and the work still queued is placed on the agents that remain. Agents of
+// the previous protocol (4: one message per report) work beside those of this build (5: one job.report per job).
 // Performance is measured by bench/fleet.ts, never asserted here.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { TestCluster } from '../support/cluster.js';
 import { FakeFleet } from '../support/fake-fleet.js';
+import { MIN_PROTOCOL_VERSION, PROTOCOL_VERSION } from '../../src/shared/wire.js';
 import { createJobs, waitEnded } from '../support/job-burst.js';
 
 const AGENTS = 1000;
@@ -15,6 +17,7 @@ const GRACE_MS = 1500;
 
 let cluster: TestCluster;
 let fleet: FakeFleet | null = null;
+let oldFleet: FakeFleet | null = null;
 
 before(async () => {
   cluster = await TestCluster.start({
@@ -25,6 +28,7 @@ before(async () => {
 });
 
 after(async () => {
+  oldFleet?.close();
   fleet?.close();
   await cluster?.stop();
 });
@@ -105,4 +109,34 @@ test('agents that drop off mid-run: their jobs end as error, and the queued work
   assert.deepEqual(f.overCapacity, []);
   assert.deepEqual(f.schemaProblems, []);
   assert.equal((await cluster.client.health()).agents, AGENTS - dropped.length);
+});
+
+test(`agents of protocol ${MIN_PROTOCOL_VERSION} (the previous build) and ${PROTOCOL_VERSION} side by side: every job ends succeeded with its output and receipt`, async () => {
+  const f = fleet!;
+  // Ten agents of this build stay, beside ten that report one message at a time.
+  const stay = new Set(f.connected().slice(0, 10));
+  f.disconnect(f.ids().filter((id) => !stay.has(id)));
+  oldFleet = await FakeFleet.start({ url: `wss://127.0.0.1:${cluster.agentPort}/v1/agent`, tls: cluster.agentTls(), agents: 10, capacity: CAPACITY, validate: true, firstId: 0xb00000, protocol: MIN_PROTOCOL_VERSION });
+  assert.deepEqual([...oldFleet.welcomedWith], [MIN_PROTOCOL_VERSION], 'welcomed with their own version');
+  assert.deepEqual([...f.welcomedWith], [PROTOCOL_VERSION]);
+  const created = await createJobs(cluster.client, 200, 16);
+  const ended = await waitEnded(cluster.client, created.map((c) => c.id), 60_000);
+  const by = { old: 0, new: 0 };
+  for (const c of created) {
+    const job = ended.get(c.id)!;
+    assert.equal(job.status, 'succeeded', JSON.stringify(job));
+    assert.ok(job.startedAt && job.cellId, `no start on ${job.id}`);
+    assert.ok(job.wipe && job.wipe.keyStateAfterRemoval === 'absent', `no receipt on ${job.id}`);
+    if (oldFleet.assigned.has(c.id)) by.old++;
+    else if (f.assigned.has(c.id)) by.new++;
+  }
+  assert.ok(by.old > 0 && by.new > 0, `both kinds ran jobs: ${JSON.stringify(by)}`);
+  for (const c of [created.find((x) => oldFleet!.assigned.has(x.id))!, created.find((x) => f.assigned.has(x.id))!]) {
+    const out = await cluster.client.logs(c.id);
+    assert.equal(Buffer.concat(out.chunks.map((x) => x.data)).toString(), 'hi\n');
+  }
+  assert.deepEqual(oldFleet.duplicates, []);
+  assert.deepEqual(oldFleet.overCapacity, []);
+  assert.deepEqual(oldFleet.schemaProblems, []);
+  assert.deepEqual(f.schemaProblems, []);
 });

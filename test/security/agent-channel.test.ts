@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import WebSocket from 'ws';
 import { isAlive, TestCluster } from '../support/cluster.js';
 import { until, waitFor } from '../support/host.js';
-import { CHANNEL_CLOSE, MAX_AGENT_MESSAGE_BYTES, PROTOCOL_VERSION } from '../../src/shared/wire.js';
+import { CHANNEL_CLOSE, MAX_AGENT_MESSAGE_BYTES, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION } from '../../src/shared/wire.js';
 import { seeded } from '../support/seeded.js';
 
 let cluster: TestCluster;
@@ -78,12 +78,12 @@ test('a hello of another protocol version is refused with a reason that says so,
   // An agent of protocol 1 (no version in its hello) …
   const old = await rogue([JSON.stringify({ type: 'hello', agentId: 'abcdef', liveJobIds: [victim.id] }), JSON.stringify(endedOf(victim.id))]);
   assert.equal(old.code, CHANNEL_CLOSE.protocolMismatch);
-  assert.equal(old.reason, `agent speaks protocol 1, this control plane speaks ${PROTOCOL_VERSION}: upgrade the agent`);
+  assert.equal(old.reason, `agent speaks protocol 1, this control plane speaks ${MIN_PROTOCOL_VERSION} to ${PROTOCOL_VERSION}: upgrade the agent`);
   assert.deepEqual(old.received, [], 'no welcome, no assignment');
   // … and one newer than the control plane.
   const newer = await rogue([hello('abcdef', { protocol: PROTOCOL_VERSION + 1 })]);
   assert.equal(newer.code, CHANNEL_CLOSE.protocolMismatch);
-  assert.equal(newer.reason, `agent speaks protocol ${PROTOCOL_VERSION + 1}, this control plane speaks ${PROTOCOL_VERSION}: upgrade the control plane`);
+  assert.equal(newer.reason, `agent speaks protocol ${PROTOCOL_VERSION + 1}, this control plane speaks ${MIN_PROTOCOL_VERSION} to ${PROTOCOL_VERSION}: upgrade the control plane`);
   const unreadable = await rogue([hello('abcdef', { protocol: '2' })]);
   assert.equal(unreadable.code, CHANNEL_CLOSE.protocolMismatch);
   assert.match(unreadable.reason, /no readable protocol version/);
@@ -191,6 +191,15 @@ function hostileReports(jobId: string, cellId: string): object[] {
       spooled: true,
     },
     { type: 'pool.status', requestId: randomUUID(), pool: {}, volumes: { warm: 0, inUse: 0, wiping: 0, wiped: 0, wipeFailed: 0 } },
+    // The same in one job.report (protocol 5).
+    {
+      type: 'job.report',
+      jobId,
+      started: { cellId: 'deadbeef00', timings: { take_ms: 1 } },
+      output: [{ stream: 'stdout', data: Buffer.from('INJECTED\n').toString('base64') }],
+      ended: { end: { reason: 'failed', exitCode: 1, signal: null, message: null }, timings: {} },
+      wiped: { receipt: { volumeId: 'v-fedcba9876543210', cellId, keyIdentifier: null, keyStateAfterRemoval: 'absent', loopDevices: [], startedAt: t, finishedAt: t, totalMs: 1, steps: [] } },
+    },
   ];
 }
 
@@ -311,7 +320,7 @@ function generateCases(rand: () => number, n: number): FuzzCase[] {
       cases.push({ kind: 'order', withHello: !first, messages: [first ? JSON.stringify(template()) : hello('a0a0a0')], expect: [CHANNEL_CLOSE.protocolViolation] });
     } else if (r < 99) {
       // Hellos of other or unreadable versions, and well-versioned hellos that are malformed.
-      const protocol = pick<unknown>([undefined, 0, 1, PROTOCOL_VERSION - 1, PROTOCOL_VERSION + 1, -1, 1e308, '2', null, [2], { v: 2 }]);
+      const protocol = pick<unknown>([undefined, 0, 1, MIN_PROTOCOL_VERSION - 1, PROTOCOL_VERSION + 1, -1, 1e308, '2', null, [2], { v: 2 }]);
       const h: Record<string, unknown> = { type: 'hello', agentId: 'a0a0a0', liveJobIds: [victim.id], endedJobIds: [] };
       if (protocol !== undefined) h.protocol = protocol;
       const versioned = rand() < 0.3;

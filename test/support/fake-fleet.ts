@@ -1,10 +1,12 @@
 /**
  * FakeFleet is a simulated fleet: many lightweight fake agents in this one process, each a real WebSocket over mutual TLS
  * to a control plane's agent channel, speaking the real protocol (src/shared/wire.ts). On `assign` a fake reports
- * job.started, one small job.output, job.ended (succeeded) and job.wiped with a plausible receipt; it answers pool.get,
- * image.prepare/remove, takes token.refresh, honours cancel, and (protocol 4) says its load in the hello and in
- * agent.load reports (coalesced per 200 ms tick, and every 5 s). It runs no cells: what it measures is the control plane's
- * scheduling (placement, report handling, store, audit, tokens) with many agents connected.
+ * job.started, one small job.output, job.ended (succeeded) and job.wiped with a plausible receipt, all in one job.report
+ * with its load after the job, as a real agent's channel sends what is ready in one turn (protocol 5; `protocol: 4`
+ * sends them one by one, as the previous build did); it answers pool.get, image.prepare/remove, takes token.refresh,
+ * honours cancel, and says its load in the hello and in agent.load reports (coalesced per 200 ms tick, and every 5 s)
+ * when no report carried it. It runs no cells: what it measures is the control plane's scheduling (placement, report
+ * handling, store, audit, tokens) with many agents connected.
  *
  * Memory per fake is a socket and a small record: one TLS context is shared by every connection, and a fake has a timer
  * only for a job it holds (holdMs > 0). Used by test/integration/fleet.test.ts and bench/fleet.ts.
@@ -23,6 +25,7 @@ import {
   type AgentLoad,
   type AgentToControl,
   type ControlToAgent,
+  type JobReport,
   type WipeReceipt,
 } from '../../src/shared/wire.js';
 
@@ -43,6 +46,12 @@ export interface FakeFleetOptions {
   dialConcurrency?: number;
   /** Check every received and sent message against its wire schema (a test's thoroughness; costs CPU in a bench). */
   validate?: boolean;
+  /**
+   * The protocol the fakes speak: PROTOCOL_VERSION (default) reports what is ready at once as one job.report with the
+   * load after it, as a real agent's channel does; 4 (MIN_PROTOCOL_VERSION) sends job.started, job.output, job.ended,
+   * job.wiped and agent.load one by one, as an agent of the previous build does.
+   */
+  protocol?: number;
 }
 
 /** Assignment is what the fleet saw of one job's assign. */
@@ -90,10 +99,17 @@ export class FakeFleet {
   /** One timer for the whole fleet sends the agent.load reports (not one per fake). */
   private loadTicker: NodeJS.Timeout | undefined;
   readonly sentLoads = { count: 0 };
+  /** Messages the fakes sent after their hellos (reports, load reports, answers). */
+  readonly sent = { messages: 0 };
+
+  private readonly protocol: number;
+  /** Received messages with their protocol's welcome (the control plane answers with our version). */
+  readonly welcomedWith = new Set<number>();
 
   private constructor(private readonly opts: FakeFleetOptions) {
     this.context = createSecureContext({ ca: opts.tls.ca, cert: opts.tls.cert, key: opts.tls.key, minVersion: 'TLSv1.2' });
     this.holdMs = opts.holdMs ?? 0;
+    this.protocol = opts.protocol ?? PROTOCOL_VERSION;
   }
 
   /** start connects every fake and resolves once each has been welcomed. */
@@ -118,6 +134,11 @@ export class FakeFleet {
   /** ids lists the fakes' agent ids (connected or not). */
   ids(): string[] {
     return [...this.fakes.keys()];
+  }
+
+  /** connected lists the fakes whose connection is up. */
+  connected(): string[] {
+    return [...this.fakes.values()].filter((f) => !f.gone).map((f) => f.id);
   }
 
   /** holding lists the connected fakes that hold at least one job right now. */
@@ -173,7 +194,7 @@ export class FakeFleet {
       const fake: Fake = { id, ws, running: 0, held: new Map(), gone: false, loadDirty: false, loadSentMs: performance.now() };
       let welcomed = false;
       ws.on('open', () => {
-        const hello: Record<string, unknown> = { type: 'hello', protocol: PROTOCOL_VERSION, agentId: id, liveJobIds: [], endedJobIds: [], capacity: this.opts.capacity, images: [] };
+        const hello: Record<string, unknown> = { type: 'hello', protocol: this.protocol, agentId: id, liveJobIds: [], endedJobIds: [], capacity: this.opts.capacity, images: [] };
         if (this.helloHasLoad) hello.load = this.loadOf(fake);
         this.send(fake, hello as AgentToControl);
       });
@@ -189,6 +210,7 @@ export class FakeFleet {
           msg = r.msg;
         } else msg = JSON.parse(raw) as ControlToAgent;
         if (msg.type === 'welcome') {
+          this.welcomedWith.add(msg.protocol);
           welcomed = true;
           this.fakes.set(id, fake);
           resolve();
@@ -276,9 +298,13 @@ export class FakeFleet {
     f.loadDirty = true;
     if (f.running > (this.peak.get(f.id) ?? 0)) this.peak.set(f.id, f.running);
     const cellId = randomBytes(6).toString('hex');
-    this.send(f, { type: 'job.started', jobId, cellId, timings: { take_ms: 0.1, cold: 0 } });
-    this.send(f, { type: 'job.output', jobId, stream: 'stdout', data: 'aGkK' /* "hi\n" */ });
-    if (this.holdMs <= 0) return this.finish(f, jobId, 'succeeded', cellId);
+    const started = { cellId, timings: { take_ms: 0.1, cold: 0 } };
+    const output = { stream: 'stdout' as const, data: 'aGkK' /* "hi\n" */ };
+    if (this.protocol < 5) {
+      this.send(f, { type: 'job.started', jobId, ...started });
+      this.send(f, { type: 'job.output', jobId, ...output });
+    } else if (this.holdMs > 0) this.send(f, { type: 'job.report', jobId, started, output: [output] });
+    if (this.holdMs <= 0) return this.finish(f, jobId, 'succeeded', cellId, this.protocol < 5 ? undefined : { started, output: [output] });
     f.held.set(
       jobId,
       setTimeout(() => {
@@ -288,20 +314,31 @@ export class FakeFleet {
     );
   }
 
-  private finish(f: Fake, jobId: string, reason: 'succeeded' | 'cancelled', cellId: string | null = null): void {
+  /** finish reports a job's end and receipt (protocol 5: in one job.report with what came before, and the load after). */
+  private finish(f: Fake, jobId: string, reason: 'succeeded' | 'cancelled', cellId: string | null = null, before: Partial<JobReport> = {}): void {
     if (f.gone) return;
     f.running--;
-    f.loadDirty = true;
-    this.send(f, { type: 'job.ended', jobId, end: { reason, exitCode: reason === 'succeeded' ? 0 : null, signal: null, message: null }, timings: { exec_ms: 0.5 } });
-    this.send(f, { type: 'job.wiped', jobId, receipt: receipt(cellId), timings: { wipe_ms: 1 } });
+    const ended = { end: { reason, exitCode: reason === 'succeeded' ? 0 : null, signal: null, message: null }, timings: { exec_ms: 0.5 } };
+    const wiped = { receipt: receipt(cellId), timings: { wipe_ms: 1 } };
+    if (this.protocol < 5) {
+      f.loadDirty = true;
+      this.send(f, { type: 'job.ended', jobId, ...ended });
+      this.send(f, { type: 'job.wiped', jobId, ...wiped });
+      return;
+    }
+    f.loadDirty = false;
+    f.loadSentMs = performance.now();
+    this.send(f, { type: 'job.report', jobId, ...before, ended, wiped, load: this.loadOf(f) });
   }
 
   private send(f: Fake, msg: AgentToControl): void {
-    if (this.opts.validate && msg.type !== 'job.output') {
+    if (this.opts.validate) {
       const r = AgentToControlSchema.safeParse(msg);
       if (!r.success) this.schemaProblems.push(`sent ${msg.type}: ${r.error.issues[0]?.message ?? 'invalid'}`);
     }
-    if (f.ws.readyState === WebSocket.OPEN) f.ws.send(JSON.stringify(msg));
+    if (f.ws.readyState !== WebSocket.OPEN) return;
+    if (msg.type !== 'hello') this.sent.messages++;
+    f.ws.send(JSON.stringify(msg));
   }
 }
 

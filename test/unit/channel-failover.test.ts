@@ -127,7 +127,8 @@ test('a channel that closes fails over to the next URL, in turn, wrapping around
     assert.equal(channel.url, b.url);
     channel.send(started);
     await until('the replay on B', () => (b.connections[0]?.length ?? 0) >= 3);
-    assert.deepEqual(b.connections[0], [hello, ended, started]);
+    // Sent while welcomed (protocol 5): as a job.report.
+    assert.deepEqual(b.connections[0], [hello, ended, { type: 'job.report', jobId: 'job_ffffffffffffffffffff', started: { cellId: '0123456789', timings: { take_ms: 1 } } }]);
     // B closes too (a clean close this time): round to A again.
     b.sockets[0]!.close(1001, 'going away');
     await once(channel, 'open');

@@ -22,6 +22,9 @@ import {
   parseAgentMessage,
   parseControlMessage,
   PROTOCOL_VERSION,
+  MIN_PROTOCOL_VERSION,
+  MAX_REPORT_OUTPUTS,
+  MAX_REPORT_OUTPUT_CHARS,
 } from '../../src/shared/wire.js';
 import { MAX_FRAME_BYTES } from '../../src/agent/cells/frames.js';
 
@@ -79,6 +82,15 @@ const AGENT: Record<string, Msg> = {
   'job.output': { type: 'job.output', jobId: JOB, stream: 'stdout', data: Buffer.from('hello\n').toString('base64') },
   'job.ended': { type: 'job.ended', jobId: JOB, end: { reason: 'failed', exitCode: 3, signal: null, message: 'exit 3' }, timings: { wipe_ms: 2 }, outputDroppedBytes: 0 },
   'job.wiped': { type: 'job.wiped', jobId: JOB, receipt, timings: { wipe_ms: 3 }, spooled: true },
+  'job.report': {
+    type: 'job.report',
+    jobId: JOB,
+    started: { cellId: '0123456789', timings: { take_ms: 1.5 } },
+    output: [{ stream: 'stdout', data: Buffer.from('hello\n').toString('base64') }, { stream: 'stderr', data: Buffer.from('oops\n').toString('base64') }],
+    ended: { end: { reason: 'failed', exitCode: 3, signal: null, message: 'exit 3' }, timings: { exec_ms: 2 }, outputDroppedBytes: 0 },
+    wiped: { receipt, timings: { wipe_ms: 3 } },
+    load: { running: 0, capacity: 8, preparing: 0, warm: [{ image: null, runtime: 'runc', sizeClass: 'small', cells: 8 }] },
+  },
   'network.denied': { type: 'network.denied', records: [{ jobId: JOB, cellId: '0123456789', action: 'denied', destination: '203.0.113.9', protocol: 'tcp', port: 443, time: T }] },
   'pool.status': {
     type: 'pool.status',
@@ -130,9 +142,9 @@ const CONTROL: Record<string, Msg> = {
 };
 
 // Paths ('*' for any array index or record key) where a field may be left out, may be null, or is a map of free keys.
-const OPTIONAL = new Set(['outputDroppedBytes', 'timings@job.wiped', 'spooled', 'receipt.steps.*.detail', 'job.egress.allow.*.ports', 'job.mode', 'load.offers', 'streamId@proc.start', 'recursive', 'mode@file.op', 'entries', 'truncated', 'stat', 'bytes', 'code@file.result', 'message@file.result', 'job.image']);
-const NULLABLE = new Set(['timeoutMs', 'pty', 'streamId@proc.start', 'data@proc.stdin', 'data@file.data', 'signal@proc.exited', 'exitCode@proc.exited', 'procId@proc.error', 'streamId@proc.error', 'procs.*.pid', 'procs.*.exitCode', 'procs.*.signal', 'end.exitCode', 'end.signal', 'end.message', 'jobId@job.wiped', 'receipt.cellId', 'receipt.keyIdentifier', 'receipt.keyStateAfterRemoval', 'records.*.jobId', 'records.*.port', 'requestId@pool.status', 'pool.*.lastError', 'job.image', 'job.image.uid', 'job.image.gid', 'error@image.prepared', 'image.config.entrypoint', 'image.config.cmd', 'load.warm.*.image']);
-const MAPS = new Set(['timings', 'job.env', 'pool', 'env@proc.start']);
+const OPTIONAL = new Set(['outputDroppedBytes', 'ended.outputDroppedBytes', 'timings@job.wiped', 'started@job.report', 'output@job.report', 'ended@job.report', 'wiped@job.report', 'load@job.report', 'wiped.timings', 'wiped.receipt.steps.*.detail', 'spooled', 'receipt.steps.*.detail', 'job.egress.allow.*.ports', 'job.mode', 'load.offers', 'streamId@proc.start', 'recursive', 'mode@file.op', 'entries', 'truncated', 'stat', 'bytes', 'code@file.result', 'message@file.result', 'job.image']);
+const NULLABLE = new Set(['ended.end.exitCode', 'ended.end.signal', 'ended.end.message', 'wiped.receipt.cellId', 'wiped.receipt.keyIdentifier', 'wiped.receipt.keyStateAfterRemoval', 'timeoutMs', 'pty', 'streamId@proc.start', 'data@proc.stdin', 'data@file.data', 'signal@proc.exited', 'exitCode@proc.exited', 'procId@proc.error', 'streamId@proc.error', 'procs.*.pid', 'procs.*.exitCode', 'procs.*.signal', 'end.exitCode', 'end.signal', 'end.message', 'jobId@job.wiped', 'receipt.cellId', 'receipt.keyIdentifier', 'receipt.keyStateAfterRemoval', 'records.*.jobId', 'records.*.port', 'requestId@pool.status', 'pool.*.lastError', 'job.image', 'job.image.uid', 'job.image.gid', 'error@image.prepared', 'image.config.entrypoint', 'image.config.cmd', 'load.warm.*.image']);
+const MAPS = new Set(['timings', 'started.timings', 'ended.timings', 'wiped.timings', 'job.env', 'pool', 'env@proc.start']);
 
 const agentOk = (m: unknown) => parseAgentMessage(JSON.stringify(m)).ok;
 const controlOk = (m: unknown) => parseControlMessage(JSON.stringify(m)).ok;
@@ -198,6 +210,12 @@ test('a valid message of every type is accepted, at both ends', () => {
   assert.ok(agentOk(ended));
   const { timings: _t, spooled: _s, ...wiped } = AGENT['job.wiped']!;
   assert.ok(agentOk({ ...wiped, jobId: null }));
+  // An agent of the previous protocol is still served; a welcome names the version both speak.
+  assert.ok(agentOk({ ...AGENT.hello, protocol: MIN_PROTOCOL_VERSION }));
+  assert.ok(controlOk({ type: 'welcome', protocol: MIN_PROTOCOL_VERSION }));
+  // A job.report may hold any one of its parts alone.
+  const { started, output, ended: end, wiped: wipe, load: _l, ...head } = AGENT['job.report'] as Record<string, unknown>;
+  for (const part of [{ started }, { output }, { ended: end }, { wiped: wipe }]) assert.ok(agentOk({ ...head, ...part }), Object.keys(part)[0]);
   // Messages of one direction are not accepted in the other (file.data and file.ack go both ways).
   const both = new Set(['file.data', 'file.ack']);
   for (const [type, m] of Object.entries(AGENT)) if (!both.has(type)) assert.equal(controlOk(m), false, type);
@@ -236,6 +254,14 @@ test('oversized and out-of-range values are refused', () => {
     ['another protocol version', a('hello', (m) => (m.protocol = PROTOCOL_VERSION + 1))],
     ['a hello without a protocol version', a('hello', (m) => delete m.protocol)],
     ['a hello without a load (protocol 3)', a('hello', (m) => delete m.load)],
+    [`a hello of protocol ${MIN_PROTOCOL_VERSION - 1}`, a('hello', (m) => (m.protocol = MIN_PROTOCOL_VERSION - 1))],
+    ['a job.report with nothing in it', a('job.report', (m) => (delete m.started, delete m.output, delete m.ended, delete m.wiped))],
+    ['a job.report with only a load', a('job.report', (m) => (delete m.started, delete m.output, delete m.ended, delete m.wiped, (m.load = m.load)))],
+    ['a job.report with an empty output list', a('job.report', (m) => (m.output = []))],
+    [`a job.report of ${MAX_REPORT_OUTPUTS + 1} outputs`, a('job.report', (m) => (m.output = Array.from({ length: MAX_REPORT_OUTPUTS + 1 }, () => m.output[0])))],
+    [`a job.report of more than ${MAX_REPORT_OUTPUT_CHARS} output characters`, a('job.report', (m) => (m.output = Array.from({ length: 5 }, () => ({ stream: 'stdout', data: Buffer.alloc(MAX_REPORT_OUTPUT_CHARS / 5).toString('base64') }))))],
+    ['a job.report with output that is not base64', a('job.report', (m) => (m.output[0].data = 'aGVsbG8*'))],
+    ['a job.report with an end of an unknown reason', a('job.report', (m) => (m.ended.end.reason = 'exploded'))],
     ['a load with a negative warm count', a('agent.load', (m) => (m.load.warm = [{ image: null, runtime: 'runc', sizeClass: 'small', cells: -1 }]))],
     ['a load with a fractional running count', a('agent.load', (m) => (m.load.running = 0.5))],
     ['a load with capacity 0', a('agent.load', (m) => (m.load.capacity = 0))],
@@ -289,6 +315,7 @@ test('oversized and out-of-range values are refused', () => {
     ['token that is no JWS', c('token.refresh', (m) => (m.credentials.token = 'secret'))],
     ['1001 volume ids', c('receipts.stored', (m) => (m.volumeIds = Array.from({ length: 1001 }, () => 'v-0')))],
     ['welcome of another version', c('welcome', (m) => (m.protocol = 1))],
+    ['welcome of a newer version', c('welcome', (m) => (m.protocol = PROTOCOL_VERSION + 1))],
     ['a sandbox with a command', c('assign', (m) => (m.job.mode = 'sandbox'))],
     ['an unknown mode', c('assign', (m) => (m.job.mode = 'vm'))],
     ['a process without argv', c('proc.start', (m) => (m.argv = []))],

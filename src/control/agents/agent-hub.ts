@@ -9,6 +9,7 @@ import {
   closeReason,
   helloProtocol,
   MAX_AGENT_MESSAGE_BYTES,
+  MIN_PROTOCOL_VERSION,
   parseAgentMessage,
   PROTOCOL_VERSION,
   type AgentLoad,
@@ -24,7 +25,7 @@ import type { Dispatcher, JobService } from '../jobs/job-service.js';
 import type { NetworkPolicyService } from '../network/network-policy-service.js';
 import type { AgentPresence } from '../cluster/agent-presence.js';
 import { isSandboxReport, type SandboxChannel, type SandboxReport, type SandboxRequestMessage } from '../sandboxes/sandbox-channel.js';
-import { choosePlacement, jobSizeClass, offeredClass, takeWarmCell, type AgentCandidate, type PlacementClass, type PlacementWant } from './placement.js';
+import { agentHash, choosePlacement, jobSizeClass, offeredClass, takeWarmCell, type AgentCandidate, type PlacementClass, type PlacementWant } from './placement.js';
 import { FleetCheck, OfferIndex, type WorkloadNeeds } from './fleet-offers.js';
 import { AgentDirectory, offeredView, type AgentInfo } from './agent-directory.js';
 import type { AgentFigures } from '../cluster/agent-presence.js';
@@ -84,6 +85,12 @@ const REPORTS_LOW_WATER = 32;
 /** AgentHub is the Dispatcher backed by connected agents. */
 export class AgentHub implements Dispatcher, SandboxChannel {
   private readonly agents = new Map<string, Connection>();
+  /**
+   * The connections that may have room (running < capacity): every change that can make room adds its connection here;
+   * placement scans only these and drops those found full or gone. With a fleet mostly busy, a placement reads the few
+   * with room instead of every agent.
+   */
+  private readonly roomy = new Set<Connection>();
   private readonly server: Server;
   /** Pool requests awaiting an answer, by request id, with the agent asked. */
   private readonly pending = new Map<string, { agentId: string; answer: (p: AgentPool) => void }>();
@@ -160,6 +167,7 @@ export class AgentHub implements Dispatcher, SandboxChannel {
     const conn = this.agents.get(agentId);
     if (flags.removed && conn) {
       this.agents.delete(agentId);
+      this.roomy.delete(conn);
       this.offers.delete(agentId);
       this.directory.disconnected(agentId, 0);
       conn.ws.close(CHANNEL_CLOSE.agentRemoved, closeReason(`removed by an operator; re-admit with: cleanroom agents undrain ${agentId}`));
@@ -245,11 +253,12 @@ export class AgentHub implements Dispatcher, SandboxChannel {
       if (!conn) {
         if (!r.ok) {
           const p = helloProtocol(r.value);
-          if (p === null || p === PROTOCOL_VERSION) return refuse(CHANNEL_CLOSE.badMessage, `bad message: ${r.problem}`, r.problem);
+          if (p === null || (p !== 'unreadable' && p >= MIN_PROTOCOL_VERSION && p <= PROTOCOL_VERSION)) return refuse(CHANNEL_CLOSE.badMessage, `bad message: ${r.problem}`, r.problem);
+          const speaks = `${MIN_PROTOCOL_VERSION} to ${PROTOCOL_VERSION}`;
           const why =
             p === 'unreadable'
-              ? `agent's hello has no readable protocol version; this control plane speaks ${PROTOCOL_VERSION}`
-              : `agent speaks protocol ${p}, this control plane speaks ${PROTOCOL_VERSION}: upgrade the ${p < PROTOCOL_VERSION ? 'agent' : 'control plane'}`;
+              ? `agent's hello has no readable protocol version; this control plane speaks ${speaks}`
+              : `agent speaks protocol ${p}, this control plane speaks ${speaks}: upgrade the ${p < PROTOCOL_VERSION ? 'agent' : 'control plane'}`;
           return refuse(CHANNEL_CLOSE.protocolMismatch, why, why);
         }
         if (r.msg.type !== 'hello') return refuse(CHANNEL_CLOSE.protocolViolation, `the first message must be a hello, not ${r.msg.type}`, `${r.msg.type} before the hello`);
@@ -278,6 +287,7 @@ export class AgentHub implements Dispatcher, SandboxChannel {
       if (!conn || this.agents.get(conn.agentId) !== conn) return;
       const agentId = conn.agentId;
       this.agents.delete(agentId);
+      this.roomy.delete(conn);
       this.offers.delete(agentId);
       this.directory.disconnected(agentId, conn.running.size);
       this.log('agent disconnected', { agentId, code, reason: reason.toString() });
@@ -292,13 +302,15 @@ export class AgentHub implements Dispatcher, SandboxChannel {
   /** welcome accepts a hello: the agent is told it may go on, replaces an earlier connection of its own, and is reconciled. */
   private welcome(ws: WebSocket, hello: Extract<AgentToControl, { type: 'hello' }>): Connection {
     const { agentId, liveJobIds, endedJobIds, capacity } = hello;
-    send(ws, { type: 'welcome', protocol: PROTOCOL_VERSION });
+    // The agent's own version: what it sends and expects is that version's (see PROTOCOL_VERSION).
+    send(ws, { type: 'welcome', protocol: hello.protocol });
     const images = new Set(hello.images);
-    const candidate: AgentCandidate = { agentId, capacity, running: 0, draining: false, removed: false, load: hello.load, images };
+    const candidate: AgentCandidate = { agentId, capacity, running: 0, draining: false, removed: false, load: hello.load, images, hash: agentHash(agentId) };
     const conn: Connection = { agentId, ws, running: new Set(liveJobIds), capacity, load: hello.load, candidate, images, queue: Promise.resolve(), pending: 0 };
     this.directory.connected(agentId, capacity, hello.load.offers);
     this.agents.get(agentId)?.ws.terminate();
     this.agents.set(agentId, conn);
+    this.roomy.add(conn);
     this.offers.set(agentId, hello.load.offers);
     clearTimeout(this.lostTimers.get(agentId));
     this.lostTimers.delete(agentId);
@@ -323,12 +335,18 @@ export class AgentHub implements Dispatcher, SandboxChannel {
     const { agentId } = conn;
     if (isSandboxReport(msg)) return this.sandboxes?.onReport(agentId, msg);
     switch (msg.type) {
+      case 'job.report': {
+        if (msg.ended && conn.running.delete(msg.jobId)) this.roomy.add(conn);
+        await this.jobs.onReport(agentId, msg);
+        if (msg.load) await this.onLoad(conn, msg.load);
+        return;
+      }
       case 'job.started':
         return this.jobs.onStarted(agentId, msg.jobId, msg.cellId, msg.timings);
       case 'job.output':
         return this.jobs.onOutput(agentId, msg.jobId, msg.stream, Buffer.from(msg.data, 'base64'));
       case 'job.ended':
-        conn.running.delete(msg.jobId);
+        if (conn.running.delete(msg.jobId)) this.roomy.add(conn);
         return this.jobs.onEnded(agentId, msg.jobId, msg.end, msg.timings, msg.outputDroppedBytes ?? 0);
       case 'job.wiped':
         if (msg.jobId) await this.jobs.onWiped(agentId, msg.jobId, msg.receipt, msg.timings ?? {});
@@ -355,18 +373,22 @@ export class AgentHub implements Dispatcher, SandboxChannel {
       case 'image.removed':
         conn.images.delete(msg.digest);
         return this.images?.onRemoved(agentId, msg.digest);
-      case 'agent.load': {
-        const hadRoom = conn.running.size < conn.capacity;
-        conn.load = msg.load;
-        conn.capacity = msg.load.capacity;
-        this.offers.set(agentId, msg.load.offers);
-        // A report can reveal room (a larger capacity) or warm cells that queued jobs were waiting for.
-        if (!hadRoom && conn.running.size < conn.capacity) await this.jobs.dispatchQueued();
-        return;
-      }
+      case 'agent.load':
+        return this.onLoad(conn, msg.load);
       default:
         assertNever(msg);
     }
+  }
+
+  /** onLoad takes an agent's load (an agent.load, or a job.report's). */
+  private async onLoad(conn: Connection, load: AgentLoad): Promise<void> {
+    const hadRoom = conn.running.size < conn.capacity;
+    conn.load = load;
+    conn.capacity = load.capacity;
+    this.roomy.add(conn);
+    this.offers.set(conn.agentId, load.offers);
+    // A report can reveal room (a larger capacity) or warm cells that queued jobs were waiting for.
+    if (!hadRoom && conn.running.size < conn.capacity) await this.jobs.dispatchQueued();
   }
 
   /**
@@ -389,7 +411,13 @@ export class AgentHub implements Dispatcher, SandboxChannel {
   }
 
   canDispatch(): boolean {
-    for (const c of this.agents.values()) if (c.running.size < c.capacity && this.directory.placeable(c.agentId)) return true;
+    for (const c of this.roomy) {
+      if (c.running.size >= c.capacity || this.agents.get(c.agentId) !== c) {
+        this.roomy.delete(c);
+        continue;
+      }
+      if (this.directory.placeable(c.agentId)) return true;
+    }
     return false;
   }
 
@@ -428,7 +456,8 @@ export class AgentHub implements Dispatcher, SandboxChannel {
   }
 
   release(agentId: string, jobId: string): void {
-    this.agents.get(agentId)?.running.delete(jobId);
+    const conn = this.agents.get(agentId);
+    if (conn?.running.delete(jobId)) this.roomy.add(conn);
   }
 
   holds(agentId: string): boolean {
@@ -444,9 +473,12 @@ export class AgentHub implements Dispatcher, SandboxChannel {
   private candidates(): AgentCandidate[] {
     const list = this.candidateList;
     list.length = 0;
-    for (const c of this.agents.values()) {
+    for (const c of this.roomy) {
       const running = c.running.size;
-      if (running >= c.capacity) continue;
+      if (running >= c.capacity || this.agents.get(c.agentId) !== c) {
+        this.roomy.delete(c); // back when a job ends or its load says so
+        continue;
+      }
       const d = this.directory.flags(c.agentId);
       const k = c.candidate;
       k.capacity = c.capacity;
@@ -503,6 +535,7 @@ export class AgentHub implements Dispatcher, SandboxChannel {
     this.lostTimers.delete(agentId);
     if (conn) {
       this.agents.delete(agentId);
+      this.roomy.delete(conn);
       this.offers.delete(agentId);
       this.directory.disconnected(agentId, 0);
       conn.ws.close(CHANNEL_CLOSE.agentRemoved, closeReason(`removed by an operator; re-admit with: cleanroom agents undrain ${agentId}`));

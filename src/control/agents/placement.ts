@@ -22,6 +22,8 @@ export interface AgentCandidate {
   load: AgentLoad | null;
   /** The images (manifest digests) it has prepared; absent: not checked. */
   images?: ReadonlySet<string>;
+  /** agentHash(agentId), when the caller keeps it (placement compares most candidates by it). */
+  hash?: number;
 }
 
 /** JobSize is what a job asks for, as size classes are measured. */
@@ -62,7 +64,7 @@ export function choosePlacement(cands: Iterable<AgentCandidate>, want: Placement
       if (bestWarm === warm) {
         if (load > bestLoad) continue;
         if (load === bestLoad) {
-          const h = agentHash(c.agentId);
+          const h = c.hash ?? agentHash(c.agentId);
           if (h > bestHash || (h === bestHash && c.agentId >= best.agentId)) continue;
           best = c;
           bestHash = h;
@@ -73,7 +75,7 @@ export function choosePlacement(cands: Iterable<AgentCandidate>, want: Placement
     best = c;
     bestWarm = warm;
     bestLoad = load;
-    bestHash = agentHash(c.agentId);
+    bestHash = c.hash ?? agentHash(c.agentId);
   }
   return best?.agentId ?? null;
 }

@@ -77,7 +77,7 @@ export class JobService {
    */
   private readonly placeTimings = new Map<string, Record<string, number>>();
   /** What was heard of jobs of `placing` meanwhile (their start or end here): an end wins. */
-  private readonly placingNews = new Map<string, 'started' | 'ended'>();
+  private readonly placingNews = new Map<string, { kind: 'started' } | { kind: 'ended'; job: Job; byAgent: boolean }>();
   /** Jobs of `placing` whose cancel was sent meanwhile: the agent may hear it before the job, so it is told again. */
   private readonly cancelledWhilePlacing = new Set<string>();
   /**
@@ -571,6 +571,9 @@ export class JobService {
       }
       const subject = subjectOf(job);
       let sent = false;
+      // A job being placed has no output yet: its first chunk needs no read of the last one (a quick agent's output can
+      // come before the mint below returns).
+      if (!this.nextSeq.has(job.id)) this.nextSeq.set(job.id, 1);
       await this.tokens.mint(subject, 'minted', (credentials) => {
         const tMinted = performance.now();
         sent = d.assign(agentId, spec, credentials);
@@ -583,15 +586,19 @@ export class JobService {
       }
       // Cancelled between the claim and the assign: the agent heard the cancel before the job, so it is told again.
       if (this.cancelledWhilePlacing.delete(job.id)) d.cancel(agentId, job.id);
-      // Kept fresh from now: an end from here on stops it (revokeJob), whichever comes first.
-      this.tokens.keepFresh(subject, (c) => d.refreshCredentials(agentId, job.id, c));
-      if (!this.nextSeq.has(job.id)) this.nextSeq.set(job.id, 1); // a fresh job has no output yet: no read at its first chunk
+      // Kept fresh from now: an end from here on stops it (revokeJob), whichever comes first; an end heard already did.
+      if (this.placingNews.get(job.id)?.kind !== 'ended') this.tokens.keepFresh(subject, (c) => d.refreshCredentials(agentId, job.id, c));
       const placedTimings = this.placeTimings.get(job.id);
-      // One write, no re-read: the timings go on the job only while it is still assigned (not ended while it was placed).
       const timings = { ...job.timings, ...placedTimings };
-      if (await this.store.claimJob(job.id, 'assigned', { timings })) return { ...job, status: 'assigned', agentId, timings };
+      // A quick agent reported the job here already: its start wrote these timings, and an end it reported came after the
+      // assign (so after the token was stored: the end revoked it). No write is needed.
+      const news = this.placingNews.get(job.id);
+      if (news?.kind === 'started') return { ...job, status: 'running', agentId, timings };
+      if (news?.kind === 'ended' && news.byAgent) return news.job;
+      // One write, no re-read: the timings go on the job only while it is still assigned (not ended while it was placed).
+      if (!news && (await this.store.claimJob(job.id, 'assigned', { timings }))) return { ...job, status: 'assigned', agentId, timings };
       // Not assigned any more: it already started (a quick agent reported it here, with these timings), or it ended.
-      if (this.placingNews.get(job.id) === 'started') return { ...job, status: 'running', agentId, timings };
+      if (this.placingNews.get(job.id)?.kind === 'started') return { ...job, status: 'running', agentId, timings };
       const current = await this.store.getJob(job.id);
       if (!current || isTerminal(current)) {
         this.placeTimings.delete(job.id);
@@ -718,36 +725,93 @@ export class JobService {
 
   /** onStarted records that the agent handed the job to a cell; ignored unless the job is the agent's own. */
   async onStarted(agentId: string, jobId: string, cellId: string, timings: Record<string, number>): Promise<void> {
-    const now = new Date();
-    // Judged and written in one step (no read first): only an unfinished job of this agent's starts.
-    const job = await this.store.transitionJob(jobId, (current) => {
-      if (isTerminal(current) || (this.owners.get(jobId) ?? current.agentId) !== agentId) return null;
-      const patch: Partial<Job> = { status: 'running', cellId, startedAt: now.toISOString(), timings: { ...current.timings, ...this.placeTimings.get(jobId), ...prefixed('agent_', timings) } };
-      // A sandbox's deadline runs from when it is ready (the agent's timer starts there too).
-      if (current.sandbox) patch.sandbox = { ...current.sandbox, endsAt: new Date(now.getTime() + current.timeoutSeconds * 1000).toISOString() };
-      return patch;
-    });
-    if (!job) return;
-    this.placeTimings.delete(jobId);
-    if (this.placing.has(jobId) && !this.placingNews.has(jobId)) this.placingNews.set(jobId, 'started');
-    this.hub.publish(jobId, { type: 'started', job });
-    if (this.cluster) this.announce({ type: 'job.started', from: this.cluster.replicaId, jobId });
-    await this.audit.record({ type: 'cell.assigned', actor: `agent:${job.agentId}`, workspaceId: job.workspaceId, subject: jobId, details: { cellId, runtime: job.runtime } });
+    await this.onReport(agentId, { jobId, started: { cellId, timings } });
   }
 
   /** onOutput stores and publishes a chunk of output of a running job of the agent; anything else is ignored. */
   async onOutput(agentId: string, jobId: string, stream: 'stdout' | 'stderr', data: Buffer): Promise<void> {
     if (!(await this.ownedBy(agentId, jobId))) return;
+    await this.storeOutput(jobId, [{ stream, data }]);
+  }
+
+  /**
+   * storeOutput stores chunks of a job's output in order, then publishes them. Stored first: a follower never sees a
+   * chunk the store may not hold (on PostgreSQL the write is a round trip, and a replica that dies before it commits must
+   * not have shown the chunk: a stream resumed on another replica goes on from the store). A stream that subscribes
+   * between the two finds them in its replay (seq dedups). The chunks of one call go in one batch of the store's.
+   */
+  private async storeOutput(jobId: string, parts: ReadonlyArray<{ stream: 'stdout' | 'stderr'; data: Buffer }>): Promise<void> {
     let seq = this.nextSeq.get(jobId);
     if (seq === undefined) seq = (await this.store.lastOutputSeq(jobId)) + 1;
-    this.nextSeq.set(jobId, seq + 1);
-    const chunk = { seq, stream, data };
-    // Stored first, then published: a follower never sees a chunk the store may not hold (on PostgreSQL the write is a
-    // round trip, and a replica that dies before it commits must not have shown the chunk: a stream resumed on another
-    // replica goes on from the store). A stream that subscribes between the two finds it in its replay (seq dedups).
-    await this.store.appendOutput(jobId, chunk);
-    this.hub.publish(jobId, { type: 'output', chunk });
-    if (this.cluster) this.announceOutput(jobId, seq);
+    const chunks = parts.map((p, i) => ({ seq: seq! + i, stream: p.stream, data: p.data }));
+    this.nextSeq.set(jobId, seq + chunks.length);
+    await Promise.all(chunks.map((chunk) => this.store.appendOutput(jobId, chunk)));
+    for (const chunk of chunks) this.hub.publish(jobId, { type: 'output', chunk });
+    if (this.cluster) this.announceOutput(jobId, chunks[chunks.length - 1]!.seq);
+  }
+
+  /**
+   * onReport applies what an agent reports of one of its jobs (a protocol-5 job.report, or one of the single reports):
+   * its output is stored first, then its start, end and wipe receipt go in one write of the job, and what follows each
+   * (events, audit, the token's revocation, the job's place going to the next) in that order. Each part is judged as its
+   * single report would be: a start or an end only of an unfinished job of this agent's, a receipt once.
+   */
+  async onReport(agentId: string, r: JobReportParts): Promise<void> {
+    const { jobId, started, ended, wiped } = r;
+    if (r.output?.length && (await this.ownedBy(agentId, jobId))) {
+      await this.storeOutput(jobId, r.output.map((o) => ({ stream: o.stream, data: typeof o.data === 'string' ? Buffer.from(o.data, 'base64') : o.data })));
+    }
+    if (!started && !ended && !wiped) return;
+    const now = new Date();
+    let didStart = false;
+    let endedFrom: Job['status'] | null = null;
+    let didWipe = false;
+    // Judged and written in one step (no read first).
+    const job = await this.store.transitionJob(jobId, (current) => {
+      didStart = false;
+      endedFrom = null;
+      didWipe = false;
+      const owner = this.owners.get(jobId) ?? current.agentId;
+      let next: Job = current;
+      const patch: Partial<Job> = {};
+      if (started && !isTerminal(next) && owner === agentId) {
+        didStart = true;
+        Object.assign(patch, { status: 'running', cellId: started.cellId, startedAt: now.toISOString(), timings: { ...next.timings, ...this.placeTimings.get(jobId), ...prefixed('agent_', started.timings) } });
+        // A sandbox's deadline runs from when it is ready (the agent's timer starts there too).
+        if (next.sandbox) patch.sandbox = { ...next.sandbox, endsAt: new Date(now.getTime() + next.timeoutSeconds * 1000).toISOString() };
+        next = { ...next, ...patch };
+      }
+      if (ended && !isTerminal(next) && owner === agentId) {
+        endedFrom = next.status;
+        Object.assign(patch, endPatch(next, ended.end, ended.timings, ended.outputDroppedBytes ?? 0, now.toISOString()));
+        next = { ...next, ...patch };
+      }
+      if (wiped && current.agentId === agentId && next.wipe?.volumeId !== wiped.receipt.volumeId) {
+        didWipe = true;
+        Object.assign(patch, { wipe: wiped.receipt, timings: { ...next.timings, ...prefixed('agent_', wiped.timings ?? {}) } });
+      }
+      return didStart || endedFrom !== null || didWipe ? patch : null;
+    });
+    if (!job) return;
+    // The audit chain keeps the order of the records' calls: the cell's assignment, the token's revocation, the wipe.
+    const audits: Array<Promise<unknown>> = [];
+    if (didStart && started) audits.push(this.afterStart(job, started.cellId));
+    if (endedFrom !== null && ended) await this.afterEnd(job, endedFrom, ended.end, true);
+    if (didWipe && wiped) {
+      const { volumeId, cellId, keyIdentifier, keyStateAfterRemoval, totalMs } = wiped.receipt;
+      audits.push(this.audit.record({ type: 'wipe.done', actor: `agent:${job.agentId}`, workspaceId: job.workspaceId, subject: jobId, details: { volumeId, cellId, keyIdentifier, keyStateAfterRemoval, totalMs } }));
+    }
+    await Promise.all(audits);
+  }
+
+  /** afterStart is what follows a job's start: its events here and on the bus, and its audit record (returned). */
+  private afterStart(job: Job, cellId: string): Promise<unknown> {
+    const jobId = job.id;
+    this.placeTimings.delete(jobId);
+    if (this.placing.has(jobId) && !this.placingNews.has(jobId)) this.placingNews.set(jobId, { kind: 'started' });
+    this.hub.publish(jobId, { type: 'started', job });
+    if (this.cluster) this.announce({ type: 'job.started', from: this.cluster.replicaId, jobId });
+    return this.audit.record({ type: 'cell.assigned', actor: `agent:${job.agentId}`, workspaceId: job.workspaceId, subject: jobId, details: { cellId, runtime: job.runtime } });
   }
 
   /** announceOutput tells the other replicas (at most every OUTPUT_NOTIFY_MS) how far each job's stored output goes. */
@@ -763,34 +827,30 @@ export class JobService {
 
   /** onEnded records the end an agent reports of its own job; an end of another agent's job is ignored. */
   async onEnded(agentId: string, jobId: string, end: JobEnd, timings: Record<string, number>, outputDroppedBytes = 0): Promise<void> {
-    await this.finish(jobId, (job) => (this.owners.get(jobId) ?? job.agentId) === agentId, end, timings, outputDroppedBytes);
+    await this.onReport(agentId, { jobId, ended: { end, timings, outputDroppedBytes } });
   }
 
   /** end records a terminal state once; later reports for the same job are ignored. */
   async end(jobId: string, end: JobEnd, timings: Record<string, number>, outputDroppedBytes = 0): Promise<void> {
-    await this.finish(jobId, () => true, end, timings, outputDroppedBytes);
-  }
-
-  /** finish writes the end of an unfinished job that `mayEnd` accepts (judged and written in one step), then frees its place. */
-  private async finish(jobId: string, mayEnd: (job: Job) => boolean, end: JobEnd, timings: Record<string, number>, outputDroppedBytes: number): Promise<void> {
     let was: Job['status'] | null = null;
     const endedAt = new Date().toISOString();
     const job = await this.store.transitionJob(jobId, (current) => {
-      if (isTerminal(current) || !mayEnd(current)) return null;
+      if (isTerminal(current)) return null;
       was = current.status;
-      return {
-        outputDroppedBytes,
-        status: end.reason,
-        exitCode: end.exitCode,
-        signal: end.signal,
-        message: end.message,
-        endedAt,
-        timings: { ...current.timings, ...prefixed('agent_', timings) },
-      };
+      return endPatch(current, end, timings, outputDroppedBytes, endedAt);
     });
-    if (!job) return;
+    if (job && was !== null) await this.afterEnd(job, was, end, false);
+  }
+
+  /**
+   * afterEnd is what follows a job's end (`was` its status before): its token revoked, its events, and its place (in the
+   * workspace's running quota and on its agent) going to the next job in turn. `byAgent`: the agent reported the end
+   * (it needs no cancel).
+   */
+  private async afterEnd(job: Job, was: Job['status'], end: JobEnd, byAgent: boolean): Promise<void> {
+    const jobId = job.id;
     if (was === 'queued') this.dropQueued(job);
-    if (this.placing.has(jobId)) this.placingNews.set(jobId, 'ended');
+    if (this.placing.has(jobId)) this.placingNews.set(jobId, { kind: 'ended', job, byAgent });
     await this.tokens.revokeJob(jobId, job.workspaceId, `the job ended (${end.reason})`);
     this.nextSeq.delete(jobId);
     this.owners.delete(jobId);
@@ -800,20 +860,13 @@ export class JobService {
       this.outputToAnnounce.delete(jobId); // the end makes every follower read the store to its last chunk
       this.announce({ type: 'job.ended', from: this.cluster.replicaId, jobId });
     }
-    // Its place (in the workspace's running quota and on its agent) goes to the next job in turn.
     this.deactivate(job);
     this.pump();
   }
 
   /** onWiped attaches the wipe receipt of the job's volume; ignored unless the job is the agent's own. */
   async onWiped(agentId: string, jobId: string, receipt: WipeReceipt, timings: Record<string, number>): Promise<void> {
-    // A receipt may be reported again after a reconnect: record it once.
-    const job = await this.store.transitionJob(jobId, (current) =>
-      current.agentId !== agentId || current.wipe?.volumeId === receipt.volumeId ? null : { wipe: receipt, timings: { ...current.timings, ...prefixed('agent_', timings) } },
-    );
-    if (!job) return;
-    const { volumeId, cellId, keyIdentifier, keyStateAfterRemoval, totalMs } = receipt;
-    await this.audit.record({ type: 'wipe.done', actor: `agent:${job.agentId}`, workspaceId: job.workspaceId, subject: jobId, details: { volumeId, cellId, keyIdentifier, keyStateAfterRemoval, totalMs } });
+    await this.onReport(agentId, { jobId, wiped: { receipt, timings } });
   }
 
   /** agentsWithUnfinishedJobs lists the agents that hold assigned or running jobs. */
@@ -824,11 +877,28 @@ export class JobService {
 
   /** onAgentLost ends the agent's unfinished jobs that it no longer reports as live. */
   async onAgentLost(agentId: string, liveJobIds: readonly string[], why: string): Promise<void> {
-    for (const job of await this.store.jobsWithStatus(['assigned', 'running'])) {
-      if (job.agentId === agentId && !liveJobIds.includes(job.id)) {
+    const live = new Set(liveJobIds);
+    for (const job of await this.unfinishedJobs()) {
+      if (job.agentId === agentId && !live.has(job.id)) {
         await this.end(job.id, { reason: 'error', exitCode: null, signal: null, message: why }, {});
       }
     }
+  }
+
+  /** A read of the unfinished jobs that has not been sent yet: the calls of this turn share it. */
+  private unfinishedRead: Promise<Job[]> | null = null;
+
+  /**
+   * unfinishedJobs reads every assigned or running job; the calls made before the read is sent (a fleet's hellos after a
+   * restart arrive by the hundred) share one read, and each call's read is sent after it, so it sees what was stored
+   * before the call.
+   */
+  private unfinishedJobs(): Promise<Job[]> {
+    this.unfinishedRead ??= new Promise<void>((resolve) => setImmediate(resolve)).then(() => {
+      this.unfinishedRead = null;
+      return this.store.jobsWithStatus(['assigned', 'running']);
+    });
+    return this.unfinishedRead;
   }
 }
 
@@ -859,6 +929,31 @@ function numericUser(user: string): { uid: number | null; gid: number | null } {
   const m = /^(\d{1,5})(?::(\d{1,5}))?$/.exec(user);
   const id = (s: string | undefined) => (s !== undefined && Number(s) < 65536 ? Number(s) : null);
   return m ? { uid: id(m[1]), gid: id(m[2]) } : { uid: null, gid: null };
+}
+
+/**
+ * JobReportParts is what an agent reports of one job at once (wire.ts JobReport, less its load; output may be decoded):
+ * each part optional, in the order they happened.
+ */
+export interface JobReportParts {
+  jobId: string;
+  started?: { cellId: string; timings: Record<string, number> };
+  output?: ReadonlyArray<{ stream: 'stdout' | 'stderr'; data: string | Buffer }>;
+  ended?: { end: JobEnd; timings: Record<string, number>; outputDroppedBytes?: number };
+  wiped?: { receipt: WipeReceipt; timings?: Record<string, number> };
+}
+
+/** endPatch is the change that ends an unfinished job. */
+function endPatch(current: Job, end: JobEnd, timings: Record<string, number>, outputDroppedBytes: number, endedAt: string): Partial<Job> {
+  return {
+    outputDroppedBytes,
+    status: end.reason,
+    exitCode: end.exitCode,
+    signal: end.signal,
+    message: end.message,
+    endedAt,
+    timings: { ...current.timings, ...prefixed('agent_', timings) },
+  };
 }
 
 function prefixed(p: string, t: Record<string, number>): Record<string, number> {
