@@ -292,7 +292,11 @@ export class JobService {
       else this.admitting.delete(ws.id);
     };
     try {
-      const egress = await this.network.policyOf(ws.id);
+      // The policy this replica last read of the workspace, if any, is used at once; the read of the one in force now goes
+      // on beside the job's writes, and the job is neither sent (direct) nor recorded (queued) before it has agreed.
+      const policy = this.network.policyNow(ws.id);
+      policy.current.catch(() => {}); // heard where it is awaited
+      const egress = policy.last ?? (await policy.current);
       const job: Job = {
         id: `${mode === 'sandbox' ? 'sbx' : 'job'}_${randomBytes(10).toString('hex')}`,
         workspaceId: ws.id,
@@ -336,9 +340,17 @@ export class JobService {
         // on to the token's revocation.
         const recorded = this.store.createJob({ ...job, status: 'assigned', agentId });
         const audited = audit();
+        // The policy changed since this replica last read it (on any replica): the job runs with the one in force now.
+        const policyAgreed = policy.current.then(async (now) => {
+          if (JSON.stringify(now) === JSON.stringify(job.egress)) return;
+          job.egress = spec.egress = now;
+          await recorded;
+          await this.store.updateJob(job.id, { egress: now });
+        });
+        policyAgreed.catch(() => {}); // heard in place, once the row is stored
         let placed: Job;
         try {
-          placed = await this.place(job, performance.now(), { agentId, spec, recorded }).finally(() => audited);
+          placed = await this.place(job, performance.now(), { agentId, spec, recorded, before: policyAgreed }).finally(() => audited);
         } catch (e) {
           // Not recorded: it holds no place (place released its agent slot).
           if (!(await recorded.then(() => true, () => false))) this.deactivate(job);
@@ -351,6 +363,7 @@ export class JobService {
         }
         return placed;
       }
+      job.egress = await policy.current;
       await this.store.createJob(job);
       // Written once the job exists (the chain's order is the store's).
       await audit();
@@ -548,8 +561,9 @@ export class JobService {
   //
   // The caller reserved the agent slot (`agentId`, before any await). `recorded`: create is recording the job as assigned
   // to that agent in the first place (no claim needed: no one else knew the job); its token is minted meanwhile, and the
-  // job is sent once both are stored. Rejects, with the slot released and the token revoked, if the row is not.
-  private async place(job: Job, t0: number, { agentId, spec: reserved, recorded }: { agentId: string; spec: JobSpec; recorded?: Promise<void> }): Promise<Job> {
+  // job is sent once both are stored (and `before` has resolved). Rejects, with the slot released and the token revoked,
+  // if the row is not stored.
+  private async place(job: Job, t0: number, { agentId, spec: reserved, recorded, before }: { agentId: string; spec: JobSpec; recorded?: Promise<void>; before?: Promise<void> }): Promise<Job> {
     let spec = reserved;
     const d = this.dispatcher!;
     this.placing.add(job.id);
@@ -577,7 +591,7 @@ export class JobService {
         spec = specOf(full, this.defaults.outputLimitBytes);
       }
       // The control plane's own times run from the job's row stored (create's insert, or the claim).
-      const ready = recorded?.then(() => ((t0 = performance.now()), withinQuota()));
+      const ready = recorded?.then(() => before).then(() => ((t0 = performance.now()), withinQuota()));
       const subject = subjectOf(job);
       let sent = false;
       try {
