@@ -7,7 +7,7 @@
 // A bare `runc run` / `runsc run` of `/bin/echo hi` uses a bundle equivalent to a cell's: the same shared read-only
 // rootfs (built by the agent's own buildRootfs), and the same spec (cellSpec: mounts, user namespace with a private
 // uid range, seccomp allowlist, cgroup limits, masked paths), with the workload as the container's process.
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import type { Runtime } from '../src/shared/wire.js';
@@ -23,6 +23,7 @@ import { REPO_ROOT } from '../test/support/cluster.js';
 export const LAUNCH = {
   spawn: 'posix_spawn from the agent\'s runtime addon (spawnHelper), as the agent starts runc, runsc and mkfs',
   fork_exec: '/bin/echo hi, posix_spawn (the agent\'s spawn path)',
+  fork_exec_node_spawn: '/bin/echo hi with Node\'s child_process.spawn (stdio ignore/pipe/pipe), timed to its first stdout byte: what an application developer starting a process from Node pays (the bench\'s host fork+exec before commit c11784b)',
   runc: 'runc run of a cell-equivalent bundle: the sealed memfd copy of runc the agent runs, the agent\'s global flags (--root)',
   crun: 'crun run of a cell-equivalent bundle: a sealed memfd copy of crun from PATH, as the agent runs it, --root',
   podman: 'podman run --rm --network none of a busybox image imported into podman\'s local storage (rootful, its default runtime), CONTAINERS_CONF with default_ulimits = [] (podman 4.3 cannot set its default ulimits here)',
@@ -202,6 +203,31 @@ function hostBusySeconds(): number {
 /** forkExec times a plain host start of COMMAND, spawned as the agent spawns its helpers. */
 export function forkExec(): Promise<ProcessTiming> {
   return timeProcess(COMMAND);
+}
+
+/**
+ * forkExecNodeSpawn times COMMAND started with Node's child_process.spawn, as an application would start it (and as this
+ * bench did before its baselines took the agent's posix_spawn path): spawn → first stdout byte, and → close.
+ */
+export function forkExecNodeSpawn(): Promise<ProcessTiming> {
+  return new Promise((resolve, reject) => {
+    const t0 = performance.now();
+    let firstByteMs = Number.NaN;
+    let out = '';
+    let err = '';
+    const child = spawn(COMMAND[0]!, COMMAND.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
+    child.stdout.on('data', (d: Buffer) => {
+      if (Number.isNaN(firstByteMs)) firstByteMs = performance.now() - t0;
+      out += d.toString('utf8');
+    });
+    child.stderr.on('data', (d: Buffer) => (err += d.toString('utf8')));
+    child.on('error', reject);
+    child.on('close', (code) => {
+      const exitMs = performance.now() - t0;
+      if (code === 0 && out === 'hi\n') resolve({ firstByteMs, exitMs });
+      else reject(new Error(`${COMMAND.join(' ')} exited ${code} with output ${JSON.stringify(out)}: ${err.trim().slice(0, 500)}`));
+    });
+  });
 }
 
 /**

@@ -26,11 +26,13 @@ export function formatReport(r: BenchResults): string {
     latency('bare runsc run, 1st byte', r.baseline_runsc_run_ms, false),
     latency('bare crun run, 1st byte', r.baseline_crun_run_ms, false),
     latency('host fork+exec, 1st byte', r.baseline_fork_exec_ms, false),
+    latency('fork+exec (Node spawn), 1st', r.baseline_fork_exec_node_spawn_ms, false),
     latency('bare runc run, exit', r.notes.baseline_exit_ms.runc_run, false),
     latency('bare runsc run, exit', r.notes.baseline_exit_ms.runsc_run, false),
     latency('host fork+exec, exit', r.notes.baseline_exit_ms.fork_exec, false),
     '',
     `ratio warm start / bare runc run (p50, both to first byte): ${f2(r.ratio_warm_to_runc_run)}`,
+    `ratio warm start / host fork+exec (p50, first byte; goal ≤ 2): posix_spawn from the agent's addon ${f2(r.ratio_warm_to_fork_exec.posix_spawn)}, Node child_process.spawn ${f2(r.ratio_warm_to_fork_exec.node_spawn)}`,
     `warm samples that found no warm cell: runc ${r.notes.warm_runc_samples_found_cold}, runsc ${r.notes.warm_runsc_samples_found_cold}; cold samples that found a warm cell: ${r.notes.cold_samples_found_warm}`,
     '',
     'stage breakdown (ms, p50 / p95)   warm runc        warm runsc       cold runc       cold runsc',
@@ -82,7 +84,7 @@ export function formatReport(r: BenchResults): string {
     `  create / warm job start (p50): ${f2(sb.ratio_create_to_warm_start_p50)} (goal ≤ 1.2); exec / host fork+exec to exit (p50): ${f2(sb.ratio_exec_to_fork_exec_p50)} (goal ≤ 1.5); concurrent failures ${sb.concurrent.failures} in ${f1(sb.concurrent.wall_s)} s; memory per idle sandbox ${sb.idle_sandbox_memory_mib === null ? '-' : `${f2(sb.idle_sandbox_memory_mib)} MiB`} (goal ≤ 8)`,
   );
   const pgs = r.store_postgres;
-  lines.push('', `PostgreSQL store: warm start p50 ${f1(pgs.warm_start_ms.p50)} / p99 ${f1(pgs.warm_start_ms.p99)} ms, ÷ SQLite's ${f2(pgs.ratio_warm_p50_to_sqlite)} (goal ≤ ${pgs.goal_ratio_warm_p50_to_sqlite})`);
+  lines.push('', `PostgreSQL store: warm start p50 ${f1(pgs.warm_start_ms.p50)} / p99 ${f1(pgs.warm_start_ms.p99)} ms, ÷ SQLite's in turns (p50 ${f1(pgs.sqlite_warm_start_ms.p50)} ms) ${f2(pgs.ratio_warm_p50_to_sqlite)} (goal ≤ ${pgs.goal_ratio_warm_p50_to_sqlite}); median pair ratio ${f2(pgs.ratio_paired_median)}`);
   for (const fl of [r.fleet, pgs.fleet, r.fleet_replicas]) {
     lines.push(
       `fleet (${fl.agents} simulated agents × ${fl.capacity_per_agent}, ${fl.replicas} replica(s), ${fl.store}, ${fl.clients} clients): ${f1(fl.jobs_per_s)} jobs/s create → placed → ended (goal ≥ ${fl.goal_jobs_per_s}); ${fl.succeeded}/${fl.jobs} succeeded; control plane ${f2(fl.control_cpu_ms_per_job)} CPU ms/job (= ${f1(fl.control_cpu_bound_jobs_per_s)} jobs/s on a core of its own), clients + fleet ${f2(fl.client_and_fleet_cpu_ms_per_job)}`,

@@ -17,6 +17,7 @@ export const LATENCY_FIELDS = [
   'baseline_runc_run_ms',
   'baseline_runsc_run_ms',
   'baseline_fork_exec_ms',
+  'baseline_fork_exec_node_spawn_ms',
   'wipe_ms',
 ] as const;
 
@@ -33,6 +34,11 @@ export type BenchResults = Record<(typeof LATENCY_FIELDS)[number], Stats> & {
   noisy_neighbour: NoisyNeighbour;
   /** How each baseline was launched (the agent's spawn path, binary copy and flags). */
   baseline_launch: Record<string, string>;
+  /**
+   * warm_start_ms.p50 / a host fork+exec's p50 (both to the first output byte), by each definition of the baseline:
+   * posix_spawn from the agent's addon (baseline_fork_exec_ms) and Node's child_process.spawn (baseline_fork_exec_node_spawn_ms).
+   */
+  ratio_warm_to_fork_exec: { posix_spawn: number; node_spawn: number };
   /** warm_start_ms.p50 / baseline_runc_run_ms.p50 (both to the first output byte). */
   ratio_warm_to_runc_run: number;
   throughput_jobs_per_s: { peak: number; peak_runtime: string; bottleneck_stage: string; levels: ThroughputLevel[] };
@@ -67,7 +73,15 @@ export type BenchResults = Record<(typeof LATENCY_FIELDS)[number], Stats> & {
   /** The fleet stage on two replicas on one PostgreSQL. */
   fleet_replicas: FleetBench;
   /** The store on PostgreSQL: warm starts beside SQLite's (goal ≤ 1.2×) and the fleet stage. */
-  store_postgres: { warm_start_ms: Stats; ratio_warm_p50_to_sqlite: number; goal_ratio_warm_p50_to_sqlite: number; fleet: FleetBench };
+  store_postgres: {
+    warm_start_ms: Stats;
+    /** The SQLite series taken in turns with it (bench/store-warm.ts): the ratio's denominator. */
+    sqlite_warm_start_ms: Stats;
+    ratio_warm_p50_to_sqlite: number;
+    ratio_paired_median: number;
+    goal_ratio_warm_p50_to_sqlite: number;
+    fleet: FleetBench;
+  };
   sandboxes: SandboxBench & { ratio_create_to_warm_start_p50: number; ratio_exec_to_fork_exec_p50: number };
   /** Stage breakdowns per series, from the platform's timings and the client's clock (see notes.stages). */
   stages_ms: { warm_runc: Record<string, Stats>; warm_runsc: Record<string, Stats>; cold_runc: Record<string, Stats>; cold_runsc: Record<string, Stats> };
@@ -84,7 +98,7 @@ export type BenchResults = Record<(typeof LATENCY_FIELDS)[number], Stats> & {
     /** Jobs whose wipe receipt never reached the job record (start latency kept, wipe missing). */
     wipe_failures: string[];
     /** The baselines to process exit (the figures above are to the first output byte, as warm start is). */
-    baseline_exit_ms: { runc_run: Stats; runsc_run: Stats; crun_run: Stats; fork_exec: Stats };
+    baseline_exit_ms: { runc_run: Stats; runsc_run: Stats; crun_run: Stats; fork_exec: Stats; fork_exec_node_spawn: Stats };
     stages: Record<string, string>;
     method: string[];
   };

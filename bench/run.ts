@@ -9,7 +9,7 @@ import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { REPO_ROOT } from '../test/support/cluster.js';
 import { prepareCrunHost } from '../src/agent/runtime/crun-host.js';
-import { BareBundles, bareRate, forkExec, LAUNCH, Podman, type ProcessTiming } from './baselines.js';
+import { BareBundles, bareRate, forkExec, forkExecNodeSpawn, LAUNCH, Podman, type ProcessTiming } from './baselines.js';
 import { renderChart } from './chart.js';
 import { Clusters, type PoolTarget } from './clusters.js';
 import { measureDensityLevel, perCellMiB, type DensityLevel } from './density.js';
@@ -18,6 +18,7 @@ import { formatReport } from './report.js';
 import type { BenchResults } from './results.js';
 import { stageBreakdown, STAGES } from './stages.js';
 import { measureAlternating, measureStarts } from './start-latency.js';
+import { measureStoresInterleaved } from './store-warm.js';
 import { measureNoisyNeighbour, NOISY_QUOTAS } from './noisy-neighbour.js';
 import { round, summarize } from './stats.js';
 import { measureThroughput, type ThroughputLevel } from './throughput.js';
@@ -139,8 +140,14 @@ async function main(): Promise<number> {
   const crun = await prepareCrunHost();
   if (!crun.ok) throw new Error(`crun cannot run here: ${crun.reason}`);
   const clusters = new Clusters(log);
-  log('baselines: host fork+exec, bare runc run, bare runsc run (no cluster running)');
-  const fork = await repeat(plan.forkExec, 3, forkExec);
+  log('baselines: host fork+exec (posix_spawn, and Node\'s child_process.spawn, in turns), bare runc run, bare runsc run (no cluster running)');
+  const fork: ProcessTiming[] = [];
+  const forkNode: ProcessTiming[] = [];
+  for (let i = 0; i < plan.forkExec + 3; i++) {
+    const a = await forkExec();
+    const b = await forkExecNodeSpawn();
+    if (i >= 3) fork.push(a), forkNode.push(b);
+  }
   const bundles = BareBundles.create();
   let runcRun: ProcessTiming[];
   let runscRun: ProcessTiming[];
@@ -230,8 +237,9 @@ async function main(): Promise<number> {
   const fleetPg = await measureFleet({ ...fleetPlan, windowMs: fleetPlan.windowMs / 2 }, log, 'postgres');
   const fleetReplicas = await measureFleet({ ...fleetPlan, windowMs: fleetPlan.windowMs / 2 }, log, 'replicas');
 
-  log(`warm starts with the store on PostgreSQL (runc ×${plan.warmRunc}), beside SQLite's above`);
-  const warmPg = await clusters.with(sidePool, (c) => measureStarts(c, 'runc', plan.warmRunc, 'warm'), {}, 'postgres');
+  log(`warm starts with the store on PostgreSQL and on SQLite, in turns (runc ×${plan.warmRunc} each, two clusters up at once)`);
+  const stores = await measureStoresInterleaved(clusters, sidePool, plan.warmRunc);
+  const warmPg = stores.postgres;
 
   const density: DensityLevel[] = [];
   for (const cells of plan.densityLevels) {
@@ -239,7 +247,7 @@ async function main(): Promise<number> {
     density.push(await measureDensityLevel(clusters, cells, cells > 0 ? plan.densitySamples : 0));
   }
 
-  const wipeFailures = [...warmPg.wipeFailures, ...imageWarm.wipeFailures, ...imageCold.wipeFailures, ...warmRunc.wipeFailures, ...warmRunsc.wipeFailures, ...cold.wipeFailures, ...coldRunsc.wipeFailures, ...density.flatMap((d) => d.wipe_failures)];
+  const wipeFailures = [...warmPg.wipeFailures, ...stores.sqlite.wipeFailures, ...imageWarm.wipeFailures, ...imageCold.wipeFailures, ...warmRunc.wipeFailures, ...warmRunsc.wipeFailures, ...cold.wipeFailures, ...coldRunsc.wipeFailures, ...density.flatMap((d) => d.wipe_failures)];
   const firstByte = (t: ProcessTiming[]) => summarize(t.map((x) => x.firstByteMs));
   const exit = (t: ProcessTiming[]) => summarize(t.map((x) => x.exitMs));
   const warmStart = summarize(warmRunc.samples.map((s) => s.firstByteMs));
@@ -254,6 +262,8 @@ async function main(): Promise<number> {
     baseline_runc_run_ms: baselineRunc,
     baseline_runsc_run_ms: firstByte(runscRun),
     baseline_fork_exec_ms: firstByte(fork),
+    baseline_fork_exec_node_spawn_ms: firstByte(forkNode),
+    ratio_warm_to_fork_exec: { posix_spawn: round(warmStart.p50 / firstByte(fork).p50), node_spawn: round(warmStart.p50 / firstByte(forkNode).p50) },
     start_under_load_ms: { clients: peak.clients, all: peak.first_byte_ms, warm_only: peak.first_byte_warm_ms, cold_fraction: peak.cold_fraction },
     baseline_launch: LAUNCH,
     noisy_neighbour: noisy,
@@ -287,7 +297,9 @@ async function main(): Promise<number> {
     fleet_replicas: fleetReplicas,
     store_postgres: {
       warm_start_ms: summarize(warmPg.samples.map((s) => s.firstByteMs)),
-      ratio_warm_p50_to_sqlite: round(summarize(warmPg.samples.map((s) => s.firstByteMs)).p50 / warmStart.p50),
+      sqlite_warm_start_ms: summarize(stores.sqlite.samples.map((s) => s.firstByteMs)),
+      ratio_warm_p50_to_sqlite: stores.ratio_p50,
+      ratio_paired_median: stores.ratio_paired_median,
       goal_ratio_warm_p50_to_sqlite: 1.2,
       fleet: fleetPg,
     },
@@ -302,12 +314,12 @@ async function main(): Promise<number> {
     notes: {
       smoke,
       duration_s: round((performance.now() - started) / 1000),
-      warm_runc_samples_found_cold: warmRunc.mismatched + warmPg.mismatched,
+      warm_runc_samples_found_cold: warmRunc.mismatched + warmPg.mismatched + stores.sqlite.mismatched,
       warm_runsc_samples_found_cold: warmRunsc.mismatched,
       cold_samples_found_warm: cold.mismatched + coldRunsc.mismatched,
       leftovers: clusters.leftovers,
       wipe_failures: wipeFailures,
-      baseline_exit_ms: { runc_run: exit(runcRun), runsc_run: exit(runscRun), crun_run: exit(crunRun), fork_exec: exit(fork) },
+      baseline_exit_ms: { runc_run: exit(runcRun), runsc_run: exit(runscRun), crun_run: exit(crunRun), fork_exec: exit(fork), fork_exec_node_spawn: exit(forkNode) },
       stages: STAGES,
       method: [
         'Every job runs ["/bin/echo","hi"] through the SDK from this process; the control plane and agent are separate processes (cleanroom up --detach).',
@@ -324,7 +336,8 @@ async function main(): Promise<number> {
         'Images: warm runc starts on the busybox base image (build/images/base, imported through the CLI) and on the host root in turns in one cluster (ratio_warm_to_host_root_warm, from those two series); cold starts on a cluster whose default image is base, ratio_cold_to_bare_runc_run by the bare runc run baseline (whose bundle is the host-root rootfs). Imports: the ~100 MB test image from docker-registry on 127.0.0.1 (TLS, basic auth) through POST /v1/images until its blobs are verified in the store, beside skopeo copy of the same image to dir:, rounds alternating; shared_base: the store bytes of two images sharing busybox\'s layer.',
         'Sandboxes (bench/sandbox.ts), on the main cluster after throughput: create → ready = POST /v1/sandboxes sent → its answer (state running), each on a full warm pool, against warm_start_ms; exec round trip = exec of /bin/echo hi in a running sandbox (one request that starts and streams until the exit) against host fork+exec to exit; 1 MiB write then read through the files API; N concurrent sandboxes (cold cells past the pool) each running execs back to back; idle memory = MemAvailable drop with the N sandboxes idle / N.',
         'Fleet (bench/fleet.ts): a control plane alone (no local agent) and N fake agents in the bench process on its real mutual-TLS channel, speaking the real protocol (each answers an assign with started, output, ended and a wipe receipt at once; test/support/fake-fleet.ts). C clients create /bin/echo jobs back to back through the HTTPS API for the window. jobs_per_s = window jobs / (last endedAt − first createdAt), both stamped by the control plane; placement = create request sent → the assign read by the fake agent (one clock); quiet = one job at a time afterwards. CPU per job = the control plane\'s utime+stime (and this process\'s) over the window / jobs; control_cpu_bound_jobs_per_s = 1000 / that, robust to other load on the host.',
-        'PostgreSQL (store_postgres): the same warm runc series on a cluster whose store is a PostgreSQL 15 the bench starts on 127.0.0.1 (test/support/postgres.ts), right after the SQLite clusters; ratio = its p50 / warm_start_ms p50. Its fleet figures: the fleet stage on a control plane on that PostgreSQL. One replica each (multi-replica figures need the replicas work).',
+        'PostgreSQL (store_postgres): warm runc starts on two clusters up at once with the same pool, one whose store is a PostgreSQL 15 the bench starts on 127.0.0.1 (test/support/postgres.ts) and one on SQLite, one sample at a time in turns (ABBA; bench/store-warm.ts), so load and drift fall on both alike; ratio_warm_p50_to_sqlite = its p50 / that SQLite series\' p50 (sqlite_warm_start_ms; not warm_start_ms, taken minutes earlier on another cluster), ratio_paired_median = the median of back-to-back pair ratios. Its fleet figures: the fleet stage on a control plane on that PostgreSQL. One replica each (multi-replica figures need the replicas work).',
+        'Host fork+exec, two definitions, sampled in turns: baseline_fork_exec_ms = /bin/echo hi started with posix_spawn from the agent\'s addon (the agent\'s own spawn path; since commit c11784b), baseline_fork_exec_node_spawn_ms = the same started with Node\'s child_process.spawn, as an application developer would (the definition of the bench before c11784b, from which issue 16\'s "today" ratios came); both to the first stdout byte. ratio_warm_to_fork_exec divides warm_start_ms p50 by each (posix_spawn: the existing ratio, unchanged; node_spawn: against the Node baseline).',
         'Density = MemAvailable drop with N idle runc cells (a cluster per level; reference = mean of before start and after stop); per_cell is the least-squares slope over the levels (0 = the cluster alone).',
       ],
     },
@@ -337,7 +350,8 @@ async function main(): Promise<number> {
   writeFileSync(
     join(outDir, 'latest.svg'),
     renderChart('Cleanroom: start latency of /bin/echo (to its first output byte), against the bare runtimes; and wipe', subtitle, [
-      { label: 'host fork+exec', samples: ms(fork), color: '#777' },
+      { label: 'host fork+exec (posix_spawn)', samples: ms(fork), color: '#777' },
+      { label: 'host fork+exec (Node spawn)', samples: ms(forkNode), color: '#aaa' },
       { label: 'bare runc run', samples: ms(runcRun), color: '#b35c00' },
       { label: 'bare runsc run', samples: ms(runscRun), color: '#8a2be2' },
       { label: 'warm start runc (API)', samples: ms(warmRunc.samples), color: '#0a7d32' },

@@ -292,7 +292,11 @@ export class JobService {
       else this.admitting.delete(ws.id);
     };
     try {
-      const egress = await this.network.policyOf(ws.id);
+      // The policy this replica last read of the workspace, if any, is used at once; the read of the one in force now goes
+      // on beside the job's writes, and the job is neither sent (direct) nor recorded (queued) before it has agreed.
+      const policy = this.network.policyNow(ws.id);
+      policy.current.catch(() => {}); // heard where it is awaited
+      const egress = policy.last ?? (await policy.current);
       const job: Job = {
         id: `${mode === 'sandbox' ? 'sbx' : 'job'}_${randomBytes(10).toString('hex')}`,
         workspaceId: ws.id,
@@ -327,20 +331,31 @@ export class JobService {
         settle();
         this.activate(job); // its place in the running quota, taken before any await
       }
-      try {
-        await this.store.createJob(agentId ? { ...job, status: 'assigned', agentId } : job);
-      } catch (e) {
-        if (agentId) {
-          d!.release(agentId, job.id);
-          this.deactivate(job);
-        }
-        throw e;
-      }
-      // The audit log is never shredded: nothing of the job's command or env goes into it. Its event is written while the
-      // job is placed (the chain's order is the store's; the job exists already).
-      const audited = this.audit.record({ type: 'workload.created', actor, workspaceId: ws.id, subject: job.id, details: { runtime: job.runtime, data: job.dataGrants, image: job.image?.digest ?? null, ...(mode === 'sandbox' ? { mode } : {}) } });
+      // The audit log is never shredded: nothing of the job's command or env goes into it.
+      const audit = () => this.audit.record({ type: 'workload.created', actor, workspaceId: ws.id, subject: job.id, details: { runtime: job.runtime, data: job.dataGrants, image: job.image?.digest ?? null, ...(mode === 'sandbox' ? { mode } : {}) } });
       if (agentId) {
-        const placed = await this.place(job, performance.now(), { agentId, spec, claimed: true }).finally(() => audited);
+        // The row, its audit event and the job's token are written at once (on SQLite in one commit, on PostgreSQL as
+        // concurrent round trips), the event first so that the chain says created before minted; the agent is sent the
+        // job only once the row and the token are both stored. Should the row fail to commit (PostgreSQL), the chain goes
+        // on to the token's revocation.
+        const recorded = this.store.createJob({ ...job, status: 'assigned', agentId });
+        const audited = audit();
+        // The policy changed since this replica last read it (on any replica): the job runs with the one in force now.
+        const policyAgreed = policy.current.then(async (now) => {
+          if (JSON.stringify(now) === JSON.stringify(job.egress)) return;
+          job.egress = spec.egress = now;
+          await recorded;
+          await this.store.updateJob(job.id, { egress: now });
+        });
+        policyAgreed.catch(() => {}); // heard in place, once the row is stored
+        let placed: Job;
+        try {
+          placed = await this.place(job, performance.now(), { agentId, spec, recorded, before: policyAgreed }).finally(() => audited);
+        } catch (e) {
+          // Not recorded: it holds no place (place released its agent slot).
+          if (!(await recorded.then(() => true, () => false))) this.deactivate(job);
+          throw e;
+        }
         if (placed.status === 'queued') {
           this.deactivate(job);
           this.enqueue(job);
@@ -348,7 +363,10 @@ export class JobService {
         }
         return placed;
       }
-      await audited;
+      job.egress = await policy.current;
+      await this.store.createJob(job);
+      // Written once the job exists (the chain's order is the store's).
+      await audit();
       settle();
       this.enqueue(job);
       this.pump();
@@ -445,7 +463,7 @@ export class JobService {
         continue;
       }
       this.inPump.add(job.id);
-      void this.place(job, performance.now(), { agentId, spec, claimed: false })
+      void this.place(job, performance.now(), { agentId, spec })
         .then(
           (placed) => (placed.status === 'queued' ? 'back' : isTerminal(placed) ? 'gone' : 'placed'),
           () => 'back' as const,
@@ -541,14 +559,16 @@ export class JobService {
   // in the store first (queued → assigned, atomically), so of the replicas or calls racing for one queued job exactly one
   // places it; it is judged again after signing (it may have been cancelled meanwhile).
   //
-  // The caller reserved the agent slot (`agentId`, before any await). `claimed`: create recorded the job as assigned to
-  // that agent in the first place (no claim needed: no one else knew the job).
-  private async place(job: Job, t0: number, { agentId, spec: reserved, claimed }: { agentId: string; spec: JobSpec; claimed: boolean }): Promise<Job> {
+  // The caller reserved the agent slot (`agentId`, before any await). `recorded`: create is recording the job as assigned
+  // to that agent in the first place (no claim needed: no one else knew the job); its token is minted meanwhile, and the
+  // job is sent once both are stored (and `before` has resolved). Rejects, with the slot released and the token revoked,
+  // if the row is not stored.
+  private async place(job: Job, t0: number, { agentId, spec: reserved, recorded, before }: { agentId: string; spec: JobSpec; recorded?: Promise<void>; before?: Promise<void> }): Promise<Job> {
     let spec = reserved;
     const d = this.dispatcher!;
     this.placing.add(job.id);
     try {
-      if (!claimed && !(await this.store.claimJob(job.id, 'queued', { status: 'assigned', agentId }))) {
+      if (!recorded && !(await this.store.claimJob(job.id, 'queued', { status: 'assigned', agentId }))) {
         d.release(agentId, job.id);
         return (await this.store.getJob(job.id)) ?? job;
       }
@@ -561,25 +581,44 @@ export class JobService {
         return (await this.store.getJob(job.id)) ?? job;
       };
       // With a shared store another replica may have filled the workspace's running quota meanwhile: counted after the
-      // claim, so of two claims racing for the last place at least one sees both (and goes back to the queue).
-      if (this.cluster?.shared && !(await this.withinQuota(job))) return await unclaim();
-      if (!claimed) {
+      // claim (or the row), so of two claims racing for the last place at least one sees both (and goes back to the queue).
+      const withinQuota = async (): Promise<boolean> => !this.cluster?.shared || (await this.withinQuota(job));
+      if (!recorded) {
+        if (!(await withinQuota())) return await unclaim();
         // From the queue (held there without what it runs): read and unsealed now, for its agent only.
         const full = await this.store.getJob(job.id).catch(() => null);
         if (!full) return await unclaim();
         spec = specOf(full, this.defaults.outputLimitBytes);
       }
+      // The control plane's own times run from the job's row stored (create's insert, or the claim).
+      const ready = recorded?.then(() => before).then(() => ((t0 = performance.now()), withinQuota()));
       const subject = subjectOf(job);
       let sent = false;
       // A job being placed has no output yet: its first chunk needs no read of the last one (a quick agent's output can
       // come before the mint below returns).
       if (!this.nextSeq.has(job.id)) this.nextSeq.set(job.id, 1);
-      await this.tokens.mint(subject, 'minted', (credentials) => {
-        const tMinted = performance.now();
-        sent = d.assign(agentId, spec, credentials);
-        // Known before the agent can answer: its started report (on this replica's channel) records them if it comes first.
-        if (sent) this.placeTimings.set(job.id, { control_token_ms: round(tMinted - t0), control_dispatch_ms: round(performance.now() - t0) });
-      });
+      try {
+        await this.tokens.mint(
+          subject,
+          'minted',
+          (credentials) => {
+            const tMinted = performance.now();
+            sent = d.assign(agentId, spec, credentials);
+            // Known before the agent can answer: its started report (on this replica's channel) records them if it comes first.
+            if (sent) this.placeTimings.set(job.id, { control_token_ms: round(tMinted - t0), control_dispatch_ms: round(performance.now() - t0) });
+          },
+          ready,
+        );
+      } catch (e) {
+        if (!recorded || (await recorded.then(() => true, () => false))) throw e;
+        // The job's row was not stored: nothing of it runs anywhere, and its token (if recorded) is void.
+        d.release(agentId, job.id);
+        this.placeTimings.delete(job.id);
+        this.nextSeq.delete(job.id);
+        this.owners.delete(job.id);
+        await this.tokens.revokeJob(job.id, job.workspaceId, 'the job could not be recorded').catch(() => {});
+        throw e;
+      }
       if (!sent) {
         await this.tokens.revokeJob(job.id, job.workspaceId, 'no agent took the job');
         return await unclaim();

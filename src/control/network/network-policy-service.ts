@@ -10,6 +10,9 @@ import type { AuditLog } from '../audit/audit-log.js';
 
 const POOL = cidrOf(CELL_POOL_CIDR);
 
+/** LAST_READ_KEPT bounds the policies kept for policyNow (a few hundred bytes each). */
+const LAST_READ_KEPT = 10_000;
+
 /** NetworkPolicyService is the only writer of egress policies and denied-connection records. */
 export class NetworkPolicyService {
   constructor(
@@ -19,9 +22,24 @@ export class NetworkPolicyService {
     private readonly onDenied: (workspaceId: string) => void = () => {},
   ) {}
 
+  /** The policy last read of each workspace (policyNow's first answer): bounded by LAST_READ_KEPT. */
+  private readonly lastRead = new Map<string, EgressPolicy>();
+
   /** policyOf returns the policy in force for a workspace: its own, or deny-all if it never set one. */
   async policyOf(workspaceId: string): Promise<EgressPolicy> {
-    return (await this.store.getEgressPolicy(workspaceId)) ?? DEFAULT_EGRESS_POLICY;
+    const policy = (await this.store.getEgressPolicy(workspaceId)) ?? DEFAULT_EGRESS_POLICY;
+    if (this.lastRead.size >= LAST_READ_KEPT && !this.lastRead.has(workspaceId)) this.lastRead.clear();
+    this.lastRead.set(workspaceId, policy);
+    return policy;
+  }
+
+  /**
+   * policyNow is for a start that should not wait for the store's read (a round trip on PostgreSQL): the policy this
+   * replica last read for the workspace (null if none), and the read of the policy in force now. Policies change on
+   * any replica, so `last` is only a guess: the caller must not let a workload run before `current` has agreed with it.
+   */
+  policyNow(workspaceId: string): { last: EgressPolicy | null; current: Promise<EgressPolicy> } {
+    return { last: this.lastRead.get(workspaceId) ?? null, current: this.policyOf(workspaceId) };
   }
 
   /** set validates and stores a new policy for the workspace; on bad input (422 invalid_policy) the previous one stays. */
@@ -32,6 +50,7 @@ export class NetworkPolicyService {
       throw new ApiError('invalid_policy', `${path || 'policy'}: ${message} (the previous policy stays in force)`, { code, path });
     }
     await this.store.setEgressPolicy(ws.id, r.policy);
+    this.lastRead.set(ws.id, r.policy);
     await this.audit.record({ type: 'policy.changed', actor, workspaceId: ws.id, subject: 'egress', details: { allow: r.policy.allow.length, dryRun: r.policy.dryRun } });
     return r.policy;
   }

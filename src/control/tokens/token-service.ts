@@ -74,9 +74,13 @@ export class TokenService {
 
   /**
    * mint signs a fresh token for a workload and records its id (not the token). `handOver`, if given, receives the
-   * credentials once the record is written (its audit event is written alongside, not waited for by the hand-over).
+   * credentials once the record is written (its audit event is written alongside, not waited for by the hand-over) and
+   * `after`, if given, has resolved true: a caller with other writes to finish before the workload may run (its job's
+   * own row) makes them while the token is stored instead of before. `after` false: nothing is handed over; rejected:
+   * neither, and mint rejects once the record is written (the caller revokes it).
    */
-  async mint(s: TokenSubject, kind: 'minted' | 'refreshed' = 'minted', handOver?: (c: WorkloadCredentials) => void): Promise<WorkloadCredentials> {
+  async mint(s: TokenSubject, kind: 'minted' | 'refreshed' = 'minted', handOver?: (c: WorkloadCredentials) => void, after?: Promise<boolean>): Promise<WorkloadCredentials> {
+    after?.catch(() => {}); // its rejection is heard once the record is written (below): never unhandled meanwhile
     const key = await this.keys.current();
     const iat = Math.floor(Date.now() / 1000);
     const exp = iat + Math.min(this.options.ttlSeconds, MAX_TOKEN_LIFETIME_S);
@@ -94,7 +98,10 @@ export class TokenService {
     // waits only for the token's record.
     const stored = this.store
       .addToken({ jti, jobId: s.jobId, workspaceId: s.workspaceId, issuedAt: new Date(iat * 1000).toISOString(), expiresAt, revokedAt: null })
-      .then(() => handOver?.({ token, expiresAt }));
+      .then(() => after ?? true)
+      .then((go) => {
+        if (go) handOver?.({ token, expiresAt });
+      });
     const audited = this.audit.record({ type: kind === 'minted' ? 'token.minted' : 'token.refreshed', actor: 'system', workspaceId: s.workspaceId, subject: s.jobId, details: { jti, kid: key.kid, expiresAt, scope } });
     await Promise.all([stored, audited]);
     return { token, expiresAt };
