@@ -13,6 +13,8 @@ import { PoolDemand, type PoolSize } from './pool-demand.js';
 
 /** RESIZE_INTERVAL_MS is how often targets are recomputed (refill when short, wipe the surplus when demand fell). */
 const RESIZE_INTERVAL_MS = 1000;
+/** REFILL_RETRY_MS is how long a pool whose prepare failed is left alone before the refill tries it again. */
+const REFILL_RETRY_MS = 1000;
 
 /** PoolTarget is how many warm cells to keep for one root (an image, or null: the host's), runtime and class. */
 export interface PoolTarget {
@@ -33,6 +35,10 @@ interface PoolEntry {
   size: PoolSize;
   /** Why the last prepare failed; cleared by the next success. */
   lastError: string | null;
+  /** After a failed prepare the refill leaves this pool alone until then (epoch ms), so a broken pool never spins. */
+  retryAt: number;
+  /** Starts that found no warm cell and wait for the next refill of this pool (null: that refill failed, prepare now). */
+  waiting: Array<(cell: Cell | null) => void>;
 }
 
 /** CellPool owns every cell that has not been assigned yet. */
@@ -41,11 +47,15 @@ export class CellPool {
   private readonly busy = new Set<Cell>();
   /** Prepares in flight: drain waits for them so that no cell is half-made at exit. */
   private readonly inflight = new Set<Promise<unknown>>();
-  private refilling = false;
+  /** Refill prepares in flight (at most maxConcurrentPrepares), and whether a refill pass is already scheduled. */
+  private refilling = 0;
+  private refillScheduled = false;
   private closed = false;
   /** Prepares running now, and those waiting for a slot (at most maxConcurrentPrepares run at once). */
   private preparing = 0;
+  /** Waiting for a slot: cold starts (a client waits on them) ahead of refills. */
   private readonly waitingToPrepare: Array<() => void> = [];
+  private readonly refillsWaitingToPrepare: Array<() => void> = [];
   /** Told when warm or preparing counts may have changed (the agent's load reports, coalesced there). */
   private changed: () => void = () => {};
 
@@ -68,7 +78,7 @@ export class CellPool {
   private readonly resizer: NodeJS.Timeout;
 
   private newEntry(t: PoolTarget): PoolEntry {
-    return { target: t, warm: [], preparing: 0, demand: new PoolDemand(this.demandWindowMs), size: { target: t.warm, reason: `minimum ${t.warm}` }, lastError: null };
+    return { target: t, warm: [], preparing: 0, demand: new PoolDemand(this.demandWindowMs), size: { target: t.warm, reason: `minimum ${t.warm}` }, lastError: null, retryAt: 0, waiting: [] };
   }
 
   /** sizeOf recomputes an entry's target from its demand. */
@@ -126,10 +136,19 @@ export class CellPool {
     while ((cell = entry.warm.shift())) if (cell.state === 'warm') break;
     const cold = !cell || cell.state !== 'warm';
     this.changed();
-    if (!cell || cold) cell = await this.prepare(runtime, sizeClass, image);
+    if (!cell || cold) cell = (await this.nextRefilled(entry)) ?? (await this.prepare(runtime, sizeClass, image));
     this.busy.add(cell);
     setTimeout(() => this.refill(), this.refillDelayMs).unref();
     return { cell, cold };
+  }
+
+  /**
+   * nextRefilled waits for a refill of this pool already in flight when every prepare slot is taken: that cell is ready
+   * before a prepare of the start's own could even begin. Null when a slot is free, or no refill is left unclaimed.
+   */
+  private nextRefilled(entry: PoolEntry): Promise<Cell | null> | null {
+    if (this.preparing < this.maxConcurrentPrepares || entry.waiting.length >= entry.preparing) return null;
+    return new Promise((resolve) => entry.waiting.push(resolve));
   }
 
   /** release forgets a cell that its owner has wiped. */
@@ -138,47 +157,73 @@ export class CellPool {
     this.uids.release(cell.hostUidBase);
   }
 
-  /** refill prepares cells one at a time until every target is met; never on the request path. */
+  /**
+   * refill starts prepares, up to maxConcurrentPrepares of them at once, until every target is met; never on the request
+   * path. Under sustained demand one prepare at a time fell behind the starts, and every start then paid a cold prepare.
+   */
   refill(): void {
-    if (this.refilling || this.closed) return;
-    this.refilling = true;
-    setImmediate(() => void this.refillLoop());
+    if (this.refillScheduled || this.closed) return;
+    this.refillScheduled = true;
+    setImmediate(() => {
+      this.refillScheduled = false;
+      this.startRefills();
+    });
   }
 
-  private async refillLoop(): Promise<void> {
-    try {
-      for (;;) {
-        if (this.closed) return;
-        const short = [...this.entries.values()].find((e) => e.warm.filter((c) => c.state === 'warm').length + e.preparing < e.size.target);
-        if (!short) return;
-        short.preparing++;
+  private startRefills(): void {
+    while (!this.closed && this.refilling < this.maxConcurrentPrepares) {
+      const short = this.shortest(Date.now());
+      if (!short) return;
+      this.refilling++;
+      short.preparing++;
+      this.changed();
+      void this.refillOne(short).finally(() => {
+        this.refilling--;
+        short.preparing--;
         this.changed();
-        try {
-          // A refill is background work: it yields the CPU to starts and workloads (runtime/background.ts).
-          const cell = await inBackground(() => this.prepare(short.target.runtime, short.target.sizeClass, short.target.image));
-          short.lastError = null;
-          if (cell.timings.prepare_ms !== undefined) short.demand.prepared(cell.timings.prepare_ms);
-          if (this.closed || ![...this.entries.values()].includes(short)) await this.discard(cell);
-          else short.warm.push(cell);
-        } catch (e) {
-          short.lastError = (e as Error).message;
-          this.log('cell prepare failed', { error: short.lastError });
-          await new Promise((r) => setTimeout(r, 1000));
-        } finally {
-          short.preparing--;
-          this.changed();
-        }
-      }
-    } finally {
-      this.refilling = false;
+        this.refill();
+      });
     }
   }
 
-  private prepare(runtime: Runtime, sizeClass: SizeClass, image: PreparedImage | null): Promise<Cell> {
+  // The pool furthest below its target (in cells), so that one pool's deficit does not hold every slot while another is empty.
+  private shortest(now: number): PoolEntry | undefined {
+    let best: PoolEntry | undefined;
+    let bestDeficit = 0;
+    for (const e of this.entries.values()) {
+      if (e.retryAt > now) continue;
+      let warm = 0;
+      for (const c of e.warm) if (c.state === 'warm') warm++;
+      const deficit = e.size.target - warm - e.preparing;
+      if (deficit > bestDeficit) [best, bestDeficit] = [e, deficit];
+    }
+    return best;
+  }
+
+  private async refillOne(short: PoolEntry): Promise<void> {
+    try {
+      // A refill is background work: it yields the CPU to starts and workloads (runtime/background.ts).
+      const cell = await inBackground(() => this.prepare(short.target.runtime, short.target.sizeClass, short.target.image, 'refill'));
+      short.lastError = null;
+      if (cell.timings.prepare_ms !== undefined) short.demand.prepared(cell.timings.prepare_ms);
+      const waiter = short.waiting.shift();
+      if (waiter) waiter(cell);
+      else if (this.closed || ![...this.entries.values()].includes(short)) await this.discard(cell);
+      else short.warm.push(cell);
+    } catch (e) {
+      short.waiting.shift()?.(null);
+      short.lastError = (e as Error).message;
+      this.log('cell prepare failed', { error: short.lastError });
+      // The resizer (every second) starts the refill again once this pool may be retried.
+      short.retryAt = Date.now() + REFILL_RETRY_MS;
+    }
+  }
+
+  private prepare(runtime: Runtime, sizeClass: SizeClass, image: PreparedImage | null, why: 'start' | 'refill' = 'start'): Promise<Cell> {
     const rt = this.runtimes.get(runtime);
     if (!rt) return Promise.reject(new Error(`runtime ${runtime} is not enabled on this agent`));
     const cell = new Cell(this.env, rt, sizeClass, this.uids.acquire(), image);
-    const done = this.prepareSlot(() => cell.prepare()).then(
+    const done = this.prepareSlot(() => cell.prepare(), why).then(
       () => cell,
       async (e: unknown) => {
         await this.discard(cell);
@@ -190,15 +235,18 @@ export class CellPool {
     return done;
   }
 
-  /** prepareSlot runs fn when fewer than maxConcurrentPrepares prepares are running (a burst never forks them all at once). */
-  private async prepareSlot<T>(fn: () => Promise<T>): Promise<T> {
+  /**
+   * prepareSlot runs fn when fewer than maxConcurrentPrepares prepares are running (a burst never forks them all at once);
+   * a start's prepare gets the next free slot before any refill's.
+   */
+  private async prepareSlot<T>(fn: () => Promise<T>, why: 'start' | 'refill'): Promise<T> {
     // A finishing prepare hands its slot straight to the next waiter, so the count never overshoots.
-    if (this.preparing >= this.maxConcurrentPrepares) await new Promise<void>((resolve) => this.waitingToPrepare.push(resolve));
+    if (this.preparing >= this.maxConcurrentPrepares) await new Promise<void>((resolve) => (why === 'start' ? this.waitingToPrepare : this.refillsWaitingToPrepare).push(resolve));
     else this.preparing++;
     try {
       return await fn();
     } finally {
-      const next = this.waitingToPrepare.shift();
+      const next = this.waitingToPrepare.shift() ?? this.refillsWaitingToPrepare.shift();
       if (next) next();
       else this.preparing--;
     }
@@ -235,7 +283,7 @@ export class CellPool {
       if (cells > 0) warm.push({ image: e.target.image?.manifest.digest ?? null, runtime: e.target.runtime, sizeClass: e.target.sizeClass.name, cells });
     }
     // Cold starts prepare outside the entries' counts; every prepare in a slot or waiting for one is counted here.
-    return { preparing: Math.max(preparing, this.preparing + this.waitingToPrepare.length), warm };
+    return { preparing: Math.max(preparing, this.preparing + this.waitingToPrepare.length + this.refillsWaitingToPrepare.length), warm };
   }
 
   /** runtimeNames lists the runtimes this pool can prepare cells under (what the agent offers). */
@@ -274,7 +322,7 @@ export class CellPool {
   async drain(): Promise<void> {
     this.closed = true;
     clearInterval(this.resizer);
-    while (this.inflight.size > 0 || this.refilling) {
+    while (this.inflight.size > 0 || this.refilling > 0) {
       await Promise.allSettled([...this.inflight]);
       await new Promise((r) => setImmediate(r));
     }

@@ -205,7 +205,7 @@ export async function prepareVolume(options: PrepareOptions): Promise<Volume> {
     const loopDevice = await log.run('attach-loop', () => attachLoop(paths.backingFile, BLOCK_SIZE, false), (d) => d);
     await log.run('mount', async () => {
       await fsp.mkdir(paths.mountPoint, { mode: 0o700 });
-      mountExt4(loopDevice, paths.mountPoint);
+      await mountExt4(loopDevice, paths.mountPoint);
     });
     const keyIdentifier = await log.run('add-key', () => {
       const key = Buffer.alloc(KEY_SIZE);
