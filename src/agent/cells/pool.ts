@@ -37,8 +37,6 @@ interface PoolEntry {
   lastError: string | null;
   /** After a failed prepare the refill leaves this pool alone until then (epoch ms), so a broken pool never spins. */
   retryAt: number;
-  /** Starts that found no warm cell and wait for the next refill of this pool (null: that refill failed, prepare now). */
-  waiting: Array<(cell: Cell | null) => void>;
 }
 
 /** CellPool owns every cell that has not been assigned yet. */
@@ -51,11 +49,9 @@ export class CellPool {
   private refilling = 0;
   private refillScheduled = false;
   private closed = false;
-  /** Prepares running now, and those waiting for a slot (at most maxConcurrentPrepares run at once). */
-  private preparing = 0;
-  /** Waiting for a slot: cold starts (a client waits on them) ahead of refills. */
-  private readonly waitingToPrepare: Array<() => void> = [];
-  private readonly refillsWaitingToPrepare: Array<() => void> = [];
+  /** Starts' prepares running now (at most maxConcurrentPrepares), and those waiting for a slot. */
+  private startsPreparing = 0;
+  private readonly startsWaiting: Array<() => void> = [];
   /** Told when warm or preparing counts may have changed (the agent's load reports, coalesced there). */
   private changed: () => void = () => {};
 
@@ -78,7 +74,7 @@ export class CellPool {
   private readonly resizer: NodeJS.Timeout;
 
   private newEntry(t: PoolTarget): PoolEntry {
-    return { target: t, warm: [], preparing: 0, demand: new PoolDemand(this.demandWindowMs), size: { target: t.warm, reason: `minimum ${t.warm}` }, lastError: null, retryAt: 0, waiting: [] };
+    return { target: t, warm: [], preparing: 0, demand: new PoolDemand(this.demandWindowMs), size: { target: t.warm, reason: `minimum ${t.warm}` }, lastError: null, retryAt: 0 };
   }
 
   /** sizeOf recomputes an entry's target from its demand. */
@@ -136,19 +132,10 @@ export class CellPool {
     while ((cell = entry.warm.shift())) if (cell.state === 'warm') break;
     const cold = !cell || cell.state !== 'warm';
     this.changed();
-    if (!cell || cold) cell = (await this.nextRefilled(entry)) ?? (await this.prepare(runtime, sizeClass, image));
+    if (!cell || cold) cell = await this.prepare(runtime, sizeClass, image);
     this.busy.add(cell);
     setTimeout(() => this.refill(), this.refillDelayMs).unref();
     return { cell, cold };
-  }
-
-  /**
-   * nextRefilled waits for a refill of this pool already in flight when every prepare slot is taken: that cell is ready
-   * before a prepare of the start's own could even begin. Null when a slot is free, or no refill is left unclaimed.
-   */
-  private nextRefilled(entry: PoolEntry): Promise<Cell | null> | null {
-    if (this.preparing < this.maxConcurrentPrepares || entry.waiting.length >= entry.preparing) return null;
-    return new Promise((resolve) => entry.waiting.push(resolve));
   }
 
   /** release forgets a cell that its owner has wiped. */
@@ -171,7 +158,8 @@ export class CellPool {
   }
 
   private startRefills(): void {
-    while (!this.closed && this.refilling < this.maxConcurrentPrepares) {
+    // Refills use only the slots starts leave free: a start never waits behind a refill (which runs at background weight).
+    while (!this.closed && this.refilling + this.startsPreparing < this.maxConcurrentPrepares) {
       const short = this.shortest(Date.now());
       if (!short) return;
       this.refilling++;
@@ -206,12 +194,9 @@ export class CellPool {
       const cell = await inBackground(() => this.prepare(short.target.runtime, short.target.sizeClass, short.target.image, 'refill'));
       short.lastError = null;
       if (cell.timings.prepare_ms !== undefined) short.demand.prepared(cell.timings.prepare_ms);
-      const waiter = short.waiting.shift();
-      if (waiter) waiter(cell);
-      else if (this.closed || ![...this.entries.values()].includes(short)) await this.discard(cell);
+      if (this.closed || ![...this.entries.values()].includes(short)) await this.discard(cell);
       else short.warm.push(cell);
     } catch (e) {
-      short.waiting.shift()?.(null);
       short.lastError = (e as Error).message;
       this.log('cell prepare failed', { error: short.lastError });
       // The resizer (every second) starts the refill again once this pool may be retried.
@@ -236,19 +221,20 @@ export class CellPool {
   }
 
   /**
-   * prepareSlot runs fn when fewer than maxConcurrentPrepares prepares are running (a burst never forks them all at once);
-   * a start's prepare gets the next free slot before any refill's.
+   * prepareSlot runs a start's prepare when fewer than maxConcurrentPrepares starts are preparing (a burst never forks
+   * them all at once). A refill runs at once: startRefills admits one only while starts leave a slot free.
    */
   private async prepareSlot<T>(fn: () => Promise<T>, why: 'start' | 'refill'): Promise<T> {
+    if (why === 'refill') return fn();
     // A finishing prepare hands its slot straight to the next waiter, so the count never overshoots.
-    if (this.preparing >= this.maxConcurrentPrepares) await new Promise<void>((resolve) => (why === 'start' ? this.waitingToPrepare : this.refillsWaitingToPrepare).push(resolve));
-    else this.preparing++;
+    if (this.startsPreparing >= this.maxConcurrentPrepares) await new Promise<void>((resolve) => this.startsWaiting.push(resolve));
+    else this.startsPreparing++;
     try {
       return await fn();
     } finally {
-      const next = this.waitingToPrepare.shift() ?? this.refillsWaitingToPrepare.shift();
+      const next = this.startsWaiting.shift();
       if (next) next();
-      else this.preparing--;
+      else this.startsPreparing--;
     }
   }
 
@@ -283,7 +269,7 @@ export class CellPool {
       if (cells > 0) warm.push({ image: e.target.image?.manifest.digest ?? null, runtime: e.target.runtime, sizeClass: e.target.sizeClass.name, cells });
     }
     // Cold starts prepare outside the entries' counts; every prepare in a slot or waiting for one is counted here.
-    return { preparing: Math.max(preparing, this.preparing + this.waitingToPrepare.length + this.refillsWaitingToPrepare.length), warm };
+    return { preparing: Math.max(preparing, this.startsPreparing + this.startsWaiting.length + this.refilling), warm };
   }
 
   /** runtimeNames lists the runtimes this pool can prepare cells under (what the agent offers). */
