@@ -2,7 +2,7 @@
 // kernel's fscrypt, loop, mount and discard interfaces in-process so that preparing
 // and wiping a volume spawns no helper processes (mkfs.ext4 aside). Short calls are
 // synchronous; removeKey, umount and discardDevice (whose cost grows with the volume's
-// contents) return Promises. Failures throw/reject with an Error whose `code` is the
+// contents), loopAttach and mountAsync (which wait on the block layer) return Promises. Failures throw/reject with an Error whose `code` is the
 // errno name (e.g. "EBUSY") and whose `syscall` names the failed call.
 #define _GNU_SOURCE
 #include <errno.h>
@@ -241,43 +241,41 @@ static napi_value key_status(napi_env env, napi_callback_info info) {
   return out;
 }
 
-// loopAttach(backingFile, blockSize, directIo) -> "/dev/loopN". Picks a free device with
-// LOOP_CTL_GET_FREE and binds it atomically with LOOP_CONFIGURE, retrying when another
-// process wins the race for the same device.
-static napi_value loop_attach(napi_env env, napi_callback_info info) {
-  napi_value argv[MAX_ARGS];
-  char path[PATH_MAX_LEN];
-  uint32_t block_size;
-  bool direct_io = false;
-  if (get_args(env, info, 3, argv) || get_string(env, argv[0], path, sizeof path) ||
-      get_u32(env, argv[1], &block_size))
-    return NULL;
-  if (napi_get_value_bool(env, argv[2], &direct_io) != napi_ok) return throw_type(env, "expected a boolean");
+// Binds `path` to a free loop device: picks one with LOOP_CTL_GET_FREE and binds it atomically with LOOP_CONFIGURE,
+// retrying when another process wins the race for the same device. Returns 0 and the device in `dev`, or an errno with
+// the failed call in *syscall and what it was about in `what`. Runs on the thread pool: LOOP_CONFIGURE freezes the
+// device's queue and waits for the block layer (milliseconds), which on the agent's thread stalled every start.
+static int attach_loop(const char *path, uint32_t block_size, bool direct_io, char *dev, size_t dev_len,
+                       const char **syscall, char *what, size_t what_len) {
+  snprintf(what, what_len, "%s", path);
   int file_fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
-  if (file_fd < 0) return throw_errno(env, errno, "open", path);
+  if (file_fd < 0) return *syscall = "open", errno;
   int ctl = open("/dev/loop-control", O_RDWR | O_CLOEXEC);
   if (ctl < 0) {
     int err = errno;
     close(file_fd);
-    return throw_errno(env, err, "open", "/dev/loop-control");
+    snprintf(what, what_len, "/dev/loop-control");
+    return *syscall = "open", err;
   }
-  char dev[64];
+  int err = EBUSY;
+  *syscall = "ioctl(LOOP_CONFIGURE)";
+  snprintf(what, what_len, "no free loop device after 16 attempts");
   for (int attempt = 0; attempt < 16; attempt++) {
     int n = ioctl(ctl, LOOP_CTL_GET_FREE);
     if (n < 0) {
-      int err = errno;
-      close(ctl);
-      close(file_fd);
-      return throw_errno(env, err, "ioctl(LOOP_CTL_GET_FREE)", NULL);
+      err = errno;
+      *syscall = "ioctl(LOOP_CTL_GET_FREE)";
+      what[0] = 0;
+      break;
     }
-    snprintf(dev, sizeof dev, "/dev/loop%d", n);
+    snprintf(dev, dev_len, "/dev/loop%d", n);
     int loop_fd = open(dev, O_RDWR | O_CLOEXEC);
     if (loop_fd < 0) {
       if (errno == ENOENT || errno == ENXIO) continue;
-      int err = errno;
-      close(ctl);
-      close(file_fd);
-      return throw_errno(env, err, "open", dev);
+      err = errno;
+      *syscall = "open";
+      snprintf(what, what_len, "%s", dev);
+      break;
     }
     struct loop_config cfg;
     memset(&cfg, 0, sizeof cfg);
@@ -285,24 +283,21 @@ static napi_value loop_attach(napi_env env, napi_callback_info info) {
     cfg.block_size = block_size;
     cfg.info.lo_flags = direct_io ? LO_FLAGS_DIRECT_IO : 0;
     int rc = ioctl(loop_fd, LOOP_CONFIGURE, &cfg);
-    int err = errno;
+    int e = errno;
     close(loop_fd);
     if (rc == 0) {
-      close(ctl);
-      close(file_fd);
-      napi_value out;
-      napi_create_string_utf8(env, dev, NAPI_AUTO_LENGTH, &out);
-      return out;
+      err = 0;
+      break;
     }
-    if (err != EBUSY) {
-      close(ctl);
-      close(file_fd);
-      return throw_errno(env, err, "ioctl(LOOP_CONFIGURE)", dev);
+    if (e != EBUSY) {
+      err = e;
+      snprintf(what, what_len, "%s", dev);
+      break;
     }
   }
   close(ctl);
   close(file_fd);
-  return throw_errno(env, EBUSY, "ioctl(LOOP_CONFIGURE)", "no free loop device after 16 attempts");
+  return err;
 }
 
 // loopDetach(dev, deferIfBusy) -> boolean (true: detached now). Exclusive open first, so a device still mounted
@@ -358,9 +353,10 @@ static napi_value loop_free_index(napi_env env, napi_callback_info info) {
   return out;
 }
 
-// The slow calls (their cost grows with the dirty data or blocks in the volume) run on the
-// libuv thread pool and return Promises, so a wipe never stalls the agent's event loop.
-enum op_kind { OP_REMOVE_KEY, OP_UMOUNT, OP_DISCARD };
+// The slow calls (their cost grows with the dirty data or blocks in the volume, or they wait on the block layer:
+// loop attach, mount) run on the libuv thread pool and return Promises, so neither a prepare nor a wipe stalls the
+// agent's event loop.
+enum op_kind { OP_REMOVE_KEY, OP_UMOUNT, OP_DISCARD, OP_LOOP_ATTACH, OP_MOUNT };
 
 struct op {
   napi_async_work work;
@@ -373,6 +369,15 @@ struct op {
   int err;
   const char *syscall;
   double result;
+  // OP_LOOP_ATTACH: block size and direct I/O in, the device out (resolves to it); what failed, for the error.
+  uint32_t block_size;
+  bool direct_io;
+  char dev[64];
+  char what[PATH_MAX_LEN];
+  // OP_MOUNT: path is the source.
+  char target[PATH_MAX_LEN];
+  char fstype[64];
+  char data[1024];
 };
 
 // Runs an fscrypt ioctl that removes a key; sets op->result to the removal status flags.
@@ -431,14 +436,23 @@ static void op_execute(napi_env env, void *data) {
     case OP_DISCARD:
       exec_discard(op);
       break;
+    case OP_LOOP_ATTACH:
+      op->err = attach_loop(op->path, op->block_size, op->direct_io, op->dev, sizeof op->dev, &op->syscall, op->what, sizeof op->what);
+      break;
+    case OP_MOUNT:
+      op->syscall = "mount";
+      snprintf(op->what, sizeof op->what, "%s", op->target);
+      if (mount(op->path, op->target, op->fstype, op->flags, op->data[0] ? op->data : NULL) != 0) op->err = errno;
+      break;
   }
 }
 
 // Builds the Error for a failed op (same shape as throw_errno's).
 static napi_value op_error(napi_env env, struct op *op) {
   const char *name = strerrorname_np(op->err);
-  char msg[PATH_MAX_LEN + 256];
-  snprintf(msg, sizeof msg, "%s %s: %s %s", name ? name : "EUNKNOWN", op->syscall, strerror(op->err), op->path);
+  const char *path = op->what[0] ? op->what : op->path;
+  char msg[2 * PATH_MAX_LEN + 256];
+  snprintf(msg, sizeof msg, "%s %s: %s %s", name ? name : "EUNKNOWN", op->syscall, strerror(op->err), path);
   napi_value code, message, error, num, sc, p;
   napi_create_string_utf8(env, name ? name : "EUNKNOWN", NAPI_AUTO_LENGTH, &code);
   napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &message);
@@ -447,7 +461,7 @@ static napi_value op_error(napi_env env, struct op *op) {
   napi_set_named_property(env, error, "errno", num);
   napi_create_string_utf8(env, op->syscall, NAPI_AUTO_LENGTH, &sc);
   napi_set_named_property(env, error, "syscall", sc);
-  napi_create_string_utf8(env, op->path, NAPI_AUTO_LENGTH, &p);
+  napi_create_string_utf8(env, path, NAPI_AUTO_LENGTH, &p);
   napi_set_named_property(env, error, "path", p);
   return error;
 }
@@ -460,7 +474,8 @@ static void op_complete(napi_env env, napi_status status, void *data) {
     napi_reject_deferred(env, op->deferred, op_error(env, op));
   } else {
     napi_value v;
-    napi_create_double(env, op->result, &v);
+    if (op->kind == OP_LOOP_ATTACH) napi_create_string_utf8(env, op->dev, NAPI_AUTO_LENGTH, &v);
+    else napi_create_double(env, op->result, &v);
     napi_resolve_deferred(env, op->deferred, v);
   }
   napi_delete_async_work(env, op->work);
@@ -526,6 +541,38 @@ static napi_value discard_device(napi_env env, napi_callback_info info) {
   if (get_args(env, info, 1, argv)) return NULL;
   struct op *op = op_new(env, OP_DISCARD, argv[0]);
   if (!op) return NULL;
+  return op_queue(env, op);
+}
+
+// loopAttach(backingFile, blockSize, directIo) -> Promise<"/dev/loopN"> (see attach_loop).
+static napi_value loop_attach(napi_env env, napi_callback_info info) {
+  napi_value argv[MAX_ARGS];
+  uint32_t block_size;
+  bool direct_io = false;
+  if (get_args(env, info, 3, argv) || get_u32(env, argv[1], &block_size)) return NULL;
+  if (napi_get_value_bool(env, argv[2], &direct_io) != napi_ok) return throw_type(env, "expected a boolean");
+  struct op *op = op_new(env, OP_LOOP_ATTACH, argv[0]);
+  if (!op) return NULL;
+  op->block_size = block_size;
+  op->direct_io = direct_io;
+  return op_queue(env, op);
+}
+
+// mountAsync(source, target, fstype, flags, data) -> Promise<0>: mount(2) on the thread pool (a filesystem's mount
+// reads its metadata from the device).
+static napi_value do_mount_async(napi_env env, napi_callback_info info) {
+  napi_value argv[MAX_ARGS];
+  uint32_t flags;
+  size_t len = 0;
+  if (get_args(env, info, 5, argv) || get_u32(env, argv[3], &flags)) return NULL;
+  struct op *op = op_new(env, OP_MOUNT, argv[0]);
+  if (!op) return NULL;
+  op->flags = flags;
+  if (get_string(env, argv[1], op->target, sizeof op->target) || get_string(env, argv[2], op->fstype, sizeof op->fstype) ||
+      napi_get_value_string_utf8(env, argv[4], op->data, sizeof op->data, &len) != napi_ok) {
+    free(op);
+    return NULL;
+  }
   return op_queue(env, op);
 }
 
@@ -605,7 +652,7 @@ static napi_value init(napi_env env, napi_value exports) {
   } fns[] = {
       {"addKey", add_key},           {"setPolicyV2", set_policy_v2},   {"getPolicy", get_policy},
       {"keyStatus", key_status},     {"removeKey", remove_key},         {"loopAttach", loop_attach},
-      {"loopDetach", loop_detach},   {"discardDevice", discard_device}, {"mount", do_mount},
+      {"loopDetach", loop_detach},   {"discardDevice", discard_device}, {"mount", do_mount}, {"mountAsync", do_mount_async},
       {"umount", do_umount},         {"loopFreeIndex", loop_free_index}, {"readExtents", read_extents},
   };
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {

@@ -13,6 +13,8 @@ import { PoolDemand, type PoolSize } from './pool-demand.js';
 
 /** RESIZE_INTERVAL_MS is how often targets are recomputed (refill when short, wipe the surplus when demand fell). */
 const RESIZE_INTERVAL_MS = 1000;
+/** REFILL_RETRY_MS is how long a pool whose prepare failed is left alone before the refill tries it again. */
+const REFILL_RETRY_MS = 1000;
 
 /** PoolTarget is how many warm cells to keep for one root (an image, or null: the host's), runtime and class. */
 export interface PoolTarget {
@@ -33,6 +35,8 @@ interface PoolEntry {
   size: PoolSize;
   /** Why the last prepare failed; cleared by the next success. */
   lastError: string | null;
+  /** After a failed prepare the refill leaves this pool alone until then (epoch ms), so a broken pool never spins. */
+  retryAt: number;
 }
 
 /** CellPool owns every cell that has not been assigned yet. */
@@ -41,11 +45,13 @@ export class CellPool {
   private readonly busy = new Set<Cell>();
   /** Prepares in flight: drain waits for them so that no cell is half-made at exit. */
   private readonly inflight = new Set<Promise<unknown>>();
-  private refilling = false;
+  /** Refill prepares in flight (at most maxConcurrentPrepares), and whether a refill pass is already scheduled. */
+  private refilling = 0;
+  private refillScheduled = false;
   private closed = false;
-  /** Prepares running now, and those waiting for a slot (at most maxConcurrentPrepares run at once). */
-  private preparing = 0;
-  private readonly waitingToPrepare: Array<() => void> = [];
+  /** Starts' prepares running now (at most maxConcurrentPrepares), and those waiting for a slot. */
+  private startsPreparing = 0;
+  private readonly startsWaiting: Array<() => void> = [];
   /** Told when warm or preparing counts may have changed (the agent's load reports, coalesced there). */
   private changed: () => void = () => {};
 
@@ -68,7 +74,7 @@ export class CellPool {
   private readonly resizer: NodeJS.Timeout;
 
   private newEntry(t: PoolTarget): PoolEntry {
-    return { target: t, warm: [], preparing: 0, demand: new PoolDemand(this.demandWindowMs), size: { target: t.warm, reason: `minimum ${t.warm}` }, lastError: null };
+    return { target: t, warm: [], preparing: 0, demand: new PoolDemand(this.demandWindowMs), size: { target: t.warm, reason: `minimum ${t.warm}` }, lastError: null, retryAt: 0 };
   }
 
   /** sizeOf recomputes an entry's target from its demand. */
@@ -138,47 +144,71 @@ export class CellPool {
     this.uids.release(cell.hostUidBase);
   }
 
-  /** refill prepares cells one at a time until every target is met; never on the request path. */
+  /**
+   * refill starts prepares, up to maxConcurrentPrepares of them at once, until every target is met; never on the request
+   * path. Under sustained demand one prepare at a time fell behind the starts, and every start then paid a cold prepare.
+   */
   refill(): void {
-    if (this.refilling || this.closed) return;
-    this.refilling = true;
-    setImmediate(() => void this.refillLoop());
+    if (this.refillScheduled || this.closed) return;
+    this.refillScheduled = true;
+    setImmediate(() => {
+      this.refillScheduled = false;
+      this.startRefills();
+    });
   }
 
-  private async refillLoop(): Promise<void> {
-    try {
-      for (;;) {
-        if (this.closed) return;
-        const short = [...this.entries.values()].find((e) => e.warm.filter((c) => c.state === 'warm').length + e.preparing < e.size.target);
-        if (!short) return;
-        short.preparing++;
+  private startRefills(): void {
+    // Refills use only the slots starts leave free: a start never waits behind a refill (which runs at background weight).
+    while (!this.closed && this.refilling + this.startsPreparing < this.maxConcurrentPrepares) {
+      const short = this.shortest(Date.now());
+      if (!short) return;
+      this.refilling++;
+      short.preparing++;
+      this.changed();
+      void this.refillOne(short).finally(() => {
+        this.refilling--;
+        short.preparing--;
         this.changed();
-        try {
-          // A refill is background work: it yields the CPU to starts and workloads (runtime/background.ts).
-          const cell = await inBackground(() => this.prepare(short.target.runtime, short.target.sizeClass, short.target.image));
-          short.lastError = null;
-          if (cell.timings.prepare_ms !== undefined) short.demand.prepared(cell.timings.prepare_ms);
-          if (this.closed || ![...this.entries.values()].includes(short)) await this.discard(cell);
-          else short.warm.push(cell);
-        } catch (e) {
-          short.lastError = (e as Error).message;
-          this.log('cell prepare failed', { error: short.lastError });
-          await new Promise((r) => setTimeout(r, 1000));
-        } finally {
-          short.preparing--;
-          this.changed();
-        }
-      }
-    } finally {
-      this.refilling = false;
+        this.refill();
+      });
     }
   }
 
-  private prepare(runtime: Runtime, sizeClass: SizeClass, image: PreparedImage | null): Promise<Cell> {
+  // The pool furthest below its target (in cells), so that one pool's deficit does not hold every slot while another is empty.
+  private shortest(now: number): PoolEntry | undefined {
+    let best: PoolEntry | undefined;
+    let bestDeficit = 0;
+    for (const e of this.entries.values()) {
+      if (e.retryAt > now) continue;
+      let warm = 0;
+      for (const c of e.warm) if (c.state === 'warm') warm++;
+      const deficit = e.size.target - warm - e.preparing;
+      if (deficit > bestDeficit) [best, bestDeficit] = [e, deficit];
+    }
+    return best;
+  }
+
+  private async refillOne(short: PoolEntry): Promise<void> {
+    try {
+      // A refill is background work: it yields the CPU to starts and workloads (runtime/background.ts).
+      const cell = await inBackground(() => this.prepare(short.target.runtime, short.target.sizeClass, short.target.image, 'refill'));
+      short.lastError = null;
+      if (cell.timings.prepare_ms !== undefined) short.demand.prepared(cell.timings.prepare_ms);
+      if (this.closed || ![...this.entries.values()].includes(short)) await this.discard(cell);
+      else short.warm.push(cell);
+    } catch (e) {
+      short.lastError = (e as Error).message;
+      this.log('cell prepare failed', { error: short.lastError });
+      // The resizer (every second) starts the refill again once this pool may be retried.
+      short.retryAt = Date.now() + REFILL_RETRY_MS;
+    }
+  }
+
+  private prepare(runtime: Runtime, sizeClass: SizeClass, image: PreparedImage | null, why: 'start' | 'refill' = 'start'): Promise<Cell> {
     const rt = this.runtimes.get(runtime);
     if (!rt) return Promise.reject(new Error(`runtime ${runtime} is not enabled on this agent`));
     const cell = new Cell(this.env, rt, sizeClass, this.uids.acquire(), image);
-    const done = this.prepareSlot(() => cell.prepare()).then(
+    const done = this.prepareSlot(() => cell.prepare(), why).then(
       () => cell,
       async (e: unknown) => {
         await this.discard(cell);
@@ -190,17 +220,21 @@ export class CellPool {
     return done;
   }
 
-  /** prepareSlot runs fn when fewer than maxConcurrentPrepares prepares are running (a burst never forks them all at once). */
-  private async prepareSlot<T>(fn: () => Promise<T>): Promise<T> {
+  /**
+   * prepareSlot runs a start's prepare when fewer than maxConcurrentPrepares starts are preparing (a burst never forks
+   * them all at once). A refill runs at once: startRefills admits one only while starts leave a slot free.
+   */
+  private async prepareSlot<T>(fn: () => Promise<T>, why: 'start' | 'refill'): Promise<T> {
+    if (why === 'refill') return fn();
     // A finishing prepare hands its slot straight to the next waiter, so the count never overshoots.
-    if (this.preparing >= this.maxConcurrentPrepares) await new Promise<void>((resolve) => this.waitingToPrepare.push(resolve));
-    else this.preparing++;
+    if (this.startsPreparing >= this.maxConcurrentPrepares) await new Promise<void>((resolve) => this.startsWaiting.push(resolve));
+    else this.startsPreparing++;
     try {
       return await fn();
     } finally {
-      const next = this.waitingToPrepare.shift();
+      const next = this.startsWaiting.shift();
       if (next) next();
-      else this.preparing--;
+      else this.startsPreparing--;
     }
   }
 
@@ -235,7 +269,7 @@ export class CellPool {
       if (cells > 0) warm.push({ image: e.target.image?.manifest.digest ?? null, runtime: e.target.runtime, sizeClass: e.target.sizeClass.name, cells });
     }
     // Cold starts prepare outside the entries' counts; every prepare in a slot or waiting for one is counted here.
-    return { preparing: Math.max(preparing, this.preparing + this.waitingToPrepare.length), warm };
+    return { preparing: Math.max(preparing, this.startsPreparing + this.startsWaiting.length + this.refilling), warm };
   }
 
   /** runtimeNames lists the runtimes this pool can prepare cells under (what the agent offers). */
@@ -274,7 +308,7 @@ export class CellPool {
   async drain(): Promise<void> {
     this.closed = true;
     clearInterval(this.resizer);
-    while (this.inflight.size > 0 || this.refilling) {
+    while (this.inflight.size > 0 || this.refilling > 0) {
       await Promise.allSettled([...this.inflight]);
       await new Promise((r) => setImmediate(r));
     }

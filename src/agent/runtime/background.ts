@@ -7,7 +7,7 @@
  * warm, normal from assignment).
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { constants, existsSync, mkdirSync, openSync, write, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 /** BACKGROUND_CPU_SHARES is the weight of background helpers (a cgroup v1 default is 1024). */
@@ -15,7 +15,8 @@ export const BACKGROUND_CPU_SHARES = 64;
 
 const CPU_ROOT = '/sys/fs/cgroup/cpu';
 const context = new AsyncLocalStorage<true>();
-let procsFile: string | null = null;
+/** The background cgroup's cgroup.procs, held open: each adoption is then one write(2). */
+let procsFd: number | null = null;
 
 /** backgroundCgroupName is the agent's background cgroup (under its cells' prefix, so reconcile and leak checks see it). */
 export function backgroundCgroupName(agentId: string): string {
@@ -28,7 +29,7 @@ export function useBackgroundCgroup(agentId: string): void {
   const dir = join(CPU_ROOT, backgroundCgroupName(agentId));
   mkdirSync(dir, { recursive: true });
   writeFileSync(join(dir, 'cpu.shares'), String(BACKGROUND_CPU_SHARES));
-  procsFile = join(dir, 'cgroup.procs');
+  procsFd ??= openSync(join(dir, 'cgroup.procs'), constants.O_WRONLY) // libuv opens with O_CLOEXEC;
 }
 
 /** inBackground runs `fn` (and everything it awaits) as background work. */
@@ -36,12 +37,14 @@ export function inBackground<T>(fn: () => Promise<T>): Promise<T> {
   return context.run(true, fn);
 }
 
-/** adoptIfBackground moves a just-spawned helper into the background cgroup when background work spawned it. */
+/**
+ * adoptIfBackground moves a just-spawned helper into the background cgroup when background work spawned it. The write
+ * runs on the thread pool: moving a task between cgroup v1 groups waits for an RCU grace period (milliseconds), which
+ * on the agent's own thread stalled every start and attach queued behind it.
+ */
 export function adoptIfBackground(pid: number): void {
-  if (!procsFile || context.getStore() !== true) return;
-  try {
-    writeFileSync(procsFile, String(pid));
-  } catch {
-    // It exited already, or the cgroup is gone (shutdown): nothing to weigh.
-  }
+  if (procsFd === null || context.getStore() !== true) return;
+  write(procsFd, String(pid), () => {
+    // An error: it exited already, or the cgroup is gone (shutdown): nothing to weigh.
+  });
 }

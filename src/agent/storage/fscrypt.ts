@@ -1,6 +1,7 @@
 // Typed wrapper over build/fscrypt.node: the in-process fscrypt, loop, mount and discard calls.
-// Short calls are synchronous (a few syscalls, microseconds to ~3 ms); key removal, unmount and
-// discard run on the libuv thread pool because their cost grows with the volume's contents.
+// Short calls are synchronous (a few syscalls, microseconds); key removal, unmount and discard run on the libuv thread
+// pool because their cost grows with the volume's contents, loop attach and mount because they wait on the block layer
+// (milliseconds each, during which the agent's thread would serve nothing else).
 // Failures carry `code` set to the errno name (EBUSY, ENOKEY, ...).
 import { loadNativeAddon } from '../native-addon.js';
 
@@ -24,10 +25,11 @@ interface Addon {
   getPolicy(path: string): RawPolicy | null;
   keyStatus(path: string, identifier: Buffer): RawKeyStatus;
   removeKey(path: string, identifier: Buffer, allUsers: boolean): Promise<number>;
-  loopAttach(backingFile: string, blockSize: number, directIo: boolean): string;
+  loopAttach(backingFile: string, blockSize: number, directIo: boolean): Promise<string>;
   loopDetach(device: string, deferIfBusy: boolean): boolean;
   discardDevice(device: string): Promise<number>;
   mount(source: string, target: string, fstype: string, flags: number, data: string): void;
+  mountAsync(source: string, target: string, fstype: string, flags: number, data: string): Promise<number>;
   umount(target: string, flags: number): Promise<number>;
   loopFreeIndex(): number;
   readExtents(path: string): Array<{ offset: number; data: Buffer }>;
@@ -138,7 +140,7 @@ export async function removeEncryptionKey(path: string, keyIdentifier: string): 
 }
 
 // attachLoop binds `backingFile` to a free loop device (LOOP_CTL_GET_FREE + LOOP_CONFIGURE); returns /dev/loopN.
-export function attachLoop(backingFile: string, blockSize: number, directIo: boolean): string {
+export function attachLoop(backingFile: string, blockSize: number, directIo: boolean): Promise<string> {
   return loadAddon().loopAttach(backingFile, blockSize, directIo);
 }
 
@@ -156,9 +158,9 @@ export function discardDevice(device: string): Promise<number> {
 
 
 // mountExt4 mounts `device` on `target` as ext4 with nosuid, nodev and noatime.
-export function mountExt4(device: string, target: string): void {
+export async function mountExt4(device: string, target: string): Promise<void> {
   const flags = constant('MS_NOSUID') | constant('MS_NODEV') | constant('MS_NOATIME');
-  loadAddon().mount(device, target, 'ext4', flags, '');
+  await loadAddon().mountAsync(device, target, 'ext4', flags, '');
 }
 
 // unmount unmounts `target` (no lazy detach: EBUSY when files are still in use).

@@ -54,7 +54,7 @@ export async function reconcileVolumes(root: string, liveIds: Iterable<string>):
   }
   const live = new Set(liveIds);
   const entries = new Set(await fsp.readdir(canonical));
-  // A marker's .tmp outlives only a crash in writeMarker: the marker itself is whole or absent, the .tmp is noise.
+  // A marker's .tmp is what a crash inside an older build's writeMarker left (markers are now written in place): noise.
   for (const name of entries) {
     const id = TMP_MARKER.exec(name)?.[1];
     if (id !== undefined && !live.has(id)) await fsp.rm(`${canonical}/${name}`, { force: true });

@@ -4,15 +4,15 @@
 //
 // Layout under the agent's volumes root (all names derive from the volume id):
 //   <root>/<id>.cell   marker: JSON {volumeId, cellId, createdAt[, wipedAt]}; created first, exclusively
-//                      (the claim), and kept after wipe as a tombstone, so an id is used once. Written whole
-//                      through <id>.cell.tmp (writeMarker); reconcile removes a .tmp a crash left behind.
+//                      (the claim), and kept after wipe as a tombstone, so an id is used once. Rewritten in place
+//                      by one padded pwrite (writeMarker); reconcile removes a <id>.cell.tmp an older build left.
 //   <root>/<id>.img    sparse backing file (0600), deleted by wipe.
 //   <root>/<id>.mnt/   mount point of the ext4 filesystem, removed by wipe.
 //     data/            encrypted directory (ext4 refuses a policy on the fs root), owner uid:gid, 0711
 //       work/          the cell's /work (0700), encrypted
 //       tmp/           the cell's /tmp (1777), encrypted
 import { randomBytes, randomFillSync } from 'node:crypto';
-import { chmodSync, chownSync, linkSync, mkdirSync, promises as fsp, readFileSync, realpathSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, closeSync, constants, fstatSync, mkdirSync, openSync, promises as fsp, readFileSync, realpathSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import {
   addEncryptionKey,
@@ -205,7 +205,7 @@ export async function prepareVolume(options: PrepareOptions): Promise<Volume> {
     const loopDevice = await log.run('attach-loop', () => attachLoop(paths.backingFile, BLOCK_SIZE, false), (d) => d);
     await log.run('mount', async () => {
       await fsp.mkdir(paths.mountPoint, { mode: 0o700 });
-      mountExt4(loopDevice, paths.mountPoint);
+      await mountExt4(loopDevice, paths.mountPoint);
     });
     const keyIdentifier = await log.run('add-key', () => {
       const key = Buffer.alloc(KEY_SIZE);
@@ -334,18 +334,34 @@ async function findFootprint(paths: VolumePaths): Promise<HostFootprint> {
   return { mounts, loopDevices };
 }
 
-// Writes a marker whole or not at all, so neither a concurrent reader nor the reconcile after a crash ever sees it
-// half-written: the line goes to <marker>.tmp first, then a claim links it into place (O_EXCL on the .tmp and link(2)'s
-// EEXIST keep the claim exclusive) and a rewrite renames it over the old one.
+// Writes a marker without creating or freeing an inode beyond the marker's own. On this kind of host the volumes root is
+// on ext4 without a journal, where every file creation scans past each inode freed in the last minutes
+// (`recently_deleted`): a temporary file per write (three per volume) made that scan, and so the agent's CPU per job,
+// grow with the job rate. A claim creates the marker itself (O_EXCL: the claim stays exclusive); a crash before its one
+// write leaves an empty marker, which reads as unreadable (null) and is wiped and tombstoned by reconcile like any
+// other. A rewrite is one pwrite(2) at offset 0 of the new line padded with spaces to at least the old length (JSON
+// allows trailing whitespace): it replaces every old byte in a single call, so a reader or a crash sees the old marker
+// or the new one, never a mix.
 // Synchronous: one short line of a small file (no thread-pool round trips).
 function writeMarker(path: string, marker: Record<string, unknown>, how: 'claim' | 'replace'): void {
-  const tmp = `${path}.tmp`;
-  writeFileSync(tmp, `${JSON.stringify(marker)}\n`, { flag: how === 'claim' ? 'wx' : 'w', mode: 0o600 });
-  if (how === 'replace') return renameSync(tmp, path);
+  const line = JSON.stringify(marker);
+  if (how === 'claim') return writeFileSync(path, `${line}\n`, { flag: 'wx', mode: 0o600 });
+  let fd: number;
   try {
-    linkSync(tmp, path);
+    fd = openSync(path, constants.O_WRONLY | constants.O_NOFOLLOW);
+  } catch (err) {
+    // No marker (a volume found only by its backing file or mount): the rewrite creates it.
+    if (hasCode(err, 'ENOENT')) return writeFileSync(path, `${line}\n`, { flag: 'wx', mode: 0o600 });
+    throw err;
+  }
+  try {
+    const oldBytes = fstatSync(fd).size;
+    const text = Buffer.from(`${line}\n`);
+    const whole = text.length >= oldBytes ? text : Buffer.from(`${line}${' '.repeat(oldBytes - text.length)}\n`);
+    const written = writeSync(fd, whole, 0, whole.length, 0);
+    if (written !== whole.length) throw new Error(`short write of volume marker ${path}: ${written} of ${whole.length} bytes`);
   } finally {
-    unlinkSync(tmp);
+    closeSync(fd);
   }
 }
 
