@@ -577,7 +577,7 @@ test('a control plane alone (on PostgreSQL) and an agent alone, from `cleanroom 
     const created = await client.createJob({ command: ['sh', '-c', 'echo standalone $((6 * 7))'] });
     const chunks: Buffer[] = [];
     const job = await client.followLogs(created.id, (c) => c.stream === 'stdout' && chunks.push(c.data));
-    assert.equal(job.status, 'succeeded', logs());
+    assert.equal(job.status, 'succeeded', `${job.message ?? ''}\n${logs()}`);
     assert.equal(Buffer.concat(chunks).toString(), 'standalone 42\n');
     t.diagnostic(`job ${job.id} ran on agent ${readFileSync(join(agentDir, 'agent', 'agent-id'), 'utf8').trim()}`);
 

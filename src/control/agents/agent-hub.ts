@@ -66,6 +66,9 @@ interface Connection {
   queue: Promise<void>;
   /** Reports received and not yet applied; past REPORTS_HIGH_WATER the socket is paused (TCP backpressure to the agent). */
   pending: number;
+  /** Jobs placed here since the hello, until the hello's reconcile has read the unfinished jobs (null after): they are
+   *  the agent's although its hello could not list them. */
+  placedSinceHello: Set<string> | null;
 }
 
 /** ImageEvents hears what agents say about images (the image service implements it). */
@@ -306,7 +309,7 @@ export class AgentHub implements Dispatcher, SandboxChannel {
     send(ws, { type: 'welcome', protocol: hello.protocol });
     const images = new Set(hello.images);
     const candidate: AgentCandidate = { agentId, capacity, running: 0, draining: false, removed: false, load: hello.load, images, hash: agentHash(agentId) };
-    const conn: Connection = { agentId, ws, running: new Set(liveJobIds), capacity, load: hello.load, candidate, images, queue: Promise.resolve(), pending: 0 };
+    const conn: Connection = { agentId, ws, running: new Set(liveJobIds), capacity, load: hello.load, candidate, images, queue: Promise.resolve(), pending: 0, placedSinceHello: new Set() };
     this.directory.connected(agentId, capacity, hello.load.offers);
     this.agents.get(agentId)?.ws.terminate();
     this.agents.set(agentId, conn);
@@ -322,8 +325,11 @@ export class AgentHub implements Dispatcher, SandboxChannel {
       .then((flags) => this.applyFlags(agentId, flags))
       .catch((e: Error) => this.log('agent presence update failed', { agentId, error: e.message }));
     // Jobs that ended on the agent while we could not hear it are not lost: their final reports follow the hello.
+    // A job placed here after the hello is the agent's too, though the hello could not list it.
+    const known = new Set([...liveJobIds, ...endedJobIds]);
     void Promise.resolve(recorded)
-      .then(() => this.jobs.onAgentLost(agentId, [...liveJobIds, ...endedJobIds], 'the agent restarted and the job\'s cell was lost'))
+      .then(() => this.jobs.onAgentLost(agentId, (id) => known.has(id) || conn.placedSinceHello?.has(id) === true, 'the agent restarted and the job\'s cell was lost'))
+      .finally(() => (conn.placedSinceHello = null))
       .then(() => this.jobs.resumeCredentials(agentId, liveJobIds))
       .then(() => this.jobs.dispatchQueued())
       .catch((e: Error) => this.log('agent hello handling failed', { agentId, error: e.message }));
@@ -407,7 +413,7 @@ export class AgentHub implements Dispatcher, SandboxChannel {
     if (this.agents.has(agentId)) return;
     // On another replica's channel now (it failed over): its jobs go on there.
     if (await this.presence?.elsewhere(agentId)) return;
-    await this.jobs.onAgentLost(agentId, [], why).catch((e: Error) => this.log('ending a lost agent\'s jobs failed', { agentId, error: e.message }));
+    await this.jobs.onAgentLost(agentId, () => false, why).catch((e: Error) => this.log('ending a lost agent\'s jobs failed', { agentId, error: e.message }));
   }
 
   canDispatch(): boolean {
@@ -433,6 +439,7 @@ export class AgentHub implements Dispatcher, SandboxChannel {
     const conn = agentId === null ? undefined : this.agents.get(agentId);
     if (!conn) return null;
     conn.running.add(spec.jobId);
+    conn.placedSinceHello?.add(spec.jobId);
     const sizeClass = offeredClass(conn.load.offers, want);
     conn.load = takeWarmCell(conn.load, want, sizeClass === false ? want.sizeClass : sizeClass);
     return conn.agentId;
@@ -451,6 +458,7 @@ export class AgentHub implements Dispatcher, SandboxChannel {
     const conn = this.agents.get(agentId);
     if (!conn) return false;
     conn.running.add(spec.jobId);
+    conn.placedSinceHello?.add(spec.jobId);
     send(conn.ws, { type: 'assign', job: spec, credentials });
     return true;
   }
@@ -543,7 +551,7 @@ export class AgentHub implements Dispatcher, SandboxChannel {
       void this.presence?.disconnected(agentId).catch(() => {});
     }
     this.log('agent removed', { agentId, wasConnected: conn !== undefined });
-    await this.jobs.onAgentLost(agentId, [], 'the agent was removed by an operator');
+    await this.jobs.onAgentLost(agentId, () => false, 'the agent was removed by an operator');
     return this.infoOf(agentId);
   }
 

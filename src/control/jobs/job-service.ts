@@ -914,11 +914,10 @@ export class JobService {
     return [...new Set(jobs.map((j) => j.agentId).filter((a): a is string => a !== null))];
   }
 
-  /** onAgentLost ends the agent's unfinished jobs that it no longer reports as live. */
-  async onAgentLost(agentId: string, liveJobIds: readonly string[], why: string): Promise<void> {
-    const live = new Set(liveJobIds);
+  /** onAgentLost ends the agent's unfinished jobs that it no longer has (`isLive` is asked after the read). */
+  async onAgentLost(agentId: string, isLive: (jobId: string) => boolean, why: string): Promise<void> {
     for (const job of await this.unfinishedJobs()) {
-      if (job.agentId === agentId && !live.has(job.id)) {
+      if (job.agentId === agentId && !isLive(job.id)) {
         await this.end(job.id, { reason: 'error', exitCode: null, signal: null, message: why }, {});
       }
     }
