@@ -1,6 +1,6 @@
 // bench/fleet.ts: control-plane capacity with a simulated fleet (issue 15, Performance). A control plane started alone
 // (TestCluster noAgent) and 1,000 fake agents in this process on its real mutual-TLS channel (test/support/fake-fleet.ts:
-// each answers an assign with started, output, ended and a wipe receipt at once). Clients create `/bin/echo hi` jobs
+// each answers an assign with started, output, ended and a wipe receipt at once, in one job.report). Clients create `/bin/echo hi` jobs
 // through the public HTTPS API back to back for a window; measured: jobs/s from create to placed to ended (the control
 // plane's own createdAt/endedAt), placement latency (create request sent → the assign seen by the fake agent, same clock),
 // loaded and quiet, and the CPU the control plane and this process (clients + fleet) spent per job.

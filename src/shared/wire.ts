@@ -635,6 +635,18 @@ export const JobReportSchema = z
 /** JobReport is a job's reports of one turn, in one message (protocol 5). */
 export type JobReport = z.infer<typeof JobReportSchema>;
 
+/** unpackJobReport is what a job.report means: the single messages it stands for, in order (its load last). */
+export function unpackJobReport(r: JobReport): AgentToControl[] {
+  const { jobId } = r;
+  const out: AgentToControl[] = [];
+  if (r.started) out.push({ type: 'job.started', jobId, ...r.started });
+  for (const o of r.output ?? []) out.push({ type: 'job.output', jobId, ...o });
+  if (r.ended) out.push({ type: 'job.ended', jobId, ...r.ended });
+  if (r.wiped) out.push({ type: 'job.wiped', jobId, ...r.wiped });
+  if (r.load) out.push({ type: 'agent.load', load: r.load });
+  return out;
+}
+
 /** AgentToControlSchema are the messages an agent sends. */
 export const AgentToControlSchema = z.discriminatedUnion('type', [
   HelloSchema,

@@ -9,7 +9,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { parseAgentMessage, PROTOCOL_VERSION, type AgentToControl, type ControlToAgent, type Runtime } from '../../src/shared/wire.js';
+import { parseAgentMessage, PROTOCOL_VERSION, unpackJobReport, type AgentToControl, type ControlToAgent, type Runtime } from '../../src/shared/wire.js';
 import type { TestCluster } from './cluster.js';
 
 const MiB = 1024 * 1024;
@@ -76,7 +76,8 @@ export class SandboxControl {
       const r = parseAgentMessage(raw.toString());
       if (!r.ok) throw new Error(`the agent sent a bad message: ${r.problem}`);
       if (r.msg.type === 'hello') ws.send(JSON.stringify({ type: 'welcome', protocol: PROTOCOL_VERSION }));
-      this.received.push(r.msg);
+      // A job.report (protocol 5) is taken as the single reports it stands for.
+      this.received.push(...(r.msg.type === 'job.report' ? unpackJobReport(r.msg) : [r.msg]));
       for (const l of [...this.listeners]) l();
     });
   }

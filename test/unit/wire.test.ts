@@ -23,6 +23,8 @@ import {
   parseControlMessage,
   PROTOCOL_VERSION,
   MIN_PROTOCOL_VERSION,
+  unpackJobReport,
+  type JobReport,
   MAX_REPORT_OUTPUTS,
   MAX_REPORT_OUTPUT_CHARS,
 } from '../../src/shared/wire.js';
@@ -216,6 +218,10 @@ test('a valid message of every type is accepted, at both ends', () => {
   // A job.report may hold any one of its parts alone.
   const { started, output, ended: end, wiped: wipe, load: _l, ...head } = AGENT['job.report'] as Record<string, unknown>;
   for (const part of [{ started }, { output }, { ended: end }, { wiped: wipe }]) assert.ok(agentOk({ ...head, ...part }), Object.keys(part)[0]);
+  // What a report means: the single messages it stands for, in order, each valid on its own.
+  const singles = unpackJobReport(AGENT['job.report'] as unknown as JobReport);
+  assert.deepEqual(singles.map((m) => m.type), ['job.started', 'job.output', 'job.output', 'job.ended', 'job.wiped', 'agent.load']);
+  for (const m of singles) assert.ok(agentOk(m), m.type);
   // Messages of one direction are not accepted in the other (file.data and file.ack go both ways).
   const both = new Set(['file.data', 'file.ack']);
   for (const [type, m] of Object.entries(AGENT)) if (!both.has(type)) assert.equal(controlOk(m), false, type);

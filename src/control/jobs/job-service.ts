@@ -840,7 +840,10 @@ export class JobService {
       const { volumeId, cellId, keyIdentifier, keyStateAfterRemoval, totalMs } = wiped.receipt;
       audits.push(this.audit.record({ type: 'wipe.done', actor: `agent:${job.agentId}`, workspaceId: job.workspaceId, subject: jobId, details: { volumeId, cellId, keyIdentifier, keyStateAfterRemoval, totalMs } }));
     }
-    await Promise.all(audits);
+    // A start alone does not wait for its record (the chain keeps the call order): the job's next report (its first
+    // output, most often) is not held behind an audit round trip. An end or a receipt waits, so that a flood of reports
+    // slows its agent's channel (REPORTS_HIGH_WATER) rather than growing the audit queue.
+    if (ended || wiped) await Promise.all(audits);
   }
 
   /** afterStart is what follows a job's start: its events here and on the bus, and its audit record (returned). */

@@ -56,6 +56,24 @@ export class PostgresAuditChain {
     }
   }
 
+  /**
+   * insert runs the INSERT on a pooled connection that goes back to the pool when the database refused the statement (a
+   * SQLSTATE error, such as losing the race for a seq to another replica): pool.query would close the connection on any
+   * error, and with two replicas appending, a new connection (and its SCRAM login, on both ends) per lost race.
+   */
+  private async insert(values: unknown[]): Promise<void> {
+    const c = await this.pool.connect();
+    let broken: Error | undefined;
+    try {
+      await c.query({ name: 'auditInsert', text: INSERT, values });
+    } catch (e) {
+      if (!/^[0-9A-Z]{5}$/.test(String((e as { code?: unknown }).code))) broken = e as Error;
+      throw e;
+    } finally {
+      c.release(broken);
+    }
+  }
+
   private async appendBatch(batch: Pending[]): Promise<void> {
     let pending = batch;
     for (let attempt = 1; ; attempt++) {
@@ -76,7 +94,7 @@ export class PostgresAuditChain {
         if (sealed.length === 0) return;
         const col = <K extends keyof AuditEvent>(k: K) => sealed.map((s) => s.e[k]);
         const details = sealed.map((s) => JSON.stringify(s.e.details));
-        await this.pool.query({ name: 'auditInsert', text: INSERT, values: [col('seq'), col('time'), col('type'), col('actor'), col('workspaceId'), col('subject'), details, col('prevHash'), col('hash')] });
+        await this.insert([col('seq'), col('time'), col('type'), col('actor'), col('workspaceId'), col('subject'), details, col('prevHash'), col('hash')]);
         this.last = prev;
         for (const s of sealed) s.p.resolve(s.e);
         return;
