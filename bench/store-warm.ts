@@ -4,8 +4,8 @@
 // (BENCH_SMOKE=1: a few samples) prints the JSON and writes bench/results/store-warm-latest.json.
 //
 // Method: both clusters are up at once, with the same pool, and samples alternate between them one at a time (ABBA: the
-// store that went second goes first next), so load from anything else on the host, and its drift, falls on both alike.
-// (Series taken one after the other, minutes apart, moved the ratio between 1.07 and 1.9 on a shared host.)
+// store that went second goes first next), so load from anything else on the host, and its drift, falls on both alike:
+// series taken one after the other, minutes apart, compare two different hosts' worth of load.
 import { writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
