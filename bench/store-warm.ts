@@ -4,12 +4,12 @@
 // (BENCH_SMOKE=1: a few samples) prints the JSON and writes bench/results/store-warm-latest.json.
 //
 // Method: both clusters are up at once, with the same pool, and samples alternate between them one at a time (ABBA: the
-// store that went second goes first next), so load from anything else on the host, and its drift, falls on both alike.
-// (Series taken one after the other, minutes apart, moved the ratio between 1.07 and 1.9 on a shared host.)
+// store that went second goes first next), so load from anything else on the host, and its drift, falls on both alike:
+// series taken one after the other, minutes apart, compare two different hosts' worth of load.
 import { writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
-import { REPO_ROOT, type TestCluster } from '../test/support/cluster.js';
+import { REPO_ROOT, unusedPool, type TestCluster } from '../test/support/cluster.js';
 import { Clusters, type PoolTarget } from './clusters.js';
 import { measureStarts, type StartSeries } from './start-latency.js';
 import { round, summarize, type Stats } from './stats.js';
@@ -26,7 +26,17 @@ export interface StoreComparison {
 
 /** measureStoresInterleaved runs `pairs` warm runc starts on each store in turns, on two clusters with `pool` up at once. */
 export async function measureStoresInterleaved(clusters: Clusters, pool: PoolTarget[], pairs: number, warmup = 2): Promise<StoreComparison> {
-  return clusters.with(pool, (sqlite) => clusters.with(pool, (postgres) => interleave(sqlite, postgres, pairs, warmup), {}, 'postgres'), {}, 'sqlite');
+  // Address pools of their own, chosen here: a cluster's addresses appear on the host only once it runs a job, so two
+  // started back to back could pick the same one.
+  const sqlitePool = unusedPool();
+  let postgresPool = unusedPool();
+  while (postgresPool === sqlitePool) postgresPool = unusedPool();
+  return clusters.with(
+    pool,
+    (sqlite) => clusters.with(pool, (postgres) => interleave(sqlite, postgres, pairs, warmup), { network: { pool: postgresPool } }, 'postgres'),
+    { network: { pool: sqlitePool } },
+    'sqlite',
+  );
 }
 
 async function interleave(sqlite: TestCluster, postgres: TestCluster, pairs: number, warmup: number): Promise<StoreComparison> {

@@ -30,7 +30,9 @@ test('the benchmark runs end to end in smoke mode and reports every field', { ti
   // Start latency under load beside the quiet figure, and how every baseline was launched.
   assert.ok(r.start_under_load_ms.all.n > 0 && r.start_under_load_ms.all.p50 > 0, `start_under_load_ms: ${JSON.stringify(r.start_under_load_ms)}`);
   assert.equal(r.start_under_load_ms.clients, r.throughput_jobs_per_s.levels.find((l) => l.jobs_per_s === r.throughput_jobs_per_s.peak)?.clients);
-  assert.deepEqual(Object.keys(r.baseline_launch).sort(), ['crun', 'fork_exec', 'podman', 'runc', 'runsc', 'spawn']);
+  assert.deepEqual(Object.keys(r.baseline_launch).sort(), ['crun', 'fork_exec', 'fork_exec_node_spawn', 'podman', 'runc', 'runsc', 'spawn']);
+  // Warm start against a host fork+exec by both definitions (the agent's posix_spawn; Node's child_process.spawn).
+  assert.ok(r.ratio_warm_to_fork_exec.posix_spawn > 0 && r.ratio_warm_to_fork_exec.node_spawn > 0, JSON.stringify(r.ratio_warm_to_fork_exec));
   assert.match(r.baseline_launch.runc!, /sealed/);
   // Bare runtimes run in parallel beside Cleanroom's throughput with crun cells, and CPU per job by class of process.
   for (const rt of ['runc', 'crun'] as const) assert.ok((r.baseline_rate_per_s[rt]?.runs ?? 0) > 0, `baseline_rate_per_s.${rt}: ${JSON.stringify(r.baseline_rate_per_s[rt])}`);
@@ -67,6 +69,7 @@ test('the benchmark runs end to end in smoke mode and reports every field', { ti
   assert.ok(r.fleet.placement_ms.n > 0 && r.fleet.placement_quiet_ms.n > 0 && r.fleet.control_cpu_ms_per_job > 0, JSON.stringify(r.fleet));
   // The store on PostgreSQL: warm starts beside SQLite's, and the fleet stage on it.
   assert.ok(r.store_postgres.warm_start_ms.n > 0 && Number.isFinite(r.store_postgres.ratio_warm_p50_to_sqlite), JSON.stringify(r.store_postgres));
+  assert.ok(r.store_postgres.sqlite_warm_start_ms.n > 0 && Number.isFinite(r.store_postgres.ratio_paired_median), 'the SQLite series taken in turns');
   assert.ok(r.store_postgres.fleet.store === 'postgres' && r.store_postgres.fleet.succeeded === r.store_postgres.fleet.jobs && r.store_postgres.fleet.jobs > 0);
   assert.ok(r.fleet_replicas.replicas === 2 && r.fleet_replicas.succeeded === r.fleet_replicas.jobs && r.fleet_replicas.jobs > 0, JSON.stringify(r.fleet_replicas));
   for (const k of ['cores', 'memory_mib', 'kernel', 'runc', 'runsc', 'node'] as const) assert.ok(r.machine[k], `machine.${k}`);
