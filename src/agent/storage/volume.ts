@@ -221,8 +221,9 @@ export async function prepareVolume(options: PrepareOptions): Promise<Volume> {
     const tmpDir = join(paths.dataDir, 'tmp');
     // The directories inside the fresh volume are made synchronously: each call is a few microseconds on its own small
     // filesystem, where a thread-pool round trip per call (seven of them) cost the agent more than the calls.
-    await log.run('set-policy', () => {
-      mkdirSync(paths.dataDir, { mode: 0o711 });
+    await log.run('set-policy', async () => {
+      // The fresh filesystem's first change reads its metadata through the loop device: on the thread pool.
+      await fsp.mkdir(paths.dataDir, { mode: 0o711 });
       setPolicy(paths.dataDir, keyIdentifier);
       const policy = getPolicy(paths.dataDir);
       if (policy === null || policy.version !== POLICY_V2_AES256.version || policy.contentsMode !== POLICY_V2_AES256.contentsMode ||
