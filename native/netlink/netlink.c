@@ -6,7 +6,7 @@
 // Namespace switching: a netlink socket belongs to the network namespace its creator was in when it was created, and
 // /proc/sys/net resolves against the opener's namespace. Both calls below enter the target namespace on the calling
 // (main) thread with setns(2), do their one thing, and return to the thread's original namespace before returning to
-// JavaScript, so no JavaScript ever runs in a cell's namespace. Failures throw an Error whose `code` is the errno name.
+// JavaScript, so no JavaScript ever runs in a cell's namespace; writeSysctlsAsync does the same on a thread-pool thread. Failures throw an Error whose `code` is the errno name.
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -27,7 +27,7 @@
 #define MAX_REPLY (1024 * 1024)
 
 // Throws an Error for errno `err` with code/errno/syscall properties; returns NULL.
-static napi_value throw_errno(napi_env env, int err, const char *syscall, const char *what) {
+static napi_value errno_error(napi_env env, int err, const char *syscall, const char *what) {
   const char *name = strerrorname_np(err);
   char msg[PATH_LEN + 256];
   snprintf(msg, sizeof msg, "%s %s: %s%s%s", name ? name : "EUNKNOWN", syscall, strerror(err), what ? " " : "", what ? what : "");
@@ -39,7 +39,12 @@ static napi_value throw_errno(napi_env env, int err, const char *syscall, const 
   napi_set_named_property(env, error, "errno", num);
   napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &sc);
   napi_set_named_property(env, error, "syscall", sc);
-  napi_throw(env, error);
+  return error;
+}
+
+// Throws errno_error's Error; returns NULL.
+static napi_value throw_errno(napi_env env, int err, const char *syscall, const char *what) {
+  napi_throw(env, errno_error(env, err, syscall, what));
   return NULL;
 }
 
@@ -205,67 +210,126 @@ static napi_value nl_close(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-// writeSysctls(netnsPath, [[relativePath, value], ...]): writes /proc/sys/net/<relativePath> inside that namespace.
-static napi_value write_sysctls(napi_env env, napi_callback_info info) {
+// A batch of sysctl writes: /proc/sys/net paths and values, inside the namespace at `ns` (none: the caller's own).
+struct sysctl_job {
+  char ns[PATH_LEN];
+  uint32_t count;
+  char (*paths)[PATH_LEN];
+  char (*values)[VALUE_LEN];
+  // The outcome: an errno, the failed call and what it was about.
+  int err;
+  const char *syscall;
+  char what[PATH_LEN];
+  napi_async_work work;
+  napi_deferred deferred;
+};
+
+static void sysctl_job_free(struct sysctl_job *job) {
+  free(job->paths);
+  free(job->values);
+  free(job);
+}
+
+// Reads (netnsPath | null, [[relativePath, value], ...]) into a job; returns NULL with an exception pending on failure.
+static struct sysctl_job *sysctl_job_new(napi_env env, napi_callback_info info) {
   napi_value argv[MAX_ARGS];
   if (get_args(env, info, 2, argv) != 0) return NULL;
-  char ns[PATH_LEN];
-  if (get_string(env, argv[0], ns, sizeof ns) != 0) return NULL;
-  uint32_t count;
-  if (napi_get_array_length(env, argv[1], &count) != napi_ok) return throw_type(env, "expected an array of [path, value]");
-  // Read every argument before entering the namespace, so that nothing can throw in there.
-  char (*paths)[PATH_LEN] = calloc(count ? count : 1, PATH_LEN);
-  char (*values)[VALUE_LEN] = calloc(count ? count : 1, VALUE_LEN);
-  if (!paths || !values) {
-    free(paths);
-    free(values);
-    return throw_errno(env, ENOMEM, "calloc", NULL);
-  }
-  for (uint32_t i = 0; i < count; i++) {
+  struct sysctl_job *job = calloc(1, sizeof *job);
+  if (!job) return throw_errno(env, ENOMEM, "calloc", NULL), NULL;
+  if (!is_nullish(env, argv[0]) && get_string(env, argv[0], job->ns, sizeof job->ns) != 0) return free(job), NULL;
+  if (napi_get_array_length(env, argv[1], &job->count) != napi_ok) return free(job), throw_type(env, "expected an array of [path, value]"), NULL;
+  job->paths = calloc(job->count ? job->count : 1, PATH_LEN);
+  job->values = calloc(job->count ? job->count : 1, VALUE_LEN);
+  if (!job->paths || !job->values) return sysctl_job_free(job), throw_errno(env, ENOMEM, "calloc", NULL), NULL;
+  for (uint32_t i = 0; i < job->count; i++) {
     napi_value pair, p, v;
     char rel[PATH_LEN - 32] = "";
     int ok = napi_get_element(env, argv[1], i, &pair) == napi_ok && napi_get_element(env, pair, 0, &p) == napi_ok &&
              napi_get_element(env, pair, 1, &v) == napi_ok && get_string(env, p, rel, sizeof rel) == 0 &&
-             get_string(env, v, values[i], sizeof values[i]) == 0;
+             get_string(env, v, job->values[i], sizeof job->values[i]) == 0;
     if (!ok || strstr(rel, "..") != NULL) {
-      free(paths);
-      free(values);
-      return ok ? throw_type(env, "sysctl path must not contain ..") : NULL;
+      sysctl_job_free(job);
+      if (ok) throw_type(env, "sysctl path must not contain ..");
+      return NULL;
     }
-    snprintf(paths[i], PATH_LEN, "/proc/sys/net/%s", rel);
+    snprintf(job->paths[i], PATH_LEN, "/proc/sys/net/%s", rel);
   }
+  return job;
+}
+
+// Performs a job's writes (arguments were read before, so nothing can throw inside a cell's namespace).
+static void sysctl_job_run(struct sysctl_job *job) {
   struct netns_switch sw;
-  const char *syscall = NULL;
-  int err = netns_enter(&sw, ns, &syscall);
-  if (err) {
-    free(paths);
-    free(values);
-    return throw_errno(env, err, syscall, ns);
+  if (job->ns[0]) {
+    job->err = netns_enter(&sw, job->ns, &job->syscall);
+    if (job->err) {
+      snprintf(job->what, sizeof job->what, "%s", job->ns);
+      return;
+    }
   }
-  const char *failed = NULL;
-  for (uint32_t i = 0; i < count && !err; i++) {
-    int fd = open(paths[i], O_WRONLY | O_CLOEXEC);
-    size_t len = strlen(values[i]);
-    if (fd < 0 || write(fd, values[i], len) != (ssize_t)len) err = errno, failed = paths[i];
+  for (uint32_t i = 0; i < job->count && !job->err; i++) {
+    int fd = open(job->paths[i], O_WRONLY | O_CLOEXEC);
+    size_t len = strlen(job->values[i]);
+    if (fd < 0 || write(fd, job->values[i], len) != (ssize_t)len) {
+      job->err = errno;
+      job->syscall = "write";
+      snprintf(job->what, sizeof job->what, "%s", job->paths[i]);
+    }
     if (fd >= 0) close(fd);
   }
-  netns_leave(&sw);
-  napi_value result = NULL;
-  if (err) {
-    char what[PATH_LEN];
-    snprintf(what, sizeof what, "%s", failed);
-    result = throw_errno(env, err, "write", what);
-  }
-  free(paths);
-  free(values);
+  if (job->ns[0]) netns_leave(&sw);
+}
+
+// writeSysctls(netnsPath, [[relativePath, value], ...]): writes /proc/sys/net/<relativePath> inside that namespace.
+static napi_value write_sysctls(napi_env env, napi_callback_info info) {
+  struct sysctl_job *job = sysctl_job_new(env, info);
+  if (!job) return NULL;
+  if (!job->ns[0]) return sysctl_job_free(job), throw_type(env, "expected a network namespace path");
+  sysctl_job_run(job);
+  napi_value result = job->err ? throw_errno(env, job->err, job->syscall, job->what) : NULL;
+  sysctl_job_free(job);
   return result;
+}
+
+static void sysctl_job_execute(napi_env env, void *data) {
+  (void)env;
+  sysctl_job_run(data);
+}
+
+static void sysctl_job_complete(napi_env env, napi_status status, void *data) {
+  struct sysctl_job *job = data;
+  if (status != napi_ok && job->err == 0) job->err = ECANCELED, job->syscall = "queue";
+  if (job->err) {
+    napi_reject_deferred(env, job->deferred, errno_error(env, job->err, job->syscall, job->what));
+  } else {
+    napi_value undefined;
+    napi_get_undefined(env, &undefined);
+    napi_resolve_deferred(env, job->deferred, undefined);
+  }
+  napi_delete_async_work(env, job->work);
+  sysctl_job_free(job);
+}
+
+// writeSysctlsAsync(netnsPath | null, pairs) -> Promise: writeSysctls on the libuv thread pool (null: the agent's own
+// namespace). A write such as a device's `forwarding` or `disable_ipv6` waits for the RTNL lock, which netns and veth
+// creation and deletion on the host hold for milliseconds: on the agent's thread that stalled every start. The pool
+// thread enters the namespace and returns to its own before it takes any other work (or the process aborts).
+static napi_value write_sysctls_async(napi_env env, napi_callback_info info) {
+  struct sysctl_job *job = sysctl_job_new(env, info);
+  if (!job) return NULL;
+  napi_value promise, name;
+  napi_create_promise(env, &job->deferred, &promise);
+  napi_create_string_utf8(env, "netlink-sysctls", NAPI_AUTO_LENGTH, &name);
+  napi_create_async_work(env, NULL, name, sysctl_job_execute, sysctl_job_complete, job, &job->work);
+  napi_queue_async_work(env, job->work);
+  return promise;
 }
 
 static napi_value init(napi_env env, napi_value exports) {
   struct {
     const char *name;
     napi_callback fn;
-  } fns[] = {{"open", nl_open}, {"talk", nl_talk}, {"close", nl_close}, {"writeSysctls", write_sysctls}};
+  } fns[] = {{"open", nl_open}, {"talk", nl_talk}, {"close", nl_close}, {"writeSysctls", write_sysctls}, {"writeSysctlsAsync", write_sysctls_async}};
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value f;
     napi_create_function(env, fns[i].name, NAPI_AUTO_LENGTH, fns[i].fn, NULL, &f);

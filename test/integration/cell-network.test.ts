@@ -22,7 +22,8 @@ let lab: NetLab;
 let pool = '';
 const clients: CleanroomClient[] = [];
 
-/** The in-cell script: prints its address, listens (TCP 8080, UDP echo 8081), waits for a targets file, probes, prints results. */
+/** The in-cell script: prints its address, listens (TCP 8080, UDP echo 8081), waits for a targets file, probes, prints results,
+ *  then stays (its listeners are other cells' targets) until a done file says every cell has probed. */
 const CELL = `${PROBE_PY}
 import fcntl, os, json
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -48,6 +49,7 @@ threading.Thread(target=udp_server, daemon=True).start()
 print('INFO ' + json.dumps({'ip': ip, 'gw': gw, 'local': addrs, 'v6': v6, 'raw': raw}), flush=True)
 while not os.path.exists('/work/targets'): time.sleep(0.05)
 print('RESULT ' + json.dumps(probe_all(json.load(open('/work/targets')), ${PROBE_TIMEOUT_S})), flush=True)
+while not os.path.exists('/work/done'): time.sleep(0.05)
 `;
 
 before(async () => {
@@ -183,6 +185,14 @@ test('3 workspaces × 3 cells: no cell reaches another, the host, the pool or me
     const hostUid = statSync(work).uid;
     chownSync(join(work, 'targets.tmp'), hostUid, hostUid);
     await sh('mv', [join(work, 'targets.tmp'), join(work, 'targets')]);
+  }
+  // A cell that ended would leave the others' probes of it to find no route (ENETUNREACH), not the firewall: all stay
+  // until every cell has its results.
+  const probing = () => cells.filter((c) => !c.output.includes('RESULT '));
+  await waitFor(() => probing().length === 0, 55_000, () => `no RESULT from ${probing().map((c) => `${c.ws}/${c.job.id}`).join(', ')}`);
+  for (const c of cells) {
+    const work = cellWorkDir(cluster.dataDir, c.job.cellId!);
+    writeFileSync(join(work, 'done'), '');
   }
   const ended = await Promise.all(cells.map((c) => c.ended));
   for (const j of ended) assert.equal(j.status, 'succeeded', j.message ?? '');

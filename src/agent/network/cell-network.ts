@@ -10,11 +10,11 @@
 // The co-processes do what is rare or off the hot path: creating and deleting netns and veths, gateway addresses, and
 // policy chains (written in nft's own language, once per distinct policy; a chain no cell uses is kept for the next cell
 // of that policy, up to MAX_IDLE_CHAINS of them, since creating one costs as much as the rest of an attach).
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { Coprocess, IP_DIALECT, NFT_DIALECT } from './coprocess.js';
 import { NftSocket } from './netlink/nftables.js';
 import { RouteSocket, type RouteChange } from './netlink/rtnetlink.js';
-import { NetlinkError, writeNetSysctls } from './netlink/socket.js';
+import { NetlinkError, writeNetSysctlsAsync } from './netlink/socket.js';
 import type { EgressPolicy } from '../../shared/net/egress-policy.js';
 import { addressIn, cidrOf, parseIpv4, type Cidr } from '../../shared/net/ipv4.js';
 import { cellNames, gatewayIfName, type CellNames } from './names.js';
@@ -135,8 +135,10 @@ export class CellNetworkHost {
         `link set ${names.hostIf} up`,
       ]);
       net = { cellId, names, netnsPath, state: 'prepared', attachTimings: {}, hostIndex: this.routes.linkIndex(names.hostIf) };
-      writeNetSysctls(netnsPath, CELL_SYSCTLS);
-      for (const [path, value] of HOST_IF_SYSCTLS) writeFileSync(`/proc/sys/net/${path.replace('%', names.hostIf)}`, value);
+      await Promise.all([
+        writeNetSysctlsAsync(netnsPath, CELL_SYSCTLS),
+        writeNetSysctlsAsync(null, HOST_IF_SYSCTLS.map(([path, value]) => [path.replace('%', names.hostIf), value] as const)),
+      ]);
       const socket = new RouteSocket(netnsPath);
       this.insideSockets.add(socket);
       net.inside = { socket, eth0: socket.linkIndex('eth0') };

@@ -1,6 +1,6 @@
 /** OciRuntime drives runc, crun or runsc through their command lines (only off the assignment path). */
 import { readFileSync } from 'node:fs';
-import { removeFlatDir } from './flat-dir.js';
+import { removeFlatDirAsync } from './flat-dir.js';
 import { join } from 'node:path';
 import type { Runtime } from '../../shared/wire.js';
 import type { CellRuntime, CreatedContainer } from './cell-runtime.js';
@@ -111,7 +111,7 @@ export class OciRuntime implements CellRuntime {
     if (this.name !== 'runsc' && !id.includes('/') && id !== '' && id !== '.' && id !== '..') {
       for (const wait of [...STOPPED_WAITS_MS, -1]) {
         if (stopped()) {
-          removeFlatDir(join(this.stateRoot, id));
+          await removeFlatDirAsync(join(this.stateRoot, id));
           return true;
         }
         if (wait > 0) await new Promise((r) => setTimeout(r, wait));

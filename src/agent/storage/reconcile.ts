@@ -4,6 +4,7 @@ import { basename, dirname } from 'node:path';
 import {
   loopDevicesByBackingFile,
   mountPointsWithin,
+  SPARE_MOUNT_POINT,
   volumePaths,
   wipeVolume,
   type WipeReceipt,
@@ -59,6 +60,8 @@ export async function reconcileVolumes(root: string, liveIds: Iterable<string>):
     const id = TMP_MARKER.exec(name)?.[1];
     if (id !== undefined && !live.has(id)) await fsp.rm(`${canonical}/${name}`, { force: true });
   }
+  // Spare mount points a previous run kept (volume.ts): empty directories; one still mounted somewhere stays (EBUSY).
+  for (const name of entries) if (SPARE_MOUNT_POINT.test(name)) await fsp.rmdir(`${canonical}/${name}`).catch(() => undefined);
   const candidates = new Set<string>();
   for (const name of entries) {
     const match = ENTRY.exec(name);

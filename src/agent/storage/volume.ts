@@ -7,12 +7,13 @@
 //                      (the claim), and kept after wipe as a tombstone, so an id is used once. Rewritten in place
 //                      by one padded pwrite (writeMarker); reconcile removes a <id>.cell.tmp an older build left.
 //   <root>/<id>.img    sparse backing file (0600), deleted by wipe.
-//   <root>/<id>.mnt/   mount point of the ext4 filesystem, removed by wipe.
+//   <root>/<id>.mnt/   mount point of the ext4 filesystem; a cell's wipe renames it to a spare (spare-mnt-<pid>-<n>)
+//                      that the next volume's mount point is renamed from (no inode made or freed), up to a bound.
 //     data/            encrypted directory (ext4 refuses a policy on the fs root), owner uid:gid, 0711
 //       work/          the cell's /work (0700), encrypted
 //       tmp/           the cell's /tmp (1777), encrypted
 import { randomBytes, randomFillSync } from 'node:crypto';
-import { chmodSync, chownSync, closeSync, constants, fstatSync, mkdirSync, openSync, promises as fsp, readFileSync, realpathSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { chmodSync, chownSync, closeSync, constants, fstatSync, mkdirSync, openSync, promises as fsp, readdirSync, readFileSync, realpathSync, renameSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import {
   addEncryptionKey,
@@ -204,7 +205,7 @@ export async function prepareVolume(options: PrepareOptions): Promise<Volume> {
     await log.run('create-backing-file', () => writeVolumeImage(template, paths.backingFile), (bytes) => `${bytes} bytes of filesystem metadata from the template`);
     const loopDevice = await log.run('attach-loop', () => attachLoop(paths.backingFile, BLOCK_SIZE, false), (d) => d);
     await log.run('mount', async () => {
-      await fsp.mkdir(paths.mountPoint, { mode: 0o700 });
+      await makeMountPoint(root, paths.mountPoint);
       await mountExt4(loopDevice, paths.mountPoint);
     });
     const keyIdentifier = await log.run('add-key', () => {
@@ -220,8 +221,9 @@ export async function prepareVolume(options: PrepareOptions): Promise<Volume> {
     const tmpDir = join(paths.dataDir, 'tmp');
     // The directories inside the fresh volume are made synchronously: each call is a few microseconds on its own small
     // filesystem, where a thread-pool round trip per call (seven of them) cost the agent more than the calls.
-    await log.run('set-policy', () => {
-      mkdirSync(paths.dataDir, { mode: 0o711 });
+    await log.run('set-policy', async () => {
+      // The fresh filesystem's first change reads its metadata through the loop device: on the thread pool.
+      await fsp.mkdir(paths.dataDir, { mode: 0o711 });
       setPolicy(paths.dataDir, keyIdentifier);
       const policy = getPolicy(paths.dataDir);
       if (policy === null || policy.version !== POLICY_V2_AES256.version || policy.contentsMode !== POLICY_V2_AES256.contentsMode ||
@@ -365,6 +367,55 @@ function writeMarker(path: string, marker: Record<string, unknown>, how: 'claim'
   }
 }
 
+// SPARE_MOUNT_POINT matches an emptied mount point kept under a volumes root for the next volume (spareMountPoints).
+export const SPARE_MOUNT_POINT = /^spare-mnt-\d+-\d+$/;
+/** MAX_SPARE_MOUNT_POINTS bounds the spares kept per root (about the most volumes prepared at once). */
+const MAX_SPARE_MOUNT_POINTS = 64;
+/**
+ * Emptied mount points of this process's wiped volumes, per root. A new volume's mount point is a spare renamed to its
+ * name, and a wiped one is renamed to a spare: on the host's no-journal ext4 a directory's creation scans past every
+ * recently freed inode (`recently_deleted`, the largest single cost of a job's agent CPU under load), and a rename
+ * within the root creates and frees none. A spare was only ever covered by its volume's mount, never written through,
+ * and is used only after its volume was unmounted; reconcile removes those a previous run left (SPARE_MOUNT_POINT).
+ */
+const spareMountPoints = new Map<string, string[]>();
+let spareSeq = 0;
+
+// Makes `mountPoint` (0700) from a spare of `root` if there is one, else anew.
+async function makeMountPoint(root: string, mountPoint: string): Promise<void> {
+  const spares = spareMountPoints.get(root);
+  for (let spare = spares?.pop(); spare !== undefined; spare = spares?.pop()) {
+    try {
+      return renameSync(spare, mountPoint);
+    } catch (err) {
+      if (!hasCode(err, 'ENOENT')) throw err; // removed meanwhile (a reconcile): try the next one
+    }
+  }
+  await fsp.mkdir(mountPoint, { mode: 0o700 });
+}
+
+// Keeps an unmounted, empty mount point as a spare of `root` (renamed out of the volume's name), or removes it.
+async function retireMountPoint(root: string, mountPoint: string): Promise<void> {
+  const spares = spareMountPoints.get(root) ?? [];
+  let empty: boolean;
+  try {
+    empty = readdirSync(mountPoint).length === 0;
+  } catch (err) {
+    if (hasCode(err, 'ENOENT')) return;
+    throw err;
+  }
+  if (!empty || spares.length >= MAX_SPARE_MOUNT_POINTS) return removeIfPresent(() => fsp.rmdir(mountPoint));
+  const spare = join(root, `spare-mnt-${process.pid}-${spareSeq++}`);
+  try {
+    renameSync(mountPoint, spare);
+  } catch (err) {
+    if (hasCode(err, 'ENOENT')) return;
+    throw err;
+  }
+  spares.push(spare);
+  spareMountPoints.set(root, spares);
+}
+
 // Reads a volume's marker, or null if it is missing or unreadable.
 // A marker is one short line in the page cache: read synchronously, not in four thread-pool round trips.
 async function readMarker(path: string): Promise<Record<string, unknown> | null> {
@@ -480,7 +531,8 @@ export async function wipeVolume(ref: VolumeRef): Promise<WipeReceipt> {
     }, (d) => d);
   }
   await log.run('delete-backing-file', () => removeIfPresent(() => fsp.unlink(paths.backingFile)));
-  await log.run('remove-mount-point', () => removeIfPresent(() => fsp.rmdir(paths.mountPoint)));
+  // A cell's own wipe keeps the emptied mount point for the next volume; a recovery (a bare ref) removes it.
+  await log.run('remove-mount-point', () => ('mountPoint' in ref ? retireMountPoint(root, paths.mountPoint) : removeIfPresent(() => fsp.rmdir(paths.mountPoint))));
   const finishedAt = new Date().toISOString();
   const cellId = typeof marker?.['cellId'] === 'string' ? marker['cellId'] : null;
   const keyAbsent = keyState === 'absent' ? { keyAbsentAt: marker?.['keyAbsentAt'] ?? finishedAt, keyIdentifier } : {};

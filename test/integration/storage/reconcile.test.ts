@@ -83,14 +83,14 @@ test('reconcile of a missing root is a no-op', async () => {
   assert.deepEqual(await reconcileVolumes('/var/tmp/cleanroom-does-not-exist-7f3a', []), { wiped: [], failed: [] });
 });
 
-test('a marker is never half-written: a crash mid-write leaves only a .tmp, which reconcile removes; the id stays claimed', async (t) => {
+test('a marker is never half-written (rewritten in place by one pwrite); a .tmp an older build left is removed by reconcile; the id stays claimed', async (t) => {
   const root = mkdtempSync('/var/tmp/cleanroom-reconcile-test-');
   t.after(() => cleanupScratchRoot(root));
   const v = await prepareVolume({ root, cellId: 'marker', uid: 100_000, gid: 100_000, sizeBytes: 16 * MiB });
   const marker = JSON.parse(readFileSync(`${root}/${v.id}.cell`, 'utf8')) as { cellId: string };
   assert.equal(marker.cellId, 'marker');
   assert.deepEqual(readdirSync(root).filter((n) => n.endsWith('.tmp')), [], 'a claim leaves no .tmp');
-  // A crash between writing the .tmp and renaming it over the marker: the old marker is whole, the .tmp is noise.
+  // An older build's crash between writing the .tmp and renaming it over the marker: the old marker is whole, the .tmp is noise.
   writeFileSync(`${root}/${v.id}.cell.tmp`, '{"volumeId":');
   const result = await reconcileVolumes(root, []);
   assert.deepEqual(result.failed, []);

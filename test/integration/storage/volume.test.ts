@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { closeSync, existsSync, fsyncSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { getKeyStatus, getPolicy, POLICY_V2_AES256 } from '../../../src/agent/storage/fscrypt.js';
 import { reconcileVolumes } from '../../../src/agent/storage/reconcile.js';
@@ -209,4 +209,32 @@ test('volumes come from the size\'s template: each has its own UUID, hash seed a
   writeVolumeImage(await volumeTemplate(64 * MiB), image);
   execFileSync('e2fsck', ['-fn', image], { stdio: 'ignore' });
   rmSync(image);
+});
+
+test('a wipe leaves the tombstone (rewritten in place, no .tmp) and an emptied mount point that the next volume reuses; reconcile removes spares', async (t) => {
+  const root = scratchRoot(t);
+  const spares = () => readdirSync(root).filter((n) => n.startsWith('spare-mnt-'));
+  const first = await prepareVolume({ root, cellId: 'spare-1', uid: UID, gid: GID, sizeBytes: 16 * MiB });
+  writeFileSync(join(first.workDir, 'f'), 'tenant data');
+  const receipt = await wipeVolume(first);
+  assert.equal(receipt.keyStateAfterRemoval, 'absent');
+  assert.equal(existsSync(first.mountPoint), false, 'the volume\'s mount point is gone under its name');
+  assert.deepEqual(readdirSync(root).filter((n) => n.endsWith('.tmp')), [], 'no temporary marker');
+  const tombstone = JSON.parse(readFileSync(join(root, `${first.id}.cell`), 'utf8')) as Record<string, unknown>;
+  assert.equal(tombstone.cellId, 'spare-1');
+  assert.equal(typeof tombstone.wipedAt, 'string');
+  assert.equal(typeof tombstone.keyAbsentAt, 'string');
+  const [spare] = spares();
+  assert.ok(spare !== undefined, 'the emptied mount point is kept as a spare');
+  assert.deepEqual(readdirSync(join(root, spare)), [], 'a spare is empty');
+
+  const second = await prepareVolume({ root, cellId: 'spare-2', uid: UID, gid: GID, sizeBytes: 16 * MiB });
+  assert.deepEqual(spares(), [], 'the next volume\'s mount point is the spare');
+  assert.deepEqual(readdirSync(second.workDir), [], 'the new volume holds nothing of the old one');
+  assert.deepEqual(await mountPointsWithin(second.mountPoint), [second.mountPoint]);
+  await wipeVolume(second);
+  assert.equal(spares().length, 1);
+  // A later run's reconcile removes what this one kept.
+  await reconcileVolumes(root, []);
+  assert.deepEqual(spares(), []);
 });

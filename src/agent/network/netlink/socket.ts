@@ -9,7 +9,7 @@ interface Addon {
   open(protocol: number, netnsPath: string | null): number;
   talk(fd: number, request: Buffer, lastSeq: number): Buffer;
   close(fd: number): void;
-  writeSysctls(netnsPath: string, pairs: ReadonlyArray<readonly [string, string]>): void;
+  writeSysctlsAsync(netnsPath: string | null, pairs: ReadonlyArray<readonly [string, string]>): Promise<void>;
 }
 
 /** NETLINK_ROUTE and NETLINK_NETFILTER protocol numbers. */
@@ -68,9 +68,13 @@ export class NetlinkSocket {
   }
 }
 
-/** writeNetSysctls writes /proc/sys/net/<path> values inside the network namespace at netnsPath. */
-export function writeNetSysctls(netnsPath: string, pairs: ReadonlyArray<readonly [string, string]>): void {
-  addon().writeSysctls(netnsPath, pairs);
+/**
+ * writeNetSysctlsAsync writes /proc/sys/net/<path> values on the thread pool, inside the network namespace at netnsPath
+ * (null: the agent's own). Writes such as a device's `forwarding` or `disable_ipv6` wait for the RTNL lock, which netns
+ * and veth creation and deletion hold for milliseconds: on the agent's thread that wait stalled every other cell's start.
+ */
+export function writeNetSysctlsAsync(netnsPath: string | null, pairs: ReadonlyArray<readonly [string, string]>): Promise<void> {
+  return addon().writeSysctlsAsync(netnsPath, pairs);
 }
 
 function addon(): Addon {
