@@ -4,7 +4,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { AgentCells, mountLines, PLATFORM_CA } from '../support/agent-cells.js';
 import { REPO_ROOT } from '../support/cluster.js';
@@ -14,6 +14,7 @@ import type { PreparedImage } from '../../src/agent/images/image-store.js';
 import { getPolicy } from '../../src/agent/storage/fscrypt.js';
 import { IMAGE_UID_BASE, type ImageManifest } from '../../src/shared/images/format.js';
 import { RUNTIMES } from '../../src/shared/wire.js';
+import { volumeOfCell } from '../support/host.js';
 
 let cells: AgentCells;
 let image: PreparedImage;
@@ -98,8 +99,7 @@ for (const runtime of RUNTIMES) {
     assert.equal(statSync(join(cells.images.unpackedDir, image.lowerNames.at(-1)!, 'bin/busybox')).uid, IMAGE_UID_BASE, 'on disk: IMAGE_UID_BASE');
     process.stdout.write(`# ${runtime}: root mounts ${cell.timings.prepare_root_ms?.toFixed(3)} ms, prepare ${cell.timings.prepare_ms?.toFixed(1)} ms\n`);
     // The volume is encrypted as for every cell.
-    const marker = readdirSync(cells.env.volumesDir).find((f) => f.endsWith('.cell') && JSON.parse(readFileSync(join(cells.env.volumesDir, f), 'utf8')).cellId === cell.id)!;
-    const volumeId = (JSON.parse(readFileSync(join(cells.env.volumesDir, marker), 'utf8')) as { volumeId: string }).volumeId;
+    const { volumeId } = volumeOfCell(cells.env.volumesDir, cell.id);
     assert.equal(getPolicy(join(cells.env.volumesDir, `${volumeId}.mnt`, 'data'))?.version, 2);
 
     const run = await cells.run(cell, { command: ['sh', '-c', PROBE], env: { IMAGE_VAR: 'from-the-image' }, cwd: '/app/data' });

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
 import { TestCluster } from '../support/cluster.js';
-import { cellWorkDir, waitFor } from '../support/host.js';
+import { cellWorkDir, volumeOfCell, waitFor } from '../support/host.js';
 import { getPolicy } from '../../src/agent/storage/fscrypt.js';
 import { RUNTIMES } from '../../src/shared/wire.js';
 
@@ -24,11 +24,8 @@ after(async () => {
 
 function volumeOf(cellId: string): { id: string; img: string; mnt: string } {
   const dir = join(cluster.dataDir, 'agent', 'volumes');
-  for (const f of readdirSync(dir).filter((n) => n.endsWith('.cell'))) {
-    const marker = JSON.parse(readFileSync(join(dir, f), 'utf8')) as { volumeId: string; cellId: string };
-    if (marker.cellId === cellId) return { id: marker.volumeId, img: join(dir, `${marker.volumeId}.img`), mnt: join(dir, `${marker.volumeId}.mnt`) };
-  }
-  throw new Error(`no volume for cell ${cellId}`);
+  const { volumeId } = volumeOfCell(dir, cellId);
+  return { id: volumeId, img: join(dir, `${volumeId}.img`), mnt: join(dir, `${volumeId}.mnt`) };
 }
 
 function grepTree(dir: string, needle: Buffer, found: string[] = []): string[] {

@@ -9,6 +9,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync
 import { join } from 'node:path';
 import { TestCluster } from '../support/cluster.js';
 import { SandboxControl } from '../support/sandbox-control.js';
+import { volumeOfCell } from '../support/host.js';
 import { RUNTIMES, type Runtime } from '../../src/shared/wire.js';
 
 let cluster: TestCluster;
@@ -37,11 +38,7 @@ after(async () => {
 /** volumeDataOf finds the host path of a cell's /work (its volume's data directory) through the volume markers. */
 function workDirOnHost(cellId: string): string {
   const dir = join(cluster.dataDir, 'agent', 'volumes');
-  for (const f of readdirSync(dir).filter((n) => n.endsWith('.cell'))) {
-    const marker = JSON.parse(readFileSync(join(dir, f), 'utf8')) as { volumeId: string; cellId: string };
-    if (marker.cellId === cellId) return join(dir, `${marker.volumeId}.mnt`);
-  }
-  throw new Error(`no volume for cell ${cellId}`);
+  return join(dir, `${volumeOfCell(dir, cellId).volumeId}.mnt`);
 }
 
 function hostUnchanged(): void {

@@ -32,15 +32,34 @@ export function leftovers(c: TestCluster, cellIds: string[]): string[] {
   return found;
 }
 
+/** VolumeMarker is what a volume's marker (`<volumes>/<id>.cell`) says. */
+export interface VolumeMarker {
+  volumeId: string;
+  cellId: string;
+}
+
+/**
+ * volumeOfCell finds the volume of a cell through the markers in an agent's volumes directory. A marker being claimed
+ * right now by a prepare is empty for a moment (created, then written): it is skipped, not a failure.
+ */
+export function volumeOfCell(volumesDir: string, cellId: string): VolumeMarker {
+  for (const f of readdirSync(volumesDir).filter((n) => n.endsWith('.cell'))) {
+    let m: Partial<VolumeMarker>;
+    try {
+      m = JSON.parse(readFileSync(join(volumesDir, f), 'utf8')) as Partial<VolumeMarker>;
+    } catch {
+      continue;
+    }
+    if (m.cellId === cellId && typeof m.volumeId === 'string') return { volumeId: m.volumeId, cellId };
+  }
+  throw new Error(`no volume for cell ${cellId} in ${volumesDir}`);
+}
+
 /** cellWorkDir finds the host path of a running cell's /work in its agent's data directory (its encrypted volume, unlocked
  *  while the cell lives): a test writes there what the cell waits for. */
 export function cellWorkDir(dataDir: string, cellId: string): string {
   const dir = join(dataDir, 'agent', 'volumes');
-  for (const f of readdirSync(dir).filter((n) => n.endsWith('.cell'))) {
-    const m = JSON.parse(readFileSync(join(dir, f), 'utf8')) as { volumeId: string; cellId: string };
-    if (m.cellId === cellId) return join(dir, `${m.volumeId}.mnt`, 'data', 'work');
-  }
-  throw new Error(`no volume for cell ${cellId} in ${dataDir}`);
+  return join(dir, `${volumeOfCell(dir, cellId).volumeId}.mnt`, 'data', 'work');
 }
 
 /** waitFor polls until cond is true or throws after timeoutMs, with describe()'s account of what is wrong if given. */
