@@ -246,7 +246,7 @@ export const ConfigSchema = z
         exitGraceMs: z.number().int().min(0).default(2000),
         /** Jobs this agent runs at once; the control plane queues the rest (fairly across workspaces). */
         maxRunningJobs: z.number().int().min(1).max(1000).default(64),
-        /** Cells this agent prepares at once for cold starts; pool refills start only in the slots starts leave free (refills already running when a burst of starts comes finish, so briefly up to twice this many). */
+        /** Cells this agent prepares at once for cold starts; pool refills take the slots starts leave free, and one refill runs even when starts hold them all (so briefly up to twice this many prepare at once). */
         maxConcurrentPrepares: z.number().int().min(1).max(64).default(4),
         /**
          * The control plane's agent channels (wss://host:port/v1/agent, one per replica), dialed in turn: when one is

@@ -158,8 +158,10 @@ export class CellPool {
   }
 
   private startRefills(): void {
-    // Refills use only the slots starts leave free: a start never waits behind a refill (which runs at background weight).
-    while (!this.closed && this.refilling + this.startsPreparing < this.maxConcurrentPrepares) {
+    // Refills use the slots starts leave free: a start never waits behind a refill (which runs at background weight).
+    // One refill runs even while starts hold every slot: a flood of cold starts of one pool (another workspace's gVisor
+    // jobs, say) would otherwise keep every other pool empty, and turn their warm starts cold too.
+    while (!this.closed && (this.refilling === 0 || this.refilling + this.startsPreparing < this.maxConcurrentPrepares)) {
       const short = this.shortest(Date.now());
       if (!short) return;
       this.refilling++;
