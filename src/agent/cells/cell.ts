@@ -434,7 +434,7 @@ export class Cell {
       }
     }
     const receipt = this.volume ? await this.wipeVolumeWithRetry(this.volume) : null;
-    this.cgroup.remove();
+    await this.cgroup.removeAsync();
     if (!rootError) removeFlatDir(this.dir);
     this.timings.wipe_ms = performance.now() - t0;
     this.state = 'wiped';
