@@ -148,7 +148,7 @@ export class ControlChannel extends EventEmitter {
     ws.on('close', (code, reason) => {
       clearTimeout(welcomeTimer);
       // Reports of this turn not written yet wait for the next connection, as anything sent now would.
-      this.outbox.push(...this.reports.splice(0));
+      for (const m of this.reports.splice(0)) this.queue(m);
       this.ws = null;
       this.welcomed = false;
       this.emit('close', code, reason.toString());
@@ -179,6 +179,11 @@ export class ControlChannel extends EventEmitter {
       this.write(this.ws, msg);
       return;
     }
+    this.queue(msg);
+  }
+
+  /** queue keeps a message for the next connection, within the outbox's bound (final reports are always kept). */
+  private queue(msg: AgentToControl): void {
     // A load report is only worth sending now: the next hello carries the load as it is then.
     if (msg.type === 'agent.load') return;
     if (this.outbox.length < OUTBOX_LIMIT || msg.type === 'job.ended' || msg.type === 'job.wiped') {
@@ -197,7 +202,7 @@ export class ControlChannel extends EventEmitter {
     const parts = this.reports.splice(0);
     const ws = this.ws;
     if (!ws || !this.welcomed || ws.readyState !== WebSocket.OPEN) {
-      this.outbox.push(...parts);
+      for (const m of parts) this.queue(m);
       return;
     }
     const out: JobReport[] = [];
