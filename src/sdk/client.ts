@@ -250,6 +250,15 @@ export class CleanroomClient {
     return this.call('POST', '/v1/jobs', req);
   }
 
+  /**
+   * createJobs submits up to 100 jobs in one request (POST /v1/jobs/batch), all or none: a bad item rejects the whole
+   * batch with its error's code and `details.index`; the jobs come back in request order. Like createJob, it is never
+   * resent once the request may have reached a server.
+   */
+  async createJobs(reqs: readonly JobRequest[]): Promise<Job[]> {
+    return (await this.call<{ jobs: Job[] }>('POST', '/v1/jobs/batch', { jobs: reqs })).jobs;
+  }
+
   /** getJob fetches one job. */
   getJob(id: string): Promise<Job> {
     return this.call('GET', `/v1/jobs/${encodeURIComponent(id)}`);

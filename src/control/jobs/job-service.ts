@@ -13,6 +13,7 @@ import { resolveJobRequest, type JobDefaults, type JobRequest, type ResolvedJob 
 import type { JobImageChoice } from '../images/image-service.js';
 import type { Bus } from '../cluster/bus.js';
 import type { BusMessage } from '../cluster/bus-messages.js';
+import { atItem, checkBatchQuota, firstFailure } from './job-batch.js';
 
 /** ImageResolver picks a job's image (the image service implements it): null is the host root. */
 export interface ImageResolver {
@@ -940,6 +941,149 @@ export class JobService {
       return this.store.jobsWithStatus(['assigned', 'running']);
     });
     return this.unfinishedRead;
+  }
+
+  /**
+   * createBatch records several jobs of one workspace at once (POST /v1/jobs/batch), all or nothing: every item is
+   * resolved (limits, image, a runtime and size the fleet offers) and the queue quota judged for the whole batch before
+   * anything is stored (an item's error names its index, atItem); then the rows go to the store in one write
+   * (Store.createJobs: one transaction, one statement on PostgreSQL), their audit events once it committed, and each job
+   * is placed or queued as a single create's would be. The jobs are answered in request order. The egress policy is read
+   * once, before the write, so no job is corrected after it.
+   */
+  async createBatch(ws: Workspace, reqs: readonly JobRequest[], actor: string): Promise<Job[]> {
+    const refs = new Map<string, Promise<JobImageChoice>>();
+    const imageOf = (ref: string | undefined): Promise<JobImageChoice> => {
+      let p = refs.get(ref ?? '');
+      if (!p) refs.set(ref ?? '', (p = this.imageFor(ws, ref)));
+      return p;
+    };
+    const images = await Promise.allSettled(reqs.map((req) => imageOf(req.image)));
+    const resolved = images.map((img, i) => {
+      if (img.status === 'rejected') throw atItem(i, img.reason);
+      try {
+        return { r: resolveJobRequest(reqs[i]!, ws, this.defaults, img.value?.record ?? null), chosen: img.value };
+      } catch (e) {
+        throw atItem(i, e);
+      }
+    });
+    await this.restore();
+    const offers = new Map<string, Promise<void>>();
+    firstFailure(
+      await Promise.allSettled(
+        resolved.map(({ r }) => {
+          const key = `${r.runtime}|${r.cpu}|${r.memoryBytes}|${r.diskBytes}`;
+          let p = offers.get(key);
+          if (!p) offers.set(key, (p = Promise.resolve(this.dispatcher?.checkOffered?.(r))));
+          return p;
+        }),
+      ),
+    );
+    const egress = await this.network.policyOf(ws.id);
+
+    // From the quota check to the last reservation nothing is awaited: concurrent creates see this batch's places taken.
+    const quota = this.quotas.of(ws);
+    checkBatchQuota(
+      {
+        waiting: this.queued.get(ws.id)?.length ?? 0,
+        active: this.active.get(ws.id)?.size ?? 0,
+        admitting: this.admitting.get(ws.id) ?? 0,
+        maxRunning: quota.maxRunningJobs,
+        maxQueued: quota.maxQueuedJobs,
+      },
+      reqs.length,
+    );
+    this.maxRunningOf.set(ws.id, quota.maxRunningJobs);
+    const d = this.dispatcher;
+    const createdAt = new Date().toISOString();
+    // Jobs go to agents with room in request order until one cannot; it and the rest wait in the queue, in order.
+    let direct = !this.queued.get(ws.id)?.length;
+    const plan = resolved.map(({ r, chosen }) => {
+      const job: Job = {
+        id: `job_${randomBytes(10).toString('hex')}`,
+        workspaceId: ws.id,
+        status: 'queued',
+        ...r,
+        createdAt,
+        startedAt: null,
+        endedAt: null,
+        exitCode: null,
+        signal: null,
+        message: null,
+        cancelRequested: false,
+        agentId: null,
+        cellId: null,
+        timings: {},
+        wipe: null,
+        egress,
+        expiredAt: null,
+        outputDroppedBytes: 0,
+        image: chosen ? { digest: chosen.record.digest!, ...numericUser(chosen.record.manifest?.config.user ?? '') } : null,
+        imageRef: chosen?.ref ?? null,
+      };
+      const spec = specOf(job, this.defaults.outputLimitBytes);
+      const agentId = direct && this.hasRoom(ws.id) && d?.canDispatch() ? d.reserve(spec) : null;
+      if (agentId) this.activate(job);
+      else direct = false;
+      return { job, spec, agentId };
+    });
+    // The queued ones count as being admitted until they are in the queue (the placed ones count as running already).
+    const toQueue = plan.filter((p) => !p.agentId).length;
+    this.admitting.set(ws.id, (this.admitting.get(ws.id) ?? 0) + toQueue);
+    let counted = true;
+    const settle = (): void => {
+      if (!counted) return;
+      counted = false;
+      const n = (this.admitting.get(ws.id) ?? toQueue) - toQueue;
+      if (n > 0) this.admitting.set(ws.id, n);
+      else this.admitting.delete(ws.id);
+    };
+    try {
+      const recorded = this.store.createJobs(plan.map((p) => (p.agentId ? { ...p.job, status: 'assigned' as const, agentId: p.agentId } : p.job)));
+      // Written once the rows exist, before any token of theirs is minted (the chain says created before minted).
+      const audited = recorded.then(() =>
+        Promise.all(plan.map(({ job }) => this.audit.record({ type: 'workload.created', actor, workspaceId: ws.id, subject: job.id, details: { runtime: job.runtime, data: job.dataGrants, image: job.image?.digest ?? null } }))),
+      );
+      audited.catch(() => {}); // heard below
+      // The waiting ones join the queue as soon as their rows exist, in request order.
+      const queuedIn = recorded.then(() => {
+        settle();
+        for (const p of plan) {
+          if (p.agentId) continue;
+          this.enqueue(p.job);
+          this.announceQueued(p.job.id);
+        }
+        if (toQueue > 0) this.pump();
+      });
+      const results = await Promise.allSettled(
+        plan.map(async ({ job, spec, agentId }) => {
+          if (!agentId) {
+            await queuedIn;
+            return job;
+          }
+          try {
+            const placed = await this.place(job, performance.now(), { agentId, spec, recorded });
+            if (placed.status === 'queued') {
+              this.deactivate(job);
+              this.enqueue(job);
+              this.announceQueued(job.id);
+            }
+            return placed;
+          } catch (e) {
+            if (!(await recorded.then(() => true, () => false))) this.deactivate(job);
+            throw e;
+          }
+        }),
+      );
+      await recorded; // a failed write fails the batch (no row of it was stored: one statement, one transaction)
+      await audited;
+      return results.map((res) => {
+        if (res.status === 'rejected') throw res.reason;
+        return res.value;
+      });
+    } finally {
+      settle();
+    }
   }
 }
 

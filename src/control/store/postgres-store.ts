@@ -633,6 +633,14 @@ export class PostgresStore implements Store {
   async close(): Promise<void> {
     await this.pool.end();
   }
+
+  async createJobs(jobs: readonly Job[]): Promise<void> {
+    if (jobs.length === 0) return;
+    const rows = jobs.map((j) => ({ j, c: jobColumns(j) }));
+    // One statement of its own (not the insertJob batch, which retries its calls one by one after a failure): atomic.
+    await this.run('insertJobs', [...columnsOf(rows, (x) => [x.j.id, x.j.workspaceId, x.j.createdAt, ...x.c])]);
+    for (const { j, c } of rows) this.recent.set(j.id, { version: 0, doc: c[5] });
+  }
 }
 
 /** redactedUrl is the URL as it may be logged: without its password (or the text itself if it does not parse). */

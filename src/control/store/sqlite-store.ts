@@ -496,6 +496,15 @@ export class SqliteStore implements Store {
   rollbackBatch(): void {
     if (this.db.inTransaction) this.db.exec('ROLLBACK');
   }
+
+  async createJobs(jobs: readonly Job[]): Promise<void> {
+    this.insertJobsTx ??= this.db.transaction((js: readonly Job[]) => {
+      for (const j of js) this.stmts.insertJob.run(j.id, j.workspaceId, j.status, j.createdAt, JSON.stringify(j));
+    });
+    this.insertJobsTx(jobs);
+  }
+  /** createJobs's transaction, built on first use (db.transaction() makes its wrapper anew on every call). */
+  private insertJobsTx: ((js: readonly Job[]) => void) | null = null;
 }
 
 /** agentParams binds an agent's fields as SQLite stores them: booleans as 0/1, the load as JSON text. */

@@ -160,6 +160,9 @@ export interface Store {
   deleteReplica(id: string): Promise<void>;
 
   close(): Promise<void>;
+
+  /** createJobs stores several new jobs at once, all or none of them (one transaction; on PostgreSQL one statement). */
+  createJobs(jobs: readonly Job[]): Promise<void>;
 }
 
 /** AgentFiguresRow is what a replica stores of an agent on its channel at a heartbeat; load undefined: unchanged. */

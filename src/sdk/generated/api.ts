@@ -415,6 +415,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/jobs/batch": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Create up to 100 jobs in one request, all or none: an invalid item (its index in details.index and the message), a quota the whole batch does not fit in, or a failed write creates nothing; the jobs come back in request order, each placed or queued as by createJob */
+        post: operations["createJobs"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/metrics/history": {
         parameters: {
             query?: never;
@@ -4488,6 +4505,228 @@ export interface operations {
             };
             /** @description uri_too_long: A path parameter is longer than any identifier can be (100 characters). */
             414: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description rate_limited: The workspace sent more requests per second than its quota allows; Retry-After says when to try again. quota_exceeded: A workspace quota is used up (queued jobs, live streams, objects or their bytes); details.quota names it and details.limit its size; Retry-After says when to try again where waiting helps. */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description headers_too_large: The request line and headers together are larger than 16 KiB; the connection is closed. */
+            431: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description internal: A platform fault; the message carries a reference for the operator. */
+            500: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description unavailable: The server is shutting down; retry on a new connection. */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    createJobs: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": {
+                    /** @description job requests, each as the body of POST /v1/jobs */
+                    jobs: {
+                        /** @description argv of the workload; run directly, never through a shell; absent: the image's Entrypoint + Cmd */
+                        command?: string[];
+                        /** @description CPU cores (fractions allowed) */
+                        cpu?: number;
+                        /** @description working directory: /work, /tmp, the image's WorkingDir or a path under them; default the image's WorkingDir, else /work */
+                        cwd?: string;
+                        /** @description what the job's token may do in the workspace data store; nothing if absent */
+                        data?: {
+                            /** @enum {string} */
+                            access: "read" | "read-write";
+                            /** @description object key prefix in the workspace data store ("" is the whole store) */
+                            prefix: string;
+                        }[];
+                        /** @description size of the encrypted volume holding /work and /tmp (rounded up to a size class) */
+                        diskMiB?: number;
+                        /** @description environment variables of the workload */
+                        env?: {
+                            [key: string]: string;
+                        };
+                        /** @description NAME[:TAG] (the workspace's image, else a public one) or sha256:<digest>; absent: the configured default image */
+                        image?: string;
+                        /** @description memory limit in MiB */
+                        memoryMiB?: number;
+                        /** @description OCI runtime: crun (default unless the operator configured another), runc (the same confinement) or runsc (gVisor) */
+                        runtime?: string;
+                        /** @description wall-clock limit; the job ends as `timeout` after it */
+                        timeoutSeconds?: number;
+                    }[];
+                };
+            };
+        };
+        responses: {
+            /** @description OK */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        /** @description the created jobs, in request order */
+                        jobs: {
+                            cellId: string | null;
+                            command: string[];
+                            cpu: number;
+                            createdAt: string;
+                            cwd: string;
+                            diskMiB: number;
+                            /** @description the workspace's egress policy when the job was created; its cell runs under it */
+                            egress: {
+                                allow: {
+                                    /** @description canonical IPv4 CIDR */
+                                    cidr: string;
+                                    /** @description a port, or a range "from-to"; only for tcp and udp */
+                                    port?: number | string;
+                                    /** @enum {string} */
+                                    protocol: "tcp" | "udp" | "icmp" | "any";
+                                }[];
+                                /** @description allow everything but record what the allow-list would have denied */
+                                dryRun: boolean;
+                            };
+                            endedAt: string | null;
+                            /** @description set when the workload exited by itself */
+                            exitCode: number | null;
+                            /** @description when retention ended: output deleted and command, env, cwd and message crypto-shredded */
+                            expiredAt: string | null;
+                            id: string;
+                            /** @description the image reference the job ran on, as named (or the default image); null: the host root */
+                            image: string | null;
+                            /** @description the image's manifest digest */
+                            imageDigest: string | null;
+                            memoryMiB: number;
+                            /** @description why the job ended, for timeout, oom, cancelled and error */
+                            message: string | null;
+                            /** @description output dropped past the output limit (limits.maxOutputMiB); 0 when the output is complete */
+                            outputDroppedBytes: number;
+                            /** @enum {string} */
+                            runtime: "runc" | "runsc" | "crun";
+                            /** @description set when the workload was killed by a signal */
+                            signal: number | null;
+                            startedAt: string | null;
+                            /** @enum {string} */
+                            status: "queued" | "assigned" | "running" | "succeeded" | "failed" | "timeout" | "oom" | "cancelled" | "error";
+                            timeoutSeconds: number;
+                            /** @description where the time went, in ms */
+                            timings: {
+                                [key: string]: number;
+                            };
+                            /** @description receipt of the crypto-shred of the job's volume, once done */
+                            wipe: {
+                                cellId: string | null;
+                                finishedAt: string;
+                                /** @description identifies the key; never the key itself */
+                                keyIdentifier: string | null;
+                                keyStateAfterRemoval: string | null;
+                                startedAt: string;
+                                steps: {
+                                    at: string;
+                                    detail?: string;
+                                    ms: number;
+                                    step: string;
+                                }[];
+                                totalMs: number;
+                                volumeId: string;
+                            } | null;
+                            workspaceId: string;
+                        }[];
+                    };
+                };
+            };
+            /** @description invalid_request: The request is malformed: a field has the wrong type, is missing, or is unknown. invalid_json: The request body is not valid JSON. malformed_request: The request is not valid HTTP/1.1: a bad request line, method, header or percent-encoding, contradictory body framing (Content-Length, Transfer-Encoding), or no Host header; after a parse error the connection is closed. */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description unauthenticated: No API key was given, or it is not valid. */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description image_not_found: No image of that name[:tag] or digest in this workspace, nor a public one. */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description request_timeout: The request did not arrive in time (its headers, its body, or an upload that stalled); the connection is closed. */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description image_not_ready: The image is still being imported (pulling, unpacking) or its import failed; GET /v1/images/:id says which. */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description payload_too_large: The request body (or object) is larger than allowed. */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description limit_exceeded: A requested resource (cpu, memory, timeout) is outside the workspace's limits. unsupported_runtime: The requested runtime is not one of runc, runsc, crun. runtime_not_offered: No agent of the fleet (connected or not, not removed) offers the workload's runtime (a job that names none gets limits.defaultRuntime); details.offered lists the runtimes agents offer. size_not_offered: Agents offer the workload's runtime, but none has a size class that fits its cpu, memory and disk (agent.classes); ask for less. */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -5,6 +5,7 @@ import type { Job, Workspace } from '../../model.js';
 import type { JobService } from '../../jobs/job-service.js';
 import { isTerminal } from '../../jobs/job-service.js';
 import { JobRequestSchema } from '../../jobs/job-request.js';
+import { JOB_BATCH_MAX } from '../../jobs/job-batch.js';
 import type { OutputHub } from '../../jobs/output-hub.js';
 import type { Quotas } from '../../quotas/quotas.js';
 import { actorOf, type RouteTable } from '../route-table.js';
@@ -50,6 +51,20 @@ export function registerJobRoutes(t: RouteTable, jobs: JobService, hub: OutputHu
       if (!isOn(query.follow)) return jobView(job);
       return streamLive({ jobs, hub, quotas, workspace: principal.workspace, job, after: 0, reply, request, status: 201, created: true });
     },
+  });
+  t.add({
+    method: 'POST',
+    path: '/v1/jobs/batch',
+    operationId: 'createJobs',
+    summary: `Create up to ${JOB_BATCH_MAX} jobs in one request, all or none: an invalid item (its index in details.index and the message), a quota the whole batch does not fit in, or a failed write creates nothing; the jobs come back in request order, each placed or queued as by createJob`,
+    auth: 'key',
+    body: z
+      .object({ jobs: z.array(JobRequestSchema).min(1).max(JOB_BATCH_MAX).describe('job requests, each as the body of POST /v1/jobs') })
+      .strict(),
+    status: 201,
+    response: z.object({ jobs: z.array(JobView).describe('the created jobs, in request order') }),
+    errors: ['limit_exceeded', 'unsupported_runtime', 'runtime_not_offered', 'size_not_offered', 'quota_exceeded', 'image_not_found', 'image_not_ready', 'payload_too_large'],
+    handler: async ({ principal, body }) => ({ jobs: (await jobs.createBatch(principal.workspace, body.jobs, actorOf(principal))).map(jobView) }),
   });
   t.add({
     method: 'GET',
