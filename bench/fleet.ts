@@ -3,10 +3,13 @@
 // each answers an assign with started, output, ended and a wipe receipt at once, in one job.report). Clients create `/bin/echo hi` jobs
 // through the public HTTPS API back to back for a window; measured: jobs/s from create to placed to ended (the control
 // plane's own createdAt/endedAt), placement latency (create request sent → the assign seen by the fake agent, same clock),
-// loaded and quiet, and the CPU the control plane and this process (clients + fleet) spent per job.
+// loaded and quiet, and the CPU the control plane and this process (clients + fleet) spent per job. Then a second window
+// of the same jobs created by batch creates (POST /v1/jobs/batch, `batched` in the result): the single-create figures stay
+// the headline keys, so a batched rate is never mistaken for the per-request one.
 // Standalone: `node dist/bench/fleet.js` (BENCH_SMOKE=1 for a short check; BENCH_FLEET_WINDOW_MS=<ms> for another window; BENCH_FLEET_STORE=postgres on a PostgreSQL
 // it starts, =replicas on two replicas on one; BENCH_FLEET_PROF=<dir> writes a --cpu-prof of the control plane there;
-// BENCH_FLEET_PROTOCOL=4 has the fakes speak the previous agent protocol) prints the JSON and writes
+// BENCH_FLEET_PROTOCOL=4 has the fakes speak the previous agent protocol; BENCH_FLEET_BATCH=<jobs per batch> (0: none) and
+// BENCH_FLEET_BATCH_CLIENTS=<batches in flight> shape the batched window) prints the JSON and writes
 // bench/results/fleet-<store>-latest.json; `npm run bench` runs it on SQLite and on PostgreSQL as one stage.
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
@@ -14,7 +17,7 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { REPO_ROOT, TestCluster } from '../test/support/cluster.js';
 import { FakeFleet } from '../test/support/fake-fleet.js';
-import { createJobs, fetchJobs } from '../test/support/job-burst.js';
+import { createJobs, fetchJobs, type Created } from '../test/support/job-burst.js';
 import type { CleanroomClient, Job } from '../src/sdk/client.js';
 import { TestReplicas } from '../test/support/replicas.js';
 import { round, summarize, type Stats } from './stats.js';
@@ -34,10 +37,14 @@ export interface FleetPlan {
   maxJobs: number;
   /** Sequential single jobs on the idle fleet after the window (quiet placement latency). */
   quiet: number;
+  /** Jobs per batch create in the second window (POST /v1/jobs/batch); 0: no batched window. */
+  batchSize: number;
+  /** Batch creates in flight at once in the second window. */
+  batchClients: number;
 }
 
-export const FLEET_FULL: FleetPlan = { agents: 1000, capacity: 4, clients: 64, warmup: 500, windowMs: 10_000, maxJobs: 15_000, quiet: 200 };
-export const FLEET_SMOKE: FleetPlan = { agents: 100, capacity: 4, clients: 16, warmup: 50, windowMs: 2_000, maxJobs: 1000, quiet: 20 };
+export const FLEET_FULL: FleetPlan = { agents: 1000, capacity: 4, clients: 64, warmup: 500, windowMs: 10_000, maxJobs: 15_000, quiet: 200, batchSize: 50, batchClients: 8 };
+export const FLEET_SMOKE: FleetPlan = { agents: 100, capacity: 4, clients: 16, warmup: 50, windowMs: 2_000, maxJobs: 1000, quiet: 20, batchSize: 20, batchClients: 4 };
 
 /** FleetBench is the stage's figures, with the goals they are held against. */
 export interface FleetBench {
@@ -76,6 +83,31 @@ export interface FleetBench {
   /** The protocol the fake agents spoke (PROTOCOL_VERSION unless BENCH_FLEET_PROTOCOL says otherwise). */
   agent_protocol: number;
   /** Messages the fake agents sent per job in the window (reports, load reports; protocol 5: one job.report per job). */
+  agent_messages_per_job: number;
+  /**
+   * The same fleet and control plane(s), a second window of batch creates (POST /v1/jobs/batch, `batch_size` jobs each,
+   * `batch_clients` in flight): the figures above (single creates) stay the stage's headline; null when not measured.
+   */
+  batched: BatchedFigures | null;
+}
+
+/** BatchedFigures are the second window's: jobs created by batch creates, otherwise as the single-create figures. */
+export interface BatchedFigures {
+  batch_size: number;
+  batch_clients: number;
+  jobs: number;
+  succeeded: number;
+  jobs_per_s: number;
+  creates_per_s: number;
+  placement_ms: Stats;
+  /** Batch request sent → its answer. */
+  create_answer_ms: Stats;
+  control_cpu_ms_per_job: number;
+  client_and_fleet_cpu_ms_per_job: number;
+  store_cpu_ms_per_job: number | null;
+  control_cpu_bound_jobs_per_s: number;
+  duplicates: number;
+  over_capacity: number;
   agent_messages_per_job: number;
 }
 
@@ -174,6 +206,43 @@ export async function measureFleet(plan: FleetPlan, log: (msg: string) => void, 
       quiet.push((assignOf(c!.id)?.atMs ?? Number.NaN) - c!.sentMs);
     }
     const controlMs = (cpu1.control - cpu0.control) / n;
+
+    /** batchedWindow is the second window: the same load of jobs, created by batch creates. */
+    const batchedWindow = async (): Promise<BatchedFigures> => {
+      log(`fleet (${topology}): batched window, ${plan.batchClients} batch creates of ${plan.batchSize} in flight`);
+      const c0 = { control: plane.pids.reduce((t, p) => t + processCpuMs(p), 0), self: selfCpuMs(), store: storeCpuMs(plane.pgData) };
+      const s0 = fleets.reduce((t, f) => t + f.sent.messages, 0);
+      const tb = performance.now();
+      const k = plane.clients.length;
+      const inFlight = Math.max(1, Math.round(plan.batchClients / k));
+      const made = (await Promise.all(plane.clients.map((c) => createBatches(c, Math.ceil(plan.maxJobs / k), plan.batchSize, inFlight, tb + plan.windowMs)))).flat();
+      const end = performance.now();
+      const ids = made.map((c) => c.id);
+      const c1 = await settledCpu(plane, ids, assignOf);
+      const s1 = fleets.reduce((t, f) => t + f.sent.messages, 0);
+      const done = await endedJobs(plane.clients[0]!, ids);
+      const m = made.length;
+      const ms = (c1.control - c0.control) / m;
+      return {
+        batch_size: plan.batchSize,
+        batch_clients: plan.batchClients,
+        jobs: m,
+        succeeded: done.filter((j) => j.status === 'succeeded' && j.wipe !== null).length,
+        jobs_per_s: round(m / ((Math.max(...done.map((j) => Date.parse(j.endedAt ?? ''))) - Math.min(...done.map((j) => Date.parse(j.createdAt)))) / 1000)),
+        creates_per_s: round(m / ((end - Math.min(...made.map((c) => c.sentMs))) / 1000)),
+        placement_ms: summarize(made.map((c) => (assignOf(c.id)?.atMs ?? Number.NaN) - c.sentMs)),
+        create_answer_ms: summarize(made.map((c) => c.answeredMs - c.sentMs)),
+        control_cpu_ms_per_job: round(ms),
+        client_and_fleet_cpu_ms_per_job: round((c1.self - c0.self) / m),
+        store_cpu_ms_per_job: plane.pgData ? round((c1.store - c0.store) / m) : null,
+        control_cpu_bound_jobs_per_s: round((1000 / ms) * plane.pids.length),
+        duplicates: made.filter((c) => fleets.filter((f) => f.assigned.has(c.id)).length > 1).length,
+        over_capacity: fleets.reduce((t, f) => t + f.overCapacity.length, 0),
+        agent_messages_per_job: round((s1 - s0) / m),
+      };
+    };
+    const batched = plan.batchSize > 0 ? await batchedWindow() : null;
+    if (batched) log(`fleet (${topology}): batched ${batched.jobs} jobs, ${batched.jobs_per_s} jobs/s`);
     return {
       store: topology === 'sqlite' ? 'sqlite' : 'postgres',
       replicas: plane.pids.length,
@@ -197,11 +266,34 @@ export async function measureFleet(plan: FleetPlan, log: (msg: string) => void, 
       connect_s: round(connectS),
       agent_protocol: protocol,
       agent_messages_per_job: round((sent1 - sent0) / n),
+      batched,
     };
   } finally {
     for (const f of fleets) f.close();
     await plane.stop();
   }
+}
+
+/**
+ * createBatches sends `n` jobs as batch creates of `size` (SDK createJobs), `inFlight` batches at a time, until
+ * performance.now() passes `untilMs`; each job carries its batch's send and answer times.
+ */
+async function createBatches(client: CleanroomClient, n: number, size: number, inFlight: number, untilMs: number): Promise<Created[]> {
+  const out: Created[] = [];
+  let sent = 0;
+  await Promise.all(
+    Array.from({ length: inFlight }, async () => {
+      while (sent < n && performance.now() < untilMs) {
+        const k = Math.min(size, n - sent);
+        sent += k;
+        const sentMs = performance.now();
+        const jobs = await client.createJobs(Array.from({ length: k }, () => ({ command: ['/bin/echo', 'hi'] })));
+        const answeredMs = performance.now();
+        for (const j of jobs) out.push({ id: j.id, status: j.status, sentMs, answeredMs });
+      }
+    }),
+  );
+  return out;
 }
 
 /** CPU_QUIET_MS is the most CPU (ms, all replicas) the control plane may spend in a QUIET_STEP_MS to count as done. */
@@ -296,8 +388,16 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   const started = { date: new Date().toISOString(), load_avg_1m: round(loadavg()[0] ?? Number.NaN) };
   // BENCH_FLEET_WINDOW_MS shortens (or lengthens) the measured window, e.g. for an A/B on a busy host.
   const window = Number(process.env.BENCH_FLEET_WINDOW_MS) || 0;
-  const plan = smoke ? FLEET_SMOKE : FLEET_FULL;
-  measureFleet(window > 0 ? { ...plan, windowMs: window } : plan, (m) => process.stderr.write(`[fleet ${new Date().toISOString().slice(11, 19)}] ${m}\n`), store).then(
+  // BENCH_FLEET_BATCH=<jobs per batch create> (0: no batched window), BENCH_FLEET_BATCH_CLIENTS=<batches in flight>.
+  const base = smoke ? FLEET_SMOKE : FLEET_FULL;
+  const batchEnv = process.env.BENCH_FLEET_BATCH;
+  const plan: FleetPlan = {
+    ...base,
+    ...(window > 0 ? { windowMs: window } : {}),
+    ...(batchEnv !== undefined && batchEnv !== '' ? { batchSize: Number(batchEnv) } : {}),
+    ...(Number(process.env.BENCH_FLEET_BATCH_CLIENTS) > 0 ? { batchClients: Number(process.env.BENCH_FLEET_BATCH_CLIENTS) } : {}),
+  };
+  measureFleet(plan, (m) => process.stderr.write(`[fleet ${new Date().toISOString().slice(11, 19)}] ${m}\n`), store).then(
     (r) => {
       const out = { ...started, load_avg_1m_at_end: round(loadavg()[0] ?? Number.NaN), smoke, fleet: r };
       const text = JSON.stringify(out, null, 2) + '\n';
