@@ -3,7 +3,7 @@
 // request order, placed or queued like single creates. Runs on SQLite, and on PostgreSQL with CLEANROOM_TEST_STORE=postgres.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, createReadStream, statSync } from 'node:fs';
+import { mkdtempSync, rmSync, createReadStream, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TestCluster } from '../support/cluster.js';
@@ -61,6 +61,24 @@ test('a batch runs every job once, answered in request order, each with its own 
   // One workload.created audit event per job, as single creates write.
   const created = (await cluster.client.listAuditEvents({ limit: 500, type: 'workload.created' })).map((e) => e.subject);
   for (const j of jobs) assert.equal(created.filter((s) => s === j.id).length, 1, j.id);
+});
+
+test('the CLI creates a batch from a file and prints the ids in order; a bad item fails it with the code', async () => {
+  const file = join(tmp, 'batch.json');
+  writeFileSync(file, JSON.stringify([{ command: ['/bin/echo', 'cli-0'] }, { command: ['/bin/echo', 'cli-1'] }]));
+  const r = await cluster.cli(['jobs', 'create-batch', file]);
+  assert.equal(r.code, 0, r.stderr);
+  const ids = r.stdout.trim().split('\n').map((l) => l.split(' ')[0]!);
+  assert.equal(ids.length, 2);
+  const ended = await waitEnded(cluster.client, ids, 60_000);
+  for (const [i, id] of ids.entries()) {
+    assert.equal(ended.get(id)!.status, 'succeeded');
+    assert.deepEqual(ended.get(id)!.command, ['/bin/echo', `cli-${i}`]);
+  }
+  writeFileSync(file, JSON.stringify({ jobs: [{ command: ['/bin/true'] }, { command: ['/bin/true'], cpu: 10_000 }] }));
+  const bad = await cluster.cli(['jobs', 'create-batch', file]);
+  assert.notEqual(bad.code, 0);
+  assert.match(bad.stderr, /limit_exceeded/);
 });
 
 test('an invalid item refuses the whole batch and says which item', async () => {

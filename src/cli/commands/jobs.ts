@@ -1,5 +1,7 @@
-/** `cleanroom jobs ls|get|logs|cancel`. */
+/** `cleanroom jobs ls|get|logs|cancel|create-batch`. */
+import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
+import type { JobRequest } from '../../sdk/client.js';
 import { connect, printJson } from '../context.js';
 import { policySummary } from '../policy-summary.js';
 
@@ -62,6 +64,23 @@ export function registerJobs(program: Command): void {
         else for (const c of r.chunks) (c.stream === 'stdout' ? process.stdout : process.stderr).write(c.data);
       }
       client.close();
+    });
+  jobs
+    .command('create-batch')
+    .argument('[file]', 'a JSON array of job requests (each the body of POST /v1/jobs); "-" or absent reads stdin', '-')
+    .description('create up to 100 jobs in one request, all or none (POST /v1/jobs/batch); prints their ids in order')
+    .option('--json', 'JSON output (the created jobs)')
+    .action(async (file: string, opts: { json?: boolean }) => {
+      const text = readFileSync(file === '-' ? 0 : file, 'utf8');
+      const parsed = JSON.parse(text) as JobRequest[] | { jobs: JobRequest[] };
+      const client = connect();
+      try {
+        const created = await client.createJobs(Array.isArray(parsed) ? parsed : parsed.jobs);
+        if (opts.json) return printJson(created);
+        for (const j of created) process.stdout.write(`${j.id} ${j.status}\n`);
+      } finally {
+        client.close();
+      }
     });
   jobs
     .command('cancel')
