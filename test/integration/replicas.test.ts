@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { CleanroomClient, type OutputChunk } from '../../src/sdk/client.js';
 import { Sandbox } from '../../src/sdk/sandbox.js';
+import { waitEnded } from '../support/job-burst.js';
 import { TestReplicas } from '../support/replicas.js';
 import { freePort } from '../support/cluster.js';
 
@@ -46,6 +47,20 @@ test('a job created on A can be cancelled through A while it runs on B\'s agent'
   await r.clientA.cancelJob(job.id);
   const ended = await r.clientA.followLogs(job.id, () => {});
   assert.equal(ended.status, 'cancelled');
+});
+
+test('a batch created on A (no agent there) waits in the store and B pulls it: every job runs once, in its own cell', async () => {
+  const jobs = await r.clientA.createJobs(Array.from({ length: 6 }, (_, i) => ({ command: ['/bin/echo', `batch-${i}`] })));
+  assert.deepEqual(jobs.map((j) => j.status), Array(6).fill('queued'));
+  const ended = await waitEnded(r.clientA, jobs.map((j) => j.id), 60_000);
+  for (const [i, j] of jobs.entries()) {
+    const done = ended.get(j.id)!;
+    assert.equal(done.status, 'succeeded', JSON.stringify(done));
+    assert.ok(done.wipe, "a wipe receipt");
+    const out = await r.clientA.logs(j.id);
+    assert.equal(Buffer.concat(out.chunks.map((c) => c.data)).toString(), `batch-${i}\n`);
+  }
+  assert.equal(new Set(jobs.map((j) => ended.get(j.id)!.cellId)).size, 6, 'six cells');
 });
 
 test('a sandbox created on A: exec and files through A (forwarded to the replica holding its agent)', async () => {
