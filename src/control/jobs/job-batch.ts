@@ -36,18 +36,20 @@ export interface QueueState {
 /**
  * checkBatchQuota refuses (429 quota_exceeded) a batch of `n` that would not fit whole: the creates already on their way
  * take the running quota's room first, the batch takes what is left, and the rest of it must fit in the queue. With n = 1
- * this is a single create's rule.
+ * this is exactly a single create's rule, code, message and details (admit's check can be this call).
  */
 export function checkBatchQuota(s: QueueState, n: number): void {
   const room = Math.max(0, s.maxRunning - s.active);
   const waitingSoon = s.waiting + Math.max(0, s.admitting - room);
   const roomLeft = Math.max(0, room - s.admitting);
   const toQueue = Math.max(0, n - roomLeft);
-  if (toQueue > 0 && waitingSoon + toQueue > s.maxQueued) {
-    throw new ApiError(
-      'quota_exceeded',
-      `this batch of ${n} needs ${toQueue} places in the queue; ${waitingSoon} jobs wait and at most ${s.maxQueued} may wait (nothing was created)`,
-      { quota: 'maxQueuedJobs', limit: s.maxQueued, requested: n, retryAfterSeconds: 5 },
-    );
+  if (toQueue === 0 || waitingSoon + toQueue <= s.maxQueued) return;
+  if (n === 1) {
+    throw new ApiError('quota_exceeded', `this workspace has ${waitingSoon} jobs waiting; at most ${s.maxQueued} may wait`, { quota: 'maxQueuedJobs', limit: s.maxQueued, retryAfterSeconds: 5 });
   }
+  throw new ApiError(
+    'quota_exceeded',
+    `this batch of ${n} needs ${toQueue} places in the queue; ${waitingSoon} jobs wait and at most ${s.maxQueued} may wait (nothing was created)`,
+    { quota: 'maxQueuedJobs', limit: s.maxQueued, requested: n, retryAfterSeconds: 5 },
+  );
 }

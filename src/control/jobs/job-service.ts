@@ -14,6 +14,7 @@ import type { JobImageChoice } from '../images/image-service.js';
 import type { Bus } from '../cluster/bus.js';
 import type { BusMessage } from '../cluster/bus-messages.js';
 import { atItem, checkBatchQuota, firstFailure } from './job-batch.js';
+import { newJob, numericUser } from './new-job.js';
 
 /** ImageResolver picks a job's image (the image service implements it): null is the host root. */
 export interface ImageResolver {
@@ -995,32 +996,10 @@ export class JobService {
     );
     this.maxRunningOf.set(ws.id, quota.maxRunningJobs);
     const d = this.dispatcher;
-    const createdAt = new Date().toISOString();
     // Jobs go to agents with room in request order until one cannot; it and the rest wait in the queue, in order.
     let direct = !this.queued.get(ws.id)?.length;
     const plan = resolved.map(({ r, chosen }) => {
-      const job: Job = {
-        id: `job_${randomBytes(10).toString('hex')}`,
-        workspaceId: ws.id,
-        status: 'queued',
-        ...r,
-        createdAt,
-        startedAt: null,
-        endedAt: null,
-        exitCode: null,
-        signal: null,
-        message: null,
-        cancelRequested: false,
-        agentId: null,
-        cellId: null,
-        timings: {},
-        wipe: null,
-        egress,
-        expiredAt: null,
-        outputDroppedBytes: 0,
-        image: chosen ? { digest: chosen.record.digest!, ...numericUser(chosen.record.manifest?.config.user ?? '') } : null,
-        imageRef: chosen?.ref ?? null,
-      };
+      const job = newJob(ws, r, egress, chosen);
       const spec = specOf(job, this.defaults.outputLimitBytes);
       const agentId = direct && this.hasRoom(ws.id) && d?.canDispatch() ? d.reserve(spec) : null;
       if (agentId) this.activate(job);
@@ -1107,13 +1086,6 @@ function needsOf(job: Job): string {
 function specOf(job: Job, outputLimitBytes: number): JobSpec {
   const { id: jobId, workspaceId, command, env, cwd, cpu, memoryBytes, timeoutSeconds, diskBytes, runtime, egress } = job;
   return { jobId, workspaceId, command, env, cwd, cpu, memoryBytes, timeoutSeconds, diskBytes, runtime, egress, outputLimitBytes, image: job.image ?? null, mode: job.mode ?? 'job' };
-}
-
-/** numericUser reads an image's User when it is numeric ("uid" or "uid:gid"); names are the agent's to resolve (null). */
-function numericUser(user: string): { uid: number | null; gid: number | null } {
-  const m = /^(\d{1,5})(?::(\d{1,5}))?$/.exec(user);
-  const id = (s: string | undefined) => (s !== undefined && Number(s) < 65536 ? Number(s) : null);
-  return m ? { uid: id(m[1]), gid: id(m[2]) } : { uid: null, gid: null };
 }
 
 /**
