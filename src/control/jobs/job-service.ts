@@ -1034,6 +1034,7 @@ export class JobService {
         }
         if (toQueue > 0) this.pump();
       });
+      queuedIn.catch(() => {}); // a failed write is heard below (await recorded), also when no job of the batch waits
       const results = await Promise.allSettled(
         plan.map(async ({ job, spec, agentId }) => {
           if (!agentId) {
