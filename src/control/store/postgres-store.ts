@@ -71,8 +71,9 @@ const SQL = {
   insertTokens: 'INSERT INTO tokens SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])',
   // The multi-row forms of the hot reads: each distinct key once.
   jobsById: 'SELECT id, doc, version FROM jobs WHERE id = ANY($1::text[])',
-  countJobsOf: `SELECT u.ws, u.st, (SELECT count(*)::int FROM jobs WHERE workspace_id = u.ws AND status = ANY(string_to_array(u.st, ','))) AS n
-    FROM unnest($1::text[], $2::text[]) AS u(ws, st)`,
+  // Placed jobs are inserted and counted, and counts taken, under their workspaces' quota locks (migration 2).
+  insertPlacedJobs: 'SELECT job_id, placed FROM cr_insert_placed_jobs($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::jsonb[], $9::text[])',
+  countJobsOf: 'SELECT ws, st, n FROM cr_count_jobs($1::text[], $2::text[])',
   policies: 'SELECT workspace_id, doc FROM egress_policies WHERE workspace_id = ANY($1::text[])',
   revokeTokensOfJobs: `UPDATE tokens SET revoked_at = u.at FROM unnest($1::text[], $2::text[]) AS u(job_id, at)
     WHERE tokens.job_id = u.job_id AND tokens.revoked_at IS NULL RETURNING tokens.jti, tokens.job_id`,
@@ -152,6 +153,11 @@ export class PostgresStore implements Store {
     insertJob: new StatementBatch<{ j: Job; c: JobColumns }, void>(async (items) => {
       await this.run('insertJobs', [...columnsOf(items, (x) => [x.j.id, x.j.workspaceId, x.j.createdAt, ...x.c])]);
       return items.map(() => undefined);
+    }),
+    insertPlacedJob: new StatementBatch<{ j: Job; c: JobColumns }, number>(async (items) => {
+      const rows = (await this.run<{ job_id: string; placed: number }>('insertPlacedJobs', [...columnsOf(items, (x) => [x.j.id, x.j.workspaceId, x.j.createdAt, ...x.c])])).rows;
+      const placed = new Map(rows.map((r) => [r.job_id, r.placed]));
+      return items.map((x) => placed.get(x.j.id) ?? Number.MAX_SAFE_INTEGER);
     }),
     setJob: new StatementBatch<{ id: string; version: number; c: JobColumns }, boolean>(
       async (items) => {
@@ -305,6 +311,13 @@ export class PostgresStore implements Store {
     const columns = jobColumns(j);
     await this.batch.insertJob.run({ j, c: columns });
     this.recent.set(j.id, { version: 0, doc: columns[5] });
+  }
+
+  async createPlacedJob(j: Job): Promise<number> {
+    const columns = jobColumns(j);
+    const placed = await this.batch.insertPlacedJob.run({ j, c: columns });
+    this.recent.set(j.id, { version: 0, doc: columns[5] });
+    return placed;
   }
 
   async getJob(id: string): Promise<Job | null> {
