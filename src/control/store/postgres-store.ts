@@ -148,6 +148,8 @@ type JobColumns = [string, string, string | null, string | null, string | null, 
 export class PostgresStore implements Store {
   private readonly audit: PostgresAuditChain;
   private readonly recent = new RecentJobs(RECENT_JOBS);
+  /** Per job id, the settling of the last change of it made here (changeJob chains the next one after it). */
+  private readonly changing = new Map<string, Promise<void>>();
   /** The hot writes, each grouped into multi-row statements (StatementBatch): a job's row, its versions, output and tokens. */
   private readonly batch = {
     insertJob: new StatementBatch<{ j: Job; c: JobColumns }, void>(async (items) => {
@@ -376,9 +378,25 @@ export class PostgresStore implements Store {
    * across round trips, and no two changes made from the same version (of two racing claims one sees the other's
    * status). It starts from the version this process last read or wrote, so the usual read-then-update costs the
    * update one round trip; a stale start costs a re-read. Returns the version written; null if the job is unknown or
-   * `change` left it.
+   * `change` left it. Changes of one job made in this process go one after the other (each from the version the one
+   * before wrote): two made at once, such as a placement's timings and the agent's start report, would otherwise both
+   * start from the same version, and the later one would miss its compare-and-set and pay a re-read and a second write.
    */
-  private async changeJob(id: string, change: (job: Job) => Job | null): Promise<Job | null> {
+  private changeJob(id: string, change: (job: Job) => Job | null): Promise<Job | null> {
+    const before = this.changing.get(id);
+    const run = before ? before.then(() => this.changeJobNow(id, change)) : this.changeJobNow(id, change);
+    const settled = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.changing.set(id, settled);
+    void settled.then(() => {
+      if (this.changing.get(id) === settled) this.changing.delete(id);
+    });
+    return run;
+  }
+
+  private async changeJobNow(id: string, change: (job: Job) => Job | null): Promise<Job | null> {
     let current = this.recent.get(id);
     let fresh = false;
     for (;;) {
