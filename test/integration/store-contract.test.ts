@@ -286,6 +286,34 @@ for (const b of [sqlite, postgres]) {
         assert.equal(await s.countJobs('ws_a', ['assigned', 'running']), 3);
       }));
 
+    test('createPlacedJob records a placed job and counts its workspace\'s placed jobs; of two racing placements the later counts both', () =>
+      withStores(b, 2, async (s1, s2) => {
+        await s1.createWorkspace(workspace('ws_a'));
+        await s1.createJob(job('job_q', 'ws_a', 1, { status: 'queued' }));
+        await s1.createJob(job('job_e', 'ws_a', 2, { status: 'succeeded' }));
+        assert.equal(await s1.createPlacedJob(job('job_1', 'ws_a', 3, { status: 'assigned', agentId: 'agent_1' })), 1, 'itself, not queued or ended jobs');
+        assert.equal(await s2.createPlacedJob(job('job_2', 'ws_a', 4, { status: 'assigned', agentId: 'agent_2' })), 2);
+        assert.deepEqual(pick((await s2.getJob('job_1'))!), { status: 'assigned', agentId: 'agent_1', cellId: null });
+        await assert.rejects(s1.createPlacedJob(job('job_1', 'ws_a', 5, { status: 'assigned' })), 'an id is recorded once');
+        // Races between replicas, each on a workspace with nothing placed yet: a create against a create, and a create against a
+        // claim from the queue counted after its commit (the claim path of the running quota).
+        for (let r = 0; r < 12; r++) {
+          const ws = `ws_r${r}`;
+          await s1.createWorkspace(workspace(ws, r));
+          await s1.createJob(job(`job_r${r}_q`, ws, 0, { status: 'queued' }));
+          const [one, two] = await Promise.all([
+            s1.createPlacedJob(job(`job_r${r}_1`, ws, 1, { status: 'assigned' })),
+            s2.createPlacedJob(job(`job_r${r}_2`, ws, 2, { status: 'assigned' })),
+          ]);
+          assert.equal(Math.max(one, two), 2, `round ${r}: the later create counts both (${one}, ${two})`);
+          const [three, claimed] = await Promise.all([
+            s1.createPlacedJob(job(`job_r${r}_3`, ws, 3, { status: 'assigned' })),
+            s2.claimJob(`job_r${r}_q`, 'queued', { status: 'assigned' }).then(() => s2.countJobs(ws, ['assigned', 'running'])),
+          ]);
+          assert.equal(Math.max(three, claimed), 4, `round ${r}: of a create and a claim, the later counts both (${three}, ${claimed})`);
+        }
+      }));
+
     test('updates and claims from instances whose last read is stale build on the stored job, never on their view', () =>
       withStores(b, 2, async (s1, s2) => {
         await s1.createWorkspace(workspace('ws_a'));

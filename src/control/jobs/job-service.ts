@@ -340,7 +340,11 @@ export class JobService {
         // concurrent round trips), the event first so that the chain says created before minted; the agent is sent the
         // job only once the row and the token are both stored. Should the row fail to commit (PostgreSQL), the chain goes
         // on to the token's revocation.
-        const recorded = this.store.createJob({ ...job, status: 'assigned', agentId });
+        // On a shared store the row comes back with its workspace's count of placed jobs, taken race-free in the same round
+        // trip (Store.createPlacedJob): the running quota across replicas costs the placement no round trip of its own.
+        const row: Job = { ...job, status: 'assigned', agentId };
+        const counted = this.cluster?.shared ? this.store.createPlacedJob(row) : this.store.createJob(row).then(() => null);
+        const recorded = counted.then(() => undefined);
         const audited = audit();
         // The policy changed since this replica last read it (on any replica): the job runs with the one in force now.
         const policyAgreed = policy.current.then(async (now) => {
@@ -352,7 +356,7 @@ export class JobService {
         policyAgreed.catch(() => {}); // heard in place, once the row is stored
         let placed: Job;
         try {
-          placed = await this.place(job, performance.now(), { agentId, spec, recorded, before: policyAgreed }).finally(() => audited);
+          placed = await this.place(job, performance.now(), { agentId, spec, recorded, counted, before: policyAgreed }).finally(() => audited);
         } catch (e) {
           // Not recorded: it holds no place (place released its agent slot).
           if (!(await recorded.then(() => true, () => false))) this.deactivate(job);
@@ -563,9 +567,14 @@ export class JobService {
   //
   // The caller reserved the agent slot (`agentId`, before any await). `recorded`: create is recording the job as assigned
   // to that agent in the first place (no claim needed: no one else knew the job); its token is minted meanwhile, and the
-  // job is sent once both are stored (and `before` has resolved). Rejects, with the slot released and the token revoked,
-  // if the row is not stored.
-  private async place(job: Job, t0: number, { agentId, spec: reserved, recorded, before }: { agentId: string; spec: JobSpec; recorded?: Promise<void>; before?: Promise<void> }): Promise<Job> {
+  // job is sent once both are stored (and `before` has resolved). `counted`: that write's count of the workspace's placed
+  // jobs (Store.createPlacedJob; null: not counted there). Rejects, with the slot released and the token revoked, if the
+  // row is not stored.
+  private async place(
+    job: Job,
+    t0: number,
+    { agentId, spec: reserved, recorded, counted, before }: { agentId: string; spec: JobSpec; recorded?: Promise<void>; counted?: Promise<number | null>; before?: Promise<void> },
+  ): Promise<Job> {
     let spec = reserved;
     const d = this.dispatcher!;
     this.placing.add(job.id);
@@ -582,9 +591,10 @@ export class JobService {
         await this.store.claimJob(job.id, 'assigned', { status: 'queued', agentId: null });
         return (await this.store.getJob(job.id)) ?? job;
       };
-      // With a shared store another replica may have filled the workspace's running quota meanwhile: counted after the
-      // claim (or the row), so of two claims racing for the last place at least one sees both (and goes back to the queue).
-      const withinQuota = async (): Promise<boolean> => !this.cluster?.shared || (await this.withinQuota(job));
+      // With a shared store another replica may have filled the workspace's running quota meanwhile: counted after the claim
+      // (or with the row, under the workspace's quota lock: Store.createPlacedJob), so of two placements racing for the last
+      // place at least one sees both (and goes back to the queue).
+      const withinQuota = async (placed?: number | null): Promise<boolean> => !this.cluster?.shared || (await this.withinQuota(job, placed ?? undefined));
       if (!recorded) {
         if (!(await withinQuota())) return await unclaim();
         // From the queue (held there without what it runs): read and unsealed now, for its agent only.
@@ -593,7 +603,7 @@ export class JobService {
         spec = specOf(full, this.defaults.outputLimitBytes);
       }
       // The control plane's own times run from the job's row stored (create's insert, or the claim).
-      const ready = recorded?.then(() => before).then(() => ((t0 = performance.now()), withinQuota()));
+      const ready = recorded?.then(() => before).then(async () => ((t0 = performance.now()), withinQuota(await counted)));
       const subject = subjectOf(job);
       let sent = false;
       // A job being placed has no output yet: its first chunk needs no read of the last one (a quick agent's output can
@@ -655,10 +665,10 @@ export class JobService {
     }
   }
 
-  /** withinQuota counts the workspace's placed jobs in the store (this one included) against its running quota. */
-  private async withinQuota(job: Job): Promise<boolean> {
+  /** withinQuota counts the workspace's placed jobs in the store (this one included; or takes `placed`, counted so) against its running quota. */
+  private async withinQuota(job: Job, placed?: number): Promise<boolean> {
     const max = this.maxRunningOf.get(job.workspaceId) ?? 0;
-    return (await this.cluster!.placedJobs(job.workspaceId)) <= max;
+    return (placed ?? (await this.cluster!.placedJobs(job.workspaceId))) <= max;
   }
 
   /** resumeCredentials gives the live jobs of a (re)connected agent fresh tokens and keeps them fresh. */

@@ -66,17 +66,25 @@ export function sealJobs(store: Store, keyring: Keyring): Store {
     return { ...job, ...spec, message };
   };
 
+  /** sealedRow makes the stored form of a new job: its command, env, cwd and message under a fresh job key. */
+  const sealedRow = async (j: Job): Promise<StoredJob> => {
+    const key = newDataKey();
+    remember(j.id, key);
+    const wrapped = wrapKey(await keyring.workspaceKey(j.workspaceId), key, `job:${j.id}`);
+    const sealed: SealedFields = {
+      key: wrapped.toString('base64'),
+      spec: encrypt(key, Buffer.from(JSON.stringify({ command: j.command, env: j.env, cwd: j.cwd })), `${j.id}:spec`),
+      message: j.message === null ? null : encrypt(key, Buffer.from(j.message), `${j.id}:message`),
+    };
+    return { ...j, command: [], env: {}, cwd: '', message: null, sealed } as StoredJob;
+  };
+
   const overrides: Partial<Store> = {
     async createJob(j: Job): Promise<void> {
-      const key = newDataKey();
-      remember(j.id, key);
-      const wrapped = wrapKey(await keyring.workspaceKey(j.workspaceId), key, `job:${j.id}`);
-      const sealed: SealedFields = {
-        key: wrapped.toString('base64'),
-        spec: encrypt(key, Buffer.from(JSON.stringify({ command: j.command, env: j.env, cwd: j.cwd })), `${j.id}:spec`),
-        message: j.message === null ? null : encrypt(key, Buffer.from(j.message), `${j.id}:message`),
-      };
-      await store.createJob({ ...j, command: [], env: {}, cwd: '', message: null, sealed } as StoredJob);
+      await store.createJob(await sealedRow(j));
+    },
+    async createPlacedJob(j: Job): Promise<number> {
+      return store.createPlacedJob(await sealedRow(j));
     },
     async getJob(id: string): Promise<Job | null> {
       return open((await store.getJob(id)) as StoredJob | null);

@@ -71,8 +71,9 @@ const SQL = {
   insertTokens: 'INSERT INTO tokens SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])',
   // The multi-row forms of the hot reads: each distinct key once.
   jobsById: 'SELECT id, doc, version FROM jobs WHERE id = ANY($1::text[])',
-  countJobsOf: `SELECT u.ws, u.st, (SELECT count(*)::int FROM jobs WHERE workspace_id = u.ws AND status = ANY(string_to_array(u.st, ','))) AS n
-    FROM unnest($1::text[], $2::text[]) AS u(ws, st)`,
+  // Placed jobs are inserted and counted, and counts taken, under their workspaces' quota locks (migration 2).
+  insertPlacedJobs: 'SELECT job_id, placed FROM cr_insert_placed_jobs($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::jsonb[], $9::text[])',
+  countJobsOf: 'SELECT ws, st, n FROM cr_count_jobs($1::text[], $2::text[])',
   policies: 'SELECT workspace_id, doc FROM egress_policies WHERE workspace_id = ANY($1::text[])',
   revokeTokensOfJobs: `UPDATE tokens SET revoked_at = u.at FROM unnest($1::text[], $2::text[]) AS u(job_id, at)
     WHERE tokens.job_id = u.job_id AND tokens.revoked_at IS NULL RETURNING tokens.jti, tokens.job_id`,
@@ -147,11 +148,18 @@ type JobColumns = [string, string, string | null, string | null, string | null, 
 export class PostgresStore implements Store {
   private readonly audit: PostgresAuditChain;
   private readonly recent = new RecentJobs(RECENT_JOBS);
+  /** Per job id, the settling of the last change of it made here (changeJob chains the next one after it). */
+  private readonly changing = new Map<string, Promise<void>>();
   /** The hot writes, each grouped into multi-row statements (StatementBatch): a job's row, its versions, output and tokens. */
   private readonly batch = {
     insertJob: new StatementBatch<{ j: Job; c: JobColumns }, void>(async (items) => {
       await this.run('insertJobs', [...columnsOf(items, (x) => [x.j.id, x.j.workspaceId, x.j.createdAt, ...x.c])]);
       return items.map(() => undefined);
+    }),
+    insertPlacedJob: new StatementBatch<{ j: Job; c: JobColumns }, number>(async (items) => {
+      const rows = (await this.run<{ job_id: string; placed: number }>('insertPlacedJobs', [...columnsOf(items, (x) => [x.j.id, x.j.workspaceId, x.j.createdAt, ...x.c])])).rows;
+      const placed = new Map(rows.map((r) => [r.job_id, r.placed]));
+      return items.map((x) => placed.get(x.j.id) ?? Number.MAX_SAFE_INTEGER);
     }),
     setJob: new StatementBatch<{ id: string; version: number; c: JobColumns }, boolean>(
       async (items) => {
@@ -307,6 +315,13 @@ export class PostgresStore implements Store {
     this.recent.set(j.id, { version: 0, doc: columns[5] });
   }
 
+  async createPlacedJob(j: Job): Promise<number> {
+    const columns = jobColumns(j);
+    const placed = await this.batch.insertPlacedJob.run({ j, c: columns });
+    this.recent.set(j.id, { version: 0, doc: columns[5] });
+    return placed;
+  }
+
   async getJob(id: string): Promise<Job | null> {
     const r = await this.reads.job.run(id);
     if (!r) return null;
@@ -363,9 +378,25 @@ export class PostgresStore implements Store {
    * across round trips, and no two changes made from the same version (of two racing claims one sees the other's
    * status). It starts from the version this process last read or wrote, so the usual read-then-update costs the
    * update one round trip; a stale start costs a re-read. Returns the version written; null if the job is unknown or
-   * `change` left it.
+   * `change` left it. Changes of one job made in this process go one after the other (each from the version the one
+   * before wrote): two made at once, such as a placement's timings and the agent's start report, would otherwise both
+   * start from the same version, and the later one would miss its compare-and-set and pay a re-read and a second write.
    */
-  private async changeJob(id: string, change: (job: Job) => Job | null): Promise<Job | null> {
+  private changeJob(id: string, change: (job: Job) => Job | null): Promise<Job | null> {
+    const before = this.changing.get(id);
+    const run = before ? before.then(() => this.changeJobNow(id, change)) : this.changeJobNow(id, change);
+    const settled = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.changing.set(id, settled);
+    void settled.then(() => {
+      if (this.changing.get(id) === settled) this.changing.delete(id);
+    });
+    return run;
+  }
+
+  private async changeJobNow(id: string, change: (job: Job) => Job | null): Promise<Job | null> {
     let current = this.recent.get(id);
     let fresh = false;
     for (;;) {

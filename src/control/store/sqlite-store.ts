@@ -192,6 +192,12 @@ export class SqliteStore implements Store {
     this.stmts.insertJob.run(j.id, j.workspaceId, j.status, j.createdAt, JSON.stringify(j));
   }
 
+  async createPlacedJob(j: Job): Promise<number> {
+    // One process holds the file: the insert and the count are one synchronous step, nothing runs between them.
+    this.stmts.insertJob.run(j.id, j.workspaceId, j.status, j.createdAt, JSON.stringify(j));
+    return this.countJobs(j.workspaceId, ['assigned', 'running']);
+  }
+
   async getJob(id: string): Promise<Job | null> {
     const r = this.stmts.job.get(id);
     return r ? jobFrom(r.doc) : null;

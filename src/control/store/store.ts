@@ -53,6 +53,13 @@ export interface Store {
   countActiveApiKeys(role: ApiKeyRole): Promise<number>;
 
   createJob(j: Job): Promise<void>;
+  /**
+   * createPlacedJob records a job already placed on an agent (status assigned) and resolves with its workspace's count of
+   * placed (assigned or running) jobs, this one included, taken race-free against placements by other replicas: of two
+   * placements of one workspace made at the same time, by createPlacedJob or by a claim followed by countJobs, at least
+   * the later one counts both. PostgreSQL: one round trip (migration 2).
+   */
+  createPlacedJob(j: Job): Promise<number>;
   getJob(id: string): Promise<Job | null>;
   /** listJobs returns a workspace's jobs (not its sandboxes), newest first. */
   listJobs(workspaceId: string, limit: number): Promise<Job[]>;

@@ -10,6 +10,10 @@ import { API_KEY_ROLES } from '../../model.js';
 export const ADVISORY_LOCK_SPACE = 0x436c526d;
 /** MIGRATION_LOCK serialises migrations across replicas (session-level, held for the whole run). */
 export const MIGRATION_LOCK = 1;
+/**
+ * A workspace's quota lock (transaction-level; second key hashtext('quota:' || workspace id)) is taken by the functions of
+ * migration 2 before they count the workspace's placed jobs: see there.
+ */
 
 /** PostgresMigration takes the database from `version - 1` to `version`; `sql` runs in one transaction. */
 interface PostgresMigration {
@@ -87,6 +91,39 @@ CREATE TABLE agents (
   capacity integer NOT NULL, running integer NOT NULL, load text, connected_at text, last_seen_at text NOT NULL);
 CREATE TABLE replicas (
   id text COLLATE "C" PRIMARY KEY, api_url text NOT NULL, started_at text COLLATE "C" NOT NULL, heartbeat_at text NOT NULL);
+`,
+  },
+  {
+    version: 2,
+    why: 'placed jobs recorded and counted against the running quota in one round trip, race-free across replicas',
+    // A job placed on an agent by one replica must not take its workspace past its running quota because another replica
+    // placed one at the same time. Every count of a workspace's placed jobs takes the workspace's quota lock (transaction
+    // level: held until commit) and counts in a statement of its own after it: in READ COMMITTED each statement of a
+    // volatile function takes a fresh snapshot, so the count sees every row committed by whoever held the lock before.
+    // cr_insert_placed_jobs inserts the rows, counts and commits while holding the lock, so of two racing placements
+    // (creates here, or claims from the queue counted with cr_count_jobs after their commit) the later count sees both:
+    // one round trip where an insert and a count after its commit took two. A batch locks its workspaces in order, so
+    // no two batches wait on each other.
+    sql: `
+CREATE FUNCTION cr_lock_quotas(p_ws text[]) RETURNS void LANGUAGE plpgsql AS $f$
+BEGIN
+  PERFORM pg_advisory_xact_lock(${ADVISORY_LOCK_SPACE}, hashtext('quota:' || l.w)) FROM (SELECT DISTINCT unnest(p_ws) AS w ORDER BY 1) AS l;
+END $f$;
+CREATE FUNCTION cr_insert_placed_jobs(p_id text[], p_ws text[], p_created text[], p_status text[], p_mode text[], p_ended text[],
+    p_expired text[], p_metadata jsonb[], p_doc text[]) RETURNS TABLE (job_id text, placed integer) LANGUAGE plpgsql AS $f$
+BEGIN
+  PERFORM cr_lock_quotas(p_ws);
+  INSERT INTO jobs (id, workspace_id, created_at, status, mode, ended_at, expired_at, metadata, doc)
+    SELECT * FROM unnest(p_id, p_ws, p_created, p_status, p_mode, p_ended, p_expired, p_metadata, p_doc);
+  RETURN QUERY SELECT u.i, (SELECT count(*)::integer FROM jobs j WHERE j.workspace_id = u.w AND j.status IN ('assigned', 'running'))
+    FROM unnest(p_id, p_ws) AS u(i, w);
+END $f$;
+CREATE FUNCTION cr_count_jobs(p_ws text[], p_st text[]) RETURNS TABLE (ws text, st text, n integer) LANGUAGE plpgsql AS $f$
+BEGIN
+  PERFORM cr_lock_quotas(p_ws);
+  RETURN QUERY SELECT u.w, u.s, (SELECT count(*)::integer FROM jobs j WHERE j.workspace_id = u.w AND j.status = ANY(string_to_array(u.s, ',')))
+    FROM unnest(p_ws, p_st) AS u(w, s);
+END $f$;
 `,
   },
 ];
