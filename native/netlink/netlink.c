@@ -1,12 +1,14 @@
 // netlink.c: N-API addon that gives the agent raw netlink sockets (rtnetlink, nfnetlink), optionally bound to another
 // network namespace, and sysctl writes inside a network namespace. The messages themselves are built and parsed in
 // TypeScript (src/agent/network/netlink/); this file only moves bytes, so attaching a cell's network costs a few
-// syscalls on the agent's own thread instead of waking a helper process.
+// syscalls instead of waking a helper process. Exchanges run on the libuv thread pool (talkAsync): rtnetlink requests
+// wait in the kernel for the RTNL lock, which other cells' netns and veth work holds for milliseconds.
 //
 // Namespace switching: a netlink socket belongs to the network namespace its creator was in when it was created, and
-// /proc/sys/net resolves against the opener's namespace. Both calls below enter the target namespace on the calling
+// /proc/sys/net resolves against the opener's namespace. open and writeSysctls enter the target namespace on the calling
 // (main) thread with setns(2), do their one thing, and return to the thread's original namespace before returning to
-// JavaScript, so no JavaScript ever runs in a cell's namespace; writeSysctlsAsync does the same on a thread-pool thread. Failures throw an Error whose `code` is the errno name.
+// JavaScript, so no JavaScript ever runs in a cell's namespace; writeSysctlsAsync does the same on a thread-pool thread.
+// Failures throw (or reject with) an Error whose `code` is the errno name.
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -155,49 +157,115 @@ static int has_answer(const char *buf, size_t len, uint32_t seq) {
   return 0;
 }
 
-// talk(fd, request: Buffer, lastSeq) -> Buffer: sends the request to the kernel, then returns every message received
-// up to and including the answer (ack or error) to sequence number lastSeq, plus whatever else is already queued.
-// The kernel handles rtnetlink and nftables requests while sending, so this normally never waits.
-static napi_value nl_talk(napi_env env, napi_callback_info info) {
+// One request/answer exchange on a netlink socket: the request's bytes, and once done the answer's or an error.
+struct talk_job {
+  int fd;
+  uint32_t last_seq;
+  void *req;
+  size_t req_len;
+  char *reply;
+  size_t used;
+  // The outcome: an errno, the failed call and what it was about (a static string).
+  int err;
+  const char *syscall;
+  const char *what;
+  napi_async_work work;
+  napi_deferred deferred;
+};
+
+static void talk_job_free(struct talk_job *job) {
+  free(job->req);
+  free(job->reply);
+  free(job);
+}
+
+// Sends the request, then receives every message up to and including the answer (ack or error) to last_seq, plus
+// whatever else is already queued. Touches no JavaScript value: it runs on a thread-pool thread.
+static void talk_job_run(struct talk_job *job) {
+  struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
+  ssize_t sent;
+  do sent = sendto(job->fd, job->req, job->req_len, 0, (struct sockaddr *)&kernel, sizeof kernel);
+  while (sent < 0 && errno == EINTR);
+  if (sent < 0) {
+    job->err = errno, job->syscall = "sendto";
+    return;
+  }
+  job->reply = malloc(MAX_REPLY);
+  if (!job->reply) {
+    job->err = ENOMEM, job->syscall = "malloc";
+    return;
+  }
+  int answered = 0;
+  for (;;) {
+    if (MAX_REPLY - job->used < RECV_BUF) {
+      job->err = EMSGSIZE, job->syscall = "recv", job->what = "reply larger than 1 MiB";
+      return;
+    }
+    ssize_t n = recv(job->fd, job->reply + job->used, RECV_BUF, answered ? MSG_DONTWAIT : 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && answered && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+    if (n < 0) {
+      job->err = errno, job->syscall = "recv";
+      if (job->err == EAGAIN) job->what = "no answer from the kernel within 5 s";
+      return;
+    }
+    if (!answered) answered = has_answer(job->reply + job->used, (size_t)n, job->last_seq);
+    job->used += (size_t)n;
+  }
+}
+
+// Reads (fd, request: Buffer, lastSeq) into a job (the request copied); returns NULL with an exception pending on failure.
+static struct talk_job *talk_job_new(napi_env env, napi_callback_info info) {
   napi_value argv[MAX_ARGS];
   if (get_args(env, info, 3, argv) != 0) return NULL;
   int32_t fd;
   uint32_t last_seq;
   void *req;
   size_t req_len;
-  if (napi_get_value_int32(env, argv[0], &fd) != napi_ok) return throw_type(env, "fd must be a number");
-  if (napi_get_buffer_info(env, argv[1], &req, &req_len) != napi_ok) return throw_type(env, "request must be a Buffer");
-  if (napi_get_value_uint32(env, argv[2], &last_seq) != napi_ok) return throw_type(env, "lastSeq must be a number");
-  struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
-  ssize_t sent;
-  do sent = sendto(fd, req, req_len, 0, (struct sockaddr *)&kernel, sizeof kernel);
-  while (sent < 0 && errno == EINTR);
-  if (sent < 0) return throw_errno(env, errno, "sendto", NULL);
-  char *reply = malloc(MAX_REPLY);
-  if (!reply) return throw_errno(env, ENOMEM, "malloc", NULL);
-  size_t used = 0;
-  int answered = 0;
-  for (;;) {
-    if (MAX_REPLY - used < RECV_BUF) {
-      free(reply);
-      return throw_errno(env, EMSGSIZE, "recv", "reply larger than 1 MiB");
-    }
-    ssize_t n = recv(fd, reply + used, RECV_BUF, answered ? MSG_DONTWAIT : 0);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && answered && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
-    if (n < 0) {
-      int err = errno;
-      free(reply);
-      return throw_errno(env, err, "recv", err == EAGAIN ? "no answer from the kernel within 5 s" : NULL);
-    }
-    if (!answered) answered = has_answer(reply + used, (size_t)n, last_seq);
-    used += (size_t)n;
+  if (napi_get_value_int32(env, argv[0], &fd) != napi_ok) return throw_type(env, "fd must be a number"), NULL;
+  if (napi_get_buffer_info(env, argv[1], &req, &req_len) != napi_ok || req_len == 0) return throw_type(env, "request must be a non-empty Buffer"), NULL;
+  if (napi_get_value_uint32(env, argv[2], &last_seq) != napi_ok) return throw_type(env, "lastSeq must be a number"), NULL;
+  struct talk_job *job = calloc(1, sizeof *job);
+  if (job) job->req = malloc(req_len);
+  if (!job || !job->req) return free(job), throw_errno(env, ENOMEM, "calloc", NULL), NULL;
+  memcpy(job->req, req, req_len);
+  job->fd = fd, job->req_len = req_len, job->last_seq = last_seq;
+  return job;
+}
+
+static void talk_job_execute(napi_env env, void *data) {
+  (void)env;
+  talk_job_run(data);
+}
+
+static void talk_job_complete(napi_env env, napi_status status, void *data) {
+  struct talk_job *job = data;
+  if (status != napi_ok && job->err == 0) job->err = ECANCELED, job->syscall = "queue";
+  if (job->err) {
+    napi_reject_deferred(env, job->deferred, errno_error(env, job->err, job->syscall, job->what));
+  } else {
+    napi_value out;
+    void *copy;
+    napi_create_buffer_copy(env, job->used, job->reply, &copy, &out);
+    napi_resolve_deferred(env, job->deferred, out);
   }
-  napi_value out;
-  void *data;
-  napi_create_buffer_copy(env, used, reply, &data, &out);
-  free(reply);
-  return out;
+  napi_delete_async_work(env, job->work);
+  talk_job_free(job);
+}
+
+// talkAsync(fd, request: Buffer, lastSeq) -> Promise<Buffer>: one exchange (talk_job_run) on the libuv thread pool. An rtnetlink request that changes
+// or reads links, addresses or routes waits in the kernel for the RTNL lock, which netns and veth creation and deletion
+// (ours, for other cells) hold for milliseconds: on the agent's thread that wait stalled every other cell's start. The
+// caller must not use the socket for anything else until the promise settles (answers would interleave).
+static napi_value nl_talk_async(napi_env env, napi_callback_info info) {
+  struct talk_job *job = talk_job_new(env, info);
+  if (!job) return NULL;
+  napi_value promise, name;
+  napi_create_promise(env, &job->deferred, &promise);
+  napi_create_string_utf8(env, "netlink-talk", NAPI_AUTO_LENGTH, &name);
+  napi_create_async_work(env, NULL, name, talk_job_execute, talk_job_complete, job, &job->work);
+  napi_queue_async_work(env, job->work);
+  return promise;
 }
 
 // close(fd): closes a socket made by open.
@@ -329,7 +397,7 @@ static napi_value init(napi_env env, napi_value exports) {
   struct {
     const char *name;
     napi_callback fn;
-  } fns[] = {{"open", nl_open}, {"talk", nl_talk}, {"close", nl_close}, {"writeSysctls", write_sysctls}, {"writeSysctlsAsync", write_sysctls_async}};
+  } fns[] = {{"open", nl_open}, {"talkAsync", nl_talk_async}, {"close", nl_close}, {"writeSysctls", write_sysctls}, {"writeSysctlsAsync", write_sysctls_async}};
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value f;
     napi_create_function(env, fns[i].name, NAPI_AUTO_LENGTH, fns[i].fn, NULL, &f);

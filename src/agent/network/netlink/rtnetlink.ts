@@ -42,24 +42,27 @@ export class RouteSocket {
     this.socket = new NetlinkSocket(NETLINK.ROUTE, netnsPath);
   }
 
-  /** linkIndex returns the interface index of `name`; throws ENODEV if there is no such link. */
-  linkIndex(name: string): number {
-    const answer = this.socket.exchange(`get link ${name}`, (r) => r.add(RTM.GETLINK, NLM_F.REQUEST | NLM_F.ACK, ifinfo(0, 0, 0), [strAttr(IFLA_IFNAME, name)]));
+  /** linkIndex resolves to the interface index of `name`; rejects with ENODEV if there is no such link. */
+  async linkIndex(name: string): Promise<number> {
+    const answer = await this.socket.exchange(`get link ${name}`, (r) => r.add(RTM.GETLINK, NLM_F.REQUEST | NLM_F.ACK, ifinfo(0, 0, 0), [strAttr(IFLA_IFNAME, name)]));
     const link = answer.find((m) => m.type === RTM.NEWLINK);
     if (!link) throw new Error(`get link ${name}: the kernel sent no link`);
     return link.payload.readInt32LE(4);
   }
 
   /** setUp brings the named links up, in one write. */
-  setUp(names: readonly string[]): void {
-    this.socket.exchange(`set up ${names.join(', ')}`, (r) => {
+  async setUp(names: readonly string[]): Promise<void> {
+    await this.socket.exchange(`set up ${names.join(', ')}`, (r) => {
       for (const name of names) r.add(RTM.NEWLINK, NLM_F.REQUEST | NLM_F.ACK, ifinfo(0, IFF_UP, IFF_UP), [strAttr(IFLA_IFNAME, name)]);
     });
   }
 
-  /** apply sets every change in order, in one write (like `ip -batch` with replace); the first refusal throws. */
-  apply(what: string, changes: readonly RouteChange[]): void {
-    this.socket.exchange(what, (r) => {
+  /**
+   * apply sets every change in order, in one write (like `ip -batch` with replace); the first refusal rejects. `urgent`:
+   * a job is waiting for it (an assignment), so it goes before queued prepare and wipe work (RtnlLane).
+   */
+  async apply(what: string, changes: readonly RouteChange[], urgent = false): Promise<void> {
+    await this.socket.exchange(what, (r) => {
       for (const c of changes) {
         if (c.kind === 'address') {
           const a = ipv4Bytes(c.address);
@@ -74,10 +77,10 @@ export class RouteSocket {
           r.add(RTM.NEWROUTE, REPLACE, rtmsg(c), attrs);
         }
       }
-    });
+    }, urgent);
   }
 
-  /** close releases the socket. */
+  /** close releases the socket (once an exchange in flight has its answer). */
   close(): void {
     this.socket.close();
   }
