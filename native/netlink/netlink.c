@@ -1,13 +1,13 @@
 // netlink.c: N-API addon that gives the agent raw netlink sockets (rtnetlink, nfnetlink), optionally bound to another
-// network namespace, and sysctl writes inside a network namespace. The messages themselves are built and parsed in
+// network namespace, and sysctl writes inside network namespaces. The messages themselves are built and parsed in
 // TypeScript (src/agent/network/netlink/); this file only moves bytes, so attaching a cell's network costs a few
 // syscalls instead of waking a helper process. Exchanges run on the libuv thread pool (talkAsync): rtnetlink requests
 // wait in the kernel for the RTNL lock, which other cells' netns and veth work holds for milliseconds.
 //
 // Namespace switching: a netlink socket belongs to the network namespace its creator was in when it was created, and
-// /proc/sys/net resolves against the opener's namespace. open and writeSysctls enter the target namespace on the calling
-// (main) thread with setns(2), do their one thing, and return to the thread's original namespace before returning to
-// JavaScript, so no JavaScript ever runs in a cell's namespace; writeSysctlsAsync does the same on a thread-pool thread.
+// /proc/sys/net resolves against the opener's namespace. open enters the target namespace on the calling (main) thread
+// with setns(2), makes the socket, and returns to the thread's original namespace before returning to JavaScript, so no
+// JavaScript ever runs in a cell's namespace; writeSysctlsAsync does the same on a thread-pool thread.
 // Failures throw (or reject with) an Error whose `code` is the errno name.
 #define _GNU_SOURCE
 #include <errno.h>
@@ -278,10 +278,10 @@ static napi_value nl_close(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-// A batch of sysctl writes: /proc/sys/net paths and values, inside the namespace at `ns` (none: the caller's own).
+// A batch of sysctl writes: /proc/sys/net paths and values, each inside the namespace at its `ns` (empty: the caller's).
 struct sysctl_job {
-  char ns[PATH_LEN];
   uint32_t count;
+  char (*nss)[PATH_LEN];
   char (*paths)[PATH_LEN];
   char (*values)[VALUE_LEN];
   // The outcome: an errno, the failed call and what it was about.
@@ -293,27 +293,30 @@ struct sysctl_job {
 };
 
 static void sysctl_job_free(struct sysctl_job *job) {
+  free(job->nss);
   free(job->paths);
   free(job->values);
   free(job);
 }
 
-// Reads (netnsPath | null, [[relativePath, value], ...]) into a job; returns NULL with an exception pending on failure.
+// Reads ([[netnsPath | null, relativePath, value], ...]) into a job; returns NULL with an exception pending on failure.
 static struct sysctl_job *sysctl_job_new(napi_env env, napi_callback_info info) {
   napi_value argv[MAX_ARGS];
-  if (get_args(env, info, 2, argv) != 0) return NULL;
+  if (get_args(env, info, 1, argv) != 0) return NULL;
   struct sysctl_job *job = calloc(1, sizeof *job);
   if (!job) return throw_errno(env, ENOMEM, "calloc", NULL), NULL;
-  if (!is_nullish(env, argv[0]) && get_string(env, argv[0], job->ns, sizeof job->ns) != 0) return free(job), NULL;
-  if (napi_get_array_length(env, argv[1], &job->count) != napi_ok) return free(job), throw_type(env, "expected an array of [path, value]"), NULL;
-  job->paths = calloc(job->count ? job->count : 1, PATH_LEN);
-  job->values = calloc(job->count ? job->count : 1, VALUE_LEN);
-  if (!job->paths || !job->values) return sysctl_job_free(job), throw_errno(env, ENOMEM, "calloc", NULL), NULL;
+  if (napi_get_array_length(env, argv[0], &job->count) != napi_ok) return free(job), throw_type(env, "expected an array of [netns, path, value]"), NULL;
+  size_t n = job->count ? job->count : 1;
+  job->nss = calloc(n, PATH_LEN);
+  job->paths = calloc(n, PATH_LEN);
+  job->values = calloc(n, VALUE_LEN);
+  if (!job->nss || !job->paths || !job->values) return sysctl_job_free(job), throw_errno(env, ENOMEM, "calloc", NULL), NULL;
   for (uint32_t i = 0; i < job->count; i++) {
-    napi_value pair, p, v;
+    napi_value triple, ns, p, v;
     char rel[PATH_LEN - 32] = "";
-    int ok = napi_get_element(env, argv[1], i, &pair) == napi_ok && napi_get_element(env, pair, 0, &p) == napi_ok &&
-             napi_get_element(env, pair, 1, &v) == napi_ok && get_string(env, p, rel, sizeof rel) == 0 &&
+    int ok = napi_get_element(env, argv[0], i, &triple) == napi_ok && napi_get_element(env, triple, 0, &ns) == napi_ok &&
+             napi_get_element(env, triple, 1, &p) == napi_ok && napi_get_element(env, triple, 2, &v) == napi_ok &&
+             (is_nullish(env, ns) || get_string(env, ns, job->nss[i], PATH_LEN) == 0) && get_string(env, p, rel, sizeof rel) == 0 &&
              get_string(env, v, job->values[i], sizeof job->values[i]) == 0;
     if (!ok || strstr(rel, "..") != NULL) {
       sysctl_job_free(job);
@@ -325,17 +328,22 @@ static struct sysctl_job *sysctl_job_new(napi_env env, napi_callback_info info) 
   return job;
 }
 
-// Performs a job's writes (arguments were read before, so nothing can throw inside a cell's namespace).
+// Performs a job's writes (arguments were read before, so nothing can throw inside a cell's namespace), entering each
+// write's namespace and returning to the thread's own before the next namespace and at the end.
 static void sysctl_job_run(struct sysctl_job *job) {
   struct netns_switch sw;
-  if (job->ns[0]) {
-    job->err = netns_enter(&sw, job->ns, &job->syscall);
-    if (job->err) {
-      snprintf(job->what, sizeof job->what, "%s", job->ns);
-      return;
-    }
-  }
+  const char *inside = NULL; // the namespace the thread is in now, if not its own
   for (uint32_t i = 0; i < job->count && !job->err; i++) {
+    const char *ns = job->nss[i][0] ? job->nss[i] : NULL;
+    if (inside && (!ns || strcmp(inside, ns) != 0)) netns_leave(&sw), inside = NULL;
+    if (ns && !inside) {
+      job->err = netns_enter(&sw, ns, &job->syscall);
+      if (job->err) {
+        snprintf(job->what, sizeof job->what, "%s", ns);
+        return;
+      }
+      inside = ns;
+    }
     int fd = open(job->paths[i], O_WRONLY | O_CLOEXEC);
     size_t len = strlen(job->values[i]);
     if (fd < 0 || write(fd, job->values[i], len) != (ssize_t)len) {
@@ -345,18 +353,7 @@ static void sysctl_job_run(struct sysctl_job *job) {
     }
     if (fd >= 0) close(fd);
   }
-  if (job->ns[0]) netns_leave(&sw);
-}
-
-// writeSysctls(netnsPath, [[relativePath, value], ...]): writes /proc/sys/net/<relativePath> inside that namespace.
-static napi_value write_sysctls(napi_env env, napi_callback_info info) {
-  struct sysctl_job *job = sysctl_job_new(env, info);
-  if (!job) return NULL;
-  if (!job->ns[0]) return sysctl_job_free(job), throw_type(env, "expected a network namespace path");
-  sysctl_job_run(job);
-  napi_value result = job->err ? throw_errno(env, job->err, job->syscall, job->what) : NULL;
-  sysctl_job_free(job);
-  return result;
+  if (inside) netns_leave(&sw);
 }
 
 static void sysctl_job_execute(napi_env env, void *data) {
@@ -378,8 +375,8 @@ static void sysctl_job_complete(napi_env env, napi_status status, void *data) {
   sysctl_job_free(job);
 }
 
-// writeSysctlsAsync(netnsPath | null, pairs) -> Promise: writeSysctls on the libuv thread pool (null: the agent's own
-// namespace). A write such as a device's `forwarding` or `disable_ipv6` waits for the RTNL lock, which netns and veth
+// writeSysctlsAsync([[netnsPath | null, relativePath, value], ...]) -> Promise: writes /proc/sys/net/<relativePath>
+// inside each namespace (null: the agent's own), in order, on the libuv thread pool. A write such as a device's `forwarding` or `disable_ipv6` waits for the RTNL lock, which netns and veth
 // creation and deletion on the host hold for milliseconds: on the agent's thread that stalled every start. The pool
 // thread enters the namespace and returns to its own before it takes any other work (or the process aborts).
 static napi_value write_sysctls_async(napi_env env, napi_callback_info info) {
@@ -397,7 +394,7 @@ static napi_value init(napi_env env, napi_value exports) {
   struct {
     const char *name;
     napi_callback fn;
-  } fns[] = {{"open", nl_open}, {"talkAsync", nl_talk_async}, {"close", nl_close}, {"writeSysctls", write_sysctls}, {"writeSysctlsAsync", write_sysctls_async}};
+  } fns[] = {{"open", nl_open}, {"talkAsync", nl_talk_async}, {"close", nl_close}, {"writeSysctlsAsync", write_sysctls_async}};
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value f;
     napi_create_function(env, fns[i].name, NAPI_AUTO_LENGTH, fns[i].fn, NULL, &f);

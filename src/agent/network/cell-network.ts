@@ -8,12 +8,12 @@
 // cell's address and routes through an rtnetlink socket opened inside the cell's netns when it was prepared. (Feeding
 // `nft -i` and a parked `ip` cost 5–8 ms here: waking an idle helper and nft's parser and cache.) Every netlink exchange
 // runs on the libuv thread pool (netlink/socket.ts): rtnetlink requests wait for the RTNL lock that other cells' netns
-// and veth work holds. The start path (attach) and background work (prepare, wipe) use separate host sockets, since
-// one socket's exchanges run one after another: an attach never queues behind a prepare's or a wipe's.
+// and veth work holds (netlink/rtnl-lane.ts: one such call at a time, attaches first). Attaches and wipes use separate
+// nftables sockets, since one socket's exchanges run one after another: an attach never queues behind a wipe's.
 // The co-processes do what is rare or off the hot path: creating and deleting netns and veths, gateway addresses, and
 // policy chains (written in nft's own language, once per distinct policy; a chain no cell uses is kept for the next cell
 // of that policy, up to MAX_IDLE_CHAINS of them, since creating one costs as much as the rest of an attach).
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { Coprocess, IP_DIALECT, NFT_DIALECT } from './coprocess.js';
 import { NftSocket } from './netlink/nftables.js';
 import { RouteSocket, type RouteChange } from './netlink/rtnetlink.js';
@@ -60,7 +60,7 @@ export interface AttachOptions {
   readonly egress: EgressPolicy;
 }
 
-const CELL_SYSCTLS: ReadonlyArray<[string, string]> = [
+const CELL_SYSCTLS: ReadonlyArray<readonly [string, string]> = [
   ['ipv6/conf/all/disable_ipv6', '1'],
   ['ipv6/conf/default/disable_ipv6', '1'],
   ['ipv4/ping_group_range', '0 2147483647'],
@@ -88,9 +88,8 @@ function cellAddress(names: CellNames, eth0: number, address: string, gateway: s
 export class CellNetworkHost {
   private readonly hostIp = new Coprocess(['ip', '-force', '-batch', '-'], IP_DIALECT);
   private readonly nft = new Coprocess(['nft', '-i'], NFT_DIALECT);
-  /** Host rtnetlink sockets: one for attaches (the start path), one for prepares. */
+  /** The host's rtnetlink socket (host routes and neighbours of attaches and gVisor prepares). */
   private readonly routes = new RouteSocket();
-  private readonly prepareRoutes = new RouteSocket();
   /** nftables sockets: one for attaches, one for wipes. */
   private readonly sets: NftSocket;
   private readonly wipeSets: NftSocket;
@@ -143,16 +142,18 @@ export class CellNetworkHost {
         `link set ${names.hostIf} addrgenmode none`,
         `link set ${names.hostIf} up`,
       ]);
+      // sysfs gives the host side's index without a netlink request (which would wait for RTNL).
+      const hostIndex = Number(readFileSync(`/sys/class/net/${names.hostIf}/ifindex`, 'utf8'));
       socket = new RouteSocket(netnsPath);
       this.insideSockets.add(socket);
-      // Queued at once (RtnlLane runs them one at a time on the thread pool, after any waiting attach).
-      const [hostIndex, eth0] = await Promise.all([
-        this.prepareRoutes.linkIndex(names.hostIf),
-        socket.linkIndex('eth0'),
-        socket.setUp(['lo', 'eth0']),
-        writeNetSysctlsAsync(netnsPath, CELL_SYSCTLS),
-        writeNetSysctlsAsync(null, HOST_IF_SYSCTLS.map(([path, value]) => [path.replace('%', names.hostIf), value] as const)),
-      ]);
+      // Two thread-pool calls (RtnlLane runs them one at a time, after any waiting attach): the links inside up, with
+      // eth0's index, in one request; every sysctl of both namespaces in one call.
+      const sysctls = [
+        ...CELL_SYSCTLS.map(([path, value]) => [netnsPath, path, value] as const),
+        ...HOST_IF_SYSCTLS.map(([path, value]) => [null, path.replace('%', names.hostIf), value] as const),
+      ];
+      const [[, eth0]] = await Promise.all([socket.bringUp(['lo', 'eth0']), writeNetSysctlsAsync(sysctls)]);
+      if (!Number.isInteger(hostIndex) || hostIndex <= 0 || eth0 === undefined) throw new Error(`cell ${cellId}: no interface index for ${names.hostIf} or eth0`);
       net = { cellId, names, netnsPath, state: 'prepared', attachTimings: {}, hostIndex, inside: { socket, eth0 } };
       if (preAddress) {
         this.checkInPool(preAddress.address, preAddress.gateway);
@@ -312,7 +313,6 @@ export class CellNetworkHost {
     for (const socket of this.insideSockets) socket.close();
     this.insideSockets.clear();
     this.routes.close();
-    this.prepareRoutes.close();
     this.sets.close();
     this.wipeSets.close();
     await Promise.all([this.hostIp.close(), this.nft.close()]);

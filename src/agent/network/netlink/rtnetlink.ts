@@ -1,4 +1,4 @@
-// The few rtnetlink requests a cell's network needs (rtnetlink(7)): bring a link up, find its index, and replace an
+// The few rtnetlink requests a cell's network needs (rtnetlink(7)): bring links up and find their indices, and replace an
 // IPv4 address, a static neighbour or a route — what `ip link/address/neigh/route` would send.
 import { attr, ipv4Bytes, macBytes, NLM_F, strAttr, u32Attr } from './message.js';
 import { NETLINK, NetlinkSocket } from './socket.js';
@@ -42,18 +42,19 @@ export class RouteSocket {
     this.socket = new NetlinkSocket(NETLINK.ROUTE, netnsPath);
   }
 
-  /** linkIndex resolves to the interface index of `name`; rejects with ENODEV if there is no such link. */
-  async linkIndex(name: string): Promise<number> {
-    const answer = await this.socket.exchange(`get link ${name}`, (r) => r.add(RTM.GETLINK, NLM_F.REQUEST | NLM_F.ACK, ifinfo(0, 0, 0), [strAttr(IFLA_IFNAME, name)]));
-    const link = answer.find((m) => m.type === RTM.NEWLINK);
-    if (!link) throw new Error(`get link ${name}: the kernel sent no link`);
-    return link.payload.readInt32LE(4);
-  }
-
-  /** setUp brings the named links up, in one write. */
-  async setUp(names: readonly string[]): Promise<void> {
-    await this.socket.exchange(`set up ${names.join(', ')}`, (r) => {
-      for (const name of names) r.add(RTM.NEWLINK, NLM_F.REQUEST | NLM_F.ACK, ifinfo(0, IFF_UP, IFF_UP), [strAttr(IFLA_IFNAME, name)]);
+  /** bringUp brings the named links up and resolves to their interface indices (in `names` order), in one write. */
+  async bringUp(names: readonly string[]): Promise<number[]> {
+    const gets: number[] = [];
+    const answer = await this.socket.exchange(`set up ${names.join(', ')}`, (r) => {
+      for (const name of names) {
+        r.add(RTM.NEWLINK, NLM_F.REQUEST | NLM_F.ACK, ifinfo(0, IFF_UP, IFF_UP), [strAttr(IFLA_IFNAME, name)]);
+        gets.push(r.add(RTM.GETLINK, NLM_F.REQUEST | NLM_F.ACK, ifinfo(0, 0, 0), [strAttr(IFLA_IFNAME, name)]));
+      }
+    });
+    return gets.map((seq, i) => {
+      const link = answer.find((m) => m.type === RTM.NEWLINK && m.seq === seq);
+      if (!link) throw new Error(`get link ${names[i]}: the kernel sent no link`);
+      return link.payload.readInt32LE(4);
     });
   }
 

@@ -11,7 +11,7 @@ interface Addon {
   open(protocol: number, netnsPath: string | null): number;
   talkAsync(fd: number, request: Buffer, lastSeq: number): Promise<Buffer>;
   close(fd: number): void;
-  writeSysctlsAsync(netnsPath: string | null, pairs: ReadonlyArray<readonly [string, string]>): Promise<void>;
+  writeSysctlsAsync(writes: readonly NetSysctl[]): Promise<void>;
 }
 
 /** NETLINK_ROUTE and NETLINK_NETFILTER protocol numbers. */
@@ -106,13 +106,16 @@ function checkAnswer(what: string, acked: readonly number[], messages: NetlinkMe
   return messages;
 }
 
+/** NetSysctl is one /proc/sys/net write: the network namespace to make it in (null: the agent's), the path under /proc/sys/net, the value. */
+export type NetSysctl = readonly [netnsPath: string | null, path: string, value: string];
+
 /**
- * writeNetSysctlsAsync writes /proc/sys/net/<path> values on the thread pool, inside the network namespace at netnsPath
- * (null: the agent's own). Writes such as a device's `forwarding` or `disable_ipv6` wait for the RTNL lock, which netns
- * and veth creation and deletion hold for milliseconds: on the agent's thread that wait stalled every other cell's start.
+ * writeNetSysctlsAsync makes the writes in order, in one call on the thread pool (through RTNL_LANE). Writes such as a
+ * device's `forwarding` or `disable_ipv6` wait for the RTNL lock, which netns and veth creation and deletion hold for
+ * milliseconds: on the agent's thread that wait stalled every other cell's start.
  */
-export function writeNetSysctlsAsync(netnsPath: string | null, pairs: ReadonlyArray<readonly [string, string]>): Promise<void> {
-  return RTNL_LANE.run(() => addon().writeSysctlsAsync(netnsPath, pairs));
+export function writeNetSysctlsAsync(writes: readonly NetSysctl[]): Promise<void> {
+  return RTNL_LANE.run(() => addon().writeSysctlsAsync(writes));
 }
 
 function addon(): Addon {
