@@ -1,12 +1,14 @@
 // netlink.c: N-API addon that gives the agent raw netlink sockets (rtnetlink, nfnetlink), optionally bound to another
-// network namespace, and sysctl writes inside a network namespace. The messages themselves are built and parsed in
+// network namespace, and sysctl writes inside network namespaces. The messages themselves are built and parsed in
 // TypeScript (src/agent/network/netlink/); this file only moves bytes, so attaching a cell's network costs a few
-// syscalls on the agent's own thread instead of waking a helper process.
+// syscalls instead of waking a helper process. Exchanges run on the libuv thread pool (talkAsync): rtnetlink requests
+// wait in the kernel for the RTNL lock, which other cells' netns and veth work holds for milliseconds.
 //
 // Namespace switching: a netlink socket belongs to the network namespace its creator was in when it was created, and
-// /proc/sys/net resolves against the opener's namespace. Both calls below enter the target namespace on the calling
-// (main) thread with setns(2), do their one thing, and return to the thread's original namespace before returning to
-// JavaScript, so no JavaScript ever runs in a cell's namespace; writeSysctlsAsync does the same on a thread-pool thread. Failures throw an Error whose `code` is the errno name.
+// /proc/sys/net resolves against the opener's namespace. open enters the target namespace on the calling (main) thread
+// with setns(2), makes the socket, and returns to the thread's original namespace before returning to JavaScript, so no
+// JavaScript ever runs in a cell's namespace; writeSysctlsAsync does the same on a thread-pool thread.
+// Failures throw (or reject with) an Error whose `code` is the errno name.
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -155,49 +157,115 @@ static int has_answer(const char *buf, size_t len, uint32_t seq) {
   return 0;
 }
 
-// talk(fd, request: Buffer, lastSeq) -> Buffer: sends the request to the kernel, then returns every message received
-// up to and including the answer (ack or error) to sequence number lastSeq, plus whatever else is already queued.
-// The kernel handles rtnetlink and nftables requests while sending, so this normally never waits.
-static napi_value nl_talk(napi_env env, napi_callback_info info) {
+// One request/answer exchange on a netlink socket: the request's bytes, and once done the answer's or an error.
+struct talk_job {
+  int fd;
+  uint32_t last_seq;
+  void *req;
+  size_t req_len;
+  char *reply;
+  size_t used;
+  // The outcome: an errno, the failed call and what it was about (a static string).
+  int err;
+  const char *syscall;
+  const char *what;
+  napi_async_work work;
+  napi_deferred deferred;
+};
+
+static void talk_job_free(struct talk_job *job) {
+  free(job->req);
+  free(job->reply);
+  free(job);
+}
+
+// Sends the request, then receives every message up to and including the answer (ack or error) to last_seq, plus
+// whatever else is already queued. Touches no JavaScript value: it runs on a thread-pool thread.
+static void talk_job_run(struct talk_job *job) {
+  struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
+  ssize_t sent;
+  do sent = sendto(job->fd, job->req, job->req_len, 0, (struct sockaddr *)&kernel, sizeof kernel);
+  while (sent < 0 && errno == EINTR);
+  if (sent < 0) {
+    job->err = errno, job->syscall = "sendto";
+    return;
+  }
+  job->reply = malloc(MAX_REPLY);
+  if (!job->reply) {
+    job->err = ENOMEM, job->syscall = "malloc";
+    return;
+  }
+  int answered = 0;
+  for (;;) {
+    if (MAX_REPLY - job->used < RECV_BUF) {
+      job->err = EMSGSIZE, job->syscall = "recv", job->what = "reply larger than 1 MiB";
+      return;
+    }
+    ssize_t n = recv(job->fd, job->reply + job->used, RECV_BUF, answered ? MSG_DONTWAIT : 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && answered && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+    if (n < 0) {
+      job->err = errno, job->syscall = "recv";
+      if (job->err == EAGAIN) job->what = "no answer from the kernel within 5 s";
+      return;
+    }
+    if (!answered) answered = has_answer(job->reply + job->used, (size_t)n, job->last_seq);
+    job->used += (size_t)n;
+  }
+}
+
+// Reads (fd, request: Buffer, lastSeq) into a job (the request copied); returns NULL with an exception pending on failure.
+static struct talk_job *talk_job_new(napi_env env, napi_callback_info info) {
   napi_value argv[MAX_ARGS];
   if (get_args(env, info, 3, argv) != 0) return NULL;
   int32_t fd;
   uint32_t last_seq;
   void *req;
   size_t req_len;
-  if (napi_get_value_int32(env, argv[0], &fd) != napi_ok) return throw_type(env, "fd must be a number");
-  if (napi_get_buffer_info(env, argv[1], &req, &req_len) != napi_ok) return throw_type(env, "request must be a Buffer");
-  if (napi_get_value_uint32(env, argv[2], &last_seq) != napi_ok) return throw_type(env, "lastSeq must be a number");
-  struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
-  ssize_t sent;
-  do sent = sendto(fd, req, req_len, 0, (struct sockaddr *)&kernel, sizeof kernel);
-  while (sent < 0 && errno == EINTR);
-  if (sent < 0) return throw_errno(env, errno, "sendto", NULL);
-  char *reply = malloc(MAX_REPLY);
-  if (!reply) return throw_errno(env, ENOMEM, "malloc", NULL);
-  size_t used = 0;
-  int answered = 0;
-  for (;;) {
-    if (MAX_REPLY - used < RECV_BUF) {
-      free(reply);
-      return throw_errno(env, EMSGSIZE, "recv", "reply larger than 1 MiB");
-    }
-    ssize_t n = recv(fd, reply + used, RECV_BUF, answered ? MSG_DONTWAIT : 0);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && answered && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
-    if (n < 0) {
-      int err = errno;
-      free(reply);
-      return throw_errno(env, err, "recv", err == EAGAIN ? "no answer from the kernel within 5 s" : NULL);
-    }
-    if (!answered) answered = has_answer(reply + used, (size_t)n, last_seq);
-    used += (size_t)n;
+  if (napi_get_value_int32(env, argv[0], &fd) != napi_ok) return throw_type(env, "fd must be a number"), NULL;
+  if (napi_get_buffer_info(env, argv[1], &req, &req_len) != napi_ok || req_len == 0) return throw_type(env, "request must be a non-empty Buffer"), NULL;
+  if (napi_get_value_uint32(env, argv[2], &last_seq) != napi_ok) return throw_type(env, "lastSeq must be a number"), NULL;
+  struct talk_job *job = calloc(1, sizeof *job);
+  if (job) job->req = malloc(req_len);
+  if (!job || !job->req) return free(job), throw_errno(env, ENOMEM, "calloc", NULL), NULL;
+  memcpy(job->req, req, req_len);
+  job->fd = fd, job->req_len = req_len, job->last_seq = last_seq;
+  return job;
+}
+
+static void talk_job_execute(napi_env env, void *data) {
+  (void)env;
+  talk_job_run(data);
+}
+
+static void talk_job_complete(napi_env env, napi_status status, void *data) {
+  struct talk_job *job = data;
+  if (status != napi_ok && job->err == 0) job->err = ECANCELED, job->syscall = "queue";
+  if (job->err) {
+    napi_reject_deferred(env, job->deferred, errno_error(env, job->err, job->syscall, job->what));
+  } else {
+    napi_value out;
+    void *copy;
+    napi_create_buffer_copy(env, job->used, job->reply, &copy, &out);
+    napi_resolve_deferred(env, job->deferred, out);
   }
-  napi_value out;
-  void *data;
-  napi_create_buffer_copy(env, used, reply, &data, &out);
-  free(reply);
-  return out;
+  napi_delete_async_work(env, job->work);
+  talk_job_free(job);
+}
+
+// talkAsync(fd, request: Buffer, lastSeq) -> Promise<Buffer>: one exchange (talk_job_run) on the libuv thread pool. An rtnetlink request that changes
+// or reads links, addresses or routes waits in the kernel for the RTNL lock, which netns and veth creation and deletion
+// (ours, for other cells) hold for milliseconds: on the agent's thread that wait stalled every other cell's start. The
+// caller must not use the socket for anything else until the promise settles (answers would interleave).
+static napi_value nl_talk_async(napi_env env, napi_callback_info info) {
+  struct talk_job *job = talk_job_new(env, info);
+  if (!job) return NULL;
+  napi_value promise, name;
+  napi_create_promise(env, &job->deferred, &promise);
+  napi_create_string_utf8(env, "netlink-talk", NAPI_AUTO_LENGTH, &name);
+  napi_create_async_work(env, NULL, name, talk_job_execute, talk_job_complete, job, &job->work);
+  napi_queue_async_work(env, job->work);
+  return promise;
 }
 
 // close(fd): closes a socket made by open.
@@ -210,10 +278,10 @@ static napi_value nl_close(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-// A batch of sysctl writes: /proc/sys/net paths and values, inside the namespace at `ns` (none: the caller's own).
+// A batch of sysctl writes: /proc/sys/net paths and values, each inside the namespace at its `ns` (empty: the caller's).
 struct sysctl_job {
-  char ns[PATH_LEN];
   uint32_t count;
+  char (*nss)[PATH_LEN];
   char (*paths)[PATH_LEN];
   char (*values)[VALUE_LEN];
   // The outcome: an errno, the failed call and what it was about.
@@ -225,27 +293,30 @@ struct sysctl_job {
 };
 
 static void sysctl_job_free(struct sysctl_job *job) {
+  free(job->nss);
   free(job->paths);
   free(job->values);
   free(job);
 }
 
-// Reads (netnsPath | null, [[relativePath, value], ...]) into a job; returns NULL with an exception pending on failure.
+// Reads ([[netnsPath | null, relativePath, value], ...]) into a job; returns NULL with an exception pending on failure.
 static struct sysctl_job *sysctl_job_new(napi_env env, napi_callback_info info) {
   napi_value argv[MAX_ARGS];
-  if (get_args(env, info, 2, argv) != 0) return NULL;
+  if (get_args(env, info, 1, argv) != 0) return NULL;
   struct sysctl_job *job = calloc(1, sizeof *job);
   if (!job) return throw_errno(env, ENOMEM, "calloc", NULL), NULL;
-  if (!is_nullish(env, argv[0]) && get_string(env, argv[0], job->ns, sizeof job->ns) != 0) return free(job), NULL;
-  if (napi_get_array_length(env, argv[1], &job->count) != napi_ok) return free(job), throw_type(env, "expected an array of [path, value]"), NULL;
-  job->paths = calloc(job->count ? job->count : 1, PATH_LEN);
-  job->values = calloc(job->count ? job->count : 1, VALUE_LEN);
-  if (!job->paths || !job->values) return sysctl_job_free(job), throw_errno(env, ENOMEM, "calloc", NULL), NULL;
+  if (napi_get_array_length(env, argv[0], &job->count) != napi_ok) return free(job), throw_type(env, "expected an array of [netns, path, value]"), NULL;
+  size_t n = job->count ? job->count : 1;
+  job->nss = calloc(n, PATH_LEN);
+  job->paths = calloc(n, PATH_LEN);
+  job->values = calloc(n, VALUE_LEN);
+  if (!job->nss || !job->paths || !job->values) return sysctl_job_free(job), throw_errno(env, ENOMEM, "calloc", NULL), NULL;
   for (uint32_t i = 0; i < job->count; i++) {
-    napi_value pair, p, v;
+    napi_value triple, ns, p, v;
     char rel[PATH_LEN - 32] = "";
-    int ok = napi_get_element(env, argv[1], i, &pair) == napi_ok && napi_get_element(env, pair, 0, &p) == napi_ok &&
-             napi_get_element(env, pair, 1, &v) == napi_ok && get_string(env, p, rel, sizeof rel) == 0 &&
+    int ok = napi_get_element(env, argv[0], i, &triple) == napi_ok && napi_get_element(env, triple, 0, &ns) == napi_ok &&
+             napi_get_element(env, triple, 1, &p) == napi_ok && napi_get_element(env, triple, 2, &v) == napi_ok &&
+             (is_nullish(env, ns) || get_string(env, ns, job->nss[i], PATH_LEN) == 0) && get_string(env, p, rel, sizeof rel) == 0 &&
              get_string(env, v, job->values[i], sizeof job->values[i]) == 0;
     if (!ok || strstr(rel, "..") != NULL) {
       sysctl_job_free(job);
@@ -257,17 +328,22 @@ static struct sysctl_job *sysctl_job_new(napi_env env, napi_callback_info info) 
   return job;
 }
 
-// Performs a job's writes (arguments were read before, so nothing can throw inside a cell's namespace).
+// Performs a job's writes (arguments were read before, so nothing can throw inside a cell's namespace), entering each
+// write's namespace and returning to the thread's own before the next namespace and at the end.
 static void sysctl_job_run(struct sysctl_job *job) {
   struct netns_switch sw;
-  if (job->ns[0]) {
-    job->err = netns_enter(&sw, job->ns, &job->syscall);
-    if (job->err) {
-      snprintf(job->what, sizeof job->what, "%s", job->ns);
-      return;
-    }
-  }
+  const char *inside = NULL; // the namespace the thread is in now, if not its own
   for (uint32_t i = 0; i < job->count && !job->err; i++) {
+    const char *ns = job->nss[i][0] ? job->nss[i] : NULL;
+    if (inside && (!ns || strcmp(inside, ns) != 0)) netns_leave(&sw), inside = NULL;
+    if (ns && !inside) {
+      job->err = netns_enter(&sw, ns, &job->syscall);
+      if (job->err) {
+        snprintf(job->what, sizeof job->what, "%s", ns);
+        return;
+      }
+      inside = ns;
+    }
     int fd = open(job->paths[i], O_WRONLY | O_CLOEXEC);
     size_t len = strlen(job->values[i]);
     if (fd < 0 || write(fd, job->values[i], len) != (ssize_t)len) {
@@ -277,18 +353,7 @@ static void sysctl_job_run(struct sysctl_job *job) {
     }
     if (fd >= 0) close(fd);
   }
-  if (job->ns[0]) netns_leave(&sw);
-}
-
-// writeSysctls(netnsPath, [[relativePath, value], ...]): writes /proc/sys/net/<relativePath> inside that namespace.
-static napi_value write_sysctls(napi_env env, napi_callback_info info) {
-  struct sysctl_job *job = sysctl_job_new(env, info);
-  if (!job) return NULL;
-  if (!job->ns[0]) return sysctl_job_free(job), throw_type(env, "expected a network namespace path");
-  sysctl_job_run(job);
-  napi_value result = job->err ? throw_errno(env, job->err, job->syscall, job->what) : NULL;
-  sysctl_job_free(job);
-  return result;
+  if (inside) netns_leave(&sw);
 }
 
 static void sysctl_job_execute(napi_env env, void *data) {
@@ -310,8 +375,8 @@ static void sysctl_job_complete(napi_env env, napi_status status, void *data) {
   sysctl_job_free(job);
 }
 
-// writeSysctlsAsync(netnsPath | null, pairs) -> Promise: writeSysctls on the libuv thread pool (null: the agent's own
-// namespace). A write such as a device's `forwarding` or `disable_ipv6` waits for the RTNL lock, which netns and veth
+// writeSysctlsAsync([[netnsPath | null, relativePath, value], ...]) -> Promise: writes /proc/sys/net/<relativePath>
+// inside each namespace (null: the agent's own), in order, on the libuv thread pool. A write such as a device's `forwarding` or `disable_ipv6` waits for the RTNL lock, which netns and veth
 // creation and deletion on the host hold for milliseconds: on the agent's thread that stalled every start. The pool
 // thread enters the namespace and returns to its own before it takes any other work (or the process aborts).
 static napi_value write_sysctls_async(napi_env env, napi_callback_info info) {
@@ -329,7 +394,7 @@ static napi_value init(napi_env env, napi_value exports) {
   struct {
     const char *name;
     napi_callback fn;
-  } fns[] = {{"open", nl_open}, {"talk", nl_talk}, {"close", nl_close}, {"writeSysctls", write_sysctls}, {"writeSysctlsAsync", write_sysctls_async}};
+  } fns[] = {{"open", nl_open}, {"talkAsync", nl_talk_async}, {"close", nl_close}, {"writeSysctlsAsync", write_sysctls_async}};
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value f;
     napi_create_function(env, fns[i].name, NAPI_AUTO_LENGTH, fns[i].fn, NULL, &f);

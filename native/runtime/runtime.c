@@ -2,6 +2,8 @@
 //   spawn(file, argv, fds)  starts a helper (runc, mkfs.ext4) with posix_spawn, which clones with CLONE_VM|CLONE_VFORK:
 //                           no copy of the agent's page tables and no copy-on-write faults afterwards. Node's own
 //                           spawn forks the whole agent (~70 MB) and blocked its event loop 5-20 ms per helper here.
+//   spawnAsync(...)         the same from a thread-pool thread (the vfork wait until the child's exec is not the
+//                           agent's thread's);
 //   reap(pid), pipe(), closeFd(fd)   the rest of a child's life: exit status (non-blocking), stdio pipes;
 //   mkfifo(path, mode)      the cell's control FIFO;
 //   sealedCopy(path) -> fd  a sealed, in-memory copy of an executable (memfd with every write seal), held open by the
@@ -141,28 +143,51 @@ static void free_vector(char **v) {
   free(v);
 }
 
-// spawn(file, argv, [stdin, stdout, stderr]) -> pid. Each fd becomes 0/1/2 in the child (-1: /dev/null); every other
-// descriptor of the agent is close-on-exec. Signals start unblocked and at their defaults (Node ignores SIGPIPE).
-static napi_value do_spawn(napi_env env, napi_callback_info info) {
+// A helper to start: its file, argv and stdio fds, and once started its pid or the error.
+struct spawn_job {
+  char file[PATH_LEN];
+  char **args;
+  int fds[3];
+  pid_t pid;
+  int err;
+  napi_async_work work;
+  napi_deferred deferred;
+};
+
+static void spawn_job_free(struct spawn_job *job) {
+  free_vector(job->args);
+  free(job);
+}
+
+// Reads (file, argv, [stdin, stdout, stderr]) into a job; returns NULL with an exception pending on bad input.
+static struct spawn_job *spawn_job_new(napi_env env, napi_callback_info info) {
   napi_value argv[3];
   size_t argc = 3;
-  char file[PATH_LEN];
   size_t len = 0;
+  struct spawn_job *job = calloc(1, sizeof *job);
+  if (!job) return throw_errno(env, ENOMEM, "calloc", ""), NULL;
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 3 ||
-      napi_get_value_string_utf8(env, argv[0], file, sizeof file, &len) != napi_ok || len == 0 || file[0] != '/') {
+      napi_get_value_string_utf8(env, argv[0], job->file, sizeof job->file, &len) != napi_ok || len == 0 || job->file[0] != '/') {
+    free(job);
     napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "spawn(file: absolute path, argv, fds)");
     return NULL;
   }
-  int fds[3];
   for (uint32_t i = 0; i < 3; i++) {
     napi_value e;
-    if (napi_get_element(env, argv[2], i, &e) != napi_ok || napi_get_value_int32(env, e, &fds[i]) != napi_ok) {
+    if (napi_get_element(env, argv[2], i, &e) != napi_ok || napi_get_value_int32(env, e, &job->fds[i]) != napi_ok) {
+      free(job);
       napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "fds must be three numbers");
       return NULL;
     }
   }
-  char **args = string_vector(env, argv[1]);
-  if (!args) return NULL;
+  job->args = string_vector(env, argv[1]);
+  if (!job->args) return free(job), NULL;
+  return job;
+}
+
+// Starts the job's helper: each fd becomes 0/1/2 in the child (-1: /dev/null); every other descriptor of the agent is
+// close-on-exec. Signals start unblocked and at their defaults (Node ignores SIGPIPE). Touches no JavaScript value.
+static void spawn_job_run(struct spawn_job *job) {
   posix_spawn_file_actions_t actions;
   posix_spawnattr_t attr;
   sigset_t none, all;
@@ -174,18 +199,61 @@ static napi_value do_spawn(napi_env env, napi_callback_info info) {
   posix_spawnattr_setsigmask(&attr, &none);
   posix_spawnattr_setsigdefault(&attr, &all);
   for (int i = 0; i < 3; i++) {
-    if (fds[i] >= 0) posix_spawn_file_actions_adddup2(&actions, fds[i], i);
+    if (job->fds[i] >= 0) posix_spawn_file_actions_adddup2(&actions, job->fds[i], i);
     else posix_spawn_file_actions_addopen(&actions, i, "/dev/null", i == 0 ? O_RDONLY : O_WRONLY, 0);
   }
-  pid_t pid;
-  int err = posix_spawn(&pid, file, &actions, &attr, args, environ);
+  job->err = posix_spawn(&job->pid, job->file, &actions, &attr, job->args, environ);
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
-  free_vector(args);
-  if (err != 0) return throw_errno(env, err, "posix_spawn", file);
-  napi_value out;
-  napi_create_int32(env, pid, &out);
+}
+
+// spawn(file, argv, [stdin, stdout, stderr]) -> pid: starts the helper on the calling thread (see spawn_job_run).
+static napi_value do_spawn(napi_env env, napi_callback_info info) {
+  struct spawn_job *job = spawn_job_new(env, info);
+  if (!job) return NULL;
+  spawn_job_run(job);
+  napi_value out = NULL;
+  if (job->err != 0) throw_errno(env, job->err, "posix_spawn", job->file);
+  else napi_create_int32(env, job->pid, &out);
+  spawn_job_free(job);
   return out;
+}
+
+static void spawn_job_execute(napi_env env, void *data) {
+  (void)env;
+  spawn_job_run(data);
+}
+
+static void spawn_job_complete(napi_env env, napi_status status, void *data) {
+  struct spawn_job *job = data;
+  if (status != napi_ok && job->err == 0 && job->pid <= 0) job->err = ECANCELED;
+  if (job->err != 0) {
+    // throw_errno throws; take the pending exception back and reject with it.
+    napi_value error;
+    throw_errno(env, job->err, "posix_spawn", job->file);
+    napi_get_and_clear_last_exception(env, &error);
+    napi_reject_deferred(env, job->deferred, error);
+  } else {
+    napi_value out;
+    napi_create_int32(env, job->pid, &out);
+    napi_resolve_deferred(env, job->deferred, out);
+  }
+  napi_delete_async_work(env, job->work);
+  spawn_job_free(job);
+}
+
+// spawnAsync(file, argv, fds) -> Promise<pid>: spawn on the libuv thread pool. posix_spawn's CLONE_VFORK suspends the
+// calling thread until the child has exec'd, which on these VMs (a loaded host, a runtime binary to map) is a millisecond
+// or more per helper: a pool thread waits for it instead of the agent's. The fds must stay open until the promise settles.
+static napi_value do_spawn_async(napi_env env, napi_callback_info info) {
+  struct spawn_job *job = spawn_job_new(env, info);
+  if (!job) return NULL;
+  napi_value promise, name;
+  napi_create_promise(env, &job->deferred, &promise);
+  napi_create_string_utf8(env, "runtime-spawn", NAPI_AUTO_LENGTH, &name);
+  napi_create_async_work(env, NULL, name, spawn_job_execute, spawn_job_complete, job, &job->work);
+  napi_queue_async_work(env, job->work);
+  return promise;
 }
 
 // reap(pid) -> null while it runs, else { code, signal } (one of them null). Only ever waits for the pid it is given.
@@ -246,7 +314,7 @@ static napi_value init(napi_env env, napi_value exports) {
   struct {
     const char *name;
     napi_callback fn;
-  } fns[] = {{"spawn", do_spawn}, {"reap", do_reap}, {"pipe", do_pipe}, {"closeFd", do_close}, {"mkfifo", do_mkfifo}, {"sealedCopy", sealed_copy}};
+  } fns[] = {{"spawn", do_spawn}, {"spawnAsync", do_spawn_async}, {"reap", do_reap}, {"pipe", do_pipe}, {"closeFd", do_close}, {"mkfifo", do_mkfifo}, {"sealedCopy", sealed_copy}};
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value f;
     napi_create_function(env, fns[i].name, NAPI_AUTO_LENGTH, fns[i].fn, NULL, &f);

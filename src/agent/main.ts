@@ -1,4 +1,5 @@
 /** The agent process: privileged, one per host; dials the control plane and runs cells. */
+import './thread-pool-size.js'; // first: before anything uses the libuv thread pool
 import { parseArgs } from 'node:util';
 import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';

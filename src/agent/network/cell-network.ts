@@ -4,13 +4,16 @@
 //   routed point-to-point, no bridge: veth pair, `eth0` inside the cell netns with a /32, default route via the workspace
 //   gateway (onlink, static neighbour, no ARP); host side has a /32 route and a static neighbour to the cell. Gateways live
 //   on the agent's gateway interface (dummy, or ifb where the kernel has no dummy), one /32 per workspace. No L2 is shared, so every cell-to-cell packet meets nft.
-// Attaching a cell is netlink only, on the agent's own thread: nft set elements in one nfnetlink batch, the host's route
-// and neighbour, and the cell's address and routes through an rtnetlink socket opened inside the cell's netns when it
-// was prepared. (Feeding `nft -i` and a parked `ip` cost 5–8 ms here: waking an idle helper and nft's parser and cache.)
+// Attaching a cell is netlink only: nft set elements in one nfnetlink batch, the host's route and neighbour, and the
+// cell's address and routes through an rtnetlink socket opened inside the cell's netns when it was prepared. (Feeding
+// `nft -i` and a parked `ip` cost 5–8 ms here: waking an idle helper and nft's parser and cache.) Every netlink exchange
+// runs on the libuv thread pool (netlink/socket.ts): rtnetlink requests wait for the RTNL lock that other cells' netns
+// and veth work holds (netlink/rtnl-lane.ts: one such call at a time, attaches first). Attaches and wipes use separate
+// nftables sockets, since one socket's exchanges run one after another: an attach never queues behind a wipe's.
 // The co-processes do what is rare or off the hot path: creating and deleting netns and veths, gateway addresses, and
 // policy chains (written in nft's own language, once per distinct policy; a chain no cell uses is kept for the next cell
 // of that policy, up to MAX_IDLE_CHAINS of them, since creating one costs as much as the rest of an attach).
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { Coprocess, IP_DIALECT, NFT_DIALECT } from './coprocess.js';
 import { NftSocket } from './netlink/nftables.js';
 import { RouteSocket, type RouteChange } from './netlink/rtnetlink.js';
@@ -57,7 +60,7 @@ export interface AttachOptions {
   readonly egress: EgressPolicy;
 }
 
-const CELL_SYSCTLS: ReadonlyArray<[string, string]> = [
+const CELL_SYSCTLS: ReadonlyArray<readonly [string, string]> = [
   ['ipv6/conf/all/disable_ipv6', '1'],
   ['ipv6/conf/default/disable_ipv6', '1'],
   ['ipv4/ping_group_range', '0 2147483647'],
@@ -85,8 +88,11 @@ function cellAddress(names: CellNames, eth0: number, address: string, gateway: s
 export class CellNetworkHost {
   private readonly hostIp = new Coprocess(['ip', '-force', '-batch', '-'], IP_DIALECT);
   private readonly nft = new Coprocess(['nft', '-i'], NFT_DIALECT);
+  /** The host's rtnetlink socket (host routes and neighbours of attaches and gVisor prepares). */
   private readonly routes = new RouteSocket();
+  /** nftables sockets: one for attaches, one for wipes. */
   private readonly sets: NftSocket;
+  private readonly wipeSets: NftSocket;
   /** Policy chains: how many attached cells jump to each and its creation (awaited by every attach); idle ones in use order. */
   private readonly chains = new Map<string, { users: number; ready?: Promise<void> }>();
   private readonly gateways = new Set<string>();
@@ -100,6 +106,7 @@ export class CellNetworkHost {
     private readonly onGateway: (address: string) => Promise<void>,
   ) {
     this.sets = new NftSocket(prefix);
+    this.wipeSets = new NftSocket(prefix);
   }
 
   /** open installs the agent table (unless present: live cells keep their elements across restarts) and the gateway dummy. */
@@ -127,6 +134,7 @@ export class CellNetworkHost {
     const names = cellNames(this.prefix, cellId);
     const netnsPath = `/run/netns/${names.netns}`;
     let net: CellNetwork | undefined;
+    let socket: RouteSocket | undefined;
     try {
       await this.hostIp.run([
         `netns add ${names.netns}`,
@@ -134,30 +142,41 @@ export class CellNetworkHost {
         `link set ${names.hostIf} addrgenmode none`,
         `link set ${names.hostIf} up`,
       ]);
-      net = { cellId, names, netnsPath, state: 'prepared', attachTimings: {}, hostIndex: this.routes.linkIndex(names.hostIf) };
-      await Promise.all([
-        writeNetSysctlsAsync(netnsPath, CELL_SYSCTLS),
-        writeNetSysctlsAsync(null, HOST_IF_SYSCTLS.map(([path, value]) => [path.replace('%', names.hostIf), value] as const)),
-      ]);
-      const socket = new RouteSocket(netnsPath);
+      // sysfs gives the host side's index without a netlink request (which would wait for RTNL).
+      const hostIndex = Number(readFileSync(`/sys/class/net/${names.hostIf}/ifindex`, 'utf8'));
+      socket = new RouteSocket(netnsPath);
       this.insideSockets.add(socket);
-      net.inside = { socket, eth0: socket.linkIndex('eth0') };
-      socket.setUp(['lo', 'eth0']);
+      // Two thread-pool calls (RtnlLane runs them one at a time, after any waiting attach): the links inside up, with
+      // eth0's index, in one request; every sysctl of both namespaces in one call.
+      const sysctls = [
+        ...CELL_SYSCTLS.map(([path, value]) => [netnsPath, path, value] as const),
+        ...HOST_IF_SYSCTLS.map(([path, value]) => [null, path.replace('%', names.hostIf), value] as const),
+      ];
+      const [[, eth0]] = await Promise.all([socket.bringUp(['lo', 'eth0']), writeNetSysctlsAsync(sysctls)]);
+      if (!Number.isInteger(hostIndex) || hostIndex <= 0 || eth0 === undefined) throw new Error(`cell ${cellId}: no interface index for ${names.hostIf} or eth0`);
+      net = { cellId, names, netnsPath, state: 'prepared', attachTimings: {}, hostIndex, inside: { socket, eth0 } };
       if (preAddress) {
         this.checkInPool(preAddress.address, preAddress.gateway);
         await this.addressHost(net, preAddress.address, preAddress.gateway);
-        socket.apply(`address cell ${cellId}`, cellAddress(names, net.inside.eth0, preAddress.address, preAddress.gateway));
+        await socket.apply(`address cell ${cellId}`, cellAddress(names, eth0, preAddress.address, preAddress.gateway));
         this.closeInside(net);
         net.preAddressed = preAddress;
       }
       return net;
     } catch (e) {
+      if (socket && !net) {
+        socket.close();
+        this.insideSockets.delete(socket);
+      }
       await this.destroyCellNetwork(net ?? { cellId, names, netnsPath, state: 'prepared', attachTimings: {}, hostIndex: 0 }).catch(() => undefined);
       throw e;
     }
   }
 
-  /** attachCellNetwork is the assignment hot path: nft elements, host route and cell address over netlink, nothing spawned. */
+  /**
+   * attachCellNetwork is the assignment hot path: nft elements, then the host route and the cell address at once, over
+   * netlink from the thread pool; nothing spawned.
+   */
   async attachCellNetwork(net: CellNetwork, options: AttachOptions): Promise<void> {
     const inside = net.inside;
     const pre = net.preAddressed;
@@ -177,12 +196,15 @@ export class CellNetworkHost {
     const t0 = performance.now();
     try {
       await chainReady;
-      this.sets.change('add', cellSetElements(elements));
+      await this.sets.change('add', cellSetElements(elements));
       net.attachTimings.attach_nft_ms = performance.now() - t0;
-      if (!pre) await this.addressHost(net, options.address, options.gateway);
-      net.attachTimings.attach_host_ms = performance.now() - t0;
-      if (inside) inside.socket.apply(`address cell ${net.cellId}`, cellAddress(names, inside.eth0, options.address, options.gateway));
-      net.attachTimings.attach_cell_ms = performance.now() - t0;
+      // Host and cell side are independent requests on two sockets (in two namespaces): both at once.
+      await Promise.all([
+        (pre ? Promise.resolve() : this.addressHost(net, options.address, options.gateway, true)).then(() => (net.attachTimings.attach_host_ms = performance.now() - t0)),
+        (inside ? inside.socket.apply(`address cell ${net.cellId}`, cellAddress(names, inside.eth0, options.address, options.gateway), true) : Promise.resolve()).then(
+          () => (net.attachTimings.attach_cell_ms = performance.now() - t0),
+        ),
+      ]);
     } finally {
       this.closeInside(net);
     }
@@ -230,13 +252,13 @@ export class CellNetworkHost {
   }
 
   // The host side of a cell's address: the gateway /32 (first use starts the gateway services on it), a /32 route, a static neighbour.
-  private async addressHost(net: CellNetwork, address: string, gateway: string): Promise<void> {
+  private async addressHost(net: CellNetwork, address: string, gateway: string, urgent = false): Promise<void> {
     const newGateway = !this.gateways.has(gateway);
     if (newGateway) await this.hostIp.run([`address replace ${gateway}/32 dev ${gatewayIfName(this.prefix)}`]);
-    this.routes.apply(`address host ${net.names.hostIf}`, [
+    await this.routes.apply(`address host ${net.names.hostIf}`, [
       { kind: 'route', dst: address, prefix: 32, oif: net.hostIndex, prefsrc: gateway },
       { kind: 'neighbour', index: net.hostIndex, address, mac: net.names.cellMac },
-    ]);
+    ], urgent);
     if (newGateway) {
       await this.onGateway(gateway);
       this.gateways.add(gateway);
@@ -250,12 +272,12 @@ export class CellNetworkHost {
     if (attached && net.state === 'attached') {
       const elements = cellSetElements(attached);
       try {
-        this.sets.change('delete', elements);
+        await this.wipeSets.change('delete', elements);
       } catch {
         // After a failed attach some elements may be missing (the batch is all or nothing): delete one by one.
         for (const e of elements) {
           try {
-            this.sets.change('delete', [e]);
+            await this.wipeSets.change('delete', [e]);
           } catch (err) {
             if (!(err instanceof NetlinkError && err.code === 'ENOENT')) throw err;
           }
@@ -292,6 +314,7 @@ export class CellNetworkHost {
     this.insideSockets.clear();
     this.routes.close();
     this.sets.close();
+    this.wipeSets.close();
     await Promise.all([this.hostIp.close(), this.nft.close()]);
   }
 

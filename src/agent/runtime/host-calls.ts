@@ -9,6 +9,7 @@ import { adoptIfBackground } from './background.js';
 
 interface Addon {
   spawn(file: string, argv: readonly string[], fds: readonly [number, number, number]): number;
+  spawnAsync(file: string, argv: readonly string[], fds: readonly [number, number, number]): Promise<number>;
   reap(pid: number): ExitStatus | null;
   pipe(): [number, number];
   closeFd(fd: number): void;
@@ -58,6 +59,40 @@ function reapEnded(): void {
  * on these VMs. stdin is `stdinFd` (or /dev/null); stdout and stderr are pipes the caller must read or destroy.
  */
 export function spawnHelper(argv: readonly string[], stdinFd = -1): Helper {
+  const { file, outRead, outWrite, errRead, errWrite } = helperPipes(argv);
+  let pid: number;
+  try {
+    pid = addon().spawn(file, argv, [stdinFd, outWrite, errWrite]);
+  } catch (e) {
+    closeBoth(outRead, errRead);
+    throw e;
+  } finally {
+    closeBoth(outWrite, errWrite);
+  }
+  return started(pid, outRead, errRead);
+}
+
+/**
+ * spawnHelperAsync is spawnHelper from the libuv thread pool: posix_spawn suspends its calling thread until the child
+ * has exec'd (CLONE_VFORK), a millisecond or more per runtime start on a loaded host, which the agent's thread spent
+ * blocked in every prepare. `stdinFd` must stay open until the promise settles.
+ */
+export async function spawnHelperAsync(argv: readonly string[], stdinFd = -1): Promise<Helper> {
+  const { file, outRead, outWrite, errRead, errWrite } = helperPipes(argv);
+  let pid: number;
+  try {
+    pid = await addon().spawnAsync(file, argv, [stdinFd, outWrite, errWrite]);
+  } catch (e) {
+    closeBoth(outRead, errRead);
+    throw e;
+  } finally {
+    closeBoth(outWrite, errWrite);
+  }
+  return started(pid, outRead, errRead);
+}
+
+// The executable to start and the helper's stdout and stderr pipes (both ends close-on-exec; the child gets dups).
+function helperPipes(argv: readonly string[]): { file: string; outRead: number; outWrite: number; errRead: number; errWrite: number } {
   const [cmd] = argv;
   if (!cmd) throw new Error('spawnHelper: empty argv');
   let file = cmd.startsWith('/') ? cmd : resolved.get(cmd);
@@ -65,18 +100,23 @@ export function spawnHelper(argv: readonly string[], stdinFd = -1): Helper {
   if (!process.listeners('SIGCHLD').includes(reapEnded)) process.on('SIGCHLD', reapEnded); // before any child can end
   const a = addon();
   const [outRead, outWrite] = a.pipe();
-  const [errRead, errWrite] = a.pipe();
-  let pid: number;
+  let errPipe: [number, number];
   try {
-    pid = a.spawn(file, argv, [stdinFd, outWrite, errWrite]);
+    errPipe = a.pipe();
   } catch (e) {
-    a.closeFd(outRead);
-    a.closeFd(errRead);
+    closeBoth(outRead, outWrite);
     throw e;
-  } finally {
-    a.closeFd(outWrite);
-    a.closeFd(errWrite);
   }
+  return { file, outRead, outWrite, errRead: errPipe[0], errWrite: errPipe[1] };
+}
+
+function closeBoth(a: number, b: number): void {
+  addon().closeFd(a);
+  addon().closeFd(b);
+}
+
+// Registers a started helper for reaping and wraps its pipes.
+function started(pid: number, outRead: number, errRead: number): Helper {
   adoptIfBackground(pid);
   const exited = new Promise<ExitStatus>((resolve) => running.set(pid, resolve));
   keepAlive ??= setInterval(reapEnded, 500);

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import type { Runtime } from '../../shared/wire.js';
 import type { CellRuntime, CreatedContainer } from './cell-runtime.js';
 import { CommandError, run } from '../exec.js';
-import { spawnHelper } from './host-calls.js';
+import { spawnHelperAsync } from './host-calls.js';
 
 /** OciRuntimeOptions says which binary to use and where it keeps container state. */
 export interface OciRuntimeOptions {
@@ -74,7 +74,7 @@ export class OciRuntime implements CellRuntime {
     // runsc's start needs its own wrapper (runscStartCommand), so it keeps the two steps.
     const verb = this.name === 'runsc' ? 'create' : 'run';
     const argv = [...this.globalFlags, verb, ...(verb === 'run' ? ['--detach'] : []), '--bundle', bundle, '--pid-file', pidFile, id];
-    const helper = spawnHelper([this.binary, ...argv], stdinFd);
+    const helper = await spawnHelperAsync([this.binary, ...argv], stdinFd);
     let stderr = '';
     const collect = (d: Buffer) => (stderr += d.toString('utf8'));
     helper.stderr.on('data', collect);

@@ -74,12 +74,13 @@ export class NftSocket {
 
   /**
    * change adds (or deletes) the elements in one transaction: all or none. Elements of the same set go in one
-   * message. A refusal throws a NetlinkError (EEXIST: an element with that key already maps elsewhere; ENOENT on delete).
+   * message. A refusal rejects with a NetlinkError (EEXIST: an element with that key already maps elsewhere; ENOENT on
+   * delete).
    */
-  change(verb: 'add' | 'delete', elements: readonly SetElement[]): void {
+  async change(verb: 'add' | 'delete', elements: readonly SetElement[]): Promise<void> {
     const bySet = new Map<string, SetElement[]>();
     for (const e of elements) bySet.set(e.set, [...(bySet.get(e.set) ?? []), e]);
-    this.socket.exchange(`nft ${verb} element inet ${this.table} ${[...bySet.keys()].join(', ')}`, (r) => {
+    await this.socket.exchange(`nft ${verb} element inet ${this.table} ${[...bySet.keys()].join(', ')}`, (r) => {
       r.add(NFNL_MSG_BATCH.BEGIN, NLM_F.REQUEST, nfgen(0, NFNL_SUBSYS_NFTABLES));
       const type = (NFNL_SUBSYS_NFTABLES << 8) | (verb === 'add' ? NFT_MSG.NEWSETELEM : NFT_MSG.DELSETELEM);
       const flags = NLM_F.REQUEST | NLM_F.ACK | (verb === 'add' ? NLM_F.CREATE : 0);

@@ -1,4 +1,4 @@
-// The few rtnetlink requests a cell's network needs (rtnetlink(7)): bring a link up, find its index, and replace an
+// The few rtnetlink requests a cell's network needs (rtnetlink(7)): bring links up and find their indices, and replace an
 // IPv4 address, a static neighbour or a route — what `ip link/address/neigh/route` would send.
 import { attr, ipv4Bytes, macBytes, NLM_F, strAttr, u32Attr } from './message.js';
 import { NETLINK, NetlinkSocket } from './socket.js';
@@ -42,24 +42,28 @@ export class RouteSocket {
     this.socket = new NetlinkSocket(NETLINK.ROUTE, netnsPath);
   }
 
-  /** linkIndex returns the interface index of `name`; throws ENODEV if there is no such link. */
-  linkIndex(name: string): number {
-    const answer = this.socket.exchange(`get link ${name}`, (r) => r.add(RTM.GETLINK, NLM_F.REQUEST | NLM_F.ACK, ifinfo(0, 0, 0), [strAttr(IFLA_IFNAME, name)]));
-    const link = answer.find((m) => m.type === RTM.NEWLINK);
-    if (!link) throw new Error(`get link ${name}: the kernel sent no link`);
-    return link.payload.readInt32LE(4);
-  }
-
-  /** setUp brings the named links up, in one write. */
-  setUp(names: readonly string[]): void {
-    this.socket.exchange(`set up ${names.join(', ')}`, (r) => {
-      for (const name of names) r.add(RTM.NEWLINK, NLM_F.REQUEST | NLM_F.ACK, ifinfo(0, IFF_UP, IFF_UP), [strAttr(IFLA_IFNAME, name)]);
+  /** bringUp brings the named links up and resolves to their interface indices (in `names` order), in one write. */
+  async bringUp(names: readonly string[]): Promise<number[]> {
+    const gets: number[] = [];
+    const answer = await this.socket.exchange(`set up ${names.join(', ')}`, (r) => {
+      for (const name of names) {
+        r.add(RTM.NEWLINK, NLM_F.REQUEST | NLM_F.ACK, ifinfo(0, IFF_UP, IFF_UP), [strAttr(IFLA_IFNAME, name)]);
+        gets.push(r.add(RTM.GETLINK, NLM_F.REQUEST | NLM_F.ACK, ifinfo(0, 0, 0), [strAttr(IFLA_IFNAME, name)]));
+      }
+    });
+    return gets.map((seq, i) => {
+      const link = answer.find((m) => m.type === RTM.NEWLINK && m.seq === seq);
+      if (!link) throw new Error(`get link ${names[i]}: the kernel sent no link`);
+      return link.payload.readInt32LE(4);
     });
   }
 
-  /** apply sets every change in order, in one write (like `ip -batch` with replace); the first refusal throws. */
-  apply(what: string, changes: readonly RouteChange[]): void {
-    this.socket.exchange(what, (r) => {
+  /**
+   * apply sets every change in order, in one write (like `ip -batch` with replace); the first refusal rejects. `urgent`:
+   * a job is waiting for it (an assignment), so it goes before queued prepare and wipe work (RtnlLane).
+   */
+  async apply(what: string, changes: readonly RouteChange[], urgent = false): Promise<void> {
+    await this.socket.exchange(what, (r) => {
       for (const c of changes) {
         if (c.kind === 'address') {
           const a = ipv4Bytes(c.address);
@@ -74,10 +78,10 @@ export class RouteSocket {
           r.add(RTM.NEWROUTE, REPLACE, rtmsg(c), attrs);
         }
       }
-    });
+    }, urgent);
   }
 
-  /** close releases the socket. */
+  /** close releases the socket (once an exchange in flight has its answer). */
   close(): void {
     this.socket.close();
   }

@@ -1,15 +1,17 @@
-// A netlink socket of the agent (build/netlink.node), optionally created inside a cell's network namespace. Requests are
-// synchronous: the kernel handles rtnetlink and nftables messages while they are sent, so an exchange is a few syscalls
-// on the agent's own thread — no helper process to wake, no event-loop round trip.
+// A netlink socket of the agent (build/netlink.node), optionally created inside a cell's network namespace. The kernel
+// handles rtnetlink and nftables messages while they are sent, so an exchange is a few syscalls — no helper process to
+// wake. They run on the libuv thread pool, not the agent's thread: a request about links, addresses or routes waits in
+// the kernel for the RTNL lock, which other cells' netns and veth creation and deletion hold for milliseconds.
 import { constants } from 'node:os';
 import { loadNativeAddon } from '../../native-addon.js';
 import { answerErrors, NetlinkRequest, parseMessages, type NetlinkMessage } from './message.js';
+import { RTNL_LANE } from './rtnl-lane.js';
 
 interface Addon {
   open(protocol: number, netnsPath: string | null): number;
-  talk(fd: number, request: Buffer, lastSeq: number): Buffer;
+  talkAsync(fd: number, request: Buffer, lastSeq: number): Promise<Buffer>;
   close(fd: number): void;
-  writeSysctlsAsync(netnsPath: string | null, pairs: ReadonlyArray<readonly [string, string]>): Promise<void>;
+  writeSysctlsAsync(writes: readonly NetSysctl[]): Promise<void>;
 }
 
 /** NETLINK_ROUTE and NETLINK_NETFILTER protocol numbers. */
@@ -32,17 +34,46 @@ export class NetlinkError extends Error {
 export class NetlinkSocket {
   private fd: number | null;
   private seq = 1;
-
-  /** Opens a socket of `protocol`, inside the network namespace at `netnsPath` if given (else the agent's). */
-  constructor(protocol: number, netnsPath?: string) {
-    this.fd = addon().open(protocol, netnsPath ?? null);
-  }
+  /** The last asynchronous exchange queued on this socket (settled either way), or null when none is in flight. */
+  private pending: Promise<void> | null = null;
 
   /**
-   * exchange builds one request with `build`, sends it and returns the kernel's answer messages. Every message that
-   * asked for an ack must be acked; the first refusal throws a NetlinkError naming `what`.
+   * Opens a socket of `protocol`, inside the network namespace at `netnsPath` if given (else the agent's). Exchanges of
+   * an rtnetlink socket go through RTNL_LANE (they wait for the RTNL lock); nftables' do not take it.
    */
-  exchange(what: string, build: (request: NetlinkRequest) => void): NetlinkMessage[] {
+  constructor(protocol: number, netnsPath?: string) {
+    this.fd = addon().open(protocol, netnsPath ?? null);
+    this.rtnl = protocol === NETLINK.ROUTE;
+  }
+
+  private readonly rtnl: boolean;
+
+  /**
+   * exchange builds one request with `build`, sends it from the libuv thread pool and resolves to the kernel's answer
+   * messages. Every message that asked for an ack must be acked; the first refusal rejects with a NetlinkError naming
+   * `what`. Exchanges of one socket run one after another, in call order (each is sent once the previous one has its
+   * answer), so one socket's requests and answers never interleave. `urgent`: a job waits for it (RtnlLane).
+   */
+  exchange(what: string, build: (request: NetlinkRequest) => void, urgent = false): Promise<NetlinkMessage[]> {
+    const previous = this.pending ?? Promise.resolve();
+    const mine = previous.then(async () => {
+      const { request, fd, acked, last } = this.request(what, build);
+      const talk = () => addon().talkAsync(fd, request.bytes, last);
+      return checkAnswer(what, acked, parseMessages(await (this.rtnl ? RTNL_LANE.run(talk, urgent) : talk())));
+    });
+    const settled = mine.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.pending = settled;
+    void settled.then(() => {
+      if (this.pending === settled) this.pending = null;
+    });
+    return mine;
+  }
+
+  // Builds a request on this socket's sequence numbers; checks that the socket is open and an ack is asked for.
+  private request(what: string, build: (request: NetlinkRequest) => void): { request: NetlinkRequest; fd: number; acked: readonly number[]; last: number } {
     if (this.fd === null) throw new Error(`${what}: netlink socket is closed`);
     const request = new NetlinkRequest(this.seq);
     build(request);
@@ -50,31 +81,41 @@ export class NetlinkSocket {
     const acked = request.ackedSeqs;
     const last = acked.at(-1);
     if (last === undefined) throw new Error(`${what}: a request must ask for at least one ack`);
-    const messages = parseMessages(addon().talk(this.fd, request.bytes, last));
-    const errors = answerErrors(messages);
-    for (const seq of acked) {
-      const errno = errors.get(seq);
-      if (errno === undefined) throw new Error(`${what}: no answer from the kernel for message ${seq}`);
-      if (errno !== 0) throw new NetlinkError(errno, what);
-    }
-    return messages;
+    return { request, fd: this.fd, acked, last };
   }
 
-  /** close releases the socket; idempotent. */
+  /** close releases the socket once any exchange in flight has its answer; idempotent. */
   close(): void {
     if (this.fd === null) return;
-    addon().close(this.fd);
+    const fd = this.fd;
     this.fd = null;
+    // A pool thread may still be reading from it: closing now could hand its number to another file meanwhile.
+    if (this.pending) void this.pending.then(() => addon().close(fd));
+    else addon().close(fd);
   }
 }
 
+// Every message that asked for an ack must be acked; the first refusal throws a NetlinkError naming `what`.
+function checkAnswer(what: string, acked: readonly number[], messages: NetlinkMessage[]): NetlinkMessage[] {
+  const errors = answerErrors(messages);
+  for (const seq of acked) {
+    const errno = errors.get(seq);
+    if (errno === undefined) throw new Error(`${what}: no answer from the kernel for message ${seq}`);
+    if (errno !== 0) throw new NetlinkError(errno, what);
+  }
+  return messages;
+}
+
+/** NetSysctl is one /proc/sys/net write: the network namespace to make it in (null: the agent's), the path under /proc/sys/net, the value. */
+export type NetSysctl = readonly [netnsPath: string | null, path: string, value: string];
+
 /**
- * writeNetSysctlsAsync writes /proc/sys/net/<path> values on the thread pool, inside the network namespace at netnsPath
- * (null: the agent's own). Writes such as a device's `forwarding` or `disable_ipv6` wait for the RTNL lock, which netns
- * and veth creation and deletion hold for milliseconds: on the agent's thread that wait stalled every other cell's start.
+ * writeNetSysctlsAsync makes the writes in order, in one call on the thread pool (through RTNL_LANE). Writes such as a
+ * device's `forwarding` or `disable_ipv6` wait for the RTNL lock, which netns and veth creation and deletion hold for
+ * milliseconds: on the agent's thread that wait stalled every other cell's start.
  */
-export function writeNetSysctlsAsync(netnsPath: string | null, pairs: ReadonlyArray<readonly [string, string]>): Promise<void> {
-  return addon().writeSysctlsAsync(netnsPath, pairs);
+export function writeNetSysctlsAsync(writes: readonly NetSysctl[]): Promise<void> {
+  return RTNL_LANE.run(() => addon().writeSysctlsAsync(writes));
 }
 
 function addon(): Addon {

@@ -1,0 +1,30 @@
+// RtnlLane: one call at a time, urgent calls before queued background ones, and a failure does not stall the lane.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { RtnlLane } from '../../../src/agent/network/netlink/rtnl-lane.js';
+
+test('runs one call at a time, urgent ones first, and survives a failed call', async () => {
+  const lane = new RtnlLane();
+  const order: string[] = [];
+  let inFlight = 0;
+  let most = 0;
+  const call = (name: string, fail = false) => async () => {
+    inFlight++;
+    most = Math.max(most, inFlight);
+    order.push(name);
+    await new Promise((r) => setTimeout(r, 5));
+    inFlight--;
+    if (fail) throw new Error(name);
+    return name;
+  };
+  const results = await Promise.allSettled([
+    lane.run(call('first')),
+    lane.run(call('prepare-1', true)),
+    lane.run(call('prepare-2')),
+    lane.run(call('attach'), true),
+  ]);
+  assert.equal(most, 1);
+  assert.deepEqual(order, ['first', 'attach', 'prepare-1', 'prepare-2']);
+  assert.deepEqual(results.map((r) => r.status), ['fulfilled', 'rejected', 'fulfilled', 'fulfilled']);
+  assert.equal(await lane.run(call('after')), 'after');
+});
