@@ -90,6 +90,12 @@ export function formatReport(r: BenchResults): string {
       `fleet (${fl.agents} simulated agents × ${fl.capacity_per_agent}, ${fl.replicas} replica(s), ${fl.store}, ${fl.clients} clients): ${f1(fl.jobs_per_s)} jobs/s create → placed → ended (goal ≥ ${fl.goal_jobs_per_s}); ${fl.succeeded}/${fl.jobs} succeeded; control plane ${f2(fl.control_cpu_ms_per_job)} CPU ms/job (= ${f1(fl.control_cpu_bound_jobs_per_s)} jobs/s on a core of its own), clients + fleet ${f2(fl.client_and_fleet_cpu_ms_per_job)}`,
       `  placement (create → assign at the agent): loaded p50 ${f1(fl.placement_ms.p50)} / p99 ${f1(fl.placement_ms.p99)} ms, quiet p50 ${f1(fl.placement_quiet_ms.p50)} / p99 ${f1(fl.placement_quiet_ms.p99)} ms; duplicates ${fl.duplicates}, over capacity ${fl.over_capacity}`,
     );
+    const b = fl.batched;
+    if (b) {
+      lines.push(
+        `  batch creates (${b.batch_size} jobs each, ${b.batch_clients} in flight; not the headline): ${f1(b.jobs_per_s)} jobs/s; ${b.succeeded}/${b.jobs} succeeded; control plane ${f2(b.control_cpu_ms_per_job)} CPU ms/job, store ${b.store_cpu_ms_per_job === null ? '-' : f2(b.store_cpu_ms_per_job)}, clients + fleet ${f2(b.client_and_fleet_cpu_ms_per_job)}; placement p50 ${f1(b.placement_ms.p50)} / p99 ${f1(b.placement_ms.p99)} ms; duplicates ${b.duplicates}, over capacity ${b.over_capacity}`,
+      );
+    }
   }
   const n = r.noisy_neighbour;
   lines.push('', `noisy neighbour: calm warm start quiet p50 ${f1(n.quiet_ms.p50)} / p99 ${f1(n.quiet_ms.p99)} ms; during the flood p50 ${f1(n.flooded_ms.p50)} / p99 ${f1(n.flooded_ms.p99)} ms (p99 ×${f2(n.ratio_p99)}, goal ≤ 2); calm failures ${n.calm_failures.length}; flood ${n.flood.requests} requests ${JSON.stringify(n.flood.answers)}`);
