@@ -102,12 +102,13 @@ CREATE TABLE replicas (
     // volatile function takes a fresh snapshot, so the count sees every row committed by whoever held the lock before.
     // cr_insert_placed_jobs inserts the rows, counts and commits while holding the lock, so of two racing placements
     // (creates here, or claims from the queue counted with cr_count_jobs after their commit) the later count sees both:
-    // one round trip where an insert and a count after its commit took two. A batch locks its workspaces in order, so
-    // no two batches wait on each other.
+    // one round trip where an insert and a count after its commit took two. A batch takes its locks in the order of their
+    // keys (not of the workspace ids, which two colliding hashes would not keep in one order), so no two batches wait on
+    // each other.
     sql: `
 CREATE FUNCTION cr_lock_quotas(p_ws text[]) RETURNS void LANGUAGE plpgsql AS $f$
 BEGIN
-  PERFORM pg_advisory_xact_lock(${ADVISORY_LOCK_SPACE}, hashtext('quota:' || l.w)) FROM (SELECT DISTINCT unnest(p_ws) AS w ORDER BY 1) AS l;
+  PERFORM pg_advisory_xact_lock(${ADVISORY_LOCK_SPACE}, l.k) FROM (SELECT DISTINCT hashtext('quota:' || w) AS k FROM unnest(p_ws) AS w ORDER BY 1) AS l;
 END $f$;
 CREATE FUNCTION cr_insert_placed_jobs(p_id text[], p_ws text[], p_created text[], p_status text[], p_mode text[], p_ended text[],
     p_expired text[], p_metadata jsonb[], p_doc text[]) RETURNS TABLE (job_id text, placed integer) LANGUAGE plpgsql AS $f$
