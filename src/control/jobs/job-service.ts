@@ -1,5 +1,4 @@
 /** JobService owns the life of job records: create, read, cancel, and the agents' reports. */
-import { randomBytes } from 'node:crypto';
 import { ApiError } from '../../shared/errors.js';
 import type { JobEnd, JobSpec, WipeReceipt, WorkloadCredentials } from '../../shared/wire.js';
 import type { AuditLog } from '../audit/audit-log.js';
@@ -14,7 +13,7 @@ import type { JobImageChoice } from '../images/image-service.js';
 import type { Bus } from '../cluster/bus.js';
 import type { BusMessage } from '../cluster/bus-messages.js';
 import { atItem, checkBatchQuota, firstFailure } from './job-batch.js';
-import { newJob, numericUser } from './new-job.js';
+import { newJob } from './new-job.js';
 
 /** ImageResolver picks a job's image (the image service implements it): null is the host root. */
 export interface ImageResolver {
@@ -272,17 +271,11 @@ export class JobService {
     await this.restore();
     await this.dispatcher?.checkOffered?.(r);
     const quota = this.quotas.of(ws);
-    const waiting = this.queued.get(ws.id)?.length ?? 0;
-    const active = this.active.get(ws.id)?.size ?? 0;
     // Creates on their way (past this check, not yet running or queued: they await the store) count too, each taking
     // the running quota's room first and then a place in the queue, so that concurrent creates cannot all pass the
     // check before any of them is queued.
     const admitting = this.admitting.get(ws.id) ?? 0;
-    const room = Math.max(0, quota.maxRunningJobs - active);
-    const waitingSoon = waiting + Math.max(0, admitting - room);
-    if (waitingSoon >= quota.maxQueuedJobs && active + Math.min(admitting, room) >= quota.maxRunningJobs) {
-      throw new ApiError('quota_exceeded', `this workspace has ${waitingSoon} jobs waiting; at most ${quota.maxQueuedJobs} may wait`, { quota: 'maxQueuedJobs', limit: quota.maxQueuedJobs, retryAfterSeconds: 5 });
-    }
+    checkBatchQuota({ waiting: this.queued.get(ws.id)?.length ?? 0, active: this.active.get(ws.id)?.size ?? 0, admitting, maxRunning: quota.maxRunningJobs, maxQueued: quota.maxQueuedJobs }, 1);
     this.admitting.set(ws.id, admitting + 1);
     let counted = true;
     /** settle ends this create's count in `admitting` (once): it is running or queued now, or failed. */
@@ -299,29 +292,7 @@ export class JobService {
       const policy = this.network.policyNow(ws.id);
       policy.current.catch(() => {}); // heard where it is awaited
       const egress = policy.last ?? (await policy.current);
-      const job: Job = {
-        id: `${mode === 'sandbox' ? 'sbx' : 'job'}_${randomBytes(10).toString('hex')}`,
-        workspaceId: ws.id,
-        status: 'queued',
-        ...r,
-        createdAt: new Date().toISOString(),
-        startedAt: null,
-        endedAt: null,
-        exitCode: null,
-        signal: null,
-        message: null,
-        cancelRequested: false,
-        agentId: null,
-        cellId: null,
-        timings: {},
-        wipe: null,
-        egress,
-        expiredAt: null,
-        outputDroppedBytes: 0,
-        image: chosen ? { digest: chosen.record.digest!, ...numericUser(chosen.record.manifest?.config.user ?? '') } : null,
-        imageRef: chosen?.ref ?? null,
-        ...(mode === 'sandbox' ? { mode, sandbox } : {}),
-      };
+      const job = newJob(ws, r, egress, chosen, mode, sandbox);
       // The common case (room for it now) is placed in this call, so the client's created event says where it went; its
       // agent slot is reserved first, and the job recorded as assigned to it at once (one write, no claim).
       this.maxRunningOf.set(ws.id, quota.maxRunningJobs);

@@ -163,20 +163,7 @@ export function sealJobs(store: Store, keyring: Keyring): Store {
     },
     async createJobs(jobs: readonly Job[]): Promise<void> {
       // Sealed as createJob seals one (each job its own key), then stored in the one write.
-      const sealedJobs = await Promise.all(
-        jobs.map(async (j): Promise<StoredJob> => {
-          const key = newDataKey();
-          remember(j.id, key);
-          const wrapped = wrapKey(await keyring.workspaceKey(j.workspaceId), key, `job:${j.id}`);
-          const sealed: SealedFields = {
-            key: wrapped.toString('base64'),
-            spec: encrypt(key, Buffer.from(JSON.stringify({ command: j.command, env: j.env, cwd: j.cwd })), `${j.id}:spec`),
-            message: j.message === null ? null : encrypt(key, Buffer.from(j.message), `${j.id}:message`),
-          };
-          return { ...j, command: [], env: {}, cwd: '', message: null, sealed };
-        }),
-      );
-      await store.createJobs(sealedJobs);
+      await store.createJobs(await Promise.all(jobs.map(sealedRow)));
     },
   };
   return new Proxy(store, {
