@@ -4,7 +4,10 @@ import assert from 'node:assert/strict';
 import { ApiError } from '../../src/shared/errors.js';
 import { atItem, checkBatchQuota, firstFailure, type QueueState } from '../../src/control/jobs/job-batch.js';
 
-/** admitRefuses is JobService.admit's own check of a single create, as written there. */
+/**
+ * admitRefuses is the single-create rule as stated directly (a place in the queue is needed when the creates on their way
+ * take all the running room, and there is none left there); admit() now calls checkBatchQuota(…, 1), so this pins it.
+ */
 function admitRefuses(s: QueueState): boolean {
   const room = Math.max(0, s.maxRunning - s.active);
   const waitingSoon = s.waiting + Math.max(0, s.admitting - room);
@@ -21,7 +24,7 @@ const refuses = (s: QueueState, n: number): ApiError | null => {
   }
 };
 
-test('with one job, the batch rule is exactly a single create\'s (every small state)', () => {
+test('with one job, the batch rule is the single-create rule (every small state)', () => {
   for (let maxRunning = 0; maxRunning <= 3; maxRunning++)
     for (let maxQueued = 0; maxQueued <= 3; maxQueued++)
       for (let active = 0; active <= 4; active++)
