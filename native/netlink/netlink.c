@@ -1,8 +1,9 @@
 // netlink.c: N-API addon that gives the agent raw netlink sockets (rtnetlink, nfnetlink), optionally bound to another
 // network namespace, and sysctl writes inside network namespaces. The messages themselves are built and parsed in
 // TypeScript (src/agent/network/netlink/); this file only moves bytes, so attaching a cell's network costs a few
-// syscalls instead of waking a helper process. Exchanges run on the libuv thread pool (talkAsync): rtnetlink requests
-// wait in the kernel for the RTNL lock, which other cells' netns and veth work holds for milliseconds.
+// syscalls instead of waking a helper process. Background exchanges (a cell's prepare and wipe) run on the libuv thread
+// pool (talkAsync): rtnetlink requests wait in the kernel for the RTNL lock, which other cells' netns and veth work
+// holds for milliseconds. An assignment's exchanges stay on the agent's thread (talk).
 //
 // Namespace switching: a netlink socket belongs to the network namespace its creator was in when it was created, and
 // /proc/sys/net resolves against the opener's namespace. open enters the target namespace on the calling (main) thread
@@ -180,7 +181,7 @@ static void talk_job_free(struct talk_job *job) {
 }
 
 // Sends the request, then receives every message up to and including the answer (ack or error) to last_seq, plus
-// whatever else is already queued. Touches no JavaScript value: it runs on a thread-pool thread.
+// whatever else is already queued. Touches no JavaScript value, so it runs on the agent's thread or a pool thread.
 static void talk_job_run(struct talk_job *job) {
   struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
   ssize_t sent;
@@ -231,6 +232,20 @@ static struct talk_job *talk_job_new(napi_env env, napi_callback_info info) {
   memcpy(job->req, req, req_len);
   job->fd = fd, job->req_len = req_len, job->last_seq = last_seq;
   return job;
+}
+
+// talk(fd, request: Buffer, lastSeq) -> Buffer: one exchange on the calling thread, for the assignment's short
+// requests, where a thread-pool round trip (two wake-ups) costs more than the exchange on a busy host.
+static napi_value nl_talk(napi_env env, napi_callback_info info) {
+  struct talk_job *job = talk_job_new(env, info);
+  if (!job) return NULL;
+  talk_job_run(job);
+  napi_value out = NULL;
+  void *data;
+  if (job->err) throw_errno(env, job->err, job->syscall, job->what);
+  else napi_create_buffer_copy(env, job->used, job->reply, &data, &out);
+  talk_job_free(job);
+  return out;
 }
 
 static void talk_job_execute(napi_env env, void *data) {
@@ -394,7 +409,7 @@ static napi_value init(napi_env env, napi_value exports) {
   struct {
     const char *name;
     napi_callback fn;
-  } fns[] = {{"open", nl_open}, {"talkAsync", nl_talk_async}, {"close", nl_close}, {"writeSysctlsAsync", write_sysctls_async}};
+  } fns[] = {{"open", nl_open}, {"talk", nl_talk}, {"talkAsync", nl_talk_async}, {"close", nl_close}, {"writeSysctlsAsync", write_sysctls_async}};
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value f;
     napi_create_function(env, fns[i].name, NAPI_AUTO_LENGTH, fns[i].fn, NULL, &f);

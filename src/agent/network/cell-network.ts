@@ -6,10 +6,11 @@
 //   on the agent's gateway interface (dummy, or ifb where the kernel has no dummy), one /32 per workspace. No L2 is shared, so every cell-to-cell packet meets nft.
 // Attaching a cell is netlink only: nft set elements in one nfnetlink batch, the host's route and neighbour, and the
 // cell's address and routes through an rtnetlink socket opened inside the cell's netns when it was prepared. (Feeding
-// `nft -i` and a parked `ip` cost 5–8 ms here: waking an idle helper and nft's parser and cache.) Every netlink exchange
-// runs on the libuv thread pool (netlink/socket.ts): rtnetlink requests wait for the RTNL lock that other cells' netns
-// and veth work holds (netlink/rtnl-lane.ts: one such call at a time, attaches first). Attaches and wipes use separate
-// nftables sockets, since one socket's exchanges run one after another: an attach never queues behind a wipe's.
+// `nft -i` and a parked `ip` cost 5–8 ms here: waking an idle helper and nft's parser and cache.) The attach's exchanges
+// run on the agent's thread (short, and on the start path, where a thread-pool round trip costs more); a prepare's and
+// a wipe's run on the libuv thread pool (netlink/socket.ts): rtnetlink requests wait for the RTNL lock that other
+// cells' netns and veth work holds (netlink/rtnl-lane.ts: one such call of the agent's at a time). Attaches and wipes
+// use separate nftables sockets, since a socket takes no synchronous exchange while an asynchronous one is in flight.
 // The co-processes do what is rare or off the hot path: creating and deleting netns and veths, gateway addresses, and
 // policy chains (written in nft's own language, once per distinct policy; a chain no cell uses is kept for the next cell
 // of that policy, up to MAX_IDLE_CHAINS of them, since creating one costs as much as the rest of an attach).
@@ -146,8 +147,8 @@ export class CellNetworkHost {
       const hostIndex = Number(readFileSync(`/sys/class/net/${names.hostIf}/ifindex`, 'utf8'));
       socket = new RouteSocket(netnsPath);
       this.insideSockets.add(socket);
-      // Two thread-pool calls (RtnlLane runs them one at a time, after any waiting attach): the links inside up, with
-      // eth0's index, in one request; every sysctl of both namespaces in one call.
+      // Two thread-pool calls (RtnlLane runs them one at a time): the links inside up, with eth0's index, in one
+      // request; every sysctl of both namespaces in one call.
       const sysctls = [
         ...CELL_SYSCTLS.map(([path, value]) => [netnsPath, path, value] as const),
         ...HOST_IF_SYSCTLS.map(([path, value]) => [null, path.replace('%', names.hostIf), value] as const),
@@ -158,7 +159,7 @@ export class CellNetworkHost {
       if (preAddress) {
         this.checkInPool(preAddress.address, preAddress.gateway);
         await this.addressHost(net, preAddress.address, preAddress.gateway);
-        await socket.apply(`address cell ${cellId}`, cellAddress(names, eth0, preAddress.address, preAddress.gateway));
+        socket.apply(`address cell ${cellId}`, cellAddress(names, eth0, preAddress.address, preAddress.gateway));
         this.closeInside(net);
         net.preAddressed = preAddress;
       }
@@ -173,10 +174,7 @@ export class CellNetworkHost {
     }
   }
 
-  /**
-   * attachCellNetwork is the assignment hot path: nft elements, then the host route and the cell address at once, over
-   * netlink from the thread pool; nothing spawned.
-   */
+  /** attachCellNetwork is the assignment hot path: nft elements, host route and cell address over netlink, nothing spawned. */
   async attachCellNetwork(net: CellNetwork, options: AttachOptions): Promise<void> {
     const inside = net.inside;
     const pre = net.preAddressed;
@@ -196,15 +194,12 @@ export class CellNetworkHost {
     const t0 = performance.now();
     try {
       await chainReady;
-      await this.sets.change('add', cellSetElements(elements));
+      this.sets.change('add', cellSetElements(elements));
       net.attachTimings.attach_nft_ms = performance.now() - t0;
-      // Host and cell side are independent requests on two sockets (in two namespaces): both at once.
-      await Promise.all([
-        (pre ? Promise.resolve() : this.addressHost(net, options.address, options.gateway, true)).then(() => (net.attachTimings.attach_host_ms = performance.now() - t0)),
-        (inside ? inside.socket.apply(`address cell ${net.cellId}`, cellAddress(names, inside.eth0, options.address, options.gateway), true) : Promise.resolve()).then(
-          () => (net.attachTimings.attach_cell_ms = performance.now() - t0),
-        ),
-      ]);
+      if (!pre) await this.addressHost(net, options.address, options.gateway);
+      net.attachTimings.attach_host_ms = performance.now() - t0;
+      if (inside) inside.socket.apply(`address cell ${net.cellId}`, cellAddress(names, inside.eth0, options.address, options.gateway));
+      net.attachTimings.attach_cell_ms = performance.now() - t0;
     } finally {
       this.closeInside(net);
     }
@@ -252,13 +247,13 @@ export class CellNetworkHost {
   }
 
   // The host side of a cell's address: the gateway /32 (first use starts the gateway services on it), a /32 route, a static neighbour.
-  private async addressHost(net: CellNetwork, address: string, gateway: string, urgent = false): Promise<void> {
+  private async addressHost(net: CellNetwork, address: string, gateway: string): Promise<void> {
     const newGateway = !this.gateways.has(gateway);
     if (newGateway) await this.hostIp.run([`address replace ${gateway}/32 dev ${gatewayIfName(this.prefix)}`]);
-    await this.routes.apply(`address host ${net.names.hostIf}`, [
+    this.routes.apply(`address host ${net.names.hostIf}`, [
       { kind: 'route', dst: address, prefix: 32, oif: net.hostIndex, prefsrc: gateway },
       { kind: 'neighbour', index: net.hostIndex, address, mac: net.names.cellMac },
-    ], urgent);
+    ]);
     if (newGateway) {
       await this.onGateway(gateway);
       this.gateways.add(gateway);
@@ -272,12 +267,12 @@ export class CellNetworkHost {
     if (attached && net.state === 'attached') {
       const elements = cellSetElements(attached);
       try {
-        await this.wipeSets.change('delete', elements);
+        await this.wipeSets.changeAsync('delete', elements);
       } catch {
         // After a failed attach some elements may be missing (the batch is all or nothing): delete one by one.
         for (const e of elements) {
           try {
-            await this.wipeSets.change('delete', [e]);
+            await this.wipeSets.changeAsync('delete', [e]);
           } catch (err) {
             if (!(err instanceof NetlinkError && err.code === 'ENOENT')) throw err;
           }

@@ -29,7 +29,7 @@ import {
   unmount,
   type KeyState,
 } from './fscrypt.js';
-import { volumeTemplate, writeVolumeImage } from './volume-template.js';
+import { openNewFile, volumeTemplate, writeVolumeImage } from './volume-template.js';
 
 // DEFAULT_VOLUME_SIZE is the size of a volume when none is given: 256 MiB.
 export const DEFAULT_VOLUME_SIZE = 256 * 1024 * 1024;
@@ -191,7 +191,7 @@ export async function prepareVolume(options: PrepareOptions): Promise<Volume> {
 
   await log.run('claim', async () => {
     try {
-      writeMarker(paths.marker, { volumeId: id, cellId: options.cellId, createdAt }, 'claim');
+      await claimMarker(paths.marker, { volumeId: id, cellId: options.cellId, createdAt });
     } catch (err) {
       if (hasCode(err, 'EEXIST')) throw new VolumeAlreadyUsedError(id);
       throw err;
@@ -336,6 +336,19 @@ async function findFootprint(paths: VolumePaths): Promise<HostFootprint> {
   return { mounts, loopDevices };
 }
 
+// Claims a volume id: creates its marker (O_EXCL: EEXIST if the id was ever used) on the thread pool, since an inode
+// creation on the host's journal-less ext4 scans recently freed inodes (about a millisecond under load), then writes it.
+async function claimMarker(path: string, marker: Record<string, unknown>): Promise<void> {
+  const fd = await openNewFile(path, constants.O_WRONLY);
+  try {
+    const line = Buffer.from(`${JSON.stringify(marker)}\n`);
+    const written = writeSync(fd, line, 0, line.length, 0);
+    if (written !== line.length) throw new Error(`short write of volume marker ${path}: ${written} of ${line.length} bytes`);
+  } finally {
+    closeSync(fd);
+  }
+}
+
 // Writes a marker without creating or freeing an inode beyond the marker's own. On this kind of host the volumes root is
 // on ext4 without a journal, where every file creation scans past each inode freed in the last minutes
 // (`recently_deleted`): a temporary file per write (three per volume) made that scan, and so the agent's CPU per job,
@@ -344,10 +357,9 @@ async function findFootprint(paths: VolumePaths): Promise<HostFootprint> {
 // other. A rewrite is one pwrite(2) at offset 0 of the new line padded with spaces to at least the old length (JSON
 // allows trailing whitespace): it replaces every old byte in a single call, so a reader or a crash sees the old marker
 // or the new one, never a mix.
-// Synchronous: one short line of a small file (no thread-pool round trips).
-function writeMarker(path: string, marker: Record<string, unknown>, how: 'claim' | 'replace'): void {
+// Synchronous: one short line of a small file (no thread-pool round trips). (A claim is claimMarker.)
+function writeMarker(path: string, marker: Record<string, unknown>): void {
   const line = JSON.stringify(marker);
-  if (how === 'claim') return writeFileSync(path, `${line}\n`, { flag: 'wx', mode: 0o600 });
   let fd: number;
   try {
     fd = openSync(path, constants.O_WRONLY | constants.O_NOFOLLOW);
@@ -498,7 +510,7 @@ export async function wipeVolume(ref: VolumeRef): Promise<WipeReceipt> {
       keyState = await removeKey(ref.id, paths.mountPoint, policy.keyIdentifier, log);
       // Remembered on disk: a retry (after a busy unmount or detach) no longer sees the mount to prove it again.
       // Synchronous, as the tombstone below: a rewrite of one short line of an existing file (no inode to allocate).
-      writeMarker(paths.marker, { ...marker, keyAbsentAt: new Date().toISOString(), keyIdentifier }, 'replace');
+      writeMarker(paths.marker, { ...marker, keyAbsentAt: new Date().toISOString(), keyIdentifier });
     }
   } else if (typeof marker?.['keyAbsentAt'] === 'string') {
     keyState = 'absent';
@@ -537,7 +549,7 @@ export async function wipeVolume(ref: VolumeRef): Promise<WipeReceipt> {
   const cellId = typeof marker?.['cellId'] === 'string' ? marker['cellId'] : null;
   const keyAbsent = keyState === 'absent' ? { keyAbsentAt: marker?.['keyAbsentAt'] ?? finishedAt, keyIdentifier } : {};
   await log.run('tombstone', () =>
-    writeMarker(paths.marker, { ...marker, ...keyAbsent, volumeId: ref.id, cellId, wipedAt: finishedAt }, 'replace'));
+    writeMarker(paths.marker, { ...marker, ...keyAbsent, volumeId: ref.id, cellId, wipedAt: finishedAt }));
   return {
     volumeId: ref.id,
     cellId,

@@ -206,7 +206,7 @@ test('volumes come from the size\'s template: each has its own UUID, hash seed a
   await wipeVolume(b);
   // A fresh image from the template checks clean (e2fsck exits 0: its superblock checksum was recomputed right).
   const image = join(root, 'fsck-probe.img');
-  writeVolumeImage(await volumeTemplate(64 * MiB), image);
+  await writeVolumeImage(await volumeTemplate(64 * MiB), image);
   execFileSync('e2fsck', ['-fn', image], { stdio: 'ignore' });
   rmSync(image);
 });

@@ -1,9 +1,9 @@
-// RtnlLane: one call at a time, urgent calls before queued background ones, and a failure does not stall the lane.
+// RtnlLane: one call at a time, in call order, and a failure does not stall the lane.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { RtnlLane } from '../../../src/agent/network/netlink/rtnl-lane.js';
 
-test('runs one call at a time, urgent ones first, and survives a failed call', async () => {
+test('runs one call at a time, in order, and survives a failed call', async () => {
   const lane = new RtnlLane();
   const order: string[] = [];
   let inFlight = 0;
@@ -21,10 +21,10 @@ test('runs one call at a time, urgent ones first, and survives a failed call', a
     lane.run(call('first')),
     lane.run(call('prepare-1', true)),
     lane.run(call('prepare-2')),
-    lane.run(call('attach'), true),
+    lane.run(call('wipe')),
   ]);
   assert.equal(most, 1);
-  assert.deepEqual(order, ['first', 'attach', 'prepare-1', 'prepare-2']);
+  assert.deepEqual(order, ['first', 'prepare-1', 'prepare-2', 'wipe']);
   assert.deepEqual(results.map((r) => r.status), ['fulfilled', 'rejected', 'fulfilled', 'fulfilled']);
   assert.equal(await lane.run(call('after')), 'after');
 });

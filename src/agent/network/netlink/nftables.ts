@@ -2,7 +2,7 @@
 // or cache). Keys and values are encoded the way nft lays out its registers: each field of a concatenation starts on
 // a 4-byte boundary and is zero-padded to it; interface names take IFNAMSIZ (16) bytes; marks are in host order.
 import { endianness } from 'node:os';
-import { attr, be32Attr, ipv4Bytes, macBytes, nested, NLM_F, strAttr } from './message.js';
+import { attr, be32Attr, ipv4Bytes, macBytes, nested, NLM_F, strAttr, type NetlinkRequest } from './message.js';
 import { NETLINK, NetlinkSocket } from './socket.js';
 
 const NFNL_SUBSYS_NFTABLES = 10;
@@ -74,13 +74,23 @@ export class NftSocket {
 
   /**
    * change adds (or deletes) the elements in one transaction: all or none. Elements of the same set go in one
-   * message. A refusal rejects with a NetlinkError (EEXIST: an element with that key already maps elsewhere; ENOENT on
-   * delete).
+   * message. A refusal throws a NetlinkError (EEXIST: an element with that key already maps elsewhere; ENOENT on
+   * delete). On the agent's thread (an assignment's request): see NetlinkSocket.exchangeSync.
    */
-  async change(verb: 'add' | 'delete', elements: readonly SetElement[]): Promise<void> {
+  change(verb: 'add' | 'delete', elements: readonly SetElement[]): void {
+    this.socket.exchangeSync(...this.request(verb, elements));
+  }
+
+  /** changeAsync is change on the thread pool (a wipe's request). */
+  async changeAsync(verb: 'add' | 'delete', elements: readonly SetElement[]): Promise<void> {
+    await this.socket.exchange(...this.request(verb, elements));
+  }
+
+  // The batch that adds or deletes the elements: what it is about, and its builder.
+  private request(verb: 'add' | 'delete', elements: readonly SetElement[]): [string, (r: NetlinkRequest) => void] {
     const bySet = new Map<string, SetElement[]>();
     for (const e of elements) bySet.set(e.set, [...(bySet.get(e.set) ?? []), e]);
-    await this.socket.exchange(`nft ${verb} element inet ${this.table} ${[...bySet.keys()].join(', ')}`, (r) => {
+    return [`nft ${verb} element inet ${this.table} ${[...bySet.keys()].join(', ')}`, (r) => {
       r.add(NFNL_MSG_BATCH.BEGIN, NLM_F.REQUEST, nfgen(0, NFNL_SUBSYS_NFTABLES));
       const type = (NFNL_SUBSYS_NFTABLES << 8) | (verb === 'add' ? NFT_MSG.NEWSETELEM : NFT_MSG.DELSETELEM);
       const flags = NLM_F.REQUEST | NLM_F.ACK | (verb === 'add' ? NLM_F.CREATE : 0);
@@ -89,7 +99,7 @@ export class NftSocket {
         r.add(type, flags, nfgen(NFPROTO_INET, 0), [strAttr(LIST.TABLE, this.table), strAttr(LIST.SET, set), nested(LIST.ELEMENTS, list)]);
       }
       r.add(NFNL_MSG_BATCH.END, NLM_F.REQUEST, nfgen(0, NFNL_SUBSYS_NFTABLES));
-    });
+    }];
   }
 
   /** close releases the socket. */

@@ -59,11 +59,11 @@ export class RouteSocket {
   }
 
   /**
-   * apply sets every change in order, in one write (like `ip -batch` with replace); the first refusal rejects. `urgent`:
-   * a job is waiting for it (an assignment), so it goes before queued prepare and wipe work (RtnlLane).
+   * apply sets every change in order, in one write (like `ip -batch` with replace), on the agent's thread (an
+   * assignment's request: see NetlinkSocket.exchangeSync); the first refusal throws.
    */
-  async apply(what: string, changes: readonly RouteChange[], urgent = false): Promise<void> {
-    await this.socket.exchange(what, (r) => {
+  apply(what: string, changes: readonly RouteChange[]): void {
+    this.socket.exchangeSync(what, (r) => {
       for (const c of changes) {
         if (c.kind === 'address') {
           const a = ipv4Bytes(c.address);
@@ -78,7 +78,7 @@ export class RouteSocket {
           r.add(RTM.NEWROUTE, REPLACE, rtmsg(c), attrs);
         }
       }
-    }, urgent);
+    });
   }
 
   /** close releases the socket (once an exchange in flight has its answer). */

@@ -1,7 +1,9 @@
 // A netlink socket of the agent (build/netlink.node), optionally created inside a cell's network namespace. The kernel
 // handles rtnetlink and nftables messages while they are sent, so an exchange is a few syscalls — no helper process to
-// wake. They run on the libuv thread pool, not the agent's thread: a request about links, addresses or routes waits in
-// the kernel for the RTNL lock, which other cells' netns and veth creation and deletion hold for milliseconds.
+// wake. `exchange` runs one on the libuv thread pool, for background work (a cell's prepare and wipe): a request about
+// links, addresses or routes waits in the kernel for the RTNL lock, which other cells' netns and veth creation and
+// deletion hold for milliseconds. `exchangeSync` runs one on the agent's thread, for an assignment: there a pool round
+// trip (two thread wake-ups, milliseconds each on a busy host) costs more than the exchange.
 import { constants } from 'node:os';
 import { loadNativeAddon } from '../../native-addon.js';
 import { answerErrors, NetlinkRequest, parseMessages, type NetlinkMessage } from './message.js';
@@ -9,6 +11,7 @@ import { RTNL_LANE } from './rtnl-lane.js';
 
 interface Addon {
   open(protocol: number, netnsPath: string | null): number;
+  talk(fd: number, request: Buffer, lastSeq: number): Buffer;
   talkAsync(fd: number, request: Buffer, lastSeq: number): Promise<Buffer>;
   close(fd: number): void;
   writeSysctlsAsync(writes: readonly NetSysctl[]): Promise<void>;
@@ -36,10 +39,12 @@ export class NetlinkSocket {
   private seq = 1;
   /** The last asynchronous exchange queued on this socket (settled either way), or null when none is in flight. */
   private pending: Promise<void> | null = null;
+  /** How many asynchronous exchanges are queued or in flight (exchangeSync refuses while any is). */
+  private inFlight = 0;
 
   /**
-   * Opens a socket of `protocol`, inside the network namespace at `netnsPath` if given (else the agent's). Exchanges of
-   * an rtnetlink socket go through RTNL_LANE (they wait for the RTNL lock); nftables' do not take it.
+   * Opens a socket of `protocol`, inside the network namespace at `netnsPath` if given (else the agent's). Asynchronous
+   * exchanges of an rtnetlink socket go through RTNL_LANE (they wait for the RTNL lock); nftables' do not take it.
    */
   constructor(protocol: number, netnsPath?: string) {
     this.fd = addon().open(protocol, netnsPath ?? null);
@@ -52,14 +57,19 @@ export class NetlinkSocket {
    * exchange builds one request with `build`, sends it from the libuv thread pool and resolves to the kernel's answer
    * messages. Every message that asked for an ack must be acked; the first refusal rejects with a NetlinkError naming
    * `what`. Exchanges of one socket run one after another, in call order (each is sent once the previous one has its
-   * answer), so one socket's requests and answers never interleave. `urgent`: a job waits for it (RtnlLane).
+   * answer), so one socket's requests and answers never interleave. An rtnetlink socket's go through RTNL_LANE.
    */
-  exchange(what: string, build: (request: NetlinkRequest) => void, urgent = false): Promise<NetlinkMessage[]> {
+  exchange(what: string, build: (request: NetlinkRequest) => void): Promise<NetlinkMessage[]> {
     const previous = this.pending ?? Promise.resolve();
+    this.inFlight++;
     const mine = previous.then(async () => {
-      const { request, fd, acked, last } = this.request(what, build);
-      const talk = () => addon().talkAsync(fd, request.bytes, last);
-      return checkAnswer(what, acked, parseMessages(await (this.rtnl ? RTNL_LANE.run(talk, urgent) : talk())));
+      try {
+        const { request, fd, acked, last } = this.request(what, build);
+        const talk = () => addon().talkAsync(fd, request.bytes, last);
+        return checkAnswer(what, acked, parseMessages(await (this.rtnl ? RTNL_LANE.run(talk) : talk())));
+      } finally {
+        this.inFlight--;
+      }
     });
     const settled = mine.then(
       () => undefined,
@@ -70,6 +80,13 @@ export class NetlinkSocket {
       if (this.pending === settled) this.pending = null;
     });
     return mine;
+  }
+
+  /** exchangeSync is exchange on the agent's own thread. Not while an exchange of this socket is in flight. */
+  exchangeSync(what: string, build: (request: NetlinkRequest) => void): NetlinkMessage[] {
+    if (this.inFlight > 0) throw new Error(`${what}: an exchange is in flight on this socket`);
+    const { request, fd, acked, last } = this.request(what, build);
+    return checkAnswer(what, acked, parseMessages(addon().talk(fd, request.bytes, last)));
   }
 
   // Builds a request on this socket's sequence numbers; checks that the socket is open and an ack is asked for.
