@@ -58,9 +58,16 @@ test('a batch runs every job once, answered in request order, each with its own 
     const logs = await cluster.client.logs(j.id);
     assert.equal(Buffer.concat(logs.chunks.map((c) => c.data)).toString(), `item-${i}\n`);
   }
-  // One workload.created audit event per job, as single creates write.
-  const created = (await cluster.client.listAuditEvents({ limit: 500, type: 'workload.created' })).map((e) => e.subject);
-  for (const j of jobs) assert.equal(created.filter((s) => s === j.id).length, 1, j.id);
+  // One workload.created audit event per job, as single creates write, and in the chain before the job's token.
+  const created = await cluster.client.listAuditEvents({ limit: 500, type: 'workload.created' });
+  const minted = await cluster.client.listAuditEvents({ limit: 500, type: 'token.minted' });
+  for (const j of jobs) {
+    const c = created.filter((e) => e.subject === j.id);
+    assert.equal(c.length, 1, j.id);
+    const m = minted.find((e) => e.subject === j.id);
+    assert.ok(m, `a token.minted event for ${j.id}`);
+    assert.ok(c[0]!.seq < m.seq, `${j.id}: created (seq ${c[0]!.seq}) before minted (seq ${m.seq})`);
+  }
 });
 
 test('the CLI creates a batch from a file and prints the ids in order; a bad item fails it with the code', async () => {
@@ -108,6 +115,9 @@ test('a batch the queue quota cannot hold whole creates nothing; one that fits r
   assert.equal(over.code, 'quota_exceeded');
   assert.equal(over.status, 429);
   assert.equal((over.details as { quota?: string }).quota, 'maxQueuedJobs');
+  // Larger than the running quota and the queue together: retrying cannot help, so no retry time is offered.
+  assert.equal((over.details as { retryAfterSeconds?: number }).retryAfterSeconds, undefined);
+  assert.match(over.message, /split it/);
   assert.equal((await small.listJobs(100)).length, 0, 'no job was created');
   const jobs = await small.createJobs(Array.from({ length: 5 }, (_, i) => ({ command: ['sh', '-c', `sleep 0.3; echo ${i}`] })));
   assert.equal(jobs.length, 5);

@@ -14,9 +14,9 @@ function admitRefuses(s: QueueState): boolean {
   return waitingSoon >= s.maxQueued && s.active + Math.min(s.admitting, room) >= s.maxRunning;
 }
 
-const refuses = (s: QueueState, n: number): ApiError | null => {
+const refuses = (s: QueueState, n: number, queued = 0): ApiError | null => {
   try {
-    checkBatchQuota(s, n);
+    checkBatchQuota(s, n, queued);
     return null;
   } catch (e) {
     assert.ok(e instanceof ApiError);
@@ -42,7 +42,11 @@ test('a batch fits whole or not at all: free running places first, the rest in t
   assert.equal(refuses(s, 5), null);
   const e = refuses(s, 6);
   assert.equal(e?.code, 'quota_exceeded');
-  assert.deepEqual(e?.details, { quota: 'maxQueuedJobs', limit: 3, requested: 6, retryAfterSeconds: 5 });
+  // Six never fit (2 running + 3 waiting): no retry time, split it.
+  assert.deepEqual(e?.details, { quota: 'maxQueuedJobs', limit: 3, requested: 6 });
+  assert.match(e?.message ?? '', /split it/);
+  // Five fit once the queue drains: retry later.
+  assert.deepEqual(refuses({ ...s, waiting: 1 }, 5)?.details, { quota: 'maxQueuedJobs', limit: 3, requested: 5, retryAfterSeconds: 5 });
   // Creates on their way take the running room first.
   assert.equal(refuses({ ...s, admitting: 2 }, 3), null);
   assert.notEqual(refuses({ ...s, admitting: 2 }, 4), null);
@@ -66,4 +70,13 @@ test('an item\'s error keeps its code and names its index; the lowest failed ind
   ];
   assert.throws(() => firstFailure(settled), (x: ApiError) => x.message === 'jobs[1]: no b' && (x.details as { index: number }).index === 1);
   assert.deepEqual(firstFailure([{ status: 'fulfilled', value: 7 }]), [7]);
+});
+
+test('jobs of a batch that no agent has room for need places in the queue, whatever the running quota allows', () => {
+  const s = { waiting: 1, active: 0, admitting: 0, maxRunning: 4, maxQueued: 3 };
+  assert.equal(refuses(s, 3), null, 'the running quota has room for all three');
+  assert.equal(refuses(s, 3, 2), null, 'two of them wait: 1 + 2 places of 3');
+  const e = refuses(s, 3, 3);
+  assert.ok(e, 'three of them wait: 1 + 3 places of 3');
+  assert.deepEqual(e.details, { quota: 'maxQueuedJobs', limit: 3, requested: 3, retryAfterSeconds: 5 });
 });

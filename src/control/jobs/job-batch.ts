@@ -38,14 +38,19 @@ export interface QueueState {
  * take the running quota's room first, the batch takes what is left, and the rest of it must fit in the queue. With n = 1
  * this is exactly a single create's rule, code, message and details (admit's check can be this call).
  */
-export function checkBatchQuota(s: QueueState, n: number): void {
+export function checkBatchQuota(s: QueueState, n: number, queued = 0): void {
   const room = Math.max(0, s.maxRunning - s.active);
   const waitingSoon = s.waiting + Math.max(0, s.admitting - room);
   const roomLeft = Math.max(0, room - s.admitting);
-  const toQueue = Math.max(0, n - roomLeft);
+  // `queued`: jobs of the batch known to wait (no agent had room for them), whatever the running quota would allow.
+  const toQueue = Math.max(queued, n - roomLeft);
   if (toQueue === 0 || waitingSoon + toQueue <= s.maxQueued) return;
   if (n === 1) {
     throw new ApiError('quota_exceeded', `this workspace has ${waitingSoon} jobs waiting; at most ${s.maxQueued} may wait`, { quota: 'maxQueuedJobs', limit: s.maxQueued, retryAfterSeconds: 5 });
+  }
+  // A batch larger than the running quota and the queue together never fits: retrying it cannot help, splitting it can.
+  if (n > s.maxRunning + s.maxQueued) {
+    throw new ApiError('quota_exceeded', `this batch of ${n} can never be accepted: this workspace runs at most ${s.maxRunning} jobs and queues at most ${s.maxQueued}; split it (nothing was created)`, { quota: 'maxQueuedJobs', limit: s.maxQueued, requested: n });
   }
   throw new ApiError(
     'quota_exceeded',

@@ -965,16 +965,14 @@ export class JobService {
 
     // From the quota check to the last reservation nothing is awaited: concurrent creates see this batch's places taken.
     const quota = this.quotas.of(ws);
-    checkBatchQuota(
-      {
-        waiting: this.queued.get(ws.id)?.length ?? 0,
-        active: this.active.get(ws.id)?.size ?? 0,
-        admitting: this.admitting.get(ws.id) ?? 0,
-        maxRunning: quota.maxRunningJobs,
-        maxQueued: quota.maxQueuedJobs,
-      },
-      reqs.length,
-    );
+    const state = {
+      waiting: this.queued.get(ws.id)?.length ?? 0,
+      active: this.active.get(ws.id)?.size ?? 0,
+      admitting: this.admitting.get(ws.id) ?? 0,
+      maxRunning: quota.maxRunningJobs,
+      maxQueued: quota.maxQueuedJobs,
+    };
+    checkBatchQuota(state, reqs.length);
     this.maxRunningOf.set(ws.id, quota.maxRunningJobs);
     const d = this.dispatcher;
     // Jobs go to agents with room in request order until one cannot; it and the rest wait in the queue, in order.
@@ -989,6 +987,17 @@ export class JobService {
     });
     // The queued ones count as being admitted until they are in the queue (the placed ones count as running already).
     const toQueue = plan.filter((p) => !p.agentId).length;
+    try {
+      // Judged again on what the plan queues: running room no agent has now is a place in the queue, not a free pass.
+      checkBatchQuota(state, reqs.length, toQueue);
+    } catch (e) {
+      for (const p of plan) {
+        if (!p.agentId) continue;
+        d!.release(p.agentId, p.job.id);
+        this.deactivate(p.job);
+      }
+      throw e;
+    }
     this.admitting.set(ws.id, (this.admitting.get(ws.id) ?? 0) + toQueue);
     let counted = true;
     const settle = (): void => {
@@ -1000,10 +1009,10 @@ export class JobService {
     };
     try {
       const recorded = this.store.createJobs(plan.map((p) => (p.agentId ? { ...p.job, status: 'assigned' as const, agentId: p.agentId } : p.job)));
-      // Written once the rows exist, before any token of theirs is minted (the chain says created before minted).
-      const audited = recorded.then(() =>
-        Promise.all(plan.map(({ job }) => this.audit.record({ type: 'workload.created', actor, workspaceId: ws.id, subject: job.id, details: { runtime: job.runtime, data: job.dataGrants, image: job.image?.digest ?? null } }))),
-      );
+      // Recorded now, in request order and before any place() below mints a token (the chain keeps the order of the calls,
+      // so it says created before minted), as a single create's; should the rows fail to commit, it goes on to the
+      // tokens' revocation.
+      const audited = Promise.all(plan.map(({ job }) => this.audit.record({ type: 'workload.created', actor, workspaceId: ws.id, subject: job.id, details: { runtime: job.runtime, data: job.dataGrants, image: job.image?.digest ?? null } })));
       audited.catch(() => {}); // heard below
       // The waiting ones join the queue as soon as their rows exist, in request order.
       const queuedIn = recorded.then(() => {
@@ -1031,8 +1040,13 @@ export class JobService {
             }
             return placed;
           } catch (e) {
-            if (!(await recorded.then(() => true, () => false))) this.deactivate(job);
-            throw e;
+            if (!(await recorded.then(() => true, () => false))) {
+              this.deactivate(job);
+              throw e;
+            }
+            // The batch is stored and its other jobs run: failing the request would have the client create them all again.
+            // This one is answered as it stands (placement errors after the write are a single create's, not the batch's).
+            return (await this.store.getJob(job.id).catch(() => null)) ?? job;
           }
         }),
       );

@@ -38,19 +38,23 @@ export class Quotas {
     };
   }
 
-  /** takeRequest spends one request of the workspace's bucket, or throws 429 rate_limited with when to retry. */
-  takeRequest(ws: Workspace): void {
+  /**
+   * takeRequest spends `cost` requests of the workspace's bucket (one per request; a batch create pays one per job, at
+   * most a full burst), or throws 429 rate_limited with when to retry.
+   */
+  takeRequest(ws: Workspace, cost = 1): void {
     const q = this.of(ws);
+    cost = Math.min(cost, q.requestBurst);
     const now = this.now();
     const b = this.buckets.get(ws.id) ?? { tokens: q.requestBurst, at: now };
     b.tokens = Math.min(q.requestBurst, b.tokens + ((now - b.at) / 1000) * q.requestsPerSecond);
     b.at = now;
     this.buckets.set(ws.id, b);
-    if (b.tokens < 1) {
-      const retryAfterSeconds = Math.max(1, Math.ceil((1 - b.tokens) / q.requestsPerSecond));
+    if (b.tokens < cost) {
+      const retryAfterSeconds = Math.max(1, Math.ceil((cost - b.tokens) / q.requestsPerSecond));
       throw new ApiError('rate_limited', `more than ${q.requestsPerSecond} requests per second (burst ${q.requestBurst}) from this workspace; retry after ${retryAfterSeconds} s`, { retryAfterSeconds });
     }
-    b.tokens -= 1;
+    b.tokens -= cost;
   }
 
   /** openStream counts a live stream of the workspace; returns its release, or throws 429 quota_exceeded. */

@@ -64,7 +64,11 @@ export function registerJobRoutes(t: RouteTable, jobs: JobService, hub: OutputHu
     status: 201,
     response: z.object({ jobs: z.array(JobView).describe('the created jobs, in request order') }),
     errors: ['limit_exceeded', 'unsupported_runtime', 'runtime_not_offered', 'size_not_offered', 'quota_exceeded', 'image_not_found', 'image_not_ready', 'payload_too_large'],
-    handler: async ({ principal, body }) => ({ jobs: (await jobs.createBatch(principal.workspace, body.jobs, actorOf(principal))).map(jobView) }),
+    handler: async ({ principal, body }) => {
+      // The request paid one of the workspace's rate; each further job pays one too, so batches do not multiply it.
+      if (body.jobs.length > 1) quotas.takeRequest(principal.workspace, body.jobs.length - 1);
+      return { jobs: (await jobs.createBatch(principal.workspace, body.jobs, actorOf(principal))).map(jobView) };
+    },
   });
   t.add({
     method: 'GET',
