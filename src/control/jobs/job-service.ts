@@ -314,8 +314,8 @@ export class JobService {
         // On a shared store the row comes back with its workspace's count of placed jobs, taken race-free in the same round
         // trip (Store.createPlacedJob): the running quota across replicas costs the placement no round trip of its own.
         const row: Job = { ...job, status: 'assigned', agentId };
-        const counted = this.cluster?.shared ? this.store.createPlacedJob(row) : this.store.createJob(row).then(() => null);
-        const recorded = counted.then(() => undefined);
+        const placedCount = this.cluster?.shared ? this.store.createPlacedJob(row) : this.store.createJob(row).then(() => null);
+        const recorded = placedCount.then(() => undefined);
         const audited = audit();
         // The policy changed since this replica last read it (on any replica): the job runs with the one in force now.
         const policyAgreed = policy.current.then(async (now) => {
@@ -327,7 +327,7 @@ export class JobService {
         policyAgreed.catch(() => {}); // heard in place, once the row is stored
         let placed: Job;
         try {
-          placed = await this.place(job, performance.now(), { agentId, spec, recorded, counted, before: policyAgreed }).finally(() => audited);
+          placed = await this.place(job, performance.now(), { agentId, spec, recorded, counted: placedCount, before: policyAgreed }).finally(() => audited);
         } catch (e) {
           // Not recorded: it holds no place (place released its agent slot).
           if (!(await recorded.then(() => true, () => false))) this.deactivate(job);

@@ -224,6 +224,8 @@ export class PostgresStore implements Store {
         connectionTimeoutMillis: opts.connectTimeoutMs ?? CONNECT_TIMEOUT_MS,
         types: TYPES,
         application_name: 'cleanroom-control',
+        // The quota counts rely on a fresh snapshot per statement (migration 2): the server's default level may differ.
+        options: '-c default_transaction_isolation=read\\ committed',
       });
     } catch (e) {
       throw new Error(`store.url ${where} is not a usable PostgreSQL URL: ${(e as Error).message}`);

@@ -11,9 +11,11 @@ export const ADVISORY_LOCK_SPACE = 0x436c526d;
 /** MIGRATION_LOCK serialises migrations across replicas (session-level, held for the whole run). */
 export const MIGRATION_LOCK = 1;
 /**
- * A workspace's quota lock (transaction-level; second key hashtext('quota:' || workspace id)) is taken by the functions of
- * migration 2 before they count the workspace's placed jobs: see there.
+ * QUOTA_LOCK_SPACE is the first key of the workspaces' quota locks (transaction-level; second key hashtext(workspace id)),
+ * taken by the functions of migration 2 before they count a workspace's placed jobs (see there): a space of their own, so
+ * no workspace's hash can meet a named lock of ADVISORY_LOCK_SPACE.
  */
+export const QUOTA_LOCK_SPACE = ADVISORY_LOCK_SPACE + 1;
 
 /** PostgresMigration takes the database from `version - 1` to `version`; `sql` runs in one transaction. */
 interface PostgresMigration {
@@ -99,7 +101,8 @@ CREATE TABLE replicas (
     // A job placed on an agent by one replica must not take its workspace past its running quota because another replica
     // placed one at the same time. Every count of a workspace's placed jobs takes the workspace's quota lock (transaction
     // level: held until commit) and counts in a statement of its own after it: in READ COMMITTED each statement of a
-    // volatile function takes a fresh snapshot, so the count sees every row committed by whoever held the lock before.
+    // volatile function takes a fresh snapshot, so the count sees every row committed by whoever held the lock before (the
+    // store's connections ask for READ COMMITTED, whatever the server's default).
     // cr_insert_placed_jobs inserts the rows, counts and commits while holding the lock, so of two racing placements
     // (creates here, or claims from the queue counted with cr_count_jobs after their commit) the later count sees both:
     // one round trip where an insert and a count after its commit took two. A batch takes its locks in the order of their
@@ -107,9 +110,14 @@ CREATE TABLE replicas (
     // each other.
     sql: `
 CREATE FUNCTION cr_lock_quotas(p_ws text[]) RETURNS void LANGUAGE plpgsql AS $f$
+DECLARE k integer;
 BEGIN
-  PERFORM pg_advisory_xact_lock(${ADVISORY_LOCK_SPACE}, l.k) FROM (SELECT DISTINCT hashtext('quota:' || w) AS k FROM unnest(p_ws) AS w ORDER BY 1) AS l;
+  FOR k IN SELECT DISTINCT hashtext(w) FROM unnest(p_ws) AS w ORDER BY 1 LOOP
+    PERFORM pg_advisory_xact_lock(${QUOTA_LOCK_SPACE}, k);
+  END LOOP;
 END $f$;
+-- The counts run under the lock: an index of the placed jobs keeps them from reading a workspace's whole history.
+CREATE INDEX jobs_placed ON jobs (workspace_id) WHERE status IN ('assigned', 'running');
 CREATE FUNCTION cr_insert_placed_jobs(p_id text[], p_ws text[], p_created text[], p_status text[], p_mode text[], p_ended text[],
     p_expired text[], p_metadata jsonb[], p_doc text[]) RETURNS TABLE (job_id text, placed integer) LANGUAGE plpgsql AS $f$
 BEGIN
