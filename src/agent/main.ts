@@ -1,5 +1,4 @@
 /** The agent process: privileged, one per host; dials the control plane and runs cells. */
-import './thread-pool-size.js'; // first: before anything uses the libuv thread pool
 import { parseArgs } from 'node:util';
 import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
@@ -10,6 +9,7 @@ import { loadConfig } from '../shared/config.js';
 import { dataPaths, DEFAULT_DATA_DIR, imageDirs } from '../shared/paths.js';
 import { AGENT_ID_PATTERN, CHANNEL_CLOSE, MAX_DENIED_PER_MESSAGE, PROTOCOL_VERSION, type DeniedConnection, type Runtime } from '../shared/wire.js';
 import { OciRuntime } from './runtime/oci-runtime.js';
+import { threadPoolWarning } from './thread-pool-size.js';
 import { prepareCrunHost } from './runtime/crun-host.js';
 import { useBackgroundCgroup } from './runtime/background.js';
 import { findExecutable, sealedExecutable } from './runtime/host-calls.js';
@@ -47,6 +47,8 @@ async function main(): Promise<void> {
   const config = loadConfig(paths.config);
   const logger = pino({ base: { proc: 'agent' } });
   const log = (msg: string, extra?: object) => logger.info(extra ?? {}, msg);
+  const poolWarning = threadPoolWarning(process.env);
+  if (poolWarning && !values.reconcile) logger.warn(poolWarning);
 
   // 0711 on the way down to every cell: runc resolves bind-mount sources as the cell's (unmapped) root.
   mkdirSync(paths.agent.dir, { recursive: true });

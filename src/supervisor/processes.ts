@@ -5,6 +5,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { DataPathSet } from '../shared/paths.js';
 import type { Account } from './bootstrap.js';
+import { AGENT_THREAD_POOL_SIZE } from '../agent/thread-pool-size.js';
 
 const DIST_SRC = join(dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -36,7 +37,7 @@ export function runningPid(paths: DataPathSet, name: ProcessName): number | null
 
 /** startProcesses spawns those of the control plane (as `account`) and the agent (as root, under a subreaper) that are not running. */
 export function startProcesses(paths: DataPathSet, account: Account, detach: boolean): Partial<Record<ProcessName, ChildProcess>> {
-  const launch = (name: ProcessName, argv: string[], extra: { uid?: number; gid?: number }) => {
+  const launch = (name: ProcessName, argv: string[], extra: { uid?: number; gid?: number; env?: NodeJS.ProcessEnv }) => {
     const log = openSync(logFile(paths, name), 'a', 0o600);
     const child = spawn(argv[0]!, argv.slice(1), { ...extra, detached: detach, stdio: ['ignore', log, log] });
     closeSync(log);
@@ -52,7 +53,9 @@ export function startProcesses(paths: DataPathSet, account: Account, detach: boo
   if (runningPid(paths, 'agent') === null) {
     // tini -s: the agent's orphans (container inits after `runc create` exits) are reaped at once.
     const agentArgv = [node, ...(process.env.CR_PROF ? ['--cpu-prof', '--cpu-prof-dir=' + process.env.CR_PROF] : []), join(DIST_SRC, 'agent/main.js'), '--data-dir', paths.dataDir];
-    started.agent = launch('agent', hasTini() ? ['tini', '-s', '--', ...agentArgv] : agentArgv, {});
+    // The pool size must be in the environment Node starts with (thread-pool-size.ts); an operator's own setting wins.
+    const env = { ...process.env, UV_THREADPOOL_SIZE: process.env.UV_THREADPOOL_SIZE ?? String(AGENT_THREAD_POOL_SIZE) };
+    started.agent = launch('agent', hasTini() ? ['tini', '-s', '--', ...agentArgv] : agentArgv, { env });
   }
   return started;
 }

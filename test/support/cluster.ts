@@ -13,6 +13,7 @@ import { loadConfig } from '../../src/shared/config.js';
 import { dataPaths } from '../../src/shared/paths.js';
 import { bootstrapDataDir } from '../../src/supervisor/bootstrap.js';
 import { logFile, pidFile } from '../../src/supervisor/processes.js';
+import { AGENT_THREAD_POOL_SIZE } from '../../src/agent/thread-pool-size.js';
 import { TestPostgres } from './postgres.js';
 import { freePort } from './ports.js';
 
@@ -276,7 +277,7 @@ export class ExtraAgent {
     const argv = [process.execPath, join(REPO_ROOT, 'dist/src/agent/main.js'), '--data-dir', this.dataDir];
     // Under a subreaper, as `up` starts an agent: the inits that `runc create` leaves are reaped at once.
     const wrapped = hasTini() ? ['tini', '-s', '--', ...argv] : argv;
-    const proc = spawn(wrapped[0]!, wrapped.slice(1), { stdio: ['ignore', log, log], env: { ...process.env, CLEANROOM_DATA_DIR: this.dataDir } });
+    const proc = spawn(wrapped[0]!, wrapped.slice(1), { stdio: ['ignore', log, log], env: { ...process.env, CLEANROOM_DATA_DIR: this.dataDir, UV_THREADPOOL_SIZE: String(AGENT_THREAD_POOL_SIZE) } });
     closeSync(log);
     this.proc = proc;
     const deadline = Date.now() + 60_000;
