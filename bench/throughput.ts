@@ -28,6 +28,12 @@ export interface ThroughputLevel {
   first_byte_warm_ms: Stats;
   /** Mean per-job time of each lifecycle stage (ms); prepare counts for every job, warm (background) or cold. */
   mean_stage_ms: { client_first_byte: number; client_end: number; agent_prepare: number; agent_assign: number; wipe: number; api_run_relay: number };
+  /**
+   * Mean time of each part of a prepare (ms): the encrypted volume, the network namespace and veth, the bundle (spec,
+   * control FIFO; an image root too), and the runtime's `run --detach` until cell init waits — where the stage that
+   * bounds the rate goes.
+   */
+  mean_prepare_parts_ms: { volume: number; network: number; bundle: number; runtime: number };
   /** Average cores used during the window, by part of the system. */
   cpu_cores: CpuParts;
   /** CPU per completed job (ms), by class of process: control plane, agent, runtime and tool processes, cells, host total. */
@@ -106,9 +112,28 @@ export async function measureThroughput(cluster: TestCluster, clients: number, d
     first_byte_ms: summarize(done.map((s) => s.firstByteMs)),
     first_byte_warm_ms: summarize(done.filter((s) => s.job.timings.agent_cold === 0).map((s) => s.firstByteMs)),
     mean_stage_ms: { client_first_byte: t((s) => s.firstByteMs), client_end: t((s) => s.endMs), ...lifecycle },
+    mean_prepare_parts_ms: prepareParts(t),
     cpu_cores: cpu,
     cpu_ms_per_job: perJob,
     bottleneck_stage: Object.entries(lifecycle).sort((a, b) => b[1] - a[1])[0]?.[0] ?? 'none',
     errors,
+  };
+}
+
+// The parts of a prepare from the cell's timings (cell.ts prepare: volume and network, then the bundle, then the runtime).
+function prepareParts(t: (f: (s: TimedJob) => number | undefined) => number): ThroughputLevel['mean_prepare_parts_ms'] {
+  const of = (s: TimedJob, key: string) => s.job.timings[`agent_prepare_${key}_ms`];
+  return {
+    volume: t((s) => of(s, 'volume')),
+    network: t((s) => of(s, 'network')),
+    bundle: t((s) => {
+      const fs = of(s, 'fs');
+      return fs === undefined ? undefined : fs - (of(s, 'volume') ?? 0) - (of(s, 'network') ?? 0);
+    }),
+    runtime: t((s) => {
+      const all = s.job.timings.agent_prepare_ms;
+      const fs = of(s, 'fs');
+      return all === undefined || fs === undefined ? undefined : all - fs;
+    }),
   };
 }

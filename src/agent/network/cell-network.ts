@@ -1,5 +1,5 @@
 // The agent-side network layer: one CellNetworkHost per agent owns the nft table, the gateway dummy, netlink sockets
-// (rtnetlink, nfnetlink) and two persistent co-processes (`ip -batch -` on the host, `nft -i`), so no cell operation
+// (rtnetlink, nfnetlink) and three persistent co-processes (two `ip -batch -` on the host, `nft -i`), so no cell operation
 // spawns a process. Topology, per cell:
 //   routed point-to-point, no bridge: veth pair, `eth0` inside the cell netns with a /32, default route via the workspace
 //   gateway (onlink, static neighbour, no ARP); host side has a /32 route and a static neighbour to the cell. Gateways live
@@ -11,9 +11,10 @@
 // a wipe's run on the libuv thread pool (netlink/socket.ts): rtnetlink requests wait for the RTNL lock that other
 // cells' netns and veth work holds (netlink/rtnl-lane.ts: one such call of the agent's at a time). Attaches and wipes
 // use separate nftables sockets, since a socket takes no synchronous exchange while an asynchronous one is in flight.
-// The co-processes do what is rare or off the hot path: creating and deleting netns and veths, gateway addresses, and
-// policy chains (written in nft's own language, once per distinct policy; a chain no cell uses is kept for the next cell
-// of that policy, up to MAX_IDLE_CHAINS of them, since creating one costs as much as the rest of an attach).
+// The co-processes do what is rare or off the hot path: creating (one `ip`) and deleting (another) netns and veths,
+// gateway addresses, and policy chains (written in nft's own language, once per distinct policy; a chain no cell uses
+// is kept for the next cell of that policy, up to MAX_IDLE_CHAINS of them, since creating one costs as much as the rest
+// of an attach).
 import { existsSync, readFileSync } from 'node:fs';
 import { Coprocess, IP_DIALECT, NFT_DIALECT } from './coprocess.js';
 import { NftSocket } from './netlink/nftables.js';
@@ -88,6 +89,11 @@ function cellAddress(names: CellNames, eth0: number, address: string, gateway: s
 /** CellNetworkHost creates, attaches and destroys cell networks for one agent prefix. */
 export class CellNetworkHost {
   private readonly hostIp = new Coprocess(['ip', '-force', '-batch', '-'], IP_DIALECT);
+  /**
+   * A second `ip -batch` for deletions: one co-process runs its commands one after another, and a wipe's veth and netns
+   * deletion (each holding RTNL across RCU grace periods) made the next prepare's creation wait in the same pipe.
+   */
+  private readonly hostIpDelete = new Coprocess(['ip', '-force', '-batch', '-'], IP_DIALECT);
   private readonly nft = new Coprocess(['nft', '-i'], NFT_DIALECT);
   /** The host's rtnetlink socket (host routes and neighbours of attaches and gVisor prepares). */
   private readonly routes = new RouteSocket();
@@ -284,7 +290,7 @@ export class CellNetworkHost {
     }
     net.state = 'destroyed';
     // -force: each line runs even if the other fails (a half-prepared cell may lack one); the checks below decide.
-    await this.hostIp.run([`link del ${net.names.hostIf}`, `netns del ${net.names.netns}`]).catch(() => undefined);
+    await this.hostIpDelete.run([`link del ${net.names.hostIf}`, `netns del ${net.names.netns}`]).catch(() => undefined);
     if (existsSync(net.netnsPath) || existsSync(`/sys/class/net/${net.names.hostIf}`)) throw new Error(`cell ${net.cellId}: network still present after destroy`);
   }
 
@@ -310,7 +316,7 @@ export class CellNetworkHost {
     this.routes.close();
     this.sets.close();
     this.wipeSets.close();
-    await Promise.all([this.hostIp.close(), this.nft.close()]);
+    await Promise.all([this.hostIp.close(), this.hostIpDelete.close(), this.nft.close()]);
   }
 
   // Denial records may arrive after a cell is gone; keep the last few thousand interface → cell mappings.
