@@ -243,7 +243,7 @@ static napi_value nl_talk(napi_env env, napi_callback_info info) {
   napi_value out = NULL;
   void *data;
   if (job->err) throw_errno(env, job->err, job->syscall, job->what);
-  else napi_create_buffer_copy(env, job->used, job->reply, &data, &out);
+  else if (napi_create_buffer_copy(env, job->used, job->reply, &data, &out) != napi_ok) out = throw_errno(env, ENOMEM, "napi_create_buffer_copy", NULL);
   talk_job_free(job);
   return out;
 }
@@ -261,8 +261,8 @@ static void talk_job_complete(napi_env env, napi_status status, void *data) {
   } else {
     napi_value out;
     void *copy;
-    napi_create_buffer_copy(env, job->used, job->reply, &copy, &out);
-    napi_resolve_deferred(env, job->deferred, out);
+    if (napi_create_buffer_copy(env, job->used, job->reply, &copy, &out) == napi_ok) napi_resolve_deferred(env, job->deferred, out);
+    else napi_reject_deferred(env, job->deferred, errno_error(env, ENOMEM, "napi_create_buffer_copy", NULL));
   }
   napi_delete_async_work(env, job->work);
   talk_job_free(job);
@@ -276,10 +276,17 @@ static napi_value nl_talk_async(napi_env env, napi_callback_info info) {
   struct talk_job *job = talk_job_new(env, info);
   if (!job) return NULL;
   napi_value promise, name;
-  napi_create_promise(env, &job->deferred, &promise);
+  if (napi_create_promise(env, &job->deferred, &promise) != napi_ok) return talk_job_free(job), throw_errno(env, ENOMEM, "napi_create_promise", NULL);
   napi_create_string_utf8(env, "netlink-talk", NAPI_AUTO_LENGTH, &name);
-  napi_create_async_work(env, NULL, name, talk_job_execute, talk_job_complete, job, &job->work);
-  napi_queue_async_work(env, job->work);
+  // Never a promise left unsettled: a caller waiting on it (the RTNL lane) would wait for ever.
+  if (napi_create_async_work(env, NULL, name, talk_job_execute, talk_job_complete, job, &job->work) != napi_ok) {
+    napi_reject_deferred(env, job->deferred, errno_error(env, ENOMEM, "napi_create_async_work", NULL));
+    talk_job_free(job);
+  } else if (napi_queue_async_work(env, job->work) != napi_ok) {
+    napi_reject_deferred(env, job->deferred, errno_error(env, ENOMEM, "napi_queue_async_work", NULL));
+    napi_delete_async_work(env, job->work);
+    talk_job_free(job);
+  }
   return promise;
 }
 
@@ -361,9 +368,11 @@ static void sysctl_job_run(struct sysctl_job *job) {
     }
     int fd = open(job->paths[i], O_WRONLY | O_CLOEXEC);
     size_t len = strlen(job->values[i]);
-    if (fd < 0 || write(fd, job->values[i], len) != (ssize_t)len) {
-      job->err = errno;
-      job->syscall = "write";
+    ssize_t written = fd < 0 ? -1 : write(fd, job->values[i], len);
+    if (written != (ssize_t)len) {
+      // A short write sets no errno: it is reported as EIO rather than as whatever errno held before.
+      job->err = written < 0 ? errno : EIO;
+      job->syscall = fd < 0 ? "open" : "write";
       snprintf(job->what, sizeof job->what, "%s", job->paths[i]);
     }
     if (fd >= 0) close(fd);
@@ -398,10 +407,17 @@ static napi_value write_sysctls_async(napi_env env, napi_callback_info info) {
   struct sysctl_job *job = sysctl_job_new(env, info);
   if (!job) return NULL;
   napi_value promise, name;
-  napi_create_promise(env, &job->deferred, &promise);
+  if (napi_create_promise(env, &job->deferred, &promise) != napi_ok) return sysctl_job_free(job), throw_errno(env, ENOMEM, "napi_create_promise", NULL);
   napi_create_string_utf8(env, "netlink-sysctls", NAPI_AUTO_LENGTH, &name);
-  napi_create_async_work(env, NULL, name, sysctl_job_execute, sysctl_job_complete, job, &job->work);
-  napi_queue_async_work(env, job->work);
+  // Never a promise left unsettled: a caller waiting on it (the RTNL lane) would wait for ever.
+  if (napi_create_async_work(env, NULL, name, sysctl_job_execute, sysctl_job_complete, job, &job->work) != napi_ok) {
+    napi_reject_deferred(env, job->deferred, errno_error(env, ENOMEM, "napi_create_async_work", NULL));
+    sysctl_job_free(job);
+  } else if (napi_queue_async_work(env, job->work) != napi_ok) {
+    napi_reject_deferred(env, job->deferred, errno_error(env, ENOMEM, "napi_queue_async_work", NULL));
+    napi_delete_async_work(env, job->work);
+    sysctl_job_free(job);
+  }
   return promise;
 }
 

@@ -249,10 +249,18 @@ static napi_value do_spawn_async(napi_env env, napi_callback_info info) {
   struct spawn_job *job = spawn_job_new(env, info);
   if (!job) return NULL;
   napi_value promise, name;
-  napi_create_promise(env, &job->deferred, &promise);
+  if (napi_create_promise(env, &job->deferred, &promise) != napi_ok) return spawn_job_free(job), throw_errno(env, ENOMEM, "napi_create_promise", "");
   napi_create_string_utf8(env, "runtime-spawn", NAPI_AUTO_LENGTH, &name);
-  napi_create_async_work(env, NULL, name, spawn_job_execute, spawn_job_complete, job, &job->work);
-  napi_queue_async_work(env, job->work);
+  int queued = napi_create_async_work(env, NULL, name, spawn_job_execute, spawn_job_complete, job, &job->work) == napi_ok;
+  if (queued && napi_queue_async_work(env, job->work) != napi_ok) napi_delete_async_work(env, job->work), queued = 0;
+  if (!queued) {
+    // Never a promise left unsettled: throw_errno throws; take the exception back and reject with it.
+    napi_value error;
+    throw_errno(env, ENOMEM, "napi_queue_async_work", job->file);
+    napi_get_and_clear_last_exception(env, &error);
+    napi_reject_deferred(env, job->deferred, error);
+    spawn_job_free(job);
+  }
   return promise;
 }
 

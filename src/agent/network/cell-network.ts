@@ -133,7 +133,7 @@ export class CellNetworkHost {
   }
 
   /**
-   * prepareCellNetwork creates the netns, the veth pair and the parked in-netns `ip`; nothing tenant-specific.
+   * prepareCellNetwork creates the netns and the veth pair; nothing tenant-specific.
    * With `preAddress` (gVisor cells) the address, routes and gateway are configured now instead of at attach: the
    * cell still reaches nothing until attach adds its nft elements (an interface without them is dropped at prerouting).
    */

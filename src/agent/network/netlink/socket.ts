@@ -107,7 +107,15 @@ export class NetlinkSocket {
     const fd = this.fd;
     this.fd = null;
     // A pool thread may still be reading from it: closing now could hand its number to another file meanwhile.
-    if (this.pending) void this.pending.then(() => addon().close(fd));
+    if (this.pending) {
+      void this.pending.then(() => {
+        try {
+          addon().close(fd);
+        } catch {
+          // Closing a socket whose exchanges are done cannot fail in a way anyone could act on; it must not crash the agent.
+        }
+      });
+    }
     else addon().close(fd);
   }
 }
