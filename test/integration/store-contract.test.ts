@@ -314,6 +314,26 @@ for (const b of [sqlite, postgres]) {
         }
       }));
 
+    test('changes of one job made at once by one instance apply in call order; a change that leaves the job does not stop the next', () =>
+      withStores(b, 1, async (s) => {
+        await s.createWorkspace(workspace('ws_a'));
+        await s.createJob(job('job_1', 'ws_a', 1));
+        // Issued in one turn, none awaited before the next: each builds on the one before (a placement's timings and the
+        // agent's start report arrive so).
+        const results = await Promise.all([
+          s.updateJob('job_1', { message: 'a' }),
+          s.transitionJob('job_1', (j) => ({ message: `${j.message}b` })),
+          s.claimJob('job_1', 'running', { message: 'never' }), // not running: left as it is
+          s.transitionJob('job_1', (j) => ({ message: `${j.message}c`, status: 'assigned', agentId: 'agent_1' })),
+          s.claimJob('job_1', 'assigned', { status: 'running', cellId: 'cell_1' }),
+        ]);
+        assert.equal(results[2], false);
+        assert.equal(results[4], true);
+        const j = (await s.getJob('job_1'))!;
+        assert.equal(j.message, 'abc');
+        assert.deepEqual(pick(j), { status: 'running', agentId: 'agent_1', cellId: 'cell_1' });
+      }));
+
     test('updates and claims from instances whose last read is stale build on the stored job, never on their view', () =>
       withStores(b, 2, async (s1, s2) => {
         await s1.createWorkspace(workspace('ws_a'));
@@ -587,6 +607,32 @@ describe('store contract: postgres only', () => {
       assert.deepEqual(rows.map((r) => r.version), Array.from({ length: POSTGRES_SCHEMA_VERSION }, (_, i) => i + 1));
     } finally {
       for (const s of stores) await s.close();
+    }
+  });
+
+  test('a schema-1 database with placed jobs is migrated: its placed jobs count against the running quota at once', async () => {
+    const url = await pgServer!.createDatabase('from_schema_1');
+    const s = await PostgresStore.open({ url, poolSize: 2 });
+    try {
+      await s.createWorkspace(workspace('ws_a'));
+      await s.createJob(job('job_a', 'ws_a', 1, { status: 'assigned', agentId: 'agent_1' }));
+      await s.createJob(job('job_r', 'ws_a', 2, { status: 'running', agentId: 'agent_1' }));
+      await s.createJob(job('job_q', 'ws_a', 3, { status: 'queued' }));
+    } finally {
+      await s.close();
+    }
+    // Back to what schema 1 had: no quota functions, no index of placed jobs, no record of migration 2.
+    for (const sql of ['DROP FUNCTION cr_insert_placed_jobs', 'DROP FUNCTION cr_count_jobs', 'DROP FUNCTION cr_lock_quotas', 'DROP INDEX jobs_placed', 'DELETE FROM schema_migrations WHERE version > 1']) {
+      await pgServer!.query('from_schema_1', sql);
+    }
+    const again = await PostgresStore.open({ url, poolSize: 2 });
+    try {
+      const rows = await pgServer!.query<{ version: number }>('from_schema_1', 'SELECT version FROM schema_migrations ORDER BY version');
+      assert.deepEqual(rows.map((r) => r.version), Array.from({ length: POSTGRES_SCHEMA_VERSION }, (_, i) => i + 1));
+      assert.equal(await again.countJobs('ws_a', ['assigned', 'running']), 2);
+      assert.equal(await again.createPlacedJob(job('job_new', 'ws_a', 4, { status: 'assigned', agentId: 'agent_2' })), 3, 'the jobs placed before the upgrade count');
+    } finally {
+      await again.close();
     }
   });
 
