@@ -91,25 +91,23 @@ export interface FleetBench {
   batched: BatchedFigures | null;
 }
 
-/** BatchedFigures are the second window's: jobs created by batch creates, otherwise as the single-create figures. */
-export interface BatchedFigures {
-  batch_size: number;
-  batch_clients: number;
-  jobs: number;
-  succeeded: number;
-  jobs_per_s: number;
-  creates_per_s: number;
-  placement_ms: Stats;
-  /** Batch request sent → its answer. */
-  create_answer_ms: Stats;
-  control_cpu_ms_per_job: number;
-  client_and_fleet_cpu_ms_per_job: number;
-  store_cpu_ms_per_job: number | null;
-  control_cpu_bound_jobs_per_s: number;
-  duplicates: number;
-  over_capacity: number;
-  agent_messages_per_job: number;
-}
+/** BatchedFigures are the second window's: jobs created by batch creates, with the single-create window's figures. */
+export type BatchedFigures = { batch_size: number; batch_clients: number } & Pick<
+  FleetBench,
+  | 'jobs'
+  | 'succeeded'
+  | 'jobs_per_s'
+  | 'creates_per_s'
+  | 'placement_ms'
+  | 'create_answer_ms'
+  | 'control_cpu_ms_per_job'
+  | 'client_and_fleet_cpu_ms_per_job'
+  | 'store_cpu_ms_per_job'
+  | 'control_cpu_bound_jobs_per_s'
+  | 'duplicates'
+  | 'over_capacity'
+  | 'agent_messages_per_job'
+>;
 
 /** FleetTopology is where the stage runs: one control plane on SQLite or on PostgreSQL, or two replicas on PostgreSQL. */
 export type FleetTopology = 'sqlite' | 'postgres' | 'replicas';

@@ -268,6 +268,32 @@ static void talk_job_complete(napi_env env, napi_status status, void *data) {
   talk_job_free(job);
 }
 
+// Queues a job on the libuv thread pool and returns its promise (`deferred` and `work` are the job's own fields). Never a
+// promise left unsettled, which a caller waiting on it (the RTNL lane) would wait on for ever: if the work cannot be
+// created or queued, `release` frees the job and the promise rejects (or the call throws, before there is a promise).
+static napi_value queue_job(napi_env env, const char *label, void *job, napi_deferred *deferred, napi_async_work *work,
+                            napi_async_execute_callback execute, napi_async_complete_callback complete, void (*release)(void *)) {
+  napi_value promise, name;
+  if (napi_create_promise(env, deferred, &promise) != napi_ok) return release(job), throw_errno(env, ENOMEM, "napi_create_promise", NULL);
+  napi_create_string_utf8(env, label, NAPI_AUTO_LENGTH, &name);
+  const char *failed = NULL;
+  if (napi_create_async_work(env, NULL, name, execute, complete, job, work) != napi_ok) {
+    failed = "napi_create_async_work";
+  } else if (napi_queue_async_work(env, *work) != napi_ok) {
+    failed = "napi_queue_async_work";
+    napi_delete_async_work(env, *work);
+  }
+  if (failed) {
+    napi_reject_deferred(env, *deferred, errno_error(env, ENOMEM, failed, NULL));
+    release(job);
+  }
+  return promise;
+}
+
+static void talk_job_release(void *job) {
+  talk_job_free(job);
+}
+
 // talkAsync(fd, request: Buffer, lastSeq) -> Promise<Buffer>: one exchange (talk_job_run) on the libuv thread pool. An rtnetlink request that changes
 // or reads links, addresses or routes waits in the kernel for the RTNL lock, which netns and veth creation and deletion
 // (ours, for other cells) hold for milliseconds: on the agent's thread that wait stalled every other cell's start. The
@@ -275,19 +301,7 @@ static void talk_job_complete(napi_env env, napi_status status, void *data) {
 static napi_value nl_talk_async(napi_env env, napi_callback_info info) {
   struct talk_job *job = talk_job_new(env, info);
   if (!job) return NULL;
-  napi_value promise, name;
-  if (napi_create_promise(env, &job->deferred, &promise) != napi_ok) return talk_job_free(job), throw_errno(env, ENOMEM, "napi_create_promise", NULL);
-  napi_create_string_utf8(env, "netlink-talk", NAPI_AUTO_LENGTH, &name);
-  // Never a promise left unsettled: a caller waiting on it (the RTNL lane) would wait for ever.
-  if (napi_create_async_work(env, NULL, name, talk_job_execute, talk_job_complete, job, &job->work) != napi_ok) {
-    napi_reject_deferred(env, job->deferred, errno_error(env, ENOMEM, "napi_create_async_work", NULL));
-    talk_job_free(job);
-  } else if (napi_queue_async_work(env, job->work) != napi_ok) {
-    napi_reject_deferred(env, job->deferred, errno_error(env, ENOMEM, "napi_queue_async_work", NULL));
-    napi_delete_async_work(env, job->work);
-    talk_job_free(job);
-  }
-  return promise;
+  return queue_job(env, "netlink-talk", job, &job->deferred, &job->work, talk_job_execute, talk_job_complete, talk_job_release);
 }
 
 // close(fd): closes a socket made by open.
@@ -399,6 +413,10 @@ static void sysctl_job_complete(napi_env env, napi_status status, void *data) {
   sysctl_job_free(job);
 }
 
+static void sysctl_job_release(void *job) {
+  sysctl_job_free(job);
+}
+
 // writeSysctlsAsync([[netnsPath | null, relativePath, value], ...]) -> Promise: writes /proc/sys/net/<relativePath>
 // inside each namespace (null: the agent's own), in order, on the libuv thread pool. A write such as a device's `forwarding` or `disable_ipv6` waits for the RTNL lock, which netns and veth
 // creation and deletion on the host hold for milliseconds: on the agent's thread that stalled every start. The pool
@@ -406,19 +424,7 @@ static void sysctl_job_complete(napi_env env, napi_status status, void *data) {
 static napi_value write_sysctls_async(napi_env env, napi_callback_info info) {
   struct sysctl_job *job = sysctl_job_new(env, info);
   if (!job) return NULL;
-  napi_value promise, name;
-  if (napi_create_promise(env, &job->deferred, &promise) != napi_ok) return sysctl_job_free(job), throw_errno(env, ENOMEM, "napi_create_promise", NULL);
-  napi_create_string_utf8(env, "netlink-sysctls", NAPI_AUTO_LENGTH, &name);
-  // Never a promise left unsettled: a caller waiting on it (the RTNL lane) would wait for ever.
-  if (napi_create_async_work(env, NULL, name, sysctl_job_execute, sysctl_job_complete, job, &job->work) != napi_ok) {
-    napi_reject_deferred(env, job->deferred, errno_error(env, ENOMEM, "napi_create_async_work", NULL));
-    sysctl_job_free(job);
-  } else if (napi_queue_async_work(env, job->work) != napi_ok) {
-    napi_reject_deferred(env, job->deferred, errno_error(env, ENOMEM, "napi_queue_async_work", NULL));
-    napi_delete_async_work(env, job->work);
-    sysctl_job_free(job);
-  }
-  return promise;
+  return queue_job(env, "netlink-sysctls", job, &job->deferred, &job->work, sysctl_job_execute, sysctl_job_complete, sysctl_job_release);
 }
 
 static napi_value init(napi_env env, napi_value exports) {
