@@ -25,7 +25,7 @@ import { Ipam } from './network/ipam.js';
 import { poolClash } from './network/pool-clash.js';
 import { checkStorageSupport } from './storage/doctor.js';
 import { ensureSharedRoot, releaseSharedRoot } from './storage/shared-root.js';
-import { ensureCellsTmpfs, releaseCellsTmpfs } from './cells/cells-tmpfs.js';
+import { ensureStateTmpfs, releaseStateTmpfs } from './state-tmpfs.js';
 import { ControlChannel } from './channel.js';
 import { GatewayServices } from './gateway/gateway-services.js';
 import { Agent } from './agent.js';
@@ -77,7 +77,7 @@ async function main(): Promise<void> {
   }
   const spool = new ReceiptSpool(paths.agent.receipts);
   const reconcileOptions: ReconcileOptions = { agentId, runtimes: [...runtimes.values()], cellsDir: paths.agent.cells, volumesDir: paths.agent.volumes, spool };
-  if (values.reconcile) return reconcileOnly(reconcileOptions, paths.agent.volumes, { dir: UID_CLAIMS_DIR, agentId });
+  if (values.reconcile) return reconcileOnly(reconcileOptions, paths.agent.volumes, Object.values(stateRoots), { dir: UID_CLAIMS_DIR, agentId });
 
   // Never a silent fallback to unencrypted storage: no cells at all if the host cannot encrypt them.
   const support = await checkStorageSupport();
@@ -99,8 +99,13 @@ async function main(): Promise<void> {
   const report = await reconcileHost(reconcileOptions);
   // After reconcile (which removes a dead agent's): pool refills and wipes yield the CPU to starts from here on.
   useBackgroundCgroup(agentId);
-  // After reconcile, which removed what an earlier agent left on disk there (what it kept stays visible: no tmpfs then).
-  if (!ensureCellsTmpfs(paths.agent.cells)) log('cells directory stays on disk: it still holds cells reconcile could not remove', { dir: paths.agent.cells });
+  // After reconcile, which removed what an earlier agent left on disk there (what it kept stays visible: no tmpfs then):
+  // the cells directory and each runtime's state root.
+  if (!ensureStateTmpfs(paths.agent.cells, 'cells')) log('cells directory stays on disk: it still holds cells reconcile could not remove', { dir: paths.agent.cells });
+  for (const name of runtimes.keys()) {
+    const root = stateRoots[name];
+    if (!ensureStateTmpfs(root, 'runtime')) log('runtime state stays on disk: it still holds containers reconcile could not remove', { dir: root });
+  }
   log('reconciled host', { containers: report.containers, killed: report.killed, cgroups: report.cgroups, directories: report.directories, mounts: report.mounts, wiped: report.wipes.length, leftovers: report.leftovers });
   const tls = {
     ca: readFileSync(paths.pki.caCert, 'utf8'),
@@ -193,7 +198,8 @@ async function main(): Promise<void> {
         log('swept leftovers at shutdown', { containers: swept.containers, killed: swept.killed, wiped: swept.wipes.length, leftovers: swept.leftovers });
       }
       await releaseSharedRoot(paths.agent.volumes);
-      await releaseCellsTmpfs(paths.agent.cells);
+      await releaseStateTmpfs(paths.agent.cells);
+      for (const root of Object.values(stateRoots)) await releaseStateTmpfs(root);
       log('stopped');
     } catch (e) {
       log('shutdown failed; reconcile at next start cleans up', { error: (e as Error).message });
@@ -250,14 +256,15 @@ function agentIdOf(file: string, configured: string | undefined): string {
 }
 
 /** reconcileOnly is `cleanroom down`'s clean-up when the agent is gone: the start-up reconcile, then the shared root. */
-async function reconcileOnly(opts: ReconcileOptions, volumesDir: string, uidClaims: { dir: string; agentId: string }): Promise<void> {
+async function reconcileOnly(opts: ReconcileOptions, volumesDir: string, stateRoots: string[], uidClaims: { dir: string; agentId: string }): Promise<void> {
   const report = await reconcileHost(opts);
   // Every cell of this agent is gone: so are its claims on host uid ranges.
   if (report.leftovers.length === 0) releaseUidClaims(uidClaims);
   if (report.leftovers.length === 0) {
     try {
       await releaseSharedRoot(volumesDir);
-      await releaseCellsTmpfs(opts.cellsDir);
+      await releaseStateTmpfs(opts.cellsDir);
+      for (const root of stateRoots) await releaseStateTmpfs(root);
     } catch (e) {
       report.leftovers.push({ kind: 'volume', id: volumesDir, error: `cannot unmount the volumes root: ${(e as Error).message}` });
     }
