@@ -244,25 +244,33 @@ void exec_workload(char **argv, char **envp) {
 }
 
 /*
+ * drop_bounding_set empties init's capability bounding set while the cell is still warm (it needs CAP_SETPCAP, still
+ * effective before act_as_workload). Init never execs anything that should gain a capability, and every child inherits
+ * the empty set, so the workload's child need not drop each capability itself (64 system calls) on the start path.
+ */
+static void drop_bounding_set(void) {
+  for (int cap = 0; cap < 64; cap++)
+    if (syscall(SYS_prctl, PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EINVAL) fail("PR_CAPBSET_DROP");
+}
+
+/*
  * Identity. Init is started as the cell's root (uid and gid 0 of the cell's user namespace, an unprivileged host
  * uid) holding only CAP_SETUID, CAP_SETGID and CAP_SETPCAP. It acts as the workload user at once (effective ids 1000,
  * so the files it places belong to the workload) but keeps real and saved uid 0: the workload, uid 1000 with no
  * capability, then cannot signal, trace or open init (kill and ptrace need a matching real or saved uid, or a
- * capability). The workload's child drops every capability, from the bounding set too, and all of its ids become
- * 1000 before execve; init then gives up its own capabilities for good. Raw syscalls: they act on this task only,
- * which is what the vfork child needs.
+ * capability). Init empties its bounding set at once (drop_bounding_set); all of the workload's child's ids become
+ * 1000 before execve, which clears every capability it had; init then gives up its own capabilities for good. Raw
+ * syscalls: they act on this task only, which is what the vfork child needs.
  */
 static void act_as_workload(void) {
   if (getuid() != 0) return; /* started as the workload user: nothing to separate */
+  drop_bounding_set();
   if (syscall(SYS_setresgid, -1, workload_gid, -1) != 0 || syscall(SYS_setresuid, -1, workload_uid, -1) != 0) fail("setresuid");
 }
 
 int become_workload(void) {
   if (getuid() != 0) return 0;
   if (syscall(SYS_setresuid, -1, 0, -1) != 0) return -1; /* effective capabilities back, from the permitted set */
-  for (int cap = 0; cap < 64; cap++) {
-    if (syscall(SYS_prctl, PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EINVAL) return -1;
-  }
   if (syscall(SYS_setgroups, 0, NULL) != 0) return -1;
   if (syscall(SYS_setresgid, workload_gid, workload_gid, workload_gid) != 0) return -1;
   return (int)syscall(SYS_setresuid, workload_uid, workload_uid, workload_uid); /* clears every capability */
@@ -288,9 +296,7 @@ static void drop_capabilities(void) {
 
 static void drop_for_sandbox(void) {
   if (getuid() != 0) return;
-  if (syscall(SYS_setresuid, -1, 0, -1) != 0) fail("setresuid"); /* effective capabilities back, to drop them */
-  for (int cap = 0; cap < 64; cap++)
-    if (syscall(SYS_prctl, PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EINVAL) fail("PR_CAPBSET_DROP");
+  if (syscall(SYS_setresuid, -1, 0, -1) != 0) fail("setresuid"); /* effective capabilities back, for setgroups */
   if (syscall(SYS_setgroups, 0, NULL) != 0) fail("setgroups");
   if (syscall(SYS_setresuid, -1, workload_uid, -1) != 0) fail("setresuid");
   drop_capabilities();
