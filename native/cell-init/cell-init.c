@@ -189,6 +189,11 @@ char *read_message(char magic[4], uint32_t *len, uint32_t max) {
   return payload;
 }
 
+/* ignore_signal is init's disposition for every catchable signal once it has a job (see main). */
+static void ignore_signal(int sig) {
+  (void)sig;
+}
+
 static void on_sigchld(int sig) {
   (void)sig;
   int saved = errno;
@@ -338,7 +343,8 @@ int main(int argc, char **argv) {
      cell's pid namespace and handles only SIGCHLD.) The workload gets its own flag back at execve. */
   if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) fail("prctl(PR_SET_DUMPABLE)");
   /* The kernel drops signals sent to a pid namespace's init from inside it unless init handles them; gVisor delivers
-     them, so init ignores every catchable signal itself (the workload gets default dispositions back before execve). */
+     them, so init ignores every catchable signal itself (with a job, through a handler that does nothing: see main's
+     ignore_signal; the workload gets default dispositions back at execve). */
   set_catchable_signals(SIG_IGN);
   if (argc >= 2) workload_uid = parse_id(argv[1]);
   workload_gid = argc >= 3 ? parse_id(argv[2]) : workload_uid;
@@ -396,6 +402,10 @@ int main(int argc, char **argv) {
     p += strnlen(p, (size_t)(end - p)) + 1;
   }
 
+  /* Every catchable signal gets a handler that does nothing in place of SIG_IGN, now, while the agent attaches the
+     network: init still ignores them (with SA_RESTART), and execve resets handled signals to their defaults by itself,
+     so the workload's child need not reset each ignored one (some 60 system calls) after the start frame. */
+  set_catchable_signals(ignore_signal);
   int out[2], err[2];
   if (pipe2(sigchld_pipe, O_CLOEXEC | O_NONBLOCK) || pipe2(out, O_CLOEXEC) ||
       pipe2(err, O_CLOEXEC))
@@ -432,8 +442,7 @@ int main(int argc, char **argv) {
     }
     dup2(out[1], 1);
     dup2(err[1], 2);
-    signal(SIGCHLD, SIG_DFL);
-    set_catchable_signals(SIG_DFL);
+    /* No signal is ignored here (see ignore_signal): execve gives the workload every default disposition. */
     if (become_workload() != 0) {
       dprintf(2, "cleanroom: cannot take the workload's identity: %s\n", strerror(errno));
       _exit(126);
