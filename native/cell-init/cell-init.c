@@ -189,6 +189,11 @@ char *read_message(char magic[4], uint32_t *len, uint32_t max) {
   return payload;
 }
 
+/* ignore_signal is init's disposition for every catchable signal once it has a job (see main). */
+static void ignore_signal(int sig) {
+  (void)sig;
+}
+
 static void on_sigchld(int sig) {
   (void)sig;
   int saved = errno;
@@ -244,25 +249,33 @@ void exec_workload(char **argv, char **envp) {
 }
 
 /*
+ * drop_bounding_set empties init's capability bounding set while the cell is still warm (it needs CAP_SETPCAP, still
+ * effective before act_as_workload). Init never execs anything that should gain a capability, and every child inherits
+ * the empty set, so the workload's child need not drop each capability itself (64 system calls) on the start path.
+ */
+static void drop_bounding_set(void) {
+  for (int cap = 0; cap < 64; cap++)
+    if (syscall(SYS_prctl, PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EINVAL) fail("PR_CAPBSET_DROP");
+}
+
+/*
  * Identity. Init is started as the cell's root (uid and gid 0 of the cell's user namespace, an unprivileged host
  * uid) holding only CAP_SETUID, CAP_SETGID and CAP_SETPCAP. It acts as the workload user at once (effective ids 1000,
  * so the files it places belong to the workload) but keeps real and saved uid 0: the workload, uid 1000 with no
  * capability, then cannot signal, trace or open init (kill and ptrace need a matching real or saved uid, or a
- * capability). The workload's child drops every capability, from the bounding set too, and all of its ids become
- * 1000 before execve; init then gives up its own capabilities for good. Raw syscalls: they act on this task only,
- * which is what the vfork child needs.
+ * capability). Init empties its bounding set at once (drop_bounding_set); all of the workload's child's ids become
+ * 1000 before execve, which clears every capability it had; init then gives up its own capabilities for good. Raw
+ * syscalls: they act on this task only, which is what the vfork child needs.
  */
 static void act_as_workload(void) {
   if (getuid() != 0) return; /* started as the workload user: nothing to separate */
+  drop_bounding_set();
   if (syscall(SYS_setresgid, -1, workload_gid, -1) != 0 || syscall(SYS_setresuid, -1, workload_uid, -1) != 0) fail("setresuid");
 }
 
 int become_workload(void) {
   if (getuid() != 0) return 0;
   if (syscall(SYS_setresuid, -1, 0, -1) != 0) return -1; /* effective capabilities back, from the permitted set */
-  for (int cap = 0; cap < 64; cap++) {
-    if (syscall(SYS_prctl, PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EINVAL) return -1;
-  }
   if (syscall(SYS_setgroups, 0, NULL) != 0) return -1;
   if (syscall(SYS_setresgid, workload_gid, workload_gid, workload_gid) != 0) return -1;
   return (int)syscall(SYS_setresuid, workload_uid, workload_uid, workload_uid); /* clears every capability */
@@ -288,9 +301,7 @@ static void drop_capabilities(void) {
 
 static void drop_for_sandbox(void) {
   if (getuid() != 0) return;
-  if (syscall(SYS_setresuid, -1, 0, -1) != 0) fail("setresuid"); /* effective capabilities back, to drop them */
-  for (int cap = 0; cap < 64; cap++)
-    if (syscall(SYS_prctl, PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EINVAL) fail("PR_CAPBSET_DROP");
+  if (syscall(SYS_setresuid, -1, 0, -1) != 0) fail("setresuid"); /* effective capabilities back, for setgroups */
   if (syscall(SYS_setgroups, 0, NULL) != 0) fail("setgroups");
   if (syscall(SYS_setresuid, -1, workload_uid, -1) != 0) fail("setresuid");
   drop_capabilities();
@@ -332,7 +343,8 @@ int main(int argc, char **argv) {
      cell's pid namespace and handles only SIGCHLD.) The workload gets its own flag back at execve. */
   if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) fail("prctl(PR_SET_DUMPABLE)");
   /* The kernel drops signals sent to a pid namespace's init from inside it unless init handles them; gVisor delivers
-     them, so init ignores every catchable signal itself (the workload gets default dispositions back before execve). */
+     them, so init ignores every catchable signal itself (with a job, through a handler that does nothing: see main's
+     ignore_signal; the workload gets default dispositions back at execve). */
   set_catchable_signals(SIG_IGN);
   if (argc >= 2) workload_uid = parse_id(argv[1]);
   workload_gid = argc >= 3 ? parse_id(argv[2]) : workload_uid;
@@ -390,6 +402,10 @@ int main(int argc, char **argv) {
     p += strnlen(p, (size_t)(end - p)) + 1;
   }
 
+  /* Every catchable signal gets a handler that does nothing in place of SIG_IGN, now, while the agent attaches the
+     network: init still ignores them (with SA_RESTART), and execve resets handled signals to their defaults by itself,
+     so the workload's child need not reset each ignored one (some 60 system calls) after the start frame. */
+  set_catchable_signals(ignore_signal);
   int out[2], err[2];
   if (pipe2(sigchld_pipe, O_CLOEXEC | O_NONBLOCK) || pipe2(out, O_CLOEXEC) ||
       pipe2(err, O_CLOEXEC))
@@ -426,8 +442,7 @@ int main(int argc, char **argv) {
     }
     dup2(out[1], 1);
     dup2(err[1], 2);
-    signal(SIGCHLD, SIG_DFL);
-    set_catchable_signals(SIG_DFL);
+    /* No signal is ignored here (see ignore_signal): execve gives the workload every default disposition. */
     if (become_workload() != 0) {
       dprintf(2, "cleanroom: cannot take the workload's identity: %s\n", strerror(errno));
       _exit(126);

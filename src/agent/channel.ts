@@ -79,6 +79,8 @@ export class ControlChannel extends EventEmitter {
    * (the load changed with it): one message where a report and an agent.load would be two.
    */
   reportLoad: (() => AgentLoad) | null = null;
+  /** What the schema said of a report of output alone, per job id (null: it passes); see outputReportProblem. */
+  private readonly outputReportChecks = new Map<string, string | null>();
 
   constructor(
     urls: string | readonly string[],
@@ -220,23 +222,40 @@ export class ControlChannel extends EventEmitter {
     const last = out[out.length - 1]!;
     if (this.reportLoad && out.some((r) => r.ended || r.wiped)) last.load = this.reportLoad();
     for (const r of out) this.write(ws, r);
+    for (const r of out) if (r.started && !r.ended) this.outputReportProblem(r.jobId);
   }
 
   /**
    * write sends one message after checking it against the schema the control plane checks it with: a message it would
    * refuse closes the channel, and a refused final report replayed on every connect would close it every time. So a
-   * bad one is dropped here and reported. Output is exempt (it is base64 of at most one cell frame, by construction).
+   * bad one is dropped here and reported. Output is exempt (it is base64 of at most one cell frame, by construction):
+   * a report's output is checked as one stand-in chunk, so whether a report of output alone passes depends on its job
+   * id only, and that answer is kept (outputReportProblem).
    */
   private write(ws: WebSocket, msg: AgentToControl): void {
     if (msg.type !== 'job.output') {
-      // A report's output is exempt too (checked for size where it was added): one stand-in chunk is checked instead.
-      const r = AgentToControlSchema.safeParse(msg.type === 'job.report' && msg.output ? { ...msg, output: [{ stream: 'stdout', data: 'AAAA' }] } : msg);
-      if (!r.success) {
-        this.emit('bad-outgoing', msg.type, describeProblem(r.error));
+      const problem = isOutputOnlyReport(msg) ? this.outputReportProblem(msg.jobId) : schemaProblem(withStandInOutput(msg));
+      if (problem !== null) {
+        this.emit('bad-outgoing', msg.type, problem);
         return;
       }
     }
     ws.send(JSON.stringify(msg));
+  }
+
+  /**
+   * outputReportProblem checks a report of output alone for `jobId` against the schema once per job: a cold schema check
+   * costs about a tenth of a millisecond, and would otherwise sit between every job's first output and its send. The
+   * check is made ahead when the job's start is reported (flushReports), while its workload starts.
+   */
+  private outputReportProblem(jobId: string): string | null {
+    let problem = this.outputReportChecks.get(jobId);
+    if (problem === undefined) {
+      problem = schemaProblem({ type: 'job.report', jobId, output: [STAND_IN_OUTPUT] });
+      this.outputReportChecks.set(jobId, problem);
+      while (this.outputReportChecks.size > OUTPUT_REPORT_CHECKS_KEPT) this.outputReportChecks.delete(this.outputReportChecks.keys().next().value!);
+    }
+    return problem;
   }
 
   /** congested says whether output should wait: too much is unsent, on the socket or queued while disconnected. */
@@ -280,6 +299,28 @@ function isJobPart(m: AgentToControl): m is JobPart {
     default:
       return false;
   }
+}
+
+/** OUTPUT_REPORT_CHECKS_KEPT bounds the kept answers of outputReportProblem (the most recent jobs'). */
+const OUTPUT_REPORT_CHECKS_KEPT = 1000;
+/** STAND_IN_OUTPUT is the one output chunk a report's output is checked as (see write). */
+const STAND_IN_OUTPUT = { stream: 'stdout', data: 'AAAA' } as const;
+
+/** isOutputOnlyReport says whether a message is a job.report carrying output and nothing else. */
+function isOutputOnlyReport(m: AgentToControl): m is JobReport {
+  if (m.type !== 'job.report' || !m.output) return false;
+  return Object.keys(m).every((k) => k === 'type' || k === 'jobId' || k === 'output');
+}
+
+/** withStandInOutput is a report with its output replaced by one stand-in chunk (other messages as they are). */
+function withStandInOutput(m: AgentToControl): unknown {
+  return m.type === 'job.report' && m.output ? { ...m, output: [STAND_IN_OUTPUT] } : m;
+}
+
+/** schemaProblem checks a message against the schema the control plane uses: null if it passes, else the first problem. */
+function schemaProblem(m: unknown): string | null {
+  const r = AgentToControlSchema.safeParse(m);
+  return r.success ? null : describeProblem(r.error);
 }
 
 /** STAGE orders a job's reports: a report can take a part only at or after the stage of those it holds. */

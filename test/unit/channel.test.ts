@@ -1,7 +1,8 @@
 // The agent's side of the control channel, against a real WebSocket server on loopback playing the control plane:
 // the hello goes alone and everything else waits for the welcome; a refusal's code and reason reach the agent; bad
-// messages from the control plane are dropped; a report the control plane would refuse is never sent; on protocol 5 the
-// reports of a job ready in one turn go as one job.report (with the load, after an end), and on protocol 4 one by one.
+// messages from the control plane are dropped; a report the control plane would refuse is never sent (a report of
+// output alone included); on protocol 5 the reports of a job ready in one turn go as one job.report (with the load,
+// after an end), and on protocol 4 one by one.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
@@ -122,6 +123,38 @@ test('a report the control plane would refuse is dropped and reported, not sent'
     assert.deepEqual(seen, [hello, startedReport]);
     assert.equal(dropped.length, 1);
     assert.match(dropped[0]!, /^job\.report ended\.end\.message: /);
+  } finally {
+    channel.close();
+    await cp.close();
+  }
+});
+
+test('a report of output alone is checked as any report (its answer kept per job id): a bad job id is dropped every time', async () => {
+  let seen: unknown[] = [];
+  const cp = await controlPlane((ws, received) => {
+    seen = received;
+    ws.once('message', () => ws.send(JSON.stringify({ type: 'welcome', protocol: PROTOCOL_VERSION })));
+  });
+  const channel = new ControlChannel(cp.url, noTls, () => ({ hello, replay: [] }));
+  const dropped: string[] = [];
+  channel.on('bad-outgoing', (type: string, problem: string) => dropped.push(`${type} ${problem}`));
+  const output = (jobId: string): AgentToControl => ({ type: 'job.output', jobId, stream: 'stdout', data: 'aGkK' });
+  try {
+    channel.connect();
+    await once(channel, 'open');
+    for (let turn = 0; turn < 2; turn++) {
+      channel.send(output('not an id!'));
+      await sleep(20);
+    }
+    channel.send(started); // checks the job's report of output alone ahead
+    await sleep(20);
+    channel.send(output('job_ffffffffffffffffffff'));
+    const deadline = Date.now() + 5000;
+    while (seen.length < 3 && Date.now() < deadline) await sleep(10);
+    await sleep(50);
+    assert.deepEqual(seen, [hello, startedReport, { type: 'job.report', jobId: 'job_ffffffffffffffffffff', output: [{ stream: 'stdout', data: 'aGkK' }] }]);
+    assert.equal(dropped.length, 2);
+    for (const d of dropped) assert.match(d, /^job\.report jobId: /);
   } finally {
     channel.close();
     await cp.close();

@@ -191,6 +191,7 @@ export class Cell {
     } finally {
       closeSync(initFd);
     }
+    this.cgroup.readLimits();
     this.container.stdio.stdout.on('data', (chunk: Buffer) => this.onCellBytes(chunk));
     this.container.stdio.stdout.on('close', () => void this.onCellClosed());
     this.container.stdio.stderr.on('data', () => {}); // runtime diagnostics; the workload's stderr is framed on stdout

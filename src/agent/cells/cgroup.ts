@@ -11,6 +11,12 @@ const ONE_HIERARCHY = ['pids', 'memory', 'cpu'];
 
 /** CellCgroup addresses one cell's flat cgroup (the same name under every controller). */
 export class CellCgroup {
+  /**
+   * The limits the runtime gave the cgroup, as read back by readLimits (null: not read, or the file is absent):
+   * limit() writes only what the job changes, each cgroup write being a path walk and a kernel update on the start path.
+   */
+  private created: { memory: string | null; memsw: string | null; quota: string | null } | null = null;
+
   constructor(readonly name: string) {}
 
   /** path is the spec's `cgroupsPath`. */
@@ -18,15 +24,31 @@ export class CellCgroup {
     return `/${this.name}`;
   }
 
-  /** limit tightens memory (and memory+swap) and CPU to the job's request; writes files, spawns nothing. */
+  /** readLimits reads back the limits the runtime set when it made the cgroup (a warm cell's, off the start path). */
+  readLimits(): void {
+    const mem = join(ROOT, 'memory', this.name);
+    this.created = {
+      memory: readIfExists(join(mem, 'memory.limit_in_bytes')),
+      memsw: readIfExists(join(mem, 'memory.memsw.limit_in_bytes')),
+      quota: readIfExists(join(ROOT, 'cpu', this.name, 'cpu.cfs_quota_us')),
+    };
+  }
+
+  /**
+   * limit tightens memory (and memory+swap) and CPU to the job's request; writes files, spawns nothing. After
+   * readLimits, a limit the cgroup already has (a job asking for its whole size class) is not written again.
+   */
   limit(memoryBytes: number, cpu: number): void {
     const mem = join(ROOT, 'memory', this.name);
+    const memory = String(memoryBytes);
+    const quota = String(Math.round(cpu * CPU_PERIOD_US));
+    const was = this.created;
     // Lower the plain limit first: memsw must never be below it.
-    writeFileSync(join(mem, 'memory.limit_in_bytes'), String(memoryBytes));
-    if (existsSync(join(mem, 'memory.memsw.limit_in_bytes'))) {
-      writeFileSync(join(mem, 'memory.memsw.limit_in_bytes'), String(memoryBytes));
+    if (was?.memory !== memory) writeFileSync(join(mem, 'memory.limit_in_bytes'), memory);
+    if (was ? was.memsw !== null && was.memsw !== memory : existsSync(join(mem, 'memory.memsw.limit_in_bytes'))) {
+      writeFileSync(join(mem, 'memory.memsw.limit_in_bytes'), memory);
     }
-    writeFileSync(join(ROOT, 'cpu', this.name, 'cpu.cfs_quota_us'), String(Math.round(cpu * CPU_PERIOD_US)));
+    if (was?.quota !== quota) writeFileSync(join(ROOT, 'cpu', this.name, 'cpu.cfs_quota_us'), quota);
     // A warm cell's init starts at a low weight (spec.ts WARM_CPU_SHARES); its workload gets the normal one.
     writeFileSync(join(ROOT, 'cpu', this.name, 'cpu.shares'), String(ASSIGNED_CPU_SHARES));
   }
