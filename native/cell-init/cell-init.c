@@ -189,9 +189,36 @@ char *read_message(char magic[4], uint32_t *len, uint32_t max) {
   return payload;
 }
 
-/* ignore_signal is init's disposition for every catchable signal once it has a job (see main). */
-static void ignore_signal(int sig) {
-  (void)sig;
+/*
+ * ignore_signal is init's disposition for every catchable signal once it has a job (see main): a signal sent to init
+ * is ignored, but a fault of init's own (raised by the kernel: si_code > 0) gets its default action back, so the
+ * faulting instruction, run again, ends init as SIG_IGN's forced delivery did (a handler that just returned would
+ * fault for ever).
+ */
+static void ignore_signal(int sig, siginfo_t *info, void *context) {
+  (void)context;
+  if (info == NULL || info->si_code <= 0) return;
+  if (sig == SIGSEGV || sig == SIGBUS || sig == SIGFPE || sig == SIGILL || sig == SIGTRAP || sig == SIGSYS) {
+    struct sigaction dfl = {0};
+    dfl.sa_handler = SIG_DFL;
+    sigaction(sig, &dfl, NULL);
+  }
+}
+
+/* set_catchable sets every signal but SIGKILL, SIGSTOP and SIGCHLD (init's own) to `sa`. */
+static void set_catchable(const struct sigaction *sa) {
+  for (int sig = 1; sig < NSIG; sig++) {
+    if (sig == SIGKILL || sig == SIGSTOP || sig == SIGCHLD) continue;
+    sigaction(sig, sa, NULL);
+  }
+}
+
+/* set_catchable_handler installs `handler` (SA_SIGINFO, SA_RESTART) for every catchable signal. */
+static void set_catchable_handler(void (*handler)(int, siginfo_t *, void *)) {
+  struct sigaction sa = {0};
+  sa.sa_sigaction = handler;
+  sa.sa_flags = SA_SIGINFO | SA_RESTART;
+  set_catchable(&sa);
 }
 
 static void on_sigchld(int sig) {
@@ -316,12 +343,12 @@ static unsigned parse_id(const char *s) {
   return (unsigned)v;
 }
 
-/* set_catchable_signals sets every signal but SIGKILL, SIGSTOP and SIGCHLD (init's own) to `disposition`. */
+/* set_catchable_signals sets every catchable signal (see set_catchable) to `disposition`. */
 void set_catchable_signals(void (*disposition)(int)) {
-  for (int sig = 1; sig < NSIG; sig++) {
-    if (sig == SIGKILL || sig == SIGSTOP || sig == SIGCHLD) continue;
-    signal(sig, disposition);
-  }
+  struct sigaction sa = {0};
+  sa.sa_handler = disposition;
+  sa.sa_flags = SA_RESTART;
+  set_catchable(&sa);
 }
 
 /*
@@ -339,8 +366,9 @@ int main(int argc, char **argv) {
   if (argc >= 2 && strcmp(argv[1], "--file-op") == 0) return file_op_main(argc, argv);
   /* Init runs as the workload's uid, so without this the workload could open /proc/1/mem read-write, read init's
      environ and fds, or ptrace it: a non-dumpable process's /proc entries belong to root and ptrace access needs
-     CAP_SYS_PTRACE, which no process of a cell has. (Signals from inside are already ignored: init is PID 1 of the
-     cell's pid namespace and handles only SIGCHLD.) The workload gets its own flag back at execve. */
+     CAP_SYS_PTRACE, which no process of a cell has. (Signals from inside do not reach it either: its real and saved
+     uid are 0, so the workload may send it only SIGCONT, and it ignores every catchable signal.) The workload gets its
+     own flag back at execve. */
   if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) fail("prctl(PR_SET_DUMPABLE)");
   /* The kernel drops signals sent to a pid namespace's init from inside it unless init handles them; gVisor delivers
      them, so init ignores every catchable signal itself (with a job, through a handler that does nothing: see main's
@@ -405,7 +433,7 @@ int main(int argc, char **argv) {
   /* Every catchable signal gets a handler that does nothing in place of SIG_IGN, now, while the agent attaches the
      network: init still ignores them (with SA_RESTART), and execve resets handled signals to their defaults by itself,
      so the workload's child need not reset each ignored one (some 60 system calls) after the start frame. */
-  set_catchable_signals(ignore_signal);
+  set_catchable_handler(ignore_signal);
   int out[2], err[2];
   if (pipe2(sigchld_pipe, O_CLOEXEC | O_NONBLOCK) || pipe2(out, O_CLOEXEC) ||
       pipe2(err, O_CLOEXEC))
@@ -496,7 +524,14 @@ int main(int argc, char **argv) {
       int st;
       pid_t w;
       while ((w = waitpid(-1, &st, WNOHANG)) > 0)
-        if (w == child) { status = st; exited = 1; }
+        if (w == child) {
+          status = st;
+          exited = 1;
+          /* Handled, SIGCONT (which any process of the session may send) would interrupt every poll of the drain
+             below; ignored again, the kernel drops it (pid namespace init), as before the job. Other signals from
+             inside fail the permission check (init's real and saved uid are 0). */
+          signal(SIGCONT, SIG_IGN);
+        }
     }
   }
   char msg[32];

@@ -489,6 +489,25 @@ test('the workload inherits no descriptor beyond stdin, stdout and stderr', asyn
   for (const rt of RUNTIMES) for (const v of await postureOf(rt)) assert.deepEqual(extraDescriptors(v), [], `${rt}: the workload inherited descriptors beyond stdio: ${JSON.stringify(extraDescriptors(v))}`);
 });
 
+/**
+ * LIBC_INTERNAL_SIGNALS: 32 and 33 (glibc's SIGCANCEL and SIGSETXID) arrive ignored from the runtimes (runc ignores 32,
+ * crun 32 and 33); libc refuses to change them for its callers and installs its own handlers when it needs them.
+ */
+const LIBC_INTERNAL_SIGNALS = (1n << 31n) | (1n << 32n);
+
+test('the workload starts with no signal ignored or blocked (cell init ignores them itself, through a handler execve resets)', async () => {
+  for (const runtime of RUNTIMES) {
+    const r = await cluster.runJob({ runtime, command: ['/usr/bin/grep', '-E', '^Sig(Ign|Blk):', '/proc/self/status'] });
+    // gVisor's /proc/<pid>/status has no signal lines (grep then exits 1): nothing to read there.
+    if (runtime === 'runsc' && r.stdout === '') continue;
+    assert.equal(r.job.status, 'succeeded', `${runtime}: ${r.job.message} ${r.stderr}`);
+    const masks = Object.fromEntries(r.stdout.trim().split('\n').map((l) => l.split(':').map((x) => x.trim()) as [string, string]));
+    assert.equal(masks.SigBlk, '0000000000000000', `${runtime}: the workload starts with signals blocked: ${r.stdout}`);
+    const ignored = BigInt(`0x${masks.SigIgn ?? 'missing'}`) & ~LIBC_INTERNAL_SIGNALS;
+    assert.equal(ignored, 0n, `${runtime}: the workload inherited ignored signals (mask ${ignored.toString(16)}): ${r.stdout}`);
+  }
+});
+
 /** DENIED_GROUPS are the probe lists whose every call must fail with EPERM or ENOSYS in both runtimes. */
 const DENIED_GROUPS: Record<string, Record<string, Probe>> = { forbidden: FORBIDDEN_PROBES, 'mount API': MOUNT_API_PROBES, 'default deny': DEFAULT_DENY_PROBES, 'other doors': EXTRA_PROBES };
 const ABI_PROBES = { ...X32_PROBES, ...I386_PROBES };

@@ -12,7 +12,8 @@ const ONE_HIERARCHY = ['pids', 'memory', 'cpu'];
 /** CellCgroup addresses one cell's flat cgroup (the same name under every controller). */
 export class CellCgroup {
   /**
-   * The limits the runtime gave the cgroup, as read back by readLimits (null: not read, or the file is absent):
+   * The limits the runtime gave the cgroup, as read back by readLimits (null: not read; a null memory or quota could
+   * not be read and is written; a null memsw is absent and never written):
    * limit() writes only what the job changes, each cgroup write being a path walk and a kernel update on the start path.
    */
   private created: { memory: string | null; memsw: string | null; quota: string | null } | null = null;
@@ -29,7 +30,8 @@ export class CellCgroup {
     const mem = join(ROOT, 'memory', this.name);
     this.created = {
       memory: readIfExists(join(mem, 'memory.limit_in_bytes')),
-      memsw: readIfExists(join(mem, 'memory.memsw.limit_in_bytes')),
+      // Absent (no swap accounting): never written. Present but unreadable: '?' matches no limit, so it is written.
+      memsw: existsSync(join(mem, 'memory.memsw.limit_in_bytes')) ? (readIfExists(join(mem, 'memory.memsw.limit_in_bytes')) ?? '?') : null,
       quota: readIfExists(join(ROOT, 'cpu', this.name, 'cpu.cfs_quota_us')),
     };
   }
