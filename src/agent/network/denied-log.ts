@@ -8,7 +8,7 @@ import { closeSync, constants, openSync, readSync } from 'node:fs';
 export interface DeniedRecord {
   readonly action: 'denied' | 'dry-run';
   readonly cellId: string | undefined;
-  readonly hostIf: string;
+  /** The cell's address (the host's table keys cells by address: the hub lets only bound sources up the uplink). */
   readonly source: string;
   readonly destination: string;
   readonly protocol: string;
@@ -16,10 +16,10 @@ export interface DeniedRecord {
   readonly time: Date;
 }
 
-/** DeniedLogOptions: the agent prefix, how to map a host veth to a cell id, and the poll interval. */
+/** DeniedLogOptions: the agent prefix, how to map a cell address to a cell id, and the poll interval. */
 export interface DeniedLogOptions {
   readonly prefix: string;
-  readonly cellOf: (hostIf: string) => string | undefined;
+  readonly cellOf: (address: string) => string | undefined;
   readonly pollMs?: number;
   readonly path?: string;
 }
@@ -82,7 +82,7 @@ export class DeniedLog {
 }
 
 /** parseKmsgRecord turns one /dev/kmsg record into a DeniedRecord if it is a denial logged by this agent's table. */
-export function parseKmsgRecord(raw: string, prefix: string, cellOf: (hostIf: string) => string | undefined): DeniedRecord | undefined {
+export function parseKmsgRecord(raw: string, prefix: string, cellOf: (address: string) => string | undefined): DeniedRecord | undefined {
   const semi = raw.indexOf(';');
   if (semi < 0) return undefined;
   const message = raw.slice(semi + 1).split('\n', 1)[0] ?? '';
@@ -92,7 +92,6 @@ export function parseKmsgRecord(raw: string, prefix: string, cellOf: (hostIf: st
     const eq = token.indexOf('=');
     if (eq > 0) fields.set(token.slice(0, eq), token.slice(eq + 1));
   }
-  const hostIf = fields.get('IN') ?? '';
   const source = fields.get('SRC');
   const destination = fields.get('DST');
   if (!source || !destination) return undefined;
@@ -100,8 +99,7 @@ export function parseKmsgRecord(raw: string, prefix: string, cellOf: (hostIf: st
   const dpt = fields.get('DPT');
   return {
     action: message.startsWith(`${prefix} D `) ? 'denied' : 'dry-run',
-    cellId: cellOf(hostIf),
-    hostIf,
+    cellId: cellOf(source),
     source,
     destination,
     protocol: (fields.get('PROTO') ?? 'unknown').toLowerCase(),

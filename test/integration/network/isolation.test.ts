@@ -13,7 +13,7 @@ import { CellNetworkHost, type CellNetwork } from '../../../src/agent/network/ce
 import type { DeniedRecord } from '../../../src/agent/network/denied-log.js';
 import type { EgressPolicy } from '../../../src/shared/net/egress-policy.js';
 import { Ipam, type CellAddress } from '../../../src/agent/network/ipam.js';
-import { isCellHostIf } from '../../../src/agent/network/names.js';
+import { hubNetnsName, isCellHostIf, uplinkIfName } from '../../../src/agent/network/names.js';
 import { reconcileNetworks } from '../../../src/agent/network/reconcile.js';
 import { policyChainName } from '../../../src/agent/network/nft-ruleset.js';
 
@@ -248,25 +248,52 @@ test('3 workspaces x 3 cells: isolation, gateway, anti-spoof, metadata, egress a
     return { src, probes };
   });
   try {
+    // Every host side lives in the hub, none in the host's netns.
+    const inHub = await hubLinks();
+    for (const c of cells) {
+      assert.ok(inHub.includes(c.net.names.hostIf), `${c.net.names.hostIf} in the hub`);
+      assert.ok(!existsSync(`/sys/class/net/${c.net.names.hostIf}`), `${c.net.names.hostIf} is not in the host's netns`);
+    }
     await checkMatrix(plans);
+    // The cells used the network (through the host's stateful table), yet the hub tracked nothing: a veth going down
+    // there schedules no walk of a conntrack table, and its ruleset has nothing that would make it track.
+    assert.equal(await inHubNetns(['cat', '/proc/sys/net/netfilter/nf_conntrack_count']), '0', 'the hub tracks connections');
+    const hubRules = await inHubNetns(['nft', 'list', 'ruleset']);
+    assert.match(hubRules, /src_ok/);
+    assert.doesNotMatch(hubRules, /\bct\b|\bnat\b|masquerade|snat|dnat|notrack|\blog\b/, 'the hub ruleset is not stateless');
   } finally {
     await Promise.all(cells.map((c) => h.destroyCellNetwork(c.net)));
   }
-  assertNothingOf(cells.map((c) => c.net));
+  await assertNothingOf(cells.map((c) => c.net));
+  assert.equal(await inHubNetns(['cat', '/proc/sys/net/netfilter/nf_conntrack_count']), '0', 'the hub tracks connections after the wipes');
   const state = await tableState();
   assert.deepEqual(state.cellElements, [], 'no per-cell element after destroy');
   // Idle policy chains stay for the next cell of the same policy (nothing jumps to them any more): one per policy used.
   assert.deepEqual(state.policyChains.sort(), [...new Set(cells.map((c) => policyChainName(WORKSPACES[c.ws]!)))].sort(), 'one idle chain per policy used, kept for reuse');
 });
 
-// tableState lists the per-cell sets/maps that still hold elements, and the policy chains (rate-limit sets expire alone).
+// tableState lists the per-cell sets/maps of the host's table and the hub's that still hold elements, and the policy
+// chains (rate-limit sets expire alone).
 async function tableState(): Promise<{ cellElements: unknown[]; policyChains: string[] }> {
-  const items = (JSON.parse((await sh('nft', ['-j', 'list', 'table', 'inet', prefix])).stdout) as { nftables: Array<Record<string, { name?: string; elem?: unknown[] }>> }).nftables;
+  type Items = { nftables: Array<Record<string, { name?: string; elem?: unknown[] }>> };
+  const items = (JSON.parse((await sh('nft', ['-j', 'list', 'table', 'inet', prefix])).stdout) as Items).nftables;
+  const hubItems = (JSON.parse(await inHubNetns(['nft', '-j', 'list', 'table', 'inet', prefix])) as Items).nftables;
   const perCell = ['src_ok', 'gw_allow', 'cell_egress', 'cell_mark', 'cell_flow'];
   return {
-    cellElements: items.flatMap((i) => [i.set, i.map]).filter((x) => x && perCell.includes(x.name ?? '') && x.elem?.length),
+    cellElements: [...items, ...hubItems].flatMap((i) => [i.set, i.map]).filter((x) => x && perCell.includes(x.name ?? '') && x.elem?.length),
     policyChains: items.flatMap((i) => (i.chain?.name?.startsWith('eg_') ? [i.chain.name] : [])),
   };
+}
+
+// Runs a command inside the agent's hub netns (nsenter: no mount namespace of its own) and returns its trimmed output.
+async function inHubNetns(argv: string[]): Promise<string> {
+  return (await sh('nsenter', [`--net=/run/netns/${hubNetnsName(prefix)}`, ...argv])).stdout.trim();
+}
+
+// The interfaces in the agent's hub.
+async function hubLinks(): Promise<string[]> {
+  if (!existsSync(`/run/netns/${hubNetnsName(prefix)}`)) return [];
+  return (JSON.parse((await sh('ip', ['-n', hubNetnsName(prefix), '-j', 'link', 'show'])).stdout) as Array<{ ifname: string }>).map((l) => l.ifname);
 }
 
 async function checkMatrix(plans: Array<{ src: Cell; probes: Probe[] }>): Promise<void> {
@@ -312,22 +339,24 @@ test('reconcile removes every network object of cells that are not live', async 
   const [dead1, dead2, live] = nets as [CellNetwork, CellNetwork, CellNetwork];
   const report = await reconcileNetworks(prefix, [live.cellId]);
   assert.deepEqual(report.netns.sort(), [dead1.names.netns, dead2.names.netns].sort());
-  assertNothingOf([dead1, dead2]);
-  assert.ok(existsSync(live.netnsPath) && existsSync(`/sys/class/net/${live.names.hostIf}`), 'live cell kept');
+  await assertNothingOf([dead1, dead2]);
+  assert.ok(existsSync(live.netnsPath) && (await hubLinks()).includes(live.names.hostIf), 'live cell kept');
+  assert.ok(existsSync(`/run/netns/${hubNetnsName(prefix)}`) && existsSync(`/sys/class/net/${uplinkIfName(prefix)}`), 'hub and uplink kept while a cell lives');
   const state = JSON.stringify(await tableState());
   assert.ok(!state.includes(dead2.names.hostIf) && !state.includes(`"${dead2.attached!.address}"`), 'dead elements removed');
   assert.ok(state.includes(live.names.hostIf) && state.includes(`"${live.attached!.address}"`) && state.includes('eg_'), 'live elements and policy chain kept');
   const all = await reconcileNetworks(prefix, []);
   assert.ok(all.tableRemoved);
-  assertNothingOf([live]);
+  assert.ok(all.netns.includes(hubNetnsName(prefix)) && all.links.includes(uplinkIfName(prefix)), JSON.stringify(all));
+  await assertNothingOf([live]);
   assert.deepEqual(readdirSync('/sys/class/net').filter((n) => n.startsWith(prefix)), []);
   assert.deepEqual(readdirSync('/run/netns').filter((n) => n.startsWith(prefix)), []);
 });
 
-function assertNothingOf(nets: CellNetwork[]): void {
-  for (const net of nets) {
-    assert.ok(!existsSync(net.netnsPath), `netns ${net.names.netns} removed`);
-    assert.ok(!existsSync(`/sys/class/net/${net.names.hostIf}`), `veth ${net.names.hostIf} removed`);
-  }
-  assert.deepEqual(readdirSync('/sys/class/net').filter((n) => isCellHostIf(prefix, n) && nets.some((x) => x.names.hostIf === n)), []);
+// A destroyed cell's netns and veth pair (host side in the hub) are gone, even while a process still holds the netns.
+async function assertNothingOf(nets: CellNetwork[]): Promise<void> {
+  for (const net of nets) assert.ok(!existsSync(net.netnsPath), `netns ${net.names.netns} removed`);
+  const left = (await hubLinks()).filter((n) => isCellHostIf(prefix, n) && nets.some((x) => x.names.hostIf === n));
+  assert.deepEqual(left, [], 'veths of destroyed cells left in the hub');
+  assert.deepEqual(readdirSync('/sys/class/net').filter((n) => isCellHostIf(prefix, n)), [], 'cell veths in the host netns');
 }

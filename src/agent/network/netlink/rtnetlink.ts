@@ -1,9 +1,9 @@
 // The few rtnetlink requests a cell's network needs (rtnetlink(7)): bring links up and find their indices, and replace an
 // IPv4 address, a static neighbour or a route — what `ip link/address/neigh/route` would send.
 import { attr, ipv4Bytes, macBytes, NLM_F, strAttr, u32Attr } from './message.js';
-import { NETLINK, NetlinkSocket } from './socket.js';
+import { NETLINK, NetlinkError, NetlinkSocket } from './socket.js';
 
-const RTM = { NEWLINK: 16, GETLINK: 18, NEWADDR: 20, NEWROUTE: 24, NEWNEIGH: 28 } as const;
+const RTM = { NEWLINK: 16, DELLINK: 17, GETLINK: 18, NEWADDR: 20, NEWROUTE: 24, NEWNEIGH: 28 } as const;
 const AF_INET = 2;
 const IFF_UP = 0x1;
 const IFLA_IFNAME = 3;
@@ -56,6 +56,15 @@ export class RouteSocket {
       if (!link) throw new Error(`get link ${names[i]}: the kernel sent no link`);
       return link.payload.readInt32LE(4);
     });
+  }
+
+  /** deleteLink deletes the link with this index (a veth: both ends), on the thread pool; one already gone is no error. */
+  async deleteLink(index: number): Promise<void> {
+    try {
+      await this.socket.exchange(`delete link ${index}`, (r) => r.add(RTM.DELLINK, NLM_F.REQUEST | NLM_F.ACK, ifinfo(index, 0, 0), []));
+    } catch (e) {
+      if (!(e instanceof NetlinkError && e.code === 'ENODEV')) throw e;
+    }
   }
 
   /**
