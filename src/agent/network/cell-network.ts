@@ -96,9 +96,9 @@ export class CellNetworkHost {
    */
   private readonly hostIpDelete = new Coprocess(['ip', '-force', '-batch', '-'], IP_DIALECT);
   private readonly nft = new Coprocess(['nft', '-i'], NFT_DIALECT);
-  /** rtnetlink sockets in the hub: one for the hub's routes and neighbours (agent's thread), one to bring veths up and delete them (thread pool). */
+  /** rtnetlink sockets in the hub: one for the hub's routes and neighbours (agent's thread), one to delete veths (thread pool). */
   private readonly hubRoutes: RouteSocket;
-  private readonly hubLinks: RouteSocket;
+  private readonly hubWipes: RouteSocket;
   /** nftables sockets: the host's table and the hub's, each one for attaches and one for wipes. */
   private readonly sets: NftSocket;
   private readonly wipeSets: NftSocket;
@@ -118,7 +118,7 @@ export class CellNetworkHost {
   ) {
     const hub = hubNetnsPath(prefix);
     this.hubRoutes = new RouteSocket(hub);
-    this.hubLinks = new RouteSocket(hub);
+    this.hubWipes = new RouteSocket(hub);
     this.sets = new NftSocket(prefix);
     this.wipeSets = new NftSocket(prefix);
     this.hubSets = new NftSocket(prefix, hub);
@@ -157,16 +157,19 @@ export class CellNetworkHost {
     let socket: RouteSocket | undefined;
     try {
       // The hub's defaults (IPv6 off, forwarding, rp_filter, arp_ignore) apply to the new host side: no sysctl of its own.
+      // The host side is made in the hub and up at once (`up` in the creation request).
       await this.hostIp.run([
         `netns add ${names.netns}`,
-        `link add ${names.hostIf} netns ${hubNetnsName(this.prefix)} address ${names.hostMac} type veth peer name eth0 address ${names.cellMac} netns ${names.netns}`,
+        `link add ${names.hostIf} netns ${hubNetnsName(this.prefix)} address ${names.hostMac} up type veth peer name eth0 address ${names.cellMac} netns ${names.netns}`,
       ]);
       socket = new RouteSocket(netnsPath);
       this.insideSockets.add(socket);
-      // Three thread-pool calls (RtnlLane runs them one at a time): the links inside up, with eth0's index, in one
-      // request; the host side up in the hub, with its index; the cell netns' sysctls in one call.
+      // Two thread-pool calls (RtnlLane runs them one at a time): the links inside up, with eth0's index and its
+      // peer's (the host side's index in the hub), in one request; the cell netns' sysctls in one call.
       const sysctls = CELL_SYSCTLS.map(([path, value]) => [netnsPath, path, value] as const);
-      const [[, eth0], [hostIndex]] = await Promise.all([socket.bringUp(['lo', 'eth0']), this.hubLinks.bringUp([names.hostIf]), writeNetSysctlsAsync(sysctls)]);
+      const [[, link]] = await Promise.all([socket.bringUp(['lo', 'eth0']), writeNetSysctlsAsync(sysctls)]);
+      const eth0 = link?.index;
+      const hostIndex = link?.peer;
       if (hostIndex === undefined || !Number.isInteger(hostIndex) || hostIndex <= 0 || eth0 === undefined) throw new Error(`cell ${cellId}: no interface index for ${names.hostIf} or eth0`);
       net = { cellId, names, netnsPath, state: 'prepared', attachTimings: {}, hostIndex, inside: { socket, eth0 } };
       if (preAddress) {
@@ -291,8 +294,9 @@ export class CellNetworkHost {
     net.state = 'destroyed';
     // The veth first (its hub side, with the hub's route and neighbour to the cell, must not outlive the cell while
     // something still holds the netns); both its ends go down in namespaces that track nothing.
+    // By name, which is the cell's own (an index could be another veth's by now).
     let vethLeft = false;
-    if (net.hostIndex > 0) await this.hubLinks.deleteLink(net.hostIndex).catch(() => (vethLeft = true));
+    await this.hubWipes.deleteLink(net.names.hostIf).catch(() => (vethLeft = true));
     await this.hostIpDelete.run([`netns del ${net.names.netns}`]).catch(() => undefined);
     if (existsSync(net.netnsPath) || vethLeft) throw new Error(`cell ${net.cellId}: network still present after destroy`);
   }
@@ -317,7 +321,7 @@ export class CellNetworkHost {
     for (const socket of this.insideSockets) socket.close();
     this.insideSockets.clear();
     this.hubRoutes.close();
-    this.hubLinks.close();
+    this.hubWipes.close();
     this.sets.close();
     this.wipeSets.close();
     this.hubSets.close();
