@@ -13,7 +13,7 @@
 // `ip` cost 5–8 ms here: waking an idle helper and nft's parser and cache.) The attach's exchanges run on the agent's
 // thread (short, and on the start path, where a thread-pool round trip costs more); a prepare's and a wipe's run on the
 // libuv thread pool (netlink/socket.ts): rtnetlink requests wait for the RTNL lock that other cells' netns and veth work
-// holds (netlink/rtnl-lane.ts: one such call of the agent's at a time). Attaches and wipes use separate nftables
+// holds (netlink/rtnl-lane.ts: one prepare's call at a time; a wipe's veth deletion waits beside it). Attaches and wipes use separate nftables
 // sockets, since a socket takes no synchronous exchange while an asynchronous one is in flight.
 // The co-processes do what is rare or off the hot path: creating (one `ip`) and deleting (another) netns and veths,
 // gateway addresses, and policy chains (written in nft's own language, once per distinct policy; a chain no cell uses
@@ -118,7 +118,9 @@ export class CellNetworkHost {
   ) {
     const hub = hubNetnsPath(prefix);
     this.hubRoutes = new RouteSocket(hub);
-    this.hubWipes = new RouteSocket(hub);
+    // A wipe's veth deletion waits for RTNL beside the prepares' lane, as the deleting co-process does for the netns:
+    // in the lane, every prepare queued behind it.
+    this.hubWipes = new RouteSocket(hub, { lane: false });
     this.sets = new NftSocket(prefix);
     this.wipeSets = new NftSocket(prefix);
     this.hubSets = new NftSocket(prefix, hub);

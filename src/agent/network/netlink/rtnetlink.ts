@@ -45,8 +45,9 @@ export type RouteChange =
 export class RouteSocket {
   private readonly socket: NetlinkSocket;
 
-  constructor(netnsPath?: string) {
-    this.socket = new NetlinkSocket(NETLINK.ROUTE, netnsPath);
+  /** `lane: false` lets this socket's thread-pool exchanges wait for RTNL outside RTNL_LANE. */
+  constructor(netnsPath?: string, options: { lane?: boolean } = {}) {
+    this.socket = new NetlinkSocket(NETLINK.ROUTE, netnsPath, options);
   }
 
   /**
