@@ -40,6 +40,8 @@ export interface CellNetworkHostOptions {
   readonly masquerade?: boolean;
   /** Called once a new gateway address is on the host (before the attach that added it completes), to start services on it. */
   readonly onGateway?: (address: string) => Promise<void>;
+  /** How often the denial reader polls the kernel log (default 100 ms); tests that deliver records by hand (flushDenied) set it long. */
+  readonly deniedPollMs?: number;
 }
 
 /** CellNetwork is one cell's network; `netnsPath` goes into the OCI spec as the `network` namespace path. */
@@ -75,7 +77,7 @@ const CELL_SYSCTLS: ReadonlyArray<readonly [string, string]> = [
 ];
 /** How many policy chains that no cell uses stay in the table for the next cell of their policy. */
 const MAX_IDLE_CHAINS = 32;
-/** How many address → cell mappings the denial reader keeps for records that arrive after their cell is gone. */
+/** How many (mark, address) → cell mappings the denial reader keeps for records that arrive after their cell is gone. */
 const REMEMBERED_CELLS = 4096;
 
 // The cell side of its address: a /32 on eth0, the gateway as a static neighbour, and the default route through it.
@@ -107,7 +109,7 @@ export class CellNetworkHost {
   /** Policy chains: how many attached cells jump to each and its creation (awaited by every attach); idle ones in use order. */
   private readonly chains = new Map<string, { users: number; ready?: Promise<void> }>();
   private readonly gateways = new Set<string>();
-  private readonly cellsByAddress = new Map<string, string>();
+  private readonly cellsByMark = new Map<string, string>();
   private readonly insideSockets = new Set<RouteSocket>();
   private deniedLog: DeniedLog | undefined;
 
@@ -115,6 +117,7 @@ export class CellNetworkHost {
     readonly prefix: string,
     readonly pool: Cidr,
     private readonly onGateway: (address: string) => Promise<void>,
+    private readonly deniedPollMs: number | undefined,
   ) {
     const hub = hubNetnsPath(prefix);
     this.hubRoutes = new RouteSocket(hub);
@@ -135,7 +138,7 @@ export class CellNetworkHost {
     cellNames(options.prefix, 'probe');
     const pool = cidrOf(options.pool ?? '10.88.0.0/16');
     const listed = await run(['nft', 'list', 'table', 'inet', options.prefix], '', { allowFailure: true });
-    if (!listed.includes('chain forward') || !listed.includes(uplinkIfName(options.prefix))) await run(['nft', '-f', '-'], agentTableScript(options.prefix, pool, options.masquerade ?? true));
+    if (!listed.includes('log_would_deny') || !listed.includes(uplinkIfName(options.prefix))) await run(['nft', '-f', '-'], agentTableScript(options.prefix, pool, options.masquerade ?? true));
     const gw = gatewayIfName(options.prefix);
     if (!existsSync(`/sys/class/net/${gw}`)) {
       // A dummy if the kernel has it, else an ifb (this host's kernel lacks dummy); the second add fails when the first worked.
@@ -144,7 +147,7 @@ export class CellNetworkHost {
       if (!existsSync(`/sys/class/net/${gw}`)) throw new Error(`cannot create the gateway interface ${gw}`);
     }
     await openHub(options.prefix, pool);
-    return new CellNetworkHost(options.prefix, pool, options.onGateway ?? (async () => {}));
+    return new CellNetworkHost(options.prefix, pool, options.onGateway ?? (async () => {}), options.deniedPollMs);
   }
 
   /**
@@ -208,7 +211,7 @@ export class CellNetworkHost {
     net.state = 'attached';
     net.attached = { ...elements, workspaceId: options.workspaceId };
     const chainReady = this.usePolicyChain(policyChain, options.egress);
-    this.rememberCell(options.address, net.cellId);
+    this.rememberCell(names.ctMark, options.address, net.cellId);
     const t0 = performance.now();
     try {
       await chainReady;
@@ -306,7 +309,7 @@ export class CellNetworkHost {
   /** onDenied subscribes to denied (and dry-run would-deny) connection records of this agent's cells. */
   onDenied(listener: (record: DeniedRecord) => void): () => void {
     if (!this.deniedLog) {
-      this.deniedLog = new DeniedLog({ prefix: this.prefix, cellOf: (address) => this.cellsByAddress.get(address) });
+      this.deniedLog = new DeniedLog({ prefix: this.prefix, cellOf: (mark, address) => this.cellsByMark.get(`${mark} ${address}`), ...(this.deniedPollMs ? { pollMs: this.deniedPollMs } : {}) });
       this.deniedLog.start();
     }
     return this.deniedLog.onDenied(listener);
@@ -331,14 +334,16 @@ export class CellNetworkHost {
     await Promise.all([this.hostIp.close(), this.hostIpDelete.close(), this.nft.close()]);
   }
 
-  // Denial records may arrive after a cell is gone; keep the last few thousand address → cell mappings (Ipam hands a
-  // released address out again as late as it can, so a late record still names the cell that sent it).
-  private rememberCell(address: string, cellId: string): void {
-    this.cellsByAddress.delete(address);
-    this.cellsByAddress.set(address, cellId);
-    for (const oldest of this.cellsByAddress.keys()) {
-      if (this.cellsByAddress.size <= REMEMBERED_CELLS) break;
-      this.cellsByAddress.delete(oldest);
+  // Denial records may arrive after a cell is gone (and its address is another cell's): keep the last few thousand
+  // (mark, address) → cell mappings. Both must match, so a record names a later cell only if that cell has the same
+  // address AND the same 31-bit mark (the same odds as it inheriting the old cell's connections, cell_flow).
+  private rememberCell(mark: number, address: string, cellId: string): void {
+    const key = `${mark} ${address}`;
+    this.cellsByMark.delete(key);
+    this.cellsByMark.set(key, cellId);
+    for (const oldest of this.cellsByMark.keys()) {
+      if (this.cellsByMark.size <= REMEMBERED_CELLS) break;
+      this.cellsByMark.delete(oldest);
     }
   }
 }

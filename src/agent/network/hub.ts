@@ -10,13 +10,15 @@
 //             aimed at another cell, so every decision about a cell's traffic is made (and logged) in the host's netns;
 //             the reverse-path check (iif lo) and traffic from the uplink use the main table, with the cells' routes.
 //   host      the pool is routed via the uplink; the stateful table keys cells by address (agentTableScript).
-// Neither side of the uplink has an address: each routes via a link-local next hop with a static neighbour.
+// Each side routes via a link-local next hop with a static neighbour. Only the host side has an address (link-local, the
+// pool route's source; the hub has none but 127.0.0.1).
 import { existsSync } from 'node:fs';
 import { formatCidr, type Cidr } from '../../shared/net/ipv4.js';
 import { run } from '../exec.js';
 import { HUB_UPLINK_IF, hubNetnsName, uplinkIfName, uplinkNames } from './names.js';
 import { writeNetSysctlsAsync } from './netlink/socket.js';
 import { hubTableScript } from './nft-ruleset.js';
+import { poolRouteClash, type PoolRoute } from './pool-clash.js';
 
 /** HUB_UPLINK_TABLE is the hub's routing table for traffic from cells: only a default route, up the uplink. */
 const HUB_UPLINK_TABLE = 100;
@@ -38,8 +40,17 @@ const UPLINK_SYSCTLS: ReadonlyArray<readonly [string, string]> = [
   ['ipv4/conf/%/forwarding', '1'],
   ['ipv4/conf/%/rp_filter', '1'],
   ['ipv4/conf/%/arp_ignore', '8'],
-  ['ipv4/conf/%/send_redirects', '0'],
 ];
+
+/** HubError is thrown by openHub with a stable code. */
+export class HubError extends Error {
+  constructor(
+    readonly code: 'pool_routed_elsewhere',
+    message: string,
+  ) {
+    super(message);
+  }
+}
 
 /** hubNetnsPath returns the path of the agent's hub netns (for sockets opened inside it). */
 export function hubNetnsPath(prefix: string): string {
@@ -55,14 +66,36 @@ export async function openHub(prefix: string, pool: Cidr): Promise<void> {
   const path = hubNetnsPath(prefix);
   const up = uplinkIfName(prefix);
   const u = uplinkNames(prefix);
+  // Before anything is made: the pool route below must never take over a route that is not this agent's.
+  const routes = JSON.parse((await run(['ip', '-j', '-4', 'route', 'show', 'table', 'all', 'root', formatCidr(pool)])) || '[]') as PoolRoute[];
+  const clash = poolRouteClash(prefix, routes);
+  if (clash) {
+    throw new HubError(
+      'pool_routed_elsewhere',
+      `network.pool ${formatCidr(pool)} is already routed on this host (${clash.dst}${clash.dev ? ` dev ${clash.dev}` : ` ${clash.type ?? ''}`}${clash.table ? ` table ${clash.table}` : ''}: another agent's network hub or a route of the host's own): give each agent on a host its own network.pool, outside the host's routes`,
+    );
+  }
   if (!existsSync(path)) await run(['ip', 'netns', 'add', hub]);
   // Before the uplink exists, so it (like every cell veth after it) is created with the hub's defaults.
   await writeNetSysctlsAsync(HUB_SYSCTLS.map(([p, v]) => [path, p, v] as const));
-  if (!existsSync(`/sys/class/net/${up}`)) {
+  const fresh = !existsSync(`/sys/class/net/${up}`);
+  if (fresh) {
     await run(['ip', '-batch', '-'], `link add ${up} address ${u.hostMac} type veth peer name ${HUB_UPLINK_IF} address ${u.hubMac} netns ${hub}\nlink set ${up} addrgenmode none\n`);
   }
   await writeNetSysctlsAsync(UPLINK_SYSCTLS.map(([p, v]) => [null, p.replace('%', up), v] as const));
-  await run(['ip', '-batch', '-'], [`link set ${up} up`, `neigh replace ${u.hubHop} lladdr ${u.hubMac} dev ${up} nud permanent`, `route replace ${formatCidr(pool)} via ${u.hubHop} dev ${up} onlink`].join('\n') + '\n');
+  // The host side's link-local address is the pool route's source: what the host itself sends a cell (ICMP errors about
+  // its forwarded packets: TTL exceeded, fragmentation needed, unreachable) comes from it, never from the host's LAN
+  // address or another workspace's gateway. Scope link: the host never picks it as a source for anything else.
+  // A fresh uplink's route is added (which fails rather than replace a route that appeared since the check).
+  await run(
+    ['ip', '-batch', '-'],
+    [
+      `address replace ${u.hostHop}/32 dev ${up} scope link`,
+      `link set ${up} up`,
+      `neigh replace ${u.hubHop} lladdr ${u.hubMac} dev ${up} nud permanent`,
+      `route ${fresh ? 'add' : 'replace'} ${formatCidr(pool)} via ${u.hubHop} dev ${up} onlink src ${u.hostHop}`,
+    ].join('\n') + '\n',
+  );
   const inHub = ['ip', '-n', hub];
   await run([...inHub, '-force', '-batch', '-'], `rule del pref ${RULE_PREF.local}\nrule del pref ${RULE_PREF.fromCells}\n`, { allowFailure: true });
   await run(

@@ -16,7 +16,13 @@
 // Only cells' forwarded egress is masqueraded: the host's own packets from a gateway address (to a gateway, over lo) keep
 // their source, or replies from a socket bound to 0.0.0.0 miss the NAT mapping and never arrive.
 // Denials are logged to the kernel log (from the host's table: a netns other than the host's logs nothing by default),
-// rate limited per source, with prefix "<prefix> D " (denied) or "<prefix> W " (dry run).
+// rate limited per source, with prefix "<prefix> D " (denied) or "<prefix> W " (dry run). The record names its cell by
+// the cell's mark, which the kernel prints (MARK=, the packet's mark) and which is unique per cell, not by its address:
+// an address is handed to another workspace's cell as soon as it is free, before a late record of the old cell is
+// read. The packet's mark is set from cell_mark (the address's binding when the packet passed, which the hub makes the
+// sender's) just before logging. A denied packet is dropped, so its mark goes nowhere; a dry-run one is accepted, so its
+// mark is cleared again, and one that arrived with a mark of its own (another ruleset's) keeps it and is logged as
+// "<prefix> w " (a record that names no cell).
 import { createHash } from 'node:crypto';
 import type { EgressPolicy, EgressRule } from '../../shared/net/egress-policy.js';
 import { formatCidr, FORBIDDEN_DESTINATIONS, type Cidr } from '../../shared/net/ipv4.js';
@@ -45,8 +51,8 @@ export function agentTableScript(prefix: string, pool: Cidr, masquerade: boolean
   const t = `inet ${prefix}`;
   const up = `"${uplinkIfName(prefix)}"`;
   const forbidden = [formatCidr(pool), ...FORBIDDEN_DESTINATIONS.map(formatCidr)].join(', ');
-  const logRule = (set: string, tag: string): string =>
-    `update @${set} { ip saddr limit rate 20/second burst 50 packets } log prefix "${prefix} ${tag} " level debug`;
+  const limit = (set: string): string => `update @${set} { ip saddr limit rate 20/second burst 50 packets }`;
+  const log = (tag: string): string => `log prefix "${prefix} ${tag} " level debug`;
   return `table ${t}
 delete table ${t}
 table ${t} {
@@ -57,8 +63,21 @@ table ${t} {
   set forbidden { type ipv4_addr; flags interval; elements = { ${forbidden} }; }
   set deny_rl { type ipv4_addr; size 65536; flags dynamic,timeout; timeout 1m; }
   set dry_rl { type ipv4_addr; size 65536; flags dynamic,timeout; timeout 1m; }
-  chain deny { ${logRule('deny_rl', 'D')}; drop; }
-  chain would_deny { ${logRule('dry_rl', 'W')}; accept; }
+  chain deny {
+    meta mark set 0
+    meta mark set ip saddr map @cell_mark
+    ${limit('deny_rl')} ${log('D')}
+    drop
+  }
+  chain would_deny {
+    ${limit('dry_rl')} jump log_would_deny
+    accept
+  }
+  chain log_would_deny {
+    meta mark != 0 ${log('w')} accept
+    meta mark set ip saddr map @cell_mark ${log('W')} meta mark set 0 accept
+    ${log('w')}
+  }
   chain pre { type filter hook prerouting priority -300; policy accept; iifname != { ${up}, "lo" } ip saddr @cell_mark drop; }
   chain cell_to_host {
     ct state established,related accept
