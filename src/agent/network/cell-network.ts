@@ -160,6 +160,7 @@ export class CellNetworkHost {
     const netnsPath = `/run/netns/${names.netns}`;
     let net: CellNetwork | undefined;
     let socket: RouteSocket | undefined;
+    let vethMade = false;
     try {
       // The hub's defaults (IPv6 off, forwarding, rp_filter, arp_ignore) apply to the new host side: no sysctl of its own.
       // The host side is made in the hub and up at once (`up` in the creation request).
@@ -167,6 +168,7 @@ export class CellNetworkHost {
         `netns add ${names.netns}`,
         `link add ${names.hostIf} netns ${hubNetnsName(this.prefix)} address ${names.hostMac} up type veth peer name eth0 address ${names.cellMac} netns ${names.netns}`,
       ]);
+      vethMade = true;
       socket = new RouteSocket(netnsPath);
       this.insideSockets.add(socket);
       // Two thread-pool calls (RtnlLane runs them one at a time): the links inside up, with eth0's index and its
@@ -190,7 +192,9 @@ export class CellNetworkHost {
         socket.close();
         this.insideSockets.delete(socket);
       }
-      await this.destroyCellNetwork(net ?? { cellId, names, netnsPath, state: 'prepared', attachTimings: {}, hostIndex: 0 }).catch(() => undefined);
+      // A veth of that name this prepare did not make is another cell's (a clash of names: names.ts): only the netns goes.
+      if (!vethMade) await this.hostIpDelete.run([`netns del ${names.netns}`]).catch(() => undefined);
+      else await this.destroyCellNetwork(net ?? { cellId, names, netnsPath, state: 'prepared', attachTimings: {}, hostIndex: 0 }).catch(() => undefined);
       throw e;
     }
   }
@@ -299,7 +303,8 @@ export class CellNetworkHost {
     net.state = 'destroyed';
     // The veth first (its hub side, with the hub's route and neighbour to the cell, must not outlive the cell while
     // something still holds the netns); both its ends go down in namespaces that track nothing.
-    // By name, which is the cell's own (an index could be another veth's by now).
+    // By name (an index could be another veth's by now): the cell's own once its prepare made it (a prepare whose veth
+    // creation failed on a clash of names never gets here).
     let vethLeft = false;
     await this.hubWipes.deleteLink(net.names.hostIf).catch(() => (vethLeft = true));
     await this.hostIpDelete.run([`netns del ${net.names.netns}`]).catch(() => undefined);

@@ -1,4 +1,4 @@
-// The agent's hub: a network namespace of its own that holds the host side of every cell's veth, joined to the host's
+// The agent's network hub (not the control plane's agent hub): a network namespace of its own that holds the host side of every cell's veth, joined to the host's
 // netns by one long-lived veth pair (the uplink). Why: this kernel has nftables masquerade built in, so its netdevice
 // notifier walks the whole conntrack table of a netns each time a device goes down there while that netns tracks
 // anything. Every wipe takes a cell's veth down; in the host's netns (which always tracks something) that was one walk
@@ -115,7 +115,7 @@ export async function openHub(prefix: string, pool: Cidr): Promise<void> {
   if (!listed.includes('src_ok')) await run([...nftInHub, '-f', '-'], hubTableScript(prefix));
 }
 
-/** removeHub deletes the hub (with every veth still in it) and the uplink; only when the agent has no cell left. */
+/** removeHub deletes the hub (with every veth still in it) and the uplink: at the agent's stop or its next start's reconcile, never while it runs. */
 export async function removeHub(prefix: string): Promise<{ netns: string[]; links: string[] }> {
   const hub = hubNetnsName(prefix);
   const up = uplinkIfName(prefix);

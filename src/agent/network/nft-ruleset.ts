@@ -7,7 +7,10 @@
 //     src_ok      ifname . mac . addr      anti-spoofing binding, checked at prerouting -300; anything else from a cell veth is dropped
 //   the host's table (`inet <prefix>` in the agent's netns) is stateful and keys a cell by its ADDRESS, which the hub has
 //   made unforgeable: only bound sources go up the uplink, and pool sources of bound cells arriving on any other
-//   interface are dropped before conntrack sees them.
+//   interface are dropped before conntrack sees them (`pre`). Bound ones only, not the whole pool: a pool address that
+//   lives elsewhere (a LAN host inside a misconfigured pool; the test lab's pool neighbour) must still be able to answer
+//   the host, and a source no cell holds can reach nothing of a cell's (input drops the pool as destination, cell_in
+//   takes only flows a cell opened, marked with that cell's mark).
 //     gw_allow    addr . gateway . proto . port  the only host sockets a cell may reach
 //     cell_egress addr : jump eg_<hash>        the cell's egress policy chain (content-addressed, shared by equal policies)
 //     cell_mark   addr : mark / cell_flow mark . addr   tag each cell's conntrack entries so a later cell reusing the

@@ -1,7 +1,8 @@
 // Start-up reconciliation: remove every network object carrying the agent prefix that does not belong to a live cell —
 // netns (a cell's veth pair goes with its netns), host veths left in the hub, nft elements of the hub's table and the
-// host's (then unreferenced policy chains). With no live cell at all, the agent's table, gateway dummy, hub and uplink
-// go too. Off the hot path, so it spawns `ip`/`nft` freely; it reads state from /run/netns, /sys, `ip -j` and `nft -j`.
+// host's (then unreferenced policy chains). With no live cell at all (the agent's stop, or a start after a crash with
+// nothing left alive), the agent's table, gateway dummy, network hub and uplink go too. Off the hot path, so it spawns
+// `ip`/`nft` freely; it reads state from /run/netns, /sys, `ip -j` and `nft -j`.
 import { readdirSync } from 'node:fs';
 import { assertAgentPrefix, cellIdFromNetns, gatewayIfName, hostIfName, hubNetnsName, isCellHostIf } from './names.js';
 import { hubNetnsPath, removeHub } from './hub.js';

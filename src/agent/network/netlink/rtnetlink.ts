@@ -11,7 +11,7 @@ const IFLA_LINK = 5;
 const IFA = { ADDRESS: 1, LOCAL: 2 } as const;
 const NDA = { DST: 1, LLADDR: 2 } as const;
 const NUD_PERMANENT = 0x80;
-const RTA = { DST: 1, OIF: 4, GATEWAY: 5, PREFSRC: 7 } as const;
+const RTA = { DST: 1, OIF: 4, GATEWAY: 5 } as const;
 const RT_TABLE_MAIN = 254;
 const RTPROT_BOOT = 3;
 const RT_SCOPE = { UNIVERSE: 0, LINK: 253 } as const;
@@ -19,14 +19,13 @@ const RTN_UNICAST = 1;
 const RTNH_F_ONLINK = 0x4;
 const REPLACE = NLM_F.REQUEST | NLM_F.ACK | NLM_F.CREATE | NLM_F.REPLACE;
 
-/** RouteSpec is an IPv4 route: `dst/prefix` out of `oif`, optionally via `gateway` (onlink) or with source `prefsrc`. */
+/** RouteSpec is an IPv4 route: `dst/prefix` out of `oif`, optionally via `gateway` (onlink). */
 export interface RouteSpec {
   readonly dst: string;
   readonly prefix: number;
   readonly oif: number;
   readonly gateway?: string;
   readonly onlink?: boolean;
-  readonly prefsrc?: string;
 }
 
 /** LinkIndex is a link's interface index and, for a veth, its peer's index (in the peer's namespace). */
@@ -95,7 +94,6 @@ export class RouteSocket {
           const attrs = [u32Attr(RTA.OIF, c.oif)];
           if (c.prefix > 0) attrs.push(attr(RTA.DST, ipv4Bytes(c.dst)));
           if (c.gateway) attrs.push(attr(RTA.GATEWAY, ipv4Bytes(c.gateway)));
-          if (c.prefsrc) attrs.push(attr(RTA.PREFSRC, ipv4Bytes(c.prefsrc)));
           r.add(RTM.NEWROUTE, REPLACE, rtmsg(c), attrs);
         }
       }
