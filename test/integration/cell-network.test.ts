@@ -7,12 +7,13 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { chownSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chownSync, existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { CleanroomClient, type Job } from '../../src/sdk/client.js';
 import { TestCluster } from '../support/cluster.js';
-import { cellWorkDir, leftovers, waitFor } from '../support/host.js';
+import { agentHubLinks, cellWorkDir, leftovers, waitFor } from '../support/host.js';
+import { cellNames, hubNetnsName } from '../../src/agent/network/names.js';
 import { expect, hostAddresses, LAB, NetLab, PROBE_PY, PROBE_TIMEOUT_S, verdictFailures, wireTargets, type Target } from '../support/net-lab.js';
 
 const sh = promisify(execFile);
@@ -190,6 +191,17 @@ test('3 workspaces × 3 cells: no cell reaches another, the host, the pool or me
   // until every cell has its results.
   const probing = () => cells.filter((c) => !c.output.includes('RESULT '));
   await waitFor(() => probing().length === 0, 55_000, () => `no RESULT from ${probing().map((c) => `${c.ws}/${c.job.id}`).join(', ')}`);
+  const hubFailures: string[] = [];
+  // The cells' host-side veths are in the agent's hub, not the host's netns, and the hub tracked none of the traffic
+  // above: a wipe takes a veth down there without scheduling a walk of a conntrack table.
+  const hub = hubNetnsName(`cr${cluster.agentId}`);
+  const inHub = agentHubLinks(`cr${cluster.agentId}`);
+  for (const c of cells) {
+    const { hostIf } = cellNames(`cr${cluster.agentId}`, c.job.cellId!);
+    if (!inHub.includes(hostIf) || existsSync(`/sys/class/net/${hostIf}`)) hubFailures.push(`${c.ws}/${c.info.ip}: host side ${hostIf} is not (only) in the hub`);
+  }
+  const tracked = (await sh('nsenter', [`--net=/run/netns/${hub}`, 'cat', '/proc/sys/net/netfilter/nf_conntrack_count'])).stdout.trim();
+  if (tracked !== '0') hubFailures.push(`the hub tracks ${tracked} connections`);
   for (const c of cells) {
     const work = cellWorkDir(cluster.dataDir, c.job.cellId!);
     writeFileSync(join(work, 'done'), '');
@@ -206,7 +218,7 @@ test('3 workspaces × 3 cells: no cell reaches another, the host, the pool or me
     const dns = results[c.targets.findIndex((t) => t.what === 'own gateway resolver')];
     if (dns !== `open:${c.info.gw}`) failures.push(`${c.ws}/${c.info.ip}: data.cleanroom.internal resolved to ${dns}, not its gateway`);
   }
-  failures.push(...lab.arrivalsFrom(cells.map((c) => c.info.ip)));
+  failures.push(...lab.arrivalsFrom(cells.map((c) => c.info.ip)), ...hubFailures);
   console.log(`reachability: ${probes} probes from 9 cells in 3 workspaces (${controls.count} listeners checked live first); failures ${failures.length}`);
   assert.deepEqual(failures, [], 'reachability differs from the policy');
 

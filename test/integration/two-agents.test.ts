@@ -99,6 +99,7 @@ async function hostObjects(id: string, dataDir: string) {
     table: tables.includes(`table inet ${prefix}`),
     gateway,
     gatewayAddresses: addrs.flatMap((a) => a.addr_info.map((i) => i.local)),
+    hub: existsSync(`/run/netns/${prefix}hub`),
     netns: readdirSync('/run/netns').filter((n) => n.startsWith(`${prefix}-`)).sort(),
     links: readdirSync('/sys/class/net').filter((n) => n.startsWith(prefix)).sort(),
     cgroups: listCgroups(`cr-${id}-`).sort(),
@@ -136,6 +137,7 @@ async function checkHostObjects(withGateways: boolean): Promise<void> {
     const other = id === A ? B : A;
     const o = await hostObjects(id, dirs[id]!);
     assert.ok(o.table, `nft table inet cr${id}`);
+    assert.ok(o.hub && o.links.includes(`cr${id}up`), `hub cr${id}hub and its uplink cr${id}up`);
     if (withGateways) assert.ok(o.gatewayAddresses.length > 0, `gateway cr${id}gw has addresses`);
     for (const addr of o.gatewayAddresses) assert.ok(addressIn(pools[id]!, parseIpv4(addr)!), `${addr} on cr${id}gw is in ${id}'s pool`);
     assert.ok(o.netns.length > 0 && o.cgroups.length > 0 && o.containers.length > 0 && o.volumes.length > 0, JSON.stringify(o));
@@ -422,14 +424,14 @@ test("SIGKILL of B: its job ends as error, new work goes to A, and B's reconcile
   for (const name of [...report.containers, ...report.cgroups]) assert.match(name, new RegExp(`^(\\w+:)?cr-${B}-`), `B's reconcile removed ${name}`);
   const afterA = await hostObjects(A, cluster.dataDir);
   // Nothing of A's is gone (A may have added cells meanwhile: its refills go on).
-  assert.equal(afterA.table && afterA.gateway, true);
+  assert.equal(afterA.table && afterA.gateway && afterA.hub, true);
   for (const k of ['gatewayAddresses', 'netns', 'links', 'cgroups', 'containers', 'volumes'] as const) {
     const gone = stableA[k].filter((x) => !afterA[k].includes(x));
     assert.deepEqual(gone, [], `B's reconcile removed A's ${k}`);
   }
   assert.equal(beforeA.table && afterA.table, true);
   const goneB = await hostObjects(B, b.dataDir);
-  assert.deepEqual(goneB, { table: false, gateway: false, gatewayAddresses: [], netns: [], links: [], cgroups: [], containers: [], volumes: [] }, JSON.stringify(goneB));
+  assert.deepEqual(goneB, { table: false, gateway: false, gatewayAddresses: [], hub: false, netns: [], links: [], cgroups: [], containers: [], volumes: [] }, JSON.stringify(goneB));
   // A still runs work.
   const still = await cluster.runJob({ command: ['sh', '-c', 'echo alive'] });
   assert.equal(still.stdout, 'alive\n');

@@ -381,7 +381,8 @@ export async function hostLeaks(dataDir: string, agentId: string): Promise<strin
   const tables = await run('nft', ['list', 'tables']).then((r) => r.stdout, () => '');
   if (tables.includes(`inet ${prefix}\n`) || tables.trimEnd().endsWith(`inet ${prefix}`)) problems.push(`nft table inet ${prefix} left after down`);
   for (const name of listCgroups(`cr-${agentId}-`)) problems.push(`cgroup ${name} left after down`);
-  for (const ns of safeList('/run/netns').filter((n) => n.startsWith(`${prefix}-`))) problems.push(`netns ${ns} left after down`);
+  // Cells' netns (`<prefix>-<cell>`) and the agent's network hub (`<prefix>hub`, with the uplink's peer in it).
+  for (const ns of safeList('/run/netns').filter((n) => n.startsWith(`${prefix}-`) || n === `${prefix}hub`)) problems.push(`netns ${ns} left after down`);
   const claims = safeList(UID_CLAIMS_DIR).filter((n) => {
     try {
       return readlinkSync(join(UID_CLAIMS_DIR, n)) === agentId;

@@ -1,8 +1,9 @@
 /** Host inspection helpers for tests: what a cell left behind, and polling. */
+import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { TestCluster } from './cluster.js';
-import { cellNames } from '../../src/agent/network/names.js';
+import { cellNames, hubNetnsName } from '../../src/agent/network/names.js';
 import { RUNTIMES } from '../../src/shared/wire.js';
 
 /** leftovers lists host objects that still mention any of the cells. */
@@ -13,10 +14,12 @@ export function leftovers(c: TestCluster, cellIds: string[]): string[] {
     for (const n of names) if (existsSync(join('/sys/fs/cgroup', ctrl, n))) found.push(`cgroup ${ctrl}/${n}`);
   }
   for (const id of cellIds) if (existsSync(join(c.dataDir, 'agent', 'cells', id))) found.push(`dir cells/${id}`);
+  const hubLinks = agentHubLinks(`cr${c.agentId}`);
   for (const id of cellIds) {
     const n = cellNames(`cr${c.agentId}`, id);
     if (existsSync(`/run/netns/${n.netns}`)) found.push(`netns ${n.netns}`);
     if (existsSync(`/sys/class/net/${n.hostIf}`)) found.push(`veth ${n.hostIf}`);
+    if (hubLinks.includes(n.hostIf)) found.push(`veth ${n.hostIf} in the hub`);
   }
   for (const rt of RUNTIMES) for (const n of names) if (existsSync(join(c.dataDir, 'agent', rt, n))) found.push(`${rt} state ${n}`);
   const mounts = readFileSync('/proc/self/mountinfo', 'utf8');
@@ -30,6 +33,14 @@ export function leftovers(c: TestCluster, cellIds: string[]): string[] {
     }
   }
   return found;
+}
+
+/** agentHubLinks lists the interfaces in an agent's hub netns (where cells' host-side veths live); none without a hub. */
+export function agentHubLinks(prefix: string): string[] {
+  const hub = hubNetnsName(prefix);
+  if (!existsSync(`/run/netns/${hub}`)) return [];
+  const out = execFileSync('ip', ['-n', hub, '-j', 'link', 'show'], { encoding: 'utf8' });
+  return (JSON.parse(out) as Array<{ ifname: string }>).map((l) => l.ifname);
 }
 
 /** VolumeMarker is what a volume's marker (`<volumes>/<id>.cell`) says. */

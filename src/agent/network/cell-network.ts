@@ -1,30 +1,36 @@
-// The agent-side network layer: one CellNetworkHost per agent owns the nft table, the gateway dummy, netlink sockets
-// (rtnetlink, nfnetlink) and three persistent co-processes (two `ip -batch -` on the host, `nft -i`), so no cell operation
-// spawns a process. Topology, per cell:
-//   routed point-to-point, no bridge: veth pair, `eth0` inside the cell netns with a /32, default route via the workspace
-//   gateway (onlink, static neighbour, no ARP); host side has a /32 route and a static neighbour to the cell. Gateways live
-//   on the agent's gateway interface (dummy, or ifb where the kernel has no dummy), one /32 per workspace. No L2 is shared, so every cell-to-cell packet meets nft.
-// Attaching a cell is netlink only: nft set elements in one nfnetlink batch, the host's route and neighbour, and the
-// cell's address and routes through an rtnetlink socket opened inside the cell's netns when it was prepared. (Feeding
-// `nft -i` and a parked `ip` cost 5–8 ms here: waking an idle helper and nft's parser and cache.) The attach's exchanges
-// run on the agent's thread (short, and on the start path, where a thread-pool round trip costs more); a prepare's and
-// a wipe's run on the libuv thread pool (netlink/socket.ts): rtnetlink requests wait for the RTNL lock that other
-// cells' netns and veth work holds (netlink/rtnl-lane.ts: one such call of the agent's at a time). Attaches and wipes
-// use separate nftables sockets, since a socket takes no synchronous exchange while an asynchronous one is in flight.
+// The agent-side network layer: one CellNetworkHost per agent owns its nft tables, the gateway dummy, the hub
+// (hub.ts), netlink sockets (rtnetlink, nfnetlink) and three persistent co-processes (two `ip -batch -` on the host,
+// `nft -i`), so no cell operation spawns a process. Topology, per cell:
+//   routed point-to-point, no bridge: a veth pair whose host side lives in the agent's hub netns (never in the host's:
+//   see hub.ts for the conntrack walk that avoids) and whose `eth0` lives in the cell netns with a /32, default route via
+//   the workspace gateway (onlink, static neighbour, no ARP). The hub has a /32 route and a static neighbour to the cell
+//   and sends everything from a cell up the uplink to the host's netns, which routes the pool back down the uplink.
+//   Gateways live on the agent's gateway interface in the host's netns (dummy, or ifb where the kernel has no dummy),
+//   one /32 per workspace. No L2 is shared, so every cell-to-cell packet meets nft in the host's netns.
+// Attaching a cell is netlink only: nft set elements in one nfnetlink batch per table (the host's, then the hub's, whose
+// anti-spoofing binding lets the cell's packets through), the hub's route and neighbour, and the cell's address and
+// routes through an rtnetlink socket opened inside the cell's netns when it was prepared. (Feeding `nft -i` and a parked
+// `ip` cost 5–8 ms here: waking an idle helper and nft's parser and cache.) The attach's exchanges run on the agent's
+// thread (short, and on the start path, where a thread-pool round trip costs more); a prepare's and a wipe's run on the
+// libuv thread pool (netlink/socket.ts): rtnetlink requests wait for the RTNL lock that other cells' netns and veth work
+// holds (netlink/rtnl-lane.ts: one prepare's call at a time; a wipe's veth deletion waits beside it). Attaches and wipes use separate nftables
+// sockets, since a socket takes no synchronous exchange while an asynchronous one is in flight.
 // The co-processes do what is rare or off the hot path: creating (one `ip`) and deleting (another) netns and veths,
 // gateway addresses, and policy chains (written in nft's own language, once per distinct policy; a chain no cell uses
 // is kept for the next cell of that policy, up to MAX_IDLE_CHAINS of them, since creating one costs as much as the rest
-// of an attach).
-import { existsSync, readFileSync } from 'node:fs';
+// of an attach). A wipe deletes the cell's veth pair (over netlink, in the hub) and its netns: no device goes down in a
+// netns that tracks connections.
+import { existsSync } from 'node:fs';
 import { Coprocess, IP_DIALECT, NFT_DIALECT } from './coprocess.js';
 import { NftSocket } from './netlink/nftables.js';
 import { RouteSocket, type RouteChange } from './netlink/rtnetlink.js';
 import { NetlinkError, writeNetSysctlsAsync } from './netlink/socket.js';
 import type { EgressPolicy } from '../../shared/net/egress-policy.js';
 import { addressIn, cidrOf, parseIpv4, type Cidr } from '../../shared/net/ipv4.js';
-import { cellNames, gatewayIfName, type CellNames } from './names.js';
-import { agentTableScript, cellSetElements, policyChainCommands, policyChainName, type CellElements, type GatewayPort } from './nft-ruleset.js';
+import { cellNames, gatewayIfName, hubNetnsName, uplinkIfName, type CellNames } from './names.js';
+import { agentTableScript, cellSetElements, hubSetElements, policyChainCommands, policyChainName, type CellElements, type GatewayPort } from './nft-ruleset.js';
 import { DeniedLog, type DeniedRecord } from './denied-log.js';
+import { hubNetnsPath, openHub } from './hub.js';
 import { run } from '../exec.js';
 
 /** CellNetworkHostOptions: the agent prefix `cr<agent6>`, the cell address pool and whether egress is masqueraded. */
@@ -34,6 +40,8 @@ export interface CellNetworkHostOptions {
   readonly masquerade?: boolean;
   /** Called once a new gateway address is on the host (before the attach that added it completes), to start services on it. */
   readonly onGateway?: (address: string) => Promise<void>;
+  /** How often the denial reader polls the kernel log (default 100 ms); tests that deliver records by hand (flushDenied) set it long. */
+  readonly deniedPollMs?: number;
 }
 
 /** CellNetwork is one cell's network; `netnsPath` goes into the OCI spec as the `network` namespace path. */
@@ -45,9 +53,9 @@ export interface CellNetwork {
   attached?: CellElements & { readonly workspaceId: string };
   /** An rtnetlink socket inside the cell's netns and the index of its eth0, held from prepare until attach. */
   inside?: { readonly socket: RouteSocket; readonly eth0: number };
-  /** The index of the host-side veth. */
+  /** The index of the host-side veth, in the hub. */
   readonly hostIndex: number;
-  /** How long each part of the attach took (nft elements, host routes, cell address), for the stage breakdown. */
+  /** How long each part of the attach took (nft elements, hub routes, cell address), for the stage breakdown. */
   readonly attachTimings: Record<string, number>;
   /** Set when the cell got its address at prepare (gVisor reads its network once, at start); attach then only binds policy. */
   preAddressed?: { readonly address: string; readonly gateway: string };
@@ -69,13 +77,8 @@ const CELL_SYSCTLS: ReadonlyArray<readonly [string, string]> = [
 ];
 /** How many policy chains that no cell uses stay in the table for the next cell of their policy. */
 const MAX_IDLE_CHAINS = 32;
-
-const HOST_IF_SYSCTLS: ReadonlyArray<[string, string]> = [
-  ['ipv6/conf/%/disable_ipv6', '1'],
-  ['ipv4/conf/%/forwarding', '1'],
-  ['ipv4/conf/%/rp_filter', '1'],
-  ['ipv4/conf/%/arp_ignore', '8'],
-];
+/** How many (mark, address) → cell mappings the denial reader keeps for records that arrive after their cell is gone. */
+const REMEMBERED_CELLS = 4096;
 
 // The cell side of its address: a /32 on eth0, the gateway as a static neighbour, and the default route through it.
 function cellAddress(names: CellNames, eth0: number, address: string, gateway: string): RouteChange[] {
@@ -90,20 +93,23 @@ function cellAddress(names: CellNames, eth0: number, address: string, gateway: s
 export class CellNetworkHost {
   private readonly hostIp = new Coprocess(['ip', '-force', '-batch', '-'], IP_DIALECT);
   /**
-   * A second `ip -batch` for deletions: one co-process runs its commands one after another, and a wipe's veth and netns
-   * deletion (each holding RTNL across RCU grace periods) made the next prepare's creation wait in the same pipe.
+   * A second `ip -batch` for deletions: one co-process runs its commands one after another, and a wipe's netns
+   * deletion (holding RTNL across RCU grace periods) made the next prepare's creation wait in the same pipe.
    */
   private readonly hostIpDelete = new Coprocess(['ip', '-force', '-batch', '-'], IP_DIALECT);
   private readonly nft = new Coprocess(['nft', '-i'], NFT_DIALECT);
-  /** The host's rtnetlink socket (host routes and neighbours of attaches and gVisor prepares). */
-  private readonly routes = new RouteSocket();
-  /** nftables sockets: one for attaches, one for wipes. */
+  /** rtnetlink sockets in the hub: one for the hub's routes and neighbours (agent's thread), one to delete veths (thread pool). */
+  private readonly hubRoutes: RouteSocket;
+  private readonly hubWipes: RouteSocket;
+  /** nftables sockets: the host's table and the hub's, each one for attaches and one for wipes. */
   private readonly sets: NftSocket;
   private readonly wipeSets: NftSocket;
+  private readonly hubSets: NftSocket;
+  private readonly hubWipeSets: NftSocket;
   /** Policy chains: how many attached cells jump to each and its creation (awaited by every attach); idle ones in use order. */
   private readonly chains = new Map<string, { users: number; ready?: Promise<void> }>();
   private readonly gateways = new Set<string>();
-  private readonly cellsByIf = new Map<string, string>();
+  private readonly cellsByMark = new Map<string, string>();
   private readonly insideSockets = new Set<RouteSocket>();
   private deniedLog: DeniedLog | undefined;
 
@@ -111,17 +117,28 @@ export class CellNetworkHost {
     readonly prefix: string,
     readonly pool: Cidr,
     private readonly onGateway: (address: string) => Promise<void>,
+    private readonly deniedPollMs: number | undefined,
   ) {
+    const hub = hubNetnsPath(prefix);
+    this.hubRoutes = new RouteSocket(hub);
+    // A wipe's veth deletion waits for RTNL beside the prepares' lane, as the deleting co-process does for the netns:
+    // in the lane, every prepare queued behind it.
+    this.hubWipes = new RouteSocket(hub, { lane: false });
     this.sets = new NftSocket(prefix);
     this.wipeSets = new NftSocket(prefix);
+    this.hubSets = new NftSocket(prefix, hub);
+    this.hubWipeSets = new NftSocket(prefix, hub);
   }
 
-  /** open installs the agent table (unless present: live cells keep their elements across restarts) and the gateway dummy. */
+  /**
+   * open installs the agent table (unless present: live cells keep their elements across restarts), the gateway dummy
+   * and the hub with its uplink (hub.ts; likewise kept).
+   */
   static async open(options: CellNetworkHostOptions): Promise<CellNetworkHost> {
     cellNames(options.prefix, 'probe');
     const pool = cidrOf(options.pool ?? '10.88.0.0/16');
     const listed = await run(['nft', 'list', 'table', 'inet', options.prefix], '', { allowFailure: true });
-    if (!listed.includes('chain forward')) await run(['nft', '-f', '-'], agentTableScript(options.prefix, pool, options.masquerade ?? true));
+    if (!listed.includes('log_would_deny') || !listed.includes(uplinkIfName(options.prefix))) await run(['nft', '-f', '-'], agentTableScript(options.prefix, pool, options.masquerade ?? true));
     const gw = gatewayIfName(options.prefix);
     if (!existsSync(`/sys/class/net/${gw}`)) {
       // A dummy if the kernel has it, else an ifb (this host's kernel lacks dummy); the second add fails when the first worked.
@@ -129,42 +146,42 @@ export class CellNetworkHost {
       await run(['ip', '-force', '-batch', '-'], lines, { allowFailure: true });
       if (!existsSync(`/sys/class/net/${gw}`)) throw new Error(`cannot create the gateway interface ${gw}`);
     }
-    return new CellNetworkHost(options.prefix, pool, options.onGateway ?? (async () => {}));
+    await openHub(options.prefix, pool);
+    return new CellNetworkHost(options.prefix, pool, options.onGateway ?? (async () => {}), options.deniedPollMs);
   }
 
   /**
-   * prepareCellNetwork creates the netns and the veth pair; nothing tenant-specific.
+   * prepareCellNetwork creates the netns and the veth pair (host side in the hub); nothing tenant-specific.
    * With `preAddress` (gVisor cells) the address, routes and gateway are configured now instead of at attach: the
-   * cell still reaches nothing until attach adds its nft elements (an interface without them is dropped at prerouting).
+   * cell still reaches nothing until attach adds its nft elements (a veth without them is dropped at the hub's prerouting).
    */
   async prepareCellNetwork(cellId: string, preAddress?: { address: string; gateway: string }): Promise<CellNetwork> {
     const names = cellNames(this.prefix, cellId);
     const netnsPath = `/run/netns/${names.netns}`;
     let net: CellNetwork | undefined;
     let socket: RouteSocket | undefined;
+    let vethMade = false;
     try {
+      // The hub's defaults (IPv6 off, forwarding, rp_filter, arp_ignore) apply to the new host side: no sysctl of its own.
+      // The host side is made in the hub and up at once (`up` in the creation request).
       await this.hostIp.run([
         `netns add ${names.netns}`,
-        `link add ${names.hostIf} address ${names.hostMac} type veth peer name eth0 address ${names.cellMac} netns ${names.netns}`,
-        `link set ${names.hostIf} addrgenmode none`,
-        `link set ${names.hostIf} up`,
+        `link add ${names.hostIf} netns ${hubNetnsName(this.prefix)} address ${names.hostMac} up type veth peer name eth0 address ${names.cellMac} netns ${names.netns}`,
       ]);
-      // sysfs gives the host side's index without a netlink request (which would wait for RTNL).
-      const hostIndex = Number(readFileSync(`/sys/class/net/${names.hostIf}/ifindex`, 'utf8'));
+      vethMade = true;
       socket = new RouteSocket(netnsPath);
       this.insideSockets.add(socket);
-      // Two thread-pool calls (RtnlLane runs them one at a time): the links inside up, with eth0's index, in one
-      // request; every sysctl of both namespaces in one call.
-      const sysctls = [
-        ...CELL_SYSCTLS.map(([path, value]) => [netnsPath, path, value] as const),
-        ...HOST_IF_SYSCTLS.map(([path, value]) => [null, path.replace('%', names.hostIf), value] as const),
-      ];
-      const [[, eth0]] = await Promise.all([socket.bringUp(['lo', 'eth0']), writeNetSysctlsAsync(sysctls)]);
-      if (!Number.isInteger(hostIndex) || hostIndex <= 0 || eth0 === undefined) throw new Error(`cell ${cellId}: no interface index for ${names.hostIf} or eth0`);
+      // Two thread-pool calls (RtnlLane runs them one at a time): the links inside up, with eth0's index and its
+      // peer's (the host side's index in the hub), in one request; the cell netns' sysctls in one call.
+      const sysctls = CELL_SYSCTLS.map(([path, value]) => [netnsPath, path, value] as const);
+      const [[, link]] = await Promise.all([socket.bringUp(['lo', 'eth0']), writeNetSysctlsAsync(sysctls)]);
+      const eth0 = link?.index;
+      const hostIndex = link?.peer;
+      if (hostIndex === undefined || !Number.isInteger(hostIndex) || hostIndex <= 0 || eth0 === undefined) throw new Error(`cell ${cellId}: no interface index for ${names.hostIf} or eth0`);
       net = { cellId, names, netnsPath, state: 'prepared', attachTimings: {}, hostIndex, inside: { socket, eth0 } };
       if (preAddress) {
         this.checkInPool(preAddress.address, preAddress.gateway);
-        await this.addressHost(net, preAddress.address, preAddress.gateway);
+        await this.addressHub(net, preAddress.address, preAddress.gateway);
         socket.apply(`address cell ${cellId}`, cellAddress(names, eth0, preAddress.address, preAddress.gateway));
         this.closeInside(net);
         net.preAddressed = preAddress;
@@ -175,12 +192,14 @@ export class CellNetworkHost {
         socket.close();
         this.insideSockets.delete(socket);
       }
-      await this.destroyCellNetwork(net ?? { cellId, names, netnsPath, state: 'prepared', attachTimings: {}, hostIndex: 0 }).catch(() => undefined);
+      // A veth of that name this prepare did not make is another cell's (a clash of names: names.ts): only the netns goes.
+      if (!vethMade) await this.hostIpDelete.run([`netns del ${names.netns}`]).catch(() => undefined);
+      else await this.destroyCellNetwork(net ?? { cellId, names, netnsPath, state: 'prepared', attachTimings: {}, hostIndex: 0 }).catch(() => undefined);
       throw e;
     }
   }
 
-  /** attachCellNetwork is the assignment hot path: nft elements, host route and cell address over netlink, nothing spawned. */
+  /** attachCellNetwork is the assignment hot path: nft elements, hub route and cell address over netlink, nothing spawned. */
   async attachCellNetwork(net: CellNetwork, options: AttachOptions): Promise<void> {
     const inside = net.inside;
     const pre = net.preAddressed;
@@ -196,13 +215,15 @@ export class CellNetworkHost {
     net.state = 'attached';
     net.attached = { ...elements, workspaceId: options.workspaceId };
     const chainReady = this.usePolicyChain(policyChain, options.egress);
-    this.rememberCell(names.hostIf, net.cellId);
+    this.rememberCell(names.ctMark, options.address, net.cellId);
     const t0 = performance.now();
     try {
       await chainReady;
+      // The host's elements first: once the hub binds the veth, the cell's packets reach the host's table.
       this.sets.change('add', cellSetElements(elements));
+      this.hubSets.change('add', hubSetElements(elements));
       net.attachTimings.attach_nft_ms = performance.now() - t0;
-      if (!pre) await this.addressHost(net, options.address, options.gateway);
+      if (!pre) await this.addressHub(net, options.address, options.gateway);
       net.attachTimings.attach_host_ms = performance.now() - t0;
       if (inside) inside.socket.apply(`address cell ${net.cellId}`, cellAddress(names, inside.eth0, options.address, options.gateway));
       net.attachTimings.attach_cell_ms = performance.now() - t0;
@@ -252,12 +273,13 @@ export class CellNetworkHost {
     }
   }
 
-  // The host side of a cell's address: the gateway /32 (first use starts the gateway services on it), a /32 route, a static neighbour.
-  private async addressHost(net: CellNetwork, address: string, gateway: string): Promise<void> {
+  // The hub's side of a cell's address: a /32 route and a static neighbour; and the gateway /32 on the host (first use
+  // starts the gateway services on it).
+  private async addressHub(net: CellNetwork, address: string, gateway: string): Promise<void> {
     const newGateway = !this.gateways.has(gateway);
     if (newGateway) await this.hostIp.run([`address replace ${gateway}/32 dev ${gatewayIfName(this.prefix)}`]);
-    this.routes.apply(`address host ${net.names.hostIf}`, [
-      { kind: 'route', dst: address, prefix: 32, oif: net.hostIndex, prefsrc: gateway },
+    this.hubRoutes.apply(`address hub ${net.names.hostIf}`, [
+      { kind: 'route', dst: address, prefix: 32, oif: net.hostIndex },
       { kind: 'neighbour', index: net.hostIndex, address, mac: net.names.cellMac },
     ]);
     if (newGateway) {
@@ -266,38 +288,33 @@ export class CellNetworkHost {
     }
   }
 
-  /** destroyCellNetwork removes the nft elements, the veth pair (with its routes and neighbours) and the netns; idempotent. */
+  /** destroyCellNetwork removes the nft elements, the veth pair (with the hub's route and neighbour) and the netns; idempotent. */
   async destroyCellNetwork(net: CellNetwork): Promise<void> {
     this.closeInside(net);
     const attached = net.attached;
     if (attached && net.state === 'attached') {
-      const elements = cellSetElements(attached);
-      try {
-        await this.wipeSets.changeAsync('delete', elements);
-      } catch {
-        // After a failed attach some elements may be missing (the batch is all or nothing): delete one by one.
-        for (const e of elements) {
-          try {
-            await this.wipeSets.changeAsync('delete', [e]);
-          } catch (err) {
-            if (!(err instanceof NetlinkError && err.code === 'ENOENT')) throw err;
-          }
-        }
-      }
+      // The hub's binding first: from then on nothing of the cell's reaches the host's table.
+      await deleteElements(this.hubWipeSets, hubSetElements(attached));
+      await deleteElements(this.wipeSets, cellSetElements(attached));
       const chain = this.chains.get(attached.policyChain);
       if (chain) chain.users--;
       await this.pruneIdleChains();
     }
     net.state = 'destroyed';
-    // -force: each line runs even if the other fails (a half-prepared cell may lack one); the checks below decide.
-    await this.hostIpDelete.run([`link del ${net.names.hostIf}`, `netns del ${net.names.netns}`]).catch(() => undefined);
-    if (existsSync(net.netnsPath) || existsSync(`/sys/class/net/${net.names.hostIf}`)) throw new Error(`cell ${net.cellId}: network still present after destroy`);
+    // The veth first (its hub side, with the hub's route and neighbour to the cell, must not outlive the cell while
+    // something still holds the netns); both its ends go down in namespaces that track nothing.
+    // By name (an index could be another veth's by now): the cell's own once its prepare made it (a prepare whose veth
+    // creation failed on a clash of names never gets here).
+    let vethLeft = false;
+    await this.hubWipes.deleteLink(net.names.hostIf).catch(() => (vethLeft = true));
+    await this.hostIpDelete.run([`netns del ${net.names.netns}`]).catch(() => undefined);
+    if (existsSync(net.netnsPath) || vethLeft) throw new Error(`cell ${net.cellId}: network still present after destroy`);
   }
 
   /** onDenied subscribes to denied (and dry-run would-deny) connection records of this agent's cells. */
   onDenied(listener: (record: DeniedRecord) => void): () => void {
     if (!this.deniedLog) {
-      this.deniedLog = new DeniedLog({ prefix: this.prefix, cellOf: (hostIf) => this.cellsByIf.get(hostIf) });
+      this.deniedLog = new DeniedLog({ prefix: this.prefix, cellOf: (mark, address) => this.cellsByMark.get(`${mark} ${address}`), ...(this.deniedPollMs ? { pollMs: this.deniedPollMs } : {}) });
       this.deniedLog.start();
     }
     return this.deniedLog.onDenied(listener);
@@ -308,24 +325,45 @@ export class CellNetworkHost {
     this.deniedLog?.flush();
   }
 
-  /** close stops the denial reader and the co-processes; cells and the table stay (reconcile owns removal). */
+  /** close stops the denial reader and the co-processes; cells, the hub and the tables stay (reconcile owns removal). */
   async close(): Promise<void> {
     this.deniedLog?.stop();
     for (const socket of this.insideSockets) socket.close();
     this.insideSockets.clear();
-    this.routes.close();
+    this.hubRoutes.close();
+    this.hubWipes.close();
     this.sets.close();
     this.wipeSets.close();
+    this.hubSets.close();
+    this.hubWipeSets.close();
     await Promise.all([this.hostIp.close(), this.hostIpDelete.close(), this.nft.close()]);
   }
 
-  // Denial records may arrive after a cell is gone; keep the last few thousand interface → cell mappings.
-  private rememberCell(hostIf: string, cellId: string): void {
-    this.cellsByIf.delete(hostIf);
-    this.cellsByIf.set(hostIf, cellId);
-    for (const oldest of this.cellsByIf.keys()) {
-      if (this.cellsByIf.size <= 4096) break;
-      this.cellsByIf.delete(oldest);
+  // Denial records may arrive after a cell is gone (and its address is another cell's): keep the last few thousand
+  // (mark, address) → cell mappings. Both must match, so a record names a later cell only if that cell has the same
+  // address AND the same 31-bit mark (the same odds as it inheriting the old cell's connections, cell_flow).
+  private rememberCell(mark: number, address: string, cellId: string): void {
+    const key = `${mark} ${address}`;
+    this.cellsByMark.delete(key);
+    this.cellsByMark.set(key, cellId);
+    for (const oldest of this.cellsByMark.keys()) {
+      if (this.cellsByMark.size <= REMEMBERED_CELLS) break;
+      this.cellsByMark.delete(oldest);
+    }
+  }
+}
+
+// Deletes elements in one batch; after a failed attach some may be missing (a batch is all or nothing): one by one then.
+async function deleteElements(socket: NftSocket, elements: ReturnType<typeof cellSetElements>): Promise<void> {
+  try {
+    await socket.changeAsync('delete', elements);
+  } catch {
+    for (const e of elements) {
+      try {
+        await socket.changeAsync('delete', [e]);
+      } catch (err) {
+        if (!(err instanceof NetlinkError && err.code === 'ENOENT')) throw err;
+      }
     }
   }
 }

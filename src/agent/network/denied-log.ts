@@ -1,5 +1,5 @@
 // Denied-connection records: the agent's nft `deny` / `would_deny` chains log to the kernel log with the prefix
-// "<prefix> D " or "<prefix> W "; this reader follows /dev/kmsg (non-blocking, polled, so no libuv thread is parked
+// "<prefix> D " or "<prefix> W " (or "w ", see nft-ruleset.ts) and the cell's mark; this reader follows /dev/kmsg (non-blocking, polled, so no libuv thread is parked
 // in a blocking read), skips the backlog present at start, parses the netfilter log line and emits one record each.
 // Kernel-log records survive an agent restart only in the ring buffer; the agent forwards them to the audit log.
 import { closeSync, constants, openSync, readSync } from 'node:fs';
@@ -8,7 +8,7 @@ import { closeSync, constants, openSync, readSync } from 'node:fs';
 export interface DeniedRecord {
   readonly action: 'denied' | 'dry-run';
   readonly cellId: string | undefined;
-  readonly hostIf: string;
+  /** The cell's address (informative only: the cell is named by its mark, since an address is soon another cell's). */
   readonly source: string;
   readonly destination: string;
   readonly protocol: string;
@@ -16,10 +16,10 @@ export interface DeniedRecord {
   readonly time: Date;
 }
 
-/** DeniedLogOptions: the agent prefix, how to map a host veth to a cell id, and the poll interval. */
+/** DeniedLogOptions: the agent prefix, how to map a cell's mark (the record's MARK=) and address to a cell id, and the poll interval. */
 export interface DeniedLogOptions {
   readonly prefix: string;
-  readonly cellOf: (hostIf: string) => string | undefined;
+  readonly cellOf: (mark: number, address: string) => string | undefined;
   readonly pollMs?: number;
   readonly path?: string;
 }
@@ -81,27 +81,32 @@ export class DeniedLog {
   }
 }
 
-/** parseKmsgRecord turns one /dev/kmsg record into a DeniedRecord if it is a denial logged by this agent's table. */
-export function parseKmsgRecord(raw: string, prefix: string, cellOf: (hostIf: string) => string | undefined): DeniedRecord | undefined {
+/**
+ * parseKmsgRecord turns one /dev/kmsg record into a DeniedRecord if it is a denial logged by this agent's table. The
+ * cell is the one whose mark (and address) the record carries ("D" and "W" records; a "w" record, logged with another
+ * ruleset's mark, names none).
+ */
+export function parseKmsgRecord(raw: string, prefix: string, cellOf: (mark: number, address: string) => string | undefined): DeniedRecord | undefined {
   const semi = raw.indexOf(';');
   if (semi < 0) return undefined;
   const message = raw.slice(semi + 1).split('\n', 1)[0] ?? '';
-  if (!message.startsWith(`${prefix} D `) && !message.startsWith(`${prefix} W `)) return undefined;
+  const tag = message.startsWith(`${prefix} `) ? message.slice(prefix.length + 1, prefix.length + 3) : '';
+  if (tag !== 'D ' && tag !== 'W ' && tag !== 'w ') return undefined;
   const fields = new Map<string, string>();
   for (const token of message.split(' ')) {
     const eq = token.indexOf('=');
     if (eq > 0) fields.set(token.slice(0, eq), token.slice(eq + 1));
   }
-  const hostIf = fields.get('IN') ?? '';
   const source = fields.get('SRC');
   const destination = fields.get('DST');
   if (!source || !destination) return undefined;
   const micros = Number(raw.slice(0, semi).split(',')[2]);
   const dpt = fields.get('DPT');
+  const mark = tag === 'w ' ? undefined : fields.get('MARK');
+  const markValue = mark === undefined ? NaN : Number(mark);
   return {
-    action: message.startsWith(`${prefix} D `) ? 'denied' : 'dry-run',
-    cellId: cellOf(hostIf),
-    hostIf,
+    action: tag === 'D ' ? 'denied' : 'dry-run',
+    cellId: Number.isInteger(markValue) && markValue > 0 ? cellOf(markValue >>> 0, source) : undefined,
     source,
     destination,
     protocol: (fields.get('PROTO') ?? 'unknown').toLowerCase(),

@@ -33,11 +33,19 @@ interface Subnet {
   cursor: number;
 }
 
-/** Ipam hands out per-workspace subnets and cell addresses; next-fit, so a released address is reused as late as possible. */
+/**
+ * Ipam hands out per-workspace subnets and cell addresses, next-fit: a released address is reused as late as possible,
+ * also across workspaces (a subnet's cursor outlives its workspace, so the next workspace given the subnet continues
+ * after the last address handed out in it rather than at its first). That narrows, but does not close, the window in
+ * which something of an ended cell (a conntrack entry, a late kernel-log record) meets a later cell on its address: the
+ * network layer never relies on it (cell marks, cell-network.ts).
+ */
 export class Ipam {
   readonly pool: Cidr;
   readonly subnetPrefix: number;
   private readonly subnets = new Map<string, Subnet>();
+  /** The next-fit cursor of each subnet index no workspace holds now. */
+  private readonly cursors = new Map<number, number>();
 
   constructor(options: IpamOptions = {}) {
     const text = options.pool ?? '10.88.0.0/16';
@@ -90,7 +98,10 @@ export class Ipam {
     const value = parseCidr(address)?.cidr.base;
     if (!subnet || value === undefined) return;
     subnet.used.delete(value);
-    if (subnet.used.size === 0) this.subnets.delete(workspaceId);
+    if (subnet.used.size === 0) {
+      this.subnets.delete(workspaceId);
+      this.cursors.set(subnet.index, subnet.cursor);
+    }
   }
 
   private subnetOf(workspaceId: string): Subnet {
@@ -100,7 +111,8 @@ export class Ipam {
     const capacity = 2 ** (this.subnetPrefix - this.pool.prefix);
     for (let index = 0; index < capacity; index++) {
       if (taken.has(index)) continue;
-      const subnet: Subnet = { index, used: new Set(), cursor: this.cidrOfIndex(index).base + 2 };
+      const subnet: Subnet = { index, used: new Set(), cursor: this.cursors.get(index) ?? this.cidrOfIndex(index).base + 2 };
+      this.cursors.delete(index);
       this.subnets.set(workspaceId, subnet);
       return subnet;
     }

@@ -3,6 +3,8 @@
 //   host veth  cr<agent6><h7>               (15 chars = IFNAMSIZ-1; h7 = first 7 hex of sha256(cellId))
 //   cell veth  eth0                         (created directly inside the netns, never visible on the host)
 //   gateway    cr<agent6>gw                 (a dummy/ifb interface holding every workspace gateway address)
+//   hub netns  cr<agent6>hub                (holds every host-side veth; no dash, so it never reads as a cell's netns)
+//   uplink     cr<agent6>up  <->  uplink    (the veth pair between the host's netns and the hub)
 // The hash is what fits 15 chars; reconcile maps live cell ids through the same hash. 28 bits make a clash between two
 // live cells of one agent negligible, and a clash is detected (the veth creation fails), never silently shared.
 // MACs are derived from the same hash (locally administered, unicast) so anti-spoofing and static neighbours are known in advance.
@@ -54,6 +56,40 @@ export function cellNames(prefix: string, cellId: string): CellNames {
 /** gatewayIfName returns the name of the agent's gateway dummy interface. */
 export function gatewayIfName(prefix: string): string {
   return `${prefix}gw`;
+}
+
+/** hubNetnsName returns the name of the agent's hub network namespace (host sides of the cells' veths). */
+export function hubNetnsName(prefix: string): string {
+  return `${prefix}hub`;
+}
+
+/** uplinkIfName returns the host-side name of the veth pair between the host's netns and the hub. */
+export function uplinkIfName(prefix: string): string {
+  return `${prefix}up`;
+}
+
+/** HUB_UPLINK_IF is the hub-side name of the uplink (the hub is the agent's own netns: no prefix needed). */
+export const HUB_UPLINK_IF = 'uplink';
+
+/**
+ * UplinkNames are the uplink's MACs and the next-hop addresses each side routes through. Neither next hop is configured
+ * on any interface: each side has a static neighbour for the other's, so nothing on the uplink ever ARPs. Link-local,
+ * so they never meet a cell, a gateway or a host network.
+ */
+export interface UplinkNames {
+  readonly hostMac: string;
+  readonly hubMac: string;
+  /** The hub's next hop towards the host (the host side's MAC). */
+  readonly hostHop: string;
+  /** The host's next hop towards the hub (the hub side's MAC), for the whole cell pool. */
+  readonly hubHop: string;
+}
+
+/** uplinkNames returns the uplink's MACs and next hops of an agent prefix. */
+export function uplinkNames(prefix: string): UplinkNames {
+  assertAgentPrefix(prefix);
+  const tail = (sha256Hex(`uplink:${prefix}`).slice(0, 10).match(/../g) ?? []).join(':');
+  return { hostMac: `02:${tail}`, hubMac: `06:${tail}`, hostHop: '169.254.0.1', hubHop: '169.254.0.2' };
 }
 
 /** cellIdFromNetns returns the cell id encoded in a netns name of this agent, or undefined for foreign names. */

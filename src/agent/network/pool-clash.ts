@@ -25,3 +25,20 @@ export function poolClash(pool: string, ownPrefix: string, interfaces = networkI
   }
   return null;
 }
+
+/** PoolRoute is one route of `ip -j route show table all root <pool>`: its destination and device (none for a blackhole). */
+export interface PoolRoute {
+  readonly dst: string;
+  readonly dev?: string;
+  readonly type?: string;
+  readonly table?: string;
+}
+
+/**
+ * poolRouteClash returns the first route inside `pool` (or of the pool itself) whose device is not this agent's (named
+ * with `ownPrefix`): another agent's uplink on the same pool, or an operator's route (a VPN, a blackhole). The agent
+ * routes the whole pool to its network hub, which would silently take such a route over, so it refuses to start instead.
+ */
+export function poolRouteClash(ownPrefix: string, routes: readonly PoolRoute[]): PoolRoute | null {
+  return routes.find((r) => !r.dev || !r.dev.startsWith(ownPrefix)) ?? null;
+}

@@ -11,7 +11,7 @@ import { CellCgroup, listCgroups } from '../cells/cgroup.js';
 import { reconcileVolumes } from '../storage/reconcile.js';
 import { volumePaths, wipeVolume } from '../storage/volume.js';
 import { reconcileNetworks, type ReconcileReport as NetworkReconcileReport } from '../network/reconcile.js';
-import { cellIdFromNetns, isCellHostIf } from '../network/names.js';
+import { cellIdFromNetns, hubNetnsName, isCellHostIf, uplinkIfName } from '../network/names.js';
 import { run } from '../exec.js';
 import type { WipeReceipt } from '../../shared/wire.js';
 import { ReceiptSpool } from './receipt-spool.js';
@@ -240,8 +240,8 @@ async function removeCgroup(name: string): Promise<Leftover | null> {
 /** networkLeftovers lists netns and host interfaces of this agent that still exist after a full sweep. */
 function networkLeftovers(prefix: string): Leftover[] {
   const out: Leftover[] = [];
-  for (const n of listDir('/run/netns')) if (cellIdFromNetns(prefix, n) !== undefined) out.push({ kind: 'netns', id: n, error: 'still present after the sweep' });
-  for (const n of listDir('/sys/class/net')) if (isCellHostIf(prefix, n)) out.push({ kind: 'link', id: n, error: 'still present after the sweep' });
+  for (const n of listDir('/run/netns')) if (cellIdFromNetns(prefix, n) !== undefined || n === hubNetnsName(prefix)) out.push({ kind: 'netns', id: n, error: 'still present after the sweep' });
+  for (const n of listDir('/sys/class/net')) if (isCellHostIf(prefix, n) || n === uplinkIfName(prefix)) out.push({ kind: 'link', id: n, error: 'still present after the sweep' });
   return out;
 }
 

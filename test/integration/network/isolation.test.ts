@@ -13,7 +13,7 @@ import { CellNetworkHost, type CellNetwork } from '../../../src/agent/network/ce
 import type { DeniedRecord } from '../../../src/agent/network/denied-log.js';
 import type { EgressPolicy } from '../../../src/shared/net/egress-policy.js';
 import { Ipam, type CellAddress } from '../../../src/agent/network/ipam.js';
-import { isCellHostIf } from '../../../src/agent/network/names.js';
+import { hubNetnsName, isCellHostIf, uplinkIfName, uplinkNames } from '../../../src/agent/network/names.js';
 import { reconcileNetworks } from '../../../src/agent/network/reconcile.js';
 import { policyChainName } from '../../../src/agent/network/nft-ruleset.js';
 
@@ -169,7 +169,8 @@ before(async () => {
   await sh('sysctl', ['-q', '-w', `net.ipv4.conf.${inetIf}.forwarding=1`]);
   await ipBatch(['link set lo up', 'link set eth0 up', 'address add 198.51.100.2/30 dev eth0', 'address add 203.0.113.10/32 dev lo', 'address add 203.0.113.20/32 dev lo', 'address add 169.254.169.254/32 dev lo'].map((l) => `netns exec ${inetNs} ip ${l}`));
   startIn(inetNs, INET_SERVER);
-  host = await CellNetworkHost.open({ prefix, pool });
+  // Records are delivered only by flushDenied, so a test decides when a late record is read.
+  host = await CellNetworkHost.open({ prefix, pool, deniedPollMs: 3_600_000 });
   host.onDenied((r) => denied.push(r));
 });
 
@@ -248,25 +249,184 @@ test('3 workspaces x 3 cells: isolation, gateway, anti-spoof, metadata, egress a
     return { src, probes };
   });
   try {
+    // Every host side lives in the hub, none in the host's netns.
+    const inHub = await hubLinks();
+    for (const c of cells) {
+      assert.ok(inHub.includes(c.net.names.hostIf), `${c.net.names.hostIf} in the hub`);
+      assert.ok(!existsSync(`/sys/class/net/${c.net.names.hostIf}`), `${c.net.names.hostIf} is not in the host's netns`);
+    }
     await checkMatrix(plans);
+    // The cells used the network (through the host's stateful table), yet the hub tracked nothing: a veth going down
+    // there schedules no walk of a conntrack table, and its ruleset has nothing that would make it track.
+    assert.equal(await inHubNetns(['cat', '/proc/sys/net/netfilter/nf_conntrack_count']), '0', 'the hub tracks connections');
+    const hubRules = await inHubNetns(['nft', 'list', 'ruleset']);
+    assert.match(hubRules, /src_ok/);
+    assert.doesNotMatch(hubRules, /\bct\b|\bnat\b|masquerade|snat|dnat|notrack|\blog\b/, 'the hub ruleset is not stateless');
   } finally {
     await Promise.all(cells.map((c) => h.destroyCellNetwork(c.net)));
   }
-  assertNothingOf(cells.map((c) => c.net));
+  await assertNothingOf(cells.map((c) => c.net));
+  assert.equal(await inHubNetns(['cat', '/proc/sys/net/netfilter/nf_conntrack_count']), '0', 'the hub tracks connections after the wipes');
   const state = await tableState();
   assert.deepEqual(state.cellElements, [], 'no per-cell element after destroy');
   // Idle policy chains stay for the next cell of the same policy (nothing jumps to them any more): one per policy used.
   assert.deepEqual(state.policyChains.sort(), [...new Set(cells.map((c) => policyChainName(WORKSPACES[c.ws]!)))].sort(), 'one idle chain per policy used, kept for reuse');
 });
 
-// tableState lists the per-cell sets/maps that still hold elements, and the policy chains (rate-limit sets expire alone).
+// Runs a Python snippet in a netns and returns its stdout (trimmed).
+async function py(netns: string, script: string, ...args: string[]): Promise<string> {
+  const { stdout } = await sh('ip', ['netns', 'exec', netns, '/usr/bin/python3', '-c', script, ...args], { timeout: 20000 });
+  return stdout.trim();
+}
+
+// Sends one UDP datagram with a source of its choice (raw socket): src sport dst dport data.
+const RAW_UDP = `
+import socket,struct,sys
+src,sp,dst,dp,data=sys.argv[1],int(sys.argv[2]),sys.argv[3],int(sys.argv[4]),sys.argv[5].encode()
+def ck(b):
+  if len(b)%2:b+=b'\\0'
+  s=sum(struct.unpack('!%dH'%(len(b)//2),b));s=(s>>16)+(s&0xffff);s+=s>>16;return ~s&0xffff
+u=struct.pack('!HHHH',sp,dp,8+len(data),0)+data
+h=struct.pack('!BBHHHBBH4s4s',0x45,0,20+len(u),0,0,64,17,0,socket.inet_aton(src),socket.inet_aton(dst));h=h[:10]+struct.pack('!H',ck(h))+h[12:]
+socket.socket(socket.AF_INET,socket.SOCK_RAW,socket.IPPROTO_RAW).sendto(h+u,(dst,0))
+`;
+// In a cell: UDP from port argv[1] to 203.0.113.10:5353 (one exchange, so the flow is established), then a TCP connect
+// to 203.0.113.20:argv[2] (denied), then prints every datagram that reaches port argv[1] within argv[3] seconds.
+const FLOW_THEN_LISTEN = `
+import socket,sys,time
+p,dport,wait=int(sys.argv[1]),int(sys.argv[2]),float(sys.argv[3])
+u=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);u.bind(('0.0.0.0',p));u.settimeout(2)
+if sys.argv[4]=='flow':
+  u.sendto(b'hi',('203.0.113.10',5353));print('reply:'+u.recvfrom(64)[0].decode(),flush=True)
+t=socket.socket();t.settimeout(0.5)
+try:t.connect(('203.0.113.20',dport))
+except OSError:pass
+print('ready',flush=True)
+end=time.time()+wait
+while time.time()<end:
+  u.settimeout(max(0.01,end-time.time()))
+  try:print('got:'+u.recvfrom(64)[0].decode(),flush=True)
+  except (socket.timeout,TimeoutError):break
+`;
+
+// Starts FLOW_THEN_LISTEN in a cell; resolves with its output lines once it printed 'ready', and with all of them at the end.
+function flowThenListen(netns: string, port: number, deniedPort: number, seconds: number, flow: boolean): { ready: Promise<void>; done: Promise<string[]> } {
+  const child = spawn('ip', ['netns', 'exec', netns, '/usr/bin/python3', '-c', FLOW_THEN_LISTEN, `${port}`, `${deniedPort}`, `${seconds}`, flow ? 'flow' : 'none'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  children.push(child);
+  let out = '';
+  let markReady: () => void = () => {};
+  const ready = new Promise<void>((resolve) => (markReady = resolve));
+  child.stdout!.on('data', (d: Buffer) => {
+    out += d.toString();
+    if (out.includes('ready')) markReady();
+  });
+  const done = new Promise<string[]>((resolve) => child.on('close', () => (markReady(), resolve(out.trim().split('\n')))));
+  return { ready, done };
+}
+
+test('a cell on an ended cell’s address inherits none of its flows or denial records; cell sources from elsewhere are dropped; the host answers cells from the uplink', async () => {
+  const h = host!;
+  const ipam = new Ipam({ pool });
+  const [oldNet, newNet] = (await Promise.all(['a1', 'a2'].map((id) => h.prepareCellNetwork(`${tag}${id}`)))) as [CellNetwork, CellNetwork];
+  const nets = [oldNet, newNet];
+  try {
+    const first = ipam.allocate('wsx');
+    const ports = [{ protocol: 'udp' as const, port: GW_UDP }];
+    await h.attachCellNetwork(oldNet, { workspaceId: 'wsx', address: first.address, gateway: first.gateway, gatewayPorts: ports, egress: WORKSPACES.wsb! });
+    const port = 41000 + (randomBytes(2).readUInt16BE(0) % 2000);
+    // The old cell: one UDP exchange with the internet (allowed: the flow is established, masqueraded as the host's
+    // address on the lab link, port kept), a denied TCP attempt to :8081, then it listens on its port.
+    const oldRun = flowThenListen(oldNet.names.netns, port, 8081, 3, true);
+    await oldRun.ready;
+    // Positive control: a datagram along the flow's reply direction reaches the old cell.
+    await py(inetNs, RAW_UDP, '203.0.113.10', '5353', '198.51.100.1', `${port}`, 'late-old');
+    const oldOut = await oldRun.done;
+    assert.ok(oldOut.includes('reply:inet') && oldOut.includes('got:late-old'), `the old cell's flow works: ${oldOut.join(' | ')}`);
+
+    // The old cell ends; the next workspace gets the same address at once (its flow's conntrack entry is still there).
+    await h.destroyCellNetwork(oldNet);
+    ipam.release('wsx', first.address);
+    const reused = ipam.claim('wsy', first.address);
+    await h.attachCellNetwork(newNet, { workspaceId: 'wsy', address: reused.address, gateway: reused.gateway, gatewayPorts: ports, egress: WORKSPACES.wsa! });
+    const newRun = flowThenListen(newNet.names.netns, port, 8080, 2, false);
+    await newRun.ready;
+    await py(inetNs, RAW_UDP, '203.0.113.10', '5353', '198.51.100.1', `${port}`, 'late-new');
+    // A LAN host spoofing the (bound) cell's address towards the host is dropped before conntrack; a genuine source passes.
+    const lanSeen: string[] = [];
+    const lan = createSocket('udp4');
+    udpServers.push(lan);
+    lan.on('message', (m) => lanSeen.push(m.toString()));
+    await new Promise<void>((resolve) => lan.bind(GW_UDP + 1, '198.51.100.1', resolve));
+    await py(inetNs, RAW_UDP, reused.address, '40000', '198.51.100.1', `${GW_UDP + 1}`, 'spoofed-cell');
+    await py(inetNs, RAW_UDP, '198.51.100.2', '40000', '198.51.100.1', `${GW_UDP + 1}`, 'genuine');
+    const newOut = await newRun.done;
+    assert.ok(!newOut.some((l) => l.startsWith('got:')), `the new cell got the old cell's flow: ${newOut.join(' | ')}`);
+    await new Promise((r) => setTimeout(r, 200));
+    assert.deepEqual(lanSeen, ['genuine'], 'a cell source from another interface is dropped (control: a genuine one arrives)');
+
+    // What the host itself sends a cell (here: TTL exceeded for a datagram it would forward) comes from the uplink's
+    // link-local address, not from the host's LAN address or a gateway.
+    const icmpFrom = await py(
+      newNet.names.netns,
+      `
+import socket,time
+r=socket.socket(socket.AF_INET,socket.SOCK_RAW,socket.IPPROTO_ICMP);r.settimeout(2)
+u=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);u.setsockopt(socket.IPPROTO_IP,socket.IP_TTL,2);u.sendto(b'x',('203.0.113.10',5353))
+try:
+  while True:
+    d,a=r.recvfrom(512)
+    if d[(d[0]&15)*4]==11:print(a[0]);break
+except (socket.timeout,TimeoutError):print('none')
+`,
+    );
+    assert.equal(icmpFrom, uplinkNames(prefix).hostHop, 'source of the host’s TTL-exceeded to a cell');
+
+    // Records are read only now, after the address went to the new cell: each names the cell that sent it.
+    h.flushDenied();
+    const mine = denied.filter((r) => r.source === first.address && r.destination === '203.0.113.20');
+    assert.ok(mine.some((r) => r.cellId === oldNet.cellId && r.port === 8081), `the old cell's late record names it: ${JSON.stringify(mine)}`);
+    assert.ok(mine.some((r) => r.cellId === newNet.cellId && r.port === 8080), `the new cell's record names it: ${JSON.stringify(mine)}`);
+    assert.deepEqual(mine.filter((r) => r.cellId === newNet.cellId && r.port !== 8080), [], 'a record of the old cell named the new one');
+
+    // A gVisor-style cell, addressed at prepare: nothing it sends arrives before attach; after attach it does.
+    const pre = ipam.allocate('wsy');
+    const preNet2 = await h.prepareCellNetwork(`${tag}a4`, { address: pre.address, gateway: pre.gateway });
+    nets.push(preNet2);
+    const sendGw = (data: string): Promise<string> => py(preNet2.names.netns, `import socket;socket.socket(socket.AF_INET,socket.SOCK_DGRAM).sendto(b'${data}',('${pre.gateway}',${GW_UDP}))`);
+    await sendGw(`pre-${tag}`);
+    await new Promise((r) => setTimeout(r, 300));
+    assert.ok(!udpSeen.includes(`pre-${tag}`), 'a pre-addressed cell reached its gateway before attach');
+    await h.attachCellNetwork(preNet2, { workspaceId: 'wsy', address: pre.address, gateway: pre.gateway, gatewayPorts: ports, egress: WORKSPACES.wsa! });
+    await sendGw(`post-${tag}`);
+    for (let i = 0; i < 20 && !udpSeen.includes(`post-${tag}`); i++) await new Promise((r) => setTimeout(r, 100));
+    assert.ok(udpSeen.includes(`post-${tag}`), 'a pre-addressed cell reaches its gateway after attach');
+  } finally {
+    await Promise.all(nets.map((n) => h.destroyCellNetwork(n)));
+  }
+});
+
+// tableState lists the per-cell sets/maps of the host's table and the hub's that still hold elements, and the policy
+// chains (rate-limit sets expire alone).
 async function tableState(): Promise<{ cellElements: unknown[]; policyChains: string[] }> {
-  const items = (JSON.parse((await sh('nft', ['-j', 'list', 'table', 'inet', prefix])).stdout) as { nftables: Array<Record<string, { name?: string; elem?: unknown[] }>> }).nftables;
+  type Items = { nftables: Array<Record<string, { name?: string; elem?: unknown[] }>> };
+  const items = (JSON.parse((await sh('nft', ['-j', 'list', 'table', 'inet', prefix])).stdout) as Items).nftables;
+  const hubItems = (JSON.parse(await inHubNetns(['nft', '-j', 'list', 'table', 'inet', prefix])) as Items).nftables;
   const perCell = ['src_ok', 'gw_allow', 'cell_egress', 'cell_mark', 'cell_flow'];
   return {
-    cellElements: items.flatMap((i) => [i.set, i.map]).filter((x) => x && perCell.includes(x.name ?? '') && x.elem?.length),
+    cellElements: [...items, ...hubItems].flatMap((i) => [i.set, i.map]).filter((x) => x && perCell.includes(x.name ?? '') && x.elem?.length),
     policyChains: items.flatMap((i) => (i.chain?.name?.startsWith('eg_') ? [i.chain.name] : [])),
   };
+}
+
+// Runs a command inside the agent's hub netns (nsenter: no mount namespace of its own) and returns its trimmed output.
+async function inHubNetns(argv: string[]): Promise<string> {
+  return (await sh('nsenter', [`--net=/run/netns/${hubNetnsName(prefix)}`, ...argv])).stdout.trim();
+}
+
+// The interfaces in the agent's hub.
+async function hubLinks(): Promise<string[]> {
+  if (!existsSync(`/run/netns/${hubNetnsName(prefix)}`)) return [];
+  return (JSON.parse((await sh('ip', ['-n', hubNetnsName(prefix), '-j', 'link', 'show'])).stdout) as Array<{ ifname: string }>).map((l) => l.ifname);
 }
 
 async function checkMatrix(plans: Array<{ src: Cell; probes: Probe[] }>): Promise<void> {
@@ -312,22 +472,24 @@ test('reconcile removes every network object of cells that are not live', async 
   const [dead1, dead2, live] = nets as [CellNetwork, CellNetwork, CellNetwork];
   const report = await reconcileNetworks(prefix, [live.cellId]);
   assert.deepEqual(report.netns.sort(), [dead1.names.netns, dead2.names.netns].sort());
-  assertNothingOf([dead1, dead2]);
-  assert.ok(existsSync(live.netnsPath) && existsSync(`/sys/class/net/${live.names.hostIf}`), 'live cell kept');
+  await assertNothingOf([dead1, dead2]);
+  assert.ok(existsSync(live.netnsPath) && (await hubLinks()).includes(live.names.hostIf), 'live cell kept');
+  assert.ok(existsSync(`/run/netns/${hubNetnsName(prefix)}`) && existsSync(`/sys/class/net/${uplinkIfName(prefix)}`), 'hub and uplink kept while a cell lives');
   const state = JSON.stringify(await tableState());
   assert.ok(!state.includes(dead2.names.hostIf) && !state.includes(`"${dead2.attached!.address}"`), 'dead elements removed');
   assert.ok(state.includes(live.names.hostIf) && state.includes(`"${live.attached!.address}"`) && state.includes('eg_'), 'live elements and policy chain kept');
   const all = await reconcileNetworks(prefix, []);
   assert.ok(all.tableRemoved);
-  assertNothingOf([live]);
+  assert.ok(all.netns.includes(hubNetnsName(prefix)) && all.links.includes(uplinkIfName(prefix)), JSON.stringify(all));
+  await assertNothingOf([live]);
   assert.deepEqual(readdirSync('/sys/class/net').filter((n) => n.startsWith(prefix)), []);
   assert.deepEqual(readdirSync('/run/netns').filter((n) => n.startsWith(prefix)), []);
 });
 
-function assertNothingOf(nets: CellNetwork[]): void {
-  for (const net of nets) {
-    assert.ok(!existsSync(net.netnsPath), `netns ${net.names.netns} removed`);
-    assert.ok(!existsSync(`/sys/class/net/${net.names.hostIf}`), `veth ${net.names.hostIf} removed`);
-  }
-  assert.deepEqual(readdirSync('/sys/class/net').filter((n) => isCellHostIf(prefix, n) && nets.some((x) => x.names.hostIf === n)), []);
+// A destroyed cell's netns and veth pair (host side in the hub) are gone, even while a process still holds the netns.
+async function assertNothingOf(nets: CellNetwork[]): Promise<void> {
+  for (const net of nets) assert.ok(!existsSync(net.netnsPath), `netns ${net.names.netns} removed`);
+  const left = (await hubLinks()).filter((n) => isCellHostIf(prefix, n) && nets.some((x) => x.names.hostIf === n));
+  assert.deepEqual(left, [], 'veths of destroyed cells left in the hub');
+  assert.deepEqual(readdirSync('/sys/class/net').filter((n) => isCellHostIf(prefix, n)), [], 'cell veths in the host netns');
 }

@@ -46,7 +46,9 @@ test('reuses released addresses as late as possible and frees empty subnets', ()
   const other = new Ipam({ pool: '10.1.0.0/16' });
   const x = other.allocate('x');
   other.release('x', x.address);
-  assert.equal(other.allocate('y').subnet, '10.1.0.0/24', 'an empty subnet goes back to the pool');
+  const y = other.allocate('y');
+  assert.equal(y.subnet, '10.1.0.0/24', 'an empty subnet goes back to the pool');
+  assert.equal(y.address, '10.1.0.3', 'the next workspace continues after the last address handed out in it, not at x’s');
 });
 
 test('claim restores live cells after a restart', () => {

@@ -5,7 +5,8 @@ import { test } from 'node:test';
 import { endianness } from 'node:os';
 import { answerErrors, attr, attrsOf, ipv4Bytes, macBytes, nested, NetlinkRequest, NLM_F, parseMessages, strAttr } from '../../../src/agent/network/netlink/message.js';
 import { encodeFields } from '../../../src/agent/network/netlink/nftables.js';
-import { cellSetElements } from '../../../src/agent/network/nft-ruleset.js';
+import { agentTableScript, cellSetElements, hubSetElements, hubTableScript } from '../../../src/agent/network/nft-ruleset.js';
+import { cidrOf } from '../../../src/shared/net/ipv4.js';
 
 test('attributes carry their unpadded length and are padded to 4 bytes; nested ones set NLA_F_NESTED', () => {
   const a = strAttr(3, 'eth0');
@@ -62,8 +63,19 @@ test('nft concatenations put each field on a 4-byte boundary, interface names in
   assert.throws(() => encodeFields([{ port: 70000 }]), /port/);
 });
 
-test('a cell has one element in each per-cell set and one gw_allow element per gateway port', () => {
-  const elements = cellSetElements({ hostIf: 'cr000001abcdefg', cellMac: '06:01:02:03:04:05', address: '10.88.1.7', gateway: '10.88.1.1', ctMark: 5, gatewayPorts: [{ protocol: 'tcp', port: 443 }, { protocol: 'udp', port: 53 }], policyChain: 'eg_x' });
-  assert.deepEqual(elements.map((e) => e.set), ['src_ok', 'cell_mark', 'cell_flow', 'cell_egress', 'gw_allow', 'gw_allow']);
+test('a cell has one element in each per-cell set of the host table, one gw_allow element per gateway port, and its binding in the hub', () => {
+  const cell = { hostIf: 'cr000001abcdefg', cellMac: '06:01:02:03:04:05', address: '10.88.1.7', gateway: '10.88.1.1', ctMark: 5, gatewayPorts: [{ protocol: 'tcp', port: 443 }, { protocol: 'udp', port: 53 }], policyChain: 'eg_x' } as const;
+  const elements = cellSetElements(cell);
+  assert.deepEqual(elements.map((e) => e.set), ['cell_mark', 'cell_flow', 'cell_egress', 'gw_allow', 'gw_allow']);
   assert.equal(elements.find((e) => e.set === 'cell_egress')?.jump, 'eg_x');
+  // The host's table keys a cell by its address only: interface names live in the hub's binding.
+  assert.ok(elements.every((e) => e.key.every((f) => !('ifname' in f))));
+  assert.deepEqual(hubSetElements(cell), [{ set: 'src_ok', key: [{ ifname: cell.hostIf }, { ether: cell.cellMac }, { ipv4: cell.address }] }]);
+});
+
+test('the hub table is stateless: nothing in it makes the kernel track connections there', () => {
+  const script = hubTableScript('cr000001');
+  assert.match(script, /src_ok/);
+  assert.doesNotMatch(script, /\bct\b|\bnat\b|masquerade|snat|dnat|notrack|\blog\b/);
+  assert.match(agentTableScript('cr000001', cidrOf('10.88.0.0/16'), true), /iifname != \{ "cr000001up", "lo" \} ip saddr @cell_mark drop/);
 });

@@ -66,11 +66,13 @@ function pad4(b: Buffer): Buffer {
   return rem === 0 ? b : Buffer.concat([b, Buffer.alloc(4 - rem)]);
 }
 
-/** NftSocket changes set elements of one `inet` table. */
+/** NftSocket changes set elements of one `inet` table, in the agent's netns or, given its path, another one. */
 export class NftSocket {
-  private readonly socket = new NetlinkSocket(NETLINK.NETFILTER);
+  private readonly socket: NetlinkSocket;
 
-  constructor(private readonly table: string) {}
+  constructor(private readonly table: string, netnsPath?: string) {
+    this.socket = new NetlinkSocket(NETLINK.NETFILTER, netnsPath);
+  }
 
   /**
    * change adds (or deletes) the elements in one transaction: all or none. Elements of the same set go in one

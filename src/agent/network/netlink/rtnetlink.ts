@@ -1,16 +1,17 @@
 // The few rtnetlink requests a cell's network needs (rtnetlink(7)): bring links up and find their indices, and replace an
 // IPv4 address, a static neighbour or a route — what `ip link/address/neigh/route` would send.
-import { attr, ipv4Bytes, macBytes, NLM_F, strAttr, u32Attr } from './message.js';
-import { NETLINK, NetlinkSocket } from './socket.js';
+import { attr, attrsOf, ipv4Bytes, macBytes, NLM_F, strAttr, u32Attr } from './message.js';
+import { NETLINK, NetlinkError, NetlinkSocket } from './socket.js';
 
-const RTM = { NEWLINK: 16, GETLINK: 18, NEWADDR: 20, NEWROUTE: 24, NEWNEIGH: 28 } as const;
+const RTM = { NEWLINK: 16, DELLINK: 17, GETLINK: 18, NEWADDR: 20, NEWROUTE: 24, NEWNEIGH: 28 } as const;
 const AF_INET = 2;
 const IFF_UP = 0x1;
 const IFLA_IFNAME = 3;
+const IFLA_LINK = 5;
 const IFA = { ADDRESS: 1, LOCAL: 2 } as const;
 const NDA = { DST: 1, LLADDR: 2 } as const;
 const NUD_PERMANENT = 0x80;
-const RTA = { DST: 1, OIF: 4, GATEWAY: 5, PREFSRC: 7 } as const;
+const RTA = { DST: 1, OIF: 4, GATEWAY: 5 } as const;
 const RT_TABLE_MAIN = 254;
 const RTPROT_BOOT = 3;
 const RT_SCOPE = { UNIVERSE: 0, LINK: 253 } as const;
@@ -18,14 +19,19 @@ const RTN_UNICAST = 1;
 const RTNH_F_ONLINK = 0x4;
 const REPLACE = NLM_F.REQUEST | NLM_F.ACK | NLM_F.CREATE | NLM_F.REPLACE;
 
-/** RouteSpec is an IPv4 route: `dst/prefix` out of `oif`, optionally via `gateway` (onlink) or with source `prefsrc`. */
+/** RouteSpec is an IPv4 route: `dst/prefix` out of `oif`, optionally via `gateway` (onlink). */
 export interface RouteSpec {
   readonly dst: string;
   readonly prefix: number;
   readonly oif: number;
   readonly gateway?: string;
   readonly onlink?: boolean;
-  readonly prefsrc?: string;
+}
+
+/** LinkIndex is a link's interface index and, for a veth, its peer's index (in the peer's namespace). */
+export interface LinkIndex {
+  readonly index: number;
+  readonly peer: number | undefined;
 }
 
 /** RouteChange is one address, neighbour or route to set; several go to the kernel in one write. */
@@ -38,12 +44,16 @@ export type RouteChange =
 export class RouteSocket {
   private readonly socket: NetlinkSocket;
 
-  constructor(netnsPath?: string) {
-    this.socket = new NetlinkSocket(NETLINK.ROUTE, netnsPath);
+  /** `lane: false` lets this socket's thread-pool exchanges wait for RTNL outside RTNL_LANE. */
+  constructor(netnsPath?: string, options: { lane?: boolean } = {}) {
+    this.socket = new NetlinkSocket(NETLINK.ROUTE, netnsPath, options);
   }
 
-  /** bringUp brings the named links up and resolves to their interface indices (in `names` order), in one write. */
-  async bringUp(names: readonly string[]): Promise<number[]> {
+  /**
+   * bringUp brings the named links up and resolves to their interface indices (in `names` order), in one write, each
+   * with its `IFLA_LINK` if it has one (a veth's: the index of its peer, in the peer's namespace).
+   */
+  async bringUp(names: readonly string[]): Promise<LinkIndex[]> {
     const gets: number[] = [];
     const answer = await this.socket.exchange(`set up ${names.join(', ')}`, (r) => {
       for (const name of names) {
@@ -54,8 +64,18 @@ export class RouteSocket {
     return gets.map((seq, i) => {
       const link = answer.find((m) => m.type === RTM.NEWLINK && m.seq === seq);
       if (!link) throw new Error(`get link ${names[i]}: the kernel sent no link`);
-      return link.payload.readInt32LE(4);
+      const peer = attrsOf(link.payload.subarray(16)).get(IFLA_LINK);
+      return { index: link.payload.readInt32LE(4), peer: peer && peer.length >= 4 ? peer.readInt32LE(0) : undefined };
     });
+  }
+
+  /** deleteLink deletes the named link (a veth: both ends), on the thread pool; one already gone is no error. */
+  async deleteLink(name: string): Promise<void> {
+    try {
+      await this.socket.exchange(`delete link ${name}`, (r) => r.add(RTM.DELLINK, NLM_F.REQUEST | NLM_F.ACK, ifinfo(0, 0, 0), [strAttr(IFLA_IFNAME, name)]));
+    } catch (e) {
+      if (!(e instanceof NetlinkError && e.code === 'ENODEV')) throw e;
+    }
   }
 
   /**
@@ -74,7 +94,6 @@ export class RouteSocket {
           const attrs = [u32Attr(RTA.OIF, c.oif)];
           if (c.prefix > 0) attrs.push(attr(RTA.DST, ipv4Bytes(c.dst)));
           if (c.gateway) attrs.push(attr(RTA.GATEWAY, ipv4Bytes(c.gateway)));
-          if (c.prefsrc) attrs.push(attr(RTA.PREFSRC, ipv4Bytes(c.prefsrc)));
           r.add(RTM.NEWROUTE, REPLACE, rtmsg(c), attrs);
         }
       }

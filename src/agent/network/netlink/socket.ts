@@ -44,11 +44,12 @@ export class NetlinkSocket {
 
   /**
    * Opens a socket of `protocol`, inside the network namespace at `netnsPath` if given (else the agent's). Asynchronous
-   * exchanges of an rtnetlink socket go through RTNL_LANE (they wait for the RTNL lock); nftables' do not take it.
+   * exchanges of an rtnetlink socket go through RTNL_LANE (they wait for the RTNL lock) unless `lane` is false;
+   * nftables' do not take it.
    */
-  constructor(protocol: number, netnsPath?: string) {
+  constructor(protocol: number, netnsPath?: string, options: { lane?: boolean } = {}) {
     this.fd = addon().open(protocol, netnsPath ?? null);
-    this.rtnl = protocol === NETLINK.ROUTE;
+    this.rtnl = protocol === NETLINK.ROUTE && options.lane !== false;
   }
 
   private readonly rtnl: boolean;
