@@ -613,22 +613,21 @@ export class JobService {
       const placedTimings = this.placeTimings.get(job.id);
       const timings = { ...job.timings, ...placedTimings };
       // A quick agent reported the job here already: its start wrote these timings, and an end it reported came after the
-      // assign (so after the token was stored: the end revoked it). No write is needed.
+      // assign (so after the token was stored: the end revoked it).
       const news = this.placingNews.get(job.id);
       if (news?.kind === 'started') return { ...job, status: 'running', agentId, timings };
       if (news?.kind === 'ended' && news.byAgent) return news.job;
-      // One write, no re-read: the timings go on the job only while it is still assigned (not ended while it was placed).
-      if (!news && (await this.store.claimJob(job.id, 'assigned', { timings }))) return { ...job, status: 'assigned', agentId, timings };
-      // Not assigned any more: it already started (a quick agent reported it here, with these timings), or it ended.
-      if (this.placingNews.get(job.id)?.kind === 'started') return { ...job, status: 'running', agentId, timings };
-      const current = await this.store.getJob(job.id);
-      if (!current || isTerminal(current)) {
+      if (news?.kind === 'ended') {
+        // Ended here while it was placed (its agent lost, say): the end may have revoked the job's tokens before this one
+        // was stored, and the agent may have the job.
         this.placeTimings.delete(job.id);
         await this.tokens.revokeJob(job.id, job.workspaceId, 'the job ended while it was being placed');
         d.cancel(agentId, job.id);
-        return current ?? job;
+        return news.job;
       }
-      return current; // started, reported through another replica
+      // No write here (the start's path waits for nothing more): the timings go on the job with its agent's first report
+      // of it, a start or an end (onReport), which also finds a job ended elsewhere meanwhile and has the agent stop it.
+      return { ...job, status: 'assigned', agentId, timings };
     } finally {
       this.placing.delete(job.id);
       this.cancelledWhilePlacing.delete(job.id);
@@ -752,48 +751,95 @@ export class JobService {
 
   /** onOutput stores and publishes a chunk of output of a running job of the agent; anything else is ignored. */
   async onOutput(agentId: string, jobId: string, stream: 'stdout' | 'stderr', data: Buffer): Promise<void> {
-    if (!(await this.ownedBy(agentId, jobId))) return;
-    await this.storeOutput(jobId, [{ stream, data }]);
+    await this.onReport(agentId, { jobId, output: [{ stream, data }] });
   }
 
   /**
-   * storeOutput stores chunks of a job's output in order, then publishes them. Stored first: a follower never sees a
-   * chunk the store may not hold (on PostgreSQL the write is a round trip, and a replica that dies before it commits must
-   * not have shown the chunk: a stream resumed on another replica goes on from the store). A stream that subscribes
-   * between the two finds them in its replay (seq dedups). The chunks of one call go in one batch of the store's.
+   * storeOutput stores chunks of a job's output in order, then publishes them once `after` (the job's previous report
+   * here) has settled. Stored first: a follower never sees a chunk the store may not hold (on PostgreSQL the write is a
+   * round trip, and a replica that dies before it commits must not have shown the chunk: a stream resumed on another
+   * replica goes on from the store). A stream that subscribes between the two finds them in its replay (seq dedups). The
+   * chunks of one call go in one batch of the store's; their seqs are taken before the first await when the job's next
+   * seq is known here, so calls made one after the other number their chunks in that order.
    */
-  private async storeOutput(jobId: string, parts: ReadonlyArray<{ stream: 'stdout' | 'stderr'; data: Buffer }>): Promise<void> {
+  private async storeOutput(jobId: string, parts: ReadonlyArray<{ stream: 'stdout' | 'stderr'; data: Buffer }>, after?: Promise<void>): Promise<void> {
     let seq = this.nextSeq.get(jobId);
     if (seq === undefined) seq = (await this.store.lastOutputSeq(jobId)) + 1;
     const chunks = parts.map((p, i) => ({ seq: seq! + i, stream: p.stream, data: p.data }));
     this.nextSeq.set(jobId, seq + chunks.length);
     await Promise.all(chunks.map((chunk) => this.store.appendOutput(jobId, chunk)));
+    await after;
     for (const chunk of chunks) this.hub.publish(jobId, { type: 'output', chunk });
     if (this.cluster) this.announceOutput(jobId, chunks[chunks.length - 1]!.seq);
   }
 
+  /** Per job, the application of the latest of its reports taken here (settled, never rejected; gone once settled). */
+  private readonly applying = new Map<string, Promise<void>>();
+
   /**
    * onReport applies what an agent reports of one of its jobs (a protocol-5 job.report, or one of the single reports):
-   * its output is stored first, then its start, end and wipe receipt go in one write of the job, and what follows each
-   * (events, audit, the token's revocation, the job's place going to the next) in that order. Each part is judged as its
-   * single report would be: a start or an end only of an unfinished job of this agent's, a receipt once.
+   * its start, end and wipe receipt go in one write of the job, and what follows each (events, audit, the token's
+   * revocation, the job's place going to the next) in that order. Each part is judged as its single report would be: a
+   * start or an end only of an unfinished job of this agent's, a receipt once.
+   *
+   * Output is published only once stored, and only after what the job's agent reported before it (an earlier report, or
+   * this report's start) is applied and published; an end or a receipt is written only once the output before it is
+   * stored. The writes themselves need not wait for each other: a report's output write goes out at once, beside the
+   * previous report's write or its own start's, and the agent's channel takes its next report without waiting for a
+   * start's write (startOnly). So a job's first output waits for the slower of its start's and its own round trip, not
+   * for both one after the other. Reports of one job taken one after the other otherwise apply in that order.
    */
-  async onReport(agentId: string, r: JobReportParts): Promise<void> {
+  onReport(agentId: string, r: JobReportParts): Promise<void> {
+    const previous = this.applying.get(r.jobId);
+    const applied = this.applyReport(agentId, r, previous);
+    const settled = applied.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.applying.set(r.jobId, settled);
+    void settled.then(() => {
+      if (this.applying.get(r.jobId) === settled) this.applying.delete(r.jobId);
+    });
+    return applied;
+  }
+
+  /** applyReport is onReport's work for one report, after `previous` (the job's previous report here) in the order above. */
+  private async applyReport(agentId: string, r: JobReportParts, previous: Promise<void> | undefined): Promise<void> {
     const { jobId, started, ended, wiped } = r;
-    if (r.output?.length && (await this.ownedBy(agentId, jobId))) {
-      await this.storeOutput(jobId, r.output.map((o) => ({ stream: o.stream, data: typeof o.data === 'string' ? Buffer.from(o.data, 'base64') : o.data })));
+    const parts = r.output?.length && (await this.ownedBy(agentId, jobId)) ? r.output.map((o) => ({ stream: o.stream, data: typeof o.data === 'string' ? Buffer.from(o.data, 'base64') : o.data })) : null;
+    if (parts && started && !ended && !wiped) {
+      // A start with output and nothing after it: the start's write goes out beside the output's (it says nothing of the
+      // output), and is applied and published first. An end or a receipt is written only once the output is stored.
+      const startApplied = (async () => {
+        await previous;
+        await this.applyTransition(agentId, r);
+      })();
+      await Promise.all([startApplied, this.storeOutput(jobId, parts, startApplied.then(() => undefined, () => undefined))]);
+      return;
     }
+    if (parts) await this.storeOutput(jobId, parts, previous);
+    // Written only after the previous report's own write: a job's transitions keep the order of its reports.
+    await previous;
+    await this.applyTransition(agentId, r);
+  }
+
+  /** applyTransition writes what a report says of a job's state (its start, end and wipe receipt) and what follows each. */
+  private async applyTransition(agentId: string, r: JobReportParts): Promise<void> {
+    const { jobId, started, ended, wiped } = r;
     if (!started && !ended && !wiped) return;
     const now = new Date();
     let didStart = false;
     let endedFrom: Job['status'] | null = null;
     let didWipe = false;
+    /** The job had ended before this report of its agent's (elsewhere, while it was placed, or an end replayed). */
+    let endedBefore: Job | null = null;
     // Judged and written in one step (no read first).
     const job = await this.store.transitionJob(jobId, (current) => {
       didStart = false;
       endedFrom = null;
       didWipe = false;
       const owner = this.owners.get(jobId) ?? current.agentId;
+      endedBefore = isTerminal(current) && owner === agentId ? current : null;
       let next: Job = current;
       const patch: Partial<Job> = {};
       if (started && !isTerminal(next) && owner === agentId) {
@@ -805,6 +851,8 @@ export class JobService {
       }
       if (ended && !isTerminal(next) && owner === agentId) {
         endedFrom = next.status;
+        // An end with no start before it: the placement's timings go on the job here.
+        if (!didStart) next = { ...next, timings: { ...next.timings, ...this.placeTimings.get(jobId) } };
         Object.assign(patch, endPatch(next, ended.end, ended.timings, ended.outputDroppedBytes ?? 0, now.toISOString()));
         next = { ...next, ...patch };
       }
@@ -814,6 +862,7 @@ export class JobService {
       }
       return didStart || endedFrom !== null || didWipe ? patch : null;
     });
+    if (endedBefore && (started || ended)) await this.afterEndedBefore(agentId, endedBefore, started !== undefined && !ended);
     if (!job) return;
     // The audit chain keeps the order of the records' calls: the cell's assignment, the token's revocation, the wipe.
     const audits: Array<Promise<unknown>> = [];
@@ -827,6 +876,17 @@ export class JobService {
     // output, most often) is not held behind an audit round trip. An end or a receipt waits, so that a flood of reports
     // slows its agent's channel (REPORTS_HIGH_WATER) rather than growing the audit queue.
     if (ended || wiped) await Promise.all(audits);
+  }
+
+  /**
+   * afterEndedBefore answers a start or an end of a job that had ended before (another replica ended it while it was
+   * being placed here, say): its tokens are revoked (one may have been stored after that end revoked the others) and,
+   * after a start, its agent is told to stop it.
+   */
+  private async afterEndedBefore(agentId: string, job: Job, running: boolean): Promise<void> {
+    this.placeTimings.delete(job.id);
+    if (running) this.cancelOnAgent(agentId, job.id);
+    await this.tokens.revokeJob(job.id, job.workspaceId, 'the job had ended when its agent reported it');
   }
 
   /** afterStart is what follows a job's start: its events here and on the bus, and its audit record (returned). */
@@ -1082,6 +1142,15 @@ function needsOf(job: Job): string {
 function specOf(job: Job, outputLimitBytes: number): JobSpec {
   const { id: jobId, workspaceId, command, env, cwd, cpu, memoryBytes, timeoutSeconds, diskBytes, runtime, egress } = job;
   return { jobId, workspaceId, command, env, cwd, cpu, memoryBytes, timeoutSeconds, diskBytes, runtime, egress, outputLimitBytes, image: job.image ?? null, mode: job.mode ?? 'job' };
+}
+
+/**
+ * startOnly says whether a report holds a job's start and nothing else: the agent's channel may go on to its next report
+ * without waiting for it to be applied (JobService.onReport keeps the job's order). Its failure is then heard only by
+ * the promise onReport returned.
+ */
+export function startOnly(r: JobReportParts): boolean {
+  return r.started !== undefined && !r.output?.length && !r.ended && !r.wiped;
 }
 
 /**
