@@ -3,7 +3,7 @@ import { ApiError } from '../../shared/errors.js';
 import type { JobEnd, JobSpec, WipeReceipt, WorkloadCredentials } from '../../shared/wire.js';
 import type { AuditLog } from '../audit/audit-log.js';
 import type { TokenService, TokenSubject } from '../tokens/token-service.js';
-import { TERMINAL_STATUSES, type ImageRecord, type Job, type OutputChunk, type SandboxEndRequest, type SandboxFields, type Workspace, type WorkloadMode } from '../model.js';
+import { TERMINAL_STATUSES, type ImageRecord, type Job, type OutputChunk, type TokenRecord, type SandboxEndRequest, type SandboxFields, type Workspace, type WorkloadMode } from '../model.js';
 import type { Store } from '../store/store.js';
 import type { NetworkPolicyService } from '../network/network-policy-service.js';
 import type { OutputHub } from './output-hub.js';
@@ -307,14 +307,14 @@ export class JobService {
       // The audit log is never shredded: nothing of the job's command or env goes into it.
       const audit = () => this.audit.record({ type: 'workload.created', actor, workspaceId: ws.id, subject: job.id, details: { runtime: job.runtime, data: job.dataGrants, image: job.image?.digest ?? null, ...(mode === 'sandbox' ? { mode } : {}) } });
       if (agentId) {
-        // The row, its audit event and the job's token are written at once (on SQLite in one commit, on PostgreSQL as
-        // concurrent round trips), the event first so that the chain says created before minted; the agent is sent the
-        // job only once the row and the token are both stored. Should the row fail to commit (PostgreSQL), the chain goes
-        // on to the token's revocation.
+        // The row, its audit event and the job's token are written at once (on SQLite in one commit; on a shared store the
+        // row and the token in one statement, once place has signed the token, beside the event), the event first so that
+        // the chain says created before minted; the agent is sent the job only once the row and the token are both stored.
         // On a shared store the row comes back with its workspace's count of placed jobs, taken race-free in the same round
         // trip (Store.createPlacedJob): the running quota across replicas costs the placement no round trip of its own.
         const row: Job = { ...job, status: 'assigned', agentId };
-        const placedCount = this.cluster?.shared ? this.store.createPlacedJob(row) : this.store.createJob(row).then(() => null);
+        const withToken = this.cluster?.shared ? rowWithToken(this.store, row) : undefined;
+        const placedCount = withToken ? withToken.count : this.store.createJob(row).then(() => null);
         const recorded = placedCount.then(() => undefined);
         const audited = audit();
         // The policy changed since this replica last read it (on any replica): the job runs with the one in force now.
@@ -327,7 +327,7 @@ export class JobService {
         policyAgreed.catch(() => {}); // heard in place, once the row is stored
         let placed: Job;
         try {
-          placed = await this.place(job, performance.now(), { agentId, spec, recorded, counted: placedCount, before: policyAgreed }).finally(() => audited);
+          placed = await this.place(job, performance.now(), { agentId, spec, recorded, counted: placedCount, before: policyAgreed, withToken }).finally(() => audited);
         } catch (e) {
           // Not recorded: it holds no place (place released its agent slot).
           if (!(await recorded.then(() => true, () => false))) this.deactivate(job);
@@ -539,12 +539,12 @@ export class JobService {
   // The caller reserved the agent slot (`agentId`, before any await). `recorded`: create is recording the job as assigned
   // to that agent in the first place (no claim needed: no one else knew the job); its token is minted meanwhile, and the
   // job is sent once both are stored (and `before` has resolved). `counted`: that write's count of the workspace's placed
-  // jobs (Store.createPlacedJob; null: not counted there). Rejects, with the slot released and the token revoked, if the
-  // row is not stored.
+  // jobs (Store.createPlacedJob; null: not counted there). `withToken`: that write is made here, with the job's token, as
+  // the token's record. Rejects, with the slot released and the token revoked, if the row is not stored.
   private async place(
     job: Job,
     t0: number,
-    { agentId, spec: reserved, recorded, counted, before }: { agentId: string; spec: JobSpec; recorded?: Promise<void>; counted?: Promise<number | null>; before?: Promise<void> },
+    { agentId, spec: reserved, recorded, counted, before, withToken }: { agentId: string; spec: JobSpec; recorded?: Promise<void>; counted?: Promise<number | null>; before?: Promise<void>; withToken?: RowWithToken },
   ): Promise<Job> {
     let spec = reserved;
     const d = this.dispatcher!;
@@ -591,8 +591,10 @@ export class JobService {
             if (sent) this.placeTimings.set(job.id, { control_token_ms: round(tMinted - t0), control_dispatch_ms: round(performance.now() - t0) });
           },
           ready,
+          withToken?.write,
         );
       } catch (e) {
+        withToken?.abandon(e); // no token was signed: the row is not written either
         if (!recorded || (await recorded.then(() => true, () => false))) throw e;
         // The job's row was not stored: nothing of it runs anywhere, and its token (if recorded) is void.
         d.release(agentId, job.id);
@@ -629,6 +631,7 @@ export class JobService {
       // of it, a start or an end (onReport), which also finds a job ended elsewhere meanwhile and has the agent stop it.
       return { ...job, status: 'assigned', agentId, timings };
     } finally {
+      withToken?.abandon(new Error('the job was not placed'));
       this.placing.delete(job.id);
       this.cancelledWhilePlacing.delete(job.id);
       this.placingNews.delete(job.id);
@@ -732,6 +735,14 @@ export class JobService {
   private remember(jobId: string, agentId: string): void {
     if (this.owners.size >= OWNERS_KEPT) this.owners.clear(); // only a cache: the store knows every job's agent
     this.owners.set(jobId, agentId);
+  }
+
+  /**
+   * untouched says whether the job was placed by this replica and, as far as any replica has told it, has neither output
+   * (none stored or on its way to the store) nor an end: a stream subscribed now misses nothing of it.
+   */
+  untouched(jobId: string): boolean {
+    return this.owners.has(jobId) && this.nextSeq.get(jobId) === 1;
   }
 
   /** ownedBy says whether a job is the agent's own and unfinished (reports about any other job are ignored). */
@@ -1120,6 +1131,37 @@ export class JobService {
       settle();
     }
   }
+}
+
+/**
+ * RowWithToken is a placed job's row to be written with its first token, in one write of the store's: `write` (the
+ * token's record, as TokenService.mint takes it) writes both, and `count` settles with that write (Store.createPlacedJob),
+ * or with the error `abandon` is given should no token be signed.
+ */
+interface RowWithToken {
+  write(t: TokenRecord): Promise<void>;
+  count: Promise<number>;
+  abandon(e: unknown): void;
+}
+
+function rowWithToken(store: Store, row: Job): RowWithToken {
+  let settle!: (written: Promise<number>) => void;
+  const count = new Promise<number>((resolve) => (settle = resolve));
+  let settled = false;
+  return {
+    count,
+    write(t) {
+      settled = true;
+      const written = store.createPlacedJob(row, t);
+      settle(written);
+      return written.then(() => undefined);
+    },
+    abandon(e) {
+      if (settled) return;
+      settled = true;
+      settle(Promise.reject(e instanceof Error ? e : new Error(String(e))));
+    },
+  };
 }
 
 /** MAX_PLACING bounds the placements one replica has in flight at once (each holds a few store round trips). */

@@ -4,7 +4,7 @@ import { errors as joseErrors, jwtVerify, type JWTPayload } from 'jose';
 import { ApiError } from '../../shared/errors.js';
 import type { WorkloadCredentials } from '../../shared/wire.js';
 import type { AuditLog } from '../audit/audit-log.js';
-import type { DataGrant } from '../model.js';
+import type { DataGrant, TokenRecord } from '../model.js';
 import type { Store } from '../store/store.js';
 import { signEdDsaJwt } from './jws.js';
 import { parseScopes, scopeString, type Scope } from './scopes.js';
@@ -77,9 +77,16 @@ export class TokenService {
    * credentials once the record is written (its audit event is written alongside, not waited for by the hand-over) and
    * `after`, if given, has resolved true: a caller with other writes to finish before the workload may run (its job's
    * own row) makes them while the token is stored instead of before. `after` false: nothing is handed over; rejected:
-   * neither, and mint rejects once the record is written (the caller revokes it).
+   * neither, and mint rejects once the record is written (the caller revokes it). `record`, if given, stores the
+   * token's record instead of Store.addToken (a caller that writes its job's row in the same statement).
    */
-  async mint(s: TokenSubject, kind: 'minted' | 'refreshed' = 'minted', handOver?: (c: WorkloadCredentials) => void, after?: Promise<boolean>): Promise<WorkloadCredentials> {
+  async mint(
+    s: TokenSubject,
+    kind: 'minted' | 'refreshed' = 'minted',
+    handOver?: (c: WorkloadCredentials) => void,
+    after?: Promise<boolean>,
+    record: (t: TokenRecord) => Promise<void> = (t) => this.store.addToken(t),
+  ): Promise<WorkloadCredentials> {
     after?.catch(() => {}); // its rejection is heard once the record is written (below): never unhandled meanwhile
     const key = await this.keys.current();
     const iat = Math.floor(Date.now() / 1000);
@@ -96,8 +103,7 @@ export class TokenService {
     // never present a token that a data service (of any replica) cannot find yet.
     // Its audit event is written at the same time (the chain's order is the store's; record never throws): the hand-over
     // waits only for the token's record.
-    const stored = this.store
-      .addToken({ jti, jobId: s.jobId, workspaceId: s.workspaceId, issuedAt: new Date(iat * 1000).toISOString(), expiresAt, revokedAt: null })
+    const stored = record({ jti, jobId: s.jobId, workspaceId: s.workspaceId, issuedAt: new Date(iat * 1000).toISOString(), expiresAt, revokedAt: null })
       .then(() => after ?? true)
       .then((go) => {
         if (go) handOver?.({ token, expiresAt });

@@ -245,6 +245,8 @@ async function streamLive({ jobs, hub, quotas, workspace, job, after, reply, req
     closed = true;
     unsubscribe();
   });
+  // A job this replica has just placed, with no output and no end yet, has nothing to replay: live events follow.
+  if (after === 0 && jobs.untouched(job.id)) return undefined;
   await catchUp();
   if (closed) return undefined;
   const now = await jobs.get(workspace, job.id);
