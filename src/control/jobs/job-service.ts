@@ -900,13 +900,18 @@ export class JobService {
     await this.tokens.revokeJob(job.id, job.workspaceId, 'the job had ended when its agent reported it');
   }
 
-  /** afterStart is what follows a job's start: its events here and on the bus, and its audit record (returned). */
+  /**
+   * afterStart is what follows a job's start: its events here and, for a sandbox, on the bus, and its audit record
+   * (returned). Another replica acts on a sandbox's start only (its lifecycle watchers follow sandboxes; a job's streams
+   * show output and the end): a job's start costs the bus nothing, and its first output does not share the database with
+   * a NOTIFY.
+   */
   private afterStart(job: Job, cellId: string): Promise<unknown> {
     const jobId = job.id;
     this.placeTimings.delete(jobId);
     if (this.placing.has(jobId) && !this.placingNews.has(jobId)) this.placingNews.set(jobId, { kind: 'started' });
     this.hub.publish(jobId, { type: 'started', job });
-    if (this.cluster) this.announce({ type: 'job.started', from: this.cluster.replicaId, jobId });
+    if (this.cluster && job.mode === 'sandbox') this.announce({ type: 'job.started', from: this.cluster.replicaId, jobId });
     return this.audit.record({ type: 'cell.assigned', actor: `agent:${job.agentId}`, workspaceId: job.workspaceId, subject: jobId, details: { cellId, runtime: job.runtime } });
   }
 
