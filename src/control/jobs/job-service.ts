@@ -73,8 +73,10 @@ export class JobService {
   /** Jobs being placed right now (minting their token, sending them to an agent). */
   private readonly placing = new Set<string>();
   /**
-   * The control plane's timings of each job sent to an agent and not yet started: its started report adds them to the
-   * job (it may come before placing wrote them). Every entry goes at the job's start or end.
+   * The control plane's timings of each job sent to an agent from here and not yet heard of since: placing writes them
+   * nowhere (no write after the dispatch), the job's first report here (its start, or an end) or an end of the control
+   * plane's (end) writes them with the job. Every entry goes at the job's start or end. A job whose first report reaches
+   * another replica (its agent moved between the assign and the start) is stored without them.
    */
   private readonly placeTimings = new Map<string, Record<string, number>>();
   /** What was heard of jobs of `placing` meanwhile (their start or end here): an end wins. */
@@ -158,6 +160,10 @@ export class JobService {
         return;
       }
       case 'job.output':
+        // Another replica stored output of the job (its agent reports there now): the next seq known here is stale. Its
+        // next chunk reported here (the agent may come back) reads the store's last seq, and a stream opened here replays
+        // from the store (untouched).
+        this.nextSeq.delete(msg.jobId);
         this.hub.publish(msg.jobId, { type: 'stored', seq: msg.seq });
         return;
       case 'job.started': {
@@ -176,6 +182,8 @@ export class JobService {
         this.placeTimings.delete(id);
         this.owners.delete(id);
         this.nextSeq.delete(id);
+        // Its tokens were revoked where it ended; a refresh placed here would go on minting for an ended job.
+        this.tokens.stopRefresh(id);
         if (this.followed(id)) {
           const job = await this.store.getJob(id);
           if (job && isTerminal(job)) this.hub.publish(id, { type: 'end', job, remote: true });
@@ -611,7 +619,7 @@ export class JobService {
       // Cancelled between the claim and the assign: the agent heard the cancel before the job, so it is told again.
       if (this.cancelledWhilePlacing.delete(job.id)) d.cancel(agentId, job.id);
       // Kept fresh from now: an end from here on stops it (revokeJob), whichever comes first; an end heard already did.
-      if (this.placingNews.get(job.id)?.kind !== 'ended') this.tokens.keepFresh(subject, (c) => d.refreshCredentials(agentId, job.id, c));
+      if (this.placingNews.get(job.id)?.kind !== 'ended') this.tokens.keepFresh(subject, (c) => d.refreshCredentials(agentId, job.id, c), undefined, this.liveCheck(job.id));
       const placedTimings = this.placeTimings.get(job.id);
       const timings = { ...job.timings, ...placedTimings };
       // A quick agent reported the job here already: its start wrote these timings, and an end it reported came after the
@@ -658,8 +666,16 @@ export class JobService {
         continue;
       }
       d.refreshCredentials(agentId, job.id, credentials);
-      this.tokens.keepFresh(subject, (c) => d.refreshCredentials(agentId, job.id, c));
+      this.tokens.keepFresh(subject, (c) => d.refreshCredentials(agentId, job.id, c), undefined, this.liveCheck(job.id));
     }
+  }
+
+  /** liveCheck reads whether a job is still unfinished in the store (asked by its token's refresh: it may end anywhere). */
+  private liveCheck(jobId: string): () => Promise<boolean> {
+    return async () => {
+      const job = await this.store.getJob(jobId);
+      return job !== null && !isTerminal(job);
+    };
   }
 
   /** get returns a job of the workspace, or 404 — also for another workspace's job. */
@@ -739,7 +755,9 @@ export class JobService {
 
   /**
    * untouched says whether the job was placed by this replica and, as far as any replica has told it, has neither output
-   * (none stored or on its way to the store) nor an end: a stream subscribed now misses nothing of it.
+   * (none stored or on its way to the store: output stored elsewhere drops the job's next seq here, onBus) nor an end: a
+   * stream subscribed now misses nothing of it, unless the bus lost another replica's message (the stream reads the
+   * job's status later, routes/jobs.ts).
    */
   untouched(jobId: string): boolean {
     return this.owners.has(jobId) && this.nextSeq.get(jobId) === 1;
@@ -766,25 +784,29 @@ export class JobService {
   }
 
   /**
-   * storeOutput stores chunks of a job's output in order, then publishes them once `after` (the job's previous report
-   * here) has settled. Stored first: a follower never sees a chunk the store may not hold (on PostgreSQL the write is a
-   * round trip, and a replica that dies before it commits must not have shown the chunk: a stream resumed on another
-   * replica goes on from the store). A stream that subscribes between the two finds them in its replay (seq dedups). The
-   * chunks of one call go in one batch of the store's; their seqs are taken before the first await when the job's next
-   * seq is known here, so calls made one after the other number their chunks in that order.
+   * writeOutput stores chunks of a job's output (resolving with them, numbered); publishOutput then shows them. Stored
+   * first: a follower never sees a chunk the store may not hold (on PostgreSQL the write is a round trip, and a replica
+   * that dies before it commits must not have shown the chunk: a stream resumed on another replica goes on from the
+   * store). A stream that subscribes between the two finds them in its replay (seq dedups). The chunks of one call go in
+   * one batch of the store's; their seqs are taken before the first await when the job's next seq is known here, so
+   * calls made one after the other number their chunks in that order.
    */
-  private async storeOutput(jobId: string, parts: ReadonlyArray<{ stream: 'stdout' | 'stderr'; data: Buffer }>, after?: Promise<void>): Promise<void> {
+  private async writeOutput(jobId: string, parts: ReadonlyArray<{ stream: 'stdout' | 'stderr'; data: Buffer }>): Promise<OutputChunk[]> {
     let seq = this.nextSeq.get(jobId);
     if (seq === undefined) seq = (await this.store.lastOutputSeq(jobId)) + 1;
     const chunks = parts.map((p, i) => ({ seq: seq! + i, stream: p.stream, data: p.data }));
     this.nextSeq.set(jobId, seq + chunks.length);
     await Promise.all(chunks.map((chunk) => this.store.appendOutput(jobId, chunk)));
-    await after;
+    return chunks;
+  }
+
+  /** publishOutput shows stored chunks to this replica's followers, and tells the other replicas how far the store goes. */
+  private publishOutput(jobId: string, chunks: readonly OutputChunk[]): void {
     for (const chunk of chunks) this.hub.publish(jobId, { type: 'output', chunk });
     if (this.cluster) this.announceOutput(jobId, chunks[chunks.length - 1]!.seq);
   }
 
-  /** Per job, the application of the latest of its reports taken here (settled, never rejected; gone once settled). */
+  /** Per job, the application of the latest of its reports taken here and of all before it (settled, never rejected; gone once settled). */
   private readonly applying = new Map<string, Promise<void>>();
 
   /**
@@ -793,20 +815,20 @@ export class JobService {
    * revocation, the job's place going to the next) in that order. Each part is judged as its single report would be: a
    * start or an end only of an unfinished job of this agent's, a receipt once.
    *
-   * Output is published only once stored, and only after what the job's agent reported before it (an earlier report, or
-   * this report's start) is applied and published; an end or a receipt is written only once the output before it is
-   * stored. The writes themselves need not wait for each other: a report's output write goes out at once, beside the
-   * previous report's write or its own start's, and the agent's channel takes its next report without waiting for a
-   * start's write (startOnly). So a job's first output waits for the slower of its start's and its own round trip, not
-   * for both one after the other. Reports of one job taken one after the other otherwise apply in that order.
+   * Output is published only once stored, once the job's earlier reports here have been applied (or failed), and, when
+   * the report also holds the job's start, once that start is stored (should that write fail, the chunks stay
+   * unpublished: the store holds them, and a stream's next catch-up shows them). An end or a receipt is written only once
+   * the output before it is stored, and its events follow the output's. The writes themselves need not wait for each
+   * other: a report's output write goes out at once, beside the previous report's write or its own start's, and the
+   * agent's channel takes its next report without waiting for a start's write (startOnly). So a job's first output waits
+   * for the slower of its start's and its own round trip, not for both one after the other. A report of a job is applied
+   * only once everything its previous report here wrote has settled, so reports of one job apply in the order taken,
+   * also when one of them fails.
    */
   onReport(agentId: string, r: JobReportParts): Promise<void> {
     const previous = this.applying.get(r.jobId);
     const applied = this.applyReport(agentId, r, previous);
-    const settled = applied.then(
-      () => undefined,
-      () => undefined,
-    );
+    const settled = Promise.allSettled([previous, applied]).then(() => undefined);
     this.applying.set(r.jobId, settled);
     void settled.then(() => {
       if (this.applying.get(r.jobId) === settled) this.applying.delete(r.jobId);
@@ -814,28 +836,48 @@ export class JobService {
     return applied;
   }
 
-  /** applyReport is onReport's work for one report, after `previous` (the job's previous report here) in the order above. */
+  /**
+   * applyReport is onReport's work for one report, after `previous` (the job's previous report here) in the order above.
+   * It settles only once every write it started has settled, and then rejects with the first failure.
+   */
   private async applyReport(agentId: string, r: JobReportParts, previous: Promise<void> | undefined): Promise<void> {
     const { jobId, started, ended, wiped } = r;
     const parts = r.output?.length && (await this.ownedBy(agentId, jobId)) ? r.output.map((o) => ({ stream: o.stream, data: typeof o.data === 'string' ? Buffer.from(o.data, 'base64') : o.data })) : null;
-    if (parts && started && !ended && !wiped) {
+    if (!parts) {
+      // Written only after the previous report's own writes: a job's transitions keep the order of its reports.
+      await previous;
+      return this.applyTransition(agentId, r);
+    }
+    const written = this.writeOutput(jobId, parts);
+    if (started && !ended && !wiped) {
       // A start with output and nothing after it: the start's write goes out beside the output's (it says nothing of the
-      // output), and is applied and published first. An end or a receipt is written only once the output is stored.
+      // output), and is applied and published first.
       const startApplied = (async () => {
         await previous;
         await this.applyTransition(agentId, r);
       })();
-      await Promise.all([startApplied, this.storeOutput(jobId, parts, startApplied.then(() => undefined, () => undefined))]);
-      return;
+      const [start, output] = await Promise.allSettled([startApplied, written]);
+      if (start.status === 'rejected') throw start.reason;
+      if (output.status === 'rejected') throw output.reason;
+      return this.publishOutput(jobId, output.value);
     }
-    if (parts) await this.storeOutput(jobId, parts, previous);
-    // Written only after the previous report's own write: a job's transitions keep the order of its reports.
-    await previous;
-    await this.applyTransition(agentId, r);
+    const [, output] = await Promise.allSettled([previous, written]);
+    if (output.status === 'rejected') throw output.reason; // an end is not written before the output it follows
+    const chunks = output.value;
+    if (!started) {
+      this.publishOutput(jobId, chunks);
+      return this.applyTransition(agentId, r);
+    }
+    // A start with output and an end (or a receipt): one write of the job once the output is stored (its end may not be
+    // stored before the output), the output published once that write is applied, before the start's and end's events.
+    return this.applyTransition(agentId, r, () => this.publishOutput(jobId, chunks));
   }
 
-  /** applyTransition writes what a report says of a job's state (its start, end and wipe receipt) and what follows each. */
-  private async applyTransition(agentId: string, r: JobReportParts): Promise<void> {
+  /**
+   * applyTransition writes what a report says of a job's state (its start, end and wipe receipt) and what follows each;
+   * `written`, if given, is called once that write is applied, before the events that follow it.
+   */
+  private async applyTransition(agentId: string, r: JobReportParts, written?: () => void): Promise<void> {
     const { jobId, started, ended, wiped } = r;
     if (!started && !ended && !wiped) return;
     const now = new Date();
@@ -873,6 +915,7 @@ export class JobService {
       }
       return didStart || endedFrom !== null || didWipe ? patch : null;
     });
+    written?.();
     if (endedBefore && (started || ended)) await this.afterEndedBefore(agentId, endedBefore, started !== undefined && !ended);
     if (!job) return;
     // The audit chain keeps the order of the records' calls: the cell's assignment, the token's revocation, the wipe.
@@ -891,13 +934,15 @@ export class JobService {
 
   /**
    * afterEndedBefore answers a start or an end of a job that had ended before (another replica ended it while it was
-   * being placed here, say): its tokens are revoked (one may have been stored after that end revoked the others) and,
-   * after a start, its agent is told to stop it.
+   * being placed here, say): after a start its agent is told to stop it, and its tokens are revoked (one may have been
+   * stored after that end revoked the others).
    */
   private async afterEndedBefore(agentId: string, job: Job, running: boolean): Promise<void> {
-    this.placeTimings.delete(job.id);
+    // Only a job sent from here and not heard of since (placeTimings), or one its agent says it runs, can hold a token
+    // stored after its end: an agent's replayed final reports (up to FINAL_REPORTS_KEPT per reconnect) cost no write.
+    const firstReport = this.placeTimings.delete(job.id);
     if (running) this.cancelOnAgent(agentId, job.id);
-    await this.tokens.revokeJob(job.id, job.workspaceId, 'the job had ended when its agent reported it');
+    if (firstReport || running) await this.tokens.revokeJob(job.id, job.workspaceId, 'the job had ended when its agent reported it');
   }
 
   /**
@@ -938,7 +983,10 @@ export class JobService {
     const job = await this.store.transitionJob(jobId, (current) => {
       if (isTerminal(current)) return null;
       was = current.status;
-      return endPatch(current, end, timings, outputDroppedBytes, endedAt);
+      // Ended before its agent's first report here (its agent lost right after the assign, say): the placement's timings
+      // go on the job with its end.
+      const placed = this.placeTimings.get(jobId);
+      return endPatch(placed ? { ...current, timings: { ...current.timings, ...placed } } : current, end, timings, outputDroppedBytes, endedAt);
     });
     if (job && was !== null) await this.afterEnd(job, was, end, false);
   }

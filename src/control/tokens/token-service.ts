@@ -142,19 +142,32 @@ export class TokenService {
     return { jobId: sub, workspaceId: ws, jti, scopes: parseScopes(scope) };
   }
 
-  /** keepFresh re-mints the workload's token at `refreshAt` of its lifetime (or after `delayMs`), and hands each new one to `deliver`. */
-  keepFresh(s: TokenSubject, deliver: (c: WorkloadCredentials) => void, delayMs = Math.min(this.options.ttlSeconds, MAX_TOKEN_LIFETIME_S) * this.options.refreshAt * 1000): void {
+  /**
+   * keepFresh re-mints the workload's token at `refreshAt` of its lifetime (or after `delayMs`), and hands each new one to
+   * `deliver`. `live`, if given, is asked before each refresh and again once the new token is stored: a workload that
+   * ended (on any replica: this one's end stops the refresh at once, another's may be heard late or never) gets no new
+   * token, and one minted while it ended is revoked with the workload's others.
+   */
+  keepFresh(
+    s: TokenSubject,
+    deliver: (c: WorkloadCredentials) => void,
+    delayMs = Math.min(this.options.ttlSeconds, MAX_TOKEN_LIFETIME_S) * this.options.refreshAt * 1000,
+    live?: () => Promise<boolean>,
+  ): void {
     this.stopRefresh(s.jobId);
+    const current = () => this.refreshTimers.get(s.jobId) === timer;
+    const refresh = async (): Promise<void> => {
+      if (live && !(await live())) return void (current() && this.stopRefresh(s.jobId));
+      if (!current()) return;
+      const c = await this.mint(s, 'refreshed');
+      if (live && !(await live())) return this.revokeJob(s.jobId, s.workspaceId, 'the workload ended while its token was refreshed');
+      if (!current()) return; // stopped meanwhile (the workload ended here, or its refresh was started again)
+      deliver(c);
+      this.keepFresh(s, deliver, undefined, live);
+    };
     const timer = setTimeout(() => {
-      this.mint(s, 'refreshed').then(
-        (c) => {
-          if (this.refreshTimers.get(s.jobId) !== timer) return; // the workload ended meanwhile
-          deliver(c);
-          this.keepFresh(s, deliver);
-        },
-        // The store was busy or closing: try again soon, well before the current token expires.
-        () => this.refreshTimers.get(s.jobId) === timer && this.keepFresh(s, deliver, REFRESH_RETRY_MS),
-      );
+      // The store was busy or closing: try again soon, well before the current token expires.
+      refresh().catch(() => current() && this.keepFresh(s, deliver, REFRESH_RETRY_MS, live));
     }, delayMs);
     timer.unref();
     this.refreshTimers.set(s.jobId, timer);
@@ -181,7 +194,8 @@ export class TokenService {
     this.refreshTimers.clear();
   }
 
-  private stopRefresh(jobId: string): void {
+  /** stopRefresh stops keeping a workload's token fresh (it ended; its tokens are revoked by whoever ended it). */
+  stopRefresh(jobId: string): void {
     clearTimeout(this.refreshTimers.get(jobId));
     this.refreshTimers.delete(jobId);
   }
