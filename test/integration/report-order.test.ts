@@ -78,3 +78,21 @@ test('a report whose start write fails holds the next report of its job until it
       DROP TRIGGER test_slow_output ON job_output; DROP FUNCTION test_slow_output()`);
   }
 });
+
+test("a job ended by the control plane before its agent's first report keeps the placement's timings", async () => {
+  // Its agent never reports it and goes away: the job ends when the agent's grace runs out (TestCluster: 3 s).
+  fleet!.startDelayMs = 600_000;
+  const job = await cluster.client.createJob({ command: ['true'] });
+  assert.equal(job.status, 'assigned');
+  assert.equal(typeof job.timings.control_dispatch_ms, 'number', 'the create answers with the placement\'s timings');
+  fleet!.close();
+  const deadline = Date.now() + 20_000;
+  let now = await cluster.client.getJob(job.id);
+  while (now.status === 'assigned' && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 100));
+    now = await cluster.client.getJob(job.id);
+  }
+  assert.equal(now.status, 'error', 'the job ended with its lost agent');
+  assert.equal(now.timings.control_dispatch_ms, job.timings.control_dispatch_ms);
+  assert.equal(now.timings.control_token_ms, job.timings.control_token_ms);
+});

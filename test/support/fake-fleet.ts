@@ -299,7 +299,7 @@ export class FakeFleet {
     f.running++;
     f.loadDirty = true;
     if (f.running > (this.peak.get(f.id) ?? 0)) this.peak.set(f.id, f.running);
-    if (this.startDelayMs > 0) setTimeout(() => this.run(f, jobId), this.startDelayMs);
+    if (this.startDelayMs > 0) setTimeout(() => this.run(f, jobId), this.startDelayMs).unref(); // a closed fleet reports nothing (run)
     else this.run(f, jobId);
   }
 
