@@ -821,9 +821,9 @@ export class JobService {
    * the output before it is stored, and its events follow the output's. The writes themselves need not wait for each
    * other: a report's output write goes out at once, beside the previous report's write or its own start's, and the
    * agent's channel takes its next report without waiting for a start's write (startOnly). So a job's first output waits
-   * for the slower of its start's and its own round trip, not for both one after the other. A report of a job is applied
-   * only once everything its previous report here wrote has settled, so reports of one job apply in the order taken,
-   * also when one of them fails.
+   * for the slower of its start's and its own round trip, not for both one after the other. A report's start, end or
+   * receipt is written, and its output published, only once every write of the job's previous report here has settled,
+   * so reports of one job apply in the order taken, also when one of them fails.
    */
   onReport(agentId: string, r: JobReportParts): Promise<void> {
     const previous = this.applying.get(r.jobId);
