@@ -53,6 +53,26 @@ test('a large output arrives complete and in order', async () => {
   assert.equal(Buffer.concat(stored.chunks.map((c) => c.data)).toString().length, r.stdout.length);
 });
 
+test("a stream shows a job's output only once its start and that output are stored", async () => {
+  // What a stream shows must hold on any replica a client resumes on: the output is in the store, and so is the start
+  // the agent reported before it (a job's writes may go out together; their publication keeps the order).
+  for (let i = 0; i < 5; i++) {
+    let id = '';
+    let first: Promise<{ seq: number; status: string; stored: number }> | null = null;
+    const job = await cluster.client.runJob(
+      { command: ['sh', '-c', 'echo one; sleep 0.05; echo two'] },
+      (c) => {
+        first ??= Promise.all([cluster.client.getJob(id), cluster.client.logs(id)]).then(([j, l]) => ({ seq: c.seq, status: j.status, stored: l.chunks.filter((x) => x.seq <= c.seq).length }));
+      },
+      (created) => (id = created.id),
+    );
+    assert.equal(job.status, 'succeeded');
+    const seen = await first!;
+    assert.ok(!['queued', 'assigned'].includes(seen.status), `the first output was shown while the store said ${seen.status}`);
+    assert.equal(seen.stored, seen.seq, 'a chunk was shown before it (and those before it) were stored');
+  }
+});
+
 test('jobs ls, get, logs and --json read back what ran', async () => {
   const r = await cluster.runJob({ command: ['echo', 'readback'] });
   const ls = await cluster.cli(['jobs', 'ls', '--json']);

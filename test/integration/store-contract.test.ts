@@ -314,6 +314,30 @@ for (const b of [sqlite, postgres]) {
         }
       }));
 
+    test('createPlacedJob with the job\'s token records both in one write, or neither; calls made at once each keep their own', () =>
+      withStores(b, 2, async (s1, s2) => {
+        await s1.createWorkspace(workspace('ws_a'));
+        const t = (jti: string, jobId: string) => ({ jti, jobId, workspaceId: 'ws_a', issuedAt: at(0), expiresAt: at(100), revokedAt: null });
+        assert.equal(await s1.createPlacedJob(job('job_1', 'ws_a', 1, { status: 'assigned', agentId: 'agent_1' }), t('t1', 'job_1')), 1);
+        assert.deepEqual(await s2.getToken('t1'), t('t1', 'job_1'));
+        assert.equal((await s2.getJob('job_1'))!.status, 'assigned');
+        // A row that cannot be stored (its id is taken) takes its token with it.
+        await assert.rejects(s2.createPlacedJob(job('job_1', 'ws_a', 2, { status: 'assigned' }), t('t2', 'job_1')));
+        assert.equal(await s1.getToken('t2'), null, 'no token without its row');
+        // Several at once (one statement on PostgreSQL), with and without tokens, one of them failing alone.
+        const results = await Promise.allSettled([
+          s1.createPlacedJob(job('job_2', 'ws_a', 3, { status: 'assigned' }), t('t3', 'job_2')),
+          s1.createPlacedJob(job('job_3', 'ws_a', 4, { status: 'assigned' })),
+          s1.createPlacedJob(job('job_1', 'ws_a', 5, { status: 'assigned' }), t('t4', 'job_1')),
+          s1.createPlacedJob(job('job_4', 'ws_a', 6, { status: 'assigned' }), t('t5', 'job_4')),
+        ]);
+        assert.deepEqual(results.map((r) => r.status), ['fulfilled', 'fulfilled', 'rejected', 'fulfilled']);
+        assert.deepEqual(await s2.getToken('t3'), t('t3', 'job_2'));
+        assert.deepEqual(await s2.getToken('t5'), t('t5', 'job_4'));
+        assert.equal(await s2.getToken('t4'), null);
+        assert.equal(await s2.countJobs('ws_a', ['assigned', 'running']), 4);
+      }));
+
     test('changes of one job made at once by one instance apply in call order; a change that leaves the job does not stop the next', () =>
       withStores(b, 1, async (s) => {
         await s.createWorkspace(workspace('ws_a'));

@@ -94,6 +94,8 @@ export class FakeFleet {
   private readonly context: SecureContext;
   /** How long a fake holds each job it is assigned from now on (0: it reports the whole job at once). */
   holdMs: number;
+  /** How long a fake waits after an assign before it reports anything of the job (0: at once). */
+  startDelayMs = 0;
   /** The hello gains `load` with protocol 4 (Contract W): sent only if this build's schema has it, and agent.load then. */
   private readonly helloHasLoad = 'load' in HelloSchema.shape;
   /** One timer for the whole fleet sends the agent.load reports (not one per fake). */
@@ -297,6 +299,13 @@ export class FakeFleet {
     f.running++;
     f.loadDirty = true;
     if (f.running > (this.peak.get(f.id) ?? 0)) this.peak.set(f.id, f.running);
+    if (this.startDelayMs > 0) setTimeout(() => this.run(f, jobId), this.startDelayMs).unref(); // a closed fleet reports nothing (run)
+    else this.run(f, jobId);
+  }
+
+  /** run reports an assigned job: its start and output, and its end (now, or after holdMs). */
+  private run(f: Fake, jobId: string): void {
+    if (f.gone) return;
     const cellId = randomBytes(6).toString('hex');
     const started = { cellId, timings: { take_ms: 0.1, cold: 0 } };
     const output = { stream: 'stdout' as const, data: 'aGkK' /* "hi\n" */ };

@@ -21,7 +21,7 @@ import {
   type VolumeCounts,
   type WorkloadCredentials,
 } from '../../shared/wire.js';
-import type { Dispatcher, JobService } from '../jobs/job-service.js';
+import { startOnly, type Dispatcher, type JobService } from '../jobs/job-service.js';
 import type { NetworkPolicyService } from '../network/network-policy-service.js';
 import type { AgentPresence } from '../cluster/agent-presence.js';
 import { isSandboxReport, type SandboxChannel, type SandboxReport, type SandboxRequestMessage } from '../sandboxes/sandbox-channel.js';
@@ -343,12 +343,15 @@ export class AgentHub implements Dispatcher, SandboxChannel {
     switch (msg.type) {
       case 'job.report': {
         if (msg.ended && conn.running.delete(msg.jobId)) this.roomy.add(conn);
-        await this.jobs.onReport(agentId, msg);
+        const applied = this.jobs.onReport(agentId, msg);
+        // A start alone does not hold the agent's next report (the job's first output, most often) behind its write.
+        if (startOnly(msg)) this.heard(applied, agentId, msg.type);
+        else await applied;
         if (msg.load) await this.onLoad(conn, msg.load);
         return;
       }
       case 'job.started':
-        return this.jobs.onStarted(agentId, msg.jobId, msg.cellId, msg.timings);
+        return this.heard(this.jobs.onStarted(agentId, msg.jobId, msg.cellId, msg.timings), agentId, msg.type);
       case 'job.output':
         return this.jobs.onOutput(agentId, msg.jobId, msg.stream, Buffer.from(msg.data, 'base64'));
       case 'job.ended':
@@ -384,6 +387,11 @@ export class AgentHub implements Dispatcher, SandboxChannel {
       default:
         assertNever(msg);
     }
+  }
+
+  /** heard logs the failure of a report applied while the agent's channel went on to its next one. */
+  private heard(applied: Promise<void>, agentId: string, type: string): void {
+    applied.catch((e: Error) => this.log('agent report failed', { agentId, type, error: e.message }));
   }
 
   /** onLoad takes an agent's load (an agent.load, or a job.report's). */

@@ -13,7 +13,7 @@ export const BusMessageSchema = z.discriminatedUnion('type', [
   z.object({ type: z.literal('job.queued'), from: Id, jobId: Id }).strict(),
   /** A job's output up to `seq` is in the store (coalesced: not one message per chunk). */
   z.object({ type: z.literal('job.output'), from: Id, jobId: Id, seq: z.number().int().min(0) }).strict(),
-  /** A job started on its agent (its record says where). */
+  /** A sandbox started on its agent (its record says where); a plain job's start is not announced (JobService.afterStart). */
   z.object({ type: z.literal('job.started'), from: Id, jobId: Id }).strict(),
   /** A job ended (its record holds the end): live streams finish, quota slots free up, queues pump. */
   z.object({ type: z.literal('job.ended'), from: Id, jobId: Id }).strict(),

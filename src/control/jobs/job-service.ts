@@ -3,7 +3,7 @@ import { ApiError } from '../../shared/errors.js';
 import type { JobEnd, JobSpec, WipeReceipt, WorkloadCredentials } from '../../shared/wire.js';
 import type { AuditLog } from '../audit/audit-log.js';
 import type { TokenService, TokenSubject } from '../tokens/token-service.js';
-import { TERMINAL_STATUSES, type ImageRecord, type Job, type OutputChunk, type SandboxEndRequest, type SandboxFields, type Workspace, type WorkloadMode } from '../model.js';
+import { TERMINAL_STATUSES, type ImageRecord, type Job, type OutputChunk, type TokenRecord, type SandboxEndRequest, type SandboxFields, type Workspace, type WorkloadMode } from '../model.js';
 import type { Store } from '../store/store.js';
 import type { NetworkPolicyService } from '../network/network-policy-service.js';
 import type { OutputHub } from './output-hub.js';
@@ -73,8 +73,10 @@ export class JobService {
   /** Jobs being placed right now (minting their token, sending them to an agent). */
   private readonly placing = new Set<string>();
   /**
-   * The control plane's timings of each job sent to an agent and not yet started: its started report adds them to the
-   * job (it may come before placing wrote them). Every entry goes at the job's start or end.
+   * The control plane's timings of each job sent to an agent from here and not yet heard of since: placing writes them
+   * nowhere (no write after the dispatch), the job's first report here (its start, or an end) or an end of the control
+   * plane's (end) writes them with the job. Every entry goes at the job's start or end. A job whose first report reaches
+   * another replica (its agent moved between the assign and the start) is stored without them.
    */
   private readonly placeTimings = new Map<string, Record<string, number>>();
   /** What was heard of jobs of `placing` meanwhile (their start or end here): an end wins. */
@@ -158,6 +160,10 @@ export class JobService {
         return;
       }
       case 'job.output':
+        // Another replica stored output of the job (its agent reports there now): the next seq known here is stale. Its
+        // next chunk reported here (the agent may come back) reads the store's last seq, and a stream opened here replays
+        // from the store (untouched).
+        this.nextSeq.delete(msg.jobId);
         this.hub.publish(msg.jobId, { type: 'stored', seq: msg.seq });
         return;
       case 'job.started': {
@@ -176,6 +182,8 @@ export class JobService {
         this.placeTimings.delete(id);
         this.owners.delete(id);
         this.nextSeq.delete(id);
+        // Its tokens were revoked where it ended; a refresh placed here would go on minting for an ended job.
+        this.tokens.stopRefresh(id);
         if (this.followed(id)) {
           const job = await this.store.getJob(id);
           if (job && isTerminal(job)) this.hub.publish(id, { type: 'end', job, remote: true });
@@ -307,14 +315,14 @@ export class JobService {
       // The audit log is never shredded: nothing of the job's command or env goes into it.
       const audit = () => this.audit.record({ type: 'workload.created', actor, workspaceId: ws.id, subject: job.id, details: { runtime: job.runtime, data: job.dataGrants, image: job.image?.digest ?? null, ...(mode === 'sandbox' ? { mode } : {}) } });
       if (agentId) {
-        // The row, its audit event and the job's token are written at once (on SQLite in one commit, on PostgreSQL as
-        // concurrent round trips), the event first so that the chain says created before minted; the agent is sent the
-        // job only once the row and the token are both stored. Should the row fail to commit (PostgreSQL), the chain goes
-        // on to the token's revocation.
+        // The row, its audit event and the job's token are written at once (on SQLite in one commit; on a shared store the
+        // row and the token in one statement, once place has signed the token, beside the event), the event first so that
+        // the chain says created before minted; the agent is sent the job only once the row and the token are both stored.
         // On a shared store the row comes back with its workspace's count of placed jobs, taken race-free in the same round
         // trip (Store.createPlacedJob): the running quota across replicas costs the placement no round trip of its own.
         const row: Job = { ...job, status: 'assigned', agentId };
-        const placedCount = this.cluster?.shared ? this.store.createPlacedJob(row) : this.store.createJob(row).then(() => null);
+        const withToken = this.cluster?.shared ? rowWithToken(this.store, row) : undefined;
+        const placedCount = withToken ? withToken.count : this.store.createJob(row).then(() => null);
         const recorded = placedCount.then(() => undefined);
         const audited = audit();
         // The policy changed since this replica last read it (on any replica): the job runs with the one in force now.
@@ -327,7 +335,7 @@ export class JobService {
         policyAgreed.catch(() => {}); // heard in place, once the row is stored
         let placed: Job;
         try {
-          placed = await this.place(job, performance.now(), { agentId, spec, recorded, counted: placedCount, before: policyAgreed }).finally(() => audited);
+          placed = await this.place(job, performance.now(), { agentId, spec, recorded, counted: placedCount, before: policyAgreed, withToken }).finally(() => audited);
         } catch (e) {
           // Not recorded: it holds no place (place released its agent slot).
           if (!(await recorded.then(() => true, () => false))) this.deactivate(job);
@@ -539,12 +547,12 @@ export class JobService {
   // The caller reserved the agent slot (`agentId`, before any await). `recorded`: create is recording the job as assigned
   // to that agent in the first place (no claim needed: no one else knew the job); its token is minted meanwhile, and the
   // job is sent once both are stored (and `before` has resolved). `counted`: that write's count of the workspace's placed
-  // jobs (Store.createPlacedJob; null: not counted there). Rejects, with the slot released and the token revoked, if the
-  // row is not stored.
+  // jobs (Store.createPlacedJob; null: not counted there). `withToken`: that write is made here, with the job's token, as
+  // the token's record. Rejects, with the slot released and the token revoked, if the row is not stored.
   private async place(
     job: Job,
     t0: number,
-    { agentId, spec: reserved, recorded, counted, before }: { agentId: string; spec: JobSpec; recorded?: Promise<void>; counted?: Promise<number | null>; before?: Promise<void> },
+    { agentId, spec: reserved, recorded, counted, before, withToken }: { agentId: string; spec: JobSpec; recorded?: Promise<void>; counted?: Promise<number | null>; before?: Promise<void>; withToken?: RowWithToken },
   ): Promise<Job> {
     let spec = reserved;
     const d = this.dispatcher!;
@@ -591,8 +599,10 @@ export class JobService {
             if (sent) this.placeTimings.set(job.id, { control_token_ms: round(tMinted - t0), control_dispatch_ms: round(performance.now() - t0) });
           },
           ready,
+          withToken?.write,
         );
       } catch (e) {
+        withToken?.abandon(e); // no token was signed: the row is not written either
         if (!recorded || (await recorded.then(() => true, () => false))) throw e;
         // The job's row was not stored: nothing of it runs anywhere, and its token (if recorded) is void.
         d.release(agentId, job.id);
@@ -609,27 +619,27 @@ export class JobService {
       // Cancelled between the claim and the assign: the agent heard the cancel before the job, so it is told again.
       if (this.cancelledWhilePlacing.delete(job.id)) d.cancel(agentId, job.id);
       // Kept fresh from now: an end from here on stops it (revokeJob), whichever comes first; an end heard already did.
-      if (this.placingNews.get(job.id)?.kind !== 'ended') this.tokens.keepFresh(subject, (c) => d.refreshCredentials(agentId, job.id, c));
+      if (this.placingNews.get(job.id)?.kind !== 'ended') this.tokens.keepFresh(subject, (c) => d.refreshCredentials(agentId, job.id, c), undefined, this.liveCheck(job.id));
       const placedTimings = this.placeTimings.get(job.id);
       const timings = { ...job.timings, ...placedTimings };
       // A quick agent reported the job here already: its start wrote these timings, and an end it reported came after the
-      // assign (so after the token was stored: the end revoked it). No write is needed.
+      // assign (so after the token was stored: the end revoked it).
       const news = this.placingNews.get(job.id);
       if (news?.kind === 'started') return { ...job, status: 'running', agentId, timings };
       if (news?.kind === 'ended' && news.byAgent) return news.job;
-      // One write, no re-read: the timings go on the job only while it is still assigned (not ended while it was placed).
-      if (!news && (await this.store.claimJob(job.id, 'assigned', { timings }))) return { ...job, status: 'assigned', agentId, timings };
-      // Not assigned any more: it already started (a quick agent reported it here, with these timings), or it ended.
-      if (this.placingNews.get(job.id)?.kind === 'started') return { ...job, status: 'running', agentId, timings };
-      const current = await this.store.getJob(job.id);
-      if (!current || isTerminal(current)) {
+      if (news?.kind === 'ended') {
+        // Ended here while it was placed (its agent lost, say): the end may have revoked the job's tokens before this one
+        // was stored, and the agent may have the job.
         this.placeTimings.delete(job.id);
         await this.tokens.revokeJob(job.id, job.workspaceId, 'the job ended while it was being placed');
         d.cancel(agentId, job.id);
-        return current ?? job;
+        return news.job;
       }
-      return current; // started, reported through another replica
+      // No write here (the start's path waits for nothing more): the timings go on the job with its agent's first report
+      // of it, a start or an end (onReport), which also finds a job ended elsewhere meanwhile and has the agent stop it.
+      return { ...job, status: 'assigned', agentId, timings };
     } finally {
+      withToken?.abandon(new Error('the job was not placed'));
       this.placing.delete(job.id);
       this.cancelledWhilePlacing.delete(job.id);
       this.placingNews.delete(job.id);
@@ -656,8 +666,16 @@ export class JobService {
         continue;
       }
       d.refreshCredentials(agentId, job.id, credentials);
-      this.tokens.keepFresh(subject, (c) => d.refreshCredentials(agentId, job.id, c));
+      this.tokens.keepFresh(subject, (c) => d.refreshCredentials(agentId, job.id, c), undefined, this.liveCheck(job.id));
     }
+  }
+
+  /** liveCheck reads whether a job is still unfinished in the store (asked by its token's refresh: it may end anywhere). */
+  private liveCheck(jobId: string): () => Promise<boolean> {
+    return async () => {
+      const job = await this.store.getJob(jobId);
+      return job !== null && !isTerminal(job);
+    };
   }
 
   /** get returns a job of the workspace, or 404 — also for another workspace's job. */
@@ -735,6 +753,16 @@ export class JobService {
     this.owners.set(jobId, agentId);
   }
 
+  /**
+   * untouched says whether the job was placed by this replica and, as far as any replica has told it, has neither output
+   * (none stored or on its way to the store: output stored elsewhere drops the job's next seq here, onBus) nor an end: a
+   * stream subscribed now misses nothing of it, unless the bus lost another replica's message (the stream reads the
+   * job's status later, routes/jobs.ts).
+   */
+  untouched(jobId: string): boolean {
+    return this.owners.has(jobId) && this.nextSeq.get(jobId) === 1;
+  }
+
   /** ownedBy says whether a job is the agent's own and unfinished (reports about any other job are ignored). */
   private async ownedBy(agentId: string, jobId: string): Promise<boolean> {
     const owner = this.owners.get(jobId);
@@ -752,48 +780,119 @@ export class JobService {
 
   /** onOutput stores and publishes a chunk of output of a running job of the agent; anything else is ignored. */
   async onOutput(agentId: string, jobId: string, stream: 'stdout' | 'stderr', data: Buffer): Promise<void> {
-    if (!(await this.ownedBy(agentId, jobId))) return;
-    await this.storeOutput(jobId, [{ stream, data }]);
+    await this.onReport(agentId, { jobId, output: [{ stream, data }] });
   }
 
   /**
-   * storeOutput stores chunks of a job's output in order, then publishes them. Stored first: a follower never sees a
-   * chunk the store may not hold (on PostgreSQL the write is a round trip, and a replica that dies before it commits must
-   * not have shown the chunk: a stream resumed on another replica goes on from the store). A stream that subscribes
-   * between the two finds them in its replay (seq dedups). The chunks of one call go in one batch of the store's.
+   * writeOutput stores chunks of a job's output (resolving with them, numbered); publishOutput then shows them. Stored
+   * first: a follower never sees a chunk the store may not hold (on PostgreSQL the write is a round trip, and a replica
+   * that dies before it commits must not have shown the chunk: a stream resumed on another replica goes on from the
+   * store). A stream that subscribes between the two finds them in its replay (seq dedups). The chunks of one call go in
+   * one batch of the store's; their seqs are taken before the first await when the job's next seq is known here, so
+   * calls made one after the other number their chunks in that order.
    */
-  private async storeOutput(jobId: string, parts: ReadonlyArray<{ stream: 'stdout' | 'stderr'; data: Buffer }>): Promise<void> {
+  private async writeOutput(jobId: string, parts: ReadonlyArray<{ stream: 'stdout' | 'stderr'; data: Buffer }>): Promise<OutputChunk[]> {
     let seq = this.nextSeq.get(jobId);
     if (seq === undefined) seq = (await this.store.lastOutputSeq(jobId)) + 1;
     const chunks = parts.map((p, i) => ({ seq: seq! + i, stream: p.stream, data: p.data }));
     this.nextSeq.set(jobId, seq + chunks.length);
     await Promise.all(chunks.map((chunk) => this.store.appendOutput(jobId, chunk)));
+    return chunks;
+  }
+
+  /** publishOutput shows stored chunks to this replica's followers, and tells the other replicas how far the store goes. */
+  private publishOutput(jobId: string, chunks: readonly OutputChunk[]): void {
     for (const chunk of chunks) this.hub.publish(jobId, { type: 'output', chunk });
     if (this.cluster) this.announceOutput(jobId, chunks[chunks.length - 1]!.seq);
   }
 
+  /** Per job, the application of the latest of its reports taken here and of all before it (settled, never rejected; gone once settled). */
+  private readonly applying = new Map<string, Promise<void>>();
+
   /**
    * onReport applies what an agent reports of one of its jobs (a protocol-5 job.report, or one of the single reports):
-   * its output is stored first, then its start, end and wipe receipt go in one write of the job, and what follows each
-   * (events, audit, the token's revocation, the job's place going to the next) in that order. Each part is judged as its
-   * single report would be: a start or an end only of an unfinished job of this agent's, a receipt once.
+   * its start, end and wipe receipt go in one write of the job, and what follows each (events, audit, the token's
+   * revocation, the job's place going to the next) in that order. Each part is judged as its single report would be: a
+   * start or an end only of an unfinished job of this agent's, a receipt once.
+   *
+   * Output is published only once stored, once the job's earlier reports here have been applied (or failed), and, when
+   * the report also holds the job's start, once that start is stored (should that write fail, the chunks stay
+   * unpublished: the store holds them, and a stream's next catch-up shows them). An end or a receipt is written only once
+   * the output before it is stored, and its events follow the output's. The writes themselves need not wait for each
+   * other: a report's output write goes out at once, beside the previous report's write or its own start's, and the
+   * agent's channel takes its next report without waiting for a start's write (startOnly). So a job's first output waits
+   * for the slower of its start's and its own round trip, not for both one after the other. A report's start, end or
+   * receipt is written, and its output published, only once every write of the job's previous report here has settled,
+   * so reports of one job apply in the order taken, also when one of them fails.
    */
-  async onReport(agentId: string, r: JobReportParts): Promise<void> {
+  onReport(agentId: string, r: JobReportParts): Promise<void> {
+    const previous = this.applying.get(r.jobId);
+    const applied = this.applyReport(agentId, r, previous);
+    const settled = Promise.allSettled([previous, applied]).then(() => undefined);
+    this.applying.set(r.jobId, settled);
+    void settled.then(() => {
+      if (this.applying.get(r.jobId) === settled) this.applying.delete(r.jobId);
+    });
+    return applied;
+  }
+
+  /**
+   * applyReport is onReport's work for one report, after `previous` (the job's previous report here) in the order above.
+   * It settles only once every write it started has settled, and then rejects with the first failure.
+   */
+  private async applyReport(agentId: string, r: JobReportParts, previous: Promise<void> | undefined): Promise<void> {
     const { jobId, started, ended, wiped } = r;
-    if (r.output?.length && (await this.ownedBy(agentId, jobId))) {
-      await this.storeOutput(jobId, r.output.map((o) => ({ stream: o.stream, data: typeof o.data === 'string' ? Buffer.from(o.data, 'base64') : o.data })));
+    const parts = r.output?.length && (await this.ownedBy(agentId, jobId)) ? r.output.map((o) => ({ stream: o.stream, data: typeof o.data === 'string' ? Buffer.from(o.data, 'base64') : o.data })) : null;
+    if (!parts) {
+      // Written only after the previous report's own writes: a job's transitions keep the order of its reports.
+      await previous;
+      return this.applyTransition(agentId, r);
     }
+    const written = this.writeOutput(jobId, parts);
+    if (started && !ended && !wiped) {
+      // A start with output and nothing after it: the start's write goes out beside the output's (it says nothing of the
+      // output), and is applied and published first.
+      const startApplied = (async () => {
+        await previous;
+        await this.applyTransition(agentId, r);
+      })();
+      const [start, output] = await Promise.allSettled([startApplied, written]);
+      if (start.status === 'rejected') throw start.reason;
+      if (output.status === 'rejected') throw output.reason;
+      return this.publishOutput(jobId, output.value);
+    }
+    const [, output] = await Promise.allSettled([previous, written]);
+    if (output.status === 'rejected') throw output.reason; // an end is not written before the output it follows
+    const chunks = output.value;
+    if (!started) {
+      this.publishOutput(jobId, chunks);
+      return this.applyTransition(agentId, r);
+    }
+    // A start with output and an end (or a receipt): one write of the job once the output is stored (its end may not be
+    // stored before the output), the output published once that write is applied, before the start's and end's events.
+    return this.applyTransition(agentId, r, () => this.publishOutput(jobId, chunks));
+  }
+
+  /**
+   * applyTransition writes what a report says of a job's state (its start, end and wipe receipt) and what follows each;
+   * `written`, if given, is called once that write is applied, before the events that follow it.
+   */
+  private async applyTransition(agentId: string, r: JobReportParts, written?: () => void): Promise<void> {
+    const { jobId, started, ended, wiped } = r;
     if (!started && !ended && !wiped) return;
     const now = new Date();
     let didStart = false;
     let endedFrom: Job['status'] | null = null;
     let didWipe = false;
+    /** The job had ended before this report of its agent's (elsewhere, while it was placed, or an end replayed). */
+    let endedBefore: Job | null = null;
     // Judged and written in one step (no read first).
     const job = await this.store.transitionJob(jobId, (current) => {
       didStart = false;
       endedFrom = null;
       didWipe = false;
       const owner = this.owners.get(jobId) ?? current.agentId;
+      endedBefore = isTerminal(current) && owner === agentId ? current : null;
       let next: Job = current;
       const patch: Partial<Job> = {};
       if (started && !isTerminal(next) && owner === agentId) {
@@ -805,6 +904,8 @@ export class JobService {
       }
       if (ended && !isTerminal(next) && owner === agentId) {
         endedFrom = next.status;
+        // An end with no start before it: the placement's timings go on the job here.
+        if (!didStart) next = { ...next, timings: { ...next.timings, ...this.placeTimings.get(jobId) } };
         Object.assign(patch, endPatch(next, ended.end, ended.timings, ended.outputDroppedBytes ?? 0, now.toISOString()));
         next = { ...next, ...patch };
       }
@@ -814,6 +915,8 @@ export class JobService {
       }
       return didStart || endedFrom !== null || didWipe ? patch : null;
     });
+    written?.();
+    if (endedBefore && (started || ended)) await this.afterEndedBefore(agentId, endedBefore, started !== undefined && !ended);
     if (!job) return;
     // The audit chain keeps the order of the records' calls: the cell's assignment, the token's revocation, the wipe.
     const audits: Array<Promise<unknown>> = [];
@@ -829,13 +932,31 @@ export class JobService {
     if (ended || wiped) await Promise.all(audits);
   }
 
-  /** afterStart is what follows a job's start: its events here and on the bus, and its audit record (returned). */
+  /**
+   * afterEndedBefore answers a start or an end of a job that had ended before (another replica ended it while it was
+   * being placed here, say): after a start its agent is told to stop it, and its tokens are revoked (one may have been
+   * stored after that end revoked the others).
+   */
+  private async afterEndedBefore(agentId: string, job: Job, running: boolean): Promise<void> {
+    // Only a job sent from here and not heard of since (placeTimings), or one its agent says it runs, can hold a token
+    // stored after its end: an agent's replayed final reports (up to FINAL_REPORTS_KEPT per reconnect) cost no write.
+    const firstReport = this.placeTimings.delete(job.id);
+    if (running) this.cancelOnAgent(agentId, job.id);
+    if (firstReport || running) await this.tokens.revokeJob(job.id, job.workspaceId, 'the job had ended when its agent reported it');
+  }
+
+  /**
+   * afterStart is what follows a job's start: its events here and, for a sandbox, on the bus, and its audit record
+   * (returned). Another replica acts on a sandbox's start only (its lifecycle watchers follow sandboxes; a job's streams
+   * show output and the end): a job's start costs the bus nothing, and its first output does not share the database with
+   * a NOTIFY.
+   */
   private afterStart(job: Job, cellId: string): Promise<unknown> {
     const jobId = job.id;
     this.placeTimings.delete(jobId);
     if (this.placing.has(jobId) && !this.placingNews.has(jobId)) this.placingNews.set(jobId, { kind: 'started' });
     this.hub.publish(jobId, { type: 'started', job });
-    if (this.cluster) this.announce({ type: 'job.started', from: this.cluster.replicaId, jobId });
+    if (this.cluster && job.mode === 'sandbox') this.announce({ type: 'job.started', from: this.cluster.replicaId, jobId });
     return this.audit.record({ type: 'cell.assigned', actor: `agent:${job.agentId}`, workspaceId: job.workspaceId, subject: jobId, details: { cellId, runtime: job.runtime } });
   }
 
@@ -862,7 +983,10 @@ export class JobService {
     const job = await this.store.transitionJob(jobId, (current) => {
       if (isTerminal(current)) return null;
       was = current.status;
-      return endPatch(current, end, timings, outputDroppedBytes, endedAt);
+      // Ended before its agent's first report here (its agent lost right after the assign, say): the placement's timings
+      // go on the job with its end.
+      const placed = this.placeTimings.get(jobId);
+      return endPatch(placed ? { ...current, timings: { ...current.timings, ...placed } } : current, end, timings, outputDroppedBytes, endedAt);
     });
     if (job && was !== null) await this.afterEnd(job, was, end, false);
   }
@@ -1062,6 +1186,37 @@ export class JobService {
   }
 }
 
+/**
+ * RowWithToken is a placed job's row to be written with its first token, in one write of the store's: `write` (the
+ * token's record, as TokenService.mint takes it) writes both, and `count` settles with that write (Store.createPlacedJob),
+ * or with the error `abandon` is given should no token be signed.
+ */
+interface RowWithToken {
+  write(t: TokenRecord): Promise<void>;
+  count: Promise<number>;
+  abandon(e: unknown): void;
+}
+
+function rowWithToken(store: Store, row: Job): RowWithToken {
+  let settle!: (written: Promise<number>) => void;
+  const count = new Promise<number>((resolve) => (settle = resolve));
+  let settled = false;
+  return {
+    count,
+    write(t) {
+      settled = true;
+      const written = store.createPlacedJob(row, t);
+      settle(written);
+      return written.then(() => undefined);
+    },
+    abandon(e) {
+      if (settled) return;
+      settled = true;
+      settle(Promise.reject(e instanceof Error ? e : new Error(String(e))));
+    },
+  };
+}
+
 /** MAX_PLACING bounds the placements one replica has in flight at once (each holds a few store round trips). */
 const MAX_PLACING = 32;
 
@@ -1082,6 +1237,15 @@ function needsOf(job: Job): string {
 function specOf(job: Job, outputLimitBytes: number): JobSpec {
   const { id: jobId, workspaceId, command, env, cwd, cpu, memoryBytes, timeoutSeconds, diskBytes, runtime, egress } = job;
   return { jobId, workspaceId, command, env, cwd, cpu, memoryBytes, timeoutSeconds, diskBytes, runtime, egress, outputLimitBytes, image: job.image ?? null, mode: job.mode ?? 'job' };
+}
+
+/**
+ * startOnly says whether a report holds a job's start and nothing else: the agent's channel may go on to its next report
+ * without waiting for it to be applied (JobService.onReport keeps the job's order). Its failure is then heard only by
+ * the promise onReport returned.
+ */
+export function startOnly(r: JobReportParts): boolean {
+  return r.started !== undefined && !r.output?.length && !r.ended && !r.wiped;
 }
 
 /**

@@ -6,7 +6,7 @@
  * stays in clear is ids, statuses, times, resources, runtime, egress policy, data grants, timings and wipe receipts.
  */
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
-import type { Job, OutputChunk } from '../model.js';
+import type { Job, OutputChunk, TokenRecord } from '../model.js';
 import type { Keyring } from '../data/keyring.js';
 import { newDataKey, unwrapKey, wrapKey } from '../data/envelope.js';
 import type { Store } from '../store/store.js';
@@ -83,8 +83,8 @@ export function sealJobs(store: Store, keyring: Keyring): Store {
     async createJob(j: Job): Promise<void> {
       await store.createJob(await sealedRow(j));
     },
-    async createPlacedJob(j: Job): Promise<number> {
-      return store.createPlacedJob(await sealedRow(j));
+    async createPlacedJob(j: Job, token?: TokenRecord): Promise<number> {
+      return store.createPlacedJob(await sealedRow(j), token);
     },
     async getJob(id: string): Promise<Job | null> {
       return open((await store.getJob(id)) as StoredJob | null);

@@ -72,7 +72,9 @@ const SQL = {
   // The multi-row forms of the hot reads: each distinct key once.
   jobsById: 'SELECT id, doc, version FROM jobs WHERE id = ANY($1::text[])',
   // Placed jobs are inserted and counted, and counts taken, under their workspaces' quota locks (migration 2).
-  insertPlacedJobs: 'SELECT job_id, placed FROM cr_insert_placed_jobs($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::jsonb[], $9::text[])',
+  // With the jobs' first tokens ($10–$15: none, one or several per job), in the same statement.
+  insertPlacedJobs: `WITH t AS (INSERT INTO tokens SELECT * FROM unnest($10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[]))
+    SELECT job_id, placed FROM cr_insert_placed_jobs($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::jsonb[], $9::text[])`,
   countJobsOf: 'SELECT ws, st, n FROM cr_count_jobs($1::text[], $2::text[])',
   policies: 'SELECT workspace_id, doc FROM egress_policies WHERE workspace_id = ANY($1::text[])',
   revokeTokensOfJobs: `UPDATE tokens SET revoked_at = u.at FROM unnest($1::text[], $2::text[]) AS u(job_id, at)
@@ -156,8 +158,14 @@ export class PostgresStore implements Store {
       await this.run('insertJobs', [...columnsOf(items, (x) => [x.j.id, x.j.workspaceId, x.j.createdAt, ...x.c])]);
       return items.map(() => undefined);
     }),
-    insertPlacedJob: new StatementBatch<{ j: Job; c: JobColumns }, number>(async (items) => {
-      const rows = (await this.run<{ job_id: string; placed: number }>('insertPlacedJobs', [...columnsOf(items, (x) => [x.j.id, x.j.workspaceId, x.j.createdAt, ...x.c])])).rows;
+    insertPlacedJob: new StatementBatch<{ j: Job; c: JobColumns; token?: TokenRecord }, number>(async (items) => {
+      const tokens = items.flatMap((x) => (x.token ? [x.token] : []));
+      const rows = (
+        await this.run<{ job_id: string; placed: number }>('insertPlacedJobs', [
+          ...columnsOf(items, (x) => [x.j.id, x.j.workspaceId, x.j.createdAt, ...x.c]),
+          ...tokenColumns(tokens),
+        ])
+      ).rows;
       const placed = new Map(rows.map((r) => [r.job_id, r.placed]));
       return items.map((x) => placed.get(x.j.id) ?? Number.MAX_SAFE_INTEGER);
     }),
@@ -173,7 +181,7 @@ export class PostgresStore implements Store {
       return items.map(() => undefined);
     }),
     addToken: new StatementBatch<TokenRecord, void>(async (items) => {
-      await this.run('insertTokens', [...columnsOf(items, (t) => [t.jti, t.jobId, t.workspaceId, t.issuedAt, t.expiresAt, t.revokedAt])]);
+      await this.run('insertTokens', tokenColumns(items));
       return items.map(() => undefined);
     }),
     revokeTokensOfJob: new StatementBatch<{ jobId: string; at: string }, string[]>(
@@ -317,9 +325,9 @@ export class PostgresStore implements Store {
     this.recent.set(j.id, { version: 0, doc: columns[5] });
   }
 
-  async createPlacedJob(j: Job): Promise<number> {
+  async createPlacedJob(j: Job, token?: TokenRecord): Promise<number> {
     const columns = jobColumns(j);
-    const placed = await this.batch.insertPlacedJob.run({ j, c: columns });
+    const placed = await this.batch.insertPlacedJob.run({ j, c: columns, token });
     this.recent.set(j.id, { version: 0, doc: columns[5] });
     return placed;
   }
@@ -715,6 +723,13 @@ function columnsOf<T>(items: readonly T[], row: (item: T) => unknown[]): unknown
     row(item).forEach((v, i) => (cols[i] ??= []).push(v));
   }
   return cols;
+}
+
+/** tokenColumns are the columns of token rows, as insertTokens (and insertPlacedJobs) take them. */
+function tokenColumns(tokens: readonly TokenRecord[]): unknown[][] {
+  const cols = columnsOf(tokens, (t) => [t.jti, t.jobId, t.workspaceId, t.issuedAt, t.expiresAt, t.revokedAt]);
+  // No rows: six empty columns (unnest of empty arrays inserts nothing).
+  return cols.length ? cols : [[], [], [], [], [], []];
 }
 
 function jobColumns(j: Job): JobColumns {

@@ -192,11 +192,17 @@ export class SqliteStore implements Store {
     this.stmts.insertJob.run(j.id, j.workspaceId, j.status, j.createdAt, JSON.stringify(j));
   }
 
-  async createPlacedJob(j: Job): Promise<number> {
-    // One process holds the file: the insert and the count are one synchronous step, nothing runs between them.
-    this.stmts.insertJob.run(j.id, j.workspaceId, j.status, j.createdAt, JSON.stringify(j));
+  async createPlacedJob(j: Job, token?: TokenRecord): Promise<number> {
+    // One process holds the file: the inserts and the count are one synchronous step, nothing runs between them.
+    this.insertPlacedTx ??= this.db.transaction((job: Job, t: TokenRecord | undefined) => {
+      this.stmts.insertJob.run(job.id, job.workspaceId, job.status, job.createdAt, JSON.stringify(job));
+      if (t) this.stmts.insertToken.run(t);
+    });
+    this.insertPlacedTx(j, token);
     return this.countJobs(j.workspaceId, ['assigned', 'running']);
   }
+  /** createPlacedJob's transaction, built on first use. */
+  private insertPlacedTx: ((j: Job, t: TokenRecord | undefined) => void) | null = null;
 
   async getJob(id: string): Promise<Job | null> {
     const r = this.stmts.job.get(id);

@@ -57,9 +57,10 @@ export interface Store {
    * createPlacedJob records a job already placed on an agent (status assigned) and resolves with its workspace's count of
    * placed (assigned or running) jobs, this one included, taken race-free against placements by other replicas: of two
    * placements of one workspace made at the same time, by createPlacedJob or by a claim followed by countJobs, at least
-   * the later one counts both. PostgreSQL: one round trip (migration 2).
+   * the later one counts both. With `token`, the job's first token is recorded in the same write (all or none). PostgreSQL:
+   * one round trip (migration 2), one statement.
    */
-  createPlacedJob(j: Job): Promise<number>;
+  createPlacedJob(j: Job, token?: TokenRecord): Promise<number>;
   getJob(id: string): Promise<Job | null>;
   /** listJobs returns a workspace's jobs (not its sandboxes), newest first. */
   listJobs(workspaceId: string, limit: number): Promise<Job[]>;

@@ -4,7 +4,7 @@ import { errors as joseErrors, jwtVerify, type JWTPayload } from 'jose';
 import { ApiError } from '../../shared/errors.js';
 import type { WorkloadCredentials } from '../../shared/wire.js';
 import type { AuditLog } from '../audit/audit-log.js';
-import type { DataGrant } from '../model.js';
+import type { DataGrant, TokenRecord } from '../model.js';
 import type { Store } from '../store/store.js';
 import { signEdDsaJwt } from './jws.js';
 import { parseScopes, scopeString, type Scope } from './scopes.js';
@@ -77,9 +77,16 @@ export class TokenService {
    * credentials once the record is written (its audit event is written alongside, not waited for by the hand-over) and
    * `after`, if given, has resolved true: a caller with other writes to finish before the workload may run (its job's
    * own row) makes them while the token is stored instead of before. `after` false: nothing is handed over; rejected:
-   * neither, and mint rejects once the record is written (the caller revokes it).
+   * neither, and mint rejects once the record is written (the caller revokes it). `record`, if given, stores the
+   * token's record instead of Store.addToken (a caller that writes its job's row in the same statement).
    */
-  async mint(s: TokenSubject, kind: 'minted' | 'refreshed' = 'minted', handOver?: (c: WorkloadCredentials) => void, after?: Promise<boolean>): Promise<WorkloadCredentials> {
+  async mint(
+    s: TokenSubject,
+    kind: 'minted' | 'refreshed' = 'minted',
+    handOver?: (c: WorkloadCredentials) => void,
+    after?: Promise<boolean>,
+    record: (t: TokenRecord) => Promise<void> = (t) => this.store.addToken(t),
+  ): Promise<WorkloadCredentials> {
     after?.catch(() => {}); // its rejection is heard once the record is written (below): never unhandled meanwhile
     const key = await this.keys.current();
     const iat = Math.floor(Date.now() / 1000);
@@ -96,8 +103,7 @@ export class TokenService {
     // never present a token that a data service (of any replica) cannot find yet.
     // Its audit event is written at the same time (the chain's order is the store's; record never throws): the hand-over
     // waits only for the token's record.
-    const stored = this.store
-      .addToken({ jti, jobId: s.jobId, workspaceId: s.workspaceId, issuedAt: new Date(iat * 1000).toISOString(), expiresAt, revokedAt: null })
+    const stored = record({ jti, jobId: s.jobId, workspaceId: s.workspaceId, issuedAt: new Date(iat * 1000).toISOString(), expiresAt, revokedAt: null })
       .then(() => after ?? true)
       .then((go) => {
         if (go) handOver?.({ token, expiresAt });
@@ -136,19 +142,32 @@ export class TokenService {
     return { jobId: sub, workspaceId: ws, jti, scopes: parseScopes(scope) };
   }
 
-  /** keepFresh re-mints the workload's token at `refreshAt` of its lifetime (or after `delayMs`), and hands each new one to `deliver`. */
-  keepFresh(s: TokenSubject, deliver: (c: WorkloadCredentials) => void, delayMs = Math.min(this.options.ttlSeconds, MAX_TOKEN_LIFETIME_S) * this.options.refreshAt * 1000): void {
+  /**
+   * keepFresh re-mints the workload's token at `refreshAt` of its lifetime (or after `delayMs`), and hands each new one to
+   * `deliver`. `live`, if given, is asked before each refresh and again once the new token is stored: a workload that
+   * ended (on any replica: this one's end stops the refresh at once, another's may be heard late or never) gets no new
+   * token, and one minted while it ended is revoked with the workload's others.
+   */
+  keepFresh(
+    s: TokenSubject,
+    deliver: (c: WorkloadCredentials) => void,
+    delayMs = Math.min(this.options.ttlSeconds, MAX_TOKEN_LIFETIME_S) * this.options.refreshAt * 1000,
+    live?: () => Promise<boolean>,
+  ): void {
     this.stopRefresh(s.jobId);
+    const current = () => this.refreshTimers.get(s.jobId) === timer;
+    const refresh = async (): Promise<void> => {
+      if (live && !(await live())) return void (current() && this.stopRefresh(s.jobId));
+      if (!current()) return;
+      const c = await this.mint(s, 'refreshed');
+      if (live && !(await live())) return this.revokeJob(s.jobId, s.workspaceId, 'the workload ended while its token was refreshed');
+      if (!current()) return; // stopped meanwhile (the workload ended here, or its refresh was started again)
+      deliver(c);
+      this.keepFresh(s, deliver, undefined, live);
+    };
     const timer = setTimeout(() => {
-      this.mint(s, 'refreshed').then(
-        (c) => {
-          if (this.refreshTimers.get(s.jobId) !== timer) return; // the workload ended meanwhile
-          deliver(c);
-          this.keepFresh(s, deliver);
-        },
-        // The store was busy or closing: try again soon, well before the current token expires.
-        () => this.refreshTimers.get(s.jobId) === timer && this.keepFresh(s, deliver, REFRESH_RETRY_MS),
-      );
+      // The store was busy or closing: try again soon, well before the current token expires.
+      refresh().catch(() => current() && this.keepFresh(s, deliver, REFRESH_RETRY_MS, live));
     }, delayMs);
     timer.unref();
     this.refreshTimers.set(s.jobId, timer);
@@ -175,7 +194,8 @@ export class TokenService {
     this.refreshTimers.clear();
   }
 
-  private stopRefresh(jobId: string): void {
+  /** stopRefresh stops keeping a workload's token fresh (it ended; its tokens are revoked by whoever ended it). */
+  stopRefresh(jobId: string): void {
     clearTimeout(this.refreshTimers.get(jobId));
     this.refreshTimers.delete(jobId);
   }

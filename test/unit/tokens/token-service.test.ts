@@ -123,3 +123,27 @@ test("the keyring keeps its own copy of the KEK: zeroing the caller's buffer doe
   assert.deepEqual(new Keyring(store, same).unwrap(wrapped, 'ctx'), secret);
   assert.throws(() => new Keyring(store, Buffer.alloc(32)).unwrap(wrapped, 'ctx'), 'wrapped under an all-zero key');
 });
+
+test('a refresh asks whether the workload still runs: none for one that ended, and one minted as it ended is revoked', async () => {
+  const wait = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  const events = async (jobId: string) => (await store.listAudit({ limit: 100, order: 'asc' })).filter((e) => e.subject === jobId).map((e) => e.type);
+  // Ended before the refresh (elsewhere: nothing here stopped it): no token minted, none delivered, the refresh stops.
+  const ended = { ...subject, jobId: 'job_refresh_ended' };
+  const delivered: string[] = [];
+  let asked = 0;
+  tokens.keepFresh(ended, (c) => delivered.push(c.token), 10, async () => (asked++, false));
+  await wait(200);
+  assert.equal(asked, 1, 'asked once, and not again');
+  assert.equal(delivered.length, 0, 'nothing was delivered');
+  assert.deepEqual(await events(ended.jobId), [], 'no token was minted');
+  // Ended while its token was minted: the new token is not delivered, and it is revoked.
+  const racing = { ...subject, jobId: 'job_refresh_racing' };
+  const answers = [true, false];
+  tokens.keepFresh(racing, (c) => delivered.push(c.token), 10, async () => answers.shift() ?? false);
+  const deadline = Date.now() + 5000;
+  while ((await events(racing.jobId)).length < 2 && Date.now() < deadline) await wait(20);
+  await wait(100);
+  assert.deepEqual(await events(racing.jobId), ['token.refreshed', 'token.revoked']);
+  assert.equal(delivered.length, 0, 'nothing was delivered');
+  assert.deepEqual(await store.revokeTokensOfJob(racing.jobId, new Date().toISOString()), [], 'no token of it is left unrevoked');
+});

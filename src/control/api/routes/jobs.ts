@@ -17,6 +17,8 @@ const LOG_PAGE_MAX = 256;
 const STREAM_PAGE = 16;
 /** STREAM_HIGH_WATER_BYTES: past this much unsent, a live stream stops taking live events and catches up from the store. */
 const STREAM_HIGH_WATER_BYTES = 1024 * 1024;
+/** How long a stream of a job it found untouched (JobService.untouched) waits before it reads the job's status once. */
+const UNTOUCHED_STATUS_CHECK_MS = 1000;
 
 const FOLLOW = z.enum(['true', 'false', '1', '0']).optional();
 const isOn = (v: z.infer<typeof FOLLOW>): boolean => v === 'true' || v === '1';
@@ -241,10 +243,30 @@ async function streamLive({ jobs, hub, quotas, workspace, job, after, reply, req
     if (catchingUp) return;
     if (congested() || !sendChunk(e.chunk)) void catchUp();
   });
+  let statusCheck: NodeJS.Timeout | null = null;
   request.raw.on('close', () => {
     closed = true;
     unsubscribe();
+    if (statusCheck) clearTimeout(statusCheck);
   });
+  if (after === 0 && jobs.untouched(job.id)) {
+    // A job this replica has just placed, with no output and no end heard of yet, has nothing to replay: live events
+    // follow, and the first of them is not held behind a read of the store. Its status is still read, later and off that
+    // path: an end announced by another replica may have been lost (the bus only prompts), and a stream must not wait for
+    // it for ever.
+    statusCheck = setTimeout(() => {
+      statusCheck = null;
+      if (closed || ended) return;
+      void jobs.get(workspace, job.id).then((now) => {
+        if (!closed && !ended && isTerminal(now)) {
+          ended = now;
+          if (!catchingUp) void catchUp();
+        }
+      }, () => {});
+    }, UNTOUCHED_STATUS_CHECK_MS);
+    statusCheck.unref();
+    return undefined;
+  }
   await catchUp();
   if (closed) return undefined;
   const now = await jobs.get(workspace, job.id);
