@@ -371,7 +371,7 @@ int main(int argc, char **argv) {
      own flag back at execve. */
   if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) fail("prctl(PR_SET_DUMPABLE)");
   /* The kernel drops signals sent to a pid namespace's init from inside it unless init handles them; gVisor delivers
-     them, so init ignores every catchable signal itself (with a job, through a handler that does nothing: see main's
+     them, so init ignores every catchable signal itself (with a job, through a handler that does nothing: see
      ignore_signal; the workload gets default dispositions back at execve). */
   set_catchable_signals(SIG_IGN);
   if (argc >= 2) workload_uid = parse_id(argv[1]);

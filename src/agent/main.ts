@@ -197,9 +197,8 @@ async function main(): Promise<void> {
       if (swept.containers.length || swept.killed.length || swept.wipes.length || swept.leftovers.length) {
         log('swept leftovers at shutdown', { containers: swept.containers, killed: swept.killed, wiped: swept.wipes.length, leftovers: swept.leftovers });
       }
-      await releaseSharedRoot(paths.agent.volumes);
-      await releaseStateTmpfs(paths.agent.cells);
-      for (const root of Object.values(stateRoots)) await releaseStateTmpfs(root);
+      const unreleased = await releaseMounts(paths.agent.volumes, paths.agent.cells, Object.values(stateRoots));
+      if (unreleased.length) log('mounts left at shutdown', { leftovers: unreleased });
       log('stopped');
     } catch (e) {
       log('shutdown failed; reconcile at next start cleans up', { error: (e as Error).message });
@@ -255,20 +254,30 @@ function agentIdOf(file: string, configured: string | undefined): string {
   return id;
 }
 
-/** reconcileOnly is `cleanroom down`'s clean-up when the agent is gone: the start-up reconcile, then the shared root. */
+/**
+ * releaseMounts unmounts what the agent mounted for all its cells (the volumes' shared root, the cells directory's and
+ * the runtimes' state tmpfs), each on its own: one that fails is reported and does not keep the others mounted.
+ */
+async function releaseMounts(volumesDir: string, cellsDir: string, stateRoots: string[]): Promise<Leftover[]> {
+  const left: Leftover[] = [];
+  const release = async (kind: Leftover['kind'], dir: string, what: string, fn: () => Promise<void>) => {
+    try {
+      await fn();
+    } catch (e) {
+      left.push({ kind, id: dir, error: `cannot unmount ${what}: ${(e as Error).message}` });
+    }
+  };
+  await release('volume', volumesDir, 'the volumes root', () => releaseSharedRoot(volumesDir));
+  for (const dir of [cellsDir, ...stateRoots]) await release('directory', dir, 'a state tmpfs', () => releaseStateTmpfs(dir));
+  return left;
+}
+
+/** reconcileOnly is `cleanroom down`'s clean-up when the agent is gone: the start-up reconcile, then the agent's mounts. */
 async function reconcileOnly(opts: ReconcileOptions, volumesDir: string, stateRoots: string[], uidClaims: { dir: string; agentId: string }): Promise<void> {
   const report = await reconcileHost(opts);
   // Every cell of this agent is gone: so are its claims on host uid ranges.
   if (report.leftovers.length === 0) releaseUidClaims(uidClaims);
-  if (report.leftovers.length === 0) {
-    try {
-      await releaseSharedRoot(volumesDir);
-      await releaseStateTmpfs(opts.cellsDir);
-      for (const root of stateRoots) await releaseStateTmpfs(root);
-    } catch (e) {
-      report.leftovers.push({ kind: 'volume', id: volumesDir, error: `cannot unmount the volumes root: ${(e as Error).message}` });
-    }
-  }
+  if (report.leftovers.length === 0) report.leftovers.push(...(await releaseMounts(volumesDir, opts.cellsDir, stateRoots)));
   const { containers, killed, cgroups, wipes, networks, leftovers } = report;
   process.stdout.write(JSON.stringify({ containers, killed, cgroups, wiped: wipes.length, netns: networks.netns.length, links: networks.links.length, leftovers }) + '\n');
   process.exitCode = leftovers.length > 0 ? 2 : 0;

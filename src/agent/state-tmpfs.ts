@@ -10,8 +10,12 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { loadAddon } from './storage/fscrypt.js';
 
-/** STATE_TMPFS_BYTES bounds each tmpfs: a few KiB per cell. */
-export const STATE_TMPFS_BYTES = { cells: 64 * 1024 * 1024, runtime: 16 * 1024 * 1024 } as const;
+/**
+ * STATE_TMPFS_BYTES bounds each tmpfs (a ceiling: a tmpfs holds only what is written): a few KiB per cell in the cells
+ * directory; per container in a runtime's state root about 24 KiB for runc (state.json holds the seccomp list), 20 for
+ * crun, 8 for runsc — room for a few thousand, past the largest pool and `maxRunningJobs` a config allows (1000).
+ */
+export const STATE_TMPFS_BYTES = { cells: 64 * 1024 * 1024, runtime: 64 * 1024 * 1024 } as const;
 
 function isMountPoint(dir: string): boolean {
   return readFileSync('/proc/self/mountinfo', 'utf8').split('\n').some((line) => line.split(' ')[4] === dir);

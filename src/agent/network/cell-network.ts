@@ -30,7 +30,7 @@ import { addressIn, cidrOf, parseIpv4, type Cidr } from '../../shared/net/ipv4.j
 import { cellNames, gatewayIfName, hubNetnsName, uplinkIfName, type CellNames } from './names.js';
 import { agentTableScript, cellSetElements, hubSetElements, policyChainCommands, policyChainName, type CellElements, type GatewayPort } from './nft-ruleset.js';
 import { DeniedLog, type DeniedRecord } from './denied-log.js';
-import { hubNetnsPath, openHub } from './hub.js';
+import { checkPoolRoutes, hubNetnsPath, openHub } from './hub.js';
 import { run } from '../exec.js';
 
 /** CellNetworkHostOptions: the agent prefix `cr<agent6>`, the cell address pool and whether egress is masqueraded. */
@@ -137,6 +137,7 @@ export class CellNetworkHost {
   static async open(options: CellNetworkHostOptions): Promise<CellNetworkHost> {
     cellNames(options.prefix, 'probe');
     const pool = cidrOf(options.pool ?? '10.88.0.0/16');
+    await checkPoolRoutes(options.prefix, pool);
     const listed = await run(['nft', 'list', 'table', 'inet', options.prefix], '', { allowFailure: true });
     if (!listed.includes('log_would_deny') || !listed.includes(uplinkIfName(options.prefix))) await run(['nft', '-f', '-'], agentTableScript(options.prefix, pool, options.masquerade ?? true));
     const gw = gatewayIfName(options.prefix);

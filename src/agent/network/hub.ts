@@ -42,19 +42,23 @@ const UPLINK_SYSCTLS: ReadonlyArray<readonly [string, string]> = [
   ['ipv4/conf/%/arp_ignore', '8'],
 ];
 
-/** HubError is thrown by openHub with a stable code. */
-export class HubError extends Error {
-  constructor(
-    readonly code: 'pool_routed_elsewhere',
-    message: string,
-  ) {
-    super(message);
-  }
-}
-
 /** hubNetnsPath returns the path of the agent's hub netns (for sockets opened inside it). */
 export function hubNetnsPath(prefix: string): string {
   return `/run/netns/${hubNetnsName(prefix)}`;
+}
+
+/**
+ * checkPoolRoutes refuses (before the agent makes anything on the host) a pool that is routed on a device not this
+ * agent's: the hub's pool route must never take over another agent's network hub or a route of the host's own.
+ */
+export async function checkPoolRoutes(prefix: string, pool: Cidr): Promise<void> {
+  const routes = JSON.parse((await run(['ip', '-j', '-4', 'route', 'show', 'table', 'all', 'root', formatCidr(pool)])) || '[]') as PoolRoute[];
+  const clash = poolRouteClash(prefix, routes);
+  if (clash) {
+    throw new Error(
+      `pool_routed_elsewhere: network.pool ${formatCidr(pool)} is already routed on this host (${clash.dst}${clash.dev ? ` dev ${clash.dev}` : ` ${clash.type ?? ''}`}${clash.table ? ` table ${clash.table}` : ''}: another agent's network hub or a route of the host's own): give each agent on a host its own network.pool, outside the host's routes`,
+    );
+  }
 }
 
 /**
@@ -66,15 +70,6 @@ export async function openHub(prefix: string, pool: Cidr): Promise<void> {
   const path = hubNetnsPath(prefix);
   const up = uplinkIfName(prefix);
   const u = uplinkNames(prefix);
-  // Before anything is made: the pool route below must never take over a route that is not this agent's.
-  const routes = JSON.parse((await run(['ip', '-j', '-4', 'route', 'show', 'table', 'all', 'root', formatCidr(pool)])) || '[]') as PoolRoute[];
-  const clash = poolRouteClash(prefix, routes);
-  if (clash) {
-    throw new HubError(
-      'pool_routed_elsewhere',
-      `network.pool ${formatCidr(pool)} is already routed on this host (${clash.dst}${clash.dev ? ` dev ${clash.dev}` : ` ${clash.type ?? ''}`}${clash.table ? ` table ${clash.table}` : ''}: another agent's network hub or a route of the host's own): give each agent on a host its own network.pool, outside the host's routes`,
-    );
-  }
   if (!existsSync(path)) await run(['ip', 'netns', 'add', hub]);
   // Before the uplink exists, so it (like every cell veth after it) is created with the hub's defaults.
   await writeNetSysctlsAsync(HUB_SYSCTLS.map(([p, v]) => [path, p, v] as const));
@@ -124,5 +119,6 @@ export async function removeHub(prefix: string): Promise<{ netns: string[]; link
   // The uplink first: deleted with the hub, its host side would go down only once the netns is cleaned up, later.
   const lines = [...links.map((l) => `link del ${l}`), ...netns.map((n) => `netns del ${n}`)];
   if (lines.length > 0) await run(['ip', '-force', '-batch', '-'], lines.join('\n') + '\n', { allowFailure: true });
-  return { netns, links };
+  // What `ip` failed to delete is not reported as removed (the sweep's leftover check lists it).
+  return { netns: netns.filter(() => !existsSync(hubNetnsPath(prefix))), links: links.filter((l) => !existsSync(`/sys/class/net/${l}`)) };
 }

@@ -182,11 +182,15 @@ export async function retryLeftovers(opts: ReconcileOptions, leftovers: readonly
           break;
         }
         case 'netns':
-          if (existsSync(`/run/netns/${l.id}`)) await run(['ip', 'netns', 'del', l.id]);
+        case 'link': {
+          // The network hub and its uplink serve every cell while the agent runs (openHub reuses what a sweep left):
+          // like the table, they wait for the next stop.
+          const prefix = networkPrefix(opts.agentId);
+          if (l.id === hubNetnsName(prefix) || l.id === uplinkIfName(prefix)) left.push(l);
+          else if (l.kind === 'netns' && existsSync(`/run/netns/${l.id}`)) await run(['ip', 'netns', 'del', l.id]);
+          else if (l.kind === 'link' && existsSync(`/sys/class/net/${l.id}`)) await run(['ip', 'link', 'del', l.id]);
           break;
-        case 'link':
-          if (existsSync(`/sys/class/net/${l.id}`)) await run(['ip', 'link', 'del', l.id]);
-          break;
+        }
         case 'nft':
           // Only at start-up or shutdown is the whole table removed; later, a failed sweep waits for the next stop.
           left.push(l);
