@@ -103,24 +103,30 @@ test('welcomed: the replay and the queued reports follow, in order; bad messages
   }
 });
 
-test('a report the control plane would refuse is dropped and reported, not sent', async () => {
-  let seen: unknown[] = [];
+/** welcomedChannel is a channel to a control plane that welcomes it, with what it received and what the agent dropped. */
+async function welcomedChannel() {
+  const got: { seen: unknown[] } = { seen: [] };
   const cp = await controlPlane((ws, received) => {
-    seen = received;
+    got.seen = received;
     ws.once('message', () => ws.send(JSON.stringify({ type: 'welcome', protocol: PROTOCOL_VERSION })));
   });
   const channel = new ControlChannel(cp.url, noTls, () => ({ hello, replay: [] }));
   const dropped: string[] = [];
   channel.on('bad-outgoing', (type: string, problem: string) => dropped.push(`${type} ${problem}`));
+  return { cp, channel, dropped, got };
+}
+
+test('a report the control plane would refuse is dropped and reported, not sent', async () => {
+  const { cp, channel, dropped, got } = await welcomedChannel();
   try {
     channel.connect();
     await once(channel, 'open');
     channel.send({ ...ended, end: { ...ended.end, message: 'x'.repeat(100_000) } } as AgentToControl);
     channel.send(started);
     const deadline = Date.now() + 5000;
-    while (seen.length < 2 && Date.now() < deadline) await sleep(10);
+    while (got.seen.length < 2 && Date.now() < deadline) await sleep(10);
     await sleep(50);
-    assert.deepEqual(seen, [hello, startedReport]);
+    assert.deepEqual(got.seen, [hello, startedReport]);
     assert.equal(dropped.length, 1);
     assert.match(dropped[0]!, /^job\.report ended\.end\.message: /);
   } finally {
@@ -130,14 +136,7 @@ test('a report the control plane would refuse is dropped and reported, not sent'
 });
 
 test('a report of output alone is checked as any report (its answer kept per job id): a bad job id is dropped every time', async () => {
-  let seen: unknown[] = [];
-  const cp = await controlPlane((ws, received) => {
-    seen = received;
-    ws.once('message', () => ws.send(JSON.stringify({ type: 'welcome', protocol: PROTOCOL_VERSION })));
-  });
-  const channel = new ControlChannel(cp.url, noTls, () => ({ hello, replay: [] }));
-  const dropped: string[] = [];
-  channel.on('bad-outgoing', (type: string, problem: string) => dropped.push(`${type} ${problem}`));
+  const { cp, channel, dropped, got } = await welcomedChannel();
   const output = (jobId: string): AgentToControl => ({ type: 'job.output', jobId, stream: 'stdout', data: 'aGkK' });
   try {
     channel.connect();
@@ -150,9 +149,9 @@ test('a report of output alone is checked as any report (its answer kept per job
     await sleep(20);
     channel.send(output('job_ffffffffffffffffffff'));
     const deadline = Date.now() + 5000;
-    while (seen.length < 3 && Date.now() < deadline) await sleep(10);
+    while (got.seen.length < 3 && Date.now() < deadline) await sleep(10);
     await sleep(50);
-    assert.deepEqual(seen, [hello, startedReport, { type: 'job.report', jobId: 'job_ffffffffffffffffffff', output: [{ stream: 'stdout', data: 'aGkK' }] }]);
+    assert.deepEqual(got.seen, [hello, startedReport, { type: 'job.report', jobId: 'job_ffffffffffffffffffff', output: [{ stream: 'stdout', data: 'aGkK' }] }]);
     assert.equal(dropped.length, 2);
     for (const d of dropped) assert.match(d, /^job\.report jobId: /);
   } finally {
