@@ -48,6 +48,7 @@ interface Plan {
   importRounds: number;
   /** Open-loop levels at 50 % and 90 % of peak throughput, and the burst after an idle pause (issue 18). */
   loadLevelMs: number;
+  loadWarmupMs: number;
   burst: number;
   burstIdleMs: number;
   densityLevels: number[];
@@ -74,6 +75,7 @@ const FULL: Plan = {
   imageCold: 6,
   importRounds: 2,
   loadLevelMs: 10_000,
+  loadWarmupMs: 4_000,
   burst: 100,
   burstIdleMs: 10_000,
   densityLevels: [0, 100],
@@ -98,6 +100,7 @@ const SMOKE: Plan = {
   imageCold: 2,
   importRounds: 1,
   loadLevelMs: 2_000,
+  loadWarmupMs: 1_000,
   burst: 10,
   burstIdleMs: 1_000,
   densityLevels: [0, 3],
@@ -194,10 +197,10 @@ async function main(): Promise<number> {
   );
 
   const peakRunc = throughput.filter((t) => t.runtime === 'runc').reduce((best, t) => Math.max(best, t.jobs_per_s), 0);
-  log(`under load: open-loop arrivals at 50 % and 90 % of ${peakRunc} jobs/s (${plan.loadLevelMs / 1000} s each), then bursts of ${plan.burst} on a demand-sized pool`);
+  log(`under load: open-loop arrivals at 50 % and 90 % of ${peakRunc} jobs/s (${plan.loadLevelMs / 1000} s each after ${plan.loadWarmupMs / 1000} s of warm-up at its rate), then bursts of ${plan.burst} on a demand-sized pool`);
   const load = await clusters.with(
     [{ runtime: 'runc', class: 'small', warm: 4, max: Math.max(8, Math.ceil(plan.burst * 1.25)) }],
-    (c) => measureLoad(c, { peakJobsPerS: peakRunc, levelMs: plan.loadLevelMs, burst: plan.burst, idleMs: plan.burstIdleMs }),
+    (c) => measureLoad(c, { peakJobsPerS: peakRunc, levelMs: plan.loadLevelMs, warmupMs: plan.loadWarmupMs, burst: plan.burst, idleMs: plan.burstIdleMs }),
     // Every job of a burst follows its output: the workspace's live-stream quota must hold them all.
     { quotas: { maxRunningJobs: 1000, maxQueuedJobs: 10_000, maxStreams: 1000 }, agent: { maxRunningJobs: 1000 } },
   );
@@ -332,7 +335,7 @@ async function main(): Promise<number> {
         'Wipe = the job\'s endedAt (stamped when the agent reports the exit) → its wipe receipt\'s finishedAt, warm and cold runc samples, 1 ms resolution. The agent wipes in this order: container, cell network, volume (key removed, unmounted, discarded, detached, deleted), then cgroup and directory; the receipt ends after the volume.',
         'Bare rates (baseline_rate_per_s) = runs of the same command finished within the window by that many parallel back-to-back loops of the bare runtime (runc, crun: cell-equivalent bundles as above) or of podman run --rm; host_cpu_ms_per_run = all of the host\'s busy CPU in the window / runs. ratio_throughput_to_bare_runc_rate compares Cleanroom\'s jobs/s with that many clients (runc cells, crun cells) with bare runc\'s rate at the same parallelism.',
         'Throughput = runc jobs ended within the window / (window, or until the last of their wipes finished if later), each client a separate SDK client running jobs back to back; the pool (target 4 runc) refills in the background.',
-        'Under load (start_under_load): a cluster with a demand-sized runc pool (warm 4, max 1.25 × the burst); jobs arrive open-loop (on schedule, not waiting for earlier ones) at 50 % and 90 % of the peak runc throughput measured above; then a burst of N jobs at once teaches the pool the burst size, the pool refills, an idle pause, and a second burst of N is measured (warm_fraction: jobs that took a warm cell). Ratios divide by the quiet warm-start figures above.',
+        'Under load (start_under_load): a cluster with a demand-sized runc pool (warm 4, max 1.25 × the burst); jobs arrive open-loop (on schedule, not waiting for earlier ones) at 50 % and 90 % of the peak runc throughput measured above, each level recorded after warmup_s of unrecorded arrivals at its own rate (the steady state; a pool ramping up from its minimum is the burst\'s case); then a burst of N jobs at once teaches the pool the burst size, the pool refills, an idle pause, and a second burst of N is measured (warm_fraction: jobs that took a warm cell). Ratios divide by the quiet warm-start figures above.',
         'Images: warm runc starts on the busybox base image (build/images/base, imported through the CLI) and on the host root in turns in one cluster (ratio_warm_to_host_root_warm, from those two series); cold starts on a cluster whose default image is base, ratio_cold_to_bare_runc_run by the bare runc run baseline (whose bundle is the host-root rootfs). Imports: the ~100 MB test image from docker-registry on 127.0.0.1 (TLS, basic auth) through POST /v1/images until its blobs are verified in the store, beside skopeo copy of the same image to dir:, rounds alternating; shared_base: the store bytes of two images sharing busybox\'s layer.',
         'Sandboxes (bench/sandbox.ts), on the main cluster after throughput: create → ready = POST /v1/sandboxes sent → its answer (state running), each on a full warm pool, against warm_start_ms; exec round trip = exec of /bin/echo hi in a running sandbox (one request that starts and streams until the exit) against host fork+exec to exit; 1 MiB write then read through the files API; N concurrent sandboxes (cold cells past the pool) each running execs back to back; idle memory = MemAvailable drop with the N sandboxes idle / N.',
         'Fleet (bench/fleet.ts): a control plane alone (no local agent) and N fake agents in the bench process on its real mutual-TLS channel, speaking the real protocol (each answers an assign with started, output, ended and a wipe receipt at once; test/support/fake-fleet.ts). C clients create /bin/echo jobs back to back through the HTTPS API for the window. jobs_per_s = window jobs / (last endedAt − first createdAt), both stamped by the control plane; placement = create request sent → the assign read by the fake agent (one clock); quiet = one job at a time afterwards. CPU per job = the control plane\'s utime+stime (and this process\'s) over the window / jobs; control_cpu_bound_jobs_per_s = 1000 / that, robust to other load on the host.',
