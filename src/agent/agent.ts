@@ -245,6 +245,9 @@ export class Agent {
             data = data.subarray(0, room);
           }
           if (data.length === 0) return;
+          // The job's first output (what a client waits for) goes once this read of the cell is taken apart, not at
+          // the end of the event loop's turn behind whatever else the turn holds; later output is batched per turn.
+          if (forwarded === 0) queueMicrotask(() => this.channel.flush());
           forwarded += data.length;
           this.channel.send({ type: 'job.output', jobId: job.jobId, stream, data: data.toString('base64') });
           if (this.channel.congested()) this.pause(cell);

@@ -194,6 +194,11 @@ export class ControlChannel extends EventEmitter {
     }
   }
 
+  /** flush sends the job reports gathered so far now instead of at the end of the turn. */
+  flush(): void {
+    this.flushReports();
+  }
+
   /**
    * flushReports sends the job reports of this turn: each job's consecutive reports (started, output…, ended, wiped, in
    * that order) as one job.report, in the order of each job's first report; reports of different jobs are independent.
