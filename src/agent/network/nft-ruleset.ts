@@ -13,8 +13,11 @@
 //   takes only flows a cell opened, marked with that cell's mark).
 //     gw_allow    addr . gateway . proto . port  the only host sockets a cell may reach
 //     cell_egress addr : jump eg_<hash>        the cell's egress policy chain (content-addressed, shared by equal policies)
-//     cell_mark   addr : mark / cell_flow mark . addr   tag each cell's conntrack entries so a later cell reusing the
-//                 address never inherits them (no leftover "established" flow crosses tenants)
+//     cell_mark   addr : mark / cell_flow mark . addr   tag each cell's conntrack entries, forwarded ones and those to the
+//                 host's own sockets (gateway services) alike, so a later cell reusing the address never inherits them
+//                 (no leftover "established" flow crosses tenants: an idle connection to the data gateway included).
+//                 A host-bound flow of another mark is denied before gw_allow, which would let the next cell on the
+//                 address use it. A connection the host opens to a cell is marked too (output): the cell's replies pass.
 // Traffic from veths without elements (prepared, unattached cells) matches nothing in the hub and is dropped.
 // Only cells' forwarded egress is masqueraded: the host's own packets from a gateway address (to a gateway, over lo) keep
 // their source, or replies from a socket bound to 0.0.0.0 miss the NAT mapping and never arrive.
@@ -83,7 +86,9 @@ table ${t} {
   }
   chain pre { type filter hook prerouting priority -300; policy accept; iifname != { ${up}, "lo" } ip saddr @cell_mark drop; }
   chain cell_to_host {
-    ct state established,related accept
+    ct state established,related ct mark . ip saddr @cell_flow accept
+    ct state established,related jump deny
+    ct state new ct mark set ip saddr map @cell_mark
     ip saddr . ip daddr . meta l4proto . th dport @gw_allow accept
     jump deny
   }
@@ -91,6 +96,10 @@ table ${t} {
     type filter hook input priority 0; policy accept;
     iifname ${up} jump cell_to_host
     ip daddr ${formatCidr(pool)} iifname != "lo" drop
+  }
+  chain output {
+    type filter hook output priority 0; policy accept;
+    oifname ${up} ct state new ct mark set ip daddr map @cell_mark
   }
   chain cell_out {
     oifname ${up} jump deny
