@@ -389,6 +389,10 @@ test('a cell on an ended cell’s address inherits none of its flows or denial r
     assert.ok(await eventually(() => held.get(ctlConn![0])?.data === 'ctl' && held.get(leftConn![0])?.data === 'old'), 'the old cell’s gateway connections');
     await py(oldNet.names.netns, RAW_TCP, first.address, `${ctlConn![0]}`, first.gateway, `${GW_HOLD}`, `${ctlConn![1]}`, `${ctlConn![2]}`, '+forged');
     assert.ok(await eventually(() => held.get(ctlConn![0])?.data === 'ctl+forged'), `a forged segment of the cell's own connection arrives (control): ${JSON.stringify([...held])}`);
+    // And one UDP exchange with the gateway (as with the resolver) from a port the next cell uses again below.
+    const udpPort = 42000 + (randomBytes(2).readUInt16BE(0) % 2000);
+    const udpAsk = `import socket,sys;u=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);u.bind(('0.0.0.0',${udpPort}));u.settimeout(3);u.sendto(sys.argv[2].encode(),(sys.argv[1],${GW_UDP}));print(u.recvfrom(64)[0].decode())`;
+    assert.equal(await py(oldNet.names.netns, udpAsk, first.gateway, `old-udp-${tag}`), 'gw');
     const port = 41000 + (randomBytes(2).readUInt16BE(0) % 2000);
     // The old cell: one UDP exchange with the internet (allowed: the flow is established, masqueraded as the host's
     // address on the lab link, port kept), a denied TCP attempt to :8081, then it listens on its port.
@@ -426,6 +430,9 @@ test('a cell on an ended cell’s address inherits none of its flows or denial r
     assert.ok(await eventually(() => [...held.values()].some((e) => e.data === 'new')), 'the new cell reaches its gateway port');
     await new Promise((r) => setTimeout(r, 200));
     assert.equal(held.get(leftConn![0])?.data, 'old', 'the new cell used a connection the old cell left open to the gateway');
+    // A datagram to the gateway on the old cell's UDP flow (same ports) is the new cell's like any other: it carries no
+    // state of the old cell, and refusing it would fail a query whose random port the old cell happened to use.
+    assert.equal(await py(newNet.names.netns, udpAsk, reused.gateway, `new-udp-${tag}`), 'gw');
     await new Promise((r) => setTimeout(r, 200));
     assert.deepEqual(lanSeen, ['genuine'], 'a cell source from another interface is dropped (control: a genuine one arrives)');
 
