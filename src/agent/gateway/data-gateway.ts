@@ -14,7 +14,8 @@ export interface DataGatewayOptions {
 export class DataGateway {
   private readonly servers = new Map<string, Promise<Server>>();
   private readonly sockets = new Set<Socket>();
-  private readonly perSource = new Map<string, number>();
+  /** The cell connections open per source address: what maxPerSource counts and what forget cuts. */
+  private readonly perSource = new Map<string, Set<Socket>>();
 
   constructor(private readonly options: DataGatewayOptions) {}
 
@@ -28,6 +29,16 @@ export class DataGateway {
       this.servers.set(key, s);
     }
     return s;
+  }
+
+  /**
+   * forget cuts every connection from `source` and frees its count. Called when the cell behind the address goes: the
+   * address is then handed to another cell, which must neither inherit its connections nor find its quota used up.
+   */
+  forget(source: string): void {
+    const clients = this.perSource.get(source);
+    this.perSource.delete(source);
+    for (const c of clients ?? []) c.destroy();
   }
 
   /** close stops every listener and cuts every forwarded connection. */
@@ -52,13 +63,14 @@ export class DataGateway {
 
   private forward(client: Socket): void {
     const source = client.remoteAddress ?? '';
-    const open = this.perSource.get(source) ?? 0;
-    if (open >= (this.options.maxPerSource ?? 256)) return void client.destroy();
-    this.perSource.set(source, open + 1);
+    let clients = this.perSource.get(source);
+    if (!clients) this.perSource.set(source, (clients = new Set()));
+    if (clients.size >= (this.options.maxPerSource ?? 256)) return void client.destroy();
+    const mine = clients.add(client);
+    // The set, not the address: after forget, a closing connection of the old cell must not touch the next cell's count.
     client.once('close', () => {
-      const n = (this.perSource.get(source) ?? 1) - 1;
-      if (n > 0) this.perSource.set(source, n);
-      else this.perSource.delete(source);
+      mine.delete(client);
+      if (mine.size === 0 && this.perSource.get(source) === mine) this.perSource.delete(source);
     });
     const upstream = connect(this.options.target);
     const pair = [client, upstream];

@@ -92,6 +92,11 @@ export class GatewayResolver {
     }
   }
 
+  /** forget drops a source address's rate-limit state when the cell behind it goes, so the next cell starts afresh. */
+  forget(source: string): void {
+    this.buckets.delete(source);
+  }
+
   /** close stops every listening socket and abandons the queries in flight upstream. */
   async close(): Promise<void> {
     for (const abort of this.inflight) abort();
@@ -109,8 +114,11 @@ export class GatewayResolver {
       return;
     }
     if (query.flag_qr) return;
+    const client = this.options.clientOf(rinfo.address);
     try {
-      const reply = await this.resolve(query, local, rinfo.address);
+      const reply = await this.resolve(query, local, rinfo.address, client);
+      // The answer was made for the cell that asked (its policy): if another cell took the address meanwhile, drop it.
+      if (this.options.clientOf(rinfo.address) !== client) return;
       const flags = dnsPacket.RECURSION_AVAILABLE | ((query.flags ?? 0) & dnsPacket.RECURSION_DESIRED) | reply.rcode;
       const packet = dnsPacket.encode({ type: 'response', id: query.id ?? 0, flags, questions: query.questions ?? [], answers: [...(reply.answers ?? [])] });
       socket.send(packet, rinfo.port, rinfo.address);
@@ -119,8 +127,7 @@ export class GatewayResolver {
     }
   }
 
-  private async resolve(query: DecodedPacket, local: string, source: string): Promise<Reply> {
-    const client = this.options.clientOf(source);
+  private async resolve(query: DecodedPacket, local: string, source: string, client: ResolverClient | undefined): Promise<Reply> {
     if (!client || client.gateway !== local) return { rcode: RCODE.REFUSED };
     if (((query.flags ?? 0) >> 11) & 0xf) return { rcode: RCODE.NOTIMP };
     const [question, ...more] = query.questions ?? [];

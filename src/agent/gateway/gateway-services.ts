@@ -43,9 +43,15 @@ export class GatewayServices {
     this.clients.set(address, { gateway, policy, platformNames: { [DATA_SERVICE_NAME]: gateway } });
   }
 
-  /** removeClient forgets a cell's address when its network goes. */
+  /**
+   * removeClient forgets a cell's address when its network goes, before the address is free for another cell: its
+   * connections to the data gateway are cut (they would otherwise idle for minutes, counted against the address) and
+   * the resolver's state for it dropped.
+   */
   removeClient(address: string): void {
     this.clients.delete(address);
+    this.data.forget(address);
+    this.dns.forget(address);
   }
 
   /** dataUrl is the data service's URL as cells see it. */

@@ -13,8 +13,16 @@
 //   takes only flows a cell opened, marked with that cell's mark).
 //     gw_allow    addr . gateway . proto . port  the only host sockets a cell may reach
 //     cell_egress addr : jump eg_<hash>        the cell's egress policy chain (content-addressed, shared by equal policies)
-//     cell_mark   addr : mark / cell_flow mark . addr   tag each cell's conntrack entries so a later cell reusing the
-//                 address never inherits them (no leftover "established" flow crosses tenants)
+//     cell_mark   addr : mark / cell_flow mark . addr   tag each cell's conntrack entries, forwarded ones and those to the
+//                 host's own sockets (gateway services) alike, so a later cell reusing the address never inherits them
+//                 (no leftover "established" flow crosses tenants: an idle connection to the data gateway included).
+//                 A host-bound TCP flow of another mark is denied before gw_allow, which would let the next cell on
+//                 the address use it (cost: a new connection that happens to reuse such a flow's ports is refused until
+//                 conntrack lets the entry go; the data gateway closes a removed cell's connections, so minutes). UDP
+//                 ones go on to gw_allow: a datagram to the resolver carries nothing of the old cell (it is answered
+//                 for the address's current cell), and denying it would fail the next cell's query whenever its random
+//                 port is one the old cell used in the last ~30 s (the UDP entry's lifetime).
+//                 A connection the host opens to a cell is marked too (output): the cell's replies pass.
 // Traffic from veths without elements (prepared, unattached cells) matches nothing in the hub and is dropped.
 // Only cells' forwarded egress is masqueraded: the host's own packets from a gateway address (to a gateway, over lo) keep
 // their source, or replies from a socket bound to 0.0.0.0 miss the NAT mapping and never arrive.
@@ -83,7 +91,9 @@ table ${t} {
   }
   chain pre { type filter hook prerouting priority -300; policy accept; iifname != { ${up}, "lo" } ip saddr @cell_mark drop; }
   chain cell_to_host {
-    ct state established,related accept
+    ct state established,related ct mark . ip saddr @cell_flow accept
+    ct state established,related meta l4proto tcp jump deny
+    ct state new ct mark set ip saddr map @cell_mark
     ip saddr . ip daddr . meta l4proto . th dport @gw_allow accept
     jump deny
   }
@@ -91,6 +101,10 @@ table ${t} {
     type filter hook input priority 0; policy accept;
     iifname ${up} jump cell_to_host
     ip daddr ${formatCidr(pool)} iifname != "lo" drop
+  }
+  chain output {
+    type filter hook output priority 0; policy accept;
+    oifname ${up} ct state new ct mark set ip daddr map @cell_mark
   }
   chain cell_out {
     oifname ${up} jump deny

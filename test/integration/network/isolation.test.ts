@@ -6,7 +6,7 @@ import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createSocket, type Socket } from 'node:dgram';
 import { existsSync, readdirSync } from 'node:fs';
-import { connect, createServer, type Server } from 'node:net';
+import { connect, createServer, type Server, type Socket as NetSocket } from 'node:net';
 import { after, before, test } from 'node:test';
 import { promisify } from 'node:util';
 import { CellNetworkHost, type CellNetwork } from '../../../src/agent/network/cell-network.js';
@@ -27,6 +27,8 @@ const table = 7700 + (randomBytes(1)[0] ?? 0);
 const GW_TCP = 9443;
 const GW_TCP_DENIED = 9444;
 const GW_UDP = 9053;
+/** A gateway TCP port whose host-side listener keeps every connection open and records what arrives on it. */
+const GW_HOLD = 9445;
 
 const CELL_SERVER = `
 import socket,threading,sys
@@ -112,6 +114,7 @@ const children: ChildProcess[] = [];
 const servers: Server[] = [];
 const udpSeen: string[] = [];
 const udpServers: Socket[] = [];
+const heldSockets: NetSocket[] = [];
 const denied: DeniedRecord[] = [];
 const cells: Cell[] = [];
 
@@ -142,6 +145,7 @@ function tcpListen(address: string, port: number, reply: string): Promise<void> 
 
 async function cleanup(): Promise<void> {
   for (const c of children) c.kill('SIGKILL');
+  for (const s of heldSockets) s.destroy();
   for (const s of servers) s.close();
   for (const u of udpServers) u.close();
   await host?.close();
@@ -309,6 +313,41 @@ while time.time()<end:
   except (socket.timeout,TimeoutError):break
 `;
 
+// In a cell: one TCP connection to argv[1]:argv[2] per further argument, which it sends; once the host has acknowledged
+// it, TCP_REPAIR (19) reads the connection's next sequence numbers (TCP_REPAIR_QUEUE 20: send 2, receive 1; TCP_QUEUE_SEQ
+// 21) and makes the close silent (no FIN, no RST), so the host's side stays open, as it does when a cell's FIN is lost.
+// Prints [[local port, next seq, next ack], ...].
+const HOLD_OPEN = `
+import socket,fcntl,struct,sys,time,json
+gw,port=sys.argv[1],int(sys.argv[2]);out=[];keep=[]
+for tag in sys.argv[3:]:
+  s=socket.socket();s.settimeout(3);s.connect((gw,port));s.sendall(tag.encode());keep.append(s);end=time.time()+5
+  while struct.unpack('i',fcntl.ioctl(s,0x5411,b'\\0'*4))[0] and time.time()<end:time.sleep(0.01)
+  s.setsockopt(socket.IPPROTO_TCP,19,1)
+  s.setsockopt(socket.IPPROTO_TCP,20,2);snd=s.getsockopt(socket.IPPROTO_TCP,21)&0xffffffff
+  s.setsockopt(socket.IPPROTO_TCP,20,1);rcv=s.getsockopt(socket.IPPROTO_TCP,21)&0xffffffff
+  out.append([s.getsockname()[1],snd,rcv])
+print(json.dumps(out))
+`;
+// Sends one TCP segment (PSH+ACK, raw socket) along an existing connection: src sport dst dport seq ack data.
+const RAW_TCP = `
+import socket,struct,sys
+src,sp,dst,dp,seq,ack,data=sys.argv[1],int(sys.argv[2]),sys.argv[3],int(sys.argv[4]),int(sys.argv[5]),int(sys.argv[6]),sys.argv[7].encode()
+def ck(b):
+  if len(b)%2:b+=b'\\0'
+  s=sum(struct.unpack('!%dH'%(len(b)//2),b));s=(s>>16)+(s&0xffff);s+=s>>16;return ~s&0xffff
+t=struct.pack('!HHIIBBHHH',sp,dp,seq,ack,5<<4,0x18,65535,0,0)+data
+t=t[:16]+struct.pack('!H',ck(socket.inet_aton(src)+socket.inet_aton(dst)+struct.pack('!BBH',0,6,len(t))+t))+t[18:]
+h=struct.pack('!BBHHHBBH4s4s',0x45,0,20+len(t),0,0,64,6,0,socket.inet_aton(src),socket.inet_aton(dst));h=h[:10]+struct.pack('!H',ck(h))+h[12:]
+socket.socket(socket.AF_INET,socket.SOCK_RAW,socket.IPPROTO_RAW).sendto(h+t,(dst,0))
+`;
+
+// Polls `done` every 20 ms for up to 10 s; false if it never held.
+async function eventually(done: () => boolean): Promise<boolean> {
+  for (let i = 0; i < 500 && !done(); i++) await new Promise((r) => setTimeout(r, 20));
+  return done();
+}
+
 // Starts FLOW_THEN_LISTEN in a cell; resolves with its output lines once it printed 'ready', and with all of them at the end.
 function flowThenListen(netns: string, port: number, deniedPort: number, seconds: number, flow: boolean): { ready: Promise<void>; done: Promise<string[]> } {
   const child = spawn('ip', ['netns', 'exec', netns, '/usr/bin/python3', '-c', FLOW_THEN_LISTEN, `${port}`, `${deniedPort}`, `${seconds}`, flow ? 'flow' : 'none'], { stdio: ['ignore', 'pipe', 'inherit'] });
@@ -331,8 +370,29 @@ test('a cell on an ended cell’s address inherits none of its flows or denial r
   const nets = [oldNet, newNet];
   try {
     const first = ipam.allocate('wsx');
-    const ports = [{ protocol: 'udp' as const, port: GW_UDP }];
+    const ports = [{ protocol: 'udp' as const, port: GW_UDP }, { protocol: 'tcp' as const, port: GW_HOLD }];
     await h.attachCellNetwork(oldNet, { workspaceId: 'wsx', address: first.address, gateway: first.gateway, gatewayPorts: ports, egress: WORKSPACES.wsb! });
+    // The host's side of the gateway TCP port: every connection stays open, keyed by the cell's port.
+    const held = new Map<number, { data: string; closed: boolean }>();
+    const hold = createServer((s) => {
+      const entry = { data: '', closed: false };
+      held.set(s.remotePort ?? 0, entry);
+      heldSockets.push(s);
+      s.on('data', (d: Buffer) => (entry.data += d.toString())).on('error', () => {}).on('close', () => (entry.closed = true));
+    });
+    servers.push(hold);
+    await new Promise<void>((resolve, reject) => hold.once('error', reject).listen(GW_HOLD, first.gateway, resolve));
+    // The old cell opens two connections to its gateway and leaves both open on the host's side. With the numbers of
+    // the first, a forged segment from the old cell is taken as part of that connection: the control for the forgery
+    // the next cell tries on the second below.
+    const [ctlConn, leftConn] = JSON.parse(await py(oldNet.names.netns, HOLD_OPEN, first.gateway, `${GW_HOLD}`, 'ctl', 'old')) as Array<[number, number, number]>;
+    assert.ok(await eventually(() => held.get(ctlConn![0])?.data === 'ctl' && held.get(leftConn![0])?.data === 'old'), 'the old cell’s gateway connections');
+    await py(oldNet.names.netns, RAW_TCP, first.address, `${ctlConn![0]}`, first.gateway, `${GW_HOLD}`, `${ctlConn![1]}`, `${ctlConn![2]}`, '+forged');
+    assert.ok(await eventually(() => held.get(ctlConn![0])?.data === 'ctl+forged'), `a forged segment of the cell's own connection arrives (control): ${JSON.stringify([...held])}`);
+    // And one UDP exchange with the gateway (as with the resolver) from a port the next cell uses again below.
+    const udpPort = 42000 + (randomBytes(2).readUInt16BE(0) % 2000);
+    const udpAsk = `import socket,sys;u=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);u.bind(('0.0.0.0',${udpPort}));u.settimeout(3);u.sendto(sys.argv[2].encode(),(sys.argv[1],${GW_UDP}));print(u.recvfrom(64)[0].decode())`;
+    assert.equal(await py(oldNet.names.netns, udpAsk, first.gateway, `old-udp-${tag}`), 'gw');
     const port = 41000 + (randomBytes(2).readUInt16BE(0) % 2000);
     // The old cell: one UDP exchange with the internet (allowed: the flow is established, masqueraded as the host's
     // address on the lab link, port kept), a denied TCP attempt to :8081, then it listens on its port.
@@ -361,6 +421,18 @@ test('a cell on an ended cell’s address inherits none of its flows or denial r
     await py(inetNs, RAW_UDP, '198.51.100.2', '40000', '198.51.100.1', `${GW_UDP + 1}`, 'genuine');
     const newOut = await newRun.done;
     assert.ok(!newOut.some((l) => l.startsWith('got:')), `the new cell got the old cell's flow: ${newOut.join(' | ')}`);
+    // The old cell's second gateway connection is still open on the host's side; the new cell, on the same address,
+    // forges a segment of it (it knows the numbers, as a colluding old workload could tell it): the host must not take it.
+    assert.equal(held.get(leftConn![0])?.closed, false, 'the old cell’s connection is open on the host’s side');
+    await py(newNet.names.netns, RAW_TCP, reused.address, `${leftConn![0]}`, reused.gateway, `${GW_HOLD}`, `${leftConn![1]}`, `${leftConn![2]}`, '+inherited');
+    // The new cell's own connection to the same port works, and arrives after the forged segment would have.
+    await py(newNet.names.netns, `import socket,sys;s=socket.create_connection((sys.argv[1],${GW_HOLD}),3);s.sendall(b'new');s.close()`, reused.gateway);
+    assert.ok(await eventually(() => [...held.values()].some((e) => e.data === 'new')), 'the new cell reaches its gateway port');
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(held.get(leftConn![0])?.data, 'old', 'the new cell used a connection the old cell left open to the gateway');
+    // A datagram to the gateway on the old cell's UDP flow (same ports) is the new cell's like any other: it carries no
+    // state of the old cell, and refusing it would fail a query whose random port the old cell happened to use.
+    assert.equal(await py(newNet.names.netns, udpAsk, reused.gateway, `new-udp-${tag}`), 'gw');
     await new Promise((r) => setTimeout(r, 200));
     assert.deepEqual(lanSeen, ['genuine'], 'a cell source from another interface is dropped (control: a genuine one arrives)');
 
@@ -387,6 +459,8 @@ except (socket.timeout,TimeoutError):print('none')
     assert.ok(mine.some((r) => r.cellId === oldNet.cellId && r.port === 8081), `the old cell's late record names it: ${JSON.stringify(mine)}`);
     assert.ok(mine.some((r) => r.cellId === newNet.cellId && r.port === 8080), `the new cell's record names it: ${JSON.stringify(mine)}`);
     assert.deepEqual(mine.filter((r) => r.cellId === newNet.cellId && r.port !== 8080), [], 'a record of the old cell named the new one');
+    const forged = denied.filter((r) => r.source === first.address && r.destination === first.gateway && r.port === GW_HOLD);
+    assert.ok(forged.length > 0 && forged.every((r) => r.cellId === newNet.cellId), `the forged segment is denied as the new cell's: ${JSON.stringify(forged)}`);
 
     // A gVisor-style cell, addressed at prepare: nothing it sends arrives before attach; after attach it does.
     const pre = ipam.allocate('wsy');

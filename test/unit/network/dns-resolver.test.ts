@@ -21,6 +21,7 @@ const policy: EgressPolicy = {
 };
 const platformNames = { 'data.cleanroom.internal': '10.77.0.1' };
 // Query sources (all loopback): the normal client, a dry-run client, an unknown one, one asking another workspace's gateway, the flooder.
+// Tests that hand an address to another cell replace its entry and put it back.
 const clients: Record<string, ResolverClient> = {
   '127.0.0.1': { gateway: GATEWAY, policy, platformNames },
   '127.0.0.2': { gateway: GATEWAY, policy: { allow: [], dryRun: true }, platformNames },
@@ -50,6 +51,7 @@ interface Fixture {
   logs: string[];
   upstreamAsked: string[];
   clock: { ms: number };
+  resolver: GatewayResolver;
   close(): Promise<void>;
 }
 
@@ -102,6 +104,7 @@ async function start(opts: { upstream?: boolean } = {}): Promise<Fixture> {
     logs,
     upstreamAsked,
     clock,
+    resolver,
     close: async () => {
       await resolver.close();
       upstream?.close();
@@ -280,4 +283,45 @@ test('a source flooding the resolver is cut off at its rate, and only that sourc
     assert.equal(QUERIES_PER_SECOND / 4, BATCH + 1);
     assert.deepEqual(await flood(6000, BATCH), ids(6000, BATCH), 'the refill answered fewer queries than the rate allows');
     assert.deepEqual(await flood(7000, 10, OTHER), [], 'the refill answered more queries than the rate allows');
+  }));
+
+test('a source forgotten when its cell goes starts with a full bucket for the next cell on its address', () =>
+  withResolver(async (f) => {
+    const SOURCE = '127.0.0.5';
+    const BATCH = 49;
+    const ids = (from: number, n: number): number[] => Array.from({ length: n }, (_, i) => from + i);
+    const flood = async (first: number, n: number, markerFrom = SOURCE): Promise<number[]> =>
+      (await exchangeThenMarker(f, ids(first, n).map((id) => queryPacket('data.cleanroom.internal', 'A', id)), SOURCE, markerFrom)).map((r) => r.id ?? -1);
+    for (let round = 0; round < QUERIES_PER_SECOND / (BATCH + 1); round++) await flood(round * 100, BATCH);
+    assert.deepEqual(await flood(5000, BATCH, '127.0.0.1'), [], 'the old cell used up its bucket (control)');
+    f.resolver.forget(SOURCE);
+    assert.deepEqual(await flood(6000, BATCH), ids(6000, BATCH), 'the next cell on the address inherited an empty bucket');
+  }));
+
+test('an answer still in flight when the address goes to another cell is not delivered to it', () =>
+  withResolver(async (f) => {
+    const SOURCE = '127.0.0.6';
+    const socket = await bound(SOURCE);
+    const replies: Reply[] = [];
+    socket.on('message', (msg) => replies.push(dnsPacket.decode(msg) as Reply));
+    clients[SOURCE] = { gateway: GATEWAY, policy: { allow: [], dryRun: true }, platformNames };
+    try {
+      socket.send(queryPacket('silent.example.com'), f.port, GATEWAY);
+      for (let i = 0; i < 100 && !f.upstreamAsked.includes('silent.example.com'); i++) await new Promise((r) => setTimeout(r, 10));
+      assert.deepEqual(f.upstreamAsked, ['silent.example.com'], 'the question did not reach the upstream');
+      // The cell ends and its address goes to another cell (another policy) while the upstream has not answered.
+      clients[SOURCE] = { gateway: GATEWAY, policy, platformNames };
+      // The SERVFAIL would be sent right after the timeout is logged (same turn), so before a later marker's reply.
+      for (let i = 0; i < REPLY_WAIT_MS / 10 && !f.logs.includes('dns upstream timed out'); i++) await new Promise((r) => setTimeout(r, 10));
+      assert.ok(f.logs.includes('dns upstream timed out'), JSON.stringify(f.logs));
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`no reply to the marker within ${REPLY_WAIT_MS} ms`)), REPLY_WAIT_MS);
+        socket.on('message', (msg) => dnsPacket.decode(msg).id === 4343 && (clearTimeout(timer), resolve()));
+        socket.send(queryPacket('data.cleanroom.internal', 'A', 4343), f.port, GATEWAY);
+      });
+      assert.deepEqual(replies.map((r) => r.id), [4343], 'the old cell\'s answer reached the new cell');
+    } finally {
+      delete clients[SOURCE];
+      socket.close();
+    }
   }));
