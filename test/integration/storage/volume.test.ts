@@ -211,9 +211,10 @@ test('volumes come from the size\'s template: each has its own UUID, hash seed a
   rmSync(image);
 });
 
-test('a wipe leaves the tombstone (rewritten in place, no .tmp) and an emptied mount point that the next volume reuses; reconcile removes spares', async (t) => {
+test('a wipe leaves the tombstone (rewritten in place, no .tmp), an emptied mount point and an emptied backing file that the next volume reuses; reconcile removes spares', async (t) => {
   const root = scratchRoot(t);
   const spares = () => readdirSync(root).filter((n) => n.startsWith('spare-mnt-'));
+  const spareImages = () => readdirSync(root).filter((n) => n.startsWith('spare-img-'));
   const first = await prepareVolume({ root, cellId: 'spare-1', uid: UID, gid: GID, sizeBytes: 16 * MiB });
   writeFileSync(join(first.workDir, 'f'), 'tenant data');
   const receipt = await wipeVolume(first);
@@ -227,14 +228,36 @@ test('a wipe leaves the tombstone (rewritten in place, no .tmp) and an emptied m
   const [spare] = spares();
   assert.ok(spare !== undefined, 'the emptied mount point is kept as a spare');
   assert.deepEqual(readdirSync(join(root, spare)), [], 'a spare is empty');
+  assert.equal(existsSync(first.backingFile), false, 'the backing file is gone under its name');
+  const [spareImage] = spareImages();
+  assert.ok(spareImage !== undefined, 'the emptied backing file is kept as a spare');
+  const spareStat = statSync(join(root, spareImage));
+  assert.equal(spareStat.size, 0, 'a spare backing file is truncated');
+  assert.equal(spareStat.blocks, 0, 'a spare backing file holds no block');
+  assert.match(receipt.steps.find((s) => s.step === 'delete-backing-file')?.detail ?? '', /spare/);
 
   const second = await prepareVolume({ root, cellId: 'spare-2', uid: UID, gid: GID, sizeBytes: 16 * MiB });
   assert.deepEqual(spares(), [], 'the next volume\'s mount point is the spare');
+  assert.deepEqual(spareImages(), [], 'the next volume\'s backing file is the spare');
+  assert.equal(statSync(second.backingFile).ino, spareStat.ino, 'the same inode');
+  assert.equal(statSync(second.backingFile).nlink, 1);
   assert.deepEqual(readdirSync(second.workDir), [], 'the new volume holds nothing of the old one');
+  assert.equal(readFileSync(second.backingFile).includes(Buffer.from('tenant data')), false);
   assert.deepEqual(await mountPointsWithin(second.mountPoint), [second.mountPoint]);
   await wipeVolume(second);
   assert.equal(spares().length, 1);
+  assert.equal(spareImages().length, 1);
+  // A recovery's wipe (a bare ref, as reconcile makes) keeps nothing: it deletes the backing file.
+  const third = await prepareVolume({ root, cellId: 'spare-3', uid: UID, gid: GID, sizeBytes: 16 * MiB });
+  assert.deepEqual(spareImages(), []);
+  await wipeVolume({ root, id: third.id });
+  assert.deepEqual(spareImages(), [], 'a recovery keeps no spare backing file');
+  assert.equal(existsSync(third.backingFile), false);
+  const fourth = await prepareVolume({ root, cellId: 'spare-4', uid: UID, gid: GID, sizeBytes: 16 * MiB });
+  await wipeVolume(fourth);
+  assert.equal(spareImages().length, 1);
   // A later run's reconcile removes what this one kept.
   await reconcileVolumes(root, []);
   assert.deepEqual(spares(), []);
+  assert.deepEqual(spareImages(), []);
 });
