@@ -1,0 +1,79 @@
+// bench/ratio-stage.ts: issue 16's ratio — sustained jobs/s of fully isolated cells ÷ the rate of bare `runc run` of the
+// same command at the same parallelism — with the bare rate measured right before and right after the cells' windows,
+// so that other load on the host (which changes from minute to minute on a shared machine) falls on both sides alike and
+// shows as a gap between the two bare figures. Beside the rates, the same ratio in CPU: what a bare run costs its own
+// processes ÷ what a job costs the cluster's own processes, the throughput ratio a CPU-bound host would give.
+import { readFileSync } from 'node:fs';
+import { bareRate, type BareBundles, type BareRate } from './baselines.js';
+import type { ThroughputLevel } from './throughput.js';
+
+/** BareRuncRate is a bare rate with the CPU the runs took in their own processes. */
+export interface BareRuncRate extends BareRate {
+  /**
+   * CPU of the runc processes per run (ms): the bench process reaps each `runc run`, which reaps its container's init,
+   * so their children's time is inside; other processes of the host are not.
+   */
+  own_cpu_ms_per_run: number;
+}
+
+/** CellsRatio is one throughput level beside the bare rate. */
+export interface CellsRatio {
+  runtime: string;
+  jobs_per_s: number;
+  failed: number;
+  cold_fraction: number;
+  /** CPU of the cluster's own processes per job (control plane, agent, the runtime and tools it spawned, cells), ms. */
+  own_cpu_ms_per_job: number;
+  /** jobs_per_s ÷ the mean of the bare rates before and after (issue 16: ≥ 1). */
+  ratio_to_bare_runc: number;
+  /** The mean own CPU of a bare run ÷ own_cpu_ms_per_job. */
+  cpu_ratio_bare_runc_to_job: number;
+}
+
+/** RatioStage is the ratio stage's result. */
+export interface RatioStage {
+  lanes: number;
+  bare_runc: { before: BareRuncRate; after: BareRuncRate; mean_runs_per_s: number; mean_own_cpu_ms_per_run: number };
+  cells: CellsRatio[];
+}
+
+// CPU seconds of this process's reaped children.
+function reapedSeconds(): number {
+  const stat = readFileSync('/proc/self/stat', 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ').map(Number);
+  return ((f[13] ?? 0) + (f[14] ?? 0)) / 100;
+}
+
+/** measureBareRunc runs bare `runc run` in `lanes` back-to-back loops for `ms` (after three unrecorded runs). */
+export async function measureBareRunc(bundles: BareBundles, lanes: number, ms: number): Promise<BareRuncRate> {
+  for (let i = 0; i < 3; i++) await bundles.run('runc');
+  const c0 = reapedSeconds();
+  const rate = await bareRate(lanes, ms, (lane) => bundles.run('runc', lane));
+  return { ...rate, own_cpu_ms_per_run: Math.round(((reapedSeconds() - c0) * 1000 * 10) / Math.max(1, rate.runs)) / 10 };
+}
+
+const round3 = (x: number) => Math.round(x * 1000) / 1000;
+
+/** ratioStage puts throughput levels (at `lanes` clients) beside the bare rates measured before and after them. */
+export function ratioStage(lanes: number, before: BareRuncRate, after: BareRuncRate, levels: readonly ThroughputLevel[]): RatioStage {
+  const meanRate = (before.runs_per_s + after.runs_per_s) / 2;
+  const meanCpu = (before.own_cpu_ms_per_run + after.own_cpu_ms_per_run) / 2;
+  return {
+    lanes,
+    bare_runc: { before, after, mean_runs_per_s: round3(meanRate), mean_own_cpu_ms_per_run: round3(meanCpu) },
+    cells: levels.map((l) => {
+      const c = l.cpu_ms_per_job;
+      // The cluster's own processes, not the host total (which other load on the host inflates).
+      const own = c.control + c.agent + c.agent_children + c.cells;
+      return {
+        runtime: l.runtime,
+        jobs_per_s: l.jobs_per_s,
+        failed: l.failed,
+        cold_fraction: l.cold_fraction,
+        own_cpu_ms_per_job: round3(own),
+        ratio_to_bare_runc: round3(l.jobs_per_s / meanRate),
+        cpu_ratio_bare_runc_to_job: round3(meanCpu / own),
+      };
+    }),
+  };
+}
