@@ -12,7 +12,6 @@ import { cellSeccompProfileJson } from '../runtime/seccomp.js';
 import { mountImageRoot, unmountImageRoot, type CellRoot } from '../images/cell-root.js';
 import type { PreparedImage } from '../images/image-store.js';
 import { makeFifo } from '../runtime/host-calls.js';
-import { inBackground } from '../runtime/background.js';
 import { CellCgroup } from './cgroup.js';
 import { encodeAssignment, encodeFile, encodeStart, FrameDecoder, type CellFrame } from './frames.js';
 import { encodeSandboxAssignment, INIT_CHUNK_BYTES, MAX_INIT_OPS, MAX_INIT_PROCS, type SandboxFrame } from '../sandbox/init-codec.js';
@@ -133,8 +132,11 @@ export class Cell {
     return this.runtime.name;
   }
 
-  /** prepare creates the container with cell init waiting; nothing of any tenant is involved. */
-  async prepare(): Promise<void> {
+  /**
+   * prepare creates the container with cell init waiting; nothing of any tenant is involved. `background`: a refill's
+   * (its runtime processes get the background CPU weight, runtime/background.ts), not a start's.
+   */
+  async prepare(background = false): Promise<void> {
     const t0 = performance.now();
     const user = this.image?.user ?? { uid: WORKLOAD_UID, gid: WORKLOAD_UID };
     mkdirSync(this.dir, { mode: 0o711 });
@@ -187,7 +189,7 @@ export class Cell {
     );
     this.timings.prepare_fs_ms = performance.now() - t0;
     try {
-      this.container = await this.runtime.create(this.name, this.dir, initFd, seccompJson);
+      this.container = await this.runtime.create(this.name, this.dir, initFd, seccompJson, background);
     } finally {
       closeSync(initFd);
     }
@@ -399,7 +401,7 @@ export class Cell {
   /** wipe kills every process, then crypto-shreds the volume and removes cgroup and directories; idempotent. */
   wipe(): Promise<WipeReceipt | null> {
     // Wiping is background work (runtime/background.ts): the next job's start goes first.
-    this.wiped ??= inBackground(() => this.doWipe());
+    this.wiped ??= this.doWipe();
     return this.wiped;
   }
 
@@ -412,8 +414,8 @@ export class Cell {
     if (this.deadline) clearTimeout(this.deadline);
     this.control?.destroy();
     this.control = null;
-    if (!exited) await this.runtime.delete(this.name);
-    else if (!(await this.runtime.deleteStopped(this.name, () => this.cgroup.empty()))) this.timings.wipe_runtime_delete = 1;
+    if (!exited) await this.runtime.delete(this.name, true);
+    else if (!(await this.runtime.deleteStopped(this.name, () => this.cgroup.empty(), true))) this.timings.wipe_runtime_delete = 1;
     this.container?.stdio.stdout.destroy();
     this.container?.stdio.stderr.destroy();
     this.timings.wipe_container_ms = performance.now() - t0;

@@ -5,7 +5,7 @@ import { Socket } from 'node:net';
 import type { Readable } from 'node:stream';
 import { join } from 'node:path';
 import { loadNativeAddon } from '../native-addon.js';
-import { adoptIfBackground } from './background.js';
+import { adoptIntoBackground } from './background.js';
 
 interface Addon {
   spawn(file: string, argv: readonly string[], fds: readonly [number, number, number]): number;
@@ -75,9 +75,10 @@ export function spawnHelper(argv: readonly string[], stdinFd = -1): Helper {
 /**
  * spawnHelperAsync is spawnHelper from the libuv thread pool: posix_spawn suspends its calling thread until the child
  * has exec'd (CLONE_VFORK), a millisecond or more per runtime start on a loaded host, which the agent's thread spent
- * blocked in every prepare. `stdinFd` must stay open until the promise settles.
+ * blocked in every prepare. `stdinFd` must stay open until the promise settles. A helper of background work
+ * (`background`) goes into the background cgroup (background.ts).
  */
-export async function spawnHelperAsync(argv: readonly string[], stdinFd = -1): Promise<Helper> {
+export async function spawnHelperAsync(argv: readonly string[], stdinFd = -1, background = false): Promise<Helper> {
   const { file, outRead, outWrite, errRead, errWrite } = helperPipes(argv);
   let pid: number;
   try {
@@ -88,6 +89,7 @@ export async function spawnHelperAsync(argv: readonly string[], stdinFd = -1): P
   } finally {
     closeBoth(outWrite, errWrite);
   }
+  if (background) adoptIntoBackground(pid);
   return started(pid, outRead, errRead);
 }
 
@@ -117,7 +119,6 @@ function closeBoth(a: number, b: number): void {
 
 // Registers a started helper for reaping and wraps its pipes.
 function started(pid: number, outRead: number, errRead: number): Helper {
-  adoptIfBackground(pid);
   const exited = new Promise<ExitStatus>((resolve) => running.set(pid, resolve));
   keepAlive ??= setInterval(reapEnded, 500);
   setImmediate(reapEnded); // a child that ended before it was registered: its SIGCHLD found nothing to reap
