@@ -54,6 +54,26 @@ export async function measureBareRunc(bundles: BareBundles, lanes: number, ms: n
 
 const round3 = (x: number) => Math.round(x * 1000) / 1000;
 
+/**
+ * measureRatioStage runs the cells' throughput `windows` (each at `lanes` clients) between two bare runc rates of `bareMs`
+ * each, all on the same host while the cluster is up: the stage of bench/run.ts and of throughput-ratio.js alike.
+ */
+export async function measureRatioStage(
+  bundles: BareBundles,
+  lanes: number,
+  bareMs: number,
+  windows: ReadonlyArray<() => Promise<ThroughputLevel>>,
+  log: (msg: string) => void,
+): Promise<{ stage: RatioStage; levels: ThroughputLevel[] }> {
+  log(`ratio stage: bare runc run, ${lanes} loops, ${bareMs / 1000} s (before the cells' windows)`);
+  const before = await measureBareRunc(bundles, lanes, bareMs);
+  const levels: ThroughputLevel[] = [];
+  for (const w of windows) levels.push(await w());
+  log(`ratio stage: bare runc run, ${lanes} loops, ${bareMs / 1000} s (after the cells' windows)`);
+  const after = await measureBareRunc(bundles, lanes, bareMs);
+  return { stage: ratioStage(lanes, before, after, levels), levels };
+}
+
 /** ratioStage puts throughput levels (at `lanes` clients) beside the bare rates measured before and after them. */
 export function ratioStage(lanes: number, before: BareRuncRate, after: BareRuncRate, levels: readonly ThroughputLevel[]): RatioStage {
   const meanRate = (before.runs_per_s + after.runs_per_s) / 2;

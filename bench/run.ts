@@ -22,7 +22,7 @@ import { measureStoresInterleaved } from './store-warm.js';
 import { measureNoisyNeighbour, NOISY_QUOTAS } from './noisy-neighbour.js';
 import { round, summarize } from './stats.js';
 import { measureThroughput, type ThroughputLevel } from './throughput.js';
-import { measureBareRunc, ratioStage, type BareRuncRate } from './ratio-stage.js';
+import { measureRatioStage } from './ratio-stage.js';
 import { measureImports } from './images.js';
 import { measureLoad } from './load-levels.js';
 import { FLEET_FULL, FLEET_SMOKE, measureFleet } from './fleet.js';
@@ -178,7 +178,7 @@ async function main(): Promise<number> {
   // The ratio stage's bare runs (bench/ratio-stage.ts) run on the main cluster's host right before and after the windows at
   // rateLanes clients, from bundles of their own.
   const ratioBundles = BareBundles.create();
-  const { warmRunc, warmRunsc, throughput, sandboxes, bareAdjacent } = await clusters.with(
+  const { warmRunc, warmRunsc, throughput, sandboxes, ratio } = await clusters.with(
     MAIN_POOL,
     async (c) => {
       const runc = await measureStarts(c, 'runc', plan.warmRunc, 'warm');
@@ -188,19 +188,15 @@ async function main(): Promise<number> {
         log(`throughput with ${n} client(s)`);
         levels.push(await measureThroughput(c, n, plan.throughputMs));
       }
-      log(`ratio stage: bare runc run, ${plan.rateLanes} loops, ${plan.rateMs / 1000} s (before the cells' windows)`);
-      const before = await measureBareRunc(ratioBundles, plan.rateLanes, plan.rateMs);
-      if (plan.throughputClients.includes(plan.rateLanes)) {
-        log(`throughput with ${plan.rateLanes} client(s)`);
-        levels.push(await measureThroughput(c, plan.rateLanes, plan.throughputMs));
-      }
-      log(`throughput with ${plan.rateLanes} client(s), crun cells`);
-      levels.push(await measureThroughput(c, plan.rateLanes, plan.throughputMs, 'crun'));
-      log(`ratio stage: bare runc run, ${plan.rateLanes} loops, ${plan.rateMs / 1000} s (after the cells' windows)`);
-      const after: BareRuncRate = await measureBareRunc(ratioBundles, plan.rateLanes, plan.rateMs);
+      const windows = [...(plan.throughputClients.includes(plan.rateLanes) ? ['runc' as const] : []), 'crun' as const].map((rt) => () => {
+        log(`throughput with ${plan.rateLanes} client(s), ${rt} cells`);
+        return measureThroughput(c, plan.rateLanes, plan.throughputMs, rt);
+      });
+      const stage = await measureRatioStage(ratioBundles, plan.rateLanes, plan.rateMs, windows, log);
+      levels.push(...stage.levels);
       // Sandboxes on the same cluster, right after: their ratios are to the warm starts and the fork+exec of this run.
       const sb = await measureSandboxes(c, plan.sandbox, log);
-      return { warmRunc: runc, warmRunsc: runsc, throughput: levels, sandboxes: sb, bareAdjacent: { before, after } };
+      return { warmRunc: runc, warmRunsc: runsc, throughput: levels, sandboxes: sb, ratio: stage.stage };
     },
     sandboxConfig(plan.sandbox),
   ).finally(() => ratioBundles.close());
@@ -266,7 +262,6 @@ async function main(): Promise<number> {
   const baselineRunc = firstByte(runcRun);
   const peak = throughput.reduce((best, t) => (t.jobs_per_s > best.jobs_per_s ? t : best), throughput[0]!);
   const atLanes = (rt: string) => throughput.find((t) => t.runtime === rt && t.clients === plan.rateLanes)?.jobs_per_s ?? Number.NaN;
-  const ratio = ratioStage(plan.rateLanes, bareAdjacent.before, bareAdjacent.after, throughput.filter((t) => t.clients === plan.rateLanes));
   const results: BenchResults = {
     date,
     warm_start_ms: warmStart,
