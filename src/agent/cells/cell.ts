@@ -301,7 +301,7 @@ export class Cell {
     const limit = this.job?.mode === 'sandbox' ? SANDBOX_CONTROL_QUEUE_LIMIT : CONTROL_QUEUE_LIMIT;
     if (control.writableLength + bytes.length > limit) {
       this.protocolError = `the cell left ${control.writableLength} bytes of its control channel unread`;
-      void this.runtime.delete(this.name).catch(() => {});
+      void this.runtime.delete(this.name, true).catch(() => {});
       return;
     }
     control.write(bytes);
@@ -347,7 +347,7 @@ export class Cell {
         if (this.exitFrame) continue;
         this.exitFrame = f;
         // Init exits right after its exit frame; if anything holds the cell open, force it down.
-        this.timers.push(setTimeout(() => void this.runtime.delete(this.name).catch(() => {}), this.env.exitGraceMs));
+        this.timers.push(setTimeout(() => void this.runtime.delete(this.name, true).catch(() => {}), this.env.exitGraceMs));
       } else if (this.job?.mode === 'sandbox' && this.state === 'assigned') {
         if (f.type === 'ready') {
           this.timings.init_started_ms ??= performance.now() - this.handedOverAt;

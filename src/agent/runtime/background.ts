@@ -1,9 +1,9 @@
 /**
- * Background work — refilling the warm pool and wiping cells — must yield the CPU to the start path (assignments, the
- * agent's own event loop, running workloads). Every helper process such work spawns (the runtime's create and delete) is
- * moved at once into one low-weight CPU cgroup of the agent: its caller says so (`background`), down to the spawn.
- * (An AsyncLocalStorage context did that implicitly, but enabling one puts async hooks on every promise of the process:
- * about 0.2 µs per await, thousands of awaits per job.) The weight is
+ * Background work — refilling the warm pool, wiping cells, forcing down a cell that outlived its exit — must yield the
+ * CPU to the start path (assignments, the agent's own event loop, running workloads). Every helper process such work
+ * spawns (the runtime's create and delete) is moved at once into one low-weight CPU cgroup of the agent: its caller says
+ * so (`background`) down to the spawn. An implicit async context (AsyncLocalStorage) is not used for this: enabling one
+ * puts async hooks on every promise of the process, a cost on each of the thousands of awaits of a job. The weight is
  * relative, so background work still gets the whole machine when nothing else wants it: the pool refills and every
  * cell is wiped, only later under load. Cell processes themselves are weighted by their own cgroup (spec.ts: low while
  * warm, normal from assignment).
