@@ -209,7 +209,7 @@ export class CellPool {
     const rt = this.runtimes.get(runtime);
     if (!rt) return Promise.reject(new Error(`runtime ${runtime} is not enabled on this agent`));
     const cell = new Cell(this.env, rt, sizeClass, this.uids.acquire(), image);
-    const done = this.prepareSlot(() => cell.prepare(why === 'refill'), why).then(
+    const done = this.prepareSlot(() => cell.prepare({ background: why === 'refill' }), why).then(
       () => cell,
       async (e: unknown) => {
         await this.discard(cell);

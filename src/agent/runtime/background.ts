@@ -1,9 +1,11 @@
 /**
  * Background work — refilling the warm pool, wiping cells, forcing down a cell that outlived its exit — must yield the
- * CPU to the start path (assignments, the agent's own event loop, running workloads). Every helper process such work
- * spawns (the runtime's create and delete) is moved at once into one low-weight CPU cgroup of the agent: its caller says
- * so (`background`) down to the spawn. An implicit async context (AsyncLocalStorage) is not used for this: enabling one
- * puts async hooks on every promise of the process, a cost on each of the thousands of awaits of a job. The weight is
+ * CPU to the start path (assignments, the agent's own event loop, running workloads). Every runtime process such work
+ * spawns (a refill's create, runsc's start; a wipe's delete) is moved into one low-weight CPU cgroup of the agent: its
+ * caller says so (`{ background: true }`) down to the spawn. Deletes and runsc's start are spawned synchronously
+ * (spawnHelper), so the move is queued in the tick the process starts: a Go runtime moved once its threads are
+ * spawning runs far slower under concurrency. An implicit async context (AsyncLocalStorage) is not used for this:
+ * enabling one puts async hooks on every promise of the process, a cost on every await of a job. The weight is
  * relative, so background work still gets the whole machine when nothing else wants it: the pool refills and every
  * cell is wiped, only later under load. Cell processes themselves are weighted by their own cgroup (spec.ts: low while
  * warm, normal from assignment).

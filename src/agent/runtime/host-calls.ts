@@ -54,11 +54,19 @@ function reapEnded(): void {
 }
 
 /**
+ * SpawnOptions: `background` marks a helper of background work (a refill's, a wipe's), moved into the background cgroup
+ * (background.ts) as soon as it is spawned.
+ */
+export interface SpawnOptions {
+  background?: boolean;
+}
+
+/**
  * spawnHelper starts argv[0] (an absolute path, or a name looked up like findExecutable) with posix_spawn, which does
  * not copy the agent's page tables: Node's spawn forks the whole agent, which cost its event loop 5–20 ms per helper
  * on these VMs. stdin is `stdinFd` (or /dev/null); stdout and stderr are pipes the caller must read or destroy.
  */
-export function spawnHelper(argv: readonly string[], stdinFd = -1): Helper {
+export function spawnHelper(argv: readonly string[], stdinFd = -1, options: SpawnOptions = {}): Helper {
   const { file, outRead, outWrite, errRead, errWrite } = helperPipes(argv);
   let pid: number;
   try {
@@ -69,16 +77,18 @@ export function spawnHelper(argv: readonly string[], stdinFd = -1): Helper {
   } finally {
     closeBoth(outWrite, errWrite);
   }
+  if (options.background) adoptIntoBackground(pid);
   return started(pid, outRead, errRead);
 }
 
 /**
  * spawnHelperAsync is spawnHelper from the libuv thread pool: posix_spawn suspends its calling thread until the child
  * has exec'd (CLONE_VFORK), a millisecond or more per runtime start on a loaded host, which the agent's thread spent
- * blocked in every prepare. `stdinFd` must stay open until the promise settles. A helper of background work
- * (`background`) goes into the background cgroup (background.ts).
+ * blocked in every prepare. `stdinFd` must stay open until the promise settles. A background helper is adopted only
+ * once the spawn's completion is back on the agent's thread, its first moments at normal weight; spawnHelper adopts
+ * one in the tick it is spawned (background.ts says which helpers need that).
  */
-export async function spawnHelperAsync(argv: readonly string[], stdinFd = -1, background = false): Promise<Helper> {
+export async function spawnHelperAsync(argv: readonly string[], stdinFd = -1, options: SpawnOptions = {}): Promise<Helper> {
   const { file, outRead, outWrite, errRead, errWrite } = helperPipes(argv);
   let pid: number;
   try {
@@ -89,7 +99,7 @@ export async function spawnHelperAsync(argv: readonly string[], stdinFd = -1, ba
   } finally {
     closeBoth(outWrite, errWrite);
   }
-  if (background) adoptIntoBackground(pid);
+  if (options.background) adoptIntoBackground(pid);
   return started(pid, outRead, errRead);
 }
 

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import type { Runtime } from '../../shared/wire.js';
 import type { CellRuntime, CreatedContainer } from './cell-runtime.js';
 import { CommandError, run } from '../exec.js';
-import { spawnHelperAsync, type Helper } from './host-calls.js';
+import { spawnHelperAsync, type SpawnOptions } from './host-calls.js';
 
 /** OciRuntimeOptions says which binary to use and where it keeps container state. */
 export interface OciRuntimeOptions {
@@ -68,13 +68,13 @@ export class OciRuntime implements CellRuntime {
     return withNetSysctlsHidden([this.binary, ...this.globalFlags, 'start', id]);
   }
 
-  async create(id: string, bundle: string, stdinFd: number, seccompJson?: string, background = false): Promise<CreatedContainer> {
+  async create(id: string, bundle: string, stdinFd: number, seccompJson?: string, options: SpawnOptions = {}): Promise<CreatedContainer> {
     const pidFile = join(bundle, 'init.pid');
     // runc and crun: `run --detach` creates and starts in one process (each runc start-up costs ~20 ms of CPU here);
     // runsc's start needs its own wrapper (runscStartCommand), so it keeps the two steps.
     const verb = this.name === 'runsc' ? 'create' : 'run';
     const argv = [...this.globalFlags, verb, ...(verb === 'run' ? ['--detach'] : []), '--bundle', bundle, '--pid-file', pidFile, id];
-    const helper = await spawnHelperAsync([this.binary, ...argv], stdinFd, background);
+    const helper = await spawnHelperAsync([this.binary, ...argv], stdinFd, options);
     let stderr = '';
     const collect = (d: Buffer) => (stderr += d.toString('utf8'));
     helper.stderr.on('data', collect);
@@ -87,15 +87,15 @@ export class OciRuntime implements CellRuntime {
       throw new CommandError([this.binary, ...argv], status.code, stderr);
     }
     helper.stderr.off('data', collect);
-    if (verb === 'create') await runHelper(this.runscStartCommand(id), background);
+    if (verb === 'create') await run(this.runscStartCommand(id), undefined, options);
     this.learnFilter(id, seccompJson);
     const pid = Number(readFileSync(pidFile, 'utf8').trim());
     return { stdio: { stdout: helper.stdout, stderr: helper.stderr }, pid };
   }
 
-  async delete(id: string, background = false): Promise<void> {
+  async delete(id: string, options: SpawnOptions = {}): Promise<void> {
     try {
-      await runHelper([this.binary, ...this.globalFlags, 'delete', '--force', id], background);
+      await run([this.binary, ...this.globalFlags, 'delete', '--force', id], undefined, options);
     } catch (e) {
       if (e instanceof CommandError && /does not exist|not exist|cannot find/i.test(e.stderr)) return;
       throw e;
@@ -107,7 +107,7 @@ export class OciRuntime implements CellRuntime {
    * agent removes its cgroups with the cell), and what `delete` would do is remove both: a runtime process started per
    * cell for an rm. runsc's sandbox and gofer are processes of their own: its delete runs.
    */
-  async deleteStopped(id: string, stopped: () => boolean, background = false): Promise<boolean> {
+  async deleteStopped(id: string, stopped: () => boolean, options: SpawnOptions = {}): Promise<boolean> {
     if (this.name !== 'runsc' && !id.includes('/') && id !== '' && id !== '.' && id !== '..') {
       for (const wait of [...STOPPED_WAITS_MS, -1]) {
         if (stopped()) {
@@ -117,7 +117,7 @@ export class OciRuntime implements CellRuntime {
         if (wait > 0) await new Promise((r) => setTimeout(r, wait));
       }
     }
-    await this.delete(id, background);
+    await this.delete(id, options);
     return false;
   }
 
@@ -126,21 +126,6 @@ export class OciRuntime implements CellRuntime {
     const parsed = JSON.parse(out.trim() || 'null') as Array<{ id: string }> | null;
     return (parsed ?? []).map((c) => c.id);
   }
-}
-
-// Runs a runtime command to its end (as exec.ts run does, posix_spawn'd from the thread pool, in the background cgroup
-// for background work): resolves with stdout, rejects with CommandError on a non-zero exit.
-async function runHelper(argv: readonly string[], background: boolean): Promise<string> {
-  const helper: Helper = await spawnHelperAsync(argv, -1, background);
-  const text = (stream: Helper['stdout']) =>
-    new Promise<string>((resolve, reject) => {
-      let s = '';
-      stream.setEncoding('utf8').on('data', (d: string) => (s += d));
-      stream.on('error', reject).on('close', () => resolve(s));
-    });
-  const [out, err, status] = await Promise.all([text(helper.stdout), text(helper.stderr), helper.exited]);
-  if (status.code === 0) return out;
-  throw new CommandError(argv, status.code ?? (status.signal === null ? null : 128 + status.signal), out + err);
 }
 
 /** runtimeFlags are the global flags every call of a runtime gets (the benchmark's baselines use the same). */
