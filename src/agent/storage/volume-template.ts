@@ -127,11 +127,15 @@ export async function writeVolumeImage(template: VolumeTemplate, path: string, e
   sb[SB_UUID + 8] = (sb[SB_UUID + 8]! & 0x3f) | 0x80;
   randomFillSync(sb, SB_HASH_SEED, 16);
   if ((sb.readUInt32LE(SB_RO_COMPAT) & RO_COMPAT_METADATA_CSUM) !== 0) sb.writeUInt32LE(superblockChecksum(sb), SB_CHECKSUM);
-  const fd = existing ? openSync(path, constants.O_WRONLY | constants.O_NOFOLLOW) : await openNewFile(path, constants.O_WRONLY);
+  // O_NONBLOCK: a FIFO at the name must not block the agent's thread; for a regular file it changes nothing.
+  const fd = existing ? openSync(path, constants.O_WRONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK) : await openNewFile(path, constants.O_WRONLY);
   try {
     if (existing) {
       const st = fstatSync(fd);
-      if (!st.isFile() || st.nlink !== 1) throw new Error(`volume backing file ${path} is not a single-link regular file`);
+      // What an O_EXCL creation would have made: root's, 0600, and no other name for it.
+      if (!st.isFile() || st.nlink !== 1 || st.uid !== 0 || (st.mode & 0o777) !== 0o600) {
+        throw new Error(`volume backing file ${path} is not a single-link regular file of root's, mode 0600`);
+      }
       ftruncateSync(fd, 0);
     }
     ftruncateSync(fd, template.sizeBytes);

@@ -15,7 +15,7 @@
 //       work/          the cell's /work (0700), encrypted
 //       tmp/           the cell's /tmp (1777), encrypted
 import { randomBytes, randomFillSync } from 'node:crypto';
-import { chmodSync, chownSync, closeSync, constants, fstatSync, ftruncate, ftruncateSync, linkSync, mkdirSync, openSync, promises as fsp, readdirSync, readFileSync, realpathSync, renameSync, statSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
+import { chmodSync, chownSync, closeSync, constants, fstatSync, ftruncate, ftruncateSync, linkSync, lstatSync, mkdirSync, openSync, promises as fsp, readdirSync, readFileSync, realpathSync, renameSync, statSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import {
   addEncryptionKey,
@@ -457,30 +457,40 @@ function takeSpareBackingFile(root: string, path: string): boolean {
       linkSync(spare, path);
     } catch (err) {
       if (hasCode(err, 'ENOENT')) continue; // removed meanwhile (a reconcile): try the next one
+      spares!.push(spare); // still a spare; the prepare fails on this error
       throw err;
     }
-    unlinkSync(spare);
+    try {
+      unlinkSync(spare);
+    } catch (err) {
+      if (!hasCode(err, 'ENOENT')) throw err; // a reconcile removed the spare's name meanwhile: `path` holds the inode
+    }
     return true;
   }
   return false;
 }
 
-// Keeps a wiped volume's backing file, emptied, as a spare of `root` (renamed out of the volume's name), or deletes it.
+// Keeps a wiped volume's backing file, emptied, as a spare of `root` (renamed out of the volume's name), or deletes it;
+// resolves to what it did, for the receipt (either way the volume's name is gone).
 async function retireBackingFile(root: string, backingFile: string): Promise<string> {
-  const spares = spareBackingFiles.get(root) ?? [];
-  if (spares.length >= MAX_SPARE_BACKING_FILES) {
+  if ((spareBackingFiles.get(root)?.length ?? 0) >= MAX_SPARE_BACKING_FILES) {
     await removeIfPresent(() => fsp.unlink(backingFile));
     return 'deleted';
   }
   let fd: number;
   try {
-    fd = openSync(backingFile, constants.O_WRONLY | constants.O_NOFOLLOW);
+    // O_NONBLOCK: whatever is at the name, the open does not wait (a FIFO would block the agent's thread for good).
+    fd = openSync(backingFile, constants.O_WRONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
   } catch (err) {
     if (hasCode(err, 'ENOENT')) return 'not present';
-    throw err;
+    // Not a file this agent made (a symlink: ELOOP; a FIFO without a reader: ENXIO): remove the name, keep nothing.
+    if (!hasCode(err, 'ELOOP') && !hasCode(err, 'ENXIO')) throw err;
+    await removeIfPresent(() => fsp.unlink(backingFile));
+    return 'deleted';
   }
+  let st: ReturnType<typeof fstatSync>;
   try {
-    const st = fstatSync(fd);
+    st = fstatSync(fd);
     if (!st.isFile() || st.nlink !== 1) {
       await removeIfPresent(() => fsp.unlink(backingFile));
       return 'deleted';
@@ -493,9 +503,17 @@ async function retireBackingFile(root: string, backingFile: string): Promise<str
   }
   const spare = join(root, `spare-img-${process.pid}-${spareSeq++}`);
   renameSync(backingFile, spare);
+  // The rename went by name after an await: keep the spare only if it is still the inode emptied above.
+  const renamed = lstatSync(spare);
+  // The list is read again after the awaits: a concurrent wipe may have added the root's first spares meanwhile.
+  const spares = spareBackingFiles.get(root) ?? [];
+  if (renamed.ino !== st.ino || renamed.dev !== st.dev || spares.length >= MAX_SPARE_BACKING_FILES) {
+    await removeIfPresent(() => fsp.unlink(spare));
+    return 'deleted';
+  }
   spares.push(spare);
   spareBackingFiles.set(root, spares);
-  return 'emptied (0 blocks) and kept as a spare inode';
+  return 'deleted under its name; its inode, emptied (0 blocks), kept as a spare for the next volume';
 }
 
 // Reads a volume's marker, or null if it is missing or unreadable.

@@ -260,4 +260,17 @@ test('a wipe leaves the tombstone (rewritten in place, no .tmp), an emptied moun
   await reconcileVolumes(root, []);
   assert.deepEqual(spares(), []);
   assert.deepEqual(spareImages(), []);
+  // A loop device someone else still holds open detaches only at its last close (autoclear): its backing file, which
+  // that holder could still reach, never becomes a spare.
+  const fifth = await prepareVolume({ root, cellId: 'spare-5', uid: UID, gid: GID, sizeBytes: 16 * MiB });
+  const holder = openSync(fifth.loopDevice, 'r');
+  try {
+    const held = await wipeVolume(fifth);
+    assert.match(held.steps.find((s) => s.step === 'detach-loop')?.detail ?? '', /autoclear armed/, JSON.stringify(held.steps));
+    assert.equal(held.steps.find((s) => s.step === 'delete-backing-file')?.detail, 'deleted');
+    assert.deepEqual(spareImages(), [], 'a backing file a loop device still holds is not kept');
+    assert.equal(existsSync(fifth.backingFile), false);
+  } finally {
+    closeSync(holder);
+  }
 });
