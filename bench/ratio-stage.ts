@@ -6,6 +6,8 @@
 import { readFileSync } from 'node:fs';
 import { bareRate, type BareBundles, type BareRate } from './baselines.js';
 import type { ThroughputLevel } from './throughput.js';
+import type { TestCluster } from '../test/support/cluster.js';
+import { CpuMeter, type CpuParts } from './cpu.js';
 
 /** BareRuncRate is a bare rate with the CPU the runs took in their own processes. */
 export interface BareRuncRate extends BareRate {
@@ -14,6 +16,13 @@ export interface BareRuncRate extends BareRate {
    * so their children's time is inside; other processes of the host are not.
    */
   own_cpu_ms_per_run: number;
+  /**
+   * CPU the cluster's own processes (control plane, agent, its runtime/tool children, cells) used during the bare window,
+   * ms per second of it: work the cluster left for later (a refill, wipes) competes with the bare runs there.
+   */
+  cluster_cpu_ms_per_s: number;
+  /** The same by process class. */
+  cluster_cpu_parts_ms_per_s: Pick<CpuParts, 'control' | 'agent' | 'agent_children' | 'cells'>;
 }
 
 /** CellsRatio is one throughput level beside the bare rate. */
@@ -44,21 +53,40 @@ function reapedSeconds(): number {
   return ((f[13] ?? 0) + (f[14] ?? 0)) / 100;
 }
 
-/** measureBareRunc runs bare `runc run` in `lanes` back-to-back loops for `ms` (after three unrecorded runs). */
-export async function measureBareRunc(bundles: BareBundles, lanes: number, ms: number): Promise<BareRuncRate> {
+/**
+ * measureBareRunc runs bare `runc run` in `lanes` back-to-back loops for `ms` (after three unrecorded runs) beside the
+ * cluster, once its pool is full (what a window left behind is refilled first), metering the cluster's own CPU meanwhile.
+ */
+export async function measureBareRunc(cluster: TestCluster, bundles: BareBundles, lanes: number, ms: number): Promise<BareRuncRate> {
+  await cluster.waitWarm(120_000);
   for (let i = 0; i < 3; i++) await bundles.run('runc');
+  const meter = CpuMeter.of(cluster);
+  const m0 = meter.read();
+  const t0 = performance.now();
   const c0 = reapedSeconds();
   const rate = await bareRate(lanes, ms, (lane) => bundles.run('runc', lane));
-  return { ...rate, own_cpu_ms_per_run: Math.round(((reapedSeconds() - c0) * 1000 * 10) / Math.max(1, rate.runs)) / 10 };
+  const ownCpu = reapedSeconds() - c0;
+  const seconds = (performance.now() - t0) / 1000;
+  const m1 = meter.read();
+  const perS = (k: keyof CpuParts) => Math.round(((m1[k] - m0[k]) * 1000 * 10) / seconds) / 10;
+  const parts = { control: perS('control'), agent: perS('agent'), agent_children: perS('agent_children'), cells: perS('cells') };
+  return {
+    ...rate,
+    own_cpu_ms_per_run: Math.round((ownCpu * 1000 * 10) / Math.max(1, rate.runs)) / 10,
+    cluster_cpu_ms_per_s: Math.round((parts.control + parts.agent + parts.agent_children + parts.cells) * 10) / 10,
+    cluster_cpu_parts_ms_per_s: parts,
+  };
 }
 
 const round3 = (x: number) => Math.round(x * 1000) / 1000;
 
 /**
  * measureRatioStage runs the cells' throughput `windows` (each at `lanes` clients) between two bare runc rates of `bareMs`
- * each, all on the same host while the cluster is up: the stage of bench/run.ts and of throughput-ratio.js alike.
+ * each, all on the same host while `cluster` is up (each bare window once its pool is full): the stage of bench/run.ts
+ * and of throughput-ratio.js alike.
  */
 export async function measureRatioStage(
+  cluster: TestCluster,
   bundles: BareBundles,
   lanes: number,
   bareMs: number,
@@ -66,11 +94,11 @@ export async function measureRatioStage(
   log: (msg: string) => void,
 ): Promise<{ stage: RatioStage; levels: ThroughputLevel[] }> {
   log(`ratio stage: bare runc run, ${lanes} loops, ${bareMs / 1000} s (before the cells' windows)`);
-  const before = await measureBareRunc(bundles, lanes, bareMs);
+  const before = await measureBareRunc(cluster, bundles, lanes, bareMs);
   const levels: ThroughputLevel[] = [];
   for (const w of windows) levels.push(await w());
   log(`ratio stage: bare runc run, ${lanes} loops, ${bareMs / 1000} s (after the cells' windows)`);
-  const after = await measureBareRunc(bundles, lanes, bareMs);
+  const after = await measureBareRunc(cluster, bundles, lanes, bareMs);
   return { stage: ratioStage(lanes, before, after, levels), levels };
 }
 

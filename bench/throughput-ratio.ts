@@ -19,7 +19,7 @@ async function main(): Promise<void> {
     const clusters = new Clusters(log);
     const { stage, levels } = await clusters.with(
       [{ runtime: 'crun', class: 'small', warm: 4, max: 64 }, { runtime: 'runc', class: 'small', warm: 4, max: 64 }],
-      (c) => measureRatioStage(bundles, lanes, bareMs, (['crun', 'runc'] as const).map((rt) => () => measureThroughput(c, lanes, ms, rt)), log),
+      (c) => measureRatioStage(c, bundles, lanes, bareMs, (['crun', 'runc'] as const).map((rt) => () => measureThroughput(c, lanes, ms, rt)), log),
     );
     const out = {
       date: new Date().toISOString(),
