@@ -216,7 +216,24 @@ test('a wipe leaves the tombstone (rewritten in place, no .tmp), an emptied moun
   const spares = () => readdirSync(root).filter((n) => n.startsWith('spare-mnt-'));
   const spareImages = () => readdirSync(root).filter((n) => n.startsWith('spare-img-'));
   const first = await prepareVolume({ root, cellId: 'spare-1', uid: UID, gid: GID, sizeBytes: 16 * MiB });
+  // What the first tenant's data put into the backing file: the 4 KiB blocks that changed since the template was written.
+  const blocks = (file: string) => {
+    const raw = readFileSync(file);
+    const out: string[] = [];
+    for (let o = 0; o + 4096 <= raw.length; o += 4096) {
+      const b = raw.subarray(o, o + 4096);
+      if (b.some((x) => x !== 0)) out.push(b.toString('base64'));
+    }
+    return out;
+  };
+  const asPrepared = new Set(blocks(first.backingFile));
   writeFileSync(join(first.workDir, 'f'), 'tenant data');
+  const big = openSync(join(first.workDir, 'big'), 'w');
+  writeSync(big, randomBytes(256 * 1024));
+  fsyncSync(big);
+  closeSync(big);
+  const tenantBlocks = blocks(first.backingFile).filter((b) => !asPrepared.has(b));
+  assert.ok(tenantBlocks.length >= 64, `the tenant's writes reached the backing file (${tenantBlocks.length} new blocks)`);
   const receipt = await wipeVolume(first);
   assert.equal(receipt.keyStateAfterRemoval, 'absent');
   assert.equal(existsSync(first.mountPoint), false, 'the volume\'s mount point is gone under its name');
@@ -243,6 +260,8 @@ test('a wipe leaves the tombstone (rewritten in place, no .tmp), an emptied moun
   assert.equal(statSync(second.backingFile).nlink, 1);
   assert.deepEqual(readdirSync(second.workDir), [], 'the new volume holds nothing of the old one');
   assert.equal(readFileSync(second.backingFile).includes(Buffer.from('tenant data')), false);
+  const secondBlocks = new Set(blocks(second.backingFile));
+  assert.equal(tenantBlocks.filter((b) => secondBlocks.has(b)).length, 0, 'no block the first tenant wrote is in the reused inode');
   assert.deepEqual(await mountPointsWithin(second.mountPoint), [second.mountPoint]);
   await wipeVolume(second);
   assert.equal(spares().length, 1);
