@@ -56,7 +56,10 @@ export function formatReport(r: BenchResults): string {
   const br = r.baseline_rate_per_s;
   lines.push(rate('runc run', br.runc), rate('crun run', br.crun), rate('podman run --rm', br.podman));
   const q = r.ratio_throughput_to_bare_runc_rate;
-  lines.push(`  Cleanroom ÷ bare runc rate at ${q.lanes} in parallel: runc cells ${f2(q.runc_cells)}, crun cells ${f2(q.crun_cells)} (goal ≥ 1)`);
+  const b = q.stage.bare_runc;
+  lines.push(`  bare runc run beside the cells' windows: ${f2(b.before.runs_per_s)} runs/s before, ${f2(b.after.runs_per_s)} after (mean ${f2(b.mean_runs_per_s)}); own CPU ${f1(b.mean_own_cpu_ms_per_run)} ms per run; the cluster's own CPU meanwhile ${f1(b.before.cluster_cpu_ms_per_s)} / ${f1(b.after.cluster_cpu_ms_per_s)} ms/s`);
+  lines.push(`  Cleanroom ÷ that bare runc rate at ${q.lanes} in parallel: runc cells ${f2(q.runc_cells)}, crun cells ${f2(q.crun_cells)} (goal ≥ 1); ÷ the rate at the bench's start: runc ${f2(q.at_bench_start.runc_cells)}, crun ${f2(q.at_bench_start.crun_cells)}`);
+  for (const c of q.stage.cells) lines.push(`    ${c.runtime} cells: own CPU ${f1(c.own_cpu_ms_per_job)} ms per job; bare run's own CPU ÷ a job's ${f2(c.cpu_ratio_bare_runc_to_job)}`);
   lines.push(`  peak ${f2(r.throughput_jobs_per_s.peak)} jobs/s; bottleneck: ${r.throughput_jobs_per_s.bottleneck_stage}`, '');
   const u = r.start_under_load;
   lines.push(`under load (open loop, demand-sized pool): quiet p50 ${f1(u.quiet_p50_ms)} / p99 ${f1(u.quiet_p99_ms)} ms`);

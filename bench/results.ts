@@ -6,6 +6,7 @@ import type { Stats } from './stats.js';
 import type { ThroughputLevel } from './throughput.js';
 import type { SandboxBench } from './sandbox.js';
 import type { BareRate } from './baselines.js';
+import type { RatioStage } from './ratio-stage.js';
 import type { BurstResult, LoadLevel } from './load-levels.js';
 import type { FleetBench } from './fleet.js';
 
@@ -64,8 +65,13 @@ export type BenchResults = Record<(typeof LATENCY_FIELDS)[number], Stats> & {
     ratio_cold_to_bare_runc_run: number;
     imports: { mb_per_s: { api: number; skopeo: number }; ratio_api_to_skopeo: number; image_blob_bytes: number; shared_base: Record<string, number> };
   };
-  /** Cleanroom jobs/s at `lanes` clients (runc cells, crun cells) ÷ bare runc runs/s at `lanes` parallel loops (issue 16: ≥ 1). */
-  ratio_throughput_to_bare_runc_rate: { lanes: number; runc_cells: number; crun_cells: number };
+  /**
+   * Cleanroom jobs/s at `lanes` clients (runc cells, crun cells) ÷ bare runc runs/s at `lanes` parallel loops (issue 16:
+   * ≥ 1), the bare rate being the mean of the two measured right before and right after those cells' windows on the same
+   * cluster (`stage`, with the own-CPU ratios); `at_bench_start` divides by baseline_rate_per_s.runc instead (minutes
+   * earlier, with no cluster up: the figure of earlier runs).
+   */
+  ratio_throughput_to_bare_runc_rate: { lanes: number; runc_cells: number; crun_cells: number; at_bench_start: { runc_cells: number; crun_cells: number }; stage: RatioStage };
   idle_cell_memory_mib: { per_cell: number; levels: DensityLevel[] };
   /** Issue 13's figures: sandbox create, exec, files, concurrency and memory, with ratios to this run's warm start and fork+exec. */
   /** Control-plane capacity with a simulated fleet (bench/fleet.ts; issue 15). */

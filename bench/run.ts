@@ -22,6 +22,7 @@ import { measureStoresInterleaved } from './store-warm.js';
 import { measureNoisyNeighbour, NOISY_QUOTAS } from './noisy-neighbour.js';
 import { round, summarize } from './stats.js';
 import { measureThroughput, type ThroughputLevel } from './throughput.js';
+import { measureRatioStage } from './ratio-stage.js';
 import { measureImports } from './images.js';
 import { measureLoad } from './load-levels.js';
 import { FLEET_FULL, FLEET_SMOKE, measureFleet } from './fleet.js';
@@ -177,24 +178,31 @@ async function main(): Promise<number> {
   } else log('podman or busybox is not installed: no podman baseline');
 
   log(`warm starts (runc ×${plan.warmRunc}, runsc ×${plan.warmRunsc}) and throughput (${plan.throughputClients.join('/')} clients × ${plan.throughputMs / 1000} s)`);
-  const { warmRunc, warmRunsc, throughput, sandboxes } = await clusters.with(
+  // The ratio stage's bare runs (bench/ratio-stage.ts) run on the main cluster's host right before and after the windows at
+  // rateLanes clients, from bundles of their own.
+  const ratioBundles = BareBundles.create();
+  const { warmRunc, warmRunsc, throughput, sandboxes, ratio } = await clusters.with(
     MAIN_POOL,
     async (c) => {
       const runc = await measureStarts(c, 'runc', plan.warmRunc, 'warm');
       const runsc = await measureStarts(c, 'runsc', plan.warmRunsc, 'warm');
       const levels: ThroughputLevel[] = [];
-      for (const n of plan.throughputClients) {
+      for (const n of plan.throughputClients.filter((n) => n !== plan.rateLanes)) {
         log(`throughput with ${n} client(s)`);
         levels.push(await measureThroughput(c, n, plan.throughputMs));
       }
-      log(`throughput with ${plan.rateLanes} client(s), crun cells`);
-      levels.push(await measureThroughput(c, plan.rateLanes, plan.throughputMs, 'crun'));
+      const windows = [...(plan.throughputClients.includes(plan.rateLanes) ? ['runc' as const] : []), 'crun' as const].map((rt) => () => {
+        log(`throughput with ${plan.rateLanes} client(s), ${rt} cells`);
+        return measureThroughput(c, plan.rateLanes, plan.throughputMs, rt);
+      });
+      const stage = await measureRatioStage(c, ratioBundles, plan.rateLanes, plan.rateMs, windows, log);
+      levels.push(...stage.levels);
       // Sandboxes on the same cluster, right after: their ratios are to the warm starts and the fork+exec of this run.
       const sb = await measureSandboxes(c, plan.sandbox, log);
-      return { warmRunc: runc, warmRunsc: runsc, throughput: levels, sandboxes: sb };
+      return { warmRunc: runc, warmRunsc: runsc, throughput: levels, sandboxes: sb, ratio: stage.stage };
     },
     sandboxConfig(plan.sandbox),
-  );
+  ).finally(() => ratioBundles.close());
 
   const peakRunc = throughput.filter((t) => t.runtime === 'runc').reduce((best, t) => Math.max(best, t.jobs_per_s), 0);
   log(`under load: open-loop arrivals at 50 % and 90 % of ${peakRunc} jobs/s (${plan.loadLevelMs / 1000} s each after ${plan.loadWarmupMs / 1000} s of warm-up at its rate), then bursts of ${plan.burst} on a demand-sized pool`);
@@ -292,8 +300,13 @@ async function main(): Promise<number> {
     baseline_crun_run_ms: firstByte(crunRun),
     ratio_throughput_to_bare_runc_rate: {
       lanes: plan.rateLanes,
-      runc_cells: round(atLanes('runc') / (rates.runc?.runs_per_s ?? Number.NaN)),
-      crun_cells: round(atLanes('crun') / (rates.runc?.runs_per_s ?? Number.NaN)),
+      runc_cells: ratio.cells.find((c) => c.runtime === 'runc')?.ratio_to_bare_runc ?? Number.NaN,
+      crun_cells: ratio.cells.find((c) => c.runtime === 'crun')?.ratio_to_bare_runc ?? Number.NaN,
+      at_bench_start: {
+        runc_cells: round(atLanes('runc') / (rates.runc?.runs_per_s ?? Number.NaN)),
+        crun_cells: round(atLanes('crun') / (rates.runc?.runs_per_s ?? Number.NaN)),
+      },
+      stage: ratio,
     },
     wipe_ms: summarize([...warmRunc.samples, ...cold.samples].map((s) => wipeMs(s.job))),
     fleet,
@@ -333,7 +346,7 @@ async function main(): Promise<number> {
         'Cold = a cluster whose pool target is 0: the cell is prepared on the request path.',
         'Baselines use a bundle built with the agent\'s own buildRootfs and cellSpec (same mounts, user namespace, seccomp, cgroup limits) with the command as the container process, launched as the agent launches the runtime (baseline_launch: posix_spawn, the sealed runc copy, the agent\'s runtime flags; runsc with its own network stack in a netns made beforehand); times are to the first stdout byte (comparable to start latency) and to exit.',
         'Wipe = the job\'s endedAt (stamped when the agent reports the exit) → its wipe receipt\'s finishedAt, warm and cold runc samples, 1 ms resolution. The agent wipes in this order: container, cell network, volume (key removed, unmounted, discarded, detached, deleted), then cgroup and directory; the receipt ends after the volume.',
-        'Bare rates (baseline_rate_per_s) = runs of the same command finished within the window by that many parallel back-to-back loops of the bare runtime (runc, crun: cell-equivalent bundles as above) or of podman run --rm; host_cpu_ms_per_run = all of the host\'s busy CPU in the window / runs. ratio_throughput_to_bare_runc_rate compares Cleanroom\'s jobs/s with that many clients (runc cells, crun cells) with bare runc\'s rate at the same parallelism.',
+        'Bare rates (baseline_rate_per_s) = runs of the same command finished within the window by that many parallel back-to-back loops of the bare runtime (runc, crun: cell-equivalent bundles as above) or of podman run --rm; host_cpu_ms_per_run = all of the host\'s busy CPU in the window / runs. ratio_throughput_to_bare_runc_rate compares Cleanroom\'s jobs/s with that many clients (runc cells, crun cells) with bare runc\'s rate at the same parallelism, measured on the main cluster\'s host right before the windows at that many clients and right after the crun one, each once the pool is full again (their mean; both in .stage.bare_runc, with own_cpu_ms_per_run = CPU of the runc processes the bench reaped per run, and cluster_cpu_ms_per_s = the cluster\'s own CPU meanwhile: what of its work the bare runs competed with), so that the host\'s other load falls on both alike; not comparable with the ratios runs before 2026-12-05 reported (bare runc then measured with no cluster up) except through .at_bench_start; .stage.cells[].cpu_ratio_bare_runc_to_job = that own CPU per bare run ÷ the cluster\'s own CPU per job (control + agent + its runtime/tool children + cells); .at_bench_start = the ratio to baseline_rate_per_s.runc (minutes earlier, no cluster up), as runs before this one reported it.',
         'Throughput = runc jobs ended within the window / (window, or until the last of their wipes finished if later), each client a separate SDK client running jobs back to back; the pool (target 4 runc) refills in the background.',
         'Under load (start_under_load): a cluster with a demand-sized runc pool (warm 4, max 1.25 × the burst); jobs arrive open-loop (on schedule, not waiting for earlier ones) at 50 % and 90 % of the peak runc throughput measured above, each level recorded after warmup_s of unrecorded arrivals at its own rate (the steady state; a pool ramping up from its minimum is the burst\'s case); then a burst of N jobs at once teaches the pool the burst size, the pool refills, an idle pause, and a second burst of N is measured (warm_fraction: jobs that took a warm cell). Ratios divide by the quiet warm-start figures above.',
         'Images: warm runc starts on the busybox base image (build/images/base, imported through the CLI) and on the host root in turns in one cluster (ratio_warm_to_host_root_warm, from those two series); cold starts on a cluster whose default image is base, ratio_cold_to_bare_runc_run by the bare runc run baseline (whose bundle is the host-root rootfs). Imports: the ~100 MB test image from docker-registry on 127.0.0.1 (TLS, basic auth) through POST /v1/images until its blobs are verified in the store, beside skopeo copy of the same image to dir:, rounds alternating; shared_base: the store bytes of two images sharing busybox\'s layer.',

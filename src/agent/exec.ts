@@ -1,7 +1,7 @@
 /** Runs a helper command (runtimes, iproute2, nft, mount) off the assignment path, without a shell. */
 import { spawn } from 'node:child_process';
 import type { Readable } from 'node:stream';
-import { spawnHelper } from './runtime/host-calls.js';
+import { spawnHelper, type SpawnOptions } from './runtime/host-calls.js';
 
 /** CommandError is a helper command that exited non-zero. */
 export class CommandError extends Error {
@@ -10,11 +10,16 @@ export class CommandError extends Error {
   }
 }
 
+/** RunOptions: `allowFailure` resolves on a non-zero exit too; `background` as for spawnHelper (without input only). */
+export interface RunOptions extends SpawnOptions {
+  allowFailure?: boolean;
+}
+
 /** run executes argv with `input` on stdin and resolves with stdout; rejects with CommandError unless allowFailure. */
-export async function run(argv: readonly string[], input?: string, options: { allowFailure?: boolean } = {}): Promise<string> {
+export async function run(argv: readonly string[], input?: string, options: RunOptions = {}): Promise<string> {
   if (input !== undefined) return runWithInput(argv, input, options);
   // Without input (every call on a cell's path): posix_spawn, which does not fork the agent.
-  const helper = spawnHelper(argv);
+  const helper = spawnHelper(argv, -1, options);
   const [out, err, status] = await Promise.all([collect(helper.stdout), collect(helper.stderr), helper.exited]);
   if (status.code === 0 || options.allowFailure) return out;
   throw new CommandError(argv, status.code ?? (status.signal === null ? null : 128 + status.signal), out + err);

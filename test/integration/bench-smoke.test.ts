@@ -39,6 +39,11 @@ test('the benchmark runs end to end in smoke mode and reports every field', { ti
   assert.ok(r.baseline_rate_per_s.podman === null || r.baseline_rate_per_s.podman.runs > 0, `podman: ${JSON.stringify(r.baseline_rate_per_s.podman)}`);
   assert.ok(r.throughput_jobs_per_s.levels.some((l) => l.runtime === 'crun' && l.completed > 0), 'no crun throughput level');
   assert.ok(Number.isFinite(r.ratio_throughput_to_bare_runc_rate.crun_cells));
+  // The ratio stage: bare runc before and after the cells' windows (with the cluster's own CPU meanwhile), both runtimes' cells.
+  const stage = r.ratio_throughput_to_bare_runc_rate.stage;
+  for (const b of [stage.bare_runc.before, stage.bare_runc.after]) assert.ok(b.runs > 0 && Number.isFinite(b.cluster_cpu_ms_per_s) && b.cluster_cpu_ms_per_s >= 0, JSON.stringify(b));
+  assert.deepEqual(stage.cells.map((c) => c.runtime).sort(), ['crun', 'runc']);
+  assert.ok(stage.cells.every((c) => c.ratio_to_bare_runc > 0 && c.own_cpu_ms_per_job > 0), JSON.stringify(stage.cells));
   // Start latency under open-loop load and a burst on a demand-sized pool, beside the quiet figure.
   assert.equal(r.start_under_load.levels.length, 2);
   for (const l of r.start_under_load.levels) assert.ok(l.completed > 0 && l.failed === 0, JSON.stringify(l));

@@ -369,7 +369,8 @@ function hasTini(): boolean {
 
 /**
  * hostLeaks lists what of one agent (its data directory, its id) outlived it on the host: processes, its nft table and
- * gateway, cgroups, netns, interfaces, containers, loop devices and mounts (the last two are also undone here).
+ * gateway, cgroups, netns, interfaces, containers, files in its volumes directory other than tombstones, loop devices and
+ * mounts (the last two are also undone here).
  */
 export async function hostLeaks(dataDir: string, agentId: string): Promise<string[]> {
   const problems: string[] = [];
@@ -407,6 +408,10 @@ export async function hostLeaks(dataDir: string, agentId: string): Promise<strin
     problems.push(`/dev/${dev} still bound to ${backing} after down`);
     await run('losetup', ['-d', `/dev/${dev}`]).catch(() => {});
   }
+  // A wiped volume leaves only its marker as a tombstone: a backing file, mount point or spare of either (volume.ts)
+  // still in the volumes directory outlived the agent's stop.
+  const volumesDir = join(dataDir, 'agent', 'volumes');
+  for (const name of safeList(volumesDir).filter((n) => !/^v-[0-9a-f]{16}\.cell$/.test(n))) problems.push(`${join(volumesDir, name)} left after down`);
   // Never remove a tree with something mounted in it: the removal would go into the mount.
   for (const [dev, mnt] of mountsUnder(dataDir)) {
     problems.push(`${dev} still mounted at ${mnt} after down`);

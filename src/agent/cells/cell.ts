@@ -11,8 +11,7 @@ import { CELL_CA_FILE, CELL_FILES_DIR, CELL_INIT_PATH, cellSpec, WORKLOAD_UID } 
 import { cellSeccompProfileJson } from '../runtime/seccomp.js';
 import { mountImageRoot, unmountImageRoot, type CellRoot } from '../images/cell-root.js';
 import type { PreparedImage } from '../images/image-store.js';
-import { makeFifo } from '../runtime/host-calls.js';
-import { inBackground } from '../runtime/background.js';
+import { makeFifo, type SpawnOptions } from '../runtime/host-calls.js';
 import { CellCgroup } from './cgroup.js';
 import { encodeAssignment, encodeFile, encodeStart, FrameDecoder, type CellFrame } from './frames.js';
 import { encodeSandboxAssignment, INIT_CHUNK_BYTES, MAX_INIT_OPS, MAX_INIT_PROCS, type SandboxFrame } from '../sandbox/init-codec.js';
@@ -133,8 +132,11 @@ export class Cell {
     return this.runtime.name;
   }
 
-  /** prepare creates the container with cell init waiting; nothing of any tenant is involved. */
-  async prepare(): Promise<void> {
+  /**
+   * prepare creates the container with cell init waiting; nothing of any tenant is involved. `{ background: true }`: a
+   * refill's (its runtime processes get the background CPU weight, runtime/background.ts), not a start's.
+   */
+  async prepare(options: SpawnOptions = {}): Promise<void> {
     const t0 = performance.now();
     const user = this.image?.user ?? { uid: WORKLOAD_UID, gid: WORKLOAD_UID };
     mkdirSync(this.dir, { mode: 0o711 });
@@ -187,7 +189,7 @@ export class Cell {
     );
     this.timings.prepare_fs_ms = performance.now() - t0;
     try {
-      this.container = await this.runtime.create(this.name, this.dir, initFd, seccompJson);
+      this.container = await this.runtime.create(this.name, this.dir, initFd, seccompJson, options);
     } finally {
       closeSync(initFd);
     }
@@ -299,7 +301,7 @@ export class Cell {
     const limit = this.job?.mode === 'sandbox' ? SANDBOX_CONTROL_QUEUE_LIMIT : CONTROL_QUEUE_LIMIT;
     if (control.writableLength + bytes.length > limit) {
       this.protocolError = `the cell left ${control.writableLength} bytes of its control channel unread`;
-      void this.runtime.delete(this.name).catch(() => {});
+      void this.runtime.delete(this.name, { background: true }).catch(() => {});
       return;
     }
     control.write(bytes);
@@ -345,7 +347,7 @@ export class Cell {
         if (this.exitFrame) continue;
         this.exitFrame = f;
         // Init exits right after its exit frame; if anything holds the cell open, force it down.
-        this.timers.push(setTimeout(() => void this.runtime.delete(this.name).catch(() => {}), this.env.exitGraceMs));
+        this.timers.push(setTimeout(() => void this.runtime.delete(this.name, { background: true }).catch(() => {}), this.env.exitGraceMs));
       } else if (this.job?.mode === 'sandbox' && this.state === 'assigned') {
         if (f.type === 'ready') {
           this.timings.init_started_ms ??= performance.now() - this.handedOverAt;
@@ -399,7 +401,7 @@ export class Cell {
   /** wipe kills every process, then crypto-shreds the volume and removes cgroup and directories; idempotent. */
   wipe(): Promise<WipeReceipt | null> {
     // Wiping is background work (runtime/background.ts): the next job's start goes first.
-    this.wiped ??= inBackground(() => this.doWipe());
+    this.wiped ??= this.doWipe();
     return this.wiped;
   }
 
@@ -412,8 +414,8 @@ export class Cell {
     if (this.deadline) clearTimeout(this.deadline);
     this.control?.destroy();
     this.control = null;
-    if (!exited) await this.runtime.delete(this.name);
-    else if (!(await this.runtime.deleteStopped(this.name, () => this.cgroup.empty()))) this.timings.wipe_runtime_delete = 1;
+    if (!exited) await this.runtime.delete(this.name, { background: true });
+    else if (!(await this.runtime.deleteStopped(this.name, () => this.cgroup.empty(), { background: true }))) this.timings.wipe_runtime_delete = 1;
     this.container?.stdio.stdout.destroy();
     this.container?.stdio.stderr.destroy();
     this.timings.wipe_container_ms = performance.now() - t0;

@@ -5,7 +5,6 @@
 import type { AgentLoad, PoolStatus, Runtime, VolumeCounts } from '../../shared/wire.js';
 import type { CellRuntime } from '../runtime/cell-runtime.js';
 import { Cell, type CellEnvironment } from './cell.js';
-import { inBackground } from '../runtime/background.js';
 import type { SizeClass } from './size-class.js';
 import type { UidRanges } from './uid-ranges.js';
 import type { PreparedImage } from '../images/image-store.js';
@@ -193,7 +192,7 @@ export class CellPool {
   private async refillOne(short: PoolEntry): Promise<void> {
     try {
       // A refill is background work: it yields the CPU to starts and workloads (runtime/background.ts).
-      const cell = await inBackground(() => this.prepare(short.target.runtime, short.target.sizeClass, short.target.image, 'refill'));
+      const cell = await this.prepare(short.target.runtime, short.target.sizeClass, short.target.image, 'refill');
       short.lastError = null;
       if (cell.timings.prepare_ms !== undefined) short.demand.prepared(cell.timings.prepare_ms);
       if (this.closed || ![...this.entries.values()].includes(short)) await this.discard(cell);
@@ -210,7 +209,7 @@ export class CellPool {
     const rt = this.runtimes.get(runtime);
     if (!rt) return Promise.reject(new Error(`runtime ${runtime} is not enabled on this agent`));
     const cell = new Cell(this.env, rt, sizeClass, this.uids.acquire(), image);
-    const done = this.prepareSlot(() => cell.prepare(), why).then(
+    const done = this.prepareSlot(() => cell.prepare({ background: why === 'refill' }), why).then(
       () => cell,
       async (e: unknown) => {
         await this.discard(cell);

@@ -1,12 +1,15 @@
 /**
- * Background work — refilling the warm pool and wiping cells — must yield the CPU to the start path (assignments, the
- * agent's own event loop, running workloads). Everything such work starts runs inside `inBackground`, and every helper
- * process it spawns (runtimes, mkfs, …) is moved at once into one low-weight CPU cgroup of the agent. The weight is
+ * Background work — refilling the warm pool, wiping cells, forcing down a cell that outlived its exit — must yield the
+ * CPU to the start path (assignments, the agent's own event loop, running workloads). Every runtime process such work
+ * spawns (a refill's create, runsc's start; a wipe's delete) is moved into one low-weight CPU cgroup of the agent: its
+ * caller says so (`{ background: true }`) down to the spawn. Deletes and runsc's start are spawned synchronously
+ * (spawnHelper), so the move is queued in the tick the process starts: a Go runtime moved once its threads are
+ * spawning runs far slower under concurrency. An implicit async context (AsyncLocalStorage) is not used for this:
+ * enabling one puts async hooks on every promise of the process, a cost on every await of a job. The weight is
  * relative, so background work still gets the whole machine when nothing else wants it: the pool refills and every
  * cell is wiped, only later under load. Cell processes themselves are weighted by their own cgroup (spec.ts: low while
  * warm, normal from assignment).
  */
-import { AsyncLocalStorage } from 'node:async_hooks';
 import { constants, existsSync, mkdirSync, openSync, write, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -14,7 +17,6 @@ import { join } from 'node:path';
 export const BACKGROUND_CPU_SHARES = 64;
 
 const CPU_ROOT = '/sys/fs/cgroup/cpu';
-const context = new AsyncLocalStorage<true>();
 /** The background cgroup's cgroup.procs, held open: each adoption is then one write(2). */
 let procsFd: number | null = null;
 
@@ -32,18 +34,13 @@ export function useBackgroundCgroup(agentId: string): void {
   procsFd ??= openSync(join(dir, 'cgroup.procs'), constants.O_WRONLY) // libuv opens with O_CLOEXEC;
 }
 
-/** inBackground runs `fn` (and everything it awaits) as background work. */
-export function inBackground<T>(fn: () => Promise<T>): Promise<T> {
-  return context.run(true, fn);
-}
-
 /**
- * adoptIfBackground moves a just-spawned helper into the background cgroup when background work spawned it. The write
- * runs on the thread pool: moving a task between cgroup v1 groups waits for an RCU grace period (milliseconds), which
- * on the agent's own thread stalled every start and attach queued behind it.
+ * adoptIntoBackground moves a just-spawned helper of background work into the background cgroup. The write runs on the
+ * thread pool: moving a task between cgroup v1 groups waits for an RCU grace period (milliseconds), which on the agent's
+ * own thread stalled every start and attach queued behind it.
  */
-export function adoptIfBackground(pid: number): void {
-  if (procsFd === null || context.getStore() !== true) return;
+export function adoptIntoBackground(pid: number): void {
+  if (procsFd === null) return;
   write(procsFd, String(pid), () => {
     // An error: it exited already, or the cgroup is gone (shutdown): nothing to weigh.
   });

@@ -5,7 +5,7 @@ import { Socket } from 'node:net';
 import type { Readable } from 'node:stream';
 import { join } from 'node:path';
 import { loadNativeAddon } from '../native-addon.js';
-import { adoptIfBackground } from './background.js';
+import { adoptIntoBackground } from './background.js';
 
 interface Addon {
   spawn(file: string, argv: readonly string[], fds: readonly [number, number, number]): number;
@@ -54,11 +54,19 @@ function reapEnded(): void {
 }
 
 /**
+ * SpawnOptions: `background` marks a helper of background work (a refill's, a wipe's), moved into the background cgroup
+ * (background.ts) as soon as it is spawned.
+ */
+export interface SpawnOptions {
+  background?: boolean;
+}
+
+/**
  * spawnHelper starts argv[0] (an absolute path, or a name looked up like findExecutable) with posix_spawn, which does
  * not copy the agent's page tables: Node's spawn forks the whole agent, which cost its event loop 5–20 ms per helper
  * on these VMs. stdin is `stdinFd` (or /dev/null); stdout and stderr are pipes the caller must read or destroy.
  */
-export function spawnHelper(argv: readonly string[], stdinFd = -1): Helper {
+export function spawnHelper(argv: readonly string[], stdinFd = -1, options: SpawnOptions = {}): Helper {
   const { file, outRead, outWrite, errRead, errWrite } = helperPipes(argv);
   let pid: number;
   try {
@@ -69,15 +77,18 @@ export function spawnHelper(argv: readonly string[], stdinFd = -1): Helper {
   } finally {
     closeBoth(outWrite, errWrite);
   }
+  if (options.background) adoptIntoBackground(pid);
   return started(pid, outRead, errRead);
 }
 
 /**
  * spawnHelperAsync is spawnHelper from the libuv thread pool: posix_spawn suspends its calling thread until the child
  * has exec'd (CLONE_VFORK), a millisecond or more per runtime start on a loaded host, which the agent's thread spent
- * blocked in every prepare. `stdinFd` must stay open until the promise settles.
+ * blocked in every prepare. `stdinFd` must stay open until the promise settles. A background helper is adopted only
+ * once the spawn's completion is back on the agent's thread, its first moments at normal weight; spawnHelper adopts
+ * one in the tick it is spawned (background.ts says which helpers need that).
  */
-export async function spawnHelperAsync(argv: readonly string[], stdinFd = -1): Promise<Helper> {
+export async function spawnHelperAsync(argv: readonly string[], stdinFd = -1, options: SpawnOptions = {}): Promise<Helper> {
   const { file, outRead, outWrite, errRead, errWrite } = helperPipes(argv);
   let pid: number;
   try {
@@ -88,6 +99,7 @@ export async function spawnHelperAsync(argv: readonly string[], stdinFd = -1): P
   } finally {
     closeBoth(outWrite, errWrite);
   }
+  if (options.background) adoptIntoBackground(pid);
   return started(pid, outRead, errRead);
 }
 
@@ -117,7 +129,6 @@ function closeBoth(a: number, b: number): void {
 
 // Registers a started helper for reaping and wraps its pipes.
 function started(pid: number, outRead: number, errRead: number): Helper {
-  adoptIfBackground(pid);
   const exited = new Promise<ExitStatus>((resolve) => running.set(pid, resolve));
   keepAlive ??= setInterval(reapEnded, 500);
   setImmediate(reapEnded); // a child that ended before it was registered: its SIGCHLD found nothing to reap

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import type { Runtime } from '../../shared/wire.js';
 import type { CellRuntime, CreatedContainer } from './cell-runtime.js';
 import { CommandError, run } from '../exec.js';
-import { spawnHelperAsync } from './host-calls.js';
+import { spawnHelperAsync, type SpawnOptions } from './host-calls.js';
 
 /** OciRuntimeOptions says which binary to use and where it keeps container state. */
 export interface OciRuntimeOptions {
@@ -68,13 +68,13 @@ export class OciRuntime implements CellRuntime {
     return withNetSysctlsHidden([this.binary, ...this.globalFlags, 'start', id]);
   }
 
-  async create(id: string, bundle: string, stdinFd: number, seccompJson?: string): Promise<CreatedContainer> {
+  async create(id: string, bundle: string, stdinFd: number, seccompJson?: string, options: SpawnOptions = {}): Promise<CreatedContainer> {
     const pidFile = join(bundle, 'init.pid');
     // runc and crun: `run --detach` creates and starts in one process (each runc start-up costs ~20 ms of CPU here);
     // runsc's start needs its own wrapper (runscStartCommand), so it keeps the two steps.
     const verb = this.name === 'runsc' ? 'create' : 'run';
     const argv = [...this.globalFlags, verb, ...(verb === 'run' ? ['--detach'] : []), '--bundle', bundle, '--pid-file', pidFile, id];
-    const helper = await spawnHelperAsync([this.binary, ...argv], stdinFd);
+    const helper = await spawnHelperAsync([this.binary, ...argv], stdinFd, options);
     let stderr = '';
     const collect = (d: Buffer) => (stderr += d.toString('utf8'));
     helper.stderr.on('data', collect);
@@ -87,15 +87,15 @@ export class OciRuntime implements CellRuntime {
       throw new CommandError([this.binary, ...argv], status.code, stderr);
     }
     helper.stderr.off('data', collect);
-    if (verb === 'create') await run(this.runscStartCommand(id));
+    if (verb === 'create') await run(this.runscStartCommand(id), undefined, options);
     this.learnFilter(id, seccompJson);
     const pid = Number(readFileSync(pidFile, 'utf8').trim());
     return { stdio: { stdout: helper.stdout, stderr: helper.stderr }, pid };
   }
 
-  async delete(id: string): Promise<void> {
+  async delete(id: string, options: SpawnOptions = {}): Promise<void> {
     try {
-      await run([this.binary, ...this.globalFlags, 'delete', '--force', id]);
+      await run([this.binary, ...this.globalFlags, 'delete', '--force', id], undefined, options);
     } catch (e) {
       if (e instanceof CommandError && /does not exist|not exist|cannot find/i.test(e.stderr)) return;
       throw e;
@@ -107,7 +107,7 @@ export class OciRuntime implements CellRuntime {
    * agent removes its cgroups with the cell), and what `delete` would do is remove both: a runtime process started per
    * cell for an rm. runsc's sandbox and gofer are processes of their own: its delete runs.
    */
-  async deleteStopped(id: string, stopped: () => boolean): Promise<boolean> {
+  async deleteStopped(id: string, stopped: () => boolean, options: SpawnOptions = {}): Promise<boolean> {
     if (this.name !== 'runsc' && !id.includes('/') && id !== '' && id !== '.' && id !== '..') {
       for (const wait of [...STOPPED_WAITS_MS, -1]) {
         if (stopped()) {
@@ -117,7 +117,7 @@ export class OciRuntime implements CellRuntime {
         if (wait > 0) await new Promise((r) => setTimeout(r, wait));
       }
     }
-    await this.delete(id);
+    await this.delete(id, options);
     return false;
   }
 

@@ -4,6 +4,7 @@ import { basename, dirname } from 'node:path';
 import {
   loopDevicesByBackingFile,
   mountPointsWithin,
+  SPARE_BACKING_FILE,
   SPARE_MOUNT_POINT,
   volumePaths,
   wipeVolume,
@@ -62,6 +63,8 @@ export async function reconcileVolumes(root: string, liveIds: Iterable<string>):
   }
   // Spare mount points a previous run kept (volume.ts): empty directories; one still mounted somewhere stays (EBUSY).
   for (const name of entries) if (SPARE_MOUNT_POINT.test(name)) await fsp.rmdir(`${canonical}/${name}`).catch(() => undefined);
+  // Spare backing files (volume.ts): empty files no loop device was bound to when they became spares.
+  for (const name of entries) if (SPARE_BACKING_FILE.test(name)) await fsp.unlink(`${canonical}/${name}`).catch(() => undefined);
   const candidates = new Set<string>();
   for (const name of entries) {
     const match = ENTRY.exec(name);

@@ -10,7 +10,7 @@
 // deleted at wipe, and after a crash reconcile wipes it too, so nothing ever replays a journal; without one, every write
 // skips jbd2's commit work.
 import { randomFillSync } from 'node:crypto';
-import { closeSync, ftruncateSync, mkdtempSync, open, openSync, rmSync, writeSync, constants } from 'node:fs';
+import { closeSync, fstatSync, ftruncateSync, mkdtempSync, open, openSync, rmSync, writeSync, constants } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadAddon } from './fscrypt.js';
@@ -116,17 +116,28 @@ async function makeTemplate(sizeBytes: number): Promise<VolumeTemplate> {
  * writeVolumeImage creates `path` (O_EXCL, 0600) as a sparse file of the template's size holding the template's
  * filesystem with a fresh random UUID and directory hash seed; resolves to the bytes written. The file's creation runs on
  * the thread pool (on the host's journal-less ext4 an inode creation scans recently freed inodes: about a millisecond
- * under load); the writes that follow go to the page cache from the agent's thread.
+ * under load); the writes that follow go to the page cache from the agent's thread. With `existing`, `path` is already
+ * there (an emptied spare inode linked to its name, volume.ts): it must be a regular file of one link, and is truncated to
+ * nothing before the template is written, so no byte of what it held before remains.
  */
-export async function writeVolumeImage(template: VolumeTemplate, path: string): Promise<number> {
+export async function writeVolumeImage(template: VolumeTemplate, path: string, existing = false): Promise<number> {
   const sb = Buffer.from(template.superblock);
   randomFillSync(sb, SB_UUID, 16);
   sb[SB_UUID + 6] = (sb[SB_UUID + 6]! & 0x0f) | 0x40; // RFC 4122 version 4
   sb[SB_UUID + 8] = (sb[SB_UUID + 8]! & 0x3f) | 0x80;
   randomFillSync(sb, SB_HASH_SEED, 16);
   if ((sb.readUInt32LE(SB_RO_COMPAT) & RO_COMPAT_METADATA_CSUM) !== 0) sb.writeUInt32LE(superblockChecksum(sb), SB_CHECKSUM);
-  const fd = await openNewFile(path, constants.O_WRONLY);
+  // O_NONBLOCK: a FIFO at the name must not block the agent's thread; for a regular file it changes nothing.
+  const fd = existing ? openSync(path, constants.O_WRONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK) : await openNewFile(path, constants.O_WRONLY);
   try {
+    if (existing) {
+      const st = fstatSync(fd);
+      // What an O_EXCL creation would have made: root's, 0600, and no other name for it.
+      if (!st.isFile() || st.nlink !== 1 || st.uid !== 0 || (st.mode & 0o777) !== 0o600) {
+        throw new Error(`volume backing file ${path} is not a single-link regular file of root's, mode 0600`);
+      }
+      ftruncateSync(fd, 0);
+    }
     ftruncateSync(fd, template.sizeBytes);
     for (const e of template.extents) writeAll(fd, e.data, e.offset);
     writeAll(fd, sb, SB_OFFSET);

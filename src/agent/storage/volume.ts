@@ -6,14 +6,16 @@
 //   <root>/<id>.cell   marker: JSON {volumeId, cellId, createdAt[, wipedAt]}; created first, exclusively
 //                      (the claim), and kept after wipe as a tombstone, so an id is used once. Rewritten in place
 //                      by one padded pwrite (writeMarker); reconcile removes a <id>.cell.tmp an older build left.
-//   <root>/<id>.img    sparse backing file (0600), deleted by wipe.
+//   <root>/<id>.img    sparse backing file (0600), deleted under its name by wipe. A cell's own wipe that detached every
+//                      loop device from it empties it (0 blocks) and renames it to a spare (spare-img-<pid>-<n>) whose
+//                      inode the next volume's backing file takes (link, so never over an existing name), up to a bound.
 //   <root>/<id>.mnt/   mount point of the ext4 filesystem; a cell's wipe renames it to a spare (spare-mnt-<pid>-<n>)
 //                      that the next volume's mount point is renamed from (no inode made or freed), up to a bound.
 //     data/            encrypted directory (ext4 refuses a policy on the fs root), owner uid:gid, 0711
 //       work/          the cell's /work (0700), encrypted
 //       tmp/           the cell's /tmp (1777), encrypted
 import { randomBytes, randomFillSync } from 'node:crypto';
-import { chmodSync, chownSync, closeSync, constants, fstatSync, mkdirSync, openSync, promises as fsp, readdirSync, readFileSync, realpathSync, renameSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { chmodSync, chownSync, closeSync, constants, fstatSync, ftruncate, ftruncateSync, linkSync, lstatSync, mkdirSync, openSync, promises as fsp, readdirSync, readFileSync, realpathSync, renameSync, statSync, unlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import {
   addEncryptionKey,
@@ -202,7 +204,10 @@ export async function prepareVolume(options: PrepareOptions): Promise<Volume> {
     // The filesystem comes from the size's template (volume-template.ts): a fresh sparse file with the template's few
     // metadata blocks and its own UUID, instead of an mkfs.ext4 process per volume.
     const template = await volumeTemplate(sizeBytes);
-    await log.run('create-backing-file', () => writeVolumeImage(template, paths.backingFile), (bytes) => `${bytes} bytes of filesystem metadata from the template`);
+    await log.run('create-backing-file', async () => {
+      const spare = takeSpareBackingFile(root, paths.backingFile);
+      return { bytes: await writeVolumeImage(template, paths.backingFile, spare), spare };
+    }, (r) => `${r.bytes} bytes of filesystem metadata from the template${r.spare ? ' (into an emptied spare inode)' : ''}`);
     const loopDevice = await log.run('attach-loop', () => attachLoop(paths.backingFile, BLOCK_SIZE, false), (d) => d);
     await log.run('mount', async () => {
       await makeMountPoint(root, paths.mountPoint);
@@ -428,6 +433,89 @@ async function retireMountPoint(root: string, mountPoint: string): Promise<void>
   spareMountPoints.set(root, spares);
 }
 
+// SPARE_BACKING_FILE matches an emptied backing file kept under a volumes root for the next volume (spareBackingFiles).
+export const SPARE_BACKING_FILE = /^spare-img-\d+-\d+$/;
+/** MAX_SPARE_BACKING_FILES bounds the spare backing files kept per root (about the most volumes prepared at once). */
+const MAX_SPARE_BACKING_FILES = 64;
+/**
+ * Emptied backing files of this process's wiped volumes, per root. As with mount points, a new volume's backing file
+ * takes a spare's inode and a wiped one becomes a spare, so a job neither creates nor frees an inode for it on the host's
+ * journal-less ext4 (each creation scans past every inode freed in the last minute: a backing file made and deleted per
+ * job was both the largest such scan and a large share of what every other creation skipped). A spare never holds a
+ * block: its volume's key was removed (ABSENT), every loop device was detached from it (none merely autoclear-armed, whose
+ * holder could still reach the next volume through it), and it is truncated to nothing before it becomes a spare and
+ * again before it is written. Reconcile deletes those a previous run left (SPARE_BACKING_FILE).
+ */
+const spareBackingFiles = new Map<string, string[]>();
+
+// Links a spare backing file of `root` to `path` (link(2): EEXIST rather than replacing a file of that name) and drops
+// the spare's name; returns whether it did.
+function takeSpareBackingFile(root: string, path: string): boolean {
+  const spares = spareBackingFiles.get(root);
+  for (let spare = spares?.pop(); spare !== undefined; spare = spares?.pop()) {
+    try {
+      linkSync(spare, path);
+    } catch (err) {
+      if (hasCode(err, 'ENOENT')) continue; // removed meanwhile (a reconcile): try the next one
+      spares!.push(spare); // still a spare; the prepare fails on this error
+      throw err;
+    }
+    try {
+      unlinkSync(spare);
+    } catch (err) {
+      if (!hasCode(err, 'ENOENT')) throw err; // a reconcile removed the spare's name meanwhile: `path` holds the inode
+    }
+    return true;
+  }
+  return false;
+}
+
+// Keeps a wiped volume's backing file, emptied, as a spare of `root` (renamed out of the volume's name), or deletes it;
+// resolves to what it did, for the receipt (either way the volume's name is gone).
+async function retireBackingFile(root: string, backingFile: string): Promise<string> {
+  if ((spareBackingFiles.get(root)?.length ?? 0) >= MAX_SPARE_BACKING_FILES) {
+    await removeIfPresent(() => fsp.unlink(backingFile));
+    return 'deleted';
+  }
+  let fd: number;
+  try {
+    // O_NONBLOCK: whatever is at the name, the open does not wait (a FIFO would block the agent's thread for good).
+    fd = openSync(backingFile, constants.O_WRONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch (err) {
+    if (hasCode(err, 'ENOENT')) return 'not present';
+    // Not a file this agent made (a symlink: ELOOP; a FIFO without a reader: ENXIO): remove the name, keep nothing.
+    if (!hasCode(err, 'ELOOP') && !hasCode(err, 'ENXIO')) throw err;
+    await removeIfPresent(() => fsp.unlink(backingFile));
+    return 'deleted';
+  }
+  let st: ReturnType<typeof fstatSync>;
+  try {
+    st = fstatSync(fd);
+    if (!st.isFile() || st.nlink !== 1) {
+      await removeIfPresent(() => fsp.unlink(backingFile));
+      return 'deleted';
+    }
+    // Discard left it without blocks; freeing any that remain may wait for the disk (ext4 `discard`): thread pool then.
+    if (st.blocks > 0) await new Promise<void>((resolve, reject) => ftruncate(fd, 0, (e) => (e ? reject(e) : resolve())));
+    else ftruncateSync(fd, 0);
+  } finally {
+    closeSync(fd);
+  }
+  const spare = join(root, `spare-img-${process.pid}-${spareSeq++}`);
+  renameSync(backingFile, spare);
+  // The rename went by name after an await: keep the spare only if it is still the inode emptied above.
+  const renamed = lstatSync(spare);
+  // The list is read again after the awaits: a concurrent wipe may have added the root's first spares meanwhile.
+  const spares = spareBackingFiles.get(root) ?? [];
+  if (renamed.ino !== st.ino || renamed.dev !== st.dev || spares.length >= MAX_SPARE_BACKING_FILES) {
+    await removeIfPresent(() => fsp.unlink(spare));
+    return 'deleted';
+  }
+  spares.push(spare);
+  spareBackingFiles.set(root, spares);
+  return 'deleted under its name; its inode, emptied (0 blocks), kept as a spare for the next volume';
+}
+
 // Reads a volume's marker, or null if it is missing or unreadable.
 // A marker is one short line in the page cache: read synchronously, not in four thread-pool round trips.
 async function readMarker(path: string): Promise<Record<string, unknown> | null> {
@@ -520,6 +608,8 @@ export async function wipeVolume(ref: VolumeRef): Promise<WipeReceipt> {
     // The receipt reaches the job's owner: it names the mount point, not where on the host it is.
     await log.run('unmount', () => busyAs(ref.id, `${mount} is still in use`, log, () => unmount(mount)), () => basename(mount));
   }
+  // Whether every loop device let go of the backing file at once (none left autoclear-armed): only then may its inode serve again.
+  let detached = true;
   for (const device of footprint.loopDevices) {
     // A process in another mount namespace (a gVisor gofer, a runtime mid-create) may still hold a copy of the
     // mount. The key is already gone (ABSENT, checked above), so what remains is ciphertext nobody can read:
@@ -532,6 +622,7 @@ export async function wipeVolume(ref: VolumeRef): Promise<WipeReceipt> {
         return `${device} ${bytes} bytes; backing file now holds ${blocks * 512} bytes`;
       } catch (err) {
         if (!hasCode(err, 'EBUSY') || keyState !== 'absent') throw err;
+        detached = false;
         return `${device} deferred: still mounted in another mount namespace; its blocks are freed when it is released`;
       }
     }, (d) => d);
@@ -539,10 +630,16 @@ export async function wipeVolume(ref: VolumeRef): Promise<WipeReceipt> {
       await busyAs(ref.id, `${device} is still open`, log, () => detachLoop(device, keyState === 'absent'));
       if (loopBackingFile(device.replace(/^\/dev\//, '')) !== paths.backingFile) return device;
       if (keyState !== 'absent') throw new VolumeBusyError(ref.id, `${device} still bound to ${paths.backingFile} after LOOP_CLR_FD`, log.steps);
+      detached = false;
       return `${device} autoclear armed: detaches when its last holder releases it`;
     }, (d) => d);
   }
-  await log.run('delete-backing-file', () => removeIfPresent(() => fsp.unlink(paths.backingFile)));
+  // A cell's own wipe whose key is ABSENT and whose loop devices all let go keeps the emptied inode for the next volume.
+  await log.run('delete-backing-file', async () => {
+    if ('mountPoint' in ref && keyState === 'absent' && detached) return retireBackingFile(root, paths.backingFile);
+    await removeIfPresent(() => fsp.unlink(paths.backingFile));
+    return 'deleted';
+  }, (d) => d);
   // A cell's own wipe keeps the emptied mount point for the next volume; a recovery (a bare ref) removes it.
   await log.run('remove-mount-point', () => ('mountPoint' in ref ? retireMountPoint(root, paths.mountPoint) : removeIfPresent(() => fsp.rmdir(paths.mountPoint))));
   const finishedAt = new Date().toISOString();

@@ -1,7 +1,8 @@
 // Integration test of start-up reconciliation: leftovers in every crash state are wiped, live volumes are not.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, linkSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { detachLoop, getKeyStatus, unmount } from '../../../src/agent/storage/fscrypt.js';
 import { reconcileVolumes } from '../../../src/agent/storage/reconcile.js';
 import { loopDevicesByBackingFile, mountPointsWithin, prepareVolume, wipeVolume } from '../../../src/agent/storage/volume.js';
@@ -97,4 +98,22 @@ test('a marker is never half-written (rewritten in place by one pwrite); a .tmp 
   assert.deepEqual(result.wiped.map((r) => r.cellId), ['marker'], 'the whole marker still names the cell');
   assert.deepEqual(readdirSync(root).sort(), [`${v.id}.cell`], 'only the tombstone is left');
   assert.equal(typeof (JSON.parse(readFileSync(`${root}/${v.id}.cell`, 'utf8')) as { wipedAt?: unknown }).wipedAt, 'string');
+});
+
+test('a crash between a spare backing file\'s link to a new volume and its unlink (one inode, two names) leaves neither after reconcile', async (t) => {
+  const root = mkdtempSync('/var/tmp/cleanroom-reconcile-test-');
+  t.after(() => cleanupScratchRoot(root));
+  const source = await prepareVolume({ root, cellId: 'spare-source', uid: 100_000, gid: 100_000, sizeBytes: 16 * MiB });
+  await wipeVolume(source);
+  const spare = readdirSync(root).find((n) => n.startsWith('spare-img-'));
+  assert.ok(spare !== undefined, 'a cell\'s wipe kept a spare backing file');
+  // What takeSpareBackingFile leaves if the agent dies between link(2) and unlink(2): the claimed marker, both names.
+  const id = `v-${randomBytes(8).toString('hex')}`;
+  linkSync(`${root}/${spare}`, `${root}/${id}.img`);
+  writeFileSync(`${root}/${id}.cell`, JSON.stringify({ volumeId: id, cellId: 'crashed-mid-take', createdAt: new Date().toISOString() }));
+  const result = await reconcileVolumes(root, []);
+  assert.deepEqual(result.failed, []);
+  assert.deepEqual(result.wiped.map((w) => w.volumeId), [id]);
+  assert.deepEqual(readdirSync(root).filter((n) => n.endsWith('.img') || n.startsWith('spare-')), [], 'no backing file and no spare left');
+  assert.equal(typeof (JSON.parse(readFileSync(`${root}/${id}.cell`, 'utf8')) as { wipedAt?: unknown }).wipedAt, 'string', 'tombstoned');
 });

@@ -211,11 +211,29 @@ test('volumes come from the size\'s template: each has its own UUID, hash seed a
   rmSync(image);
 });
 
-test('a wipe leaves the tombstone (rewritten in place, no .tmp) and an emptied mount point that the next volume reuses; reconcile removes spares', async (t) => {
+test('a wipe leaves the tombstone (rewritten in place, no .tmp), an emptied mount point and an emptied backing file that the next volume reuses; reconcile removes spares', async (t) => {
   const root = scratchRoot(t);
   const spares = () => readdirSync(root).filter((n) => n.startsWith('spare-mnt-'));
+  const spareImages = () => readdirSync(root).filter((n) => n.startsWith('spare-img-'));
   const first = await prepareVolume({ root, cellId: 'spare-1', uid: UID, gid: GID, sizeBytes: 16 * MiB });
+  // What the first tenant's data put into the backing file: the 4 KiB blocks that changed since the template was written.
+  const blocks = (file: string) => {
+    const raw = readFileSync(file);
+    const out: string[] = [];
+    for (let o = 0; o + 4096 <= raw.length; o += 4096) {
+      const b = raw.subarray(o, o + 4096);
+      if (b.some((x) => x !== 0)) out.push(b.toString('base64'));
+    }
+    return out;
+  };
+  const asPrepared = new Set(blocks(first.backingFile));
   writeFileSync(join(first.workDir, 'f'), 'tenant data');
+  const big = openSync(join(first.workDir, 'big'), 'w');
+  writeSync(big, randomBytes(256 * 1024));
+  fsyncSync(big);
+  closeSync(big);
+  const tenantBlocks = blocks(first.backingFile).filter((b) => !asPrepared.has(b));
+  assert.ok(tenantBlocks.length >= 64, `the tenant's writes reached the backing file (${tenantBlocks.length} new blocks)`);
   const receipt = await wipeVolume(first);
   assert.equal(receipt.keyStateAfterRemoval, 'absent');
   assert.equal(existsSync(first.mountPoint), false, 'the volume\'s mount point is gone under its name');
@@ -227,14 +245,51 @@ test('a wipe leaves the tombstone (rewritten in place, no .tmp) and an emptied m
   const [spare] = spares();
   assert.ok(spare !== undefined, 'the emptied mount point is kept as a spare');
   assert.deepEqual(readdirSync(join(root, spare)), [], 'a spare is empty');
+  assert.equal(existsSync(first.backingFile), false, 'the backing file is gone under its name');
+  const [spareImage] = spareImages();
+  assert.ok(spareImage !== undefined, 'the emptied backing file is kept as a spare');
+  const spareStat = statSync(join(root, spareImage));
+  assert.equal(spareStat.size, 0, 'a spare backing file is truncated');
+  assert.equal(spareStat.blocks, 0, 'a spare backing file holds no block');
+  assert.match(receipt.steps.find((s) => s.step === 'delete-backing-file')?.detail ?? '', /spare/);
 
   const second = await prepareVolume({ root, cellId: 'spare-2', uid: UID, gid: GID, sizeBytes: 16 * MiB });
   assert.deepEqual(spares(), [], 'the next volume\'s mount point is the spare');
+  assert.deepEqual(spareImages(), [], 'the next volume\'s backing file is the spare');
+  assert.equal(statSync(second.backingFile).ino, spareStat.ino, 'the same inode');
+  assert.equal(statSync(second.backingFile).nlink, 1);
   assert.deepEqual(readdirSync(second.workDir), [], 'the new volume holds nothing of the old one');
+  assert.equal(readFileSync(second.backingFile).includes(Buffer.from('tenant data')), false);
+  const secondBlocks = new Set(blocks(second.backingFile));
+  assert.equal(tenantBlocks.filter((b) => secondBlocks.has(b)).length, 0, 'no block the first tenant wrote is in the reused inode');
   assert.deepEqual(await mountPointsWithin(second.mountPoint), [second.mountPoint]);
   await wipeVolume(second);
   assert.equal(spares().length, 1);
+  assert.equal(spareImages().length, 1);
+  // A recovery's wipe (a bare ref, as reconcile makes) keeps nothing: it deletes the backing file.
+  const third = await prepareVolume({ root, cellId: 'spare-3', uid: UID, gid: GID, sizeBytes: 16 * MiB });
+  assert.deepEqual(spareImages(), []);
+  await wipeVolume({ root, id: third.id });
+  assert.deepEqual(spareImages(), [], 'a recovery keeps no spare backing file');
+  assert.equal(existsSync(third.backingFile), false);
+  const fourth = await prepareVolume({ root, cellId: 'spare-4', uid: UID, gid: GID, sizeBytes: 16 * MiB });
+  await wipeVolume(fourth);
+  assert.equal(spareImages().length, 1);
   // A later run's reconcile removes what this one kept.
   await reconcileVolumes(root, []);
   assert.deepEqual(spares(), []);
+  assert.deepEqual(spareImages(), []);
+  // A loop device someone else still holds open detaches only at its last close (autoclear): its backing file, which
+  // that holder could still reach, never becomes a spare.
+  const fifth = await prepareVolume({ root, cellId: 'spare-5', uid: UID, gid: GID, sizeBytes: 16 * MiB });
+  const holder = openSync(fifth.loopDevice, 'r');
+  try {
+    const held = await wipeVolume(fifth);
+    assert.match(held.steps.find((s) => s.step === 'detach-loop')?.detail ?? '', /autoclear armed/, JSON.stringify(held.steps));
+    assert.equal(held.steps.find((s) => s.step === 'delete-backing-file')?.detail, 'deleted');
+    assert.deepEqual(spareImages(), [], 'a backing file a loop device still holds is not kept');
+    assert.equal(existsSync(fifth.backingFile), false);
+  } finally {
+    closeSync(holder);
+  }
 });
