@@ -58,6 +58,30 @@ export function eventHash(e: Omit<AuditEvent, 'hash'> & { hash?: string }): stri
   return createHash('sha256').update(prevHash).update('\n').update(canonicalJson(content)).digest('hex');
 }
 
+/**
+ * chainParts is the canonical JSON eventHash hashes for `input` at `time`, split around its seq: for every seq,
+ * canonicalJson(content) === pre + seq + post. A store links the event after whichever event turns out to be the last
+ * with it (the PostgreSQL store does so in the database, under a lock): hash = sha256(prevHash + '\n' + pre + seq + post).
+ * Throws what canonicalJson throws (details that are not JSON).
+ */
+export function chainParts(input: AuditEventInput, time: string): { pre: string; post: string } {
+  const { prevHash: _p, hash: _h, ...rest } = input as AuditEventInput & { prevHash?: string; hash?: string };
+  const content: Record<string, unknown> = { ...rest, seq: 0, time };
+  const entries = Object.entries(content).filter(([, x]) => x !== undefined).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  let pre = '{';
+  let post = '';
+  let afterSeq = false;
+  entries.forEach(([k, x], i) => {
+    const sep = i === 0 ? '' : ',';
+    if (k === 'seq') {
+      pre += `${sep}${JSON.stringify(k)}:`;
+      afterSeq = true;
+    } else if (afterSeq) post += `${sep}${JSON.stringify(k)}:${canonicalJson(x)}`;
+    else pre += `${sep}${JSON.stringify(k)}:${canonicalJson(x)}`;
+  });
+  return { pre, post: `${post}}` };
+}
+
 /** ChainVerdict is the result of checking a chain from its first event. */
 export type ChainVerdict =
   | { ok: true; events: number; lastHash: string }

@@ -481,8 +481,8 @@ export class PostgresStore implements Store {
     return rows.map((r) => ({ workspaceId: r.workspace_id, jobId: r.job_id, cellId: r.cell_id, action: r.action, destination: r.destination, protocol: r.protocol, port: r.port, time: r.time }));
   }
 
-  async appendAudit(input: AuditEventInput, seal: (input: AuditEventInput, prev: { seq: number; hash: string } | null) => AuditEvent): Promise<AuditEvent> {
-    return this.audit.append(input, seal);
+  async appendAudit(input: AuditEventInput): Promise<AuditEvent> {
+    return this.audit.append(input);
   }
 
   async listAudit(q: AuditQuery): Promise<AuditEvent[]> {

@@ -3,7 +3,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { keyProblem, prefixProblem } from '../../../src/control/data/object-key.js';
 import { allows, parseScopes, scopeString } from '../../../src/control/tokens/scopes.js';
-import { ChainVerifier, sealEvent, type AuditEvent } from '../../../src/control/audit/chain.js';
+import { createHash } from 'node:crypto';
+import { chainParts, ChainVerifier, sealEvent, type AuditEvent, type AuditEventInput } from '../../../src/control/audit/chain.js';
 
 test('object keys: relative names without traversal, empty segments, control characters or trailing slash', () => {
   for (const ok of ['a', 'in/data.csv', 'a b/c d.txt', 'ünïcödé/ключ', 'x..y/z', '.hidden']) assert.equal(keyProblem(ok), null, ok);
@@ -51,3 +52,21 @@ test('audit chain: intact chains verify; altered, removed or reordered events ar
 function pick(v: { ok: boolean; brokenAt?: number }): { ok: boolean; brokenAt?: number } {
   return { ok: v.ok, brokenAt: v.brokenAt };
 }
+
+test('chainParts splits the canonical JSON eventHash hashes around the seq: a store can link an event after any last one', () => {
+  const inputs: AuditEventInput[] = [
+    { type: 'token.minted', actor: 'system', workspaceId: 'ws', subject: 'job_1', details: { n: 1, nested: { b: 1, a: [2, 'x'] } } },
+    { type: 'wipe.done', actor: 'agent:a00001', workspaceId: null, subject: null, details: {} },
+    { type: 'access.denied', actor: 'workload:job_2', workspaceId: 'ws', subject: 'x', details: { text: 'żółw ✓ "q" \\ \u2028 \n', seq: 7, time: 'inner' } },
+  ];
+  let prev: { seq: number; hash: string } | null = null;
+  for (const [i, input] of inputs.entries()) {
+    const time = new Date(1_800_000_000_000 + i);
+    const e: AuditEvent = sealEvent(input, prev, time);
+    const { pre, post } = chainParts(input, time.toISOString());
+    const hash = createHash('sha256').update(`${e.prevHash}\n${pre}${e.seq}${post}`).digest('hex');
+    assert.equal(hash, e.hash);
+    prev = e;
+  }
+  assert.throws(() => chainParts({ ...inputs[0]!, details: { n: 1n } }, new Date().toISOString()), /BigInt/);
+});
