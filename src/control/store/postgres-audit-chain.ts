@@ -7,6 +7,7 @@
  */
 import type pg from 'pg';
 import { chainParts, type AuditEvent, type AuditEventInput } from '../audit/chain.js';
+import { jsonTextArray } from './pg-json-array.js';
 
 interface Pending {
   input: AuditEventInput;
@@ -79,7 +80,9 @@ export class PostgresAuditChain {
 
   private async appendBatch(batch: Pending[]): Promise<void> {
     const col = <K extends keyof AuditEventInput>(k: K) => batch.map((p) => p.input[k] ?? null);
-    const values = [batch.map((p) => p.time), col('type'), col('actor'), col('workspaceId'), col('subject'), batch.map((p) => p.details), batch.map((p) => p.parts.pre), batch.map((p) => p.parts.post)];
+    // The JSON columns (details, and the canonical JSON around each seq) go as text[] literals made natively (jsonTextArray).
+    const json = (f: (p: Pending) => string) => jsonTextArray(batch.map(f));
+    const values = [batch.map((p) => p.time), col('type'), col('actor'), col('workspaceId'), col('subject'), json((p) => p.details), json((p) => p.parts.pre), json((p) => p.parts.post)];
     for (let attempt = 1; ; attempt++) {
       try {
         const rows = await this.call(values);

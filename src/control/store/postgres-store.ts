@@ -12,6 +12,7 @@ import { DEFAULT_EGRESS_POLICY, TERMINAL_STATUSES, type AgentRecord, type ApiKey
 import { AGENT_COLUMNS, agentFrom, patchedAgentFields, type AgentRow } from './agent-columns.js';
 import { migratePostgres } from './migrations/postgres.js';
 import { PostgresAuditChain } from './postgres-audit-chain.js';
+import { jsonTextArray } from './pg-json-array.js';
 import { RecentJobs } from './recent-jobs.js';
 import { StatementBatch } from './statement-batch.js';
 import type { AgentFiguresRow, AuditQuery, DeniedQuery, ObjectQuery, SandboxQuery, Store } from './store.js';
@@ -155,14 +156,14 @@ export class PostgresStore implements Store {
   /** The hot writes, each grouped into multi-row statements (StatementBatch): a job's row, its versions, output and tokens. */
   private readonly batch = {
     insertJob: new StatementBatch<{ j: Job; c: JobColumns }, void>(async (items) => {
-      await this.run('insertJobs', [...columnsOf(items, (x) => [x.j.id, x.j.workspaceId, x.j.createdAt, ...x.c])]);
+      await this.run('insertJobs', jobRowColumns(items, (x) => [x.j.id, x.j.workspaceId, x.j.createdAt, ...x.c]));
       return items.map(() => undefined);
     }),
     insertPlacedJob: new StatementBatch<{ j: Job; c: JobColumns; token?: TokenRecord }, number>(async (items) => {
       const tokens = items.flatMap((x) => (x.token ? [x.token] : []));
       const rows = (
         await this.run<{ job_id: string; placed: number }>('insertPlacedJobs', [
-          ...columnsOf(items, (x) => [x.j.id, x.j.workspaceId, x.j.createdAt, ...x.c]),
+          ...jobRowColumns(items, (x) => [x.j.id, x.j.workspaceId, x.j.createdAt, ...x.c]),
           ...tokenColumns(tokens),
         ])
       ).rows;
@@ -171,7 +172,7 @@ export class PostgresStore implements Store {
     }),
     setJob: new StatementBatch<{ id: string; version: number; c: JobColumns }, boolean>(
       async (items) => {
-        const done = new Set((await this.run<{ id: string }>('setJobs', [...columnsOf(items, (x) => [x.id, x.version, ...x.c])])).rows.map((r) => r.id));
+        const done = new Set((await this.run<{ id: string }>('setJobs', jobRowColumns(items, (x) => [x.id, x.version, ...x.c]))).rows.map((r) => r.id));
         return items.map((x) => done.has(x.id));
       },
       (x) => x.id,
@@ -679,7 +680,7 @@ export class PostgresStore implements Store {
     if (jobs.length === 0) return;
     const rows = jobs.map((j) => ({ j, c: jobColumns(j) }));
     // One statement of its own (not the insertJob batch, which retries its calls one by one after a failure): atomic.
-    await this.run('insertJobs', [...columnsOf(rows, (x) => [x.j.id, x.j.workspaceId, x.j.createdAt, ...x.c])]);
+    await this.run('insertJobs', jobRowColumns(rows, (x) => [x.j.id, x.j.workspaceId, x.j.createdAt, ...x.c]));
     for (const { j, c } of rows) this.recent.set(j.id, { version: 0, doc: c[5] });
   }
 }
@@ -722,6 +723,13 @@ function columnsOf<T>(items: readonly T[], row: (item: T) => unknown[]): unknown
   for (const item of items) {
     row(item).forEach((v, i) => (cols[i] ??= []).push(v));
   }
+  return cols;
+}
+
+/** jobRowColumns is columnsOf for rows ending in jobColumns: the last (doc, JSON text) goes as a text[] literal (jsonTextArray). */
+function jobRowColumns<T>(items: readonly T[], row: (item: T) => unknown[]): unknown[] {
+  const cols: unknown[] = columnsOf(items, row);
+  if (cols.length > 0) cols[cols.length - 1] = jsonTextArray(cols[cols.length - 1] as string[]);
   return cols;
 }
 
