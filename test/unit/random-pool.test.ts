@@ -16,5 +16,13 @@ test('draws are of the asked length, distinct across many refills, and independe
   pooledRandomBytes(32).fill(0);
   assert.deepEqual(a, copy, 'zeroing one draw leaves another alone');
   assert.equal(pooledRandomBytes(1000).length, 1000);
+  // Each draw owns its memory: not a slice of Node's shared Buffer slab, nor of another draw's ArrayBuffer.
+  const draws = [pooledRandomBytes(32), pooledRandomBytes(32), pooledRandomBytes(12), pooledRandomBytes(1000)];
+  for (const d of draws) {
+    assert.equal(d.byteOffset, 0);
+    assert.equal(d.buffer.byteLength, d.length, 'an ArrayBuffer of the draw\'s own size');
+  }
+  assert.equal(new Set(draws.map((d) => d.buffer)).size, draws.length, 'no two draws share an ArrayBuffer');
+  assert.notEqual(pooledRandomBytes(16).buffer, Buffer.from('a small sibling').buffer);
   assert.notDeepEqual(pooledRandomBytes(32), Buffer.alloc(32));
 });
