@@ -52,12 +52,16 @@ test('the order\'s choice is choosePlacement\'s, for random fleets, wants and lo
       const expected = choosePlacement(agents, want);
       assert.equal(order.choose(want, () => true)?.agentId ?? null, expected, `seed ${seed}, step ${step}`);
       // Place it (as the hub does), or end a job somewhere, or change an agent's capacity.
+      // Only the agent that changed is updated, as the hub does.
       const a = agents[Math.floor(r() * agents.length)]!;
       const roll = r();
-      if (roll < 0.5 && expected) agents.find((x) => x.agentId === expected)!.running++;
+      let changed: AgentCandidate | null = a;
+      if (roll < 0.5 && expected) (changed = agents.find((x) => x.agentId === expected)!).running++;
       else if (roll < 0.8 && a.running > 0) a.running--;
-      else a.capacity = [1, 2, 4, 8][Math.floor(r() * 4)]!;
-      for (const x of agents) order.update(x);
+      else if (roll < 0.8) changed = null;
+      else a.capacity = [0, 1, 2, 4, 8][Math.floor(r() * 5)]!;
+      if (changed) order.update(changed);
+      assert.deepEqual(order.stale(), [], `seed ${seed}, step ${step}`);
     }
   }
 });

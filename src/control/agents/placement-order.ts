@@ -5,13 +5,13 @@
  * every agent (the first fitting agent in this order when none has a warm cell), found after a few agents instead of all
  * of them in a fleet with room (1,000s of agents, one pass per job).
  *
- * The owner calls `update` whenever an agent's running count or capacity may have changed; an entry is moved only when
- * its load changed. An entry whose load changed without an update still has its current figures judged (an agent full
- * now is never chosen): only the preference among agents with room would be off until its next update.
+ * The owner must call `update` at every change of an agent's running count or capacity (an entry is moved only when its
+ * load changed): placement stops at the first full agent (load ≥ 1), since every agent after it is full too, so a key
+ * left stale could hide an agent with room. The other figures (draining, images, warm cells) are read live at choose.
  */
 import { agentHash, judgeCandidate, type AgentCandidate, type PlacementWant } from './placement.js';
 
-/** Ordered is what the order keeps of one agent: its candidate (refreshed by `fresh` at each read) and the key it is sorted by. */
+/** Ordered is what the order keeps of one agent: the item (its candidate is refreshed by `candidateOf` at each read) and the key it is sorted by. */
 interface Ordered<T> {
   item: T;
   load: number;
@@ -62,12 +62,18 @@ export class PlacementOrder<T> {
   choose(want: PlacementWant, live: (item: T) => boolean): T | null {
     let firstCold: T | null = null;
     for (const e of this.list) {
+      if (e.load >= 1) break; // full, as is every agent after it: none of them may take a job
       if (!live(e.item)) continue;
       const verdict = judgeCandidate(this.candidateOf(e.item), want);
       if (verdict === 'warm') return e.item;
       if (verdict === 'cold' && firstCold === null) firstCold = e.item;
     }
     return firstCold;
+  }
+
+  /** stale lists the items whose stored load is not their candidate's now (an update missed: tests). */
+  stale(): T[] {
+    return this.list.filter((e) => e.load !== loadOf(this.candidateOf(e.item))).map((e) => e.item);
   }
 
   /** items lists the items in order (tests). */
