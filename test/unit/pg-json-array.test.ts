@@ -17,3 +17,9 @@ test('the same literal as pg makes, for JSON texts and pieces of them', () => {
   assert.equal(jsonTextArray(docs), prepareValue(docs));
   assert.equal(jsonTextArray([]), prepareValue([]));
 });
+
+test('an element that is not a string throws instead of being written as a word', () => {
+  for (const bad of [undefined, null, 1, {}]) {
+    assert.throws(() => jsonTextArray(['{}', bad as unknown as string]), /element 1 is .*not a JSON text/);
+  }
+});

@@ -8,11 +8,14 @@
  * writer is seen (a unique violation on seq), batches go for CONTENDED_MS through cr_append_audit (migration 3) instead:
  * the database takes the chain's lock, reads the last event and links the batch after it, so two replicas appending at
  * once never lose the race for a seq (which cost a failed insert, a read and a second insert for a batch in ~40 % of
- * batches with two replicas under load). Either way the chain stays one gap-free line, in one round trip per batch.
+ * batches with two replicas under load). Either way the chain stays one gap-free line, in one round trip per batch: every
+ * event's seq is its prev's + 1 and the seq primary key admits one event per seq, whichever way each was linked.
+ * The unique violation that starts a window is answered here without a log line; PostgreSQL's server log shows it as an
+ * ERROR: about one per replica per CONTENDED_MS while replicas append at once (within a window, batches do not race).
  */
 import { createHash } from 'node:crypto';
 import type pg from 'pg';
-import { chainParts, GENESIS_HASH, type AuditEvent, type AuditEventInput } from '../audit/chain.js';
+import { auditInput, chainParts, GENESIS_HASH, type AuditEvent, type AuditEventInput } from '../audit/chain.js';
 import { jsonTextArray } from './pg-json-array.js';
 
 interface Pending {
@@ -49,12 +52,14 @@ export class PostgresAuditChain {
   constructor(private readonly pool: pg.Pool) {}
 
   /** append links `input` after the chain's last event, as sealEvent would at this time, and stores it; resolves with the stored event. */
-  append(input: AuditEventInput): Promise<AuditEvent> {
+  append(raw: AuditEventInput): Promise<AuditEvent> {
     return new Promise((resolve, reject) => {
       const time = new Date().toISOString();
+      let input: AuditEventInput;
       let parts: Pending['parts'];
       let details: string;
       try {
+        input = auditInput(raw);
         parts = chainParts(input, time);
         details = JSON.stringify(input.details);
       } catch (e) {
@@ -119,6 +124,8 @@ export class PostgresAuditChain {
     const rows = await this.query<{ o_seq: string; o_prev_hash: string; o_hash: string }>('auditAppend', APPEND, [
       batch.map((p) => p.time), col('type'), col('actor'), col('workspaceId'), col('subject'), json((p) => p.details), json((p) => p.parts.pre), json((p) => p.parts.post),
     ]);
+    // One row per event, in the batch's order (the function orders them): anything else resolves no append of the batch.
+    if (rows.length !== batch.length) throw new Error(`cr_append_audit returned ${rows.length} links for a batch of ${batch.length}`);
     return rows.map((r) => ({ seq: Number(r.o_seq), prevHash: r.o_prev_hash, hash: r.o_hash }));
   }
 

@@ -220,8 +220,8 @@ export class PostgresStore implements Store {
 
   /**
    * open connects, checks the server answers and brings the schema to this code's version. Every failure (a malformed
-   * URL, an unreachable server, a refused login, a database newer than this code) is one Error whose message says what
-   * to fix and never holds the URL's password.
+   * URL, an unreachable server, a refused login, a database not in UTF8, a database newer than this code) is one Error
+   * whose message says what to fix and never holds the URL's password.
    */
   static async open(opts: PostgresStoreOptions): Promise<PostgresStore> {
     const where = redactedUrl(opts.url);
@@ -242,6 +242,7 @@ export class PostgresStore implements Store {
     // A pooled connection that breaks while idle emits here; without a listener the process would crash.
     pool.on('error', (e) => opts.onError?.(e));
     try {
+      await requireUtf8(pool);
       await migratePostgres(pool);
     } catch (e) {
       await pool.end().catch(() => {});
@@ -693,6 +694,20 @@ export function redactedUrl(url: string): string {
     return u.toString();
   } catch {
     return '(an unparsable URL)';
+  }
+}
+
+/**
+ * requireUtf8 refuses a database whose encoding is not UTF8 (error code store_encoding_not_utf8): the audit chain's hashes
+ * are taken over the UTF-8 bytes of each event's JSON, by this process or by the database (cr_append_audit converts its
+ * text to UTF8), and text stored in another encoding would not convert back to the same bytes (or not at all), so audit
+ * verify would report untouched events as tampered.
+ */
+async function requireUtf8(pool: pg.Pool): Promise<void> {
+  const r = await pool.query<{ server_encoding: string }>('SHOW server_encoding');
+  const encoding = r.rows[0]?.server_encoding;
+  if (encoding !== 'UTF8') {
+    throw Object.assign(new Error(`the database's encoding is ${encoding ?? 'unknown'}, not UTF8: create it with ENCODING 'UTF8' (store_encoding_not_utf8)`), { code: 'store_encoding_not_utf8' });
   }
 }
 

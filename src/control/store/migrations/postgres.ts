@@ -171,7 +171,7 @@ BEGIN
   END LOOP;
   INSERT INTO audit_events (seq, time, type, actor, workspace_id, subject, details, prev_hash, hash)
     SELECT * FROM unnest(seqs, p_time, p_type, p_actor, p_ws, p_subject, p_details, prevs, hashes);
-  RETURN QUERY SELECT * FROM unnest(seqs, prevs, hashes);
+  RETURN QUERY SELECT u.s, u.p, u.h FROM unnest(seqs, prevs, hashes) WITH ORDINALITY AS u(s, p, h, n) ORDER BY u.n;
 END $f$;
 `,
   },
