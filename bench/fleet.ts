@@ -69,6 +69,12 @@ export interface FleetBench {
   create_answer_ms: Stats;
   /** CPU ms per job in the window: the control plane's process, and this process (the API clients and the 1,000 fakes). */
   control_cpu_ms_per_job: number;
+  /**
+   * Read and write system calls of the control plane's processes per job in the window (/proc/<pid>/io syscr, syscw:
+   * socket reads and writes, each a trip through the kernel's loopback TCP): a count, so steadier than CPU time on a host
+   * others load too.
+   */
+  control_syscalls_per_job: { read: number; write: number };
   client_and_fleet_cpu_ms_per_job: number;
   /** CPU ms per job of the PostgreSQL server (postmaster and every backend, /proc/<pid>/stat); null on SQLite (in-process). */
   store_cpu_ms_per_job: number | null;
@@ -178,6 +184,7 @@ export async function measureFleet(plan: FleetPlan, log: (msg: string) => void, 
     await create(plan.warmup, plan.clients);
 
     const cpu0 = { control: plane.pids.reduce((t, p) => t + processCpuMs(p), 0), self: selfCpuMs(), store: storeCpuMs(plane.pgData) };
+    const io0 = syscalls(plane.pids);
     const sent0 = fleets.reduce((t, f) => t + f.sent.messages, 0);
     const t1 = performance.now();
     const created = await create(plan.maxJobs, plan.clients, t1 + plan.windowMs);
@@ -186,6 +193,7 @@ export async function measureFleet(plan: FleetPlan, log: (msg: string) => void, 
     // job at once) and the control plane has gone quiet, before reading every job back through the API (its cost is the
     // bench's, not the jobs').
     const cpu1 = await settledCpu(plane, created.map((c) => c.id), assignOf);
+    const io1 = syscalls(plane.pids);
     const sent1 = fleets.reduce((t, f) => t + f.sent.messages, 0);
     const jobs = await endedJobs(plane.clients[0]!, created.map((c) => c.id));
     const n = created.length;
@@ -256,6 +264,7 @@ export async function measureFleet(plan: FleetPlan, log: (msg: string) => void, 
       placement_quiet_ms: summarize(quiet),
       create_answer_ms: summarize(created.map((c) => c.answeredMs - c.sentMs)),
       control_cpu_ms_per_job: round(controlMs),
+      control_syscalls_per_job: { read: round((io1.read - io0.read) / n), write: round((io1.write - io0.write) / n) },
       client_and_fleet_cpu_ms_per_job: round((cpu1.self - cpu0.self) / n),
       store_cpu_ms_per_job: plane.pgData ? round((cpu1.store - cpu0.store) / n) : null,
       control_cpu_bound_jobs_per_s: round((1000 / controlMs) * plane.pids.length),
@@ -343,6 +352,18 @@ async function endedJobs(client: CleanroomClient, ids: string[]): Promise<Job[]>
     }
     await new Promise((r) => setTimeout(r, 200));
   }
+}
+
+/** syscalls sums the read and write system calls of processes so far (/proc/<pid>/io; this bench runs as root). */
+function syscalls(pids: readonly number[]): { read: number; write: number } {
+  let read = 0;
+  let write = 0;
+  for (const pid of pids) {
+    const io = readOr(`/proc/${pid}/io`);
+    read += Number(/^syscr: (\d+)$/m.exec(io)?.[1] ?? 0);
+    write += Number(/^syscw: (\d+)$/m.exec(io)?.[1] ?? 0);
+  }
+  return { read, write };
 }
 
 /** processCpuMs is a process's user + system CPU time so far (ms), from /proc/<pid>/stat. */

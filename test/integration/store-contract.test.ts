@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { ChainVerifier, sealEvent, type AuditEventInput } from '../../src/control/audit/chain.js';
+import { ChainVerifier, sealEvent, type AuditEvent, type AuditEventInput } from '../../src/control/audit/chain.js';
 import { DEFAULT_EGRESS_POLICY, type AgentRecord, type ImageRecord, type Job, type ObjectMeta, type Workspace } from '../../src/control/model.js';
 import { SCHEMA_VERSION, SqliteStore } from '../../src/control/store/sqlite-store.js';
 import { PostgresStore } from '../../src/control/store/postgres-store.js';
@@ -434,7 +434,7 @@ for (const b of [sqlite, postgres]) {
 
     test('audit: one chain, filtered and paged either way; three instances appending at once keep it gap-free', () =>
       withStores(b, 3, async (s1, s2, s3) => {
-        for (let i = 1; i <= 4; i++) await s1.appendAudit(auditInput(i, i % 2 ? 'ws_a' : null), sealEvent);
+        for (let i = 1; i <= 4; i++) await s1.appendAudit(auditInput(i, i % 2 ? 'ws_a' : null));
         const events = await s2.listAudit({ order: 'asc', limit: 100 });
         assert.deepEqual(events.map((e) => e.seq), [1, 2, 3, 4]);
         assert.deepEqual(events[0]!.details, { i: 1, nested: { list: [1, 'x'] } });
@@ -448,14 +448,10 @@ for (const b of [sqlite, postgres]) {
         const perWave = 15;
         let n = 0;
         for (let w = 0; w < waves; w++) {
-          await Promise.all([s1, s2, s3].flatMap((s) => Array.from({ length: perWave }, () => s.appendAudit(auditInput(1000 + n++), sealEvent))));
+          await Promise.all([s1, s2, s3].flatMap((s) => Array.from({ length: perWave }, () => s.appendAudit(auditInput(1000 + n++)))));
         }
-        // A seal that throws fails its own append only.
-        const failing = (input: AuditEventInput, prev: { seq: number; hash: string } | null) => {
-          if (input.subject === 'job_bad') throw new Error('cannot seal');
-          return sealEvent(input, prev);
-        };
-        const mixed = await Promise.allSettled([s2.appendAudit(auditInput(5), failing), s2.appendAudit({ ...auditInput(2), subject: 'job_bad' }, failing), s2.appendAudit({ ...auditInput(3), subject: 'job_last' }, failing)]);
+        // An event that cannot be sealed (details that are not JSON) fails its own append only.
+        const mixed = await Promise.allSettled([s2.appendAudit({ ...auditInput(5), details: { text: 'żółw ✓ "q" \\ \u2028 \n', list: [1.5, -0, null, true] } }), s2.appendAudit({ ...auditInput(2), subject: 'job_bad', details: { n: 1n } }), s2.appendAudit({ ...auditInput(3), subject: 'job_last' })]);
         assert.deepEqual(mixed.map((r) => r.status), ['fulfilled', 'rejected', 'fulfilled']);
         const total = 4 + waves * perWave * 3 + 2;
         const v = new ChainVerifier();
@@ -464,15 +460,15 @@ for (const b of [sqlite, postgres]) {
         assert.deepEqual(v.verdict(), { ok: true, events: total, lastHash: chain.at(-1)!.hash });
         assert.equal(new Set(chain.map((e) => `${e.subject}/${e.actor}`)).size, total, 'every append is in the chain once');
         assert.equal(chain.at(-1)!.subject, 'job_last');
-        // An instance whose view is stale seals after the real last event.
-        const e = await s1.appendAudit(auditInput(7), sealEvent);
+        // An append from any instance links after the real last event.
+        const e = await s1.appendAudit(auditInput(7));
         assert.equal(e.seq, total + 1);
         assert.equal(e.prevHash, chain.at(-1)!.hash);
       }));
 
     test('audit: an event cannot be changed or removed', () =>
       withStores(b, 1, async (s) => {
-        await s.appendAudit(auditInput(1), sealEvent);
+        await s.appendAudit(auditInput(1));
         await assert.rejects(rawExec(b, s, "UPDATE audit_events SET actor = 'someone else'"), /append-only/);
         await assert.rejects(rawExec(b, s, 'DELETE FROM audit_events'), /append-only/);
         assert.equal((await s.listAudit({ order: 'asc', limit: 10 })).length, 1);
@@ -645,8 +641,20 @@ describe('store contract: postgres only', () => {
     } finally {
       await s.close();
     }
-    // Back to what schema 1 had: no quota functions, no index of placed jobs, no record of migration 2.
-    for (const sql of ['DROP FUNCTION cr_insert_placed_jobs', 'DROP FUNCTION cr_count_jobs', 'DROP FUNCTION cr_lock_quotas', 'DROP INDEX jobs_placed', 'DELETE FROM schema_migrations WHERE version > 1']) {
+    // Events an older build stored: sealed in its process (sealEvent) and inserted as they are.
+    const oldEvents: AuditEvent[] = [];
+    const insertSealed = async (e: AuditEvent) =>
+      pgServer!.query('from_schema_1', 'INSERT INTO audit_events (seq, time, type, actor, workspace_id, subject, details, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)', [
+        e.seq, e.time, e.type, e.actor, e.workspaceId, e.subject, JSON.stringify(e.details), e.prevHash, e.hash,
+      ]);
+    for (let i = 0; i < 3; i++) {
+      const e = sealEvent(auditInput(100 + i, 'ws_a'), oldEvents.at(-1) ?? null);
+      await insertSealed(e);
+      oldEvents.push(e);
+    }
+    // Back to what schema 1 had: no quota functions, no index of placed jobs, no audit append function, no record of
+    // migrations 2 and 3.
+    for (const sql of ['DROP FUNCTION cr_append_audit', 'DROP FUNCTION cr_insert_placed_jobs', 'DROP FUNCTION cr_count_jobs', 'DROP FUNCTION cr_lock_quotas', 'DROP INDEX jobs_placed', 'DELETE FROM schema_migrations WHERE version > 1']) {
       await pgServer!.query('from_schema_1', sql);
     }
     const again = await PostgresStore.open({ url, poolSize: 2 });
@@ -655,9 +663,29 @@ describe('store contract: postgres only', () => {
       assert.deepEqual(rows.map((r) => r.version), Array.from({ length: POSTGRES_SCHEMA_VERSION }, (_, i) => i + 1));
       assert.equal(await again.countJobs('ws_a', ['assigned', 'running']), 2);
       assert.equal(await again.createPlacedJob(job('job_new', 'ws_a', 4, { status: 'assigned', agentId: 'agent_2' })), 3, 'the jobs placed before the upgrade count');
+      // The chain goes on after the events stored before the upgrade: linked here by a lone writer, then (once an older
+      // build's replica is seen appending beside it: a unique violation on seq) by cr_append_audit in the database.
+      const first = await again.appendAudit(auditInput(200));
+      assert.equal(first.seq, 4);
+      await insertSealed(sealEvent(auditInput(201), first));
+      const linkedInDb = await again.appendAudit(auditInput(202));
+      assert.equal(linkedInDb.seq, 6);
+      assert.equal((await again.appendAudit(auditInput(203))).seq, 7);
+      const chain = await again.listAudit({ order: 'asc', limit: 100 });
+      assert.deepEqual(chain.slice(0, 3), oldEvents);
+      const v = new ChainVerifier();
+      for (const e of chain) v.add(e);
+      assert.deepEqual(v.verdict(), { ok: true, events: 7, lastHash: chain.at(-1)!.hash });
     } finally {
       await again.close();
     }
+  });
+
+  test('a database whose encoding is not UTF8 is refused at start: the audit hashes are over UTF-8', async () => {
+    await pgServer!.query('postgres', "CREATE DATABASE latin1_db ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0");
+    await assert.rejects(PostgresStore.open({ url: pgServer!.url('latin1_db'), poolSize: 1 }), /encoding is LATIN1, not UTF8: create it with ENCODING 'UTF8' \(store_encoding_not_utf8\)/);
+    const tables = await pgServer!.query('latin1_db', "SELECT 1 FROM information_schema.tables WHERE table_schema = 'public'");
+    assert.equal(tables.length, 0, 'nothing is laid out in it');
   });
 
   test('connections the server drops are replaced: the next operations succeed', async () => {
@@ -669,7 +697,7 @@ describe('store contract: postgres only', () => {
       const killed = await pgServer!.query<{ ok: boolean }>('postgres', "SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity WHERE datname = 'dropped' AND pid <> pg_backend_pid()");
       assert.ok(killed.length >= 1);
       await new Promise((r) => setTimeout(r, 100));
-      for (let i = 0; i < 5; i++) await s.appendAudit(auditInput(i), sealEvent);
+      for (let i = 0; i < 5; i++) await s.appendAudit(auditInput(i));
       await s.createJob(job('job_1', 'ws_a', 1));
       await s.updateJob('job_1', { status: 'running' });
       assert.equal((await s.getJob('job_1'))!.status, 'running');

@@ -68,7 +68,9 @@ export class TestReplicas {
       };
       writeFileSync(join(aDir, 'config.json'), JSON.stringify(aConfig));
       const log = openSync(join(aDir, 'control.log'), 'a');
-      a = spawn(process.execPath, [join(REPO_ROOT, 'dist/src/control/main.js'), '--data-dir', aDir], { stdio: ['ignore', log, log], env: { ...process.env, CLEANROOM_CONFIG: join(aDir, 'client.json') } });
+      // CLEANROOM_CONTROL_NODE_ARGS adds node flags to replica A too (a bench profiles both replicas with --cpu-prof).
+      const nodeArgs = (process.env.CLEANROOM_CONTROL_NODE_ARGS ?? '').split(' ').filter(Boolean);
+      a = spawn(process.execPath, [...nodeArgs, join(REPO_ROOT, 'dist/src/control/main.js'), '--data-dir', aDir], { stdio: ['ignore', log, log], env: { ...process.env, CLEANROOM_CONFIG: join(aDir, 'client.json') } });
       closeSync(log);
       const r = new TestReplicas(b, aDir, aPorts, a);
       await r.waitHealthy(r.clientA, 60_000);

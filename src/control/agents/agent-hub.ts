@@ -25,7 +25,8 @@ import { startOnly, type Dispatcher, type JobService } from '../jobs/job-service
 import type { NetworkPolicyService } from '../network/network-policy-service.js';
 import type { AgentPresence } from '../cluster/agent-presence.js';
 import { isSandboxReport, type SandboxChannel, type SandboxReport, type SandboxRequestMessage } from '../sandboxes/sandbox-channel.js';
-import { agentHash, choosePlacement, jobSizeClass, offeredClass, takeWarmCell, type AgentCandidate, type PlacementClass, type PlacementWant } from './placement.js';
+import { agentHash, jobSizeClass, offeredClass, takeWarmCell, type AgentCandidate, type PlacementClass, type PlacementWant } from './placement.js';
+import { PlacementOrder } from './placement-order.js';
 import { FleetCheck, OfferIndex, type WorkloadNeeds } from './fleet-offers.js';
 import { AgentDirectory, offeredView, type AgentInfo } from './agent-directory.js';
 import type { AgentFigures } from '../cluster/agent-presence.js';
@@ -58,7 +59,7 @@ interface Connection {
   capacity: number;
   /** The agent's load as last reported, less the warm cells assigned since (the next report corrects it). */
   load: AgentLoad;
-  /** What placement reads of this agent, updated in place at each dispatch (see candidates()). */
+  /** What placement reads of this agent, refreshed in place when it is read (see candidateOf()). */
   candidate: AgentCandidate;
   /** The images it has prepared (its hello's, then its image.prepared and image.removed): jobs on others go elsewhere. */
   images: Set<string>;
@@ -94,6 +95,12 @@ export class AgentHub implements Dispatcher, SandboxChannel {
    * with room instead of every agent.
    */
   private readonly roomy = new Set<Connection>();
+  /**
+   * The connected agents in placement's order (placement-order.ts): a dispatch reads them from the least loaded and stops
+   * at the first with a warm cell that fits, instead of judging every agent of a fleet. Every change of a connection's
+   * running count or capacity updates it (touch).
+   */
+  private readonly order = new PlacementOrder<Connection>((c) => this.candidateOf(c));
   private readonly server: Server;
   /** Pool requests awaiting an answer, by request id, with the agent asked. */
   private readonly pending = new Map<string, { agentId: string; answer: (p: AgentPool) => void }>();
@@ -171,6 +178,7 @@ export class AgentHub implements Dispatcher, SandboxChannel {
     if (flags.removed && conn) {
       this.agents.delete(agentId);
       this.roomy.delete(conn);
+      this.order.delete(conn);
       this.offers.delete(agentId);
       this.directory.disconnected(agentId, 0);
       conn.ws.close(CHANNEL_CLOSE.agentRemoved, closeReason(`removed by an operator; re-admit with: cleanroom agents undrain ${agentId}`));
@@ -291,6 +299,7 @@ export class AgentHub implements Dispatcher, SandboxChannel {
       const agentId = conn.agentId;
       this.agents.delete(agentId);
       this.roomy.delete(conn);
+      this.order.delete(conn);
       this.offers.delete(agentId);
       this.directory.disconnected(agentId, conn.running.size);
       this.log('agent disconnected', { agentId, code, reason: reason.toString() });
@@ -311,9 +320,15 @@ export class AgentHub implements Dispatcher, SandboxChannel {
     const candidate: AgentCandidate = { agentId, capacity, running: 0, draining: false, removed: false, load: hello.load, images, hash: agentHash(agentId) };
     const conn: Connection = { agentId, ws, running: new Set(liveJobIds), capacity, load: hello.load, candidate, images, queue: Promise.resolve(), pending: 0, placedSinceHello: new Set() };
     this.directory.connected(agentId, capacity, hello.load.offers);
-    this.agents.get(agentId)?.ws.terminate();
+    const replaced = this.agents.get(agentId);
+    if (replaced) {
+      replaced.ws.terminate();
+      this.roomy.delete(replaced);
+      this.order.delete(replaced);
+    }
     this.agents.set(agentId, conn);
     this.roomy.add(conn);
+    this.order.update(conn);
     this.offers.set(agentId, hello.load.offers);
     clearTimeout(this.lostTimers.get(agentId));
     this.lostTimers.delete(agentId);
@@ -342,7 +357,7 @@ export class AgentHub implements Dispatcher, SandboxChannel {
     if (isSandboxReport(msg)) return this.sandboxes?.onReport(agentId, msg);
     switch (msg.type) {
       case 'job.report': {
-        if (msg.ended && conn.running.delete(msg.jobId)) this.roomy.add(conn);
+        if (msg.ended && conn.running.delete(msg.jobId)) this.touch(conn);
         const applied = this.jobs.onReport(agentId, msg);
         // A start alone does not hold the agent's next report (the job's first output, most often) behind its write.
         if (startOnly(msg)) this.heard(applied, agentId, msg.type);
@@ -355,7 +370,7 @@ export class AgentHub implements Dispatcher, SandboxChannel {
       case 'job.output':
         return this.jobs.onOutput(agentId, msg.jobId, msg.stream, Buffer.from(msg.data, 'base64'));
       case 'job.ended':
-        if (conn.running.delete(msg.jobId)) this.roomy.add(conn);
+        if (conn.running.delete(msg.jobId)) this.touch(conn);
         return this.jobs.onEnded(agentId, msg.jobId, msg.end, msg.timings, msg.outputDroppedBytes ?? 0);
       case 'job.wiped':
         if (msg.jobId) await this.jobs.onWiped(agentId, msg.jobId, msg.receipt, msg.timings ?? {});
@@ -399,7 +414,7 @@ export class AgentHub implements Dispatcher, SandboxChannel {
     const hadRoom = conn.running.size < conn.capacity;
     conn.load = load;
     conn.capacity = load.capacity;
-    this.roomy.add(conn);
+    this.touch(conn);
     this.offers.set(conn.agentId, load.offers);
     // A report can reveal room (a larger capacity) or warm cells that queued jobs were waiting for.
     if (!hadRoom && conn.running.size < conn.capacity) await this.jobs.dispatchQueued();
@@ -435,7 +450,7 @@ export class AgentHub implements Dispatcher, SandboxChannel {
     return false;
   }
 
-  /** reserve picks an agent with choosePlacement (one pass over the connected agents) and holds a slot on it. */
+  /** reserve picks an agent by choosePlacement's rules (in placement order: see `order`) and holds a slot on it. */
   reserve(spec: JobSpec): string | null {
     const want: PlacementWant = {
       image: spec.image?.digest ?? null,
@@ -443,10 +458,10 @@ export class AgentHub implements Dispatcher, SandboxChannel {
       sizeClass: jobSizeClass(this.classes, spec.cpu, spec.memoryBytes, spec.diskBytes),
       size: { cpu: spec.cpu, memoryBytes: spec.memoryBytes, diskBytes: spec.diskBytes },
     };
-    const agentId = choosePlacement(this.candidates(), want);
-    const conn = agentId === null ? undefined : this.agents.get(agentId);
+    const conn = this.order.choose(want, (c) => this.agents.get(c.agentId) === c);
     if (!conn) return null;
     conn.running.add(spec.jobId);
+    this.order.update(conn);
     conn.placedSinceHello?.add(spec.jobId);
     const sizeClass = offeredClass(conn.load.offers, want);
     conn.load = takeWarmCell(conn.load, want, sizeClass === false ? want.sizeClass : sizeClass);
@@ -466,6 +481,7 @@ export class AgentHub implements Dispatcher, SandboxChannel {
     const conn = this.agents.get(agentId);
     if (!conn) return false;
     conn.running.add(spec.jobId);
+    this.order.update(conn);
     conn.placedSinceHello?.add(spec.jobId);
     send(conn.ws, { type: 'assign', job: spec, credentials });
     return true;
@@ -473,7 +489,13 @@ export class AgentHub implements Dispatcher, SandboxChannel {
 
   release(agentId: string, jobId: string): void {
     const conn = this.agents.get(agentId);
-    if (conn?.running.delete(jobId)) this.roomy.add(conn);
+    if (conn?.running.delete(jobId)) this.touch(conn);
+  }
+
+  /** touch notes that a connection's running count or capacity changed: it may have room, and its place in the order moved. */
+  private touch(conn: Connection): void {
+    this.roomy.add(conn);
+    if (this.agents.get(conn.agentId) === conn) this.order.update(conn);
   }
 
   holds(agentId: string): boolean {
@@ -481,34 +503,19 @@ export class AgentHub implements Dispatcher, SandboxChannel {
   }
 
   /**
-   * candidates is what placement reads of each connected agent with room. Placement runs once per job over every agent
-   * (1,000s in a fleet): each connection keeps one candidate object, updated in place, and full agents are skipped here,
-   * so a dispatch allocates nothing per agent (a generator yielding fresh objects was ~15 % of the control plane's CPU
-   * with 1,000 agents, bench/fleet.ts).
+   * candidateOf is what placement reads of an agent, as it stands now: each connection keeps one candidate object,
+   * refreshed in place when read, so a dispatch allocates nothing per agent.
    */
-  private candidates(): AgentCandidate[] {
-    const list = this.candidateList;
-    list.length = 0;
-    for (const c of this.roomy) {
-      const running = c.running.size;
-      if (running >= c.capacity || this.agents.get(c.agentId) !== c) {
-        this.roomy.delete(c); // back when a job ends or its load says so
-        continue;
-      }
-      const d = this.directory.flags(c.agentId);
-      const k = c.candidate;
-      k.capacity = c.capacity;
-      k.running = running;
-      k.draining = d.draining;
-      k.removed = d.removed;
-      k.load = c.load;
-      list.push(k);
-    }
-    return list;
+  private candidateOf(c: Connection): AgentCandidate {
+    const d = this.directory.flags(c.agentId);
+    const k = c.candidate;
+    k.capacity = c.capacity;
+    k.running = c.running.size;
+    k.draining = d.draining;
+    k.removed = d.removed;
+    k.load = c.load;
+    return k;
   }
-
-  /** The list candidates() fills (reused: placement does not keep it). */
-  private readonly candidateList: AgentCandidate[] = [];
 
   // ---- Operators: list, drain, undrain, remove (platform admin routes) ----
 
@@ -552,6 +559,7 @@ export class AgentHub implements Dispatcher, SandboxChannel {
     if (conn) {
       this.agents.delete(agentId);
       this.roomy.delete(conn);
+      this.order.delete(conn);
       this.offers.delete(agentId);
       this.directory.disconnected(agentId, 0);
       conn.ws.close(CHANNEL_CLOSE.agentRemoved, closeReason(`removed by an operator; re-admit with: cleanroom agents undrain ${agentId}`));

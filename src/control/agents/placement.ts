@@ -53,11 +53,9 @@ export function choosePlacement(cands: Iterable<AgentCandidate>, want: Placement
   let bestLoad = 0;
   let bestHash = 0;
   for (const c of cands) {
-    if (c.draining || c.removed || c.running >= c.capacity || c.capacity <= 0) continue;
-    if (want.image !== null && c.images && !c.images.has(want.image)) continue;
-    const sizeClass = offeredClass(c.load?.offers, want);
-    if (sizeClass === false) continue;
-    const warm = c.load !== null && warmCells(c.load, want, sizeClass) > 0;
+    const verdict = judgeCandidate(c, want);
+    if (verdict === null) continue;
+    const warm = verdict === 'warm';
     const load = c.running / c.capacity;
     if (best !== null) {
       if (bestWarm && !warm) continue;
@@ -78,6 +76,19 @@ export function choosePlacement(cands: Iterable<AgentCandidate>, want: Placement
     bestHash = c.hash ?? agentHash(c.agentId);
   }
   return best?.agentId ?? null;
+}
+
+/**
+ * judgeCandidate is what the rules say of one agent for the job: null when it may not take it (draining, removed, full,
+ * without the image, or not offering the runtime or a size that fits), 'warm' when it has a free warm cell that fits,
+ * else 'cold'. choosePlacement and PlacementOrder (placement-order.ts) both judge with it.
+ */
+export function judgeCandidate(c: AgentCandidate, want: PlacementWant): 'warm' | 'cold' | null {
+  if (c.draining || c.removed || c.running >= c.capacity || c.capacity <= 0) return null;
+  if (want.image !== null && c.images && !c.images.has(want.image)) return null;
+  const sizeClass = offeredClass(c.load?.offers, want);
+  if (sizeClass === false) return null;
+  return c.load !== null && warmCells(c.load, want, sizeClass) > 0 ? 'warm' : 'cold';
 }
 
 /**

@@ -97,9 +97,6 @@ function baseServer(d: ApiServerDeps): { app: FastifyInstance; routes: RouteTabl
   });
   // One structured line per request: its id (also sent back as X-Request-Id), the route's pattern and its ids, status,
   // duration, and who called. Never a header, query string, body or response: keys, tokens, env and output stay out.
-  app.addHook('onRequest', async (request, reply) => {
-    void reply.header('x-request-id', request.id);
-  });
   app.addHook('onResponse', async (request, reply) => {
     const caller = callerOf(request);
     d.log('request', {
@@ -112,18 +109,21 @@ function baseServer(d: ApiServerDeps): { app: FastifyInstance; routes: RouteTabl
       ...(caller ? { workspaceId: caller.workspace, keyId: caller.key, jobId: caller.job } : {}),
     });
   });
-  edge.guard(app);
   let closing = false;
   app.addHook('preClose', (done) => {
     closing = true;
     done();
   });
-  app.addHook('onRequest', async (_request, reply) => {
+  // One hook for both (each hook is a call and a promise per request): the request id goes back, and a server shutting
+  // down refuses new work.
+  app.addHook('onRequest', async (request, reply) => {
+    void reply.header('x-request-id', request.id);
     if (closing) {
       void reply.header('connection', 'close');
       throw new ApiError('unavailable', 'this server is shutting down; retry on a new connection');
     }
   });
+  edge.guard(app);
   app.setErrorHandler((err, request, reply) => {
     // A client that went away mid-body (an aborted upload) is not a platform fault; the answer most likely goes nowhere.
     const clientGone = !request.raw.complete && request.raw.destroyed;

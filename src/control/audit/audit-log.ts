@@ -1,5 +1,5 @@
 /** AuditLog appends security events to the hash-chained log and reads them back. */
-import { ChainVerifier, sealEvent, type AuditEvent, type AuditEventInput, type ChainVerdict } from './chain.js';
+import { ChainVerifier, type AuditEvent, type AuditEventInput, type ChainVerdict } from './chain.js';
 import type { AuditQuery, Store } from '../store/store.js';
 
 const VERIFY_BATCH = 1000;
@@ -17,7 +17,7 @@ export class AuditLog {
   async record(input: AuditEventInput): Promise<void> {
     this.observe(input);
     try {
-      await this.store.appendAudit(input, sealEvent);
+      await this.store.appendAudit(input);
     } catch (e) {
       this.log('audit append failed', { type: input.type, error: (e as Error).message });
     }

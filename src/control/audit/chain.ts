@@ -46,8 +46,20 @@ export interface AuditEvent extends AuditEventInput {
 /** GENESIS_HASH is the previous hash of the first event. */
 export const GENESIS_HASH = '0'.repeat(64);
 
-/** sealEvent chains an input after `prev` (null for the first event). */
-export function sealEvent(input: AuditEventInput, prev: { seq: number; hash: string } | null, time = new Date()): AuditEvent {
+/**
+ * auditInput is the input as a store keeps it: its five fields only, details as their JSON reads back (toJSON applied,
+ * undefined members dropped), so the hash covers exactly what the row stores and audit verify re-hashes. Both stores
+ * append through it (sealEvent; the PostgreSQL chain before chainParts). Throws when details are not a JSON object.
+ */
+export function auditInput(input: AuditEventInput): AuditEventInput {
+  const json: unknown = JSON.stringify(input.details);
+  if (typeof json !== 'string' || json[0] !== '{') throw new TypeError('audit details must be a JSON object');
+  return { type: input.type, actor: input.actor, workspaceId: input.workspaceId ?? null, subject: input.subject ?? null, details: JSON.parse(json) as Record<string, unknown> };
+}
+
+/** sealEvent chains an input (as auditInput keeps it) after `prev` (null for the first event). */
+export function sealEvent(raw: AuditEventInput, prev: { seq: number; hash: string } | null, time = new Date()): AuditEvent {
+  const input = auditInput(raw);
   const body = { ...input, seq: (prev?.seq ?? 0) + 1, time: time.toISOString(), prevHash: prev?.hash ?? GENESIS_HASH };
   return { ...body, hash: eventHash(body) };
 }
@@ -56,6 +68,30 @@ export function sealEvent(input: AuditEventInput, prev: { seq: number; hash: str
 export function eventHash(e: Omit<AuditEvent, 'hash'> & { hash?: string }): string {
   const { prevHash, hash: _own, ...content } = e;
   return createHash('sha256').update(prevHash).update('\n').update(canonicalJson(content)).digest('hex');
+}
+
+/**
+ * chainParts is the canonical JSON eventHash hashes for `input` at `time`, split around its seq: for every seq,
+ * canonicalJson(content) === pre + seq + post. A store links the event after whichever event turns out to be the last
+ * with it (the PostgreSQL store does so in the database, under a lock): hash = sha256(prevHash + '\n' + pre + seq + post).
+ * `input` is as auditInput returns it. Throws what canonicalJson throws (details that are not JSON).
+ */
+export function chainParts(input: AuditEventInput, time: string): { pre: string; post: string } {
+  const { prevHash: _p, hash: _h, ...rest } = input as AuditEventInput & { prevHash?: string; hash?: string };
+  const content: Record<string, unknown> = { ...rest, seq: 0, time };
+  const entries = Object.entries(content).filter(([, x]) => x !== undefined).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  let pre = '{';
+  let post = '';
+  let afterSeq = false;
+  entries.forEach(([k, x], i) => {
+    const sep = i === 0 ? '' : ',';
+    if (k === 'seq') {
+      pre += `${sep}${JSON.stringify(k)}:`;
+      afterSeq = true;
+    } else if (afterSeq) post += `${sep}${JSON.stringify(k)}:${canonicalJson(x)}`;
+    else pre += `${sep}${JSON.stringify(k)}:${canonicalJson(x)}`;
+  });
+  return { pre, post: `${post}}` };
 }
 
 /** ChainVerdict is the result of checking a chain from its first event. */

@@ -1,5 +1,6 @@
 /** At-rest encryption for the object store: AES-256-GCM envelope keys and a chunked, streaming object format. */
-import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv } from 'node:crypto';
+import { pooledRandomBytes } from './random-pool.js';
 import { Transform } from 'node:stream';
 
 const KEY_BYTES = 32;
@@ -19,14 +20,14 @@ export class EnvelopeError extends Error {
 
 /** newDataKey returns a fresh random 32-byte AES-256 key. */
 export function newDataKey(): Buffer {
-  return randomBytes(KEY_BYTES);
+  return pooledRandomBytes(KEY_BYTES);
 }
 
 /** wrapKey encrypts a 32-byte key under a 32-byte key-encryption key, bound to its owner by `context`. */
 export function wrapKey(kek: Buffer, key: Buffer, context: string): Buffer {
   requireKey(kek, 'key-encryption key');
   requireKey(key, 'key to wrap');
-  const nonce = randomBytes(NONCE_BYTES);
+  const nonce = pooledRandomBytes(NONCE_BYTES);
   const cipher = createCipheriv('aes-256-gcm', kek, nonce, { authTagLength: TAG_BYTES });
   cipher.setAAD(Buffer.from(context, 'utf8'));
   return Buffer.concat([Buffer.of(WRAP_VERSION), nonce, cipher.update(key), cipher.final(), cipher.getAuthTag()]);

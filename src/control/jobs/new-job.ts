@@ -1,5 +1,5 @@
 /** newJob is the record of a workload being admitted: what a create (single or batch) stores before placement. */
-import { randomBytes } from 'node:crypto';
+import { pooledRandomBytes } from '../data/random-pool.js';
 import type { EgressPolicy } from '../../shared/net/egress-policy.js';
 import type { JobImageChoice } from '../images/image-service.js';
 import type { Job, SandboxFields, Workspace, WorkloadMode } from '../model.js';
@@ -11,7 +11,7 @@ import type { ResolvedJob } from './job-request.js';
  */
 export function newJob(ws: Workspace, r: ResolvedJob, egress: EgressPolicy, chosen: JobImageChoice, mode: WorkloadMode = 'job', sandbox?: SandboxFields): Job {
   return {
-    id: `${mode === 'sandbox' ? 'sbx' : 'job'}_${randomBytes(10).toString('hex')}`,
+    id: `${mode === 'sandbox' ? 'sbx' : 'job'}_${pooledRandomBytes(10).toString('hex')}`,
     workspaceId: ws.id,
     status: 'queued',
     ...r,

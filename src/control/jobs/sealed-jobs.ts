@@ -5,7 +5,8 @@
  * authorised readers. At the end of retention a job's output is deleted and its key destroyed (crypto-shred): what
  * stays in clear is ids, statuses, times, resources, runtime, egress policy, data grants, timings and wipe receipts.
  */
-import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv } from 'node:crypto';
+import { pooledRandomBytes } from '../data/random-pool.js';
 import type { Job, OutputChunk, TokenRecord } from '../model.js';
 import type { Keyring } from '../data/keyring.js';
 import { newDataKey, unwrapKey, wrapKey } from '../data/envelope.js';
@@ -177,7 +178,7 @@ export function sealJobs(store: Store, keyring: Keyring): Store {
 
 /** seal encrypts bytes with AES-256-GCM under `key`, bound to `context`: nonce | ciphertext | tag. */
 function seal(key: Buffer, plain: Buffer, context: string): Buffer {
-  const nonce = randomBytes(NONCE_BYTES);
+  const nonce = pooledRandomBytes(NONCE_BYTES);
   const c = createCipheriv('aes-256-gcm', key, nonce);
   c.setAAD(Buffer.from(context));
   return Buffer.concat([nonce, c.update(plain), c.final(), c.getAuthTag()]);

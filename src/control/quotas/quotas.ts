@@ -16,6 +16,9 @@ export interface Quota {
   requestBurst: number;
 }
 
+/** RESOLVED_KEPT bounds the workspaces whose resolved quotas are kept. */
+const RESOLVED_KEPT = 10_000;
+
 /** Quotas resolves a workspace's quotas (config defaults, overridden by name) and keeps its counters and buckets. */
 export class Quotas {
   private readonly buckets = new Map<string, { tokens: number; at: number }>();
@@ -26,16 +29,25 @@ export class Quotas {
     private readonly now: () => number = Date.now,
   ) {}
 
-  /** of returns the quotas of a workspace. */
-  of(ws: Workspace): Quota {
+  /** Resolved quotas by workspace name: they follow from the config alone, which does not change while the process runs. */
+  private readonly resolved = new Map<string, Readonly<Quota>>();
+
+  /** of returns the quotas of a workspace (resolved once per workspace name; every request asks). */
+  of(ws: Workspace): Readonly<Quota> {
+    const known = this.resolved.get(ws.name);
+    if (known) return known;
     const { workspaces, maxObjectBytesMiB, maxImageBytesMiB, ...defaults } = this.config;
     const own = workspaces[ws.name] ?? {};
-    return {
+    const q: Quota = Object.freeze({
       ...defaults,
       maxObjectBytes: (own.maxObjectBytesMiB ?? maxObjectBytesMiB) * 1024 * 1024,
       maxImageBytes: (own.maxImageBytesMiB ?? maxImageBytesMiB) * 1024 * 1024,
       ...withoutUndefined({ ...own, maxObjectBytesMiB: undefined, maxImageBytesMiB: undefined }),
-    };
+    });
+    // Bounded: names come from workspaces that exist; should there be very many, the oldest are resolved again.
+    if (this.resolved.size >= RESOLVED_KEPT) this.resolved.delete(this.resolved.keys().next().value!);
+    this.resolved.set(ws.name, q);
+    return q;
   }
 
   /**

@@ -1,49 +1,75 @@
 /**
- * PostgresAuditChain appends to the audit hash chain that every replica shares. Each event takes the sequence number
- * after the chain's last and hashes that event's hash; `seq` is the primary key, so of two replicas sealing after the
- * same last event one insert wins and the other fails with a unique violation, reads the new last event and seals
- * again. Events are never removed (triggers refuse it), so the chain stays one gap-free line without a lock held over
- * round trips. Within a process appends queue up and go as one multi-row INSERT (all or none), sealed in order: one
- * round trip per batch while this process is the only writer, instead of a locked transaction per event.
+ * PostgresAuditChain appends to the audit hash chain that every replica shares. Appends of a process queue up and go as
+ * one statement per batch, linked after the chain's last event (seq and hash); the events' canonical JSON is made here
+ * (chain.ts chainParts), split around the seq, so the hashes are those eventHash computes (audit verify checks them).
+ *
+ * While this process is the only writer, a batch is linked after the last event it knows and inserted as it is (the
+ * cheapest statement; `seq` is the primary key, so a batch linked after a stale last event fails whole). Once another
+ * writer is seen (a unique violation on seq), batches go for CONTENDED_MS through cr_append_audit (migration 3) instead:
+ * the database takes the chain's lock, reads the last event and links the batch after it, so two replicas appending at
+ * once never lose the race for a seq (which cost a failed insert, a read and a second insert for a batch in ~40 % of
+ * batches with two replicas under load). Either way the chain stays one gap-free line, in one round trip per batch: every
+ * event's seq is its prev's + 1 and the seq primary key admits one event per seq, whichever way each was linked.
+ * The unique violation that starts a window is answered here without a log line; PostgreSQL's server log shows it as an
+ * ERROR: about one per replica per CONTENDED_MS while replicas append at once (within a window, batches do not race).
  */
+import { createHash } from 'node:crypto';
 import type pg from 'pg';
-import type { AuditEvent, AuditEventInput } from '../audit/chain.js';
-
-/** Seal chains an input after the previous event (null: the first). */
-type Seal = (input: AuditEventInput, prev: { seq: number; hash: string } | null) => AuditEvent;
+import { auditInput, chainParts, GENESIS_HASH, type AuditEvent, type AuditEventInput } from '../audit/chain.js';
+import { jsonTextArray } from './pg-json-array.js';
 
 interface Pending {
   input: AuditEventInput;
-  seal: Seal;
+  time: string;
+  parts: { pre: string; post: string };
+  details: string;
   resolve: (e: AuditEvent) => void;
   reject: (e: Error) => void;
 }
 
-/** MAX_BATCH bounds the events of one INSERT. */
+/** MAX_BATCH bounds the events of one call. */
 const MAX_BATCH = 256;
-/** MAX_ATTEMPTS bounds how often a batch is sealed again after losing to another replica's append. */
-const MAX_ATTEMPTS = 100;
+/** MAX_ATTEMPTS bounds the calls of a batch that lost the race for a seq to a writer that does not take the lock. */
+const MAX_ATTEMPTS = 10;
+/** CONTENDED_MS is how long batches go through the chain's lock after another writer was seen. */
+const CONTENDED_MS = 10_000;
 
 const LAST = 'SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1';
 const INSERT = `INSERT INTO audit_events (seq, time, type, actor, workspace_id, subject, details, prev_hash, hash)
   SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[])`;
 
+const APPEND = 'SELECT o_seq, o_prev_hash, o_hash FROM cr_append_audit($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[])';
+
 /** PostgresAuditChain is the appender of one store instance. */
 export class PostgresAuditChain {
   private readonly queue: Pending[] = [];
   private draining = false;
-  /** The chain's last event as this process last saw it; undefined: read it before sealing. */
-  private last: { seq: number; hash: string } | null | undefined = undefined;
+  /** The chain's last event as this process last stored or read it; undefined: unknown (read it before linking here). */
+  private last: { seq: number; hash: string } | undefined = undefined;
+  /** Until when batches go through the chain's lock (another writer was seen). */
+  private lockedUntil = 0;
 
   constructor(private readonly pool: pg.Pool) {}
 
-  /** append seals `input` after the chain's last event and stores it; resolves with the stored event. */
-  append(input: AuditEventInput, seal: Seal): Promise<AuditEvent> {
+  /** append links `input` after the chain's last event, as sealEvent would at this time, and stores it; resolves with the stored event. */
+  append(raw: AuditEventInput): Promise<AuditEvent> {
     return new Promise((resolve, reject) => {
-      this.queue.push({ input, seal, resolve, reject });
+      const time = new Date().toISOString();
+      let input: AuditEventInput;
+      let parts: Pending['parts'];
+      let details: string;
+      try {
+        input = auditInput(raw);
+        parts = chainParts(input, time);
+        details = JSON.stringify(input.details);
+      } catch (e) {
+        reject(e as Error); // not JSON: this append fails alone
+        return;
+      }
+      this.queue.push({ input, time, parts, details, resolve, reject });
       if (this.draining) return;
       this.draining = true;
-      // The first append of a turn waits for the turn's others: they go in its INSERT (group commit, as StatementBatch).
+      // The first append of a turn waits for the turn's others: they go in its call (group commit, as StatementBatch).
       setImmediate(() => void this.drain());
     });
   }
@@ -57,15 +83,14 @@ export class PostgresAuditChain {
   }
 
   /**
-   * insert runs the INSERT on a pooled connection that goes back to the pool when the database refused the statement (a
-   * SQLSTATE error, such as losing the race for a seq to another replica): pool.query would close the connection on any
-   * error, and with two replicas appending, a new connection (and its SCRAM login, on both ends) per lost race.
+   * query runs a statement on a pooled connection that goes back to the pool when the database refused the statement (a
+   * SQLSTATE error, such as losing the race for a seq): pool.query would close the connection on any error.
    */
-  private async insert(values: unknown[]): Promise<void> {
+  private async query<R extends pg.QueryResultRow>(name: string, text: string, values: unknown[]): Promise<R[]> {
     const c = await this.pool.connect();
     let broken: Error | undefined;
     try {
-      await c.query({ name: 'auditInsert', text: INSERT, values });
+      return (await c.query<R>({ name, text, values })).rows;
     } catch (e) {
       if (!/^[0-9A-Z]{5}$/.test(String((e as { code?: unknown }).code))) broken = e as Error;
       throw e;
@@ -74,35 +99,56 @@ export class PostgresAuditChain {
     }
   }
 
+  /** linkHere links a batch after the last event this process knows and inserts it as it is; rejects with 23505 if another writer came first. */
+  private async linkHere(batch: Pending[], json: (f: (p: Pending) => string) => string): Promise<Array<{ seq: number; prevHash: string; hash: string }>> {
+    if (this.last === undefined) {
+      const r = (await this.query<{ seq: string; hash: string }>('auditLast', LAST, []))[0];
+      this.last = r ? { seq: Number(r.seq), hash: r.hash } : { seq: 0, hash: GENESIS_HASH };
+    }
+    let prev = this.last;
+    const links = batch.map((p) => {
+      const seq = prev.seq + 1;
+      const hash = createHash('sha256').update(`${prev.hash}\n${p.parts.pre}${seq}${p.parts.post}`).digest('hex');
+      const link = { seq, prevHash: prev.hash, hash };
+      prev = { seq, hash };
+      return link;
+    });
+    const col = <K extends keyof AuditEventInput>(k: K) => batch.map((p) => p.input[k] ?? null);
+    await this.query('auditInsert', INSERT, [links.map((l) => l.seq), batch.map((p) => p.time), col('type'), col('actor'), col('workspaceId'), col('subject'), json((p) => p.details), links.map((l) => l.prevHash), links.map((l) => l.hash)]);
+    return links;
+  }
+
+  /** linkInDatabase has cr_append_audit link the batch after the last event, under the chain's lock. */
+  private async linkInDatabase(batch: Pending[], json: (f: (p: Pending) => string) => string): Promise<Array<{ seq: number; prevHash: string; hash: string }>> {
+    const col = <K extends keyof AuditEventInput>(k: K) => batch.map((p) => p.input[k] ?? null);
+    const rows = await this.query<{ o_seq: string; o_prev_hash: string; o_hash: string }>('auditAppend', APPEND, [
+      batch.map((p) => p.time), col('type'), col('actor'), col('workspaceId'), col('subject'), json((p) => p.details), json((p) => p.parts.pre), json((p) => p.parts.post),
+    ]);
+    // One row per event, in the batch's order (the function orders them): anything else resolves no append of the batch.
+    if (rows.length !== batch.length) throw new Error(`cr_append_audit returned ${rows.length} links for a batch of ${batch.length}`);
+    return rows.map((r) => ({ seq: Number(r.o_seq), prevHash: r.o_prev_hash, hash: r.o_hash }));
+  }
+
   private async appendBatch(batch: Pending[]): Promise<void> {
-    let pending = batch;
+    // The JSON columns (details, and the canonical JSON around each seq) go as text[] literals made natively (jsonTextArray).
+    const json = (f: (p: Pending) => string) => jsonTextArray(batch.map(f));
     for (let attempt = 1; ; attempt++) {
+      const locked = Date.now() < this.lockedUntil;
       try {
-        if (this.last === undefined) this.last = (await this.pool.query<{ seq: number; hash: string }>({ name: 'auditLast', text: LAST })).rows[0] ?? null;
-        let prev = this.last;
-        const sealed: Array<{ p: Pending; e: AuditEvent }> = [];
-        for (const p of pending) {
-          try {
-            const e = p.seal(p.input, prev);
-            sealed.push({ p, e });
-            prev = { seq: e.seq, hash: e.hash };
-          } catch (e) {
-            p.reject(e as Error);
-          }
-        }
-        pending = sealed.map((s) => s.p);
-        if (sealed.length === 0) return;
-        const col = <K extends keyof AuditEvent>(k: K) => sealed.map((s) => s.e[k]);
-        const details = sealed.map((s) => JSON.stringify(s.e.details));
-        await this.insert([col('seq'), col('time'), col('type'), col('actor'), col('workspaceId'), col('subject'), details, col('prevHash'), col('hash')]);
-        this.last = prev;
-        for (const s of sealed) s.p.resolve(s.e);
+        const links = locked ? await this.linkInDatabase(batch, json) : await this.linkHere(batch, json);
+        const end = links[links.length - 1];
+        this.last = end ? { seq: end.seq, hash: end.hash } : this.last;
+        batch.forEach((p, i) => p.resolve({ ...p.input, seq: links[i]!.seq, time: p.time, prevHash: links[i]!.prevHash, hash: links[i]!.hash }));
         return;
       } catch (e) {
         this.last = undefined;
-        // 23505: another replica stored the next event first; seal the batch again after it.
-        if ((e as { code?: string }).code === '23505' && attempt < MAX_ATTEMPTS) continue;
-        for (const p of pending) p.reject(e as Error);
+        // 23505: another writer stored that seq first: link in the database from now on (under its lock; a writer of an
+        // older build that does not take it can still win a race, and the batch is then sent again).
+        if ((e as { code?: string }).code === '23505' && attempt < MAX_ATTEMPTS) {
+          this.lockedUntil = Date.now() + CONTENDED_MS;
+          continue;
+        }
+        for (const p of batch) p.reject(e as Error);
         return;
       }
     }

@@ -12,6 +12,7 @@ import { DEFAULT_EGRESS_POLICY, TERMINAL_STATUSES, type AgentRecord, type ApiKey
 import { AGENT_COLUMNS, agentFrom, patchedAgentFields, type AgentRow } from './agent-columns.js';
 import { migratePostgres } from './migrations/postgres.js';
 import { PostgresAuditChain } from './postgres-audit-chain.js';
+import { jsonTextArray } from './pg-json-array.js';
 import { RecentJobs } from './recent-jobs.js';
 import { StatementBatch } from './statement-batch.js';
 import type { AgentFiguresRow, AuditQuery, DeniedQuery, ObjectQuery, SandboxQuery, Store } from './store.js';
@@ -155,14 +156,14 @@ export class PostgresStore implements Store {
   /** The hot writes, each grouped into multi-row statements (StatementBatch): a job's row, its versions, output and tokens. */
   private readonly batch = {
     insertJob: new StatementBatch<{ j: Job; c: JobColumns }, void>(async (items) => {
-      await this.run('insertJobs', [...columnsOf(items, (x) => [x.j.id, x.j.workspaceId, x.j.createdAt, ...x.c])]);
+      await this.run('insertJobs', jobRowColumns(items, (x) => [x.j.id, x.j.workspaceId, x.j.createdAt, ...x.c]));
       return items.map(() => undefined);
     }),
     insertPlacedJob: new StatementBatch<{ j: Job; c: JobColumns; token?: TokenRecord }, number>(async (items) => {
       const tokens = items.flatMap((x) => (x.token ? [x.token] : []));
       const rows = (
         await this.run<{ job_id: string; placed: number }>('insertPlacedJobs', [
-          ...columnsOf(items, (x) => [x.j.id, x.j.workspaceId, x.j.createdAt, ...x.c]),
+          ...jobRowColumns(items, (x) => [x.j.id, x.j.workspaceId, x.j.createdAt, ...x.c]),
           ...tokenColumns(tokens),
         ])
       ).rows;
@@ -171,7 +172,7 @@ export class PostgresStore implements Store {
     }),
     setJob: new StatementBatch<{ id: string; version: number; c: JobColumns }, boolean>(
       async (items) => {
-        const done = new Set((await this.run<{ id: string }>('setJobs', [...columnsOf(items, (x) => [x.id, x.version, ...x.c])])).rows.map((r) => r.id));
+        const done = new Set((await this.run<{ id: string }>('setJobs', jobRowColumns(items, (x) => [x.id, x.version, ...x.c]))).rows.map((r) => r.id));
         return items.map((x) => done.has(x.id));
       },
       (x) => x.id,
@@ -219,8 +220,8 @@ export class PostgresStore implements Store {
 
   /**
    * open connects, checks the server answers and brings the schema to this code's version. Every failure (a malformed
-   * URL, an unreachable server, a refused login, a database newer than this code) is one Error whose message says what
-   * to fix and never holds the URL's password.
+   * URL, an unreachable server, a refused login, a database not in UTF8, a database newer than this code) is one Error
+   * whose message says what to fix and never holds the URL's password.
    */
   static async open(opts: PostgresStoreOptions): Promise<PostgresStore> {
     const where = redactedUrl(opts.url);
@@ -241,6 +242,7 @@ export class PostgresStore implements Store {
     // A pooled connection that breaks while idle emits here; without a listener the process would crash.
     pool.on('error', (e) => opts.onError?.(e));
     try {
+      await requireUtf8(pool);
       await migratePostgres(pool);
     } catch (e) {
       await pool.end().catch(() => {});
@@ -481,8 +483,8 @@ export class PostgresStore implements Store {
     return rows.map((r) => ({ workspaceId: r.workspace_id, jobId: r.job_id, cellId: r.cell_id, action: r.action, destination: r.destination, protocol: r.protocol, port: r.port, time: r.time }));
   }
 
-  async appendAudit(input: AuditEventInput, seal: (input: AuditEventInput, prev: { seq: number; hash: string } | null) => AuditEvent): Promise<AuditEvent> {
-    return this.audit.append(input, seal);
+  async appendAudit(input: AuditEventInput): Promise<AuditEvent> {
+    return this.audit.append(input);
   }
 
   async listAudit(q: AuditQuery): Promise<AuditEvent[]> {
@@ -679,7 +681,7 @@ export class PostgresStore implements Store {
     if (jobs.length === 0) return;
     const rows = jobs.map((j) => ({ j, c: jobColumns(j) }));
     // One statement of its own (not the insertJob batch, which retries its calls one by one after a failure): atomic.
-    await this.run('insertJobs', [...columnsOf(rows, (x) => [x.j.id, x.j.workspaceId, x.j.createdAt, ...x.c])]);
+    await this.run('insertJobs', jobRowColumns(rows, (x) => [x.j.id, x.j.workspaceId, x.j.createdAt, ...x.c]));
     for (const { j, c } of rows) this.recent.set(j.id, { version: 0, doc: c[5] });
   }
 }
@@ -692,6 +694,20 @@ export function redactedUrl(url: string): string {
     return u.toString();
   } catch {
     return '(an unparsable URL)';
+  }
+}
+
+/**
+ * requireUtf8 refuses a database whose encoding is not UTF8 (error code store_encoding_not_utf8): the audit chain's hashes
+ * are taken over the UTF-8 bytes of each event's JSON, by this process or by the database (cr_append_audit converts its
+ * text to UTF8), and text stored in another encoding would not convert back to the same bytes (or not at all), so audit
+ * verify would report untouched events as tampered.
+ */
+async function requireUtf8(pool: pg.Pool): Promise<void> {
+  const r = await pool.query<{ server_encoding: string }>('SHOW server_encoding');
+  const encoding = r.rows[0]?.server_encoding;
+  if (encoding !== 'UTF8') {
+    throw Object.assign(new Error(`the database's encoding is ${encoding ?? 'unknown'}, not UTF8: create it with ENCODING 'UTF8' (store_encoding_not_utf8)`), { code: 'store_encoding_not_utf8' });
   }
 }
 
@@ -722,6 +738,13 @@ function columnsOf<T>(items: readonly T[], row: (item: T) => unknown[]): unknown
   for (const item of items) {
     row(item).forEach((v, i) => (cols[i] ??= []).push(v));
   }
+  return cols;
+}
+
+/** jobRowColumns is columnsOf for rows ending in jobColumns: the last (doc, JSON text) goes as a text[] literal (jsonTextArray). */
+function jobRowColumns<T>(items: readonly T[], row: (item: T) => unknown[]): unknown[] {
+  const cols: unknown[] = columnsOf(items, row);
+  if (cols.length > 0) cols[cols.length - 1] = jsonTextArray(cols[cols.length - 1] as string[]);
   return cols;
 }
 

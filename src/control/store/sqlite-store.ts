@@ -1,7 +1,7 @@
 /** SqliteStore is the embedded Store adapter (better-sqlite3, WAL). */
 import Database from 'better-sqlite3';
 import type { EgressPolicy } from '../../shared/net/egress-policy.js';
-import type { AuditEvent, AuditEventInput } from '../audit/chain.js';
+import { sealEvent, type AuditEvent, type AuditEventInput } from '../audit/chain.js';
 import { DEFAULT_EGRESS_POLICY, TERMINAL_STATUSES, type AgentRecord, type ApiKeyRecord, type ApiKeyRole, type DeniedConnectionRecord, type ImageRecord, type ImageState, type Job, type JobStatus, type ObjectMeta, type OutputChunk, type ReplicaRecord, type SigningKeyRecord, type TokenRecord, type Workspace } from '../model.js';
 import type { AgentFiguresRow, AuditQuery, DeniedQuery, ObjectQuery, SandboxQuery, Store } from './store.js';
 import { migrateSqlite } from './migrations/sqlite.js';
@@ -137,8 +137,8 @@ export class SqliteStore implements Store {
         this.stmts.updateJob.run(job.status, JSON.stringify(job), id);
         return job;
       }),
-      appendAudit: d.transaction((input: AuditEventInput, seal: (input: AuditEventInput, prev: { seq: number; hash: string } | null) => AuditEvent): AuditEvent => {
-        const e = seal(input, this.stmts.lastAudit.get() ?? null);
+      appendAudit: d.transaction((input: AuditEventInput): AuditEvent => {
+        const e = sealEvent(input, this.stmts.lastAudit.get() ?? null);
         this.stmts.insertAudit.run({ ...e, details: JSON.stringify(e.details) });
         return e;
       }),
@@ -311,9 +311,9 @@ export class SqliteStore implements Store {
     return this.stmts.revokeKey.run(at, id).changes === 1;
   }
 
-  async appendAudit(input: AuditEventInput, seal: (input: AuditEventInput, prev: { seq: number; hash: string } | null) => AuditEvent): Promise<AuditEvent> {
+  async appendAudit(input: AuditEventInput): Promise<AuditEvent> {
     // better-sqlite3 transactions are synchronous, so reading the last link and appending the next cannot interleave.
-    return this.tx.appendAudit(input, seal);
+    return this.tx.appendAudit(input);
   }
 
   async listAudit(q: AuditQuery): Promise<AuditEvent[]> {

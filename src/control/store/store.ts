@@ -105,8 +105,11 @@ export interface Store {
   /** revokeApiKey marks a key revoked; false if it was unknown or already revoked. */
   revokeApiKey(id: string, at: string): Promise<boolean>;
 
-  /** appendAudit seals an event after the current last one and stores it, atomically. */
-  appendAudit(input: AuditEventInput, seal: (input: AuditEventInput, prev: { seq: number; hash: string } | null) => AuditEvent): Promise<AuditEvent>;
+  /**
+   * appendAudit seals an event after the current last one (as chain.ts sealEvent does, at the time of the call) and
+   * stores it, atomically; details that are not JSON fail this append alone.
+   */
+  appendAudit(input: AuditEventInput): Promise<AuditEvent>;
   listAudit(q: AuditQuery): Promise<AuditEvent[]>;
 
   /** workspaceKey returns the workspace's wrapped data key, storing `candidate` first if it has none (first writer wins). */

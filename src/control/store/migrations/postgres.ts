@@ -10,6 +10,8 @@ import { API_KEY_ROLES } from '../../model.js';
 export const ADVISORY_LOCK_SPACE = 0x436c526d;
 /** MIGRATION_LOCK serialises migrations across replicas (session-level, held for the whole run). */
 export const MIGRATION_LOCK = 1;
+/** AUDIT_LOCK serialises appends to the audit chain across replicas (transaction-level: cr_append_audit of migration 3). */
+export const AUDIT_LOCK = 2;
 /**
  * QUOTA_LOCK_SPACE is the first key of the workspaces' quota locks (transaction-level; second key hashtext(workspace id)),
  * taken by the functions of migration 2 before they count a workspace's placed jobs (see there): a space of their own, so
@@ -132,6 +134,44 @@ BEGIN
   PERFORM cr_lock_quotas(p_ws);
   RETURN QUERY SELECT u.w, u.s, (SELECT count(*)::integer FROM jobs j WHERE j.workspace_id = u.w AND j.status = ANY(string_to_array(u.s, ',')))
     FROM unnest(p_ws, p_st) AS u(w, s);
+END $f$;
+`,
+  },
+  {
+    version: 3,
+    why: 'audit events linked into the chain in the database, under a lock: one round trip per batch whichever replica appended last',
+    // Each replica sealed its batch after the last event it knew and inserted it; with two replicas appending, the other
+    // had often appended meanwhile, so the insert lost the race for the seq (a unique violation), and the batch was read
+    // again, sealed again and sent again. cr_append_audit takes the chain's lock (transaction level), reads the last
+    // event and links the batch after it here: hash = sha256(prev_hash || '\n' || pre || seq || post), where pre and post
+    // are the event's canonical JSON around its seq (chain.ts chainParts), so the hash is the one eventHash computes and
+    // audit verify checks. The seq primary key still refuses a writer that does not take the lock.
+    sql: `
+CREATE FUNCTION cr_append_audit(p_time text[], p_type text[], p_actor text[], p_ws text[], p_subject text[], p_details text[],
+    p_pre text[], p_post text[]) RETURNS TABLE (o_seq bigint, o_prev_hash text, o_hash text) LANGUAGE plpgsql AS $f$
+DECLARE
+  last_seq bigint;
+  last_hash text;
+  seqs bigint[] := '{}';
+  prevs text[] := '{}';
+  hashes text[] := '{}';
+BEGIN
+  PERFORM pg_advisory_xact_lock(${ADVISORY_LOCK_SPACE}, ${AUDIT_LOCK});
+  SELECT a.seq, a.hash INTO last_seq, last_hash FROM audit_events a ORDER BY a.seq DESC LIMIT 1;
+  IF last_seq IS NULL THEN
+    last_seq := 0;
+    last_hash := repeat('0', 64);
+  END IF;
+  FOR i IN 1 .. coalesce(array_length(p_type, 1), 0) LOOP
+    prevs := prevs || last_hash;
+    last_seq := last_seq + 1;
+    last_hash := encode(sha256(convert_to(last_hash || E'\\n' || p_pre[i] || last_seq::text || p_post[i], 'UTF8')), 'hex');
+    seqs := seqs || last_seq;
+    hashes := hashes || last_hash;
+  END LOOP;
+  INSERT INTO audit_events (seq, time, type, actor, workspace_id, subject, details, prev_hash, hash)
+    SELECT * FROM unnest(seqs, p_time, p_type, p_actor, p_ws, p_subject, p_details, prevs, hashes);
+  RETURN QUERY SELECT u.s, u.p, u.h FROM unnest(seqs, prevs, hashes) WITH ORDINALITY AS u(s, p, h, n) ORDER BY u.n;
 END $f$;
 `,
   },
