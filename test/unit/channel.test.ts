@@ -231,3 +231,29 @@ test(`protocol ${MIN_PROTOCOL_VERSION}: a control plane of the previous build is
     await cp.close();
   }
 });
+
+test('flush sends the reports gathered so far at once (a job\'s first output): what the same turn adds later goes as a report of its own, in order', async () => {
+  const { cp, channel, got } = await welcomedChannel();
+  const A = 'job_aaaaaaaaaaaaaaaaaaaa';
+  const out = (text: string): AgentToControl => ({ type: 'job.output', jobId: A, stream: 'stdout', data: Buffer.from(text).toString('base64') });
+  try {
+    channel.connect();
+    await once(channel, 'open');
+    channel.send({ ...started, jobId: A });
+    channel.send(out('first'));
+    channel.flush();
+    channel.send(out('second'));
+    channel.send({ ...ended, jobId: A });
+    const deadline = Date.now() + 5000;
+    while (got.seen.length < 3 && Date.now() < deadline) await sleep(10);
+    await sleep(50);
+    const b64 = (t: string) => Buffer.from(t).toString('base64');
+    assert.deepEqual(got.seen.slice(1), [
+      { type: 'job.report', jobId: A, started: { cellId: '0123456789', timings: { take_ms: 1 } }, output: [{ stream: 'stdout', data: b64('first') }] },
+      { type: 'job.report', jobId: A, output: [{ stream: 'stdout', data: b64('second') }], ended: { end: ended.type === 'job.ended' ? ended.end : null, timings: {} } },
+    ]);
+  } finally {
+    channel.close();
+    await cp.close();
+  }
+});

@@ -419,11 +419,11 @@ export class Cell {
     this.container?.stdio.stdout.destroy();
     this.container?.stdio.stderr.destroy();
     this.timings.wipe_container_ms = performance.now() - t0;
+    // The gateway's connections of the cell close while its interface still exists (their FIN reaches the cell and is
+    // answered): cut after the network went, the host would retransmit into an address a later cell may hold.
+    if (this.address) this.env.networking.gateway.removeClient(this.address.address);
     if (this.network) await this.env.networking.host.destroyCellNetwork(this.network);
-    if (this.address) {
-      this.env.networking.gateway.removeClient(this.address.address);
-      this.env.networking.ipam.release(this.address.workspaceId, this.address.address);
-    }
+    if (this.address) this.env.networking.ipam.release(this.address.workspaceId, this.address.address);
     this.timings.wipe_network_ms = performance.now() - t0 - this.timings.wipe_container_ms;
     // The container is gone: nothing runs on the image root any more. A root that cannot be detached keeps the cell's
     // directory (never removed through a mount) for reconcile.

@@ -91,8 +91,8 @@ export class AgentHub implements Dispatcher, SandboxChannel {
   private readonly agents = new Map<string, Connection>();
   /**
    * The connections that may have room (running < capacity): every change that can make room adds its connection here;
-   * placement scans only these and drops those found full or gone. With a fleet mostly busy, a placement reads the few
-   * with room instead of every agent.
+   * canDispatch (may the queue pump at all?) scans only these and drops those found full or gone, so with a fleet mostly
+   * busy it reads the few with room instead of every agent. Placement itself reads `order`.
    */
   private readonly roomy = new Set<Connection>();
   /**

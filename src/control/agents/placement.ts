@@ -6,7 +6,8 @@
  * nor, for a job on an image, one that has not prepared the image; prefer an agent with a free
  * warm cell of the job's (image, runtime, size class): the job then starts without a cold prepare; then the least
  * loaded (running / capacity); ties by a hash of the agent id, so that equal agents are not always taken in the same
- * (id) order. One pass over the candidates: O(agents × warm pools per agent).
+ * (id) order. choosePlacement judges every candidate in one pass (O(agents × warm pools per agent)); the hub reads its
+ * agents in placement order instead and stops early (placement-order.ts); both judge with judgeCandidate.
  */
 import type { AgentLoad, AgentOffers, Runtime } from '../../shared/wire.js';
 

@@ -104,9 +104,9 @@ test('a crash between a spare backing file\'s link to a new volume and its unlin
   const root = mkdtempSync('/var/tmp/cleanroom-reconcile-test-');
   t.after(() => cleanupScratchRoot(root));
   const source = await prepareVolume({ root, cellId: 'spare-source', uid: 100_000, gid: 100_000, sizeBytes: 16 * MiB });
-  await wipeVolume(source);
+  const receipt = await wipeVolume(source);
   const spare = readdirSync(root).find((n) => n.startsWith('spare-img-'));
-  assert.ok(spare !== undefined, 'a cell\'s wipe kept a spare backing file');
+  assert.ok(spare !== undefined, `a cell's wipe kept a spare backing file (detach: ${receipt.steps.find((s) => s.step === 'detach-loop')?.detail ?? '?'})`);
   // What takeSpareBackingFile leaves if the agent dies between link(2) and unlink(2): the claimed marker, both names.
   const id = `v-${randomBytes(8).toString('hex')}`;
   linkSync(`${root}/${spare}`, `${root}/${id}.img`);
