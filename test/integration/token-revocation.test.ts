@@ -169,8 +169,13 @@ interface HostScan {
   jobsInDatabase: string[];
 }
 
+/** filesUnder lists the regular files below `dir`, recursively. */
+function filesUnder(dir: string): string[] {
+  return readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? filesUnder(join(dir, e.name)) : e.isFile() ? [join(dir, e.name)] : []));
+}
+
 /** scanHost looks for each token, and its signature alone, in every host process's cmdline and environ, in the raw bytes of
- *  the control plane's database files (main, WAL, shared memory), in every log, and in every other regular file of the data
+ *  the control plane's database files (SQLite's main, WAL and shared memory; or PostgreSQL's data directory), in every log, and in every other regular file of the data
  *  directory (without crossing into mounts; the cells' volume images are encrypted, and skipped). */
 async function scanHost(tokens: string[]): Promise<HostScan> {
   // The signature is also looked for in three overlapping thirds: a row stored across two database pages splits a string at
@@ -215,11 +220,20 @@ async function scanHost(tokens: string[]): Promise<HostScan> {
   assert.ok(scanned >= 2 * ours.size, `scanned only ${scanned} process files`);
 
   const control = join(cluster.dataDir, 'control');
-  const dbFiles = readdirSync(control).filter((f) => /\.db(-wal|-shm)?$/.test(f));
-  assert.ok(dbFiles.includes('cleanroom.db'), `no database in ${control}: ${dbFiles.join(', ')}`);
-  const db = Buffer.concat(dbFiles.map((f) => readFileSync(join(control, f))));
-  const scannedFiles = new Set(dbFiles.map((f) => join(control, f)));
-  look(`the database (${dbFiles.join(', ')})`, db);
+  let dbFiles: string[];
+  if (cluster.postgres) {
+    // On PostgreSQL (CLEANROOM_TEST_STORE=postgres): every file of its data directory (tables, indexes, WAL), once a
+    // checkpoint has written every page out.
+    await cluster.postgres.query('cleanroom', 'CHECKPOINT');
+    dbFiles = filesUnder(join(cluster.postgres.dir, 'data'));
+    assert.ok(dbFiles.some((f) => f.includes('/pg_wal/')), `no WAL under ${cluster.postgres.dir}/data`);
+  } else {
+    dbFiles = readdirSync(control).filter((f) => /\.db(-wal|-shm)?$/.test(f)).map((f) => join(control, f));
+    assert.ok(dbFiles.includes(join(control, 'cleanroom.db')), `no database in ${control}: ${dbFiles.join(', ')}`);
+  }
+  const db = Buffer.concat(dbFiles.map((f) => readFileSync(f)));
+  const scannedFiles = new Set(dbFiles);
+  look(`the database (${dbFiles.length} files: ${dbFiles.slice(0, 3).join(', ')}${dbFiles.length > 3 ? ', …' : ''})`, db);
   const jobsInDatabase = tokens.map((t) => decodeJwt(t).sub!).filter((job) => db.includes(job));
 
   const runDir = join(cluster.dataDir, 'run');
