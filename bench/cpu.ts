@@ -62,7 +62,8 @@ export function coresUsed(before: CpuParts, after: CpuParts, seconds: number): C
   return out;
 }
 
-function procTimes(pid: number): { self: number; children: number } {
+/** procTimes is a process's CPU seconds: its own, and its reaped children's. */
+export function procTimes(pid: number): { self: number; children: number } {
   // Fields after the command name (which may contain spaces): state is field 3, utime 14, stime 15, cutime 16, cstime 17.
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ').map(Number);

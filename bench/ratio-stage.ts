@@ -3,11 +3,10 @@
 // so that other load on the host (which changes from minute to minute on a shared machine) falls on both sides alike and
 // shows as a gap between the two bare figures. Beside the rates, the same ratio in CPU: what a bare run costs its own
 // processes ÷ what a job costs the cluster's own processes, the throughput ratio a CPU-bound host would give.
-import { readFileSync } from 'node:fs';
 import { bareRate, type BareBundles, type BareRate } from './baselines.js';
 import type { ThroughputLevel } from './throughput.js';
 import type { TestCluster } from '../test/support/cluster.js';
-import { CpuMeter, type CpuParts } from './cpu.js';
+import { CpuMeter, procTimes, type CpuParts } from './cpu.js';
 
 /** BareRuncRate is a bare rate with the CPU the runs took in their own processes. */
 export interface BareRuncRate extends BareRate {
@@ -47,11 +46,7 @@ export interface RatioStage {
 }
 
 // CPU seconds of this process's reaped children.
-function reapedSeconds(): number {
-  const stat = readFileSync('/proc/self/stat', 'utf8');
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ').map(Number);
-  return ((f[13] ?? 0) + (f[14] ?? 0)) / 100;
-}
+const reapedSeconds = (): number => procTimes(process.pid).children;
 
 /**
  * measureBareRunc runs bare `runc run` in `lanes` back-to-back loops for `ms` (after three unrecorded runs) beside the

@@ -82,18 +82,12 @@ export class PlacementOrder<T> {
   }
 
   private indexOf(e: Ordered<T>): number {
-    // Binary search by key (unique: ids are), falling back to a scan should a key have been changed in place.
-    let lo = 0;
-    let hi = this.list.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if (before(this.list[mid]!, e)) lo = mid + 1;
-      else hi = mid;
-    }
-    if (this.list[lo] === e) return lo;
-    return this.list.indexOf(e);
+    // Keys are unique (ids are), so an entry sits at its own insertion point; a scan should a key have changed in place.
+    const at = this.insertionPoint(e);
+    return this.list[at] === e ? at : this.list.indexOf(e);
   }
 
+  /** insertionPoint is the index of the first entry that does not sort before `e` (binary search). */
   private insertionPoint(e: Ordered<T>): number {
     let lo = 0;
     let hi = this.list.length;

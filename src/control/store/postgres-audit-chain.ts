@@ -40,6 +40,9 @@ const INSERT = `INSERT INTO audit_events (seq, time, type, actor, workspace_id, 
 
 const APPEND = 'SELECT o_seq, o_prev_hash, o_hash FROM cr_append_audit($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[])';
 
+/** column gives one input field of every event of a batch, as an array parameter (null where absent). */
+const column = (batch: readonly Pending[]) => <K extends keyof AuditEventInput>(k: K) => batch.map((p) => p.input[k] ?? null);
+
 /** PostgresAuditChain is the appender of one store instance. */
 export class PostgresAuditChain {
   private readonly queue: Pending[] = [];
@@ -113,14 +116,14 @@ export class PostgresAuditChain {
       prev = { seq, hash };
       return link;
     });
-    const col = <K extends keyof AuditEventInput>(k: K) => batch.map((p) => p.input[k] ?? null);
+    const col = column(batch);
     await this.query('auditInsert', INSERT, [links.map((l) => l.seq), batch.map((p) => p.time), col('type'), col('actor'), col('workspaceId'), col('subject'), json((p) => p.details), links.map((l) => l.prevHash), links.map((l) => l.hash)]);
     return links;
   }
 
   /** linkInDatabase has cr_append_audit link the batch after the last event, under the chain's lock. */
   private async linkInDatabase(batch: Pending[], json: (f: (p: Pending) => string) => string): Promise<Array<{ seq: number; prevHash: string; hash: string }>> {
-    const col = <K extends keyof AuditEventInput>(k: K) => batch.map((p) => p.input[k] ?? null);
+    const col = column(batch);
     const rows = await this.query<{ o_seq: string; o_prev_hash: string; o_hash: string }>('auditAppend', APPEND, [
       batch.map((p) => p.time), col('type'), col('actor'), col('workspaceId'), col('subject'), json((p) => p.details), json((p) => p.parts.pre), json((p) => p.parts.post),
     ]);
